@@ -1,0 +1,1 @@
+"""Generated from proto/stophub/v1; run `make proto`."""
