@@ -1,0 +1,189 @@
+"""Private signing keys: generate, sign, and store as PKCS#8 PEM files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from hub.crypto.signing import ECDSA_P256, ED25519, SignatureError, key_id_for
+
+
+class _Scheme(Protocol):
+    """The private-key half of one algorithm in the signing registry."""
+
+    @property
+    def algorithm(self) -> str: ...
+
+    def generate(self) -> PrivateKeyTypes: ...
+
+    def accepts(self, key: PrivateKeyTypes) -> bool: ...
+
+    def sign(self, key: PrivateKeyTypes, data: bytes) -> bytes: ...
+
+    def public_bytes(self, key: PrivateKeyTypes) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Ed25519Scheme:
+    algorithm: str = ED25519
+
+    def generate(self) -> PrivateKeyTypes:
+        return ed25519.Ed25519PrivateKey.generate()
+
+    def accepts(self, key: PrivateKeyTypes) -> bool:
+        return isinstance(key, ed25519.Ed25519PrivateKey)
+
+    def sign(self, key: PrivateKeyTypes, data: bytes) -> bytes:
+        assert isinstance(key, ed25519.Ed25519PrivateKey)
+        return key.sign(data)
+
+    def public_bytes(self, key: PrivateKeyTypes) -> bytes:
+        assert isinstance(key, ed25519.Ed25519PrivateKey)
+        return key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _EcdsaP256Scheme:
+    algorithm: str = ECDSA_P256
+
+    def generate(self) -> PrivateKeyTypes:
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def accepts(self, key: PrivateKeyTypes) -> bool:
+        return isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
+
+    def sign(self, key: PrivateKeyTypes, data: bytes) -> bytes:
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        # Randomised (OpenSSL also mixes the key and message into the nonce),
+        # DER-encoded: the form Java and Go verify natively.
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+    def public_bytes(self, key: PrivateKeyTypes) -> bytes:
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+
+
+_SCHEMES: dict[str, _Scheme] = {
+    ED25519: _Ed25519Scheme(),
+    ECDSA_P256: _EcdsaP256Scheme(),
+}
+
+
+def _scheme_for_key(key: PrivateKeyTypes) -> _Scheme:
+    for scheme in _SCHEMES.values():
+        if scheme.accepts(key):
+            return scheme
+    raise SignatureError(
+        f"unsupported private key type {type(key).__name__}; "
+        f"expected one of: {', '.join(sorted(_SCHEMES))}"
+    )
+
+
+class PrivateKey:
+    """A signing key with the public key and key id the hub registers for it.
+
+    Satisfies `hub.crypto.envelope.Signer`.
+    """
+
+    __slots__ = ("_algorithm", "_key", "_key_id", "_public_key", "_scheme")
+
+    def __init__(self, key: PrivateKeyTypes) -> None:
+        self._scheme = _scheme_for_key(key)
+        self._key = key
+        self._algorithm = self._scheme.algorithm
+        self._public_key = self._scheme.public_bytes(key)
+        self._key_id = key_id_for(self._algorithm, self._public_key)
+
+    @property
+    def algorithm(self) -> str:
+        return self._algorithm
+
+    @property
+    def key_id(self) -> str:
+        return self._key_id
+
+    @property
+    def public_key(self) -> bytes:
+        """Raw 32 bytes for Ed25519, the 65-byte uncompressed point for P-256."""
+        return self._public_key
+
+    def sign(self, data: bytes) -> bytes:
+        return self._scheme.sign(self._key, data)
+
+    def to_pem(self) -> bytes:
+        return self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> PrivateKey:
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            # TypeError is how cryptography reports an encrypted PEM without a
+            # password; the hub never stores keys that way.
+            raise SignatureError(f"cannot load private key: {exc}") from exc
+        return cls(key)
+
+    @classmethod
+    def generate(cls, algorithm: str = ED25519) -> PrivateKey:
+        try:
+            scheme = _SCHEMES[algorithm]
+        except KeyError:
+            raise SignatureError(f"unknown signature algorithm {algorithm!r}") from None
+        return cls(scheme.generate())
+
+    @classmethod
+    def from_ed25519_seed(cls, seed: bytes) -> PrivateKey:
+        if len(seed) != 32:
+            raise ValueError(f"Ed25519 seed must be 32 bytes, got {len(seed)}")
+        return cls(ed25519.Ed25519PrivateKey.from_private_bytes(seed))
+
+    def __repr__(self) -> str:
+        # Never the key material: reprs end up in logs and tracebacks.
+        return f"PrivateKey(algorithm={self._algorithm!r}, key_id={self._key_id!r})"
+
+
+def load_private_key(path: str | Path) -> PrivateKey:
+    return PrivateKey.from_pem(Path(path).read_bytes())
+
+
+def save_private_key(key: PrivateKey, path: str | Path) -> None:
+    """Write `key` as PEM, readable by the owner only; never replaces a file.
+
+    Overwriting a key file would silently orphan the registered public key, so
+    an existing file is a FileExistsError. O_EXCL makes the check and the
+    create one step, and the mode is set at creation so the key is never
+    briefly world-readable.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pem = key.to_pem()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        # The umask may have narrowed the mode further, never widened it; this
+        # pins it to exactly 0600 regardless.
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            fd = -1
+            out.write(pem)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        if fd != -1:
+            os.close(fd)
+        target.unlink(missing_ok=True)
+        raise

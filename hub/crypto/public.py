@@ -1,0 +1,36 @@
+"""Public keys as operators exchange them: PEM SubjectPublicKeyInfo files."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from hub.crypto.signing import ECDSA_P256, ED25519, SignatureError
+
+
+def public_key_to_pem(algorithm: str, raw: bytes) -> bytes:
+    key: ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+    if algorithm == ED25519:
+        key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
+    elif algorithm == ECDSA_P256:
+        key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+    else:
+        raise SignatureError(f"unknown algorithm {algorithm!r}")
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def public_key_from_pem(pem: bytes) -> tuple[str, bytes]:
+    """(algorithm, raw public key bytes) in the encodings docs/signing.md names."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError as exc:
+        raise SignatureError(f"not a PEM public key: {exc}") from exc
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return ED25519, key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return ECDSA_P256, key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+    raise SignatureError("only Ed25519 and ECDSA P-256 public keys are accepted")
