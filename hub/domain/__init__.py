@@ -1,1 +1,1 @@
-"""StopHub."""
+"""The rules of StopHub: plain Python, no I/O, no wire or database imports."""

@@ -1,0 +1,247 @@
+"""The delivery stream: everything addressed to an institution, in order, until acknowledged.
+
+The outbox table is the truth; this router only decides which open connection carries
+which unacknowledged delivery. It reloads the outbox when woken (a commit that queued
+something for the institution, a new connection, an acknowledgement) and on a tick, so a
+delivery that was not acknowledged in time moves to the institution's other connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from hub.api.servicers import Runner
+from hub.domain.errors import DomainError
+from stophub.v1 import delivery_pb2, delivery_pb2_grpc, envelope_pb2
+
+log = logging.getLogger(__name__)
+
+_CLOSE = object()
+EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+
+
+@dataclass(eq=False)
+class Connection:
+    institution: str
+    name: str
+    id: int
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    in_flight: int = 0
+    error: DomainError | None = None
+
+
+@dataclass
+class _InFlight:
+    connection: Connection
+    sent_at: float
+
+
+class InstitutionGroup:
+    def __init__(self, router: DeliveryRouter, code: str) -> None:
+        self.router = router
+        self.code = code
+        self.connections: list[Connection] = []
+        self.in_flight: dict[int, _InFlight] = {}
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._pump(), name=f"deliveries-{self.code}")
+
+    async def _pump(self) -> None:
+        tick = self.router.ack_timeout / 2
+        while self.connections:
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=tick)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            try:
+                await self._dispatch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database may be briefly unreachable; the outbox keeps everything.
+                log.exception("delivery to %s failed; retrying", self.code)
+                await asyncio.sleep(tick)
+
+    async def _dispatch(self) -> None:
+        runner = self.router.runner
+        pending = await runner.call(runner.hub.pending, self.code, self.router.batch)
+        live = [c for c in self.connections if c.error is None]
+        pending_seqs = {d.sequence for d in pending}
+        for seq in list(self.in_flight):
+            if seq not in pending_seqs:
+                self.in_flight.pop(seq).connection.in_flight -= 1
+        if not live:
+            return
+        now = time.monotonic()
+        sent: list[int] = []
+        for d in pending:
+            flight = self.in_flight.get(d.sequence)
+            if flight is not None:
+                fresh = now - flight.sent_at < self.router.ack_timeout
+                if flight.connection in live and fresh:
+                    continue
+                flight.connection.in_flight -= 1
+                others = [c for c in live if c is not flight.connection]
+                target = min(others or live, key=lambda c: c.in_flight)
+            else:
+                target = min(live, key=lambda c: c.in_flight)
+            envelope = envelope_pb2.Envelope()
+            envelope.ParseFromString(d.envelope)
+            target.queue.put_nowait(
+                delivery_pb2.StreamDeliveriesResponse(
+                    sequence=d.sequence, envelope=envelope, attempt=d.attempts + 1
+                )
+            )
+            target.in_flight += 1
+            self.in_flight[d.sequence] = _InFlight(target, now)
+            sent.append(d.sequence)
+        if sent:
+            await runner.call(runner.hub.mark_sent, sent)
+            if len(pending) == self.router.batch:
+                self.wake.set()
+
+    def acked(self, sequences: Iterable[int]) -> None:
+        for seq in sequences:
+            flight = self.in_flight.pop(seq, None)
+            if flight is not None:
+                flight.connection.in_flight -= 1
+
+
+class DeliveryRouter:
+    """Implements the Notifier port: commits in worker threads wake the pumps here."""
+
+    def __init__(self, runner: Runner, *, ack_timeout: float = 5.0, batch: int = 500) -> None:
+        self.runner = runner
+        self.ack_timeout = ack_timeout
+        self.batch = batch
+        self.groups: dict[str, InstitutionGroup] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ids = itertools.count(1)
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def notify(self, recipients: Iterable[str]) -> None:
+        if self.loop is None or self.loop.is_closed():
+            return
+        codes = list(recipients)
+        self.loop.call_soon_threadsafe(self._wake, codes)
+
+    def _wake(self, codes: list[str]) -> None:
+        for code in codes:
+            group = self.groups.get(code)
+            if group is not None:
+                group.wake.set()
+
+    def attach(self, institution: str, name: str) -> Connection:
+        conn = Connection(institution, name, next(self._ids))
+        group = self.groups.get(institution)
+        if group is None:
+            group = self.groups[institution] = InstitutionGroup(self, institution)
+            group.connections.append(conn)
+            group.start()
+        else:
+            group.connections.append(conn)
+        group.wake.set()
+        log.info("%s connected stream %s (%d open)", institution, name, len(group.connections))
+        return conn
+
+    def detach(self, conn: Connection) -> None:
+        group = self.groups.get(conn.institution)
+        if group is None or conn not in group.connections:
+            return
+        group.connections.remove(conn)
+        if not group.connections:
+            if group.task is not None:
+                group.task.cancel()
+            del self.groups[conn.institution]
+        else:
+            group.wake.set()  # its unacknowledged deliveries move to the other connection
+        log.info("%s stream %s closed", conn.institution, conn.name)
+
+    def acked(self, conn: Connection, sequences: Iterable[int]) -> None:
+        group = self.groups.get(conn.institution)
+        if group is not None:
+            group.acked(sequences)
+            group.wake.set()
+
+    def connections(self) -> dict[str, int]:
+        return {code: len(g.connections) for code, g in self.groups.items()}
+
+    async def close(self) -> None:
+        for group in list(self.groups.values()):
+            for conn in group.connections:
+                conn.queue.put_nowait(_CLOSE)
+            if group.task is not None:
+                group.task.cancel()
+        self.groups.clear()
+
+
+class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
+    def __init__(self, runner: Runner, router: DeliveryRouter, *, hello_timeout: float = 30.0):
+        self.r = runner
+        self.router = router
+        self.hello_timeout = hello_timeout
+
+    async def StreamDeliveries(  # type: ignore[override]  # noqa: N802 - read/write API
+        self, request_iterator: Any, context: Any
+    ) -> None:
+        try:
+            first = await asyncio.wait_for(context.read(), timeout=self.hello_timeout)
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "send a signed SubscribeBody as the first message of the stream",
+            )
+            return
+        if first is EOF:
+            return
+        try:
+            code, name = await self.r.call(self.r.hub.open_stream, first.envelope)
+        except DomainError as err:
+            await self.r.abort(context, err, first.envelope)
+            return
+        conn = self.router.attach(code, name)
+        reader = asyncio.create_task(self._read_acks(conn, context))
+        try:
+            while True:
+                item = await conn.queue.get()
+                if item is _CLOSE:
+                    if conn.error is not None:
+                        await self.r.abort(context, conn.error, None)
+                    return
+                await context.write(item)
+        finally:
+            reader.cancel()
+            self.router.detach(conn)
+
+    async def _read_acks(self, conn: Connection, context: Any) -> None:
+        try:
+            while True:
+                request = await context.read()
+                if request is EOF:
+                    break
+                try:
+                    sequences = await self.r.call(
+                        self.r.hub.acknowledge, conn.institution, request.envelope
+                    )
+                except DomainError as err:
+                    conn.error = err
+                    break
+                self.router.acked(conn, sequences)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.debug("stream of %s ended while reading", conn.institution, exc_info=True)
+        conn.queue.put_nowait(_CLOSE)

@@ -1,0 +1,67 @@
+"""Refusals as gRPC statuses: code, a sentence to act on, ErrorInfo, and a hub-signed Rejection."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from hub.domain.errors import DomainError
+from stophub.v1 import delivery_pb2, envelope_pb2
+
+ERROR_DOMAIN = "stophub.v1"
+
+GRPC_CODES: dict[str, grpc.StatusCode] = {
+    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
+    "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
+    "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
+    "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
+    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
+    "INTERNAL": grpc.StatusCode.INTERNAL,
+}
+
+
+def status_for(
+    err: DomainError, envelope: envelope_pb2.Envelope | None, signed_rejection: envelope_pb2.Envelope | None
+) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
+    code = GRPC_CODES.get(err.code, grpc.StatusCode.INTERNAL)
+    details = []
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN)
+    if envelope is not None:
+        info.metadata["message_id"] = envelope.message_id
+        info.metadata["sender"] = envelope.sender
+    if err.field:
+        info.metadata["field"] = err.field
+    details.append(info)
+    if err.field:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=err.field, description=err.message
+                    )
+                ]
+            )
+        )
+    if signed_rejection is not None:
+        details.append(signed_rejection)
+    status = status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=err.message
+    )
+    for detail in details:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+    return code, err.message, (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+def rejection_body(err: DomainError, envelope: envelope_pb2.Envelope | None) -> delivery_pb2.Rejection:
+    return delivery_pb2.Rejection(
+        code=err.code,
+        reason=err.reason,
+        message=err.message,
+        message_id=envelope.message_id if envelope is not None else "",
+        sender=envelope.sender if envelope is not None else "",
+        field=err.field,
+    )

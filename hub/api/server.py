@@ -1,0 +1,126 @@
+"""The grpc.aio server: StopHub's services plus health checking and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from hub.api.delivery import DeliveryRouter, DeliveryServicer
+from hub.api.servicers import CaseServicer, InstitutionServicer, OrderServicer, Runner
+from hub.service.handlers import Hub
+from hub.service.ports import Notifier
+from stophub.v1 import (
+    case_pb2,
+    case_pb2_grpc,
+    delivery_pb2,
+    delivery_pb2_grpc,
+    institution_pb2,
+    institution_pb2_grpc,
+    order_pb2,
+    order_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _Forwarder:
+    def __init__(self) -> None:
+        self.target: Notifier | None = None
+
+    def notify(self, recipients: Iterable[str]) -> None:
+        if self.target is not None:
+            self.target.notify(recipients)
+
+SERVICE_NAMES = (
+    case_pb2.DESCRIPTOR.services_by_name["CaseService"].full_name,
+    order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
+    delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
+    institution_pb2.DESCRIPTOR.services_by_name["InstitutionService"].full_name,
+)
+
+
+class HubServer:
+    """A running hub on one address; `port` is the bound port (useful with port 0)."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        router: DeliveryRouter,
+        server: grpc.aio.Server,
+        health_servicer: HealthServicer,
+        executor: ThreadPoolExecutor,
+        port: int,
+    ) -> None:
+        self.hub = hub
+        self.router = router
+        self.server = server
+        self.health = health_servicer
+        self.executor = executor
+        self.port = port
+
+    async def stop(self, grace: float = 2.0) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.router.close()
+        await self.server.stop(grace)
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def start_server(
+    hub_factory: Callable[[Notifier], Hub],
+    address: str,
+    *,
+    workers: int = 8,
+    ack_timeout: float = 5.0,
+) -> HubServer:
+    """Bind `address` (host:port, port 0 for any free port) and start serving."""
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub")
+    # The hub notifies the router, and the router calls the hub: break the cycle with a
+    # forwarder that is pointed at the router once both exist.
+    forward = _Forwarder()
+    hub = hub_factory(forward)
+    runner = Runner(hub, executor)
+    router = DeliveryRouter(runner, ack_timeout=ack_timeout)
+    forward.target = router
+    router.bind(asyncio.get_running_loop())
+    server = grpc.aio.server(
+        options=[
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+        ]
+    )
+    case_pb2_grpc.add_CaseServiceServicer_to_server(CaseServicer(runner), server)
+    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(runner), server)
+    institution_pb2_grpc.add_InstitutionServiceServicer_to_server(
+        InstitutionServicer(runner), server
+    )
+    delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
+        DeliveryServicer(runner, router), server
+    )
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("StopHub serving on port %d", port)
+    return HubServer(hub, router, server, health_servicer, executor, port)
+

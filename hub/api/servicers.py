@@ -1,0 +1,143 @@
+"""gRPC servicers: wire -> Hub.handle (in a worker thread) -> wire, refusals as statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from hub.api.errors import rejection_body, status_for
+from hub.domain.errors import DomainError
+from hub.service import handlers as h
+from hub.service.handlers import Command, Hub
+from stophub.v1 import (
+    case_pb2,
+    case_pb2_grpc,
+    envelope_pb2,
+    institution_pb2,
+    institution_pb2_grpc,
+    order_pb2,
+    order_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Message)
+
+
+class Runner:
+    """Runs the hub's synchronous handlers off the event loop and maps refusals."""
+
+    def __init__(self, hub: Hub, executor: ThreadPoolExecutor) -> None:
+        self.hub = hub
+        self.executor = executor
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def abort(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        err: DomainError,
+        envelope: envelope_pb2.Envelope | None,
+    ) -> None:
+        signed = self.hub.seal(
+            envelope.sender if envelope is not None and envelope.sender else "UNKNOWN",
+            rejection_body(err, envelope),
+            self.hub.clock.now(),
+        )
+        code, message, trailers = status_for(err, envelope, signed)
+        await context.abort(code, message, trailing_metadata=trailers)
+
+    async def run(
+        self,
+        command: Command[Any],
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        response_type: type[R],
+    ) -> R:
+        envelope: envelope_pb2.Envelope = request.envelope
+        try:
+            answer = await self.call(self.hub.handle, command, envelope)
+        except DomainError as err:
+            log.info(
+                "refused %s from %s/%s: %s %s",
+                command.name,
+                envelope.sender,
+                envelope.message_id,
+                err.code,
+                err.reason,
+            )
+            await self.abort(context, err, envelope)
+            raise AssertionError("abort returns by raising") from err
+        return response_type(envelope=answer)
+
+
+class CaseServicer(case_pb2_grpc.CaseServiceServicer):
+    def __init__(self, runner: Runner) -> None:
+        self.r = runner
+
+    async def CreateReport(  # noqa: N802 - gRPC method names
+        self, request: case_pb2.CreateReportRequest, context: Any
+    ) -> case_pb2.CreateReportResponse:
+        return await self.r.run(h.CREATE_REPORT, request, context, case_pb2.CreateReportResponse)
+
+    async def VerifyReport(  # noqa: N802
+        self, request: case_pb2.VerifyReportRequest, context: Any
+    ) -> case_pb2.VerifyReportResponse:
+        return await self.r.run(h.VERIFY_REPORT, request, context, case_pb2.VerifyReportResponse)
+
+    async def GetCase(  # noqa: N802
+        self, request: case_pb2.GetCaseRequest, context: Any
+    ) -> case_pb2.GetCaseResponse:
+        return await self.r.run(h.GET_CASE, request, context, case_pb2.GetCaseResponse)
+
+    async def ListCases(  # noqa: N802
+        self, request: case_pb2.ListCasesRequest, context: Any
+    ) -> case_pb2.ListCasesResponse:
+        return await self.r.run(h.LIST_CASES, request, context, case_pb2.ListCasesResponse)
+
+
+class OrderServicer(order_pb2_grpc.OrderServiceServicer):
+    def __init__(self, runner: Runner) -> None:
+        self.r = runner
+
+    async def IssueOrder(  # noqa: N802
+        self, request: order_pb2.IssueOrderRequest, context: Any
+    ) -> order_pb2.IssueOrderResponse:
+        return await self.r.run(h.ISSUE_ORDER, request, context, order_pb2.IssueOrderResponse)
+
+    async def AnswerOrder(  # noqa: N802
+        self, request: order_pb2.AnswerOrderRequest, context: Any
+    ) -> order_pb2.AnswerOrderResponse:
+        return await self.r.run(h.ANSWER_ORDER, request, context, order_pb2.AnswerOrderResponse)
+
+    async def SetAutoStopRule(  # noqa: N802
+        self, request: order_pb2.SetAutoStopRuleRequest, context: Any
+    ) -> order_pb2.SetAutoStopRuleResponse:
+        return await self.r.run(
+            h.SET_AUTO_STOP_RULE, request, context, order_pb2.SetAutoStopRuleResponse
+        )
+
+
+class InstitutionServicer(institution_pb2_grpc.InstitutionServiceServicer):
+    def __init__(self, runner: Runner) -> None:
+        self.r = runner
+
+    async def GetInstitution(  # noqa: N802
+        self, request: institution_pb2.GetInstitutionRequest, context: Any
+    ) -> institution_pb2.GetInstitutionResponse:
+        return await self.r.run(
+            h.GET_INSTITUTION, request, context, institution_pb2.GetInstitutionResponse
+        )
+
+    async def ListInstitutions(  # noqa: N802
+        self, request: institution_pb2.ListInstitutionsRequest, context: Any
+    ) -> institution_pb2.ListInstitutionsResponse:
+        return await self.r.run(
+            h.LIST_INSTITUTIONS, request, context, institution_pb2.ListInstitutionsResponse
+        )

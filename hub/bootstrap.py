@@ -1,0 +1,89 @@
+"""Where the real adapters meet the core: database, clock, hub key, server."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+
+import migrations
+from hub.api.server import HubServer, start_server
+from hub.clock import SystemClock
+from hub.crypto.keys import PrivateKey, load_private_key
+from hub.domain.cases import Policy
+from hub.domain.institutions import HUB_CODE, InstitutionKind
+from hub.service.admin import NewKey, Registry
+from hub.service.handlers import Hub
+from hub.service.ports import Clock, Notifier
+from hub.store.sql import SqlStore, normalise_url
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATABASE = "sqlite:///var/stophub.db"
+DEFAULT_HUB_KEY = "var/hub.key"
+DEFAULT_ADDRESS = "127.0.0.1:7443"
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.attributes["url"] = normalise_url(url)
+    return cfg
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    command.upgrade(alembic_config(url), "head")
+
+
+def ensure_hub_registered(store: SqlStore, key: PrivateKey, clock: Clock) -> None:
+    """The hub is a member too, so members can read its keys from the registry."""
+    registry = Registry(store, clock)
+    with store(read_only=True) as uow:
+        hub = uow.institutions.get(HUB_CODE)
+        known = hub is not None and hub.key(key.key_id) is not None
+    if hub is None:
+        registry.add_institution(
+            HUB_CODE, "StopHub", InstitutionKind.HUB, [NewKey(key.algorithm, key.public_key)], [],
+            operator="hub",
+        )
+    elif not known:
+        registry.add_key(HUB_CODE, NewKey(key.algorithm, key.public_key), operator="hub")
+
+
+def build_hub(
+    store: SqlStore,
+    key: PrivateKey,
+    notifier: Notifier,
+    *,
+    clock: Clock | None = None,
+    policy: Policy | None = None,
+) -> Hub:
+    return Hub(store, clock or SystemClock(), key, notifier, policy)
+
+
+async def serve(
+    database_url: str,
+    hub_key: PrivateKey | str | Path,
+    address: str = DEFAULT_ADDRESS,
+    *,
+    clock: Clock | None = None,
+    run_migrations: bool = True,
+    ack_timeout: float = 5.0,
+    workers: int = 8,
+) -> tuple[HubServer, SqlStore]:
+    key = hub_key if isinstance(hub_key, PrivateKey) else load_private_key(hub_key)
+    clock = clock or SystemClock()
+    if run_migrations:
+        migrate(database_url)
+    store = SqlStore(database_url)
+    ensure_hub_registered(store, key, clock)
+    server = await start_server(
+        lambda notifier: build_hub(store, key, notifier, clock=clock),
+        address,
+        ack_timeout=ack_timeout,
+        workers=workers,
+    )
+    return server, store

@@ -1,0 +1,1014 @@
+"""A fraud case and its orders: the rules of the emergency stop and quick freeze mechanism.
+
+Plain Python: no I/O. Every transition takes `now` from the caller (the Clock
+port) and appends a CaseEvent, so the clocks of the next layer can be derived
+from the recorded times alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from hub.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from hub.domain.institutions import HUB_CODE, InstitutionKind
+
+ACCOUNT_PATTERN = re.compile(r"^[0-9A-Za-z-]{4,40}$")
+MAX_AMOUNT_FEN = 10**14  # one trillion yuan: anything above is a unit error, not a loss
+MAX_TRANSACTIONS = 200
+FUTURE_TOLERANCE = timedelta(minutes=5)  # institutions' clocks drift; more than this is an error
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The numbers of DESIGN.md's rules; every one is configuration."""
+
+    stop_validity: timedelta = timedelta(hours=48)
+    max_stops_per_account: int = 2
+    freeze_terms_months: tuple[int, ...] = (6, 12)
+
+
+class CaseState(StrEnum):
+    REPORTED = "reported"
+    VERIFIED = "verified"
+    REJECTED = "rejected"
+    CLOSED = "closed"
+
+
+class OrderKind(StrEnum):
+    STOP = "stop"
+    FREEZE = "freeze"
+    RELEASE = "release"
+    RETURN = "return"
+
+
+class OrderState(StrEnum):
+    PENDING = "pending"
+    HOLDING = "holding"
+    NO_MATCH = "no_match"
+    REJECTED = "rejected"
+    RELEASED = "released"
+    CONVERTED = "converted"
+    RETURNED = "returned"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class ExecutionStatus(StrEnum):
+    EXECUTED = "executed"
+    PARTIALLY_EXECUTED = "partially_executed"
+    NO_MATCH = "no_match"
+    REJECTED = "rejected"
+
+
+class VerificationOutcome(StrEnum):
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+
+
+# ISO 20022 external codes where one fits; NMAT is StopHub's own (no match of the four facts).
+REASON_CODES: Mapping[str, str] = {
+    "AC04": "account closed",
+    "AC01": "incorrect account number",
+    "BE01": "inconsistent with end customer",
+    "AM04": "insufficient funds",
+    "ARDT": "already returned",
+    "NOAS": "no answer from the account holder's institution",
+    "LEGL": "legal decision",
+    "FRAD": "fraudulent origin",
+    "CUST": "requested by customer",
+    "NMAT": "no match of holder name, account number, amount and transaction time",
+    "NOHD": "no hold to act on",
+}
+
+HOLD_KINDS = (OrderKind.STOP, OrderKind.FREEZE)
+
+
+@dataclass(frozen=True)
+class AccountRef:
+    institution_code: str
+    account_number: str
+    holder_name: str
+
+
+@dataclass(eq=False)
+class FraudTransaction:
+    transaction_time: datetime
+    amount_fen: int
+    payer_institution: str
+    payer_account: str
+    payer_name: str
+    payee_institution: str
+    payee_account: str
+    payee_name: str
+    channel: str
+    reference: str = ""
+    position: int = 0
+    case_id: str = ""
+
+
+@dataclass(eq=False)
+class TransactionFact:
+    transaction_time: datetime
+    amount_fen: int
+    position: int = 0
+    order_id: str = ""
+
+
+@dataclass(eq=False)
+class OnwardTransfer:
+    transfer_time: datetime
+    amount_fen: int
+    to_institution: str
+    to_account: str
+    to_holder: str
+    reference: str = ""
+    position: int = 0
+    order_id: str = ""
+
+
+@dataclass(eq=False)
+class CaseEvent:
+    sequence: int
+    at: datetime
+    kind: str
+    actor: str
+    summary: str
+    message_id: str = ""
+    order_id: str = ""
+    case_id: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    victim_name: str
+    victim_id_number: str
+    victim_phone: str
+    fraud_type: str
+    victim_report_time: datetime | None
+    description: str
+    transactions: Sequence[FraudTransaction]
+
+
+@dataclass(frozen=True)
+class StopCommand:
+    account: AccountRef
+    amount_fen: int
+    transactions: Sequence[tuple[datetime, int]]
+
+
+@dataclass(frozen=True)
+class FreezeCommand:
+    account: AccountRef
+    amount_fen: int
+    filed_case_number: str
+    approving_authority: str
+    term_months: int
+    stop_order_id: str
+
+
+@dataclass(frozen=True)
+class ReleaseCommand:
+    target_order_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReturnCommand:
+    freeze_order_id: str
+    beneficiary: AccountRef
+    amount_fen: int
+
+
+OrderCommand = StopCommand | FreezeCommand | ReleaseCommand | ReturnCommand
+
+
+@dataclass(frozen=True)
+class Execution:
+    """An institution's answer to an order, as validated wire data."""
+
+    status: ExecutionStatus
+    reason_code: str
+    reason: str
+    amount_held_fen: int
+    available_balance_fen: int
+    amount_released_fen: int
+    amount_returned_fen: int
+    execute_time: datetime | None
+    onward: Sequence[OnwardTransfer]
+
+
+@dataclass(eq=False)
+class Order:
+    order_id: str
+    case_id: str
+    kind: OrderKind
+    addressed_to: str
+    issued_by: str
+    issued_at: datetime
+    origin_message_id: str
+    state: OrderState = OrderState.PENDING
+    auto_stop_rule_id: str | None = None
+    # The account the order acts on (stop, freeze) or pays to (return).
+    account_institution: str = ""
+    account_number: str = ""
+    holder_name: str = ""
+    amount_fen: int = 0
+    filed_case_number: str = ""
+    approving_authority: str = ""
+    term_months: int = 0
+    # Release: the order released. Freeze: the stop it takes over. Return: the freeze paying.
+    target_order_id: str = ""
+    note: str = ""
+    # The signed bytes: the centre's order (absent when issued under a standing rule), the
+    # centre's signed rule that authorised an automatic order, and the institution's answer.
+    origin_envelope: bytes | None = None
+    authorization_envelope: bytes | None = None
+    answer_envelope: bytes | None = None
+    answer_message_id: str = ""
+    answered_at: datetime | None = None
+    effective_at: datetime | None = None
+    expires_at: datetime | None = None
+    result_status: ExecutionStatus | None = None
+    result_reason_code: str = ""
+    result_reason: str = ""
+    amount_held_fen: int = 0
+    available_balance_fen: int = 0
+    executed_at: datetime | None = None
+    held_fen: int = 0
+    released_fen: int = 0
+    returned_fen: int = 0
+    facts: list[TransactionFact] = field(default_factory=list)
+    onward: list[OnwardTransfer] = field(default_factory=list)
+
+    @property
+    def account(self) -> AccountRef:
+        return AccountRef(self.account_institution, self.account_number, self.holder_name)
+
+    @property
+    def is_hold(self) -> bool:
+        return self.kind in HOLD_KINDS
+
+
+@dataclass(eq=False)
+class Case:
+    case_id: str
+    reporting_institution: str
+    created_at: datetime
+    report_message_id: str
+    victim_name: str
+    victim_id_number: str
+    victim_phone: str
+    fraud_type: str
+    description: str
+    victim_report_time: datetime | None = None
+    state: CaseState = CaseState.REPORTED
+    verified_at: datetime | None = None
+    closed_at: datetime | None = None
+    verification_reason: str = ""
+    report_envelope: bytes | None = None
+    transactions: list[FraudTransaction] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
+    events: list[CaseEvent] = field(default_factory=list)
+
+    # ---- report -------------------------------------------------------------------------
+
+    @staticmethod
+    def open(
+        case_id: str,
+        reporter: str,
+        report: Report,
+        *,
+        now: datetime,
+        message_id: str,
+        institutions: Mapping[str, InstitutionKind],
+    ) -> Case:
+        validate_report(report, reporter, now, institutions)
+        case = Case(
+            case_id=case_id,
+            reporting_institution=reporter,
+            created_at=now,
+            report_message_id=message_id,
+            victim_name=report.victim_name,
+            victim_id_number=report.victim_id_number,
+            victim_phone=report.victim_phone,
+            fraud_type=report.fraud_type,
+            description=report.description,
+            victim_report_time=report.victim_report_time,
+        )
+        for i, t in enumerate(report.transactions):
+            t.position = i
+            case.transactions.append(t)
+        case.record(
+            now,
+            "report.received",
+            reporter,
+            f"report of {len(report.transactions)} transaction(s), loss "
+            f"{yuan(case.loss_fen)}, received",
+            message_id=message_id,
+        )
+        return case
+
+    @property
+    def loss_fen(self) -> int:
+        return sum(t.amount_fen for t in self.transactions)
+
+    @property
+    def held_fen(self) -> int:
+        return sum(o.held_fen for o in self.orders if o.is_hold)
+
+    @property
+    def returned_fen(self) -> int:
+        return sum(o.returned_fen for o in self.orders if o.kind is OrderKind.RETURN)
+
+    @property
+    def released_fen(self) -> int:
+        return sum(o.released_fen for o in self.orders if o.kind is OrderKind.RELEASE)
+
+    def payee_accounts(self) -> list[tuple[AccountRef, list[FraudTransaction]]]:
+        """Layer-1 accounts in first-seen order, each with the transactions that reached it."""
+        grouped: dict[tuple[str, str], tuple[AccountRef, list[FraudTransaction]]] = {}
+        for t in self.transactions:
+            key = (t.payee_institution, t.payee_account)
+            if key not in grouped:
+                grouped[key] = (AccountRef(*key, t.payee_name), [])
+            grouped[key][1].append(t)
+        return list(grouped.values())
+
+    # ---- verification -------------------------------------------------------------------
+
+    def verify(
+        self,
+        actor: str,
+        outcome: VerificationOutcome,
+        reason: str,
+        *,
+        now: datetime,
+        message_id: str,
+    ) -> None:
+        if actor != self.reporting_institution:
+            raise PermissionDenied(
+                "NOT_REPORTING_INSTITUTION",
+                f"only {self.reporting_institution}, which reported case {self.case_id}, "
+                f"may verify it; {actor} may not",
+            )
+        if self.state is not CaseState.REPORTED:
+            raise FailedPrecondition(
+                "ALREADY_VERIFIED",
+                f"case {self.case_id} was already verified (state {self.state.value}); "
+                "a report is verified once",
+            )
+        if outcome is VerificationOutcome.REJECTED and not reason.strip():
+            raise InvalidArgument("reason", "say why the report is rejected")
+        self.verified_at = now
+        self.verification_reason = reason
+        if outcome is VerificationOutcome.CONFIRMED:
+            self.state = CaseState.VERIFIED
+            self.record(now, "report.verified", actor, "confirmed as fraud", message_id=message_id)
+        else:
+            self.state = CaseState.REJECTED
+            self.record(
+                now, "report.rejected", actor, f"rejected: {reason}", message_id=message_id
+            )
+
+    # ---- orders -------------------------------------------------------------------------
+
+    def order(self, order_id: str) -> Order:
+        for o in self.orders:
+            if o.order_id == order_id:
+                return o
+        raise NotFound("ORDER_NOT_FOUND", f"case {self.case_id} has no order {order_id}")
+
+    def issue(
+        self,
+        order_id: str,
+        command: OrderCommand,
+        *,
+        issued_by: str,
+        now: datetime,
+        message_id: str,
+        institutions: Mapping[str, InstitutionKind],
+        policy: Policy,
+        note: str = "",
+        auto_stop_rule_id: str | None = None,
+    ) -> Order:
+        """Issue an order in the name of centre `issued_by` (its kind is checked by the caller)."""
+        if self.state is CaseState.REPORTED:
+            raise FailedPrecondition(
+                "CASE_NOT_VERIFIED",
+                f"case {self.case_id} is not verified yet; orders follow verification",
+            )
+        if self.state is not CaseState.VERIFIED:
+            raise FailedPrecondition(
+                "CASE_ENDED", f"case {self.case_id} is {self.state.value}; it takes no orders"
+            )
+        base = {
+            "order_id": order_id,
+            "case_id": self.case_id,
+            "issued_by": issued_by,
+            "issued_at": now,
+            "origin_message_id": message_id,
+            "note": note,
+            "auto_stop_rule_id": auto_stop_rule_id,
+        }
+        match command:
+            case StopCommand():
+                order = self._stop(command, base, now, institutions, policy)
+            case FreezeCommand():
+                order = self._freeze(command, base, institutions, policy)
+            case ReleaseCommand():
+                order = self._release(command, base, now)
+            case ReturnCommand():
+                order = self._return(command, base, institutions)
+        self.orders.append(order)
+        how = f" under standing rule {auto_stop_rule_id}" if auto_stop_rule_id else ""
+        self.record(
+            now,
+            "order.issued",
+            HUB_CODE if auto_stop_rule_id else issued_by,
+            f"{order.kind.value} order to {order.addressed_to}{how}: {describe(order)}",
+            message_id=message_id,
+            order_id=order_id,
+        )
+        return order
+
+    def _stop(
+        self,
+        cmd: StopCommand,
+        base: dict[str, object],
+        now: datetime,
+        institutions: Mapping[str, InstitutionKind],
+        policy: Policy,
+    ) -> Order:
+        validate_account("stop.account", cmd.account, institutions)
+        validate_amount("stop.amount_fen", cmd.amount_fen)
+        if not cmd.transactions:
+            raise InvalidArgument(
+                "stop.transactions",
+                "name the fraudulent credit(s): a stop needs transaction time and amount",
+            )
+        for i, (at, amount) in enumerate(cmd.transactions):
+            validate_amount(f"stop.transactions[{i}].amount_fen", amount)
+            validate_past(f"stop.transactions[{i}].transaction_time", at, now)
+        credited = sum(a for _, a in cmd.transactions)
+        if cmd.amount_fen > credited:
+            raise InvalidArgument(
+                "stop.amount_fen",
+                f"{yuan(cmd.amount_fen)} exceeds the {yuan(credited)} the named transactions "
+                "credited; a stop holds the disputed amount, not the whole account",
+            )
+        earlier = [
+            o
+            for o in self.orders
+            if o.kind is OrderKind.STOP
+            and (o.account_institution, o.account_number)
+            == (cmd.account.institution_code, cmd.account.account_number)
+            and o.state not in (OrderState.NO_MATCH, OrderState.REJECTED, OrderState.CANCELLED)
+        ]
+        if len(earlier) >= policy.max_stops_per_account:
+            raise FailedPrecondition(
+                "STOP_LIMIT_REACHED",
+                f"account {mask(cmd.account.account_number)} at "
+                f"{cmd.account.institution_code} was already stopped {len(earlier)} times in "
+                f"case {self.case_id}; at most {policy.max_stops_per_account} stops are allowed "
+                "per account and case: freeze it instead",
+            )
+        order = Order(
+            kind=OrderKind.STOP,
+            addressed_to=cmd.account.institution_code,
+            account_institution=cmd.account.institution_code,
+            account_number=cmd.account.account_number,
+            holder_name=cmd.account.holder_name,
+            amount_fen=cmd.amount_fen,
+            **base,  # type: ignore[arg-type]
+        )
+        order.facts = [
+            TransactionFact(at, amount, position=i) for i, (at, amount) in enumerate(cmd.transactions)
+        ]
+        return order
+
+    def _freeze(
+        self,
+        cmd: FreezeCommand,
+        base: dict[str, object],
+        institutions: Mapping[str, InstitutionKind],
+        policy: Policy,
+    ) -> Order:
+        validate_account("freeze.account", cmd.account, institutions)
+        validate_amount("freeze.amount_fen", cmd.amount_fen)
+        if not cmd.filed_case_number.strip():
+            raise InvalidArgument(
+                "freeze.filed_case_number", "a freeze needs the filed criminal case number (立案)"
+            )
+        if not cmd.approving_authority.strip():
+            raise InvalidArgument(
+                "freeze.approving_authority", "a freeze needs the authority that approved it"
+            )
+        if cmd.term_months not in policy.freeze_terms_months:
+            raise InvalidArgument(
+                "freeze.term_months",
+                f"{cmd.term_months} is not a freeze term; allowed: "
+                + " or ".join(str(m) for m in policy.freeze_terms_months)
+                + " months",
+            )
+        if cmd.stop_order_id:
+            stop = self.order(cmd.stop_order_id)
+            if stop.kind is not OrderKind.STOP:
+                raise InvalidArgument(
+                    "freeze.stop_order_id", f"{stop.order_id} is a {stop.kind.value} order"
+                )
+            if (stop.account_institution, stop.account_number) != (
+                cmd.account.institution_code,
+                cmd.account.account_number,
+            ):
+                raise InvalidArgument(
+                    "freeze.stop_order_id", f"stop {stop.order_id} holds another account"
+                )
+            if stop.state is not OrderState.HOLDING:
+                raise FailedPrecondition(
+                    "STOP_NOT_HOLDING",
+                    f"stop {stop.order_id} is {stop.state.value}; only a holding stop can be "
+                    "turned into a freeze",
+                )
+        return Order(
+            kind=OrderKind.FREEZE,
+            addressed_to=cmd.account.institution_code,
+            account_institution=cmd.account.institution_code,
+            account_number=cmd.account.account_number,
+            holder_name=cmd.account.holder_name,
+            amount_fen=cmd.amount_fen,
+            filed_case_number=cmd.filed_case_number,
+            approving_authority=cmd.approving_authority,
+            term_months=cmd.term_months,
+            target_order_id=cmd.stop_order_id,
+            **base,  # type: ignore[arg-type]
+        )
+
+    def _release(self, cmd: ReleaseCommand, base: dict[str, object], now: datetime) -> Order:
+        if not cmd.target_order_id:
+            raise InvalidArgument("release.target_order_id", "name the stop or freeze to release")
+        target = self.order(cmd.target_order_id)
+        if not target.is_hold:
+            raise InvalidArgument(
+                "release.target_order_id",
+                f"{target.order_id} is a {target.kind.value} order; only stops and freezes hold",
+            )
+        if target.state not in (OrderState.PENDING, OrderState.HOLDING):
+            raise FailedPrecondition(
+                "NOTHING_TO_RELEASE",
+                f"{target.kind.value} {target.order_id} is {target.state.value}; nothing to release",
+            )
+        if any(
+            o.kind is OrderKind.RELEASE
+            and o.target_order_id == target.order_id
+            and o.state is OrderState.PENDING
+            for o in self.orders
+        ):
+            raise FailedPrecondition(
+                "RELEASE_PENDING", f"a release of {target.order_id} is already waiting for its answer"
+            )
+        if target.state is OrderState.PENDING:
+            # Not answered yet: withdraw it, so a late answer cannot create a hold.
+            target.state = OrderState.CANCELLED
+            self.record(
+                now,
+                "order.cancelled",
+                str(base["issued_by"]),
+                f"{target.kind.value} {target.order_id} withdrawn before it was answered",
+                order_id=target.order_id,
+            )
+        return Order(
+            kind=OrderKind.RELEASE,
+            addressed_to=target.addressed_to,
+            account_institution=target.account_institution,
+            account_number=target.account_number,
+            holder_name=target.holder_name,
+            amount_fen=target.held_fen,
+            target_order_id=target.order_id,
+            **{**base, "note": cmd.reason or str(base["note"])},  # type: ignore[arg-type]
+        )
+
+    def _return(
+        self,
+        cmd: ReturnCommand,
+        base: dict[str, object],
+        institutions: Mapping[str, InstitutionKind],
+    ) -> Order:
+        if not cmd.freeze_order_id:
+            raise InvalidArgument("fund_return.freeze_order_id", "name the freeze that holds the money")
+        freeze = self.order(cmd.freeze_order_id)
+        if freeze.kind is not OrderKind.FREEZE:
+            raise InvalidArgument(
+                "fund_return.freeze_order_id",
+                f"{freeze.order_id} is a {freeze.kind.value} order; money is returned from a freeze",
+            )
+        if freeze.state is not OrderState.HOLDING:
+            raise FailedPrecondition(
+                "FREEZE_NOT_HOLDING",
+                f"freeze {freeze.order_id} is {freeze.state.value}; it holds no money to return",
+            )
+        validate_account("fund_return.beneficiary", cmd.beneficiary, institutions)
+        validate_amount("fund_return.amount_fen", cmd.amount_fen)
+        committed = sum(
+            o.amount_fen
+            for o in self.orders
+            if o.kind is OrderKind.RETURN
+            and o.target_order_id == freeze.order_id
+            and o.state is OrderState.PENDING
+        )
+        if cmd.amount_fen > freeze.held_fen - committed:
+            raise InvalidArgument(
+                "fund_return.amount_fen",
+                f"{yuan(cmd.amount_fen)} exceeds the {yuan(freeze.held_fen - committed)} that "
+                f"freeze {freeze.order_id} holds and no other return has claimed",
+            )
+        return Order(
+            kind=OrderKind.RETURN,
+            addressed_to=freeze.addressed_to,
+            account_institution=cmd.beneficiary.institution_code,
+            account_number=cmd.beneficiary.account_number,
+            holder_name=cmd.beneficiary.holder_name,
+            amount_fen=cmd.amount_fen,
+            target_order_id=freeze.order_id,
+            **base,  # type: ignore[arg-type]
+        )
+
+    # ---- answers ------------------------------------------------------------------------
+
+    def answer(
+        self,
+        order_id: str,
+        actor: str,
+        result: Execution,
+        *,
+        now: datetime,
+        message_id: str,
+        policy: Policy,
+    ) -> Order:
+        order = self.order(order_id)
+        if actor != order.addressed_to:
+            raise PermissionDenied(
+                "NOT_ADDRESSEE",
+                f"order {order_id} is addressed to {order.addressed_to}; {actor} may not answer it",
+            )
+        if order.state is not OrderState.PENDING:
+            why = {
+                OrderState.CANCELLED: "it was withdrawn by a release before your answer arrived; "
+                "do not hold, or lift the hold you placed",
+            }.get(order.state, "it was already answered")
+            raise FailedPrecondition(
+                "ORDER_NOT_PENDING",
+                f"order {order_id} is {order.state.value}: {why}",
+            )
+        validate_execution(order, result, now, self)
+        order.result_status = result.status
+        order.result_reason_code = result.reason_code
+        order.result_reason = result.reason
+        order.answered_at = now
+        order.answer_message_id = message_id
+        order.executed_at = result.execute_time or now
+        order.available_balance_fen = result.available_balance_fen
+        done = result.status in (ExecutionStatus.EXECUTED, ExecutionStatus.PARTIALLY_EXECUTED)
+        if result.status is ExecutionStatus.NO_MATCH:
+            order.state = OrderState.NO_MATCH
+        elif result.status is ExecutionStatus.REJECTED:
+            order.state = OrderState.REJECTED
+        if order.kind is OrderKind.STOP and done:
+            order.state = OrderState.HOLDING
+            order.amount_held_fen = order.held_fen = result.amount_held_fen
+            order.effective_at = order.executed_at
+            order.expires_at = order.effective_at + policy.stop_validity
+            for i, t in enumerate(result.onward):
+                t.position = i
+                order.onward.append(t)
+        elif order.kind is OrderKind.FREEZE and done:
+            order.state = OrderState.HOLDING
+            order.amount_held_fen = order.held_fen = result.amount_held_fen
+            order.effective_at = order.executed_at
+            order.expires_at = add_months(order.effective_at, order.term_months)
+            if order.target_order_id:
+                stop = self.order(order.target_order_id)
+                if stop.state is OrderState.HOLDING:
+                    stop.state = OrderState.CONVERTED
+                    stop.held_fen = 0
+        elif order.kind is OrderKind.RELEASE and done:
+            target = self.order(order.target_order_id)
+            order.state = OrderState.COMPLETED
+            order.released_fen = result.amount_released_fen
+            if target.state is OrderState.HOLDING:
+                target.state = OrderState.RELEASED
+                target.held_fen = 0
+        elif order.kind is OrderKind.RETURN and done:
+            freeze = self.order(order.target_order_id)
+            order.state = OrderState.COMPLETED
+            order.returned_fen = result.amount_returned_fen
+            freeze.held_fen -= result.amount_returned_fen
+            freeze.returned_fen += result.amount_returned_fen
+            if freeze.held_fen == 0:
+                freeze.state = OrderState.RETURNED
+        self.record(
+            now,
+            "order.answered",
+            actor,
+            f"{order.kind.value} {order.order_id}: {answer_summary(order, result)}",
+            message_id=message_id,
+            order_id=order.order_id,
+        )
+        return order
+
+    def close_if_settled(self, now: datetime) -> bool:
+        """Close once every held fen was returned or released and nothing is pending."""
+        if self.state is not CaseState.VERIFIED:
+            return False
+        if any(o.state is OrderState.PENDING for o in self.orders):
+            return False
+        ever_held = any(o.is_hold and o.amount_held_fen > 0 for o in self.orders)
+        if not ever_held or self.held_fen > 0:
+            return False
+        self.state = CaseState.CLOSED
+        self.closed_at = now
+        self.record(
+            now,
+            "case.closed",
+            HUB_CODE,
+            f"closed: {yuan(self.returned_fen)} returned, {yuan(self.released_fen)} released",
+        )
+        return True
+
+    # ---- timeline -----------------------------------------------------------------------
+
+    def record(
+        self,
+        now: datetime,
+        kind: str,
+        actor: str,
+        summary: str,
+        *,
+        message_id: str = "",
+        order_id: str = "",
+    ) -> CaseEvent:
+        event = CaseEvent(
+            sequence=len(self.events) + 1,
+            at=now,
+            kind=kind,
+            actor=actor,
+            summary=summary,
+            message_id=message_id,
+            order_id=order_id,
+        )
+        self.events.append(event)
+        return event
+
+
+# ---- validation -----------------------------------------------------------------------------
+
+
+def validate_amount(name: str, amount: int) -> None:
+    if amount <= 0:
+        raise InvalidArgument(name, f"must be greater than zero fen, got {amount}")
+    if amount > MAX_AMOUNT_FEN:
+        raise InvalidArgument(name, f"{amount} fen is beyond any plausible amount; amounts are in fen")
+
+
+def validate_past(name: str, at: datetime | None, now: datetime) -> None:
+    if at is None:
+        raise InvalidArgument(name, "is required")
+    if at > now + FUTURE_TOLERANCE:
+        raise InvalidArgument(
+            name, f"{at.isoformat()} is in the future (hub time {now.isoformat()})"
+        )
+
+
+def validate_account(
+    name: str,
+    account: AccountRef,
+    institutions: Mapping[str, InstitutionKind],
+    *,
+    need_holder: bool = True,
+) -> None:
+    kind = institutions.get(account.institution_code)
+    if not account.institution_code:
+        raise InvalidArgument(f"{name}.institution_code", "is required")
+    if kind is None:
+        raise InvalidArgument(
+            f"{name}.institution_code",
+            f"{account.institution_code!r} is not a member institution",
+            reason="UNKNOWN_INSTITUTION",
+        )
+    if not kind.keeps_accounts:
+        raise InvalidArgument(
+            f"{name}.institution_code",
+            f"{account.institution_code} is a {kind.value}, which keeps no accounts",
+        )
+    if not account.account_number:
+        raise InvalidArgument(f"{name}.account_number", "is required")
+    if not ACCOUNT_PATTERN.match(account.account_number):
+        raise InvalidArgument(
+            f"{name}.account_number", "must be 4-40 letters, digits or '-' (no spaces)"
+        )
+    if need_holder and not account.holder_name.strip():
+        raise InvalidArgument(f"{name}.holder_name", "is required")
+
+
+def validate_report(
+    report: Report, reporter: str, now: datetime, institutions: Mapping[str, InstitutionKind]
+) -> None:
+    if not report.victim_name.strip():
+        raise InvalidArgument("victim.name", "is required")
+    if not report.fraud_type:
+        raise InvalidArgument("fraud_type", "is required")
+    if not report.transactions:
+        raise InvalidArgument("transactions", "a report names at least one fraudulent transaction")
+    if len(report.transactions) > MAX_TRANSACTIONS:
+        raise InvalidArgument(
+            "transactions", f"at most {MAX_TRANSACTIONS} transactions in one report"
+        )
+    if report.victim_report_time is not None:
+        validate_past("victim_report_time", report.victim_report_time, now)
+    for i, t in enumerate(report.transactions):
+        p = f"transactions[{i}]"
+        validate_past(f"{p}.transaction_time", t.transaction_time, now)
+        validate_amount(f"{p}.amount_fen", t.amount_fen)
+        validate_account(
+            f"{p}.payer", AccountRef(t.payer_institution, t.payer_account, t.payer_name),
+            institutions, need_holder=False,
+        )
+        validate_account(
+            f"{p}.payee", AccountRef(t.payee_institution, t.payee_account, t.payee_name),
+            institutions,
+        )
+        if t.payer_institution != reporter:
+            raise InvalidArgument(
+                f"{p}.payer.institution_code",
+                f"the payer account is at {t.payer_institution}, but {reporter} reported it; "
+                "an institution reports losses from its own customers' accounts",
+            )
+        if (t.payer_institution, t.payer_account) == (t.payee_institution, t.payee_account):
+            raise InvalidArgument(f"{p}.payee", "payer and payee are the same account")
+    payers = {(t.payer_institution, t.payer_account) for t in report.transactions}
+    if len(payers) > 1:
+        raise InvalidArgument(
+            "transactions", "one report covers one victim account; report other accounts apart"
+        )
+
+
+def validate_execution(order: Order, result: Execution, now: datetime, case: Case) -> None:
+    if result.execute_time is not None:
+        validate_past("execute_time", result.execute_time, now)
+    if result.reason_code and result.reason_code not in REASON_CODES:
+        raise InvalidArgument(
+            "reason_code",
+            f"{result.reason_code!r} is not a known code; use one of "
+            + ", ".join(sorted(REASON_CODES)),
+        )
+    for name, value in (
+        ("amount_held_fen", result.amount_held_fen),
+        ("available_balance_fen", result.available_balance_fen),
+        ("amount_released_fen", result.amount_released_fen),
+        ("amount_returned_fen", result.amount_returned_fen),
+    ):
+        if value < 0:
+            raise InvalidArgument(name, f"must not be negative, got {value}")
+    status = result.status
+    if status in (ExecutionStatus.NO_MATCH, ExecutionStatus.REJECTED):
+        if not result.reason_code:
+            raise InvalidArgument(
+                "reason_code",
+                f"a {status.value} answer carries a reason code "
+                f"({'NMAT' if status is ExecutionStatus.NO_MATCH else 'AC04, AM04, ARDT, LEGL'})",
+            )
+        if status is ExecutionStatus.NO_MATCH and order.kind is not OrderKind.STOP and (
+            order.kind is not OrderKind.FREEZE
+        ):
+            raise InvalidArgument("status", f"no match answers a stop or freeze, not a {order.kind.value}")
+        if result.amount_held_fen or result.amount_released_fen or result.amount_returned_fen:
+            raise InvalidArgument(
+                "amount_held_fen", f"a {status.value} answer moves no money; amounts must be 0"
+            )
+        return
+    if order.kind in HOLD_KINDS:
+        held = result.amount_held_fen
+        if held > order.amount_fen:
+            raise InvalidArgument(
+                "amount_held_fen",
+                f"{yuan(held)} exceeds the order's {yuan(order.amount_fen)}; hold up to the "
+                "amount, not the whole account",
+            )
+        if status is ExecutionStatus.EXECUTED and held != order.amount_fen:
+            raise InvalidArgument(
+                "amount_held_fen",
+                f"EXECUTED means the full {yuan(order.amount_fen)} is held, got {yuan(held)}; "
+                "answer PARTIALLY_EXECUTED with AM04 when the balance was short",
+            )
+        if status is ExecutionStatus.PARTIALLY_EXECUTED and held == order.amount_fen:
+            raise InvalidArgument("status", "the full amount is held: answer EXECUTED")
+        seen_before = order.facts[0].transaction_time if order.facts else None
+        for i, t in enumerate(result.onward):
+            p = f"onward_transfers[{i}]"
+            validate_amount(f"{p}.amount_fen", t.amount_fen)
+            validate_past(f"{p}.transfer_time", t.transfer_time, now)
+            if not t.to_institution:
+                raise InvalidArgument(f"{p}.to_account.institution_code", "is required")
+            if not ACCOUNT_PATTERN.match(t.to_account):
+                raise InvalidArgument(
+                    f"{p}.to_account.account_number", "must be 4-40 letters, digits or '-'"
+                )
+            if seen_before is not None and t.transfer_time < seen_before - FUTURE_TOLERANCE:
+                raise InvalidArgument(
+                    f"{p}.transfer_time",
+                    "is before the fraudulent credit; report only transfers after it",
+                )
+        return
+    if result.onward:
+        raise InvalidArgument("onward_transfers", f"a {order.kind.value} answer reports none")
+    if order.kind is OrderKind.RELEASE:
+        target = case.order(order.target_order_id)
+        expected = target.held_fen if target.state is OrderState.HOLDING else 0
+        if result.amount_released_fen != expected:
+            raise InvalidArgument(
+                "amount_released_fen",
+                f"a release lifts the whole hold of {target.order_id}: expected "
+                f"{yuan(expected)}, got {yuan(result.amount_released_fen)}",
+            )
+        return
+    freeze = case.order(order.target_order_id)
+    returned = result.amount_returned_fen
+    if returned > order.amount_fen or returned > freeze.held_fen:
+        raise InvalidArgument(
+            "amount_returned_fen",
+            f"{yuan(returned)} exceeds the order's {yuan(order.amount_fen)} or the "
+            f"{yuan(freeze.held_fen)} freeze {freeze.order_id} holds",
+        )
+    if status is ExecutionStatus.EXECUTED and returned != order.amount_fen:
+        raise InvalidArgument(
+            "amount_returned_fen",
+            f"EXECUTED means {yuan(order.amount_fen)} was returned, got {yuan(returned)}",
+        )
+
+
+# ---- presentation helpers -------------------------------------------------------------------
+
+
+def yuan(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    fen = abs(fen)
+    return f"{sign}¥{fen // 100:,}.{fen % 100:02d}"
+
+
+def mask(account: str) -> str:
+    """Account numbers in logs and messages show only their last four characters."""
+    return "*" * max(len(account) - 4, 0) + account[-4:]
+
+
+def describe(order: Order) -> str:
+    acct = f"{mask(order.account_number)} ({order.holder_name}) at {order.account_institution}"
+    match order.kind:
+        case OrderKind.STOP:
+            return f"hold up to {yuan(order.amount_fen)} in {acct}"
+        case OrderKind.FREEZE:
+            return (
+                f"freeze up to {yuan(order.amount_fen)} in {acct} for {order.term_months} months, "
+                f"case {order.filed_case_number}, approved by {order.approving_authority}"
+            )
+        case OrderKind.RELEASE:
+            return f"release {order.target_order_id}"
+        case OrderKind.RETURN:
+            return f"return {yuan(order.amount_fen)} from {order.target_order_id} to {acct}"
+
+
+def answer_summary(order: Order, result: Execution) -> str:
+    code = f" ({result.reason_code})" if result.reason_code else ""
+    match result.status:
+        case ExecutionStatus.NO_MATCH:
+            return f"no match{code}, nothing held: {result.reason}"
+        case ExecutionStatus.REJECTED:
+            return f"rejected{code}: {result.reason}"
+    if order.kind in HOLD_KINDS:
+        onward = sum(t.amount_fen for t in result.onward)
+        text = (
+            f"holding {yuan(result.amount_held_fen)}{code}, available "
+            f"{yuan(result.available_balance_fen)}"
+        )
+        if result.onward:
+            text += f", {len(result.onward)} onward transfer(s) of {yuan(onward)}"
+        return text
+    if order.kind is OrderKind.RELEASE:
+        return f"released {yuan(result.amount_released_fen)}"
+    return f"returned {yuan(result.amount_returned_fen)}{code}"
+
+
+def add_months(at: datetime, months: int) -> datetime:
+    """Calendar months, clamped to the month's last day (31 Aug + 6 months = 28/29 Feb)."""
+    month_index = at.month - 1 + months
+    year = at.year + month_index // 12
+    month = month_index % 12 + 1
+    days_in_month = [31, 29 if _leap(year) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+    return at.replace(year=year, month=month, day=min(at.day, days_in_month[month - 1]))
+
+
+def _leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)

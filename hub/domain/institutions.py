@@ -1,0 +1,116 @@
+"""Member institutions, their signing keys and duty contacts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from hub.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+
+HUB_CODE = "HUB"
+CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,31}$")
+
+
+class InstitutionKind(StrEnum):
+    BANK = "bank"
+    PAYMENT_INSTITUTION = "payment_institution"
+    ANTI_FRAUD_CENTRE = "anti_fraud_centre"
+    REGULATOR = "regulator"
+    HUB = "hub"
+
+    @property
+    def keeps_accounts(self) -> bool:
+        return self in (InstitutionKind.BANK, InstitutionKind.PAYMENT_INSTITUTION)
+
+
+class KeyState(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class ContactRole(StrEnum):
+    PRIMARY = "primary"
+    BACKUP = "backup"
+
+
+@dataclass(eq=False)
+class InstitutionKey:
+    key_id: str
+    algorithm: str
+    public_key: bytes
+    created_at: datetime
+    state: KeyState = KeyState.ACTIVE
+    revoked_at: datetime | None = None
+    institution_code: str = ""
+
+
+@dataclass(eq=False)
+class DutyContact:
+    role: ContactRole
+    name: str
+    phone: str
+    email: str = ""
+    position: int = 0
+    institution_code: str = ""
+
+
+@dataclass(eq=False)
+class Institution:
+    code: str
+    display_name: str
+    kind: InstitutionKind
+    created_at: datetime
+    keys: list[InstitutionKey] = field(default_factory=list)
+    contacts: list[DutyContact] = field(default_factory=list)
+
+    @staticmethod
+    def register(
+        code: str,
+        display_name: str,
+        kind: InstitutionKind,
+        now: datetime,
+        contacts: list[DutyContact],
+    ) -> Institution:
+        if not CODE_PATTERN.match(code):
+            raise InvalidArgument(
+                "code", f"{code!r} is not a valid code: 2-32 of A-Z, 0-9, '_' or '-'"
+            )
+        if not display_name.strip():
+            raise InvalidArgument("display_name", "must not be empty")
+        roles = [c.role for c in contacts]
+        if kind is not InstitutionKind.HUB and (
+            ContactRole.PRIMARY not in roles or ContactRole.BACKUP not in roles
+        ):
+            raise InvalidArgument(
+                "duty_contacts",
+                "an institution keeps a primary and a backup duty contact (A/B roles)",
+            )
+        for i, c in enumerate(contacts):
+            if not c.name.strip() or not c.phone.strip():
+                raise InvalidArgument(f"duty_contacts[{i}]", "name and phone are required")
+            c.position = i
+        return Institution(code, display_name, kind, now, [], list(contacts))
+
+    def add_key(self, key_id: str, algorithm: str, public_key: bytes, now: datetime) -> None:
+        if any(k.key_id == key_id for k in self.keys):
+            raise FailedPrecondition(
+                "KEY_EXISTS", f"key {key_id} is already registered for {self.code}"
+            )
+        self.keys.append(InstitutionKey(key_id, algorithm, public_key, now))
+
+    def revoke_key(self, key_id: str, now: datetime) -> None:
+        key = self.key(key_id)
+        if key is None:
+            raise NotFound("KEY_NOT_FOUND", f"{self.code} has no key {key_id}")
+        if key.state is KeyState.REVOKED:
+            raise FailedPrecondition("KEY_REVOKED", f"key {key_id} is already revoked")
+        key.state = KeyState.REVOKED
+        key.revoked_at = now
+
+    def key(self, key_id: str) -> InstitutionKey | None:
+        return next((k for k in self.keys if k.key_id == key_id), None)
+
+    def active_keys(self) -> list[InstitutionKey]:
+        return [k for k in self.keys if k.state is KeyState.ACTIVE]

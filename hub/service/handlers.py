@@ -1,0 +1,716 @@
+"""One handler per command, behind one pipeline every signed request goes through.
+
+The pipeline: check the envelope, authenticate the sender's key, answer a resend with the
+original answer, decode the body, check the sender may do this, run the handler, then write
+the state, the audit entries, the hub-signed answer and the deliveries it causes in ONE
+transaction. A refused message changes nothing and is kept in the audit log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+from hub.crypto.envelope import digest_of, seal_message, verify_envelope
+from hub.crypto.signing import SignatureError
+from hub.domain.cases import Case, CaseState, Order, OrderState, Policy
+from hub.domain.errors import (
+    AlreadyExists,
+    DomainError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from hub.domain.institutions import HUB_CODE, Institution, InstitutionKind, KeyState
+from hub.domain.rules import AutoStopRule
+from hub.service import wire
+from hub.service.ports import (
+    AuditEntry,
+    Clock,
+    Conflict,
+    InboundRecord,
+    Notifier,
+    PendingDelivery,
+    Signer,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+from stophub.v1 import case_pb2, delivery_pb2, envelope_pb2, institution_pb2, order_pb2
+
+log = logging.getLogger(__name__)
+
+B = TypeVar("B", bound=Message)
+
+CENTRE = InstitutionKind.ANTI_FRAUD_CENTRE
+REGULATOR = InstitutionKind.REGULATOR
+ACCOUNT_KEEPERS = frozenset({InstitutionKind.BANK, InstitutionKind.PAYMENT_INSTITUTION})
+MEMBERS = frozenset(
+    {InstitutionKind.BANK, InstitutionKind.PAYMENT_INSTITUTION, CENTRE, REGULATOR}
+)
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
+
+
+@dataclass
+class Context:
+    """What a handler may touch while its transaction is open."""
+
+    hub: Hub
+    uow: UnitOfWork
+    now: datetime
+    sender: Institution
+    envelope: envelope_pb2.Envelope
+    envelope_bytes: bytes
+    notified: set[str] = field(default_factory=set)
+
+    @property
+    def message_id(self) -> str:
+        return self.envelope.message_id
+
+    def deliver(self, recipient: str, notice: delivery_pb2.Notice) -> None:
+        """Queue a hub-signed notice in the outbox, in this transaction."""
+        sealed = self.hub.seal(recipient, notice, self.now)
+        data = sealed.SerializeToString()
+        self.uow.outbox.add(recipient, _notice_kind(notice), notice.case_id or None, data, self.now)
+        self.uow.audit.append(
+            AuditEntry(
+                kind="sent",
+                actor=HUB_CODE,
+                message_id=sealed.message_id,
+                detail=f"{_notice_kind(notice)} to {recipient}: {notice.summary}",
+                payload=data,
+                case_id=notice.case_id or None,
+                order_id=notice.order.order_id or None,
+            ),
+            self.now,
+        )
+        self.notified.add(recipient)
+
+    def record_events(self, case: Case, since: int) -> None:
+        """Audit every timeline step the command added (events past `since`)."""
+        for event in case.events[since:]:
+            self.uow.audit.append(
+                AuditEntry(
+                    kind="transition",
+                    actor=event.actor,
+                    message_id=event.message_id,
+                    detail=f"{event.kind}: {event.summary}",
+                    case_id=case.case_id,
+                    order_id=event.order_id or None,
+                ),
+                self.now,
+            )
+
+    def centres(self) -> list[str]:
+        return sorted(code for code, kind in self.uow.institutions.kinds().items() if kind is CENTRE)
+
+
+@dataclass(frozen=True)
+class Command(Generic[B]):
+    """An RPC's contract: the body it takes, who may send it, what it does."""
+
+    name: str
+    body: type[B]
+    allowed: frozenset[InstitutionKind]
+    run: Callable[[Context, B], Message]
+    mutating: bool = True
+
+    @property
+    def body_type(self) -> str:
+        return str(self.body.DESCRIPTOR.full_name)
+
+
+def _notice_kind(notice: delivery_pb2.Notice) -> str:
+    return delivery_pb2.NoticeKind.Name(notice.kind).removeprefix("NOTICE_KIND_").lower()
+
+
+class Hub:
+    """The application service: every command enters here."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        signer: Signer,
+        notifier: Notifier,
+        policy: Policy | None = None,
+    ) -> None:
+        self.uow = uow
+        self.clock = clock
+        self.signer = signer
+        self.notifier = notifier
+        self.policy = policy or Policy()
+
+    # ---- signing ------------------------------------------------------------------------------
+
+    def seal(self, recipient: str, body: Message, now: datetime) -> envelope_pb2.Envelope:
+        return seal_message(
+            self.signer,
+            sender=HUB_CODE,
+            recipient=recipient,
+            message_id=f"hub-{uuid.uuid4().hex}",
+            create_time=now,
+            message=body,
+        )
+
+    # ---- the pipeline -------------------------------------------------------------------------
+
+    def handle(self, command: Command[Any], envelope: envelope_pb2.Envelope) -> envelope_pb2.Envelope:
+        """Process one signed request; return the hub-signed answer or raise DomainError."""
+        raw = envelope.SerializeToString()
+        for attempt in (1, 2):
+            try:
+                return self._handle_once(command, envelope, raw)
+            except Conflict:
+                # Another request with the same id committed first; the second pass finds it
+                # and answers as for any resend.
+                if attempt == 2:
+                    raise
+            except DomainError as err:
+                self._record_rejection(envelope, raw, err)
+                raise
+        raise AssertionError("unreachable")
+
+    def _handle_once(
+        self, command: Command[Any], envelope: envelope_pb2.Envelope, raw: bytes
+    ) -> envelope_pb2.Envelope:
+        with self.uow(read_only=not command.mutating) as uow:
+            now = self.clock.now()
+            sender = self.authenticate(uow, envelope)
+            digest = digest_of(envelope)
+            if command.mutating:
+                previous = uow.inbound.get(sender.code, envelope.message_id)
+                if previous is not None:
+                    if previous.digest != digest:
+                        raise AlreadyExists(
+                            "MESSAGE_ID_REUSED",
+                            f"message id {envelope.message_id!r} was already used by "
+                            f"{sender.code} for a different message; a resend must carry the "
+                            "same bytes, a new message needs a new id",
+                        )
+                    answer = envelope_pb2.Envelope()
+                    answer.ParseFromString(previous.response)
+                    return answer
+            body = self.decode(command, envelope)
+            if sender.kind not in command.allowed:
+                raise PermissionDenied(
+                    "KIND_NOT_ALLOWED",
+                    f"{sender.code} is a {sender.kind.value}; {command.name} is for "
+                    + ", ".join(sorted(k.value for k in command.allowed)),
+                )
+            ctx = Context(self, uow, now, sender, envelope, raw)
+            result = command.run(ctx, body)
+            answer = self.seal(sender.code, result, now)
+            if command.mutating:
+                answer_bytes = answer.SerializeToString()
+                uow.audit.append(
+                    AuditEntry(
+                        kind="received",
+                        actor=sender.code,
+                        message_id=envelope.message_id,
+                        detail=f"{command.name} accepted",
+                        payload=raw,
+                        case_id=_case_of(result),
+                    ),
+                    now,
+                )
+                uow.audit.append(
+                    AuditEntry(
+                        kind="sent",
+                        actor=HUB_CODE,
+                        message_id=answer.message_id,
+                        detail=f"answer to {sender.code}/{envelope.message_id}",
+                        payload=answer_bytes,
+                        case_id=_case_of(result),
+                    ),
+                    now,
+                )
+                uow.inbound.add(
+                    sender.code,
+                    envelope.message_id,
+                    InboundRecord(digest, envelope.body_type, answer_bytes),
+                    now,
+                )
+                uow.commit()
+            if ctx.notified:
+                self.notifier.notify(ctx.notified)
+            return answer
+
+    def authenticate(self, uow: UnitOfWork, envelope: envelope_pb2.Envelope) -> Institution:
+        missing = [
+            name
+            for name in ("sender", "message_id", "key_id", "algorithm", "body_type")
+            if not getattr(envelope, name)
+        ]
+        if not envelope.signature:
+            missing.append("signature")
+        if not envelope.HasField("create_time"):
+            missing.append("create_time")
+        if missing:
+            raise Unauthenticated(
+                "ENVELOPE_INCOMPLETE",
+                "the envelope is not signed or is garbled: missing " + ", ".join(missing)
+                + " (see docs/signing.md)",
+            )
+        sender = uow.institutions.get(envelope.sender)
+        if sender is None or sender.kind is InstitutionKind.HUB:
+            raise Unauthenticated(
+                "UNKNOWN_SENDER", f"{envelope.sender!r} is not a registered member institution"
+            )
+        key = sender.key(envelope.key_id)
+        if key is None:
+            raise Unauthenticated(
+                "UNKNOWN_KEY",
+                f"{sender.code} has no key {envelope.key_id!r}; register it with the hub operator",
+            )
+        if key.state is KeyState.REVOKED:
+            when = key.revoked_at.isoformat() if key.revoked_at else "earlier"
+            raise Unauthenticated(
+                "KEY_REVOKED", f"key {key.key_id} of {sender.code} was revoked at {when}"
+            )
+        if key.algorithm != envelope.algorithm:
+            raise Unauthenticated(
+                "ALGORITHM_MISMATCH",
+                f"key {key.key_id} is an {key.algorithm} key, the envelope says {envelope.algorithm!r}",
+            )
+        try:
+            valid = verify_envelope(envelope, key.public_key)
+        except (SignatureError, ValueError) as exc:
+            raise Unauthenticated("BAD_SIGNATURE", f"signature cannot be checked: {exc}") from exc
+        if not valid:
+            raise Unauthenticated(
+                "BAD_SIGNATURE",
+                f"the signature does not verify with key {key.key_id} of {sender.code}: sign the "
+                "body bytes as sent plus every header field, as docs/signing.md lays out",
+            )
+        if envelope.recipient != HUB_CODE:
+            raise InvalidArgument(
+                "recipient", f"requests are addressed to {HUB_CODE}, not {envelope.recipient!r}"
+            )
+        return sender
+
+    @staticmethod
+    def decode(command: Command[B], envelope: envelope_pb2.Envelope) -> B:
+        if envelope.body_type != command.body_type:
+            raise InvalidArgument(
+                "body_type",
+                f"{command.name} takes a {command.body_type}, not {envelope.body_type!r}",
+            )
+        body = command.body()
+        try:
+            body.ParseFromString(envelope.body)
+        except DecodeError as exc:
+            raise InvalidArgument("body", f"is not a valid {command.body_type}: {exc}") from exc
+        return body
+
+    def _record_rejection(
+        self, envelope: envelope_pb2.Envelope, raw: bytes, err: DomainError
+    ) -> None:
+        try:
+            with self.uow() as uow:
+                uow.audit.append(
+                    AuditEntry(
+                        kind="rejected",
+                        actor=envelope.sender[:64],
+                        message_id=envelope.message_id[:128],
+                        detail=f"{err.code} {err.reason}: {err.message}",
+                        payload=raw,
+                    ),
+                    self.clock.now(),
+                )
+                uow.commit()
+        except Exception:  # the rejection itself must still reach the caller
+            log.exception("could not audit a rejected message")
+
+    # ---- the delivery stream -----------------------------------------------------------------
+
+    def open_stream(self, envelope: envelope_pb2.Envelope) -> tuple[str, str]:
+        """Authenticate a stream's first message; returns (institution code, connection name)."""
+        with self.uow(read_only=True) as uow:
+            sender = self.authenticate(uow, envelope)
+            body = self.decode(SUBSCRIBE, envelope)
+        if sender.kind not in MEMBERS:
+            raise PermissionDenied("KIND_NOT_ALLOWED", f"{sender.code} receives no deliveries")
+        return sender.code, body.connection_name or "default"
+
+    def acknowledge(self, institution: str, envelope: envelope_pb2.Envelope) -> list[int]:
+        raw = envelope.SerializeToString()
+        try:
+            with self.uow() as uow:
+                now = self.clock.now()
+                sender = self.authenticate(uow, envelope)
+                if sender.code != institution:
+                    raise PermissionDenied(
+                        "STREAM_OWNER",
+                        f"this stream belongs to {institution}; {sender.code} may not acknowledge "
+                        "on it",
+                    )
+                body = self.decode(ACK, envelope)
+                sequences = sorted(set(body.sequences))
+                count = uow.outbox.ack(institution, sequences, now)
+                uow.audit.append(
+                    AuditEntry(
+                        kind="received",
+                        actor=sender.code,
+                        message_id=envelope.message_id,
+                        detail=f"acknowledged {count} of deliveries {sequences[:20]}",
+                        payload=raw,
+                    ),
+                    now,
+                )
+                uow.commit()
+                return sequences
+        except DomainError as err:
+            self._record_rejection(envelope, raw, err)
+            raise
+
+    def pending(self, institution: str, limit: int = 500) -> Sequence[PendingDelivery]:
+        with self.uow(read_only=True) as uow:
+            return uow.outbox.pending(institution, limit)
+
+    def mark_sent(self, sequences: Sequence[int]) -> None:
+        if not sequences:
+            return
+        with self.uow() as uow:
+            uow.outbox.mark_sent(sequences, self.clock.now())
+            uow.commit()
+
+
+def _case_of(result: Message) -> str | None:
+    if isinstance(result, case_pb2.Case | order_pb2.Order):
+        return result.case_id or None
+    return None
+
+
+# ---- the handlers ------------------------------------------------------------------------------
+
+
+def new_case_id(now: datetime) -> str:
+    return f"C{now:%Y%m%d}-{secrets.token_hex(4).upper()}"
+
+
+def new_order_id(case: Case) -> str:
+    return f"{case.case_id}-O{len(case.orders) + 1:03d}"
+
+
+def _load_case(ctx: Context, case_id: str) -> Case:
+    case = ctx.uow.cases.get(case_id, lock=True)
+    if case is None:
+        raise NotFound("CASE_NOT_FOUND", f"no case {case_id!r}")
+    return case
+
+
+def create_report(ctx: Context, body: case_pb2.Report) -> Message:
+    report = wire.report_from_proto(body)
+    case = Case.open(
+        new_case_id(ctx.now),
+        ctx.sender.code,
+        report,
+        now=ctx.now,
+        message_id=ctx.message_id,
+        institutions=ctx.uow.institutions.kinds(),
+    )
+    case.report_envelope = ctx.envelope_bytes
+    ctx.uow.cases.add(case)
+    ctx.record_events(case, 0)
+    for centre in ctx.centres():
+        ctx.deliver(
+            centre,
+            delivery_pb2.Notice(
+                kind=delivery_pb2.NOTICE_KIND_REPORT_RECEIVED,
+                case_id=case.case_id,
+                origin=ctx.envelope,
+                summary=f"{ctx.sender.code} reported case {case.case_id}: {case.events[0].summary}",
+            ),
+        )
+    return wire.case_to_proto(case)
+
+
+def verify_report(ctx: Context, body: case_pb2.Verification) -> Message:
+    case_id, outcome, reason = wire.verification_from_proto(body)
+    case = _load_case(ctx, case_id)
+    since = len(case.events)
+    case.verify(ctx.sender.code, outcome, reason, now=ctx.now, message_id=ctx.message_id)
+    for centre in ctx.centres():
+        ctx.deliver(
+            centre,
+            delivery_pb2.Notice(
+                kind=delivery_pb2.NOTICE_KIND_REPORT_VERIFIED,
+                case_id=case.case_id,
+                origin=ctx.envelope,
+                summary=case.events[-1].summary,
+            ),
+        )
+    if case.state is CaseState.VERIFIED:
+        _auto_stop(ctx, case)
+    ctx.record_events(case, since)
+    return wire.case_to_proto(case)
+
+
+def _auto_stop(ctx: Context, case: Case) -> None:
+    rules = ctx.uow.rules.enabled()
+    if not rules:
+        return
+    rule = rules[0]
+    stops, skipped = rule.stops_for(case)
+    kinds = ctx.uow.institutions.kinds()
+    authorization = envelope_pb2.Envelope()
+    authorization.ParseFromString(rule.envelope)
+    for command in stops:
+        try:
+            order = case.issue(
+                new_order_id(case),
+                command,
+                issued_by=rule.centre_code,
+                now=ctx.now,
+                message_id=ctx.message_id,
+                institutions=kinds,
+                policy=ctx.hub.policy,
+                auto_stop_rule_id=rule.rule_id,
+            )
+        except DomainError as err:
+            # The report was verified; a stop the rule cannot issue waits for the centre.
+            case.record(ctx.now, "auto_stop.skipped", HUB_CODE, err.message)
+            continue
+        order.authorization_envelope = rule.envelope
+        _deliver_order(ctx, order, origin=ctx.envelope, authorization=authorization)
+    for why in skipped:
+        case.record(ctx.now, "auto_stop.skipped", HUB_CODE, why)
+
+
+def _deliver_order(
+    ctx: Context,
+    order: Order,
+    *,
+    origin: envelope_pb2.Envelope,
+    authorization: envelope_pb2.Envelope | None = None,
+) -> None:
+    from hub.domain.cases import describe
+
+    notice = delivery_pb2.Notice(
+        kind=delivery_pb2.NOTICE_KIND_ORDER,
+        case_id=order.case_id,
+        order=wire.order_to_proto(order),
+        origin=origin,
+        summary=f"{order.kind.value} order {order.order_id}: {describe(order)}",
+    )
+    if authorization is not None:
+        notice.authorization.CopyFrom(authorization)
+    ctx.deliver(order.addressed_to, notice)
+
+
+def issue_order(ctx: Context, body: order_pb2.OrderInstruction) -> Message:
+    case_id, command = wire.order_command_from_proto(body)
+    case = _load_case(ctx, case_id)
+    since = len(case.events)
+    before = {o.order_id: o.state for o in case.orders}
+    order = case.issue(
+        new_order_id(case),
+        command,
+        issued_by=ctx.sender.code,
+        now=ctx.now,
+        message_id=ctx.message_id,
+        institutions=ctx.uow.institutions.kinds(),
+        policy=ctx.hub.policy,
+        note=body.note,
+    )
+    order.origin_envelope = ctx.envelope_bytes
+    _deliver_order(ctx, order, origin=ctx.envelope)
+    for other in case.orders:
+        if before.get(other.order_id) is OrderState.PENDING and other.state is OrderState.CANCELLED:
+            # The addressee may be about to execute it: tell it at once, not only via the release.
+            _deliver_order(ctx, other, origin=ctx.envelope)
+    ctx.record_events(case, since)
+    return wire.order_to_proto(order)
+
+
+def answer_order(ctx: Context, body: order_pb2.ExecutionResult) -> Message:
+    order_id, execution = wire.execution_from_proto(body)
+    case_id = ctx.uow.cases.case_id_of_order(order_id)
+    if case_id is None:
+        raise NotFound("ORDER_NOT_FOUND", f"no order {order_id!r}")
+    case = _load_case(ctx, case_id)
+    since = len(case.events)
+    order = case.answer(
+        order_id,
+        ctx.sender.code,
+        execution,
+        now=ctx.now,
+        message_id=ctx.message_id,
+        policy=ctx.hub.policy,
+    )
+    order.answer_envelope = ctx.envelope_bytes
+    ctx.deliver(
+        order.issued_by,
+        delivery_pb2.Notice(
+            kind=delivery_pb2.NOTICE_KIND_ORDER_ANSWERED,
+            case_id=case.case_id,
+            order=wire.order_to_proto(order),
+            origin=ctx.envelope,
+            summary=case.events[-1].summary,
+        ),
+    )
+    if case.close_if_settled(ctx.now):
+        for recipient in sorted({case.reporting_institution, *ctx.centres()}):
+            ctx.deliver(
+                recipient,
+                delivery_pb2.Notice(
+                    kind=delivery_pb2.NOTICE_KIND_CASE_CLOSED,
+                    case_id=case.case_id,
+                    summary=case.events[-1].summary,
+                ),
+            )
+    ctx.record_events(case, since)
+    return wire.order_to_proto(order)
+
+
+def set_auto_stop_rule(ctx: Context, body: order_pb2.AutoStopRule) -> Message:
+    rule = AutoStopRule.validated(
+        ctx.sender.code,
+        body.rule_id.strip(),
+        body.enabled,
+        body.max_amount_fen,
+        now=ctx.now,
+        message_id=ctx.message_id,
+        envelope=ctx.envelope_bytes,
+    )
+    ctx.uow.rules.put(rule)
+    ctx.uow.audit.append(
+        AuditEntry(
+            kind="transition",
+            actor=ctx.sender.code,
+            message_id=ctx.message_id,
+            detail=f"auto-stop rule {rule.rule_id} "
+            + (f"enabled up to {rule.max_amount_fen} fen" if rule.enabled else "disabled"),
+        ),
+        ctx.now,
+    )
+    return wire.rule_to_proto(rule)
+
+
+def _may_see(institution: Institution, case: Case) -> bool:
+    if institution.kind in (CENTRE, REGULATOR):
+        return True
+    return institution.code == case.reporting_institution or any(
+        o.addressed_to == institution.code for o in case.orders
+    )
+
+
+def get_case(ctx: Context, body: case_pb2.GetCaseBody) -> Message:
+    case = ctx.uow.cases.get(body.case_id)
+    if case is None:
+        raise NotFound("CASE_NOT_FOUND", f"no case {body.case_id!r}")
+    if not _may_see(ctx.sender, case):
+        raise PermissionDenied(
+            "NOT_PARTY_TO_CASE",
+            f"{ctx.sender.code} neither reported case {case.case_id} nor holds an order in it",
+        )
+    return wire.case_to_proto(case)
+
+
+def _page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _decode_token(token: str) -> Any:
+    if not token:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgument("page_token", "is not a token this hub issued") from exc
+
+
+def _encode_token(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+
+
+def list_cases(ctx: Context, body: case_pb2.ListCasesBody) -> Message:
+    size = _page_size(body.page_size)
+    token = _decode_token(body.page_token)
+    after = None
+    if token is not None:
+        try:
+            after = (datetime.fromisoformat(token[0]), str(token[1]))
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            raise InvalidArgument("page_token", "is not a token this hub issued") from exc
+    state = wire.CASE_STATES_BY_NUMBER.get(body.state)
+    if body.state and state is None:
+        raise InvalidArgument("state", f"unknown case state {body.state}")
+    reporter = None if ctx.sender.kind in (CENTRE, REGULATOR) else ctx.sender.code
+    found = ctx.uow.cases.list(state, size + 1, after, reporter)
+    page = list(found[:size])
+    result = case_pb2.CaseList(cases=[wire.case_to_proto(c, with_events=False) for c in page])
+    if len(found) > size:
+        last = page[-1]
+        result.next_page_token = _encode_token([last.created_at.isoformat(), last.case_id])
+    return result
+
+
+def get_institution(ctx: Context, body: institution_pb2.GetInstitutionBody) -> Message:
+    inst = ctx.uow.institutions.get(body.code)
+    if inst is None:
+        raise NotFound("INSTITUTION_NOT_FOUND", f"no institution {body.code!r}")
+    return wire.institution_to_proto(inst)
+
+
+def list_institutions(ctx: Context, body: institution_pb2.ListInstitutionsBody) -> Message:
+    size = _page_size(body.page_size)
+    after = _decode_token(body.page_token)
+    if after is not None and not isinstance(after, str):
+        raise InvalidArgument("page_token", "is not a token this hub issued")
+    found = ctx.uow.institutions.list(size + 1, after)
+    page = list(found[:size])
+    result = institution_pb2.InstitutionList(
+        institutions=[wire.institution_to_proto(i) for i in page]
+    )
+    if len(found) > size:
+        result.next_page_token = _encode_token(page[-1].code)
+    return result
+
+
+CREATE_REPORT = Command("CreateReport", case_pb2.Report, ACCOUNT_KEEPERS, create_report)
+VERIFY_REPORT = Command("VerifyReport", case_pb2.Verification, ACCOUNT_KEEPERS, verify_report)
+GET_CASE = Command("GetCase", case_pb2.GetCaseBody, MEMBERS, get_case, mutating=False)
+LIST_CASES = Command("ListCases", case_pb2.ListCasesBody, MEMBERS, list_cases, mutating=False)
+ISSUE_ORDER = Command(
+    "IssueOrder", order_pb2.OrderInstruction, frozenset({CENTRE}), issue_order
+)
+ANSWER_ORDER = Command(
+    "AnswerOrder", order_pb2.ExecutionResult, ACCOUNT_KEEPERS, answer_order
+)
+SET_AUTO_STOP_RULE = Command(
+    "SetAutoStopRule", order_pb2.AutoStopRule, frozenset({CENTRE}), set_auto_stop_rule
+)
+GET_INSTITUTION = Command(
+    "GetInstitution", institution_pb2.GetInstitutionBody, MEMBERS, get_institution, mutating=False
+)
+LIST_INSTITUTIONS = Command(
+    "ListInstitutions",
+    institution_pb2.ListInstitutionsBody,
+    MEMBERS,
+    list_institutions,
+    mutating=False,
+)
+
+
+def _never(ctx: Context, body: Message) -> Message:
+    raise AssertionError("stream messages are handled by the stream")
+
+
+SUBSCRIBE = Command(
+    "StreamDeliveries", delivery_pb2.SubscribeBody, MEMBERS, _never, mutating=False
+)
+ACK = Command("StreamDeliveries", delivery_pb2.AckBody, MEMBERS, _never)

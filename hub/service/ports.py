@@ -1,0 +1,153 @@
+"""The ports the handlers drive: time, signing, storage and waking delivery streams."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from hub.domain.cases import Case, CaseState
+from hub.domain.institutions import Institution, InstitutionKind
+from hub.domain.rules import AutoStopRule
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, aware UTC."""
+        ...
+
+
+class Signer(Protocol):
+    @property
+    def algorithm(self) -> str: ...
+
+    @property
+    def key_id(self) -> str: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class Notifier(Protocol):
+    def notify(self, recipients: Iterable[str]) -> None:
+        """Called after a commit: deliveries for these institutions are waiting."""
+        ...
+
+
+@dataclass(frozen=True)
+class InboundRecord:
+    digest: bytes
+    body_type: str
+    response: bytes
+
+
+@dataclass(frozen=True)
+class PendingDelivery:
+    sequence: int
+    recipient: str
+    envelope: bytes
+    attempts: int
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    kind: str
+    actor: str
+    message_id: str
+    detail: str
+    payload: bytes | None = None
+    case_id: str | None = None
+    order_id: str | None = None
+
+
+class InstitutionRepository(Protocol):
+    def get(self, code: str) -> Institution | None: ...
+
+    def add(self, institution: Institution) -> None: ...
+
+    def list(self, page_size: int, after: str | None) -> Sequence[Institution]: ...
+
+    def kinds(self) -> dict[str, InstitutionKind]: ...
+
+
+class CaseRepository(Protocol):
+    def get(self, case_id: str, *, lock: bool = False) -> Case | None: ...
+
+    def case_id_of_order(self, order_id: str) -> str | None: ...
+
+    def add(self, case: Case) -> None: ...
+
+    def list(
+        self,
+        state: CaseState | None,
+        page_size: int,
+        after: tuple[datetime, str] | None,
+        reporter: str | None = None,
+    ) -> Sequence[Case]: ...
+
+
+class RuleRepository(Protocol):
+    def get(self, centre_code: str) -> AutoStopRule | None: ...
+
+    def put(self, rule: AutoStopRule) -> None: ...
+
+    def enabled(self) -> Sequence[AutoStopRule]: ...
+
+
+class InboundRepository(Protocol):
+    def get(self, sender: str, message_id: str) -> InboundRecord | None: ...
+
+    def add(
+        self,
+        sender: str,
+        message_id: str,
+        record: InboundRecord,
+        received_at: datetime,
+    ) -> None: ...
+
+
+class Outbox(Protocol):
+    def add(
+        self, recipient: str, kind: str, case_id: str | None, envelope: bytes, now: datetime
+    ) -> int: ...
+
+    def pending(self, recipient: str, limit: int) -> Sequence[PendingDelivery]: ...
+
+    def mark_sent(self, sequences: Sequence[int], now: datetime) -> None: ...
+
+    def ack(self, recipient: str, sequences: Sequence[int], now: datetime) -> int: ...
+
+
+class AuditLog(Protocol):
+    def append(self, entry: AuditEntry, now: datetime) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    institutions: InstitutionRepository
+    cases: CaseRepository
+    rules: RuleRepository
+    inbound: InboundRepository
+    outbox: Outbox
+    audit: AuditLog
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, *, read_only: bool = False) -> UnitOfWork: ...
+
+
+class Conflict(Exception):
+    """A concurrent transaction wrote the same row first (for example the same message id)."""

@@ -1,0 +1,403 @@
+"""Between stophub.v1 messages and the domain: decode with field-named errors, encode views."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hub.domain.cases import (
+    AccountRef,
+    Case,
+    CaseEvent,
+    CaseState,
+    Execution,
+    ExecutionStatus,
+    FraudTransaction,
+    FreezeCommand,
+    OnwardTransfer,
+    Order,
+    OrderCommand,
+    OrderKind,
+    OrderState,
+    ReleaseCommand,
+    Report,
+    ReturnCommand,
+    StopCommand,
+    VerificationOutcome,
+)
+from hub.domain.errors import InvalidArgument
+from hub.domain.institutions import ContactRole, Institution, InstitutionKind, KeyState
+from hub.domain.rules import AutoStopRule
+from stophub.v1 import account_pb2, case_pb2, institution_pb2, order_pb2
+
+# ---- time -------------------------------------------------------------------------------------
+
+
+def ts(at: datetime | None) -> Timestamp | None:
+    if at is None:
+        return None
+    t = Timestamp()
+    t.FromDatetime(at.astimezone(UTC))
+    return t
+
+
+def from_ts(message: Message, field: str, name: str, *, required: bool = True) -> datetime | None:
+    if not message.HasField(field):
+        if required:
+            raise InvalidArgument(name, "is required")
+        return None
+    value: Timestamp = getattr(message, field)
+    if not 0 <= value.nanos < 1_000_000_000:
+        raise InvalidArgument(name, "nanos must be within 0..999999999")
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(name, f"is not a valid time: {exc}") from exc
+
+
+def _set_ts(target: Message, field: str, at: datetime | None) -> None:
+    if at is not None:
+        getattr(target, field).CopyFrom(ts(at))
+
+
+# ---- enums ------------------------------------------------------------------------------------
+
+
+def _enum_name(enum_type: object, value: int, prefix: str) -> str:
+    """FRAUD_TYPE_FAKE_INVESTMENT -> 'fake_investment'; 0 or unknown -> ''."""
+    descriptor = getattr(enum_type, "DESCRIPTOR")  # noqa: B009 - generated enums expose it
+    v = descriptor.values_by_number.get(value)
+    if v is None or value == 0:
+        return ""
+    return str(v.name).removeprefix(prefix).lower()
+
+
+def _enum_value(enum_type: object, name: str, prefix: str) -> int:
+    descriptor = getattr(enum_type, "DESCRIPTOR")  # noqa: B009
+    v = descriptor.values_by_name.get(prefix + name.upper())
+    return int(v.number) if v is not None else 0
+
+
+INSTITUTION_KINDS = {
+    institution_pb2.INSTITUTION_KIND_BANK: InstitutionKind.BANK,
+    institution_pb2.INSTITUTION_KIND_PAYMENT_INSTITUTION: InstitutionKind.PAYMENT_INSTITUTION,
+    institution_pb2.INSTITUTION_KIND_ANTI_FRAUD_CENTRE: InstitutionKind.ANTI_FRAUD_CENTRE,
+    institution_pb2.INSTITUTION_KIND_REGULATOR: InstitutionKind.REGULATOR,
+    institution_pb2.INSTITUTION_KIND_HUB: InstitutionKind.HUB,
+}
+CASE_STATES = {
+    CaseState.REPORTED: case_pb2.CASE_STATE_REPORTED,
+    CaseState.VERIFIED: case_pb2.CASE_STATE_VERIFIED,
+    CaseState.REJECTED: case_pb2.CASE_STATE_REJECTED,
+    CaseState.CLOSED: case_pb2.CASE_STATE_CLOSED,
+}
+CASE_STATES_BY_NUMBER = {v: k for k, v in CASE_STATES.items()}
+ORDER_KINDS = {
+    OrderKind.STOP: order_pb2.ORDER_KIND_STOP,
+    OrderKind.FREEZE: order_pb2.ORDER_KIND_FREEZE,
+    OrderKind.RELEASE: order_pb2.ORDER_KIND_RELEASE,
+    OrderKind.RETURN: order_pb2.ORDER_KIND_RETURN,
+}
+ORDER_STATES = {s: _enum_value(order_pb2.OrderState, s.value, "ORDER_STATE_") for s in OrderState}
+EXECUTION_STATUSES = {
+    order_pb2.EXECUTION_STATUS_EXECUTED: ExecutionStatus.EXECUTED,
+    order_pb2.EXECUTION_STATUS_PARTIALLY_EXECUTED: ExecutionStatus.PARTIALLY_EXECUTED,
+    order_pb2.EXECUTION_STATUS_NO_MATCH: ExecutionStatus.NO_MATCH,
+    order_pb2.EXECUTION_STATUS_REJECTED: ExecutionStatus.REJECTED,
+}
+EXECUTION_STATUS_NUMBERS = {v: k for k, v in EXECUTION_STATUSES.items()}
+
+
+# ---- decoding -----------------------------------------------------------------------------------
+
+
+def account_from_proto(pb: account_pb2.AccountRef) -> AccountRef:
+    return AccountRef(pb.institution_code.strip(), pb.account_number.strip(), pb.holder_name.strip())
+
+
+def report_from_proto(pb: case_pb2.Report) -> Report:
+    transactions = []
+    for i, t in enumerate(pb.transactions):
+        name = f"transactions[{i}]"
+        at = from_ts(t, "transaction_time", f"{name}.transaction_time")
+        assert at is not None
+        channel = _enum_name(case_pb2.PaymentChannel, t.channel, "PAYMENT_CHANNEL_")
+        if not channel:
+            raise InvalidArgument(f"{name}.channel", "is required (mobile banking, counter, ...)")
+        transactions.append(
+            FraudTransaction(
+                transaction_time=at,
+                amount_fen=t.amount_fen,
+                payer_institution=t.payer.institution_code.strip(),
+                payer_account=t.payer.account_number.strip(),
+                payer_name=t.payer.holder_name.strip(),
+                payee_institution=t.payee.institution_code.strip(),
+                payee_account=t.payee.account_number.strip(),
+                payee_name=t.payee.holder_name.strip(),
+                channel=channel,
+                reference=t.transaction_reference,
+            )
+        )
+    return Report(
+        victim_name=pb.victim.name.strip(),
+        victim_id_number=pb.victim.id_number.strip(),
+        victim_phone=pb.victim.phone.strip(),
+        fraud_type=_enum_name(case_pb2.FraudType, pb.fraud_type, "FRAUD_TYPE_"),
+        victim_report_time=from_ts(pb, "victim_report_time", "victim_report_time", required=False),
+        description=pb.description,
+        transactions=transactions,
+    )
+
+
+def verification_from_proto(pb: case_pb2.Verification) -> tuple[str, VerificationOutcome, str]:
+    if not pb.case_id:
+        raise InvalidArgument("case_id", "is required")
+    outcomes = {
+        case_pb2.VERIFICATION_OUTCOME_CONFIRMED: VerificationOutcome.CONFIRMED,
+        case_pb2.VERIFICATION_OUTCOME_REJECTED: VerificationOutcome.REJECTED,
+    }
+    outcome = outcomes.get(pb.outcome)
+    if outcome is None:
+        raise InvalidArgument("outcome", "must be CONFIRMED or REJECTED")
+    return pb.case_id, outcome, pb.reason
+
+
+def order_command_from_proto(pb: order_pb2.OrderInstruction) -> tuple[str, OrderCommand]:
+    if not pb.case_id:
+        raise InvalidArgument("case_id", "is required")
+    which = pb.WhichOneof("instruction")
+    command: OrderCommand
+    if which == "stop":
+        facts = []
+        for i, f in enumerate(pb.stop.transactions):
+            at = from_ts(f, "transaction_time", f"stop.transactions[{i}].transaction_time")
+            assert at is not None
+            facts.append((at, f.amount_fen))
+        command = StopCommand(account_from_proto(pb.stop.account), pb.stop.amount_fen, facts)
+    elif which == "freeze":
+        fr = pb.freeze
+        command = FreezeCommand(
+            account_from_proto(fr.account),
+            fr.amount_fen,
+            fr.filed_case_number.strip(),
+            fr.approving_authority.strip(),
+            fr.term_months,
+            fr.stop_order_id,
+        )
+    elif which == "release":
+        command = ReleaseCommand(pb.release.target_order_id, pb.release.reason)
+    elif which == "fund_return":
+        r = pb.fund_return
+        command = ReturnCommand(r.freeze_order_id, account_from_proto(r.beneficiary), r.amount_fen)
+    else:
+        raise InvalidArgument("instruction", "set one of stop, freeze, release, fund_return")
+    return pb.case_id, command
+
+
+def execution_from_proto(pb: order_pb2.ExecutionResult) -> tuple[str, Execution]:
+    if not pb.order_id:
+        raise InvalidArgument("order_id", "is required")
+    status = EXECUTION_STATUSES.get(pb.status)
+    if status is None:
+        raise InvalidArgument(
+            "status", "must be EXECUTED, PARTIALLY_EXECUTED, NO_MATCH or REJECTED"
+        )
+    onward = []
+    for i, t in enumerate(pb.onward_transfers):
+        at = from_ts(t, "transfer_time", f"onward_transfers[{i}].transfer_time")
+        assert at is not None
+        onward.append(
+            OnwardTransfer(
+                transfer_time=at,
+                amount_fen=t.amount_fen,
+                to_institution=t.to_account.institution_code.strip(),
+                to_account=t.to_account.account_number.strip(),
+                to_holder=t.to_account.holder_name.strip(),
+                reference=t.transaction_reference,
+            )
+        )
+    return pb.order_id, Execution(
+        status=status,
+        reason_code=pb.reason_code.strip().upper(),
+        reason=pb.reason,
+        amount_held_fen=pb.amount_held_fen,
+        available_balance_fen=pb.available_balance_fen,
+        amount_released_fen=pb.amount_released_fen,
+        amount_returned_fen=pb.amount_returned_fen,
+        execute_time=from_ts(pb, "execute_time", "execute_time", required=False),
+        onward=onward,
+    )
+
+
+# ---- encoding -----------------------------------------------------------------------------------
+
+
+def _account(institution: str, number: str, holder: str) -> account_pb2.AccountRef:
+    return account_pb2.AccountRef(
+        institution_code=institution, account_number=number, holder_name=holder
+    )
+
+
+def order_to_proto(order: Order) -> order_pb2.Order:
+    instruction = order_pb2.OrderInstruction(case_id=order.case_id, note=order.note)
+    account = _account(order.account_institution, order.account_number, order.holder_name)
+    match order.kind:
+        case OrderKind.STOP:
+            instruction.stop.account.CopyFrom(account)
+            instruction.stop.amount_fen = order.amount_fen
+            for f in order.facts:
+                fact = instruction.stop.transactions.add(amount_fen=f.amount_fen)
+                _set_ts(fact, "transaction_time", f.transaction_time)
+        case OrderKind.FREEZE:
+            instruction.freeze.CopyFrom(
+                order_pb2.FreezeInstruction(
+                    account=account,
+                    amount_fen=order.amount_fen,
+                    filed_case_number=order.filed_case_number,
+                    approving_authority=order.approving_authority,
+                    term_months=order.term_months,
+                    stop_order_id=order.target_order_id,
+                )
+            )
+        case OrderKind.RELEASE:
+            instruction.release.CopyFrom(
+                order_pb2.ReleaseInstruction(
+                    target_order_id=order.target_order_id, reason=order.note
+                )
+            )
+        case OrderKind.RETURN:
+            instruction.fund_return.CopyFrom(
+                order_pb2.ReturnInstruction(
+                    freeze_order_id=order.target_order_id,
+                    beneficiary=account,
+                    amount_fen=order.amount_fen,
+                )
+            )
+    pb = order_pb2.Order(
+        order_id=order.order_id,
+        case_id=order.case_id,
+        kind=ORDER_KINDS[order.kind],
+        state=ORDER_STATES[order.state],  # type: ignore[arg-type]
+        addressed_to=order.addressed_to,
+        issued_by=order.issued_by,
+        auto_stop_rule_id=order.auto_stop_rule_id or "",
+        instruction=instruction,
+        held_fen=order.held_fen,
+        returned_fen=order.returned_fen,
+        origin_message_id=order.origin_message_id,
+    )
+    _set_ts(pb, "issue_time", order.issued_at)
+    _set_ts(pb, "answer_time", order.answered_at)
+    _set_ts(pb, "effective_time", order.effective_at)
+    _set_ts(pb, "expire_time", order.expires_at)
+    if order.result_status is not None:
+        result = pb.result
+        result.order_id = order.order_id
+        result.status = EXECUTION_STATUS_NUMBERS[order.result_status]
+        result.reason_code = order.result_reason_code
+        result.reason = order.result_reason
+        result.amount_held_fen = order.amount_held_fen
+        result.available_balance_fen = order.available_balance_fen
+        result.amount_released_fen = order.released_fen
+        result.amount_returned_fen = order.returned_fen if order.kind is OrderKind.RETURN else 0
+        _set_ts(result, "execute_time", order.executed_at)
+        for t in order.onward:
+            onward = result.onward_transfers.add(
+                amount_fen=t.amount_fen,
+                to_account=_account(t.to_institution, t.to_account, t.to_holder),
+                transaction_reference=t.reference,
+            )
+            _set_ts(onward, "transfer_time", t.transfer_time)
+    return pb
+
+
+def event_to_proto(event: CaseEvent) -> case_pb2.CaseEvent:
+    pb = case_pb2.CaseEvent(
+        sequence=event.sequence,
+        kind=event.kind,
+        actor=event.actor,
+        message_id=event.message_id,
+        order_id=event.order_id,
+        summary=event.summary,
+    )
+    _set_ts(pb, "event_time", event.at)
+    return pb
+
+
+def case_to_proto(case: Case, *, with_events: bool = True) -> case_pb2.Case:
+    report = case_pb2.Report(
+        victim=case_pb2.Victim(
+            name=case.victim_name, id_number=case.victim_id_number, phone=case.victim_phone
+        ),
+        fraud_type=_enum_value(case_pb2.FraudType, case.fraud_type, "FRAUD_TYPE_"),  # type: ignore[arg-type]
+        description=case.description,
+    )
+    _set_ts(report, "victim_report_time", case.victim_report_time)
+    for t in case.transactions:
+        tx = report.transactions.add(
+            amount_fen=t.amount_fen,
+            payer=_account(t.payer_institution, t.payer_account, t.payer_name),
+            payee=_account(t.payee_institution, t.payee_account, t.payee_name),
+            channel=_enum_value(case_pb2.PaymentChannel, t.channel, "PAYMENT_CHANNEL_"),
+            transaction_reference=t.reference,
+        )
+        _set_ts(tx, "transaction_time", t.transaction_time)
+    pb = case_pb2.Case(
+        case_id=case.case_id,
+        reporting_institution=case.reporting_institution,
+        state=CASE_STATES[case.state],
+        report=report,
+        orders=[order_to_proto(o) for o in case.orders],
+        events=[event_to_proto(e) for e in case.events] if with_events else [],
+        loss_fen=case.loss_fen,
+        held_fen=case.held_fen,
+        returned_fen=case.returned_fen,
+        released_fen=case.released_fen,
+        report_message_id=case.report_message_id,
+    )
+    _set_ts(pb, "create_time", case.created_at)
+    _set_ts(pb, "verify_time", case.verified_at)
+    _set_ts(pb, "close_time", case.closed_at)
+    return pb
+
+
+def institution_to_proto(inst: Institution) -> institution_pb2.Institution:
+    kinds = {v: k for k, v in INSTITUTION_KINDS.items()}
+    pb = institution_pb2.Institution(
+        code=inst.code, display_name=inst.display_name, kind=kinds[inst.kind]
+    )
+    _set_ts(pb, "create_time", inst.created_at)
+    for k in inst.keys:
+        key = pb.keys.add(
+            key_id=k.key_id,
+            algorithm=k.algorithm,
+            public_key=k.public_key,
+            state=institution_pb2.KEY_STATE_ACTIVE
+            if k.state is KeyState.ACTIVE
+            else institution_pb2.KEY_STATE_REVOKED,
+        )
+        _set_ts(key, "create_time", k.created_at)
+        _set_ts(key, "revoke_time", k.revoked_at)
+    for c in inst.contacts:
+        pb.duty_contacts.add(
+            role=institution_pb2.CONTACT_ROLE_PRIMARY
+            if c.role is ContactRole.PRIMARY
+            else institution_pb2.CONTACT_ROLE_BACKUP,
+            name=c.name,
+            phone=c.phone,
+            email=c.email,
+        )
+    return pb
+
+
+def rule_to_proto(rule: AutoStopRule) -> order_pb2.AutoStopRule:
+    pb = order_pb2.AutoStopRule(
+        rule_id=rule.rule_id,
+        enabled=rule.enabled,
+        max_amount_fen=rule.max_amount_fen,
+        centre_code=rule.centre_code,
+    )
+    _set_ts(pb, "update_time", rule.updated_at)
+    return pb

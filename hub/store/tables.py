@@ -1,0 +1,370 @@
+"""Tables, and the imperative mapping of the domain's plain classes onto them.
+
+The domain classes stay free of SQLAlchemy (cosmicpython's "classical mapping").
+Constraint names follow one naming convention so Alembic revisions are stable.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.orm import registry, relationship
+from sqlalchemy.types import TypeDecorator
+
+from hub.domain.cases import (
+    Case,
+    CaseEvent,
+    CaseState,
+    ExecutionStatus,
+    FraudTransaction,
+    OnwardTransfer,
+    Order,
+    OrderKind,
+    OrderState,
+    TransactionFact,
+)
+from hub.domain.institutions import (
+    ContactRole,
+    DutyContact,
+    Institution,
+    InstitutionKey,
+    InstitutionKind,
+    KeyState,
+)
+from hub.domain.rules import AutoStopRule
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+mapper_registry = registry(metadata=metadata)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite (no time zones) too."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime reached the store; times are aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _enum(cls: Any, name: str) -> Enum:
+    # Stored as the enum's string values in a VARCHAR, so adding a value needs no DDL.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=False,
+        length=32,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+Money = BigInteger
+Code = String(32)
+Account = String(40)
+
+institutions = Table(
+    "institutions",
+    metadata,
+    Column("code", Code, primary_key=True),
+    Column("display_name", String(200), nullable=False),
+    Column("kind", _enum(InstitutionKind, "institution_kind"), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+institution_keys = Table(
+    "institution_keys",
+    metadata,
+    Column("institution_code", Code, ForeignKey("institutions.code"), primary_key=True),
+    Column("key_id", String(64), primary_key=True),
+    Column("algorithm", String(32), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("state", _enum(KeyState, "key_state"), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime()),
+)
+
+duty_contacts = Table(
+    "duty_contacts",
+    metadata,
+    Column("institution_code", Code, ForeignKey("institutions.code"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("role", _enum(ContactRole, "contact_role"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("phone", String(64), nullable=False),
+    Column("email", String(200), nullable=False),
+)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("case_id", String(40), primary_key=True),
+    Column("reporting_institution", Code, ForeignKey("institutions.code"), nullable=False),
+    Column("state", _enum(CaseState, "case_state"), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("verified_at", UTCDateTime()),
+    Column("closed_at", UTCDateTime()),
+    Column("report_message_id", String(128), nullable=False),
+    Column("report_envelope", LargeBinary),
+    Column("victim_name", String(200), nullable=False),
+    Column("victim_id_number", String(64), nullable=False),
+    Column("victim_phone", String(64), nullable=False),
+    Column("fraud_type", String(64), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("victim_report_time", UTCDateTime()),
+    Column("verification_reason", Text, nullable=False),
+    Index("ix_cases_state_created_at", "state", "created_at"),
+)
+
+fraud_transactions = Table(
+    "fraud_transactions",
+    metadata,
+    Column("case_id", String(40), ForeignKey("cases.case_id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("transaction_time", UTCDateTime(), nullable=False),
+    Column("amount_fen", Money, nullable=False),
+    Column("payer_institution", Code, nullable=False),
+    Column("payer_account", Account, nullable=False),
+    Column("payer_name", String(200), nullable=False),
+    Column("payee_institution", Code, nullable=False),
+    Column("payee_account", Account, nullable=False),
+    Column("payee_name", String(200), nullable=False),
+    Column("channel", String(40), nullable=False),
+    Column("reference", String(128), nullable=False),
+    Index("ix_fraud_transactions_payee", "payee_institution", "payee_account"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(40), primary_key=True),
+    Column("case_id", String(40), ForeignKey("cases.case_id"), nullable=False, index=True),
+    Column("kind", _enum(OrderKind, "order_kind"), nullable=False),
+    Column("state", _enum(OrderState, "order_state"), nullable=False),
+    Column("addressed_to", Code, ForeignKey("institutions.code"), nullable=False),
+    Column("issued_by", Code, ForeignKey("institutions.code"), nullable=False),
+    Column("issued_at", UTCDateTime(), nullable=False),
+    Column("origin_message_id", String(128), nullable=False),
+    Column("auto_stop_rule_id", String(64)),
+    Column("account_institution", Code, nullable=False),
+    Column("account_number", Account, nullable=False),
+    Column("holder_name", String(200), nullable=False),
+    Column("amount_fen", Money, nullable=False),
+    Column("filed_case_number", String(64), nullable=False),
+    Column("approving_authority", String(200), nullable=False),
+    Column("term_months", Integer, nullable=False),
+    Column("target_order_id", String(40), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("origin_envelope", LargeBinary),
+    Column("authorization_envelope", LargeBinary),
+    Column("answer_envelope", LargeBinary),
+    Column("answer_message_id", String(128), nullable=False),
+    Column("answered_at", UTCDateTime()),
+    Column("effective_at", UTCDateTime()),
+    Column("expires_at", UTCDateTime()),
+    Column("result_status", _enum(ExecutionStatus, "execution_status")),
+    Column("result_reason_code", String(8), nullable=False),
+    Column("result_reason", Text, nullable=False),
+    Column("amount_held_fen", Money, nullable=False),
+    Column("available_balance_fen", Money, nullable=False),
+    Column("executed_at", UTCDateTime()),
+    Column("held_fen", Money, nullable=False),
+    Column("released_fen", Money, nullable=False),
+    Column("returned_fen", Money, nullable=False),
+    Index("ix_orders_account", "account_institution", "account_number"),
+    Index("ix_orders_addressed_to_state", "addressed_to", "state"),
+)
+
+transaction_facts = Table(
+    "transaction_facts",
+    metadata,
+    Column("order_id", String(40), ForeignKey("orders.order_id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("transaction_time", UTCDateTime(), nullable=False),
+    Column("amount_fen", Money, nullable=False),
+)
+
+onward_transfers = Table(
+    "onward_transfers",
+    metadata,
+    Column("order_id", String(40), ForeignKey("orders.order_id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("transfer_time", UTCDateTime(), nullable=False),
+    Column("amount_fen", Money, nullable=False),
+    Column("to_institution", Code, nullable=False),
+    Column("to_account", Account, nullable=False),
+    Column("to_holder", String(200), nullable=False),
+    Column("reference", String(128), nullable=False),
+)
+
+case_events = Table(
+    "case_events",
+    metadata,
+    Column("case_id", String(40), ForeignKey("cases.case_id"), primary_key=True),
+    Column("sequence", Integer, primary_key=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("actor", Code, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("message_id", String(128), nullable=False),
+    Column("order_id", String(40), nullable=False),
+)
+
+auto_stop_rules = Table(
+    "auto_stop_rules",
+    metadata,
+    Column("centre_code", Code, ForeignKey("institutions.code"), primary_key=True),
+    Column("rule_id", String(64), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("max_amount_fen", Money, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("message_id", String(128), nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+)
+
+# One row per accepted signed request: replays get `response` back byte for byte.
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("sender", Code, primary_key=True),
+    Column("message_id", String(128), primary_key=True),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("body_type", String(128), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("response", LargeBinary, nullable=False),
+)
+
+# The outbox: every message the hub owes an institution, in order, until acknowledged.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("sequence", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("recipient", Code, ForeignKey("institutions.code"), nullable=False),
+    Column("case_id", String(40)),
+    Column("kind", String(40), nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("first_sent_at", UTCDateTime()),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("acked_at", UTCDateTime()),
+    Index("ix_deliveries_recipient_acked_at_sequence", "recipient", "acked_at", "sequence"),
+)
+
+# Append-only evidence: every envelope received (accepted or rejected) and sent, and every
+# transition. The Merkle log of a later issue hashes these rows in `id` order.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("message_id", String(128), nullable=False),
+    Column("case_id", String(40)),
+    Column("order_id", String(40)),
+    Column("payload", LargeBinary),
+    Column("detail", Text, nullable=False),
+    Index("ix_audit_log_case_id", "case_id"),
+)
+
+_mapped = False
+
+
+def map_domain() -> None:
+    """Map the domain classes once per process; idempotent."""
+    global _mapped
+    if _mapped:
+        return
+    _mapped = True
+    mapper_registry.map_imperatively(InstitutionKey, institution_keys)
+    mapper_registry.map_imperatively(DutyContact, duty_contacts)
+    mapper_registry.map_imperatively(
+        Institution,
+        institutions,
+        properties={
+            "keys": relationship(
+                InstitutionKey, order_by=institution_keys.c.created_at, lazy="selectin",
+                cascade="all, delete-orphan",
+            ),
+            "contacts": relationship(
+                DutyContact, order_by=duty_contacts.c.position, lazy="selectin",
+                cascade="all, delete-orphan",
+            ),
+        },
+    )
+    mapper_registry.map_imperatively(FraudTransaction, fraud_transactions)
+    mapper_registry.map_imperatively(TransactionFact, transaction_facts)
+    mapper_registry.map_imperatively(OnwardTransfer, onward_transfers)
+    mapper_registry.map_imperatively(CaseEvent, case_events)
+    mapper_registry.map_imperatively(
+        Order,
+        orders,
+        properties={
+            "facts": relationship(
+                TransactionFact, order_by=transaction_facts.c.position, lazy="selectin",
+                cascade="all, delete-orphan",
+            ),
+            "onward": relationship(
+                OnwardTransfer, order_by=onward_transfers.c.position, lazy="selectin",
+                cascade="all, delete-orphan",
+            ),
+        },
+    )
+    mapper_registry.map_imperatively(
+        Case,
+        cases,
+        properties={
+            "transactions": relationship(
+                FraudTransaction, order_by=fraud_transactions.c.position, lazy="selectin",
+                cascade="all, delete-orphan",
+            ),
+            "orders": relationship(
+                Order, order_by=orders.c.order_id, lazy="selectin",
+                cascade="all, delete-orphan",
+            ),
+            "events": relationship(
+                CaseEvent, order_by=case_events.c.sequence, lazy="selectin",
+                cascade="all, delete-orphan",
+            ),
+        },
+    )
+    mapper_registry.map_imperatively(AutoStopRule, auto_stop_rules)
