@@ -71,7 +71,26 @@ class Context:
     sender: Institution
     envelope: envelope_pb2.Envelope
     envelope_bytes: bytes
+    command: str
     notified: set[str] = field(default_factory=set)
+    accepted: bool = False
+
+    def accept(self, command: str, case_id: str | None) -> None:
+        """Audit the request as received, once, before anything it causes."""
+        if self.accepted:
+            return
+        self.accepted = True
+        self.uow.audit.append(
+            AuditEntry(
+                kind="received",
+                actor=self.sender.code,
+                message_id=self.envelope.message_id,
+                detail=f"{command} accepted",
+                payload=self.envelope_bytes,
+                case_id=case_id,
+            ),
+            self.now,
+        )
 
     @property
     def message_id(self) -> str:
@@ -208,22 +227,12 @@ class Hub:
                     f"{sender.code} is a {sender.kind.value}; {command.name} is for "
                     + ", ".join(sorted(k.value for k in command.allowed)),
                 )
-            ctx = Context(self, uow, now, sender, envelope, raw)
+            ctx = Context(self, uow, now, sender, envelope, raw, command.name)
             result = command.run(ctx, body)
             answer = self.seal(sender.code, result, now)
             if command.mutating:
                 answer_bytes = answer.SerializeToString()
-                uow.audit.append(
-                    AuditEntry(
-                        kind="received",
-                        actor=sender.code,
-                        message_id=envelope.message_id,
-                        detail=f"{command.name} accepted",
-                        payload=raw,
-                        case_id=_case_of(result),
-                    ),
-                    now,
-                )
+                ctx.accept(command.name, _case_of(result))
                 uow.audit.append(
                     AuditEntry(
                         kind="sent",
@@ -407,13 +416,16 @@ def _load_case(ctx: Context, case_id: str) -> Case:
     case = ctx.uow.cases.get(case_id, lock=True)
     if case is None:
         raise NotFound("CASE_NOT_FOUND", f"no case {case_id!r}")
+    ctx.accept(ctx.command, case.case_id)
     return case
 
 
 def create_report(ctx: Context, body: case_pb2.Report) -> Message:
     report = wire.report_from_proto(body)
+    case_id = new_case_id(ctx.now)
+    ctx.accept(ctx.command, case_id)
     case = Case.open(
-        new_case_id(ctx.now),
+        case_id,
         ctx.sender.code,
         report,
         now=ctx.now,

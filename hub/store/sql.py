@@ -333,7 +333,8 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.session.rollback()
+        # close() rolls back anything uncommitted; unlike rollback() it leaves loaded objects
+        # usable (detached) after the unit of work, for callers that render them.
         self.session.close()
 
     def commit(self) -> None:

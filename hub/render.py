@@ -1,0 +1,182 @@
+"""How a case looks to an operator: summary, orders, timeline and phase durations."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from hub.domain.cases import Case, Order, OrderKind, OrderState, mask, yuan
+from hub.domain.institutions import Institution
+
+STATE_STYLE = {
+    OrderState.PENDING: "yellow",
+    OrderState.HOLDING: "bold green",
+    OrderState.NO_MATCH: "red",
+    OrderState.REJECTED: "red",
+    OrderState.RELEASED: "cyan",
+    OrderState.CONVERTED: "cyan",
+    OrderState.RETURNED: "bold cyan",
+    OrderState.COMPLETED: "green",
+    OrderState.CANCELLED: "dim",
+    OrderState.EXPIRED: "magenta",
+}
+
+
+def duration(delta: timedelta | None) -> str:
+    if delta is None:
+        return "—"
+    total = delta.total_seconds()
+    if total < 0:
+        return "-" + duration(-delta)
+    if total < 1:
+        return f"{total * 1000:.0f} ms"
+    if total < 120:
+        return f"{total:.1f} s"
+    minutes, seconds = divmod(int(total), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m {seconds}s"
+    return f"{minutes}m {seconds}s"
+
+
+def _since(start: datetime, at: datetime | None) -> timedelta | None:
+    return None if at is None else at - start
+
+
+def phases(case: Case) -> list[tuple[str, timedelta | None]]:
+    """The durations the next issue's clocks will judge, derived from recorded times only."""
+    stops = [o for o in case.orders if o.kind is OrderKind.STOP]
+    freezes = [o for o in case.orders if o.kind is OrderKind.FREEZE]
+    returns = [o for o in case.orders if o.kind is OrderKind.RETURN]
+
+    def first(orders: list[Order], attr: str) -> datetime | None:
+        values = [getattr(o, attr) for o in orders if getattr(o, attr) is not None]
+        return min(values) if values else None
+
+    def last(orders: list[Order], attr: str) -> datetime | None:
+        values = [getattr(o, attr) for o in orders if getattr(o, attr) is not None]
+        return max(values) if values else None
+
+    def between(a: datetime | None, b: datetime | None) -> timedelta | None:
+        return None if a is None or b is None else b - a
+
+    first_effect = first(stops, "effective_at")
+    return [
+        ("report → verified (verify, 5 min)", between(case.created_at, case.verified_at)),
+        ("verified → first stop issued", between(case.verified_at, first(stops, "issued_at"))),
+        ("verified → last stop answered (stop, 10 min)", between(case.verified_at, last(stops, "answered_at"))),
+        ("first stop in effect → freeze issued (investigate, 24 h)", between(first_effect, first(freezes, "issued_at"))),
+        ("return issued → last return answered", between(first(returns, "issued_at"), last(returns, "answered_at"))),
+        ("report → case closed", between(case.created_at, case.closed_at)),
+    ]
+
+
+def case_view(case: Case, *, with_personal_data: bool = False) -> Group:
+    victim = case.victim_name if with_personal_data else case.victim_name[:1] + "*" * (len(case.victim_name) - 1)
+    head = Table.grid(padding=(0, 2))
+    head.add_row("case", Text(case.case_id, style="bold"), "state", Text(case.state.value, style="bold"))
+    head.add_row("reported by", case.reporting_institution, "fraud type", case.fraud_type)
+    head.add_row("victim", victim, "reported at", case.created_at.isoformat(timespec="seconds"))
+    head.add_row("loss", yuan(case.loss_fen), "held now", yuan(case.held_fen))
+    head.add_row("returned", yuan(case.returned_fen), "released", yuan(case.released_fen))
+
+    tx = Table(title="fraudulent transactions", title_justify="left", expand=False)
+    for col in ("time", "amount", "payer", "payee", "channel"):
+        tx.add_column(col)
+    for t in case.transactions:
+        tx.add_row(
+            t.transaction_time.isoformat(timespec="seconds"),
+            yuan(t.amount_fen),
+            f"{t.payer_institution} {mask(t.payer_account)}",
+            f"{t.payee_institution} {mask(t.payee_account)} ({t.payee_name})",
+            t.channel,
+        )
+
+    orders = Table(title="orders", title_justify="left")
+    for col in ("order", "kind", "to", "amount", "state", "held", "answered after", "expires", "authorised by"):
+        orders.add_column(col)
+    for o in case.orders:
+        orders.add_row(
+            o.order_id.rsplit("-", 1)[-1],
+            o.kind.value,
+            o.addressed_to,
+            yuan(o.amount_fen),
+            Text(o.state.value, style=STATE_STYLE.get(o.state, "")),
+            yuan(o.held_fen) if o.is_hold else "",
+            duration(_since(o.issued_at, o.answered_at)),
+            o.expires_at.isoformat(timespec="minutes") if o.expires_at else "",
+            f"rule {o.auto_stop_rule_id}" if o.auto_stop_rule_id else o.issued_by,
+        )
+
+    timeline = Table(title="timeline", title_justify="left")
+    for col in ("#", "time", "+", "by", "step", "what happened"):
+        timeline.add_column(col, overflow="fold")
+    for e in case.events:
+        timeline.add_row(
+            str(e.sequence),
+            e.at.strftime("%H:%M:%S.%f")[:-3],
+            duration(e.at - case.created_at),
+            e.actor,
+            e.kind,
+            e.summary,
+        )
+
+    phase_table = Table(title="phases", title_justify="left")
+    phase_table.add_column("phase")
+    phase_table.add_column("took", justify="right")
+    for name, took in phases(case):
+        phase_table.add_row(name, duration(took))
+
+    return Group(Panel(head, title="StopHub case", expand=False), tx, orders, timeline, phase_table)
+
+
+def print_case(console: Console, case: Case) -> None:
+    console.print(case_view(case))
+
+
+def cases_table(cases: list[Case]) -> Table:
+    table = Table(title=f"{len(cases)} case(s)", title_justify="left")
+    for col in ("case", "state", "reported by", "reported at", "loss", "held", "returned", "orders"):
+        table.add_column(col)
+    for c in cases:
+        table.add_row(
+            c.case_id,
+            c.state.value,
+            c.reporting_institution,
+            c.created_at.isoformat(timespec="seconds"),
+            yuan(c.loss_fen),
+            yuan(c.held_fen),
+            yuan(c.returned_fen),
+            str(len(c.orders)),
+        )
+    return table
+
+
+def institution_view(inst: Institution) -> Group:
+    head = Table.grid(padding=(0, 2))
+    head.add_row("code", Text(inst.code, style="bold"), "kind", inst.kind.value)
+    head.add_row("name", inst.display_name, "registered", inst.created_at.isoformat(timespec="seconds"))
+    keys = Table(title="signing keys", title_justify="left")
+    for col in ("key id", "algorithm", "state", "created", "revoked"):
+        keys.add_column(col)
+    for k in inst.keys:
+        keys.add_row(
+            k.key_id,
+            k.algorithm,
+            k.state.value,
+            k.created_at.isoformat(timespec="seconds"),
+            k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+        )
+    contacts = Table(title="duty contacts (5×24)", title_justify="left")
+    for col in ("role", "name", "phone", "email"):
+        contacts.add_column(col)
+    for c in inst.contacts:
+        contacts.add_row(c.role.value, c.name, c.phone, c.email)
+    return Group(Panel(head, expand=False), keys, contacts)
