@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 
@@ -55,3 +56,74 @@ def report(now: datetime, amounts: tuple[int, ...] = (3_000_000, 2_000_000)) -> 
         )
         t.transaction_time.FromDatetime(now - timedelta(minutes=20 - i))
     return pb
+
+
+class RawStream:
+    """A delivery stream driven by hand, to test the stream's rules byte by byte."""
+
+    def __init__(self, target: str, key: PrivateKey, code: str, clock: "ClockLike") -> None:
+        import grpc
+
+        from stophub.v1 import delivery_pb2_grpc
+
+        self.key, self.code, self.clock = key, code, clock
+        self.channel = grpc.aio.insecure_channel(target)
+        self.call = delivery_pb2_grpc.DeliveryServiceStub(self.channel).StreamDeliveries()
+        # One reader for the call's life: cancelling a pending read would cancel the RPC.
+        self.inbox: asyncio.Queue[object] = asyncio.Queue()
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        import grpc
+
+        try:
+            while True:
+                item = await self.call.read()
+                if item is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    self.inbox.put_nowait(EOFError("stream ended"))
+                    return
+                self.inbox.put_nowait(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.inbox.put_nowait(exc)
+
+    async def open(self, name: str = "primary") -> "RawStream":
+        from stophub.v1 import delivery_pb2
+
+        hello = delivery_pb2.SubscribeBody(connection_name=name)
+        await self.call.write(
+            delivery_pb2.StreamDeliveriesRequest(
+                envelope=sign(self.key, self.code, hello, self.clock.now())
+            )
+        )
+        return self
+
+    async def next(self, timeout: float = 5.0) -> "delivery_pb2.StreamDeliveriesResponse":
+        item = await asyncio.wait_for(self.inbox.get(), timeout)
+        if isinstance(item, Exception):
+            raise item
+        assert isinstance(item, delivery_pb2.StreamDeliveriesResponse)
+        return item
+
+    async def ack(self, *sequences: int, key: PrivateKey | None = None, sender: str | None = None) -> None:
+        from stophub.v1 import delivery_pb2
+
+        body = delivery_pb2.AckBody(sequences=list(sequences))
+        await self.call.write(
+            delivery_pb2.StreamDeliveriesRequest(
+                envelope=sign(key or self.key, sender or self.code, body, self.clock.now())
+            )
+        )
+
+    async def close(self) -> None:
+        self.reader.cancel()
+        self.call.cancel()
+        await self.channel.close()
+
+
+class ClockLike:
+    def now(self) -> datetime: ...
+
+
+from stophub.v1 import delivery_pb2  # noqa: E402
