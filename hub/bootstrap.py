@@ -46,7 +46,11 @@ def ensure_hub_registered(store: SqlStore, key: PrivateKey, clock: Clock) -> Non
         known = hub is not None and hub.key(key.key_id) is not None
     if hub is None:
         registry.add_institution(
-            HUB_CODE, "StopHub", InstitutionKind.HUB, [NewKey(key.algorithm, key.public_key)], [],
+            HUB_CODE,
+            "StopHub",
+            InstitutionKind.HUB,
+            [NewKey(key.algorithm, key.public_key)],
+            [],
             operator="hub",
         )
     elif not known:

@@ -23,7 +23,7 @@ from hub.crypto.signing import ALGORITHMS, ED25519, SignatureError
 from hub.domain.cases import CaseState
 from hub.domain.errors import DomainError
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
-from hub.render import cases_table, case_view, institution_view
+from hub.render import case_view, cases_table, institution_view
 from hub.service.admin import NewKey, Registry
 from hub.store.sql import SqlStore
 
@@ -127,7 +127,9 @@ def keys() -> None:
 
 @keys.command("generate")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Private key file.")
-@click.option("--algorithm", type=click.Choice(sorted(ALGORITHMS)), default=ED25519, show_default=True)
+@click.option(
+    "--algorithm", type=click.Choice(sorted(ALGORITHMS)), default=ED25519, show_default=True
+)
 @refusals_as_errors
 def keys_generate(out: str, algorithm: str) -> None:
     """Write a private key (mode 0600) to OUT and its public key to OUT.pub."""
@@ -150,7 +152,9 @@ def _read_public_key(path: str) -> NewKey:
 @refusals_as_errors
 def keys_add(code: str, key_file: str, database_url: str) -> None:
     """Register another public key for an institution (several may be active)."""
-    key_id = Registry(open_store(database_url), SystemClock()).add_key(code, _read_public_key(key_file))
+    key_id = Registry(open_store(database_url), SystemClock()).add_key(
+        code, _read_public_key(key_file)
+    )
     click.echo(f"added key {key_id} to {code}")
 
 
@@ -192,14 +196,24 @@ def institution() -> None:
 @click.option("--code", required=True, help="Short unique code, e.g. BANKA.")
 @click.option("--name", required=True)
 @click.option("--kind", required=True, type=click.Choice(sorted(KINDS)))
-@click.option("--key", "key_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Public key file (PEM); repeat for several.")
+@click.option(
+    "--key",
+    "key_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Public key file (PEM); repeat for several.",
+)
 @click.option("--primary", required=True, help="Primary duty contact: NAME,PHONE[,EMAIL].")
 @click.option("--backup", required=True, help="Backup duty contact: NAME,PHONE[,EMAIL].")
 @db_option
 @refusals_as_errors
 def institution_add(
-    code: str, name: str, kind: str, key_files: tuple[str, ...], primary: str, backup: str,
+    code: str,
+    name: str,
+    kind: str,
+    key_files: tuple[str, ...],
+    primary: str,
+    backup: str,
     database_url: str,
 ) -> None:
     """Register a member institution with its keys and duty contacts."""
@@ -283,12 +297,16 @@ def case_show(case_id: str, personal_data: bool, database_url: str) -> None:
 
 
 @main.command()
-@click.option("--dir", "directory", default="var/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option(
+    "--dir", "directory", default="var/demo", show_default=True, type=click.Path(file_okay=False)
+)
 def demo(directory: str) -> None:
     """Run a whole case over real gRPC: report, verify, stop, answers, freeze, return, close."""
     from hub.demo import run_demo
 
-    sys.exit(asyncio.run(run_demo(Path(directory), console)))
+    # Logs and CI are not terminals; their 80 columns would fold every timeline row.
+    out = console if console.is_terminal else Console(width=150)
+    sys.exit(asyncio.run(run_demo(Path(directory), out)))
 
 
 if __name__ == "__main__":

@@ -71,17 +71,32 @@ def phases(case: Case) -> list[tuple[str, timedelta | None]]:
     return [
         ("report → verified (verify, 5 min)", between(case.created_at, case.verified_at)),
         ("verified → first stop issued", between(case.verified_at, first(stops, "issued_at"))),
-        ("verified → last stop answered (stop, 10 min)", between(case.verified_at, last(stops, "answered_at"))),
-        ("first stop in effect → freeze issued (investigate, 24 h)", between(first_effect, first(freezes, "issued_at"))),
-        ("return issued → last return answered", between(first(returns, "issued_at"), last(returns, "answered_at"))),
+        (
+            "verified → last stop answered (stop, 10 min)",
+            between(case.verified_at, last(stops, "answered_at")),
+        ),
+        (
+            "first stop in effect → freeze issued (investigate, 24 h)",
+            between(first_effect, first(freezes, "issued_at")),
+        ),
+        (
+            "return issued → last return answered",
+            between(first(returns, "issued_at"), last(returns, "answered_at")),
+        ),
         ("report → case closed", between(case.created_at, case.closed_at)),
     ]
 
 
 def case_view(case: Case, *, with_personal_data: bool = False) -> Group:
-    victim = case.victim_name if with_personal_data else case.victim_name[:1] + "*" * (len(case.victim_name) - 1)
+    victim = (
+        case.victim_name
+        if with_personal_data
+        else case.victim_name[:1] + "*" * (len(case.victim_name) - 1)
+    )
     head = Table.grid(padding=(0, 2))
-    head.add_row("case", Text(case.case_id, style="bold"), "state", Text(case.state.value, style="bold"))
+    head.add_row(
+        "case", Text(case.case_id, style="bold"), "state", Text(case.state.value, style="bold")
+    )
     head.add_row("reported by", case.reporting_institution, "fraud type", case.fraud_type)
     head.add_row("victim", victim, "reported at", case.created_at.isoformat(timespec="seconds"))
     head.add_row("loss", yuan(case.loss_fen), "held now", yuan(case.held_fen))
@@ -100,7 +115,17 @@ def case_view(case: Case, *, with_personal_data: bool = False) -> Group:
         )
 
     orders = Table(title="orders", title_justify="left")
-    for col in ("order", "kind", "to", "amount", "state", "held", "answered after", "expires", "authorised by"):
+    for col in (
+        "order",
+        "kind",
+        "to",
+        "amount",
+        "state",
+        "held",
+        "answered after",
+        "expires",
+        "authorised by",
+    ):
         orders.add_column(col)
     for o in case.orders:
         orders.add_row(
@@ -125,7 +150,7 @@ def case_view(case: Case, *, with_personal_data: bool = False) -> Group:
             duration(e.at - case.created_at),
             e.actor,
             e.kind,
-            e.summary,
+            e.summary.replace(f"{case.case_id}-", ""),
         )
 
     phase_table = Table(title="phases", title_justify="left")
@@ -143,7 +168,16 @@ def print_case(console: Console, case: Case) -> None:
 
 def cases_table(cases: list[Case]) -> Table:
     table = Table(title=f"{len(cases)} case(s)", title_justify="left")
-    for col in ("case", "state", "reported by", "reported at", "loss", "held", "returned", "orders"):
+    for col in (
+        "case",
+        "state",
+        "reported by",
+        "reported at",
+        "loss",
+        "held",
+        "returned",
+        "orders",
+    ):
         table.add_column(col)
     for c in cases:
         table.add_row(
@@ -162,7 +196,9 @@ def cases_table(cases: list[Case]) -> Table:
 def institution_view(inst: Institution) -> Group:
     head = Table.grid(padding=(0, 2))
     head.add_row("code", Text(inst.code, style="bold"), "kind", inst.kind.value)
-    head.add_row("name", inst.display_name, "registered", inst.created_at.isoformat(timespec="seconds"))
+    head.add_row(
+        "name", inst.display_name, "registered", inst.created_at.isoformat(timespec="seconds")
+    )
     keys = Table(title="signing keys", title_justify="left")
     for col in ("key id", "algorithm", "state", "created", "revoked"):
         keys.add_column(col)

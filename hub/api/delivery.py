@@ -9,6 +9,7 @@ delivery that was not acknowledged in time moves to the institution's other conn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -59,10 +60,8 @@ class InstitutionGroup:
     async def _pump(self) -> None:
         tick = self.router.ack_timeout / 2
         while self.connections:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=tick)
-            except TimeoutError:
-                pass
             self.wake.clear()
             try:
                 await self._dispatch()
@@ -194,7 +193,7 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
         self.router = router
         self.hello_timeout = hello_timeout
 
-    async def StreamDeliveries(  # type: ignore[override]  # noqa: N802 - read/write API
+    async def StreamDeliveries(  # type: ignore[override]
         self, request_iterator: Any, context: Any
     ) -> None:
         try:

@@ -23,7 +23,9 @@ GRPC_CODES: dict[str, grpc.StatusCode] = {
 
 
 def status_for(
-    err: DomainError, envelope: envelope_pb2.Envelope | None, signed_rejection: envelope_pb2.Envelope | None
+    err: DomainError,
+    envelope: envelope_pb2.Envelope | None,
+    signed_rejection: envelope_pb2.Envelope | None,
 ) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
     code = GRPC_CODES.get(err.code, grpc.StatusCode.INTERNAL)
     details = []
@@ -46,9 +48,7 @@ def status_for(
         )
     if signed_rejection is not None:
         details.append(signed_rejection)
-    status = status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=err.message
-    )
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=err.message)
     for detail in details:
         packed = any_pb2.Any()
         packed.Pack(detail)
@@ -56,7 +56,9 @@ def status_for(
     return code, err.message, (("grpc-status-details-bin", status.SerializeToString()),)
 
 
-def rejection_body(err: DomainError, envelope: envelope_pb2.Envelope | None) -> delivery_pb2.Rejection:
+def rejection_body(
+    err: DomainError, envelope: envelope_pb2.Envelope | None
+) -> delivery_pb2.Rejection:
     return delivery_pb2.Rejection(
         code=err.code,
         reason=err.reason,

@@ -38,6 +38,7 @@ class _Forwarder:
         if self.target is not None:
             self.target.notify(recipients)
 
+
 SERVICE_NAMES = (
     case_pb2.DESCRIPTOR.services_by_name["CaseService"].full_name,
     order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
@@ -123,4 +124,3 @@ async def start_server(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("StopHub serving on port %d", port)
     return HubServer(hub, router, server, health_servicer, executor, port)
-

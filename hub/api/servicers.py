@@ -81,22 +81,22 @@ class CaseServicer(case_pb2_grpc.CaseServiceServicer):
     def __init__(self, runner: Runner) -> None:
         self.r = runner
 
-    async def CreateReport(  # noqa: N802 - gRPC method names
+    async def CreateReport(
         self, request: case_pb2.CreateReportRequest, context: Any
     ) -> case_pb2.CreateReportResponse:
         return await self.r.run(h.CREATE_REPORT, request, context, case_pb2.CreateReportResponse)
 
-    async def VerifyReport(  # noqa: N802
+    async def VerifyReport(
         self, request: case_pb2.VerifyReportRequest, context: Any
     ) -> case_pb2.VerifyReportResponse:
         return await self.r.run(h.VERIFY_REPORT, request, context, case_pb2.VerifyReportResponse)
 
-    async def GetCase(  # noqa: N802
+    async def GetCase(
         self, request: case_pb2.GetCaseRequest, context: Any
     ) -> case_pb2.GetCaseResponse:
         return await self.r.run(h.GET_CASE, request, context, case_pb2.GetCaseResponse)
 
-    async def ListCases(  # noqa: N802
+    async def ListCases(
         self, request: case_pb2.ListCasesRequest, context: Any
     ) -> case_pb2.ListCasesResponse:
         return await self.r.run(h.LIST_CASES, request, context, case_pb2.ListCasesResponse)
@@ -106,17 +106,17 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     def __init__(self, runner: Runner) -> None:
         self.r = runner
 
-    async def IssueOrder(  # noqa: N802
+    async def IssueOrder(
         self, request: order_pb2.IssueOrderRequest, context: Any
     ) -> order_pb2.IssueOrderResponse:
         return await self.r.run(h.ISSUE_ORDER, request, context, order_pb2.IssueOrderResponse)
 
-    async def AnswerOrder(  # noqa: N802
+    async def AnswerOrder(
         self, request: order_pb2.AnswerOrderRequest, context: Any
     ) -> order_pb2.AnswerOrderResponse:
         return await self.r.run(h.ANSWER_ORDER, request, context, order_pb2.AnswerOrderResponse)
 
-    async def SetAutoStopRule(  # noqa: N802
+    async def SetAutoStopRule(
         self, request: order_pb2.SetAutoStopRuleRequest, context: Any
     ) -> order_pb2.SetAutoStopRuleResponse:
         return await self.r.run(
@@ -128,14 +128,14 @@ class InstitutionServicer(institution_pb2_grpc.InstitutionServiceServicer):
     def __init__(self, runner: Runner) -> None:
         self.r = runner
 
-    async def GetInstitution(  # noqa: N802
+    async def GetInstitution(
         self, request: institution_pb2.GetInstitutionRequest, context: Any
     ) -> institution_pb2.GetInstitutionResponse:
         return await self.r.run(
             h.GET_INSTITUTION, request, context, institution_pb2.GetInstitutionResponse
         )
 
-    async def ListInstitutions(  # noqa: N802
+    async def ListInstitutions(
         self, request: institution_pb2.ListInstitutionsRequest, context: Any
     ) -> institution_pb2.ListInstitutionsResponse:
         return await self.r.run(

@@ -371,9 +371,7 @@ class Case:
             self.record(now, "report.verified", actor, "confirmed as fraud", message_id=message_id)
         else:
             self.state = CaseState.REJECTED
-            self.record(
-                now, "report.rejected", actor, f"rejected: {reason}", message_id=message_id
-            )
+            self.record(now, "report.rejected", actor, f"rejected: {reason}", message_id=message_id)
 
     # ---- orders -------------------------------------------------------------------------
 
@@ -487,7 +485,8 @@ class Case:
             **base,  # type: ignore[arg-type]
         )
         order.facts = [
-            TransactionFact(at, amount, position=i) for i, (at, amount) in enumerate(cmd.transactions)
+            TransactionFact(at, amount, position=i)
+            for i, (at, amount) in enumerate(cmd.transactions)
         ]
         return order
 
@@ -560,7 +559,8 @@ class Case:
         if target.state not in (OrderState.PENDING, OrderState.HOLDING):
             raise FailedPrecondition(
                 "NOTHING_TO_RELEASE",
-                f"{target.kind.value} {target.order_id} is {target.state.value}; nothing to release",
+                f"{target.kind.value} {target.order_id} is {target.state.value}; "
+                "nothing to release",
             )
         if any(
             o.kind is OrderKind.RELEASE
@@ -569,7 +569,8 @@ class Case:
             for o in self.orders
         ):
             raise FailedPrecondition(
-                "RELEASE_PENDING", f"a release of {target.order_id} is already waiting for its answer"
+                "RELEASE_PENDING",
+                f"a release of {target.order_id} is already waiting for its answer",
             )
         if target.state is OrderState.PENDING:
             # Not answered yet: withdraw it, so a late answer cannot create a hold.
@@ -599,12 +600,15 @@ class Case:
         institutions: Mapping[str, InstitutionKind],
     ) -> Order:
         if not cmd.freeze_order_id:
-            raise InvalidArgument("fund_return.freeze_order_id", "name the freeze that holds the money")
+            raise InvalidArgument(
+                "fund_return.freeze_order_id", "name the freeze that holds the money"
+            )
         freeze = self.order(cmd.freeze_order_id)
         if freeze.kind is not OrderKind.FREEZE:
             raise InvalidArgument(
                 "fund_return.freeze_order_id",
-                f"{freeze.order_id} is a {freeze.kind.value} order; money is returned from a freeze",
+                f"{freeze.order_id} is a {freeze.kind.value} order; "
+                "money is returned from a freeze",
             )
         if freeze.state is not OrderState.HOLDING:
             raise FailedPrecondition(
@@ -771,7 +775,9 @@ def validate_amount(name: str, amount: int) -> None:
     if amount <= 0:
         raise InvalidArgument(name, f"must be greater than zero fen, got {amount}")
     if amount > MAX_AMOUNT_FEN:
-        raise InvalidArgument(name, f"{amount} fen is beyond any plausible amount; amounts are in fen")
+        raise InvalidArgument(
+            name, f"{amount} fen is beyond any plausible amount; amounts are in fen"
+        )
 
 
 def validate_past(name: str, at: datetime | None, now: datetime) -> None:
@@ -834,11 +840,14 @@ def validate_report(
         validate_past(f"{p}.transaction_time", t.transaction_time, now)
         validate_amount(f"{p}.amount_fen", t.amount_fen)
         validate_account(
-            f"{p}.payer", AccountRef(t.payer_institution, t.payer_account, t.payer_name),
-            institutions, need_holder=False,
+            f"{p}.payer",
+            AccountRef(t.payer_institution, t.payer_account, t.payer_name),
+            institutions,
+            need_holder=False,
         )
         validate_account(
-            f"{p}.payee", AccountRef(t.payee_institution, t.payee_account, t.payee_name),
+            f"{p}.payee",
+            AccountRef(t.payee_institution, t.payee_account, t.payee_name),
             institutions,
         )
         if t.payer_institution != reporter:
@@ -881,10 +890,14 @@ def validate_execution(order: Order, result: Execution, now: datetime, case: Cas
                 f"a {status.value} answer carries a reason code "
                 f"({'NMAT' if status is ExecutionStatus.NO_MATCH else 'AC04, AM04, ARDT, LEGL'})",
             )
-        if status is ExecutionStatus.NO_MATCH and order.kind is not OrderKind.STOP and (
-            order.kind is not OrderKind.FREEZE
+        if (
+            status is ExecutionStatus.NO_MATCH
+            and order.kind is not OrderKind.STOP
+            and (order.kind is not OrderKind.FREEZE)
         ):
-            raise InvalidArgument("status", f"no match answers a stop or freeze, not a {order.kind.value}")
+            raise InvalidArgument(
+                "status", f"no match answers a stop or freeze, not a {order.kind.value}"
+            )
         if result.amount_held_fen or result.amount_released_fen or result.amount_returned_fen:
             raise InvalidArgument(
                 "amount_held_fen", f"a {status.value} answer moves no money; amounts must be 0"

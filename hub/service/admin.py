@@ -44,7 +44,9 @@ class Registry:
         now = self.clock.now()
         with self.uow() as uow:
             if uow.institutions.get(code) is not None:
-                raise AlreadyExists("INSTITUTION_EXISTS", f"institution {code} is already registered")
+                raise AlreadyExists(
+                    "INSTITUTION_EXISTS", f"institution {code} is already registered"
+                )
             if (kind is InstitutionKind.HUB) != (code == HUB_CODE):
                 raise InvalidArgument("code", f"the hub is registered as {HUB_CODE}, and only it")
             inst = Institution.register(code, display_name, kind, now, list(contacts))

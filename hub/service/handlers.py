@@ -54,9 +54,7 @@ B = TypeVar("B", bound=Message)
 CENTRE = InstitutionKind.ANTI_FRAUD_CENTRE
 REGULATOR = InstitutionKind.REGULATOR
 ACCOUNT_KEEPERS = frozenset({InstitutionKind.BANK, InstitutionKind.PAYMENT_INSTITUTION})
-MEMBERS = frozenset(
-    {InstitutionKind.BANK, InstitutionKind.PAYMENT_INSTITUTION, CENTRE, REGULATOR}
-)
+MEMBERS = frozenset({InstitutionKind.BANK, InstitutionKind.PAYMENT_INSTITUTION, CENTRE, REGULATOR})
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
 
@@ -131,7 +129,9 @@ class Context:
             )
 
     def centres(self) -> list[str]:
-        return sorted(code for code, kind in self.uow.institutions.kinds().items() if kind is CENTRE)
+        return sorted(
+            code for code, kind in self.uow.institutions.kinds().items() if kind is CENTRE
+        )
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,9 @@ class Hub:
 
     # ---- the pipeline -------------------------------------------------------------------------
 
-    def handle(self, command: Command[Any], envelope: envelope_pb2.Envelope) -> envelope_pb2.Envelope:
+    def handle(
+        self, command: Command[Any], envelope: envelope_pb2.Envelope
+    ) -> envelope_pb2.Envelope:
         """Process one signed request; return the hub-signed answer or raise DomainError."""
         raw = envelope.SerializeToString()
         for attempt in (1, 2):
@@ -204,8 +206,10 @@ class Hub:
         self, command: Command[Any], envelope: envelope_pb2.Envelope, raw: bytes
     ) -> envelope_pb2.Envelope:
         with self.uow(read_only=not command.mutating) as uow:
-            now = self.clock.now()
             sender = self.authenticate(uow, envelope)
+            # Read after the first query: on SQLite that is when the write lock is ours, so
+            # recorded times follow commit order.
+            now = self.clock.now()
             digest = digest_of(envelope)
             if command.mutating:
                 previous = uow.inbound.get(sender.code, envelope.message_id)
@@ -268,7 +272,8 @@ class Hub:
         if missing:
             raise Unauthenticated(
                 "ENVELOPE_INCOMPLETE",
-                "the envelope is not signed or is garbled: missing " + ", ".join(missing)
+                "the envelope is not signed or is garbled: missing "
+                + ", ".join(missing)
                 + " (see docs/signing.md)",
             )
         sender = uow.institutions.get(envelope.sender)
@@ -290,7 +295,8 @@ class Hub:
         if key.algorithm != envelope.algorithm:
             raise Unauthenticated(
                 "ALGORITHM_MISMATCH",
-                f"key {key.key_id} is an {key.algorithm} key, the envelope says {envelope.algorithm!r}",
+                f"key {key.key_id} is an {key.algorithm} key; "
+                f"the envelope says {envelope.algorithm!r}",
             )
         try:
             valid = verify_envelope(envelope, key.public_key)
@@ -697,12 +703,8 @@ CREATE_REPORT = Command("CreateReport", case_pb2.Report, ACCOUNT_KEEPERS, create
 VERIFY_REPORT = Command("VerifyReport", case_pb2.Verification, ACCOUNT_KEEPERS, verify_report)
 GET_CASE = Command("GetCase", case_pb2.GetCaseBody, MEMBERS, get_case, mutating=False)
 LIST_CASES = Command("ListCases", case_pb2.ListCasesBody, MEMBERS, list_cases, mutating=False)
-ISSUE_ORDER = Command(
-    "IssueOrder", order_pb2.OrderInstruction, frozenset({CENTRE}), issue_order
-)
-ANSWER_ORDER = Command(
-    "AnswerOrder", order_pb2.ExecutionResult, ACCOUNT_KEEPERS, answer_order
-)
+ISSUE_ORDER = Command("IssueOrder", order_pb2.OrderInstruction, frozenset({CENTRE}), issue_order)
+ANSWER_ORDER = Command("AnswerOrder", order_pb2.ExecutionResult, ACCOUNT_KEEPERS, answer_order)
 SET_AUTO_STOP_RULE = Command(
     "SetAutoStopRule", order_pb2.AutoStopRule, frozenset({CENTRE}), set_auto_stop_rule
 )
@@ -722,7 +724,5 @@ def _never(ctx: Context, body: Message) -> Message:
     raise AssertionError("stream messages are handled by the stream")
 
 
-SUBSCRIBE = Command(
-    "StreamDeliveries", delivery_pb2.SubscribeBody, MEMBERS, _never, mutating=False
-)
+SUBSCRIBE = Command("StreamDeliveries", delivery_pb2.SubscribeBody, MEMBERS, _never, mutating=False)
 ACK = Command("StreamDeliveries", delivery_pb2.AckBody, MEMBERS, _never)

@@ -114,7 +114,9 @@ EXECUTION_STATUS_NUMBERS = {v: k for k, v in EXECUTION_STATUSES.items()}
 
 
 def account_from_proto(pb: account_pb2.AccountRef) -> AccountRef:
-    return AccountRef(pb.institution_code.strip(), pb.account_number.strip(), pb.holder_name.strip())
+    return AccountRef(
+        pb.institution_code.strip(), pb.account_number.strip(), pb.holder_name.strip()
+    )
 
 
 def report_from_proto(pb: case_pb2.Report) -> Report:

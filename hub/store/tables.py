@@ -275,8 +275,12 @@ inbound_messages = Table(
 deliveries = Table(
     "deliveries",
     metadata,
-    Column("sequence", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    Column(
+        "sequence",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     Column("recipient", Code, ForeignKey("institutions.code"), nullable=False),
     Column("case_id", String(40)),
     Column("kind", String(40), nullable=False),
@@ -293,8 +297,9 @@ deliveries = Table(
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("recorded_at", UTCDateTime(), nullable=False),
     Column("kind", String(40), nullable=False),
     Column("actor", String(64), nullable=False),
@@ -322,11 +327,15 @@ def map_domain() -> None:
         institutions,
         properties={
             "keys": relationship(
-                InstitutionKey, order_by=institution_keys.c.created_at, lazy="selectin",
+                InstitutionKey,
+                order_by=institution_keys.c.created_at,
+                lazy="selectin",
                 cascade="all, delete-orphan",
             ),
             "contacts": relationship(
-                DutyContact, order_by=duty_contacts.c.position, lazy="selectin",
+                DutyContact,
+                order_by=duty_contacts.c.position,
+                lazy="selectin",
                 cascade="all, delete-orphan",
             ),
         },
@@ -340,11 +349,15 @@ def map_domain() -> None:
         orders,
         properties={
             "facts": relationship(
-                TransactionFact, order_by=transaction_facts.c.position, lazy="selectin",
+                TransactionFact,
+                order_by=transaction_facts.c.position,
+                lazy="selectin",
                 cascade="all, delete-orphan",
             ),
             "onward": relationship(
-                OnwardTransfer, order_by=onward_transfers.c.position, lazy="selectin",
+                OnwardTransfer,
+                order_by=onward_transfers.c.position,
+                lazy="selectin",
                 cascade="all, delete-orphan",
             ),
         },
@@ -354,15 +367,21 @@ def map_domain() -> None:
         cases,
         properties={
             "transactions": relationship(
-                FraudTransaction, order_by=fraud_transactions.c.position, lazy="selectin",
+                FraudTransaction,
+                order_by=fraud_transactions.c.position,
+                lazy="selectin",
                 cascade="all, delete-orphan",
             ),
             "orders": relationship(
-                Order, order_by=orders.c.order_id, lazy="selectin",
+                Order,
+                order_by=orders.c.order_id,
+                lazy="selectin",
                 cascade="all, delete-orphan",
             ),
             "events": relationship(
-                CaseEvent, order_by=case_events.c.sequence, lazy="selectin",
+                CaseEvent,
+                order_by=case_events.c.sequence,
+                lazy="selectin",
                 cascade="all, delete-orphan",
             ),
         },
