@@ -572,6 +572,17 @@ class Case:
                 "RELEASE_PENDING",
                 f"a release of {target.order_id} is already waiting for its answer",
             )
+        if any(
+            o.kind is OrderKind.RETURN
+            and o.target_order_id == target.order_id
+            and o.state is OrderState.PENDING
+            for o in self.orders
+        ):
+            raise FailedPrecondition(
+                "RETURN_PENDING",
+                f"a return from {target.order_id} is waiting for its answer; release the "
+                "freeze once the institution has answered it",
+            )
         if target.state is OrderState.PENDING:
             # Not answered yet: withdraw it, so a late answer cannot create a hold.
             target.state = OrderState.CANCELLED
@@ -710,9 +721,10 @@ class Case:
             freeze = self.order(order.target_order_id)
             order.state = OrderState.COMPLETED
             order.returned_fen = result.amount_returned_fen
+            # validate_execution bounds the amount by what the freeze holds now.
             freeze.held_fen -= result.amount_returned_fen
             freeze.returned_fen += result.amount_returned_fen
-            if freeze.held_fen == 0:
+            if freeze.held_fen == 0 and freeze.state is OrderState.HOLDING:
                 freeze.state = OrderState.RETURNED
         self.record(
             now,
@@ -868,6 +880,12 @@ def validate_report(
 def validate_execution(order: Order, result: Execution, now: datetime, case: Case) -> None:
     if result.execute_time is not None:
         validate_past("execute_time", result.execute_time, now)
+        if result.execute_time < order.issued_at - FUTURE_TOLERANCE:
+            raise InvalidArgument(
+                "execute_time",
+                f"{result.execute_time.isoformat()} is before the order was issued "
+                f"({order.issued_at.isoformat()})",
+            )
     if result.reason_code and result.reason_code not in REASON_CODES:
         raise InvalidArgument(
             "reason_code",
@@ -919,7 +937,11 @@ def validate_execution(order: Order, result: Execution, now: datetime, case: Cas
             )
         if status is ExecutionStatus.PARTIALLY_EXECUTED and held == order.amount_fen:
             raise InvalidArgument("status", "the full amount is held: answer EXECUTED")
-        seen_before = order.facts[0].transaction_time if order.facts else None
+        if status is ExecutionStatus.PARTIALLY_EXECUTED and not result.reason_code:
+            raise InvalidArgument(
+                "reason_code", "a partial hold says why (AM04 when the balance was short)"
+            )
+        seen_before = min((f.transaction_time for f in order.facts), default=None)
         for i, t in enumerate(result.onward):
             p = f"onward_transfers[{i}]"
             validate_amount(f"{p}.amount_fen", t.amount_fen)
@@ -960,6 +982,13 @@ def validate_execution(order: Order, result: Execution, now: datetime, case: Cas
         raise InvalidArgument(
             "amount_returned_fen",
             f"EXECUTED means {yuan(order.amount_fen)} was returned, got {yuan(returned)}",
+        )
+    if status is ExecutionStatus.PARTIALLY_EXECUTED and (
+        returned == order.amount_fen or not result.reason_code
+    ):
+        raise InvalidArgument(
+            "status",
+            "PARTIALLY_EXECUTED means less than the amount was returned, with a reason code",
         )
 
 

@@ -633,7 +633,11 @@ def get_case(ctx: Context, body: case_pb2.GetCaseBody) -> Message:
             "NOT_PARTY_TO_CASE",
             f"{ctx.sender.code} neither reported case {case.case_id} nor holds an order in it",
         )
-    return wire.case_to_proto(case)
+    view = wire.case_to_proto(case)
+    if ctx.sender.kind not in (CENTRE, REGULATOR) and ctx.sender.code != case.reporting_institution:
+        # An addressee (often the mule's bank) needs the orders, not who the victim is.
+        view.report.ClearField("victim")
+    return view
 
 
 def _page_size(requested: int) -> int:

@@ -1,0 +1,357 @@
+"""In-memory fakes of the ports in hub/service/ports.py, for unit tests only.
+
+FakeStore is a UnitOfWorkFactory. Each unit of work works on a deep copy of the
+committed state taken when it is entered; `commit` publishes that copy, leaving the
+unit of work (or closing it without commit) throws it away. So, as with the real
+database, a change is visible to a later unit of work only after a commit.
+
+A commit fails with `Conflict` when another unit of work committed since this one was
+entered (optimistic concurrency over the whole store: the fake's stand-in for the unique
+key on inbound message ids and for row locks), and adding a row whose key is already in
+the unit of work's state fails at once, like a unique constraint.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from hub.domain.cases import Case, CaseState
+from hub.domain.institutions import Institution, InstitutionKind
+from hub.domain.rules import AutoStopRule
+from hub.service.ports import AuditEntry, Conflict, InboundRecord, PendingDelivery
+
+if TYPE_CHECKING:
+    from hub.service.ports import (
+        AuditLog,
+        CaseRepository,
+        InboundRepository,
+        InstitutionRepository,
+        Notifier,
+        Outbox,
+        RuleRepository,
+        UnitOfWork,
+        UnitOfWorkFactory,
+    )
+
+
+@dataclass
+class Delivery:
+    """One outbox row."""
+
+    sequence: int
+    recipient: str
+    kind: str
+    case_id: str | None
+    envelope: bytes
+    created_at: datetime
+    attempts: int = 0
+    first_sent_at: datetime | None = None
+    acked_at: datetime | None = None
+
+
+@dataclass
+class StoreState:
+    institutions: dict[str, Institution] = field(default_factory=dict)
+    cases: dict[str, Case] = field(default_factory=dict)
+    rules: dict[str, AutoStopRule] = field(default_factory=dict)
+    inbound: dict[tuple[str, str], tuple[InboundRecord, datetime]] = field(default_factory=dict)
+    deliveries: list[Delivery] = field(default_factory=list)
+    audit: list[tuple[AuditEntry, datetime]] = field(default_factory=list)
+    next_sequence: int = 1
+
+
+# ---- repositories ----------------------------------------------------------------------------
+
+
+class FakeInstitutions:
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+
+    def get(self, code: str) -> Institution | None:
+        return self._state.institutions.get(code)
+
+    def add(self, institution: Institution) -> None:
+        if institution.code in self._state.institutions:
+            raise Conflict(f"institution {institution.code} exists")
+        self._state.institutions[institution.code] = institution
+
+    def list(self, page_size: int, after: str | None) -> Sequence[Institution]:
+        codes = sorted(c for c in self._state.institutions if not after or c > after)
+        return [self._state.institutions[c] for c in codes[:page_size]]
+
+    def kinds(self) -> dict[str, InstitutionKind]:
+        return {code: inst.kind for code, inst in self._state.institutions.items()}
+
+
+class FakeCases:
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+        self.locked: list[str] = []
+
+    def get(self, case_id: str, *, lock: bool = False) -> Case | None:
+        if lock:
+            self.locked.append(case_id)
+        return self._state.cases.get(case_id)
+
+    def case_id_of_order(self, order_id: str) -> str | None:
+        for case in self._state.cases.values():
+            if any(o.order_id == order_id for o in case.orders):
+                return case.case_id
+        return None
+
+    def add(self, case: Case) -> None:
+        if case.case_id in self._state.cases:
+            raise Conflict(f"case {case.case_id} exists")
+        self._state.cases[case.case_id] = case
+
+    def list(
+        self,
+        state: CaseState | None,
+        page_size: int,
+        after: tuple[datetime, str] | None,
+        reporter: str | None = None,
+    ) -> Sequence[Case]:
+        found = [
+            c
+            for c in self._state.cases.values()
+            if (reporter is None or c.reporting_institution == reporter)
+            and (state is None or c.state is state)
+            and (after is None or (c.created_at, c.case_id) < after)
+        ]
+        found.sort(key=lambda c: (c.created_at, c.case_id), reverse=True)
+        return found[:page_size]
+
+
+class FakeRules:
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+
+    def get(self, centre_code: str) -> AutoStopRule | None:
+        return self._state.rules.get(centre_code)
+
+    def put(self, rule: AutoStopRule) -> None:
+        self._state.rules[rule.centre_code] = rule
+
+    def enabled(self) -> Sequence[AutoStopRule]:
+        return [r for _, r in sorted(self._state.rules.items()) if r.enabled]
+
+
+class FakeInbound:
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+
+    def get(self, sender: str, message_id: str) -> InboundRecord | None:
+        row = self._state.inbound.get((sender, message_id))
+        return row[0] if row else None
+
+    def add(
+        self, sender: str, message_id: str, record: InboundRecord, received_at: datetime
+    ) -> None:
+        if (sender, message_id) in self._state.inbound:
+            raise Conflict(f"inbound message {sender}/{message_id} exists")
+        self._state.inbound[(sender, message_id)] = (record, received_at)
+
+
+class FakeOutbox:
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+
+    def add(
+        self, recipient: str, kind: str, case_id: str | None, envelope: bytes, now: datetime
+    ) -> int:
+        sequence = self._state.next_sequence
+        self._state.next_sequence += 1
+        self._state.deliveries.append(
+            Delivery(sequence, recipient, kind, case_id, bytes(envelope), now)
+        )
+        return sequence
+
+    def pending(self, recipient: str, limit: int) -> Sequence[PendingDelivery]:
+        rows = [d for d in self._state.deliveries if d.recipient == recipient and not d.acked_at]
+        rows.sort(key=lambda d: d.sequence)
+        return [PendingDelivery(d.sequence, d.recipient, d.envelope, d.attempts) for d in rows][
+            :limit
+        ]
+
+    def mark_sent(self, sequences: Sequence[int], now: datetime) -> None:
+        wanted = set(sequences)
+        for d in self._state.deliveries:
+            if d.sequence in wanted:
+                d.attempts += 1
+                d.first_sent_at = d.first_sent_at or now
+
+    def ack(self, recipient: str, sequences: Sequence[int], now: datetime) -> int:
+        wanted = set(sequences)
+        count = 0
+        for d in self._state.deliveries:
+            if d.recipient == recipient and d.sequence in wanted and d.acked_at is None:
+                d.acked_at = now
+                count += 1
+        return count
+
+
+class FakeAudit:
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+
+    def append(self, entry: AuditEntry, now: datetime) -> None:
+        self._state.audit.append((entry, now))
+
+
+# ---- unit of work ----------------------------------------------------------------------------
+
+
+class FakeUnitOfWork:
+    # Typed as the ports (mutable Protocol attributes are invariant); the objects are fakes.
+    institutions: InstitutionRepository
+    cases: CaseRepository
+    rules: RuleRepository
+    inbound: InboundRepository
+    outbox: Outbox
+    audit: AuditLog
+
+    def __init__(self, store: FakeStore, *, read_only: bool) -> None:
+        self._store = store
+        self.read_only = read_only
+        self.committed = False
+        self._open = False
+
+    def _bind(self) -> None:
+        self._state = copy.deepcopy(self._store.state)
+        self._base_version = self._store.version
+        self.institutions = FakeInstitutions(self._state)
+        self.cases = FakeCases(self._state)
+        self.rules = FakeRules(self._state)
+        self.inbound = FakeInbound(self._state)
+        self.outbox = FakeOutbox(self._state)
+        self.audit = FakeAudit(self._state)
+
+    def __enter__(self) -> Self:
+        assert not self._open, "a unit of work is entered once"
+        self._open = True
+        self._store.opened += 1
+        self._bind()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Whatever was not committed is thrown away, as a session rollback would.
+        self._open = False
+        self._state = StoreState()
+
+    def commit(self) -> None:
+        assert self._open, "commit outside the unit of work"
+        assert not self.read_only, "commit in a read-only unit of work"
+        hook, self._store.before_commit = self._store.before_commit, None
+        if hook is not None:
+            hook()
+        if self._store.fail_commits > 0:
+            self._store.fail_commits -= 1
+            raise Conflict("injected commit failure")
+        if self._store.version != self._base_version:
+            # Stricter than row locks, never weaker: no lost update can slip through.
+            raise Conflict("another unit of work committed first")
+        # Publish a copy, so objects the caller still holds cannot change committed state.
+        self._store.state = copy.deepcopy(self._state)
+        self._store.version += 1
+        self._store.commits += 1
+        self._base_version = self._store.version
+        self.committed = True
+
+    def rollback(self) -> None:
+        assert self._open, "rollback outside the unit of work"
+        self._bind()
+
+
+class FakeStore:
+    """The UnitOfWorkFactory, plus read access to the committed state for assertions."""
+
+    def __init__(self) -> None:
+        self.state = StoreState()
+        self.version = 0
+        self.commits = 0
+        self.opened = 0
+        # Test hooks: run once just before the next commit; make the next n commits fail.
+        self.before_commit: Callable[[], None] | None = None
+        self.fail_commits = 0
+
+    def __call__(self, *, read_only: bool = False) -> FakeUnitOfWork:
+        return FakeUnitOfWork(self, read_only=read_only)
+
+    # ---- committed state, for assertions ------------------------------------------------------
+
+    def case(self, case_id: str) -> Case:
+        return self.state.cases[case_id]
+
+    @property
+    def cases(self) -> list[Case]:
+        return list(self.state.cases.values())
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return list(self.state.deliveries)
+
+    def deliveries_to(self, recipient: str) -> list[Delivery]:
+        return [d for d in self.state.deliveries if d.recipient == recipient]
+
+    @property
+    def audit(self) -> list[AuditEntry]:
+        return [entry for entry, _ in self.state.audit]
+
+    def audit_of(self, kind: str) -> list[AuditEntry]:
+        return [entry for entry, _ in self.state.audit if entry.kind == kind]
+
+    @property
+    def inbound(self) -> dict[tuple[str, str], InboundRecord]:
+        return {key: record for key, (record, _) in self.state.inbound.items()}
+
+    def fingerprint(self) -> str:
+        """Everything committed but the audit log, as text: what a refused command must not
+        change. (The domain classes compare by identity, their reprs show every field.)"""
+        state = copy.copy(self.state)
+        state.audit = []
+        return repr(state)
+
+
+class FakeNotifier:
+    """Records every notify call and what was committed for each recipient at that moment."""
+
+    def __init__(self, store: FakeStore | None = None) -> None:
+        self.store = store
+        self.calls: list[frozenset[str]] = []
+        # Per call: recipient -> number of committed, unacknowledged deliveries at call time.
+        self.committed_at_call: list[dict[str, int]] = []
+
+    def notify(self, recipients: Iterable[str]) -> None:
+        wanted = frozenset(recipients)
+        self.calls.append(wanted)
+        if self.store is not None:
+            self.committed_at_call.append(
+                {r: sum(1 for d in self.store.state.deliveries if d.recipient == r) for r in wanted}
+            )
+
+    @property
+    def recipients(self) -> set[str]:
+        return set().union(*self.calls) if self.calls else set()
+
+
+if TYPE_CHECKING:
+    # The fakes satisfy the ports' Protocols (checked by mypy, free at run time).
+    _store: UnitOfWorkFactory = FakeStore()
+    _uow: UnitOfWork = FakeUnitOfWork(FakeStore(), read_only=False)
+    _institutions: InstitutionRepository = FakeInstitutions(StoreState())
+    _cases: CaseRepository = FakeCases(StoreState())
+    _rules: RuleRepository = FakeRules(StoreState())
+    _inbound: InboundRepository = FakeInbound(StoreState())
+    _outbox: Outbox = FakeOutbox(StoreState())
+    _audit: AuditLog = FakeAudit(StoreState())
+    _notifier: Notifier = FakeNotifier()
