@@ -37,6 +37,7 @@ class Connection:
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     in_flight: int = 0
     error: DomainError | None = None
+    error_envelope: envelope_pb2.Envelope | None = None
 
 
 @dataclass
@@ -211,6 +212,8 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
         except DomainError as err:
             await self.r.abort(context, err, first.envelope)
             return
+        # Initial metadata tells the client its subscription was accepted.
+        await context.send_initial_metadata((("stophub-subscribed", code),))
         conn = self.router.attach(code, name)
         reader = asyncio.create_task(self._read_acks(conn, context))
         try:
@@ -218,7 +221,7 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
                 item = await conn.queue.get()
                 if item is _CLOSE:
                     if conn.error is not None:
-                        await self.r.abort(context, conn.error, None)
+                        await self.r.abort(context, conn.error, conn.error_envelope)
                     return
                 await context.write(item)
         finally:
@@ -236,7 +239,7 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
                         self.r.hub.acknowledge, conn.institution, request.envelope
                     )
                 except DomainError as err:
-                    conn.error = err
+                    conn.error, conn.error_envelope = err, request.envelope
                     break
                 self.router.acked(conn, sequences)
         except asyncio.CancelledError:

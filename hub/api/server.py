@@ -100,6 +100,9 @@ async def start_server(
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.keepalive_permit_without_calls", 1),
+            # Let clients ping every 10 s to detect dead links; the default refuses < 5 min.
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 0),
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
         ]
     )

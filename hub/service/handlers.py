@@ -172,12 +172,18 @@ class Hub:
 
     # ---- signing ------------------------------------------------------------------------------
 
-    def seal(self, recipient: str, body: Message, now: datetime) -> envelope_pb2.Envelope:
+    def seal(
+        self, recipient: str, body: Message, now: datetime, *, in_reply_to: str = ""
+    ) -> envelope_pb2.Envelope:
+        """Sign a message from the hub. An answer's id names the request it answers, so a
+        captured answer cannot pass for the answer to another request."""
         return seal_message(
             self.signer,
             sender=HUB_CODE,
             recipient=recipient,
-            message_id=f"hub-{uuid.uuid4().hex}",
+            message_id=(
+                f"re-{recipient}-{in_reply_to}" if in_reply_to else f"hub-{uuid.uuid4().hex}"
+            ),
             create_time=now,
             message=body,
         )
@@ -233,7 +239,7 @@ class Hub:
                 )
             ctx = Context(self, uow, now, sender, envelope, raw, command.name)
             result = command.run(ctx, body)
-            answer = self.seal(sender.code, result, now)
+            answer = self.seal(sender.code, result, now, in_reply_to=envelope.message_id)
             if command.mutating:
                 answer_bytes = answer.SerializeToString()
                 ctx.accept(command.name, _case_of(result))
@@ -256,7 +262,12 @@ class Hub:
                 )
                 uow.commit()
             if ctx.notified:
-                self.notifier.notify(ctx.notified)
+                try:
+                    self.notifier.notify(ctx.notified)
+                except Exception:
+                    # Committed is committed: the outbox holds the deliveries and the pumps'
+                    # tick finds them; the sender must not see an error for it.
+                    log.exception("could not wake delivery streams for %s", sorted(ctx.notified))
             return answer
 
     def authenticate(self, uow: UnitOfWork, envelope: envelope_pb2.Envelope) -> Institution:
@@ -276,6 +287,9 @@ class Hub:
                 + ", ".join(missing)
                 + " (see docs/signing.md)",
             )
+        for name, limit in (("sender", 32), ("message_id", 128), ("key_id", 64)):
+            if len(getattr(envelope, name)) > limit:
+                raise InvalidArgument(name, f"is longer than {limit} characters")
         sender = uow.institutions.get(envelope.sender)
         if sender is None or sender.kind is InstitutionKind.HUB:
             raise Unauthenticated(
@@ -543,11 +557,12 @@ def issue_order(ctx: Context, body: order_pb2.OrderInstruction) -> Message:
         note=body.note,
     )
     order.origin_envelope = ctx.envelope_bytes
-    _deliver_order(ctx, order, origin=ctx.envelope)
     for other in case.orders:
         if before.get(other.order_id) is OrderState.PENDING and other.state is OrderState.CANCELLED:
-            # The addressee may be about to execute it: tell it at once, not only via the release.
+            # The addressee may be about to execute it: the withdrawal goes out first, ahead
+            # of the release that caused it.
             _deliver_order(ctx, other, origin=ctx.envelope)
+    _deliver_order(ctx, order, origin=ctx.envelope)
     ctx.record_events(case, since)
     return wire.order_to_proto(order)
 

@@ -266,7 +266,9 @@ def order_to_proto(order: Order) -> order_pb2.Order:
         case OrderKind.RELEASE:
             instruction.release.CopyFrom(
                 order_pb2.ReleaseInstruction(
-                    target_order_id=order.target_order_id, reason=order.note
+                    target_order_id=order.target_order_id,
+                    reason=order.note,
+                    amount_fen=order.amount_fen,
                 )
             )
         case OrderKind.RETURN:

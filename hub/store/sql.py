@@ -8,7 +8,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Engine, and_, create_engine, event, func, or_, select, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +40,7 @@ from hub.service.ports import (
     UnitOfWork,
 )
 from hub.store.tables import (
+    UTCDateTime,
     audit_log,
     cases,
     deliveries,
@@ -210,16 +221,20 @@ class SqlInbound:
     def add(
         self, sender: str, message_id: str, record: InboundRecord, received_at: datetime
     ) -> None:
-        self.session.execute(
-            inbound_messages.insert().values(
-                sender=sender,
-                message_id=message_id,
-                digest=record.digest,
-                body_type=record.body_type,
-                received_at=received_at,
-                response=record.response,
+        try:
+            self.session.execute(
+                inbound_messages.insert().values(
+                    sender=sender,
+                    message_id=message_id,
+                    digest=record.digest,
+                    body_type=record.body_type,
+                    received_at=received_at,
+                    response=record.response,
+                )
             )
-        )
+        except IntegrityError as exc:
+            # A twin request committed this id first (PostgreSQL lets both get this far).
+            raise Conflict(f"{sender}/{message_id} was stored concurrently") from exc
 
 
 class SqlOutbox:
@@ -265,7 +280,9 @@ class SqlOutbox:
             .where(deliveries.c.sequence.in_(sequences))
             .values(
                 attempts=deliveries.c.attempts + 1,
-                first_sent_at=func.coalesce(deliveries.c.first_sent_at, now),
+                first_sent_at=func.coalesce(
+                    deliveries.c.first_sent_at, type_coerce(now, UTCDateTime())
+                ),
             )
         )
 

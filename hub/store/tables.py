@@ -303,7 +303,7 @@ audit_log = Table(
     Column("recorded_at", UTCDateTime(), nullable=False),
     Column("kind", String(40), nullable=False),
     Column("actor", String(64), nullable=False),
-    Column("message_id", String(128), nullable=False),
+    Column("message_id", String(200), nullable=False),
     Column("case_id", String(40)),
     Column("order_id", String(40)),
     Column("payload", LargeBinary),
@@ -328,7 +328,7 @@ def map_domain() -> None:
         properties={
             "keys": relationship(
                 InstitutionKey,
-                order_by=institution_keys.c.created_at,
+                order_by=(institution_keys.c.created_at, institution_keys.c.key_id),
                 lazy="selectin",
                 cascade="all, delete-orphan",
             ),

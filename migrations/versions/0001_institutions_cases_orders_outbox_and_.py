@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -30,7 +29,7 @@ def upgrade() -> None:
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("kind", sa.String(length=40), nullable=False),
         sa.Column("actor", sa.String(length=64), nullable=False),
-        sa.Column("message_id", sa.String(length=128), nullable=False),
+        sa.Column("message_id", sa.String(length=200), nullable=False),
         sa.Column("case_id", sa.String(length=40), nullable=True),
         sa.Column("order_id", sa.String(length=40), nullable=True),
         sa.Column("payload", sa.LargeBinary(), nullable=True),

@@ -244,17 +244,23 @@ class ReleaseInstruction(_message.Message):
 
     TARGET_ORDER_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    AMOUNT_FEN_FIELD_NUMBER: _builtins.int
     target_order_id: _builtins.str
     reason: _builtins.str
+    amount_fen: _builtins.int
+    """Set by the hub: what the target holds now, the amount to release (0 when the
+    target was withdrawn before it was answered). The centre leaves it unset.
+    """
     def __init__(
         self,
         *,
         target_order_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        amount_fen: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "target_order_id", b"target_order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "reason", b"reason", "target_order_id", b"target_order_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

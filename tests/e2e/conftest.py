@@ -60,9 +60,7 @@ class Network:
         )
 
 
-async def start_network(
-    tmp_path: Path, clock: ManualClock, *, ack_timeout: float = 1.0
-) -> Network:
+async def start_network(tmp_path: Path, clock: ManualClock, *, ack_timeout: float = 1.0) -> Network:
     url = f"sqlite:///{tmp_path}/hub.db"
     hub_key = PrivateKey.generate()
     server, store = await serve(

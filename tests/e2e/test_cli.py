@@ -35,17 +35,38 @@ def test_keys_and_institutions(tmp_path: Path, db: str) -> None:
     assert (tmp_path / "banka.key").stat().st_mode & 0o777 == 0o600
     key_id = out.split("key id")[1].split()[0]
     run(
-        "institution", "add", "--code", "BANKA", "--name", "Bank A", "--kind", "bank",
-        "--key", str(tmp_path / "banka.pub"),
-        "--primary", "Wang Li,+86-10-1", "--backup", "Zhao Min,+86-10-2,zm@example.cn",
-        "--db", db,
+        "institution",
+        "add",
+        "--code",
+        "BANKA",
+        "--name",
+        "Bank A",
+        "--kind",
+        "bank",
+        "--key",
+        str(tmp_path / "banka.pub"),
+        "--primary",
+        "Wang Li,+86-10-1",
+        "--backup",
+        "Zhao Min,+86-10-2,zm@example.cn",
+        "--db",
+        db,
     )
     listing = run("institution", "list", "--db", db)
     assert "BANKA" in listing and key_id in listing
     shown = run("institution", "show", "BANKA", "--db", db)
     assert "Zhao Min" in shown and "active" in shown
-    run("keys", "generate", "--out", str(tmp_path / "banka2.key"), "--algorithm", "ecdsa-p256-sha256")
-    assert "added key" in run("keys", "add", "BANKA", "--key", str(tmp_path / "banka2.pub"), "--db", db)
+    run(
+        "keys",
+        "generate",
+        "--out",
+        str(tmp_path / "banka2.key"),
+        "--algorithm",
+        "ecdsa-p256-sha256",
+    )
+    assert "added key" in run(
+        "keys", "add", "BANKA", "--key", str(tmp_path / "banka2.pub"), "--db", db
+    )
     run("keys", "revoke", "BANKA", key_id, "--db", db)
     assert "revoked" in run("institution", "show", "BANKA", "--db", db)
 
@@ -54,14 +75,44 @@ def test_refusals_are_one_line_errors(tmp_path: Path, db: str) -> None:
     run("keys", "generate", "--out", str(tmp_path / "k.key"))
     result = CliRunner().invoke(
         main,
-        ["institution", "add", "--code", "BANKA", "--name", "Bank A", "--kind", "bank",
-         "--key", str(tmp_path / "k.pub"), "--primary", "A,1", "--backup", "B,2", "--db", db],
+        [
+            "institution",
+            "add",
+            "--code",
+            "BANKA",
+            "--name",
+            "Bank A",
+            "--kind",
+            "bank",
+            "--key",
+            str(tmp_path / "k.pub"),
+            "--primary",
+            "A,1",
+            "--backup",
+            "B,2",
+            "--db",
+            db,
+        ],
     )
     assert result.exit_code == 0
     again = CliRunner().invoke(
         main,
-        ["institution", "add", "--code", "BANKA", "--name", "Bank A", "--kind", "bank",
-         "--primary", "A,1", "--backup", "B,2", "--db", db],
+        [
+            "institution",
+            "add",
+            "--code",
+            "BANKA",
+            "--name",
+            "Bank A",
+            "--kind",
+            "bank",
+            "--primary",
+            "A,1",
+            "--backup",
+            "B,2",
+            "--db",
+            db,
+        ],
     )
     assert again.exit_code == 1
     assert "ALREADY_EXISTS" in again.output and "Traceback" not in again.output
@@ -82,8 +133,16 @@ def test_serve_answers_health_and_reflection(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "STOPHUB_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hub.cli", "serve", "--address", f"127.0.0.1:{port}",
-         "--hub-key", str(tmp_path / "hub.key")],
+        [
+            sys.executable,
+            "-m",
+            "hub.cli",
+            "serve",
+            "--address",
+            f"127.0.0.1:{port}",
+            "--hub-key",
+            str(tmp_path / "hub.key"),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -100,9 +159,13 @@ def test_serve_answers_health_and_reflection(tmp_path: Path) -> None:
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
             )
             names = {s.name for r in responses for s in r.list_services_response.service}
-            assert {"stophub.v1.CaseService", "stophub.v1.OrderService",
-                    "stophub.v1.DeliveryService", "stophub.v1.InstitutionService",
-                    "grpc.health.v1.Health"} <= names
+            assert {
+                "stophub.v1.CaseService",
+                "stophub.v1.OrderService",
+                "stophub.v1.DeliveryService",
+                "stophub.v1.InstitutionService",
+                "grpc.health.v1.Health",
+            } <= names
     finally:
         proc.terminate()
         try:
@@ -115,7 +178,8 @@ def test_serve_answers_health_and_reflection(tmp_path: Path) -> None:
 
 def test_serve_without_a_key_says_how_to_make_one(tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        main, ["serve", "--hub-key", str(tmp_path / "none.key"), "--db", f"sqlite:///{tmp_path}/x.db"]
+        main,
+        ["serve", "--hub-key", str(tmp_path / "none.key"), "--db", f"sqlite:///{tmp_path}/x.db"],
     )
     assert result.exit_code == 1
     assert "stophub keys generate" in result.output

@@ -22,11 +22,15 @@ async def verified_case_with_auto_stop(network: Network, count: int = 1) -> list
         cases = case_pb2_grpc.CaseServiceStub(channel)
         rule = order_pb2.AutoStopRule(rule_id="R1", enabled=True, max_amount_fen=10_000_000)
         await orders.SetAutoStopRule(
-            order_pb2.SetAutoStopRuleRequest(envelope=sign(network.keys["CENTRE"], "CENTRE", rule, now))
+            order_pb2.SetAutoStopRuleRequest(
+                envelope=sign(network.keys["CENTRE"], "CENTRE", rule, now)
+            )
         )
         for _ in range(count):
             created = await cases.CreateReport(
-                case_pb2.CreateReportRequest(envelope=sign(network.keys["BANKA"], "BANKA", report(now), now))
+                case_pb2.CreateReportRequest(
+                    envelope=sign(network.keys["BANKA"], "BANKA", report(now), now)
+                )
             )
             case = case_pb2.Case.FromString(created.envelope.body)
             verification = case_pb2.Verification(
@@ -88,9 +92,15 @@ async def test_unacknowledged_delivery_comes_again_after_reconnect(network: Netw
         await third.close()
 
 
-async def test_delivery_moves_to_the_other_connection_when_not_acknowledged(network: Network) -> None:
-    a = await RawStream(network.target, network.keys["BANKB"], "BANKB", network.clock).open("site-a")
-    b = await RawStream(network.target, network.keys["BANKB"], "BANKB", network.clock).open("site-b")
+async def test_delivery_moves_to_the_other_connection_when_not_acknowledged(
+    network: Network,
+) -> None:
+    a = await RawStream(network.target, network.keys["BANKB"], "BANKB", network.clock).open(
+        "site-a"
+    )
+    b = await RawStream(network.target, network.keys["BANKB"], "BANKB", network.clock).open(
+        "site-b"
+    )
     try:
         await asyncio.sleep(0.2)
         await verified_case_with_auto_stop(network)

@@ -23,7 +23,9 @@ from tests.e2e.conftest import Network
 from tests.e2e.wire_helpers import MULE, report, sign
 
 
-def error_info(err: grpc.aio.AioRpcError) -> tuple[error_details_pb2.ErrorInfo, delivery_pb2.Rejection, envelope_pb2.Envelope]:
+def error_info(
+    err: grpc.aio.AioRpcError,
+) -> tuple[error_details_pb2.ErrorInfo, delivery_pb2.Rejection, envelope_pb2.Envelope]:
     status = rpc_status.from_call(err)
     assert status is not None, "every refusal carries google.rpc.Status details"
     info = error_details_pb2.ErrorInfo()
@@ -45,7 +47,9 @@ async def create(network: Network, env: envelope_pb2.Envelope) -> envelope_pb2.E
         return response.envelope
 
 
-async def refused(network: Network, env: envelope_pb2.Envelope, rpc: str = "CreateReport") -> grpc.aio.AioRpcError:
+async def refused(
+    network: Network, env: envelope_pb2.Envelope, rpc: str = "CreateReport"
+) -> grpc.aio.AioRpcError:
     async with grpc.aio.insecure_channel(network.target) as channel:
         if rpc in ("CreateReport", "VerifyReport"):
             stub = case_pb2_grpc.CaseServiceStub(channel)
@@ -64,7 +68,9 @@ async def audit_kinds(network: Network) -> list[tuple[str, str]]:
     from hub.store.tables import audit_log
 
     with network.store.engine.connect() as conn:
-        return [(r.kind, r.detail) for r in conn.execute(select(audit_log.c.kind, audit_log.c.detail))]
+        return [
+            (r.kind, r.detail) for r in conn.execute(select(audit_log.c.kind, audit_log.c.detail))
+        ]
 
 
 async def count_cases(network: Network) -> int:
@@ -124,7 +130,9 @@ async def test_modified_resend_is_refused(network: Network) -> None:
         ("wrong_key", "BAD_SIGNATURE"),
     ],
 )
-async def test_bad_signatures_are_unauthenticated(network: Network, tamper: str, reason: str) -> None:
+async def test_bad_signatures_are_unauthenticated(
+    network: Network, tamper: str, reason: str
+) -> None:
     now = network.clock.now()
     key = network.keys["BANKA"]
     env = sign(key, "BANKA", report(now), now)
@@ -198,9 +206,18 @@ async def test_garbled_body_names_the_field(network: Network) -> None:
     [
         (lambda r: setattr(r.transactions[0], "amount_fen", -5), "transactions[0].amount_fen"),
         (lambda r: setattr(r.transactions[1], "amount_fen", 0), "transactions[1].amount_fen"),
-        (lambda r: r.transactions[0].payee.ClearField("account_number"), "transactions[0].payee.account_number"),
-        (lambda r: setattr(r.transactions[0].payee, "institution_code", "NOSUCH"), "transactions[0].payee.institution_code"),
-        (lambda r: r.transactions[0].transaction_time.FromSeconds(4_102_444_800), "transactions[0].transaction_time"),
+        (
+            lambda r: r.transactions[0].payee.ClearField("account_number"),
+            "transactions[0].payee.account_number",
+        ),
+        (
+            lambda r: setattr(r.transactions[0].payee, "institution_code", "NOSUCH"),
+            "transactions[0].payee.institution_code",
+        ),
+        (
+            lambda r: r.transactions[0].transaction_time.FromSeconds(4_102_444_800),
+            "transactions[0].transaction_time",
+        ),
     ],
 )
 async def test_invalid_reports_name_the_field(network: Network, mutate: object, field: str) -> None:

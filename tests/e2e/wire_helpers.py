@@ -41,7 +41,9 @@ def sign(
 
 def report(now: datetime, amounts: tuple[int, ...] = (3_000_000, 2_000_000)) -> case_pb2.Report:
     pb = case_pb2.Report(
-        victim=case_pb2.Victim(name="Zhang San", id_number="110101199001011234", phone="13800000000"),
+        victim=case_pb2.Victim(
+            name="Zhang San", id_number="110101199001011234", phone="13800000000"
+        ),
         fraud_type=case_pb2.FRAUD_TYPE_IMPERSONATING_OFFICIALS,
         description="caller posing as police asked for a 'safe account' transfer",
     )
@@ -61,7 +63,7 @@ def report(now: datetime, amounts: tuple[int, ...] = (3_000_000, 2_000_000)) -> 
 class RawStream:
     """A delivery stream driven by hand, to test the stream's rules byte by byte."""
 
-    def __init__(self, target: str, key: PrivateKey, code: str, clock: "ClockLike") -> None:
+    def __init__(self, target: str, key: PrivateKey, code: str, clock: ClockLike) -> None:
         import grpc
 
         from stophub.v1 import delivery_pb2_grpc
@@ -88,7 +90,7 @@ class RawStream:
         except Exception as exc:
             self.inbox.put_nowait(exc)
 
-    async def open(self, name: str = "primary") -> "RawStream":
+    async def open(self, name: str = "primary") -> RawStream:
         from stophub.v1 import delivery_pb2
 
         hello = delivery_pb2.SubscribeBody(connection_name=name)
@@ -99,14 +101,16 @@ class RawStream:
         )
         return self
 
-    async def next(self, timeout: float = 5.0) -> "delivery_pb2.StreamDeliveriesResponse":
+    async def next(self, timeout: float = 5.0) -> delivery_pb2.StreamDeliveriesResponse:
         item = await asyncio.wait_for(self.inbox.get(), timeout)
         if isinstance(item, Exception):
             raise item
         assert isinstance(item, delivery_pb2.StreamDeliveriesResponse)
         return item
 
-    async def ack(self, *sequences: int, key: PrivateKey | None = None, sender: str | None = None) -> None:
+    async def ack(
+        self, *sequences: int, key: PrivateKey | None = None, sender: str | None = None
+    ) -> None:
         from stophub.v1 import delivery_pb2
 
         body = delivery_pb2.AckBody(sequences=list(sequences))

@@ -1,0 +1,972 @@
+"""The institution side of StopHub: signed calls to the hub and the delivery stream.
+
+Everything the hub answers is checked against the hub's pinned public key before any of it
+is used, and every envelope the hub forwards (the centre's order, a bank's answer) is
+checked against its signer's key as registered with the hub. A bank therefore acts only
+on what the signer signed, even if the hub or the network in between were compromised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Final, Protocol, Self, TypeVar, cast
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from hub.clock import SystemClock
+from hub.crypto.envelope import create_time_of, seal_message, verify_envelope
+from hub.crypto.keys import PrivateKey
+from hub.crypto.signing import ALGORITHMS, SignatureError, key_id_for
+from stophub.v1 import (
+    case_pb2,
+    delivery_pb2,
+    delivery_pb2_grpc,
+    envelope_pb2,
+    institution_pb2,
+    order_pb2,
+)
+
+log = logging.getLogger(__name__)
+
+HUB: Final = "HUB"
+_UNADDRESSED: Final = "UNKNOWN"
+
+Envelope = envelope_pb2.Envelope
+M = TypeVar("M", bound=Message)
+
+# Status codes that say nothing about the request itself, only that it did not get through
+# or the hub could not finish it: sending the same message again is the right reaction.
+_TRANSIENT_CODES: Final = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+    }
+)
+
+# A member's key is registered at the hub's time and may be used at once by a member whose
+# clock runs a little behind; the hub tolerates the same drift on execute times.
+_KEY_CLOCK_SKEW: Final = timedelta(minutes=5)
+_REGISTRY_TTL: Final = 60.0
+_REGISTRY_REFRESH_MIN: Final = 1.0
+
+_CHANNEL_OPTIONS: Final = [
+    # The channel's own reconnect backoff would otherwise grow to two minutes while the hub
+    # restarts, and every call in that window fails fast without trying.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+    # Detects a hub that vanished without closing TCP. The hub does not lower gRPC's
+    # default minimum ping interval (5 minutes), and pinging more often gets the
+    # connection closed with "too_many_pings".
+    ("grpc.keepalive_time_ms", 300_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+]
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware."""
+        ...
+
+
+class HubSignatureError(Exception):
+    """The hub's answer did not verify, or is not what the hub signs for this call.
+
+    Never act on such an answer: the hub key is misconfigured, or something between the
+    institution and the hub is forging or replaying messages. This is a security event.
+    """
+
+
+class HubError(Exception):
+    """A refusal from the hub, or a failure to reach it, readable by a bank engineer.
+
+    `signed` is True only when the refusal carried a hub-signed Rejection that verified and
+    names this institution's message: only then is it evidence of what the hub decided, and
+    `rejection_envelope` is that evidence. Failures of the connection (UNAVAILABLE,
+    DEADLINE_EXCEEDED, ...) have an empty `reason` and are `transient`: sending the same
+    message again, with the same message id, is safe and is the right reaction.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        reason: str = "",
+        field: str = "",
+        metadata: dict[str, str] | None = None,
+        message_id: str = "",
+        rejection: delivery_pb2.Rejection | None = None,
+        rejection_envelope: Envelope | None = None,
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.field = field
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.message_id = message_id
+        self.rejection = rejection
+        self.rejection_envelope = rejection_envelope
+        super().__init__(str(self))
+
+    @property
+    def signed(self) -> bool:
+        return self.rejection is not None
+
+    @property
+    def transient(self) -> bool:
+        return self.rejection is None and self.code in _TRANSIENT_CODES
+
+    def __str__(self) -> str:
+        text = self.code.name
+        if self.reason:
+            text += f" {self.reason}"
+        text += f": {self.message or '(no message)'}"
+        if self.field:
+            text += f" [field {self.field}]"
+        if self.message_id:
+            text += f" (message {self.message_id})"
+        return text
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One notice from the delivery stream, its hub signature already verified.
+
+    `origin_verified` / `authorization_verified` say whether `notice.origin` /
+    `notice.authorization` are present and verify with their signers' registered keys;
+    `problems` says why not, for the security log.
+    """
+
+    sequence: int
+    attempt: int
+    envelope: Envelope
+    notice: delivery_pb2.Notice
+    origin_verified: bool
+    authorization_verified: bool
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Rpc:
+    path: str
+    request: type[Message]
+    response: type[Message]
+    body: type[Message]
+    answer: type[Message]
+
+
+def _rpc(
+    module: Any, service: str, method: str, body: type[Message], answer: type[Message]
+) -> _Rpc:
+    descriptor = module.DESCRIPTOR.services_by_name[service]
+    rpc = descriptor.methods_by_name[method]
+    return _Rpc(
+        path=f"/{descriptor.full_name}/{method}",
+        request=getattr(module, rpc.input_type.name),
+        response=getattr(module, rpc.output_type.name),
+        body=body,
+        answer=answer,
+    )
+
+
+RPCS: Final[dict[str, _Rpc]] = {
+    "CreateReport": _rpc(case_pb2, "CaseService", "CreateReport", case_pb2.Report, case_pb2.Case),
+    "VerifyReport": _rpc(
+        case_pb2, "CaseService", "VerifyReport", case_pb2.Verification, case_pb2.Case
+    ),
+    "GetCase": _rpc(case_pb2, "CaseService", "GetCase", case_pb2.GetCaseBody, case_pb2.Case),
+    "ListCases": _rpc(
+        case_pb2, "CaseService", "ListCases", case_pb2.ListCasesBody, case_pb2.CaseList
+    ),
+    "IssueOrder": _rpc(
+        order_pb2, "OrderService", "IssueOrder", order_pb2.OrderInstruction, order_pb2.Order
+    ),
+    "AnswerOrder": _rpc(
+        order_pb2, "OrderService", "AnswerOrder", order_pb2.ExecutionResult, order_pb2.Order
+    ),
+    "SetAutoStopRule": _rpc(
+        order_pb2, "OrderService", "SetAutoStopRule", order_pb2.AutoStopRule, order_pb2.AutoStopRule
+    ),
+    "GetInstitution": _rpc(
+        institution_pb2,
+        "InstitutionService",
+        "GetInstitution",
+        institution_pb2.GetInstitutionBody,
+        institution_pb2.Institution,
+    ),
+    "ListInstitutions": _rpc(
+        institution_pb2,
+        "InstitutionService",
+        "ListInstitutions",
+        institution_pb2.ListInstitutionsBody,
+        institution_pb2.InstitutionList,
+    ),
+}
+
+
+class _Enveloped(Protocol):
+    """Every StopHub request and response: one field, the signed envelope."""
+
+    @property
+    def envelope(self) -> Envelope: ...
+
+
+def _hub_key_identity(public_key: bytes) -> tuple[str, str]:
+    """(algorithm, key id) of the pinned hub key; the key's encoding decides the algorithm."""
+    for algorithm in sorted(ALGORITHMS):
+        try:
+            return algorithm, key_id_for(algorithm, public_key)
+        except SignatureError:
+            continue
+    raise ValueError(
+        "hub_public_key is neither a raw Ed25519 key (32 bytes) nor an uncompressed P-256 "
+        f"point (65 bytes); got {len(public_key)} bytes"
+    )
+
+
+def _to_datetime(message: Message, field: str) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    return cast(datetime, value.ToDatetime(tzinfo=UTC))
+
+
+@dataclass
+class _Registered:
+    institution: institution_pb2.Institution
+    fetched: float
+
+
+class HubClient:
+    """A member institution's connection to the hub.
+
+    Every call signs its body as this institution, and checks the hub's signed answer before
+    returning it. Message ids default to `<institution>-<uuid4>`; pass `message_id` (or a
+    `message_ids` factory) to resend a message deterministically: the hub answers a resend
+    of the same bytes with its original answer.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        institution: str,
+        key: PrivateKey,
+        hub_public_key: bytes,
+        clock: Clock | None = None,
+        channel: grpc.aio.Channel | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float | None = 30.0,
+        message_ids: Callable[[], str] | None = None,
+    ) -> None:
+        self.target = target
+        self.institution = institution
+        self.key = key
+        self.hub_public_key = bytes(hub_public_key)
+        self.hub_algorithm, self.hub_key_id = _hub_key_identity(self.hub_public_key)
+        self.clock: Clock = clock or SystemClock()
+        self.timeout = timeout
+        self._message_ids = message_ids or (lambda: f"{institution.lower()}-{uuid.uuid4().hex}")
+        self._owns_channel = channel is None
+        if channel is not None:
+            self._channel = channel
+        elif credentials is not None:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._callables: dict[str, grpc.aio.UnaryUnaryMultiCallable[Message, Message]] = {}
+        self._registry: dict[str, _Registered] = {}
+        self._streams: list[DeliveryStream] = []
+        self._closed = False
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        return self._channel
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for stream in list(self._streams):
+            await stream.close()
+        if self._owns_channel:
+            await self._channel.close(None)
+
+    # ---- signing and checking -------------------------------------------------------------
+
+    def new_message_id(self) -> str:
+        return self._message_ids()
+
+    def seal(
+        self, body: Message, *, message_id: str | None = None, recipient: str = HUB
+    ) -> Envelope:
+        """`body` signed by this institution, ready to send (or to keep and resend)."""
+        return seal_message(
+            self.key,
+            sender=self.institution,
+            recipient=recipient,
+            message_id=message_id or self.new_message_id(),
+            create_time=self.clock.now(),
+            message=body,
+        )
+
+    def open_hub_envelope(
+        self, env: Envelope, body_type: type[M], *, also_addressed_to: str | None = None
+    ) -> M:
+        """The body of a hub-signed envelope addressed to this institution, or HubSignatureError."""
+        what = f"hub message {env.message_id or '(no id)'}"
+        if env.sender != HUB:
+            raise HubSignatureError(f"{what} claims sender {env.sender!r}, not {HUB}")
+        if env.algorithm != self.hub_algorithm or env.key_id != self.hub_key_id:
+            raise HubSignatureError(
+                f"{what} is signed with {env.algorithm} key {env.key_id!r}; the hub key this "
+                f"client trusts is {self.hub_algorithm} key {self.hub_key_id} (if the hub "
+                "rotated its key, configure the new public key)"
+            )
+        try:
+            valid = verify_envelope(env, self.hub_public_key)
+        except (SignatureError, ValueError) as exc:
+            raise HubSignatureError(f"{what} cannot be verified: {exc}") from exc
+        if not valid:
+            raise HubSignatureError(
+                f"{what} does not verify with the hub key {self.hub_key_id}: do not trust it"
+            )
+        # A genuine hub message meant for another member, or of another type, replayed here
+        # would pass the signature check; these two checks are what make it fail.
+        if env.recipient != self.institution and (
+            also_addressed_to is None or env.recipient != also_addressed_to
+        ):
+            raise HubSignatureError(
+                f"{what} is addressed to {env.recipient!r}, not to {self.institution}"
+            )
+        expected = body_type.DESCRIPTOR.full_name
+        if env.body_type != expected:
+            raise HubSignatureError(f"{what} carries a {env.body_type!r}, expected {expected}")
+        body = body_type()
+        try:
+            body.ParseFromString(env.body)
+        except DecodeError as exc:
+            raise HubSignatureError(f"{what} is not a valid {expected}: {exc}") from exc
+        return body
+
+    async def verify_forwarded(self, env: Envelope) -> str | None:
+        """None if `env` verifies with its sender's key as registered; otherwise why not.
+
+        The key must have been registered when the envelope was made and not revoked before
+        then, so evidence signed before a key was rotated out stays verifiable.
+        """
+        who = f"{env.sender or '(no sender)'}/{env.message_id or '(no id)'}"
+        if not env.sender or not env.signature:
+            return f"{who} is not signed"
+        at = create_time_of(env)
+        key = await self._registered_key(env.sender, env.key_id, at)
+        if key is None:
+            return (
+                f"{who}: {env.sender} had no key {env.key_id!r} valid at {at.isoformat()} "
+                "in the hub's registry"
+            )
+        if key.algorithm != env.algorithm:
+            return f"{who}: key {key.key_id} is {key.algorithm}, the envelope says {env.algorithm}"
+        try:
+            valid = verify_envelope(env, key.public_key)
+        except (SignatureError, ValueError) as exc:
+            return f"{who}: signature cannot be checked: {exc}"
+        if not valid:
+            return f"{who}: signature does not verify with {env.sender}'s key {key.key_id}"
+        return None
+
+    def _hub_error(self, err: grpc.aio.AioRpcError, message_id: str | None) -> HubError:
+        code = err.code()
+        message = err.details() or ""
+        reason = ""
+        field = ""
+        metadata: dict[str, str] = {}
+        try:
+            # from_call only reads code(), details() and trailing_metadata(), which an
+            # AioRpcError has, though its stub does not declare it a grpc.Call.
+            status = rpc_status.from_call(cast(grpc.Call, err))
+        except ValueError:
+            # The details disagree with the status line: they were not written by the hub.
+            status = None
+        if status is None:
+            return HubError(code, message, message_id=message_id or "")
+        signed: Envelope | None = None
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+                metadata = dict(info.metadata)
+                field = field or metadata.get("field", "")
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                if bad.field_violations and not field:
+                    field = bad.field_violations[0].field
+            elif detail.Is(Envelope.DESCRIPTOR):
+                signed = Envelope()
+                detail.Unpack(signed)
+        if signed is None:
+            return HubError(
+                code,
+                message,
+                reason=reason,
+                field=field,
+                metadata=metadata,
+                message_id=message_id or metadata.get("message_id", ""),
+            )
+        # The hub addresses the refusal of a stream acknowledgement to "UNKNOWN" (it does not
+        # pass the refused envelope along), so on a stream that is accepted too: a refusal
+        # there can only end the stream, never make this institution act.
+        rejection = self.open_hub_envelope(
+            signed,
+            delivery_pb2.Rejection,
+            also_addressed_to=_UNADDRESSED if message_id is None else None,
+        )
+        if message_id is not None and (
+            rejection.message_id != message_id or rejection.sender != self.institution
+        ):
+            raise HubSignatureError(
+                f"the hub-signed refusal names {rejection.sender}/{rejection.message_id}, "
+                f"not {self.institution}/{message_id}: a refusal replayed from another call"
+            )
+        # The signed Rejection is the hub's word; the unsigned status fields are only a copy.
+        with contextlib.suppress(KeyError):
+            code = grpc.StatusCode[rejection.code]
+        return HubError(
+            code,
+            rejection.message or message,
+            reason=rejection.reason or reason,
+            field=rejection.field or field,
+            metadata=metadata,
+            message_id=rejection.message_id or message_id or "",
+            rejection=rejection,
+            rejection_envelope=signed,
+        )
+
+    # ---- calls ----------------------------------------------------------------------------
+
+    def _callable(self, rpc: _Rpc) -> grpc.aio.UnaryUnaryMultiCallable[Message, Message]:
+        found = self._callables.get(rpc.path)
+        if found is None:
+            found = self._channel.unary_unary(
+                rpc.path,
+                request_serializer=_serialize,
+                response_deserializer=rpc.response.FromString,
+            )
+            self._callables[rpc.path] = found
+        return found
+
+    async def send(self, method: str, envelope: Envelope) -> tuple[Envelope, Message]:
+        """Send an already signed envelope; (hub-signed answer envelope, decoded answer)."""
+        rpc = RPCS.get(method)
+        if rpc is None:
+            raise ValueError(f"unknown method {method!r}; one of: {', '.join(RPCS)}")
+        expected = rpc.body.DESCRIPTOR.full_name
+        if envelope.body_type != expected:
+            raise ValueError(f"{method} takes a {expected}, not {envelope.body_type!r}")
+        request = rpc.request(envelope=envelope)
+        try:
+            response = await self._callable(rpc)(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            raise self._hub_error(err, envelope.message_id) from err
+        answer_env = cast(_Enveloped, response).envelope
+        return answer_env, self.open_hub_envelope(answer_env, rpc.answer)
+
+    async def call(
+        self, method: str, body: Message, *, message_id: str | None = None
+    ) -> tuple[Envelope, Message]:
+        """Sign `body`, send it as `method` (e.g. "CreateReport"), verify and decode the answer."""
+        rpc = RPCS.get(method)
+        if rpc is None:
+            raise ValueError(f"unknown method {method!r}; one of: {', '.join(RPCS)}")
+        if not isinstance(body, rpc.body):
+            raise TypeError(
+                f"{method} takes a {rpc.body.DESCRIPTOR.full_name}, not {type(body).__name__}"
+            )
+        return await self.send(method, self.seal(body, message_id=message_id))
+
+    async def _answer(
+        self, method: str, body: Message, answer: type[M], message_id: str | None = None
+    ) -> M:
+        _, result = await self.call(method, body, message_id=message_id)
+        assert isinstance(result, answer)  # open_hub_envelope decoded it as the RPC's type
+        return result
+
+    async def create_report(
+        self, report: case_pb2.Report, *, message_id: str | None = None
+    ) -> case_pb2.Case:
+        return await self._answer("CreateReport", report, case_pb2.Case, message_id)
+
+    async def verify_report(
+        self,
+        case_id: str,
+        confirmed: bool = True,
+        reason: str = "",
+        *,
+        message_id: str | None = None,
+    ) -> case_pb2.Case:
+        outcome = (
+            case_pb2.VERIFICATION_OUTCOME_CONFIRMED
+            if confirmed
+            else case_pb2.VERIFICATION_OUTCOME_REJECTED
+        )
+        body = case_pb2.Verification(case_id=case_id, outcome=outcome, reason=reason)
+        case = await self._answer("VerifyReport", body, case_pb2.Case, message_id)
+        _same("case", case_id, case.case_id)
+        return case
+
+    async def get_case(self, case_id: str) -> case_pb2.Case:
+        case = await self._answer("GetCase", case_pb2.GetCaseBody(case_id=case_id), case_pb2.Case)
+        _same("case", case_id, case.case_id)
+        return case
+
+    async def list_cases(self, *, state: int = 0, page_size: int = 50) -> list[case_pb2.Case]:
+        """Every case this institution may see, following page tokens to the end."""
+        cases: list[case_pb2.Case] = []
+        token = ""
+        while True:
+            body = case_pb2.ListCasesBody(
+                page_size=page_size,
+                page_token=token,
+                state=cast(case_pb2.CaseState.ValueType, state),
+            )
+            page = await self._answer("ListCases", body, case_pb2.CaseList)
+            cases.extend(page.cases)
+            if not page.next_page_token or page.next_page_token == token:
+                return cases
+            token = page.next_page_token
+
+    async def issue_order(
+        self, instruction: order_pb2.OrderInstruction, *, message_id: str | None = None
+    ) -> order_pb2.Order:
+        order = await self._answer("IssueOrder", instruction, order_pb2.Order, message_id)
+        _same("case", instruction.case_id, order.case_id)
+        return order
+
+    async def answer_order(
+        self, result: order_pb2.ExecutionResult, *, message_id: str | None = None
+    ) -> order_pb2.Order:
+        order = await self._answer("AnswerOrder", result, order_pb2.Order, message_id)
+        _same("order", result.order_id, order.order_id)
+        return order
+
+    async def set_auto_stop_rule(
+        self, rule: order_pb2.AutoStopRule, *, message_id: str | None = None
+    ) -> order_pb2.AutoStopRule:
+        return await self._answer("SetAutoStopRule", rule, order_pb2.AutoStopRule, message_id)
+
+    async def get_institution(self, code: str) -> institution_pb2.Institution:
+        inst = await self._answer(
+            "GetInstitution",
+            institution_pb2.GetInstitutionBody(code=code),
+            institution_pb2.Institution,
+        )
+        _same("institution", code, inst.code)
+        self._registry[code] = _Registered(inst, time.monotonic())
+        return inst
+
+    async def list_institutions(self, *, page_size: int = 100) -> list[institution_pb2.Institution]:
+        found: list[institution_pb2.Institution] = []
+        token = ""
+        while True:
+            body = institution_pb2.ListInstitutionsBody(page_size=page_size, page_token=token)
+            page = await self._answer("ListInstitutions", body, institution_pb2.InstitutionList)
+            found.extend(page.institutions)
+            if not page.next_page_token or page.next_page_token == token:
+                return found
+            token = page.next_page_token
+
+    # ---- the registry, cached -------------------------------------------------------------
+
+    async def member(self, code: str, *, fresh: bool = False) -> institution_pb2.Institution:
+        """The member `code` from the hub's registry, cached for a minute."""
+        cached = self._registry.get(code)
+        if not fresh and cached is not None and time.monotonic() - cached.fetched < _REGISTRY_TTL:
+            return cached.institution
+        return await self.get_institution(code)
+
+    async def _registered_key(
+        self, code: str, key_id: str, at: datetime | None
+    ) -> institution_pb2.PublicKey | None:
+        try:
+            inst = await self.member(code)
+            key = _find_key(inst, key_id)
+            cached = self._registry.get(code)
+            if key is None and (
+                cached is None or time.monotonic() - cached.fetched >= _REGISTRY_REFRESH_MIN
+            ):
+                # A key registered since the cache was filled: look once more, not every time.
+                inst = await self.member(code, fresh=True)
+                key = _find_key(inst, key_id)
+        except HubError as err:
+            if err.code is grpc.StatusCode.NOT_FOUND and err.signed:
+                return None
+            raise
+        if key is None:
+            return None
+        if at is None:
+            return key if key.state == institution_pb2.KEY_STATE_ACTIVE else None
+        created = _to_datetime(key, "create_time")
+        if created is not None and created > at + _KEY_CLOCK_SKEW:
+            return None
+        if key.state == institution_pb2.KEY_STATE_REVOKED:
+            revoked = _to_datetime(key, "revoke_time")
+            if revoked is None or revoked <= at:
+                return None
+        return key
+
+    async def public_key(
+        self, code: str, key_id: str, *, at: datetime | None = None
+    ) -> bytes | None:
+        """The raw public key `key_id` of `code`, if it was valid at `at` (now if None)."""
+        key = await self._registered_key(code, key_id, at)
+        return None if key is None else bytes(key.public_key)
+
+    # ---- the delivery stream --------------------------------------------------------------
+
+    def deliveries(
+        self,
+        connection_name: str = "default",
+        *,
+        reconnect: bool = True,
+        initial_backoff: float = 0.2,
+        max_backoff: float = 10.0,
+    ) -> DeliveryStream:
+        stream = DeliveryStream(
+            self,
+            connection_name,
+            reconnect=reconnect,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+        )
+        self._streams.append(stream)
+        return stream
+
+    def _forget(self, stream: DeliveryStream) -> None:
+        with contextlib.suppress(ValueError):
+            self._streams.remove(stream)
+
+    def _stream_callable(
+        self,
+    ) -> grpc.aio.StreamStreamMultiCallable[
+        delivery_pb2.StreamDeliveriesRequest, delivery_pb2.StreamDeliveriesResponse
+    ]:
+        return delivery_pb2_grpc.DeliveryServiceStub(self._channel).StreamDeliveries
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def _find_key(inst: institution_pb2.Institution, key_id: str) -> institution_pb2.PublicKey | None:
+    return next((k for k in inst.keys if k.key_id == key_id), None)
+
+
+def _same(what: str, asked: str, answered: str) -> None:
+    # The hub's answers do not name the request they answer, so a genuine hub-signed answer
+    # to another call could be replayed in place of this one; the content must match.
+    if asked and asked != answered:
+        raise HubSignatureError(
+            f"asked about {what} {asked!r}, the hub answered about {answered!r}"
+        )
+
+
+class _End:
+    """Queued after the last delivery of a stream."""
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+class DeliveryStream:
+    """The institution's deliveries: an async iterator of verified `Delivery` objects.
+
+    Reconnects with capped, jittered exponential backoff when the connection is lost (if
+    `reconnect`); the hub then redelivers everything not acknowledged. A delivery whose hub
+    signature fails ends the stream with HubSignatureError; a hub refusal (the key was
+    revoked, ...) ends it with HubError. Acknowledge each delivery with `ack` once it is
+    stored or acted on: an acknowledgement lost with the connection is resent after
+    reconnecting, and until the hub has it the delivery may come again, so consumers must
+    be idempotent (the `attempt` field says when a delivery is a repeat).
+    """
+
+    _ACKED_MEMORY = 10_000
+
+    def __init__(
+        self,
+        client: HubClient,
+        connection_name: str,
+        *,
+        reconnect: bool = True,
+        initial_backoff: float = 0.2,
+        max_backoff: float = 10.0,
+    ) -> None:
+        if initial_backoff <= 0 or max_backoff < initial_backoff:
+            raise ValueError("need 0 < initial_backoff <= max_backoff")
+        self.client = client
+        self.connection_name = connection_name
+        self.reconnect = reconnect
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.connected = asyncio.Event()
+        # How many times the connection was lost and tried again; operators watch this.
+        self.reconnects = 0
+        self._queue: asyncio.Queue[Delivery | _Failure | _End] = asyncio.Queue()
+        self._queued: set[int] = set()
+        self._acked: OrderedDict[int, None] = OrderedDict()
+        self._unsent_acks: set[int] = set()
+        self._call: (
+            grpc.aio.StreamStreamCall[
+                delivery_pb2.StreamDeliveriesRequest, delivery_pb2.StreamDeliveriesResponse
+            ]
+            | None
+        ) = None
+        self._write_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._finished = False
+
+    def start(self) -> None:
+        """Connect now rather than on the first iteration (idempotent)."""
+        if self._task is None and not self._closed:
+            self._task = asyncio.create_task(
+                self._run(), name=f"stophub-deliveries-{self.client.institution}"
+            )
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        self.start()
+        while not self._finished:
+            item = await self._queue.get()
+            if isinstance(item, _End):
+                self._finished = True
+                break
+            if isinstance(item, _Failure):
+                raise item.error
+            self._queued.discard(item.sequence)
+            # A redelivery that arrived while the consumer was still working on the first
+            # copy, which it has acknowledged since.
+            if item.sequence not in self._acked:
+                return item
+        raise StopAsyncIteration
+
+    async def ack(self, *sequences: int) -> None:
+        """Tell the hub these deliveries are stored; resent after a reconnect if lost."""
+        fresh = sorted(set(sequences))
+        if not fresh:
+            return
+        for seq in fresh:
+            self._acked[seq] = None
+            self._acked.move_to_end(seq)
+        while len(self._acked) > self._ACKED_MEMORY:
+            self._acked.popitem(last=False)
+        async with self._write_lock:
+            await self._send_acks(fresh)
+
+    async def _send_acks(self, sequences: list[int]) -> None:
+        """Write an AckBody on the current connection; remember it if there is none."""
+        call = self._call
+        if call is None or not self.connected.is_set():
+            self._unsent_acks.update(sequences)
+            return
+        envelope = self.client.seal(delivery_pb2.AckBody(sequences=sequences))
+        try:
+            await call.write(delivery_pb2.StreamDeliveriesRequest(envelope=envelope))
+        except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+            log.info("ack of %s not sent (%s); resending after reconnect", sequences, exc)
+            self._unsent_acks.update(sequences)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.connected.clear()
+        if self._call is not None:
+            self._call.cancel()
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if task is None:
+            self._queue.put_nowait(_End())
+        self.client._forget(self)
+
+    # ---- the connection loop -----------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        try:
+            while not self._closed:
+                started = time.monotonic()
+                received = False
+                lost: HubError
+                try:
+                    received = await self._session()
+                    lost = HubError(
+                        grpc.StatusCode.UNAVAILABLE, "the hub ended the delivery stream"
+                    )
+                except HubError as err:
+                    if not err.transient:
+                        raise
+                    lost = err
+                if self._closed:
+                    return
+                if not self.reconnect:
+                    raise lost
+                if received or time.monotonic() - started > self.max_backoff:
+                    failures = 0
+                failures += 1
+                ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (failures - 1))
+                # Full jitter, so that every bank does not reconnect in the same instant
+                # after a hub restart.
+                delay = random.uniform(ceiling / 2, ceiling)
+                self.reconnects += 1
+                log.warning(
+                    "%s delivery stream %r lost (%s); reconnecting in %.2fs",
+                    self.client.institution,
+                    self.connection_name,
+                    lost,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        except Exception as exc:
+            log.error(
+                "%s delivery stream %r ended: %s",
+                self.client.institution,
+                self.connection_name,
+                exc,
+            )
+            self._queue.put_nowait(_Failure(exc))
+        finally:
+            self.connected.clear()
+            self._queue.put_nowait(_End())
+
+    async def _session(self) -> bool:
+        """One connection, until it ends; True if it carried at least one delivery."""
+        call = self.client._stream_callable()(None)
+        received = False
+        try:
+            subscribe = self.client.seal(
+                delivery_pb2.SubscribeBody(connection_name=self.connection_name)
+            )
+            async with self._write_lock:
+                await call.write(delivery_pb2.StreamDeliveriesRequest(envelope=subscribe))
+                self._call = call
+                self.connected.set()
+                if self._unsent_acks:
+                    pending = sorted(self._unsent_acks)
+                    self._unsent_acks.clear()
+                    await self._send_acks(pending)
+            while True:
+                response = await call.read()
+                if response is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    return received
+                assert isinstance(response, delivery_pb2.StreamDeliveriesResponse)
+                received = True
+                await self._accept(response)
+        except grpc.aio.AioRpcError as err:
+            raise self.client._hub_error(err, None) from err
+        finally:
+            self.connected.clear()
+            self._call = None
+            call.cancel()
+
+    async def _accept(self, response: delivery_pb2.StreamDeliveriesResponse) -> None:
+        notice = self.client.open_hub_envelope(response.envelope, delivery_pb2.Notice)
+        seq = response.sequence
+        if seq in self._acked:
+            # Our acknowledgement crossed the redelivery, or was lost: say it again.
+            async with self._write_lock:
+                await self._send_acks([seq])
+            return
+        if seq in self._queued:
+            return  # a redelivery of one still waiting in our queue
+        problems: list[str] = []
+        origin_ok = await self._check(notice, "origin", problems)
+        authorization_ok = await self._check(notice, "authorization", problems)
+        self._queued.add(seq)
+        self._queue.put_nowait(
+            Delivery(
+                sequence=seq,
+                attempt=response.attempt,
+                envelope=response.envelope,
+                notice=notice,
+                origin_verified=origin_ok,
+                authorization_verified=authorization_ok,
+                problems=tuple(problems),
+            )
+        )
+
+    async def _check(self, notice: delivery_pb2.Notice, field: str, problems: list[str]) -> bool:
+        if field == "origin" and notice.HasField("origin"):
+            forwarded = notice.origin
+        elif field == "authorization" and notice.HasField("authorization"):
+            forwarded = notice.authorization
+        else:
+            return False
+        problem = await self.client.verify_forwarded(forwarded)
+        if problem is not None:
+            problems.append(f"{field}: {problem}")
+            return False
+        return True
+
+
+__all__ = [
+    "HUB",
+    "RPCS",
+    "Clock",
+    "Delivery",
+    "DeliveryStream",
+    "HubClient",
+    "HubError",
+    "HubSignatureError",
+]

@@ -1,0 +1,21 @@
+"""Integration fixtures: a migrated database behind a real SqlStore, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from hub.bootstrap import migrate
+from hub.store.sql import SqlStore
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[SqlStore]:
+    """`database_url` migrated to head, with the store the hub would use on it."""
+    migrate(database_url)
+    sql_store = SqlStore(database_url)
+    try:
+        yield sql_store
+    finally:
+        sql_store.dispose()
