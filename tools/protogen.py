@@ -53,9 +53,7 @@ def generate(out_dir: Path) -> None:
 def generated_files(base: Path) -> dict[str, bytes]:
     pkg = base / OUT_PACKAGE
     return {
-        p.name: p.read_bytes()
-        for p in sorted(pkg.iterdir())
-        if p.name.endswith(GENERATED_SUFFIXES)
+        p.name: p.read_bytes() for p in sorted(pkg.iterdir()) if p.name.endswith(GENERATED_SUFFIXES)
     }
 
 
