@@ -365,11 +365,15 @@ class Hub:
 
     def open_stream(self, envelope: envelope_pb2.Envelope) -> tuple[str, str]:
         """Authenticate a stream's first message; returns (institution code, connection name)."""
-        with self.uow(read_only=True) as uow:
-            sender = self.authenticate(uow, envelope)
-            body = self.decode(SUBSCRIBE, envelope)
-        if sender.kind not in MEMBERS:
-            raise PermissionDenied("KIND_NOT_ALLOWED", f"{sender.code} receives no deliveries")
+        try:
+            with self.uow(read_only=True) as uow:
+                sender = self.authenticate(uow, envelope)
+                body = self.decode(SUBSCRIBE, envelope)
+            if sender.kind not in MEMBERS:
+                raise PermissionDenied("KIND_NOT_ALLOWED", f"{sender.code} receives no deliveries")
+        except DomainError as err:
+            self._record_rejection(envelope, envelope.SerializeToString(), err)
+            raise
         return sender.code, body.connection_name or "default"
 
     def acknowledge(self, institution: str, envelope: envelope_pb2.Envelope) -> list[int]:
