@@ -15,6 +15,7 @@ import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -128,10 +129,13 @@ class Context:
                 self.now,
             )
 
+    @cached_property
+    def kinds(self) -> dict[str, InstitutionKind]:
+        """Every member's kind, read once per command."""
+        return self.uow.institutions.kinds()
+
     def centres(self) -> list[str]:
-        return sorted(
-            code for code, kind in self.uow.institutions.kinds().items() if kind is CENTRE
-        )
+        return sorted(code for code, kind in self.kinds.items() if kind is CENTRE)
 
 
 @dataclass(frozen=True)
@@ -454,7 +458,7 @@ def create_report(ctx: Context, body: case_pb2.Report) -> Message:
         report,
         now=ctx.now,
         message_id=ctx.message_id,
-        institutions=ctx.uow.institutions.kinds(),
+        institutions=ctx.kinds,
     )
     case.report_envelope = ctx.envelope_bytes
     ctx.uow.cases.add(case)
@@ -499,7 +503,7 @@ def _auto_stop(ctx: Context, case: Case) -> None:
         return
     rule = rules[0]
     stops, skipped = rule.stops_for(case)
-    kinds = ctx.uow.institutions.kinds()
+    kinds = ctx.kinds
     authorization = envelope_pb2.Envelope()
     authorization.ParseFromString(rule.envelope)
     for command in stops:
@@ -556,7 +560,7 @@ def issue_order(ctx: Context, body: order_pb2.OrderInstruction) -> Message:
         issued_by=ctx.sender.code,
         now=ctx.now,
         message_id=ctx.message_id,
-        institutions=ctx.uow.institutions.kinds(),
+        institutions=ctx.kinds,
         policy=ctx.hub.policy,
         note=body.note,
     )

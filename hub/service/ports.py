@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "AuditEntry",
+    "AuditLog",
+    "CaseRepository",
+    "Clock",
+    "Conflict",
+    "InboundRecord",
+    "InboundRepository",
+    "InstitutionRepository",
+    "Notifier",
+    "Outbox",
+    "PendingDelivery",
+    "RuleRepository",
+    "Signer",
+    "UnitOfWork",
+    "UnitOfWorkFactory",
+]
+
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from hub.crypto.envelope import Signer
 from hub.domain.cases import Case, CaseState
 from hub.domain.institutions import Institution, InstitutionKind
 from hub.domain.rules import AutoStopRule
@@ -17,16 +36,6 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, aware UTC."""
         ...
-
-
-class Signer(Protocol):
-    @property
-    def algorithm(self) -> str: ...
-
-    @property
-    def key_id(self) -> str: ...
-
-    def sign(self, data: bytes) -> bytes: ...
 
 
 class Notifier(Protocol):
