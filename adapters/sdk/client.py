@@ -901,8 +901,14 @@ class DeliveryStream:
             async with self._write_lock:
                 await call.write(delivery_pb2.StreamDeliveriesRequest(envelope=subscribe))
                 self._call = call
-                self.connected.set()
-                if self._unsent_acks:
+            # The hub sends initial metadata once it has authenticated and attached this
+            # stream; a refusal comes instead as the call's status, raised by read() below.
+            metadata = await call.initial_metadata()
+            subscribed = any(key == "stophub-subscribed" for key, _ in (metadata or ()))
+            async with self._write_lock:
+                if subscribed:
+                    self.connected.set()
+                if subscribed and self._unsent_acks:
                     pending = sorted(self._unsent_acks)
                     self._unsent_acks.clear()
                     await self._send_acks(pending)
