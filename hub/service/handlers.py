@@ -15,8 +15,8 @@ import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message

@@ -506,11 +506,10 @@ async def test_a_stream_the_hub_refuses_ends_with_a_readable_error(
 async def test_connected_means_the_hub_accepted_the_subscription(
     network: Network, clock: ManualClock
 ) -> None:
-    async with members(network, "BANKB") as (bankb,):
-        async with bankb.deliveries("primary") as stream:
-            await asyncio.wait_for(stream.connected.wait(), timeout=5)
-            await asyncio.sleep(0.1)
-            assert network.server.router.connections() == {"BANKB": 1}
+    async with members(network, "BANKB") as (bankb,), bankb.deliveries("primary") as stream:
+        await asyncio.wait_for(stream.connected.wait(), timeout=5)
+        await asyncio.sleep(0.1)
+        assert network.server.router.connections() == {"BANKB": 1}
 
 
 async def test_lists_follow_page_tokens_and_keys_come_from_the_registry(
