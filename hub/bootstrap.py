@@ -10,10 +10,13 @@ from alembic.config import Config as AlembicConfig
 
 import migrations
 from hub.api.server import HubServer, start_server
+from hub.calendar import ChineseWorkingDays
 from hub.clock import SystemClock
 from hub.crypto.keys import PrivateKey, load_private_key
 from hub.domain.cases import Policy
+from hub.domain.clocks import Policy as ClockPolicy
 from hub.domain.institutions import HUB_CODE, InstitutionKind
+from hub.policy import load_policy
 from hub.service.admin import NewKey, Registry
 from hub.service.handlers import Hub
 from hub.service.ports import Clock, Notifier
@@ -64,8 +67,17 @@ def build_hub(
     *,
     clock: Clock | None = None,
     policy: Policy | None = None,
+    clock_policy: ClockPolicy | None = None,
 ) -> Hub:
-    return Hub(store, clock or SystemClock(), key, notifier, policy)
+    return Hub(
+        store,
+        clock or SystemClock(),
+        key,
+        notifier,
+        policy,
+        clock_policy=clock_policy or load_policy(),
+        calendar=ChineseWorkingDays(),
+    )
 
 
 async def serve(
@@ -77,17 +89,21 @@ async def serve(
     run_migrations: bool = True,
     ack_timeout: float = 5.0,
     workers: int = 8,
+    policy_file: str | Path | None = None,
+    sweep_interval: float | None = 1.0,
 ) -> tuple[HubServer, SqlStore]:
     key = hub_key if isinstance(hub_key, PrivateKey) else load_private_key(hub_key)
     clock = clock or SystemClock()
+    clock_policy = load_policy(policy_file)  # a bad file stops the start, naming the line
     if run_migrations:
         migrate(database_url)
     store = SqlStore(database_url)
     ensure_hub_registered(store, key, clock)
     server = await start_server(
-        lambda notifier: build_hub(store, key, notifier, clock=clock),
+        lambda notifier: build_hub(store, key, notifier, clock=clock, clock_policy=clock_policy),
         address,
         ack_timeout=ack_timeout,
         workers=workers,
+        sweep_interval=sweep_interval,
     )
     return server, store

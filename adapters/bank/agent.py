@@ -106,6 +106,7 @@ def _instruction_view(i: order_pb2.OrderInstruction) -> tuple[object, ...]:
             f.approving_authority.strip(),
             f.term_months,
             f.stop_order_id,
+            f.renews_order_id,
         )
     if which == "release":
         return (i.case_id, which, i.release.target_order_id)
@@ -427,7 +428,7 @@ class BankAgent:
                         holder_name=freeze.account.holder_name,
                         account_number=freeze.account.account_number,
                         amount_fen=freeze.amount_fen,
-                        takes_over=freeze.stop_order_id or None,
+                        takes_over=freeze.stop_order_id or freeze.renews_order_id or None,
                     )
                 )
                 _hold_result(result, outcome)

@@ -6,8 +6,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import grpc
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -58,7 +60,9 @@ class HubServer:
         health_servicer: HealthServicer,
         executor: ThreadPoolExecutor,
         port: int,
+        scheduler: AsyncIOScheduler | None = None,
     ) -> None:
+        self.scheduler = scheduler
         self.hub = hub
         self.router = router
         self.server = server
@@ -67,6 +71,8 @@ class HubServer:
         self.port = port
 
     async def stop(self, grace: float = 2.0) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.router.close()
@@ -83,6 +89,7 @@ async def start_server(
     *,
     workers: int = 8,
     ack_timeout: float = 5.0,
+    sweep_interval: float | None = 1.0,
 ) -> HubServer:
     """Bind `address` (host:port, port 0 for any free port) and start serving."""
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub")
@@ -125,5 +132,37 @@ async def start_server(
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    scheduler = None
+    if sweep_interval:
+        scheduler = start_sweeping(hub, executor, sweep_interval)
     log.info("StopHub serving on port %d", port)
-    return HubServer(hub, router, server, health_servicer, executor, port)
+    return HubServer(hub, router, server, health_servicer, executor, port, scheduler)
+
+
+def start_sweeping(hub: Hub, executor: ThreadPoolExecutor, interval: float) -> AsyncIOScheduler:
+    """APScheduler drives the clock sweep. Its job store is in memory and its own: the clocks
+    themselves are rows, claimed with SKIP LOCKED, so any number of hubs may sweep."""
+    loop = asyncio.get_running_loop()
+
+    async def sweep() -> None:
+        try:
+            fired = await loop.run_in_executor(executor, hub.sweep)
+        except Exception:
+            log.exception("clock sweep failed; the next one retries")
+            return
+        if fired:
+            log.info("fired %d clock step(s)", fired)
+
+    scheduler = AsyncIOScheduler(event_loop=loop)
+    scheduler.add_job(
+        sweep,
+        "interval",
+        seconds=interval,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,
+        id="clock-sweep",
+        next_run_time=datetime.now(UTC),  # noqa: DTZ - APScheduler's own timer, not case time
+    )
+    scheduler.start()
+    return scheduler

@@ -56,6 +56,7 @@ class OrderState(StrEnum):
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+    RENEWED = "renewed"
 
 
 class ExecutionStatus(StrEnum):
@@ -169,6 +170,7 @@ class FreezeCommand:
     approving_authority: str
     term_months: int
     stop_order_id: str
+    renews_order_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,8 @@ class Order:
     term_months: int = 0
     # Release: the order released. Freeze: the stop it takes over. Return: the freeze paying.
     target_order_id: str = ""
+    # Freeze: the freeze it renews before that one's term ends.
+    renews_order_id: str = ""
     note: str = ""
     # The signed bytes: the centre's order (absent when issued under a standing rule), the
     # centre's signed rule that authorised an automatic order, and the institution's answer.
@@ -533,7 +537,23 @@ class Case:
                     f"stop {stop.order_id} is {stop.state.value}; only a holding stop can be "
                     "turned into a freeze",
                 )
+        if cmd.renews_order_id:
+            old = self.order(cmd.renews_order_id)
+            if old.kind is not OrderKind.FREEZE or (
+                old.account_institution,
+                old.account_number,
+            ) != (cmd.account.institution_code, cmd.account.account_number):
+                raise InvalidArgument(
+                    "freeze.renews_order_id",
+                    f"{old.order_id} is not a freeze of this account",
+                )
+            if old.state is not OrderState.HOLDING:
+                raise FailedPrecondition(
+                    "FREEZE_NOT_HOLDING",
+                    f"freeze {old.order_id} is {old.state.value}; only a holding freeze is renewed",
+                )
         return Order(
+            renews_order_id=cmd.renews_order_id,
             kind=OrderKind.FREEZE,
             addressed_to=cmd.account.institution_code,
             account_institution=cmd.account.institution_code,
@@ -710,6 +730,11 @@ class Case:
                 if stop.state is OrderState.HOLDING:
                     stop.state = OrderState.CONVERTED
                     stop.held_fen = 0
+            if order.renews_order_id:
+                old = self.order(order.renews_order_id)
+                if old.state is OrderState.HOLDING:
+                    old.state = OrderState.RENEWED
+                    old.held_fen = 0
         elif order.kind is OrderKind.RELEASE and done:
             target = self.order(order.target_order_id)
             order.state = OrderState.COMPLETED
@@ -732,6 +757,23 @@ class Case:
             actor,
             f"{order.kind.value} {order.order_id}: {answer_summary(order, result)}",
             message_id=message_id,
+            order_id=order.order_id,
+        )
+        return order
+
+    def expire(self, order_id: str, now: datetime, why: str) -> Order | None:
+        """A stop or freeze that ran out its time lapses; its hold must be released."""
+        order = self.order(order_id)
+        if not order.is_hold or order.state is not OrderState.HOLDING:
+            return None
+        order.state = OrderState.EXPIRED
+        order.held_fen = 0
+        self.record(
+            now,
+            "order.expired",
+            HUB_CODE,
+            f"{order.kind.value} {order.order_id} lapsed ({why}); {order.addressed_to} must "
+            "release the hold",
             order_id=order.order_id,
         )
         return order

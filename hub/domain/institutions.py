@@ -33,6 +33,8 @@ class KeyState(StrEnum):
 class ContactRole(StrEnum):
     PRIMARY = "primary"
     BACKUP = "backup"
+    # Reached when a deadline is breached; optional.
+    SUPERVISOR = "supervisor"
 
 
 @dataclass(eq=False)

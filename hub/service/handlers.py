@@ -21,9 +21,10 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from hub.crypto.envelope import digest_of, seal_message, verify_envelope
+from hub.crypto.envelope import create_time_of, digest_of, seal_message, verify_envelope
 from hub.crypto.signing import SignatureError
 from hub.domain.cases import Case, CaseState, Order, OrderState, Policy
+from hub.domain.clocks import Policy as ClockPolicySet
 from hub.domain.errors import (
     AlreadyExists,
     DomainError,
@@ -34,6 +35,7 @@ from hub.domain.errors import (
 )
 from hub.domain.institutions import HUB_CODE, Institution, InstitutionKind, KeyState
 from hub.domain.rules import AutoStopRule
+from hub.domain.workdays import WeekdaysOnly, WorkingDays
 from hub.service import wire
 from hub.service.ports import (
     AuditEntry,
@@ -46,6 +48,7 @@ from hub.service.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
+from hub.service.sla import Sweeper, Tracked, apply_clocks
 from stophub.v1 import case_pb2, delivery_pb2, envelope_pb2, institution_pb2, order_pb2
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,7 @@ class Context:
     command: str
     notified: set[str] = field(default_factory=set)
     accepted: bool = False
+    tracked: dict[str, Tracked] = field(default_factory=dict)
 
     def accept(self, command: str, case_id: str | None) -> None:
         """Audit the request as received, once, before anything it causes."""
@@ -97,22 +101,19 @@ class Context:
 
     def deliver(self, recipient: str, notice: delivery_pb2.Notice) -> None:
         """Queue a hub-signed notice in the outbox, in this transaction."""
-        sealed = self.hub.seal(recipient, notice, self.now)
-        data = sealed.SerializeToString()
-        self.uow.outbox.add(recipient, _notice_kind(notice), notice.case_id or None, data, self.now)
-        self.uow.audit.append(
-            AuditEntry(
-                kind="sent",
-                actor=HUB_CODE,
-                message_id=sealed.message_id,
-                detail=f"{_notice_kind(notice)} to {recipient}: {notice.summary}",
-                payload=data,
-                case_id=notice.case_id or None,
-                order_id=notice.order.order_id or None,
-            ),
-            self.now,
-        )
+        self.hub.deliver(self.uow, recipient, notice, self.now)
         self.notified.add(recipient)
+
+    def track(self, case: Case, *, new: bool = False) -> None:
+        """Watch a case so the clocks follow what this command does to it."""
+        if case.case_id in self.tracked:
+            return
+        self.tracked[case.case_id] = Tracked(
+            case,
+            0 if new else len(case.events),
+            {} if new else {o.order_id: o.state for o in case.orders},
+            create_time_of(self.envelope) if new else None,
+        )
 
     def record_events(self, case: Case, since: int) -> None:
         """Audit every timeline step the command added (events past `since`)."""
@@ -167,12 +168,51 @@ class Hub:
         signer: Signer,
         notifier: Notifier,
         policy: Policy | None = None,
+        *,
+        clock_policy: ClockPolicySet | None = None,
+        calendar: WorkingDays | None = None,
     ) -> None:
         self.uow = uow
         self.clock = clock
         self.signer = signer
         self.notifier = notifier
         self.policy = policy or Policy()
+        self.clock_policy = clock_policy or ClockPolicySet(())
+        self.calendar: WorkingDays = calendar or WeekdaysOnly()
+        self.sweeper = Sweeper(self)
+
+    def sweep(self) -> int:
+        """Fire every clock step that is due; returns how many fired."""
+        return self.sweeper.sweep()
+
+    def notify(self, recipients: set[str]) -> None:
+        try:
+            self.notifier.notify(recipients)
+        except Exception:
+            # Committed is committed: the outbox holds the deliveries and the pumps' tick
+            # finds them; nobody must see an error for it.
+            log.exception("could not wake delivery streams for %s", sorted(recipients))
+
+    def deliver(
+        self, uow: UnitOfWork, recipient: str, notice: delivery_pb2.Notice, now: datetime
+    ) -> None:
+        """Queue a hub-signed notice in the outbox and the audit log, in `uow`'s transaction."""
+        sealed = self.seal(recipient, notice, now)
+        data = sealed.SerializeToString()
+        kind = _notice_kind(notice)
+        uow.outbox.add(recipient, kind, notice.case_id or None, data, now)
+        uow.audit.append(
+            AuditEntry(
+                kind="sent",
+                actor=HUB_CODE,
+                message_id=sealed.message_id,
+                detail=f"{kind} to {recipient}: {notice.summary}",
+                payload=data,
+                case_id=notice.case_id or None,
+                order_id=notice.order.order_id or None,
+            ),
+            now,
+        )
 
     # ---- signing ------------------------------------------------------------------------------
 
@@ -243,6 +283,8 @@ class Hub:
                 )
             ctx = Context(self, uow, now, sender, envelope, raw, command.name)
             result = command.run(ctx, body)
+            for tracked in ctx.tracked.values():
+                apply_clocks(ctx, tracked)
             answer = self.seal(sender.code, result, now, in_reply_to=envelope.message_id)
             if command.mutating:
                 answer_bytes = answer.SerializeToString()
@@ -266,12 +308,7 @@ class Hub:
                 )
                 uow.commit()
             if ctx.notified:
-                try:
-                    self.notifier.notify(ctx.notified)
-                except Exception:
-                    # Committed is committed: the outbox holds the deliveries and the pumps'
-                    # tick finds them; the sender must not see an error for it.
-                    log.exception("could not wake delivery streams for %s", sorted(ctx.notified))
+                self.notify(ctx.notified)
             return answer
 
     def authenticate(self, uow: UnitOfWork, envelope: envelope_pb2.Envelope) -> Institution:
@@ -445,6 +482,7 @@ def _load_case(ctx: Context, case_id: str) -> Case:
     if case is None:
         raise NotFound("CASE_NOT_FOUND", f"no case {case_id!r}")
     ctx.accept(ctx.command, case.case_id)
+    ctx.track(case)
     return case
 
 
@@ -462,6 +500,7 @@ def create_report(ctx: Context, body: case_pb2.Report) -> Message:
     )
     case.report_envelope = ctx.envelope_bytes
     ctx.uow.cases.add(case)
+    ctx.track(case, new=True)
     ctx.record_events(case, 0)
     for centre in ctx.centres():
         ctx.deliver(

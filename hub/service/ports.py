@@ -7,6 +7,7 @@ __all__ = [
     "AuditLog",
     "CaseRepository",
     "Clock",
+    "ClockRepository",
     "Conflict",
     "InboundRecord",
     "InboundRepository",
@@ -28,6 +29,7 @@ from typing import Protocol, Self
 
 from hub.crypto.envelope import Signer
 from hub.domain.cases import Case, CaseState
+from hub.domain.clocks import CaseClock, SlaEntry
 from hub.domain.institutions import Institution, InstitutionKind
 from hub.domain.rules import AutoStopRule
 
@@ -128,6 +130,34 @@ class Outbox(Protocol):
     def ack(self, recipient: str, sequences: Sequence[int], now: datetime) -> int: ...
 
 
+class ClockRepository(Protocol):
+    def add(self, clock: CaseClock) -> None: ...
+
+    def open_for_case(self, case_id: str) -> Sequence[CaseClock]: ...
+
+    def due(self, now: datetime, limit: int) -> Sequence[CaseClock]:
+        """Open clocks whose next step is due, locked for this transaction; clocks another
+        transaction holds are skipped, so two hubs never fire the same step."""
+        ...
+
+    def get(self, clock_id: str, *, lock: bool = False) -> CaseClock | None: ...
+
+    def log(self, entry: SlaEntry) -> None: ...
+
+    def query(
+        self,
+        *,
+        institution: str | None,
+        case_id: str | None,
+        open_only: bool,
+        breached_only: bool,
+        limit: int,
+        offset: int,
+    ) -> Sequence[CaseClock]: ...
+
+    def entries(self, clock_ids: Sequence[str]) -> dict[str, list[SlaEntry]]: ...
+
+
 class AuditLog(Protocol):
     def append(self, entry: AuditEntry, now: datetime) -> None: ...
 
@@ -139,6 +169,7 @@ class UnitOfWork(Protocol):
     inbound: InboundRepository
     outbox: Outbox
     audit: AuditLog
+    clocks: ClockRepository
 
     def __enter__(self) -> Self: ...
 

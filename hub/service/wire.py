@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -27,10 +27,17 @@ from hub.domain.cases import (
     StopCommand,
     VerificationOutcome,
 )
+from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.errors import InvalidArgument
-from hub.domain.institutions import ContactRole, Institution, InstitutionKind, KeyState
+from hub.domain.institutions import (
+    ContactRole,
+    DutyContact,
+    Institution,
+    InstitutionKind,
+    KeyState,
+)
 from hub.domain.rules import AutoStopRule
-from stophub.v1 import account_pb2, case_pb2, institution_pb2, order_pb2
+from stophub.v1 import account_pb2, case_pb2, institution_pb2, order_pb2, sla_pb2
 
 # ---- time -------------------------------------------------------------------------------------
 
@@ -187,6 +194,7 @@ def order_command_from_proto(pb: order_pb2.OrderInstruction) -> tuple[str, Order
             fr.approving_authority.strip(),
             fr.term_months,
             fr.stop_order_id,
+            fr.renews_order_id,
         )
     elif which == "release":
         command = ReleaseCommand(pb.release.target_order_id, pb.release.reason)
@@ -261,6 +269,7 @@ def order_to_proto(order: Order) -> order_pb2.Order:
                     approving_authority=order.approving_authority,
                     term_months=order.term_months,
                     stop_order_id=order.target_order_id,
+                    renews_order_id=order.renews_order_id,
                 )
             )
         case OrderKind.RELEASE:
@@ -385,14 +394,7 @@ def institution_to_proto(inst: Institution) -> institution_pb2.Institution:
         _set_ts(key, "create_time", k.created_at)
         _set_ts(key, "revoke_time", k.revoked_at)
     for c in inst.contacts:
-        pb.duty_contacts.add(
-            role=institution_pb2.CONTACT_ROLE_PRIMARY
-            if c.role is ContactRole.PRIMARY
-            else institution_pb2.CONTACT_ROLE_BACKUP,
-            name=c.name,
-            phone=c.phone,
-            email=c.email,
-        )
+        pb.duty_contacts.append(contact_to_proto(c))
     return pb
 
 
@@ -404,4 +406,61 @@ def rule_to_proto(rule: AutoStopRule) -> order_pb2.AutoStopRule:
         centre_code=rule.centre_code,
     )
     _set_ts(pb, "update_time", rule.updated_at)
+    return pb
+
+
+CONTACT_ROLES = {
+    ContactRole.PRIMARY: institution_pb2.CONTACT_ROLE_PRIMARY,
+    ContactRole.BACKUP: institution_pb2.CONTACT_ROLE_BACKUP,
+    ContactRole.SUPERVISOR: institution_pb2.CONTACT_ROLE_SUPERVISOR,
+}
+
+
+def contact_to_proto(c: DutyContact) -> institution_pb2.DutyContact:
+    return institution_pb2.DutyContact(
+        role=CONTACT_ROLES[c.role], name=c.name, phone=c.phone, email=c.email
+    )
+
+
+CLOCK_STATES = {
+    ClockState.OPEN: sla_pb2.CLOCK_STATE_OPEN,
+    ClockState.MET: sla_pb2.CLOCK_STATE_MET,
+    ClockState.MISSED: sla_pb2.CLOCK_STATE_MISSED,
+    ClockState.ENDED: sla_pb2.CLOCK_STATE_ENDED,
+}
+
+
+def sla_entry_to_proto(e: SlaEntry) -> sla_pb2.SlaEvent:
+    pb = sla_pb2.SlaEvent(
+        clock_id=e.clock_id,
+        case_id=e.case_id,
+        order_id=e.order_id,
+        clock=e.kind,
+        event=e.event,
+        responsible=e.responsible,
+        detail=e.detail,
+    )
+    _set_ts(pb, "event_time", e.at)
+    _set_ts(pb, "deadline_time", e.due_at)
+    pb.late.FromTimedelta(timedelta(seconds=e.late_seconds))
+    return pb
+
+
+def clock_to_proto(c: CaseClock, entries: list[SlaEntry] | None = None) -> sla_pb2.ClockView:
+    pb = sla_pb2.ClockView(
+        clock_id=c.clock_id,
+        case_id=c.case_id,
+        order_id=c.order_id,
+        clock=c.kind,
+        responsible=c.responsible,
+        state=CLOCK_STATES[c.state],
+        next_step=c.next_step,
+        stopped_by=c.stopped_by,
+        breached=c.breached,
+        events=[sla_entry_to_proto(e) for e in entries or []],
+    )
+    _set_ts(pb, "start_time", c.started_at)
+    _set_ts(pb, "deadline_time", c.deadline_at)
+    _set_ts(pb, "next_step_time", c.next_step_at)
+    _set_ts(pb, "stop_time", c.stopped_at)
     return pb

@@ -11,6 +11,7 @@ from typing import Any, Self
 from sqlalchemy import (
     Engine,
     and_,
+    case,
     create_engine,
     event,
     func,
@@ -24,12 +25,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.domain.cases import Case, CaseState
+from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import Institution, InstitutionKind
 from hub.domain.rules import AutoStopRule
 from hub.service.ports import (
     AuditEntry,
     AuditLog,
     CaseRepository,
+    ClockRepository,
     Conflict,
     InboundRecord,
     InboundRepository,
@@ -43,11 +46,13 @@ from hub.store.tables import (
     UTCDateTime,
     audit_log,
     cases,
+    clocks,
     deliveries,
     inbound_messages,
     institutions,
     map_domain,
     orders,
+    sla_log,
 )
 
 
@@ -320,6 +325,111 @@ class SqlAudit:
         )
 
 
+class SqlClocks:
+    def __init__(self, session: Session, lock_rows: bool) -> None:
+        self.session = session
+        self.lock_rows = lock_rows
+
+    def add(self, clock: CaseClock) -> None:
+        self.session.add(clock)
+
+    def open_for_case(self, case_id: str) -> Sequence[CaseClock]:
+        stmt = select(CaseClock).where(
+            clocks.c.case_id == case_id, clocks.c.state == ClockState.OPEN
+        )
+        if self.lock_rows:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).all()
+
+    def due(self, now: datetime, limit: int) -> Sequence[CaseClock]:
+        stmt = (
+            select(CaseClock)
+            .where(
+                clocks.c.state == ClockState.OPEN,
+                clocks.c.next_step_at.is_not(None),
+                clocks.c.next_step_at <= type_coerce(now, UTCDateTime()),
+            )
+            .order_by(clocks.c.next_step_at)
+            .limit(limit)
+        )
+        if self.lock_rows:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return self.session.scalars(stmt).all()
+
+    def get(self, clock_id: str, *, lock: bool = False) -> CaseClock | None:
+        stmt = select(CaseClock).where(clocks.c.clock_id == clock_id)
+        if lock and self.lock_rows:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return self.session.scalars(stmt).one_or_none()
+
+    def log(self, entry: SlaEntry) -> None:
+        self.session.execute(
+            sla_log.insert().values(
+                clock_id=entry.clock_id,
+                case_id=entry.case_id,
+                order_id=entry.order_id,
+                kind=entry.kind,
+                event=entry.event,
+                at=entry.at,
+                due_at=entry.due_at,
+                responsible=entry.responsible,
+                late_seconds=entry.late_seconds,
+                detail=entry.detail,
+            )
+        )
+
+    def query(
+        self,
+        *,
+        institution: str | None,
+        case_id: str | None,
+        open_only: bool,
+        breached_only: bool,
+        limit: int,
+        offset: int,
+    ) -> Sequence[CaseClock]:
+        is_open = case((clocks.c.state == ClockState.OPEN, 0), else_=1)
+        stmt = (
+            select(CaseClock)
+            .order_by(is_open, clocks.c.deadline_at, clocks.c.clock_id)
+            .limit(limit)
+            .offset(offset)
+        )
+        if institution:
+            stmt = stmt.where(clocks.c.responsible == institution)
+        if case_id:
+            stmt = stmt.where(clocks.c.case_id == case_id)
+        if open_only:
+            stmt = stmt.where(clocks.c.state == ClockState.OPEN)
+        if breached_only:
+            stmt = stmt.where(clocks.c.breached.is_(True))
+        return self.session.scalars(stmt).all()
+
+    def entries(self, clock_ids: Sequence[str]) -> dict[str, list[SlaEntry]]:
+        found: dict[str, list[SlaEntry]] = {c: [] for c in clock_ids}
+        if not clock_ids:
+            return found
+        rows = self.session.execute(
+            select(sla_log).where(sla_log.c.clock_id.in_(clock_ids)).order_by(sla_log.c.id)
+        )
+        for r in rows:
+            found[r.clock_id].append(
+                SlaEntry(
+                    r.clock_id,
+                    r.case_id,
+                    r.order_id,
+                    r.kind,
+                    r.event,
+                    r.at,
+                    r.due_at,
+                    r.responsible,
+                    r.late_seconds,
+                    r.detail,
+                )
+            )
+        return found
+
+
 class SqlUnitOfWork:
     """One transaction: state, audit entries and outgoing messages commit together."""
 
@@ -329,6 +439,7 @@ class SqlUnitOfWork:
     inbound: InboundRepository
     outbox: Outbox
     audit: AuditLog
+    clocks: ClockRepository
 
     def __init__(self, factory: sessionmaker[Session], *, lock_rows: bool) -> None:
         self._factory = factory
@@ -342,6 +453,7 @@ class SqlUnitOfWork:
         self.inbound = SqlInbound(self.session)
         self.outbox = SqlOutbox(self.session)
         self.audit = SqlAudit(self.session)
+        self.clocks = SqlClocks(self.session, self._lock_rows)
         return self
 
     def __exit__(

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -40,6 +41,7 @@ from hub.domain.cases import (
     OrderState,
     TransactionFact,
 )
+from hub.domain.clocks import CaseClock, ClockState
 from hub.domain.institutions import (
     ContactRole,
     DutyContact,
@@ -191,6 +193,7 @@ orders = Table(
     Column("approving_authority", String(200), nullable=False),
     Column("term_months", Integer, nullable=False),
     Column("target_order_id", String(40), nullable=False),
+    Column("renews_order_id", String(40), nullable=False, server_default=""),
     Column("note", Text, nullable=False),
     Column("origin_envelope", LargeBinary),
     Column("authorization_envelope", LargeBinary),
@@ -311,6 +314,47 @@ audit_log = Table(
     Index("ix_audit_log_case_id", "case_id"),
 )
 
+# Case clocks: one row each, with the due time of its next step (the sweep's index).
+clocks = Table(
+    "clocks",
+    metadata,
+    Column("clock_id", String(40), primary_key=True),
+    Column("case_id", String(40), ForeignKey("cases.case_id"), nullable=False, index=True),
+    Column("order_id", String(40), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("responsible", Code, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("deadline_at", UTCDateTime(), nullable=False),
+    Column("state", _enum(ClockState, "clock_state"), nullable=False),
+    Column("next_step", String(32), nullable=False),
+    Column("next_step_at", UTCDateTime()),
+    Column("steps_done", Integer, nullable=False),
+    Column("breached", Boolean, nullable=False),
+    Column("stopped_at", UTCDateTime()),
+    Column("stopped_by", String(40), nullable=False),
+    Index("ix_clocks_state_next_step_at", "state", "next_step_at"),
+    Index("ix_clocks_responsible_state", "responsible", "state"),
+)
+
+# The SLA log: every clock start, step and stop, for people and auditors.
+sla_log = Table(
+    "sla_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("clock_id", String(40), ForeignKey("clocks.clock_id"), nullable=False, index=True),
+    Column("case_id", String(40), nullable=False, index=True),
+    Column("order_id", String(40), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("due_at", UTCDateTime()),
+    Column("responsible", Code, nullable=False),
+    Column("late_seconds", Float, nullable=False),
+    Column("detail", Text, nullable=False),
+)
+
 _mapped = False
 
 
@@ -387,3 +431,4 @@ def map_domain() -> None:
         },
     )
     mapper_registry.map_imperatively(AutoStopRule, auto_stop_rules)
+    mapper_registry.map_imperatively(CaseClock, clocks)

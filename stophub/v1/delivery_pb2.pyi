@@ -10,6 +10,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from stophub.v1 import envelope_pb2 as _envelope_pb2
 from stophub.v1 import order_pb2 as _order_pb2
+from stophub.v1 import sla_pb2 as _sla_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -38,6 +39,20 @@ class _NoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeKind
     """A report was verified or rejected (sent to the anti-fraud centres)."""
     NOTICE_KIND_CASE_CLOSED: _NoticeKind.ValueType  # 5
     """A case closed (sent to the reporting institution and the centres)."""
+    NOTICE_KIND_CLOCK_REMINDER: _NoticeKind.ValueType  # 6
+    """A clock is at its reminder point: act before the deadline (to the responsible
+    institution's duty contacts).
+    """
+    NOTICE_KIND_CLOCK_BREACH: _NoticeKind.ValueType  # 7
+    """A clock passed its deadline (to the responsible institution's supervisor and the
+    centre's duty desk).
+    """
+    NOTICE_KIND_CLOCK_ESCALATION: _NoticeKind.ValueType  # 8
+    """A clock ran to twice its window (to the regulator)."""
+    NOTICE_KIND_RENEWAL_REMINDER: _NoticeKind.ValueType  # 9
+    """A freeze's term ends soon: renew it or let it lapse (to the centre)."""
+    NOTICE_KIND_ORDER_EXPIRED: _NoticeKind.ValueType  # 10
+    """A stop or freeze lapsed: release the hold (to the holding institution and the centre)."""
 
 class NoticeKind(_NoticeKind, metaclass=_NoticeKindEnumTypeWrapper):
     """What a notice tells its recipient."""
@@ -53,6 +68,20 @@ NOTICE_KIND_REPORT_VERIFIED: NoticeKind.ValueType  # 4
 """A report was verified or rejected (sent to the anti-fraud centres)."""
 NOTICE_KIND_CASE_CLOSED: NoticeKind.ValueType  # 5
 """A case closed (sent to the reporting institution and the centres)."""
+NOTICE_KIND_CLOCK_REMINDER: NoticeKind.ValueType  # 6
+"""A clock is at its reminder point: act before the deadline (to the responsible
+institution's duty contacts).
+"""
+NOTICE_KIND_CLOCK_BREACH: NoticeKind.ValueType  # 7
+"""A clock passed its deadline (to the responsible institution's supervisor and the
+centre's duty desk).
+"""
+NOTICE_KIND_CLOCK_ESCALATION: NoticeKind.ValueType  # 8
+"""A clock ran to twice its window (to the regulator)."""
+NOTICE_KIND_RENEWAL_REMINDER: NoticeKind.ValueType  # 9
+"""A freeze's term ends soon: renew it or let it lapse (to the centre)."""
+NOTICE_KIND_ORDER_EXPIRED: NoticeKind.ValueType  # 10
+"""A stop or freeze lapsed: release the hold (to the holding institution and the centre)."""
 Global___NoticeKind: _TypeAlias = NoticeKind  # noqa: Y015
 
 @_typing.final
@@ -70,6 +99,7 @@ class Notice(_message.Message):
     ORIGIN_FIELD_NUMBER: _builtins.int
     AUTHORIZATION_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    CLOCK_STEP_FIELD_NUMBER: _builtins.int
     kind: Global___NoticeKind.ValueType
     case_id: _builtins.str
     summary: _builtins.str
@@ -88,6 +118,10 @@ class Notice(_message.Message):
     def authorization(self) -> _envelope_pb2.Envelope:
         """For an order the hub issued under a standing rule: the centre's signed rule."""
 
+    @_builtins.property
+    def clock_step(self) -> _sla_pb2.ClockStep:
+        """For clock notices: the clock, the step, and how late the step fired."""
+
     def __init__(
         self,
         *,
@@ -97,10 +131,11 @@ class Notice(_message.Message):
         origin: _envelope_pb2.Envelope | None = ...,
         authorization: _envelope_pb2.Envelope | None = ...,
         summary: _builtins.str = ...,
+        clock_step: _sla_pb2.ClockStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "order", b"order", "origin", b"origin"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "clock_step", b"clock_step", "order", b"order", "origin", b"origin"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "case_id", b"case_id", "kind", b"kind", "order", b"order", "origin", b"origin", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "case_id", b"case_id", "clock_step", b"clock_step", "kind", b"kind", "order", b"order", "origin", b"origin", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

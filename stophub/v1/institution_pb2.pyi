@@ -82,6 +82,8 @@ class _ContactRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContactRo
     CONTACT_ROLE_UNSPECIFIED: _ContactRole.ValueType  # 0
     CONTACT_ROLE_PRIMARY: _ContactRole.ValueType  # 1
     CONTACT_ROLE_BACKUP: _ContactRole.ValueType  # 2
+    CONTACT_ROLE_SUPERVISOR: _ContactRole.ValueType  # 3
+    """Reached when one of the institution's deadlines is breached."""
 
 class ContactRole(_ContactRole, metaclass=_ContactRoleEnumTypeWrapper):
     """Role of a duty contact (A/B role)."""
@@ -89,6 +91,8 @@ class ContactRole(_ContactRole, metaclass=_ContactRoleEnumTypeWrapper):
 CONTACT_ROLE_UNSPECIFIED: ContactRole.ValueType  # 0
 CONTACT_ROLE_PRIMARY: ContactRole.ValueType  # 1
 CONTACT_ROLE_BACKUP: ContactRole.ValueType  # 2
+CONTACT_ROLE_SUPERVISOR: ContactRole.ValueType  # 3
+"""Reached when one of the institution's deadlines is breached."""
 Global___ContactRole: _TypeAlias = ContactRole  # noqa: Y015
 
 @_typing.final

@@ -78,7 +78,9 @@ class _OrderStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderState
     ORDER_STATE_CANCELLED: _OrderState.ValueType  # 9
     """A pending order withdrawn by a release before it was answered."""
     ORDER_STATE_EXPIRED: _OrderState.ValueType  # 10
-    """A stop that lapsed after its 48 hours."""
+    """A stop that lapsed after its 48 hours, or a freeze at the end of its term."""
+    ORDER_STATE_RENEWED: _OrderState.ValueType  # 11
+    """A freeze whose hold was carried over to the freeze that renewed it."""
 
 class OrderState(_OrderState, metaclass=_OrderStateEnumTypeWrapper):
     """Where an order stands."""
@@ -103,7 +105,9 @@ ORDER_STATE_COMPLETED: OrderState.ValueType  # 8
 ORDER_STATE_CANCELLED: OrderState.ValueType  # 9
 """A pending order withdrawn by a release before it was answered."""
 ORDER_STATE_EXPIRED: OrderState.ValueType  # 10
-"""A stop that lapsed after its 48 hours."""
+"""A stop that lapsed after its 48 hours, or a freeze at the end of its term."""
+ORDER_STATE_RENEWED: OrderState.ValueType  # 11
+"""A freeze whose hold was carried over to the freeze that renewed it."""
 Global___OrderState: _TypeAlias = OrderState  # noqa: Y015
 
 class _ExecutionStatus:
@@ -207,6 +211,7 @@ class FreezeInstruction(_message.Message):
     APPROVING_AUTHORITY_FIELD_NUMBER: _builtins.int
     TERM_MONTHS_FIELD_NUMBER: _builtins.int
     STOP_ORDER_ID_FIELD_NUMBER: _builtins.int
+    RENEWS_ORDER_ID_FIELD_NUMBER: _builtins.int
     amount_fen: _builtins.int
     filed_case_number: _builtins.str
     """Number of the filed criminal case."""
@@ -216,6 +221,8 @@ class FreezeInstruction(_message.Message):
     """Term of the freeze: 6 months, or 12 for a major case."""
     stop_order_id: _builtins.str
     """The stop on this account that the freeze takes over, if any."""
+    renews_order_id: _builtins.str
+    """The freeze on this account that this one renews before its term ends, if any."""
     @_builtins.property
     def account(self) -> _account_pb2.AccountRef: ...
     def __init__(
@@ -227,10 +234,11 @@ class FreezeInstruction(_message.Message):
         approving_authority: _builtins.str = ...,
         term_months: _builtins.int = ...,
         stop_order_id: _builtins.str = ...,
+        renews_order_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount_fen", b"amount_fen", "approving_authority", b"approving_authority", "filed_case_number", b"filed_case_number", "stop_order_id", b"stop_order_id", "term_months", b"term_months"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount_fen", b"amount_fen", "approving_authority", b"approving_authority", "filed_case_number", b"filed_case_number", "renews_order_id", b"renews_order_id", "stop_order_id", b"stop_order_id", "term_months", b"term_months"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

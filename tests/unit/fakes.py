@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from hub.domain.cases import Case, CaseState
+from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import Institution, InstitutionKind
 from hub.domain.rules import AutoStopRule
 from hub.service.ports import AuditEntry, Conflict, InboundRecord, PendingDelivery
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from hub.service.ports import (
         AuditLog,
         CaseRepository,
+        ClockRepository,
         InboundRepository,
         InstitutionRepository,
         Notifier,
@@ -62,6 +64,8 @@ class StoreState:
     inbound: dict[tuple[str, str], tuple[InboundRecord, datetime]] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
     audit: list[tuple[AuditEntry, datetime]] = field(default_factory=list)
+    clocks: dict[str, CaseClock] = field(default_factory=dict)
+    sla: list[SlaEntry] = field(default_factory=list)
     next_sequence: int = 1
 
 
@@ -203,6 +207,60 @@ class FakeAudit:
         self._state.audit.append((entry, now))
 
 
+class FakeClocks:
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+
+    def add(self, clock: CaseClock) -> None:
+        assert clock.clock_id not in self._state.clocks, "duplicate clock id"
+        self._state.clocks[clock.clock_id] = clock
+
+    def open_for_case(self, case_id: str) -> Sequence[CaseClock]:
+        return [
+            c
+            for c in self._state.clocks.values()
+            if c.case_id == case_id and c.state is ClockState.OPEN
+        ]
+
+    def due(self, now: datetime, limit: int) -> Sequence[CaseClock]:
+        due = [
+            c
+            for c in self._state.clocks.values()
+            if c.state is ClockState.OPEN and c.next_step_at is not None and c.next_step_at <= now
+        ]
+        return sorted(due, key=lambda c: c.next_step_at or now)[:limit]
+
+    def get(self, clock_id: str, *, lock: bool = False) -> CaseClock | None:
+        return self._state.clocks.get(clock_id)
+
+    def log(self, entry: SlaEntry) -> None:
+        self._state.sla.append(entry)
+
+    def query(
+        self,
+        *,
+        institution: str | None,
+        case_id: str | None,
+        open_only: bool,
+        breached_only: bool,
+        limit: int,
+        offset: int,
+    ) -> Sequence[CaseClock]:
+        found = [
+            c
+            for c in self._state.clocks.values()
+            if (not institution or c.responsible == institution)
+            and (not case_id or c.case_id == case_id)
+            and (not open_only or c.state is ClockState.OPEN)
+            and (not breached_only or c.breached)
+        ]
+        found.sort(key=lambda c: (c.state is not ClockState.OPEN, c.deadline_at, c.clock_id))
+        return found[offset : offset + limit]
+
+    def entries(self, clock_ids: Sequence[str]) -> dict[str, list[SlaEntry]]:
+        return {cid: [e for e in self._state.sla if e.clock_id == cid] for cid in clock_ids}
+
+
 # ---- unit of work ----------------------------------------------------------------------------
 
 
@@ -214,6 +272,7 @@ class FakeUnitOfWork:
     inbound: InboundRepository
     outbox: Outbox
     audit: AuditLog
+    clocks: ClockRepository
 
     def __init__(self, store: FakeStore, *, read_only: bool) -> None:
         self._store = store
@@ -230,6 +289,7 @@ class FakeUnitOfWork:
         self.inbound = FakeInbound(self._state)
         self.outbox = FakeOutbox(self._state)
         self.audit = FakeAudit(self._state)
+        self.clocks = FakeClocks(self._state)
 
     def __enter__(self) -> Self:
         assert not self._open, "a unit of work is entered once"

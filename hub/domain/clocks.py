@@ -1,0 +1,389 @@
+"""Case clocks: what starts and stops each one, its window, and its escalation ladder.
+
+Plain Python. A clock is a row with a due time for its next step; the service layer starts
+and stops clocks from the triggers a command produced and the sweep fires due steps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from hub.domain.cases import Case, Order, OrderKind, OrderState, add_months
+from hub.domain.workdays import WorkingDays, add_working_days
+
+
+class Responsible(StrEnum):
+    HUB = "hub"
+    REPORTER = "reporter"
+    CENTRE = "centre"
+    ADDRESSEE = "addressee"
+
+
+class StepKind(StrEnum):
+    REMINDER = "reminder"
+    BREACH = "breach"
+    REGULATOR = "regulator"
+    RENEWAL_REMINDER = "renewal_reminder"
+    EXPIRE = "expire"
+
+
+class ClockState(StrEnum):
+    OPEN = "open"
+    MET = "met"  # stopped before its deadline
+    MISSED = "missed"  # stopped after its deadline
+    ENDED = "ended"  # ran to the end of its ladder without being stopped
+
+
+CASE_TRIGGERS = frozenset(
+    {"report.sent", "report.received", "report.verified", "report.rejected", "case.closed"}
+)
+ORDER_TRIGGERS = frozenset(
+    f"{kind.value}.{what}"
+    for kind in OrderKind
+    for what in ("issued", "answered", "effective", "ended")
+)
+TRIGGERS = CASE_TRIGGERS | ORDER_TRIGGERS
+ENDED_STATES = frozenset(
+    {
+        OrderState.RELEASED,
+        OrderState.CONVERTED,
+        OrderState.RETURNED,
+        OrderState.CANCELLED,
+        OrderState.EXPIRED,
+        OrderState.RENEWED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """How long a clock runs: minutes, hours, days, working days, or the freeze's own term."""
+
+    amount: int
+    unit: str  # "minutes" | "hours" | "days" | "working_days" | "term"
+
+    UNITS = ("minutes", "hours", "days", "working_days", "term")
+
+    def deadline(self, start: datetime, calendar: WorkingDays, order: Order | None) -> datetime:
+        if self.unit == "minutes":
+            return start + timedelta(minutes=self.amount)
+        if self.unit == "hours":
+            return start + timedelta(hours=self.amount)
+        if self.unit == "days":
+            return start + timedelta(days=self.amount)
+        if self.unit == "working_days":
+            return add_working_days(start, self.amount, calendar)
+        if order is None or not order.term_months:
+            raise ValueError("a 'term' window needs an order with a term")
+        return add_months(start, order.term_months)
+
+    def __str__(self) -> str:
+        if self.unit == "term":
+            return "the order's term"
+        return f"{self.amount} {self.unit.replace('_', ' ')}"
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepKind
+    percent: int | None = None  # of the window, from the start
+    before_end: timedelta | None = None  # before the deadline
+
+    def at(self, start: datetime, deadline: datetime) -> datetime:
+        if self.before_end is not None:
+            return deadline - self.before_end
+        assert self.percent is not None
+        return start + (deadline - start) * self.percent / 100
+
+    def __str__(self) -> str:
+        if self.before_end is not None:
+            return f"{self.kind.value}@-{self.before_end.days}d"
+        return f"{self.kind.value}@{self.percent}%"
+
+
+@dataclass(frozen=True)
+class ClockPolicy:
+    name: str
+    starts: str
+    stops: frozenset[str]
+    window: Window
+    responsible: Responsible
+    ladder: tuple[Step, ...]
+
+    @property
+    def order_scoped(self) -> bool:
+        return self.starts in ORDER_TRIGGERS
+
+    @property
+    def order_kind(self) -> OrderKind | None:
+        return OrderKind(self.starts.split(".")[0]) if self.order_scoped else None
+
+
+@dataclass(frozen=True)
+class Policy:
+    clocks: tuple[ClockPolicy, ...]
+
+    def clock(self, name: str) -> ClockPolicy | None:
+        return next((c for c in self.clocks if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Something a command did that may start or stop a clock."""
+
+    name: str
+    at: datetime
+    order: Order | None = None
+
+
+@dataclass(eq=False)
+class CaseClock:
+    """One running clock of one case (and order), with the time of its next step."""
+
+    clock_id: str
+    case_id: str
+    kind: str
+    responsible: str
+    started_at: datetime
+    deadline_at: datetime
+    order_id: str = ""
+    state: ClockState = ClockState.OPEN
+    next_step: str = ""
+    next_step_at: datetime | None = None
+    steps_done: int = 0
+    breached: bool = False
+    stopped_at: datetime | None = None
+    stopped_by: str = ""
+
+
+@dataclass(frozen=True)
+class SlaEntry:
+    """One row of the SLA log."""
+
+    clock_id: str
+    case_id: str
+    order_id: str
+    kind: str
+    event: str  # started | met | missed | reminder | breach | regulator | renewal_reminder | expire
+    at: datetime
+    due_at: datetime | None
+    responsible: str
+    late_seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class ClockChanges:
+    started: list[CaseClock] = field(default_factory=list)
+    stopped: list[CaseClock] = field(default_factory=list)
+    log: list[SlaEntry] = field(default_factory=list)
+
+
+# ---- triggers from a command ------------------------------------------------------------------
+
+
+def triggers_of(
+    case: Case,
+    events_since: int,
+    states_before: dict[str, OrderState],
+    *,
+    sent_at: datetime | None = None,
+) -> list[Trigger]:
+    """The triggers a command produced, from the events it appended and the orders it changed."""
+    out: list[Trigger] = []
+    orders = {o.order_id: o for o in case.orders}
+    for event in case.events[events_since:]:
+        order = orders.get(event.order_id) if event.order_id else None
+        if event.kind == "report.received" and sent_at is not None:
+            out.append(Trigger("report.sent", sent_at))
+        if event.kind in ("report.received", "report.verified", "report.rejected", "case.closed"):
+            out.append(Trigger(event.kind, event.at))
+        elif event.kind == "order.issued" and order is not None:
+            out.append(Trigger(f"{order.kind.value}.issued", event.at, order))
+        elif event.kind == "order.answered" and order is not None:
+            out.append(Trigger(f"{order.kind.value}.answered", event.at, order))
+            if order.state is OrderState.HOLDING and order.effective_at is not None:
+                out.append(Trigger(f"{order.kind.value}.effective", event.at, order))
+    now = case.events[-1].at if case.events else None
+    for order in case.orders:
+        before = states_before.get(order.order_id)
+        if order.state in ENDED_STATES and before is not None and before not in ENDED_STATES:
+            assert now is not None
+            out.append(Trigger(f"{order.kind.value}.ended", now, order))
+    return out
+
+
+def _stops(
+    clock: CaseClock, policy: ClockPolicy, trigger: Trigger, orders: dict[str, Order]
+) -> bool:
+    if trigger.name not in policy.stops:
+        return False
+    if not clock.order_id:
+        return True
+    if trigger.order is None:
+        return trigger.name in CASE_TRIGGERS
+    other = trigger.order
+    if other.order_id == clock.order_id or other.target_order_id == clock.order_id:
+        return True
+    mine = orders.get(clock.order_id)
+    # A freeze or release on the same account answers the investigation of a stop.
+    return (
+        mine is not None
+        and (other.account_institution, other.account_number)
+        == (mine.account_institution, mine.account_number)
+        and other.kind in (OrderKind.FREEZE, OrderKind.RELEASE)
+    )
+
+
+def responsible_for(
+    policy: ClockPolicy, case: Case, order: Order | None, centres: Sequence[str], hub_code: str
+) -> str:
+    match policy.responsible:
+        case Responsible.HUB:
+            return hub_code
+        case Responsible.REPORTER:
+            return case.reporting_institution
+        case Responsible.ADDRESSEE:
+            return order.addressed_to if order is not None else case.reporting_institution
+        case Responsible.CENTRE:
+            if order is not None and order.issued_by:
+                return order.issued_by
+            return centres[0] if centres else hub_code
+
+
+def next_step(policy: ClockPolicy, clock: CaseClock) -> tuple[str, datetime | None]:
+    """The clock's next step after `steps_done` of its ladder, or none."""
+    steps = sorted(policy.ladder, key=lambda s: s.at(clock.started_at, clock.deadline_at))
+    if clock.steps_done >= len(steps):
+        return "", None
+    step = steps[clock.steps_done]
+    return step.kind.value, step.at(clock.started_at, clock.deadline_at)
+
+
+def apply_triggers(
+    policy: Policy,
+    case: Case,
+    triggers: Iterable[Trigger],
+    open_clocks: Sequence[CaseClock],
+    *,
+    new_id: Callable[[], str],
+    calendar: WorkingDays,
+    centres: Sequence[str],
+    hub_code: str,
+) -> ClockChanges:
+    """Start and stop clocks for what a command did; stop first, so a trigger that both
+    stops and starts (none in the defaults) never stops the clock it just started."""
+    changes = ClockChanges()
+    orders = {o.order_id: o for o in case.orders}
+    open_now = [c for c in open_clocks if c.state is ClockState.OPEN]
+    triggers = list(triggers)
+    for trigger in triggers:
+        for clock in open_now:
+            cp = policy.clock(clock.kind)
+            if cp is None or clock.state is not ClockState.OPEN:
+                continue
+            if _stops(clock, cp, trigger, orders):
+                stop(clock, trigger.at, trigger.name, changes)
+        for cp in policy.clocks:
+            if cp.starts != trigger.name:
+                continue
+            order = trigger.order if cp.order_scoped else None
+            start_at = trigger.at
+            deadline = cp.window.deadline(start_at, calendar, order)
+            clock = CaseClock(
+                clock_id=new_id(),
+                case_id=case.case_id,
+                order_id=order.order_id if order is not None else "",
+                kind=cp.name,
+                responsible=responsible_for(cp, case, order, centres, hub_code),
+                started_at=start_at,
+                deadline_at=deadline,
+            )
+            clock.next_step, clock.next_step_at = next_step(cp, clock)
+            changes.started.append(clock)
+            open_now.append(clock)
+            changes.log.append(
+                SlaEntry(
+                    clock.clock_id,
+                    case.case_id,
+                    clock.order_id,
+                    cp.name,
+                    "started",
+                    start_at,
+                    deadline,
+                    clock.responsible,
+                    detail=f"{cp.window} to {cp.responsible.value}",
+                )
+            )
+    return changes
+
+
+def stop(clock: CaseClock, at: datetime, why: str, changes: ClockChanges) -> None:
+    missed = at > clock.deadline_at
+    clock.state = ClockState.MISSED if missed else ClockState.MET
+    clock.stopped_at = at
+    clock.stopped_by = why
+    clock.next_step, clock.next_step_at = "", None
+    changes.stopped.append(clock)
+    late = (at - clock.deadline_at).total_seconds() if missed else 0.0
+    changes.log.append(
+        SlaEntry(
+            clock.clock_id,
+            clock.case_id,
+            clock.order_id,
+            clock.kind,
+            "missed" if missed else "met",
+            at,
+            clock.deadline_at,
+            clock.responsible,
+            late_seconds=late,
+            detail=why,
+        )
+    )
+
+
+# ---- the policy file --------------------------------------------------------------------------
+
+_STEP = re.compile(r"^(?P<kind>[a-z_]+)@(?:(?P<pct>\d+)%|-(?P<days>\d+)d|-(?P<hours>\d+)h)$")
+_WINDOW = re.compile(r"^(?P<n>\d+)\s+(?P<unit>minutes?|hours?|days?|working days?)$")
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the line."""
+
+
+def parse_window(text: str) -> Window:
+    if text.strip() == "term":
+        return Window(0, "term")
+    m = _WINDOW.match(text.strip())
+    if not m or int(m["n"]) <= 0:
+        raise ValueError(
+            f"window {text!r}: write 'N minutes', 'N hours', 'N days', 'N working days' or 'term'"
+        )
+    unit = m["unit"].rstrip("s").replace(" ", "_") + "s"
+    return Window(int(m["n"]), unit)
+
+
+def parse_step(text: str) -> Step:
+    m = _STEP.match(text.strip())
+    if not m:
+        raise ValueError(
+            f"step {text!r}: write 'KIND@P%' (of the window) or 'KIND@-Nd' / 'KIND@-Nh' "
+            "(before its end)"
+        )
+    try:
+        kind = StepKind(m["kind"])
+    except ValueError:
+        raise ValueError(
+            f"step {text!r}: unknown kind {m['kind']!r}; one of "
+            + ", ".join(k.value for k in StepKind)
+        ) from None
+    if m["pct"] is not None:
+        return Step(kind, percent=int(m["pct"]))
+    if m["days"] is not None:
+        return Step(kind, before_end=timedelta(days=int(m["days"])))
+    return Step(kind, before_end=timedelta(hours=int(m["hours"])))

@@ -1,0 +1,309 @@
+"""Clocks in the service layer: start and stop them with each command, fire due steps.
+
+Starting and stopping happen inside the command's own transaction. Firing is the sweep:
+it claims due clocks (on PostgreSQL with FOR UPDATE SKIP LOCKED, so two hubs never fire the
+same step), writes each step's notices, SLA log row and audit entry, moves the clock to its
+next step, and commits. A step fired after its due time says how late it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from hub.domain.cases import Case, OrderState
+from hub.domain.clocks import (
+    CaseClock,
+    ClockChanges,
+    ClockState,
+    SlaEntry,
+    StepKind,
+    apply_triggers,
+    next_step,
+    triggers_of,
+)
+from hub.domain.institutions import HUB_CODE, ContactRole, InstitutionKind
+from hub.service import wire
+from hub.service.ports import AuditEntry, UnitOfWork
+from stophub.v1 import delivery_pb2, sla_pb2
+
+if TYPE_CHECKING:
+    from hub.service.handlers import Context, Hub
+
+log = logging.getLogger(__name__)
+
+# A step that fires within this of its due time is on time; later ones are marked late.
+ON_TIME = timedelta(seconds=2)
+
+NOTICE_KINDS = {
+    StepKind.REMINDER: delivery_pb2.NOTICE_KIND_CLOCK_REMINDER,
+    StepKind.BREACH: delivery_pb2.NOTICE_KIND_CLOCK_BREACH,
+    StepKind.REGULATOR: delivery_pb2.NOTICE_KIND_CLOCK_ESCALATION,
+    StepKind.RENEWAL_REMINDER: delivery_pb2.NOTICE_KIND_RENEWAL_REMINDER,
+    StepKind.EXPIRE: delivery_pb2.NOTICE_KIND_ORDER_EXPIRED,
+}
+
+
+@dataclass
+class Tracked:
+    case: Case
+    events_since: int
+    states_before: dict[str, OrderState]
+    sent_at: datetime | None
+
+
+def new_clock_id() -> str:
+    return f"K{uuid.uuid4().hex[:20].upper()}"
+
+
+def apply_clocks(ctx: Context, tracked: Tracked) -> ClockChanges:
+    """Start and stop the clocks of one case for what this command did."""
+    hub = ctx.hub
+    triggers = triggers_of(
+        tracked.case, tracked.events_since, tracked.states_before, sent_at=tracked.sent_at
+    )
+    if not triggers:
+        return ClockChanges()
+    open_clocks = ctx.uow.clocks.open_for_case(tracked.case.case_id)
+    changes = apply_triggers(
+        hub.clock_policy,
+        tracked.case,
+        triggers,
+        open_clocks,
+        new_id=new_clock_id,
+        calendar=hub.calendar,
+        centres=ctx.centres(),
+        hub_code=HUB_CODE,
+    )
+    for clock in changes.started:
+        if clock.state is ClockState.OPEN or clock not in open_clocks:
+            ctx.uow.clocks.add(clock)
+    write_log(ctx.uow, changes.log, ctx.now)
+    return changes
+
+
+def write_log(uow: UnitOfWork, entries: Sequence[SlaEntry], now: datetime) -> None:
+    for entry in entries:
+        uow.clocks.log(entry)
+        uow.audit.append(
+            AuditEntry(
+                kind="clock",
+                actor=HUB_CODE,
+                message_id="",
+                detail=f"{entry.kind} clock {entry.clock_id} {entry.event}"
+                + (f" {entry.late_seconds:.0f}s late" if entry.late_seconds else "")
+                + (f": {entry.detail}" if entry.detail else ""),
+                case_id=entry.case_id,
+                order_id=entry.order_id or None,
+            ),
+            now,
+        )
+
+
+class Sweeper:
+    """Fires due clock steps; any number of hubs may sweep one database at once."""
+
+    def __init__(self, hub: Hub, batch: int = 200) -> None:
+        self.hub = hub
+        self.batch = batch
+
+    def sweep(self) -> int:
+        """Fire every step due now; returns how many fired."""
+        fired = 0
+        for _ in range(1000):  # bounded: a burst of steps drains in batches
+            count, expiring = self._fire_batch()
+            for clock_id in expiring:
+                count += self._expire(clock_id)
+            fired += count
+            if count == 0:
+                break
+        return fired
+
+    def _fire_batch(self) -> tuple[int, list[str]]:
+        hub = self.hub
+        recipients: set[str] = set()
+        expiring: list[str] = []
+        fired = 0
+        with hub.uow() as uow:
+            now = hub.clock.now()
+            due = uow.clocks.due(now, self.batch)
+            if not due:
+                return 0, []
+            kinds = uow.institutions.kinds()
+            for clock in due:
+                cp = hub.clock_policy.clock(clock.kind)
+                if cp is None:
+                    # The policy no longer has this clock: it cannot be judged, so it ends.
+                    clock.state, clock.next_step, clock.next_step_at = ClockState.ENDED, "", None
+                    continue
+                if clock.next_step == StepKind.EXPIRE.value:
+                    # Needs the case lock, taken before the clock's (see _expire).
+                    expiring.append(clock.clock_id)
+                    continue
+                recipients |= self._fire(uow, clock, now, kinds)
+                fired += 1
+            uow.commit()
+        if recipients:
+            hub.notify(recipients)
+        return fired, expiring
+
+    def _fire(
+        self,
+        uow: UnitOfWork,
+        clock: CaseClock,
+        now: datetime,
+        kinds: dict[str, InstitutionKind],
+        *,
+        case: Case | None = None,
+    ) -> set[str]:
+        """Fire the clock's next step; return who was told."""
+        hub = self.hub
+        cp = hub.clock_policy.clock(clock.kind)
+        assert cp is not None and clock.next_step_at is not None
+        step = StepKind(clock.next_step)
+        due_at = clock.next_step_at
+        late = max(0.0, (now - due_at).total_seconds())
+        late_seconds = late if now - due_at > ON_TIME else 0.0
+        if due_at >= clock.deadline_at and step in (StepKind.BREACH, StepKind.REGULATOR):
+            clock.breached = True
+        centres = sorted(c for c, k in kinds.items() if k is InstitutionKind.ANTI_FRAUD_CENTRE)
+        regulators = sorted(c for c, k in kinds.items() if k is InstitutionKind.REGULATOR)
+        responsible = clock.responsible if clock.responsible != HUB_CODE else ""
+        roles: tuple[ContactRole, ...]
+        match step:
+            case StepKind.REMINDER | StepKind.RENEWAL_REMINDER:
+                to = [responsible] if responsible else centres
+                roles = (ContactRole.PRIMARY, ContactRole.BACKUP)
+            case StepKind.BREACH:
+                to = sorted({*([responsible] if responsible else []), *centres})
+                roles = (ContactRole.SUPERVISOR, ContactRole.PRIMARY, ContactRole.BACKUP)
+            case StepKind.REGULATOR:
+                to = regulators or centres
+                roles = (ContactRole.SUPERVISOR,)
+            case StepKind.EXPIRE:
+                to = sorted({*([responsible] if responsible else []), *centres})
+                roles = (ContactRole.PRIMARY, ContactRole.BACKUP)
+        contacts = []
+        owner = uow.institutions.get(clock.responsible) if responsible else None
+        if owner is not None:
+            wanted = [c for c in owner.contacts if c.role in roles]
+            if step is StepKind.BREACH and any(c.role is ContactRole.SUPERVISOR for c in wanted):
+                wanted = [c for c in wanted if c.role is ContactRole.SUPERVISOR]
+            contacts = [wire.contact_to_proto(c) for c in wanted]
+        entry = SlaEntry(
+            clock.clock_id,
+            clock.case_id,
+            clock.order_id,
+            clock.kind,
+            step.value,
+            now,
+            due_at,
+            clock.responsible,
+            late_seconds=late_seconds,
+            detail="to " + ", ".join(to) if to else "no recipient registered",
+        )
+        clock.steps_done += 1
+        if step is StepKind.EXPIRE:
+            clock.state = ClockState.ENDED
+            clock.next_step, clock.next_step_at = "", None
+        else:
+            clock.next_step, clock.next_step_at = next_step(cp, clock)
+            if clock.next_step_at is None:
+                clock.state = ClockState.ENDED
+        write_log(uow, [entry], now)
+        step_pb = sla_pb2.ClockStep(
+            clock=wire.clock_to_proto(clock),
+            step=step.value,
+            contacts=contacts,
+        )
+        step_pb.late.FromTimedelta(timedelta(seconds=late_seconds))
+        notice = delivery_pb2.Notice(
+            kind=NOTICE_KINDS[step],
+            case_id=clock.case_id,
+            summary=describe_step(clock, step, due_at, late_seconds),
+            clock_step=step_pb,
+        )
+        if case is not None and clock.order_id:
+            notice.order.CopyFrom(wire.order_to_proto(case.order(clock.order_id)))
+        for recipient in to:
+            hub.deliver(uow, recipient, notice, now)
+        return set(to)
+
+    def _expire(self, clock_id: str) -> int:
+        hub = self.hub
+        with hub.uow() as uow:
+            peek = uow.clocks.get(clock_id)
+            if peek is None:
+                return 0
+            case = uow.cases.get(peek.case_id, lock=True)
+            clock = uow.clocks.get(clock_id, lock=True)
+            now = hub.clock.now()
+            if (
+                case is None
+                or clock is None
+                or clock.state is not ClockState.OPEN
+                or clock.next_step != StepKind.EXPIRE.value
+                or clock.next_step_at is None
+                or clock.next_step_at > now
+            ):
+                return 0  # another hub fired it, or a command stopped it meanwhile
+            kinds = uow.institutions.kinds()
+            events_since = len(case.events)
+            states_before = {o.order_id: o.state for o in case.orders}
+            window = hub.clock_policy.clock(clock.kind)
+            why = f"{window.window if window else 'its window'} passed without renewal"
+            case.expire(clock.order_id, now, why)
+            recipients = self._fire(uow, clock, now, kinds, case=case)
+            # The lapse ends the order: stop the clocks that waited on it (investigation).
+            changes = apply_triggers(
+                hub.clock_policy,
+                case,
+                triggers_of(case, events_since, states_before),
+                uow.clocks.open_for_case(case.case_id),
+                new_id=new_clock_id,
+                calendar=hub.calendar,
+                centres=sorted(
+                    c for c, k in kinds.items() if k is InstitutionKind.ANTI_FRAUD_CENTRE
+                ),
+                hub_code=HUB_CODE,
+            )
+            for started in changes.started:
+                uow.clocks.add(started)
+            write_log(uow, changes.log, now)
+            for event in case.events[events_since:]:
+                uow.audit.append(
+                    AuditEntry(
+                        kind="transition",
+                        actor=event.actor,
+                        message_id="",
+                        detail=f"{event.kind}: {event.summary}",
+                        case_id=case.case_id,
+                        order_id=event.order_id or None,
+                    ),
+                    now,
+                )
+            uow.commit()
+        hub.notify(recipients)
+        return 1
+
+
+def describe_step(clock: CaseClock, step: StepKind, due_at: datetime, late: float) -> str:
+    subject = f"{clock.kind} clock of case {clock.case_id}" + (
+        f", order {clock.order_id}" if clock.order_id else ""
+    )
+    when = f"deadline {clock.deadline_at.isoformat(timespec='seconds')}"
+    text = {
+        StepKind.REMINDER: f"reminder: {subject} is due, {when}; {clock.responsible} must act",
+        StepKind.BREACH: f"BREACH: {subject} passed its {when}; {clock.responsible} has not acted",
+        StepKind.REGULATOR: f"ESCALATION: {subject} is at twice its window; {when}",
+        StepKind.RENEWAL_REMINDER: f"renewal: {subject} ends at {clock.deadline_at.isoformat()}"
+        "; renew it or let it lapse",
+        StepKind.EXPIRE: f"LAPSED: {subject}; the hold must be released",
+    }[step]
+    if late:
+        text += f" (fired {late:.0f} s late: the hub was not running at {due_at.isoformat()})"
+    return text
