@@ -64,11 +64,11 @@ class Window:
     """How long a clock runs: minutes, hours, days, working days, or the freeze's own term."""
 
     amount: int
-    unit: str  # "minutes" | "hours" | "days" | "working_days" | "term"
-
-    UNITS = ("minutes", "hours", "days", "working_days", "term")
+    unit: str  # "seconds" | "minutes" | "hours" | "days" | "working_days" | "term"
 
     def deadline(self, start: datetime, calendar: WorkingDays, order: Order | None) -> datetime:
+        if self.unit == "seconds":
+            return start + timedelta(seconds=self.amount)
         if self.unit == "minutes":
             return start + timedelta(minutes=self.amount)
         if self.unit == "hours":
@@ -84,7 +84,8 @@ class Window:
     def __str__(self) -> str:
         if self.unit == "term":
             return "the order's term"
-        return f"{self.amount} {self.unit.replace('_', ' ')}"
+        unit = self.unit.replace("_", " ")
+        return f"{self.amount} {unit if self.amount != 1 else unit.removesuffix('s')}"
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,7 @@ def stop(clock: CaseClock, at: datetime, why: str, changes: ClockChanges) -> Non
 # ---- the policy file --------------------------------------------------------------------------
 
 _STEP = re.compile(r"^(?P<kind>[a-z_]+)@(?:(?P<pct>\d+)%|-(?P<days>\d+)d|-(?P<hours>\d+)h)$")
-_WINDOW = re.compile(r"^(?P<n>\d+)\s+(?P<unit>minutes?|hours?|days?|working days?)$")
+_WINDOW = re.compile(r"^(?P<n>\d+)\s+(?P<unit>seconds?|minutes?|hours?|days?|working days?)$")
 
 
 class PolicyError(ValueError):
@@ -362,7 +363,8 @@ def parse_window(text: str) -> Window:
     m = _WINDOW.match(text.strip())
     if not m or int(m["n"]) <= 0:
         raise ValueError(
-            f"window {text!r}: write 'N minutes', 'N hours', 'N days', 'N working days' or 'term'"
+            f"window {text!r}: write 'N minutes', 'N hours', 'N days', 'N working days', "
+            "'term', or 'N seconds' (for tests and drills)"
         )
     unit = m["unit"].rstrip("s").replace(" ", "_") + "s"
     return Window(int(m["n"]), unit)
