@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from alembic import command
@@ -91,6 +92,7 @@ async def serve(
     workers: int = 8,
     policy_file: str | Path | None = None,
     sweep_interval: float | None = 1.0,
+    late_after: timedelta | None = None,
 ) -> tuple[HubServer, SqlStore]:
     key = hub_key if isinstance(hub_key, PrivateKey) else load_private_key(hub_key)
     clock = clock or SystemClock()
@@ -106,4 +108,6 @@ async def serve(
         workers=workers,
         sweep_interval=sweep_interval,
     )
+    if late_after is not None:
+        server.hub.sweeper.late_after = late_after
     return server, store

@@ -51,18 +51,24 @@ WALLET = account_pb2.AccountRef(
     institution_code=PAYX, account_number="PX88000003", holder_name="Wang Wu"
 )
 FREEZE_CASE = "JX-2026-0312"
+SPEED = 120.0
+PAYX_DELAY = timedelta(minutes=12)
 AUTHORITY = "Public Security Bureau, Xicheng District"
 
 
-class ShiftedClock:
-    """System time moved by an offset: the fraud happened minutes before the report."""
+class DemoClock:
+    """Case time for the demo: it runs `speed` times faster than the wall clock, so the
+    minutes a slow bank takes pass in seconds, and it can be set back for the fraud that
+    happened before the report."""
 
-    def __init__(self) -> None:
+    def __init__(self, speed: float) -> None:
         self.base = SystemClock()
+        self.speed = speed
+        self.origin = self.base.now()
         self.offset = timedelta(0)
 
     def now(self) -> datetime:
-        return self.base.now() + self.offset
+        return self.origin + (self.base.now() - self.origin) * self.speed + self.offset
 
 
 @dataclass
@@ -107,11 +113,11 @@ def fresh_directory(directory: Path) -> None:
     (directory / "keys").mkdir(parents=True)
 
 
-async def run_demo(directory: Path, console: Console) -> int:
+async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -> int:
     fresh_directory(directory)
     db = directory / "stophub.db"
     url = f"sqlite:///{db}"
-    clock = ShiftedClock()
+    clock = DemoClock(speed)
     console.rule("[bold]StopHub demo")
     console.print(f"hub database: {db}")
 
@@ -123,7 +129,19 @@ async def run_demo(directory: Path, console: Console) -> int:
         (directory / "keys" / f"{code.lower()}.pub").write_bytes(
             public_key_to_pem(keys[code].algorithm, keys[code].public_key)
         )
-    server, store = await bootstrap.serve(url, keys["HUB"], "127.0.0.1:0", clock=clock)
+    server, store = await bootstrap.serve(
+        url,
+        keys["HUB"],
+        "127.0.0.1:0",
+        clock=clock,
+        sweep_interval=0.02,
+        # The sweep runs every 20 ms of wall time, which is `speed` times more case time.
+        late_after=timedelta(seconds=0.1 * speed),
+    )
+    console.print(
+        f"case time runs {speed:g}× faster than the wall clock: a minute passes in "
+        f"{60 / speed:.2f} s"
+    )
     target = f"127.0.0.1:{server.port}"
     registry = Registry(store, clock)
     for code, name, kind in MEMBERS:
@@ -175,7 +193,14 @@ async def run_demo(directory: Path, console: Console) -> int:
     centre, bank_a, bank_b, payx = client(CENTRE), client(BANK_A), client(BANK_B), client(PAYX)
     agents = [
         BankAgent(bank_b, cores[BANK_B], connection_name="primary"),
-        BankAgent(payx, cores[PAYX], connection_name="primary"),
+        # PayX is slow: it answers 12 minutes (of case time) after an order arrives, past
+        # the stop clock's 10 minutes, and gets the reminder and the breach escalation.
+        BankAgent(
+            payx,
+            cores[PAYX],
+            connection_name="primary",
+            answer_delay=(PAYX_DELAY / speed).total_seconds(),
+        ),
     ]
     centre_inbox = Inbox(centre.deliveries("operator-desk"))
     bank_a_inbox = Inbox(bank_a.deliveries("fraud-desk"))
@@ -257,6 +282,7 @@ async def run_demo(directory: Path, console: Console) -> int:
             final = uow.cases.get(case_id)
         assert final is not None
         console.print(case_view(final))
+        console.print(clock_table(store, case_id))
         console.print(balances(cores))
         restored = cores[BANK_A].balance(VICTIM.account_number)
         ok = final.state is CaseState.CLOSED and final.returned_fen == 5_000_000
@@ -330,5 +356,39 @@ def balances(cores: dict[str, SimulatedCoreBank]) -> Table:
             account.holder_name,
             yuan(core.balance(account.account_number)),
             yuan(core.held(account.account_number)),
+        )
+    return table
+
+
+def clock_table(store: object, case_id: str) -> Table:
+    """The case's clocks from the SLA log: when each started, its deadline, how it ended."""
+    from hub.store.sql import SqlStore
+
+    assert isinstance(store, SqlStore)
+    with store(read_only=True) as uow:
+        clocks = uow.clocks.query(
+            institution=None,
+            case_id=case_id,
+            open_only=False,
+            breached_only=False,
+            limit=200,
+            offset=0,
+        )
+        entries = uow.clocks.entries([c.clock_id for c in clocks])
+    table = Table(title="case clocks (SLA log)", title_justify="left")
+    for col in ("clock", "order", "responsible", "window", "state", "took", "escalation"):
+        table.add_column(col)
+    for c in sorted(clocks, key=lambda c: c.started_at):
+        steps = [e for e in entries[c.clock_id] if e.event not in ("started", "met", "missed")]
+        took = duration(c.stopped_at - c.started_at) if c.stopped_at else "running"
+        style = {"met": "green", "missed": "bold red", "open": "yellow"}.get(c.state.value, "")
+        table.add_row(
+            c.kind,
+            c.order_id.rsplit("-", 1)[-1] if c.order_id else "",
+            c.responsible,
+            duration(c.deadline_at - c.started_at),
+            f"[{style}]{c.state.value}[/]" if style else c.state.value,
+            took,
+            "; ".join(f"{e.event} at +{duration(e.at - c.started_at)} ({e.detail})" for e in steps),
         )
     return table

@@ -107,9 +107,11 @@ def write_log(uow: UnitOfWork, entries: Sequence[SlaEntry], now: datetime) -> No
 class Sweeper:
     """Fires due clock steps; any number of hubs may sweep one database at once."""
 
-    def __init__(self, hub: Hub, batch: int = 200) -> None:
+    def __init__(self, hub: Hub, batch: int = 200, late_after: timedelta = ON_TIME) -> None:
         self.hub = hub
         self.batch = batch
+        # A step that fires more than this after its due time is marked late.
+        self.late_after = late_after
 
     def sweep(self) -> int:
         """Fire every step due now; returns how many fired."""
@@ -167,7 +169,7 @@ class Sweeper:
         step = StepKind(clock.next_step)
         due_at = clock.next_step_at
         late = max(0.0, (now - due_at).total_seconds())
-        late_seconds = late if now - due_at > ON_TIME else 0.0
+        late_seconds = late if now - due_at > self.late_after else 0.0
         if due_at >= clock.deadline_at and step in (StepKind.BREACH, StepKind.REGULATOR):
             clock.breached = True
         centres = sorted(c for c, k in kinds.items() if k is InstitutionKind.ANTI_FRAUD_CENTRE)

@@ -11,6 +11,7 @@ from rich.console import Console
 from hub.cli import main
 from hub.demo import run_demo
 from hub.domain.cases import CaseState, OrderKind, OrderState
+from hub.domain.clocks import ClockState
 from hub.store.sql import SqlStore
 
 
@@ -34,6 +35,35 @@ async def test_demo_carries_the_case_to_close(tmp_path: Path) -> None:
     assert auto.state is OrderState.CONVERTED
     assert all(o.answer_envelope for o in case.orders), "every answer is kept as signed bytes"
     assert "signed messages of the case" in text and "¥50,000.00 back with the victim" in text
+
+    # PayX answers its stop 12 minutes (of case time) late: reminded, then breached.
+    store = SqlStore(f"sqlite:///{tmp_path}/demo/stophub.db")
+    try:
+        with store(read_only=True) as uow:
+            clocks = uow.clocks.query(
+                institution="PAYX",
+                case_id=case.case_id,
+                open_only=False,
+                breached_only=False,
+                limit=50,
+                offset=0,
+            )
+            late_stop = next(c for c in clocks if c.kind == "stop")
+            steps = [e.event for e in uow.clocks.entries([late_stop.clock_id])[late_stop.clock_id]]
+            others = uow.clocks.query(
+                institution=None,
+                case_id=case.case_id,
+                open_only=False,
+                breached_only=True,
+                limit=50,
+                offset=0,
+            )
+    finally:
+        store.dispose()
+    assert late_stop.state is ClockState.MISSED and late_stop.breached
+    assert steps == ["started", "reminder", "breach", "missed"]
+    assert [c.clock_id for c in others] == [late_stop.clock_id], "only the slow bank breached"
+    assert "case clocks" in text and "clock_breach to CENTRE" in text
 
     shown = CliRunner().invoke(
         main, ["case", "show", case.case_id, "--db", f"sqlite:///{tmp_path}/demo/stophub.db"]
