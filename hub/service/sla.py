@@ -26,7 +26,7 @@ from hub.domain.clocks import (
     next_step,
     triggers_of,
 )
-from hub.domain.institutions import HUB_CODE, ContactRole, InstitutionKind
+from hub.domain.institutions import HUB_CODE, ContactRole, Institution, InstitutionKind
 from hub.service import wire
 from hub.service.ports import AuditEntry, UnitOfWork
 from stophub.v1 import delivery_pb2, sla_pb2
@@ -136,6 +136,7 @@ class Sweeper:
             if not due:
                 return 0, []
             kinds = uow.institutions.kinds()
+            owners: dict[str, Institution | None] = {}
             for clock in due:
                 cp = hub.clock_policy.clock(clock.kind)
                 if cp is None:
@@ -146,7 +147,7 @@ class Sweeper:
                     # Needs the case lock, taken before the clock's (see _expire).
                     expiring.append(clock.clock_id)
                     continue
-                recipients |= self._fire(uow, clock, now, kinds)
+                recipients |= self._fire(uow, clock, now, kinds, owners=owners)
                 fired += 1
             uow.commit()
         if recipients:
@@ -161,6 +162,7 @@ class Sweeper:
         kinds: dict[str, InstitutionKind],
         *,
         case: Case | None = None,
+        owners: dict[str, Institution | None] | None = None,
     ) -> set[str]:
         """Fire the clock's next step; return who was told."""
         hub = self.hub
@@ -190,7 +192,11 @@ class Sweeper:
                 to = sorted({*([responsible] if responsible else []), *centres})
                 roles = (ContactRole.PRIMARY, ContactRole.BACKUP)
         contacts = []
-        owner = uow.institutions.get(clock.responsible) if responsible else None
+        owners = {} if owners is None else owners
+        if responsible and responsible not in owners:
+            # Read once per sweep batch: many clocks share a responsible institution.
+            owners[responsible] = uow.institutions.get(responsible)
+        owner = owners.get(responsible) if responsible else None
         if owner is not None:
             wanted = [c for c in owner.contacts if c.role in roles]
             if step is StepKind.BREACH and any(c.role is ContactRole.SUPERVISOR for c in wanted):
