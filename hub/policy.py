@@ -24,7 +24,9 @@ KEYS = {"starts", "stops", "window", "responsible", "ladder"}
 
 def _line_of(text: str, table: str, key: str | None) -> int:
     """Where `key` of `[table]` is written (tomllib gives positions only for syntax errors)."""
-    header = re.compile(r"^\s*\[\s*" + re.escape(table).replace(r"\.", r"\s*\.\s*") + r"\s*\]")
+    name = re.escape(table).replace(r"\.", r"\s*\.\s*")
+    # A table's own header, or for a section only, the first of its sub-tables.
+    header = re.compile(r"^\s*\[\s*" + name + (r"\s*[\].]" if key is None else r"\s*\]"))
     in_table = False
     table_line = 0
     for number, line in enumerate(text.splitlines(), start=1):
@@ -54,9 +56,8 @@ def parse_policy(data: dict[str, Any], text: str, name: str) -> Policy:
     def fail(table: str, key: str | None, message: str) -> PolicyError:
         return PolicyError(f"{name}, line {_line_of(text, table, key)}: {message}")
 
-    unknown_top = set(data) - {"clocks"}
-    if unknown_top:
-        raise PolicyError(f"{name}: unknown section(s) {sorted(unknown_top)}; only [clocks.NAME]")
+    for section in sorted(set(data) - {"clocks"}):
+        raise fail(section, None, f"unknown section [{section}]; clocks are [clocks.NAME]")
     clocks_data = data.get("clocks")
     if not isinstance(clocks_data, dict) or not clocks_data:
         raise PolicyError(f"{name}: no [clocks.NAME] tables")
@@ -70,7 +71,7 @@ def parse_policy(data: dict[str, Any], text: str, name: str) -> Policy:
         for key in sorted(KEYS - set(spec)):
             raise fail(table, None, f"[{table}] lacks {key!r}")
         starts = spec["starts"]
-        if starts not in TRIGGERS:
+        if not isinstance(starts, str) or starts not in TRIGGERS:
             raise fail(table, "starts", f"{starts!r} is not a case event; see the file's header")
         stops = spec["stops"]
         if isinstance(stops, str):
@@ -78,7 +79,7 @@ def parse_policy(data: dict[str, Any], text: str, name: str) -> Policy:
         if not isinstance(stops, list) or not stops:
             raise fail(table, "stops", "stops is a list of case events")
         for trigger in stops:
-            if trigger not in TRIGGERS:
+            if not isinstance(trigger, str) or trigger not in TRIGGERS:
                 raise fail(table, "stops", f"{trigger!r} is not a case event")
         try:
             window = parse_window(str(spec["window"]))

@@ -102,7 +102,10 @@ class Step:
 
     def __str__(self) -> str:
         if self.before_end is not None:
-            return f"{self.kind.value}@-{self.before_end.days}d"
+            hours = int(self.before_end.total_seconds() // 3600)
+            if hours % 24:
+                return f"{self.kind.value}@-{hours}h"
+            return f"{self.kind.value}@-{hours // 24}d"
         return f"{self.kind.value}@{self.percent}%"
 
 
@@ -234,6 +237,7 @@ def _stops(
     # A freeze or release on the same account answers the investigation of a stop.
     return (
         mine is not None
+        and mine.kind is OrderKind.STOP
         and (other.account_institution, other.account_number)
         == (mine.account_institution, mine.account_number)
         and other.kind in (OrderKind.FREEZE, OrderKind.RELEASE)

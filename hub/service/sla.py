@@ -189,7 +189,15 @@ class Sweeper:
                 to = regulators or centres
                 roles = (ContactRole.SUPERVISOR,)
             case StepKind.EXPIRE:
-                to = sorted({*([responsible] if responsible else []), *centres})
+                # The holding institution must release the hold; the centre must know.
+                holder = case.order(clock.order_id).addressed_to if case and clock.order_id else ""
+                to = sorted(
+                    {
+                        *([responsible] if responsible else []),
+                        *centres,
+                        *([holder] if holder else []),
+                    }
+                )
                 roles = (ContactRole.PRIMARY, ContactRole.BACKUP)
         contacts = []
         owners = {} if owners is None else owners
@@ -259,6 +267,17 @@ class Sweeper:
                 or clock.next_step_at > now
             ):
                 return 0  # another hub fired it, or a command stopped it meanwhile
+            others = uow.clocks.open_for_case(case.case_id)
+            if any(
+                o.clock_id != clock.clock_id
+                and o.next_step != StepKind.EXPIRE.value
+                and o.next_step_at is not None
+                and o.next_step_at <= clock.next_step_at
+                for o in others
+            ):
+                # Catching up after downtime: steps that fell due before the lapse fire first,
+                # or the lapse would stop their clocks and they would never fire.
+                return 0
             kinds = uow.institutions.kinds()
             events_since = len(case.events)
             states_before = {o.order_id: o.state for o in case.orders}
