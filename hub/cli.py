@@ -7,10 +7,11 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -21,10 +22,21 @@ from hub.crypto.keys import PrivateKey, save_private_key
 from hub.crypto.public import public_key_from_pem, public_key_to_pem
 from hub.crypto.signing import ALGORITHMS, ED25519, SignatureError
 from hub.domain.cases import CaseState
+from hub.domain.clocks import CaseClock, PolicyError
 from hub.domain.errors import DomainError
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
+from hub.policy import load_policy
 from hub.render import case_view, cases_table, institution_view
 from hub.service.admin import NewKey, Registry
+from hub.service.ports import Clock, ClockRepository
+from hub.sla_render import (
+    breaches_table,
+    clocks_table,
+    is_breached,
+    render_board,
+    sla_log_view,
+    stamp,
+)
 from hub.store.sql import SqlStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,18 +96,32 @@ def main(log_level: str) -> None:
     help="The hub's private signing key (create it with `stophub keys generate`).",
 )
 @click.option("--migrate/--no-migrate", default=True, show_default=True)
+@click.option(
+    "--policy",
+    "policy_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Case clock policy (TOML); default: the policy.toml shipped with the hub.",
+)
 @refusals_as_errors
-def serve(address: str, database_url: str, hub_key: str, migrate: bool) -> None:
+def serve(
+    address: str, database_url: str, hub_key: str, migrate: bool, policy_file: str | None
+) -> None:
     """Serve the hub over gRPC (health checking and reflection on)."""
     if not Path(hub_key).exists():
         raise click.ClickException(
             f"no hub key at {hub_key}: create one with `stophub keys generate --out {hub_key}`"
         )
+    try:
+        # Refuse a bad policy before touching the database; the message names the line.
+        load_policy(policy_file)
+    except PolicyError as err:
+        raise click.ClickException(str(err)) from err
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
 
     async def run() -> None:
         server, store = await bootstrap.serve(
-            database_url, hub_key, address, run_migrations=migrate
+            database_url, hub_key, address, run_migrations=migrate, policy_file=policy_file
         )
         click.echo(f"StopHub serving on {address.rsplit(':', 1)[0]}:{server.port}", err=True)
         stop = asyncio.Event()
@@ -106,7 +132,10 @@ def serve(address: str, database_url: str, hub_key: str, migrate: bool) -> None:
         await server.stop(5.0)
         store.dispose()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except PolicyError as err:  # the file changed between the check above and the start
+        raise click.ClickException(str(err)) from err
 
 
 @main.command()
@@ -291,6 +320,144 @@ def case_show(case_id: str, personal_data: bool, database_url: str) -> None:
     if found is None:
         raise click.ClickException(f"no case {case_id!r} in {database_url}")
     console.print(case_view(found, with_personal_data=personal_data))
+
+
+# ---- case clocks (SLA) -------------------------------------------------------------------------
+
+
+def _clock() -> Clock:
+    """Real time; a caller that drives the command itself (a test, a drill) may pass its own
+    clock as `obj={"clock": ...}` to the click invocation."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    if isinstance(obj, dict) and obj.get("clock") is not None:
+        return cast(Clock, obj["clock"])
+    return SystemClock()
+
+
+def _wide_console() -> Console:
+    # Pipes and logs are not terminals; their 80 columns would fold every clock row.
+    return console if console.is_terminal else Console(width=200)
+
+
+def _find_clocks(
+    clocks: ClockRepository,
+    *,
+    institution: str | None,
+    case_id: str | None,
+    open_only: bool,
+    keep: Callable[[CaseClock], bool],
+    limit: int,
+    batch: int = 500,
+) -> list[CaseClock]:
+    """Clocks in the repository's order (running first, by deadline) that `keep` accepts."""
+    found: list[CaseClock] = []
+    offset = 0
+    while len(found) < limit:
+        rows = clocks.query(
+            institution=institution,
+            case_id=case_id,
+            open_only=open_only,
+            breached_only=False,
+            limit=batch,
+            offset=offset,
+        )
+        found.extend(c for c in rows if keep(c))
+        if len(rows) < batch:
+            break
+        offset += batch
+    return found[:limit]
+
+
+@main.command()
+@db_option
+@click.option("--institution", help="Only clocks this institution (code) is responsible for.")
+@click.option("--case", "case_id", help="Only this case's clocks, each with its SLA log.")
+@click.option("--breaches", is_flag=True, help="Clocks whose deadline passed before they were met.")
+@click.option("--all", "show_all", is_flag=True, help="Include met and ended clocks.")
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(min=1))
+def sla(
+    database_url: str,
+    institution: str | None,
+    case_id: str | None,
+    breaches: bool,
+    show_all: bool,
+    limit: int,
+) -> None:
+    """Case clocks (SLA): running ones by time left, breaches with how late, a case's log."""
+    store = open_store(database_url)
+    now = _clock().now()
+    try:
+        with store(read_only=True) as uow:
+            if case_id and uow.cases.get(case_id) is None:
+                raise click.ClickException(f"no case {case_id!r} in {database_url}")
+            found = _find_clocks(
+                uow.clocks,
+                institution=institution or None,
+                case_id=case_id or None,
+                # A case's log is its whole history; breaches include met-late ones.
+                open_only=not (show_all or breaches or case_id),
+                keep=(lambda c: is_breached(c, now)) if breaches else (lambda c: True),
+                limit=limit,
+            )
+            entries = uow.clocks.entries([c.clock_id for c in found]) if case_id else {}
+    finally:
+        store.dispose()
+    scope = "".join(
+        (
+            f" of case {case_id}" if case_id else "",
+            f" for {institution}" if institution else "",
+        )
+    )
+    out = _wide_console()
+    as_of = f"as of {stamp(now)}"
+    if breaches:
+        title = f"{len(found)} breached or missed clock(s){scope}, {as_of}"
+        out.print(breaches_table(found, now, title=title))
+    else:
+        which = "" if show_all or case_id else " open"
+        title = f"{len(found)}{which} clock(s){scope} by time left, {as_of}"
+        out.print(clocks_table(found, now, title=title))
+    if case_id:
+        out.print(sla_log_view(found, entries, now))
+
+
+@main.command()
+@db_option
+@click.option(
+    "--refresh",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between frames.",
+)
+@click.option("--once", is_flag=True, help="Draw one frame and exit (for pipes and scripts).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+def board(database_url: str, refresh: float, once: bool, limit: int) -> None:
+    """A live board of open cases and their running clocks, counting down to each deadline
+    (green: over 20% left, yellow: under 20%, red: overdue). Ctrl-C to leave."""
+    from rich.live import Live
+
+    store = open_store(database_url)
+    clock = _clock()
+    out = _wide_console()
+    try:
+        if once:
+            out.print(render_board(store, clock, limit=limit))
+            return
+        with Live(
+            render_board(store, clock, limit=limit),
+            console=out,
+            auto_refresh=False,
+            transient=False,
+        ) as live:
+            while True:
+                time.sleep(refresh)
+                live.update(render_board(store, clock, limit=limit), refresh=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        store.dispose()
 
 
 # ---- demo ------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from stophub.v1 import (
     envelope_pb2,
     institution_pb2,
     order_pb2,
+    sla_pb2,
 )
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,9 @@ RPCS: Final[dict[str, _Rpc]] = {
         "ListInstitutions",
         institution_pb2.ListInstitutionsBody,
         institution_pb2.InstitutionList,
+    ),
+    "ListClocks": _rpc(
+        sla_pb2, "SlaService", "ListClocks", sla_pb2.ListClocksBody, sla_pb2.ClockList
     ),
 }
 
@@ -604,6 +608,40 @@ class HubClient:
             body = institution_pb2.ListInstitutionsBody(page_size=page_size, page_token=token)
             page = await self._answer("ListInstitutions", body, institution_pb2.InstitutionList)
             found.extend(page.institutions)
+            if not page.next_page_token or page.next_page_token == token:
+                return found
+            token = page.next_page_token
+
+    async def list_clocks(
+        self,
+        *,
+        institution: str = "",
+        case_id: str = "",
+        open_only: bool = False,
+        breached_only: bool = False,
+        page_size: int = 50,
+    ) -> list[sla_pb2.ClockView]:
+        """Case clocks with their SLA log, running ones first by time left, following page
+        tokens to the end. A bank or payment institution sees only the clocks it is
+        responsible for; asking for another institution's is refused (PERMISSION_DENIED)."""
+        found: list[sla_pb2.ClockView] = []
+        token = ""
+        while True:
+            body = sla_pb2.ListClocksBody(
+                page_size=page_size,
+                page_token=token,
+                institution=institution,
+                case_id=case_id,
+                open_only=open_only,
+                breached_only=breached_only,
+            )
+            page = await self._answer("ListClocks", body, sla_pb2.ClockList)
+            for clock in page.clocks:
+                if institution:
+                    _same("responsible institution", institution, clock.responsible)
+                if case_id:
+                    _same("case", case_id, clock.case_id)
+            found.extend(page.clocks)
             if not page.next_page_token or page.next_page_token == token:
                 return found
             token = page.next_page_token

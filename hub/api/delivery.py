@@ -85,6 +85,7 @@ class InstitutionGroup:
             return
         now = time.monotonic()
         sent: list[int] = []
+        outgoing: list[tuple[Connection, delivery_pb2.StreamDeliveriesResponse]] = []
         for d in pending:
             flight = self.in_flight.get(d.sequence)
             if flight is not None:
@@ -98,16 +99,23 @@ class InstitutionGroup:
                 target = min(live, key=lambda c: c.in_flight)
             envelope = envelope_pb2.Envelope()
             envelope.ParseFromString(d.envelope)
-            target.queue.put_nowait(
-                delivery_pb2.StreamDeliveriesResponse(
-                    sequence=d.sequence, envelope=envelope, attempt=d.attempts + 1
+            outgoing.append(
+                (
+                    target,
+                    delivery_pb2.StreamDeliveriesResponse(
+                        sequence=d.sequence, envelope=envelope, attempt=d.attempts + 1
+                    ),
                 )
             )
             target.in_flight += 1
             self.in_flight[d.sequence] = _InFlight(target, now)
             sent.append(d.sequence)
         if sent:
+            # Count the attempt before sending, so a redelivery after a quick reconnect can
+            # never report the same attempt number twice.
             await runner.call(runner.hub.mark_sent, sent)
+            for target, response in outgoing:
+                target.queue.put_nowait(response)
             if len(pending) == self.router.batch:
                 self.wake.set()
 

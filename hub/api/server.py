@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 import grpc
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -15,7 +14,13 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from hub.api.delivery import DeliveryRouter, DeliveryServicer
-from hub.api.servicers import CaseServicer, InstitutionServicer, OrderServicer, Runner
+from hub.api.servicers import (
+    CaseServicer,
+    InstitutionServicer,
+    OrderServicer,
+    Runner,
+    SlaServicer,
+)
 from hub.service.handlers import Hub
 from hub.service.ports import Notifier
 from stophub.v1 import (
@@ -27,6 +32,8 @@ from stophub.v1 import (
     institution_pb2_grpc,
     order_pb2,
     order_pb2_grpc,
+    sla_pb2,
+    sla_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,7 @@ SERVICE_NAMES = (
     order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
     delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
     institution_pb2.DESCRIPTOR.services_by_name["InstitutionService"].full_name,
+    sla_pb2.DESCRIPTOR.services_by_name["SlaService"].full_name,
 )
 
 
@@ -118,6 +126,7 @@ async def start_server(
     institution_pb2_grpc.add_InstitutionServiceServicer_to_server(
         InstitutionServicer(runner), server
     )
+    sla_pb2_grpc.add_SlaServiceServicer_to_server(SlaServicer(runner), server)
     delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
         DeliveryServicer(runner, router), server
     )
@@ -162,7 +171,6 @@ def start_sweeping(hub: Hub, executor: ThreadPoolExecutor, interval: float) -> A
         coalesce=True,
         misfire_grace_time=None,
         id="clock-sweep",
-        next_run_time=datetime.now(UTC),  # noqa: DTZ - APScheduler's own timer, not case time
     )
     scheduler.start()
     return scheduler

@@ -22,6 +22,8 @@ from stophub.v1 import (
     institution_pb2_grpc,
     order_pb2,
     order_pb2_grpc,
+    sla_pb2,
+    sla_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -141,3 +143,15 @@ class InstitutionServicer(institution_pb2_grpc.InstitutionServiceServicer):
         return await self.r.run(
             h.LIST_INSTITUTIONS, request, context, institution_pb2.ListInstitutionsResponse
         )
+
+
+class SlaServicer(sla_pb2_grpc.SlaServiceServicer):
+    """The SLA log, read-only: case clocks with their reminders, breaches and escalations."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.r = runner
+
+    async def ListClocks(
+        self, request: sla_pb2.ListClocksRequest, context: Any
+    ) -> sla_pb2.ListClocksResponse:
+        return await self.r.run(h.LIST_CLOCKS, request, context, sla_pb2.ListClocksResponse)

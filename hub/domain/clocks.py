@@ -330,6 +330,7 @@ def apply_triggers(
 def stop(clock: CaseClock, at: datetime, why: str, changes: ClockChanges) -> None:
     missed = at > clock.deadline_at
     clock.state = ClockState.MISSED if missed else ClockState.MET
+    clock.breached = clock.breached or missed
     clock.stopped_at = at
     clock.stopped_by = why
     clock.next_step, clock.next_step_at = "", None

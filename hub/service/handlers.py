@@ -49,7 +49,14 @@ from hub.service.ports import (
     UnitOfWorkFactory,
 )
 from hub.service.sla import Sweeper, Tracked, apply_clocks
-from stophub.v1 import case_pb2, delivery_pb2, envelope_pb2, institution_pb2, order_pb2
+from stophub.v1 import (
+    case_pb2,
+    delivery_pb2,
+    envelope_pb2,
+    institution_pb2,
+    order_pb2,
+    sla_pb2,
+)
 
 log = logging.getLogger(__name__)
 
@@ -765,6 +772,52 @@ def list_institutions(ctx: Context, body: institution_pb2.ListInstitutionsBody) 
     return result
 
 
+# An offset past this is no token the hub issued (and would overflow the database's LIMIT).
+MAX_CLOCK_OFFSET = 10_000_000
+
+
+def list_clocks(ctx: Context, body: sla_pb2.ListClocksBody) -> Message:
+    """The SLA log, read-only: the centre and the regulator see every clock, a bank or payment
+    institution the clocks it is responsible for. Running clocks first, by time left."""
+    size = _page_size(body.page_size)
+    token = _decode_token(body.page_token)
+    offset = 0
+    if token is not None:
+        value = token.get("offset") if isinstance(token, dict) else None
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not 0 <= value <= MAX_CLOCK_OFFSET
+        ):
+            raise InvalidArgument("page_token", "is not a token this hub issued")
+        offset = value
+    institution = body.institution.strip() or None
+    if ctx.sender.kind not in (CENTRE, REGULATOR):
+        if institution is not None and institution != ctx.sender.code:
+            raise PermissionDenied(
+                "NOT_RESPONSIBLE",
+                f"{ctx.sender.code} may list only the clocks it is responsible for, not "
+                f"{institution}'s; the anti-fraud centre and the regulator see every clock",
+            )
+        institution = ctx.sender.code
+    found = ctx.uow.clocks.query(
+        institution=institution,
+        case_id=body.case_id.strip() or None,
+        open_only=body.open_only,
+        breached_only=body.breached_only,
+        limit=size + 1,
+        offset=offset,
+    )
+    page = list(found[:size])
+    entries = ctx.uow.clocks.entries([c.clock_id for c in page])
+    result = sla_pb2.ClockList(
+        clocks=[wire.clock_to_proto(c, entries.get(c.clock_id, [])) for c in page]
+    )
+    if len(found) > size:
+        result.next_page_token = _encode_token({"offset": offset + size})
+    return result
+
+
 CREATE_REPORT = Command("CreateReport", case_pb2.Report, ACCOUNT_KEEPERS, create_report)
 VERIFY_REPORT = Command("VerifyReport", case_pb2.Verification, ACCOUNT_KEEPERS, verify_report)
 GET_CASE = Command("GetCase", case_pb2.GetCaseBody, MEMBERS, get_case, mutating=False)
@@ -784,6 +837,8 @@ LIST_INSTITUTIONS = Command(
     list_institutions,
     mutating=False,
 )
+
+LIST_CLOCKS = Command("ListClocks", sla_pb2.ListClocksBody, MEMBERS, list_clocks, mutating=False)
 
 
 def _never(ctx: Context, body: Message) -> Message:

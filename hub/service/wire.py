@@ -441,7 +441,7 @@ def sla_entry_to_proto(e: SlaEntry) -> sla_pb2.SlaEvent:
         detail=e.detail,
     )
     _set_ts(pb, "event_time", e.at)
-    _set_ts(pb, "deadline_time", e.due_at)
+    _set_ts(pb, "due_time", e.due_at)
     pb.late.FromTimedelta(timedelta(seconds=e.late_seconds))
     return pb
 

@@ -65,7 +65,7 @@ class SlaEvent(_message.Message):
     CLOCK_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
     EVENT_TIME_FIELD_NUMBER: _builtins.int
-    DEADLINE_TIME_FIELD_NUMBER: _builtins.int
+    DUE_TIME_FIELD_NUMBER: _builtins.int
     RESPONSIBLE_FIELD_NUMBER: _builtins.int
     LATE_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
@@ -82,7 +82,9 @@ class SlaEvent(_message.Message):
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def deadline_time(self) -> _timestamp_pb2.Timestamp: ...
+    def due_time(self) -> _timestamp_pb2.Timestamp:
+        """For a step: when it was due. For started, met and missed: the clock's deadline."""
+
     @_builtins.property
     def late(self) -> _duration_pb2.Duration:
         """For a step: how long after its due time it fired (a hub that was down fires late)."""
@@ -96,14 +98,14 @@ class SlaEvent(_message.Message):
         clock: _builtins.str = ...,
         event: _builtins.str = ...,
         event_time: _timestamp_pb2.Timestamp | None = ...,
-        deadline_time: _timestamp_pb2.Timestamp | None = ...,
+        due_time: _timestamp_pb2.Timestamp | None = ...,
         responsible: _builtins.str = ...,
         late: _duration_pb2.Duration | None = ...,
         detail: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline_time", b"deadline_time", "event_time", b"event_time", "late", b"late"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "event_time", b"event_time", "late", b"late"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "clock", b"clock", "clock_id", b"clock_id", "deadline_time", b"deadline_time", "detail", b"detail", "event", b"event", "event_time", b"event_time", "late", b"late", "order_id", b"order_id", "responsible", b"responsible"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "clock", b"clock", "clock_id", b"clock_id", "detail", b"detail", "due_time", b"due_time", "event", b"event", "event_time", b"event_time", "late", b"late", "order_id", b"order_id", "responsible", b"responsible"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -35,6 +35,8 @@ APP_TABLES = {
     "inbound_messages",
     "deliveries",
     "audit_log",
+    "clocks",
+    "sla_log",
 }
 
 
