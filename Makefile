@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint format proto proto-check clean
+.PHONY: install demo test lint format proto clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "StopHub needs Python 3.11 or newer")'
@@ -22,6 +22,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python tools/protogen.py --check
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# Clock-sweep benchmark (not part of `make test`; ~40 min with PostgreSQL): see BENCHMARKS.md.
+# PostgreSQL too when STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -91,7 +91,7 @@ async def serve(
     ack_timeout: float = 5.0,
     workers: int = 8,
     policy_file: str | Path | None = None,
-    sweep_interval: float | None = 1.0,
+    sweep_interval: float | None = 0.5,
     late_after: timedelta | None = None,
 ) -> tuple[HubServer, SqlStore]:
     key = hub_key if isinstance(hub_key, PrivateKey) else load_private_key(hub_key)

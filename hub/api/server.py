@@ -97,7 +97,7 @@ async def start_server(
     *,
     workers: int = 8,
     ack_timeout: float = 5.0,
-    sweep_interval: float | None = 1.0,
+    sweep_interval: float | None = 0.5,
 ) -> HubServer:
     """Bind `address` (host:port, port 0 for any free port) and start serving."""
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub")

@@ -130,9 +130,15 @@ class Sweeper:
         recipients: set[str] = set()
         expiring: list[str] = []
         fired = 0
+        with hub.uow(read_only=True) as peek:
+            # Most sweeps find nothing due: look without taking the write lock (SQLite).
+            if not peek.clocks.due(hub.clock.now(), 1):
+                return 0, []
         with hub.uow() as uow:
+            due = uow.clocks.due(hub.clock.now(), self.batch)
+            # Read after the first query: on SQLite that is when the write lock is ours, so a
+            # sweep that waited for it records how late its steps really fire.
             now = hub.clock.now()
-            due = uow.clocks.due(now, self.batch)
             if not due:
                 return 0, []
             kinds = uow.institutions.kinds()
@@ -140,7 +146,26 @@ class Sweeper:
             for clock in due:
                 cp = hub.clock_policy.clock(clock.kind)
                 if cp is None:
-                    # The policy no longer has this clock: it cannot be judged, so it ends.
+                    # The policy no longer has this clock: it cannot be judged, so it ends,
+                    # and says so in the SLA log rather than going quiet.
+                    write_log(
+                        uow,
+                        [
+                            SlaEntry(
+                                clock.clock_id,
+                                clock.case_id,
+                                clock.order_id,
+                                clock.kind,
+                                "ended",
+                                now,
+                                clock.next_step_at,
+                                clock.responsible,
+                                detail=f"the policy has no '{clock.kind}' clock any more; its "
+                                f"{clock.next_step} step will not fire",
+                            )
+                        ],
+                        now,
+                    )
                     clock.state, clock.next_step, clock.next_step_at = ClockState.ENDED, "", None
                     continue
                 if clock.next_step == StepKind.EXPIRE.value:
@@ -332,5 +357,8 @@ def describe_step(clock: CaseClock, step: StepKind, due_at: datetime, late: floa
         StepKind.EXPIRE: f"LAPSED: {subject}; the hold must be released",
     }[step]
     if late:
-        text += f" (fired {late:.0f} s late: the hub was not running at {due_at.isoformat()})"
+        text += (
+            f" (fired {late:.0f} s late: it was due at {due_at.isoformat(timespec='seconds')}, "
+            "while the hub was down or catching up)"
+        )
     return text

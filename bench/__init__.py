@@ -1,0 +1,1 @@
+"""StopHub benchmarks: `make bench` or `python -m bench`. Not part of `make test`."""
