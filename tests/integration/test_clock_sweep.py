@@ -281,7 +281,9 @@ def test_a_hub_holding_its_claim_does_not_stop_the_other(
 
     def due(self: sql.SqlClocks, now: datetime, limit: int) -> Any:
         rows = original_due(self, now, limit)
-        if holder and threading.current_thread() is holder[0] and not claimed.is_set():
+        # The sweep first peeks (limit 1, no write lock); hold the claiming query only.
+        claiming = limit > 1
+        if claiming and holder and threading.current_thread() is holder[0] and not claimed.is_set():
             held.extend(c.clock_id for c in rows)
             claimed.set()
             assert release.wait(30), "the test never released hub A"
