@@ -156,12 +156,19 @@ def start_sweeping(hub: Hub, executor: ThreadPoolExecutor, interval: float) -> A
     async def sweep() -> None:
         try:
             fired = await loop.run_in_executor(executor, hub.sweep)
+        except asyncio.CancelledError:
+            # The server is stopping; the sweep's transaction commits or rolls back on its
+            # own thread, and whatever is still due fires on the next start.
+            return
         except Exception:
             log.exception("clock sweep failed; the next one retries")
             return
         if fired:
             log.info("fired %d clock step(s)", fired)
 
+    # A sweep still running when the next is due is skipped by design (max_instances=1);
+    # APScheduler reports each skip as a warning, which would bury the real ones.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     scheduler = AsyncIOScheduler(event_loop=loop)
     scheduler.add_job(
         sweep,
