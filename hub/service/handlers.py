@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError, Message
 
 from hub.crypto.envelope import create_time_of, digest_of, seal_message, verify_envelope
 from hub.crypto.signing import SignatureError
-from hub.domain.cases import Case, CaseState, Order, OrderState, Policy
+from hub.domain.cases import Case, CaseState, Order, OrderState, Policy, describe
 from hub.domain.clocks import Policy as ClockPolicySet
 from hub.domain.errors import (
     AlreadyExists,
@@ -48,7 +48,7 @@ from hub.service.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
-from hub.service.sla import Sweeper, Tracked, apply_clocks
+from hub.service.sla import Sweeper, Tracked, apply_clocks, audit_transitions
 from stophub.v1 import (
     case_pb2,
     delivery_pb2,
@@ -124,18 +124,7 @@ class Context:
 
     def record_events(self, case: Case, since: int) -> None:
         """Audit every timeline step the command added (events past `since`)."""
-        for event in case.events[since:]:
-            self.uow.audit.append(
-                AuditEntry(
-                    kind="transition",
-                    actor=event.actor,
-                    message_id=event.message_id,
-                    detail=f"{event.kind}: {event.summary}",
-                    case_id=case.case_id,
-                    order_id=event.order_id or None,
-                ),
-                self.now,
-            )
+        audit_transitions(self.uow, case, since, self.now)
 
     @cached_property
     def kinds(self) -> dict[str, InstitutionKind]:
@@ -581,8 +570,6 @@ def _deliver_order(
     origin: envelope_pb2.Envelope,
     authorization: envelope_pb2.Envelope | None = None,
 ) -> None:
-    from hub.domain.cases import describe
-
     notice = delivery_pb2.Notice(
         kind=delivery_pb2.NOTICE_KIND_ORDER,
         case_id=order.case_id,

@@ -80,10 +80,25 @@ def apply_clocks(ctx: Context, tracked: Tracked) -> ClockChanges:
         hub_code=HUB_CODE,
     )
     for clock in changes.started:
-        if clock.state is ClockState.OPEN or clock not in open_clocks:
-            ctx.uow.clocks.add(clock)
+        ctx.uow.clocks.add(clock)  # new rows, including any started and stopped at once
     write_log(ctx.uow, changes.log, ctx.now)
     return changes
+
+
+def audit_transitions(uow: UnitOfWork, case: Case, since: int, now: datetime) -> None:
+    """Audit every timeline step appended to `case` past `since`."""
+    for event in case.events[since:]:
+        uow.audit.append(
+            AuditEntry(
+                kind="transition",
+                actor=event.actor,
+                message_id=event.message_id,
+                detail=f"{event.kind}: {event.summary}",
+                case_id=case.case_id,
+                order_id=event.order_id or None,
+            ),
+            now,
+        )
 
 
 def write_log(uow: UnitOfWork, entries: Sequence[SlaEntry], now: datetime) -> None:
@@ -326,18 +341,7 @@ class Sweeper:
             for started in changes.started:
                 uow.clocks.add(started)
             write_log(uow, changes.log, now)
-            for event in case.events[events_since:]:
-                uow.audit.append(
-                    AuditEntry(
-                        kind="transition",
-                        actor=event.actor,
-                        message_id="",
-                        detail=f"{event.kind}: {event.summary}",
-                        case_id=case.case_id,
-                        order_id=event.order_id or None,
-                    ),
-                    now,
-                )
+            audit_transitions(uow, case, events_since, now)
             uow.commit()
         hub.notify(recipients)
         return 1

@@ -45,6 +45,7 @@ from hub.service.ports import (
 from hub.store.tables import (
     UTCDateTime,
     audit_log,
+    auto_stop_rules,
     cases,
     clocks,
     deliveries,
@@ -203,8 +204,6 @@ class SqlRules:
         self.session.merge(rule)
 
     def enabled(self) -> Sequence[AutoStopRule]:
-        from hub.store.tables import auto_stop_rules
-
         stmt = (
             select(AutoStopRule)
             .where(auto_stop_rules.c.enabled.is_(True))
