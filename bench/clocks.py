@@ -39,6 +39,7 @@ from sqlalchemy import create_engine, func, select, text, type_coerce
 
 from hub.bootstrap import build_hub, ensure_hub_registered, migrate
 from hub.clock import ManualClock
+from hub.crypto import fields
 from hub.crypto.keys import PrivateKey
 from hub.domain.clocks import ClockState
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
@@ -107,6 +108,8 @@ class Bed:
 
 
 def prepare(url: str) -> Bed:
+    if fields.configured() is None:  # personal data is sealed at rest: a throwaway keyring
+        fields.configure(fields.Keyring.generate())
     migrate(url)
     store = SqlStore(url)
     clock = ManualClock(T0)

@@ -1,7 +1,8 @@
-"""Shared fixtures: a time that tests control, and the test database URLs."""
+"""Shared fixtures: a time that tests control, the test database URLs, and data keys."""
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from collections.abc import Iterator
@@ -11,9 +12,36 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from hub.clock import ManualClock
+from hub.crypto import fields
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 PG_URL_VAR = "STOPHUB_TEST_DATABASE_URL"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_keys() -> Iterator[fields.Keyring]:
+    """Every test seals personal data under one test keyring; `stophub` processes the tests
+    start inherit it through the environment."""
+    ring = fields.Keyring.generate("dk-test")
+    inline = f"{ring.current}:{base64.b64encode(ring.keys[ring.current]).decode()}"
+    saved = {k: os.environ.pop(k, None) for k in (fields.ENV_KEYS, fields.ENV_FILE)}
+    os.environ[fields.ENV_KEYS] = inline
+    fields.configure(ring)
+    try:
+        yield ring
+    finally:
+        fields.configure(None)
+        for k, v in saved.items():
+            os.environ.pop(k, None)
+            if v is not None:
+                os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _data_keys_restored(data_keys: fields.Keyring) -> Iterator[None]:
+    # The demo and `stophub` commands run in-process configure keyrings of their own.
+    yield
+    fields.configure(data_keys)
 
 
 @pytest.fixture

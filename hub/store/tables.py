@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import registry, relationship
 from sqlalchemy.types import TypeDecorator
 
+from hub.crypto.fields import Sealed, SealedTable, SealedText, SealedType
 from hub.domain.cases import (
     Case,
     CaseEvent,
@@ -121,6 +122,7 @@ institution_keys = Table(
     Column("state", _enum(KeyState, "key_state"), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("revoked_at", UTCDateTime()),
+    Column("not_after", UTCDateTime()),
 )
 
 duty_contacts = Table(
@@ -129,9 +131,9 @@ duty_contacts = Table(
     Column("institution_code", Code, ForeignKey("institutions.code"), primary_key=True),
     Column("position", Integer, primary_key=True),
     Column("role", _enum(ContactRole, "contact_role"), nullable=False),
-    Column("name", String(200), nullable=False),
-    Column("phone", String(64), nullable=False),
-    Column("email", String(200), nullable=False),
+    Column("name", SealedText("duty_contacts.name"), nullable=False),
+    Column("phone", SealedText("duty_contacts.phone"), nullable=False),
+    Column("email", SealedText("duty_contacts.email"), nullable=False),
 )
 
 cases = Table(
@@ -144,14 +146,14 @@ cases = Table(
     Column("verified_at", UTCDateTime()),
     Column("closed_at", UTCDateTime()),
     Column("report_message_id", String(128), nullable=False),
-    Column("report_envelope", LargeBinary),
-    Column("victim_name", String(200), nullable=False),
-    Column("victim_id_number", String(64), nullable=False),
-    Column("victim_phone", String(64), nullable=False),
+    Column("report_envelope", Sealed("cases.report_envelope")),
+    Column("victim_name", SealedText("cases.victim_name"), nullable=False),
+    Column("victim_id_number", SealedText("cases.victim_id_number"), nullable=False),
+    Column("victim_phone", SealedText("cases.victim_phone"), nullable=False),
     Column("fraud_type", String(64), nullable=False),
-    Column("description", Text, nullable=False),
+    Column("description", SealedText("cases.description"), nullable=False),
     Column("victim_report_time", UTCDateTime()),
-    Column("verification_reason", Text, nullable=False),
+    Column("verification_reason", SealedText("cases.verification_reason"), nullable=False),
     Index("ix_cases_state_created_at", "state", "created_at"),
 )
 
@@ -164,10 +166,10 @@ fraud_transactions = Table(
     Column("amount_fen", Money, nullable=False),
     Column("payer_institution", Code, nullable=False),
     Column("payer_account", Account, nullable=False),
-    Column("payer_name", String(200), nullable=False),
+    Column("payer_name", SealedText("fraud_transactions.payer_name"), nullable=False),
     Column("payee_institution", Code, nullable=False),
     Column("payee_account", Account, nullable=False),
-    Column("payee_name", String(200), nullable=False),
+    Column("payee_name", SealedText("fraud_transactions.payee_name"), nullable=False),
     Column("channel", String(40), nullable=False),
     Column("reference", String(128), nullable=False),
     Index("ix_fraud_transactions_payee", "payee_institution", "payee_account"),
@@ -187,24 +189,24 @@ orders = Table(
     Column("auto_stop_rule_id", String(64)),
     Column("account_institution", Code, nullable=False),
     Column("account_number", Account, nullable=False),
-    Column("holder_name", String(200), nullable=False),
+    Column("holder_name", SealedText("orders.holder_name"), nullable=False),
     Column("amount_fen", Money, nullable=False),
     Column("filed_case_number", String(64), nullable=False),
     Column("approving_authority", String(200), nullable=False),
     Column("term_months", Integer, nullable=False),
     Column("target_order_id", String(40), nullable=False),
     Column("renews_order_id", String(40), nullable=False, server_default=""),
-    Column("note", Text, nullable=False),
-    Column("origin_envelope", LargeBinary),
-    Column("authorization_envelope", LargeBinary),
-    Column("answer_envelope", LargeBinary),
+    Column("note", SealedText("orders.note"), nullable=False),
+    Column("origin_envelope", Sealed("orders.origin_envelope")),
+    Column("authorization_envelope", Sealed("orders.authorization_envelope")),
+    Column("answer_envelope", Sealed("orders.answer_envelope")),
     Column("answer_message_id", String(128), nullable=False),
     Column("answered_at", UTCDateTime()),
     Column("effective_at", UTCDateTime()),
     Column("expires_at", UTCDateTime()),
     Column("result_status", _enum(ExecutionStatus, "execution_status")),
     Column("result_reason_code", String(8), nullable=False),
-    Column("result_reason", Text, nullable=False),
+    Column("result_reason", SealedText("orders.result_reason"), nullable=False),
     Column("amount_held_fen", Money, nullable=False),
     Column("available_balance_fen", Money, nullable=False),
     Column("executed_at", UTCDateTime()),
@@ -233,7 +235,7 @@ onward_transfers = Table(
     Column("amount_fen", Money, nullable=False),
     Column("to_institution", Code, nullable=False),
     Column("to_account", Account, nullable=False),
-    Column("to_holder", String(200), nullable=False),
+    Column("to_holder", SealedText("onward_transfers.to_holder"), nullable=False),
     Column("reference", String(128), nullable=False),
 )
 
@@ -245,7 +247,7 @@ case_events = Table(
     Column("at", UTCDateTime(), nullable=False),
     Column("kind", String(40), nullable=False),
     Column("actor", Code, nullable=False),
-    Column("summary", Text, nullable=False),
+    Column("summary", SealedText("case_events.summary"), nullable=False),
     Column("message_id", String(128), nullable=False),
     Column("order_id", String(40), nullable=False),
 )
@@ -259,7 +261,7 @@ auto_stop_rules = Table(
     Column("max_amount_fen", Money, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("message_id", String(128), nullable=False),
-    Column("envelope", LargeBinary, nullable=False),
+    Column("envelope", Sealed("auto_stop_rules.envelope"), nullable=False),
 )
 
 # One row per accepted signed request: replays get `response` back byte for byte.
@@ -271,7 +273,7 @@ inbound_messages = Table(
     Column("digest", LargeBinary(32), nullable=False),
     Column("body_type", String(128), nullable=False),
     Column("received_at", UTCDateTime(), nullable=False),
-    Column("response", LargeBinary, nullable=False),
+    Column("response", Sealed("inbound_messages.response"), nullable=False),
 )
 
 # The outbox: every message the hub owes an institution, in order, until acknowledged.
@@ -287,7 +289,7 @@ deliveries = Table(
     Column("recipient", Code, ForeignKey("institutions.code"), nullable=False),
     Column("case_id", String(40)),
     Column("kind", String(40), nullable=False),
-    Column("envelope", LargeBinary, nullable=False),
+    Column("envelope", Sealed("deliveries.envelope"), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("first_sent_at", UTCDateTime()),
     Column("attempts", Integer, nullable=False, default=0),
@@ -309,8 +311,8 @@ audit_log = Table(
     Column("message_id", String(200), nullable=False),
     Column("case_id", String(40)),
     Column("order_id", String(40)),
-    Column("payload", LargeBinary),
-    Column("detail", Text, nullable=False),
+    Column("payload", Sealed("audit_log.payload")),
+    Column("detail", SealedText("audit_log.detail"), nullable=False),
     Index("ix_audit_log_case_id", "case_id"),
 )
 
@@ -354,6 +356,28 @@ sla_log = Table(
     Column("late_seconds", Float, nullable=False),
     Column("detail", Text, nullable=False),
 )
+
+
+def sealed_tables() -> list[SealedTable]:
+    """Every table with sealed columns, for `stophub datakeys reencrypt` and `status`."""
+    found = []
+    for t in metadata.sorted_tables:
+        cols = tuple(c.name for c in t.columns if isinstance(c.type, SealedType))
+        if cols:
+            found.append(SealedTable(t.name, tuple(c.name for c in t.primary_key), cols))
+    return found
+
+
+def _check_sealed_contexts() -> None:
+    # A context that names another column would still work, until someone copies the
+    # context string around: keep each bound to exactly its own table.column.
+    for t in metadata.tables.values():
+        for c in t.columns:
+            if isinstance(c.type, SealedType) and c.type.context != f"{t.name}.{c.name}":
+                raise RuntimeError(f"{t.name}.{c.name} is sealed as {c.type.context!r}")
+
+
+_check_sealed_contexts()
 
 _mapped = False
 

@@ -1,0 +1,493 @@
+"""Personal data sealed at rest: AES-256-GCM column values under a keyring of data keys.
+
+A sealed value is `VERSION | len(key id) | key id | 12-byte nonce | ciphertext+tag`. The
+associated data names the value's `table.column`, so a value copied into another column (or
+another table) fails to open instead of leaking through the wrong field.
+
+The keyring is process-wide (SQLAlchemy type decorators have no per-engine context): the
+hub, the CLI and the tests `configure()` it once; sealing or opening before that raises
+`DataKeysNotConfigured`, so nothing is ever stored in plain text by accident. Rotation
+without downtime: every key opens, one is current for sealing; a running hub re-reads its
+keyring file on SIGHUP and, by itself, when it meets a key id it does not know (a value
+another replica sealed under a key this one has not loaded yet). See ADR 0009.
+
+Sources, first match wins (`resolve_keyring`):
+1. a keyring file given explicitly (`--data-keys FILE` or `STOPHUB_DATA_KEYS_FILE`);
+2. `STOPHUB_DATA_KEYS=kid1:base64key,kid2:base64key` (the first is current), for secret
+   stores that inject environment variables;
+3. the default file `var/data-keys.json`.
+The file is JSON, mode 0600 (a file others may read is refused):
+`{"format": "stophub-data-keys/1", "current": "dk-…", "keys": [{"id": "dk-…", "key": "…"}]}`
+with keys in the order they were made (the last is the newest).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Connection, LargeBinary, column, select, table, tuple_, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.expression import TableClause
+from sqlalchemy.types import TypeDecorator
+
+VERSION = 1
+NONCE_BYTES = 12
+KEY_BYTES = 32
+FILE_FORMAT = "stophub-data-keys/1"
+DEFAULT_FILE = "var/data-keys.json"
+ENV_KEYS = "STOPHUB_DATA_KEYS"
+ENV_FILE = "STOPHUB_DATA_KEYS_FILE"
+_AAD_PREFIX = b"stophub/sealed/v1\x00"
+_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class DataKeyError(Exception):
+    """A keyring that cannot be used, or a sealed value that cannot be opened."""
+
+
+class DataKeysNotConfigured(DataKeyError):
+    pass
+
+
+class UnknownDataKey(DataKeyError):
+    def __init__(self, key_id: str, context: str) -> None:
+        super().__init__(
+            f"{context}: sealed under data key {key_id!r}, which is not in the keyring; "
+            "add that key to the keyring (stophub datakeys) and reload"
+        )
+        self.key_id = key_id
+
+
+class SealedValueError(DataKeyError):
+    """Tampered, truncated, or sealed for another column."""
+
+
+def new_key_id() -> str:
+    return f"dk-{secrets.token_hex(4)}"
+
+
+def _check_key(key_id: str, key: bytes) -> None:
+    if not _KEY_ID.match(key_id):
+        raise DataKeyError(f"data key id {key_id!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+    if len(key) != KEY_BYTES:
+        raise DataKeyError(f"data key {key_id!r} has {len(key)} bytes, not {KEY_BYTES}")
+
+
+def aad(context: str) -> bytes:
+    return _AAD_PREFIX + context.encode("utf-8")
+
+
+def key_id_of(value: bytes) -> str:
+    """The key id a sealed value names, without opening it."""
+    if len(value) < 2 or value[0] != VERSION:
+        raise SealedValueError("not a sealed value (unknown version byte)")
+    end = 2 + value[1]
+    if len(value) < end + NONCE_BYTES + 16:
+        raise SealedValueError("sealed value is truncated")
+    return value[2:end].decode("ascii", "replace")
+
+
+class Keyring:
+    """Data keys by id, in the order they were made; `current` seals, all open."""
+
+    def __init__(
+        self,
+        keys: Sequence[tuple[str, bytes]],
+        current: str | None = None,
+        *,
+        source: Path | None = None,
+    ) -> None:
+        if not keys:
+            raise DataKeyError("the keyring holds no data key")
+        self.order = [kid for kid, _ in keys]
+        if len(set(self.order)) != len(self.order):
+            raise DataKeyError("the keyring names one data key id twice")
+        for kid, key in keys:
+            _check_key(kid, key)
+        self.keys: dict[str, bytes] = dict(keys)
+        self.current = current or self.order[0]
+        if self.current not in self.keys:
+            raise DataKeyError(f"current data key {self.current!r} is not in the keyring")
+        self.source = source
+        self._ciphers = {kid: AESGCM(key) for kid, key in self.keys.items()}
+
+    @classmethod
+    def generate(cls, key_id: str | None = None) -> Keyring:
+        kid = key_id or new_key_id()
+        return cls([(kid, AESGCM.generate_key(bit_length=256))])
+
+    def with_key(self, key_id: str, key: bytes, *, make_current: bool) -> Keyring:
+        return Keyring(
+            [*((k, self.keys[k]) for k in self.order), (key_id, key)],
+            key_id if make_current else self.current,
+            source=self.source,
+        )
+
+    def with_current(self, key_id: str) -> Keyring:
+        return Keyring([(k, self.keys[k]) for k in self.order], key_id, source=self.source)
+
+    def seal(self, plaintext: bytes, context: str) -> bytes:
+        kid = self.current.encode("ascii")
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = self._ciphers[self.current].encrypt(nonce, plaintext, aad(context))
+        return bytes((VERSION, len(kid))) + kid + nonce + sealed
+
+    def open(self, value: bytes, context: str) -> bytes:
+        kid = key_id_of(value)
+        cipher = self._ciphers.get(kid)
+        if cipher is None:
+            raise UnknownDataKey(kid, context)
+        start = 2 + value[1]
+        nonce = value[start : start + NONCE_BYTES]
+        try:
+            return cipher.decrypt(nonce, value[start + NONCE_BYTES :], aad(context))
+        except InvalidTag:
+            raise SealedValueError(
+                f"{context}: sealed value does not open under data key {kid!r} "
+                "(tampered, or copied from another column)"
+            ) from None
+
+    # ---- files and the environment -----------------------------------------------------------
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": FILE_FORMAT,
+                "current": self.current,
+                "keys": [
+                    {"id": k, "key": base64.b64encode(self.keys[k]).decode()} for k in self.order
+                ],
+            },
+            indent=2,
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically with mode 0600: a hub re-reading mid-write sees old or new."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(self.to_json() + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _b64(kid: str, text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise DataKeyError(f"data key {kid!r} is not valid base64") from err
+
+
+def load_keyring_file(path: str | Path) -> Keyring:
+    path = Path(path)
+    if not path.exists():
+        raise DataKeysNotConfigured(
+            f"no data keys at {path}: give the hub's keyring with --data-keys FILE (or "
+            f"${ENV_FILE}), or create one with `stophub datakeys generate --file {path}`"
+        )
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise DataKeyError(
+            f"{path} is readable by others (mode {mode:o}): `chmod 600 {path}` first"
+        )
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("format") != FILE_FORMAT:
+            raise DataKeyError(f"{path}: format is not {FILE_FORMAT!r}")
+        keys = [(str(k["id"]), _b64(str(k["id"]), str(k["key"]))) for k in doc["keys"]]
+        current = str(doc["current"])
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise DataKeyError(f"{path}: not a data keyring ({err})") from err
+    try:
+        return Keyring(keys, current, source=path)
+    except DataKeyError as err:
+        raise DataKeyError(f"{path}: {err}") from err
+
+
+def parse_keyring_env(value: str) -> Keyring:
+    """`kid1:base64key,kid2:base64key`, the first current."""
+    keys = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        kid, sep, b64 = item.partition(":")
+        if not sep:
+            raise DataKeyError(f"${ENV_KEYS}: give KEY_ID:BASE64KEY, comma separated")
+        keys.append((kid.strip(), _b64(kid.strip(), b64.strip())))
+    return Keyring(keys)
+
+
+def resolve_keyring(
+    file: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Keyring:
+    """An explicit file, else the environment's keys, else the default file (module doc)."""
+    env = os.environ if environ is None else environ
+    explicit = file or env.get(ENV_FILE)
+    if explicit:
+        return load_keyring_file(explicit)
+    if env.get(ENV_KEYS):
+        return parse_keyring_env(env[ENV_KEYS])
+    return load_keyring_file(DEFAULT_FILE)
+
+
+# ---- the process-wide keyring -------------------------------------------------------------------
+
+_lock = threading.Lock()
+_active: Keyring | None = None
+
+
+def configure(keyring: Keyring | None) -> None:
+    """Make `keyring` the one every sealed column uses (None: unconfigure)."""
+    global _active
+    with _lock:
+        _active = keyring
+
+
+def configured() -> Keyring | None:
+    return _active
+
+
+def keyring() -> Keyring:
+    ring = _active
+    if ring is None:
+        raise DataKeysNotConfigured(
+            "no data keys configured: personal data is never stored in plain text. Create "
+            f"a keyring with `stophub datakeys generate` ({DEFAULT_FILE}), or set "
+            f"{ENV_FILE} or {ENV_KEYS}"
+        )
+    return ring
+
+
+def reload() -> Keyring:
+    """Re-read the active keyring's file (SIGHUP, or an unknown key id met)."""
+    ring = keyring()
+    if ring.source is None:
+        return ring
+    fresh = load_keyring_file(ring.source)
+    with _lock:
+        global _active
+        if _active is ring:
+            _active = fresh
+    return fresh
+
+
+def seal(plaintext: bytes, context: str) -> bytes:
+    return keyring().seal(plaintext, context)
+
+
+def open_sealed(value: bytes, context: str) -> bytes:
+    ring = keyring()
+    try:
+        return ring.open(value, context)
+    except UnknownDataKey:
+        if ring.source is None:
+            raise
+    # Another replica may seal under a key made current after this process loaded its file.
+    return reload().open(value, context)
+
+
+# ---- column types -------------------------------------------------------------------------------
+
+
+_T = TypeVar("_T", bytes, str)
+
+
+class SealedType(TypeDecorator[_T]):
+    """Values sealed on the way in and opened on the way out; BLOB/BYTEA in the schema.
+
+    `context` is the column's `table.column`, bound into each value. Sealed columns cannot
+    be searched or compared in SQL (each seal has a fresh nonce); only IS NULL works.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def __init__(self, context: str) -> None:
+        super().__init__()
+        self.context = context
+
+    def to_bytes(self, value: _T) -> bytes:
+        raise NotImplementedError
+
+    def from_bytes(self, raw: bytes) -> _T:
+        raise NotImplementedError
+
+    def process_bind_param(self, value: _T | None, dialect: Dialect) -> bytes | None:
+        return None if value is None else seal(self.to_bytes(value), self.context)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> _T | None:
+        if value is None:
+            return None
+        return self.from_bytes(open_sealed(bytes(value), self.context))
+
+
+class Sealed(SealedType[bytes]):
+    """Bytes (signed envelopes, kept byte for byte)."""
+
+    cache_ok = True  # looked up on each class itself, not inherited
+
+    def to_bytes(self, value: bytes) -> bytes:
+        return bytes(value)
+
+    def from_bytes(self, raw: bytes) -> bytes:
+        return raw
+
+
+class SealedText(SealedType[str]):
+    """Text, sealed as UTF-8."""
+
+    cache_ok = True
+
+    def to_bytes(self, value: str) -> bytes:
+        return value.encode("utf-8")
+
+    def from_bytes(self, raw: bytes) -> str:
+        return raw.decode("utf-8")
+
+
+# ---- walking sealed rows (re-encryption, status, migrations) -----------------------------------
+
+
+@dataclass(frozen=True)
+class SealedTable:
+    """One table's primary key and sealed columns, by name (no ORM types involved)."""
+
+    name: str
+    primary_key: tuple[str, ...]
+    columns: tuple[str, ...]
+
+    def context(self, col: str) -> str:
+        return f"{self.name}.{col}"
+
+    def lightweight(self) -> TableClause:
+        # Untyped columns: values travel as the driver stores them, never through `Sealed`.
+        return table(self.name, *(column(c) for c in (*self.primary_key, *self.columns)))
+
+
+def raw_rows(
+    conn: Connection, spec: SealedTable, batch: int
+) -> Iterator[list[tuple[tuple[Any, ...], dict[str, Any]]]]:
+    """The raw stored values of `spec`'s columns, in primary-key batches (keyset paging)."""
+    t = spec.lightweight()
+    pk = [t.c[c] for c in spec.primary_key]
+    after: tuple[Any, ...] | None = None
+    while True:
+        stmt = select(*pk, *(t.c[c] for c in spec.columns)).order_by(*pk).limit(batch)
+        if after is not None:
+            stmt = stmt.where(tuple_(*pk) > tuple_(*after) if len(pk) > 1 else pk[0] > after[0])
+        rows = conn.execute(stmt).all()
+        if not rows:
+            return
+        n = len(pk)
+        yield [(tuple(r[:n]), dict(zip(spec.columns, r[n:], strict=True))) for r in rows]
+        after = tuple(rows[-1][:n])
+        if len(rows) < batch:
+            return
+
+
+@dataclass
+class Rewritten:
+    rows: int = 0
+    values: int = 0
+    raced: int = 0  # changed by someone else between our read and our write: left as is
+
+
+def rewrite_rows(
+    conn: Connection,
+    spec: SealedTable,
+    change: Callable[[str, Any], bytes | None],
+    *,
+    batch: int = 500,
+    commit: Callable[[], None] | None = None,
+) -> Rewritten:
+    """Replace each non-null value `v` of column `c` by `change(c, v)` (None: leave it).
+
+    The update matches the old raw value too, so a value the hub rewrote meanwhile is left
+    as the hub wrote it. `commit` is called after each batch (short transactions on a live
+    database).
+    """
+    t = spec.lightweight()
+    done = Rewritten()
+    for rows in raw_rows(conn, spec, batch):
+        for key, values in rows:
+            done.rows += 1
+            for col, old in values.items():
+                new = None if old is None else change(col, old)
+                if new is None:
+                    continue
+                where = [t.c[c] == v for c, v in zip(spec.primary_key, key, strict=True)]
+                result = conn.execute(update(t).where(*where, t.c[col] == old).values({col: new}))
+                if result.rowcount:
+                    done.values += 1
+                else:
+                    done.raced += 1
+        if commit is not None:
+            commit()
+    return done
+
+
+def reencrypt(
+    conn: Connection, specs: Sequence[SealedTable], ring: Keyring, *, batch: int = 500
+) -> dict[str, Rewritten]:
+    """Re-seal every value not under `ring.current`, batch by batch, committing each: safe
+    while hubs serve (a row they change meanwhile is skipped and counted as raced), and
+    idempotent (a second run finds nothing to do)."""
+
+    def change(spec: SealedTable) -> Callable[[str, Any], bytes | None]:
+        def reseal(col: str, value: Any) -> bytes | None:
+            raw = bytes(value)
+            if key_id_of(raw) == ring.current:
+                return None
+            return ring.seal(ring.open(raw, spec.context(col)), spec.context(col))
+
+        return reseal
+
+    return {
+        spec.name: rewrite_rows(conn, spec, change(spec), batch=batch, commit=conn.commit)
+        for spec in specs
+    }
+
+
+def key_usage(
+    conn: Connection, specs: Sequence[SealedTable], *, batch: int = 1000
+) -> dict[str, dict[str, int]]:
+    """Stored values per key id, per table ("(not sealed)" for a value that is not)."""
+    usage: dict[str, dict[str, int]] = {}
+    for spec in specs:
+        counts = usage.setdefault(spec.name, {})
+        for rows in raw_rows(conn, spec, batch):
+            for _key, values in rows:
+                for value in values.values():
+                    if value is None:
+                        continue
+                    try:
+                        kid = key_id_of(as_bytes(value))
+                    except SealedValueError:
+                        kid = "(not sealed)"
+                    counts[kid] = counts.get(kid, 0) + 1
+        conn.rollback()  # end each table's read; a long snapshot holds back a busy database
+    return usage
+
+
+def as_bytes(value: Any) -> bytes:
+    """A raw stored value as bytes (SQLite hands back text it stored as TEXT as str)."""
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
