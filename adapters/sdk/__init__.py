@@ -9,7 +9,10 @@ from adapters.sdk.client import (
     HubClient,
     HubError,
     HubSignatureError,
+    secure_channel,
+    tls_credentials,
 )
+from hub.crypto.pki import TlsConfig
 
 __all__ = [
     "HUB",
@@ -20,4 +23,7 @@ __all__ = [
     "HubClient",
     "HubError",
     "HubSignatureError",
+    "TlsConfig",
+    "secure_channel",
+    "tls_credentials",
 ]

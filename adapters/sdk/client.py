@@ -29,6 +29,7 @@ from grpc_status import rpc_status
 from hub.clock import SystemClock
 from hub.crypto.envelope import create_time_of, seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
+from hub.crypto.pki import TlsConfig
 from hub.crypto.signing import ALGORITHMS, SignatureError, key_id_for
 from stophub.v1 import (
     case_pb2,
@@ -83,6 +84,30 @@ _CHANNEL_OPTIONS: Final = [
 ]
 
 
+def tls_credentials(tls: TlsConfig) -> grpc.ChannelCredentials:
+    """Mutual TLS: the hub is checked against the network's CA, and this institution
+    proves itself with the client certificate the same CA issued it."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=tls.ca, private_key=tls.key, certificate_chain=tls.cert
+    )
+
+
+def tls_options(tls: TlsConfig) -> list[tuple[str, Any]]:
+    """Channel options for `tls`: the hub's certificate is checked against `server_name`
+    instead of the target's host when one is given (a hub reached through an address its
+    certificate does not name)."""
+    if tls.server_name is None:
+        return []
+    return [("grpc.ssl_target_name_override", tls.server_name)]
+
+
+def secure_channel(target: str, tls: TlsConfig) -> grpc.aio.Channel:
+    """A channel to the hub over mutual TLS, with the SDK's reconnect and keepalive settings."""
+    return grpc.aio.secure_channel(
+        target, tls_credentials(tls), options=_CHANNEL_OPTIONS + tls_options(tls)
+    )
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware."""
@@ -104,7 +129,8 @@ class HubError(Exception):
     names this institution's message: only then is it evidence of what the hub decided, and
     `rejection_envelope` is that evidence. Failures of the connection (UNAVAILABLE,
     DEADLINE_EXCEEDED, ...) have an empty `reason` and are `transient`: sending the same
-    message again, with the same message id, is safe and is the right reaction.
+    message again, with the same message id, is safe and is the right reaction. So is a
+    signed UNAVAILABLE (reason DATABASE_UNAVAILABLE): the hub could not reach its database.
     """
 
     def __init__(
@@ -135,7 +161,11 @@ class HubError(Exception):
 
     @property
     def transient(self) -> bool:
-        return self.rejection is None and self.code in _TRANSIENT_CODES
+        if self.rejection is not None:
+            # A signed refusal is the hub's decision about this message, final, except when
+            # the hub itself says it could not decide yet (its database was down).
+            return self.code is grpc.StatusCode.UNAVAILABLE
+        return self.code in _TRANSIENT_CODES
 
     def __str__(self) -> str:
         text = self.code.name
@@ -268,6 +298,12 @@ class HubClient:
     returning it. Message ids default to `<institution>-<uuid4>`; pass `message_id` (or a
     `message_ids` factory) to resend a message deterministically: the hub answers a resend
     of the same bytes with its original answer.
+
+    Connect with `tls=TlsConfig(ca, cert, key)` (the network CA's certificate and this
+    institution's client certificate and key, e.g. `hub.crypto.pki.client_tls(dir, code)`):
+    the hub serves mutual TLS only and refuses a request whose sender is not the institution
+    the certificate names. `credentials=` or a ready `channel=` are for other setups; with
+    none of the three the channel is plain text, for a development hub only.
     """
 
     def __init__(
@@ -280,6 +316,7 @@ class HubClient:
         clock: Clock | None = None,
         channel: grpc.aio.Channel | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        tls: TlsConfig | None = None,
         timeout: float | None = 30.0,
         message_ids: Callable[[], str] | None = None,
     ) -> None:
@@ -291,9 +328,13 @@ class HubClient:
         self.clock: Clock = clock or SystemClock()
         self.timeout = timeout
         self._message_ids = message_ids or (lambda: f"{institution.lower()}-{uuid.uuid4().hex}")
+        if sum(x is not None for x in (channel, credentials, tls)) > 1:
+            raise ValueError("give at most one of channel=, credentials= and tls=")
         self._owns_channel = channel is None
         if channel is not None:
             self._channel = channel
+        elif tls is not None:
+            self._channel = secure_channel(target, tls)
         elif credentials is not None:
             self._channel = grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
         else:

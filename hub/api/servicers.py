@@ -11,6 +11,7 @@ import grpc
 from google.protobuf.message import Message
 
 from hub.api.errors import rejection_body, status_for
+from hub.crypto.pki import institution_from_uris
 from hub.domain.errors import DomainError
 from hub.service import handlers as h
 from hub.service.handlers import Command, Hub
@@ -29,6 +30,14 @@ from stophub.v1 import (
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Message)
+
+
+def peer_institution(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The institution the connection's client certificate names in its SAN URI
+    (`urn:stophub:institution:<CODE>`), or None: no TLS, no certificate, no such URI. gRPC
+    lists the certificate's URI SANs, and only those, under `peer_uri`."""
+    uris = context.auth_context().get("peer_uri", ())
+    return institution_from_uris(u.decode("utf-8", "replace") for u in uris)
 
 
 class Runner:
@@ -64,7 +73,7 @@ class Runner:
     ) -> R:
         envelope: envelope_pb2.Envelope = request.envelope
         try:
-            answer = await self.call(self.hub.handle, command, envelope)
+            answer = await self.call(self.hub.handle, command, envelope, peer_institution(context))
         except DomainError as err:
             log.info(
                 "refused %s from %s/%s: %s %s",

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from hub.api.server import HubServer
 from hub.bootstrap import serve
 from hub.clock import ManualClock
+from hub.crypto import pki
 from hub.crypto.keys import PrivateKey
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.service.admin import NewKey, Registry
@@ -41,15 +44,35 @@ class Network:
     store: SqlStore
     server: HubServer
     database_url: str
+    ca: pki.Issued
+    hub_tls: pki.TlsConfig  # the server's side, for a test that restarts the hub
     keys: dict[str, PrivateKey] = field(default_factory=dict)
+    # Each member's client certificate, issued by `ca`; the hub serves mutual TLS only.
+    tls: dict[str, pki.TlsConfig] = field(default_factory=dict)
 
     @property
     def hub_public_key(self) -> bytes:
         return self.hub_key.public_key
 
+    def tls_of(self, code: str) -> pki.TlsConfig:
+        """`code`'s client certificate, issued by the network's CA on first use (an
+        institution a test registers itself gets one too)."""
+        if code not in self.tls:
+            self.tls[code] = tls_for(self.ca, pki.issue_client(self.ca, code, datetime.now(UTC)))
+        return self.tls[code]
+
+    def channel(self, code: str) -> grpc.aio.Channel:
+        """A channel to the hub as member `code` would open it: mutual TLS with its
+        client certificate."""
+        from adapters.sdk import secure_channel
+
+        return secure_channel(self.target, self.tls_of(code))
+
     def client(self, code: str, **kwargs: Any) -> Any:
         from adapters.sdk import HubClient
 
+        if "channel" not in kwargs and "credentials" not in kwargs:
+            kwargs.setdefault("tls", self.tls_of(code))
         return HubClient(
             self.target,
             institution=code,
@@ -60,17 +83,38 @@ class Network:
         )
 
 
-async def start_network(tmp_path: Path, clock: ManualClock, *, ack_timeout: float = 1.0) -> Network:
-    url = f"sqlite:///{tmp_path}/hub.db"
+def tls_for(ca: pki.Issued, issued: pki.Issued) -> pki.TlsConfig:
+    return pki.TlsConfig(ca.cert_pem, issued.cert_pem, issued.key_pem)
+
+
+async def start_network(
+    tmp_path: Path,
+    clock: ManualClock,
+    *,
+    ack_timeout: float = 1.0,
+    database_url: str | None = None,
+) -> Network:
+    url = database_url or f"sqlite:///{tmp_path}/hub.db"
     hub_key = PrivateKey.generate()
+    # TLS checks validity against the real time, not the test's clock.
+    now = datetime.now(UTC)
+    ca = pki.create_ca(now)
+    hub_tls = tls_for(ca, pki.issue_server(ca, now))
     server, store = await serve(
-        url, hub_key, "127.0.0.1:0", clock=clock, ack_timeout=ack_timeout, workers=4
+        url,
+        hub_key,
+        "127.0.0.1:0",
+        clock=clock,
+        ack_timeout=ack_timeout,
+        workers=4,
+        tls=hub_tls,
     )
     registry = Registry(store, clock)
-    network = Network(f"127.0.0.1:{server.port}", hub_key, clock, store, server, url)
+    network = Network(f"127.0.0.1:{server.port}", hub_key, clock, store, server, url, ca, hub_tls)
     for code, (name, kind) in MEMBERS.items():
         key = PrivateKey.generate()
         network.keys[code] = key
+        network.tls_of(code)
         registry.add_institution(
             code, name, kind, [NewKey(key.algorithm, key.public_key)], contacts(code)
         )

@@ -15,7 +15,9 @@ from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from adapters.sdk import tls_credentials
 from hub.cli import main
+from hub.crypto.pki import client_tls
 
 
 @pytest.fixture
@@ -128,9 +130,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_answers_health_and_reflection(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["mtls", "plaintext"])
+def test_serve_answers_health_and_reflection(tmp_path: Path, transport: str) -> None:
     run("keys", "generate", "--out", str(tmp_path / "hub.key"))
     port = free_port()
+    pki_dir = tmp_path / "pki"
+    if transport == "mtls":
+        run("pki", "init", "--dir", str(pki_dir))
+        run("pki", "issue", "REG", "--dir", str(pki_dir), "--out-dir", str(tmp_path / "reg"))
+        flags = ["--tls-dir", str(pki_dir)]
+    else:
+        flags = ["--insecure-plaintext"]
     env = {**os.environ, "STOPHUB_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db"}
     proc = subprocess.Popen(
         [
@@ -142,13 +152,19 @@ def test_serve_answers_health_and_reflection(tmp_path: Path) -> None:
             f"127.0.0.1:{port}",
             "--hub-key",
             str(tmp_path / "hub.key"),
+            *flags,
         ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    if transport == "mtls":
+        tls = client_tls(tmp_path / "reg", "REG")
+        channel = grpc.secure_channel(f"127.0.0.1:{port}", tls_credentials(tls))
+    else:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with channel:
             grpc.channel_ready_future(channel).result(timeout=30)
             health = health_pb2_grpc.HealthStub(channel)
             for service in ("", "stophub.v1.CaseService", "stophub.v1.DeliveryService"):
@@ -174,6 +190,10 @@ def test_serve_answers_health_and_reflection(tmp_path: Path) -> None:
             proc.kill()
             out, _ = proc.communicate()
     assert proc.returncode == 0, out.decode()
+    if transport == "mtls":
+        assert "over mutual TLS" in out.decode()
+    else:
+        assert "INSECURE: serving PLAIN TEXT" in out.decode(), "a loud warning in the log"
 
 
 def test_serve_without_a_key_says_how_to_make_one(tmp_path: Path) -> None:

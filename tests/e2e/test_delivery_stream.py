@@ -10,6 +10,7 @@ import pytest
 from hub.crypto.envelope import verify_envelope
 from stophub.v1 import case_pb2, case_pb2_grpc, delivery_pb2, order_pb2, order_pb2_grpc
 from tests.e2e.conftest import Network
+from tests.e2e.test_wire_rules import error_info
 from tests.e2e.wire_helpers import RawStream, report, sign
 
 
@@ -17,9 +18,11 @@ async def verified_case_with_auto_stop(network: Network, count: int = 1) -> list
     """`count` verified cases, each of which makes the hub issue one stop to BANKB."""
     now = network.clock.now()
     case_ids = []
-    async with grpc.aio.insecure_channel(network.target) as channel:
-        orders = order_pb2_grpc.OrderServiceStub(channel)
-        cases = case_pb2_grpc.CaseServiceStub(channel)
+    # Each institution over its own certificate: the hub refuses a sender the connection's
+    # certificate does not name.
+    async with network.channel("CENTRE") as centre, network.channel("BANKA") as bank:
+        orders = order_pb2_grpc.OrderServiceStub(centre)
+        cases = case_pb2_grpc.CaseServiceStub(bank)
         rule = order_pb2.AutoStopRule(rule_id="R1", enabled=True, max_amount_fen=10_000_000)
         await orders.SetAutoStopRule(
             order_pb2.SetAutoStopRuleRequest(
@@ -51,7 +54,7 @@ def notice_of(delivery: delivery_pb2.StreamDeliveriesResponse) -> delivery_pb2.N
 
 async def test_offline_bank_gets_its_orders_in_order_when_it_connects(network: Network) -> None:
     case_ids = await verified_case_with_auto_stop(network, count=3)
-    stream = await RawStream(network.target, network.keys["BANKB"], "BANKB", network.clock).open()
+    stream = await RawStream(network, "BANKB").open()
     try:
         got = [await stream.next() for _ in range(3)]
         assert [d.sequence for d in got] == sorted(d.sequence for d in got)
@@ -71,10 +74,10 @@ async def test_offline_bank_gets_its_orders_in_order_when_it_connects(network: N
 
 async def test_unacknowledged_delivery_comes_again_after_reconnect(network: Network) -> None:
     await verified_case_with_auto_stop(network)
-    first = await RawStream(network.target, network.keys["BANKB"], "BANKB", network.clock).open()
+    first = await RawStream(network, "BANKB").open()
     delivery = await first.next()
     await first.close()
-    second = await RawStream(network.target, network.keys["BANKB"], "BANKB", network.clock).open()
+    second = await RawStream(network, "BANKB").open()
     try:
         again = await second.next()
         assert again.sequence == delivery.sequence
@@ -90,7 +93,7 @@ async def test_unacknowledged_delivery_comes_again_after_reconnect(network: Netw
         assert not network.server.hub.pending("BANKB")
     finally:
         await second.close()
-    third = await RawStream(network.target, network.keys["BANKB"], "BANKB", network.clock).open()
+    third = await RawStream(network, "BANKB").open()
     try:
         with pytest.raises(TimeoutError):
             await third.next(timeout=1.5)
@@ -101,12 +104,8 @@ async def test_unacknowledged_delivery_comes_again_after_reconnect(network: Netw
 async def test_delivery_moves_to_the_other_connection_when_not_acknowledged(
     network: Network,
 ) -> None:
-    a = await RawStream(network.target, network.keys["BANKB"], "BANKB", network.clock).open(
-        "site-a"
-    )
-    b = await RawStream(network.target, network.keys["BANKB"], "BANKB", network.clock).open(
-        "site-b"
-    )
+    a = await RawStream(network, "BANKB").open("site-a")
+    b = await RawStream(network, "BANKB").open("site-b")
     try:
         await asyncio.sleep(0.2)
         await verified_case_with_auto_stop(network)
@@ -138,19 +137,27 @@ async def _first_of(
 
 async def test_acknowledging_on_anothers_stream_is_refused(network: Network) -> None:
     await verified_case_with_auto_stop(network)
-    stream = await RawStream(network.target, network.keys["BANKB"], "BANKB", network.clock).open()
+    stream = await RawStream(network, "BANKB").open()
     try:
         delivery = await stream.next()
+        # Signed by BANKA, sent over BANKB's connection (BANKB's certificate): the
+        # certificate check refuses it before the stream's owner is even compared.
         await stream.ack(delivery.sequence, key=network.keys["BANKA"], sender="BANKA")
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stream.next()
-        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert error_info(caught.value)[0].reason == "CERTIFICATE_MISMATCH"
     finally:
         await stream.close()
+    again = await RawStream(network, "BANKB").open()
+    try:
+        assert (await again.next()).sequence == delivery.sequence, "not acknowledged"
+    finally:
+        await again.close()
 
 
 async def test_unsigned_subscription_is_unauthenticated(network: Network) -> None:
-    stream = RawStream(network.target, network.keys["BANKB"], "BANKB", network.clock)
+    stream = RawStream(network, "BANKB")
     hello = sign(network.keys["BANKA"], "BANKB", delivery_pb2.SubscribeBody(), network.clock.now())
     await stream.call.write(delivery_pb2.StreamDeliveriesRequest(envelope=hello))
     try:

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -26,9 +27,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, select
 
+from adapters.sdk.client import tls_credentials, tls_options
 from hub.bootstrap import migrate
 from hub.cli import main
 from hub.clock import SystemClock
+from hub.crypto import pki
 from hub.crypto.envelope import verify_envelope
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
@@ -78,13 +81,33 @@ def free_port() -> int:
 
 
 class Hub:
-    """`python -m hub.cli serve` as a child process, started and killed by the test."""
+    """`python -m hub.cli serve` as a child process, started and killed by the test.
+
+    It serves mutual TLS with a PKI made in `tmp_path/pki` (`stophub pki` files); open
+    channels to it with `channel(code)`, which presents `code`'s client certificate."""
 
     def __init__(self, tmp_path: Path, db_url: str, policy: Path) -> None:
         self.tmp_path, self.db_url, self.policy = tmp_path, db_url, policy
         self.proc: subprocess.Popen[bytes] | None = None
         self.target = ""
         self.runs = 0
+        self.pki_dir = tmp_path / "pki"
+        self._issuing = threading.Lock()
+        if not pki.has_server_material(self.pki_dir):
+            pki.init(self.pki_dir, datetime.now(UTC))
+
+    def tls(self, code: str) -> pki.TlsConfig:
+        """`code`'s client certificate from this hub's CA, issued on first use (under a
+        lock: a test may open its members' channels from several threads)."""
+        with self._issuing:
+            if not (self.pki_dir / pki.client_cert_file(code)).exists():
+                pki.issue(self.pki_dir, code, datetime.now(UTC))
+            return pki.client_tls(self.pki_dir, code)
+
+    def channel(self, code: str) -> grpc.Channel:
+        """A blocking channel to the hub over mutual TLS as member `code`."""
+        tls = self.tls(code)
+        return grpc.secure_channel(self.target, tls_credentials(tls), options=tls_options(tls))
 
     @property
     def log_file(self) -> Path:
@@ -108,13 +131,16 @@ class Hub:
                     str(self.tmp_path / "hub.key"),
                     "--policy",
                     str(self.policy),
+                    "--tls-dir",
+                    str(self.pki_dir),
                 ],
                 cwd=ROOT,
                 env={k: v for k, v in os.environ.items() if k != "STOPHUB_DATABASE_URL"},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        with grpc.insecure_channel(self.target) as channel:
+        # Any certificate from the CA gets through the handshake; readiness is all this asks.
+        with self.channel("PROBE") as channel:
             try:
                 grpc.channel_ready_future(channel).result(timeout=30)
             except grpc.FutureTimeoutError:
@@ -195,7 +221,7 @@ def test_clocks_fire_once_each_after_a_crash(tmp_path: Path) -> None:
     hub.start()
     now = datetime.now(UTC)
     envelope = sign(keys["BANKA"], "BANKA", report(now), now)
-    with grpc.insecure_channel(hub.target) as channel:
+    with hub.channel("BANKA") as channel:
         answer = case_pb2_grpc.CaseServiceStub(channel).CreateReport(
             case_pb2.CreateReportRequest(envelope=envelope), timeout=10
         )

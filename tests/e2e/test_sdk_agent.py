@@ -309,6 +309,7 @@ async def test_stream_reconnects_through_a_hub_restart_and_gets_the_redelivery(
                 clock=clock,
                 ack_timeout=1.0,
                 workers=4,
+                tls=network.hub_tls,
             )
             network.server, network.store = server, store
 
@@ -349,6 +350,7 @@ async def test_refusal_is_a_readable_signed_hub_error(network: Network, clock: M
         key=network.keys["BANKA"],
         hub_public_key=network.hub_public_key,
         clock=clock,
+        tls=network.tls["BANKA"],
         timeout=5,
     )
     async with unreachable:

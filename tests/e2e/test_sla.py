@@ -210,7 +210,7 @@ async def test_list_clocks_on_the_raw_wire_is_hub_signed_and_reflected(network: 
 
     body = sla_pb2.ListClocksBody(open_only=True)
     envelope = sign(network.keys["REG"], "REG", body, network.clock.now())
-    async with grpc.aio.insecure_channel(network.target) as channel:
+    async with network.channel("REG") as channel:
         answer = await sla_pb2_grpc.SlaServiceStub(channel).ListClocks(
             sla_pb2.ListClocksRequest(envelope=envelope)
         )

@@ -12,8 +12,6 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
-
 from hub.crypto.keys import PrivateKey, save_private_key
 from stophub.v1 import case_pb2, case_pb2_grpc
 from tests.e2e.test_restart import (
@@ -49,7 +47,7 @@ def test_two_hub_processes_fire_each_step_once(tmp_path: Path, postgres_url: str
         for i in range(REPORTS):
             hub = hubs[i % 2]
             now = datetime.now(UTC)
-            with grpc.insecure_channel(hub.target) as channel:
+            with hub.channel("BANKA") as channel:
                 case_pb2_grpc.CaseServiceStub(channel).CreateReport(
                     case_pb2.CreateReportRequest(
                         envelope=sign(keys["BANKA"], "BANKA", report(now), now)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 
 from hub.crypto.envelope import seal_message
 from hub.crypto.keys import PrivateKey
 from stophub.v1 import account_pb2, case_pb2, envelope_pb2
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Network
 
 MULE = account_pb2.AccountRef(
     institution_code="BANKB", account_number="6222020000000002", holder_name="Li Si"
@@ -63,13 +67,11 @@ def report(now: datetime, amounts: tuple[int, ...] = (3_000_000, 2_000_000)) -> 
 class RawStream:
     """A delivery stream driven by hand, to test the stream's rules byte by byte."""
 
-    def __init__(self, target: str, key: PrivateKey, code: str, clock: ClockLike) -> None:
-        import grpc
-
+    def __init__(self, network: Network, code: str, *, key: PrivateKey | None = None) -> None:
         from stophub.v1 import delivery_pb2_grpc
 
-        self.key, self.code, self.clock = key, code, clock
-        self.channel = grpc.aio.insecure_channel(target)
+        self.key, self.code, self.clock = key or network.keys[code], code, network.clock
+        self.channel = network.channel(code)
         self.call = delivery_pb2_grpc.DeliveryServiceStub(self.channel).StreamDeliveries()
         # One reader for the call's life: cancelling a pending read would cancel the RPC.
         self.inbox: asyncio.Queue[object] = asyncio.Queue()
@@ -124,10 +126,6 @@ class RawStream:
         self.reader.cancel()
         self.call.cancel()
         await self.channel.close()
-
-
-class ClockLike:
-    def now(self) -> datetime: ...
 
 
 from stophub.v1 import delivery_pb2  # noqa: E402
