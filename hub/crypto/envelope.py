@@ -23,6 +23,8 @@ from hub.crypto.signing import (
 from stophub.v1 import envelope_pb2
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 class Signer(Protocol):
@@ -152,7 +154,12 @@ def create_time_of(env: envelope_pb2.Envelope) -> datetime:
     """create_time as an aware UTC datetime, truncated to microseconds.
 
     Only for clocks and display: anything signed or hashed uses the exact
-    seconds and nanos from the wire via `header_of`.
+    seconds and nanos from the wire via `header_of`. A signed int64 of seconds
+    reaches far beyond datetime's years 1..9999: such a time clamps to the
+    nearest end, which lies outside any freshness window, instead of raising.
     """
     ts = env.create_time
-    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1_000)
+    try:
+        return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1_000)
+    except OverflowError:
+        return _LATEST if ts.seconds > 0 else _EARLIEST

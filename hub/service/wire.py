@@ -37,7 +37,7 @@ from hub.domain.institutions import (
     KeyState,
 )
 from hub.domain.rules import AutoStopRule
-from stophub.v1 import account_pb2, case_pb2, institution_pb2, order_pb2, sla_pb2
+from stophub.v1 import account_pb2, case_pb2, delivery_pb2, institution_pb2, order_pb2, sla_pb2
 
 # ---- time -------------------------------------------------------------------------------------
 
@@ -93,6 +93,7 @@ INSTITUTION_KINDS = {
     institution_pb2.INSTITUTION_KIND_ANTI_FRAUD_CENTRE: InstitutionKind.ANTI_FRAUD_CENTRE,
     institution_pb2.INSTITUTION_KIND_REGULATOR: InstitutionKind.REGULATOR,
     institution_pb2.INSTITUTION_KIND_HUB: InstitutionKind.HUB,
+    institution_pb2.INSTITUTION_KIND_AUDITOR: InstitutionKind.AUDITOR,
 }
 CASE_STATES = {
     CaseState.REPORTED: case_pb2.CASE_STATE_REPORTED,
@@ -115,6 +116,45 @@ EXECUTION_STATUSES = {
     order_pb2.EXECUTION_STATUS_REJECTED: ExecutionStatus.REJECTED,
 }
 EXECUTION_STATUS_NUMBERS = {v: k for k, v in EXECUTION_STATUSES.items()}
+
+
+# ---- text the store can keep ------------------------------------------------------------------
+
+
+# Request text stored in a column of bounded size (hub/store/tables.py); the rest is stored
+# sealed or unbounded, or checked against known values (codes, ids, account numbers) first.
+TEXT_LIMITS = {
+    "stophub.v1.FraudTransaction.transaction_reference": 128,
+    "stophub.v1.OnwardTransfer.transaction_reference": 128,
+    "stophub.v1.AutoStopRule.rule_id": 64,
+    "stophub.v1.FreezeInstruction.filed_case_number": 64,
+    "stophub.v1.FreezeInstruction.approving_authority": 200,
+}
+
+
+def check_text(message: Message, prefix: str = "") -> None:
+    """Refuse a NUL character, or text longer than its column, in any string of `message`.
+
+    PostgreSQL refuses both (SQLite stores them): checking here keeps the two stores answering
+    alike, with the field named, instead of one of them failing deep in a transaction."""
+    for fd, value in message.ListFields():
+        name = prefix + fd.name
+        items = list(value) if fd.is_repeated else [value]
+        limit = TEXT_LIMITS.get(fd.full_name)
+        for i, item in enumerate(items):
+            path = f"{name}[{i}]" if fd.is_repeated else name
+            if fd.type == fd.TYPE_MESSAGE:
+                check_text(item, path + ".")
+            elif fd.type == fd.TYPE_STRING:
+                if "\x00" in item:
+                    raise InvalidArgument(path, "contains a NUL character")
+                if limit is not None and len(item) > limit:
+                    raise InvalidArgument(path, f"is longer than {limit} characters")
+
+
+def storable(text: str, limit: int) -> str:
+    """`text` as a refusal's audit row can keep it: NUL replaced, cut to the column's size."""
+    return text.replace("\x00", "\ufffd")[:limit]
 
 
 # ---- decoding -----------------------------------------------------------------------------------
@@ -204,6 +244,22 @@ def order_command_from_proto(pb: order_pb2.OrderInstruction) -> tuple[str, Order
     else:
         raise InvalidArgument("instruction", "set one of stop, freeze, release, fund_return")
     return pb.case_id, command
+
+
+# The hub streams at most a few hundred deliveries per batch, so a client never has more to
+# acknowledge at once; the bound keeps one ack inside the database's parameter limit
+# (PostgreSQL: 65535) instead of failing there.
+MAX_ACK_SEQUENCES = 10_000
+
+
+def ack_sequences(pb: delivery_pb2.AckBody) -> list[int]:
+    if len(pb.sequences) > MAX_ACK_SEQUENCES:
+        raise InvalidArgument(
+            "sequences",
+            f"{len(pb.sequences)} sequences in one acknowledgement; send at most "
+            f"{MAX_ACK_SEQUENCES} per message",
+        )
+    return sorted(set(pb.sequences))
 
 
 def execution_from_proto(pb: order_pb2.ExecutionResult) -> tuple[str, Execution]:
@@ -393,6 +449,7 @@ def institution_to_proto(inst: Institution) -> institution_pb2.Institution:
         )
         _set_ts(key, "create_time", k.created_at)
         _set_ts(key, "revoke_time", k.revoked_at)
+        _set_ts(key, "not_after_time", k.not_after)
     for c in inst.contacts:
         pb.duty_contacts.append(contact_to_proto(c))
     return pb

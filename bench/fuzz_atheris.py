@@ -1,0 +1,142 @@
+"""Coverage-guided fuzzing of the hub's decode and validate path, in-process, with atheris.
+
+Not part of `make test` and not a dependency: atheris is installed only to run this.
+
+    .venv/bin/pip install atheris          # a manylinux wheel for CPython 3.11 on x86_64
+    .venv/bin/python bench/fuzz_atheris.py -max_total_time=300 var/fuzz-corpus
+    .venv/bin/pip uninstall -y atheris
+
+Arguments after the script are libFuzzer's (-runs=N, -max_total_time=S, -jobs=N, a corpus
+directory to keep and grow between runs). Each input's first byte picks the command and the
+rest is its body; the body goes through exactly what a
+signed request meets after its signature checked: `Hub.decode` (body type, protobuf parse,
+NUL refusal), the command's `wire.*_from_proto` and the domain validation that needs no
+database. The envelope path gets the same input as a serialized request: the tolerant
+request parse, `check_text`, `create_time_of` and the signing-input digest. A DomainError
+is a clean refusal; any other exception is a crash that libFuzzer reports with its input
+saved as crash-<sha1> (re-run the script with that file as the argument to reproduce).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import atheris
+
+with atheris.instrument_imports():
+    from google.protobuf.message import Message
+
+    from hub.api.decoding import Undecodable, tolerant
+    from hub.crypto.envelope import create_time_of, digest_of
+    from hub.domain.cases import validate_report
+    from hub.domain.errors import DomainError
+    from hub.domain.institutions import InstitutionKind
+    from hub.domain.rules import AutoStopRule
+    from hub.service import handlers as h
+    from hub.service import wire
+    from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2, order_pb2
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+MEMBERS = {
+    "BANKA": InstitutionKind.BANK,
+    "BANKB": InstitutionKind.BANK,
+    "PAYX": InstitutionKind.PAYMENT_INSTITUTION,
+    "CENTRE": InstitutionKind.ANTI_FRAUD_CENTRE,
+}
+# Every command the hub serves, SUBSCRIBE and ACK of the stream included, in a fixed order.
+COMMANDS: list[h.Command[Any]] = sorted(
+    (c for c in vars(h).values() if isinstance(c, h.Command)), key=lambda c: c.body_type
+)
+parse_request = tolerant(case_pb2.CreateReportRequest.FromString)
+
+
+def validate(command: h.Command[Any], body: Message) -> None:
+    """The command's own decoding plus the rules that need no database."""
+    if command is h.CREATE_REPORT:
+        assert isinstance(body, case_pb2.Report)
+        validate_report(wire.report_from_proto(body), "BANKA", NOW, MEMBERS)
+    elif command is h.VERIFY_REPORT:
+        wire.verification_from_proto(body)  # type: ignore[arg-type]
+    elif command is h.ISSUE_ORDER:
+        wire.order_command_from_proto(body)  # type: ignore[arg-type]
+    elif command is h.ANSWER_ORDER:
+        wire.execution_from_proto(body)  # type: ignore[arg-type]
+    elif command is h.SET_AUTO_STOP_RULE:
+        AutoStopRule.validated(
+            "CENTRE",
+            body.rule_id.strip(),  # type: ignore[attr-defined]
+            body.enabled,  # type: ignore[attr-defined]
+            body.max_amount_fen,  # type: ignore[attr-defined]
+            now=NOW,
+            message_id="m",
+            envelope=b"",
+        )
+    elif command is h.ACK:
+        wire.ack_sequences(body)  # type: ignore[arg-type]
+
+
+def envelope_path(data: bytes) -> None:
+    request = parse_request(data)
+    if isinstance(request, Undecodable):
+        return
+    env: envelope_pb2.Envelope = request.envelope
+    wire.check_text(env)
+    create_time_of(env)
+    # Documented: nanos outside 0..999999999 have no signing input (a BAD_SIGNATURE refusal).
+    with contextlib.suppress(ValueError):
+        digest_of(env)
+
+
+def one_input(data: bytes) -> None:
+    if not data:
+        return
+    command = COMMANDS[data[0] % len(COMMANDS)]
+    env = envelope_pb2.Envelope(body_type=command.body_type, body=data[1:])
+    with contextlib.suppress(DomainError):
+        validate(command, h.Hub.decode(command, env))
+    with contextlib.suppress(DomainError):
+        envelope_path(data)
+
+
+def seed(corpus: Path) -> None:
+    """Start an empty corpus from valid bodies: random bytes rarely parse as protobuf, and
+    libFuzzer's mutations of a valid body reach the rules far sooner."""
+    mule = account_pb2.AccountRef(
+        institution_code="BANKB", account_number="6222020000000002", holder_name="Li Si"
+    )
+    victim = account_pb2.AccountRef(institution_code="BANKA", account_number="6222010000000001")
+    report = case_pb2.Report(victim=case_pb2.Victim(name="Zhang San"), fraud_type=1)
+    tx = report.transactions.add(amount_fen=3_000_000, payer=victim, payee=mule, channel=1)
+    tx.transaction_time.FromDatetime(NOW)
+    bodies = {
+        h.CREATE_REPORT: report,
+        h.VERIFY_REPORT: case_pb2.Verification(case_id="C1", outcome=1, reason="r"),
+        h.ISSUE_ORDER: order_pb2.OrderInstruction(
+            case_id="C1",
+            stop=order_pb2.StopInstruction(
+                account=mule, amount_fen=5, transactions=[order_pb2.TransactionFact(amount_fen=5)]
+            ),
+        ),
+        h.ANSWER_ORDER: order_pb2.ExecutionResult(order_id="O1", status=1, amount_held_fen=5),
+        h.SET_AUTO_STOP_RULE: order_pb2.AutoStopRule(rule_id="r", enabled=True, max_amount_fen=9),
+        h.ACK: delivery_pb2.AckBody(sequences=[1, 2, 3]),
+    }
+    for command, body in bodies.items():
+        choice = bytes([COMMANDS.index(command)])
+        (corpus / f"seed-{command.body_type}").write_bytes(choice + body.SerializeToString())
+
+
+def main() -> None:
+    dirs = [Path(a) for a in sys.argv[1:] if not a.startswith("-") and Path(a).is_dir()]
+    if dirs and not any(dirs[0].iterdir()):
+        seed(dirs[0])
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
