@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format proto clean bench
+.PHONY: install demo test lint format proto clean bench soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "StopHub needs Python 3.11 or newer")'
@@ -27,6 +27,11 @@ test: $(STAMP)
 # PostgreSQL too when STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Soak (not part of `make test`; 10 min): a real hub under mixed load, its memory and open
+# files sampled over time, with a verdict on growth. See BENCHMARKS.md.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -19,6 +19,8 @@ GRPC_CODES: dict[str, grpc.StatusCode] = {
     "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
     "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
     "INTERNAL": grpc.StatusCode.INTERNAL,
+    # The database is down for the moment (StoreUnavailable): the same message may be resent.
+    "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
 }
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "PendingDelivery",
     "RuleRepository",
     "Signer",
+    "StoreUnavailable",
     "UnitOfWork",
     "UnitOfWorkFactory",
 ]
@@ -30,6 +31,7 @@ from typing import Protocol, Self
 from hub.crypto.envelope import Signer
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, SlaEntry
+from hub.domain.errors import DomainError
 from hub.domain.institutions import Institution, InstitutionKind
 from hub.domain.rules import AutoStopRule
 
@@ -158,8 +160,21 @@ class ClockRepository(Protocol):
     def entries(self, clock_ids: Sequence[str]) -> dict[str, list[SlaEntry]]: ...
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """An audit entry as stored, with its position and the time the hub recorded it."""
+
+    entry_id: int
+    recorded_at: datetime
+    entry: AuditEntry
+
+
 class AuditLog(Protocol):
     def append(self, entry: AuditEntry, now: datetime) -> None: ...
+
+    def scan(self, after_id: int, limit: int) -> Sequence[AuditRecord]:
+        """Entries with an id above `after_id`, in id order."""
+        ...
 
 
 class UnitOfWork(Protocol):
@@ -191,3 +206,22 @@ class UnitOfWorkFactory(Protocol):
 
 class Conflict(Exception):
     """A concurrent transaction wrote the same row first (for example the same message id)."""
+
+
+class StoreUnavailable(DomainError):
+    """The database cannot be reached (restarting, failed over, connection cut).
+
+    Nothing is known to be lost: a transaction is atomic, so it either committed or left no
+    trace, and a resend with the same message id finds a committed one in the inbound log
+    and gets its original answer. It is a DomainError so that, once the hub's own retries are
+    spent, the caller is told to retry (UNAVAILABLE) rather than seeing an internal error."""
+
+    code = "UNAVAILABLE"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            "DATABASE_UNAVAILABLE",
+            "the hub's database is unavailable for the moment; nothing was refused: retry "
+            "with the same message id (a request that did commit gets its original answer)",
+        )
+        self.detail = detail
