@@ -13,10 +13,13 @@ import migrations
 from hub.api.server import HubServer, start_server
 from hub.calendar import ChineseWorkingDays
 from hub.clock import SystemClock
+from hub.crypto import fields
 from hub.crypto.keys import PrivateKey, load_private_key
+from hub.crypto.pki import TlsConfig
 from hub.domain.cases import Policy
 from hub.domain.clocks import Policy as ClockPolicy
 from hub.domain.institutions import HUB_CODE, InstitutionKind
+from hub.logmask import install as mask_accounts_in_logs
 from hub.policy import load_policy
 from hub.service.admin import NewKey, Registry
 from hub.service.handlers import Hub
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DATABASE = "sqlite:///var/stophub.db"
 DEFAULT_HUB_KEY = "var/hub.key"
 DEFAULT_ADDRESS = "127.0.0.1:7443"
+DEFAULT_TLS_DIR = "var/pki"
 
 
 def alembic_config(url: str) -> AlembicConfig:
@@ -93,7 +97,17 @@ async def serve(
     policy_file: str | Path | None = None,
     sweep_interval: float | None = 0.5,
     late_after: timedelta | None = None,
+    tls: TlsConfig | None = None,
+    data_keys: fields.Keyring | str | Path | None = None,
 ) -> tuple[HubServer, SqlStore]:
+    """`data_keys`: the keyring (or its file) that seals personal data; None keeps the one
+    already configured in this process, and there must be one."""
+    if data_keys is not None:
+        if not isinstance(data_keys, fields.Keyring):
+            data_keys = fields.load_keyring_file(data_keys)
+        fields.configure(data_keys)
+    fields.keyring()  # no keys, no start: nothing is ever stored in plain text
+    mask_accounts_in_logs()
     key = hub_key if isinstance(hub_key, PrivateKey) else load_private_key(hub_key)
     clock = clock or SystemClock()
     clock_policy = load_policy(policy_file)  # a bad file stops the start, naming the line
@@ -107,6 +121,7 @@ async def serve(
         ack_timeout=ack_timeout,
         workers=workers,
         sweep_interval=sweep_interval,
+        tls=tls,
     )
     if late_after is not None:
         server.hub.sweeper.late_after = late_after

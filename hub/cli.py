@@ -9,15 +9,18 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
 from rich.console import Console
+from sqlalchemy import Engine
 
 from hub import bootstrap
 from hub.clock import SystemClock
+from hub.crypto import fields, pki
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.crypto.public import public_key_from_pem, public_key_to_pem
 from hub.crypto.signing import ALGORITHMS, ED25519, SignatureError
@@ -25,9 +28,11 @@ from hub.domain.cases import CaseState
 from hub.domain.clocks import CaseClock, PolicyError
 from hub.domain.errors import DomainError
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
+from hub.logmask import install as mask_accounts_in_logs
 from hub.policy import load_policy
 from hub.render import case_view, cases_table, institution_view
 from hub.service.admin import NewKey, Registry
+from hub.service.evidence import verify_signatures
 from hub.service.ports import Clock, ClockRepository
 from hub.sla_render import (
     breaches_table,
@@ -37,7 +42,8 @@ from hub.sla_render import (
     sla_log_view,
     stamp,
 )
-from hub.store.sql import SqlStore
+from hub.store.sql import SqlStore, make_engine
+from hub.store.tables import sealed_tables
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,6 +58,17 @@ db_option = click.option(
 )
 
 
+def tls_dir_option(*names: str, help: str) -> Callable[[F], F]:
+    """A PKI directory: `$STOPHUB_TLS_DIR` or var/pki unless given."""
+    return click.option(
+        *names,
+        default=lambda: os.environ.get("STOPHUB_TLS_DIR", bootstrap.DEFAULT_TLS_DIR),
+        show_default="$STOPHUB_TLS_DIR or " + bootstrap.DEFAULT_TLS_DIR,
+        type=click.Path(file_okay=False),
+        help=help,
+    )
+
+
 def refusals_as_errors(fn: F) -> F:
     """Domain refusals become a one-line error and exit status 1, not a traceback."""
 
@@ -61,25 +78,54 @@ def refusals_as_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except DomainError as err:
             raise click.ClickException(f"{err.code}: {err.message}") from err
-        except (SignatureError, FileExistsError, FileNotFoundError) as err:
+        except (SignatureError, pki.PkiError, FileExistsError, FileNotFoundError) as err:
             raise click.ClickException(str(err)) from err
 
     return wrapper  # type: ignore[return-value]
 
 
+data_keys_option = click.option(
+    "--data-keys",
+    "data_keys",
+    default=None,
+    envvar=fields.ENV_FILE,
+    type=click.Path(dir_okay=False),
+    help=f"Data keyring sealing personal data (default: ${fields.ENV_KEYS} if set, else "
+    f"{fields.DEFAULT_FILE}; create it with `stophub datakeys generate`).",
+)
+_data_keys_file: str | None = None  # the group's --data-keys, for every command
+
+
+def use_data_keys(file: str | None = None) -> fields.Keyring:
+    """Configure the process-wide keyring (module doc of hub.crypto.fields for the order)."""
+    if file is None and _data_keys_file is None and fields.configured() is not None:
+        return fields.keyring()  # a test or an embedding process configured it already
+    try:
+        ring = fields.resolve_keyring(file or _data_keys_file)
+    except fields.DataKeyError as err:
+        raise click.ClickException(str(err)) from err
+    fields.configure(ring)
+    return ring
+
+
 def open_store(database_url: str) -> SqlStore:
+    use_data_keys()
     bootstrap.migrate(database_url)
     return SqlStore(database_url)
 
 
 @click.group()
 @click.option("--log-level", default="WARNING", show_default=True)
-def main(log_level: str) -> None:
+@data_keys_option
+def main(log_level: str, data_keys: str | None) -> None:
     """StopHub: emergency stop-payment coordination between banks, payment institutions and
     the police anti-fraud centre."""
+    global _data_keys_file
+    _data_keys_file = data_keys
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    mask_accounts_in_logs()
 
 
 # ---- serve / migrate ---------------------------------------------------------------------------
@@ -103,31 +149,67 @@ def main(log_level: str) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="Case clock policy (TOML); default: the policy.toml shipped with the hub.",
 )
+@tls_dir_option(
+    "--tls-dir",
+    help=f"Mutual TLS: {pki.CA_CERT} (the network CA clients must be issued by), "
+    f"{pki.HUB_CERT} and {pki.HUB_KEY} (the hub's certificate); see `stophub pki init`.",
+)
+@click.option(
+    "--insecure-plaintext",
+    is_flag=True,
+    help="Development only: serve plain text, without TLS or client certificates.",
+)
+@data_keys_option
 @refusals_as_errors
 def serve(
-    address: str, database_url: str, hub_key: str, migrate: bool, policy_file: str | None
+    address: str,
+    database_url: str,
+    hub_key: str,
+    migrate: bool,
+    policy_file: str | None,
+    tls_dir: str,
+    insecure_plaintext: bool,
+    data_keys: str | None,
 ) -> None:
-    """Serve the hub over gRPC (health checking and reflection on)."""
+    """Serve the hub over gRPC with mutual TLS (health checking and reflection on)."""
     if not Path(hub_key).exists():
         raise click.ClickException(
             f"no hub key at {hub_key}: create one with `stophub keys generate --out {hub_key}`"
         )
+    ring = use_data_keys(data_keys)  # no keys, no start: says how to make them
     try:
         # Refuse a bad policy before touching the database; the message names the line.
         load_policy(policy_file)
     except PolicyError as err:
         raise click.ClickException(str(err)) from err
+    tls = None if insecure_plaintext else _server_tls(Path(tls_dir))
+    if insecure_plaintext:
+        logging.getLogger("hub.cli").warning(
+            "INSECURE: serving PLAIN TEXT (--insecure-plaintext). No TLS, no client "
+            "certificates: anyone on the network can read the traffic and connect. "
+            "Development only; never with real data."
+        )
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
 
     async def run() -> None:
         server, store = await bootstrap.serve(
-            database_url, hub_key, address, run_migrations=migrate, policy_file=policy_file
+            database_url,
+            hub_key,
+            address,
+            run_migrations=migrate,
+            policy_file=policy_file,
+            tls=tls,
+            data_keys=ring,
         )
-        click.echo(f"StopHub serving on {address.rsplit(':', 1)[0]}:{server.port}", err=True)
+        how = "mutual TLS" if tls else "PLAIN TEXT (--insecure-plaintext)"
+        click.echo(
+            f"StopHub serving on {address.rsplit(':', 1)[0]}:{server.port} over {how}", err=True
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, _reload_data_keys)
         await stop.wait()
         await server.stop(5.0)
         store.dispose()
@@ -136,6 +218,37 @@ def serve(
         asyncio.run(run())
     except PolicyError as err:  # the file changed between the check above and the start
         raise click.ClickException(str(err)) from err
+
+
+def _reload_data_keys() -> None:
+    """SIGHUP: re-read the keyring file, so a key made current seals from now on."""
+    log = logging.getLogger("hub.cli")
+    try:
+        ring = fields.reload()
+    except fields.DataKeyError as err:
+        log.error("data keys not reloaded, the old ones stay in use: %s", err)
+        return
+    log.info("data keys reloaded: %d key(s), current %s", len(ring.keys), ring.current)
+
+
+def _server_tls(directory: Path) -> pki.TlsConfig:
+    """The hub's TLS material, or a refusal to start that says how to make it."""
+    if not pki.has_server_material(directory):
+        missing = ", ".join(
+            f for f in (pki.CA_CERT, pki.HUB_CERT, pki.HUB_KEY) if not (directory / f).is_file()
+        )
+        raise click.ClickException(
+            f"no TLS material in {directory} (missing {missing}): the hub serves mutual TLS "
+            f"only. Create a CA and the hub's certificate with `stophub pki init --dir "
+            f"{directory}` (add --name HOST for each name clients use to reach the hub), then "
+            "issue each institution's certificate with `stophub pki issue CODE --dir "
+            f"{directory}`. For local development only, `--insecure-plaintext` serves without TLS."
+        )
+    tls = pki.server_tls(directory)
+    click.echo(
+        f"clients must present a certificate from the CA {pki.fingerprint(tls.ca)}", err=True
+    )
+    return tls
 
 
 @main.command()
@@ -198,6 +311,113 @@ def keys_revoke(code: str, key_id: str, database_url: str) -> None:
     click.echo(f"revoked key {key_id} of {code}")
 
 
+@keys.command("rotate")
+@click.argument("code")
+@click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--overlap-hours",
+    type=click.FloatRange(min=0),
+    default=24.0,
+    show_default=True,
+    help="How long the old keys keep signing after the new one is registered.",
+)
+@db_option
+@refusals_as_errors
+def keys_rotate(code: str, key_file: str, overlap_hours: float, database_url: str) -> None:
+    """Register a new public key and retire the institution's other keys after an overlap.
+
+    What the old keys signed before they were retired still verifies in the audit log."""
+    key_id, retiring = Registry(open_store(database_url), SystemClock()).rotate_key(
+        code, _read_public_key(key_file), timedelta(hours=overlap_hours)
+    )
+    click.echo(
+        f"{code} now signs with {key_id}; "
+        + (", ".join(retiring) or "no other key")
+        + f" retire(s) in {overlap_hours:g} h"
+    )
+
+
+# ---- audit -----------------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """The audit log, read as evidence."""
+
+
+@audit.command("signatures")
+@db_option
+@refusals_as_errors
+def audit_signatures(database_url: str) -> None:
+    """Verify every signed envelope in the audit log with the key valid when it was recorded.
+
+    Exits 1 and names each entry that does not verify."""
+    report = verify_signatures(open_store(database_url))
+    for (signer, key_id), count in sorted(report.by_key.items()):
+        click.echo(f"{signer:<10} {key_id:<24} {count:>8} verified")
+    for p in report.problems:
+        click.echo(f"entry {p.entry_id} ({p.signer}/{p.message_id}): {p.why}", err=True)
+    click.echo(f"{report.checked} signed messages checked, {len(report.problems)} problem(s)")
+    if not report.ok:
+        sys.exit(1)
+
+
+# ---- pki (mutual TLS) --------------------------------------------------------------------------
+
+
+@main.group("pki")
+def pki_group() -> None:
+    """Mutual TLS: the network CA, the hub's server certificate, members' client certificates."""
+
+
+@pki_group.command("init")
+@tls_dir_option("--dir", "directory", help="Where to create the PKI.")
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="DNS name or IP address clients reach the hub at; repeat for several "
+    f"(default: {', '.join(pki.DEFAULT_HUB_NAMES)}).",
+)
+@refusals_as_errors
+def pki_init(directory: str, names: tuple[str, ...]) -> None:
+    """Create the network CA and the hub's server certificate in DIR (never overwrites)."""
+    ca, hub = pki.init(Path(directory), SystemClock().now(), names or pki.DEFAULT_HUB_NAMES)
+    click.echo(
+        f"CA          {Path(directory) / pki.CA_CERT} (key {pki.CA_KEY}: keep it offline)\n"
+        f"CA SHA-256  {pki.fingerprint(ca.cert)}\n"
+        f"hub         {Path(directory) / pki.HUB_CERT}, {pki.HUB_KEY} "
+        f"for {', '.join(names or pki.DEFAULT_HUB_NAMES)}, "
+        f"valid until {hub.cert.not_valid_after_utc:%Y-%m-%d}"
+    )
+
+
+@pki_group.command("issue")
+@click.argument("code")
+@tls_dir_option("--dir", "directory", help="The PKI directory holding the CA (ca.pem, ca.key).")
+@click.option(
+    "--out-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where to write the certificate, key and a copy of ca.pem (default: DIR).",
+)
+@click.option("--days", default=365, show_default=True, type=click.IntRange(min=1))
+@refusals_as_errors
+def pki_issue(code: str, directory: str, out_dir: str | None, days: int) -> None:
+    """Issue institution CODE's client certificate, signed by the CA in DIR."""
+    cert, key = pki.issue(
+        Path(directory),
+        code,
+        SystemClock().now(),
+        out_dir=Path(out_dir) if out_dir else None,
+        validity=timedelta(days=days),
+    )
+    click.echo(
+        f"certificate {cert} (identity {pki.institution_uri(code)})\nkey         {key}\n"
+        f"CA          {cert.parent / pki.CA_CERT}"
+    )
+
+
 # ---- institutions ----------------------------------------------------------------------------
 
 
@@ -206,6 +426,7 @@ KINDS = {
     "payment-institution": InstitutionKind.PAYMENT_INSTITUTION,
     "anti-fraud-centre": InstitutionKind.ANTI_FRAUD_CENTRE,
     "regulator": InstitutionKind.REGULATOR,
+    "auditor": InstitutionKind.AUDITOR,
 }
 
 
@@ -458,6 +679,130 @@ def board(database_url: str, refresh: float, once: bool, limit: int) -> None:
         pass
     finally:
         store.dispose()
+
+
+# ---- data keys (personal data sealed at rest) ---------------------------------------------------
+
+
+def _keyring_file(file: str | None) -> Path:
+    return Path(file or _data_keys_file or fields.DEFAULT_FILE)
+
+
+file_option = click.option(
+    "--file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help=f"The keyring file (default: --data-keys, ${fields.ENV_FILE} or {fields.DEFAULT_FILE}).",
+)
+
+
+@main.group()
+def datakeys() -> None:
+    """Data keys that seal names, ID numbers, phones and stored envelopes (ADR 9).
+
+    Rotation while hubs run: `generate` a key into the shared keyring file, `rotate` to make
+    it current, send SIGHUP to each `stophub serve` (or let them pick it up when they meet
+    it), then `reencrypt`; `status` shows which keys the stored values still use."""
+
+
+@datakeys.command("generate")
+@file_option
+@click.option("--make-current", is_flag=True, help="Seal with the new key from now on.")
+@refusals_as_errors
+def datakeys_generate(file: str | None, make_current: bool) -> None:
+    """Add a new 256-bit key to the keyring file (created, mode 0600, if missing; its first
+    key is current)."""
+    path = _keyring_file(file)
+    try:
+        fresh = fields.Keyring.generate()
+        if path.exists():
+            ring = fields.load_keyring_file(path).with_key(
+                fresh.current, fresh.keys[fresh.current], make_current=make_current
+            )
+        else:
+            ring = fresh
+        ring.save(path)
+    except fields.DataKeyError as err:
+        raise click.ClickException(str(err)) from err
+    state = "current" if ring.current == fresh.current else f"not current ({ring.current} is)"
+    click.echo(f"data key {fresh.current} added to {path}: {state}, {len(ring.keys)} key(s)")
+
+
+@datakeys.command("rotate")
+@file_option
+@refusals_as_errors
+def datakeys_rotate(file: str | None) -> None:
+    """Make the newest key current (new values are sealed with it)."""
+    path = _keyring_file(file)
+    try:
+        ring = fields.load_keyring_file(path)
+        newest = ring.order[-1]
+        if newest != ring.current:
+            ring.with_current(newest).save(path)
+    except fields.DataKeyError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(
+        f"current data key: {newest} (was {ring.current}). Send SIGHUP to running hubs, "
+        "then run `stophub datakeys reencrypt`."
+    )
+
+
+def _sealed_engine(database_url: str, file: str | None) -> tuple[fields.Keyring, Engine]:
+    ring = use_data_keys(file)
+    bootstrap.migrate(database_url)
+    return ring, make_engine(database_url)
+
+
+@datakeys.command("reencrypt")
+@file_option
+@db_option
+@click.option("--batch", default=500, show_default=True, type=click.IntRange(min=1))
+@refusals_as_errors
+def datakeys_reencrypt(file: str | None, database_url: str, batch: int) -> None:
+    """Re-seal every stored value under the current key, a batch per transaction: safe
+    while hubs serve, and a second run finds nothing left to do."""
+    ring, engine = _sealed_engine(database_url, file)
+    try:
+        with engine.connect() as conn:
+            done = fields.reencrypt(conn, sealed_tables(), ring, batch=batch)
+    except fields.DataKeyError as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        engine.dispose()
+    for name, counts in done.items():
+        click.echo(f"{name:<20} {counts.rows:>8} rows  {counts.values:>8} values re-sealed")
+    total = sum(c.values for c in done.values())
+    raced = sum(c.raced for c in done.values())
+    click.echo(f"{total} value(s) re-sealed under {ring.current}")
+    if raced:
+        click.echo(f"{raced} value(s) changed meanwhile and were left: run it again")
+
+
+@datakeys.command("status")
+@file_option
+@db_option
+@refusals_as_errors
+def datakeys_status(file: str | None, database_url: str) -> None:
+    """Stored values per data key id, per table; keys the keyring lacks are flagged."""
+    ring, engine = _sealed_engine(database_url, file)
+    try:
+        with engine.connect() as conn:
+            usage = fields.key_usage(conn, sealed_tables())
+    finally:
+        engine.dispose()
+    totals: dict[str, int] = {}
+    for name, counts in usage.items():
+        for kid, n in sorted(counts.items()):
+            totals[kid] = totals.get(kid, 0) + n
+            click.echo(f"{name:<20} {kid:<16} {n:>8}")
+    click.echo(f"keyring: {', '.join(ring.order)}; current {ring.current}")
+    for kid, n in sorted(totals.items()):
+        note = (
+            " (current)"
+            if kid == ring.current
+            else ("" if kid in ring.keys else " (NOT IN THE KEYRING)")
+        )
+        click.echo(f"total {kid:<16} {n:>8}{note}")
 
 
 # ---- demo ------------------------------------------------------------------------------------

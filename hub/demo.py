@@ -25,6 +25,8 @@ from adapters.corebank import PaymentNetwork, SimulatedCoreBank
 from adapters.sdk import Delivery, DeliveryStream, HubClient
 from hub import bootstrap
 from hub.clock import SystemClock
+from hub.crypto import pki
+from hub.crypto.fields import Keyring
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.crypto.public import public_key_to_pem
 from hub.domain.cases import CaseState, mask, yuan
@@ -129,10 +131,20 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         (directory / "keys" / f"{code.lower()}.pub").write_bytes(
             public_key_to_pem(keys[code].algorithm, keys[code].public_key)
         )
+    # Personal data is sealed at rest here too: the demo keeps its keys beside its database.
+    data_keys = Keyring.generate()
+    data_keys.save(directory / "data-keys.json")
+    # Mutual TLS as in production: the network's CA, the hub's certificate, one per member.
+    tls_dir = directory / "pki"
+    ca, _ = pki.init(tls_dir, SystemClock().now())
+    for code, _name, _kind in MEMBERS:
+        pki.issue(tls_dir, code, SystemClock().now())
     server, store = await bootstrap.serve(
         url,
         keys["HUB"],
         "127.0.0.1:0",
+        tls=pki.server_tls(tls_dir),
+        data_keys=data_keys,
         clock=clock,
         sweep_interval=0.02,
         # The sweep runs every 20 ms of wall time, which is `speed` times more case time.
@@ -156,6 +168,11 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
             ],
         )
     console.print(f"hub listening on {target}; members: " + ", ".join(m[0] for m in MEMBERS))
+    console.print(
+        f"the hub is serving mutual TLS: members connect with certificates from the CA "
+        f"{pki.fingerprint(ca.cert)} (SHA-256), in {tls_dir}",
+        soft_wrap=True,
+    )
 
     # ---- the simulated money: three core systems on one payment network -----------------------
     money = PaymentNetwork(clock.now)
@@ -188,6 +205,7 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
             key=keys[code],
             hub_public_key=keys["HUB"].public_key,
             clock=clock,
+            tls=pki.client_tls(tls_dir, code),
         )
 
     centre, bank_a, bank_b, payx = client(CENTRE), client(BANK_A), client(BANK_B), client(PAYX)
@@ -293,7 +311,11 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
             else "[bold red]the case did not settle"
         )
         console.print(verdict)
-        console.print(f"inspect it: stophub case show {case_id} --db {url}", soft_wrap=True)
+        console.print(
+            f"inspect it: stophub --data-keys {directory / 'data-keys.json'} case show "
+            f"{case_id} --db {url}",
+            soft_wrap=True,
+        )
         status = 0 if ok else 1
     except TimeoutError:
         console.print("[bold red]demo timed out waiting for a step; see the timeline above")

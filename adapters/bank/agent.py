@@ -15,7 +15,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import grpc
@@ -24,6 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from adapters.corebank.ports import CoreBanking, HoldOutcome, HoldStatus
 from adapters.sdk.client import Delivery, DeliveryStream, HubClient, HubError
+from hub.crypto.envelope import create_time_of
 from stophub.v1 import (
     account_pb2,
     case_pb2,
@@ -43,6 +44,9 @@ _STATUS: Final = {
 }
 _CENTRE: Final = institution_pb2.INSTITUTION_KIND_ANTI_FRAUD_CENTRE
 _ANSWERS_KEPT: Final = 10_000
+# The hub refuses envelopes older than its replay window (5 minutes by default); an answer kept
+# for resending is signed again, under the same message id, once it is this old.
+_RESIGN_AFTER: Final = timedelta(minutes=4)
 
 
 class _Retry(Exception):
@@ -353,6 +357,13 @@ class BankAgent:
                 # Unanswered and unacknowledged: the hub sends it again to the next agent,
                 # which finds the hold already placed (the core bank is idempotent).
                 raise _Retry(f"stopped before answering {order.order_id}")
+        if self.client.clock.now() - create_time_of(envelope) > _RESIGN_AFTER:
+            # Same id, fresh signature: if the hub took the old bytes it answers
+            # MESSAGE_ID_REUSED, which _refused reads as "already accepted".
+            result = order_pb2.ExecutionResult()
+            result.ParseFromString(envelope.body)
+            envelope = self.client.seal(result, message_id=envelope.message_id)
+            self._answers[order.order_id] = envelope
         return await self._send_answer(order, envelope)
 
     async def _send_answer(self, order: order_pb2.Order, envelope: envelope_pb2.Envelope) -> bool:

@@ -19,8 +19,10 @@ from typing import Any
 
 import grpc
 
-from hub.api.servicers import Runner
+from hub.api.decoding import Undecodable
+from hub.api.servicers import Runner, peer_institution
 from hub.domain.errors import DomainError
+from hub.service.ports import StoreUnavailable
 from stophub.v1 import delivery_pb2, delivery_pb2_grpc, envelope_pb2
 
 log = logging.getLogger(__name__)
@@ -68,8 +70,11 @@ class InstitutionGroup:
                 await self._dispatch()
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as err:
+                # The outbox keeps everything; the next tick tries again.
+                log.warning("delivery to %s waits for the database: %s", self.code, err.detail)
+                await asyncio.sleep(tick)
             except Exception:
-                # The database may be briefly unreachable; the outbox keeps everything.
                 log.exception("delivery to %s failed; retrying", self.code)
                 await asyncio.sleep(tick)
 
@@ -215,15 +220,20 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
             return
         if first is EOF:
             return
+        if isinstance(first, Undecodable):
+            await self.r.abort(context, first.error, None)
+            return
+        # The connection's certificate cannot change during the stream: read it once.
+        peer = peer_institution(context)
         try:
-            code, name = await self.r.call(self.r.hub.open_stream, first.envelope)
+            code, name = await self.r.call(self.r.hub.open_stream, first.envelope, peer)
         except DomainError as err:
             await self.r.abort(context, err, first.envelope)
             return
         # Initial metadata tells the client its subscription was accepted.
         await context.send_initial_metadata((("stophub-subscribed", code),))
         conn = self.router.attach(code, name)
-        reader = asyncio.create_task(self._read_acks(conn, context))
+        reader = asyncio.create_task(self._read_acks(conn, context, peer))
         try:
             while True:
                 item = await conn.queue.get()
@@ -236,16 +246,24 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
             reader.cancel()
             self.router.detach(conn)
 
-    async def _read_acks(self, conn: Connection, context: Any) -> None:
+    async def _read_acks(self, conn: Connection, context: Any, peer: str | None) -> None:
         try:
             while True:
                 request = await context.read()
                 if request is EOF:
                     break
+                if isinstance(request, Undecodable):
+                    conn.error = request.error
+                    break
                 try:
                     sequences = await self.r.call(
-                        self.r.hub.acknowledge, conn.institution, request.envelope
+                        self.r.hub.acknowledge, conn.institution, request.envelope, peer
                     )
+                except StoreUnavailable as err:
+                    # Not stored, not refused: the delivery comes again after the ack timeout
+                    # and the client acknowledges it again, so the stream stays up.
+                    log.warning("ack from %s not stored: %s", conn.institution, err.detail)
+                    continue
                 except DomainError as err:
                     conn.error, conn.error_envelope = err, request.envelope
                     break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from hub.domain.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -18,6 +18,7 @@ class InstitutionKind(StrEnum):
     PAYMENT_INSTITUTION = "payment_institution"
     ANTI_FRAUD_CENTRE = "anti_fraud_centre"
     REGULATOR = "regulator"
+    AUDITOR = "auditor"
     HUB = "hub"
 
     @property
@@ -46,6 +47,9 @@ class InstitutionKey:
     state: KeyState = KeyState.ACTIVE
     revoked_at: datetime | None = None
     institution_code: str = ""
+    # The end of a rotation's overlap: the key signs nothing new after this instant, but
+    # what it signed before still verifies.
+    not_after: datetime | None = None
 
 
 @dataclass(eq=False)
@@ -116,3 +120,38 @@ class Institution:
 
     def active_keys(self) -> list[InstitutionKey]:
         return [k for k in self.keys if k.state is KeyState.ACTIVE]
+
+    def usable_keys(self, now: datetime) -> list[InstitutionKey]:
+        """The keys that may sign a new message at `now`."""
+        return [k for k in self.active_keys() if k.not_after is None or now < k.not_after]
+
+    def rotate_key(
+        self, key_id: str, algorithm: str, public_key: bytes, now: datetime, overlap: timedelta
+    ) -> list[InstitutionKey]:
+        """Add a key and retire every other usable key once `overlap` has passed, so messages
+        already signed (and senders not yet switched) keep working until then. Returns the
+        keys being retired."""
+        if overlap < timedelta(0):
+            raise InvalidArgument("overlap", "must not be negative")
+        retiring = self.usable_keys(now)
+        self.add_key(key_id, algorithm, public_key, now)
+        until = now + overlap
+        for key in retiring:
+            key.not_after = until
+        return retiring
+
+    def key_valid_at(self, key_id: str, at: datetime) -> tuple[bool, str]:
+        """Whether `key_id` could sign a message the hub received at `at`, and if not, why:
+        what decides evidence is the key's state then, not now."""
+        key = self.key(key_id)
+        if key is None:
+            return False, f"{self.code} never registered key {key_id}"
+        if at < key.created_at:
+            return False, f"key {key_id} was registered only at {key.created_at.isoformat()}"
+        # Revocation refuses every message from then on, so one recorded at that very instant
+        # was accepted before it.
+        if key.revoked_at is not None and at > key.revoked_at:
+            return False, f"key {key_id} was revoked at {key.revoked_at.isoformat()}"
+        if key.not_after is not None and at >= key.not_after:
+            return False, f"key {key_id} was rotated out at {key.not_after.isoformat()}"
+        return True, ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from hub.crypto.signing import ALGORITHMS, key_id_for
 from hub.domain.errors import AlreadyExists, InvalidArgument, NotFound
@@ -84,6 +85,36 @@ class Registry:
             )
             uow.commit()
             return key_id
+
+    def rotate_key(
+        self, code: str, key: NewKey, overlap: timedelta, *, operator: str = "operator"
+    ) -> tuple[str, list[str]]:
+        """Register `key` and retire the institution's other keys once `overlap` has passed.
+
+        During the overlap both sign (the institution switches its signers at its own pace);
+        after it, the old keys are refused for new messages, and what they signed before
+        still verifies. Returns the new key id and the ids being retired."""
+        if key.algorithm not in ALGORITHMS:
+            raise InvalidArgument("algorithm", f"unknown algorithm {key.algorithm!r}")
+        now = self.clock.now()
+        key_id = key_id_for(key.algorithm, key.public_key)
+        with self.uow() as uow:
+            inst = self._get(uow, code)
+            retiring = inst.rotate_key(key_id, key.algorithm, key.public_key, now, overlap)
+            until = (now + overlap).isoformat()
+            uow.audit.append(
+                AuditEntry(
+                    "admin",
+                    operator,
+                    "",
+                    f"rotated {code} to key {key_id}; "
+                    + (", ".join(k.key_id for k in retiring) or "no other key")
+                    + f" retired at {until}",
+                ),
+                now,
+            )
+            uow.commit()
+            return key_id, [k.key_id for k in retiring]
 
     def revoke_key(self, code: str, key_id: str, *, operator: str = "operator") -> None:
         now = self.clock.now()

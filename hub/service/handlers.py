@@ -12,10 +12,11 @@ import base64
 import json
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +38,7 @@ from hub.domain.institutions import HUB_CODE, Institution, InstitutionKind, KeyS
 from hub.domain.rules import AutoStopRule
 from hub.domain.workdays import WeekdaysOnly, WorkingDays
 from hub.service import wire
+from hub.service.permissions import Access, authorize, refuse_kind, relation_of
 from hub.service.ports import (
     AuditEntry,
     Clock,
@@ -45,6 +47,7 @@ from hub.service.ports import (
     Notifier,
     PendingDelivery,
     Signer,
+    StoreUnavailable,
     UnitOfWork,
     UnitOfWorkFactory,
 )
@@ -63,11 +66,14 @@ log = logging.getLogger(__name__)
 B = TypeVar("B", bound=Message)
 
 CENTRE = InstitutionKind.ANTI_FRAUD_CENTRE
-REGULATOR = InstitutionKind.REGULATOR
-ACCOUNT_KEEPERS = frozenset({InstitutionKind.BANK, InstitutionKind.PAYMENT_INSTITUTION})
-MEMBERS = frozenset({InstitutionKind.BANK, InstitutionKind.PAYMENT_INSTITUTION, CENTRE, REGULATOR})
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
+# An envelope is accepted only while it is fresh: created no more than REPLAY_WINDOW before the
+# hub's time and no more than MAX_CLOCK_SKEW after it. Ids are remembered far longer (for as long
+# as the inbound log is kept), so a replay inside the window gets the original answer.
+REPLAY_WINDOW = timedelta(minutes=5)
+MAX_CLOCK_SKEW = timedelta(minutes=1)
+STORE_RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0)
 
 
 @dataclass
@@ -84,6 +90,19 @@ class Context:
     notified: set[str] = field(default_factory=set)
     accepted: bool = False
     tracked: dict[str, Tracked] = field(default_factory=dict)
+    # What the permission matrix granted: ALLOW, or OWN when the answer is limited to the
+    # caller's own part.
+    access: Access = Access.ALLOW
+
+    def authorize(self, case: Case, order_id: str | None = None) -> Access:
+        """Decide a call about one case (or one order in it) by the caller's relation to it."""
+        self.access = authorize(
+            self.command,
+            self.sender.code,
+            self.sender.kind,
+            relation_of(case, self.sender.code, order_id),
+        )
+        return self.access
 
     def accept(self, command: str, case_id: str | None) -> None:
         """Audit the request as received, once, before anything it causes."""
@@ -137,13 +156,16 @@ class Context:
 
 @dataclass(frozen=True)
 class Command(Generic[B]):
-    """An RPC's contract: the body it takes, who may send it, what it does."""
+    """An RPC's contract: the body it takes and what it does. Who may send it is the
+    permission matrix's business (hub/service/permissions.py), under the command's name."""
 
     name: str
     body: type[B]
-    allowed: frozenset[InstitutionKind]
     run: Callable[[Context, B], Message]
     mutating: bool = True
+    # Decided by the caller's relation to the case the body names, once the handler has
+    # loaded it (Context.authorize); before that, only kinds that may never call are refused.
+    case_scoped: bool = False
 
     @property
     def body_type(self) -> str:
@@ -167,8 +189,15 @@ class Hub:
         *,
         clock_policy: ClockPolicySet | None = None,
         calendar: WorkingDays | None = None,
+        replay_window: timedelta = REPLAY_WINDOW,
+        max_clock_skew: timedelta = MAX_CLOCK_SKEW,
     ) -> None:
         self.uow = uow
+        self.replay_window = replay_window
+        self.max_clock_skew = max_clock_skew
+        # Set by a server that authenticates its clients with certificates: every request
+        # must then come with the institution code its client certificate names.
+        self.require_peer = False
         self.clock = clock
         self.signer = signer
         self.notifier = notifier
@@ -176,6 +205,9 @@ class Hub:
         self.clock_policy = clock_policy or ClockPolicySet(())
         self.calendar: WorkingDays = calendar or WeekdaysOnly()
         self.sweeper = Sweeper(self)
+        # Waits before each retry of a transaction the database dropped: about two seconds
+        # in all, which rides out a PostgreSQL restart or failover without the caller seeing it.
+        self.store_retry_delays: tuple[float, ...] = STORE_RETRY_DELAYS
 
     def sweep(self) -> int:
         """Fire every clock step that is due; returns how many fired."""
@@ -231,31 +263,56 @@ class Hub:
     # ---- the pipeline -------------------------------------------------------------------------
 
     def handle(
-        self, command: Command[Any], envelope: envelope_pb2.Envelope
+        self,
+        command: Command[Any],
+        envelope: envelope_pb2.Envelope,
+        peer: str | None = None,
     ) -> envelope_pb2.Envelope:
-        """Process one signed request; return the hub-signed answer or raise DomainError."""
+        """Process one signed request; return the hub-signed answer or raise DomainError.
+
+        `peer` is the institution code the transport authenticated (the client certificate's),
+        or None on a development server without TLS."""
         raw = envelope.SerializeToString()
-        for attempt in (1, 2):
+        conflicts = 0
+        waits = iter(self.store_retry_delays)
+        while True:
             try:
-                return self._handle_once(command, envelope, raw)
+                return self._handle_once(command, envelope, raw, peer)
             except Conflict:
                 # Another request with the same id committed first; the second pass finds it
                 # and answers as for any resend.
-                if attempt == 2:
+                conflicts += 1
+                if conflicts == 2:
                     raise
+            except StoreUnavailable as err:
+                # The whole transaction again: it committed entirely or not at all, and if the
+                # commit landed before the connection broke, the inbound log answers it as a
+                # resend. Past the last wait the caller retries with the same message id.
+                wait = next(waits, None)
+                if wait is None:
+                    log.warning(
+                        "database unavailable, %s refused for now: %s", command.name, err.detail
+                    )
+                    raise
+                log.info("database unavailable; %s again in %.2fs", command.name, wait)
+                time.sleep(wait)
             except DomainError as err:
                 self._record_rejection(envelope, raw, err)
                 raise
-        raise AssertionError("unreachable")
 
     def _handle_once(
-        self, command: Command[Any], envelope: envelope_pb2.Envelope, raw: bytes
+        self,
+        command: Command[Any],
+        envelope: envelope_pb2.Envelope,
+        raw: bytes,
+        peer: str | None,
     ) -> envelope_pb2.Envelope:
         with self.uow(read_only=not command.mutating) as uow:
-            sender = self.authenticate(uow, envelope)
+            sender = self.authenticate(uow, envelope, peer)
             # Read after the first query: on SQLite that is when the write lock is ours, so
             # recorded times follow commit order.
             now = self.clock.now()
+            self.check_fresh(envelope, now, sender)
             digest = digest_of(envelope)
             if command.mutating:
                 previous = uow.inbound.get(sender.code, envelope.message_id)
@@ -271,13 +328,11 @@ class Hub:
                     answer.ParseFromString(previous.response)
                     return answer
             body = self.decode(command, envelope)
-            if sender.kind not in command.allowed:
-                raise PermissionDenied(
-                    "KIND_NOT_ALLOWED",
-                    f"{sender.code} is a {sender.kind.value}; {command.name} is for "
-                    + ", ".join(sorted(k.value for k in command.allowed)),
-                )
             ctx = Context(self, uow, now, sender, envelope, raw, command.name)
+            if command.case_scoped:
+                refuse_kind(command.name, sender.code, sender.kind)
+            else:
+                ctx.access = authorize(command.name, sender.code, sender.kind)
             result = command.run(ctx, body)
             for tracked in ctx.tracked.values():
                 apply_clocks(ctx, tracked)
@@ -307,7 +362,56 @@ class Hub:
                 self.notify(ctx.notified)
             return answer
 
-    def authenticate(self, uow: UnitOfWork, envelope: envelope_pb2.Envelope) -> Institution:
+    def check_peer(self, envelope: envelope_pb2.Envelope, peer: str | None) -> None:
+        """The certificate that opened the connection must belong to the envelope's sender."""
+        if peer is None:
+            if self.require_peer:
+                raise Unauthenticated(
+                    "NO_CLIENT_CERTIFICATE",
+                    "connect with the client certificate the network's CA issued to your "
+                    "institution (mutual TLS)",
+                )
+            return
+        if peer != envelope.sender:
+            raise Unauthenticated(
+                "CERTIFICATE_MISMATCH",
+                f"the client certificate on this connection belongs to {peer!r}, but the "
+                f"envelope's sender is {envelope.sender!r}: each institution connects with its "
+                "own certificate and signs as itself",
+            )
+
+    def check_fresh(
+        self, envelope: envelope_pb2.Envelope, now: datetime, sender: Institution
+    ) -> None:
+        """Refuse an envelope created outside the replay window around the hub's time, or
+        signed with a key that a rotation has retired."""
+        key = sender.key(envelope.key_id)
+        if key is not None and key.not_after is not None and now >= key.not_after:
+            newer = ", ".join(k.key_id for k in sender.usable_keys(now)) or "none registered"
+            raise Unauthenticated(
+                "KEY_RETIRED",
+                f"key {key.key_id} of {sender.code} was rotated out at "
+                f"{key.not_after.isoformat()}; sign with its successor ({newer})",
+            )
+        created = create_time_of(envelope)
+        if created < now - self.replay_window:
+            raise Unauthenticated(
+                "ENVELOPE_EXPIRED",
+                f"the envelope was created at {created.isoformat()}, more than "
+                f"{_span(self.replay_window)} before the hub's time {now.isoformat()}: sign a "
+                "new message with a new id and the current time (check the sender's clock)",
+            )
+        if created > now + self.max_clock_skew:
+            raise Unauthenticated(
+                "ENVELOPE_FROM_FUTURE",
+                f"the envelope was created at {created.isoformat()}, more than "
+                f"{_span(self.max_clock_skew)} after the hub's time {now.isoformat()}: "
+                "synchronise the sender's clock (NTP) and sign again",
+            )
+
+    def authenticate(
+        self, uow: UnitOfWork, envelope: envelope_pb2.Envelope, peer: str | None = None
+    ) -> Institution:
         missing = [
             name
             for name in ("sender", "message_id", "key_id", "algorithm", "body_type")
@@ -324,9 +428,11 @@ class Hub:
                 + ", ".join(missing)
                 + " (see docs/signing.md)",
             )
+        self.check_peer(envelope, peer)
         for name, limit in (("sender", 32), ("message_id", 128), ("key_id", 64)):
             if len(getattr(envelope, name)) > limit:
                 raise InvalidArgument(name, f"is longer than {limit} characters")
+        wire.check_text(envelope)
         sender = uow.institutions.get(envelope.sender)
         if sender is None or sender.kind is InstitutionKind.HUB:
             raise Unauthenticated(
@@ -377,18 +483,21 @@ class Hub:
             body.ParseFromString(envelope.body)
         except DecodeError as exc:
             raise InvalidArgument("body", f"is not a valid {command.body_type}: {exc}") from exc
+        wire.check_text(body)
         return body
 
     def _record_rejection(
         self, envelope: envelope_pb2.Envelope, raw: bytes, err: DomainError
     ) -> None:
+        if isinstance(err, StoreUnavailable):
+            return  # not a refusal, and there is no database to write it to
         try:
             with self.uow() as uow:
                 uow.audit.append(
                     AuditEntry(
                         kind="rejected",
-                        actor=envelope.sender[:64],
-                        message_id=envelope.message_id[:128],
+                        actor=wire.storable(envelope.sender, 64),
+                        message_id=wire.storable(envelope.message_id, 128),
                         detail=f"{err.code} {err.reason}: {err.message}",
                         payload=raw,
                     ),
@@ -400,25 +509,30 @@ class Hub:
 
     # ---- the delivery stream -----------------------------------------------------------------
 
-    def open_stream(self, envelope: envelope_pb2.Envelope) -> tuple[str, str]:
+    def open_stream(
+        self, envelope: envelope_pb2.Envelope, peer: str | None = None
+    ) -> tuple[str, str]:
         """Authenticate a stream's first message; returns (institution code, connection name)."""
         try:
             with self.uow(read_only=True) as uow:
-                sender = self.authenticate(uow, envelope)
+                sender = self.authenticate(uow, envelope, peer)
+                self.check_fresh(envelope, self.clock.now(), sender)
                 body = self.decode(SUBSCRIBE, envelope)
-            if sender.kind not in MEMBERS:
-                raise PermissionDenied("KIND_NOT_ALLOWED", f"{sender.code} receives no deliveries")
+            authorize(SUBSCRIBE.name, sender.code, sender.kind)
         except DomainError as err:
             self._record_rejection(envelope, envelope.SerializeToString(), err)
             raise
         return sender.code, body.connection_name or "default"
 
-    def acknowledge(self, institution: str, envelope: envelope_pb2.Envelope) -> list[int]:
+    def acknowledge(
+        self, institution: str, envelope: envelope_pb2.Envelope, peer: str | None = None
+    ) -> list[int]:
         raw = envelope.SerializeToString()
         try:
             with self.uow() as uow:
                 now = self.clock.now()
-                sender = self.authenticate(uow, envelope)
+                sender = self.authenticate(uow, envelope, peer)
+                self.check_fresh(envelope, now, sender)
                 if sender.code != institution:
                     raise PermissionDenied(
                         "STREAM_OWNER",
@@ -426,7 +540,7 @@ class Hub:
                         "on it",
                     )
                 body = self.decode(ACK, envelope)
-                sequences = sorted(set(body.sequences))
+                sequences = wire.ack_sequences(body)
                 count = uow.outbox.ack(institution, sequences, now)
                 uow.audit.append(
                     AuditEntry(
@@ -454,6 +568,13 @@ class Hub:
         with self.uow() as uow:
             uow.outbox.mark_sent(sequences, self.clock.now())
             uow.commit()
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 60 == 0:
+        return f"{seconds // 60} minute(s)"
+    return f"{seconds} second(s)"
 
 
 def _case_of(result: Message) -> str | None:
@@ -514,6 +635,7 @@ def create_report(ctx: Context, body: case_pb2.Report) -> Message:
 def verify_report(ctx: Context, body: case_pb2.Verification) -> Message:
     case_id, outcome, reason = wire.verification_from_proto(body)
     case = _load_case(ctx, case_id)
+    ctx.authorize(case)
     since = len(case.events)
     case.verify(ctx.sender.code, outcome, reason, now=ctx.now, message_id=ctx.message_id)
     for centre in ctx.centres():
@@ -614,6 +736,7 @@ def answer_order(ctx: Context, body: order_pb2.ExecutionResult) -> Message:
     if case_id is None:
         raise NotFound("ORDER_NOT_FOUND", f"no order {order_id!r}")
     case = _load_case(ctx, case_id)
+    ctx.authorize(case, order_id)
     since = len(case.events)
     order = case.answer(
         order_id,
@@ -672,25 +795,12 @@ def set_auto_stop_rule(ctx: Context, body: order_pb2.AutoStopRule) -> Message:
     return wire.rule_to_proto(rule)
 
 
-def _may_see(institution: Institution, case: Case) -> bool:
-    if institution.kind in (CENTRE, REGULATOR):
-        return True
-    return institution.code == case.reporting_institution or any(
-        o.addressed_to == institution.code for o in case.orders
-    )
-
-
 def get_case(ctx: Context, body: case_pb2.GetCaseBody) -> Message:
     case = ctx.uow.cases.get(body.case_id)
     if case is None:
         raise NotFound("CASE_NOT_FOUND", f"no case {body.case_id!r}")
-    if not _may_see(ctx.sender, case):
-        raise PermissionDenied(
-            "NOT_PARTY_TO_CASE",
-            f"{ctx.sender.code} neither reported case {case.case_id} nor holds an order in it",
-        )
     view = wire.case_to_proto(case)
-    if ctx.sender.kind not in (CENTRE, REGULATOR) and ctx.sender.code != case.reporting_institution:
+    if ctx.authorize(case) is Access.OWN:
         # An addressee (often the mule's bank) needs the orders, not who the victim is.
         view.report.ClearField("victim")
     return view
@@ -727,7 +837,7 @@ def list_cases(ctx: Context, body: case_pb2.ListCasesBody) -> Message:
     state = wire.CASE_STATES_BY_NUMBER.get(body.state)
     if body.state and state is None:
         raise InvalidArgument("state", f"unknown case state {body.state}")
-    reporter = None if ctx.sender.kind in (CENTRE, REGULATOR) else ctx.sender.code
+    reporter = ctx.sender.code if ctx.access is Access.OWN else None
     found = ctx.uow.cases.list(state, size + 1, after, reporter)
     page = list(found[:size])
     result = case_pb2.CaseList(cases=[wire.case_to_proto(c, with_events=False) for c in page])
@@ -779,7 +889,7 @@ def list_clocks(ctx: Context, body: sla_pb2.ListClocksBody) -> Message:
             raise InvalidArgument("page_token", "is not a token this hub issued")
         offset = value
     institution = body.institution.strip() or None
-    if ctx.sender.kind not in (CENTRE, REGULATOR):
+    if ctx.access is Access.OWN:
         if institution is not None and institution != ctx.sender.code:
             raise PermissionDenied(
                 "NOT_RESPONSIBLE",
@@ -805,32 +915,25 @@ def list_clocks(ctx: Context, body: sla_pb2.ListClocksBody) -> Message:
     return result
 
 
-CREATE_REPORT = Command("CreateReport", case_pb2.Report, ACCOUNT_KEEPERS, create_report)
-VERIFY_REPORT = Command("VerifyReport", case_pb2.Verification, ACCOUNT_KEEPERS, verify_report)
-GET_CASE = Command("GetCase", case_pb2.GetCaseBody, MEMBERS, get_case, mutating=False)
-LIST_CASES = Command("ListCases", case_pb2.ListCasesBody, MEMBERS, list_cases, mutating=False)
-ISSUE_ORDER = Command("IssueOrder", order_pb2.OrderInstruction, frozenset({CENTRE}), issue_order)
-ANSWER_ORDER = Command("AnswerOrder", order_pb2.ExecutionResult, ACCOUNT_KEEPERS, answer_order)
-SET_AUTO_STOP_RULE = Command(
-    "SetAutoStopRule", order_pb2.AutoStopRule, frozenset({CENTRE}), set_auto_stop_rule
-)
+CREATE_REPORT = Command("CreateReport", case_pb2.Report, create_report)
+VERIFY_REPORT = Command("VerifyReport", case_pb2.Verification, verify_report, case_scoped=True)
+GET_CASE = Command("GetCase", case_pb2.GetCaseBody, get_case, mutating=False, case_scoped=True)
+LIST_CASES = Command("ListCases", case_pb2.ListCasesBody, list_cases, mutating=False)
+ISSUE_ORDER = Command("IssueOrder", order_pb2.OrderInstruction, issue_order)
+ANSWER_ORDER = Command("AnswerOrder", order_pb2.ExecutionResult, answer_order, case_scoped=True)
+SET_AUTO_STOP_RULE = Command("SetAutoStopRule", order_pb2.AutoStopRule, set_auto_stop_rule)
 GET_INSTITUTION = Command(
-    "GetInstitution", institution_pb2.GetInstitutionBody, MEMBERS, get_institution, mutating=False
+    "GetInstitution", institution_pb2.GetInstitutionBody, get_institution, mutating=False
 )
 LIST_INSTITUTIONS = Command(
-    "ListInstitutions",
-    institution_pb2.ListInstitutionsBody,
-    MEMBERS,
-    list_institutions,
-    mutating=False,
+    "ListInstitutions", institution_pb2.ListInstitutionsBody, list_institutions, mutating=False
 )
-
-LIST_CLOCKS = Command("ListClocks", sla_pb2.ListClocksBody, MEMBERS, list_clocks, mutating=False)
+LIST_CLOCKS = Command("ListClocks", sla_pb2.ListClocksBody, list_clocks, mutating=False)
 
 
 def _never(ctx: Context, body: Message) -> Message:
     raise AssertionError("stream messages are handled by the stream")
 
 
-SUBSCRIBE = Command("StreamDeliveries", delivery_pb2.SubscribeBody, MEMBERS, _never, mutating=False)
-ACK = Command("StreamDeliveries", delivery_pb2.AckBody, MEMBERS, _never)
+SUBSCRIBE = Command("StreamDeliveries", delivery_pb2.SubscribeBody, _never, mutating=False)
+ACK = Command("StreamDeliveries", delivery_pb2.AckBody, _never)

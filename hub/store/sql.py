@@ -21,7 +21,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.domain.cases import Case, CaseState
@@ -31,6 +31,7 @@ from hub.domain.rules import AutoStopRule
 from hub.service.ports import (
     AuditEntry,
     AuditLog,
+    AuditRecord,
     CaseRepository,
     ClockRepository,
     Conflict,
@@ -40,6 +41,7 @@ from hub.service.ports import (
     Outbox,
     PendingDelivery,
     RuleRepository,
+    StoreUnavailable,
     UnitOfWork,
 )
 from hub.store.tables import (
@@ -101,7 +103,34 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # pre_ping: a pooled connection a database restart cut is found and replaced on checkout,
+    # not discovered by the first statement. connect_timeout: a database host that vanished
+    # fails a request in seconds (answered UNAVAILABLE) instead of holding a worker.
+    return create_engine(
+        url,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+# PostgreSQL SQLSTATEs that mean "the server is going away or not there yet", not "your
+# statement is wrong": class 08 (connection exception), admin/crash shutdown, starting up.
+_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means the database could not be reached, so that the same
+    transaction may succeed a moment later (a restart, a failover, a cut connection)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError) and exc.statement is None:
+        return True  # raised while connecting, before any statement ran
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    return state.startswith(_UNAVAILABLE_STATES)
 
 
 class SqlStore:
@@ -331,6 +360,27 @@ class SqlAudit:
             },
         )
 
+    def scan(self, after_id: int, limit: int) -> list[AuditRecord]:
+        rows = self.session.execute(
+            select(audit_log).where(audit_log.c.id > after_id).order_by(audit_log.c.id).limit(limit)
+        )
+        return [
+            AuditRecord(
+                row.id,
+                row.recorded_at,
+                AuditEntry(
+                    kind=row.kind,
+                    actor=row.actor,
+                    message_id=row.message_id,
+                    detail=row.detail,
+                    payload=row.payload,
+                    case_id=row.case_id,
+                    order_id=row.order_id,
+                ),
+            )
+            for row in rows
+        ]
+
 
 class SqlClocks:
     def __init__(self, session: Session, lock_rows: bool) -> None:
@@ -472,7 +522,16 @@ class SqlUnitOfWork:
     ) -> None:
         # close() rolls back anything uncommitted; unlike rollback() it leaves loaded objects
         # usable (detached) after the unit of work, for callers that render them.
-        self.session.close()
+        try:
+            self.session.close()
+        except DBAPIError as closing:
+            if exc is None and is_unavailable(closing):
+                raise StoreUnavailable(str(closing)) from closing
+            if exc is None:
+                raise
+        if exc is not None and is_unavailable(exc):
+            # Raised from __exit__, this replaces the driver's error for the caller.
+            raise StoreUnavailable(str(exc)) from exc
 
     def commit(self) -> None:
         try:

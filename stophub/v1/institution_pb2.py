@@ -26,39 +26,39 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stophub.v1 import envelope_pb2 as stophub_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstophub/v1/institution.proto\x12\nstophub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stophub/v1/envelope.proto\"\xc9\x01\n\tPublicKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.stophub.v1.KeyState\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n\x0b\x44utyContact\x12%\n\x04role\x18\x01 \x01(\x0e\x32\x17.stophub.v1.ContactRole\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\x12\r\n\x05\x65mail\x18\x04 \x01(\t\"\xe2\x01\n\x0bInstitution\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12)\n\x04kind\x18\x03 \x01(\x0e\x32\x1b.stophub.v1.InstitutionKind\x12#\n\x04keys\x18\x04 \x03(\x0b\x32\x15.stophub.v1.PublicKey\x12.\n\rduty_contacts\x18\x05 \x03(\x0b\x32\x17.stophub.v1.DutyContact\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\"\n\x12GetInstitutionBody\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"=\n\x14ListInstitutionsBody\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x0fInstitutionList\x12-\n\x0cinstitutions\x18\x01 \x03(\x0b\x32\x17.stophub.v1.Institution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x15GetInstitutionRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"@\n\x16GetInstitutionResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"A\n\x17ListInstitutionsRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"B\n\x18ListInstitutionsResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*\xda\x01\n\x0fInstitutionKind\x12 \n\x1cINSTITUTION_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15INSTITUTION_KIND_BANK\x10\x01\x12(\n$INSTITUTION_KIND_PAYMENT_INSTITUTION\x10\x02\x12&\n\"INSTITUTION_KIND_ANTI_FRAUD_CENTRE\x10\x03\x12\x1e\n\x1aINSTITUTION_KIND_REGULATOR\x10\x04\x12\x18\n\x14INSTITUTION_KIND_HUB\x10\x05*R\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10KEY_STATE_ACTIVE\x10\x01\x12\x15\n\x11KEY_STATE_REVOKED\x10\x02*{\n\x0b\x43ontactRole\x12\x1c\n\x18\x43ONTACT_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ONTACT_ROLE_PRIMARY\x10\x01\x12\x17\n\x13\x43ONTACT_ROLE_BACKUP\x10\x02\x12\x1b\n\x17\x43ONTACT_ROLE_SUPERVISOR\x10\x03\x32\xcc\x01\n\x12InstitutionService\x12W\n\x0eGetInstitution\x12!.stophub.v1.GetInstitutionRequest\x1a\".stophub.v1.GetInstitutionResponse\x12]\n\x10ListInstitutions\x12#.stophub.v1.ListInstitutionsRequest\x1a$.stophub.v1.ListInstitutionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstophub/v1/institution.proto\x12\nstophub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stophub/v1/envelope.proto\"\xfd\x01\n\tPublicKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.stophub.v1.KeyState\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0enot_after_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n\x0b\x44utyContact\x12%\n\x04role\x18\x01 \x01(\x0e\x32\x17.stophub.v1.ContactRole\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\x12\r\n\x05\x65mail\x18\x04 \x01(\t\"\xe2\x01\n\x0bInstitution\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12)\n\x04kind\x18\x03 \x01(\x0e\x32\x1b.stophub.v1.InstitutionKind\x12#\n\x04keys\x18\x04 \x03(\x0b\x32\x15.stophub.v1.PublicKey\x12.\n\rduty_contacts\x18\x05 \x03(\x0b\x32\x17.stophub.v1.DutyContact\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\"\n\x12GetInstitutionBody\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"=\n\x14ListInstitutionsBody\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x0fInstitutionList\x12-\n\x0cinstitutions\x18\x01 \x03(\x0b\x32\x17.stophub.v1.Institution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x15GetInstitutionRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"@\n\x16GetInstitutionResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"A\n\x17ListInstitutionsRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"B\n\x18ListInstitutionsResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*\xf8\x01\n\x0fInstitutionKind\x12 \n\x1cINSTITUTION_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15INSTITUTION_KIND_BANK\x10\x01\x12(\n$INSTITUTION_KIND_PAYMENT_INSTITUTION\x10\x02\x12&\n\"INSTITUTION_KIND_ANTI_FRAUD_CENTRE\x10\x03\x12\x1e\n\x1aINSTITUTION_KIND_REGULATOR\x10\x04\x12\x18\n\x14INSTITUTION_KIND_HUB\x10\x05\x12\x1c\n\x18INSTITUTION_KIND_AUDITOR\x10\x06*R\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10KEY_STATE_ACTIVE\x10\x01\x12\x15\n\x11KEY_STATE_REVOKED\x10\x02*{\n\x0b\x43ontactRole\x12\x1c\n\x18\x43ONTACT_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ONTACT_ROLE_PRIMARY\x10\x01\x12\x17\n\x13\x43ONTACT_ROLE_BACKUP\x10\x02\x12\x1b\n\x17\x43ONTACT_ROLE_SUPERVISOR\x10\x03\x32\xcc\x01\n\x12InstitutionService\x12W\n\x0eGetInstitution\x12!.stophub.v1.GetInstitutionRequest\x1a\".stophub.v1.GetInstitutionResponse\x12]\n\x10ListInstitutions\x12#.stophub.v1.ListInstitutionsRequest\x1a$.stophub.v1.ListInstitutionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stophub.v1.institution_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INSTITUTIONKIND']._serialized_start=1092
-  _globals['_INSTITUTIONKIND']._serialized_end=1310
-  _globals['_KEYSTATE']._serialized_start=1312
-  _globals['_KEYSTATE']._serialized_end=1394
-  _globals['_CONTACTROLE']._serialized_start=1396
-  _globals['_CONTACTROLE']._serialized_end=1519
+  _globals['_INSTITUTIONKIND']._serialized_start=1144
+  _globals['_INSTITUTIONKIND']._serialized_end=1392
+  _globals['_KEYSTATE']._serialized_start=1394
+  _globals['_KEYSTATE']._serialized_end=1476
+  _globals['_CONTACTROLE']._serialized_start=1478
+  _globals['_CONTACTROLE']._serialized_end=1601
   _globals['_PUBLICKEY']._serialized_start=105
-  _globals['_PUBLICKEY']._serialized_end=306
-  _globals['_DUTYCONTACT']._serialized_start=308
-  _globals['_DUTYCONTACT']._serialized_end=404
-  _globals['_INSTITUTION']._serialized_start=407
-  _globals['_INSTITUTION']._serialized_end=633
-  _globals['_GETINSTITUTIONBODY']._serialized_start=635
-  _globals['_GETINSTITUTIONBODY']._serialized_end=669
-  _globals['_LISTINSTITUTIONSBODY']._serialized_start=671
-  _globals['_LISTINSTITUTIONSBODY']._serialized_end=732
-  _globals['_INSTITUTIONLIST']._serialized_start=734
-  _globals['_INSTITUTIONLIST']._serialized_end=823
-  _globals['_GETINSTITUTIONREQUEST']._serialized_start=825
-  _globals['_GETINSTITUTIONREQUEST']._serialized_end=888
-  _globals['_GETINSTITUTIONRESPONSE']._serialized_start=890
-  _globals['_GETINSTITUTIONRESPONSE']._serialized_end=954
-  _globals['_LISTINSTITUTIONSREQUEST']._serialized_start=956
-  _globals['_LISTINSTITUTIONSREQUEST']._serialized_end=1021
-  _globals['_LISTINSTITUTIONSRESPONSE']._serialized_start=1023
-  _globals['_LISTINSTITUTIONSRESPONSE']._serialized_end=1089
-  _globals['_INSTITUTIONSERVICE']._serialized_start=1522
-  _globals['_INSTITUTIONSERVICE']._serialized_end=1726
+  _globals['_PUBLICKEY']._serialized_end=358
+  _globals['_DUTYCONTACT']._serialized_start=360
+  _globals['_DUTYCONTACT']._serialized_end=456
+  _globals['_INSTITUTION']._serialized_start=459
+  _globals['_INSTITUTION']._serialized_end=685
+  _globals['_GETINSTITUTIONBODY']._serialized_start=687
+  _globals['_GETINSTITUTIONBODY']._serialized_end=721
+  _globals['_LISTINSTITUTIONSBODY']._serialized_start=723
+  _globals['_LISTINSTITUTIONSBODY']._serialized_end=784
+  _globals['_INSTITUTIONLIST']._serialized_start=786
+  _globals['_INSTITUTIONLIST']._serialized_end=875
+  _globals['_GETINSTITUTIONREQUEST']._serialized_start=877
+  _globals['_GETINSTITUTIONREQUEST']._serialized_end=940
+  _globals['_GETINSTITUTIONRESPONSE']._serialized_start=942
+  _globals['_GETINSTITUTIONRESPONSE']._serialized_end=1006
+  _globals['_LISTINSTITUTIONSREQUEST']._serialized_start=1008
+  _globals['_LISTINSTITUTIONSREQUEST']._serialized_end=1073
+  _globals['_LISTINSTITUTIONSRESPONSE']._serialized_start=1075
+  _globals['_LISTINSTITUTIONSRESPONSE']._serialized_end=1141
+  _globals['_INSTITUTIONSERVICE']._serialized_start=1604
+  _globals['_INSTITUTIONSERVICE']._serialized_end=1808
 # @@protoc_insertion_point(module_scope)

@@ -35,9 +35,11 @@ class _InstitutionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Insti
     INSTITUTION_KIND_ANTI_FRAUD_CENTRE: _InstitutionKind.ValueType  # 3
     """The police anti-fraud centre."""
     INSTITUTION_KIND_REGULATOR: _InstitutionKind.ValueType  # 4
-    """The regulator or a compliance auditor: read-only."""
+    """The regulator: read-only, and receives the escalations of deadlines missed twice over."""
     INSTITUTION_KIND_HUB: _InstitutionKind.ValueType  # 5
     """The hub itself."""
+    INSTITUTION_KIND_AUDITOR: _InstitutionKind.ValueType  # 6
+    """A compliance auditor: reads everything, writes nothing, receives no escalations."""
 
 class InstitutionKind(_InstitutionKind, metaclass=_InstitutionKindEnumTypeWrapper):
     """The kind of a member institution; it decides what the institution may do."""
@@ -50,9 +52,11 @@ INSTITUTION_KIND_PAYMENT_INSTITUTION: InstitutionKind.ValueType  # 2
 INSTITUTION_KIND_ANTI_FRAUD_CENTRE: InstitutionKind.ValueType  # 3
 """The police anti-fraud centre."""
 INSTITUTION_KIND_REGULATOR: InstitutionKind.ValueType  # 4
-"""The regulator or a compliance auditor: read-only."""
+"""The regulator: read-only, and receives the escalations of deadlines missed twice over."""
 INSTITUTION_KIND_HUB: InstitutionKind.ValueType  # 5
 """The hub itself."""
+INSTITUTION_KIND_AUDITOR: InstitutionKind.ValueType  # 6
+"""A compliance auditor: reads everything, writes nothing, receives no escalations."""
 Global___InstitutionKind: _TypeAlias = InstitutionKind  # noqa: Y015
 
 class _KeyState:
@@ -107,6 +111,7 @@ class PublicKey(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_TIME_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     algorithm: _builtins.str
     """"ed25519" or "ecdsa-p256-sha256"."""
@@ -117,6 +122,12 @@ class PublicKey(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def revoke_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def not_after_time(self) -> _timestamp_pb2.Timestamp:
+        """Set when the key was rotated out: it signs nothing new from this time on, but what it
+        signed before still verifies.
+        """
+
     def __init__(
         self,
         *,
@@ -126,10 +137,11 @@ class PublicKey(_message.Message):
         state: Global___KeyState.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         revoke_time: _timestamp_pb2.Timestamp | None = ...,
+        not_after_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "revoke_time", b"revoke_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "not_after_time", b"not_after_time", "revoke_time", b"revoke_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "create_time", b"create_time", "key_id", b"key_id", "public_key", b"public_key", "revoke_time", b"revoke_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "create_time", b"create_time", "key_id", b"key_id", "not_after_time", b"not_after_time", "public_key", b"public_key", "revoke_time", b"revoke_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,6 +8,7 @@ import pytest
 
 from hub.bootstrap import migrate
 from hub.store.sql import SqlStore
+from tests.integration.test_hub_on_db import net  # noqa: F401  (shared by other modules)
 
 
 @pytest.fixture

@@ -24,7 +24,13 @@ from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import Institution, InstitutionKind
 from hub.domain.rules import AutoStopRule
-from hub.service.ports import AuditEntry, Conflict, InboundRecord, PendingDelivery
+from hub.service.ports import (
+    AuditEntry,
+    AuditRecord,
+    Conflict,
+    InboundRecord,
+    PendingDelivery,
+)
 
 if TYPE_CHECKING:
     from hub.service.ports import (
@@ -205,6 +211,12 @@ class FakeAudit:
 
     def append(self, entry: AuditEntry, now: datetime) -> None:
         self._state.audit.append((entry, now))
+
+    def scan(self, after_id: int, limit: int) -> list[AuditRecord]:
+        rows = [
+            AuditRecord(i, at, entry) for i, (entry, at) in enumerate(self._state.audit, start=1)
+        ]
+        return [r for r in rows if r.entry_id > after_id][:limit]
 
 
 class FakeClocks:
