@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -312,7 +312,7 @@ class HubClient:
         *,
         institution: str,
         key: PrivateKey,
-        hub_public_key: bytes,
+        hub_public_key: bytes | Sequence[bytes],
         clock: Clock | None = None,
         channel: grpc.aio.Channel | None = None,
         credentials: grpc.ChannelCredentials | None = None,
@@ -323,7 +323,16 @@ class HubClient:
         self.target = target
         self.institution = institution
         self.key = key
-        self.hub_public_key = bytes(hub_public_key)
+        # Several hub keys may be trusted at once: while the hub operator rotates the hub's
+        # key, give the client both, the new one first.
+        pinned = [hub_public_key] if isinstance(hub_public_key, bytes) else list(hub_public_key)
+        if not pinned:
+            raise ValueError("give the hub's public key (or keys, during a rotation)")
+        self.hub_keys: dict[str, tuple[str, bytes]] = {}
+        for raw in pinned:
+            algorithm, key_id = _hub_key_identity(bytes(raw))
+            self.hub_keys[key_id] = (algorithm, bytes(raw))
+        self.hub_public_key = bytes(pinned[0])
         self.hub_algorithm, self.hub_key_id = _hub_key_identity(self.hub_public_key)
         self.clock: Clock = clock or SystemClock()
         self.timeout = timeout
@@ -393,19 +402,20 @@ class HubClient:
         what = f"hub message {env.message_id or '(no id)'}"
         if env.sender != HUB:
             raise HubSignatureError(f"{what} claims sender {env.sender!r}, not {HUB}")
-        if env.algorithm != self.hub_algorithm or env.key_id != self.hub_key_id:
+        trusted = self.hub_keys.get(env.key_id)
+        if trusted is None or trusted[0] != env.algorithm:
             raise HubSignatureError(
-                f"{what} is signed with {env.algorithm} key {env.key_id!r}; the hub key this "
-                f"client trusts is {self.hub_algorithm} key {self.hub_key_id} (if the hub "
-                "rotated its key, configure the new public key)"
+                f"{what} is signed with {env.algorithm} key {env.key_id!r}; the hub keys this "
+                f"client trusts are {', '.join(sorted(self.hub_keys))} (if the hub rotated "
+                "its key, configure the new public key)"
             )
         try:
-            valid = verify_envelope(env, self.hub_public_key)
+            valid = verify_envelope(env, trusted[1])
         except (SignatureError, ValueError) as exc:
             raise HubSignatureError(f"{what} cannot be verified: {exc}") from exc
         if not valid:
             raise HubSignatureError(
-                f"{what} does not verify with the hub key {self.hub_key_id}: do not trust it"
+                f"{what} does not verify with the hub key {env.key_id}: do not trust it"
             )
         # A genuine hub message meant for another member, or of another type, replayed here
         # would pass the signature check; these two checks are what make it fail.

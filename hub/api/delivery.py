@@ -36,6 +36,8 @@ class Connection:
     institution: str
     name: str
     id: int
+    # The key that signed the subscription: the stream ends when it is revoked or retired.
+    key_id: str = ""
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     in_flight: int = 0
     error: DomainError | None = None
@@ -80,7 +82,15 @@ class InstitutionGroup:
 
     async def _dispatch(self) -> None:
         runner = self.router.runner
-        pending = await runner.call(runner.hub.pending, self.code, self.router.batch)
+        keys = {c.key_id for c in self.connections if c.error is None and c.key_id}
+        pending, ended = await runner.call(
+            runner.hub.pending_for_streams, self.code, keys, self.router.batch
+        )
+        for conn in self.connections:
+            if conn.error is None and conn.key_id in ended:
+                log.warning("%s stream %s closed: %s", self.code, conn.name, ended[conn.key_id])
+                conn.error = ended[conn.key_id]
+                conn.queue.put_nowait(_CLOSE)
         live = [c for c in self.connections if c.error is None]
         pending_seqs = {d.sequence for d in pending}
         for seq in list(self.in_flight):
@@ -157,8 +167,8 @@ class DeliveryRouter:
             if group is not None:
                 group.wake.set()
 
-    def attach(self, institution: str, name: str) -> Connection:
-        conn = Connection(institution, name, next(self._ids))
+    def attach(self, institution: str, name: str, key_id: str = "") -> Connection:
+        conn = Connection(institution, name, next(self._ids), key_id=key_id)
         group = self.groups.get(institution)
         if group is None:
             group = self.groups[institution] = InstitutionGroup(self, institution)
@@ -232,7 +242,7 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
             return
         # Initial metadata tells the client its subscription was accepted.
         await context.send_initial_metadata((("stophub-subscribed", code),))
-        conn = self.router.attach(code, name)
+        conn = self.router.attach(code, name, first.envelope.key_id)
         reader = asyncio.create_task(self._read_acks(conn, context, peer))
         try:
             while True:

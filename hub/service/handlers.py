@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -561,6 +561,35 @@ class Hub:
     def pending(self, institution: str, limit: int = 500) -> Sequence[PendingDelivery]:
         with self.uow(read_only=True) as uow:
             return uow.outbox.pending(institution, limit)
+
+    def pending_for_streams(
+        self, institution: str, key_ids: Collection[str], limit: int = 500
+    ) -> tuple[Sequence[PendingDelivery], dict[str, DomainError]]:
+        """What waits for `institution`, and which of the keys its open streams were opened
+        with can no longer sign (revoked, or rotated out), each with the refusal to end that
+        stream with: a revocation reaches the streams at the very next delivery."""
+        with self.uow(read_only=True) as uow:
+            pending = uow.outbox.pending(institution, limit)
+            if not key_ids:
+                return pending, {}
+            inst = uow.institutions.get(institution)
+            now = self.clock.now()
+        ended: dict[str, DomainError] = {}
+        for key_id in key_ids:
+            key = inst.key(key_id) if inst is not None else None
+            if key is None or key.state is KeyState.REVOKED:
+                ended[key_id] = Unauthenticated(
+                    "KEY_REVOKED",
+                    f"key {key_id} of {institution}, which opened this stream, was revoked: "
+                    "open a new stream signed with an active key",
+                )
+            elif key.not_after is not None and now >= key.not_after:
+                ended[key_id] = Unauthenticated(
+                    "KEY_RETIRED",
+                    f"key {key_id} of {institution}, which opened this stream, was rotated out "
+                    f"at {key.not_after.isoformat()}: open a new stream signed with its successor",
+                )
+        return pending, ended
 
     def mark_sent(self, sequences: Sequence[int]) -> None:
         if not sequences:

@@ -166,3 +166,42 @@ async def test_unsigned_subscription_is_unauthenticated(network: Network) -> Non
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         await stream.close()
+
+
+async def test_revoking_the_key_that_opened_a_stream_ends_it_before_the_next_delivery(
+    network: Network,
+) -> None:
+    from hub.crypto.keys import PrivateKey
+    from hub.service.admin import NewKey, Registry
+
+    stream = await RawStream(network, "BANKB").open()
+    replacement = PrivateKey.generate()
+    try:
+        await verified_case_with_auto_stop(network)
+        first = await stream.next()
+        await stream.ack(first.sequence)
+        for _ in range(100):  # the ack is stored asynchronously
+            if not network.server.hub.pending("BANKB"):
+                break
+            await asyncio.sleep(0.05)
+        registry = Registry(network.store, network.clock)
+        registry.add_key("BANKB", NewKey(replacement.algorithm, replacement.public_key))
+        registry.revoke_key("BANKB", network.keys["BANKB"].key_id)
+
+        await verified_case_with_auto_stop(network)  # a second order for BANKB
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await stream.next()
+        assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert error_info(ended.value)[0].reason == "KEY_REVOKED"
+    finally:
+        await stream.close()
+
+    # The order was not sent on the revoked stream; a stream opened with the new key gets it.
+    fresh = await RawStream(network, "BANKB", key=replacement).open()
+    try:
+        again = await fresh.next()
+        assert again.sequence > first.sequence
+        assert notice_of(again).kind == delivery_pb2.NOTICE_KIND_ORDER
+        assert again.attempt == 1, "it never went out on the revoked stream"
+    finally:
+        await fresh.close()
