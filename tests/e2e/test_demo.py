@@ -35,6 +35,9 @@ async def test_demo_carries_the_case_to_close(tmp_path: Path) -> None:
     assert auto.state is OrderState.CONVERTED
     assert all(o.answer_envelope for o in case.orders), "every answer is kept as signed bytes"
     assert "signed messages of the case" in text and "¥50,000.00 back with the victim" in text
+    assert "re-verified with the" in text and "all good" in text
+    assert "appear nowhere in stophub.db" in text
+    assert "serving mutual TLS" in text
 
     # PayX answers its stop 12 minutes (of case time) late: reminded, then breached.
     store = SqlStore(f"sqlite:///{tmp_path}/demo/stophub.db")
