@@ -139,6 +139,7 @@ class Context:
             0 if new else len(case.events),
             {} if new else {o.order_id: o.state for o in case.orders},
             create_time_of(self.envelope) if new else None,
+            new,
         )
 
     def record_events(self, case: Case, since: int) -> None:

@@ -54,6 +54,7 @@ class Tracked:
     events_since: int
     states_before: dict[str, OrderState]
     sent_at: datetime | None
+    new: bool = False  # created by this command: it cannot have clocks in the database yet
 
 
 def new_clock_id() -> str:
@@ -68,7 +69,7 @@ def apply_clocks(ctx: Context, tracked: Tracked) -> ClockChanges:
     )
     if not triggers:
         return ClockChanges()
-    open_clocks = ctx.uow.clocks.open_for_case(tracked.case.case_id)
+    open_clocks = [] if tracked.new else ctx.uow.clocks.open_for_case(tracked.case.case_id)
     changes = apply_triggers(
         hub.clock_policy,
         tracked.case,

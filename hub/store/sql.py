@@ -341,13 +341,35 @@ class SqlOutbox:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-class SqlAudit:
+class PendingRows:
+    """Append-only rows (audit entries, SLA log lines) a unit of work writes: kept until the
+    commit (or a read of those tables in the same transaction) and inserted then, one
+    executemany per table, instead of one statement (and one autoflush) per row."""
+
     def __init__(self, session: Session) -> None:
         self.session = session
+        self.audit: list[dict[str, Any]] = []
+        self.sla: list[dict[str, Any]] = []
+
+    def discard(self) -> None:
+        self.audit.clear()
+        self.sla.clear()
+
+    def flush(self) -> None:
+        for insert, rows in ((INSERT_AUDIT, self.audit), (INSERT_SLA, self.sla)):
+            if rows:
+                batch = rows[:]
+                rows.clear()
+                self.session.execute(insert, batch)
+
+
+class SqlAudit:
+    def __init__(self, session: Session, pending: PendingRows | None = None) -> None:
+        self.session = session
+        self.pending = pending or PendingRows(session)
 
     def append(self, entry: AuditEntry, now: datetime) -> None:
-        self.session.execute(
-            INSERT_AUDIT,
+        self.pending.audit.append(
             {
                 "recorded_at": now,
                 "kind": entry.kind,
@@ -357,10 +379,11 @@ class SqlAudit:
                 "order_id": entry.order_id,
                 "payload": entry.payload,
                 "detail": entry.detail,
-            },
+            }
         )
 
     def scan(self, after_id: int, limit: int) -> list[AuditRecord]:
+        self.pending.flush()
         rows = self.session.execute(
             select(audit_log).where(audit_log.c.id > after_id).order_by(audit_log.c.id).limit(limit)
         )
@@ -383,9 +406,12 @@ class SqlAudit:
 
 
 class SqlClocks:
-    def __init__(self, session: Session, lock_rows: bool) -> None:
+    def __init__(
+        self, session: Session, lock_rows: bool, pending: PendingRows | None = None
+    ) -> None:
         self.session = session
         self.lock_rows = lock_rows
+        self.pending = pending or PendingRows(session)
 
     def add(self, clock: CaseClock) -> None:
         self.session.add(clock)
@@ -420,8 +446,7 @@ class SqlClocks:
         return self.session.scalars(stmt).one_or_none()
 
     def log(self, entry: SlaEntry) -> None:
-        self.session.execute(
-            INSERT_SLA,
+        self.pending.sla.append(
             {
                 "clock_id": entry.clock_id,
                 "case_id": entry.case_id,
@@ -433,7 +458,7 @@ class SqlClocks:
                 "responsible": entry.responsible,
                 "late_seconds": entry.late_seconds,
                 "detail": entry.detail,
-            },
+            }
         )
 
     def query(
@@ -467,6 +492,7 @@ class SqlClocks:
         found: dict[str, list[SlaEntry]] = {c: [] for c in clock_ids}
         if not clock_ids:
             return found
+        self.pending.flush()
         rows = self.session.execute(
             select(sla_log).where(sla_log.c.clock_id.in_(clock_ids)).order_by(sla_log.c.id)
         )
@@ -510,8 +536,9 @@ class SqlUnitOfWork:
         self.rules = SqlRules(self.session)
         self.inbound = SqlInbound(self.session)
         self.outbox = SqlOutbox(self.session)
-        self.audit = SqlAudit(self.session)
-        self.clocks = SqlClocks(self.session, self._lock_rows)
+        self.pending = PendingRows(self.session)
+        self.audit = SqlAudit(self.session, self.pending)
+        self.clocks = SqlClocks(self.session, self._lock_rows, self.pending)
         return self
 
     def __exit__(
@@ -535,9 +562,11 @@ class SqlUnitOfWork:
 
     def commit(self) -> None:
         try:
+            self.pending.flush()
             self.session.commit()
         except IntegrityError as exc:
             raise Conflict(str(exc.orig)) from exc
 
     def rollback(self) -> None:
+        self.pending.discard()
         self.session.rollback()

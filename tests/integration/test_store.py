@@ -443,6 +443,7 @@ def test_naive_datetime_is_refused(members: SqlStore) -> None:
         uow.outbox.add("BANKA", "order", None, b"x", datetime(2026, 3, 2, 9, 1))
     with members() as uow, pytest.raises(StatementError):
         uow.audit.append(AuditEntry("admin", "op", "", "x"), datetime(2026, 3, 2, 9, 1))
+        uow.commit()  # audit rows are inserted together, at the commit
     assert count(members, cases) == 0
     assert count(members, deliveries) == 0
     assert count(members, audit_log) == 0
