@@ -23,8 +23,11 @@ test: $(STAMP)
 	$(BIN)/python tools/protogen.py --check
 	$(BIN)/pytest -q -p no:cacheprovider
 
-# Clock-sweep benchmark (not part of `make test`; ~40 min with PostgreSQL): see BENCHMARKS.md.
+# Every benchmark in bench/ (clocks, intake, delivery), one table of figures beside same-run
+# baselines; not part of `make test`. Full run ~50 min with PostgreSQL (the clock sweep is most
+# of it): `make bench BENCH_ARGS="intake"` runs one, `BENCH_ARGS=--quick` a short smoke run.
 # PostgreSQL too when STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set.
+# See BENCHMARKS.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -1,14 +1,159 @@
-"""Run every benchmark: `python -m bench [--clocks N] [--span-seconds S] [--ticks 1,0.5]`."""
+"""Run the benchmarks and print ONE table: `python -m bench [clocks] [intake] [delivery]`.
+
+With no names, every benchmark runs (`make bench`). Each figure is printed beside a baseline
+measured in the same run, as a ratio (bench/table.py). `--quick` shortens every benchmark to
+a smoke run (minutes, not the hour the full clock run takes); PostgreSQL runs too when
+STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set (`--no-postgres` skips it).
+
+- clocks (bench/clocks.py): case-clock sweep lateness, idle sweep cost, outage recovery; its
+  own detailed tables are printed as it finishes, its headline figures go in the table;
+- intake (bench/intake.py): signed reports per second, p50 and p99, against a bare grpc.aio
+  echo with the same bytes and concurrency;
+- delivery (bench/delivery.py, when present): its own rows.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import os
 import sys
+import time
+from collections.abc import Callable, Sequence
 
-from bench import clocks
+from bench import clocks, intake
+from bench.table import Row, render
+
+NAMES = ("clocks", "intake", "delivery")
+QUICK_CLOCKS = {
+    "clocks": 2_000,
+    "span_seconds": 120.0,
+    "ticks": [0.5],
+    "slice_seconds": 120.0,
+    "repeats": 200,
+}
 
 
-def main(argv: list[str]) -> int:
-    return clocks.main(argv)
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---- clocks: its Reports as Rows ------------------------------------------------------------
+
+
+def clock_rows(args: argparse.Namespace) -> list[Row]:
+    defaults = vars(clocks.parse([]))
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, QUICK_CLOCKS.get(name, value) if args.quick else value)
+    reports = [clocks.run_database("SQLite", clocks.sqlite_database, args, say)]
+    base = next((os.environ[v] for v in clocks.PG_VARS if os.environ.get(v)), None)
+    if base and not args.no_postgres:
+        label = f"PostgreSQL {clocks.postgres_version(base).split()[0]}"
+        reports.append(
+            clocks.run_database(label, lambda: clocks.postgres_database(base), args, say)
+        )
+    print()
+    print(clocks.render(reports, args))
+    print()
+    rows = []
+    for r in reports:
+        for lat in r.lateness:
+            p99 = clocks.percentile(lat.total, 99)
+            rows.append(
+                Row(
+                    "clocks",
+                    f"p99 lateness, {r.database}, sweep every {lat.tick:g} s, {lat.fired:,} steps",
+                    p99 * 1e3,
+                    "ms",
+                    "the sweep interval",
+                    lat.tick * 1e3,
+                    False,
+                    "p99 < 1 s",
+                    p99 < 1,
+                )
+            )
+        if r.idle and r.baseline_select is not None:
+            open_clocks, cost = r.idle[-1]
+            per_k = cost.cpu / (open_clocks / 1000)
+            rows.append(
+                Row(
+                    "clocks",
+                    f"idle sweep CPU, {r.database}, {open_clocks:,} open clocks "
+                    f"({per_k * 1e6:,.1f} µs per 1,000)",
+                    cost.cpu * 1e6,
+                    "µs",
+                    "`SELECT 1` in a transaction",
+                    r.baseline_select.cpu * 1e6,
+                    False,
+                    "≪ 1 ms per 1,000 open clocks",
+                    per_k < 1e-3,
+                )
+            )
+        if r.recovery is not None:
+            rows.append(
+                Row(
+                    "clocks",
+                    f"outage recovery, {r.database}, {r.recovery.steps:,} steps due",
+                    r.recovery.rate,
+                    "steps/s",
+                )
+            )
+    return rows
+
+
+# ---- delivery: another module, maybe not there yet ----------------------------------------------
+
+
+def delivery_rows(args: argparse.Namespace) -> list[Row]:
+    try:
+        delivery = importlib.import_module("bench.delivery")
+    except ModuleNotFoundError as missing:
+        if missing.name != "bench.delivery":
+            raise
+        say("delivery: skipped, bench/delivery.py is not there")
+        return []
+    rows: list[Row] = delivery.rows(args)
+    return rows
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
+    "clocks": clock_rows,
+    "intake": intake.rows,
+    "delivery": delivery_rows,
+}
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("names", nargs="*", metavar="NAME", help="clocks, intake, delivery (all)")
+    p.add_argument("--quick", action="store_true", help="a short smoke run of each benchmark")
+    p.add_argument("--no-postgres", action="store_true")
+    g = p.add_argument_group("clocks (defaults: bench/clocks.py's)")
+    g.add_argument("--clocks", type=int)
+    g.add_argument("--span-seconds", type=float)
+    g.add_argument("--ticks", type=lambda s: [float(x) for x in s.split(",")])
+    g.add_argument("--slice-seconds", type=float)
+    g.add_argument("--repeats", type=int)
+    intake.add_arguments(p)
+    args = p.parse_args(argv)
+    unknown = [n for n in args.names if n not in NAMES]
+    if unknown:
+        p.error(f"no benchmark {', '.join(unknown)}: choose from {', '.join(NAMES)}")
+    args.names = [n for n in NAMES if n in args.names] or list(NAMES)
+    return args
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse(argv)
+    intake.exit_on_sigterm()
+    rows: list[Row] = []
+    for name in args.names:
+        say(f"{name}: starting")
+        rows += RUNNERS[name](args)
+    print()
+    print(render(rows))
+    return 1 if any(r.met is False for r in rows if "INVALID" in r.measure) else 0
 
 
 if __name__ == "__main__":
