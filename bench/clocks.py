@@ -46,6 +46,7 @@ from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.policy import load_policy
 from hub.service.admin import NewKey, Registry
 from hub.service.handlers import Hub
+from hub.service.ports import PendingDelivery
 from hub.service.sla import Sweeper
 from hub.store.sql import SqlStore, normalise_url
 from hub.store.tables import UTCDateTime, cases, clocks, sla_log
@@ -65,7 +66,7 @@ PG_VARS = ("STOPHUB_BENCH_DATABASE_URL", "STOPHUB_TEST_DATABASE_URL")
 
 
 class Quiet:
-    def notify(self, recipients: Iterable[str]) -> None:
+    def notify(self, recipients: Iterable[str], deliveries: Sequence[PendingDelivery] = ()) -> None:
         pass
 
 

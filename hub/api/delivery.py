@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ import grpc
 from hub.api.decoding import Undecodable
 from hub.api.servicers import Runner, peer_institution
 from hub.domain.errors import DomainError
-from hub.service.ports import StoreUnavailable
+from hub.service.ports import PendingDelivery, StoreUnavailable
 from stophub.v1 import delivery_pb2, delivery_pb2_grpc, envelope_pb2
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class DeliveryRouter:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
 
-    def notify(self, recipients: Iterable[str]) -> None:
+    def notify(self, recipients: Iterable[str], deliveries: Sequence[PendingDelivery] = ()) -> None:
         if self.loop is None or self.loop.is_closed():
             return
         codes = list(recipients)

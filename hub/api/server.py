@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -24,7 +24,7 @@ from hub.api.servicers import (
 )
 from hub.crypto.pki import TlsConfig
 from hub.service.handlers import Hub
-from hub.service.ports import Notifier, StoreUnavailable
+from hub.service.ports import Notifier, PendingDelivery, StoreUnavailable
 from stophub.v1 import (
     case_pb2,
     case_pb2_grpc,
@@ -45,9 +45,9 @@ class _Forwarder:
     def __init__(self) -> None:
         self.target: Notifier | None = None
 
-    def notify(self, recipients: Iterable[str]) -> None:
+    def notify(self, recipients: Iterable[str], deliveries: Sequence[PendingDelivery] = ()) -> None:
         if self.target is not None:
-            self.target.notify(recipients)
+            self.target.notify(recipients, deliveries)
 
 
 SERVICE_NAMES = (

@@ -88,6 +88,7 @@ class Context:
     envelope_bytes: bytes
     command: str
     notified: set[str] = field(default_factory=set)
+    queued: list[PendingDelivery] = field(default_factory=list)
     accepted: bool = False
     tracked: dict[str, Tracked] = field(default_factory=dict)
     # What the permission matrix granted: ALLOW, or OWN when the answer is limited to the
@@ -127,7 +128,7 @@ class Context:
 
     def deliver(self, recipient: str, notice: delivery_pb2.Notice) -> None:
         """Queue a hub-signed notice in the outbox, in this transaction."""
-        self.hub.deliver(self.uow, recipient, notice, self.now)
+        self.queued.append(self.hub.deliver(self.uow, recipient, notice, self.now))
         self.notified.add(recipient)
 
     def track(self, case: Case, *, new: bool = False) -> None:
@@ -214,9 +215,9 @@ class Hub:
         """Fire every clock step that is due; returns how many fired."""
         return self.sweeper.sweep()
 
-    def notify(self, recipients: set[str]) -> None:
+    def notify(self, recipients: set[str], deliveries: Sequence[PendingDelivery] = ()) -> None:
         try:
-            self.notifier.notify(recipients)
+            self.notifier.notify(recipients, deliveries)
         except Exception:
             # Committed is committed: the outbox holds the deliveries and the pumps' tick
             # finds them; nobody must see an error for it.
@@ -224,12 +225,12 @@ class Hub:
 
     def deliver(
         self, uow: UnitOfWork, recipient: str, notice: delivery_pb2.Notice, now: datetime
-    ) -> None:
+    ) -> PendingDelivery:
         """Queue a hub-signed notice in the outbox and the audit log, in `uow`'s transaction."""
         sealed = self.seal(recipient, notice, now)
         data = sealed.SerializeToString()
         kind = _notice_kind(notice)
-        uow.outbox.add(recipient, kind, notice.case_id or None, data, now)
+        sequence = uow.outbox.add(recipient, kind, notice.case_id or None, data, now)
         uow.audit.append(
             AuditEntry(
                 kind="sent",
@@ -242,6 +243,7 @@ class Hub:
             ),
             now,
         )
+        return PendingDelivery(sequence, recipient, data, 0)
 
     # ---- signing ------------------------------------------------------------------------------
 
@@ -360,7 +362,7 @@ class Hub:
                 )
                 uow.commit()
             if ctx.notified:
-                self.notify(ctx.notified)
+                self.notify(ctx.notified, ctx.queued)
             return answer
 
     def check_peer(self, envelope: envelope_pb2.Envelope, peer: str | None) -> None:

@@ -43,8 +43,12 @@ class Clock(Protocol):
 
 
 class Notifier(Protocol):
-    def notify(self, recipients: Iterable[str]) -> None:
-        """Called after a commit: deliveries for these institutions are waiting."""
+    def notify(self, recipients: Iterable[str], deliveries: Sequence[PendingDelivery] = ()) -> None:
+        """Called after a commit: deliveries for these institutions are waiting.
+
+        `deliveries`, when given, are the rows that commit queued (with their sequences and
+        signed bytes), so a stream in this process can carry them without reading them back;
+        the outbox stays the truth, and recipients without them are read from it."""
         ...
 
 

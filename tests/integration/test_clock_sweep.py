@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +30,7 @@ from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.policy import load_policy
 from hub.service import handlers as h
 from hub.service.admin import NewKey, Registry
+from hub.service.ports import PendingDelivery
 from hub.store.sql import SqlStore
 from hub.store.tables import clocks, deliveries, sla_log
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2
@@ -55,7 +56,7 @@ VERIFY_WINDOW = timedelta(minutes=5)  # the default policy's verify clock
 
 
 class Quiet:
-    def notify(self, recipients: Iterable[str]) -> None:
+    def notify(self, recipients: Iterable[str], deliveries: Sequence[PendingDelivery] = ()) -> None:
         pass
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +23,7 @@ from hub.domain.cases import CaseState, OrderState
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.service import handlers as h
 from hub.service.admin import NewKey, Registry
+from hub.service.ports import PendingDelivery
 from hub.store.sql import SqlStore
 from hub.store.tables import audit_log, cases, deliveries, inbound_messages
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2, order_pb2
@@ -54,7 +55,7 @@ class RecordingNotifier:
         self.calls: list[set[str]] = []
         self._lock = threading.Lock()
 
-    def notify(self, recipients: Iterable[str]) -> None:
+    def notify(self, recipients: Iterable[str], deliveries: Sequence[PendingDelivery] = ()) -> None:
         with self._lock:
             self.calls.append(set(recipients))
 

@@ -403,7 +403,7 @@ class FakeNotifier:
         # Per call: recipient -> number of committed, unacknowledged deliveries at call time.
         self.committed_at_call: list[dict[str, int]] = []
 
-    def notify(self, recipients: Iterable[str]) -> None:
+    def notify(self, recipients: Iterable[str], deliveries: Sequence[PendingDelivery] = ()) -> None:
         wanted = frozenset(recipients)
         self.calls.append(wanted)
         if self.store is not None:
