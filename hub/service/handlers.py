@@ -12,12 +12,13 @@ import base64
 import json
 import logging
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
@@ -38,11 +39,11 @@ from hub.domain.institutions import HUB_CODE, Institution, InstitutionKind, KeyS
 from hub.domain.rules import AutoStopRule
 from hub.domain.workdays import WeekdaysOnly, WorkingDays
 from hub.service import wire
+from hub.service.batching import Batch, GroupCommit
 from hub.service.permissions import Access, authorize, refuse_kind, relation_of
 from hub.service.ports import (
     AuditEntry,
     Clock,
-    Conflict,
     InboundRecord,
     Notifier,
     PendingDelivery,
@@ -94,6 +95,8 @@ class Context:
     # What the permission matrix granted: ALLOW, or OWN when the answer is limited to the
     # caller's own part.
     access: Access = Access.ALLOW
+    # The registry as this transaction read it (None: read the store when asked).
+    members: Members | None = None
 
     def authorize(self, case: Case, order_id: str | None = None) -> Access:
         """Decide a call about one case (or one order in it) by the caller's relation to it."""
@@ -150,6 +153,8 @@ class Context:
     @cached_property
     def kinds(self) -> dict[str, InstitutionKind]:
         """Every member's kind, read once per command."""
+        if self.members is not None:
+            return self.members.kinds
         return self.uow.institutions.kinds()
 
     def centres(self) -> list[str]:
@@ -172,6 +177,55 @@ class Command(Generic[B]):
     @property
     def body_type(self) -> str:
         return str(self.body.DESCRIPTOR.full_name)
+
+
+@dataclass(frozen=True, eq=False)
+class Members:
+    """The registry at one version: every member with its keys (not its contacts)."""
+
+    version: int | None
+    by_code: dict[str, Institution]
+    kinds: dict[str, InstitutionKind]
+
+
+class MemberCache:
+    """The members and their keys, kept in memory between requests.
+
+    Authentication needs the sender and its keys on every request, and every handler that
+    routes needs every member's kind: three queries and a few hundred objects per request when
+    read from the store. The store's registry version moves in the transaction of every change
+    to members, keys or contacts (the CLI's, in another process, included); each request reads
+    it inside its own transaction and reloads on a difference, so a revoked key is refused
+    from the next request on, exactly as when every request read the keys."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: Members | None = None
+        self.loads = 0
+
+    def peek(self) -> Members | None:
+        """The last registry read, possibly stale: good for work that is confirmed later."""
+        return self._current
+
+    def current(self, uow: UnitOfWork) -> Members:
+        """The registry as of `uow`'s transaction."""
+        version = uow.institutions.version()
+        cached = self._current
+        if cached is not None and version is not None and cached.version == version:
+            return cached
+        with self._lock:
+            cached = self._current
+            if cached is not None and version is not None and cached.version == version:
+                return cached
+            found = uow.institutions.members()
+            fresh = Members(version, found, {code: inst.kind for code, inst in found.items()})
+            self.loads += 1
+            if version is not None:
+                self._current = fresh
+            return fresh
+
+    def clear(self) -> None:
+        self._current = None
 
 
 def _notice_kind(notice: delivery_pb2.Notice) -> str:
@@ -207,9 +261,11 @@ class Hub:
         self.clock_policy = clock_policy or ClockPolicySet(())
         self.calendar: WorkingDays = calendar or WeekdaysOnly()
         self.sweeper = Sweeper(self)
+        self.members = MemberCache()
         # Waits before each retry of a transaction the database dropped: about two seconds
         # in all, which rides out a PostgreSQL restart or failover without the caller seeing it.
         self.store_retry_delays: tuple[float, ...] = STORE_RETRY_DELAYS
+        self.writes = GroupCommit(uow, retry_delays=STORE_RETRY_DELAYS)
 
     def sweep(self) -> int:
         """Fire every clock step that is due; returns how many fired."""
@@ -276,21 +332,13 @@ class Hub:
         `peer` is the institution code the transport authenticated (the client certificate's),
         or None on a development server without TLS."""
         raw = envelope.SerializeToString()
-        conflicts = 0
+        if command.mutating:
+            return self._write(command, envelope, raw, peer)
         waits = iter(self.store_retry_delays)
         while True:
             try:
-                return self._handle_once(command, envelope, raw, peer)
-            except Conflict:
-                # Another request with the same id committed first; the second pass finds it
-                # and answers as for any resend.
-                conflicts += 1
-                if conflicts == 2:
-                    raise
+                return self._read(command, envelope, raw, peer)
             except StoreUnavailable as err:
-                # The whole transaction again: it committed entirely or not at all, and if the
-                # commit landed before the connection broke, the inbound log answers it as a
-                # resend. Past the last wait the caller retries with the same message id.
                 wait = next(waits, None)
                 if wait is None:
                     log.warning(
@@ -303,33 +351,124 @@ class Hub:
                 self._record_rejection(envelope, raw, err)
                 raise
 
-    def _handle_once(
+    def _members(self, batch: Batch) -> Members:
+        """The registry as of the batch's transaction, read once for all its requests."""
+        members = batch.shared.get("members")
+        if members is None:
+            members = batch.shared["members"] = self.members.current(batch.uow)
+        assert isinstance(members, Members)
+        return members
+
+    def _write(
         self,
         command: Command[Any],
         envelope: envelope_pb2.Envelope,
         raw: bytes,
         peer: str | None,
     ) -> envelope_pb2.Envelope:
-        with self.uow(read_only=not command.mutating) as uow:
-            sender = self.authenticate(uow, envelope, peer)
-            # Read after the first query: on SQLite that is when the write lock is ours, so
-            # recorded times follow commit order.
+        """A mutating request: checked as far as possible before any transaction, then run
+        in a savepoint of the group commit (hub/service/batching.py)."""
+        try:
+            self.check_envelope(envelope, peer)
+        except DomainError as err:
+            self._record_rejection(envelope, raw, err)
+            raise
+        # The signature is checked outside the transaction, against the registry as last
+        # read; inside, a registry that moved meanwhile means checking again with the
+        # current one. A failure here decides nothing: the current registry may know the
+        # sender. The body is decoded here too, its refusal kept for its turn (after the
+        # freshness check and the resend lookup, as without the early work).
+        early = self.members.peek()
+        early_sender: Institution | None = None
+        body: Message | None = None
+        undecodable: DomainError | None = None
+        if early is not None:
+            try:
+                early_sender = self.identify(early, envelope)
+            except DomainError:
+                early_sender = None
+            else:
+                try:
+                    body = self.decode(command, envelope)
+                except DomainError as err:
+                    undecodable = err
+
+        def work(batch: Batch) -> tuple[envelope_pb2.Envelope, Context | None]:
+            uow = batch.uow
+            members = self._members(batch)
+            if early_sender is not None and members is early:
+                sender = early_sender
+            else:
+                sender = self.identify(members, envelope)
+            # Read inside the transaction: on SQLite the write lock is ours, so recorded
+            # times follow commit order.
             now = self.clock.now()
             self.check_fresh(envelope, now, sender)
             digest = digest_of(envelope)
-            if command.mutating:
-                previous = uow.inbound.get(sender.code, envelope.message_id)
-                if previous is not None:
-                    if previous.digest != digest:
-                        raise AlreadyExists(
-                            "MESSAGE_ID_REUSED",
-                            f"message id {envelope.message_id!r} was already used by "
-                            f"{sender.code} for a different message; a resend must carry the "
-                            "same bytes, a new message needs a new id",
-                        )
-                    answer = envelope_pb2.Envelope()
-                    answer.ParseFromString(previous.response)
-                    return answer
+            previous = uow.inbound.get(sender.code, envelope.message_id)
+            if previous is not None:
+                if previous.digest != digest:
+                    raise AlreadyExists(
+                        "MESSAGE_ID_REUSED",
+                        f"message id {envelope.message_id!r} was already used by "
+                        f"{sender.code} for a different message; a resend must carry the "
+                        "same bytes, a new message needs a new id",
+                    )
+                return envelope_pb2.Envelope.FromString(previous.response), None
+            if undecodable is not None:
+                raise undecodable
+            decoded = body if body is not None else self.decode(command, envelope)
+            ctx = Context(self, uow, now, sender, envelope, raw, command.name, members=members)
+            if command.case_scoped:
+                refuse_kind(command.name, sender.code, sender.kind)
+            else:
+                ctx.access = authorize(command.name, sender.code, sender.kind)
+            result = command.run(ctx, decoded)
+            for tracked in ctx.tracked.values():
+                apply_clocks(ctx, tracked)
+            answer = self.seal(sender.code, result, now, in_reply_to=envelope.message_id)
+            answer_bytes = answer.SerializeToString()
+            ctx.accept(command.name, _case_of(result))
+            uow.audit.append(
+                AuditEntry(
+                    kind="sent",
+                    actor=HUB_CODE,
+                    message_id=answer.message_id,
+                    detail=f"answer to {sender.code}/{envelope.message_id}",
+                    payload=answer_bytes,
+                    case_id=_case_of(result),
+                ),
+                now,
+            )
+            uow.inbound.add(
+                sender.code,
+                envelope.message_id,
+                InboundRecord(digest, envelope.body_type, answer_bytes),
+                now,
+            )
+            batch.changed = True
+            return answer, ctx
+
+        def refused(batch: Batch, err: Exception) -> None:
+            if isinstance(err, DomainError) and not isinstance(err, StoreUnavailable):
+                self._audit_rejection(batch.uow, envelope, raw, err)
+
+        answer, ctx = self.writes.run(work, refused)
+        if ctx is not None and ctx.notified:
+            self.notify(ctx.notified, ctx.queued)
+        return answer
+
+    def _read(
+        self,
+        command: Command[Any],
+        envelope: envelope_pb2.Envelope,
+        raw: bytes,
+        peer: str | None,
+    ) -> envelope_pb2.Envelope:
+        with self.uow(read_only=True) as uow:
+            sender = self.authenticate(uow, envelope, peer)
+            now = self.clock.now()
+            self.check_fresh(envelope, now, sender)
             body = self.decode(command, envelope)
             ctx = Context(self, uow, now, sender, envelope, raw, command.name)
             if command.case_scoped:
@@ -337,33 +476,7 @@ class Hub:
             else:
                 ctx.access = authorize(command.name, sender.code, sender.kind)
             result = command.run(ctx, body)
-            for tracked in ctx.tracked.values():
-                apply_clocks(ctx, tracked)
-            answer = self.seal(sender.code, result, now, in_reply_to=envelope.message_id)
-            if command.mutating:
-                answer_bytes = answer.SerializeToString()
-                ctx.accept(command.name, _case_of(result))
-                uow.audit.append(
-                    AuditEntry(
-                        kind="sent",
-                        actor=HUB_CODE,
-                        message_id=answer.message_id,
-                        detail=f"answer to {sender.code}/{envelope.message_id}",
-                        payload=answer_bytes,
-                        case_id=_case_of(result),
-                    ),
-                    now,
-                )
-                uow.inbound.add(
-                    sender.code,
-                    envelope.message_id,
-                    InboundRecord(digest, envelope.body_type, answer_bytes),
-                    now,
-                )
-                uow.commit()
-            if ctx.notified:
-                self.notify(ctx.notified, ctx.queued)
-            return answer
+            return self.seal(sender.code, result, now, in_reply_to=envelope.message_id)
 
     def check_peer(self, envelope: envelope_pb2.Envelope, peer: str | None) -> None:
         """The certificate that opened the connection must belong to the envelope's sender."""
@@ -415,6 +528,13 @@ class Hub:
     def authenticate(
         self, uow: UnitOfWork, envelope: envelope_pb2.Envelope, peer: str | None = None
     ) -> Institution:
+        """The registered member that signed `envelope`, as of `uow`'s transaction."""
+        self.check_envelope(envelope, peer)
+        return self.identify(self.members.current(uow), envelope)
+
+    def check_envelope(self, envelope: envelope_pb2.Envelope, peer: str | None) -> None:
+        """What can be checked without the registry: every header present and sane, and
+        the connection's certificate naming the sender."""
         missing = [
             name
             for name in ("sender", "message_id", "key_id", "algorithm", "body_type")
@@ -436,7 +556,11 @@ class Hub:
             if len(getattr(envelope, name)) > limit:
                 raise InvalidArgument(name, f"is longer than {limit} characters")
         wire.check_text(envelope)
-        sender = uow.institutions.get(envelope.sender)
+
+    @staticmethod
+    def identify(members: Members, envelope: envelope_pb2.Envelope) -> Institution:
+        """The member whose key made the envelope's signature, or Unauthenticated."""
+        sender = members.by_code.get(envelope.sender)
         if sender is None or sender.kind is InstitutionKind.HUB:
             raise Unauthenticated(
                 "UNKNOWN_SENDER", f"{envelope.sender!r} is not a registered member institution"
@@ -495,20 +619,29 @@ class Hub:
         if isinstance(err, StoreUnavailable):
             return  # not a refusal, and there is no database to write it to
         try:
-            with self.uow() as uow:
-                uow.audit.append(
-                    AuditEntry(
-                        kind="rejected",
-                        actor=wire.storable(envelope.sender, 64),
-                        message_id=wire.storable(envelope.message_id, 128),
-                        detail=f"{err.code} {err.reason}: {err.message}",
-                        payload=raw,
-                    ),
-                    self.clock.now(),
-                )
-                uow.commit()
+            self.writes.run(partial(self._reject_in, envelope=envelope, raw=raw, err=err))
         except Exception:  # the rejection itself must still reach the caller
             log.exception("could not audit a rejected message")
+
+    def _reject_in(
+        self, batch: Batch, *, envelope: envelope_pb2.Envelope, raw: bytes, err: DomainError
+    ) -> None:
+        self._audit_rejection(batch.uow, envelope, raw, err)
+        batch.changed = True
+
+    def _audit_rejection(
+        self, uow: UnitOfWork, envelope: envelope_pb2.Envelope, raw: bytes, err: DomainError
+    ) -> None:
+        uow.audit.append(
+            AuditEntry(
+                kind="rejected",
+                actor=wire.storable(envelope.sender, 64),
+                message_id=wire.storable(envelope.message_id, 128),
+                detail=f"{err.code} {err.reason}: {err.message}",
+                payload=raw,
+            ),
+            self.clock.now(),
+        )
 
     # ---- the delivery stream -----------------------------------------------------------------
 

@@ -22,7 +22,8 @@ __all__ = [
     "UnitOfWorkFactory",
 ]
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -32,7 +33,7 @@ from hub.crypto.envelope import Signer
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, SlaEntry
 from hub.domain.errors import DomainError
-from hub.domain.institutions import Institution, InstitutionKind
+from hub.domain.institutions import Institution, InstitutionKind, KeyState
 from hub.domain.rules import AutoStopRule
 
 
@@ -87,6 +88,22 @@ class InstitutionRepository(Protocol):
 
     def kinds(self) -> dict[str, InstitutionKind]: ...
 
+    def version(self) -> int | None:
+        """The registry's version, moved by every change to members, keys and contacts;
+        None when the store keeps none (then nothing may be cached)."""
+        ...
+
+    def members(self) -> dict[str, Institution]:
+        """Every member with its keys (contacts not loaded), detached from the store."""
+        ...
+
+    def key_states(
+        self, codes: Collection[str]
+    ) -> dict[str, dict[str, tuple[KeyState, datetime | None]]]:
+        """Per code (every one asked for, an unknown one with no keys): key id -> (state,
+        not_after) of each of its keys, in one query however many codes."""
+        ...
+
 
 class CaseRepository(Protocol):
     def get(self, case_id: str, *, lock: bool = False) -> Case | None: ...
@@ -134,6 +151,26 @@ class Outbox(Protocol):
     def mark_sent(self, sequences: Sequence[int], now: datetime) -> None: ...
 
     def ack(self, recipient: str, sequences: Sequence[int], now: datetime) -> int: ...
+
+    def pending_many(
+        self, recipients: Collection[str], limit: int
+    ) -> dict[str, list[PendingDelivery]]:
+        """`pending` for many recipients in one query (every one asked for is a key)."""
+        ...
+
+    def unacked(self, recipients: Collection[str], limit: int) -> dict[str, list[int]]:
+        """The sequences `pending_many` would return, without reading the envelopes."""
+        ...
+
+    def count_attempts(self, sequences: Sequence[int], now: datetime) -> dict[int, int]:
+        """`mark_sent` for the unacknowledged ones among `sequences`; returns their
+        attempts, this one counted (an acknowledged one is left alone and not returned)."""
+        ...
+
+    def ack_many(self, acks: Sequence[tuple[str, Sequence[int]]], now: datetime) -> list[int]:
+        """`ack` for many (recipient, sequences) at once; how many each acknowledged (a
+        delivery named twice counts for the first)."""
+        ...
 
 
 class ClockRepository(Protocol):
@@ -202,6 +239,11 @@ class UnitOfWork(Protocol):
     def commit(self) -> None: ...
 
     def rollback(self) -> None: ...
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A part of the transaction that rolls back alone (and re-raises) when its block
+        raises; the rest of the transaction goes on."""
+        ...
 
 
 class UnitOfWorkFactory(Protocol):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -17,6 +19,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    tuple_,
     type_coerce,
     update,
 )
@@ -26,7 +29,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
-from hub.domain.institutions import Institution, InstitutionKind
+from hub.domain.institutions import (
+    DutyContact,
+    Institution,
+    InstitutionKey,
+    InstitutionKind,
+    KeyState,
+)
 from hub.domain.rules import AutoStopRule
 from hub.service.ports import (
     AuditEntry,
@@ -52,9 +61,11 @@ from hub.store.tables import (
     clocks,
     deliveries,
     inbound_messages,
+    institution_keys,
     institutions,
     map_domain,
     orders,
+    registry_state,
     sla_log,
 )
 
@@ -64,6 +75,29 @@ INSERT_INBOUND = inbound_messages.insert()
 INSERT_DELIVERY = deliveries.insert().returning(deliveries.c.sequence)
 INSERT_AUDIT = audit_log.insert()
 INSERT_SLA = sla_log.insert()
+SELECT_REGISTRY_VERSION = select(registry_state.c.version).where(registry_state.c.id == 1)
+BUMP_REGISTRY_VERSION = (
+    update(registry_state)
+    .where(registry_state.c.id == 1)
+    .values(version=registry_state.c.version + 1)
+)
+SELECT_MEMBERS = select(
+    institutions.c.code, institutions.c.display_name, institutions.c.kind, institutions.c.created_at
+)
+SELECT_MEMBER_KEYS = select(institution_keys).order_by(
+    institution_keys.c.institution_code, institution_keys.c.created_at, institution_keys.c.key_id
+)
+_REGISTRY_CLASSES = (Institution, InstitutionKey, DutyContact)
+
+
+@event.listens_for(Session, "before_flush")
+def _bump_registry_version(session: Session, _context: Any, _instances: Any) -> None:
+    """Every change to a member, a key or a contact moves the registry's version, in the same
+    transaction: a hub that cached the registry sees it at its next request."""
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, _REGISTRY_CLASSES):
+            session.execute(BUMP_REGISTRY_VERSION)
+            return
 
 
 def normalise_url(url: str) -> str:
@@ -144,10 +178,16 @@ class SqlStore:
         self.read_engine = make_engine(self.url, read_only=True) if self.is_sqlite else self.engine
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+        # SQLite has one writer at a time. Writers of this process queue here instead of in
+        # SQLite's busy handler, which sleeps in growing steps (up to 100 ms) and leaves the
+        # lock idle while every waiter sleeps: at 16 writers that was most of the p99.
+        # Other processes (the CLI) still meet the busy handler.
+        self._write_lock = threading.RLock() if self.is_sqlite else None
 
     def __call__(self, *, read_only: bool = False) -> UnitOfWork:
-        factory = self._read_sessions if read_only else self._sessions
-        return SqlUnitOfWork(factory, lock_rows=not self.is_sqlite)
+        if read_only:
+            return SqlUnitOfWork(self._read_sessions, lock_rows=not self.is_sqlite)
+        return SqlUnitOfWork(self._sessions, lock_rows=not self.is_sqlite, gate=self._write_lock)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -174,6 +214,54 @@ class SqlInstitutions:
     def kinds(self) -> dict[str, InstitutionKind]:
         rows = self.session.execute(select(institutions.c.code, institutions.c.kind))
         return {code: kind for code, kind in rows}
+
+    def version(self) -> int | None:
+        value = self.session.execute(SELECT_REGISTRY_VERSION).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    def members(self) -> dict[str, Institution]:
+        # Core rows into fresh (never session-attached) objects: the cache outlives sessions
+        # and must not drag the ORM's identity map or lazy loads along.
+        found = {
+            code: Institution(code, name, kind, created_at)
+            for code, name, kind, created_at in self.session.execute(SELECT_MEMBERS)
+        }
+        for row in self.session.execute(SELECT_MEMBER_KEYS):
+            owner = found.get(row.institution_code)
+            if owner is not None:
+                owner.keys.append(
+                    InstitutionKey(
+                        row.key_id,
+                        row.algorithm,
+                        bytes(row.public_key),
+                        row.created_at,
+                        row.state,
+                        row.revoked_at,
+                        row.institution_code,
+                        row.not_after,
+                    )
+                )
+        return found
+
+    def key_states(
+        self, codes: Collection[str]
+    ) -> dict[str, dict[str, tuple[KeyState, datetime | None]]]:
+        # Core rows, one query for any number of members: a broadcast checks a thousand
+        # streams' keys before it goes out.
+        found: dict[str, dict[str, tuple[KeyState, datetime | None]]] = {c: {} for c in codes}
+        wanted = list(found)
+        for start in range(0, len(wanted), IN_CHUNK):
+            rows = self.session.execute(
+                select(
+                    institution_keys.c.institution_code,
+                    institution_keys.c.key_id,
+                    institution_keys.c.state,
+                    institution_keys.c.not_after,
+                ).where(institution_keys.c.institution_code.in_(wanted[start : start + IN_CHUNK]))
+            )
+            for code, key_id, state, not_after in rows:
+                found[code][key_id] = (KeyState(state), not_after)
+        return found
 
 
 class SqlCases:
@@ -340,6 +428,102 @@ class SqlOutbox:
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
+    def pending_many(
+        self, recipients: Collection[str], limit: int
+    ) -> dict[str, list[PendingDelivery]]:
+        found: dict[str, list[PendingDelivery]] = {r: [] for r in recipients}
+        wanted = list(found)
+        for start in range(0, len(wanted), IN_CHUNK):
+            first = _first_unacked(
+                wanted[start : start + IN_CHUNK],
+                limit,
+                deliveries.c.envelope,
+                deliveries.c.attempts,
+            )
+            for r, s, e, a in self.session.execute(first):
+                found[r].append(PendingDelivery(int(s), r, bytes(e), int(a)))
+        for rows in found.values():
+            rows.sort(key=lambda d: d.sequence)
+        return found
+
+    def unacked(self, recipients: Collection[str], limit: int) -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {r: [] for r in recipients}
+        wanted = list(found)
+        for start in range(0, len(wanted), IN_CHUNK):
+            first = _first_unacked(wanted[start : start + IN_CHUNK], limit)
+            for r, s in self.session.execute(first):
+                found[r].append(int(s))
+        for sequences in found.values():
+            sequences.sort()
+        return found
+
+    def count_attempts(self, sequences: Sequence[int], now: datetime) -> dict[int, int]:
+        counted: dict[int, int] = {}
+        wanted = sorted(set(sequences))
+        for start in range(0, len(wanted), IN_CHUNK):
+            rows = self.session.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.sequence.in_(wanted[start : start + IN_CHUNK]),
+                    deliveries.c.acked_at.is_(None),
+                )
+                .values(
+                    attempts=deliveries.c.attempts + 1,
+                    first_sent_at=func.coalesce(
+                        deliveries.c.first_sent_at, type_coerce(now, UTCDateTime())
+                    ),
+                )
+                .returning(deliveries.c.sequence, deliveries.c.attempts)
+            )
+            counted.update((int(s), int(a)) for s, a in rows)
+        return counted
+
+    def ack_many(self, acks: Sequence[tuple[str, Sequence[int]]], now: datetime) -> list[int]:
+        # (recipient, sequence) pairs, so that an acknowledgement only ever touches its own
+        # institution's deliveries even when another's are acknowledged in the same statement.
+        pairs = sorted({(code, seq) for code, sequences in acks for seq in sequences})
+        done: set[tuple[str, int]] = set()
+        for start in range(0, len(pairs), IN_CHUNK // 2):
+            rows = self.session.execute(
+                update(deliveries)
+                .where(
+                    tuple_(deliveries.c.recipient, deliveries.c.sequence).in_(
+                        pairs[start : start + IN_CHUNK // 2]
+                    ),
+                    deliveries.c.acked_at.is_(None),
+                )
+                .values(acked_at=now)
+                .returning(deliveries.c.recipient, deliveries.c.sequence)
+            )
+            done.update((r, int(s)) for r, s in rows)
+        counts = []
+        for code, sequences in acks:
+            # Each row counts once, for the first acknowledgement that named it.
+            mine = {(code, s) for s in sequences} & done
+            done -= mine
+            counts.append(len(mine))
+        return counts
+
+
+# Bound parameters per IN list: SQLite allows 32,766 per statement, PostgreSQL 65,535.
+IN_CHUNK = 5_000
+
+
+def _first_unacked(recipients: Sequence[str], limit: int, *columns: Any) -> Any:
+    """(recipient, sequence, *columns) of the first `limit` unacknowledged deliveries of each
+    of `recipients`: one query for many institutions instead of one `LIMIT` query each."""
+    position = (
+        func.row_number()
+        .over(partition_by=deliveries.c.recipient, order_by=deliveries.c.sequence)
+        .label("position")
+    )
+    ranked = (
+        select(deliveries.c.recipient, deliveries.c.sequence, *columns, position)
+        .where(deliveries.c.acked_at.is_(None), deliveries.c.recipient.in_(recipients))
+        .subquery()
+    )
+    return select(*(c for c in ranked.c if c.name != "position")).where(ranked.c.position <= limit)
+
 
 class PendingRows:
     """Append-only rows (audit entries, SLA log lines) a unit of work writes: kept until the
@@ -350,17 +534,42 @@ class PendingRows:
         self.session = session
         self.audit: list[dict[str, Any]] = []
         self.sla: list[dict[str, Any]] = []
+        # Inside a savepoint: how many rows were queued before it, and those of them a flush
+        # wrote inside it (a rollback to the savepoint removes them from the database, so
+        # they are queued again).
+        self._mark: tuple[int, int] | None = None
+        self._written_before: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
 
     def discard(self) -> None:
         self.audit.clear()
         self.sla.clear()
 
     def flush(self) -> None:
-        for insert, rows in ((INSERT_AUDIT, self.audit), (INSERT_SLA, self.sla)):
+        for i, (insert, rows) in enumerate(((INSERT_AUDIT, self.audit), (INSERT_SLA, self.sla))):
             if rows:
                 batch = rows[:]
                 rows.clear()
+                if self._mark is not None:
+                    before = self._mark[i]
+                    self._written_before[i].extend(batch[:before])
+                    self._mark = (0, self._mark[1]) if i == 0 else (self._mark[0], 0)
                 self.session.execute(insert, batch)
+
+    def mark(self) -> None:
+        self._mark = (len(self.audit), len(self.sla))
+        self._written_before = ([], [])
+
+    def release(self) -> None:
+        self._mark = None
+
+    def rollback_to_mark(self) -> None:
+        assert self._mark is not None
+        audit, sla = self._mark
+        del self.audit[audit:]
+        del self.sla[sla:]
+        self.audit[:0] = self._written_before[0]
+        self.sla[:0] = self._written_before[1]
+        self._mark = None
 
 
 class SqlAudit:
@@ -525,11 +734,20 @@ class SqlUnitOfWork:
     audit: AuditLog
     clocks: ClockRepository
 
-    def __init__(self, factory: sessionmaker[Session], *, lock_rows: bool) -> None:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        lock_rows: bool,
+        gate: threading.RLock | None = None,
+    ) -> None:
         self._factory = factory
         self._lock_rows = lock_rows
+        self._gate = gate
 
     def __enter__(self) -> Self:
+        if self._gate is not None:
+            self._gate.acquire()
         self.session = self._factory()
         self.institutions = SqlInstitutions(self.session)
         self.cases = SqlCases(self.session, self._lock_rows)
@@ -556,9 +774,36 @@ class SqlUnitOfWork:
                 raise StoreUnavailable(str(closing)) from closing
             if exc is None:
                 raise
+        finally:
+            if self._gate is not None:
+                self._gate.release()
         if exc is not None and is_unavailable(exc):
             # Raised from __exit__, this replaces the driver's error for the caller.
             raise StoreUnavailable(str(exc)) from exc
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the transaction that rolls back alone when the block raises."""
+        nested = self.session.begin_nested()
+        self.pending.mark()
+        try:
+            yield
+            nested.commit()
+        except BaseException as exc:
+            if is_unavailable(exc):
+                raise StoreUnavailable(str(exc)) from exc
+            self.pending.rollback_to_mark()
+            try:
+                nested.rollback()
+            except DBAPIError as rolling:
+                if is_unavailable(rolling):
+                    raise StoreUnavailable(str(rolling)) from exc
+                raise
+            if isinstance(exc, IntegrityError):
+                raise Conflict(str(exc.orig)) from exc
+            raise
+        else:
+            self.pending.release()
 
     def commit(self) -> None:
         try:

@@ -136,6 +136,17 @@ duty_contacts = Table(
     Column("email", SealedText("duty_contacts.email"), nullable=False),
 )
 
+# One row whose version goes up in the transaction of every change to the members, their
+# keys or contacts (hub/store/sql.py bumps it before each such flush). The hub caches the
+# registry and re-reads it only when the version it reads inside a request's transaction
+# differs, so a revocation still counts from the very next request.
+registry_state = Table(
+    "registry_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+)
+
 cases = Table(
     "cases",
     metadata,

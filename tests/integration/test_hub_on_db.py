@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +21,12 @@ from hub.clock import ManualClock
 from hub.crypto.envelope import seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.domain.cases import CaseState, OrderState
+from hub.domain.errors import InvalidArgument, Unauthenticated
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.service import handlers as h
 from hub.service.admin import NewKey, Registry
-from hub.service.ports import PendingDelivery
+from hub.service.batching import Batch, GroupCommit
+from hub.service.ports import AuditEntry, PendingDelivery
 from hub.store.sql import SqlStore
 from hub.store.tables import audit_log, cases, deliveries, inbound_messages
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2, order_pb2
@@ -90,6 +93,11 @@ class Net:
 
     def call(self, code: str, command: h.Command[Any], body: Message, result: type[M]) -> M:
         return self.send(command, self.envelope(code, body), result)
+
+    def replica(self) -> h.Hub:
+        """A second hub on the same database, as a second replica would run: requests to
+        one hub share its group commit, so racing transactions need two."""
+        return h.Hub(self.store, self.clock, self.hub_key, self.notifier)
 
     def count(self, table: Any, *where: Any) -> int:
         with self.store.read_engine.connect() as conn:
@@ -215,13 +223,14 @@ def hold_until_both_arrive(
 
 def count_attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     attempts: list[str] = []
-    original = h.Hub._handle_once
+    original = h.Hub.check_fresh
 
-    def wrapper(self: h.Hub, command: Any, envelope: Any, *args: Any) -> Any:
+    # Every pass of a request through its transaction checks freshness once.
+    def wrapper(self: h.Hub, envelope: Any, *args: Any) -> None:
         attempts.append(envelope.message_id)
-        return original(self, command, envelope, *args)
+        original(self, envelope, *args)
 
-    monkeypatch.setattr(h.Hub, "_handle_once", wrapper)
+    monkeypatch.setattr(h.Hub, "check_fresh", wrapper)
     return attempts
 
 
@@ -410,8 +419,9 @@ def test_same_report_sent_twice_at_once_makes_one_case(
         hold_until_both_arrive(monkeypatch, sql.SqlInbound, "get")
     # On SQLite, BEGIN IMMEDIATE queues the second request behind the first one's write lock.
     env = net.envelope("BANKA", report(net.clock.now(), [(MULE_B, 1_000)]))
+    replica = net.replica()
     answers = run_together(
-        lambda: net.hub.handle(h.CREATE_REPORT, env), lambda: net.hub.handle(h.CREATE_REPORT, env)
+        lambda: net.hub.handle(h.CREATE_REPORT, env), lambda: replica.handle(h.CREATE_REPORT, env)
     )
     for answer in answers:
         assert isinstance(answer, envelope_pb2.Envelope), answer
@@ -466,9 +476,10 @@ def test_concurrent_answers_to_one_case_lose_no_update(
         # it: without SELECT ... FOR UPDATE both would build on the same stale timeline.
         hold_until_both_arrive(monkeypatch, sql.SqlCases, "case_id_of_order")
     attempts = count_attempts(monkeypatch)
+    replica = net.replica()
     results = run_together(
         lambda: net.hub.handle(h.ANSWER_ORDER, env_b),
-        lambda: net.hub.handle(h.ANSWER_ORDER, env_p),
+        lambda: replica.handle(h.ANSWER_ORDER, env_p),
     )
     for result in results:
         assert isinstance(result, envelope_pb2.Envelope), result
@@ -609,3 +620,114 @@ def test_failing_notifier_does_not_fail_a_committed_request(net: Net) -> None:
         assert net.count(inbound_messages) == 1
         assert len(net.hub.pending("CENTRE")) == 1
     assert verify_envelope(answer, net.hub_key.public_key)
+
+
+# ---- the hub's copy of the registry -----------------------------------------------------------
+
+
+def test_the_registry_is_read_once_and_a_revocation_elsewhere_counts_at_the_next_request(
+    net: Net,
+) -> None:
+    net.call("BANKA", h.CREATE_REPORT, report(net.clock.now(), [(MULE_B, 1_000)]), case_pb2.Case)
+    loads = net.hub.members.loads
+    for _ in range(3):
+        net.call(
+            "BANKA", h.CREATE_REPORT, report(net.clock.now(), [(MULE_B, 1_000)]), case_pb2.Case
+        )
+    assert net.hub.members.loads == loads  # nothing changed: no reload
+
+    # The operator revokes BANKA's key with the CLI: another process, its own engine.
+    other = SqlStore(net.store.url)
+    try:
+        [key] = Registry(other, net.clock).get("BANKA").keys
+        Registry(other, net.clock).revoke_key("BANKA", key.key_id)
+    finally:
+        other.dispose()
+    env = net.envelope("BANKA", report(net.clock.now(), [(MULE_B, 1_000)]))
+    with pytest.raises(Unauthenticated) as refused:
+        net.hub.handle(h.CREATE_REPORT, env)
+    assert refused.value.reason == "KEY_REVOKED"
+    assert net.hub.members.loads == loads + 1
+
+
+def test_every_registry_change_moves_its_version(net: Net) -> None:
+    registry = Registry(net.store, net.clock)
+
+    def version() -> int | None:
+        with net.store(read_only=True) as uow:
+            return uow.institutions.version()
+
+    seen = [version()]
+    assert seen[0] is not None
+    fresh = PrivateKey.generate()
+    added = registry.add_key("BANKA", NewKey(fresh.algorithm, fresh.public_key))
+    seen.append(version())
+    newer = PrivateKey.generate()
+    registry.rotate_key("BANKA", NewKey(newer.algorithm, newer.public_key), timedelta(days=1))
+    seen.append(version())
+    registry.revoke_key("BANKA", added)
+    seen.append(version())
+    registry.add_institution(
+        "BANKZ",
+        "Bank Z",
+        InstitutionKind.BANK,
+        [NewKey(fresh.algorithm, fresh.public_key)],
+        [
+            DutyContact(ContactRole.PRIMARY, "Z A", "+86-10-5550-0001"),
+            DutyContact(ContactRole.BACKUP, "Z B", "+86-10-5550-0002"),
+        ],
+    )
+    seen.append(version())
+    assert seen == sorted(set(seen)), seen  # strictly increasing: each change moved it
+    # A request that changes no member leaves it alone.
+    net.call("BANKA", h.CREATE_REPORT, report(net.clock.now(), [(MULE_B, 1_000)]), case_pb2.Case)
+    assert version() == seen[-1]
+
+
+def test_a_refused_piece_of_a_group_commit_keeps_its_neighbours_rows(net: Net) -> None:
+    """On the real store: a piece that flushed the rows queued before it (by reading the
+    audit log) and then failed rolls back to its savepoint; the rows of the pieces before
+    and after it are committed, once each."""
+    group = GroupCommit(net.store)
+    now = net.clock.now()
+
+    def entry(batch: Batch, name: str) -> None:
+        batch.uow.audit.append(AuditEntry("received", "BANKA", name, name), now)
+        batch.changed = True
+
+    def reads_then_fails(batch: Batch) -> None:
+        entry(batch, "m-2")
+        batch.uow.audit.scan(0, 1)  # flushes m-1 and m-2 inside this savepoint
+        raise InvalidArgument("body", "refused")
+
+    outcomes: list[Any] = []
+
+    def first(batch: Batch) -> None:
+        entry(batch, "m-0")
+        # The others arrive, in this order, while this piece runs: they make the next batch.
+        for work in (lambda b: entry(b, "m-1"), reads_then_fails, lambda b: entry(b, "m-3")):
+            queued = len(group._queue)
+            threading.Thread(target=lambda w=work: outcomes.append(run(w)), daemon=True).start()
+            deadline = time.monotonic() + 10
+            while len(group._queue) == queued:
+                assert time.monotonic() < deadline
+                time.sleep(0.001)
+
+    def run(work: Any) -> Any:
+        try:
+            return group.run(work)
+        except Exception as err:
+            return err
+
+    group.run(first)
+    deadline = time.monotonic() + 10
+    while len(outcomes) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert sum(isinstance(o, InvalidArgument) for o in outcomes) == 1
+    with net.store.read_engine.connect() as conn:
+        names = conn.execute(
+            select(audit_log.c.message_id).where(audit_log.c.message_id.like("m-%"))
+        ).scalars()
+        assert sorted(names) == ["m-0", "m-1", "m-3"]
+    assert group.batches == 2 and group.pieces == 4

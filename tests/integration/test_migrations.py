@@ -42,6 +42,7 @@ APP_TABLES = {
     "audit_log",
     "clocks",
     "sla_log",
+    "registry_state",
 }
 
 

@@ -14,7 +14,8 @@ the unit of work's state fails at once, like a unique constraint.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Self
 
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
-from hub.domain.institutions import Institution, InstitutionKind
+from hub.domain.institutions import Institution, InstitutionKind, KeyState
 from hub.domain.rules import AutoStopRule
 from hub.service.ports import (
     AuditEntry,
@@ -73,6 +74,9 @@ class StoreState:
     clocks: dict[str, CaseClock] = field(default_factory=dict)
     sla: list[SlaEntry] = field(default_factory=list)
     next_sequence: int = 1
+    # The fake's members are shared, mutable objects (tests revoke keys in place), so by
+    # default it keeps no version and the hub caches nothing; a test of the cache sets one.
+    registry_version: int | None = None
 
 
 # ---- repositories ----------------------------------------------------------------------------
@@ -96,6 +100,22 @@ class FakeInstitutions:
 
     def kinds(self) -> dict[str, InstitutionKind]:
         return {code: inst.kind for code, inst in self._state.institutions.items()}
+
+    def version(self) -> int | None:
+        return self._state.registry_version
+
+    def members(self) -> dict[str, Institution]:
+        return dict(self._state.institutions)
+
+    def key_states(
+        self, codes: Collection[str]
+    ) -> dict[str, dict[str, tuple[KeyState, datetime | None]]]:
+        found: dict[str, dict[str, tuple[KeyState, datetime | None]]] = {}
+        for code in codes:
+            inst = self._state.institutions.get(code)
+            keys = inst.keys if inst is not None else []
+            found[code] = {k.key_id: (k.state, k.not_after) for k in keys}
+        return found
 
 
 class FakeCases:
@@ -204,6 +224,27 @@ class FakeOutbox:
                 count += 1
         return count
 
+    def pending_many(
+        self, recipients: Collection[str], limit: int
+    ) -> dict[str, list[PendingDelivery]]:
+        return {r: list(self.pending(r, limit)) for r in recipients}
+
+    def unacked(self, recipients: Collection[str], limit: int) -> dict[str, list[int]]:
+        return {r: [d.sequence for d in self.pending(r, limit)] for r in recipients}
+
+    def count_attempts(self, sequences: Sequence[int], now: datetime) -> dict[int, int]:
+        wanted = set(sequences)
+        counted: dict[int, int] = {}
+        for d in self._state.deliveries:
+            if d.sequence in wanted and d.acked_at is None:
+                d.attempts += 1
+                d.first_sent_at = d.first_sent_at or now
+                counted[d.sequence] = d.attempts
+        return counted
+
+    def ack_many(self, acks: Sequence[tuple[str, Sequence[int]]], now: datetime) -> list[int]:
+        return [self.ack(recipient, sequences, now) for recipient, sequences in acks]
+
 
 class FakeAudit:
     def __init__(self, state: StoreState) -> None:
@@ -293,8 +334,11 @@ class FakeUnitOfWork:
         self._open = False
 
     def _bind(self) -> None:
-        self._state = copy.deepcopy(self._store.state)
         self._base_version = self._store.version
+        self._bind_to(copy.deepcopy(self._store.state))
+
+    def _bind_to(self, state: StoreState) -> None:
+        self._state = state
         self.institutions = FakeInstitutions(self._state)
         self.cases = FakeCases(self._state)
         self.rules = FakeRules(self._state)
@@ -342,6 +386,16 @@ class FakeUnitOfWork:
     def rollback(self) -> None:
         assert self._open, "rollback outside the unit of work"
         self._bind()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        assert self._open, "savepoint outside the unit of work"
+        saved = copy.deepcopy(self._state)
+        try:
+            yield
+        except BaseException:
+            self._bind_to(saved)
+            raise
 
 
 class FakeStore:

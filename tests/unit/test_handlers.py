@@ -1242,3 +1242,36 @@ def test_the_registry_refuses_duplicates_and_unknown_algorithms_and_audits_chang
         "BANKA",
     )
     assert isinstance(case, case_pb2.Case)
+
+
+# ---- work done once per request ---------------------------------------------------------------
+
+
+def test_each_request_checks_its_signature_once_and_reads_the_registry_once(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hub.service.handlers as handlers
+
+    checked: list[str] = []
+    original = handlers.verify_envelope
+
+    def counting(envelope: envelope_pb2.Envelope, key: bytes) -> bool:
+        checked.append(envelope.message_id)
+        return original(envelope, key)
+
+    monkeypatch.setattr(handlers, "verify_envelope", counting)
+    w.store.state.registry_version = 7  # the fake keeps a version: the hub may cache
+    envelopes = [w.seal("BANKA", report_body()) for _ in range(3)]
+    for envelope in envelopes:
+        w.hub.handle(CREATE_REPORT, envelope)
+    assert checked == [e.message_id for e in envelopes]
+    assert w.hub.members.loads == 1
+
+    # The registry moved (a key was added) after the early check: checked again, with the
+    # registry the transaction reads, and only then.
+    checked.clear()
+    envelope = w.seal("BANKA", report_body())
+    w.store.state.registry_version = 8
+    w.hub.handle(CREATE_REPORT, envelope)
+    assert checked == [envelope.message_id, envelope.message_id]
+    assert w.hub.members.loads == 2

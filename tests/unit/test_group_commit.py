@@ -1,0 +1,157 @@
+"""Group commit (hub/service/batching.py): what arrives together commits together, and a
+piece that fails takes nothing else down."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from hub.domain.errors import DomainError, InvalidArgument
+from hub.service.batching import Batch, GroupCommit
+from hub.service.ports import AuditEntry, Conflict, StoreUnavailable
+from tests.unit.fakes import FakeStore
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def write(name: str) -> Callable[[Batch], str]:
+    def work(batch: Batch) -> str:
+        batch.uow.audit.append(AuditEntry("received", "BANKA", name, f"{name} accepted"), T0)
+        batch.changed = True
+        return name
+
+    return work
+
+
+def fail_after_writing(name: str) -> Callable[[Batch], str]:
+    def work(batch: Batch) -> str:
+        write(name)(batch)
+        raise InvalidArgument("body", f"{name} is refused")
+
+    return work
+
+
+def keep_refusal(batch: Batch, err: Exception) -> None:
+    assert isinstance(err, DomainError)
+    batch.uow.audit.append(AuditEntry("rejected", "BANKA", "-", err.message), T0)
+
+
+def ids(store: FakeStore) -> list[tuple[str, str]]:
+    return [(e.kind, e.message_id) for e in store.audit]
+
+
+def wait_for_queue(group: GroupCommit, length: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(group._queue) != length:
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_pieces_that_arrive_during_a_commit_share_the_next_one() -> None:
+    store = FakeStore()
+    group = GroupCommit(store)
+    inside, release = threading.Event(), threading.Event()
+
+    def first(batch: Batch) -> str:
+        inside.set()
+        assert release.wait(10)
+        return write("m-0")(batch)
+
+    results: dict[str, Any] = {}
+
+    def submit(name: str, work: Callable[[Batch], str]) -> None:
+        try:
+            results[name] = group.run(work, keep_refusal)
+        except Exception as err:
+            results[name] = err
+
+    threads = [threading.Thread(target=submit, args=("m-0", first))]
+    threads[0].start()
+    assert inside.wait(10)
+    for name, work in [
+        ("m-1", write("m-1")),
+        ("m-2", fail_after_writing("m-2")),
+        ("m-3", write("m-3")),
+    ]:
+        threads.append(threading.Thread(target=submit, args=(name, work)))
+        threads[-1].start()
+        # Queued in arrival order, behind the batch being written.
+        wait_for_queue(group, len(threads) - 1)
+    release.set()
+    for t in threads:
+        t.join(10)
+
+    assert results["m-0"] == "m-0" and results["m-1"] == "m-1" and results["m-3"] == "m-3"
+    assert isinstance(results["m-2"], InvalidArgument)
+    # Two commits for four requests: the first alone, the three that waited together.
+    assert (group.batches, group.pieces, store.commits) == (2, 4, 2)
+    # The refused piece's own write is gone; its refusal and its neighbours' writes are kept.
+    assert ids(store) == [
+        ("received", "m-0"),
+        ("received", "m-1"),
+        ("rejected", "-"),
+        ("received", "m-3"),
+    ]
+
+
+def test_a_batch_that_wrote_nothing_commits_nothing() -> None:
+    store = FakeStore()
+    group = GroupCommit(store)
+    assert group.run(lambda batch: "answered from the inbound log") == (
+        "answered from the inbound log"
+    )
+    assert store.commits == 0 and store.opened == 1
+
+
+def test_a_failed_commit_runs_each_piece_again_alone() -> None:
+    store = FakeStore()
+    group = GroupCommit(store)
+    store.fail_commits = 1  # the first commit fails as a whole (a conflict at commit)
+    assert group.run(write("m-1")) == "m-1"
+    assert ids(store) == [("received", "m-1")]
+    store.fail_commits = 2  # twice is no race: the caller sees it
+    with pytest.raises(Conflict):
+        group.run(write("m-2"))
+    assert ids(store) == [("received", "m-1")]
+
+
+def test_the_database_going_away_is_ridden_out_then_reported() -> None:
+    store = FakeStore()
+    group = GroupCommit(store, retry_delays=(0, 0))
+    failures = [2]
+
+    def flaky(batch: Batch) -> str:
+        if failures[0]:
+            failures[0] -= 1
+            raise StoreUnavailable("connection reset")
+        return write("m-1")(batch)
+
+    assert group.run(flaky) == "m-1"
+    failures[0] = 3  # more failures than retries
+    with pytest.raises(StoreUnavailable):
+        group.run(flaky)
+    assert ids(store) == [("received", "m-1")]
+
+
+def test_work_started_inside_a_batch_gets_its_own_transaction() -> None:
+    store = FakeStore()
+    group = GroupCommit(store)
+    inner: list[str] = []
+
+    def outer(batch: Batch) -> str:
+        # A hook that sends another request cannot wait for the batch it runs in (it would
+        # wait for itself): it commits on its own, as another hub's request would.
+        if not inner:
+            inner.append(group.run(write("m-inner")))
+        return write("m-outer")(batch)
+
+    assert group.run(outer) == "m-outer"
+    assert inner == ["m-inner"]
+    # The fake refuses the outer commit because another committed in between (as a row
+    # conflict would); the outer piece then runs again and commits.
+    assert ids(store) == [("received", "m-inner"), ("received", "m-outer")]
