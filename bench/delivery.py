@@ -75,7 +75,7 @@ from bench.soak import data_keys
 from bench.table import Row
 from hub.bootstrap import migrate
 from hub.clock import SystemClock
-from hub.crypto import pki
+from hub.crypto import fields, pki
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.policy import DEFAULT_POLICY
@@ -483,6 +483,21 @@ class Report:
 
 
 @contextlib.contextmanager
+def keyring_in(tmp: Path) -> Iterator[None]:
+    """A keyring for this run's hub, in `tmp`. `data_keys` points the environment at it, and
+    `tmp` goes when the run ends: the next database's run must not inherit the address."""
+    before = os.environ.get(fields.ENV_FILE)
+    data_keys(tmp)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(fields.ENV_FILE, None)
+        else:
+            os.environ[fields.ENV_FILE] = before
+
+
+@contextlib.contextmanager
 def database(kind: str, tmp: Path, name: str) -> Iterator[str]:
     if kind == "SQLite":
         yield f"sqlite:///{tmp}/{name}.db"
@@ -497,9 +512,11 @@ def run(args: argparse.Namespace, kind: str, say: Any) -> Report:
     banks = [code_of(i) for i in range(n)]
     rng = random.Random(5)
     report = Report(kind, n)
-    with tempfile.TemporaryDirectory(prefix="stophub-bench-delivery-") as tmp_name:
+    with (
+        tempfile.TemporaryDirectory(prefix="stophub-bench-delivery-") as tmp_name,
+        keyring_in(Path(tmp_name)),
+    ):
         tmp = Path(tmp_name)
-        data_keys(tmp)
         save_private_key(PrivateKey.generate(), tmp / "hub.key")
         hub = Hub(tmp, "", DEFAULT_POLICY)
         started = time.perf_counter()

@@ -1,9 +1,24 @@
 """The delivery stream: everything addressed to an institution, in order, until acknowledged.
 
 The outbox table is the truth; this router only decides which open connection carries
-which unacknowledged delivery. It reloads the outbox when woken (a commit that queued
-something for the institution, a new connection, an acknowledgement) and on a tick, so a
-delivery that was not acknowledged in time moves to the institution's other connection.
+which unacknowledged delivery, and does its store work for all streams at once:
+
+- A commit hands over the rows it queued (`notify(..., deliveries)`); those for
+  institutions connected here go out without being read back. Recipients named without
+  rows (the clock sweep's), new connections and closed ones are read from the outbox, all
+  of them in one query.
+- Before anything goes out, one transaction checks the keys that opened the receiving
+  streams (a stream whose key was revoked or rotated out ends instead) and counts the
+  attempts.
+- One tick for the whole router, every ack_timeout / 2, asks the outbox in one query what
+  is unacknowledged for the institutions connected here; only what was never sent on a
+  live connection or waited longer than ack_timeout is read and sent again (to another
+  connection of the institution when it has one). An idle hub costs one small query a tick.
+- Acknowledgements arriving together from many streams are stored in one transaction.
+
+The tick runs alongside a dispatch. Dispatches for different institutions may overlap
+(`parallel`, one by default); never two for one institution, so each institution's
+deliveries leave in sequence order.
 """
 
 from __future__ import annotations
@@ -13,15 +28,18 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from hub.api.decoding import Undecodable
 from hub.api.servicers import Runner, peer_institution
 from hub.domain.errors import DomainError
+from hub.service import delivery as service
+from hub.service.handlers import Hub
 from hub.service.ports import PendingDelivery, StoreUnavailable
 from stophub.v1 import delivery_pb2, delivery_pb2_grpc, envelope_pb2
 
@@ -29,6 +47,7 @@ log = logging.getLogger(__name__)
 
 _CLOSE = object()
 EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -51,173 +70,121 @@ class _InFlight:
 
 
 class InstitutionGroup:
-    def __init__(self, router: DeliveryRouter, code: str) -> None:
-        self.router = router
+    """One institution's open connections here and what is in flight to it."""
+
+    def __init__(self, code: str) -> None:
         self.code = code
         self.connections: list[Connection] = []
         self.in_flight: dict[int, _InFlight] = {}
-        self.wake = asyncio.Event()
-        # Set when something may wait to be sent (a commit for this institution, a connection
-        # opened or closed); a tick or an acknowledgement alone first probes the outbox.
-        self.urgent = True
-        self.task: asyncio.Task[None] | None = None
+        # Rows commits handed over, not sent yet.
+        self.pushed: dict[int, PendingDelivery] = {}
+        # The outbox must be read before anything else goes out to this institution.
+        self.reload = True
+        # The last read stopped at the batch size: more waits behind what is in flight, so
+        # rows commits hand over are left for a later read instead of overtaking it.
+        self.backlog = False
 
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._pump(), name=f"deliveries-{self.code}")
+    def live(self) -> list[Connection]:
+        return [c for c in self.connections if c.error is None]
 
-    async def _pump(self) -> None:
-        tick = self.router.ack_timeout / 2
-        while self.connections:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=tick)
-            self.wake.clear()
-            urgent, self.urgent = self.urgent, False
-            try:
-                await self._dispatch(urgent)
-            except asyncio.CancelledError:
-                raise
-            except StoreUnavailable as err:
-                # The outbox keeps everything; the next tick tries again.
-                log.warning("delivery to %s waits for the database: %s", self.code, err.detail)
-                await asyncio.sleep(tick)
-            except Exception:
-                log.exception("delivery to %s failed; retrying", self.code)
-                await asyncio.sleep(tick)
+    def settled(self, sequence: int, live: list[Connection], now: float, timeout: float) -> bool:
+        """In flight on a live connection, and not for longer than the ack timeout."""
+        flight = self.in_flight.get(sequence)
+        return flight is not None and flight.connection in live and now - flight.sent_at < timeout
 
-    async def _dispatch(self, urgent: bool = True) -> None:
-        runner = self.router.runner
-        # Most ticks find nothing: one outbox query instead of also loading the keys. The keys
-        # are still checked before anything is sent (below), so a revoked stream still ends
-        # before its next delivery.
-        if not urgent and not await runner.call(runner.hub.pending, self.code, 1):
-            for gone in self.in_flight.values():
-                gone.connection.in_flight -= 1
-            self.in_flight.clear()
-            return
-        keys = {c.key_id for c in self.connections if c.error is None and c.key_id}
-        pending, ended = await runner.call(
-            runner.hub.pending_for_streams, self.code, keys, self.router.batch
-        )
-        for conn in self.connections:
-            if conn.error is None and conn.key_id in ended:
-                log.warning("%s stream %s closed: %s", self.code, conn.name, ended[conn.key_id])
-                conn.error = ended[conn.key_id]
-                conn.queue.put_nowait(_CLOSE)
-        live = [c for c in self.connections if c.error is None]
-        pending_seqs = {d.sequence for d in pending}
-        for seq in list(self.in_flight):
-            if seq not in pending_seqs:
-                self.in_flight.pop(seq).connection.in_flight -= 1
-        if not live:
-            return
-        now = time.monotonic()
-        sent: list[int] = []
-        outgoing: list[tuple[Connection, delivery_pb2.StreamDeliveriesResponse]] = []
-        for d in pending:
-            flight = self.in_flight.get(d.sequence)
-            if flight is not None:
-                fresh = now - flight.sent_at < self.router.ack_timeout
-                if flight.connection in live and fresh:
-                    continue
-                flight.connection.in_flight -= 1
-                others = [c for c in live if c is not flight.connection]
-                target = min(others or live, key=lambda c: c.in_flight)
-            else:
-                target = min(live, key=lambda c: c.in_flight)
-            envelope = envelope_pb2.Envelope()
-            envelope.ParseFromString(d.envelope)
-            outgoing.append(
-                (
-                    target,
-                    delivery_pb2.StreamDeliveriesResponse(
-                        sequence=d.sequence, envelope=envelope, attempt=d.attempts + 1
-                    ),
-                )
-            )
-            target.in_flight += 1
-            self.in_flight[d.sequence] = _InFlight(target, now)
-            sent.append(d.sequence)
-        if sent:
-            # Count the attempt before sending, so a redelivery after a quick reconnect can
-            # never report the same attempt number twice.
-            await self.router.mark_sent(sent)
-            for target, response in outgoing:
-                target.queue.put_nowait(response)
-            if len(pending) == self.router.batch:
-                self.urgent = True
-                self.wake.set()
+    def forget(self, sequence: int) -> None:
+        flight = self.in_flight.pop(sequence, None)
+        if flight is not None:
+            flight.connection.in_flight -= 1
 
-    def acked(self, sequences: Iterable[int]) -> None:
-        for seq in sequences:
-            flight = self.in_flight.pop(seq, None)
-            if flight is not None:
-                flight.connection.in_flight -= 1
+
+@dataclass
+class _PendingAck:
+    connection: Connection
+    ack: service.Ack
+    result: asyncio.Future[list[int] | DomainError]
 
 
 class DeliveryRouter:
-    """Implements the Notifier port: commits in worker threads wake the pumps here."""
+    """Implements the Notifier port: commits in worker threads hand their rows over here."""
 
-    def __init__(self, runner: Runner, *, ack_timeout: float = 5.0, batch: int = 500) -> None:
-        self.runner = runner
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        ack_timeout: float = 5.0,
+        batch: int = 500,
+        ack_batch: int = 500,
+        parallel: int = 1,
+    ) -> None:
+        self.hub: Hub = runner.hub
         self.ack_timeout = ack_timeout
         self.batch = batch
+        self.ack_batch = ack_batch
+        # Dispatches under way at once. One by default: rows that arrive during a dispatch
+        # then go out together in the next one, one transaction for all of them. Measured
+        # on a 2-core hub (bench/delivery.py), two overlapping dispatches made more, smaller
+        # transactions and more threads contending for the GIL, and were slower.
+        self.parallel = parallel
+        # Institutions per dispatch: a broadcast's thousand go in one (one transaction).
+        self.per_dispatch = 5_000
         self.groups: dict[str, InstitutionGroup] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        # The router's own threads (dispatches, the tick, acknowledgements): its transactions
+        # do not wait behind requests in the server's pool.
+        self.executor = ThreadPoolExecutor(max_workers=parallel + 2, thread_name_prefix="delivery")
         self._ids = itertools.count(1)
-        self._marking: list[int] = []
-        self._marked: asyncio.Future[None] | None = None
-        self._marker: asyncio.Task[None] | None = None
-
-    async def mark_sent(self, sequences: list[int]) -> None:
-        """Count attempts in one transaction for every pump about to send meanwhile: the
-        commit of a notice to 1,000 members then costs a few writes here, not 1,000."""
-        if self._marked is None:
-            self._marked = asyncio.get_running_loop().create_future()
-        marked = self._marked
-        self._marking.extend(sequences)
-        if self._marker is None or self._marker.done():
-            self._marker = asyncio.create_task(self._mark_batches())
-        await asyncio.shield(marked)
-
-    async def _mark_batches(self) -> None:
-        while self._marked is not None:
-            await asyncio.sleep(0)  # let the pumps that wake in the same turn join in
-            marked, batch = self._marked, self._marking
-            self._marked, self._marking = None, []
-            try:
-                await self.runner.call(self.runner.hub.mark_sent, batch)
-            except Exception as err:
-                marked.set_exception(err)
-            else:
-                marked.set_result(None)
+        # Institutions with something to do, and those a dispatch is working on.
+        self._work: set[str] = set()
+        self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # After a failure, nothing new starts before this (time.monotonic()).
+        self._calm = 0.0
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._acks: list[_PendingAck] = []
+        self._ack_task: asyncio.Task[None] | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
 
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, self.hub, *args)
+
+    # ---- what wakes the router ----------------------------------------------------------------
+
     def notify(self, recipients: Iterable[str], deliveries: Sequence[PendingDelivery] = ()) -> None:
         if self.loop is None or self.loop.is_closed():
             return
-        codes = list(recipients)
-        self.loop.call_soon_threadsafe(self._wake, codes)
+        self.loop.call_soon_threadsafe(self._committed, list(recipients), list(deliveries))
 
-    def _wake(self, codes: list[str]) -> None:
-        for code in codes:
+    def _committed(self, recipients: list[str], deliveries: list[PendingDelivery]) -> None:
+        carried = set()
+        for d in deliveries:
+            carried.add(d.recipient)
+            group = self.groups.get(d.recipient)
+            # No connection here: the row waits in the outbox for one (or another replica's).
+            if group is not None and not group.backlog:
+                group.pushed[d.sequence] = d
+                self._work.add(d.recipient)
+        for code in recipients:
             group = self.groups.get(code)
-            if group is not None:
-                group.urgent = True
-                group.wake.set()
+            if group is not None and code not in carried:
+                group.reload = True
+                self._work.add(code)
+        if self._work:
+            self._kick.set()
 
     def attach(self, institution: str, name: str, key_id: str = "") -> Connection:
         conn = Connection(institution, name, next(self._ids), key_id=key_id)
         group = self.groups.get(institution)
         if group is None:
-            group = self.groups[institution] = InstitutionGroup(self, institution)
-            group.connections.append(conn)
-            group.start()
-        else:
-            group.connections.append(conn)
-        group.urgent = True
-        group.wake.set()
+            group = self.groups[institution] = InstitutionGroup(institution)
+        group.connections.append(conn)
+        # A new connection gets everything unacknowledged that is not in flight elsewhere.
+        self._reload(group)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="deliveries")
         log.info("%s connected stream %s (%d open)", institution, name, len(group.connections))
         return conn
 
@@ -227,30 +194,262 @@ class DeliveryRouter:
             return
         group.connections.remove(conn)
         if not group.connections:
-            if group.task is not None:
-                group.task.cancel()
             del self.groups[conn.institution]
-        else:
-            group.urgent = True
-            group.wake.set()  # its unacknowledged deliveries move to the other connection
+        elif any(f.connection is conn for f in group.in_flight.values()):
+            self._reload(group)  # its unacknowledged deliveries move to the other connection
         log.info("%s stream %s closed", conn.institution, conn.name)
 
     def acked(self, conn: Connection, sequences: Iterable[int]) -> None:
         group = self.groups.get(conn.institution)
-        if group is not None:
-            group.acked(sequences)
-            group.wake.set()
+        if group is None:
+            return
+        for seq in sequences:
+            group.forget(seq)
+        if group.backlog:
+            self._reload(group)  # room in the window for what waits behind it
+
+    def _reload(self, group: InstitutionGroup) -> None:
+        group.reload = True
+        self._work.add(group.code)
+        self._kick.set()
 
     def connections(self) -> dict[str, int]:
         return {code: len(g.connections) for code, g in self.groups.items()}
 
+    # ---- the router's task ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """Start a dispatch for institutions with work (at most `parallel` at once, never two
+        for one institution, so each institution's deliveries leave in order) and the tick;
+        each, when it ends, kicks this loop again."""
+        tick = self.ack_timeout / 2
+        next_tick = time.monotonic() + tick
+        running: set[asyncio.Task[None]] = set()
+        ticking: asyncio.Task[None] | None = None
+        while True:
+            now = time.monotonic()
+            wake: float | None
+            if now < self._calm:
+                wake = self._calm
+            elif self._work - self._busy and len(running) < self.parallel:
+                wake = now
+            else:
+                wake = next_tick if self.groups else None
+            if wake is None or wake > now:
+                with contextlib.suppress(TimeoutError):
+                    timeout = None if wake is None else wake - now
+                    await asyncio.wait_for(self._kick.wait(), timeout)
+            self._kick.clear()
+            now = time.monotonic()
+            if now < self._calm:
+                continue
+            if now >= next_tick:
+                next_tick = now + tick
+                # A tick still under way (a slow database) makes this one unnecessary.
+                if self.groups and (ticking is None or ticking.done()):
+                    ticking = self._spawn(self._tick(), running, counted=False)
+            ready = self._work - self._busy
+            while ready and len(running) < self.parallel:
+                # Institutions a dispatch is working on wait in _work for the next one.
+                taken = set(itertools.islice(ready, self.per_dispatch))
+                ready -= taken
+                self._work -= taken
+                self._busy |= taken
+                self._spawn(self._dispatch(taken), running)
+
+    def _spawn(
+        self, work: Any, running: set[asyncio.Task[None]], *, counted: bool = True
+    ) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(self._guarded(work))
+        if counted:
+            running.add(task)
+        self._tasks.add(task)
+
+        def ended(done: asyncio.Task[None]) -> None:
+            running.discard(done)
+            self._tasks.discard(done)
+            self._kick.set()
+
+        task.add_done_callback(ended)
+        return task
+
+    async def _guarded(self, work: Any) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            if isinstance(err, StoreUnavailable):
+                # The outbox keeps everything; a later round tries again.
+                log.warning("delivery waits for the database: %s", err.detail)
+            else:
+                log.exception("delivery failed; retrying")
+            self._calm = time.monotonic() + self.ack_timeout / 2
+
+    async def _tick(self) -> None:
+        """Find, in one query for every institution connected here, what was never sent on a
+        live connection or was sent longer than ack_timeout ago, and have those
+        institutions' outbox read again. Sends may happen meanwhile: only what went out
+        before the query can be judged by its result."""
+        asked = time.monotonic()
+        unacked = await self._db(service.unacknowledged, list(self.groups), self.batch)
+        now = time.monotonic()
+        for code, sequences in unacked.items():
+            group = self.groups.get(code)
+            if group is None or code in self._busy:
+                continue  # a dispatch has the group; the next tick looks again
+            listed = set(sequences)
+            cut = len(sequences) >= self.batch
+            top = sequences[-1] if sequences else 0
+            for seq, flight in list(group.in_flight.items()):
+                if seq not in listed and (not cut or seq < top) and flight.sent_at < asked:
+                    group.forget(seq)  # acknowledged (on another connection, or another hub)
+            live = group.live()
+            if live and any(
+                seq not in group.pushed and not group.settled(seq, live, now, self.ack_timeout)
+                for seq in sequences
+            ):
+                self._reload(group)
+
+    async def _dispatch(self, codes: set[str]) -> None:
+        try:
+            await self._send(codes)
+        except BaseException:
+            for code in codes:
+                if (group := self.groups.get(code)) is not None:
+                    group.reload = True  # the rows taken for this round are in the outbox
+                    self._work.add(code)
+            raise
+        finally:
+            self._busy -= codes
+
+    async def _send(self, codes: set[str]) -> None:
+        pushed: dict[str, dict[int, PendingDelivery]] = {}
+        reload: list[str] = []
+        for code in codes:
+            group = self.groups.get(code)
+            if group is None:
+                continue
+            pushed[code], group.pushed = group.pushed, {}
+            if group.reload:
+                group.reload = False
+                reload.append(code)
+        loaded = await self._db(service.pending_many, reload, self.batch) if reload else {}
+
+        now = time.monotonic()
+        plan: dict[str, list[PendingDelivery]] = {}
+        for code, handed in pushed.items():
+            group = self.groups.get(code)
+            if group is None:
+                continue
+            if code in loaded:
+                rows = loaded[code]
+                seqs = {d.sequence for d in rows}
+                group.backlog = cut = len(rows) >= self.batch
+                top = rows[-1].sequence if rows else 0
+                for seq in list(group.in_flight):
+                    if seq not in seqs and (not cut or seq < top):
+                        group.forget(seq)  # acknowledged meanwhile
+                # Rows committed after the read's snapshot still go, in order after it.
+                later = [
+                    d
+                    for d in handed.values()
+                    if d.sequence not in seqs and (not cut or d.sequence < top)
+                ]
+                candidates = sorted([*rows, *later], key=lambda d: d.sequence)
+            else:
+                candidates = sorted(handed.values(), key=lambda d: d.sequence)
+            live = group.live()
+            todo = [
+                d
+                for d in candidates
+                if not group.settled(d.sequence, live, now, self.ack_timeout)
+                and (code in loaded or d.sequence not in group.in_flight)
+            ]
+            if todo and live:
+                plan[code] = todo
+        if not plan:
+            return
+
+        streams = {code: {c.key_id for c in self.groups[code].live() if c.key_id} for code in plan}
+        sends = {code: [d.sequence for d in todo] for code, todo in plan.items()}
+        prepared = await self._db(service.prepare_sends, streams, sends)
+
+        now = time.monotonic()
+        for code, todo in plan.items():
+            group = self.groups.get(code)
+            if group is None:
+                continue
+            ended = prepared.ended.get(code, {})
+            for conn in group.live():
+                if conn.key_id in ended:
+                    log.warning("%s stream %s closed: %s", code, conn.name, ended[conn.key_id])
+                    conn.error = ended[conn.key_id]
+                    conn.queue.put_nowait(_CLOSE)
+            live = group.live()
+            if not live:
+                continue
+            for d in todo:
+                attempt = prepared.attempts.get(d.sequence)
+                if attempt is None:
+                    continue  # acknowledged meanwhile
+                flight = group.in_flight.pop(d.sequence, None)
+                if flight is not None:
+                    flight.connection.in_flight -= 1
+                    others = [c for c in live if c is not flight.connection]
+                    target = min(others or live, key=lambda c: c.in_flight)
+                else:
+                    target = min(live, key=lambda c: c.in_flight)
+                target.in_flight += 1
+                group.in_flight[d.sequence] = _InFlight(target, now)
+                target.queue.put_nowait(
+                    delivery_pb2.StreamDeliveriesResponse(
+                        sequence=d.sequence,
+                        envelope=envelope_pb2.Envelope.FromString(d.envelope),
+                        attempt=attempt,
+                    )
+                )
+
+    # ---- acknowledgements ---------------------------------------------------------------------
+
+    async def acknowledge(
+        self, conn: Connection, envelope: envelope_pb2.Envelope, peer: str | None
+    ) -> list[int] | DomainError:
+        """Store one acknowledgement with the others that arrive meanwhile; the sequences it
+        acknowledged, or the refusal (StoreUnavailable: not stored, nothing refused)."""
+        result: asyncio.Future[list[int] | DomainError] = asyncio.get_running_loop().create_future()
+        self._acks.append(_PendingAck(conn, service.Ack(conn.institution, envelope, peer), result))
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = asyncio.create_task(self._store_acks(), name="acknowledgements")
+        return await result
+
+    async def _store_acks(self) -> None:
+        while self._acks:
+            await asyncio.sleep(0)  # let the streams whose acks arrived in this turn join in
+            batch, self._acks = self._acks[: self.ack_batch], self._acks[self.ack_batch :]
+            try:
+                results = await self._db(service.acknowledge_many, [p.ack for p in batch])
+            except Exception as err:
+                for p in batch:
+                    if not p.result.done():
+                        p.result.set_exception(err)
+                continue
+            for p, result in zip(batch, results, strict=True):
+                if isinstance(result, list):
+                    self.acked(p.connection, result)
+                if not p.result.done():
+                    p.result.set_result(result)
+
     async def close(self) -> None:
+        for task in (self._task, self._ack_task, *self._tasks):
+            if task is not None:
+                task.cancel()
         for group in list(self.groups.values()):
             for conn in group.connections:
                 conn.queue.put_nowait(_CLOSE)
-            if group.task is not None:
-                group.task.cancel()
         self.groups.clear()
+        # A transaction under way finishes on its thread; nothing new starts.
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
@@ -307,19 +506,14 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
                 if isinstance(request, Undecodable):
                     conn.error = request.error
                     break
-                try:
-                    sequences = await self.r.call(
-                        self.r.hub.acknowledge, conn.institution, request.envelope, peer
-                    )
-                except StoreUnavailable as err:
+                result = await self.router.acknowledge(conn, request.envelope, peer)
+                if isinstance(result, StoreUnavailable):
                     # Not stored, not refused: the delivery comes again after the ack timeout
                     # and the client acknowledges it again, so the stream stays up.
-                    log.warning("ack from %s not stored: %s", conn.institution, err.detail)
-                    continue
-                except DomainError as err:
-                    conn.error, conn.error_envelope = err, request.envelope
+                    log.warning("ack from %s not stored: %s", conn.institution, result.detail)
+                elif isinstance(result, DomainError):
+                    conn.error, conn.error_envelope = result, request.envelope
                     break
-                self.router.acked(conn, sequences)
         except asyncio.CancelledError:
             raise
         except Exception:
