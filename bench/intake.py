@@ -54,6 +54,7 @@ import grpc
 from sqlalchemy import create_engine, func, select
 
 from bench.clocks import PG_VARS, percentile, postgres_database, postgres_version
+from bench.delivery import cpu_seconds
 from bench.soak import data_keys
 from bench.table import Row
 from hub.crypto import pki
@@ -405,6 +406,14 @@ class Config:
     size: int  # bytes per request, mean
     probed: int  # reports the probe had answered before the timed run
     plain: Run | None = None  # the plain-text echo, same requests, measured right after
+    # CPU seconds the server process used during its timed run (user + system, all threads;
+    # PostgreSQL's own processes are not in it).
+    echo_cpu: float = 0.0
+    hub_cpu: float = 0.0
+
+    def cpu_per_request(self, which: str) -> float:
+        run, cpu = (self.hub, self.hub_cpu) if which == "hub" else (self.echo, self.echo_cpu)
+        return cpu / run.requests if run.requests else 0.0
 
 
 def profile_hub(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
@@ -449,7 +458,10 @@ def run_hub(
         count = math.ceil(probe.rate * args.seconds * 1.5) + 4 * c
         requests = sign_reports(hut.key, count)
         size = sum(map(len, requests)) // len(requests)
+        assert echo.proc is not None
+        before = cpu_seconds(echo.proc.pid)
         echo_run = drive(echo, requests, c, args.seconds, args.clients, echo=True)
+        echo_cpu = cpu_seconds(echo.proc.pid) - before
         plain_run = None
         if plain is not None:
             plain_run = drive(plain, requests, c, args.seconds, args.clients, echo=True)
@@ -459,6 +471,7 @@ def run_hub(
             args.profile.mkdir(parents=True, exist_ok=True)
             slug = hut.label.split()[0].lower()
             spy = profile_hub(hut.pid, args.seconds, args.profile / f"hub-{slug}-c{c}.txt")
+        before = cpu_seconds(hut.pid)
         hub_run = drive(
             hut.server,
             requests,
@@ -468,14 +481,28 @@ def run_hub(
             echo=False,
             hub_public_key=hut.hub_public_key,
         )
+        hub_cpu = cpu_seconds(hut.pid) - before
         if spy is not None:
             spy.wait(timeout=60)
         say(
             f"{hut.label}, {c} in flight: echo {echo_run.rate:,.0f}/s, hub {hub_run.rate:,.0f}/s "
             f"({hub_run.rate / echo_run.rate:.1%}), p50 {hub_run.p(50) * 1e3:.1f} ms, p99 "
-            f"{hub_run.p(99) * 1e3:.1f} ms, {hub_run.errors} errors, {size} B per request"
+            f"{hub_run.p(99) * 1e3:.1f} ms, {hub_run.errors} errors, {size} B per request, "
+            f"hub CPU {hub_cpu / max(hub_run.seconds, 1e-9):.0%} of a core"
         )
-        configs.append(Config(hut.label, c, echo_run, hub_run, size, probe.requests, plain_run))
+        configs.append(
+            Config(
+                hut.label,
+                c,
+                echo_run,
+                hub_run,
+                size,
+                probe.requests,
+                plain_run,
+                echo_cpu,
+                hub_cpu,
+            )
+        )
     return configs
 
 
@@ -526,6 +553,18 @@ def to_rows(configs: Sequence[Config]) -> list[Row]:
                 True,
                 f"≥ {TARGET_SHARE:.0%} of echo",
                 share >= TARGET_SHARE and not invalid,
+            )
+        )
+        rows.append(
+            Row(
+                "intake",
+                f"server CPU per request (hub at {cfg.hub_cpu / max(cfg.hub.seconds, 1e-9):.0%} "
+                f"of a core), {where}{invalid}",
+                cfg.cpu_per_request("hub") * 1e3,
+                "ms",
+                "grpc.aio echo's CPU per request",
+                cfg.cpu_per_request("echo") * 1e3,
+                False,
             )
         )
         for q in (50, 99):
