@@ -154,8 +154,8 @@ def stream_key_refusal(
     keys: Mapping[str, tuple[KeyState, datetime | None]],
     now: datetime,
 ) -> DomainError | None:
-    """The refusal that ends a stream opened with `key_id`, or None while the key may sign
-    (the same refusals `Hub.pending_for_streams` gives)."""
+    """The refusal that ends a stream opened with `key_id` (revoked, or rotated out), or
+    None while the key may still sign."""
     state = keys.get(key_id)
     if state is None or state[0] is KeyState.REVOKED:
         return Unauthenticated(

@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property, partial
@@ -660,79 +660,9 @@ class Hub:
             raise
         return sender.code, body.connection_name or "default"
 
-    def acknowledge(
-        self, institution: str, envelope: envelope_pb2.Envelope, peer: str | None = None
-    ) -> list[int]:
-        raw = envelope.SerializeToString()
-        try:
-            with self.uow() as uow:
-                now = self.clock.now()
-                sender = self.authenticate(uow, envelope, peer)
-                self.check_fresh(envelope, now, sender)
-                if sender.code != institution:
-                    raise PermissionDenied(
-                        "STREAM_OWNER",
-                        f"this stream belongs to {institution}; {sender.code} may not acknowledge "
-                        "on it",
-                    )
-                body = self.decode(ACK, envelope)
-                sequences = wire.ack_sequences(body)
-                count = uow.outbox.ack(institution, sequences, now)
-                uow.audit.append(
-                    AuditEntry(
-                        kind="received",
-                        actor=sender.code,
-                        message_id=envelope.message_id,
-                        detail=f"acknowledged {count} of deliveries {sequences[:20]}",
-                        payload=raw,
-                    ),
-                    now,
-                )
-                uow.commit()
-                return sequences
-        except DomainError as err:
-            self._record_rejection(envelope, raw, err)
-            raise
-
     def pending(self, institution: str, limit: int = 500) -> Sequence[PendingDelivery]:
         with self.uow(read_only=True) as uow:
             return uow.outbox.pending(institution, limit)
-
-    def pending_for_streams(
-        self, institution: str, key_ids: Collection[str], limit: int = 500
-    ) -> tuple[Sequence[PendingDelivery], dict[str, DomainError]]:
-        """What waits for `institution`, and which of the keys its open streams were opened
-        with can no longer sign (revoked, or rotated out), each with the refusal to end that
-        stream with: a revocation reaches the streams at the very next delivery."""
-        with self.uow(read_only=True) as uow:
-            pending = uow.outbox.pending(institution, limit)
-            if not key_ids:
-                return pending, {}
-            inst = uow.institutions.get(institution)
-            now = self.clock.now()
-        ended: dict[str, DomainError] = {}
-        for key_id in key_ids:
-            key = inst.key(key_id) if inst is not None else None
-            if key is None or key.state is KeyState.REVOKED:
-                ended[key_id] = Unauthenticated(
-                    "KEY_REVOKED",
-                    f"key {key_id} of {institution}, which opened this stream, was revoked: "
-                    "open a new stream signed with an active key",
-                )
-            elif key.not_after is not None and now >= key.not_after:
-                ended[key_id] = Unauthenticated(
-                    "KEY_RETIRED",
-                    f"key {key_id} of {institution}, which opened this stream, was rotated out "
-                    f"at {key.not_after.isoformat()}: open a new stream signed with its successor",
-                )
-        return pending, ended
-
-    def mark_sent(self, sequences: Sequence[int]) -> None:
-        if not sequences:
-            return
-        with self.uow() as uow:
-            uow.outbox.mark_sent(sequences, self.clock.now())
-            uow.commit()
 
 
 def _span(delta: timedelta) -> str:

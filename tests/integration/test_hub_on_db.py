@@ -26,6 +26,7 @@ from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.service import handlers as h
 from hub.service.admin import NewKey, Registry
 from hub.service.batching import Batch, GroupCommit
+from hub.service.delivery import Ack, acknowledge_many
 from hub.service.ports import AuditEntry, PendingDelivery
 from hub.store.sql import SqlStore
 from hub.store.tables import audit_log, cases, deliveries, inbound_messages
@@ -390,7 +391,7 @@ def test_case_from_report_to_closed(net: Net) -> None:
 
     # Acknowledging one institution's deliveries leaves the others waiting.
     ack = net.envelope("BANKB", delivery_pb2.AckBody(sequences=[s for s, _, _ in bank_b]))
-    net.hub.acknowledge("BANKB", ack)
+    assert acknowledge_many(net.hub, [Ack("BANKB", ack, None)]) == [[s for s, _, _ in bank_b]]
     assert net.hub.pending("BANKB") == []
     assert len(net.hub.pending("CENTRE")) == 6
 

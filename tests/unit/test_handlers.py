@@ -28,6 +28,7 @@ from hub.domain.errors import (
 from hub.domain.institutions import HUB_CODE, ContactRole, DutyContact, InstitutionKind
 from hub.domain.rules import AutoStopRule
 from hub.service.admin import NewKey, Registry
+from hub.service.delivery import Ack, acknowledge_many
 from hub.service.handlers import (
     ACK,
     ANSWER_ORDER,
@@ -1152,16 +1153,18 @@ def test_deliveries_are_acknowledged_by_their_recipient_only(w: World) -> None:
     )
     assert (code, name) == ("AFC", "primary")
 
-    with pytest.raises(PermissionDenied) as err:
-        w.hub.acknowledge(
-            "AFC", w.seal("BANKB", delivery_pb2.AckBody(sequences=[pending.sequence]))
-        )
-    assert err.value.reason == "STREAM_OWNER"
+    [refused] = acknowledge_many(
+        w.hub,
+        [Ack("AFC", w.seal("BANKB", delivery_pb2.AckBody(sequences=[pending.sequence])), None)],
+    )
+    assert isinstance(refused, PermissionDenied)
+    assert refused.reason == "STREAM_OWNER"
     assert w.store.audit[-1].kind == "rejected"
     assert len(w.hub.pending("AFC")) == 1
 
-    acked = w.hub.acknowledge(
-        "AFC", w.seal("AFC", delivery_pb2.AckBody(sequences=[pending.sequence] * 2))
+    [acked] = acknowledge_many(
+        w.hub,
+        [Ack("AFC", w.seal("AFC", delivery_pb2.AckBody(sequences=[pending.sequence] * 2)), None)],
     )
     assert acked == [pending.sequence]
     assert w.hub.pending("AFC") == []
