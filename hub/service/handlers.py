@@ -224,9 +224,6 @@ class MemberCache:
                 self._current = fresh
             return fresh
 
-    def clear(self) -> None:
-        self._current = None
-
 
 def _notice_kind(notice: delivery_pb2.Notice) -> str:
     return delivery_pb2.NoticeKind.Name(notice.kind).removeprefix("NOTICE_KIND_").lower()
@@ -419,11 +416,7 @@ class Hub:
                 raise undecodable
             decoded = body if body is not None else self.decode(command, envelope)
             ctx = Context(self, uow, now, sender, envelope, raw, command.name, members=members)
-            if command.case_scoped:
-                refuse_kind(command.name, sender.code, sender.kind)
-            else:
-                ctx.access = authorize(command.name, sender.code, sender.kind)
-            result = command.run(ctx, decoded)
+            result = _run(command, ctx, decoded)
             for tracked in ctx.tracked.values():
                 apply_clocks(ctx, tracked)
             answer = self.seal(sender.code, result, now, in_reply_to=envelope.message_id)
@@ -471,11 +464,7 @@ class Hub:
             self.check_fresh(envelope, now, sender)
             body = self.decode(command, envelope)
             ctx = Context(self, uow, now, sender, envelope, raw, command.name)
-            if command.case_scoped:
-                refuse_kind(command.name, sender.code, sender.kind)
-            else:
-                ctx.access = authorize(command.name, sender.code, sender.kind)
-            result = command.run(ctx, body)
+            result = _run(command, ctx, body)
             return self.seal(sender.code, result, now, in_reply_to=envelope.message_id)
 
     def check_peer(self, envelope: envelope_pb2.Envelope, peer: str | None) -> None:
@@ -663,6 +652,17 @@ class Hub:
     def pending(self, institution: str, limit: int = 500) -> Sequence[PendingDelivery]:
         with self.uow(read_only=True) as uow:
             return uow.outbox.pending(institution, limit)
+
+
+def _run(command: Command[Any], ctx: Context, body: Message) -> Message:
+    """The permission matrix's first word, then the handler. A case-scoped command is
+    decided on the caller's relation to the case once the handler has loaded it; before
+    that, only kinds that may never call it are refused."""
+    if command.case_scoped:
+        refuse_kind(command.name, ctx.sender.code, ctx.sender.kind)
+    else:
+        ctx.access = authorize(command.name, ctx.sender.code, ctx.sender.kind)
+    return command.run(ctx, body)
 
 
 def _span(delta: timedelta) -> str:
