@@ -130,6 +130,12 @@ class OnwardTransfer:
     reference: str = ""
     position: int = 0
     order_id: str = ""
+    # What of amount_fen carried the order's money, as the institution traced it (0: all).
+    carried_fen: int = 0
+
+    @property
+    def traced_fen(self) -> int:
+        return self.carried_fen or self.amount_fen
 
 
 @dataclass(eq=False)
@@ -160,6 +166,8 @@ class StopCommand:
     account: AccountRef
     amount_fen: int
     transactions: Sequence[tuple[datetime, int]]
+    # A downstream stop: the hold order whose answer reported the transfers into the account.
+    upstream_order_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,9 @@ class ReturnCommand:
     freeze_order_id: str
     beneficiary: AccountRef
     amount_fen: int
+    # Set only by a distribution's decision: it alone may pay one victim from another's case.
+    distribution_id: str = ""
+    beneficiary_case_id: str = ""
 
 
 OrderCommand = StopCommand | FreezeCommand | ReleaseCommand | ReturnCommand
@@ -227,6 +238,13 @@ class Order:
     target_order_id: str = ""
     # Freeze: the freeze it renews before that one's term ends.
     renews_order_id: str = ""
+    # Downstream stop: the hold order whose answer reported the transfers it follows.
+    upstream_order_id: str = ""
+    # Stop or freeze: the account's layer on the money trail (1: the account the victim paid).
+    layer: int = 0
+    # Return decided by a distribution: which one, and the case of the victim it pays.
+    distribution_id: str = ""
+    beneficiary_case_id: str = ""
     note: str = ""
     # The signed bytes: the centre's order (absent when issued under a standing rule), the
     # centre's signed rule that authorised an automatic order, and the institution's answer.
@@ -327,7 +345,15 @@ class Case:
 
     @property
     def returned_fen(self) -> int:
+        """Paid back from this case's freezes (to its victim, or to another victim whose money
+        a distribution found in the same account)."""
         return sum(o.returned_fen for o in self.orders if o.kind is OrderKind.RETURN)
+
+    @property
+    def victim_account(self) -> AccountRef:
+        """Where the victim's money came from, and where a return pays it back."""
+        first = self.transactions[0]
+        return AccountRef(first.payer_institution, first.payer_account, self.victim_name)
 
     @property
     def released_fen(self) -> int:
@@ -448,6 +474,9 @@ class Case:
     ) -> Order:
         validate_account("stop.account", cmd.account, institutions)
         validate_amount("stop.amount_fen", cmd.amount_fen)
+        layer = 1
+        if cmd.upstream_order_id:
+            cmd, layer = self._downstream(cmd)
         if not cmd.transactions:
             raise InvalidArgument(
                 "stop.transactions",
@@ -486,6 +515,8 @@ class Case:
             account_number=cmd.account.account_number,
             holder_name=cmd.account.holder_name,
             amount_fen=cmd.amount_fen,
+            upstream_order_id=cmd.upstream_order_id,
+            layer=layer,
             **base,  # type: ignore[arg-type]
         )
         order.facts = [
@@ -493,6 +524,50 @@ class Case:
             for i, (at, amount) in enumerate(cmd.transactions)
         ]
         return order
+
+    def _downstream(self, cmd: StopCommand) -> tuple[StopCommand, int]:
+        """Check a downstream stop against the trail: the upstream answer reported transfers
+        into the account, and the amount is within what of the victim's money they can have
+        carried that no live stop on the same branch claims. Fills in the transfers as the
+        credits to match when the command names none."""
+        from hub.domain.trail import branch_allowance  # the trail is built from cases
+
+        upstream = self.order(cmd.upstream_order_id)
+        where = f"{mask(cmd.account.account_number)} at {cmd.account.institution_code}"
+        if not upstream.is_hold:
+            raise InvalidArgument(
+                "stop.upstream_order_id",
+                f"{upstream.order_id} is a {upstream.kind.value} order; downstream stops follow "
+                "the onward transfers a stop or freeze answer reported",
+            )
+        transfers = [
+            t
+            for t in upstream.onward
+            if (t.to_institution, t.to_account)
+            == (cmd.account.institution_code, cmd.account.account_number)
+        ]
+        if not transfers:
+            raise InvalidArgument(
+                "stop.upstream_order_id",
+                f"the answer to {upstream.order_id} reported no transfer to {where}",
+            )
+        allowance = branch_allowance(self, upstream, cmd.account)
+        if cmd.amount_fen > allowance:
+            raise InvalidArgument(
+                "stop.amount_fen",
+                f"{yuan(cmd.amount_fen)} exceeds the {yuan(allowance)} of the victim's money "
+                f"that can have moved from {upstream.order_id} to {where} and no other stop "
+                "on that branch holds; a stop never holds more along a branch than the loss "
+                "that entered it",
+            )
+        if not cmd.transactions:
+            cmd = StopCommand(
+                cmd.account,
+                cmd.amount_fen,
+                [(t.transfer_time, t.amount_fen) for t in transfers],
+                cmd.upstream_order_id,
+            )
+        return cmd, upstream.layer + 1 if upstream.layer else 2
 
     def _freeze(
         self,
@@ -552,8 +627,16 @@ class Case:
                     "FREEZE_NOT_HOLDING",
                     f"freeze {old.order_id} is {old.state.value}; only a holding freeze is renewed",
                 )
+        same_account = [
+            o.layer
+            for o in self.orders
+            if o.is_hold
+            and (o.account_institution, o.account_number)
+            == (cmd.account.institution_code, cmd.account.account_number)
+        ]
         return Order(
             renews_order_id=cmd.renews_order_id,
+            layer=min((x for x in same_account if x), default=1),
             kind=OrderKind.FREEZE,
             addressed_to=cmd.account.institution_code,
             account_institution=cmd.account.institution_code,
@@ -648,6 +731,8 @@ class Case:
             )
         validate_account("fund_return.beneficiary", cmd.beneficiary, institutions)
         validate_amount("fund_return.amount_fen", cmd.amount_fen)
+        if cmd.distribution_id and not cmd.beneficiary_case_id:
+            raise InvalidArgument("fund_return.beneficiary_case_id", "a shared return names it")
         committed = sum(
             o.amount_fen
             for o in self.orders
@@ -669,6 +754,8 @@ class Case:
             holder_name=cmd.beneficiary.holder_name,
             amount_fen=cmd.amount_fen,
             target_order_id=freeze.order_id,
+            distribution_id=cmd.distribution_id,
+            beneficiary_case_id=cmd.beneficiary_case_id or self.case_id,
             **base,  # type: ignore[arg-type]
         )
 
@@ -919,6 +1006,55 @@ def validate_report(
         )
 
 
+def validate_onward(order: Order, onward: Sequence[OnwardTransfer], now: datetime) -> None:
+    """The onward transfers of a hold answer, each named by its position and reference: the
+    hub issues downstream stops from them, so one wrong transfer refuses the whole answer."""
+    arrived = min((f.transaction_time for f in order.facts), default=None)
+    received = sum(f.amount_fen for f in order.facts)
+    total = 0
+    for i, t in enumerate(onward):
+        p = f"onward_transfers[{i}]"
+        which = f"transfer {i}" + (f" ({t.reference})" if t.reference else "")
+        validate_amount(f"{p}.amount_fen", t.amount_fen)
+        validate_past(f"{p}.transfer_time", t.transfer_time, now)
+        if not t.to_institution:
+            raise InvalidArgument(f"{p}.to_account.institution_code", f"{which}: is required")
+        if not ACCOUNT_PATTERN.match(t.to_account):
+            raise InvalidArgument(
+                f"{p}.to_account.account_number",
+                f"{which}: must be 4-40 letters, digits or '-' (no spaces)",
+            )
+        if not t.to_holder.strip():
+            raise InvalidArgument(
+                f"{p}.to_account.holder_name",
+                f"{which}: name the receiving account's holder; a downstream stop names it",
+            )
+        if not 0 <= t.carried_fen <= t.amount_fen:
+            raise InvalidArgument(
+                f"{p}.carried_fen",
+                f"{which}: the part that carried the money is between 0 (all of it) and the "
+                f"transfer's {yuan(t.amount_fen)}, got {t.carried_fen}",
+            )
+        if (t.to_institution, t.to_account) == (order.account_institution, order.account_number):
+            raise InvalidArgument(f"{p}.to_account", f"{which}: goes to the stopped account itself")
+        if arrived is not None and t.transfer_time < arrived - FUTURE_TOLERANCE:
+            raise InvalidArgument(
+                f"{p}.transfer_time",
+                f"{which}: {t.transfer_time.isoformat()} is before the money arrived "
+                f"({arrived.isoformat()}); report only transfers made after the fraudulent "
+                "credit",
+            )
+        total += t.traced_fen
+        if received and total > received:
+            raise InvalidArgument(
+                f"{p}.amount_fen" if not t.carried_fen else f"{p}.carried_fen",
+                f"{which}: the transfers reported up to here carry {yuan(total)}, more than "
+                f"the {yuan(received)} the account received in the credits the order names; "
+                "report the transfers that carried that money (with carried_fen for one "
+                "that carried only part of it)",
+            )
+
+
 def validate_execution(order: Order, result: Execution, now: datetime, case: Case) -> None:
     if result.execute_time is not None:
         validate_past("execute_time", result.execute_time, now)
@@ -983,22 +1119,7 @@ def validate_execution(order: Order, result: Execution, now: datetime, case: Cas
             raise InvalidArgument(
                 "reason_code", "a partial hold says why (AM04 when the balance was short)"
             )
-        seen_before = min((f.transaction_time for f in order.facts), default=None)
-        for i, t in enumerate(result.onward):
-            p = f"onward_transfers[{i}]"
-            validate_amount(f"{p}.amount_fen", t.amount_fen)
-            validate_past(f"{p}.transfer_time", t.transfer_time, now)
-            if not t.to_institution:
-                raise InvalidArgument(f"{p}.to_account.institution_code", "is required")
-            if not ACCOUNT_PATTERN.match(t.to_account):
-                raise InvalidArgument(
-                    f"{p}.to_account.account_number", "must be 4-40 letters, digits or '-'"
-                )
-            if seen_before is not None and t.transfer_time < seen_before - FUTURE_TOLERANCE:
-                raise InvalidArgument(
-                    f"{p}.transfer_time",
-                    "is before the fraudulent credit; report only transfers after it",
-                )
+        validate_onward(order, result.onward, now)
         return
     if result.onward:
         raise InvalidArgument("onward_transfers", f"a {order.kind.value} answer reports none")

@@ -29,6 +29,9 @@ class StepKind(StrEnum):
     REGULATOR = "regulator"
     RENEWAL_REMINDER = "renewal_reminder"
     EXPIRE = "expire"
+    # A waiting period ran its course (a distribution's public notice): the responsible
+    # institution may act now. Not a deadline, so never a breach.
+    NOTICE_END = "notice_end"
 
 
 class ClockState(StrEnum):
@@ -38,8 +41,15 @@ class ClockState(StrEnum):
     ENDED = "ended"  # ran to the end of its ladder without being stopped
 
 
-CASE_TRIGGERS = frozenset(
-    {"report.sent", "report.received", "report.verified", "report.rejected", "case.closed"}
+# Distribution events are recorded on the case the centre started the distribution from.
+DISTRIBUTION_TRIGGERS = frozenset(
+    {"distribution.noticed", "distribution.decided", "distribution.withdrawn"}
+)
+CASE_TRIGGERS = (
+    frozenset(
+        {"report.sent", "report.received", "report.verified", "report.rejected", "case.closed"}
+    )
+    | DISTRIBUTION_TRIGGERS
 )
 ORDER_TRIGGERS = frozenset(
     f"{kind.value}.{what}"
@@ -204,7 +214,7 @@ def triggers_of(
         order = orders.get(event.order_id) if event.order_id else None
         if event.kind == "report.received" and sent_at is not None:
             out.append(Trigger("report.sent", sent_at))
-        if event.kind in ("report.received", "report.verified", "report.rejected", "case.closed"):
+        if event.kind in CASE_TRIGGERS:
             out.append(Trigger(event.kind, event.at))
         elif event.kind == "order.issued" and order is not None:
             out.append(Trigger(f"{order.kind.value}.issued", event.at, order))

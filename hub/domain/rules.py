@@ -7,6 +7,10 @@ from datetime import datetime
 
 from hub.domain.cases import Case, StopCommand, validate_amount
 from hub.domain.errors import InvalidArgument
+from hub.domain.trail import DEFAULT_MAX_LAYER, FollowRule
+
+# Deeper than this, a chain of accounts is the centre's to follow, whatever the rule says.
+MAX_LAYER_LIMIT = 20
 
 
 @dataclass(eq=False)
@@ -21,6 +25,9 @@ class AutoStopRule:
     updated_at: datetime
     message_id: str
     envelope: bytes
+    # Follow onward transfers with downstream stops, down to this layer (0: the default).
+    follow_onward: bool = False
+    max_layer: int = 0
 
     @staticmethod
     def validated(
@@ -32,13 +39,37 @@ class AutoStopRule:
         now: datetime,
         message_id: str,
         envelope: bytes,
+        follow_onward: bool = False,
+        max_layer: int = 0,
     ) -> AutoStopRule:
         if not rule_id.strip():
             raise InvalidArgument("rule_id", "name the rule; orders record it")
         if enabled:
             validate_amount("max_amount_fen", max_amount_fen)
+        if not 0 <= max_layer <= MAX_LAYER_LIMIT or max_layer == 1:
+            raise InvalidArgument(
+                "max_layer",
+                f"{max_layer}: downstream stops start at layer 2; give 2 to {MAX_LAYER_LIMIT}, "
+                f"or 0 for the default ({DEFAULT_MAX_LAYER})",
+            )
         return AutoStopRule(
-            centre_code, rule_id, enabled, max_amount_fen, now, message_id, envelope
+            centre_code,
+            rule_id,
+            enabled,
+            max_amount_fen,
+            now,
+            message_id,
+            envelope,
+            follow_onward,
+            max_layer,
+        )
+
+    def follow_rule(self) -> FollowRule:
+        """How far the hub follows onward transfers in the centre's name under this rule."""
+        return FollowRule(
+            self.enabled and self.follow_onward,
+            self.max_layer or DEFAULT_MAX_LAYER,
+            self.max_amount_fen,
         )
 
     def stops_for(self, case: Case) -> tuple[list[StopCommand], list[str]]:

@@ -34,6 +34,7 @@ from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, SlaEntry
 from hub.domain.errors import DomainError
 from hub.domain.institutions import Institution, InstitutionKind, KeyState
+from hub.domain.returns import Distribution
 from hub.domain.rules import AutoStopRule
 
 
@@ -119,6 +120,25 @@ class CaseRepository(Protocol):
         after: tuple[datetime, str] | None,
         reporter: str | None = None,
     ) -> Sequence[Case]: ...
+
+    def involving(
+        self, accounts: Collection[tuple[str, str]], exclude: str, limit: int
+    ) -> Sequence[tuple[str, str, str]]:
+        """Open cases other than `exclude` whose money reached one of `accounts` (as a payee
+        of the victim, an account stopped or frozen, or the target of an onward transfer):
+        (case id, institution, account number) for each case and account, by case id, at
+        most `limit` rows."""
+        ...
+
+
+class DistributionRepository(Protocol):
+    def get(self, distribution_id: str) -> Distribution | None: ...
+
+    def add(self, distribution: Distribution) -> None: ...
+
+    def open_for_account(self, institution: str, account: str) -> Sequence[Distribution]:
+        """Distributions of this account still under notice."""
+        ...
 
 
 class RuleRepository(Protocol):
@@ -226,6 +246,7 @@ class UnitOfWork(Protocol):
     outbox: Outbox
     audit: AuditLog
     clocks: ClockRepository
+    distributions: DistributionRepository
 
     def __enter__(self) -> Self: ...
 

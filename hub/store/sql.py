@@ -21,13 +21,14 @@ from sqlalchemy import (
     select,
     tuple_,
     type_coerce,
+    union,
     update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.domain.cases import Case, CaseState
+from hub.domain.cases import Case, CaseState, OrderKind
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import (
     DutyContact,
@@ -36,7 +37,9 @@ from hub.domain.institutions import (
     InstitutionKind,
     KeyState,
 )
+from hub.domain.returns import Distribution, DistributionState
 from hub.domain.rules import AutoStopRule
+from hub.domain.trail import OPEN_STATES
 from hub.service.ports import (
     AuditEntry,
     AuditLog,
@@ -44,6 +47,7 @@ from hub.service.ports import (
     CaseRepository,
     ClockRepository,
     Conflict,
+    DistributionRepository,
     InboundRecord,
     InboundRepository,
     InstitutionRepository,
@@ -60,10 +64,13 @@ from hub.store.tables import (
     cases,
     clocks,
     deliveries,
+    distributions,
+    fraud_transactions,
     inbound_messages,
     institution_keys,
     institutions,
     map_domain,
+    onward_transfers,
     orders,
     registry_state,
     sla_log,
@@ -308,6 +315,68 @@ class SqlCases:
                 )
             )
         return self.session.scalars(stmt).all()
+
+    def involving(
+        self, accounts: Collection[tuple[str, str]], exclude: str, limit: int
+    ) -> Sequence[tuple[str, str, str]]:
+        if not accounts:
+            return []
+        wanted = list(accounts)
+        open_states = list(OPEN_STATES)
+
+        def among(inst: Any, acct: Any) -> Any:
+            return tuple_(inst, acct).in_(wanted)
+
+        payees = select(
+            fraud_transactions.c.case_id,
+            fraud_transactions.c.payee_institution,
+            fraud_transactions.c.payee_account,
+        ).where(among(fraud_transactions.c.payee_institution, fraud_transactions.c.payee_account))
+        held = select(
+            orders.c.case_id, orders.c.account_institution, orders.c.account_number
+        ).where(
+            orders.c.kind.in_([OrderKind.STOP, OrderKind.FREEZE]),
+            among(orders.c.account_institution, orders.c.account_number),
+        )
+        onward = (
+            select(
+                orders.c.case_id, onward_transfers.c.to_institution, onward_transfers.c.to_account
+            )
+            .join(orders, orders.c.order_id == onward_transfers.c.order_id)
+            .where(among(onward_transfers.c.to_institution, onward_transfers.c.to_account))
+        )
+        found = union(payees, held, onward).subquery()
+        rows = self.session.execute(
+            select(found.c[0], found.c[1], found.c[2])
+            .join(cases, cases.c.case_id == found.c[0])
+            .where(cases.c.state.in_(open_states), cases.c.case_id != exclude)
+            .distinct()
+            .order_by(found.c[0], found.c[1], found.c[2])
+            .limit(limit)
+        ).all()
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+class SqlDistributions:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, distribution_id: str) -> Distribution | None:
+        return self.session.get(Distribution, distribution_id)
+
+    def add(self, distribution: Distribution) -> None:
+        self.session.add(distribution)
+
+    def open_for_account(self, institution: str, account: str) -> Sequence[Distribution]:
+        return self.session.scalars(
+            select(Distribution)
+            .where(
+                distributions.c.account_institution == institution,
+                distributions.c.account_number == account,
+                distributions.c.state == DistributionState.NOTICE,
+            )
+            .order_by(distributions.c.started_at)
+        ).all()
 
 
 class SqlRules:
@@ -733,6 +802,7 @@ class SqlUnitOfWork:
     outbox: Outbox
     audit: AuditLog
     clocks: ClockRepository
+    distributions: DistributionRepository
 
     def __init__(
         self,
@@ -757,6 +827,7 @@ class SqlUnitOfWork:
         self.pending = PendingRows(self.session)
         self.audit = SqlAudit(self.session, self.pending)
         self.clocks = SqlClocks(self.session, self._lock_rows, self.pending)
+        self.distributions = SqlDistributions(self.session)
         return self
 
     def __exit__(

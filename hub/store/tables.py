@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import registry, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -51,6 +52,7 @@ from hub.domain.institutions import (
     InstitutionKind,
     KeyState,
 )
+from hub.domain.returns import Claim, Distribution, DistributionMethod, DistributionState, Objection
 from hub.domain.rules import AutoStopRule
 
 NAMING_CONVENTION = {
@@ -224,6 +226,10 @@ orders = Table(
     Column("held_fen", Money, nullable=False),
     Column("released_fen", Money, nullable=False),
     Column("returned_fen", Money, nullable=False),
+    Column("upstream_order_id", String(40), nullable=False, server_default=""),
+    Column("layer", Integer, nullable=False, server_default="0"),
+    Column("distribution_id", String(40), nullable=False, server_default=""),
+    Column("beneficiary_case_id", String(40), nullable=False, server_default=""),
     Index("ix_orders_account", "account_institution", "account_number"),
     Index("ix_orders_addressed_to_state", "addressed_to", "state"),
 )
@@ -248,6 +254,67 @@ onward_transfers = Table(
     Column("to_account", Account, nullable=False),
     Column("to_holder", SealedText("onward_transfers.to_holder"), nullable=False),
     Column("reference", String(128), nullable=False),
+    Column("carried_fen", Money, nullable=False, server_default="0"),
+    Index("ix_onward_transfers_to", "to_institution", "to_account"),
+)
+
+distributions = Table(
+    "distributions",
+    metadata,
+    Column("distribution_id", String(40), primary_key=True),
+    Column("account_institution", Code, nullable=False),
+    Column("account_number", Account, nullable=False),
+    Column("case_id", String(40), ForeignKey("cases.case_id"), nullable=False),
+    Column("started_by", Code, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("message_id", String(128), nullable=False),
+    Column("state", _enum(DistributionState, "distribution_state"), nullable=False),
+    Column("method", _enum(DistributionMethod, "distribution_method"), nullable=False),
+    Column("pool_fen", Money, nullable=False),
+    Column("notice_ends_at", UTCDateTime()),
+    Column("decided_at", UTCDateTime()),
+    Column("decided_by", Code, nullable=False),
+    Column("decision_reason", SealedText("distributions.decision_reason"), nullable=False),
+    Column("note", SealedText("distributions.note"), nullable=False),
+    Index("ix_distributions_account", "account_institution", "account_number"),
+)
+
+distribution_claims = Table(
+    "distribution_claims",
+    metadata,
+    Column(
+        "distribution_id",
+        String(40),
+        ForeignKey("distributions.distribution_id"),
+        primary_key=True,
+    ),
+    Column("position", Integer, primary_key=True),
+    Column("case_id", String(40), ForeignKey("cases.case_id"), nullable=False, index=True),
+    Column("beneficiary_institution", Code, nullable=False),
+    Column("beneficiary_account", Account, nullable=False),
+    Column("beneficiary_name", SealedText("distribution_claims.beneficiary_name"), nullable=False),
+    Column("loss_fen", Money, nullable=False),
+    Column("claim_fen", Money, nullable=False),
+    Column("traced_fen", Money, nullable=False),
+    Column("evidence", SealedText("distribution_claims.evidence"), nullable=False),
+    Column("share_fen", Money, nullable=False),
+    Column("return_orders", Text, nullable=False),
+)
+
+distribution_objections = Table(
+    "distribution_objections",
+    metadata,
+    Column(
+        "distribution_id",
+        String(40),
+        ForeignKey("distributions.distribution_id"),
+        primary_key=True,
+    ),
+    Column("position", Integer, primary_key=True),
+    Column("institution", Code, nullable=False),
+    Column("grounds", SealedText("distribution_objections.grounds"), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("message_id", String(128), nullable=False),
 )
 
 case_events = Table(
@@ -271,6 +338,8 @@ auto_stop_rules = Table(
     Column("enabled", Boolean, nullable=False),
     Column("max_amount_fen", Money, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("follow_onward", Boolean, nullable=False, server_default=sa_false()),
+    Column("max_layer", Integer, nullable=False, server_default="0"),
     Column("message_id", String(128), nullable=False),
     Column("envelope", Sealed("auto_stop_rules.envelope"), nullable=False),
 )
@@ -423,6 +492,26 @@ def map_domain() -> None:
     mapper_registry.map_imperatively(TransactionFact, transaction_facts)
     mapper_registry.map_imperatively(OnwardTransfer, onward_transfers)
     mapper_registry.map_imperatively(CaseEvent, case_events)
+    mapper_registry.map_imperatively(Claim, distribution_claims)
+    mapper_registry.map_imperatively(Objection, distribution_objections)
+    mapper_registry.map_imperatively(
+        Distribution,
+        distributions,
+        properties={
+            "claims": relationship(
+                Claim,
+                order_by=distribution_claims.c.position,
+                lazy="selectin",
+                cascade="all, delete-orphan",
+            ),
+            "objections": relationship(
+                Objection,
+                order_by=distribution_objections.c.position,
+                lazy="selectin",
+                cascade="all, delete-orphan",
+            ),
+        },
+    )
     mapper_registry.map_imperatively(
         Order,
         orders,

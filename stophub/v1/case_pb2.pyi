@@ -328,6 +328,7 @@ class Case(_message.Message):
     RETURNED_FEN_FIELD_NUMBER: _builtins.int
     RELEASED_FEN_FIELD_NUMBER: _builtins.int
     REPORT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    LINKED_CASES_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     reporting_institution: _builtins.str
     state: Global___CaseState.ValueType
@@ -351,6 +352,12 @@ class Case(_message.Message):
     def verify_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def close_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def linked_cases(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaseLink]:
+        """Other open cases whose money reached an account this case's money reached
+        (one mule, many victims), found when the case is read. GetCase only.
+        """
+
     def __init__(
         self,
         *,
@@ -368,14 +375,42 @@ class Case(_message.Message):
         returned_fen: _builtins.int = ...,
         released_fen: _builtins.int = ...,
         report_message_id: _builtins.str = ...,
+        linked_cases: _abc.Iterable[Global___CaseLink] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "create_time", b"create_time", "report", b"report", "verify_time", b"verify_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "close_time", b"close_time", "create_time", b"create_time", "events", b"events", "held_fen", b"held_fen", "loss_fen", b"loss_fen", "orders", b"orders", "released_fen", b"released_fen", "report", b"report", "report_message_id", b"report_message_id", "reporting_institution", b"reporting_institution", "returned_fen", b"returned_fen", "state", b"state", "verify_time", b"verify_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "close_time", b"close_time", "create_time", b"create_time", "events", b"events", "held_fen", b"held_fen", "linked_cases", b"linked_cases", "loss_fen", b"loss_fen", "orders", b"orders", "released_fen", b"released_fen", "report", b"report", "report_message_id", b"report_message_id", "reporting_institution", b"reporting_institution", "returned_fen", b"returned_fen", "state", b"state", "verify_time", b"verify_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Case: _TypeAlias = Case  # noqa: Y015
+
+@_typing.final
+class CaseLink(_message.Message):
+    """Another open case whose money reached the same account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    @_builtins.property
+    def account(self) -> _account_pb2.AccountRef:
+        """The shared account (institution and number; the holder name is left out)."""
+
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        account: _account_pb2.AccountRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "case_id", b"case_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseLink: _TypeAlias = CaseLink  # noqa: Y015
 
 @_typing.final
 class GetCaseBody(_message.Message):

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from stophub.v1 import case_pb2 as stophub_dot_v1_dot_case__pb2
+from stophub.v1 import trail_pb2 as stophub_dot_v1_dot_trail__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -56,6 +57,11 @@ class CaseServiceStub:
                 request_serializer=stophub_dot_v1_dot_case__pb2.ListCasesRequest.SerializeToString,
                 response_deserializer=stophub_dot_v1_dot_case__pb2.ListCasesResponse.FromString,
                 _registered_method=True)
+        self.GetCaseTrail = channel.unary_unary(
+                '/stophub.v1.CaseService/GetCaseTrail',
+                request_serializer=stophub_dot_v1_dot_trail__pb2.GetCaseTrailRequest.SerializeToString,
+                response_deserializer=stophub_dot_v1_dot_trail__pb2.GetCaseTrailResponse.FromString,
+                _registered_method=True)
 
 
 class CaseServiceServicer:
@@ -89,6 +95,14 @@ class CaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCaseTrail(self, request, context):
+        """The money trail of a case: the accounts the victim's money reached, layer
+        by layer, and the transfers between them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +125,11 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     servicer.ListCases,
                     request_deserializer=stophub_dot_v1_dot_case__pb2.ListCasesRequest.FromString,
                     response_serializer=stophub_dot_v1_dot_case__pb2.ListCasesResponse.SerializeToString,
+            ),
+            'GetCaseTrail': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaseTrail,
+                    request_deserializer=stophub_dot_v1_dot_trail__pb2.GetCaseTrailRequest.FromString,
+                    response_serializer=stophub_dot_v1_dot_trail__pb2.GetCaseTrailResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +242,33 @@ class CaseService:
             '/stophub.v1.CaseService/ListCases',
             stophub_dot_v1_dot_case__pb2.ListCasesRequest.SerializeToString,
             stophub_dot_v1_dot_case__pb2.ListCasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaseTrail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stophub.v1.CaseService/GetCaseTrail',
+            stophub_dot_v1_dot_trail__pb2.GetCaseTrailRequest.SerializeToString,
+            stophub_dot_v1_dot_trail__pb2.GetCaseTrailResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from stophub.v1 import case_pb2 as _case_pb2
+from stophub.v1 import trail_pb2 as _trail_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -41,6 +42,10 @@ class CaseServiceStub:
     """The reporting institution confirms or rejects its report."""
     GetCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetCaseRequest, _case_pb2.GetCaseResponse]
     ListCases: _grpc.UnaryUnaryMultiCallable[_case_pb2.ListCasesRequest, _case_pb2.ListCasesResponse]
+    GetCaseTrail: _grpc.UnaryUnaryMultiCallable[_trail_pb2.GetCaseTrailRequest, _trail_pb2.GetCaseTrailResponse]
+    """The money trail of a case: the accounts the victim's money reached, layer
+    by layer, and the transfers between them.
+    """
 
 @_typing.type_check_only
 class CaseServiceAsyncStub(CaseServiceStub):
@@ -55,6 +60,10 @@ class CaseServiceAsyncStub(CaseServiceStub):
     """The reporting institution confirms or rejects its report."""
     GetCase: _aio.UnaryUnaryMultiCallable[_case_pb2.GetCaseRequest, _case_pb2.GetCaseResponse]  # type: ignore[assignment]
     ListCases: _aio.UnaryUnaryMultiCallable[_case_pb2.ListCasesRequest, _case_pb2.ListCasesResponse]  # type: ignore[assignment]
+    GetCaseTrail: _aio.UnaryUnaryMultiCallable[_trail_pb2.GetCaseTrailRequest, _trail_pb2.GetCaseTrailResponse]  # type: ignore[assignment]
+    """The money trail of a case: the accounts the victim's money reached, layer
+    by layer, and the transfers between them.
+    """
 
 class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
     """Fraud reports and cases. Every request carries a signed envelope whose
@@ -90,5 +99,15 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _case_pb2.ListCasesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_case_pb2.ListCasesResponse, _abc.Awaitable[_case_pb2.ListCasesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetCaseTrail(
+        self,
+        request: _trail_pb2.GetCaseTrailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_trail_pb2.GetCaseTrailResponse, _abc.Awaitable[_trail_pb2.GetCaseTrailResponse]]:
+        """The money trail of a case: the accounts the victim's money reached, layer
+        by layer, and the transfers between them.
+        """
 
 def add_CaseServiceServicer_to_server(servicer: CaseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -10,6 +10,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from stophub.v1 import envelope_pb2 as _envelope_pb2
 from stophub.v1 import order_pb2 as _order_pb2
+from stophub.v1 import returns_pb2 as _returns_pb2
 from stophub.v1 import sla_pb2 as _sla_pb2
 import builtins as _builtins
 import sys
@@ -53,6 +54,22 @@ class _NoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeKind
     """A freeze's term ends soon: renew it or let it lapse (to the centre)."""
     NOTICE_KIND_ORDER_EXPIRED: _NoticeKind.ValueType  # 10
     """A stop or freeze lapsed: release the hold (to the holding institution and the centre)."""
+    NOTICE_KIND_TRAIL_ESCALATION: _NoticeKind.ValueType  # 11
+    """Money moved on where the hub cannot follow it by itself: to an institution
+    that is not a member, deeper than the standing rule reaches, or with no
+    standing rule to follow it (to the centre).
+    """
+    NOTICE_KIND_CASES_LINKED: _NoticeKind.ValueType  # 12
+    """A case's money reached an account that another open case's money reached
+    too (to the centres).
+    """
+    NOTICE_KIND_DISTRIBUTION: _NoticeKind.ValueType  # 13
+    """A distribution of money held in one account to several victims: its
+    public notice began, an objection was filed, or it was decided or withdrawn
+    (to the centres, the victims' institutions and the holding institution).
+    """
+    NOTICE_KIND_PUBLIC_NOTICE_ENDED: _NoticeKind.ValueType  # 14
+    """A distribution's public notice ran its course: the centre may decide it."""
 
 class NoticeKind(_NoticeKind, metaclass=_NoticeKindEnumTypeWrapper):
     """What a notice tells its recipient."""
@@ -82,6 +99,22 @@ NOTICE_KIND_RENEWAL_REMINDER: NoticeKind.ValueType  # 9
 """A freeze's term ends soon: renew it or let it lapse (to the centre)."""
 NOTICE_KIND_ORDER_EXPIRED: NoticeKind.ValueType  # 10
 """A stop or freeze lapsed: release the hold (to the holding institution and the centre)."""
+NOTICE_KIND_TRAIL_ESCALATION: NoticeKind.ValueType  # 11
+"""Money moved on where the hub cannot follow it by itself: to an institution
+that is not a member, deeper than the standing rule reaches, or with no
+standing rule to follow it (to the centre).
+"""
+NOTICE_KIND_CASES_LINKED: NoticeKind.ValueType  # 12
+"""A case's money reached an account that another open case's money reached
+too (to the centres).
+"""
+NOTICE_KIND_DISTRIBUTION: NoticeKind.ValueType  # 13
+"""A distribution of money held in one account to several victims: its
+public notice began, an objection was filed, or it was decided or withdrawn
+(to the centres, the victims' institutions and the holding institution).
+"""
+NOTICE_KIND_PUBLIC_NOTICE_ENDED: NoticeKind.ValueType  # 14
+"""A distribution's public notice ran its course: the centre may decide it."""
 Global___NoticeKind: _TypeAlias = NoticeKind  # noqa: Y015
 
 @_typing.final
@@ -100,6 +133,7 @@ class Notice(_message.Message):
     AUTHORIZATION_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
     CLOCK_STEP_FIELD_NUMBER: _builtins.int
+    DISTRIBUTION_FIELD_NUMBER: _builtins.int
     kind: Global___NoticeKind.ValueType
     case_id: _builtins.str
     summary: _builtins.str
@@ -122,6 +156,10 @@ class Notice(_message.Message):
     def clock_step(self) -> _sla_pb2.ClockStep:
         """For clock notices: the clock, the step, and how late the step fired."""
 
+    @_builtins.property
+    def distribution(self) -> _returns_pb2.Distribution:
+        """For distribution notices: the distribution as the hub records it."""
+
     def __init__(
         self,
         *,
@@ -132,10 +170,11 @@ class Notice(_message.Message):
         authorization: _envelope_pb2.Envelope | None = ...,
         summary: _builtins.str = ...,
         clock_step: _sla_pb2.ClockStep | None = ...,
+        distribution: _returns_pb2.Distribution | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "clock_step", b"clock_step", "order", b"order", "origin", b"origin"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "clock_step", b"clock_step", "distribution", b"distribution", "order", b"order", "origin", b"origin"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "case_id", b"case_id", "clock_step", b"clock_step", "kind", b"kind", "order", b"order", "origin", b"origin", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "case_id", b"case_id", "clock_step", b"clock_step", "distribution", b"distribution", "kind", b"kind", "order", b"order", "origin", b"origin", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,51 +27,51 @@ from stophub.v1 import account_pb2 as stophub_dot_v1_dot_account__pb2
 from stophub.v1 import envelope_pb2 as stophub_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16stophub/v1/order.proto\x12\nstophub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stophub/v1/account.proto\x1a\x19stophub/v1/envelope.proto\"[\n\x0fTransactionFact\x12\x34\n\x10transaction_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\namount_fen\x18\x02 \x01(\x03\"\x81\x01\n\x0fStopInstruction\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x12\n\namount_fen\x18\x02 \x01(\x03\x12\x31\n\x0ctransactions\x18\x03 \x03(\x0b\x32\x1b.stophub.v1.TransactionFact\"\xcd\x01\n\x11\x46reezeInstruction\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x12\n\namount_fen\x18\x02 \x01(\x03\x12\x19\n\x11\x66iled_case_number\x18\x03 \x01(\t\x12\x1b\n\x13\x61pproving_authority\x18\x04 \x01(\t\x12\x13\n\x0bterm_months\x18\x05 \x01(\x05\x12\x15\n\rstop_order_id\x18\x06 \x01(\t\x12\x17\n\x0frenews_order_id\x18\x07 \x01(\t\"Q\n\x12ReleaseInstruction\x12\x17\n\x0ftarget_order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\namount_fen\x18\x03 \x01(\x03\"m\n\x11ReturnInstruction\x12\x17\n\x0f\x66reeze_order_id\x18\x01 \x01(\t\x12+\n\x0b\x62\x65neficiary\x18\x02 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x12\n\namount_fen\x18\x03 \x01(\x03\"\x87\x02\n\x10OrderInstruction\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12+\n\x04stop\x18\x02 \x01(\x0b\x32\x1b.stophub.v1.StopInstructionH\x00\x12/\n\x06\x66reeze\x18\x03 \x01(\x0b\x32\x1d.stophub.v1.FreezeInstructionH\x00\x12\x31\n\x07release\x18\x04 \x01(\x0b\x32\x1e.stophub.v1.ReleaseInstructionH\x00\x12\x34\n\x0b\x66und_return\x18\x05 \x01(\x0b\x32\x1d.stophub.v1.ReturnInstructionH\x00\x12\x0c\n\x04note\x18\x06 \x01(\tB\r\n\x0binstruction\"\xa2\x01\n\x0eOnwardTransfer\x12\x31\n\rtransfer_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\namount_fen\x18\x02 \x01(\x03\x12*\n\nto_account\x18\x03 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x1d\n\x15transaction_reference\x18\x04 \x01(\t\"\xcf\x02\n\x0f\x45xecutionResult\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.stophub.v1.ExecutionStatus\x12\x13\n\x0breason_code\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x17\n\x0f\x61mount_held_fen\x18\x05 \x01(\x03\x12\x1d\n\x15\x61vailable_balance_fen\x18\x06 \x01(\x03\x12\x34\n\x10onward_transfers\x18\x07 \x03(\x0b\x32\x1a.stophub.v1.OnwardTransfer\x12\x30\n\x0c\x65xecute_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x61mount_released_fen\x18\t \x01(\x03\x12\x1b\n\x13\x61mount_returned_fen\x18\n \x01(\x03\"\xa3\x04\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.stophub.v1.OrderKind\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.stophub.v1.OrderState\x12\x14\n\x0c\x61\x64\x64ressed_to\x18\x05 \x01(\t\x12\x11\n\tissued_by\x18\x06 \x01(\t\x12\x19\n\x11\x61uto_stop_rule_id\x18\x07 \x01(\t\x12\x31\n\x0binstruction\x18\x08 \x01(\x0b\x32\x1c.stophub.v1.OrderInstruction\x12.\n\nissue_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61nswer_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06result\x18\r \x01(\x0b\x32\x1b.stophub.v1.ExecutionResult\x12\x10\n\x08held_fen\x18\x0e \x01(\x03\x12\x14\n\x0creturned_fen\x18\x0f \x01(\x03\x12\x19\n\x11origin_message_id\x18\x10 \x01(\t\"\x8e\x01\n\x0c\x41utoStopRule\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x16\n\x0emax_amount_fen\x18\x03 \x01(\x03\x12\x13\n\x0b\x63\x65ntre_code\x18\x04 \x01(\t\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x11IssueOrderRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"<\n\x12IssueOrderResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"<\n\x12\x41nswerOrderRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"=\n\x13\x41nswerOrderResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"@\n\x16SetAutoStopRuleRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"A\n\x17SetAutoStopRuleResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*\x82\x01\n\tOrderKind\x12\x1a\n\x16ORDER_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fORDER_KIND_STOP\x10\x01\x12\x15\n\x11ORDER_KIND_FREEZE\x10\x02\x12\x16\n\x12ORDER_KIND_RELEASE\x10\x03\x12\x15\n\x11ORDER_KIND_RETURN\x10\x04*\xc6\x02\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATE_PENDING\x10\x01\x12\x17\n\x13ORDER_STATE_HOLDING\x10\x02\x12\x18\n\x14ORDER_STATE_NO_MATCH\x10\x03\x12\x18\n\x14ORDER_STATE_REJECTED\x10\x04\x12\x18\n\x14ORDER_STATE_RELEASED\x10\x05\x12\x19\n\x15ORDER_STATE_CONVERTED\x10\x06\x12\x18\n\x14ORDER_STATE_RETURNED\x10\x07\x12\x19\n\x15ORDER_STATE_COMPLETED\x10\x08\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\t\x12\x17\n\x13ORDER_STATE_EXPIRED\x10\n\x12\x17\n\x13ORDER_STATE_RENEWED\x10\x0b*\xb9\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45XECUTION_STATUS_EXECUTED\x10\x01\x12\'\n#EXECUTION_STATUS_PARTIALLY_EXECUTED\x10\x02\x12\x1d\n\x19\x45XECUTION_STATUS_NO_MATCH\x10\x03\x12\x1d\n\x19\x45XECUTION_STATUS_REJECTED\x10\x04\x32\x87\x02\n\x0cOrderService\x12K\n\nIssueOrder\x12\x1d.stophub.v1.IssueOrderRequest\x1a\x1e.stophub.v1.IssueOrderResponse\x12N\n\x0b\x41nswerOrder\x12\x1e.stophub.v1.AnswerOrderRequest\x1a\x1f.stophub.v1.AnswerOrderResponse\x12Z\n\x0fSetAutoStopRule\x12\".stophub.v1.SetAutoStopRuleRequest\x1a#.stophub.v1.SetAutoStopRuleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16stophub/v1/order.proto\x12\nstophub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stophub/v1/account.proto\x1a\x19stophub/v1/envelope.proto\"[\n\x0fTransactionFact\x12\x34\n\x10transaction_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\namount_fen\x18\x02 \x01(\x03\"\x9c\x01\n\x0fStopInstruction\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x12\n\namount_fen\x18\x02 \x01(\x03\x12\x31\n\x0ctransactions\x18\x03 \x03(\x0b\x32\x1b.stophub.v1.TransactionFact\x12\x19\n\x11upstream_order_id\x18\x04 \x01(\t\"\xcd\x01\n\x11\x46reezeInstruction\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x12\n\namount_fen\x18\x02 \x01(\x03\x12\x19\n\x11\x66iled_case_number\x18\x03 \x01(\t\x12\x1b\n\x13\x61pproving_authority\x18\x04 \x01(\t\x12\x13\n\x0bterm_months\x18\x05 \x01(\x05\x12\x15\n\rstop_order_id\x18\x06 \x01(\t\x12\x17\n\x0frenews_order_id\x18\x07 \x01(\t\"Q\n\x12ReleaseInstruction\x12\x17\n\x0ftarget_order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\namount_fen\x18\x03 \x01(\x03\"\xa3\x01\n\x11ReturnInstruction\x12\x17\n\x0f\x66reeze_order_id\x18\x01 \x01(\t\x12+\n\x0b\x62\x65neficiary\x18\x02 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x12\n\namount_fen\x18\x03 \x01(\x03\x12\x17\n\x0f\x64istribution_id\x18\x04 \x01(\t\x12\x1b\n\x13\x62\x65neficiary_case_id\x18\x05 \x01(\t\"\x87\x02\n\x10OrderInstruction\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12+\n\x04stop\x18\x02 \x01(\x0b\x32\x1b.stophub.v1.StopInstructionH\x00\x12/\n\x06\x66reeze\x18\x03 \x01(\x0b\x32\x1d.stophub.v1.FreezeInstructionH\x00\x12\x31\n\x07release\x18\x04 \x01(\x0b\x32\x1e.stophub.v1.ReleaseInstructionH\x00\x12\x34\n\x0b\x66und_return\x18\x05 \x01(\x0b\x32\x1d.stophub.v1.ReturnInstructionH\x00\x12\x0c\n\x04note\x18\x06 \x01(\tB\r\n\x0binstruction\"\xb7\x01\n\x0eOnwardTransfer\x12\x31\n\rtransfer_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\namount_fen\x18\x02 \x01(\x03\x12*\n\nto_account\x18\x03 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x1d\n\x15transaction_reference\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x61rried_fen\x18\x05 \x01(\x03\"\xcf\x02\n\x0f\x45xecutionResult\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.stophub.v1.ExecutionStatus\x12\x13\n\x0breason_code\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x17\n\x0f\x61mount_held_fen\x18\x05 \x01(\x03\x12\x1d\n\x15\x61vailable_balance_fen\x18\x06 \x01(\x03\x12\x34\n\x10onward_transfers\x18\x07 \x03(\x0b\x32\x1a.stophub.v1.OnwardTransfer\x12\x30\n\x0c\x65xecute_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x61mount_released_fen\x18\t \x01(\x03\x12\x1b\n\x13\x61mount_returned_fen\x18\n \x01(\x03\"\xb2\x04\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.stophub.v1.OrderKind\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.stophub.v1.OrderState\x12\x14\n\x0c\x61\x64\x64ressed_to\x18\x05 \x01(\t\x12\x11\n\tissued_by\x18\x06 \x01(\t\x12\x19\n\x11\x61uto_stop_rule_id\x18\x07 \x01(\t\x12\x31\n\x0binstruction\x18\x08 \x01(\x0b\x32\x1c.stophub.v1.OrderInstruction\x12.\n\nissue_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61nswer_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06result\x18\r \x01(\x0b\x32\x1b.stophub.v1.ExecutionResult\x12\x10\n\x08held_fen\x18\x0e \x01(\x03\x12\x14\n\x0creturned_fen\x18\x0f \x01(\x03\x12\x19\n\x11origin_message_id\x18\x10 \x01(\t\x12\r\n\x05layer\x18\x11 \x01(\x05\"\xc2\x01\n\x0c\x41utoStopRule\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x16\n\x0emax_amount_fen\x18\x03 \x01(\x03\x12\x13\n\x0b\x63\x65ntre_code\x18\x04 \x01(\t\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x17\x66ollow_onward_transfers\x18\x06 \x01(\x08\x12\x11\n\tmax_layer\x18\x07 \x01(\x05\";\n\x11IssueOrderRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"<\n\x12IssueOrderResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"<\n\x12\x41nswerOrderRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"=\n\x13\x41nswerOrderResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"@\n\x16SetAutoStopRuleRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"A\n\x17SetAutoStopRuleResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*\x82\x01\n\tOrderKind\x12\x1a\n\x16ORDER_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fORDER_KIND_STOP\x10\x01\x12\x15\n\x11ORDER_KIND_FREEZE\x10\x02\x12\x16\n\x12ORDER_KIND_RELEASE\x10\x03\x12\x15\n\x11ORDER_KIND_RETURN\x10\x04*\xc6\x02\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATE_PENDING\x10\x01\x12\x17\n\x13ORDER_STATE_HOLDING\x10\x02\x12\x18\n\x14ORDER_STATE_NO_MATCH\x10\x03\x12\x18\n\x14ORDER_STATE_REJECTED\x10\x04\x12\x18\n\x14ORDER_STATE_RELEASED\x10\x05\x12\x19\n\x15ORDER_STATE_CONVERTED\x10\x06\x12\x18\n\x14ORDER_STATE_RETURNED\x10\x07\x12\x19\n\x15ORDER_STATE_COMPLETED\x10\x08\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\t\x12\x17\n\x13ORDER_STATE_EXPIRED\x10\n\x12\x17\n\x13ORDER_STATE_RENEWED\x10\x0b*\xb9\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45XECUTION_STATUS_EXECUTED\x10\x01\x12\'\n#EXECUTION_STATUS_PARTIALLY_EXECUTED\x10\x02\x12\x1d\n\x19\x45XECUTION_STATUS_NO_MATCH\x10\x03\x12\x1d\n\x19\x45XECUTION_STATUS_REJECTED\x10\x04\x32\x87\x02\n\x0cOrderService\x12K\n\nIssueOrder\x12\x1d.stophub.v1.IssueOrderRequest\x1a\x1e.stophub.v1.IssueOrderResponse\x12N\n\x0b\x41nswerOrder\x12\x1e.stophub.v1.AnswerOrderRequest\x1a\x1f.stophub.v1.AnswerOrderResponse\x12Z\n\x0fSetAutoStopRule\x12\".stophub.v1.SetAutoStopRuleRequest\x1a#.stophub.v1.SetAutoStopRuleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stophub.v1.order_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERKIND']._serialized_start=2597
-  _globals['_ORDERKIND']._serialized_end=2727
-  _globals['_ORDERSTATE']._serialized_start=2730
-  _globals['_ORDERSTATE']._serialized_end=3056
-  _globals['_EXECUTIONSTATUS']._serialized_start=3059
-  _globals['_EXECUTIONSTATUS']._serialized_end=3244
+  _globals['_ORDERKIND']._serialized_start=2767
+  _globals['_ORDERKIND']._serialized_end=2897
+  _globals['_ORDERSTATE']._serialized_start=2900
+  _globals['_ORDERSTATE']._serialized_end=3226
+  _globals['_EXECUTIONSTATUS']._serialized_start=3229
+  _globals['_EXECUTIONSTATUS']._serialized_end=3414
   _globals['_TRANSACTIONFACT']._serialized_start=124
   _globals['_TRANSACTIONFACT']._serialized_end=215
   _globals['_STOPINSTRUCTION']._serialized_start=218
-  _globals['_STOPINSTRUCTION']._serialized_end=347
-  _globals['_FREEZEINSTRUCTION']._serialized_start=350
-  _globals['_FREEZEINSTRUCTION']._serialized_end=555
-  _globals['_RELEASEINSTRUCTION']._serialized_start=557
-  _globals['_RELEASEINSTRUCTION']._serialized_end=638
-  _globals['_RETURNINSTRUCTION']._serialized_start=640
-  _globals['_RETURNINSTRUCTION']._serialized_end=749
-  _globals['_ORDERINSTRUCTION']._serialized_start=752
-  _globals['_ORDERINSTRUCTION']._serialized_end=1015
-  _globals['_ONWARDTRANSFER']._serialized_start=1018
-  _globals['_ONWARDTRANSFER']._serialized_end=1180
-  _globals['_EXECUTIONRESULT']._serialized_start=1183
-  _globals['_EXECUTIONRESULT']._serialized_end=1518
-  _globals['_ORDER']._serialized_start=1521
-  _globals['_ORDER']._serialized_end=2068
-  _globals['_AUTOSTOPRULE']._serialized_start=2071
-  _globals['_AUTOSTOPRULE']._serialized_end=2213
-  _globals['_ISSUEORDERREQUEST']._serialized_start=2215
-  _globals['_ISSUEORDERREQUEST']._serialized_end=2274
-  _globals['_ISSUEORDERRESPONSE']._serialized_start=2276
-  _globals['_ISSUEORDERRESPONSE']._serialized_end=2336
-  _globals['_ANSWERORDERREQUEST']._serialized_start=2338
-  _globals['_ANSWERORDERREQUEST']._serialized_end=2398
-  _globals['_ANSWERORDERRESPONSE']._serialized_start=2400
-  _globals['_ANSWERORDERRESPONSE']._serialized_end=2461
-  _globals['_SETAUTOSTOPRULEREQUEST']._serialized_start=2463
-  _globals['_SETAUTOSTOPRULEREQUEST']._serialized_end=2527
-  _globals['_SETAUTOSTOPRULERESPONSE']._serialized_start=2529
-  _globals['_SETAUTOSTOPRULERESPONSE']._serialized_end=2594
-  _globals['_ORDERSERVICE']._serialized_start=3247
-  _globals['_ORDERSERVICE']._serialized_end=3510
+  _globals['_STOPINSTRUCTION']._serialized_end=374
+  _globals['_FREEZEINSTRUCTION']._serialized_start=377
+  _globals['_FREEZEINSTRUCTION']._serialized_end=582
+  _globals['_RELEASEINSTRUCTION']._serialized_start=584
+  _globals['_RELEASEINSTRUCTION']._serialized_end=665
+  _globals['_RETURNINSTRUCTION']._serialized_start=668
+  _globals['_RETURNINSTRUCTION']._serialized_end=831
+  _globals['_ORDERINSTRUCTION']._serialized_start=834
+  _globals['_ORDERINSTRUCTION']._serialized_end=1097
+  _globals['_ONWARDTRANSFER']._serialized_start=1100
+  _globals['_ONWARDTRANSFER']._serialized_end=1283
+  _globals['_EXECUTIONRESULT']._serialized_start=1286
+  _globals['_EXECUTIONRESULT']._serialized_end=1621
+  _globals['_ORDER']._serialized_start=1624
+  _globals['_ORDER']._serialized_end=2186
+  _globals['_AUTOSTOPRULE']._serialized_start=2189
+  _globals['_AUTOSTOPRULE']._serialized_end=2383
+  _globals['_ISSUEORDERREQUEST']._serialized_start=2385
+  _globals['_ISSUEORDERREQUEST']._serialized_end=2444
+  _globals['_ISSUEORDERRESPONSE']._serialized_start=2446
+  _globals['_ISSUEORDERRESPONSE']._serialized_end=2506
+  _globals['_ANSWERORDERREQUEST']._serialized_start=2508
+  _globals['_ANSWERORDERREQUEST']._serialized_end=2568
+  _globals['_ANSWERORDERRESPONSE']._serialized_start=2570
+  _globals['_ANSWERORDERRESPONSE']._serialized_end=2631
+  _globals['_SETAUTOSTOPRULEREQUEST']._serialized_start=2633
+  _globals['_SETAUTOSTOPRULEREQUEST']._serialized_end=2697
+  _globals['_SETAUTOSTOPRULERESPONSE']._serialized_start=2699
+  _globals['_SETAUTOSTOPRULERESPONSE']._serialized_end=2764
+  _globals['_ORDERSERVICE']._serialized_start=3417
+  _globals['_ORDERSERVICE']._serialized_end=3680
 # @@protoc_insertion_point(module_scope)

@@ -176,13 +176,21 @@ class StopInstruction(_message.Message):
     ACCOUNT_FIELD_NUMBER: _builtins.int
     AMOUNT_FEN_FIELD_NUMBER: _builtins.int
     TRANSACTIONS_FIELD_NUMBER: _builtins.int
+    UPSTREAM_ORDER_ID_FIELD_NUMBER: _builtins.int
     amount_fen: _builtins.int
     """Upper bound of the hold, in fen (1/100 yuan)."""
+    upstream_order_id: _builtins.str
+    """Downstream stop (资金流向): the stop or freeze whose answer reported the onward
+    transfers into this account. The hub bounds the amount by the victim's money
+    that can have moved along that branch.
+    """
     @_builtins.property
     def account(self) -> _account_pb2.AccountRef: ...
     @_builtins.property
     def transactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransactionFact]:
-        """The fraudulent credits that entered the account."""
+        """The fraudulent credits that entered the account. A downstream stop may leave
+        them out: the hub names the onward transfers the upstream answer reported.
+        """
 
     def __init__(
         self,
@@ -190,10 +198,11 @@ class StopInstruction(_message.Message):
         account: _account_pb2.AccountRef | None = ...,
         amount_fen: _builtins.int = ...,
         transactions: _abc.Iterable[Global___TransactionFact] | None = ...,
+        upstream_order_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount_fen", b"amount_fen", "transactions", b"transactions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount_fen", b"amount_fen", "transactions", b"transactions", "upstream_order_id", b"upstream_order_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -283,9 +292,17 @@ class ReturnInstruction(_message.Message):
     FREEZE_ORDER_ID_FIELD_NUMBER: _builtins.int
     BENEFICIARY_FIELD_NUMBER: _builtins.int
     AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    DISTRIBUTION_ID_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_CASE_ID_FIELD_NUMBER: _builtins.int
     freeze_order_id: _builtins.str
     """The freeze that holds the money."""
     amount_fen: _builtins.int
+    distribution_id: _builtins.str
+    """Set by the hub for a return decided by a distribution: the distribution, and
+    the case of the victim the money goes to (it may be another case than the
+    freeze's when several victims' money reached one account).
+    """
+    beneficiary_case_id: _builtins.str
     @_builtins.property
     def beneficiary(self) -> _account_pb2.AccountRef:
         """The victim's account the money goes to."""
@@ -296,10 +313,12 @@ class ReturnInstruction(_message.Message):
         freeze_order_id: _builtins.str = ...,
         beneficiary: _account_pb2.AccountRef | None = ...,
         amount_fen: _builtins.int = ...,
+        distribution_id: _builtins.str = ...,
+        beneficiary_case_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["beneficiary", b"beneficiary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "beneficiary", b"beneficiary", "freeze_order_id", b"freeze_order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "beneficiary", b"beneficiary", "beneficiary_case_id", b"beneficiary_case_id", "distribution_id", b"distribution_id", "freeze_order_id", b"freeze_order_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -359,9 +378,18 @@ class OnwardTransfer(_message.Message):
     AMOUNT_FEN_FIELD_NUMBER: _builtins.int
     TO_ACCOUNT_FIELD_NUMBER: _builtins.int
     TRANSACTION_REFERENCE_FIELD_NUMBER: _builtins.int
+    CARRIED_FEN_FIELD_NUMBER: _builtins.int
     amount_fen: _builtins.int
     transaction_reference: _builtins.str
     """The institution's own reference of the transfer."""
+    carried_fen: _builtins.int
+    """The part of amount_fen that carried the money the order names, as the
+    institution traces it on its ledger; 0 means all of it. An account that
+    also received other money may send out more than the order's credits: the
+    transfer is still reported whole (a downstream stop matches its amount),
+    with what of it was this money. The carried parts never add up to more
+    than the order's credits.
+    """
     @_builtins.property
     def transfer_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -373,10 +401,11 @@ class OnwardTransfer(_message.Message):
         amount_fen: _builtins.int = ...,
         to_account: _account_pb2.AccountRef | None = ...,
         transaction_reference: _builtins.str = ...,
+        carried_fen: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["to_account", b"to_account", "transfer_time", b"transfer_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "to_account", b"to_account", "transaction_reference", b"transaction_reference", "transfer_time", b"transfer_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "carried_fen", b"carried_fen", "to_account", b"to_account", "transaction_reference", b"transaction_reference", "transfer_time", b"transfer_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -469,6 +498,7 @@ class Order(_message.Message):
     HELD_FEN_FIELD_NUMBER: _builtins.int
     RETURNED_FEN_FIELD_NUMBER: _builtins.int
     ORIGIN_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    LAYER_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     case_id: _builtins.str
     kind: Global___OrderKind.ValueType
@@ -485,6 +515,10 @@ class Order(_message.Message):
     """Freeze: the amount paid back to victims so far."""
     origin_message_id: _builtins.str
     """Message id of the signed envelope that caused the order."""
+    layer: _builtins.int
+    """Stop or freeze: the account's layer on the money trail (1 for the account
+    the victim paid, 2 for an account it sent the money on to, ...).
+    """
     @_builtins.property
     def instruction(self) -> Global___OrderInstruction: ...
     @_builtins.property
@@ -522,10 +556,11 @@ class Order(_message.Message):
         held_fen: _builtins.int = ...,
         returned_fen: _builtins.int = ...,
         origin_message_id: _builtins.str = ...,
+        layer: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["answer_time", b"answer_time", "effective_time", b"effective_time", "expire_time", b"expire_time", "instruction", b"instruction", "issue_time", b"issue_time", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addressed_to", b"addressed_to", "answer_time", b"answer_time", "auto_stop_rule_id", b"auto_stop_rule_id", "case_id", b"case_id", "effective_time", b"effective_time", "expire_time", b"expire_time", "held_fen", b"held_fen", "instruction", b"instruction", "issue_time", b"issue_time", "issued_by", b"issued_by", "kind", b"kind", "order_id", b"order_id", "origin_message_id", b"origin_message_id", "result", b"result", "returned_fen", b"returned_fen", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addressed_to", b"addressed_to", "answer_time", b"answer_time", "auto_stop_rule_id", b"auto_stop_rule_id", "case_id", b"case_id", "effective_time", b"effective_time", "expire_time", b"expire_time", "held_fen", b"held_fen", "instruction", b"instruction", "issue_time", b"issue_time", "issued_by", b"issued_by", "kind", b"kind", "layer", b"layer", "order_id", b"order_id", "origin_message_id", b"origin_message_id", "result", b"result", "returned_fen", b"returned_fen", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -545,12 +580,23 @@ class AutoStopRule(_message.Message):
     MAX_AMOUNT_FEN_FIELD_NUMBER: _builtins.int
     CENTRE_CODE_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    FOLLOW_ONWARD_TRANSFERS_FIELD_NUMBER: _builtins.int
+    MAX_LAYER_FIELD_NUMBER: _builtins.int
     rule_id: _builtins.str
     enabled: _builtins.bool
     max_amount_fen: _builtins.int
     """Upper bound of one automatic stop, in fen; larger losses wait for the centre."""
     centre_code: _builtins.str
     """Set by the hub: the centre that signed the rule."""
+    follow_onward_transfers: _builtins.bool
+    """When a stop's answer reports onward transfers, the hub also stops each
+    receiving account at a member institution, in the centre's name, bounded
+    by the victim's money that moved along that branch.
+    """
+    max_layer: _builtins.int
+    """How deep the hub follows the money by itself: layers 2 up to this one
+    (0 means the hub's default, 5). Deeper accounts wait for the centre.
+    """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -561,10 +607,12 @@ class AutoStopRule(_message.Message):
         max_amount_fen: _builtins.int = ...,
         centre_code: _builtins.str = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        follow_onward_transfers: _builtins.bool = ...,
+        max_layer: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["centre_code", b"centre_code", "enabled", b"enabled", "max_amount_fen", b"max_amount_fen", "rule_id", b"rule_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["centre_code", b"centre_code", "enabled", b"enabled", "follow_onward_transfers", b"follow_onward_transfers", "max_amount_fen", b"max_amount_fen", "max_layer", b"max_layer", "rule_id", b"rule_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

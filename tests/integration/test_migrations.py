@@ -43,6 +43,9 @@ APP_TABLES = {
     "clocks",
     "sla_log",
     "registry_state",
+    "distributions",
+    "distribution_claims",
+    "distribution_objections",
 }
 
 

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Self
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import Institution, InstitutionKind, KeyState
+from hub.domain.returns import Distribution, DistributionState
 from hub.domain.rules import AutoStopRule
+from hub.domain.trail import OPEN_STATES, accounts_of
 from hub.service.ports import (
     AuditEntry,
     AuditRecord,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
         AuditLog,
         CaseRepository,
         ClockRepository,
+        DistributionRepository,
         InboundRepository,
         InstitutionRepository,
         Notifier,
@@ -73,6 +76,7 @@ class StoreState:
     audit: list[tuple[AuditEntry, datetime]] = field(default_factory=list)
     clocks: dict[str, CaseClock] = field(default_factory=dict)
     sla: list[SlaEntry] = field(default_factory=list)
+    distributions: dict[str, Distribution] = field(default_factory=dict)
     next_sequence: int = 1
     # The fake's members are shared, mutable objects (tests revoke keys in place), so by
     # default it keeps no version and the hub caches nothing; a test of the cache sets one.
@@ -155,6 +159,39 @@ class FakeCases:
         ]
         found.sort(key=lambda c: (c.created_at, c.case_id), reverse=True)
         return found[:page_size]
+
+    def involving(
+        self, accounts: Collection[tuple[str, str]], exclude: str, limit: int
+    ) -> Sequence[tuple[str, str, str]]:
+        wanted = set(accounts)
+        found = []
+        for case in self._state.cases.values():
+            if case.case_id == exclude or case.state not in OPEN_STATES:
+                continue
+            for key in sorted(accounts_of(case) & wanted):
+                found.append((case.case_id, *key))
+        return sorted(found)[:limit]
+
+
+class FakeDistributions:
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+
+    def get(self, distribution_id: str) -> Distribution | None:
+        return self._state.distributions.get(distribution_id)
+
+    def add(self, distribution: Distribution) -> None:
+        if distribution.distribution_id in self._state.distributions:
+            raise Conflict(f"distribution {distribution.distribution_id} exists")
+        self._state.distributions[distribution.distribution_id] = distribution
+
+    def open_for_account(self, institution: str, account: str) -> Sequence[Distribution]:
+        return [
+            d
+            for d in self._state.distributions.values()
+            if (d.account_institution, d.account_number) == (institution, account)
+            and d.state is DistributionState.NOTICE
+        ]
 
 
 class FakeRules:
@@ -326,6 +363,7 @@ class FakeUnitOfWork:
     outbox: Outbox
     audit: AuditLog
     clocks: ClockRepository
+    distributions: DistributionRepository
 
     def __init__(self, store: FakeStore, *, read_only: bool) -> None:
         self._store = store
@@ -346,6 +384,7 @@ class FakeUnitOfWork:
         self.outbox = FakeOutbox(self._state)
         self.audit = FakeAudit(self._state)
         self.clocks = FakeClocks(self._state)
+        self.distributions = FakeDistributions(self._state)
 
     def __enter__(self) -> Self:
         assert not self._open, "a unit of work is entered once"

@@ -27,7 +27,7 @@ T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 # ---- the default file ---------------------------------------------------------------------
 
 
-def test_the_default_policy_has_the_nine_clocks_of_the_design() -> None:
+def test_the_default_policy_has_the_clocks_of_the_design() -> None:
     policy = load_policy()
     assert isinstance(policy, Policy)
     assert [c.name for c in policy.clocks] == [
@@ -40,6 +40,7 @@ def test_the_default_policy_has_the_nine_clocks_of_the_design() -> None:
         "freeze_term",
         "fund_return",
         "release_unrelated",
+        "public_notice",
     ]
     assert load_policy(DEFAULT_POLICY) == policy
 
@@ -47,6 +48,16 @@ def test_the_default_policy_has_the_nine_clocks_of_the_design() -> None:
         cp = policy.clock(name)
         assert cp is not None
         return cp.starts, set(cp.stops), cp.window, cp.responsible
+
+    # The fund-return rules' 30-day public notice: a waiting period, so it ends, never breaches.
+    assert row("public_notice") == (
+        "distribution.noticed",
+        {"distribution.withdrawn"},
+        Window(30, "days"),
+        Responsible.CENTRE,
+    )
+    notice = policy.clock("public_notice")
+    assert notice is not None and [s.kind.value for s in notice.ladder] == ["notice_end"]
 
     assert row("record") == (
         "report.sent",
