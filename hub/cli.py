@@ -34,6 +34,7 @@ from hub.render import case_view, cases_table, institution_view
 from hub.service.admin import NewKey, Registry
 from hub.service.evidence import verify_signatures
 from hub.service.ports import Clock, ClockRepository
+from hub.service.trail import trail_view
 from hub.sla_render import (
     breaches_table,
     clocks_table,
@@ -44,6 +45,7 @@ from hub.sla_render import (
 )
 from hub.store.sql import SqlStore, make_engine
 from hub.store.tables import sealed_tables
+from hub.trail_render import trail_svg, trail_tree
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -541,6 +543,31 @@ def case_show(case_id: str, personal_data: bool, database_url: str) -> None:
     if found is None:
         raise click.ClickException(f"no case {case_id!r} in {database_url}")
     console.print(case_view(found, with_personal_data=personal_data))
+
+
+@case.command("trail")
+@click.argument("case_id")
+@click.option(
+    "--svg",
+    "svg_file",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also draw the trail as a picture: one SVG file a browser opens, nothing to fetch.",
+)
+@db_option
+def case_trail(case_id: str, svg_file: str | None, database_url: str) -> None:
+    """Show where a case's money went: the accounts layer by layer, what each received and
+    holds, the orders on them, and what is beyond reach or waiting for the centre."""
+    store = open_store(database_url)
+    with store(read_only=True) as uow:
+        found = uow.cases.get(case_id)
+        if found is None:
+            raise click.ClickException(f"no case {case_id!r} in {database_url}")
+        trail = trail_view(uow, found, _clock().now(), uow.institutions.kinds())
+    out = _wide_console()
+    out.print(trail_tree(trail))
+    if svg_file is not None:
+        Path(svg_file).write_text(trail_svg(trail), encoding="utf-8")
+        out.print(f"trail drawn in {svg_file}")
 
 
 # ---- case clocks (SLA) -------------------------------------------------------------------------

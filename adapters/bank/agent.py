@@ -25,6 +25,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from adapters.corebank.ports import CoreBanking, HoldOutcome, HoldStatus
 from adapters.sdk.client import Delivery, DeliveryStream, HubClient, HubError
 from hub.crypto.envelope import create_time_of
+from hub.domain.trail import DEFAULT_MAX_LAYER
 from stophub.v1 import (
     account_pb2,
     case_pb2,
@@ -32,6 +33,7 @@ from stophub.v1 import (
     envelope_pb2,
     institution_pb2,
     order_pb2,
+    returns_pb2,
 )
 
 logger = logging.getLogger(__name__)
@@ -259,6 +261,8 @@ class BankAgent:
             return await self._signed_by_centre(origin.sender, "the release")
         if order.auto_stop_rule_id:
             return await self._authorised_by_rule(delivery)
+        if order.instruction.fund_return.distribution_id:
+            return await self._decided_distribution(delivery)
         if origin.sender != order.issued_by or origin.message_id != order.origin_message_id:
             return _Verdict(
                 False,
@@ -307,6 +311,8 @@ class BankAgent:
                 f"the rule allows stops up to {_yuan(rule.max_amount_fen)}; this order is not "
                 "such a stop",
             )
+        if order.instruction.stop.upstream_order_id:
+            return self._followed(delivery, rule)
         verification = case_pb2.Verification()
         origin = notice.origin
         if (
@@ -321,6 +327,73 @@ class BankAgent:
                 f"is {origin.sender}/{origin.message_id} ({origin.body_type})",
             )
         return await self._signed_by_centre(authorization.sender, "the standing rule")
+
+    def _followed(self, delivery: Delivery, rule: order_pb2.AutoStopRule) -> _Verdict:
+        """A downstream stop under the rule: its origin is the signed answer that reported
+        the transfers into this account, and it holds no more than they carried."""
+        order = delivery.notice.order
+        stop = order.instruction.stop
+        if not rule.follow_onward_transfers:
+            return _Verdict(False, f"rule {rule.rule_id} does not follow onward transfers")
+        deepest = rule.max_layer or DEFAULT_MAX_LAYER
+        if order.layer > deepest:
+            return _Verdict(
+                False, f"layer {order.layer} is deeper than rule {rule.rule_id} follows ({deepest})"
+            )
+        origin = delivery.notice.origin
+        answer = order_pb2.ExecutionResult()
+        if (
+            not _decode(origin, answer)
+            or answer.order_id != stop.upstream_order_id
+            or origin.message_id != order.origin_message_id
+        ):
+            return _Verdict(
+                False,
+                f"a downstream stop comes from the signed answer to {stop.upstream_order_id}; "
+                f"the origin is {origin.sender}/{origin.message_id} ({origin.body_type})",
+            )
+        carried = sum(
+            t.carried_fen or t.amount_fen
+            for t in answer.onward_transfers
+            if t.to_account.institution_code == self.client.institution
+            and t.to_account.account_number == stop.account.account_number
+        )
+        if stop.amount_fen > carried:
+            return _Verdict(
+                False,
+                f"the answer to {stop.upstream_order_id} reports {_yuan(carried)} moving to this "
+                f"account; the stop asks for {_yuan(stop.amount_fen)}",
+            )
+        return _Verdict(True)
+
+    async def _decided_distribution(self, delivery: Delivery) -> _Verdict:
+        """A return a distribution decided: the centre signed the decision (or, for money
+        traced to one victim, the distribution itself) that caused it."""
+        order = delivery.notice.order
+        origin = delivery.notice.origin
+        wanted = order.instruction.fund_return.distribution_id
+        if origin.sender != order.issued_by or origin.message_id != order.origin_message_id:
+            return _Verdict(
+                False,
+                f"the forwarded decision is {origin.sender}/{origin.message_id}; the hub says the "
+                f"return came from {order.issued_by}/{order.origin_message_id}",
+            )
+        decision = returns_pb2.DistributionDecisionBody()
+        start = returns_pb2.StartDistributionBody()
+        if _decode(origin, decision):
+            if (
+                decision.distribution_id != wanted
+                or decision.decision != returns_pb2.DISTRIBUTION_DECISION_CONFIRM
+            ):
+                return _Verdict(False, f"the signed decision does not confirm {wanted}")
+        elif _decode(origin, start):
+            if start.account.institution_code != self.client.institution:
+                return _Verdict(
+                    False, "the signed distribution is of another institution's account"
+                )
+        else:
+            return _Verdict(False, f"the forwarded decision is a {origin.body_type!r}")
+        return await self._signed_by_centre(origin.sender, "the distribution")
 
     async def _signed_by_centre(self, code: str, what: str) -> _Verdict:
         try:
@@ -558,6 +631,7 @@ def _hold_result(result: order_pb2.ExecutionResult, outcome: HoldOutcome) -> Non
                 holder_name=t.to_holder,
             ),
             transaction_reference=t.reference,
+            carried_fen=t.carried_fen,
         )
         onward.transfer_time.FromDatetime(t.time)
 

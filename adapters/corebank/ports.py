@@ -49,6 +49,9 @@ class OnwardTransfer:
     to_account: str
     to_holder: str
     reference: str
+    # What of amount_fen was the stopped money, when the transfer also moved other money
+    # (0: all of it). The stopped money is traced as leaving first.
+    carried_fen: int = 0
 
 
 @dataclass(frozen=True, slots=True)

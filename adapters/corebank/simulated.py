@@ -504,18 +504,28 @@ class SimulatedCoreBank:
                 "different incoming credit",
             )
         fraud_time = min(incoming[i].time for i in chosen)
-        onward = tuple(
-            OnwardTransfer(
-                time=e.time,
-                amount_fen=e.amount_fen,
-                to_institution=e.counterparty_institution,
-                to_account=e.counterparty_account,
-                to_holder=e.counterparty_holder,
-                reference=e.reference,
+        # The stopped money is traced out of the account first (a mule forwards what lands):
+        # each transfer after it carries what of that money is left, and once it is all
+        # gone later transfers carried other money and are not this order's business.
+        left = sum(incoming[i].amount_fen for i in chosen)
+        traced: list[OnwardTransfer] = []
+        for e in sorted(account.entries, key=lambda e: e.time):
+            if e.direction is not Direction.OUT or e.time < fraud_time or left == 0:
+                continue
+            carried = min(e.amount_fen, left)
+            left -= carried
+            traced.append(
+                OnwardTransfer(
+                    time=e.time,
+                    amount_fen=e.amount_fen,
+                    to_institution=e.counterparty_institution,
+                    to_account=e.counterparty_account,
+                    to_holder=e.counterparty_holder,
+                    reference=e.reference,
+                    carried_fen=carried if carried < e.amount_fen else 0,
+                )
             )
-            for e in sorted(account.entries, key=lambda e: e.time)
-            if e.direction is Direction.OUT and e.time >= fraud_time
-        )
+        onward = tuple(traced)
         held = min(amount_fen, self._available(account))
         self._holds[hold_ref] = _Hold(
             hold_ref, HoldKind.STOP, account_number, amount_fen, held, _now(self._clock)

@@ -23,6 +23,7 @@ from typing import Any, Final, Protocol, Self, TypeVar, cast
 
 import grpc
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -38,7 +39,9 @@ from stophub.v1 import (
     envelope_pb2,
     institution_pb2,
     order_pb2,
+    returns_pb2,
     sla_pb2,
+    trail_pb2,
 )
 
 log = logging.getLogger(__name__)
@@ -206,6 +209,10 @@ class _Rpc:
     answer: type[Message]
 
 
+def _message_class(descriptor: Any) -> type[Message]:
+    return GetMessageClass(descriptor)
+
+
 def _rpc(
     module: Any, service: str, method: str, body: type[Message], answer: type[Message]
 ) -> _Rpc:
@@ -213,8 +220,9 @@ def _rpc(
     rpc = descriptor.methods_by_name[method]
     return _Rpc(
         path=f"/{descriptor.full_name}/{method}",
-        request=getattr(module, rpc.input_type.name),
-        response=getattr(module, rpc.output_type.name),
+        # The service's messages may live in another file of the package (GetCaseTrail's do).
+        request=_message_class(rpc.input_type),
+        response=_message_class(rpc.output_type),
         body=body,
         answer=answer,
     )
@@ -255,6 +263,18 @@ RPCS: Final[dict[str, _Rpc]] = {
     "ListClocks": _rpc(
         sla_pb2, "SlaService", "ListClocks", sla_pb2.ListClocksBody, sla_pb2.ClockList
     ),
+    "GetCaseTrail": _rpc(
+        case_pb2, "CaseService", "GetCaseTrail", trail_pb2.GetCaseTrailBody, trail_pb2.Trail
+    ),
+    **{
+        method: _rpc(returns_pb2, "DistributionService", method, body, returns_pb2.Distribution)
+        for method, body in (
+            ("StartDistribution", returns_pb2.StartDistributionBody),
+            ("ObjectToDistribution", returns_pb2.ObjectionBody),
+            ("DecideDistribution", returns_pb2.DistributionDecisionBody),
+            ("GetDistribution", returns_pb2.GetDistributionBody),
+        )
+    },
 }
 
 
@@ -641,6 +661,48 @@ class HubClient:
         self, rule: order_pb2.AutoStopRule, *, message_id: str | None = None
     ) -> order_pb2.AutoStopRule:
         return await self._answer("SetAutoStopRule", rule, order_pb2.AutoStopRule, message_id)
+
+    async def get_case_trail(self, case_id: str) -> trail_pb2.Trail:
+        """The accounts the case's money reached, layer by layer, and the transfers between."""
+        body = trail_pb2.GetCaseTrailBody(case_id=case_id)
+        trail = await self._answer("GetCaseTrail", body, trail_pb2.Trail)
+        _same("case", case_id, trail.case_id)
+        return trail
+
+    async def start_distribution(
+        self, body: returns_pb2.StartDistributionBody, *, message_id: str | None = None
+    ) -> returns_pb2.Distribution:
+        return await self._answer("StartDistribution", body, returns_pb2.Distribution, message_id)
+
+    async def object_to_distribution(
+        self, distribution_id: str, grounds: str, *, message_id: str | None = None
+    ) -> returns_pb2.Distribution:
+        body = returns_pb2.ObjectionBody(distribution_id=distribution_id, grounds=grounds)
+        return await self._answer(
+            "ObjectToDistribution", body, returns_pb2.Distribution, message_id
+        )
+
+    async def decide_distribution(
+        self,
+        distribution_id: str,
+        confirm: bool,
+        reason: str = "",
+        *,
+        message_id: str | None = None,
+    ) -> returns_pb2.Distribution:
+        decision = (
+            returns_pb2.DISTRIBUTION_DECISION_CONFIRM
+            if confirm
+            else returns_pb2.DISTRIBUTION_DECISION_WITHDRAW
+        )
+        body = returns_pb2.DistributionDecisionBody(
+            distribution_id=distribution_id, decision=decision, reason=reason
+        )
+        return await self._answer("DecideDistribution", body, returns_pb2.Distribution, message_id)
+
+    async def get_distribution(self, distribution_id: str) -> returns_pb2.Distribution:
+        body = returns_pb2.GetDistributionBody(distribution_id=distribution_id)
+        return await self._answer("GetDistribution", body, returns_pb2.Distribution)
 
     async def get_institution(self, code: str) -> institution_pb2.Institution:
         inst = await self._answer(

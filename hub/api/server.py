@@ -17,6 +17,7 @@ from hub.api.decoding import DecodeGuard
 from hub.api.delivery import DeliveryRouter, DeliveryServicer
 from hub.api.servicers import (
     CaseServicer,
+    DistributionServicer,
     InstitutionServicer,
     OrderServicer,
     Runner,
@@ -34,6 +35,8 @@ from stophub.v1 import (
     institution_pb2_grpc,
     order_pb2,
     order_pb2_grpc,
+    returns_pb2,
+    returns_pb2_grpc,
     sla_pb2,
     sla_pb2_grpc,
 )
@@ -56,6 +59,7 @@ SERVICE_NAMES = (
     delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
     institution_pb2.DESCRIPTOR.services_by_name["InstitutionService"].full_name,
     sla_pb2.DESCRIPTOR.services_by_name["SlaService"].full_name,
+    returns_pb2.DESCRIPTOR.services_by_name["DistributionService"].full_name,
 )
 
 
@@ -136,6 +140,7 @@ async def start_server(
         InstitutionServicer(runner), server
     )
     sla_pb2_grpc.add_SlaServiceServicer_to_server(SlaServicer(runner), server)
+    returns_pb2_grpc.add_DistributionServiceServicer_to_server(DistributionServicer(runner), server)
     delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
         DeliveryServicer(runner, router), server
     )

@@ -23,8 +23,11 @@ from stophub.v1 import (
     institution_pb2_grpc,
     order_pb2,
     order_pb2_grpc,
+    returns_pb2,
+    returns_pb2_grpc,
     sla_pb2,
     sla_pb2_grpc,
+    trail_pb2,
 )
 
 log = logging.getLogger(__name__)
@@ -111,6 +114,44 @@ class CaseServicer(case_pb2_grpc.CaseServiceServicer):
         self, request: case_pb2.ListCasesRequest, context: Any
     ) -> case_pb2.ListCasesResponse:
         return await self.r.run(h.LIST_CASES, request, context, case_pb2.ListCasesResponse)
+
+    async def GetCaseTrail(
+        self, request: trail_pb2.GetCaseTrailRequest, context: Any
+    ) -> trail_pb2.GetCaseTrailResponse:
+        return await self.r.run(h.GET_CASE_TRAIL, request, context, trail_pb2.GetCaseTrailResponse)
+
+
+class DistributionServicer(returns_pb2_grpc.DistributionServiceServicer):
+    def __init__(self, runner: Runner) -> None:
+        self.r = runner
+
+    async def StartDistribution(
+        self, request: returns_pb2.StartDistributionRequest, context: Any
+    ) -> returns_pb2.StartDistributionResponse:
+        return await self.r.run(
+            h.START_DISTRIBUTION, request, context, returns_pb2.StartDistributionResponse
+        )
+
+    async def ObjectToDistribution(
+        self, request: returns_pb2.ObjectToDistributionRequest, context: Any
+    ) -> returns_pb2.ObjectToDistributionResponse:
+        return await self.r.run(
+            h.OBJECT_TO_DISTRIBUTION, request, context, returns_pb2.ObjectToDistributionResponse
+        )
+
+    async def DecideDistribution(
+        self, request: returns_pb2.DecideDistributionRequest, context: Any
+    ) -> returns_pb2.DecideDistributionResponse:
+        return await self.r.run(
+            h.DECIDE_DISTRIBUTION, request, context, returns_pb2.DecideDistributionResponse
+        )
+
+    async def GetDistribution(
+        self, request: returns_pb2.GetDistributionRequest, context: Any
+    ) -> returns_pb2.GetDistributionResponse:
+        return await self.r.run(
+            h.GET_DISTRIBUTION, request, context, returns_pb2.GetDistributionResponse
+        )
 
 
 class OrderServicer(order_pb2_grpc.OrderServiceServicer):

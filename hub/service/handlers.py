@@ -25,18 +25,40 @@ from google.protobuf.message import DecodeError, Message
 
 from hub.crypto.envelope import create_time_of, digest_of, seal_message, verify_envelope
 from hub.crypto.signing import SignatureError
-from hub.domain.cases import Case, CaseState, Order, OrderState, Policy, describe
+from hub.domain.cases import (
+    Case,
+    CaseState,
+    Order,
+    OrderKind,
+    OrderState,
+    Policy,
+    ReturnCommand,
+    StopCommand,
+    describe,
+    mask,
+    validate_amount,
+    yuan,
+)
 from hub.domain.clocks import Policy as ClockPolicySet
 from hub.domain.errors import (
     AlreadyExists,
     DomainError,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Unauthenticated,
 )
 from hub.domain.institutions import HUB_CODE, Institution, InstitutionKind, KeyState
+from hub.domain.returns import (
+    PUBLIC_NOTICE,
+    Claim,
+    Distribution,
+    DistributionMethod,
+)
 from hub.domain.rules import AutoStopRule
+from hub.domain.trail import OPEN_STATES, NodeStatus, accounts_of, follow
+from hub.domain.trail import build as build_trail
 from hub.domain.workdays import WeekdaysOnly, WorkingDays
 from hub.service import wire
 from hub.service.batching import Batch, GroupCommit
@@ -53,13 +75,17 @@ from hub.service.ports import (
     UnitOfWorkFactory,
 )
 from hub.service.sla import Sweeper, Tracked, apply_clocks, audit_transitions
+from hub.service.trail import trail_view
 from stophub.v1 import (
+    account_pb2,
     case_pb2,
     delivery_pb2,
     envelope_pb2,
     institution_pb2,
     order_pb2,
+    returns_pb2,
     sla_pb2,
+    trail_pb2,
 )
 
 log = logging.getLogger(__name__)
@@ -69,6 +95,11 @@ B = TypeVar("B", bound=Message)
 CENTRE = InstitutionKind.ANTI_FRAUD_CENTRE
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
+# Other cases named in a link notice; the rest are "and more" (a busy mule account is reached
+# by hundreds of victims).
+LINKS_NAMED = 10
+# Other cases read as sharing an account with one case.
+MAX_LINKED = 1000
 # An envelope is accepted only while it is fresh: created no more than REPLAY_WINDOW before the
 # hub's time and no more than MAX_CLOCK_SKEW after it. Ids are remembered far longer (for as long
 # as the inbound log is kept), so a replay inside the window gets the original answer.
@@ -263,6 +294,14 @@ class Hub:
         # in all, which rides out a PostgreSQL restart or failover without the caller seeing it.
         self.store_retry_delays: tuple[float, ...] = STORE_RETRY_DELAYS
         self.writes = GroupCommit(uow, retry_delays=STORE_RETRY_DELAYS)
+
+    def public_notice(self, start: datetime) -> timedelta:
+        """How long a distribution's public notice runs: the public_notice clock's window
+        (policy.toml), so the clock and the distribution never disagree."""
+        clock = self.clock_policy.clock("public_notice")
+        if clock is None:
+            return PUBLIC_NOTICE
+        return clock.window.deadline(start, self.calendar, None) - start
 
     def sweep(self) -> int:
         """Fire every clock step that is due; returns how many fired."""
@@ -673,7 +712,7 @@ def _span(delta: timedelta) -> str:
 
 
 def _case_of(result: Message) -> str | None:
-    if isinstance(result, case_pb2.Case | order_pb2.Order):
+    if isinstance(result, case_pb2.Case | order_pb2.Order | returns_pb2.Distribution):
         return result.case_id or None
     return None
 
@@ -713,6 +752,7 @@ def create_report(ctx: Context, body: case_pb2.Report) -> Message:
     case.report_envelope = ctx.envelope_bytes
     ctx.uow.cases.add(case)
     ctx.track(case, new=True)
+    _link_cases(ctx, case, accounts_of(case))
     ctx.record_events(case, 0)
     for centre in ctx.centres():
         ctx.deliver(
@@ -802,6 +842,8 @@ def _deliver_order(
 def issue_order(ctx: Context, body: order_pb2.OrderInstruction) -> Message:
     case_id, command = wire.order_command_from_proto(body)
     case = _load_case(ctx, case_id)
+    if isinstance(command, ReturnCommand):
+        _refuse_shared_return(ctx.uow, case, command)
     since = len(case.events)
     before = {o.order_id: o.state for o in case.orders}
     order = case.issue(
@@ -842,6 +884,8 @@ def answer_order(ctx: Context, body: order_pb2.ExecutionResult) -> Message:
         policy=ctx.hub.policy,
     )
     order.answer_envelope = ctx.envelope_bytes
+    if order.is_hold and order.onward:
+        _follow_onward(ctx, case, order)
     ctx.deliver(
         order.issued_by,
         delivery_pb2.Notice(
@@ -875,6 +919,8 @@ def set_auto_stop_rule(ctx: Context, body: order_pb2.AutoStopRule) -> Message:
         now=ctx.now,
         message_id=ctx.message_id,
         envelope=ctx.envelope_bytes,
+        follow_onward=body.follow_onward_transfers,
+        max_layer=body.max_layer,
     )
     ctx.uow.rules.put(rule)
     ctx.uow.audit.append(
@@ -883,7 +929,12 @@ def set_auto_stop_rule(ctx: Context, body: order_pb2.AutoStopRule) -> Message:
             actor=ctx.sender.code,
             message_id=ctx.message_id,
             detail=f"auto-stop rule {rule.rule_id} "
-            + (f"enabled up to {rule.max_amount_fen} fen" if rule.enabled else "disabled"),
+            + (f"enabled up to {rule.max_amount_fen} fen" if rule.enabled else "disabled")
+            + (
+                f", following onward transfers to layer {rule.follow_rule().max_layer}"
+                if rule.enabled and rule.follow_onward
+                else ""
+            ),
         ),
         ctx.now,
     )
@@ -895,6 +946,13 @@ def get_case(ctx: Context, body: case_pb2.GetCaseBody) -> Message:
     if case is None:
         raise NotFound("CASE_NOT_FOUND", f"no case {body.case_id!r}")
     view = wire.case_to_proto(case)
+    for other_id, institution, account in ctx.uow.cases.involving(
+        accounts_of(case), case.case_id, MAX_LINKED
+    ):
+        view.linked_cases.add(
+            case_id=other_id,
+            account=account_pb2.AccountRef(institution_code=institution, account_number=account),
+        )
     if ctx.authorize(case) is Access.OWN:
         # An addressee (often the mule's bank) needs the orders, not who the victim is.
         view.report.ClearField("victim")
@@ -1010,6 +1068,411 @@ def list_clocks(ctx: Context, body: sla_pb2.ListClocksBody) -> Message:
     return result
 
 
+# ---- the money trail ---------------------------------------------------------------------------
+
+
+def _link_cases(ctx: Context, case: Case, accounts: set[tuple[str, str]]) -> None:
+    """One mule, many victims: when `case`'s money reaches an account another open case's
+    money reached, say so on the case's timeline and tell the centres. The link itself is
+    not stored: it is the shared account, found again whenever a case is read."""
+    if not accounts:
+        return
+    found = ctx.uow.cases.involving(accounts, case.case_id, LINKS_NAMED + 1)
+    shared: dict[tuple[str, str], list[str]] = {}
+    for other_id, institution, account in found[:LINKS_NAMED]:
+        shared.setdefault((institution, account), []).append(other_id)
+    for (institution, account), others in shared.items():
+        more = " and more" if len(found) > LINKS_NAMED else ""
+        summary = (
+            f"linked: money of case(s) {', '.join(others)}{more} reached {mask(account)} at "
+            f"{institution} too; money held there is shared among the victims"
+        )
+        case.record(ctx.now, "case.linked", HUB_CODE, summary)
+        for centre in ctx.centres():
+            ctx.deliver(
+                centre,
+                delivery_pb2.Notice(
+                    kind=delivery_pb2.NOTICE_KIND_CASES_LINKED,
+                    case_id=case.case_id,
+                    summary=f"case {case.case_id} {summary}",
+                ),
+            )
+
+
+def _linked(uow: UnitOfWork, case: Case, accounts: set[tuple[str, str]]) -> list[str]:
+    return sorted({row[0] for row in uow.cases.involving(accounts, case.case_id, MAX_LINKED)})
+
+
+def _follow_onward(ctx: Context, case: Case, answered: Order) -> None:
+    """An answer reported onward transfers: stop each receiving account the centre's standing
+    rule reaches, in its name, and put every other one before the centre."""
+    rules = ctx.uow.rules.enabled()
+    rule = rules[0] if rules else None
+    trail = build_trail(case)
+    planned, escalated = follow(trail, answered, ctx.kinds, rule.follow_rule() if rule else None)
+    centre = answered.issued_by
+    if rule is not None and planned:
+        authorization = envelope_pb2.Envelope()
+        authorization.ParseFromString(rule.envelope)
+        for plan in planned:
+            try:
+                order = case.issue(
+                    new_order_id(case),
+                    StopCommand(
+                        plan.account, plan.amount_fen, plan.transactions, answered.order_id
+                    ),
+                    issued_by=rule.centre_code,
+                    now=ctx.now,
+                    message_id=ctx.message_id,
+                    institutions=ctx.kinds,
+                    policy=ctx.hub.policy,
+                    auto_stop_rule_id=rule.rule_id,
+                )
+            except DomainError as err:
+                _escalate(
+                    ctx,
+                    case,
+                    centre,
+                    f"{mask(plan.account.account_number)} at "
+                    f"{plan.account.institution_code}: {err.message}",
+                )
+                continue
+            order.authorization_envelope = rule.envelope
+            _deliver_order(ctx, order, origin=ctx.envelope, authorization=authorization)
+    for item in escalated:
+        where = f"{mask(item.account.account_number)} at {item.account.institution_code}"
+        _escalate(
+            ctx,
+            case,
+            centre,
+            f"{yuan(item.carried_fen)} of the victim's money can have moved on to {where} "
+            f"(layer {item.layer}): {item.why}",
+        )
+    _link_cases(ctx, case, {(t.to_institution, t.to_account) for t in answered.onward})
+
+
+def _escalate(ctx: Context, case: Case, centre: str, summary: str) -> None:
+    case.record(ctx.now, "trail.escalated", HUB_CODE, summary)
+    ctx.deliver(
+        centre,
+        delivery_pb2.Notice(
+            kind=delivery_pb2.NOTICE_KIND_TRAIL_ESCALATION,
+            case_id=case.case_id,
+            origin=ctx.envelope,
+            summary=f"case {case.case_id}: {summary}",
+        ),
+    )
+
+
+def _refuse_shared_return(uow: UnitOfWork, case: Case, command: ReturnCommand) -> None:
+    """Money in an account that several victims' money reached is not one victim's to take."""
+    freeze = next((o for o in case.orders if o.order_id == command.freeze_order_id), None)
+    if freeze is None:
+        return  # the domain names the missing order
+    shared = _linked(uow, case, {(freeze.account_institution, freeze.account_number)})
+    if shared:
+        raise FailedPrecondition(
+            "SHARED_ACCOUNT",
+            f"money of case(s) {', '.join(shared)} reached {mask(freeze.account_number)} at "
+            f"{freeze.account_institution} too: return it through a distribution "
+            "(StartDistribution), which gives traced money to its victim and shares the rest "
+            "pro rata after a public notice",
+        )
+
+
+def get_case_trail(ctx: Context, body: trail_pb2.GetCaseTrailBody) -> Message:
+    case = ctx.uow.cases.get(body.case_id.strip())
+    if case is None:
+        raise NotFound("CASE_NOT_FOUND", f"no case {body.case_id!r}")
+    ctx.authorize(case)
+    return trail_view(ctx.uow, case, ctx.now, ctx.kinds)
+
+
+# ---- distributions -----------------------------------------------------------------------------
+
+MAX_GROUNDS = 4000
+
+
+def new_distribution_id(now: datetime) -> str:
+    return f"D{now:%Y%m%d}-{secrets.token_hex(4).upper()}"
+
+
+def _holding_freezes(cases: Sequence[Case], account: tuple[str, str]) -> list[tuple[Case, Order]]:
+    return [
+        (c, o)
+        for c in cases
+        for o in c.orders
+        if o.kind is OrderKind.FREEZE
+        and o.state is OrderState.HOLDING
+        and (o.account_institution, o.account_number) == account
+    ]
+
+
+def _unclaimed(case: Case, freeze: Order) -> int:
+    """What a freeze holds that no pending return has claimed yet."""
+    pending = sum(
+        o.amount_fen
+        for o in case.orders
+        if o.kind is OrderKind.RETURN
+        and o.target_order_id == freeze.order_id
+        and o.state is OrderState.PENDING
+    )
+    return max(freeze.held_fen - pending, 0)
+
+
+def _pool(cases: Sequence[Case], account: tuple[str, str]) -> int:
+    return sum(_unclaimed(c, f) for c, f in _holding_freezes(cases, account))
+
+
+def _distribution_cases(ctx: Context, d: Distribution) -> list[Case]:
+    """The cases of a distribution's claims, locked, lead case first."""
+    found: list[Case] = []
+    for case_id in dict.fromkeys([d.case_id, *(c.case_id for c in d.claims)]):
+        case = _load_case(ctx, case_id)
+        found.append(case)
+    return found
+
+
+def start_distribution(ctx: Context, body: returns_pb2.StartDistributionBody) -> Message:
+    account = (body.account.institution_code.strip(), body.account.account_number.strip())
+    if not account[0] or not account[1]:
+        raise InvalidArgument("account", "name the institution and account holding the money")
+    lead = _load_case(ctx, body.case_id.strip())
+    if lead.state not in OPEN_STATES:
+        raise FailedPrecondition(
+            "CASE_ENDED", f"case {lead.case_id} is {lead.state.value}; nothing to distribute"
+        )
+    where = f"{mask(account[1])} at {account[0]}"
+    node = build_trail(lead).nodes.get(account)
+    if node is None or node.received_fen == 0 or node.status is NodeStatus.VICTIM:
+        raise FailedPrecondition(
+            "NOT_ON_TRAIL",
+            f"none of case {lead.case_id}'s money can have reached {where}: it is not on the "
+            "case's money trail",
+        )
+    if ctx.uow.distributions.open_for_account(*account):
+        raise FailedPrecondition(
+            "DISTRIBUTION_OPEN",
+            f"a distribution of the money in {where} is already under public notice; decide "
+            "or withdraw it first",
+        )
+    others = _linked(ctx.uow, lead, {account})
+    cases = [lead]
+    for case_id in others:
+        other = ctx.uow.cases.get(case_id, lock=True)
+        if other is not None and other.state in OPEN_STATES:
+            ctx.track(other)
+            cases.append(other)
+    claims = []
+    for case in cases:
+        # A victim's claim is what of its money can still be in the account: what moved
+        # on is chased (and returned) where it went.
+        kept = build_trail(case).kept(account)
+        if kept > 0:
+            victim = case.victim_account
+            claims.append(
+                Claim(
+                    case.case_id,
+                    victim.institution_code,
+                    victim.account_number,
+                    victim.holder_name,
+                    case.loss_fen,
+                    kept,
+                )
+            )
+    by_case = {c.case_id: c for c in claims}
+    for i, traced in enumerate(body.traced):
+        claim = by_case.get(traced.case_id)
+        if claim is None:
+            raise InvalidArgument(
+                f"traced[{i}].case_id",
+                f"{traced.case_id!r} is not a case whose money reached {where}; those are "
+                + ", ".join(sorted(by_case)),
+            )
+        validate_amount(f"traced[{i}].amount_fen", traced.amount_fen)
+        if not traced.evidence.strip():
+            raise InvalidArgument(f"traced[{i}].evidence", "say what traces the money")
+        claim.traced_fen += traced.amount_fen
+        claim.evidence = "; ".join(x for x in (claim.evidence, traced.evidence.strip()) if x)
+    notice = ctx.hub.public_notice(ctx.now)
+    d = Distribution.start(
+        new_distribution_id(ctx.now),
+        account,
+        lead.case_id,
+        claims,
+        _pool(cases, account),
+        started_by=ctx.sender.code,
+        now=ctx.now,
+        message_id=ctx.message_id,
+        note=body.note.strip(),
+        notice=notice,
+    )
+    ctx.uow.distributions.add(d)
+    if d.method is DistributionMethod.TRACED:
+        # Every fen is traceable to its victim: no notice, the returns go out now.
+        d.notice_ends_at = None
+        _pay(ctx, d, cases, account)
+        d.decide(ctx.sender.code, ctx.now, "traceable to its victims: returned at once")
+        _record_on(ctx, cases, "distribution.decided", f"{d.summary()}; returned at once")
+    else:
+        assert d.notice_ends_at is not None
+        _record_on(
+            ctx,
+            cases,
+            "distribution.noticed",
+            f"{d.summary()}; public notice until {d.notice_ends_at.isoformat()}",
+        )
+    _tell_parties(ctx, d, cases)
+    return wire.distribution_to_proto(d)
+
+
+def _record_on(ctx: Context, cases: Sequence[Case], kind: str, summary: str) -> None:
+    """The lead case carries the event that drives the notice clock; the others note it."""
+    for i, case in enumerate(cases):
+        since = len(case.events)
+        case.record(
+            ctx.now,
+            kind if i == 0 else "distribution.included",
+            ctx.sender.code,
+            summary,
+            message_id=ctx.message_id,
+        )
+        ctx.record_events(case, since)
+
+
+def _tell_parties(ctx: Context, d: Distribution, cases: Sequence[Case]) -> None:
+    recipients = {*ctx.centres(), d.account_institution}
+    recipients.update(c.reporting_institution for c in cases)
+    view = wire.distribution_to_proto(d)
+    for recipient in sorted(recipients):
+        ctx.deliver(
+            recipient,
+            delivery_pb2.Notice(
+                kind=delivery_pb2.NOTICE_KIND_DISTRIBUTION,
+                case_id=d.case_id,
+                origin=ctx.envelope,
+                summary=f"{d.state.value}: {d.summary()}",
+                distribution=view,
+            ),
+        )
+
+
+def _pay(ctx: Context, d: Distribution, cases: Sequence[Case], account: tuple[str, str]) -> None:
+    """Issue the return orders that pay every share, from the freezes on the account; a
+    victim's own case's freezes pay it first, so fewer returns cross between cases."""
+    available = {f.order_id: _unclaimed(c, f) for c, f in _holding_freezes(cases, account)}
+    freezes = _holding_freezes(cases, account)
+    for claim in d.claims:
+        need = claim.share_fen
+        paid: list[str] = []
+        for case, freeze in sorted(freezes, key=lambda cf: cf[0].case_id != claim.case_id):
+            take = min(need, available[freeze.order_id])
+            if take <= 0:
+                continue
+            since = len(case.events)
+            order = case.issue(
+                new_order_id(case),
+                ReturnCommand(
+                    freeze.order_id, claim.beneficiary, take, d.distribution_id, claim.case_id
+                ),
+                issued_by=ctx.sender.code,
+                now=ctx.now,
+                message_id=ctx.message_id,
+                institutions=ctx.kinds,
+                policy=ctx.hub.policy,
+                note=f"distribution {d.distribution_id}: share of case {claim.case_id}",
+            )
+            order.origin_envelope = ctx.envelope_bytes
+            ctx.record_events(case, since)
+            _deliver_order(ctx, order, origin=ctx.envelope)
+            paid.append(order.order_id)
+            available[freeze.order_id] -= take
+            need -= take
+            if need == 0:
+                break
+        claim.return_orders = " ".join(paid)
+
+
+def _distribution(ctx: Context, distribution_id: str) -> Distribution:
+    d = ctx.uow.distributions.get(distribution_id.strip())
+    if d is None:
+        raise NotFound("DISTRIBUTION_NOT_FOUND", f"no distribution {distribution_id!r}")
+    return d
+
+
+def object_to_distribution(ctx: Context, body: returns_pb2.ObjectionBody) -> Message:
+    d = _distribution(ctx, body.distribution_id)
+    if len(body.grounds) > MAX_GROUNDS:
+        raise InvalidArgument("grounds", f"at most {MAX_GROUNDS} characters; attach the rest")
+    lead = _load_case(ctx, d.case_id)
+    d.object(ctx.sender.code, body.grounds, ctx.now, ctx.message_id)
+    since = len(lead.events)
+    lead.record(
+        ctx.now,
+        "distribution.objection",
+        ctx.sender.code,
+        f"objection to {d.distribution_id} by {ctx.sender.code}: {body.grounds.strip()}",
+        message_id=ctx.message_id,
+    )
+    ctx.record_events(lead, since)
+    for centre in ctx.centres():
+        ctx.deliver(
+            centre,
+            delivery_pb2.Notice(
+                kind=delivery_pb2.NOTICE_KIND_DISTRIBUTION,
+                case_id=d.case_id,
+                origin=ctx.envelope,
+                summary=f"objection to {d.distribution_id} by {ctx.sender.code}",
+                distribution=wire.distribution_to_proto(d),
+            ),
+        )
+    return wire.distribution_to_proto(d)
+
+
+def decide_distribution(ctx: Context, body: returns_pb2.DistributionDecisionBody) -> Message:
+    d = _distribution(ctx, body.distribution_id)
+    account = (d.account_institution, d.account_number)
+    cases = _distribution_cases(ctx, d)
+    if body.decision == returns_pb2.DISTRIBUTION_DECISION_WITHDRAW:
+        d.withdraw(ctx.sender.code, ctx.now, body.reason)
+        _record_on(ctx, cases, "distribution.withdrawn", f"{d.distribution_id} withdrawn")
+    elif body.decision == returns_pb2.DISTRIBUTION_DECISION_CONFIRM:
+        d.check_decidable(ctx.now, body.reason)
+        pool = _pool(cases, account)
+        if pool == 0:
+            raise FailedPrecondition(
+                "NOTHING_FROZEN",
+                f"no freeze holds money in {d.where} any more; withdraw the distribution",
+            )
+        # Shares follow what is frozen now: a freeze may have lapsed or been released since.
+        d.share(pool)
+        _pay(ctx, d, cases, account)
+        d.decide(ctx.sender.code, ctx.now, body.reason)
+        _record_on(ctx, cases, "distribution.decided", f"decided: {d.summary()}")
+    else:
+        raise InvalidArgument("decision", "CONFIRM or WITHDRAW")
+    _tell_parties(ctx, d, cases)
+    return wire.distribution_to_proto(d)
+
+
+def get_distribution(ctx: Context, body: returns_pb2.GetDistributionBody) -> Message:
+    d = _distribution(ctx, body.distribution_id)
+    if ctx.access is Access.OWN:
+        parties = {d.account_institution}
+        for claim in d.claims:
+            case = ctx.uow.cases.get(claim.case_id)
+            if case is not None:
+                parties.add(case.reporting_institution)
+        if ctx.sender.code not in parties:
+            raise PermissionDenied(
+                "NOT_PARTY_TO_DISTRIBUTION",
+                f"{ctx.sender.code} is neither a victim's institution nor the holder in "
+                f"{d.distribution_id}; the anti-fraud centre, the regulator and auditors see "
+                "every distribution",
+            )
+    return wire.distribution_to_proto(d)
+
+
 CREATE_REPORT = Command("CreateReport", case_pb2.Report, create_report)
 VERIFY_REPORT = Command("VerifyReport", case_pb2.Verification, verify_report, case_scoped=True)
 GET_CASE = Command("GetCase", case_pb2.GetCaseBody, get_case, mutating=False, case_scoped=True)
@@ -1024,6 +1487,21 @@ LIST_INSTITUTIONS = Command(
     "ListInstitutions", institution_pb2.ListInstitutionsBody, list_institutions, mutating=False
 )
 LIST_CLOCKS = Command("ListClocks", sla_pb2.ListClocksBody, list_clocks, mutating=False)
+GET_CASE_TRAIL = Command(
+    "GetCaseTrail", trail_pb2.GetCaseTrailBody, get_case_trail, mutating=False, case_scoped=True
+)
+START_DISTRIBUTION = Command(
+    "StartDistribution", returns_pb2.StartDistributionBody, start_distribution
+)
+OBJECT_TO_DISTRIBUTION = Command(
+    "ObjectToDistribution", returns_pb2.ObjectionBody, object_to_distribution
+)
+DECIDE_DISTRIBUTION = Command(
+    "DecideDistribution", returns_pb2.DistributionDecisionBody, decide_distribution
+)
+GET_DISTRIBUTION = Command(
+    "GetDistribution", returns_pb2.GetDistributionBody, get_distribution, mutating=False
+)
 
 
 def _never(ctx: Context, body: Message) -> Message:

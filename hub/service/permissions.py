@@ -71,6 +71,15 @@ _NOT_REPORTER = _deny(
     "NOT_REPORTING_INSTITUTION", "only the institution that reported a case verifies it"
 )
 _NOT_ADDRESSEE = _deny("NOT_ADDRESSEE", "only the institution an order is addressed to answers it")
+_TRAIL_NOT_SHARED = _deny(
+    "TRAIL_NOT_SHARED",
+    "the money trail names other institutions' accounts; a bank or payment institution reads "
+    "the trails of the cases it reported",
+)
+_CENTRE_DECIDES = _deny(
+    "KIND_NOT_ALLOWED", "only the anti-fraud centre starts and decides distributions"
+)
+_READ_ONLY = _deny("KIND_NOT_ALLOWED", "the regulator and auditors read; they file nothing")
 _NOT_PARTY = _deny(
     "NOT_PARTY_TO_CASE",
     "a bank or payment institution reads only the cases it reported or holds an order in",
@@ -149,10 +158,53 @@ MATRIX: dict[str, dict[tuple[InstitutionKind, Relation], Rule]] = {
     "ListInstitutions": _plain(_same(ALLOW, KINDS)),
     "ListClocks": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
     "StreamDeliveries": _plain(_same(OWN, KINDS)),
+    "GetCaseTrail": _case_scoped(
+        {
+            Relation.REPORTER: ALLOW,
+            Relation.ADDRESSEE: _TRAIL_NOT_SHARED,
+            Relation.OUTSIDER: _NOT_PARTY,
+        },
+        ALLOW,
+    ),
+    "StartDistribution": _plain(
+        {
+            **_same(_CENTRE_DECIDES, ACCOUNT_KEEPERS),
+            CENTRE: ALLOW,
+            REGULATOR: _CENTRE_DECIDES,
+            AUDITOR: _CENTRE_DECIDES,
+        }
+    ),
+    "ObjectToDistribution": _plain(
+        {
+            **_same(ALLOW, ACCOUNT_KEEPERS),
+            CENTRE: ALLOW,
+            REGULATOR: _READ_ONLY,
+            AUDITOR: _READ_ONLY,
+        }
+    ),
+    "DecideDistribution": _plain(
+        {
+            **_same(_CENTRE_DECIDES, ACCOUNT_KEEPERS),
+            CENTRE: ALLOW,
+            REGULATOR: _CENTRE_DECIDES,
+            AUDITOR: _CENTRE_DECIDES,
+        }
+    ),
+    "GetDistribution": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
 }
 
 # Calls that change nothing; what the regulator and auditors are limited to.
-READ_ONLY = frozenset({"GetCase", "ListCases", "GetInstitution", "ListInstitutions", "ListClocks"})
+READ_ONLY = frozenset(
+    {
+        "GetCase",
+        "ListCases",
+        "GetInstitution",
+        "ListInstitutions",
+        "ListClocks",
+        "GetCaseTrail",
+        "GetDistribution",
+    }
+)
 
 
 def rule_for(rpc: str, kind: InstitutionKind, relation: Relation = Relation.NONE) -> Rule:

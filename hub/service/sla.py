@@ -45,6 +45,7 @@ NOTICE_KINDS = {
     StepKind.REGULATOR: delivery_pb2.NOTICE_KIND_CLOCK_ESCALATION,
     StepKind.RENEWAL_REMINDER: delivery_pb2.NOTICE_KIND_RENEWAL_REMINDER,
     StepKind.EXPIRE: delivery_pb2.NOTICE_KIND_ORDER_EXPIRED,
+    StepKind.NOTICE_END: delivery_pb2.NOTICE_KIND_PUBLIC_NOTICE_ENDED,
 }
 
 
@@ -220,7 +221,7 @@ class Sweeper:
         responsible = clock.responsible if clock.responsible != HUB_CODE else ""
         roles: tuple[ContactRole, ...]
         match step:
-            case StepKind.REMINDER | StepKind.RENEWAL_REMINDER:
+            case StepKind.REMINDER | StepKind.RENEWAL_REMINDER | StepKind.NOTICE_END:
                 to = [responsible] if responsible else centres
                 roles = (ContactRole.PRIMARY, ContactRole.BACKUP)
             case StepKind.BREACH:
@@ -360,6 +361,9 @@ def describe_step(clock: CaseClock, step: StepKind, due_at: datetime, late: floa
         StepKind.RENEWAL_REMINDER: f"renewal: {subject} ends at {clock.deadline_at.isoformat()}"
         "; renew it or let it lapse",
         StepKind.EXPIRE: f"LAPSED: {subject}; the hold must be released",
+        StepKind.NOTICE_END: f"{subject}: the public notice ended "
+        f"{clock.deadline_at.isoformat(timespec='seconds')}; {clock.responsible} may decide now, "
+        "answering any objections",
     }[step]
     if late:
         text += (

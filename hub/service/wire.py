@@ -36,8 +36,19 @@ from hub.domain.institutions import (
     InstitutionKind,
     KeyState,
 )
+from hub.domain.returns import Distribution, DistributionMethod, DistributionState
 from hub.domain.rules import AutoStopRule
-from stophub.v1 import account_pb2, case_pb2, delivery_pb2, institution_pb2, order_pb2, sla_pb2
+from hub.domain.trail import Edge, Node, NodeStatus
+from stophub.v1 import (
+    account_pb2,
+    case_pb2,
+    delivery_pb2,
+    institution_pb2,
+    order_pb2,
+    returns_pb2,
+    sla_pb2,
+    trail_pb2,
+)
 
 # ---- time -------------------------------------------------------------------------------------
 
@@ -224,7 +235,12 @@ def order_command_from_proto(pb: order_pb2.OrderInstruction) -> tuple[str, Order
             at = from_ts(f, "transaction_time", f"stop.transactions[{i}].transaction_time")
             assert at is not None
             facts.append((at, f.amount_fen))
-        command = StopCommand(account_from_proto(pb.stop.account), pb.stop.amount_fen, facts)
+        command = StopCommand(
+            account_from_proto(pb.stop.account),
+            pb.stop.amount_fen,
+            facts,
+            pb.stop.upstream_order_id.strip(),
+        )
     elif which == "freeze":
         fr = pb.freeze
         command = FreezeCommand(
@@ -240,6 +256,12 @@ def order_command_from_proto(pb: order_pb2.OrderInstruction) -> tuple[str, Order
         command = ReleaseCommand(pb.release.target_order_id, pb.release.reason)
     elif which == "fund_return":
         r = pb.fund_return
+        if r.distribution_id or r.beneficiary_case_id:
+            raise InvalidArgument(
+                "fund_return.distribution_id",
+                "is set by the hub for the returns a distribution decides; to share money "
+                "among several victims, start a distribution (StartDistribution)",
+            )
         command = ReturnCommand(r.freeze_order_id, account_from_proto(r.beneficiary), r.amount_fen)
     else:
         raise InvalidArgument("instruction", "set one of stop, freeze, release, fund_return")
@@ -282,6 +304,7 @@ def execution_from_proto(pb: order_pb2.ExecutionResult) -> tuple[str, Execution]
                 to_account=t.to_account.account_number.strip(),
                 to_holder=t.to_account.holder_name.strip(),
                 reference=t.transaction_reference,
+                carried_fen=t.carried_fen,
             )
         )
     return pb.order_id, Execution(
@@ -313,6 +336,7 @@ def order_to_proto(order: Order) -> order_pb2.Order:
         case OrderKind.STOP:
             instruction.stop.account.CopyFrom(account)
             instruction.stop.amount_fen = order.amount_fen
+            instruction.stop.upstream_order_id = order.upstream_order_id
             for f in order.facts:
                 fact = instruction.stop.transactions.add(amount_fen=f.amount_fen)
                 _set_ts(fact, "transaction_time", f.transaction_time)
@@ -342,6 +366,8 @@ def order_to_proto(order: Order) -> order_pb2.Order:
                     freeze_order_id=order.target_order_id,
                     beneficiary=account,
                     amount_fen=order.amount_fen,
+                    distribution_id=order.distribution_id,
+                    beneficiary_case_id=order.beneficiary_case_id,
                 )
             )
     pb = order_pb2.Order(
@@ -356,6 +382,7 @@ def order_to_proto(order: Order) -> order_pb2.Order:
         held_fen=order.held_fen,
         returned_fen=order.returned_fen,
         origin_message_id=order.origin_message_id,
+        layer=order.layer,
     )
     _set_ts(pb, "issue_time", order.issued_at)
     _set_ts(pb, "answer_time", order.answered_at)
@@ -377,6 +404,7 @@ def order_to_proto(order: Order) -> order_pb2.Order:
                 amount_fen=t.amount_fen,
                 to_account=_account(t.to_institution, t.to_account, t.to_holder),
                 transaction_reference=t.reference,
+                carried_fen=t.carried_fen,
             )
             _set_ts(onward, "transfer_time", t.transfer_time)
     return pb
@@ -461,6 +489,8 @@ def rule_to_proto(rule: AutoStopRule) -> order_pb2.AutoStopRule:
         enabled=rule.enabled,
         max_amount_fen=rule.max_amount_fen,
         centre_code=rule.centre_code,
+        follow_onward_transfers=rule.follow_onward,
+        max_layer=rule.max_layer,
     )
     _set_ts(pb, "update_time", rule.updated_at)
     return pb
@@ -520,4 +550,85 @@ def clock_to_proto(c: CaseClock, entries: list[SlaEntry] | None = None) -> sla_p
     _set_ts(pb, "deadline_time", c.deadline_at)
     _set_ts(pb, "next_step_time", c.next_step_at)
     _set_ts(pb, "stop_time", c.stopped_at)
+    return pb
+
+
+# ---- the money trail and distributions ---------------------------------------------------------
+
+TRAIL_STATUSES = {
+    s: _enum_value(trail_pb2.TrailNodeStatus, s.value, "TRAIL_NODE_STATUS_") for s in NodeStatus
+}
+DISTRIBUTION_STATES = {
+    s: _enum_value(returns_pb2.DistributionState, s.value, "DISTRIBUTION_STATE_")
+    for s in DistributionState
+}
+DISTRIBUTION_METHODS = {
+    m: _enum_value(returns_pb2.DistributionMethod, m.value, "DISTRIBUTION_METHOD_")
+    for m in DistributionMethod
+}
+
+
+def trail_node_to_proto(node: Node) -> trail_pb2.TrailNode:
+    latest = node.latest_order
+    return trail_pb2.TrailNode(
+        node_id=node.node_id,
+        account=_account(node.key[0], node.key[1], node.holder),
+        layer=max(node.layer, 0),
+        received_fen=node.received_fen,
+        held_fen=node.held_fen,
+        status=TRAIL_STATUSES[node.status],  # type: ignore[arg-type]
+        order_id=latest.order_id if latest else "",
+        order_state=ORDER_STATES[latest.state] if latest else 0,  # type: ignore[arg-type]
+        note=node.note,
+    )
+
+
+def trail_edge_to_proto(edge: Edge) -> trail_pb2.TrailEdge:
+    pb = trail_pb2.TrailEdge(
+        from_node_id=f"{edge.source[0]}/{edge.source[1]}",
+        to_node_id=f"{edge.target[0]}/{edge.target[1]}",
+        amount_fen=edge.amount_fen,
+        carried_fen=edge.carried_fen,
+        transaction_reference=edge.reference,
+        reported_by_order_id=edge.reported_by,
+        cycle=edge.cycle,
+    )
+    _set_ts(pb, "transfer_time", edge.at)
+    return pb
+
+
+def distribution_to_proto(d: Distribution) -> returns_pb2.Distribution:
+    pb = returns_pb2.Distribution(
+        distribution_id=d.distribution_id,
+        account=_account(d.account_institution, d.account_number, ""),
+        case_id=d.case_id,
+        state=DISTRIBUTION_STATES[d.state],  # type: ignore[arg-type]
+        method=DISTRIBUTION_METHODS[d.method],  # type: ignore[arg-type]
+        pool_fen=d.pool_fen,
+        started_by=d.started_by,
+        decision_reason=d.decision_reason,
+        note=d.note,
+    )
+    for c in d.claims:
+        pb.shares.add(
+            case_id=c.case_id,
+            beneficiary=_account(
+                c.beneficiary_institution, c.beneficiary_account, c.beneficiary_name
+            ),
+            loss_fen=c.loss_fen,
+            claim_fen=c.claim_fen,
+            traced_fen=c.traced_fen,
+            share_fen=c.share_fen,
+            return_order_ids=c.return_orders.split(),
+        )
+        if c.traced_fen:
+            pb.traced.add(case_id=c.case_id, amount_fen=c.traced_fen, evidence=c.evidence)
+    for o in d.objections:
+        objection = pb.objections.add(
+            institution=o.institution, grounds=o.grounds, message_id=o.message_id
+        )
+        _set_ts(objection, "objection_time", o.at)
+    _set_ts(pb, "start_time", d.started_at)
+    _set_ts(pb, "notice_end_time", d.notice_ends_at)
+    _set_ts(pb, "decide_time", d.decided_at)
     return pb

@@ -62,7 +62,9 @@ from stophub.v1 import (
     envelope_pb2,
     institution_pb2,
     order_pb2,
+    returns_pb2,
     sla_pb2,
+    trail_pb2,
 )
 from tests.e2e.conftest import Network, start_network
 from tests.e2e.wire_helpers import MULE, VICTIM, report
@@ -117,6 +119,25 @@ RPCS = {
         "REG",
     ),
     "ListClocks": Rpc("/stophub.v1.SlaService/ListClocks", sla_pb2.ListClocksBody, "BANKB"),
+    "GetCaseTrail": Rpc(
+        "/stophub.v1.CaseService/GetCaseTrail", trail_pb2.GetCaseTrailBody, "CENTRE"
+    ),
+    "StartDistribution": Rpc(
+        "/stophub.v1.DistributionService/StartDistribution",
+        returns_pb2.StartDistributionBody,
+        "CENTRE",
+    ),
+    "ObjectToDistribution": Rpc(
+        "/stophub.v1.DistributionService/ObjectToDistribution", returns_pb2.ObjectionBody, "BANKB"
+    ),
+    "DecideDistribution": Rpc(
+        "/stophub.v1.DistributionService/DecideDistribution",
+        returns_pb2.DistributionDecisionBody,
+        "CENTRE",
+    ),
+    "GetDistribution": Rpc(
+        "/stophub.v1.DistributionService/GetDistribution", returns_pb2.GetDistributionBody, "REG"
+    ),
 }
 BODY_TYPES = [r.body.DESCRIPTOR.full_name for r in RPCS.values()] + [
     delivery_pb2.SubscribeBody.DESCRIPTOR.full_name,

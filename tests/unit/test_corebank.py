@@ -338,6 +338,23 @@ def test_onward_lists_outgoing_transfers_since_the_fraud_credit(world: World) ->
     assert (outcome.status, outcome.held_fen) == (HoldStatus.PARTIAL, 2_500_001)
 
 
+def test_onward_transfers_carry_the_stopped_money_first_and_no_more_of_it(world: World) -> None:
+    t = world.fraud(300_000)
+    world.clock.advance(minutes=1)
+    world.mule_bank.transfer("6225-mule", "ABC", "6228-next", 200_000, reference="ALL")
+    world.mule_bank.transfer("6225-mule", "ABC", "6228-next", 250_000, reference="PART")
+    world.mule_bank.transfer("6225-mule", "ABC", "6228-next", 10_000, reference="OTHER")
+
+    outcome = stop(world.mule_bank, "S1", 300_000, [(t, 300_000)])
+
+    # 200,000 was all stopped money, 100,000 of the 250,000 was, and the last was the
+    # holder's own: reported whole, each with what of it was this money.
+    assert [(o.reference, o.amount_fen, o.carried_fen) for o in outcome.onward] == [
+        ("ALL", 200_000, 0),
+        ("PART", 250_000, 100_000),
+    ]
+
+
 # -- idempotency -----------------------------------------------------------------------------
 
 

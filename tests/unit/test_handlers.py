@@ -48,6 +48,8 @@ from stophub.v1 import (
     delivery_pb2,
     envelope_pb2,
     order_pb2,
+    returns_pb2,
+    trail_pb2,
 )
 from tests.unit.fakes import Delivery, FakeNotifier, FakeStore
 
@@ -84,6 +86,11 @@ ANSWER_TYPES: dict[str, type[Message]] = {
     ISSUE_ORDER.name: order_pb2.Order,
     ANSWER_ORDER.name: order_pb2.Order,
     SET_AUTO_STOP_RULE.name: order_pb2.AutoStopRule,
+    "GetCaseTrail": trail_pb2.Trail,
+    "StartDistribution": returns_pb2.Distribution,
+    "ObjectToDistribution": returns_pb2.Distribution,
+    "DecideDistribution": returns_pb2.Distribution,
+    "GetDistribution": returns_pb2.Distribution,
 }
 
 

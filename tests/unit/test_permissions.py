@@ -29,12 +29,16 @@ from stophub.v1 import (
     delivery_pb2,
     institution_pb2,
     order_pb2,
+    returns_pb2,
     sla_pb2,
+    trail_pb2,
 )
 from tests.unit.test_handlers import (
     MULE_B,
     World,
     account,
+    execution,
+    freeze_body,
     report_body,
     rule_body,
     stop_body,
@@ -91,7 +95,7 @@ def test_the_document_and_the_code_are_the_same_matrix() -> None:
 def test_every_rpc_of_every_service_has_a_row() -> None:
     methods = {
         m.name
-        for module in (case_pb2, order_pb2, delivery_pb2, institution_pb2, sla_pb2)
+        for module in (case_pb2, order_pb2, delivery_pb2, institution_pb2, sla_pb2, returns_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for m in service.methods
     }
@@ -104,7 +108,9 @@ def test_every_rpc_of_every_service_has_a_row() -> None:
 
 class Net(World):
     """Two cases: BANKA reported C1 (stops at BANKB and the PAYX wallet); PAYY reported C2
-    (a stop at BANKB). BANKC and the auditor have no part in either."""
+    (a stop at BANKB). Both victims' money reached BANKB's account: both freeze it, and a
+    distribution of what it holds is under public notice. BANKC and the auditor have no
+    part in either."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -134,6 +140,20 @@ class Net(World):
         self.send(h.VERIFY_REPORT, "PAYY", verification(c2.case_id))
         self.c2 = self.get_case(c2.case_id)
         self.stop_c2 = self.order(stop_body(self.c2, MULE_B))
+        for case, stop, amount in (
+            (self.c1, self.stop_b, 3_000_000),
+            (self.c2, self.stop_c2, 500_000),
+        ):
+            self.answer("BANKB", execution(stop.order_id, held=amount))
+            freeze = self.order(freeze_body(case.case_id, amount, stop.order_id))
+            self.answer("BANKB", execution(freeze.order_id, held=amount))
+        shared = self.send(
+            h.START_DISTRIBUTION,
+            "AFC",
+            returns_pb2.StartDistributionBody(case_id=self.c1.case_id, account=MULE_B),
+        )
+        assert isinstance(shared, returns_pb2.Distribution)
+        self.distribution = shared
 
     def caller(self, kind: InstitutionKind, relation: Relation) -> tuple[str, str, str]:
         """(member, case id, order id) such that the member has `relation` to the case and,
@@ -190,6 +210,21 @@ def bodies(net: Net, member: str, case_id: str, order_id: str) -> dict[str, Mess
         "ListInstitutions": institution_pb2.ListInstitutionsBody(),
         "ListClocks": sla_pb2.ListClocksBody(),
         "StreamDeliveries": delivery_pb2.SubscribeBody(connection_name="walk"),
+        "GetCaseTrail": trail_pb2.GetCaseTrailBody(case_id=case_id),
+        "StartDistribution": returns_pb2.StartDistributionBody(
+            case_id=net.c1.case_id, account=WALLET
+        ),
+        "ObjectToDistribution": returns_pb2.ObjectionBody(
+            distribution_id=net.distribution.distribution_id, grounds="the holder says no"
+        ),
+        "DecideDistribution": returns_pb2.DistributionDecisionBody(
+            distribution_id=net.distribution.distribution_id,
+            decision=returns_pb2.DISTRIBUTION_DECISION_WITHDRAW,
+            reason="walk",
+        ),
+        "GetDistribution": returns_pb2.GetDistributionBody(
+            distribution_id=net.distribution.distribution_id
+        ),
     }
 
 
@@ -206,6 +241,11 @@ COMMANDS = {
         h.GET_INSTITUTION,
         h.LIST_INSTITUTIONS,
         h.LIST_CLOCKS,
+        h.GET_CASE_TRAIL,
+        h.START_DISTRIBUTION,
+        h.OBJECT_TO_DISTRIBUTION,
+        h.DECIDE_DISTRIBUTION,
+        h.GET_DISTRIBUTION,
     )
 }
 
@@ -237,6 +277,10 @@ def check_own(net: Net, rpc: str, member: str, answer: Any) -> None:
         clocks.ParseFromString(answer.body)
         assert clocks.clocks, f"{member} is responsible for clocks in this world"
         assert {c.responsible for c in clocks.clocks} == {member}
+    elif rpc == "GetDistribution":
+        body = net.open(answer, h.GET_DISTRIBUTION, member)
+        assert isinstance(body, returns_pb2.Distribution)
+        assert body.distribution_id == net.distribution.distribution_id
 
 
 @pytest.mark.parametrize("cell", [c for c in CELLS if c.expected != "n/a"], ids=str)
@@ -287,6 +331,8 @@ def test_the_regulator_and_auditors_can_change_nothing() -> None:
         "ListInstitutions",
         "ListClocks",
         "StreamDeliveries",
+        "GetCaseTrail",
+        "GetDistribution",
     }
     assert all(not COMMANDS[rpc].mutating for rpc in writes - {"StreamDeliveries"})
 
