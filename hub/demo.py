@@ -1,10 +1,16 @@
-"""`stophub demo`: one fraud case's whole life, over real gRPC, between real clients.
+"""`stophub demo`: fraud cases' whole lives, over real gRPC, between real clients.
 
 A hub on a fresh SQLite file; the anti-fraud centre, two banks and a payment institution
-as gRPC clients built on adapters/ (the SDK and the bank agent over simulated core banks).
-A victim at Bank A loses ¥50,000 in two transfers to a mule account at Bank B, which has
-already moved ¥18,000 on to a wallet at PayX. The case goes through report, verification,
-the automatic stop, the answers, a downstream stop, freezes, returns and close.
+as gRPC clients built on adapters/ (the SDK and bank agents over simulated core banks).
+
+A victim at Bank A loses ¥50,000 in two transfers to a mule account at Bank B. The mule had
+already sent ¥18,000 on to a wallet at PayX, and the wallet ¥8,000 on to a cash-out account
+back at Bank A. Under the centre's standing rule the hub follows the money by itself, three
+layers deep: a stop at each account, each bounded by what of the loss can have reached it.
+Then a second victim, a PayX customer, pays ¥10,000 into the same mule account, which sends
+¥6,000 of it abroad, beyond the network's reach. The two cases are linked; the money frozen in
+the mule's account is shared between the two victims after the 30-day public notice (case
+time runs fast); the money traced to one victim alone goes back to her at once.
 """
 
 from __future__ import annotations
@@ -36,28 +42,44 @@ from hub.service.admin import NewKey, Registry
 from hub.service.evidence import verify_signatures
 from hub.store.sql import SqlStore
 from hub.store.tables import audit_log
-from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2, order_pb2
+from hub.trail_render import trail_svg, trail_tree
+from stophub.v1 import (
+    account_pb2,
+    case_pb2,
+    delivery_pb2,
+    envelope_pb2,
+    order_pb2,
+    returns_pb2,
+)
 
 CENTRE, BANK_A, BANK_B, PAYX = "CENTRE", "BANKA", "BANKB", "PAYX"
+# A bank abroad: on the payment network, not a member of the hub.
+ABROAD = "HKBANK"
 MEMBERS = [
     (CENTRE, "Anti-Fraud Centre (demo city)", InstitutionKind.ANTI_FRAUD_CENTRE),
     (BANK_A, "Bank A", InstitutionKind.BANK),
     (BANK_B, "Bank B", InstitutionKind.BANK),
     (PAYX, "PayX Wallet", InstitutionKind.PAYMENT_INSTITUTION),
 ]
-VICTIM = account_pb2.AccountRef(
-    institution_code=BANK_A, account_number="6222010000000001", holder_name="Zhang San"
-)
-MULE = account_pb2.AccountRef(
-    institution_code=BANK_B, account_number="6222020000000002", holder_name="Li Si"
-)
-WALLET = account_pb2.AccountRef(
-    institution_code=PAYX, account_number="PX88000003", holder_name="Wang Wu"
-)
+
+
+def _account(institution: str, number: str, holder: str) -> account_pb2.AccountRef:
+    return account_pb2.AccountRef(
+        institution_code=institution, account_number=number, holder_name=holder
+    )
+
+
+VICTIM = _account(BANK_A, "6222010000000001", "Zhang San")
+VICTIM_2 = _account(PAYX, "PX88000007", "Sun Ba")
+MULE = _account(BANK_B, "6222020000000002", "Li Si")
+WALLET = _account(PAYX, "PX88000003", "Wang Wu")
+CASHOUT = _account(BANK_A, "6222010000000088", "Zhou Qi")
+OFFSHORE = _account(ABROAD, "HK00012345", "Shell Trading Ltd")
 FREEZE_CASE = "JX-2026-0312"
 SPEED = 120.0
 PAYX_DELAY = timedelta(minutes=12)
 AUTHORITY = "Public Security Bureau, Xicheng District"
+PUBLIC_NOTICE = timedelta(days=30)
 
 
 class DemoClock:
@@ -109,6 +131,10 @@ def answered(order_id: str) -> Callable[[delivery_pb2.Notice], bool]:
     return lambda n: (
         n.kind == delivery_pb2.NOTICE_KIND_ORDER_ANSWERED and n.order.order_id == order_id
     )
+
+
+def closed(case_id: str) -> Callable[[delivery_pb2.Notice], bool]:
+    return lambda n: n.kind == delivery_pb2.NOTICE_KIND_CASE_CLOSED and n.case_id == case_id
 
 
 def fresh_directory(directory: Path) -> None:
@@ -206,28 +232,45 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         soft_wrap=True,
     )
 
-    # ---- the simulated money: three core systems on one payment network -----------------------
+    # ---- the simulated money: four core systems on one payment network -----------------------
     money = PaymentNetwork(clock.now)
-    cores = {code: SimulatedCoreBank(code, clock.now) for code in (BANK_A, BANK_B, PAYX)}
+    cores = {code: SimulatedCoreBank(code, clock.now) for code in (BANK_A, BANK_B, PAYX, ABROAD)}
     for core in cores.values():
         money.register(core)
-    cores[BANK_A].open_account(VICTIM.account_number, VICTIM.holder_name, 8_000_000)
-    cores[BANK_B].open_account(MULE.account_number, MULE.holder_name, 0)
-    cores[PAYX].open_account(WALLET.account_number, WALLET.holder_name, 0)
+    for acct, balance in (
+        (VICTIM, 8_000_000),
+        (VICTIM_2, 2_000_000),
+        (MULE, 0),
+        (WALLET, 0),
+        (CASHOUT, 0),
+        (OFFSHORE, 0),
+    ):
+        cores[acct.institution_code].open_account(acct.account_number, acct.holder_name, balance)
 
-    clock.offset = -timedelta(minutes=14)
-    first = money.transfer(BANK_A, VICTIM.account_number, BANK_B, MULE.account_number, 3_000_000)
-    t1 = clock.now()
-    clock.offset = -timedelta(minutes=11)
-    money.transfer(BANK_A, VICTIM.account_number, BANK_B, MULE.account_number, 2_000_000)
-    t2 = clock.now()
-    clock.offset = -timedelta(minutes=6)
-    money.transfer(BANK_B, MULE.account_number, PAYX, WALLET.account_number, 1_800_000)
-    clock.offset = timedelta(0)
+    def pay(
+        source: account_pb2.AccountRef, sink: account_pb2.AccountRef, fen: int, ago: float
+    ) -> datetime:
+        clock.offset = -timedelta(minutes=ago)
+        money.transfer(
+            source.institution_code,
+            source.account_number,
+            sink.institution_code,
+            sink.account_number,
+            fen,
+        )
+        at = clock.now()
+        clock.offset = timedelta(0)
+        return at
+
+    t1 = pay(VICTIM, MULE, 3_000_000, 14)
+    t2 = pay(VICTIM, MULE, 2_000_000, 11)
+    pay(MULE, WALLET, 1_800_000, 8)
+    pay(WALLET, CASHOUT, 800_000, 6)
     console.print(
         f"the fraud: {VICTIM.holder_name} sent {yuan(3_000_000)} and {yuan(2_000_000)} to "
-        f"{MULE.holder_name}'s account {mask(MULE.account_number)} at {BANK_B} ({first} …); "
-        f"{yuan(1_800_000)} moved on to wallet {mask(WALLET.account_number)} at {PAYX}"
+        f"{MULE.holder_name}'s account {mask(MULE.account_number)} at {BANK_B}; "
+        f"{yuan(1_800_000)} moved on to wallet {mask(WALLET.account_number)} at {PAYX}, and "
+        f"{yuan(800_000)} from there to {mask(CASHOUT.account_number)} at {BANK_A}"
     )
 
     def client(code: str) -> HubClient:
@@ -242,6 +285,7 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
 
     centre, bank_a, bank_b, payx = client(CENTRE), client(BANK_A), client(BANK_B), client(PAYX)
     agents = [
+        BankAgent(bank_a, cores[BANK_A], connection_name="primary"),
         BankAgent(bank_b, cores[BANK_B], connection_name="primary"),
         # PayX is slow: it answers 12 minutes (of case time) after an order arrives, past
         # the stop clock's 10 minutes, and gets the reminder and the breach escalation.
@@ -253,100 +297,133 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         ),
     ]
     centre_inbox = Inbox(centre.deliveries("operator-desk"))
-    bank_a_inbox = Inbox(bank_a.deliveries("fraud-desk"))
     tasks = [asyncio.create_task(a.run()) for a in agents]
-    tasks += [asyncio.create_task(i.pump()) for i in (centre_inbox, bank_a_inbox)]
+    tasks.append(asyncio.create_task(centre_inbox.pump()))
     status = 1
     try:
-        # ---- the centre's standing rule -------------------------------------------------------
+        # ---- the centre's standing rule: stop at once, and follow the money -----------------
         await centre.set_auto_stop_rule(
             order_pb2.AutoStopRule(
-                rule_id="AUTO-STOP-100K", enabled=True, max_amount_fen=10_000_000
+                rule_id="AUTO-STOP-100K",
+                enabled=True,
+                max_amount_fen=10_000_000,
+                follow_onward_transfers=True,
+                max_layer=5,
             )
         )
-        # ---- report and verification --------------------------------------------------------
-        report = case_pb2.Report(
-            victim=case_pb2.Victim(
-                name=VICTIM.holder_name, id_number=VICTIM_ID_NUMBER, phone=VICTIM_PHONE
-            ),
-            fraud_type=case_pb2.FRAUD_TYPE_IMPERSONATING_OFFICIALS,
-            description="a caller posing as police had the victim move savings to a 'safe account'",
+        # ---- the first victim: report, verification, the stops layer by layer ----------------
+        report = victim_report(
+            VICTIM, [(t1, 3_000_000, "A-TX-1"), (t2, 2_000_000, "A-TX-2")], clock.now()
         )
-        report.victim_report_time.FromDatetime(clock.now())
-        for at, amount, ref in ((t1, 3_000_000, "A-TX-1"), (t2, 2_000_000, "A-TX-2")):
-            tx = report.transactions.add(
-                amount_fen=amount,
-                payer=VICTIM,
-                payee=MULE,
-                channel=case_pb2.PAYMENT_CHANNEL_MOBILE_BANKING,
-                transaction_reference=ref,
-            )
-            tx.transaction_time.FromDatetime(at)
         case = await bank_a.create_report(report)
         case_id = case.case_id
         await centre_inbox.wait_for(lambda n: n.kind == delivery_pb2.NOTICE_KIND_REPORT_RECEIVED)
-        case = await bank_a.verify_report(case_id, confirmed=True)
-        stop_b = next(o for o in case.orders if o.addressed_to == BANK_B)
+        await bank_a.verify_report(case_id, confirmed=True)
+        # Bank B holds what is left and reports the wallet; the hub stops the wallet; PayX
+        # (late) reports the cash-out account; the hub stops that too.
+        await centre_inbox.wait_for(
+            lambda n: (
+                n.kind == delivery_pb2.NOTICE_KIND_ORDER_ANSWERED
+                and n.case_id == case_id
+                and n.order.layer == 3
+            ),
+            timeout=60,
+        )
 
-        # ---- Bank B answers the automatic stop; the money went on to PayX ------------------
-        notice = await centre_inbox.wait_for(answered(stop_b.order_id))
-        onward = list(notice.order.result.onward_transfers)
-        for transfer in onward:
-            downstream = order_pb2.OrderInstruction(case_id=case_id, note="layer-2 stop")
-            downstream.stop.account.CopyFrom(transfer.to_account)
-            downstream.stop.amount_fen = transfer.amount_fen
-            fact = downstream.stop.transactions.add(amount_fen=transfer.amount_fen)
-            fact.transaction_time.CopyFrom(transfer.transfer_time)
-            stop_x = await centre.issue_order(downstream)
-            await centre_inbox.wait_for(answered(stop_x.order_id))
+        # ---- the second victim pays the same mule, which sends part of it abroad ---------
+        t3 = pay(VICTIM_2, MULE, 1_000_000, 0.5)
+        pay(MULE, OFFSHORE, 600_000, 0)
+        console.print(
+            f"a second victim, {VICTIM_2.holder_name} at {PAYX}, pays {yuan(1_000_000)} into the "
+            f"same mule account; {yuan(600_000)} of it goes on to {ABROAD}, outside the network"
+        )
+        second = await payx.create_report(
+            victim_report(VICTIM_2, [(t3, 1_000_000, "X-TX-1")], clock.now())
+        )
+        second_id = second.case_id
+        await centre_inbox.wait_for(
+            lambda n: n.kind == delivery_pb2.NOTICE_KIND_CASES_LINKED and n.case_id == second_id
+        )
+        await payx.verify_report(second_id, confirmed=True)
+        await centre_inbox.wait_for(
+            lambda n: n.kind == delivery_pb2.NOTICE_KIND_TRAIL_ESCALATION and n.case_id == second_id
+        )
 
-        # ---- investigation: freeze what the stops hold -------------------------------------
-        case = await centre.get_case(case_id)
-        freezes = []
-        for stop in [o for o in case.orders if o.state == order_pb2.ORDER_STATE_HOLDING]:
-            instruction = order_pb2.OrderInstruction(case_id=case_id, note="criminal case filed")
-            instruction.freeze.account.CopyFrom(stop.instruction.stop.account)
-            instruction.freeze.amount_fen = stop.held_fen
-            instruction.freeze.filed_case_number = FREEZE_CASE
-            instruction.freeze.approving_authority = AUTHORITY
-            instruction.freeze.term_months = 6
-            instruction.freeze.stop_order_id = stop.order_id
-            freezes.append(await centre.issue_order(instruction))
-        for f in freezes:
-            await centre_inbox.wait_for(answered(f.order_id))
+        # ---- investigation: freeze what every stop holds ------------------------------------
+        for cid in (case_id, second_id):
+            await freeze_holding_stops(centre, centre_inbox, cid)
 
-        # ---- return the frozen money to the victim --------------------------------------------
-        case = await centre.get_case(case_id)
-        for f in [o for o in case.orders if o.kind == order_pb2.ORDER_KIND_FREEZE]:
-            instruction = order_pb2.OrderInstruction(case_id=case_id, note="return decision")
-            instruction.fund_return.freeze_order_id = f.order_id
-            instruction.fund_return.beneficiary.CopyFrom(VICTIM)
-            instruction.fund_return.amount_fen = f.held_fen
-            returned = await centre.issue_order(instruction)
-            await centre_inbox.wait_for(answered(returned.order_id))
-        await bank_a_inbox.wait_for(lambda n: n.kind == delivery_pb2.NOTICE_KIND_CASE_CLOSED)
+        # ---- where the money is: both trails, with what is held and whose it is ----------
+        for cid in (case_id, second_id):
+            trail = await centre.get_case_trail(cid)
+            console.rule(f"money trail of case {cid}, frozen")
+            console.print(trail_tree(trail))
+            picture = directory / f"trail-{cid}.svg"
+            picture.write_text(trail_svg(trail), encoding="utf-8")
+            console.print(f"drawn in {picture} (open it in a browser)")
+
+        # ---- fair returns -----------------------------------------------------------------------
+        # Traced to the first victim alone: the wallet and the cash-out account.
+        distributions = []
+        for acct in (WALLET, CASHOUT):
+            traced = await centre.start_distribution(
+                returns_pb2.StartDistributionBody(case_id=case_id, account=acct)
+            )
+            distributions.append(traced)
+            for share in traced.shares:
+                for order_id in share.return_order_ids:
+                    await centre_inbox.wait_for(answered(order_id))
+        # Both victims' money reached the mule's account: shared after a public notice.
+        shared = await centre.start_distribution(
+            returns_pb2.StartDistributionBody(
+                case_id=case_id, account=MULE, note="two victims' money in one mule account"
+            )
+        )
+        console.print(
+            f"public notice of {shared.distribution_id} until "
+            f"{shared.notice_end_time.ToDatetime():%Y-%m-%d %H:%M} UTC; the demo moves case "
+            "time on 30 days"
+        )
+        clock.offset += PUBLIC_NOTICE + timedelta(minutes=1)
+        await centre_inbox.wait_for(
+            lambda n: n.kind == delivery_pb2.NOTICE_KIND_PUBLIC_NOTICE_ENDED, timeout=60
+        )
+        decided = await centre.decide_distribution(
+            shared.distribution_id, confirm=True, reason="no objections were filed"
+        )
+        distributions.append(decided)
+        for share in decided.shares:
+            for order_id in share.return_order_ids:
+                await centre_inbox.wait_for(answered(order_id))
+        for cid in (case_id, second_id):
+            await centre_inbox.wait_for(closed(cid))
 
         # ---- what happened ------------------------------------------------------------------
         console.print(message_timeline(store, case_id))
         with store(read_only=True) as uow:
             final = uow.cases.get(case_id)
-        assert final is not None
+            final_2 = uow.cases.get(second_id)
+        assert final is not None and final_2 is not None
         console.print(case_view(final))
         console.print(clock_table(store, case_id))
+        console.print(returns_table(distributions))
         console.print(balances(cores))
         evidence_ok = show_evidence(console, store, db)
         restored = cores[BANK_A].balance(VICTIM.account_number)
-        ok = final.state is CaseState.CLOSED and final.returned_fen == 5_000_000
-        ok = ok and restored == 8_000_000 and evidence_ok
+        restored_2 = cores[PAYX].balance(VICTIM_2.account_number)
+        ok = final.state is CaseState.CLOSED and final_2.state is CaseState.CLOSED
+        ok = ok and final.returned_fen == 5_000_000 and restored == 8_000_000
+        ok = ok and restored_2 == 1_400_000 and evidence_ok
         verdict = (
-            "[bold green]case closed, ¥50,000.00 back with the victim"
+            "[bold green]both cases closed: ¥50,000.00 back with the first victim, ¥4,000.00 "
+            "with the second (¥6,000.00 went abroad, beyond reach, escalated to the centre)"
             if ok
-            else "[bold red]the case did not settle"
+            else "[bold red]the cases did not settle"
         )
         console.print(verdict)
         console.print(
-            f"inspect it: stophub --data-keys {directory / 'data-keys.json'} case show "
-            f"{case_id} --db {url}",
+            f"inspect it: stophub --data-keys {directory / 'data-keys.json'} case trail "
+            f"{case_id} --svg trail.svg --db {url}",
             soft_wrap=True,
         )
         status = 0 if ok else 1
@@ -363,6 +440,71 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         await server.stop(1.0)
         store.dispose()
     return status
+
+
+def victim_report(
+    victim: account_pb2.AccountRef, payments: list[tuple[datetime, int, str]], now: datetime
+) -> case_pb2.Report:
+    report = case_pb2.Report(
+        victim=case_pb2.Victim(
+            name=victim.holder_name,
+            id_number=VICTIM_ID_NUMBER if victim is VICTIM else "110101198505054321",
+            phone=VICTIM_PHONE if victim is VICTIM else "13900000000",
+        ),
+        fraud_type=case_pb2.FRAUD_TYPE_IMPERSONATING_OFFICIALS,
+        description="a caller posing as police had the victim move savings to a 'safe account'",
+    )
+    report.victim_report_time.FromDatetime(now)
+    for at, amount, ref in payments:
+        tx = report.transactions.add(
+            amount_fen=amount,
+            payer=victim,
+            payee=MULE,
+            channel=case_pb2.PAYMENT_CHANNEL_MOBILE_BANKING,
+            transaction_reference=ref,
+        )
+        tx.transaction_time.FromDatetime(at)
+    return report
+
+
+async def freeze_holding_stops(centre: HubClient, inbox: Inbox, case_id: str) -> None:
+    """The centre turns every stop that holds money into a freeze under the filed case."""
+    case = await centre.get_case(case_id)
+    freezes = []
+    for stop in case.orders:
+        if stop.kind != order_pb2.ORDER_KIND_STOP or stop.state != order_pb2.ORDER_STATE_HOLDING:
+            continue
+        instruction = order_pb2.OrderInstruction(case_id=case_id, note="criminal case filed")
+        instruction.freeze.account.CopyFrom(stop.instruction.stop.account)
+        instruction.freeze.amount_fen = stop.held_fen
+        instruction.freeze.filed_case_number = FREEZE_CASE
+        instruction.freeze.approving_authority = AUTHORITY
+        instruction.freeze.term_months = 6
+        instruction.freeze.stop_order_id = stop.order_id
+        freezes.append(await centre.issue_order(instruction))
+    for f in freezes:
+        await inbox.wait_for(answered(f.order_id))
+
+
+def returns_table(distributions: list[returns_pb2.Distribution]) -> Table:
+    """Every distribution and what each victim got from it."""
+    table = Table(title="fair returns (distributions)", title_justify="left")
+    for col in ("distribution", "account", "method", "frozen", "case", "claim", "share", "orders"):
+        table.add_column(col)
+    for d in distributions:
+        method = returns_pb2.DistributionMethod.Name(d.method).removeprefix("DISTRIBUTION_METHOD_")
+        for i, share in enumerate(d.shares):
+            table.add_row(
+                d.distribution_id if i == 0 else "",
+                f"{d.account.institution_code} {mask(d.account.account_number)}" if i == 0 else "",
+                method.lower().replace("_", " ") if i == 0 else "",
+                yuan(d.pool_fen) if i == 0 else "",
+                share.case_id,
+                yuan(share.claim_fen),
+                yuan(share.share_fen),
+                ", ".join(o.rsplit("-", 1)[-1] for o in share.return_order_ids),
+            )
+    return table
 
 
 def message_timeline(store: object, case_id: str) -> Table:
@@ -403,7 +545,7 @@ def balances(cores: dict[str, SimulatedCoreBank]) -> Table:
     table = Table(title="core-bank balances after the case", title_justify="left")
     for col in ("institution", "account", "holder", "balance", "held"):
         table.add_column(col)
-    for account in (VICTIM, MULE, WALLET):
+    for account in (VICTIM, VICTIM_2, MULE, WALLET, CASHOUT, OFFSHORE):
         core = cores[account.institution_code]
         table.add_row(
             account.institution_code,
@@ -435,7 +577,11 @@ def clock_table(store: object, case_id: str) -> Table:
         table.add_column(col)
     for c in sorted(clocks, key=lambda c: c.started_at):
         steps = [e for e in entries[c.clock_id] if e.event not in ("started", "met", "missed")]
-        took = duration(c.stopped_at - c.started_at) if c.stopped_at else "running"
+        took = (
+            duration(c.stopped_at - c.started_at)
+            if c.stopped_at
+            else ("running" if c.state.value == "open" else "—")
+        )
         style = {"met": "green", "missed": "bold red", "open": "yellow"}.get(c.state.value, "")
         table.add_row(
             c.kind,

@@ -23,21 +23,38 @@ async def test_demo_carries_the_case_to_close(tmp_path: Path) -> None:
     store = SqlStore(f"sqlite:///{tmp_path}/demo/stophub.db")
     try:
         with store(read_only=True) as uow:
-            (case,) = uow.cases.list(None, 10, None)
+            second, case = uow.cases.list(None, 10, None)  # newest first
     finally:
         store.dispose()
-    assert case.state is CaseState.CLOSED
+    assert case.state is CaseState.CLOSED and second.state is CaseState.CLOSED
     assert case.loss_fen == case.returned_fen == 5_000_000
-    kinds = [o.kind for o in case.orders]
-    assert kinds.count(OrderKind.STOP) == 2 and kinds.count(OrderKind.FREEZE) == 2
-    auto = case.orders[0]
-    assert auto.auto_stop_rule_id and auto.authorization_envelope, "the rule authorised it"
-    assert auto.state is OrderState.CONVERTED
+    # The hub followed the money three layers deep, in the centre's name.
+    stops = [o for o in case.orders if o.kind is OrderKind.STOP]
+    assert [(o.account_institution, o.layer) for o in stops] == [
+        ("BANKB", 1),
+        ("PAYX", 2),
+        ("BANKA", 3),
+    ]
+    assert all(o.auto_stop_rule_id and o.authorization_envelope for o in stops)
+    assert [o.upstream_order_id for o in stops] == ["", stops[0].order_id, stops[1].order_id]
+    assert all(o.state is OrderState.CONVERTED for o in stops)
     assert all(o.answer_envelope for o in case.orders), "every answer is kept as signed bytes"
-    assert "signed messages of the case" in text and "¥50,000.00 back with the victim" in text
+    # The second victim's money reached the same mule: one share of the mule's freeze each.
+    returns = [o for c in (case, second) for o in c.orders if o.kind is OrderKind.RETURN]
+    paid = {
+        (o.beneficiary_case_id, o.account_institution, o.account_number): o.returned_fen
+        for o in returns
+        if o.account_institution == "PAYX"
+    }
+    assert paid == {(second.case_id, "PAYX", "PX88000007"): 400_000}
+    assert sum(o.returned_fen for o in returns) == 5_400_000
+    assert "money trail of case" in text and "BEYOND REACH" in text
+    assert "pro rata" in text and "traced" in text and "pooled" in text
+    assert "signed messages of the case" in text and "¥50,000.00 back with the first" in text
     assert "re-verified with the" in text and "all good" in text
     assert "appear nowhere in stophub.db" in text
     assert "serving mutual TLS" in text
+    assert (tmp_path / "demo" / f"trail-{case.case_id}.svg").exists()
 
     # PayX answers its stop 12 minutes (of case time) late: reminded, then breached.
     store = SqlStore(f"sqlite:///{tmp_path}/demo/stophub.db")
@@ -66,6 +83,7 @@ async def test_demo_carries_the_case_to_close(tmp_path: Path) -> None:
     assert late_stop.state is ClockState.MISSED and late_stop.breached
     assert steps == ["started", "reminder", "breach", "missed"]
     assert [c.clock_id for c in others] == [late_stop.clock_id], "only the slow bank breached"
+    assert late_stop.order_id == stops[1].order_id, "the wallet's downstream stop"
     assert "case clocks" in text and "clock_breach to CENTRE" in text
 
     shown = CliRunner().invoke(
