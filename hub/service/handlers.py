@@ -954,8 +954,10 @@ def get_case(ctx: Context, body: case_pb2.GetCaseBody) -> Message:
             account=account_pb2.AccountRef(institution_code=institution, account_number=account),
         )
     if ctx.authorize(case) is Access.OWN:
-        # An addressee (often the mule's bank) needs the orders, not who the victim is.
+        # An addressee (often the mule's bank) needs the orders, not who the victim is, nor
+        # which other cases the centre is chasing through the same accounts.
         view.report.ClearField("victim")
+        view.ClearField("linked_cases")
     return view
 
 

@@ -557,6 +557,26 @@ class Fuzz:
             return institution_pb2.GetInstitutionBody(code=CODES[variant % len(CODES)])
         if name == "ListInstitutions":
             return institution_pb2.ListInstitutionsBody(page_size=2)
+        if name == "GetCaseTrail":
+            return trail_pb2.GetCaseTrailBody(case_id=self.pick(self.verified, variant))
+        if name == "StartDistribution":
+            return returns_pb2.StartDistributionBody(
+                case_id=self.pick(self.verified, variant),
+                account=MULE,
+                traced=[returns_pb2.TracedAmount(case_id="C-1", amount_fen=1, evidence="fz")]
+                if variant % 2
+                else [],
+            )
+        # No distribution is ever started in this world: these are refused as unknown, after
+        # every check that comes before the lookup.
+        if name == "ObjectToDistribution":
+            return returns_pb2.ObjectionBody(distribution_id=f"D-{variant}", grounds="fz")
+        if name == "DecideDistribution":
+            return returns_pb2.DistributionDecisionBody(
+                distribution_id=f"D-{variant}", decision=variant % 3, reason="fz"
+            )
+        if name == "GetDistribution":
+            return returns_pb2.GetDistributionBody(distribution_id=f"D-{variant}")
         return sla_pb2.ListClocksBody(page_size=3, open_only=bool(variant % 2))
 
     def instruction(self, variant: int, now: Any) -> order_pb2.OrderInstruction:

@@ -313,6 +313,9 @@ def test_a_second_victim_paying_the_same_mule_links_the_cases(w: World) -> None:
     assert [lc.case_id for lc in c2.linked_cases] == [c1.case_id]
     assert c2.linked_cases[0].account.account_number == MULE_B.account_number
     assert not c2.linked_cases[0].account.holder_name
+    stop = w.order(stop_body(c1, MULE_B))
+    assert stop.addressed_to == "BANKB"
+    assert not w.get_case(c1.case_id, "BANKB").linked_cases, "the mule's bank is not told"
 
 
 def test_held_money_in_a_shared_account_is_attributed_to_both_victims(w: World) -> None:
