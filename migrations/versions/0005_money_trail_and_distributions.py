@@ -6,9 +6,10 @@ Create Date: 2026-11-22 10:48:24.495798
 
 The money trail (issue 6, ADR 13): a downstream stop names the order whose answer reported
 the transfers it follows and its layer; a return decided by a distribution names it and the
-victim's case. A distribution shares what is frozen in one account among the victims whose
-money reached it (cases are linked by the accounts they share, found through new indexes). New columns have defaults, so existing orders read as
-layer 0 (unknown) with no upstream order.
+victim's case; an onward transfer records what of it carried the order's money. A
+distribution shares what is frozen in one account among the victims whose money reached it
+(cases are linked by the accounts they share, found through new indexes). New columns have
+defaults, so existing orders read as layer 0 (unknown) with no upstream order.
 """
 
 from collections.abc import Sequence
