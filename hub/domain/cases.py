@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from hub.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from hub.domain.institutions import HUB_CODE, InstitutionKind
+from hub.domain.institutions import CODE_PATTERN, HUB_CODE, InstitutionKind
 
 ACCOUNT_PATTERN = re.compile(r"^[0-9A-Za-z-]{4,40}$")
 MAX_AMOUNT_FEN = 10**14  # one trillion yuan: anything above is a unit error, not a loss
@@ -1019,6 +1019,13 @@ def validate_onward(order: Order, onward: Sequence[OnwardTransfer], now: datetim
         validate_past(f"{p}.transfer_time", t.transfer_time, now)
         if not t.to_institution:
             raise InvalidArgument(f"{p}.to_account.institution_code", f"{which}: is required")
+        if not CODE_PATTERN.match(t.to_institution):
+            # A non-member is fine (beyond reach); a code no institution can have is not.
+            raise InvalidArgument(
+                f"{p}.to_account.institution_code",
+                f"{which}: {t.to_institution[:40]!r} is not an institution code (2-32 capital "
+                "letters, digits, '_' or '-'); use the receiving institution's clearing code",
+            )
         if not ACCOUNT_PATTERN.match(t.to_account):
             raise InvalidArgument(
                 f"{p}.to_account.account_number",

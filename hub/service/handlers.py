@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property, partial
@@ -164,6 +164,11 @@ class Context:
         """Queue a hub-signed notice in the outbox, in this transaction."""
         self.queued.append(self.hub.deliver(self.uow, recipient, notice, self.now))
         self.notified.add(recipient)
+
+    def deliver_to(self, recipients: Iterable[str], notice: delivery_pb2.Notice) -> None:
+        """The same notice to each recipient, each signed for its recipient."""
+        for recipient in recipients:
+            self.deliver(recipient, notice)
 
     def track(self, case: Case, *, new: bool = False) -> None:
         """Watch a case so the clocks follow what this command does to it."""
@@ -754,16 +759,15 @@ def create_report(ctx: Context, body: case_pb2.Report) -> Message:
     ctx.track(case, new=True)
     _link_cases(ctx, case, accounts_of(case))
     ctx.record_events(case, 0)
-    for centre in ctx.centres():
-        ctx.deliver(
-            centre,
-            delivery_pb2.Notice(
-                kind=delivery_pb2.NOTICE_KIND_REPORT_RECEIVED,
-                case_id=case.case_id,
-                origin=ctx.envelope,
-                summary=f"{ctx.sender.code} reported case {case.case_id}: {case.events[0].summary}",
-            ),
-        )
+    ctx.deliver_to(
+        ctx.centres(),
+        delivery_pb2.Notice(
+            kind=delivery_pb2.NOTICE_KIND_REPORT_RECEIVED,
+            case_id=case.case_id,
+            origin=ctx.envelope,
+            summary=f"{ctx.sender.code} reported case {case.case_id}: {case.events[0].summary}",
+        ),
+    )
     return wire.case_to_proto(case)
 
 
@@ -773,16 +777,15 @@ def verify_report(ctx: Context, body: case_pb2.Verification) -> Message:
     ctx.authorize(case)
     since = len(case.events)
     case.verify(ctx.sender.code, outcome, reason, now=ctx.now, message_id=ctx.message_id)
-    for centre in ctx.centres():
-        ctx.deliver(
-            centre,
-            delivery_pb2.Notice(
-                kind=delivery_pb2.NOTICE_KIND_REPORT_VERIFIED,
-                case_id=case.case_id,
-                origin=ctx.envelope,
-                summary=case.events[-1].summary,
-            ),
-        )
+    ctx.deliver_to(
+        ctx.centres(),
+        delivery_pb2.Notice(
+            kind=delivery_pb2.NOTICE_KIND_REPORT_VERIFIED,
+            case_id=case.case_id,
+            origin=ctx.envelope,
+            summary=case.events[-1].summary,
+        ),
+    )
     if case.state is CaseState.VERIFIED:
         _auto_stop(ctx, case)
     ctx.record_events(case, since)
@@ -897,15 +900,14 @@ def answer_order(ctx: Context, body: order_pb2.ExecutionResult) -> Message:
         ),
     )
     if case.close_if_settled(ctx.now):
-        for recipient in sorted({case.reporting_institution, *ctx.centres()}):
-            ctx.deliver(
-                recipient,
-                delivery_pb2.Notice(
-                    kind=delivery_pb2.NOTICE_KIND_CASE_CLOSED,
-                    case_id=case.case_id,
-                    summary=case.events[-1].summary,
-                ),
-            )
+        ctx.deliver_to(
+            sorted({case.reporting_institution, *ctx.centres()}),
+            delivery_pb2.Notice(
+                kind=delivery_pb2.NOTICE_KIND_CASE_CLOSED,
+                case_id=case.case_id,
+                summary=case.events[-1].summary,
+            ),
+        )
     ctx.record_events(case, since)
     return wire.order_to_proto(order)
 
@@ -1090,15 +1092,14 @@ def _link_cases(ctx: Context, case: Case, accounts: set[tuple[str, str]]) -> Non
             f"{institution} too; money held there is shared among the victims"
         )
         case.record(ctx.now, "case.linked", HUB_CODE, summary)
-        for centre in ctx.centres():
-            ctx.deliver(
-                centre,
-                delivery_pb2.Notice(
-                    kind=delivery_pb2.NOTICE_KIND_CASES_LINKED,
-                    case_id=case.case_id,
-                    summary=f"case {case.case_id} {summary}",
-                ),
-            )
+        ctx.deliver_to(
+            ctx.centres(),
+            delivery_pb2.Notice(
+                kind=delivery_pb2.NOTICE_KIND_CASES_LINKED,
+                case_id=case.case_id,
+                summary=f"case {case.case_id} {summary}",
+            ),
+        )
 
 
 def _linked(uow: UnitOfWork, case: Case, accounts: set[tuple[str, str]]) -> list[str]:
@@ -1235,7 +1236,15 @@ def _distribution_cases(ctx: Context, d: Distribution) -> list[Case]:
     return found
 
 
+def _bounded(name: str, text: str) -> None:
+    if len(text) > MAX_GROUNDS:
+        raise InvalidArgument(name, f"at most {MAX_GROUNDS} characters; keep the rest on file")
+
+
 def start_distribution(ctx: Context, body: returns_pb2.StartDistributionBody) -> Message:
+    _bounded("note", body.note)
+    for i, traced in enumerate(body.traced):
+        _bounded(f"traced[{i}].evidence", traced.evidence)
     account = (body.account.institution_code.strip(), body.account.account_number.strip())
     if not account[0] or not account[1]:
         raise InvalidArgument("account", "name the institution and account holding the money")
@@ -1346,17 +1355,16 @@ def _tell_parties(ctx: Context, d: Distribution, cases: Sequence[Case]) -> None:
     recipients = {*ctx.centres(), d.account_institution}
     recipients.update(c.reporting_institution for c in cases)
     view = wire.distribution_to_proto(d)
-    for recipient in sorted(recipients):
-        ctx.deliver(
-            recipient,
-            delivery_pb2.Notice(
-                kind=delivery_pb2.NOTICE_KIND_DISTRIBUTION,
-                case_id=d.case_id,
-                origin=ctx.envelope,
-                summary=f"{d.state.value}: {d.summary()}",
-                distribution=view,
-            ),
-        )
+    ctx.deliver_to(
+        sorted(recipients),
+        delivery_pb2.Notice(
+            kind=delivery_pb2.NOTICE_KIND_DISTRIBUTION,
+            case_id=d.case_id,
+            origin=ctx.envelope,
+            summary=f"{d.state.value}: {d.summary()}",
+            distribution=view,
+        ),
+    )
 
 
 def _pay(ctx: Context, d: Distribution, cases: Sequence[Case], account: tuple[str, str]) -> None:
@@ -1403,9 +1411,8 @@ def _distribution(ctx: Context, distribution_id: str) -> Distribution:
 
 
 def object_to_distribution(ctx: Context, body: returns_pb2.ObjectionBody) -> Message:
+    _bounded("grounds", body.grounds)
     d = _distribution(ctx, body.distribution_id)
-    if len(body.grounds) > MAX_GROUNDS:
-        raise InvalidArgument("grounds", f"at most {MAX_GROUNDS} characters; attach the rest")
     lead = _load_case(ctx, d.case_id)
     d.object(ctx.sender.code, body.grounds, ctx.now, ctx.message_id)
     since = len(lead.events)
@@ -1417,21 +1424,21 @@ def object_to_distribution(ctx: Context, body: returns_pb2.ObjectionBody) -> Mes
         message_id=ctx.message_id,
     )
     ctx.record_events(lead, since)
-    for centre in ctx.centres():
-        ctx.deliver(
-            centre,
-            delivery_pb2.Notice(
-                kind=delivery_pb2.NOTICE_KIND_DISTRIBUTION,
-                case_id=d.case_id,
-                origin=ctx.envelope,
-                summary=f"objection to {d.distribution_id} by {ctx.sender.code}",
-                distribution=wire.distribution_to_proto(d),
-            ),
-        )
+    ctx.deliver_to(
+        ctx.centres(),
+        delivery_pb2.Notice(
+            kind=delivery_pb2.NOTICE_KIND_DISTRIBUTION,
+            case_id=d.case_id,
+            origin=ctx.envelope,
+            summary=f"objection to {d.distribution_id} by {ctx.sender.code}",
+            distribution=wire.distribution_to_proto(d),
+        ),
+    )
     return wire.distribution_to_proto(d)
 
 
 def decide_distribution(ctx: Context, body: returns_pb2.DistributionDecisionBody) -> Message:
+    _bounded("reason", body.reason)
     d = _distribution(ctx, body.distribution_id)
     account = (d.account_institution, d.account_number)
     cases = _distribution_cases(ctx, d)

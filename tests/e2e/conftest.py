@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
+from adapters.sdk import HubClient
 from hub.api.server import HubServer
 from hub.bootstrap import serve
 from hub.clock import ManualClock
@@ -129,3 +130,14 @@ async def network(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Network]:
     finally:
         await net.server.stop(0.5)
         net.store.dispose()
+
+
+@pytest.fixture
+async def clients(network: Network) -> AsyncIterator[dict[str, HubClient]]:
+    """A signed SDK client for every member of the network, closed after the test."""
+    made = {code: network.client(code) for code in network.keys}
+    try:
+        yield made
+    finally:
+        for c in made.values():
+            await c.close()

@@ -3,7 +3,6 @@ reason and field, and no state changed by it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import grpc
@@ -15,16 +14,6 @@ from hub.store.tables import audit_log, case_events
 from stophub.v1 import case_pb2, order_pb2
 from tests.e2e.conftest import Network
 from tests.e2e.wire_helpers import MULE, report
-
-
-@pytest.fixture
-async def clients(network: Network) -> AsyncIterator[dict[str, HubClient]]:
-    made = {code: network.client(code) for code in network.keys}
-    try:
-        yield made
-    finally:
-        for c in made.values():
-            await c.close()
 
 
 def stop_of(case_id: str, amount: int, network: Network) -> order_pb2.OrderInstruction:

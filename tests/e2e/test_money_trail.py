@@ -4,7 +4,6 @@ read back, and `stophub case trail --svg` on the same database."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from xml.etree import ElementTree
@@ -22,16 +21,6 @@ from tests.e2e.wire_helpers import MULE, report
 WALLET = account_pb2.AccountRef(
     institution_code="PAYX", account_number="PX88000003", holder_name="Wang Wu"
 )
-
-
-@pytest.fixture
-async def clients(network: Network) -> AsyncIterator[dict[str, HubClient]]:
-    made = {code: network.client(code) for code in network.keys}
-    try:
-        yield made
-    finally:
-        for c in made.values():
-            await c.close()
 
 
 def answer_with_onward(

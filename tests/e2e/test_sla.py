@@ -3,7 +3,6 @@ the sweep fired its reminder and breach, the filters, and paging."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import grpc
@@ -21,16 +20,6 @@ from tests.e2e.wire_helpers import report, sign
 OPEN = sla_pb2.CLOCK_STATE_OPEN
 MET = sla_pb2.CLOCK_STATE_MET
 MISSED = sla_pb2.CLOCK_STATE_MISSED
-
-
-@pytest.fixture
-async def clients(network: Network) -> AsyncIterator[dict[str, HubClient]]:
-    made = {code: network.client(code) for code in network.keys}
-    try:
-        yield made
-    finally:
-        for c in made.values():
-            await c.close()
 
 
 async def new_case(clients: dict[str, HubClient], clock: ManualClock) -> str:

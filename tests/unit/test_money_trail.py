@@ -238,6 +238,12 @@ def test_deeper_than_the_rule_reaches_waits_for_the_centre(w: World) -> None:
             "onward_transfers[0].to_account.account_number",
             "transfer 0",
         ),
+        # To something that is no institution code at all (the store keeps 32 characters).
+        (
+            [(account("B" * 33, "6222030000000099", "Wang"), 1_000, 5)],
+            "onward_transfers[0].to_account.institution_code",
+            "not an institution code",
+        ),
         # Carried more of the money than the transfer moved.
         ([(MULE_C, 1_000, 5, 1_001)], "onward_transfers[0].carried_fen", "between 0"),
         # Carried parts adding up to more than the account received.
