@@ -21,7 +21,6 @@ from sqlalchemy import (
     select,
     tuple_,
     type_coerce,
-    union,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -327,34 +326,49 @@ class SqlCases:
         def among(inst: Any, acct: Any) -> Any:
             return tuple_(inst, acct).in_(wanted)
 
-        payees = select(
-            fraud_transactions.c.case_id,
-            fraud_transactions.c.payee_institution,
-            fraud_transactions.c.payee_account,
-        ).where(among(fraud_transactions.c.payee_institution, fraud_transactions.c.payee_account))
-        held = select(
-            orders.c.case_id, orders.c.account_institution, orders.c.account_number
-        ).where(
-            orders.c.kind.in_([OrderKind.STOP, OrderKind.FREEZE]),
-            among(orders.c.account_institution, orders.c.account_number),
-        )
-        onward = (
-            select(
-                orders.c.case_id, onward_transfers.c.to_institution, onward_transfers.c.to_account
+        def reaching(source: Any, case_col: Any, inst: Any, acct: Any, *extra: Any) -> Any:
+            # Each source stops at `limit` open cases of its own, found through its account
+            # index: a mule account reached by thousands of victims costs `limit` rows, not a
+            # scan and a sort of all of them (every new report runs this).
+            return (
+                select(case_col, inst, acct)
+                .select_from(source.join(cases, cases.c.case_id == case_col))
+                .where(
+                    tuple_(inst, acct).in_(wanted),
+                    cases.c.state.in_(open_states),
+                    cases.c.case_id != exclude,
+                    *extra,
+                )
+                .limit(limit)
             )
-            .join(orders, orders.c.order_id == onward_transfers.c.order_id)
-            .where(among(onward_transfers.c.to_institution, onward_transfers.c.to_account))
-        )
-        found = union(payees, held, onward).subquery()
-        rows = self.session.execute(
-            select(found.c[0], found.c[1], found.c[2])
-            .join(cases, cases.c.case_id == found.c[0])
-            .where(cases.c.state.in_(open_states), cases.c.case_id != exclude)
-            .distinct()
-            .order_by(found.c[0], found.c[1], found.c[2])
-            .limit(limit)
-        ).all()
-        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+        queries = [
+            reaching(
+                fraud_transactions,
+                fraud_transactions.c.case_id,
+                fraud_transactions.c.payee_institution,
+                fraud_transactions.c.payee_account,
+            ),
+            reaching(
+                orders,
+                orders.c.case_id,
+                orders.c.account_institution,
+                orders.c.account_number,
+                orders.c.kind.in_([OrderKind.STOP, OrderKind.FREEZE]),
+            ),
+            reaching(
+                onward_transfers.join(orders, orders.c.order_id == onward_transfers.c.order_id),
+                orders.c.case_id,
+                onward_transfers.c.to_institution,
+                onward_transfers.c.to_account,
+            ),
+        ]
+        found = {
+            (str(r[0]), str(r[1]), str(r[2]))
+            for query in queries
+            for r in self.session.execute(query).all()
+        }
+        return sorted(found)[:limit]
 
 
 class SqlDistributions:

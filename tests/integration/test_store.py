@@ -791,3 +791,52 @@ def test_auto_stop_rule_put_replaces_and_enabled_lists(members: SqlStore) -> Non
         uow.commit()
     with members(read_only=True) as uow:
         assert [(r.centre_code, r.rule_id) for r in uow.rules.enabled()] == [("CENTRE", "R3")]
+
+
+def test_involving_finds_open_cases_by_payee_held_account_and_transfer_target(
+    members: SqlStore,
+) -> None:
+    """The link lookup behind one mule, many victims: each way a case's money reaches an
+    account, only open cases, never the asking case, and at most `limit` rows."""
+    t = T
+    target = ("PAYX", "PX-0000000099")
+    c1 = opened("C-INV-1", t)
+    c2 = opened("C-INV-2", t + timedelta(seconds=1))
+    c2.verify("BANKA", VerificationOutcome.CONFIRMED, "", now=t, message_id="m-v2")
+    stop = c2.issue(
+        "C-INV-2-O001",
+        StopCommand(MULE_P, 100, [(t - timedelta(minutes=20), 1_000_000)]),
+        issued_by="CENTRE",
+        now=t,
+        message_id="m-s2",
+        institutions=KINDS,
+        policy=POLICY,
+    )
+    c2.answer(
+        stop.order_id,
+        "PAYX",
+        executed(
+            100,
+            onward=[OnwardTransfer(t - timedelta(minutes=5), 100, *target, "Zhao Liu", "B-1")],
+        ),
+        now=t,
+        message_id="m-a2",
+        policy=POLICY,
+    )
+    rejected = opened("C-INV-3", t + timedelta(seconds=2), payee=MULE_P)
+    rejected.verify("BANKA", VerificationOutcome.REJECTED, "not fraud", now=t, message_id="m-v3")
+    with members() as uow:
+        for case in (c1, c2, rejected):
+            uow.cases.add(case)
+        uow.commit()
+    mule = (MULE_B.institution_code, MULE_B.account_number)
+    wallet = (MULE_P.institution_code, MULE_P.account_number)
+    with members(read_only=True) as uow:
+        assert list(uow.cases.involving({mule}, "C-INV-1", 10)) == [("C-INV-2", *mule)]
+        assert list(uow.cases.involving({mule}, "", 10)) == [("C-INV-1", *mule), ("C-INV-2", *mule)]
+        # The stopped account (C-INV-2's stop) counts; the rejected case's payment does not.
+        assert list(uow.cases.involving({wallet}, "", 10)) == [("C-INV-2", *wallet)]
+        assert list(uow.cases.involving({target}, "", 10)) == [("C-INV-2", *target)]
+        assert list(uow.cases.involving({mule, target}, "C-INV-2", 10)) == [("C-INV-1", *mule)]
+        assert len(uow.cases.involving({mule, wallet, target}, "", 2)) == 2
+        assert list(uow.cases.involving(set(), "", 10)) == []
