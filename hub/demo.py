@@ -341,8 +341,12 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
             victim_report(VICTIM_2, [(t3, 1_000_000, "X-TX-1")], clock.now())
         )
         second_id = second.case_id
-        await centre_inbox.wait_for(
-            lambda n: n.kind == delivery_pb2.NOTICE_KIND_CASES_LINKED and n.case_id == second_id
+        linked = await centre_inbox.wait_for(
+            lambda n: n.kind == delivery_pb2.NOTICE_KIND_REPORT_RECEIVED and n.case_id == second_id
+        )
+        console.print(
+            f"the centre is told at once: case {second_id} is linked to "
+            + ", ".join(link.case_id for link in linked.linked_cases)
         )
         await payx.verify_report(second_id, confirmed=True)
         await centre_inbox.wait_for(

@@ -757,7 +757,9 @@ def create_report(ctx: Context, body: case_pb2.Report) -> Message:
     case.report_envelope = ctx.envelope_bytes
     ctx.uow.cases.add(case)
     ctx.track(case, new=True)
-    _link_cases(ctx, case, accounts_of(case))
+    # A report that pays a known mule says so in its own notice: one notice per report, even
+    # when a mule ring's victims report by the hundred.
+    links, linked = _link_cases(ctx, case, accounts_of(case), announce=False)
     ctx.record_events(case, 0)
     ctx.deliver_to(
         ctx.centres(),
@@ -765,7 +767,9 @@ def create_report(ctx: Context, body: case_pb2.Report) -> Message:
             kind=delivery_pb2.NOTICE_KIND_REPORT_RECEIVED,
             case_id=case.case_id,
             origin=ctx.envelope,
-            summary=f"{ctx.sender.code} reported case {case.case_id}: {case.events[0].summary}",
+            summary=f"{ctx.sender.code} reported case {case.case_id}: {case.events[0].summary}"
+            + (f"; {linked}" if linked else ""),
+            linked_cases=links,
         ),
     )
     return wire.case_to_proto(case)
@@ -1075,31 +1079,48 @@ def list_clocks(ctx: Context, body: sla_pb2.ListClocksBody) -> Message:
 # ---- the money trail ---------------------------------------------------------------------------
 
 
-def _link_cases(ctx: Context, case: Case, accounts: set[tuple[str, str]]) -> None:
+def _link_cases(
+    ctx: Context, case: Case, accounts: set[tuple[str, str]], *, announce: bool
+) -> tuple[list[case_pb2.CaseLink], str]:
     """One mule, many victims: when `case`'s money reaches an account another open case's
-    money reached, say so on the case's timeline and tell the centres. The link itself is
-    not stored: it is the shared account, found again whenever a case is read."""
+    money reached, say so on the case's timeline and, with `announce`, in a notice to the
+    centres. Returns the links found (ten at most) and a sentence for people. The link itself
+    is not stored: it is the shared account, found again whenever a case is read."""
     if not accounts:
-        return
+        return [], ""
     found = ctx.uow.cases.involving(accounts, case.case_id, LINKS_NAMED + 1)
     shared: dict[tuple[str, str], list[str]] = {}
     for other_id, institution, account in found[:LINKS_NAMED]:
         shared.setdefault((institution, account), []).append(other_id)
+    links = [
+        case_pb2.CaseLink(
+            case_id=other_id,
+            account=account_pb2.AccountRef(institution_code=institution, account_number=account),
+        )
+        for other_id, institution, account in found[:LINKS_NAMED]
+    ]
+    sentences = []
     for (institution, account), others in shared.items():
         more = " and more" if len(found) > LINKS_NAMED else ""
-        summary = (
-            f"linked: money of case(s) {', '.join(others)}{more} reached {mask(account)} at "
-            f"{institution} too; money held there is shared among the victims"
+        sentences.append(
+            f"money of case(s) {', '.join(others)}{more} reached {mask(account)} at "
+            f"{institution} too"
         )
-        case.record(ctx.now, "case.linked", HUB_CODE, summary)
+    if not sentences:
+        return [], ""
+    summary = "linked: " + "; ".join(sentences) + "; money held there is shared among the victims"
+    case.record(ctx.now, "case.linked", HUB_CODE, summary)
+    if announce:
         ctx.deliver_to(
             ctx.centres(),
             delivery_pb2.Notice(
                 kind=delivery_pb2.NOTICE_KIND_CASES_LINKED,
                 case_id=case.case_id,
                 summary=f"case {case.case_id} {summary}",
+                linked_cases=links,
             ),
         )
+    return links, summary
 
 
 def _linked(uow: UnitOfWork, case: Case, accounts: set[tuple[str, str]]) -> list[str]:
@@ -1151,7 +1172,9 @@ def _follow_onward(ctx: Context, case: Case, answered: Order) -> None:
             f"{yuan(item.carried_fen)} of the victim's money can have moved on to {where} "
             f"(layer {item.layer}): {item.why}",
         )
-    _link_cases(ctx, case, {(t.to_institution, t.to_account) for t in answered.onward})
+    _link_cases(
+        ctx, case, {(t.to_institution, t.to_account) for t in answered.onward}, announce=True
+    )
 
 
 def _escalate(ctx: Context, case: Case, centre: str, summary: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Self
 from sqlalchemy import (
     Engine,
     and_,
+    bindparam,
     case,
     create_engine,
     event,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     select,
     tuple_,
     type_coerce,
+    union_all,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -79,6 +81,49 @@ from hub.store.tables import (
 # in statement construction and cache-key work (bench/clocks.py profiles showed ~4x).
 INSERT_INBOUND = inbound_messages.insert()
 INSERT_DELIVERY = deliveries.insert().returning(deliveries.c.sequence)
+
+
+def _reaching(source: Any, case_col: Any, inst: Any, acct: Any, *extra: Any) -> Any:
+    # Each source stops at :n open cases of its own, found through its account index: a mule
+    # account reached by thousands of victims costs a few rows, not a scan and a sort of all.
+    return select(
+        select(case_col, inst, acct)
+        .select_from(source.join(cases, cases.c.case_id == case_col))
+        .where(
+            inst == bindparam("inst"),
+            acct == bindparam("acct"),
+            cases.c.state.in_(list(OPEN_STATES)),
+            cases.c.case_id != bindparam("exclude"),
+            *extra,
+        )
+        .limit(bindparam("n"))
+        .subquery()
+    )
+
+
+# Open cases whose money reached one account: as the victim's payee, as an account stopped or
+# frozen, as the target of an onward transfer. Built once (every report runs it).
+INVOLVING = union_all(
+    _reaching(
+        fraud_transactions,
+        fraud_transactions.c.case_id,
+        fraud_transactions.c.payee_institution,
+        fraud_transactions.c.payee_account,
+    ),
+    _reaching(
+        orders,
+        orders.c.case_id,
+        orders.c.account_institution,
+        orders.c.account_number,
+        orders.c.kind.in_([OrderKind.STOP, OrderKind.FREEZE]),
+    ),
+    _reaching(
+        onward_transfers.join(orders, orders.c.order_id == onward_transfers.c.order_id),
+        orders.c.case_id,
+        onward_transfers.c.to_institution,
+        onward_transfers.c.to_account,
+    ),
+)
 INSERT_AUDIT = audit_log.insert()
 INSERT_SLA = sla_log.insert()
 SELECT_REGISTRY_VERSION = select(registry_state.c.version).where(registry_state.c.id == 1)
@@ -318,56 +363,17 @@ class SqlCases:
     def involving(
         self, accounts: Collection[tuple[str, str]], exclude: str, limit: int
     ) -> Sequence[tuple[str, str, str]]:
-        if not accounts:
-            return []
-        wanted = list(accounts)
-        open_states = list(OPEN_STATES)
-
-        def among(inst: Any, acct: Any) -> Any:
-            return tuple_(inst, acct).in_(wanted)
-
-        def reaching(source: Any, case_col: Any, inst: Any, acct: Any, *extra: Any) -> Any:
-            # Each source stops at `limit` open cases of its own, found through its account
-            # index: a mule account reached by thousands of victims costs `limit` rows, not a
-            # scan and a sort of all of them (every new report runs this).
-            return (
-                select(case_col, inst, acct)
-                .select_from(source.join(cases, cases.c.case_id == case_col))
-                .where(
-                    tuple_(inst, acct).in_(wanted),
-                    cases.c.state.in_(open_states),
-                    cases.c.case_id != exclude,
-                    *extra,
+        found: set[tuple[str, str, str]] = set()
+        # No autoflush: what is pending is the asking case's own (excluded anyway; the
+        # requests before it in a group commit were flushed when their savepoints ended), and
+        # flushing it here would split one flush of the request into two.
+        with self.session.no_autoflush:
+            for institution, account in sorted(set(accounts)):
+                params = {"inst": institution, "acct": account, "exclude": exclude, "n": limit}
+                found.update(
+                    (str(r[0]), str(r[1]), str(r[2]))
+                    for r in self.session.execute(INVOLVING, params)
                 )
-                .limit(limit)
-            )
-
-        queries = [
-            reaching(
-                fraud_transactions,
-                fraud_transactions.c.case_id,
-                fraud_transactions.c.payee_institution,
-                fraud_transactions.c.payee_account,
-            ),
-            reaching(
-                orders,
-                orders.c.case_id,
-                orders.c.account_institution,
-                orders.c.account_number,
-                orders.c.kind.in_([OrderKind.STOP, OrderKind.FREEZE]),
-            ),
-            reaching(
-                onward_transfers.join(orders, orders.c.order_id == onward_transfers.c.order_id),
-                orders.c.case_id,
-                onward_transfers.c.to_institution,
-                onward_transfers.c.to_account,
-            ),
-        ]
-        found = {
-            (str(r[0]), str(r[1]), str(r[2]))
-            for query in queries
-            for r in self.session.execute(query).all()
-        }
         return sorted(found)[:limit]
 
 

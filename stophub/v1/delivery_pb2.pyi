@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from stophub.v1 import case_pb2 as _case_pb2
 from stophub.v1 import envelope_pb2 as _envelope_pb2
 from stophub.v1 import order_pb2 as _order_pb2
 from stophub.v1 import returns_pb2 as _returns_pb2
@@ -60,8 +61,9 @@ class _NoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeKind
     standing rule to follow it (to the centre).
     """
     NOTICE_KIND_CASES_LINKED: _NoticeKind.ValueType  # 12
-    """A case's money reached an account that another open case's money reached
-    too (to the centres).
+    """An order's answer sent a case's money on to an account that another open
+    case's money reached too (to the centres). A new report that pays such an
+    account says so in its REPORT_RECEIVED notice instead.
     """
     NOTICE_KIND_DISTRIBUTION: _NoticeKind.ValueType  # 13
     """A distribution of money held in one account to several victims: its
@@ -105,8 +107,9 @@ that is not a member, deeper than the standing rule reaches, or with no
 standing rule to follow it (to the centre).
 """
 NOTICE_KIND_CASES_LINKED: NoticeKind.ValueType  # 12
-"""A case's money reached an account that another open case's money reached
-too (to the centres).
+"""An order's answer sent a case's money on to an account that another open
+case's money reached too (to the centres). A new report that pays such an
+account says so in its REPORT_RECEIVED notice instead.
 """
 NOTICE_KIND_DISTRIBUTION: NoticeKind.ValueType  # 13
 """A distribution of money held in one account to several victims: its
@@ -134,6 +137,7 @@ class Notice(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     CLOCK_STEP_FIELD_NUMBER: _builtins.int
     DISTRIBUTION_FIELD_NUMBER: _builtins.int
+    LINKED_CASES_FIELD_NUMBER: _builtins.int
     kind: Global___NoticeKind.ValueType
     case_id: _builtins.str
     summary: _builtins.str
@@ -160,6 +164,12 @@ class Notice(_message.Message):
     def distribution(self) -> _returns_pb2.Distribution:
         """For distribution notices: the distribution as the hub records it."""
 
+    @_builtins.property
+    def linked_cases(self) -> _containers.RepeatedCompositeFieldContainer[_case_pb2.CaseLink]:
+        """For REPORT_RECEIVED and CASES_LINKED: other open cases whose money reached
+        an account this case's money reached (at most ten are named).
+        """
+
     def __init__(
         self,
         *,
@@ -171,10 +181,11 @@ class Notice(_message.Message):
         summary: _builtins.str = ...,
         clock_step: _sla_pb2.ClockStep | None = ...,
         distribution: _returns_pb2.Distribution | None = ...,
+        linked_cases: _abc.Iterable[_case_pb2.CaseLink] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "clock_step", b"clock_step", "distribution", b"distribution", "order", b"order", "origin", b"origin"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "case_id", b"case_id", "clock_step", b"clock_step", "distribution", b"distribution", "kind", b"kind", "order", b"order", "origin", b"origin", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "case_id", b"case_id", "clock_step", b"clock_step", "distribution", b"distribution", "kind", b"kind", "linked_cases", b"linked_cases", "order", b"order", "origin", b"origin", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -313,8 +313,15 @@ def test_a_second_victim_paying_the_same_mule_links_the_cases(w: World) -> None:
     c1, c2 = two_victims(w)
 
     assert [e.kind for e in c2.events if e.kind == "case.linked"] == ["case.linked"]
-    linked = [n for n in w.notices("AFC") if n.kind == delivery_pb2.NOTICE_KIND_CASES_LINKED]
-    assert len(linked) == 1 and c1.case_id in linked[0].summary
+    # The centre learns it from the report's own notice, with the link in a field.
+    reported = [
+        n
+        for n in w.notices("AFC")
+        if n.kind == delivery_pb2.NOTICE_KIND_REPORT_RECEIVED and n.case_id == c2.case_id
+    ]
+    assert len(reported) == 1 and c1.case_id in reported[0].summary
+    assert [lc.case_id for lc in reported[0].linked_cases] == [c1.case_id]
+    assert not [n for n in w.notices("AFC") if n.kind == delivery_pb2.NOTICE_KIND_CASES_LINKED]
     assert [lc.case_id for lc in w.get_case(c1.case_id).linked_cases] == [c2.case_id]
     assert [lc.case_id for lc in c2.linked_cases] == [c1.case_id]
     assert c2.linked_cases[0].account.account_number == MULE_B.account_number
@@ -322,6 +329,24 @@ def test_a_second_victim_paying_the_same_mule_links_the_cases(w: World) -> None:
     stop = w.order(stop_body(c1, MULE_B))
     assert stop.addressed_to == "BANKB"
     assert not w.get_case(c1.case_id, "BANKB").linked_cases, "the mule's bank is not told"
+
+
+def test_money_moving_on_to_another_cases_account_links_them_and_tells_the_centre(
+    w: World,
+) -> None:
+    other = w.report((MULE_C, 200_000), sender="BANKC", payer=VICTIM_C)
+    case = w.verified((MULE_B, 3_000_000))
+    stop = w.order(stop_body(case, MULE_B))
+    answer = held(stop.order_id, 0, 3_000_000)
+    onward(answer, MULE_C, 1_000_000, w)
+    w.answer("BANKB", answer)
+
+    [linked] = [n for n in w.notices("AFC") if n.kind == delivery_pb2.NOTICE_KIND_CASES_LINKED]
+    assert linked.case_id == case.case_id
+    assert [(lc.case_id, lc.account.account_number) for lc in linked.linked_cases] == [
+        (other.case_id, MULE_C.account_number)
+    ]
+    assert [lc.case_id for lc in w.get_case(other.case_id).linked_cases] == [case.case_id]
 
 
 def test_held_money_in_a_shared_account_is_attributed_to_both_victims(w: World) -> None:
