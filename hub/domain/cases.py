@@ -733,17 +733,11 @@ class Case:
         validate_amount("fund_return.amount_fen", cmd.amount_fen)
         if cmd.distribution_id and not cmd.beneficiary_case_id:
             raise InvalidArgument("fund_return.beneficiary_case_id", "a shared return names it")
-        committed = sum(
-            o.amount_fen
-            for o in self.orders
-            if o.kind is OrderKind.RETURN
-            and o.target_order_id == freeze.order_id
-            and o.state is OrderState.PENDING
-        )
-        if cmd.amount_fen > freeze.held_fen - committed:
+        unclaimed = self.unclaimed_fen(freeze)
+        if cmd.amount_fen > unclaimed:
             raise InvalidArgument(
                 "fund_return.amount_fen",
-                f"{yuan(cmd.amount_fen)} exceeds the {yuan(freeze.held_fen - committed)} that "
+                f"{yuan(cmd.amount_fen)} exceeds the {yuan(unclaimed)} that "
                 f"freeze {freeze.order_id} holds and no other return has claimed",
             )
         return Order(
@@ -758,6 +752,17 @@ class Case:
             beneficiary_case_id=cmd.beneficiary_case_id or self.case_id,
             **base,  # type: ignore[arg-type]
         )
+
+    def unclaimed_fen(self, freeze: Order) -> int:
+        """What a freeze holds that no pending return has claimed yet."""
+        pending = sum(
+            o.amount_fen
+            for o in self.orders
+            if o.kind is OrderKind.RETURN
+            and o.target_order_id == freeze.order_id
+            and o.state is OrderState.PENDING
+        )
+        return max(freeze.held_fen - pending, 0)
 
     # ---- answers ------------------------------------------------------------------------
 

@@ -1234,20 +1234,8 @@ def _holding_freezes(cases: Sequence[Case], account: tuple[str, str]) -> list[tu
     ]
 
 
-def _unclaimed(case: Case, freeze: Order) -> int:
-    """What a freeze holds that no pending return has claimed yet."""
-    pending = sum(
-        o.amount_fen
-        for o in case.orders
-        if o.kind is OrderKind.RETURN
-        and o.target_order_id == freeze.order_id
-        and o.state is OrderState.PENDING
-    )
-    return max(freeze.held_fen - pending, 0)
-
-
 def _pool(cases: Sequence[Case], account: tuple[str, str]) -> int:
-    return sum(_unclaimed(c, f) for c, f in _holding_freezes(cases, account))
+    return sum(c.unclaimed_fen(f) for c, f in _holding_freezes(cases, account))
 
 
 def _distribution_cases(ctx: Context, d: Distribution) -> list[Case]:
@@ -1277,7 +1265,8 @@ def start_distribution(ctx: Context, body: returns_pb2.StartDistributionBody) ->
             "CASE_ENDED", f"case {lead.case_id} is {lead.state.value}; nothing to distribute"
         )
     where = f"{mask(account[1])} at {account[0]}"
-    node = build_trail(lead).nodes.get(account)
+    trails = {lead.case_id: build_trail(lead)}
+    node = trails[lead.case_id].nodes.get(account)
     if node is None or node.received_fen == 0 or node.status is NodeStatus.VICTIM:
         raise FailedPrecondition(
             "NOT_ON_TRAIL",
@@ -1301,7 +1290,7 @@ def start_distribution(ctx: Context, body: returns_pb2.StartDistributionBody) ->
     for case in cases:
         # A victim's claim is what of its money can still be in the account: what moved
         # on is chased (and returned) where it went.
-        kept = build_trail(case).kept(account)
+        kept = (trails.get(case.case_id) or build_trail(case)).kept(account)
         if kept > 0:
             victim = case.victim_account
             claims.append(
@@ -1393,8 +1382,8 @@ def _tell_parties(ctx: Context, d: Distribution, cases: Sequence[Case]) -> None:
 def _pay(ctx: Context, d: Distribution, cases: Sequence[Case], account: tuple[str, str]) -> None:
     """Issue the return orders that pay every share, from the freezes on the account; a
     victim's own case's freezes pay it first, so fewer returns cross between cases."""
-    available = {f.order_id: _unclaimed(c, f) for c, f in _holding_freezes(cases, account)}
     freezes = _holding_freezes(cases, account)
+    available = {f.order_id: c.unclaimed_fen(f) for c, f in freezes}
     for claim in d.claims:
         need = claim.share_fen
         paid: list[str] = []
