@@ -28,6 +28,7 @@ from hub.domain.cases import CaseState
 from hub.domain.clocks import CaseClock, PolicyError
 from hub.domain.errors import DomainError
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
+from hub.domain.trail import accounts_of
 from hub.logmask import install as mask_accounts_in_logs
 from hub.policy import load_policy
 from hub.render import case_view, cases_table, institution_view
@@ -531,6 +532,10 @@ def case_list(state: str | None, limit: int, database_url: str) -> None:
     console.print(cases_table(found))
 
 
+# Other cases named beside a case: a mule ring can reach hundreds; the trail has the rest.
+MAX_LINKED_SHOWN = 20
+
+
 @case.command("show")
 @click.argument("case_id")
 @click.option("--personal-data", is_flag=True, help="Show the victim's name in full.")
@@ -540,9 +545,14 @@ def case_show(case_id: str, personal_data: bool, database_url: str) -> None:
     store = open_store(database_url)
     with store(read_only=True) as uow:
         found = uow.cases.get(case_id)
+        linked = (
+            uow.cases.involving(accounts_of(found), found.case_id, MAX_LINKED_SHOWN)
+            if found is not None
+            else []
+        )
     if found is None:
         raise click.ClickException(f"no case {case_id!r} in {database_url}")
-    console.print(case_view(found, with_personal_data=personal_data))
+    console.print(case_view(found, with_personal_data=personal_data, linked=linked))
 
 
 @case.command("trail")

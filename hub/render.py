@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from rich.console import Console, Group
@@ -87,7 +88,14 @@ def phases(case: Case) -> list[tuple[str, timedelta | None]]:
     ]
 
 
-def case_view(case: Case, *, with_personal_data: bool = False) -> Group:
+def case_view(
+    case: Case,
+    *,
+    with_personal_data: bool = False,
+    linked: Sequence[tuple[str, str, str]] = (),
+) -> Group:
+    """`linked`: other open cases whose money reached this case's accounts, as
+    (case id, institution, account number)."""
     victim = (
         case.victim_name
         if with_personal_data
@@ -101,6 +109,15 @@ def case_view(case: Case, *, with_personal_data: bool = False) -> Group:
     head.add_row("victim", victim, "reported at", case.created_at.isoformat(timespec="seconds"))
     head.add_row("loss", yuan(case.loss_fen), "held now", yuan(case.held_fen))
     head.add_row("returned", yuan(case.returned_fen), "released", yuan(case.released_fen))
+    if linked:
+        head.add_row(
+            "linked cases",
+            ", ".join(
+                f"{other} ({institution} {mask(account)})" for other, institution, account in linked
+            ),
+            "",
+            "",
+        )
 
     tx = Table(title="fraudulent transactions", title_justify="left", expand=False)
     for col in ("time", "amount", "payer", "payee", "channel"):
@@ -118,6 +135,7 @@ def case_view(case: Case, *, with_personal_data: bool = False) -> Group:
     for col in (
         "order",
         "kind",
+        "layer",
         "to",
         "amount",
         "state",
@@ -131,6 +149,12 @@ def case_view(case: Case, *, with_personal_data: bool = False) -> Group:
         orders.add_row(
             o.order_id.rsplit("-", 1)[-1],
             o.kind.value,
+            (
+                f"L{o.layer}"
+                + (f" ← {o.upstream_order_id.rsplit('-', 1)[-1]}" if o.upstream_order_id else "")
+            )
+            if o.is_hold and o.layer
+            else "",
             o.addressed_to,
             yuan(o.amount_fen),
             Text(o.state.value, style=STATE_STYLE.get(o.state, "")),

@@ -219,3 +219,9 @@ async def test_two_victims_of_one_mule_share_what_is_frozen_after_the_notice(
         ret = r.instruction.fund_return
         paid[ret.beneficiary_case_id] = paid.get(ret.beneficiary_case_id, 0) + ret.amount_fen
     assert paid == {first.case_id: 400_000, second.case_id: 200_000}
+
+    # An operator at the hub sees both cases and the layers from the CLI too.
+    shown = CliRunner().invoke(main, ["case", "show", first.case_id, "--db", network.database_url])
+    assert shown.exit_code == 0, shown.output
+    assert "linked cases" in shown.output and second.case_id in shown.output
+    assert "L1" in shown.output
