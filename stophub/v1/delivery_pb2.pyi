@@ -8,6 +8,8 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from stophub.v1 import appeal_pb2 as _appeal_pb2
+from stophub.v1 import blacklist_pb2 as _blacklist_pb2
 from stophub.v1 import case_pb2 as _case_pb2
 from stophub.v1 import envelope_pb2 as _envelope_pb2
 from stophub.v1 import order_pb2 as _order_pb2
@@ -72,6 +74,14 @@ class _NoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeKind
     """
     NOTICE_KIND_PUBLIC_NOTICE_ENDED: _NoticeKind.ValueType  # 14
     """A distribution's public notice ran its course: the centre may decide it."""
+    NOTICE_KIND_LISTING: _NoticeKind.ValueType  # 15
+    """A listing of an account this institution keeps: tell the holder the basis,
+    the term and how to appeal (to the account's institution), or its removal.
+    """
+    NOTICE_KIND_APPEAL: _NoticeKind.ValueType  # 16
+    """An appeal was filed (to the centres) or decided (to the appellant, with the
+    reason).
+    """
 
 class NoticeKind(_NoticeKind, metaclass=_NoticeKindEnumTypeWrapper):
     """What a notice tells its recipient."""
@@ -118,6 +128,14 @@ public notice began, an objection was filed, or it was decided or withdrawn
 """
 NOTICE_KIND_PUBLIC_NOTICE_ENDED: NoticeKind.ValueType  # 14
 """A distribution's public notice ran its course: the centre may decide it."""
+NOTICE_KIND_LISTING: NoticeKind.ValueType  # 15
+"""A listing of an account this institution keeps: tell the holder the basis,
+the term and how to appeal (to the account's institution), or its removal.
+"""
+NOTICE_KIND_APPEAL: NoticeKind.ValueType  # 16
+"""An appeal was filed (to the centres) or decided (to the appellant, with the
+reason).
+"""
 Global___NoticeKind: _TypeAlias = NoticeKind  # noqa: Y015
 
 @_typing.final
@@ -138,6 +156,8 @@ class Notice(_message.Message):
     CLOCK_STEP_FIELD_NUMBER: _builtins.int
     DISTRIBUTION_FIELD_NUMBER: _builtins.int
     LINKED_CASES_FIELD_NUMBER: _builtins.int
+    LIST_ENTRY_FIELD_NUMBER: _builtins.int
+    APPEAL_FIELD_NUMBER: _builtins.int
     kind: Global___NoticeKind.ValueType
     case_id: _builtins.str
     summary: _builtins.str
@@ -170,6 +190,14 @@ class Notice(_message.Message):
         an account this case's money reached (at most ten are named).
         """
 
+    @_builtins.property
+    def list_entry(self) -> _blacklist_pb2.ListEntryRecord:
+        """For LISTING notices: the entry as the hub records it."""
+
+    @_builtins.property
+    def appeal(self) -> _appeal_pb2.Appeal:
+        """For APPEAL notices: the appeal as the hub records it."""
+
     def __init__(
         self,
         *,
@@ -182,10 +210,12 @@ class Notice(_message.Message):
         clock_step: _sla_pb2.ClockStep | None = ...,
         distribution: _returns_pb2.Distribution | None = ...,
         linked_cases: _abc.Iterable[_case_pb2.CaseLink] | None = ...,
+        list_entry: _blacklist_pb2.ListEntryRecord | None = ...,
+        appeal: _appeal_pb2.Appeal | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "clock_step", b"clock_step", "distribution", b"distribution", "order", b"order", "origin", b"origin"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "clock_step", b"clock_step", "distribution", b"distribution", "list_entry", b"list_entry", "order", b"order", "origin", b"origin"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "case_id", b"case_id", "clock_step", b"clock_step", "distribution", b"distribution", "kind", b"kind", "linked_cases", b"linked_cases", "order", b"order", "origin", b"origin", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "case_id", b"case_id", "clock_step", b"clock_step", "distribution", b"distribution", "kind", b"kind", "linked_cases", b"linked_cases", "list_entry", b"list_entry", "order", b"order", "origin", b"origin", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
