@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +16,10 @@ from hub.calendar import ChineseWorkingDays
 from hub.clock import SystemClock
 from hub.crypto import fields
 from hub.crypto.keys import PrivateKey, load_private_key
+from hub.crypto.listkey import DEFAULT_FILE as DEFAULT_LIST_KEY
+from hub.crypto.listkey import ENV_FILE as LIST_KEY_ENV_FILE
+from hub.crypto.listkey import ENV_KEY as LIST_KEY_ENV
+from hub.crypto.listkey import ListKey, load_list_key_file, resolve_list_key
 from hub.crypto.pki import TlsConfig
 from hub.domain.cases import Policy
 from hub.domain.clocks import Policy as ClockPolicy
@@ -73,6 +78,7 @@ def build_hub(
     clock: Clock | None = None,
     policy: Policy | None = None,
     clock_policy: ClockPolicy | None = None,
+    list_key: ListKey | None = None,
 ) -> Hub:
     return Hub(
         store,
@@ -82,7 +88,31 @@ def build_hub(
         policy,
         clock_policy=clock_policy or load_policy(),
         calendar=ChineseWorkingDays(),
+        list_key=list_key,
     )
+
+
+def find_list_key(given: ListKey | str | Path | None) -> ListKey | None:
+    """The list key given, or the one the environment or the default file holds; None (with a
+    warning) when there is none at all: the hub then serves everything but the list."""
+    if isinstance(given, ListKey):
+        return given
+    if given is not None:
+        return load_list_key_file(given)
+    if (
+        os.environ.get(LIST_KEY_ENV_FILE)
+        or os.environ.get(LIST_KEY_ENV)
+        or Path(DEFAULT_LIST_KEY).exists()
+    ):
+        return resolve_list_key()
+    log.warning(
+        "no list key (%s, $%s or $%s): the blacklist cannot be published or checked on this "
+        "hub; create one with `stophub listkey generate`",
+        DEFAULT_LIST_KEY,
+        LIST_KEY_ENV_FILE,
+        LIST_KEY_ENV,
+    )
+    return None
 
 
 async def serve(
@@ -99,6 +129,7 @@ async def serve(
     late_after: timedelta | None = None,
     tls: TlsConfig | None = None,
     data_keys: fields.Keyring | str | Path | None = None,
+    list_key: ListKey | str | Path | None = None,
 ) -> tuple[HubServer, SqlStore]:
     """`data_keys`: the keyring (or its file) that seals personal data; None keeps the one
     already configured in this process, and there must be one."""
@@ -111,12 +142,20 @@ async def serve(
     key = hub_key if isinstance(hub_key, PrivateKey) else load_private_key(hub_key)
     clock = clock or SystemClock()
     clock_policy = load_policy(policy_file)  # a bad file stops the start, naming the line
+    network_list_key = find_list_key(list_key)
     if run_migrations:
         migrate(database_url)
     store = SqlStore(database_url)
     ensure_hub_registered(store, key, clock)
     server = await start_server(
-        lambda notifier: build_hub(store, key, notifier, clock=clock, clock_policy=clock_policy),
+        lambda notifier: build_hub(
+            store,
+            key,
+            notifier,
+            clock=clock,
+            clock_policy=clock_policy,
+            list_key=network_list_key,
+        ),
         address,
         ack_timeout=ack_timeout,
         workers=workers,

@@ -53,7 +53,8 @@ def tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Unary methods refuse an Undecodable here; StopHub's streams check for it themselves."""
+    """Unary methods refuse an Undecodable here; StopHub's streams (SyncList included) check
+    for it themselves."""
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
@@ -74,9 +75,8 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 request_deserializer=parse,
                 unary_unary=self._guarded(handler.unary_unary, handler_call_details.method),
             )
-        if handler.stream_stream is not None and handler_call_details.method.startswith(
-            "/stophub."
-        ):
+        stream = handler.stream_stream is not None or handler.unary_stream is not None
+        if stream and handler_call_details.method.startswith("/stophub."):
             return handler._replace(request_deserializer=parse)  # type: ignore[attr-defined,no-any-return]
         return handler
 

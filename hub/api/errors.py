@@ -13,6 +13,7 @@ ERROR_DOMAIN = "stophub.v1"
 
 GRPC_CODES: dict[str, grpc.StatusCode] = {
     "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
+    "OUT_OF_RANGE": grpc.StatusCode.OUT_OF_RANGE,
     "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
     "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
     "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from hub.api.decoding import DecodeGuard
 from hub.api.delivery import DeliveryRouter, DeliveryServicer
+from hub.api.lists import AppealServicer, ListServicer
 from hub.api.servicers import (
     CaseServicer,
     DistributionServicer,
@@ -27,6 +28,9 @@ from hub.crypto.pki import TlsConfig
 from hub.service.handlers import Hub
 from hub.service.ports import Notifier, PendingDelivery, StoreUnavailable
 from stophub.v1 import (
+    appeal_pb2,
+    appeal_pb2_grpc,
+    blacklist_pb2,
     case_pb2,
     case_pb2_grpc,
     delivery_pb2,
@@ -60,6 +64,8 @@ SERVICE_NAMES = (
     institution_pb2.DESCRIPTOR.services_by_name["InstitutionService"].full_name,
     sla_pb2.DESCRIPTOR.services_by_name["SlaService"].full_name,
     returns_pb2.DESCRIPTOR.services_by_name["DistributionService"].full_name,
+    blacklist_pb2.DESCRIPTOR.services_by_name["ListService"].full_name,
+    appeal_pb2.DESCRIPTOR.services_by_name["AppealService"].full_name,
 )
 
 
@@ -75,8 +81,10 @@ class HubServer:
         executor: ThreadPoolExecutor,
         port: int,
         scheduler: AsyncIOScheduler | None = None,
+        lists: ListServicer | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self.lists = lists
         self.hub = hub
         self.router = router
         self.server = server
@@ -90,6 +98,8 @@ class HubServer:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.router.close()
+        if self.lists is not None:
+            await self.lists.watcher.close()
         await self.server.stop(grace)
         self.executor.shutdown(wait=True, cancel_futures=True)
 
@@ -144,6 +154,9 @@ async def start_server(
     delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
         DeliveryServicer(runner, router), server
     )
+    lists = ListServicer(runner, executor)
+    server.add_generic_rpc_handlers((lists.handler(),))
+    appeal_pb2_grpc.add_AppealServiceServicer_to_server(AppealServicer(runner), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -166,7 +179,7 @@ async def start_server(
     if sweep_interval:
         scheduler = start_sweeping(hub, executor, sweep_interval)
     log.info("StopHub serving on port %d (%s)", port, "mutual TLS" if tls else "PLAIN TEXT")
-    return HubServer(hub, router, server, health_servicer, executor, port, scheduler)
+    return HubServer(hub, router, server, health_servicer, executor, port, scheduler, lists)
 
 
 def start_sweeping(hub: Hub, executor: ThreadPoolExecutor, interval: float) -> AsyncIOScheduler:

@@ -10,11 +10,12 @@ instead of rehashing a million entries (ADR 14 when the rest of the issue lands)
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from hub.domain.cases import ACCOUNT_PATTERN, add_months
@@ -22,6 +23,7 @@ from hub.domain.errors import FailedPrecondition, InvalidArgument
 from hub.domain.institutions import CODE_PATTERN
 
 DIGEST_MODULUS = 2**256
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Mainland resident ID: 17 digits and a check character (digit or X).
 ID_NUMBER_PATTERN = re.compile(r"^[0-9]{17}[0-9X]$")
 
@@ -120,23 +122,96 @@ class Entry:
     def live(self) -> bool:
         return self.ended_at is None
 
-    def leaf(self) -> bytes:
-        """The entry as the digest sees it: what a replica must hold identically."""
-        fields = (
+    def clear_hash(self) -> int:
+        """The entry's leaf hash in the CLEAR form of the list."""
+        return clear_leaf_hash(
             self.entry_id,
             self.kind.value,
             self.subject_key,
             self.name,
             self.basis.value,
+            self.reason,
             self.source_case_id,
-            self.listed_at.isoformat(),
-            self.expires_at.isoformat(),
+            micros(self.listed_at),
+            micros(self.expires_at),
         )
-        # Length-prefixed, so no two different entries give the same bytes.
-        return b"".join(len(f.encode()).to_bytes(4, "big") + f.encode() for f in fields)
+
+    def token_hash(self, token: bytes) -> int:
+        """The entry's leaf hash in the TOKENS form, `token` being its subject's token."""
+        return token_leaf_hash(
+            self.entry_id,
+            self.kind.value,
+            token,
+            self.basis.value,
+            self.source_case_id,
+            micros(self.listed_at),
+            micros(self.expires_at),
+        )
 
     def leaf_hash(self) -> int:
-        return int.from_bytes(hashlib.sha256(b"stophub-list-entry\x00" + self.leaf()).digest())
+        return self.clear_hash()
+
+
+# ---- the digest's leaves (docs/blacklist.md): what a copy in any language recomputes ------------
+
+CLEAR_LEAF_PREFIX = b"stophub-list-entry\x00"
+TOKEN_LEAF_PREFIX = b"stophub-list-token\x00"
+
+
+def micros(at: datetime) -> int:
+    """Microseconds since the Unix epoch: times in a leaf are integers, not text, so every
+    language writes them the same way."""
+    delta = at - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _fields(*fields: str) -> bytes:
+    # Length-prefixed, so no two different entries give the same bytes.
+    out = bytearray()
+    for f in fields:
+        data = f.encode()
+        out += len(data).to_bytes(4, "big")
+        out += data
+    return bytes(out)
+
+
+def clear_leaf_hash(
+    entry_id: str,
+    kind: str,
+    subject_key: str,
+    name: str,
+    basis: str,
+    reason: str,
+    source_case_id: str,
+    listed_us: int,
+    expires_us: int,
+) -> int:
+    leaf = _fields(
+        entry_id, kind, subject_key, name, basis, reason, source_case_id,
+        str(listed_us), str(expires_us),
+    )  # fmt: skip
+    return int.from_bytes(hashlib.sha256(CLEAR_LEAF_PREFIX + leaf).digest())
+
+
+def token_leaf_hash(
+    entry_id: str,
+    kind: str,
+    token: bytes,
+    basis: str,
+    source_case_id: str,
+    listed_us: int,
+    expires_us: int,
+) -> int:
+    leaf = _fields(
+        entry_id, kind, token.hex(), basis, source_case_id, str(listed_us), str(expires_us)
+    )
+    return int.from_bytes(hashlib.sha256(TOKEN_LEAF_PREFIX + leaf).digest())
+
+
+def subject_token(key: bytes, subject_key: str) -> bytes:
+    """The keyed hash a TOKENS copy names a subject by: HMAC-SHA256 under the network's list
+    key of the subject key ("INSTITUTION/ACCOUNT" or the ID number, in normal form)."""
+    return hmac.new(key, subject_key.encode(), hashlib.sha256).digest()
 
 
 def list_entry(
@@ -240,12 +315,22 @@ class ListDigest:
         return d
 
     def add(self, entry: Entry) -> None:
-        self.value = (self.value + entry.leaf_hash()) % DIGEST_MODULUS
-        self.count += 1
+        self.add_hash(entry.leaf_hash())
 
     def remove(self, entry: Entry) -> None:
-        self.value = (self.value - entry.leaf_hash()) % DIGEST_MODULUS
+        self.remove_hash(entry.leaf_hash())
+
+    def add_hash(self, leaf_hash: int) -> None:
+        self.value = (self.value + leaf_hash) % DIGEST_MODULUS
+        self.count += 1
+
+    def remove_hash(self, leaf_hash: int) -> None:
+        self.value = (self.value - leaf_hash) % DIGEST_MODULUS
         self.count -= 1
+
+    @property
+    def digest_bytes(self) -> bytes:
+        return self.value.to_bytes(32, "big")
 
     def checkpoint(self, version: int) -> Checkpoint:
         return Checkpoint(version, self.count, self.value)

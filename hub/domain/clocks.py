@@ -45,11 +45,15 @@ class ClockState(StrEnum):
 DISTRIBUTION_TRIGGERS = frozenset(
     {"distribution.noticed", "distribution.decided", "distribution.withdrawn"}
 )
+# An appeal's events name the appeal in their order_id; its clock is keyed by it, so two
+# appeals in one case run two clocks.
+APPEAL_TRIGGERS = frozenset({"appeal.filed", "appeal.decided"})
 CASE_TRIGGERS = (
     frozenset(
         {"report.sent", "report.received", "report.verified", "report.rejected", "case.closed"}
     )
     | DISTRIBUTION_TRIGGERS
+    | APPEAL_TRIGGERS
 )
 ORDER_TRIGGERS = frozenset(
     f"{kind.value}.{what}"
@@ -152,6 +156,8 @@ class Trigger:
     name: str
     at: datetime
     order: Order | None = None
+    # What a keyed clock (an appeal's) belongs to.
+    key: str = ""
 
 
 @dataclass(eq=False)
@@ -214,7 +220,9 @@ def triggers_of(
         order = orders.get(event.order_id) if event.order_id else None
         if event.kind == "report.received" and sent_at is not None:
             out.append(Trigger("report.sent", sent_at))
-        if event.kind in CASE_TRIGGERS:
+        if event.kind in APPEAL_TRIGGERS:
+            out.append(Trigger(event.kind, event.at, key=event.order_id))
+        elif event.kind in CASE_TRIGGERS:
             out.append(Trigger(event.kind, event.at))
         elif event.kind == "order.issued" and order is not None:
             out.append(Trigger(f"{order.kind.value}.issued", event.at, order))
@@ -236,6 +244,8 @@ def _stops(
 ) -> bool:
     if trigger.name not in policy.stops:
         return False
+    if trigger.key:
+        return clock.order_id == trigger.key
     if not clock.order_id:
         return True
     if trigger.order is None:
@@ -312,7 +322,7 @@ def apply_triggers(
             clock = CaseClock(
                 clock_id=new_id(),
                 case_id=case.case_id,
-                order_id=order.order_id if order is not None else "",
+                order_id=order.order_id if order is not None else trigger.key,
                 kind=cp.name,
                 responsible=responsible_for(cp, case, order, centres, hub_code),
                 started_at=start_at,

@@ -44,3 +44,7 @@ class NotFound(DomainError):
 
 class AlreadyExists(DomainError):
     code = "ALREADY_EXISTS"
+
+
+class OutOfRange(DomainError):
+    code = "OUT_OF_RANGE"

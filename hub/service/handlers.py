@@ -24,7 +24,9 @@ from typing import Any, Generic, TypeVar
 from google.protobuf.message import DecodeError, Message
 
 from hub.crypto.envelope import create_time_of, digest_of, seal_message, verify_envelope
+from hub.crypto.listkey import ListKey
 from hub.crypto.signing import SignatureError
+from hub.domain.blacklist import Terms
 from hub.domain.cases import (
     Case,
     CaseState,
@@ -78,6 +80,8 @@ from hub.service.sla import Sweeper, Tracked, apply_clocks, audit_transitions
 from hub.service.trail import trail_view
 from stophub.v1 import (
     account_pb2,
+    appeal_pb2,
+    blacklist_pb2,
     case_pb2,
     delivery_pb2,
     envelope_pb2,
@@ -128,6 +132,8 @@ class Context:
     access: Access = Access.ALLOW
     # The registry as this transaction read it (None: read the store when asked).
     members: Members | None = None
+    # The command changed the blacklist: following copies are woken after the commit.
+    list_changed: bool = False
 
     def authorize(self, case: Case, order_id: str | None = None) -> Access:
         """Decide a call about one case (or one order in it) by the caller's relation to it."""
@@ -280,8 +286,15 @@ class Hub:
         calendar: WorkingDays | None = None,
         replay_window: timedelta = REPLAY_WINDOW,
         max_clock_skew: timedelta = MAX_CLOCK_SKEW,
+        list_key: ListKey | None = None,
+        list_terms: Terms | None = None,
     ) -> None:
         self.uow = uow
+        # The network's list key: indexes the blacklist and makes its tokens (None: the
+        # list cannot be published here; docs/blacklist.md).
+        self.list_key = list_key
+        self.list_terms = list_terms or Terms()
+        self._list_listeners: list[Callable[[], None]] = []
         self.replay_window = replay_window
         self.max_clock_skew = max_clock_skew
         # Set by a server that authenticates its clients with certificates: every request
@@ -309,8 +322,22 @@ class Hub:
         return clock.window.deadline(start, self.calendar, None) - start
 
     def sweep(self) -> int:
-        """Fire every clock step that is due; returns how many fired."""
-        return self.sweeper.sweep()
+        """Fire every clock step that is due and end every listing whose term is over;
+        returns how many of both."""
+        from hub.service.listing import expire_due  # the listing handlers import this module
+
+        return self.sweeper.sweep() + expire_due(self)
+
+    def on_list_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (from any thread) after each commit that changed the list."""
+        self._list_listeners.append(listener)
+
+    def list_changed(self) -> None:
+        for listener in list(self._list_listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("a list listener failed; followers catch up on their tick")
 
     def notify(self, recipients: set[str], deliveries: Sequence[PendingDelivery] = ()) -> None:
         try:
@@ -493,7 +520,27 @@ class Hub:
         answer, ctx = self.writes.run(work, refused)
         if ctx is not None and ctx.notified:
             self.notify(ctx.notified, ctx.queued)
+        if ctx is not None and ctx.list_changed:
+            self.list_changed()
         return answer
+
+    def admit(
+        self, command: Command[Any], envelope: envelope_pb2.Envelope, peer: str | None
+    ) -> tuple[Institution, Message]:
+        """A read that answers with a stream (SyncList): the whole pipeline up to the
+        handler, whose result is the admitted body; refusals are audited as for any call."""
+        raw = envelope.SerializeToString()
+        try:
+            with self.uow(read_only=True) as uow:
+                sender = self.authenticate(uow, envelope, peer)
+                now = self.clock.now()
+                self.check_fresh(envelope, now, sender)
+                body = self.decode(command, envelope)
+                ctx = Context(self, uow, now, sender, envelope, raw, command.name)
+                return sender, _run(command, ctx, body)
+        except DomainError as err:
+            self._record_rejection(envelope, raw, err)
+            raise
 
     def _read(
         self,
@@ -717,8 +764,12 @@ def _span(delta: timedelta) -> str:
 
 
 def _case_of(result: Message) -> str | None:
-    if isinstance(result, case_pb2.Case | order_pb2.Order | returns_pb2.Distribution):
+    if isinstance(
+        result, case_pb2.Case | order_pb2.Order | returns_pb2.Distribution | appeal_pb2.Appeal
+    ):
         return result.case_id or None
+    if isinstance(result, blacklist_pb2.ListEntryRecord):
+        return result.entry.source_case_id or None
     return None
 
 

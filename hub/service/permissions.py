@@ -79,6 +79,14 @@ _TRAIL_NOT_SHARED = _deny(
 _CENTRE_DECIDES = _deny(
     "KIND_NOT_ALLOWED", "only the anti-fraud centre starts and decides distributions"
 )
+_CENTRE_LISTS = _deny(
+    "KIND_NOT_ALLOWED", "only the anti-fraud centre publishes and removes listings"
+)
+_HOLDER_APPEALS = _deny(
+    "KIND_NOT_ALLOWED",
+    "an appeal comes from the bank or payment institution that keeps the holder's account",
+)
+_CENTRE_DECIDES_APPEALS = _deny("KIND_NOT_ALLOWED", "only the anti-fraud centre decides appeals")
 _READ_ONLY = _deny("KIND_NOT_ALLOWED", "the regulator and auditors read; they file nothing")
 _NOT_PARTY = _deny(
     "NOT_PARTY_TO_CASE",
@@ -191,6 +199,41 @@ MATRIX: dict[str, dict[tuple[InstitutionKind, Relation], Rule]] = {
         }
     ),
     "GetDistribution": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
+    "PublishListEntry": _plain(
+        {
+            **_same(_CENTRE_LISTS, ACCOUNT_KEEPERS),
+            CENTRE: ALLOW,
+            REGULATOR: _CENTRE_LISTS,
+            AUDITOR: _CENTRE_LISTS,
+        }
+    ),
+    "RemoveListEntry": _plain(
+        {
+            **_same(_CENTRE_LISTS, ACCOUNT_KEEPERS),
+            CENTRE: ALLOW,
+            REGULATOR: _CENTRE_LISTS,
+            AUDITOR: _CENTRE_LISTS,
+        }
+    ),
+    "SyncList": _plain(_same(ALLOW, KINDS)),
+    "CheckList": _plain(_same(ALLOW, KINDS)),
+    "FileAppeal": _plain(
+        {
+            **_same(ALLOW, ACCOUNT_KEEPERS),
+            CENTRE: _HOLDER_APPEALS,
+            REGULATOR: _HOLDER_APPEALS,
+            AUDITOR: _HOLDER_APPEALS,
+        }
+    ),
+    "DecideAppeal": _plain(
+        {
+            **_same(_CENTRE_DECIDES_APPEALS, ACCOUNT_KEEPERS),
+            CENTRE: ALLOW,
+            REGULATOR: _CENTRE_DECIDES_APPEALS,
+            AUDITOR: _CENTRE_DECIDES_APPEALS,
+        }
+    ),
+    "GetAppeal": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
 }
 
 # Calls that change nothing; what the regulator and auditors are limited to.
@@ -203,6 +246,9 @@ READ_ONLY = frozenset(
         "ListClocks",
         "GetCaseTrail",
         "GetDistribution",
+        "SyncList",
+        "CheckList",
+        "GetAppeal",
     }
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AppealRepository",
     "AuditEntry",
     "AuditLog",
     "CaseRepository",
@@ -12,6 +13,10 @@ __all__ = [
     "InboundRecord",
     "InboundRepository",
     "InstitutionRepository",
+    "ListChangeRow",
+    "ListRepository",
+    "ListRow",
+    "ListState",
     "Notifier",
     "Outbox",
     "PendingDelivery",
@@ -30,6 +35,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from hub.crypto.envelope import Signer
+from hub.domain.appeals import Appeal
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, SlaEntry
 from hub.domain.errors import DomainError
@@ -141,6 +147,99 @@ class DistributionRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ListState:
+    """The list as of its latest change: what a checkpoint at `version` says."""
+
+    version: int
+    count: int
+    clear_digest: int
+    token_digest: int
+    list_key_id: str
+
+
+@dataclass
+class ListRow:
+    """One list entry as stored. The subject, name and reason travel inside `clear_wire`
+    (the CLEAR-form ListEntry, sealed at rest); the service decodes it."""
+
+    entry_id: str
+    kind: str
+    subject_token: bytes
+    basis: str
+    source_case_id: str
+    listed_at: datetime
+    expires_at: datetime
+    listed_by: str
+    ended_at: datetime | None
+    end_kind: str
+    end_reason: str
+    added_version: int
+    ended_version: int | None
+    clear_wire: bytes
+    token_wire: bytes
+
+
+@dataclass(frozen=True)
+class ListChangeRow:
+    version: int
+    op: str
+    entry_id: str
+    at: datetime
+    # For an addition: the entry in the form asked for.
+    wire: bytes | None
+
+
+class ListRepository(Protocol):
+    def state(self, *, lock: bool = False) -> ListState:
+        """The current state; `lock` holds it for this transaction, so changes are numbered
+        one after another however many hubs publish."""
+        ...
+
+    def set_state(self, state: ListState) -> None: ...
+
+    def add(self, row: ListRow) -> None: ...
+
+    def end(self, entry_id: str, at: datetime, kind: str, reason: str, version: int) -> None: ...
+
+    def log_change(self, version: int, op: str, entry_id: str, at: datetime) -> None: ...
+
+    def get(self, entry_id: str) -> ListRow | None: ...
+
+    def by_tokens(self, tokens: Collection[bytes], *, live_only: bool) -> Sequence[ListRow]:
+        """Entries whose subject has one of these tokens (all of them, or the live ones)."""
+        ...
+
+    def live_for_case(self, case_id: str) -> Sequence[ListRow]: ...
+
+    def due(self, now: datetime, limit: int) -> Sequence[ListRow]:
+        """Live entries whose term has ended, oldest first."""
+        ...
+
+    def snapshot(
+        self, version: int, tokens: bool, after_version: int, limit: int
+    ) -> Sequence[tuple[int, bytes]]:
+        """The entries live at `version`, as (added version, wire form), by added version
+        above `after_version`; their wire form is TOKENS when `tokens`, else CLEAR."""
+        ...
+
+    def changes(
+        self, after: int, upto: int, tokens: bool, limit: int
+    ) -> Sequence[ListChangeRow]: ...
+
+    def oldest_change(self) -> int | None:
+        """The lowest version still in the change log (None: none kept)."""
+        ...
+
+
+class AppealRepository(Protocol):
+    def get(self, appeal_id: str) -> Appeal | None: ...
+
+    def add(self, appeal: Appeal) -> None: ...
+
+    def open_for(self, reference: str) -> Sequence[Appeal]: ...
+
+
 class RuleRepository(Protocol):
     def get(self, centre_code: str) -> AutoStopRule | None: ...
 
@@ -247,6 +346,8 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     clocks: ClockRepository
     distributions: DistributionRepository
+    lists: ListRepository
+    appeals: AppealRepository
 
     def __enter__(self) -> Self: ...
 

@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub.domain.appeals import Appeal, AppealState
 from hub.domain.cases import Case, CaseState, OrderKind
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import (
@@ -42,6 +43,7 @@ from hub.domain.returns import Distribution, DistributionState
 from hub.domain.rules import AutoStopRule
 from hub.domain.trail import OPEN_STATES
 from hub.service.ports import (
+    AppealRepository,
     AuditEntry,
     AuditLog,
     AuditRecord,
@@ -52,6 +54,10 @@ from hub.service.ports import (
     InboundRecord,
     InboundRepository,
     InstitutionRepository,
+    ListChangeRow,
+    ListRepository,
+    ListRow,
+    ListState,
     Outbox,
     PendingDelivery,
     RuleRepository,
@@ -60,6 +66,7 @@ from hub.service.ports import (
 )
 from hub.store.tables import (
     UTCDateTime,
+    appeals,
     audit_log,
     auto_stop_rules,
     cases,
@@ -70,6 +77,9 @@ from hub.store.tables import (
     inbound_messages,
     institution_keys,
     institutions,
+    list_changes,
+    list_entries,
+    list_state,
     map_domain,
     onward_transfers,
     orders,
@@ -396,6 +406,184 @@ class SqlDistributions:
                 distributions.c.state == DistributionState.NOTICE,
             )
             .order_by(distributions.c.started_at)
+        ).all()
+
+
+LIST_STATE_ID = 1
+ZERO_DIGEST = bytes(32)
+_LIST_ROW_COLUMNS = (
+    list_entries.c.entry_id,
+    list_entries.c.kind,
+    list_entries.c.subject_token,
+    list_entries.c.basis,
+    list_entries.c.source_case_id,
+    list_entries.c.listed_at,
+    list_entries.c.expires_at,
+    list_entries.c.listed_by,
+    list_entries.c.ended_at,
+    list_entries.c.end_kind,
+    list_entries.c.end_reason,
+    list_entries.c.added_version,
+    list_entries.c.ended_version,
+    list_entries.c.clear_wire,
+    list_entries.c.token_wire,
+)
+SELECT_LIST_ROWS = select(*_LIST_ROW_COLUMNS)
+INSERT_LIST_ENTRY = list_entries.insert()
+INSERT_LIST_CHANGE = list_changes.insert()
+
+
+def _list_row(r: Any) -> ListRow:
+    return ListRow(*r)
+
+
+class SqlLists:
+    """The list's entries, change log and state, in Core: a snapshot reads a million rows."""
+
+    def __init__(self, session: Session, lock_rows: bool) -> None:
+        self.session = session
+        self.lock_rows = lock_rows
+
+    def state(self, *, lock: bool = False) -> ListState:
+        stmt = select(list_state).where(list_state.c.id == LIST_STATE_ID)
+        if lock and self.lock_rows:
+            stmt = stmt.with_for_update()
+        row = self.session.execute(stmt).one_or_none()
+        if row is None:
+            return ListState(0, 0, 0, 0, "")
+        return ListState(
+            row.version,
+            row.entry_count,
+            int.from_bytes(row.clear_digest),
+            int.from_bytes(row.token_digest),
+            row.list_key_id,
+        )
+
+    def set_state(self, state: ListState) -> None:
+        values = {
+            "version": state.version,
+            "entry_count": state.count,
+            "clear_digest": state.clear_digest.to_bytes(32, "big"),
+            "token_digest": state.token_digest.to_bytes(32, "big"),
+            "list_key_id": state.list_key_id,
+        }
+        done = self.session.execute(
+            update(list_state).where(list_state.c.id == LIST_STATE_ID).values(**values)
+        )
+        if done.rowcount == 0:  # type: ignore[attr-defined]
+            # The first change ever; a second hub doing the same at once fails on the key.
+            self.session.execute(list_state.insert().values(id=LIST_STATE_ID, **values))
+
+    def add(self, row: ListRow) -> None:
+        self.session.execute(
+            INSERT_LIST_ENTRY,
+            {c.name: getattr(row, c.name) for c in _LIST_ROW_COLUMNS},
+        )
+
+    def end(self, entry_id: str, at: datetime, kind: str, reason: str, version: int) -> None:
+        self.session.execute(
+            update(list_entries)
+            .where(list_entries.c.entry_id == entry_id)
+            .values(ended_at=at, end_kind=kind, end_reason=reason, ended_version=version)
+        )
+
+    def log_change(self, version: int, op: str, entry_id: str, at: datetime) -> None:
+        self.session.execute(
+            INSERT_LIST_CHANGE, {"version": version, "op": op, "entry_id": entry_id, "at": at}
+        )
+
+    def get(self, entry_id: str) -> ListRow | None:
+        row = self.session.execute(
+            SELECT_LIST_ROWS.where(list_entries.c.entry_id == entry_id)
+        ).one_or_none()
+        return None if row is None else _list_row(row)
+
+    def by_tokens(self, tokens: Collection[bytes], *, live_only: bool) -> Sequence[ListRow]:
+        if not tokens:
+            return []
+        stmt = SELECT_LIST_ROWS.where(list_entries.c.subject_token.in_(list(tokens)))
+        if live_only:
+            stmt = stmt.where(list_entries.c.ended_version.is_(None))
+        return [
+            _list_row(r) for r in self.session.execute(stmt.order_by(list_entries.c.added_version))
+        ]
+
+    def live_for_case(self, case_id: str) -> Sequence[ListRow]:
+        stmt = SELECT_LIST_ROWS.where(
+            list_entries.c.source_case_id == case_id, list_entries.c.ended_version.is_(None)
+        ).order_by(list_entries.c.added_version)
+        return [_list_row(r) for r in self.session.execute(stmt)]
+
+    def due(self, now: datetime, limit: int) -> Sequence[ListRow]:
+        stmt = (
+            SELECT_LIST_ROWS.where(
+                list_entries.c.ended_version.is_(None),
+                list_entries.c.expires_at <= type_coerce(now, UTCDateTime()),
+            )
+            .order_by(list_entries.c.expires_at, list_entries.c.entry_id)
+            .limit(limit)
+        )
+        return [_list_row(r) for r in self.session.execute(stmt)]
+
+    def snapshot(
+        self, version: int, tokens: bool, after_version: int, limit: int
+    ) -> Sequence[tuple[int, bytes]]:
+        wire = list_entries.c.token_wire if tokens else list_entries.c.clear_wire
+        stmt = (
+            select(list_entries.c.added_version, wire)
+            .where(
+                list_entries.c.added_version > after_version,
+                list_entries.c.added_version <= version,
+                or_(
+                    list_entries.c.ended_version.is_(None),
+                    list_entries.c.ended_version > version,
+                ),
+            )
+            .order_by(list_entries.c.added_version)
+            .limit(limit)
+        )
+        return [(r[0], r[1]) for r in self.session.execute(stmt)]
+
+    def changes(self, after: int, upto: int, tokens: bool, limit: int) -> Sequence[ListChangeRow]:
+        wire = list_entries.c.token_wire if tokens else list_entries.c.clear_wire
+        stmt = (
+            select(
+                list_changes.c.version,
+                list_changes.c.op,
+                list_changes.c.entry_id,
+                list_changes.c.at,
+                wire,
+            )
+            .join(list_entries, list_entries.c.entry_id == list_changes.c.entry_id)
+            .where(list_changes.c.version > after, list_changes.c.version <= upto)
+            .order_by(list_changes.c.version)
+            .limit(limit)
+        )
+        return [
+            ListChangeRow(r[0], r[1], r[2], r[3], r[4] if r[1] == "add" else None)
+            for r in self.session.execute(stmt)
+        ]
+
+    def oldest_change(self) -> int | None:
+        found: int | None = self.session.execute(select(func.min(list_changes.c.version))).scalar()
+        return found
+
+
+class SqlAppeals:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, appeal_id: str) -> Appeal | None:
+        return self.session.get(Appeal, appeal_id)
+
+    def add(self, appeal: Appeal) -> None:
+        self.session.add(appeal)
+
+    def open_for(self, reference: str) -> Sequence[Appeal]:
+        return self.session.scalars(
+            select(Appeal).where(
+                appeals.c.reference == reference, appeals.c.state == AppealState.FILED
+            )
         ).all()
 
 
@@ -823,6 +1011,8 @@ class SqlUnitOfWork:
     audit: AuditLog
     clocks: ClockRepository
     distributions: DistributionRepository
+    lists: ListRepository
+    appeals: AppealRepository
 
     def __init__(
         self,
@@ -848,6 +1038,8 @@ class SqlUnitOfWork:
         self.audit = SqlAudit(self.session, self.pending)
         self.clocks = SqlClocks(self.session, self._lock_rows, self.pending)
         self.distributions = SqlDistributions(self.session)
+        self.lists = SqlLists(self.session, self._lock_rows)
+        self.appeals = SqlAppeals(self.session)
         return self
 
     def __exit__(

@@ -31,6 +31,7 @@ from sqlalchemy.orm import registry, relationship
 from sqlalchemy.types import TypeDecorator
 
 from hub.crypto.fields import Sealed, SealedTable, SealedText, SealedType
+from hub.domain.appeals import Appeal, AppealState, ReferenceKind
 from hub.domain.cases import (
     Case,
     CaseEvent,
@@ -418,6 +419,77 @@ clocks = Table(
     Index("ix_clocks_responsible_state", "responsible", "state"),
 )
 
+# The blacklist and punishment list (docs/blacklist.md). An entry's subject, name and reason
+# are sealed inside `clear_wire`, the CLEAR-form ListEntry as copies receive it, so a snapshot
+# opens one value per entry and sends it as is; `subject_token` (HMAC under the list key) finds
+# a subject without opening anything. The added and ended versions let a snapshot be read at
+# one version in pages while changes go on.
+list_entries = Table(
+    "list_entries",
+    metadata,
+    Column("entry_id", String(40), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("subject_token", LargeBinary(32), nullable=False, index=True),
+    Column("basis", String(32), nullable=False),
+    Column("source_case_id", String(40), ForeignKey("cases.case_id"), nullable=False),
+    Column("listed_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("listed_by", Code, nullable=False),
+    Column("ended_at", UTCDateTime()),
+    Column("end_kind", String(16), nullable=False),
+    Column("end_reason", SealedText("list_entries.end_reason"), nullable=False),
+    Column("added_version", BigInteger, nullable=False),
+    Column("ended_version", BigInteger),
+    Column("clear_wire", Sealed("list_entries.clear_wire"), nullable=False),
+    Column("token_wire", LargeBinary, nullable=False),
+    Index("ix_list_entries_live_expiry", "ended_version", "expires_at"),
+    Index("ix_list_entries_added_version", "added_version", unique=True),
+)
+
+# Every addition, removal and expiry, numbered: a copy catches up from its version.
+list_changes = Table(
+    "list_changes",
+    metadata,
+    Column("version", BigInteger, primary_key=True, autoincrement=False),
+    Column("op", String(16), nullable=False),
+    Column("entry_id", String(40), ForeignKey("list_entries.entry_id"), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+)
+
+# One row: the list's version, its live entries and their digests in both forms, moved in the
+# transaction of every change (and locked by it, so versions are gapless across hubs).
+list_state = Table(
+    "list_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+    Column("entry_count", BigInteger, nullable=False),
+    Column("clear_digest", LargeBinary(32), nullable=False),
+    Column("token_digest", LargeBinary(32), nullable=False),
+    Column("list_key_id", String(64), nullable=False),
+)
+
+appeals = Table(
+    "appeals",
+    metadata,
+    Column("appeal_id", String(40), primary_key=True),
+    Column("reference", String(40), nullable=False, index=True),
+    Column("reference_kind", _enum(ReferenceKind, "appeal_reference_kind"), nullable=False),
+    Column("case_id", String(40), ForeignKey("cases.case_id"), nullable=False, index=True),
+    Column("appellant", Code, nullable=False),
+    Column("grounds", SealedText("appeals.grounds"), nullable=False),
+    Column("documents", Text, nullable=False),
+    Column("filed_at", UTCDateTime(), nullable=False),
+    Column("decide_by", UTCDateTime(), nullable=False),
+    Column("message_id", String(128), nullable=False),
+    Column("state", _enum(AppealState, "appeal_state"), nullable=False),
+    Column("decided_at", UTCDateTime()),
+    Column("decided_by", Code, nullable=False),
+    Column("reason", SealedText("appeals.reason"), nullable=False),
+    Column("release_orders", Text, nullable=False),
+    Column("removed_entries", Text, nullable=False),
+)
+
 # The SLA log: every clock start, step and stop, for people and auditors.
 sla_log = Table(
     "sla_log",
@@ -556,3 +628,4 @@ def map_domain() -> None:
     )
     mapper_registry.map_imperatively(AutoStopRule, auto_stop_rules)
     mapper_registry.map_imperatively(CaseClock, clocks)
+    mapper_registry.map_imperatively(Appeal, appeals)

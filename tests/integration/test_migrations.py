@@ -27,6 +27,10 @@ from hub.store.tables import NAMING_CONVENTION, audit_log, cases, metadata
 
 T = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 APP_TABLES = {
+    "appeals",
+    "list_changes",
+    "list_entries",
+    "list_state",
     "institutions",
     "institution_keys",
     "duty_contacts",

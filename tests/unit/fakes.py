@@ -21,6 +21,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from hub.domain.appeals import Appeal, AppealState
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import Institution, InstitutionKind, KeyState
@@ -32,17 +33,22 @@ from hub.service.ports import (
     AuditRecord,
     Conflict,
     InboundRecord,
+    ListChangeRow,
+    ListRow,
+    ListState,
     PendingDelivery,
 )
 
 if TYPE_CHECKING:
     from hub.service.ports import (
+        AppealRepository,
         AuditLog,
         CaseRepository,
         ClockRepository,
         DistributionRepository,
         InboundRepository,
         InstitutionRepository,
+        ListRepository,
         Notifier,
         Outbox,
         RuleRepository,
@@ -77,6 +83,10 @@ class StoreState:
     clocks: dict[str, CaseClock] = field(default_factory=dict)
     sla: list[SlaEntry] = field(default_factory=list)
     distributions: dict[str, Distribution] = field(default_factory=dict)
+    list_rows: dict[str, ListRow] = field(default_factory=dict)
+    list_changes: list[tuple[int, str, str, datetime]] = field(default_factory=list)
+    list_state: ListState = field(default_factory=lambda: ListState(0, 0, 0, 0, ""))
+    appeals: dict[str, Appeal] = field(default_factory=dict)
     next_sequence: int = 1
     # The fake's members are shared, mutable objects (tests revoke keys in place), so by
     # default it keeps no version and the hub caches nothing; a test of the cache sets one.
@@ -191,6 +201,99 @@ class FakeDistributions:
             for d in self._state.distributions.values()
             if (d.account_institution, d.account_number) == (institution, account)
             and d.state is DistributionState.NOTICE
+        ]
+
+
+class FakeLists:
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+
+    def state(self, *, lock: bool = False) -> ListState:
+        return self._state.list_state
+
+    def set_state(self, state: ListState) -> None:
+        self._state.list_state = state
+
+    def add(self, row: ListRow) -> None:
+        if row.entry_id in self._state.list_rows:
+            raise Conflict(f"list entry {row.entry_id} exists")
+        self._state.list_rows[row.entry_id] = copy.copy(row)
+
+    def end(self, entry_id: str, at: datetime, kind: str, reason: str, version: int) -> None:
+        row = self._state.list_rows[entry_id]
+        row.ended_at, row.end_kind, row.end_reason, row.ended_version = at, kind, reason, version
+
+    def log_change(self, version: int, op: str, entry_id: str, at: datetime) -> None:
+        if any(v == version for v, *_ in self._state.list_changes):
+            raise Conflict(f"list version {version} exists")
+        self._state.list_changes.append((version, op, entry_id, at))
+
+    def get(self, entry_id: str) -> ListRow | None:
+        row = self._state.list_rows.get(entry_id)
+        return copy.copy(row) if row is not None else None
+
+    def _rows(self) -> list[ListRow]:
+        return sorted(self._state.list_rows.values(), key=lambda r: r.added_version)
+
+    def by_tokens(self, tokens: Collection[bytes], *, live_only: bool) -> Sequence[ListRow]:
+        return [
+            copy.copy(r)
+            for r in self._rows()
+            if r.subject_token in tokens and (r.ended_version is None or not live_only)
+        ]
+
+    def live_for_case(self, case_id: str) -> Sequence[ListRow]:
+        return [
+            copy.copy(r)
+            for r in self._rows()
+            if r.source_case_id == case_id and r.ended_version is None
+        ]
+
+    def due(self, now: datetime, limit: int) -> Sequence[ListRow]:
+        due = [r for r in self._rows() if r.ended_version is None and r.expires_at <= now]
+        return [copy.copy(r) for r in sorted(due, key=lambda r: r.expires_at)[:limit]]
+
+    def snapshot(
+        self, version: int, tokens: bool, after_version: int, limit: int
+    ) -> Sequence[tuple[int, bytes]]:
+        live = [
+            r
+            for r in self._rows()
+            if after_version < r.added_version <= version
+            and (r.ended_version is None or r.ended_version > version)
+        ]
+        return [(r.added_version, r.token_wire if tokens else r.clear_wire) for r in live][:limit]
+
+    def changes(self, after: int, upto: int, tokens: bool, limit: int) -> Sequence[ListChangeRow]:
+        out = []
+        for version, op, entry_id, at in sorted(self._state.list_changes):
+            if after < version <= upto:
+                row = self._state.list_rows[entry_id]
+                wire = (row.token_wire if tokens else row.clear_wire) if op == "add" else None
+                out.append(ListChangeRow(version, op, entry_id, at, wire))
+        return out[:limit]
+
+    def oldest_change(self) -> int | None:
+        return min((v for v, *_ in self._state.list_changes), default=None)
+
+
+class FakeAppeals:
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+
+    def get(self, appeal_id: str) -> Appeal | None:
+        return self._state.appeals.get(appeal_id)
+
+    def add(self, appeal: Appeal) -> None:
+        if appeal.appeal_id in self._state.appeals:
+            raise Conflict(f"appeal {appeal.appeal_id} exists")
+        self._state.appeals[appeal.appeal_id] = appeal
+
+    def open_for(self, reference: str) -> Sequence[Appeal]:
+        return [
+            a
+            for a in self._state.appeals.values()
+            if a.reference == reference and a.state is AppealState.FILED
         ]
 
 
@@ -364,6 +467,8 @@ class FakeUnitOfWork:
     audit: AuditLog
     clocks: ClockRepository
     distributions: DistributionRepository
+    lists: ListRepository
+    appeals: AppealRepository
 
     def __init__(self, store: FakeStore, *, read_only: bool) -> None:
         self._store = store
@@ -385,6 +490,8 @@ class FakeUnitOfWork:
         self.audit = FakeAudit(self._state)
         self.clocks = FakeClocks(self._state)
         self.distributions = FakeDistributions(self._state)
+        self.lists = FakeLists(self._state)
+        self.appeals = FakeAppeals(self._state)
 
     def __enter__(self) -> Self:
         assert not self._open, "a unit of work is entered once"

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from hub.clock import ManualClock
 from hub.crypto.envelope import seal, seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
+from hub.crypto.listkey import ListKey
 from hub.crypto.signing import ECDSA_P256
 from hub.domain.cases import OrderState
 from hub.domain.errors import (
@@ -44,6 +45,8 @@ from hub.service.handlers import (
 from hub.service.ports import Conflict
 from stophub.v1 import (
     account_pb2,
+    appeal_pb2,
+    blacklist_pb2,
     case_pb2,
     delivery_pb2,
     envelope_pb2,
@@ -91,6 +94,13 @@ ANSWER_TYPES: dict[str, type[Message]] = {
     "ObjectToDistribution": returns_pb2.Distribution,
     "DecideDistribution": returns_pb2.Distribution,
     "GetDistribution": returns_pb2.Distribution,
+    "PublishListEntry": blacklist_pb2.ListEntryRecord,
+    "RemoveListEntry": blacklist_pb2.ListEntryRecord,
+    "CheckList": blacklist_pb2.CheckListResult,
+    "SyncList": blacklist_pb2.SyncListBody,
+    "FileAppeal": appeal_pb2.Appeal,
+    "DecideAppeal": appeal_pb2.Appeal,
+    "GetAppeal": appeal_pb2.Appeal,
 }
 
 
@@ -215,7 +225,9 @@ class World:
         self.store = FakeStore()
         self.notifier = FakeNotifier(self.store)
         self.hub_key = PrivateKey.generate()
-        self.hub = Hub(self.store, self.clock, self.hub_key, self.notifier)
+        self.hub = Hub(
+            self.store, self.clock, self.hub_key, self.notifier, list_key=ListKey.generate()
+        )
         self.registry = Registry(self.store, self.clock)
         self.registry.add_institution(
             HUB_CODE,

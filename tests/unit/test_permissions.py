@@ -21,10 +21,14 @@ from hub.crypto.keys import PrivateKey
 from hub.domain.errors import DomainError, PermissionDenied
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.policy import load_policy
+from hub.service import appeals as ap
 from hub.service import handlers as h
+from hub.service import listing as ls
 from hub.service.admin import NewKey
 from hub.service.permissions import KINDS, MATRIX, POSSIBLE, Access, Relation, rule_for
 from stophub.v1 import (
+    appeal_pb2,
+    blacklist_pb2,
     case_pb2,
     delivery_pb2,
     institution_pb2,
@@ -95,7 +99,16 @@ def test_the_document_and_the_code_are_the_same_matrix() -> None:
 def test_every_rpc_of_every_service_has_a_row() -> None:
     methods = {
         m.name
-        for module in (case_pb2, order_pb2, delivery_pb2, institution_pb2, sla_pb2, returns_pb2)
+        for module in (
+            case_pb2,
+            order_pb2,
+            delivery_pb2,
+            institution_pb2,
+            sla_pb2,
+            returns_pb2,
+            blacklist_pb2,
+            appeal_pb2,
+        )
         for service in module.DESCRIPTOR.services_by_name.values()
         for m in service.methods
     }
@@ -154,6 +167,26 @@ class Net(World):
         )
         assert isinstance(shared, returns_pb2.Distribution)
         self.distribution = shared
+        # BANKB's mule account is listed from C1, and BANKB appeals the listing.
+        listed = self.send(
+            ls.PUBLISH_LIST_ENTRY,
+            "AFC",
+            blacklist_pb2.PublishListEntryBody(
+                account=MULE_B,
+                basis=blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER,
+                reason="account seller",
+                source_case_id=self.c1.case_id,
+            ),
+        )
+        assert isinstance(listed, blacklist_pb2.ListEntryRecord)
+        self.entry_id = listed.entry.entry_id
+        appeal = self.send(
+            ap.FILE_APPEAL,
+            "BANKB",
+            appeal_pb2.FileAppealBody(reference=self.entry_id, grounds="the holder was deceived"),
+        )
+        assert isinstance(appeal, appeal_pb2.Appeal)
+        self.appeal_id = appeal.appeal_id
 
     def caller(self, kind: InstitutionKind, relation: Relation) -> tuple[str, str, str]:
         """(member, case id, order id) such that the member has `relation` to the case and,
@@ -225,6 +258,24 @@ def bodies(net: Net, member: str, case_id: str, order_id: str) -> dict[str, Mess
         "GetDistribution": returns_pb2.GetDistributionBody(
             distribution_id=net.distribution.distribution_id
         ),
+        "PublishListEntry": blacklist_pb2.PublishListEntryBody(
+            person=blacklist_pb2.ListedPerson(id_number="11010519491231002X", name="Zhao Liu"),
+            basis=blacklist_pb2.LIST_BASIS_CONVICTED,
+            reason="convicted",
+            source_case_id=case_id,
+        ),
+        "RemoveListEntry": blacklist_pb2.RemoveListEntryBody(entry_id=net.entry_id, reason="walk"),
+        "SyncList": blacklist_pb2.SyncListBody(),
+        "CheckList": blacklist_pb2.CheckListBody(
+            subjects=[blacklist_pb2.ListSubject(id_number="11010519491231002X")]
+        ),
+        # Whose account an order or entry is, is the handler's check (NOT_YOUR_ACCOUNT, in
+        # tests/e2e/test_appeals.py); the matrix decides by kind alone.
+        "FileAppeal": appeal_pb2.FileAppealBody(reference="C20260101-NONE-O001", grounds="walk"),
+        "DecideAppeal": appeal_pb2.DecideAppealBody(
+            appeal_id=net.appeal_id, decision=appeal_pb2.APPEAL_DECISION_REJECT, reason="walk"
+        ),
+        "GetAppeal": appeal_pb2.GetAppealBody(appeal_id=net.appeal_id),
     }
 
 
@@ -246,6 +297,13 @@ COMMANDS = {
         h.OBJECT_TO_DISTRIBUTION,
         h.DECIDE_DISTRIBUTION,
         h.GET_DISTRIBUTION,
+        ls.PUBLISH_LIST_ENTRY,
+        ls.REMOVE_LIST_ENTRY,
+        ls.SYNC_LIST,
+        ls.CHECK_LIST,
+        ap.FILE_APPEAL,
+        ap.DECIDE_APPEAL,
+        ap.GET_APPEAL,
     )
 }
 
@@ -281,6 +339,11 @@ def check_own(net: Net, rpc: str, member: str, answer: Any) -> None:
         body = net.open(answer, h.GET_DISTRIBUTION, member)
         assert isinstance(body, returns_pb2.Distribution)
         assert body.distribution_id == net.distribution.distribution_id
+    elif rpc == "GetAppeal":
+        # Only the appellant gets it; any other keeper is told there is none of its own.
+        body = net.open(answer, ap.GET_APPEAL, member)
+        assert isinstance(body, appeal_pb2.Appeal)
+        assert body.appellant == member
 
 
 @pytest.mark.parametrize("cell", [c for c in CELLS if c.expected != "n/a"], ids=str)
@@ -333,6 +396,9 @@ def test_the_regulator_and_auditors_can_change_nothing() -> None:
         "StreamDeliveries",
         "GetCaseTrail",
         "GetDistribution",
+        "SyncList",
+        "CheckList",
+        "GetAppeal",
     }
     assert all(not COMMANDS[rpc].mutating for rpc in writes - {"StreamDeliveries"})
 

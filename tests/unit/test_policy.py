@@ -41,6 +41,7 @@ def test_the_default_policy_has_the_clocks_of_the_design() -> None:
         "fund_return",
         "release_unrelated",
         "public_notice",
+        "appeal",
     ]
     assert load_policy(DEFAULT_POLICY) == policy
 
@@ -58,6 +59,14 @@ def test_the_default_policy_has_the_clocks_of_the_design() -> None:
     )
     notice = policy.clock("public_notice")
     assert notice is not None and [s.kind.value for s in notice.ladder] == ["notice_end"]
+
+    # Each appeal has its own clock, keyed by the appeal; the centre decides within it.
+    assert row("appeal") == (
+        "appeal.filed",
+        {"appeal.decided"},
+        Window(5, "working_days"),
+        Responsible.CENTRE,
+    )
 
     assert row("record") == (
         "report.sent",

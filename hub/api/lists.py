@@ -1,0 +1,224 @@
+"""ListService and AppealService over gRPC, with the SyncList stream and the watcher that
+wakes following copies (docs/blacklist.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import grpc
+
+from hub.api.decoding import Undecodable
+from hub.api.servicers import Runner, peer_institution
+from hub.domain.errors import DomainError
+from hub.service import appeals as a
+from hub.service import listing as ls
+from hub.service.handlers import Hub
+from hub.service.ports import ListState, StoreUnavailable
+from stophub.v1 import appeal_pb2, appeal_pb2_grpc, blacklist_pb2
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SERVICE = blacklist_pb2.DESCRIPTOR.services_by_name["ListService"].full_name
+# A following copy hears from the hub at least this often: a fresh checkpoint when nothing
+# changed, so it can tell a quiet list from a dead link.
+HEARTBEAT = 15.0
+# How often the watcher looks for changes another hub made (changes of this process wake the
+# followers at once).
+POLL = 0.25
+
+
+class ListWatcher:
+    """One task per server that learns of new list versions and wakes every follower: one
+    query a tick however many copies follow, and none while nobody follows."""
+
+    def __init__(self, runner: Runner, poll: float = POLL) -> None:
+        self.runner = runner
+        self.poll = poll
+        self.latest = -1
+        self._changed = asyncio.Event()
+        self._poked = asyncio.Event()
+        self._followers = 0
+        self._task: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        runner.hub.on_list_change(self._poke_threadsafe)
+
+    def _poke_threadsafe(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._poked.set)
+
+    async def _version(self) -> int:
+        state: ListState = await self.runner.call(ls.ListSyncer(self.runner.hub).state)
+        return state.version
+
+    async def _run(self) -> None:
+        while self._followers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), self.poll)
+            self._poked.clear()
+            try:
+                version = await self._version()
+            except StoreUnavailable:
+                continue  # the followers' heartbeats say so; the next tick tries again
+            except Exception:
+                log.exception("list watcher could not read the list's version")
+                continue
+            if version > self.latest:
+                self.latest = version
+                changed, self._changed = self._changed, asyncio.Event()
+                changed.set()
+
+    async def wait_beyond(self, version: int, timeout: float) -> bool:
+        """Until the list passes `version` (True) or `timeout` passes (False)."""
+        self._followers += 1
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        try:
+            deadline = self._loop.time() + timeout
+            while self.latest <= version:
+                left = deadline - self._loop.time()
+                if left <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(self._changed.wait(), left)
+                except TimeoutError:
+                    return False
+            return True
+        finally:
+            self._followers -= 1
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+class ListServicer:
+    """ListService; registered by hand so SyncList can send stored entry bytes as they are,
+    without decoding and re-encoding a million messages."""
+
+    def __init__(self, runner: Runner, executor: ThreadPoolExecutor) -> None:
+        self.r = runner
+        self.hub: Hub = runner.hub
+        self.executor = executor
+        self.syncer = ls.ListSyncer(self.hub)
+        self.watcher = ListWatcher(runner)
+        self.heartbeat = HEARTBEAT
+
+    def handler(self) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
+        def unary(command: Any, request: type[Any], response: type[Any]) -> Any:
+            async def behavior(req: Any, context: Any) -> Any:
+                return await self.r.run(command, req, context, response)
+
+            return grpc.unary_unary_rpc_method_handler(
+                behavior,
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "PublishListEntry": unary(
+                    ls.PUBLISH_LIST_ENTRY,
+                    blacklist_pb2.PublishListEntryRequest,
+                    blacklist_pb2.PublishListEntryResponse,
+                ),
+                "RemoveListEntry": unary(
+                    ls.REMOVE_LIST_ENTRY,
+                    blacklist_pb2.RemoveListEntryRequest,
+                    blacklist_pb2.RemoveListEntryResponse,
+                ),
+                "CheckList": unary(
+                    ls.CHECK_LIST, blacklist_pb2.CheckListRequest, blacklist_pb2.CheckListResponse
+                ),
+                "SyncList": grpc.unary_stream_rpc_method_handler(
+                    self.sync_list,
+                    request_deserializer=blacklist_pb2.SyncListRequest.FromString,
+                    response_serializer=_raw,
+                ),
+            },
+        )
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _drain(self, parts: Iterator[ls.Part]) -> AsyncIterator[bytes]:
+        """A generator of parts that reads the database, driven on the worker threads."""
+        while True:
+            part = await self._call(next, parts, None)
+            if part is None:
+                return
+            yield part.data
+
+    async def sync_list(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        if isinstance(request, Undecodable):
+            await self.r.abort(context, request.error, None)
+            return
+        envelope = request.envelope
+        try:
+            sender, admitted = await self._call(
+                self.hub.admit, ls.SYNC_LIST, envelope, peer_institution(context)
+            )
+        except DomainError as err:
+            log.info("refused SyncList from %s: %s %s", envelope.sender, err.code, err.reason)
+            await self.r.abort(context, err, envelope)
+            return
+        body: blacklist_pb2.SyncListBody = admitted
+        tokens = body.form == blacklist_pb2.LIST_FORM_TOKENS
+        code = sender.code
+        try:
+            state: ListState = await self._call(self.syncer.state)
+            if await self._call(self.syncer.needs_snapshot, body.from_version, state):
+                async for data in self._drain(self.syncer.snapshot(state, tokens)):
+                    yield data
+            else:
+                changes = self.syncer.changes(body.from_version, state.version, tokens)
+                async for data in self._drain(changes):
+                    yield data
+            yield await self._call(self.syncer.checkpoint, state, code, tokens)
+            version = state.version
+            while body.follow:
+                moved = await self.watcher.wait_beyond(version, self.heartbeat)
+                state = await self._call(self.syncer.state)
+                if moved and state.version > version:
+                    changes = self.syncer.changes(version, state.version, tokens)
+                    async for data in self._drain(changes):
+                        yield data
+                    version = state.version
+                yield await self._call(self.syncer.checkpoint, state, code, tokens)
+        except StoreUnavailable as err:
+            # The copy keeps what it had and resumes from its version on a new stream.
+            await self.r.abort(context, err, envelope)
+
+
+class AppealServicer(appeal_pb2_grpc.AppealServiceServicer):
+    def __init__(self, runner: Runner) -> None:
+        self.r = runner
+
+    async def FileAppeal(
+        self, request: appeal_pb2.FileAppealRequest, context: Any
+    ) -> appeal_pb2.FileAppealResponse:
+        return await self.r.run(a.FILE_APPEAL, request, context, appeal_pb2.FileAppealResponse)
+
+    async def DecideAppeal(
+        self, request: appeal_pb2.DecideAppealRequest, context: Any
+    ) -> appeal_pb2.DecideAppealResponse:
+        return await self.r.run(a.DECIDE_APPEAL, request, context, appeal_pb2.DecideAppealResponse)
+
+    async def GetAppeal(
+        self, request: appeal_pb2.GetAppealRequest, context: Any
+    ) -> appeal_pb2.GetAppealResponse:
+        return await self.r.run(a.GET_APPEAL, request, context, appeal_pb2.GetAppealResponse)
