@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -21,7 +22,11 @@ from sqlalchemy import Engine
 from hub import bootstrap
 from hub.clock import SystemClock
 from hub.crypto import fields, pki
-from hub.crypto.keys import PrivateKey, save_private_key
+from hub.crypto.keys import PrivateKey, load_private_key, save_private_key
+from hub.crypto.listkey import DEFAULT_FILE as LIST_KEY_FILE
+from hub.crypto.listkey import ENV_FILE as LIST_KEY_ENV_FILE
+from hub.crypto.listkey import ENV_KEY as LIST_KEY_ENV
+from hub.crypto.listkey import ListKey, ListKeyError, resolve_list_key
 from hub.crypto.public import public_key_from_pem, public_key_to_pem
 from hub.crypto.signing import ALGORITHMS, ED25519, SignatureError
 from hub.domain.cases import CaseState
@@ -162,6 +167,14 @@ def main(log_level: str, data_keys: str | None) -> None:
     is_flag=True,
     help="Development only: serve plain text, without TLS or client certificates.",
 )
+@click.option(
+    "--list-key",
+    "list_key_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help=f"The network's list key (default: ${LIST_KEY_ENV_FILE}, ${LIST_KEY_ENV} or "
+    f"{LIST_KEY_FILE} if it exists; without one, everything but the blacklist is served).",
+)
 @data_keys_option
 @refusals_as_errors
 def serve(
@@ -172,6 +185,7 @@ def serve(
     policy_file: str | None,
     tls_dir: str,
     insecure_plaintext: bool,
+    list_key_file: str | None,
     data_keys: str | None,
 ) -> None:
     """Serve the hub over gRPC with mutual TLS (health checking and reflection on)."""
@@ -180,6 +194,10 @@ def serve(
             f"no hub key at {hub_key}: create one with `stophub keys generate --out {hub_key}`"
         )
     ring = use_data_keys(data_keys)  # no keys, no start: says how to make them
+    try:
+        list_key = bootstrap.find_list_key(list_key_file)
+    except ListKeyError as err:
+        raise click.ClickException(str(err)) from err
     try:
         # Refuse a bad policy before touching the database; the message names the line.
         load_policy(policy_file)
@@ -203,6 +221,7 @@ def serve(
             policy_file=policy_file,
             tls=tls,
             data_keys=ring,
+            list_key=list_key,
         )
         how = "mutual TLS" if tls else "PLAIN TEXT (--insecure-plaintext)"
         click.echo(
@@ -840,6 +859,193 @@ def datakeys_status(file: str | None, database_url: str) -> None:
             else ("" if kid in ring.keys else " (NOT IN THE KEYRING)")
         )
         click.echo(f"total {kid:<16} {n:>8}{note}")
+
+
+# ---- the blacklist: the list key and a member's copy (docs/blacklist.md) ------------------------
+
+
+@main.group("listkey")
+def listkey_group() -> None:
+    """The network's list key: the HMAC key behind the tokens of the blacklist's TOKENS form.
+
+    Members that keep a TOKENS copy hold it too, to compute their customers' tokens; it must
+    not change while entries are listed."""
+
+
+@listkey_group.command("generate")
+@click.option(
+    "--file",
+    "path",
+    default=LIST_KEY_FILE,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the key (mode 0600; never overwritten).",
+)
+@refusals_as_errors
+def listkey_generate(path: str) -> None:
+    """Create a new list key."""
+    key = ListKey.generate()
+    try:
+        key.save(path)
+    except ListKeyError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"list key {key.key_id} written to {path} (mode 0600)")
+
+
+@listkey_group.command("show")
+@click.option(
+    "--file",
+    "path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help=f"The key file (default: ${LIST_KEY_ENV_FILE}, ${LIST_KEY_ENV} or {LIST_KEY_FILE}).",
+)
+def listkey_show(path: str | None) -> None:
+    """Print the list key's id (never the key)."""
+    try:
+        key = resolve_list_key(path)
+    except ListKeyError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"list key id {key.key_id}")
+
+
+def _hub_public_keys(files: tuple[str, ...]) -> list[bytes]:
+    """The hub's public keys: PEM (the `.pub` that `stophub keys generate` wrote) or raw."""
+    keys = []
+    for file in files:
+        data = Path(file).read_bytes()
+        keys.append(public_key_from_pem(data)[1] if data.lstrip().startswith(b"-----") else data)
+    return keys
+
+
+@main.command("replica")
+@click.option("--hub", "target", required=True, help="The hub's address, HOST:PORT.")
+@click.option("--institution", required=True, help="This member's code, e.g. PAYX.")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="This member's private signing key.",
+)
+@click.option(
+    "--hub-key",
+    "hub_key_files",
+    required=True,
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The hub's public key (PEM or raw); repeat it while the hub rotates its key.",
+)
+@tls_dir_option(
+    "--tls-dir",
+    help=f"Mutual TLS: {pki.CA_CERT} and this member's <code>-tls.pem / <code>-tls.key "
+    "(`stophub pki issue CODE`).",
+)
+@click.option(
+    "--insecure-plaintext",
+    is_flag=True,
+    help="Development only: reach a hub serving plain text, without TLS.",
+)
+@click.option(
+    "--db",
+    "db_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The copy's SQLite file (created if missing).",
+)
+@click.option(
+    "--form",
+    type=click.Choice(["clear", "tokens"]),
+    default="clear",
+    show_default=True,
+    help="clear: numbers and names; tokens: keyed hashes only (needs the list key).",
+)
+@click.option(
+    "--list-key",
+    "list_key_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help=f"The network's list key, for --form tokens (default: ${LIST_KEY_ENV_FILE}, "
+    f"${LIST_KEY_ENV} or {LIST_KEY_FILE}).",
+)
+@click.option("--once", is_flag=True, help="Sync once, print the copy's state and exit.")
+@refusals_as_errors
+def replica_command(
+    target: str,
+    institution: str,
+    key_file: str,
+    hub_key_files: tuple[str, ...],
+    tls_dir: str,
+    insecure_plaintext: bool,
+    db_path: str,
+    form: str,
+    list_key_file: str | None,
+    once: bool,
+) -> None:
+    """Keep a local copy of the blacklist and punishment list, exact to the hub's signed
+    checkpoints: follow the hub's changes and print each checkpoint, or sync `--once`.
+
+    Exits 1, keeping the last good copy, when a copy is refused (its digest, count or
+    signature differ from the hub's checkpoint) or the hub refuses the sync."""
+    from adapters.blacklist import Form, Replica, ReplicaError, ReplicaEvent
+    from adapters.sdk import HubClient, HubError, HubSignatureError
+
+    list_key = None
+    if form == Form.TOKENS:
+        try:
+            list_key = resolve_list_key(list_key_file)
+        except ListKeyError as err:
+            raise click.ClickException(str(err)) from err
+    tls = None if insecure_plaintext else pki.client_tls(Path(tls_dir), institution)
+    clock = _clock()
+
+    def report(event: ReplicaEvent) -> None:
+        if event.kind == "checkpoint":
+            click.echo(event.status.line())
+        elif event.kind == "refused":
+            click.echo(f"refused: {event.error}", err=True)
+        elif event.retry_in is not None:
+            click.echo(f"{event.error}; syncing again in {event.retry_in:.1f} s", err=True)
+
+    async def run() -> None:
+        client = HubClient(
+            target,
+            institution=institution,
+            key=load_private_key(key_file),
+            hub_public_key=_hub_public_keys(hub_key_files),
+            clock=clock,
+            tls=tls,
+        )
+        try:
+            with Replica(db_path, client, Form(form), list_key=list_key, clock=clock) as copy:
+                if once:
+                    click.echo(
+                        f"{copy.path}: {copy.form.value} copy at version {copy.version}, "
+                        f"syncing from {target}",
+                        err=True,
+                    )
+                    click.echo((await copy.sync_once()).line())
+                    return
+                copy.on_event = report
+                click.echo(f"{copy.path}: {copy.status().line()}; following {target}", err=True)
+                following = asyncio.create_task(copy.run(follow=True))
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                stopping = asyncio.create_task(stop.wait())
+                await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (following, stopping):
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following  # a refusal no retry cures is raised here
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(run())
+    except (ReplicaError, HubError, HubSignatureError) as err:
+        raise click.ClickException(f"the copy in {db_path} was not updated: {err}") from err
 
 
 # ---- demo ------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -33,6 +33,9 @@ from hub.crypto.keys import PrivateKey
 from hub.crypto.pki import TlsConfig
 from hub.crypto.signing import ALGORITHMS, SignatureError, key_id_for
 from stophub.v1 import (
+    account_pb2,
+    appeal_pb2,
+    blacklist_pb2,
     case_pb2,
     delivery_pb2,
     delivery_pb2_grpc,
@@ -275,7 +278,40 @@ RPCS: Final[dict[str, _Rpc]] = {
             ("GetDistribution", returns_pb2.GetDistributionBody),
         )
     },
+    "PublishListEntry": _rpc(
+        blacklist_pb2,
+        "ListService",
+        "PublishListEntry",
+        blacklist_pb2.PublishListEntryBody,
+        blacklist_pb2.ListEntryRecord,
+    ),
+    "RemoveListEntry": _rpc(
+        blacklist_pb2,
+        "ListService",
+        "RemoveListEntry",
+        blacklist_pb2.RemoveListEntryBody,
+        blacklist_pb2.ListEntryRecord,
+    ),
+    "CheckList": _rpc(
+        blacklist_pb2,
+        "ListService",
+        "CheckList",
+        blacklist_pb2.CheckListBody,
+        blacklist_pb2.CheckListResult,
+    ),
+    **{
+        method: _rpc(appeal_pb2, "AppealService", method, body, appeal_pb2.Appeal)
+        for method, body in (
+            ("FileAppeal", appeal_pb2.FileAppealBody),
+            ("DecideAppeal", appeal_pb2.DecideAppealBody),
+            ("GetAppeal", appeal_pb2.GetAppealBody),
+        )
+    },
 }
+
+# SyncList is server-streaming: not in RPCS (whose calls answer one hub-signed envelope);
+# `HubClient.sync_list` calls it.
+SYNC_LIST_PATH: Final = "/stophub.v1.ListService/SyncList"
 
 
 class _Enveloped(Protocol):
@@ -704,6 +740,147 @@ class HubClient:
         body = returns_pb2.GetDistributionBody(distribution_id=distribution_id)
         return await self._answer("GetDistribution", body, returns_pb2.Distribution)
 
+    # ---- the blacklist and punishment list (docs/blacklist.md) --------------------------------
+
+    async def publish_list_entry(
+        self,
+        *,
+        account: tuple[str, str, str] | None = None,
+        person: tuple[str, str] | None = None,
+        basis: blacklist_pb2.ListBasis.ValueType,
+        reason: str,
+        source_case_id: str,
+        message_id: str | None = None,
+    ) -> blacklist_pb2.ListEntryRecord:
+        """The centre lists an account, `(institution, number, holder)`, or a person,
+        `(id_number, name)`: exactly one of the two."""
+        if (account is None) == (person is None):
+            raise ValueError("give exactly one of account= and person=")
+        body = blacklist_pb2.PublishListEntryBody(
+            basis=basis, reason=reason, source_case_id=source_case_id
+        )
+        if account is not None:
+            institution, number, holder = account
+            body.account.CopyFrom(
+                account_pb2.AccountRef(
+                    institution_code=institution, account_number=number, holder_name=holder
+                )
+            )
+        if person is not None:
+            id_number, name = person
+            body.person.CopyFrom(blacklist_pb2.ListedPerson(id_number=id_number, name=name))
+        record = await self._answer(
+            "PublishListEntry", body, blacklist_pb2.ListEntryRecord, message_id
+        )
+        _same("source case", source_case_id.strip(), record.entry.source_case_id)
+        return record
+
+    async def remove_list_entry(
+        self, entry_id: str, reason: str, *, message_id: str | None = None
+    ) -> blacklist_pb2.ListEntryRecord:
+        """The centre ends a listing now."""
+        body = blacklist_pb2.RemoveListEntryBody(entry_id=entry_id, reason=reason)
+        record = await self._answer(
+            "RemoveListEntry", body, blacklist_pb2.ListEntryRecord, message_id
+        )
+        _same("list entry", entry_id, record.entry.entry_id)
+        return record
+
+    async def check_list(
+        self, subjects: Sequence[blacklist_pb2.ListSubject]
+    ) -> blacklist_pb2.CheckListResult:
+        """Whether each subject (up to 1,000) is listed now; one hit per subject, in order."""
+        body = blacklist_pb2.CheckListBody(subjects=list(subjects))
+        result = await self._answer("CheckList", body, blacklist_pb2.CheckListResult)
+        if len(result.hits) != len(subjects) or any(
+            hit.index != i for i, hit in enumerate(result.hits)
+        ):
+            raise HubSignatureError(
+                f"asked about {len(subjects)} subject(s), the hub answered "
+                f"{[hit.index for hit in result.hits]}"
+            )
+        return result
+
+    async def sync_list(
+        self,
+        from_version: int,
+        form: blacklist_pb2.ListForm.ValueType = blacklist_pb2.LIST_FORM_CLEAR,
+        follow: bool = False,
+        *,
+        timeout: float | None = None,
+    ) -> AsyncIterator[blacklist_pb2.SyncListResponse]:
+        """The parts of a copy of the list from `from_version` (docs/blacklist.md): a snapshot
+        and its entry pages, or change pages, then a hub-signed checkpoint; with `follow`,
+        every later batch of changes and its checkpoint until the caller stops iterating.
+
+        The parts are not signed: check each checkpoint with `open_checkpoint`, and trust
+        what came before it only if the copy's count and digest then equal the checkpoint's.
+        A refusal (OUT_OF_RANGE VERSION_NOT_ISSUED, ...) or a lost connection is a HubError.
+        """
+        envelope = self.seal(
+            blacklist_pb2.SyncListBody(from_version=from_version, form=form, follow=follow)
+        )
+        method = self._channel.unary_stream(
+            SYNC_LIST_PATH,
+            request_serializer=_serialize,
+            response_deserializer=blacklist_pb2.SyncListResponse.FromString,
+        )
+        call = method(blacklist_pb2.SyncListRequest(envelope=envelope), timeout=timeout)
+        try:
+            while True:
+                part = await call.read()
+                if part is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    return
+                assert isinstance(part, blacklist_pb2.SyncListResponse)
+                yield part
+        except grpc.aio.AioRpcError as err:
+            raise self._hub_error(err, envelope.message_id) from err
+        finally:
+            call.cancel()
+
+    def open_checkpoint(self, envelope: Envelope) -> blacklist_pb2.ListCheckpoint:
+        """The checkpoint of a SyncList stream, once its hub signature verifies and it is
+        addressed to this institution; HubSignatureError otherwise."""
+        return self.open_hub_envelope(envelope, blacklist_pb2.ListCheckpoint)
+
+    # ---- appeals ------------------------------------------------------------------------------
+
+    async def file_appeal(
+        self,
+        reference: str,
+        grounds: str,
+        documents: Sequence[tuple[str, bytes]] = (),
+        *,
+        message_id: str | None = None,
+    ) -> appeal_pb2.Appeal:
+        """Contest a stop, a freeze or a listing (`reference`: the order or entry id);
+        `documents` are (name, SHA-256 of the document) pairs: the hub keeps only hashes."""
+        body = appeal_pb2.FileAppealBody(
+            reference=reference,
+            grounds=grounds,
+            documents=[appeal_pb2.AppealDocument(name=n, sha256=h) for n, h in documents],
+        )
+        appeal = await self._answer("FileAppeal", body, appeal_pb2.Appeal, message_id)
+        _same("reference", reference, appeal.reference)
+        return appeal
+
+    async def decide_appeal(
+        self, appeal_id: str, uphold: bool, reason: str, *, message_id: str | None = None
+    ) -> appeal_pb2.Appeal:
+        decision = (
+            appeal_pb2.APPEAL_DECISION_UPHOLD if uphold else appeal_pb2.APPEAL_DECISION_REJECT
+        )
+        body = appeal_pb2.DecideAppealBody(appeal_id=appeal_id, decision=decision, reason=reason)
+        appeal = await self._answer("DecideAppeal", body, appeal_pb2.Appeal, message_id)
+        _same("appeal", appeal_id, appeal.appeal_id)
+        return appeal
+
+    async def get_appeal(self, appeal_id: str) -> appeal_pb2.Appeal:
+        body = appeal_pb2.GetAppealBody(appeal_id=appeal_id)
+        appeal = await self._answer("GetAppeal", body, appeal_pb2.Appeal)
+        _same("appeal", appeal_id, appeal.appeal_id)
+        return appeal
+
     async def get_institution(self, code: str) -> institution_pb2.Institution:
         inst = await self._answer(
             "GetInstitution",
@@ -1120,6 +1297,7 @@ class DeliveryStream:
 __all__ = [
     "HUB",
     "RPCS",
+    "SYNC_LIST_PATH",
     "Clock",
     "Delivery",
     "DeliveryStream",

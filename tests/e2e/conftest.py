@@ -17,6 +17,7 @@ from hub.bootstrap import serve
 from hub.clock import ManualClock
 from hub.crypto import pki
 from hub.crypto.keys import PrivateKey
+from hub.crypto.listkey import ListKey
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.service.admin import NewKey, Registry
 from hub.store.sql import SqlStore
@@ -47,6 +48,7 @@ class Network:
     database_url: str
     ca: pki.Issued
     hub_tls: pki.TlsConfig  # the server's side, for a test that restarts the hub
+    list_key: ListKey | None = None
     keys: dict[str, PrivateKey] = field(default_factory=dict)
     # Each member's client certificate, issued by `ca`; the hub serves mutual TLS only.
     tls: dict[str, pki.TlsConfig] = field(default_factory=dict)
@@ -94,9 +96,11 @@ async def start_network(
     *,
     ack_timeout: float = 1.0,
     database_url: str | None = None,
+    list_key: ListKey | None = None,
 ) -> Network:
     url = database_url or f"sqlite:///{tmp_path}/hub.db"
     hub_key = PrivateKey.generate()
+    list_key = list_key or ListKey.generate()
     # TLS checks validity against the real time, not the test's clock.
     now = datetime.now(UTC)
     ca = pki.create_ca(now)
@@ -109,9 +113,12 @@ async def start_network(
         ack_timeout=ack_timeout,
         workers=4,
         tls=hub_tls,
+        list_key=list_key,
     )
     registry = Registry(store, clock)
-    network = Network(f"127.0.0.1:{server.port}", hub_key, clock, store, server, url, ca, hub_tls)
+    network = Network(
+        f"127.0.0.1:{server.port}", hub_key, clock, store, server, url, ca, hub_tls, list_key
+    )
     for code, (name, kind) in MEMBERS.items():
         key = PrivateKey.generate()
         network.keys[code] = key

@@ -57,6 +57,8 @@ from hub.crypto.envelope import verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.crypto.signing import Header, signing_input
 from stophub.v1 import (
+    appeal_pb2,
+    blacklist_pb2,
     case_pb2,
     delivery_pb2,
     envelope_pb2,
@@ -89,6 +91,7 @@ CLEAN = frozenset(
 TRANSPORT = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED})
 MAX_MESSAGE = 8 * 1024 * 1024  # the server's grpc.max_receive_message_length
 STREAM = "/stophub.v1.DeliveryService/StreamDeliveries"
+SYNC_LIST = "/stophub.v1.ListService/SyncList"
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,19 @@ RPCS = {
     "GetDistribution": Rpc(
         "/stophub.v1.DistributionService/GetDistribution", returns_pb2.GetDistributionBody, "REG"
     ),
+    "PublishListEntry": Rpc(
+        "/stophub.v1.ListService/PublishListEntry", blacklist_pb2.PublishListEntryBody, "CENTRE"
+    ),
+    "RemoveListEntry": Rpc(
+        "/stophub.v1.ListService/RemoveListEntry", blacklist_pb2.RemoveListEntryBody, "CENTRE"
+    ),
+    "CheckList": Rpc("/stophub.v1.ListService/CheckList", blacklist_pb2.CheckListBody, "PAYX"),
+    "SyncList": Rpc(SYNC_LIST, blacklist_pb2.SyncListBody, "PAYX"),
+    "FileAppeal": Rpc("/stophub.v1.AppealService/FileAppeal", appeal_pb2.FileAppealBody, "BANKB"),
+    "DecideAppeal": Rpc(
+        "/stophub.v1.AppealService/DecideAppeal", appeal_pb2.DecideAppealBody, "CENTRE"
+    ),
+    "GetAppeal": Rpc("/stophub.v1.AppealService/GetAppeal", appeal_pb2.GetAppealBody, "BANKB"),
 }
 BODY_TYPES = [r.body.DESCRIPTOR.full_name for r in RPCS.values()] + [
     delivery_pb2.SubscribeBody.DESCRIPTOR.full_name,
@@ -441,6 +457,8 @@ class Fuzz:
         if isinstance(result, grpc.aio.AioRpcError):
             self.check_refusal(result, rpc.path)
             return None
+        if rpc.path == SYNC_LIST:
+            return None  # read to its first checkpoint by _unary
         return self._harvest(rpc, result)
 
     def stream(self, messages: list[bytes], code: str) -> None:
@@ -449,6 +467,8 @@ class Fuzz:
             self.check_refusal(err, STREAM)
 
     async def _unary(self, path: str, data: bytes, code: str) -> bytes | grpc.aio.AioRpcError:
+        if path == SYNC_LIST:
+            return await self._sync(data, code)
         call = self.channel(code).unary_unary(path)
         try:
             answer: bytes = await call(data, timeout=CALL_TIMEOUT)
@@ -457,6 +477,21 @@ class Fuzz:
             return err
         self.statuses["OK"] += 1
         return answer
+
+    async def _sync(self, data: bytes, code: str) -> bytes | grpc.aio.AioRpcError:
+        """SyncList, read up to its first checkpoint (a following stream never ends)."""
+        call = self.channel(code).unary_stream(SYNC_LIST)(data, timeout=CALL_TIMEOUT)
+        try:
+            while (part := await call.read()) is not grpc.aio.EOF:  # type: ignore[attr-defined]
+                if blacklist_pb2.SyncListResponse.FromString(part).HasField("checkpoint"):
+                    break
+        except grpc.aio.AioRpcError as err:
+            self.statuses[err.code().name] += 1
+            return err
+        finally:
+            call.cancel()
+        self.statuses["OK"] += 1
+        return b""
 
     async def _stream(self, messages: list[bytes], code: str) -> grpc.aio.AioRpcError | None:
         call = self.channel(code).stream_stream(STREAM)(timeout=CALL_TIMEOUT)
@@ -577,6 +612,41 @@ class Fuzz:
             )
         if name == "GetDistribution":
             return returns_pb2.GetDistributionBody(distribution_id=f"D-{variant}")
+        if name == "PublishListEntry":
+            body = blacklist_pb2.PublishListEntryBody(
+                basis=1 + variant % 2, reason="fz", source_case_id=self.pick(self.cases, variant)
+            )
+            if variant % 2:
+                body.person.CopyFrom(
+                    blacklist_pb2.ListedPerson(id_number=f"1101051949123{variant:05d}", name="fz")
+                )
+            else:
+                body.account.CopyFrom(MULE)
+            return body
+        if name == "RemoveListEntry":
+            return blacklist_pb2.RemoveListEntryBody(entry_id=f"L-{variant}", reason="fz")
+        if name == "CheckList":
+            return blacklist_pb2.CheckListBody(
+                subjects=[
+                    blacklist_pb2.ListSubject(account=MULE),
+                    blacklist_pb2.ListSubject(id_number="11010519491231002X"),
+                    blacklist_pb2.ListSubject(token=bytes(32)),
+                ][: 1 + variant % 3]
+            )
+        if name == "SyncList":
+            return blacklist_pb2.SyncListBody(from_version=variant % 3, form=variant % 3)
+        if name == "FileAppeal":
+            return appeal_pb2.FileAppealBody(
+                reference=self.pick(self.orders, variant),
+                grounds="fz",
+                documents=[appeal_pb2.AppealDocument(name="d", sha256=bytes(32))],
+            )
+        if name == "DecideAppeal":
+            return appeal_pb2.DecideAppealBody(
+                appeal_id=f"A-{variant}", decision=variant % 3, reason="fz"
+            )
+        if name == "GetAppeal":
+            return appeal_pb2.GetAppealBody(appeal_id=f"A-{variant}")
         return sla_pb2.ListClocksBody(page_size=3, open_only=bool(variant % 2))
 
     def instruction(self, variant: int, now: Any) -> order_pb2.OrderInstruction:
