@@ -11,6 +11,13 @@ Then a second victim, a PayX customer, pays ¥10,000 into the same mule account,
 ¥6,000 of it abroad, beyond the network's reach. The two cases are linked; the money frozen in
 the mule's account is shared between the two victims after the 30-day public notice (case
 time runs fast); the money traced to one victim alone goes back to her at once.
+
+Meanwhile the centre lists the mule's account, the mule and the cash-out account. PayX keeps
+a copy of the list in the TOKENS form (no account numbers in clear), follows it live and
+refuses a payment to the mule from it; Bank A, which keeps no copy, asks the hub with one
+batch check. After the cases close, Bank B appeals the mule's listing (rejected, the reason
+goes back) and Bank A the cash-out account's (upheld: the entry leaves PayX's copy within a
+second).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from adapters.bank import BankAgent
+from adapters.blacklist import Form, Replica
 from adapters.corebank import PaymentNetwork, SimulatedCoreBank
 from adapters.sdk import Delivery, DeliveryStream, HubClient
 from hub import bootstrap
@@ -34,6 +42,7 @@ from hub.clock import SystemClock
 from hub.crypto import pki
 from hub.crypto.fields import Keyring
 from hub.crypto.keys import PrivateKey, save_private_key
+from hub.crypto.listkey import ListKey
 from hub.crypto.public import public_key_to_pem
 from hub.domain.cases import CaseState, mask, yuan
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
@@ -45,6 +54,8 @@ from hub.store.tables import audit_log
 from hub.trail_render import trail_svg, trail_tree
 from stophub.v1 import (
     account_pb2,
+    appeal_pb2,
+    blacklist_pb2,
     case_pb2,
     delivery_pb2,
     envelope_pb2,
@@ -192,6 +203,9 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
     # Personal data is sealed at rest here too: the demo keeps its keys beside its database.
     data_keys = Keyring.generate()
     data_keys.save(directory / "data-keys.json")
+    # The network's list key: members that keep a TOKENS copy of the blacklist hold it too.
+    list_key = ListKey.generate()
+    list_key.save(directory / "list-key.json")
     # Mutual TLS as in production: the network's CA, the hub's certificate, one per member.
     tls_dir = directory / "pki"
     ca, _ = pki.init(tls_dir, SystemClock().now())
@@ -203,6 +217,7 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         "127.0.0.1:0",
         tls=pki.server_tls(tls_dir),
         data_keys=data_keys,
+        list_key=list_key,
         clock=clock,
         sweep_interval=0.02,
         # The sweep runs every 20 ms of wall time, which is `speed` times more case time.
@@ -299,6 +314,10 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
     centre_inbox = Inbox(centre.deliveries("operator-desk"))
     tasks = [asyncio.create_task(a.run()) for a in agents]
     tasks.append(asyncio.create_task(centre_inbox.pump()))
+    # PayX's copy of the list: tokens only, kept in its own file, following the hub live.
+    payx_list = Replica(
+        directory / "payx-list.db", payx, Form.TOKENS, list_key=list_key, clock=clock
+    )
     status = 1
     try:
         # ---- the centre's standing rule: stop at once, and follow the money -----------------
@@ -357,6 +376,33 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         for cid in (case_id, second_id):
             await freeze_holding_stops(centre, centre_inbox, cid)
 
+        # ---- the blacklist: the centre lists, PayX's copy follows, payments are refused ------
+        listings = await publish_listings(centre, case_id)
+        first_sync = await payx_list.sync_once()
+        console.print(f"PayX's copy of the list (tokens only): {first_sync.line()}")
+        tasks.append(asyncio.create_task(payx_list.run(follow=True)))
+        refused_payment = payx_list.is_listed_account(MULE.institution_code, MULE.account_number)
+        console.print(
+            f"a PayX customer tries to pay {MULE.holder_name}'s account "
+            f"{mask(MULE.account_number)}: "
+            + (
+                f"refused from PayX's own copy (listed as {refused_payment.entry_id} until "
+                f"{refused_payment.expires_at:%Y-%m-%d})"
+                if refused_payment is not None
+                else "[bold red]not listed in PayX's copy"
+            )
+        )
+        checked = await bank_a.check_list(
+            [blacklist_pb2.ListSubject(account=acct) for acct in (MULE, CASHOUT, VICTIM)]
+        )
+        console.print(
+            "Bank A keeps no copy and asks the hub (CheckList, up to 1,000 a call): "
+            + ", ".join(
+                f"{mask(a.account_number)} {'listed' if h.listed else 'not listed'}"
+                for a, h in zip((MULE, CASHOUT, VICTIM), checked.hits, strict=True)
+            )
+        )
+
         # ---- where the money is: both trails, with what is held and whose it is ----------
         for cid in (case_id, second_id):
             trail = await centre.get_case_trail(cid)
@@ -402,6 +448,21 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         for cid in (case_id, second_id):
             await centre_inbox.wait_for(closed(cid))
 
+        # ---- appeals: one rejected, one upheld; the upheld listing leaves every copy -------
+        appeals = await run_appeals(centre, bank_a, bank_b, listings)
+        cashout_cleared = await wait_until(
+            lambda: (
+                payx_list.is_listed_account(CASHOUT.institution_code, CASHOUT.account_number)
+                is None
+            )
+        )
+        console.print(appeals_table(appeals))
+        console.print(
+            f"PayX's copy after the upheld appeal: {payx_list.status().line()}; "
+            f"{mask(CASHOUT.account_number)} "
+            + ("is no longer listed" if cashout_cleared else "[bold red]is still listed")
+        )
+
         # ---- what happened ------------------------------------------------------------------
         console.print(message_timeline(store, case_id))
         with store(read_only=True) as uow:
@@ -418,6 +479,11 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         ok = final.state is CaseState.CLOSED and final_2.state is CaseState.CLOSED
         ok = ok and final.returned_fen == 5_000_000 and restored == 8_000_000
         ok = ok and restored_2 == 1_400_000 and evidence_ok
+        ok = ok and refused_payment is not None and cashout_cleared
+        ok = ok and [a.state for a in appeals] == [
+            appeal_pb2.APPEAL_STATE_REJECTED,
+            appeal_pb2.APPEAL_STATE_UPHELD,
+        ]
         verdict = (
             "[bold green]both cases closed: ¥50,000.00 back with the first victim, ¥4,000.00 "
             "with the second (¥6,000.00 went abroad, beyond reach, escalated to the centre)"
@@ -439,11 +505,98 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        payx_list.close()
         for c in (centre, bank_a, bank_b, payx):
             await c.close()
         await server.stop(1.0)
         store.dispose()
     return status
+
+
+# The mule's resident ID number (made up): he sold his account, so he is listed as a person too.
+MULE_ID_NUMBER = "11010519900307211X"
+
+
+@dataclass(frozen=True)
+class Listings:
+    mule: blacklist_pb2.ListEntryRecord
+    mule_person: blacklist_pb2.ListEntryRecord
+    cashout: blacklist_pb2.ListEntryRecord
+
+
+async def publish_listings(centre: HubClient, case_id: str) -> Listings:
+    trader = blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER
+
+    def acct(a: account_pb2.AccountRef) -> tuple[str, str, str]:
+        return (a.institution_code, a.account_number, a.holder_name)
+
+    mule = await centre.publish_list_entry(
+        account=acct(MULE),
+        basis=trader,
+        reason="received and passed on fraud proceeds",
+        source_case_id=case_id,
+    )
+    person = await centre.publish_list_entry(
+        person=(MULE_ID_NUMBER, MULE.holder_name),
+        basis=trader,
+        reason="sold his bank account to a fraud ring",
+        source_case_id=case_id,
+    )
+    cashout = await centre.publish_list_entry(
+        account=acct(CASHOUT),
+        basis=trader,
+        reason="cash-out account for fraud proceeds",
+        source_case_id=case_id,
+    )
+    return Listings(mule, person, cashout)
+
+
+async def run_appeals(
+    centre: HubClient, bank_a: HubClient, bank_b: HubClient, listings: Listings
+) -> list[appeal_pb2.Appeal]:
+    statement = ("holder statement.pdf", b"\x5a" * 32)
+    mule_appeal = await bank_b.file_appeal(
+        listings.mule.entry.entry_id, "the holder says he lent the card to a friend", [statement]
+    )
+    rejected = await centre.decide_appeal(
+        mule_appeal.appeal_id,
+        False,
+        "the account received and passed on two victims' money within minutes",
+    )
+    cashout_appeal = await bank_a.file_appeal(
+        listings.cashout.entry.entry_id,
+        "the holder answered a fake job advert and was used; he reported it himself",
+        [statement],
+    )
+    upheld = await centre.decide_appeal(
+        cashout_appeal.appeal_id, True, "the holder was deceived and has cooperated"
+    )
+    return [rejected, upheld]
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def appeals_table(appeals: list[appeal_pb2.Appeal]) -> Table:
+    t = Table(title="appeals", title_justify="left")
+    for col in ("appeal", "by", "against", "decision", "reason", "removed / released"):
+        t.add_column(col)
+    for a in appeals:
+        t.add_row(
+            a.appeal_id,
+            a.appellant,
+            f"{a.reference_kind} {a.reference}",
+            appeal_pb2.AppealState.Name(a.state).removeprefix("APPEAL_STATE_").lower(),
+            a.reason,
+            " ".join([*a.removed_entry_ids, *a.release_order_ids]) or "-",
+        )
+    return t
 
 
 def victim_report(

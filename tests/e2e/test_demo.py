@@ -3,16 +3,39 @@
 from __future__ import annotations
 
 import io
+import re
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 from rich.console import Console
 
+from adapters.blacklist import Form, Replica
 from hub.cli import main
+from hub.crypto.envelope import verify_envelope
+from hub.crypto.keys import load_private_key
+from hub.crypto.listkey import load_list_key_file
 from hub.demo import run_demo
+from hub.domain.appeals import AppealState
 from hub.domain.cases import CaseState, OrderKind, OrderState
 from hub.domain.clocks import ClockState
 from hub.store.sql import SqlStore
+from stophub.v1 import blacklist_pb2
+
+
+class _Offline:
+    """The demo's copy, opened to read it: never syncs, checks checkpoints with the hub's key."""
+
+    def __init__(self, hub_public_key: bytes) -> None:
+        self.hub_public_key = hub_public_key
+
+    def sync_list(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        raise AssertionError("not syncing")
+
+    def open_checkpoint(self, envelope: Any) -> blacklist_pb2.ListCheckpoint:
+        assert verify_envelope(envelope, self.hub_public_key)
+        return blacklist_pb2.ListCheckpoint.FromString(envelope.body)
 
 
 async def test_demo_carries_the_case_to_close(tmp_path: Path) -> None:
@@ -57,6 +80,8 @@ async def test_demo_carries_the_case_to_close(tmp_path: Path) -> None:
     assert (tmp_path / "demo" / f"trail-{case.case_id}.svg").exists()
 
     # PayX answers its stop 12 minutes (of case time) late: reminded, then breached.
+    appeal_ids = list(dict.fromkeys(re.findall(r"A\d{8}-[0-9A-F]{8}", text)))
+    key = load_list_key_file(tmp_path / "demo" / "list-key.json")
     store = SqlStore(f"sqlite:///{tmp_path}/demo/stophub.db")
     try:
         with store(read_only=True) as uow:
@@ -70,6 +95,11 @@ async def test_demo_carries_the_case_to_close(tmp_path: Path) -> None:
             )
             late_stop = next(c for c in clocks if c.kind == "stop")
             steps = [e.event for e in uow.clocks.entries([late_stop.clock_id])[late_stop.clock_id]]
+            list_state = uow.lists.state()
+            appeals = sorted(
+                (a for a in (uow.appeals.get(i) for i in appeal_ids) if a is not None),
+                key=lambda a: a.filed_at,
+            )
             others = uow.clocks.query(
                 institution=None,
                 case_id=case.case_id,
@@ -80,6 +110,17 @@ async def test_demo_carries_the_case_to_close(tmp_path: Path) -> None:
             )
     finally:
         store.dispose()
+    # The blacklist: three listings, one removed by the upheld appeal; PayX's copy agrees.
+    assert list_state.version == 4 and list_state.count == 2
+    assert [a.state for a in appeals] == [AppealState.REJECTED, AppealState.UPHELD]
+    hub_key = load_private_key(tmp_path / "demo" / "keys" / "hub.key").public_key
+    demo_copy = tmp_path / "demo" / "payx-list.db"
+    with Replica(demo_copy, _Offline(hub_key), Form.TOKENS, list_key=key) as copy:
+        assert copy.version == 4 and copy.entry_count == 2
+        assert copy.digest == list_state.token_digest.to_bytes(32, "big")
+        assert copy.verify_local().ok
+    assert "refused from PayX's own copy" in text and "is no longer listed" in text
+
     assert late_stop.state is ClockState.MISSED and late_stop.breached
     assert steps == ["started", "reminder", "breach", "missed"]
     assert [c.clock_id for c in others] == [late_stop.clock_id], "only the slow bank breached"
