@@ -28,6 +28,7 @@ from hub.crypto.envelope import create_time_of
 from hub.domain.trail import DEFAULT_MAX_LAYER
 from stophub.v1 import (
     account_pb2,
+    appeal_pb2,
     case_pb2,
     delivery_pb2,
     envelope_pb2,
@@ -247,6 +248,8 @@ class BankAgent:
                 False, "its origin signature did not verify: " + "; ".join(delivery.problems)
             )
         origin = notice.origin
+        if origin.body_type == appeal_pb2.DecideAppealBody.DESCRIPTOR.full_name:
+            return await self._upheld_appeal(delivery)
         if order.state == order_pb2.ORDER_STATE_CANCELLED:
             # The hub withdraws an order only on a centre's release of it.
             release = order_pb2.OrderInstruction()
@@ -279,6 +282,30 @@ class BankAgent:
                 f"signed {_instruction_view(signed)}, shown {_instruction_view(order.instruction)}",
             )
         return await self._signed_by_centre(origin.sender, "the order")
+
+    async def _upheld_appeal(self, delivery: Delivery) -> _Verdict:
+        """A release (or the withdrawal of a pending hold) caused by the centre upholding an
+        appeal: the forwarded decision must uphold one and be the centre's."""
+        notice = delivery.notice
+        order = notice.order
+        decision = appeal_pb2.DecideAppealBody()
+        if not _decode(notice.origin, decision) or (
+            decision.decision != appeal_pb2.APPEAL_DECISION_UPHOLD
+        ):
+            return _Verdict(False, "the forwarded appeal decision upholds no appeal")
+        what = order.instruction.WhichOneof("instruction")
+        if order.state != order_pb2.ORDER_STATE_CANCELLED and what != "release":
+            return _Verdict(False, f"an upheld appeal only releases holds, not a {what} order")
+        if order.state != order_pb2.ORDER_STATE_CANCELLED and (
+            notice.origin.message_id != order.origin_message_id
+            or notice.origin.sender != order.issued_by
+        ):
+            return _Verdict(
+                False,
+                f"the forwarded decision is {notice.origin.sender}/{notice.origin.message_id}; "
+                f"the hub says the release came from {order.issued_by}/{order.origin_message_id}",
+            )
+        return await self._signed_by_centre(notice.origin.sender, "the appeal decision")
 
     async def _authorised_by_rule(self, delivery: Delivery) -> _Verdict:
         notice = delivery.notice

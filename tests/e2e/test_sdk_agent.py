@@ -536,3 +536,27 @@ async def test_lists_follow_page_tokens_and_keys_come_from_the_registry(
         # A key is valid for what it signed after it was registered, not long before.
         before = clock.now() - timedelta(days=1)
         assert await banka.public_key("CENTRE", centre_key.key_id, at=before) is None
+
+
+async def test_an_upheld_appeal_releases_the_hold_at_the_bank(
+    network: Network, clock: ManualClock
+) -> None:
+    """The release comes from the centre's signed decision on the appeal, not from an order
+    instruction: the agent checks that decision and lifts the hold."""
+    books = fraud_books(clock)
+    async with members(network, "CENTRE", "BANKA", "BANKB") as (centre, banka, bankb):
+        case_id = await open_verified_case(banka, books, clock)
+        agent = BankAgent(bankb, books.bankb)
+        async with running(agent):
+            stop = await centre.issue_order(stop_instruction(case_id, books))
+            await eventually(answered(agent, stop.order_id))
+            assert books.bankb.held(MULE.account_number) == HELD
+            appeal = await bankb.file_appeal(stop.order_id, "salary account: unrelated money")
+            upheld = await centre.decide_appeal(appeal.appeal_id, True, "the money is his own")
+            [release_id] = upheld.release_order_ids
+            await eventually(answered(agent, release_id))
+            case = await centre.get_case(case_id)
+            assert order_in(case, stop.order_id).state == order_pb2.ORDER_STATE_RELEASED
+            assert order_in(case, release_id).result.amount_released_fen == HELD
+            assert books.bankb.held(MULE.account_number) == 0
+    assert agent.security_events == []
