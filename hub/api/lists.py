@@ -191,9 +191,11 @@ class ListServicer:
             yield await self._call(self.syncer.checkpoint, state, code, tokens)
             version = state.version
             while body.follow:
-                moved = await self.watcher.wait_beyond(version, self.heartbeat)
+                await self.watcher.wait_beyond(version, self.heartbeat)
                 state = await self._call(self.syncer.state)
-                if moved and state.version > version:
+                # Whether woken or not: a heartbeat may find changes another hub made before
+                # the watcher's next look, and its checkpoint must follow them.
+                if state.version > version:
                     changes = self.syncer.changes(version, state.version, tokens)
                     async for data in self._drain(changes):
                         yield data

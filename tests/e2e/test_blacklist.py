@@ -12,7 +12,10 @@ import grpc
 import pytest
 
 from adapters.sdk import HubClient, HubError
+from hub.crypto.envelope import seal_message
 from hub.domain.blacklist import ListDigest, clear_leaf_hash, token_leaf_hash
+from hub.service import listing as ls
+from hub.service.handlers import Hub
 from stophub.v1 import account_pb2, blacklist_pb2, case_pb2, delivery_pb2
 from tests.e2e.conftest import Network
 from tests.e2e.wire_helpers import report
@@ -239,3 +242,51 @@ async def test_check_expiry_and_refusals(clients: dict[str, HubClient], network:
     result = await bank.check_list([blacklist_pb2.ListSubject(token=token)])
     assert not result.hits[0].listed
     del entry
+
+
+async def test_a_change_another_hub_made_reaches_a_follower_with_its_checkpoint(
+    clients: dict[str, HubClient], network: Network
+) -> None:
+    """A second hub on the same database publishes; this server's watcher is not told and
+    looks rarely. The follower's next heartbeat must bring the change before its checkpoint
+    (a checkpoint past the copy's changes would make a good copy refuse itself)."""
+    lists = network.server.lists
+    assert lists is not None
+    lists.watcher.poll = 60.0
+    lists.heartbeat = 0.2
+    case = await open_case(clients, network)
+    other = Hub(network.store, network.clock, network.hub_key, _Quiet(), list_key=network.list_key)
+    follower = Copy()
+    seen = asyncio.Event()
+
+    async def follow() -> None:
+        async for part in clients["PAYX"].sync_list(0, follow=True):
+            if follower.apply(clients["PAYX"], part) and follower.version >= 1:
+                seen.set()
+                return
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.1)
+    body = blacklist_pb2.PublishListEntryBody(
+        person=blacklist_pb2.ListedPerson(id_number="11010519491231002X", name="Zhao Liu"),
+        basis=CONVICTED,
+        reason="convicted",
+        source_case_id=case.case_id,
+    )
+    envelope = seal_message(
+        network.keys["CENTRE"],
+        sender="CENTRE",
+        recipient="HUB",
+        message_id="CENTRE-other-hub-1",
+        create_time=network.clock.now(),
+        message=body,
+    )
+    await asyncio.to_thread(other.handle, ls.PUBLISH_LIST_ENTRY, envelope)
+    await asyncio.wait_for(seen.wait(), 5)
+    await task
+    assert len(follower.entries) == 1
+
+
+class _Quiet:
+    def notify(self, recipients: object, deliveries: object = ()) -> None:
+        pass
