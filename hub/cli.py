@@ -195,13 +195,13 @@ def serve(
         )
     ring = use_data_keys(data_keys)  # no keys, no start: says how to make them
     try:
-        list_key = bootstrap.find_list_key(list_key_file)
-    except ListKeyError as err:
-        raise click.ClickException(str(err)) from err
-    try:
         # Refuse a bad policy before touching the database; the message names the line.
         load_policy(policy_file)
     except PolicyError as err:
+        raise click.ClickException(str(err)) from err
+    try:
+        list_key = bootstrap.find_list_key(list_key_file)
+    except ListKeyError as err:
         raise click.ClickException(str(err)) from err
     tls = None if insecure_plaintext else _server_tls(Path(tls_dir))
     if insecure_plaintext:
