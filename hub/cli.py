@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 
 import click
 from rich.console import Console
+from rich.table import Table
 from sqlalchemy import Engine
 
 from hub import bootstrap
@@ -29,7 +30,8 @@ from hub.crypto.listkey import ENV_KEY as LIST_KEY_ENV
 from hub.crypto.listkey import ListKey, ListKeyError, resolve_list_key
 from hub.crypto.public import public_key_from_pem, public_key_to_pem
 from hub.crypto.signing import ALGORITHMS, ED25519, SignatureError
-from hub.domain.cases import CaseState
+from hub.domain.blacklist import Entry
+from hub.domain.cases import CaseState, mask
 from hub.domain.clocks import CaseClock, PolicyError
 from hub.domain.errors import DomainError
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
@@ -859,6 +861,90 @@ def datakeys_status(file: str | None, database_url: str) -> None:
             else ("" if kid in ring.keys else " (NOT IN THE KEYRING)")
         )
         click.echo(f"total {kid:<16} {n:>8}{note}")
+
+
+# ---- the blacklist and appeals as this hub holds them --------------------------------------------
+
+
+@main.group("list")
+def list_group() -> None:
+    """The blacklist and punishment list as this hub holds them (read-only)."""
+
+
+@list_group.command("show")
+@click.option("--limit", default=50, show_default=True, help="Entries shown, oldest first.")
+@click.option("--personal-data", is_flag=True, help="Show numbers and names in full.")
+@db_option
+@refusals_as_errors
+def list_show(limit: int, personal_data: bool, database_url: str) -> None:
+    """The list's version, entry count and digests (what every copy's checkpoint must show),
+    and its live entries."""
+    from hub.service.listing import entry_from_wire
+
+    store = open_store(database_url)
+    with store(read_only=True) as uow:
+        state = uow.lists.state()
+        rows = uow.lists.snapshot(state.version, False, 0, limit)
+    click.echo(
+        f"list version {state.version}, {state.count} live entries; digest "
+        f"{state.clear_digest.to_bytes(32, 'big').hex()} (clear), "
+        f"{state.token_digest.to_bytes(32, 'big').hex()} (tokens, list key "
+        f"{state.list_key_id or '-'})"
+    )
+    table = Table(title_justify="left")
+    for col in ("entry", "subject", "name", "basis", "case", "listed", "until"):
+        table.add_column(col)
+    for _, wire in rows:
+        e = entry_from_wire(wire)
+        subject, name = (e.subject_key, e.name) if personal_data else _masked(e)
+        table.add_row(
+            e.entry_id,
+            subject,
+            name,
+            e.basis.value,
+            e.source_case_id,
+            f"{e.listed_at:%Y-%m-%d}",
+            f"{e.expires_at:%Y-%m-%d}",
+        )
+    _wide_console().print(table)
+
+
+def _masked(entry: Entry) -> tuple[str, str]:
+    institution, sep, number = entry.subject_key.partition("/")
+    subject = f"{institution}/{mask(number)}" if sep else mask(entry.subject_key)
+    return subject, entry.name[:1] + "*" * max(len(entry.name) - 1, 0)
+
+
+@main.group("appeal")
+def appeal_group() -> None:
+    """Appeals against stops, freezes and listings (read-only)."""
+
+
+@appeal_group.command("list")
+@click.option("--open", "open_only", is_flag=True, help="Only those waiting for a decision.")
+@click.option("--limit", default=50, show_default=True)
+@db_option
+@refusals_as_errors
+def appeal_list(open_only: bool, limit: int, database_url: str) -> None:
+    """Appeals, newest first, with their deadline and decision."""
+    store = open_store(database_url)
+    with store(read_only=True) as uow:
+        found = list(uow.appeals.recent(limit, open_only=open_only))
+    table = Table(title_justify="left")
+    for col in ("appeal", "case", "by", "against", "state", "filed", "decide by", "reason"):
+        table.add_column(col)
+    for a in found:
+        table.add_row(
+            a.appeal_id,
+            a.case_id,
+            a.appellant,
+            f"{a.reference_kind.value} {a.reference}",
+            a.state.value,
+            f"{a.filed_at:%Y-%m-%d %H:%M}",
+            f"{a.decide_by:%Y-%m-%d %H:%M}",
+            a.reason or "-",
+        )
+    _wide_console().print(table)
 
 
 # ---- the blacklist: the list key and a member's copy (docs/blacklist.md) ------------------------

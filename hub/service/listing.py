@@ -12,7 +12,7 @@ import logging
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.message import Message
 
@@ -95,29 +95,38 @@ def entry_to_proto(entry: Entry, token: bytes | None = None) -> blacklist_pb2.Li
     return pb
 
 
-def entry_of(row: ListRow) -> Entry:
-    """The domain entry a stored row holds (its subject comes out of the sealed wire form)."""
-    pb = blacklist_pb2.ListEntry.FromString(row.clear_wire)
-    kind = EntryKind(row.kind)
+def entry_from_wire(clear_wire: bytes) -> Entry:
+    """The domain entry a CLEAR-form ListEntry describes (its end is not in the wire form)."""
+    pb = blacklist_pb2.ListEntry.FromString(clear_wire)
+    kind = (
+        EntryKind.ACCOUNT if pb.kind == blacklist_pb2.LIST_ENTRY_KIND_ACCOUNT else EntryKind.PERSON
+    )
     if kind is EntryKind.ACCOUNT:
         key = f"{pb.account.institution_code}/{pb.account.account_number}"
         name = pb.account.holder_name
     else:
         key, name = pb.person.id_number, pb.person.name
+    basis = next(b for b, v in _BASIS_PB.items() if v == pb.basis)
     return Entry(
-        row.entry_id,
+        pb.entry_id,
         kind,
         key,
         name,
-        Basis(row.basis),
+        basis,
         pb.reason,
-        row.source_case_id,
-        row.listed_at,
-        row.expires_at,
-        row.listed_by,
-        row.ended_at,
-        row.end_kind,
+        pb.source_case_id,
+        pb.listed_time.ToDatetime(tzinfo=UTC),
+        pb.expire_time.ToDatetime(tzinfo=UTC),
+        "",
     )
+
+
+def entry_of(row: ListRow) -> Entry:
+    """The domain entry a stored row holds (its subject comes out of the sealed wire form)."""
+    entry = entry_from_wire(row.clear_wire)
+    entry.listed_at, entry.expires_at = row.listed_at, row.expires_at
+    entry.listed_by, entry.ended_at, entry.end = row.listed_by, row.ended_at, row.end_kind
+    return entry
 
 
 def record_to_proto(row: ListRow, *, tokens: bool = False) -> blacklist_pb2.ListEntryRecord:

@@ -239,6 +239,10 @@ class AppealRepository(Protocol):
 
     def open_for(self, reference: str) -> Sequence[Appeal]: ...
 
+    def recent(self, limit: int, *, open_only: bool) -> Sequence[Appeal]:
+        """The newest appeals first (only those waiting for a decision with `open_only`)."""
+        ...
+
 
 class RuleRepository(Protocol):
     def get(self, centre_code: str) -> AutoStopRule | None: ...

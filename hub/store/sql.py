@@ -586,6 +586,12 @@ class SqlAppeals:
             )
         ).all()
 
+    def recent(self, limit: int, *, open_only: bool) -> Sequence[Appeal]:
+        stmt = select(Appeal).order_by(appeals.c.filed_at.desc(), appeals.c.appeal_id)
+        if open_only:
+            stmt = stmt.where(appeals.c.state == AppealState.FILED)
+        return self.session.scalars(stmt.limit(limit)).all()
+
 
 class SqlRules:
     def __init__(self, session: Session) -> None:

@@ -9,8 +9,10 @@ from datetime import timedelta
 
 import grpc
 import pytest
+from click.testing import CliRunner
 
 from adapters.sdk import HubClient, HubError
+from hub.cli import main
 from stophub.v1 import appeal_pb2, blacklist_pb2, delivery_pb2, order_pb2, sla_pb2
 from tests.e2e.conftest import Network
 from tests.e2e.test_blacklist import Copy
@@ -120,3 +122,14 @@ async def test_appeals_against_a_stop_and_a_listing(
     assert entry.entry.entry_id not in copy.entries
     clocks = await centre.list_clocks(case_id=case.case_id)
     assert all(c.state != sla_pb2.CLOCK_STATE_OPEN for c in clocks if c.clock == "appeal")
+
+    # An operator at the hub sees both appeals and what is left of the list.
+    db = ["--db", network.database_url]
+    shown = CliRunner().invoke(main, ["appeal", "list", *db])
+    assert shown.exit_code == 0, shown.output
+    assert first.appeal_id in shown.output and "rejected" in shown.output
+    assert second.appeal_id in shown.output and "upheld" in shown.output
+    assert "no open" not in CliRunner().invoke(main, ["appeal", "list", "--open", *db]).output
+    listed = CliRunner().invoke(main, ["list", "show", *db])
+    assert listed.exit_code == 0, listed.output
+    assert "list version 2, 0 live entries" in listed.output

@@ -10,8 +10,10 @@ from datetime import timedelta
 
 import grpc
 import pytest
+from click.testing import CliRunner
 
 from adapters.sdk import HubClient, HubError
+from hub.cli import main
 from hub.crypto.envelope import seal_message
 from hub.domain.blacklist import ListDigest, clear_leaf_hash, token_leaf_hash
 from hub.service import listing as ls
@@ -41,6 +43,10 @@ def leaf(entry: blacklist_pb2.ListEntry) -> int:
     return clear_leaf_hash(
         entry.entry_id, kind, key, name, basis, entry.reason, entry.source_case_id, listed, expires
     )
+
+
+def cp_now_hex(copy: Copy) -> str:
+    return copy.checkpoints[-1].digest.hex()
 
 
 class Copy:
@@ -154,6 +160,15 @@ async def test_a_copy_syncs_proves_itself_and_follows_live_changes(
     await task
     assert took < 1.0, f"a following copy took {took:.2f}s to see the change"
     assert len(follower.entries) == 2
+
+    # The operator's view from the hub's database: the same version and digest, and the
+    # numbers masked unless asked for.
+    shown = CliRunner().invoke(main, ["list", "show", "--db", network.database_url])
+    assert shown.exit_code == 0, shown.output
+    assert f"list version 4, 2 live entries; digest {cp_now_hex(follower)}" in shown.output
+    assert "6222020000000002" not in shown.output and "BANKB/************0002" in shown.output
+    full = ["list", "show", "--personal-data", "--db", network.database_url]
+    assert "BANKB/6222020000000002" in CliRunner().invoke(main, full).output
 
     # The account's institution is told, to tell its holder how to appeal.
     async with clients["PAYX"].deliveries("listing") as stream:

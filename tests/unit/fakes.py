@@ -296,6 +296,14 @@ class FakeAppeals:
             if a.reference == reference and a.state is AppealState.FILED
         ]
 
+    def recent(self, limit: int, *, open_only: bool) -> Sequence[Appeal]:
+        found = [
+            a
+            for a in self._state.appeals.values()
+            if not open_only or a.state is AppealState.FILED
+        ]
+        return sorted(found, key=lambda a: (a.filed_at, a.appeal_id), reverse=True)[:limit]
+
 
 class FakeRules:
     def __init__(self, state: StoreState) -> None:
