@@ -298,9 +298,7 @@ class FakeAppeals:
 
     def recent(self, limit: int, *, open_only: bool) -> Sequence[Appeal]:
         found = [
-            a
-            for a in self._state.appeals.values()
-            if not open_only or a.state is AppealState.FILED
+            a for a in self._state.appeals.values() if not open_only or a.state is AppealState.FILED
         ]
         return sorted(found, key=lambda a: (a.filed_at, a.appeal_id), reverse=True)[:limit]
 
