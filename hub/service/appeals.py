@@ -25,14 +25,7 @@ from hub.domain.errors import (
     PermissionDenied,
 )
 from hub.service import wire
-from hub.service.handlers import (
-    Command,
-    Context,
-    _bounded,
-    _deliver_order,
-    _load_case,
-    new_order_id,
-)
+from hub.service.handlers import Command, Context, _bounded, _load_case, issue_in
 from hub.service.listing import entry_of, remove_row
 from hub.service.permissions import Access
 from hub.service.ports import ListRow
@@ -220,25 +213,8 @@ def _clear_account(ctx: Context, case: Case, appeal: Appeal) -> tuple[list[str],
 
 
 def _release(ctx: Context, case: Case, hold: Order, appeal: Appeal) -> str:
-    since = len(case.events)
-    before = {o.order_id: o.state for o in case.orders}
-    order = case.issue(
-        new_order_id(case),
-        ReleaseCommand(hold.order_id, f"appeal {appeal.appeal_id} upheld"),
-        issued_by=ctx.sender.code,
-        now=ctx.now,
-        message_id=ctx.message_id,
-        institutions=ctx.kinds,
-        policy=ctx.hub.policy,
-        note=f"appeal {appeal.appeal_id} upheld",
-    )
-    order.origin_envelope = ctx.envelope_bytes
-    for other in case.orders:
-        if before.get(other.order_id) is OrderState.PENDING and other.state is OrderState.CANCELLED:
-            _deliver_order(ctx, other, origin=ctx.envelope)
-    _deliver_order(ctx, order, origin=ctx.envelope)
-    ctx.record_events(case, since)
-    return order.order_id
+    reason = f"appeal {appeal.appeal_id} upheld"
+    return issue_in(ctx, case, ReleaseCommand(hold.order_id, reason), reason).order_id
 
 
 def decide_appeal(ctx: Context, body: appeal_pb2.DecideAppealBody) -> Message:

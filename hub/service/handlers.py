@@ -31,6 +31,7 @@ from hub.domain.cases import (
     Case,
     CaseState,
     Order,
+    OrderCommand,
     OrderKind,
     OrderState,
     Policy,
@@ -531,16 +532,11 @@ class Hub:
         handler, whose result is the admitted body; refusals are audited as for any call."""
         raw = envelope.SerializeToString()
         try:
-            with self.uow(read_only=True) as uow:
-                sender = self.authenticate(uow, envelope, peer)
-                now = self.clock.now()
-                self.check_fresh(envelope, now, sender)
-                body = self.decode(command, envelope)
-                ctx = Context(self, uow, now, sender, envelope, raw, command.name)
-                return sender, _run(command, ctx, body)
+            sender, result, _ = self._run_read(command, envelope, raw, peer)
         except DomainError as err:
             self._record_rejection(envelope, raw, err)
             raise
+        return sender, result
 
     def _read(
         self,
@@ -549,14 +545,23 @@ class Hub:
         raw: bytes,
         peer: str | None,
     ) -> envelope_pb2.Envelope:
+        sender, result, now = self._run_read(command, envelope, raw, peer)
+        return self.seal(sender.code, result, now, in_reply_to=envelope.message_id)
+
+    def _run_read(
+        self,
+        command: Command[Any],
+        envelope: envelope_pb2.Envelope,
+        raw: bytes,
+        peer: str | None,
+    ) -> tuple[Institution, Message, datetime]:
         with self.uow(read_only=True) as uow:
             sender = self.authenticate(uow, envelope, peer)
             now = self.clock.now()
             self.check_fresh(envelope, now, sender)
             body = self.decode(command, envelope)
             ctx = Context(self, uow, now, sender, envelope, raw, command.name)
-            result = _run(command, ctx, body)
-            return self.seal(sender.code, result, now, in_reply_to=envelope.message_id)
+            return sender, _run(command, ctx, body), now
 
     def check_peer(self, envelope: envelope_pb2.Envelope, peer: str | None) -> None:
         """The certificate that opened the connection must belong to the envelope's sender."""
@@ -902,6 +907,12 @@ def issue_order(ctx: Context, body: order_pb2.OrderInstruction) -> Message:
     case = _load_case(ctx, case_id)
     if isinstance(command, ReturnCommand):
         _refuse_shared_return(ctx.uow, case, command)
+    return wire.order_to_proto(issue_in(ctx, case, command, body.note))
+
+
+def issue_in(ctx: Context, case: Case, command: OrderCommand, note: str) -> Order:
+    """Issue an order in the centre's name of the request (its signed envelope is the origin)
+    and deliver it, after the withdrawal of any pending order it cancels."""
     since = len(case.events)
     before = {o.order_id: o.state for o in case.orders}
     order = case.issue(
@@ -912,7 +923,7 @@ def issue_order(ctx: Context, body: order_pb2.OrderInstruction) -> Message:
         message_id=ctx.message_id,
         institutions=ctx.kinds,
         policy=ctx.hub.policy,
-        note=body.note,
+        note=note,
     )
     order.origin_envelope = ctx.envelope_bytes
     for other in case.orders:
@@ -922,7 +933,7 @@ def issue_order(ctx: Context, body: order_pb2.OrderInstruction) -> Message:
             _deliver_order(ctx, other, origin=ctx.envelope)
     _deliver_order(ctx, order, origin=ctx.envelope)
     ctx.record_events(case, since)
-    return wire.order_to_proto(order)
+    return order
 
 
 def answer_order(ctx: Context, body: order_pb2.ExecutionResult) -> Message:
