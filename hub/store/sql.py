@@ -501,18 +501,19 @@ class SqlLists:
     def by_tokens(self, tokens: Collection[bytes], *, live_only: bool) -> Sequence[ListRow]:
         if not tokens:
             return []
+        # Live or not is decided here, not in SQL: with `ended_version IS NULL` in the query,
+        # SQLite's planner picks the live-expiry index and reads every live entry (660 ms a
+        # call at a million entries) instead of the few rows each token has.
         stmt = SELECT_LIST_ROWS.where(list_entries.c.subject_token.in_(list(tokens)))
-        if live_only:
-            stmt = stmt.where(list_entries.c.ended_version.is_(None))
-        return [
-            _list_row(r) for r in self.session.execute(stmt.order_by(list_entries.c.added_version))
-        ]
+        rows = sorted(
+            (_list_row(r) for r in self.session.execute(stmt)), key=lambda r: r.added_version
+        )
+        return [r for r in rows if r.ended_version is None] if live_only else rows
 
     def live_for_case(self, case_id: str) -> Sequence[ListRow]:
-        stmt = SELECT_LIST_ROWS.where(
-            list_entries.c.source_case_id == case_id, list_entries.c.ended_version.is_(None)
-        ).order_by(list_entries.c.added_version)
-        return [_list_row(r) for r in self.session.execute(stmt)]
+        stmt = SELECT_LIST_ROWS.where(list_entries.c.source_case_id == case_id)
+        rows = [_list_row(r) for r in self.session.execute(stmt)]
+        return sorted((r for r in rows if r.ended_version is None), key=lambda r: r.added_version)
 
     def due(self, now: datetime, limit: int) -> Sequence[ListRow]:
         stmt = (

@@ -431,7 +431,7 @@ list_entries = Table(
     Column("kind", String(16), nullable=False),
     Column("subject_token", LargeBinary(32), nullable=False, index=True),
     Column("basis", String(32), nullable=False),
-    Column("source_case_id", String(40), ForeignKey("cases.case_id"), nullable=False),
+    Column("source_case_id", String(40), ForeignKey("cases.case_id"), nullable=False, index=True),
     Column("listed_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("listed_by", Code, nullable=False),

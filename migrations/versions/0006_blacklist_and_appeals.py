@@ -102,6 +102,9 @@ def upgrade() -> None:
     with op.batch_alter_table("list_entries", schema=None) as batch_op:
         batch_op.create_index("ix_list_entries_added_version", ["added_version"], unique=True)
         batch_op.create_index(
+            batch_op.f("ix_list_entries_source_case_id"), ["source_case_id"], unique=False
+        )
+        batch_op.create_index(
             "ix_list_entries_live_expiry", ["ended_version", "expires_at"], unique=False
         )
         batch_op.create_index(
@@ -129,6 +132,7 @@ def downgrade() -> None:
     op.drop_table("list_changes")
     with op.batch_alter_table("list_entries", schema=None) as batch_op:
         batch_op.drop_index("ix_list_entries_added_version")
+        batch_op.drop_index(batch_op.f("ix_list_entries_source_case_id"))
         batch_op.drop_index(batch_op.f("ix_list_entries_subject_token"))
         batch_op.drop_index("ix_list_entries_live_expiry")
 
