@@ -28,6 +28,7 @@ even before the hub's EXPIRE change arrives); the wall clock is only used for ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
@@ -35,6 +36,7 @@ import sqlite3
 import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -321,11 +323,11 @@ def _clear_rows(entries: Iterable[blacklist_pb2.ListEntry], rows: list[Row]) -> 
             raise _BadPart(f"entry {e.entry_id!r} has kind {e.kind} / basis {e.basis}")
         if kind == "account":
             a = e.account
-            key = f"{a.institution_code.strip().upper()}/{a.account_number.strip()}"
+            key = f"{a.institution_code}/{a.account_number}"
             name = a.holder_name
         else:
             p = e.person
-            key = p.id_number.strip().upper()
+            key = p.id_number
             name = p.name
         lt = e.listed_time
         xt = e.expire_time
@@ -530,6 +532,10 @@ class Replica:
             f"SELECT {_COLUMNS} FROM entries WHERE {_subject_column(self.form)} = ? "
             "AND expires_us > ? ORDER BY expires_us DESC LIMIT 1"
         )
+        # A snapshot's pages are written on this thread while the next page is hashed:
+        # SQLite runs its inserts without the GIL, so the two overlap.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="replica-writer")
+        self._pending: Future[None] | None = None
         self._sync_lock = asyncio.Lock()
         self._closed = False
         self._wal_lock = threading.Lock()
@@ -640,8 +646,8 @@ class Replica:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+        self._rollback()
+        self._writer.shutdown(wait=True)
         self._db.close()
 
     def _after_commit(self) -> None:
@@ -900,7 +906,15 @@ class Replica:
         if self.on_event is not None:
             self.on_event(ReplicaEvent(kind, self.status(), error, retry_in))
 
+    def _written(self) -> None:
+        """Wait for the page being written; its failure is the current part's."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
     def _rollback(self) -> None:
+        with contextlib.suppress(Exception):
+            self._written()  # it belongs to the batch being thrown away
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
@@ -916,6 +930,8 @@ class Replica:
         which = part.WhichOneof("part")
         batch = session.batch
         try:
+            if which != "entries":
+                self._written()
             if which == "entries":
                 if batch is None or not batch.snapshot:
                     raise _BadPart("an entry page came without a snapshot")
@@ -967,8 +983,12 @@ class Replica:
             batch.value += _token_rows(entries, rows)
         else:
             batch.value += _clear_rows(entries, rows)
-        _insert(self._db, batch.table, rows)
         batch.count += len(rows)
+        self._written()
+        if batch.snapshot:
+            self._pending = self._writer.submit(_insert, self._db, batch.table, rows)
+        else:
+            _insert(self._db, batch.table, rows)
 
     def _apply_changes(self, batch: _Batch, changes: Sequence[blacklist_pb2.ListChange]) -> None:
         db = self._db
