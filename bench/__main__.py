@@ -1,4 +1,4 @@
-"""Run the benchmarks and print ONE table: `python -m bench [clocks] [intake] [delivery]`.
+"""Run the benchmarks, print ONE table: `python -m bench [clocks] [intake] [delivery] [blacklist]`.
 
 With no names, every benchmark runs (`make bench`). Each figure is printed beside a baseline
 measured in the same run, as a ratio (bench/table.py). `--quick` shortens every benchmark to
@@ -9,7 +9,10 @@ STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set (`--no-postgres` 
   own detailed tables are printed as it finishes, its headline figures go in the table;
 - intake (bench/intake.py): signed reports per second, p50 and p99, against a bare grpc.aio
   echo with the same bytes and concurrency;
-- delivery (bench/delivery.py, when present): its own rows.
+- delivery (bench/delivery.py, when present): its own rows;
+- blacklist (bench/blacklist.py): a 1,000,000-entry list: a replica's full sync, publication to
+  a following replica, CheckList and the replica's local lookups, against bare grpc.aio and
+  sqlite3 baselines.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import clocks, intake
+from bench import blacklist, clocks, intake
 from bench.table import Row, render
 
-NAMES = ("clocks", "intake", "delivery")
+NAMES = ("clocks", "intake", "delivery", "blacklist")
 QUICK_CLOCKS = {
     "clocks": 2_000,
     "span_seconds": 120.0,
@@ -121,12 +124,15 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "clocks": clock_rows,
     "intake": intake.rows,
     "delivery": delivery_rows,
+    "blacklist": blacklist.rows,
 }
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    p.add_argument("names", nargs="*", metavar="NAME", help="clocks, intake, delivery (all)")
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help="clocks, intake, delivery, blacklist (all)"
+    )
     p.add_argument("--quick", action="store_true", help="a short smoke run of each benchmark")
     p.add_argument("--no-postgres", action="store_true")
     g = p.add_argument_group("clocks (defaults: bench/clocks.py's)")
@@ -136,6 +142,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     g.add_argument("--slice-seconds", type=float)
     g.add_argument("--repeats", type=int)
     intake.add_arguments(p)
+    blacklist.add_arguments(p)
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in NAMES]
     if unknown:
