@@ -205,6 +205,15 @@ def end_entry(
     uow: UnitOfWork, key: ListKey, row: ListRow, op: ChangeOp, now: datetime, reason: str
 ) -> ListState:
     state = _locked_state(uow, key)
+    # Read again under the lock: another hub may have ended it since `row` was read, and
+    # ending it twice would take its hash out of the digests twice.
+    current = uow.lists.get(row.entry_id)
+    if current is None or current.ended_version is not None:
+        raise FailedPrecondition(
+            "ENTRY_ENDED",
+            f"list entry {row.entry_id} already ended"
+            + (f" ({current.end_kind} at version {current.ended_version})" if current else ""),
+        )
     version = state.version + 1
     entry = entry_of(row)
     kind = "removed" if op is ChangeOp.REMOVE else "expired"
@@ -270,6 +279,9 @@ def publish_list_entry(ctx: Context, body: blacklist_pb2.PublishListEntryBody) -
     ctx.accept(ctx.command, case.case_id)
     ctx.track(case)
     token = key.token(subject.key)
+    # The list's lock before the subject's history: two hubs listing the same subject at once
+    # must not both find it unlisted.
+    _locked_state(ctx.uow, key)
     history = [entry_of(r) for r in ctx.uow.lists.by_tokens([token], live_only=False)]
     entry = list_entry(
         new_entry_id(ctx.now),
@@ -357,6 +369,9 @@ def expire_due(hub: Hub) -> int:
             if not peek.lists.due(hub.clock.now(), 1):
                 break
         with hub.uow() as uow:
+            # The list's lock first: the due entries read after it are not being ended by
+            # another hub's sweep.
+            uow.lists.state(lock=True)
             now = hub.clock.now()
             due = uow.lists.due(now, EXPIRE_BATCH)
             for row in due:
