@@ -225,6 +225,8 @@ def decide_appeal(ctx: Context, body: appeal_pb2.DecideAppealBody) -> Message:
     if body.decision not in (appeal_pb2.APPEAL_DECISION_UPHOLD, appeal_pb2.APPEAL_DECISION_REJECT):
         raise InvalidArgument("decision", "UPHOLD or REJECT")
     case = _load_case(ctx, appeal.case_id)
+    # Again, locked, after the case's lock: a decision another hub committed meanwhile shows.
+    appeal = ctx.uow.appeals.get(appeal.appeal_id, lock=True) or appeal
     uphold = body.decision == appeal_pb2.APPEAL_DECISION_UPHOLD
     # Checked before anything is released, so a decided appeal changes nothing.
     appeal.decide(uphold, ctx.sender.code, body.reason, ctx.now)

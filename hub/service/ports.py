@@ -233,7 +233,10 @@ class ListRepository(Protocol):
 
 
 class AppealRepository(Protocol):
-    def get(self, appeal_id: str) -> Appeal | None: ...
+    def get(self, appeal_id: str, *, lock: bool = False) -> Appeal | None:
+        """With `lock`, read afresh and held for this transaction (two centres deciding
+        one appeal at once decide it once)."""
+        ...
 
     def add(self, appeal: Appeal) -> None: ...
 

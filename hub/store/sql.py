@@ -571,11 +571,21 @@ class SqlLists:
 
 
 class SqlAppeals:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, lock_rows: bool) -> None:
         self.session = session
+        self.lock_rows = lock_rows
 
-    def get(self, appeal_id: str) -> Appeal | None:
-        return self.session.get(Appeal, appeal_id)
+    def get(self, appeal_id: str, *, lock: bool = False) -> Appeal | None:
+        if not lock:
+            return self.session.get(Appeal, appeal_id)
+        stmt = (
+            select(Appeal)
+            .where(appeals.c.appeal_id == appeal_id)
+            .execution_options(populate_existing=True)
+        )
+        if self.lock_rows:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).one_or_none()
 
     def add(self, appeal: Appeal) -> None:
         self.session.add(appeal)
@@ -1046,7 +1056,7 @@ class SqlUnitOfWork:
         self.clocks = SqlClocks(self.session, self._lock_rows, self.pending)
         self.distributions = SqlDistributions(self.session)
         self.lists = SqlLists(self.session, self._lock_rows)
-        self.appeals = SqlAppeals(self.session)
+        self.appeals = SqlAppeals(self.session, self._lock_rows)
         return self
 
     def __exit__(

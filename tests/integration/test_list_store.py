@@ -11,10 +11,12 @@ from sqlalchemy import select
 
 from hub.crypto.listkey import ListKey
 from hub.domain.blacklist import ListDigest
+from hub.domain.errors import FailedPrecondition
+from hub.service import appeals as ap
 from hub.service import handlers as h
 from hub.service import listing as ls
 from hub.store.tables import list_changes
-from stophub.v1 import blacklist_pb2, case_pb2
+from stophub.v1 import appeal_pb2, blacklist_pb2, case_pb2
 from tests.e2e.test_blacklist import leaf
 from tests.unit.test_handlers import MULE_B, report_body
 
@@ -92,3 +94,43 @@ def test_two_hubs_publish_gapless_and_a_snapshot_is_pinned(net: Net) -> None:  #
     ops = [p for p in ls.ListSyncer(net.hub).changes(26, 50, tokens=True)]
     page = blacklist_pb2.SyncListResponse.FromString(ops[0].data).changes.changes
     assert {c.op for c in page} == {blacklist_pb2.LIST_CHANGE_OP_EXPIRE} and len(page) == 24
+
+
+def test_two_hubs_deciding_one_appeal_decide_it_once(net: Net) -> None:  # noqa: F811
+    net.hub.list_key = KEY
+    other = net.replica()
+    other.list_key = KEY
+    case = net.call("BANKA", h.CREATE_REPORT, report_body((MULE_B, 100_000)), case_pb2.Case)
+    listed = net.call(
+        "CENTRE",
+        ls.PUBLISH_LIST_ENTRY,
+        blacklist_pb2.PublishListEntryBody(
+            account=MULE_B,
+            basis=blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER,
+            reason="account seller",
+            source_case_id=case.case_id,
+        ),
+        blacklist_pb2.ListEntryRecord,
+    )
+    appeal = net.call(
+        "BANKB",
+        ap.FILE_APPEAL,
+        appeal_pb2.FileAppealBody(reference=listed.entry.entry_id, grounds="deceived"),
+        appeal_pb2.Appeal,
+    )
+    body = appeal_pb2.DecideAppealBody(
+        appeal_id=appeal.appeal_id, decision=appeal_pb2.APPEAL_DECISION_UPHOLD, reason="yes"
+    )
+
+    def decide(hub: h.Hub) -> str:
+        try:
+            hub.handle(ap.DECIDE_APPEAL, net.envelope("CENTRE", body))
+        except FailedPrecondition as err:
+            return err.reason
+        return "decided"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(decide, (net.hub, other)))
+    assert outcomes == ["APPEAL_DECIDED", "decided"]
+    state = ls.ListSyncer(net.hub).state()
+    assert (state.version, state.count) == (2, 0), "removed once"

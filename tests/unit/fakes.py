@@ -281,7 +281,7 @@ class FakeAppeals:
     def __init__(self, state: StoreState) -> None:
         self._state = state
 
-    def get(self, appeal_id: str) -> Appeal | None:
+    def get(self, appeal_id: str, *, lock: bool = False) -> Appeal | None:
         return self._state.appeals.get(appeal_id)
 
     def add(self, appeal: Appeal) -> None:
