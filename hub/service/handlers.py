@@ -1484,10 +1484,17 @@ def _distribution(ctx: Context, distribution_id: str) -> Distribution:
     return d
 
 
+def _relocked(ctx: Context, d: Distribution) -> Distribution:
+    """The distribution read again, locked, once its cases are: what another hub decided or
+    recorded meanwhile shows, and two decisions of one distribution cannot both pass."""
+    return ctx.uow.distributions.get(d.distribution_id, lock=True) or d
+
+
 def object_to_distribution(ctx: Context, body: returns_pb2.ObjectionBody) -> Message:
     _bounded("grounds", body.grounds)
     d = _distribution(ctx, body.distribution_id)
     lead = _load_case(ctx, d.case_id)
+    d = _relocked(ctx, d)
     d.object(ctx.sender.code, body.grounds, ctx.now, ctx.message_id)
     since = len(lead.events)
     lead.record(
@@ -1516,6 +1523,7 @@ def decide_distribution(ctx: Context, body: returns_pb2.DistributionDecisionBody
     d = _distribution(ctx, body.distribution_id)
     account = (d.account_institution, d.account_number)
     cases = _distribution_cases(ctx, d)
+    d = _relocked(ctx, d)
     if body.decision == returns_pb2.DISTRIBUTION_DECISION_WITHDRAW:
         d.withdraw(ctx.sender.code, ctx.now, body.reason)
         _record_on(ctx, cases, "distribution.withdrawn", f"{d.distribution_id} withdrawn")

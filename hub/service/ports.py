@@ -138,7 +138,9 @@ class CaseRepository(Protocol):
 
 
 class DistributionRepository(Protocol):
-    def get(self, distribution_id: str) -> Distribution | None: ...
+    def get(self, distribution_id: str, *, lock: bool = False) -> Distribution | None:
+        """With `lock`, read afresh and held for this transaction."""
+        ...
 
     def add(self, distribution: Distribution) -> None: ...
 

@@ -388,11 +388,21 @@ class SqlCases:
 
 
 class SqlDistributions:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, lock_rows: bool) -> None:
         self.session = session
+        self.lock_rows = lock_rows
 
-    def get(self, distribution_id: str) -> Distribution | None:
-        return self.session.get(Distribution, distribution_id)
+    def get(self, distribution_id: str, *, lock: bool = False) -> Distribution | None:
+        if not lock:
+            return self.session.get(Distribution, distribution_id)
+        stmt = (
+            select(Distribution)
+            .where(distributions.c.distribution_id == distribution_id)
+            .execution_options(populate_existing=True)
+        )
+        if self.lock_rows:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).one_or_none()
 
     def add(self, distribution: Distribution) -> None:
         self.session.add(distribution)
@@ -1054,7 +1064,7 @@ class SqlUnitOfWork:
         self.pending = PendingRows(self.session)
         self.audit = SqlAudit(self.session, self.pending)
         self.clocks = SqlClocks(self.session, self._lock_rows, self.pending)
-        self.distributions = SqlDistributions(self.session)
+        self.distributions = SqlDistributions(self.session, self._lock_rows)
         self.lists = SqlLists(self.session, self._lock_rows)
         self.appeals = SqlAppeals(self.session, self._lock_rows)
         return self

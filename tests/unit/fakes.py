@@ -187,7 +187,7 @@ class FakeDistributions:
     def __init__(self, state: StoreState) -> None:
         self._state = state
 
-    def get(self, distribution_id: str) -> Distribution | None:
+    def get(self, distribution_id: str, *, lock: bool = False) -> Distribution | None:
         return self._state.distributions.get(distribution_id)
 
     def add(self, distribution: Distribution) -> None:
