@@ -218,5 +218,25 @@ def start_sweeping(hub: Hub, executor: ThreadPoolExecutor, interval: float) -> A
         misfire_grace_time=None,
         id="clock-sweep",
     )
+
+    async def keep_log() -> None:
+        try:
+            await loop.run_in_executor(executor, hub.keep_audit_log)
+        except asyncio.CancelledError:
+            return
+        except StoreUnavailable as err:
+            log.warning("audit log waits for the database: %s", err.detail)
+        except Exception:
+            log.exception("placing audit entries in the log failed; the next run retries")
+
+    scheduler.add_job(
+        keep_log,
+        "interval",
+        seconds=interval,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,
+        id="audit-log",
+    )
     scheduler.start()
     return scheduler

@@ -41,16 +41,25 @@ class CompactRange:
 
     def __init__(self) -> None:
         self.size = 0
-        self._nodes: list[bytes] = []
+        self.nodes: list[bytes] = []
+
+    @classmethod
+    def restore(cls, size: int, nodes: Sequence[bytes]) -> CompactRange:
+        """The range of a tree of `size` leaves from its stored subtree roots."""
+        if len(nodes) != size.bit_count() or any(len(n) != 32 for n in nodes):
+            raise ValueError(f"{len(nodes)} subtree roots cannot make a tree of {size} leaves")
+        found = cls()
+        found.size, found.nodes = size, list(nodes)
+        return found
 
     def append(self, leaf: bytes) -> None:
         node = leaf
         size = self.size
         # Merge with the subtrees the new leaf completes: one per trailing 1-bit of size.
         while size & 1:
-            node = node_hash(self._nodes.pop(), node)
+            node = node_hash(self.nodes.pop(), node)
             size >>= 1
-        self._nodes.append(node)
+        self.nodes.append(node)
         self.size += 1
 
     def extend(self, leaves: Iterable[bytes]) -> None:
@@ -58,10 +67,10 @@ class CompactRange:
             self.append(leaf)
 
     def root(self) -> bytes:
-        if not self._nodes:
+        if not self.nodes:
             return EMPTY_ROOT
-        root = self._nodes[-1]
-        for node in reversed(self._nodes[:-1]):
+        root = self.nodes[-1]
+        for node in reversed(self.nodes[:-1]):
             root = node_hash(node, root)
         return root
 

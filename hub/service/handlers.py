@@ -329,6 +329,15 @@ class Hub:
 
         return self.sweeper.sweep() + expire_due(self)
 
+    def keep_audit_log(self) -> int:
+        """Place every committed audit entry in the log's Merkle tree and sign a checkpoint
+        when one is due (ADR 15); returns how many entries were placed."""
+        from hub.service import auditlog
+
+        placed = auditlog.sequence(self.uow)
+        auditlog.checkpoint(self.uow, self.signer, self.clock)
+        return placed
+
     def on_list_change(self, listener: Callable[[], None]) -> None:
         """Call `listener` (from any thread) after each commit that changed the list."""
         self._list_listeners.append(listener)

@@ -17,6 +17,9 @@ __all__ = [
     "ListRepository",
     "ListRow",
     "ListState",
+    "LogCheckpointRow",
+    "LogState",
+    "LoggedRecord",
     "Notifier",
     "Outbox",
     "PendingDelivery",
@@ -338,11 +341,62 @@ class AuditRecord:
     entry: AuditEntry
 
 
+@dataclass(frozen=True)
+class LogState:
+    """The audit log's Merkle tree: its size, root, and compact range (ADR 15)."""
+
+    size: int
+    root: bytes
+    compact_range: bytes
+
+
+@dataclass(frozen=True)
+class LogCheckpointRow:
+    tree_size: int
+    root_hash: bytes
+    signed_at: datetime
+    # The hub-signed envelope of a LogCheckpoint.
+    envelope: bytes
+
+
+@dataclass(frozen=True)
+class LoggedRecord:
+    """An audit entry with its place in the tree (None before the sequencer gave one)."""
+
+    log_index: int | None
+    leaf_hash: bytes | None
+    record: AuditRecord
+
+
 class AuditLog(Protocol):
     def append(self, entry: AuditEntry, now: datetime) -> None: ...
 
     def scan(self, after_id: int, limit: int) -> Sequence[AuditRecord]:
         """Entries with an id above `after_id`, in id order."""
+        ...
+
+    def log_state(self, *, lock: bool = False) -> LogState:
+        """The tree as last sequenced; `lock` holds it, so one sequencer runs at a time."""
+        ...
+
+    def set_log_state(self, state: LogState) -> None: ...
+
+    def unsequenced(self, limit: int) -> Sequence[AuditRecord]:
+        """Committed entries that have no place in the tree yet, in id order."""
+        ...
+
+    def assign(self, places: Sequence[tuple[int, int, bytes]]) -> None:
+        """(entry id, log index, leaf hash) for each entry."""
+        ...
+
+    def add_checkpoint(self, checkpoint: LogCheckpointRow) -> None: ...
+
+    def checkpoints(self) -> Sequence[LogCheckpointRow]:
+        """Every checkpoint, smallest tree first."""
+        ...
+
+    def logged(self, after_id: int, limit: int) -> Sequence[LoggedRecord]:
+        """Entries with an id above `after_id`, in id order, with their places."""
         ...
 
 

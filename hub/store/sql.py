@@ -39,6 +39,7 @@ from hub.domain.institutions import (
     InstitutionKind,
     KeyState,
 )
+from hub.domain.merkle import EMPTY_ROOT
 from hub.domain.returns import Distribution, DistributionState
 from hub.domain.rules import AutoStopRule
 from hub.domain.trail import OPEN_STATES
@@ -58,6 +59,9 @@ from hub.service.ports import (
     ListRepository,
     ListRow,
     ListState,
+    LogCheckpointRow,
+    LoggedRecord,
+    LogState,
     Outbox,
     PendingDelivery,
     RuleRepository,
@@ -67,7 +71,9 @@ from hub.service.ports import (
 from hub.store.tables import (
     UTCDateTime,
     appeals,
+    audit_checkpoints,
     audit_log,
+    audit_log_state,
     auto_stop_rules,
     cases,
     clocks,
@@ -876,10 +882,21 @@ class PendingRows:
         self._mark = None
 
 
+LOG_STATE_ID = 1
+ASSIGN_PLACE = (
+    update(audit_log)
+    .where(audit_log.c.id == bindparam("entry_id"))
+    .values(log_index=bindparam("index"), leaf_hash=bindparam("leaf"))
+)
+
+
 class SqlAudit:
-    def __init__(self, session: Session, pending: PendingRows | None = None) -> None:
+    def __init__(
+        self, session: Session, pending: PendingRows | None = None, lock_rows: bool = False
+    ) -> None:
         self.session = session
         self.pending = pending or PendingRows(session)
+        self.lock_rows = lock_rows
 
     def append(self, entry: AuditEntry, now: datetime) -> None:
         self.pending.audit.append(
@@ -896,26 +913,84 @@ class SqlAudit:
         )
 
     def scan(self, after_id: int, limit: int) -> list[AuditRecord]:
+        return [r.record for r in self.logged(after_id, limit)]
+
+    def logged(self, after_id: int, limit: int) -> list[LoggedRecord]:
         self.pending.flush()
         rows = self.session.execute(
             select(audit_log).where(audit_log.c.id > after_id).order_by(audit_log.c.id).limit(limit)
         )
-        return [
-            AuditRecord(
-                row.id,
-                row.recorded_at,
-                AuditEntry(
-                    kind=row.kind,
-                    actor=row.actor,
-                    message_id=row.message_id,
-                    detail=row.detail,
-                    payload=row.payload,
-                    case_id=row.case_id,
-                    order_id=row.order_id,
-                ),
+        return [LoggedRecord(row.log_index, row.leaf_hash, _audit_record(row)) for row in rows]
+
+    def log_state(self, *, lock: bool = False) -> LogState:
+        stmt = select(audit_log_state).where(audit_log_state.c.id == LOG_STATE_ID)
+        if lock and self.lock_rows:
+            stmt = stmt.with_for_update()
+        row = self.session.execute(stmt).one_or_none()
+        if row is None:
+            return LogState(0, EMPTY_ROOT, b"")
+        return LogState(row.tree_size, row.root_hash, row.compact_range)
+
+    def set_log_state(self, state: LogState) -> None:
+        values = {
+            "tree_size": state.size,
+            "root_hash": state.root,
+            "compact_range": state.compact_range,
+        }
+        done = self.session.execute(
+            update(audit_log_state).where(audit_log_state.c.id == LOG_STATE_ID).values(**values)
+        )
+        if done.rowcount == 0:  # type: ignore[attr-defined]
+            self.session.execute(audit_log_state.insert().values(id=LOG_STATE_ID, **values))
+
+    def unsequenced(self, limit: int) -> list[AuditRecord]:
+        self.pending.flush()
+        rows = self.session.execute(
+            select(audit_log)
+            .where(audit_log.c.log_index.is_(None))
+            .order_by(audit_log.c.id)
+            .limit(limit)
+        )
+        return [_audit_record(row) for row in rows]
+
+    def assign(self, places: Sequence[tuple[int, int, bytes]]) -> None:
+        if places:
+            self.session.execute(
+                ASSIGN_PLACE,
+                [{"entry_id": e, "index": i, "leaf": h} for e, i, h in places],
             )
-            for row in rows
-        ]
+
+    def add_checkpoint(self, checkpoint: LogCheckpointRow) -> None:
+        self.session.execute(
+            audit_checkpoints.insert().values(
+                tree_size=checkpoint.tree_size,
+                root_hash=checkpoint.root_hash,
+                signed_at=checkpoint.signed_at,
+                envelope=checkpoint.envelope,
+            )
+        )
+
+    def checkpoints(self) -> list[LogCheckpointRow]:
+        rows = self.session.execute(
+            select(audit_checkpoints).order_by(audit_checkpoints.c.tree_size)
+        )
+        return [LogCheckpointRow(r.tree_size, r.root_hash, r.signed_at, r.envelope) for r in rows]
+
+
+def _audit_record(row: Any) -> AuditRecord:
+    return AuditRecord(
+        row.id,
+        row.recorded_at,
+        AuditEntry(
+            kind=row.kind,
+            actor=row.actor,
+            message_id=row.message_id,
+            detail=row.detail,
+            payload=row.payload,
+            case_id=row.case_id,
+            order_id=row.order_id,
+        ),
+    )
 
 
 class SqlClocks:
@@ -1062,7 +1137,7 @@ class SqlUnitOfWork:
         self.inbound = SqlInbound(self.session)
         self.outbox = SqlOutbox(self.session)
         self.pending = PendingRows(self.session)
-        self.audit = SqlAudit(self.session, self.pending)
+        self.audit = SqlAudit(self.session, self.pending, self._lock_rows)
         self.clocks = SqlClocks(self.session, self._lock_rows, self.pending)
         self.distributions = SqlDistributions(self.session, self._lock_rows)
         self.lists = SqlLists(self.session, self._lock_rows)

@@ -394,7 +394,33 @@ audit_log = Table(
     Column("order_id", String(40)),
     Column("payload", Sealed("audit_log.payload")),
     Column("detail", SealedText("audit_log.detail"), nullable=False),
+    # The entry's position in the audit log's Merkle tree and its leaf hash (docs/audit.md),
+    # given by the sequencer after the entry's transaction committed (ADR 15).
+    Column("log_index", BigInteger),
+    Column("leaf_hash", LargeBinary(32)),
     Index("ix_audit_log_case_id", "case_id"),
+    Index("ix_audit_log_log_index", "log_index", unique=True),
+)
+
+# One row: the tree's size and root, and its compact range (the roots of its perfect
+# subtrees, 32 bytes each, largest first) so the next entries append without a rehash.
+audit_log_state = Table(
+    "audit_log_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("compact_range", LargeBinary, nullable=False),
+)
+
+# Hub-signed checkpoints of the tree (LogCheckpoint envelopes), kept for ever.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("signed_at", UTCDateTime(), nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
 )
 
 # Case clocks: one row each, with the due time of its next step (the sweep's index).

@@ -28,6 +28,8 @@ from hub.store.tables import NAMING_CONVENTION, audit_log, cases, metadata
 T = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 APP_TABLES = {
     "appeals",
+    "audit_checkpoints",
+    "audit_log_state",
     "list_changes",
     "list_entries",
     "list_state",

@@ -1,0 +1,170 @@
+"""The audit log as a Merkle tree on a real database (SQLite and PostgreSQL): the sequencer
+places committed entries, checkpoints are signed, and `stophub audit verify` finds the log
+intact, then names each entry changed, removed, inserted or moved when the database is
+tampered with in each of those ways."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, func, select, update
+
+from hub.cli import main
+from hub.domain.merkle import inclusion_proof, verify_inclusion
+from hub.service import auditlog
+from hub.service import handlers as h
+from hub.service.ports import AuditEntry, AuditRecord
+from hub.store.tables import audit_checkpoints, audit_log
+from stophub.v1 import audit_pb2, case_pb2, envelope_pb2
+from tests.unit.test_handlers import MULE_B, report_body
+
+from .test_hub_on_db import Net, net  # noqa: F401  (the fixture)
+
+
+def activity(net: Net, reports: int) -> None:  # noqa: F811
+    for _ in range(reports):
+        net.call("BANKA", h.CREATE_REPORT, report_body((MULE_B, 100_000)), case_pb2.Case)
+
+
+def logged(net: Net) -> Net:  # noqa: F811
+    """Two rounds of activity, each placed and checkpointed."""
+    activity(net, 3)
+    assert auditlog.sequence(net.store) > 0
+    assert auditlog.checkpoint(net.store, net.hub_key, net.clock, every=None) is not None
+    activity(net, 3)
+    net.clock.set(net.clock.now() + timedelta(minutes=2))
+    auditlog.sequence(net.store)
+    assert auditlog.checkpoint(net.store, net.hub_key, net.clock) is not None
+    return net
+
+
+def verify(net: Net) -> auditlog.Verification:  # noqa: F811
+    with net.store(read_only=True) as uow:
+        keys = {k.key_id: k.public_key for k in uow.institutions.get("HUB").keys}  # type: ignore[union-attr]
+        return auditlog.verify(
+            auditlog.read_all(uow), uow.audit.checkpoints(), uow.audit.log_state(), keys.get
+        )
+
+
+def test_an_intact_log_verifies_and_proves_each_entry(net: Net) -> None:  # noqa: F811
+    logged(net)
+    result = verify(net)
+    assert result.ok, result.findings
+    assert result.checkpoints == 2 and result.tree_size == result.entries > 10
+    # The checkpoint is the hub's, and each entry is provably in it.
+    with net.store(read_only=True) as uow:
+        [_, latest] = uow.audit.checkpoints()
+        rows = auditlog.read_all(uow)
+        leaves = [r.leaf_hash for r in sorted(rows, key=lambda r: r.log_index or 0)]
+    body = audit_pb2.LogCheckpoint.FromString(
+        envelope_pb2.Envelope.FromString(latest.envelope).body
+    )
+    assert (body.tree_size, body.root_hash) == (latest.tree_size, latest.root_hash)
+    proof = inclusion_proof(4, leaves)  # type: ignore[arg-type]
+    assert verify_inclusion(4, latest.tree_size, leaves[4], proof, latest.root_hash)  # type: ignore[arg-type]
+    shown = CliRunner().invoke(main, ["audit", "verify", "--db", str(net.store.url)])
+    assert shown.exit_code == 0, shown.output
+    assert "2 signed checkpoint(s) matched" in shown.output and "0 problem(s)" in shown.output
+
+
+def _id_at(engine: Engine, index: int) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(select(audit_log.c.id).where(audit_log.c.log_index == index)).scalar_one()
+        )
+
+
+def change(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(audit_log).where(audit_log.c.log_index == 3).values(actor="MALLORY"))
+
+
+def remove(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(audit_log.delete().where(audit_log.c.log_index == 4))
+
+
+def insert(engine: Engine) -> None:
+    with engine.begin() as conn:
+        size = conn.execute(select(func.max(audit_log.c.log_index))).scalar_one() + 1
+        row = conn.execute(select(audit_log).where(audit_log.c.log_index == 1)).one()._asdict()
+        row.pop("id")
+        conn.execute(
+            audit_log.insert().values(
+                **{**row, "log_index": size, "actor": "MALLORY", "detail": "backdated"}
+            )
+        )
+
+
+def move(engine: Engine) -> None:
+    a, b = _id_at(engine, 2), _id_at(engine, 5)
+    with engine.begin() as conn:
+        conn.execute(update(audit_log).where(audit_log.c.id == a).values(log_index=-1))
+        conn.execute(update(audit_log).where(audit_log.c.id == b).values(log_index=2))
+        conn.execute(update(audit_log).where(audit_log.c.id == a).values(log_index=5))
+
+
+def rewrite_with_leaf(engine: Engine) -> None:
+    """A careful forger changes an entry and recomputes its stored leaf too."""
+    with engine.begin() as conn:
+        row = conn.execute(select(audit_log).where(audit_log.c.log_index == 6)).one()
+        entry = AuditEntry(
+            kind=row.kind,
+            actor="MALLORY",
+            message_id=row.message_id,
+            detail=row.detail,
+            payload=row.payload,
+            case_id=row.case_id,
+            order_id=row.order_id,
+        )
+        forged = AuditRecord(row.id, row.recorded_at, entry)
+        conn.execute(
+            update(audit_log)
+            .where(audit_log.c.id == row.id)
+            .values(actor="MALLORY", leaf_hash=auditlog.entry_leaf(6, forged))
+        )
+
+
+def forge_checkpoint(engine: Engine) -> None:
+    with engine.begin() as conn:
+        first = conn.execute(select(func.min(audit_checkpoints.c.tree_size))).scalar_one()
+        conn.execute(
+            update(audit_checkpoints)
+            .where(audit_checkpoints.c.tree_size == first)
+            .values(root_hash=bytes(32))
+        )
+
+
+@pytest.mark.parametrize(
+    ("tamper", "what", "where"),
+    [
+        (change, "changed", 3),
+        (remove, "removed", 4),
+        (insert, "inserted", None),
+        (move, "moved", 2),
+        (rewrite_with_leaf, "checkpoint", None),
+        (forge_checkpoint, "checkpoint", None),
+    ],
+    ids=["changed", "removed", "inserted", "moved", "rewritten-with-leaf", "forged-checkpoint"],
+)
+def test_each_kind_of_tampering_is_named(
+    net: Net,  # noqa: F811
+    tamper: Callable[[Engine], None],
+    what: str,
+    where: int | None,
+) -> None:
+    logged(net)
+    assert verify(net).ok
+    tamper(net.store.engine)
+    result = verify(net)
+    assert not result.ok
+    found = [f for f in result.findings if f.what == what]
+    assert found, result.findings
+    if where is not None:
+        assert where in {f.log_index for f in found}, found
+    shown = CliRunner().invoke(main, ["audit", "verify", "--db", str(net.store.url)])
+    assert shown.exit_code == 1, shown.output
+    assert what.upper() in shown.output
