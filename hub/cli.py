@@ -34,7 +34,7 @@ from hub.domain.blacklist import Entry
 from hub.domain.cases import CaseState, mask
 from hub.domain.clocks import CaseClock, PolicyError
 from hub.domain.errors import DomainError
-from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
+from hub.domain.institutions import HUB_CODE, ContactRole, DutyContact, InstitutionKind
 from hub.domain.trail import accounts_of
 from hub.logmask import install as mask_accounts_in_logs
 from hub.policy import load_policy
@@ -383,6 +383,48 @@ def audit_signatures(database_url: str) -> None:
         click.echo(f"entry {p.entry_id} ({p.signer}/{p.message_id}): {p.why}", err=True)
     click.echo(f"{report.checked} signed messages checked, {len(report.problems)} problem(s)")
     if not report.ok:
+        sys.exit(1)
+
+
+@audit.command("verify")
+@db_option
+@click.option("--quiet", is_flag=True, help="Only the summary and the problems.")
+@refusals_as_errors
+def audit_verify(database_url: str, quiet: bool) -> None:
+    """Check the audit log as a Merkle tree (docs/audit.md): every entry against its leaf and
+    its place, every hub-signed checkpoint's signature and root against the tree the entries
+    make now.
+
+    Exits 1 and names each entry changed, removed, inserted or moved, and each checkpoint that
+    no longer fits."""
+    from hub.service import auditlog
+
+    store = open_store(database_url)
+    with store(read_only=True) as uow:
+        hub = uow.institutions.get(HUB_CODE)
+        keys = {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
+    result = auditlog.verify_store(store, keys.get)
+    waiting = [f for f in result.findings if f.what == "unsequenced"]
+    for f in result.findings:
+        if f.what == "unsequenced":
+            continue
+        where = " ".join(
+            x
+            for x in (
+                f"entry {f.entry_id}" if f.entry_id is not None else "",
+                f"position {f.log_index}" if f.log_index is not None else "",
+            )
+            if x
+        )
+        click.echo(f"{f.what.upper()}: {where + ': ' if where else ''}{f.detail}", err=True)
+    click.echo(
+        f"{result.entries} entries, tree of {result.tree_size} (root {result.root.hex()}), "
+        f"{result.checkpoints} signed checkpoint(s) matched; {len(waiting)} entr(ies) waiting "
+        f"for their place; {len(result.findings) - len(waiting)} problem(s)"
+    )
+    if not quiet and waiting:
+        click.echo("the waiting entries are placed by a running hub within a second")
+    if not result.ok:
         sys.exit(1)
 
 

@@ -45,8 +45,9 @@ from hub.crypto.keys import PrivateKey, save_private_key
 from hub.crypto.listkey import ListKey
 from hub.crypto.public import public_key_to_pem
 from hub.domain.cases import CaseState, mask, yuan
-from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
+from hub.domain.institutions import HUB_CODE, ContactRole, DutyContact, InstitutionKind
 from hub.render import case_view, duration
+from hub.service import auditlog
 from hub.service.admin import NewKey, Registry
 from hub.service.evidence import verify_signatures
 from hub.store.sql import SqlStore
@@ -162,6 +163,17 @@ def show_evidence(console: Console, store: SqlStore, db: Path) -> bool:
     """What an auditor would check: every stored signature, and no personal data in clear."""
     report = verify_signatures(store)
     keys = len(report.by_key)
+    # The hub places entries in the log's Merkle tree within a sweep and signs checkpoints
+    # as case time passes: the tree must fit every one of them.
+    with store(read_only=True) as uow:
+        hub = uow.institutions.get(HUB_CODE)
+        hub_keys = {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
+    tree = auditlog.verify_store(store, hub_keys.get)
+    console.print(
+        f"audit log: {tree.tree_size} entries in a Merkle tree (root {tree.root.hex()[:16]}…), "
+        f"{tree.checkpoints} signed checkpoint(s) fit it: "
+        + ("intact" if tree.ok else f"[bold red]{len(tree.findings)} problem(s)")
+    )
     console.print(
         f"evidence: {report.checked} signed messages in the audit log re-verified with the "
         f"{keys} key(s) valid when the hub recorded them: "
@@ -181,7 +193,7 @@ def show_evidence(console: Console, store: SqlStore, db: Path) -> bool:
         if not found
         else f"[bold red]in clear in {db.name}: {', '.join(found)}"
     )
-    return report.ok and not found
+    return report.ok and not found and tree.ok
 
 
 async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -> int:

@@ -75,6 +75,10 @@ async def test_demo_carries_the_case_to_close(tmp_path: Path) -> None:
     assert "pro rata" in text and "traced" in text and "pooled" in text
     assert "signed messages of the case" in text and "¥50,000.00 back with the first" in text
     assert "re-verified with the" in text and "all good" in text
+    assert re.search(
+        r"audit log: \d+ entries in a Merkle tree .*, [1-9]\d* signed checkpoint", text
+    )
+    assert "intact" in text
     assert "appear nowhere in stophub.db" in text
     assert "serving mutual TLS" in text
     assert (tmp_path / "demo" / f"trail-{case.case_id}.svg").exists()
