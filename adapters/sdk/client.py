@@ -35,6 +35,7 @@ from hub.crypto.signing import ALGORITHMS, SignatureError, key_id_for
 from stophub.v1 import (
     account_pb2,
     appeal_pb2,
+    audit_pb2,
     blacklist_pb2,
     case_pb2,
     delivery_pb2,
@@ -305,6 +306,19 @@ RPCS: Final[dict[str, _Rpc]] = {
             ("FileAppeal", appeal_pb2.FileAppealBody),
             ("DecideAppeal", appeal_pb2.DecideAppealBody),
             ("GetAppeal", appeal_pb2.GetAppealBody),
+        )
+    },
+    **{
+        method: _rpc(audit_pb2, "AuditService", method, body, answer)
+        for method, body, answer in (
+            ("ListAuditEntries", audit_pb2.ListAuditEntriesBody, audit_pb2.AuditEntryPage),
+            ("GetLogCheckpoint", audit_pb2.GetLogCheckpointBody, audit_pb2.SignedLogCheckpoint),
+            ("GetInclusionProof", audit_pb2.GetInclusionProofBody, audit_pb2.InclusionProof),
+            (
+                "GetConsistencyProof",
+                audit_pb2.GetConsistencyProofBody,
+                audit_pb2.ConsistencyProof,
+            ),
         )
     },
 }
@@ -880,6 +894,41 @@ class HubClient:
         appeal = await self._answer("GetAppeal", body, appeal_pb2.Appeal)
         _same("appeal", appeal_id, appeal.appeal_id)
         return appeal
+
+    # ---- the audit log (the centre, the regulator and auditors) ----------------------------
+
+    async def list_audit_entries(
+        self, from_index: int = 0, page_size: int = 100
+    ) -> audit_pb2.AuditEntryPage:
+        body = audit_pb2.ListAuditEntriesBody(from_index=from_index, page_size=page_size)
+        return await self._answer("ListAuditEntries", body, audit_pb2.AuditEntryPage)
+
+    async def get_log_checkpoint(
+        self, tree_size: int = 0, *, fresh: bool = False
+    ) -> tuple[Envelope, audit_pb2.LogCheckpoint]:
+        """A hub-signed checkpoint of the audit log (the latest, one of `tree_size`, or with
+        `fresh` one signed now): the envelope to keep, and its verified body."""
+        body = audit_pb2.GetLogCheckpointBody(tree_size=tree_size, fresh=fresh)
+        signed = await self._answer("GetLogCheckpoint", body, audit_pb2.SignedLogCheckpoint)
+        envelope = signed.checkpoint
+        # Checked with the hub key this client pins, as every hub message; a checkpoint is
+        # addressed to every auditor ("AUDIT"), not to this institution.
+        checkpoint = self.open_hub_envelope(
+            envelope, audit_pb2.LogCheckpoint, also_addressed_to="AUDIT"
+        )
+        if tree_size:
+            _same("checkpoint size", str(tree_size), str(checkpoint.tree_size))
+        return envelope, checkpoint
+
+    async def get_inclusion_proof(self, log_index: int, tree_size: int) -> audit_pb2.InclusionProof:
+        body = audit_pb2.GetInclusionProofBody(log_index=log_index, tree_size=tree_size)
+        return await self._answer("GetInclusionProof", body, audit_pb2.InclusionProof)
+
+    async def get_consistency_proof(
+        self, first_size: int, second_size: int
+    ) -> audit_pb2.ConsistencyProof:
+        body = audit_pb2.GetConsistencyProofBody(first_size=first_size, second_size=second_size)
+        return await self._answer("GetConsistencyProof", body, audit_pb2.ConsistencyProof)
 
     async def get_institution(self, code: str) -> institution_pb2.Institution:
         inst = await self._answer(

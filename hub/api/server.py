@@ -17,6 +17,7 @@ from hub.api.decoding import DecodeGuard
 from hub.api.delivery import DeliveryRouter, DeliveryServicer
 from hub.api.lists import AppealServicer, ListServicer
 from hub.api.servicers import (
+    AuditServicer,
     CaseServicer,
     DistributionServicer,
     InstitutionServicer,
@@ -30,6 +31,8 @@ from hub.service.ports import Notifier, PendingDelivery, StoreUnavailable
 from stophub.v1 import (
     appeal_pb2,
     appeal_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     blacklist_pb2,
     case_pb2,
     case_pb2_grpc,
@@ -66,6 +69,7 @@ SERVICE_NAMES = (
     returns_pb2.DESCRIPTOR.services_by_name["DistributionService"].full_name,
     blacklist_pb2.DESCRIPTOR.services_by_name["ListService"].full_name,
     appeal_pb2.DESCRIPTOR.services_by_name["AppealService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 
 
@@ -157,6 +161,7 @@ async def start_server(
     lists = ListServicer(runner, executor)
     server.add_generic_rpc_handlers((lists.handler(),))
     appeal_pb2_grpc.add_AppealServiceServicer_to_server(AppealServicer(runner), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(runner), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

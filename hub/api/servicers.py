@@ -13,9 +13,12 @@ from google.protobuf.message import Message
 from hub.api.errors import rejection_body, status_for
 from hub.crypto.pki import institution_from_uris
 from hub.domain.errors import DomainError
+from hub.service import audit_api
 from hub.service import handlers as h
 from hub.service.handlers import Command, Hub
 from stophub.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     case_pb2,
     case_pb2_grpc,
     envelope_pb2,
@@ -205,3 +208,41 @@ class SlaServicer(sla_pb2_grpc.SlaServiceServicer):
         self, request: sla_pb2.ListClocksRequest, context: Any
     ) -> sla_pb2.ListClocksResponse:
         return await self.r.run(h.LIST_CLOCKS, request, context, sla_pb2.ListClocksResponse)
+
+
+class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
+    """The audit log, read-only: entries, signed checkpoints and proofs (ADR 15)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.r = runner
+
+    async def ListAuditEntries(
+        self, request: audit_pb2.ListAuditEntriesRequest, context: Any
+    ) -> audit_pb2.ListAuditEntriesResponse:
+        return await self.r.run(
+            audit_api.LIST_AUDIT_ENTRIES, request, context, audit_pb2.ListAuditEntriesResponse
+        )
+
+    async def GetLogCheckpoint(
+        self, request: audit_pb2.GetLogCheckpointRequest, context: Any
+    ) -> audit_pb2.GetLogCheckpointResponse:
+        return await self.r.run(
+            audit_api.GET_LOG_CHECKPOINT, request, context, audit_pb2.GetLogCheckpointResponse
+        )
+
+    async def GetInclusionProof(
+        self, request: audit_pb2.GetInclusionProofRequest, context: Any
+    ) -> audit_pb2.GetInclusionProofResponse:
+        return await self.r.run(
+            audit_api.GET_INCLUSION_PROOF, request, context, audit_pb2.GetInclusionProofResponse
+        )
+
+    async def GetConsistencyProof(
+        self, request: audit_pb2.GetConsistencyProofRequest, context: Any
+    ) -> audit_pb2.GetConsistencyProofResponse:
+        return await self.r.run(
+            audit_api.GET_CONSISTENCY_PROOF,
+            request,
+            context,
+            audit_pb2.GetConsistencyProofResponse,
+        )

@@ -87,6 +87,10 @@ _HOLDER_APPEALS = _deny(
     "an appeal comes from the bank or payment institution that keeps the holder's account",
 )
 _CENTRE_DECIDES_APPEALS = _deny("KIND_NOT_ALLOWED", "only the anti-fraud centre decides appeals")
+_READERS_ONLY = _deny(
+    "KIND_NOT_ALLOWED",
+    "the audit log is read by the anti-fraud centre, the regulator and auditors",
+)
 _READ_ONLY = _deny("KIND_NOT_ALLOWED", "the regulator and auditors read; they file nothing")
 _NOT_PARTY = _deny(
     "NOT_PARTY_TO_CASE",
@@ -234,6 +238,15 @@ MATRIX: dict[str, dict[tuple[InstitutionKind, Relation], Rule]] = {
         }
     ),
     "GetAppeal": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
+    **{
+        rpc: _plain({**_same(_READERS_ONLY, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)})
+        for rpc in (
+            "ListAuditEntries",
+            "GetLogCheckpoint",
+            "GetInclusionProof",
+            "GetConsistencyProof",
+        )
+    },
 }
 
 # Calls that change nothing; what the regulator and auditors are limited to.
@@ -249,6 +262,10 @@ READ_ONLY = frozenset(
         "SyncList",
         "CheckList",
         "GetAppeal",
+        "ListAuditEntries",
+        "GetLogCheckpoint",
+        "GetInclusionProof",
+        "GetConsistencyProof",
     }
 )
 

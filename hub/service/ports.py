@@ -399,6 +399,14 @@ class AuditLog(Protocol):
         """Entries with an id above `after_id`, in id order, with their places."""
         ...
 
+    def placed(self, from_index: int, limit: int) -> Sequence[LoggedRecord]:
+        """Entries at positions from `from_index` on, by position."""
+        ...
+
+    def leaves(self, size: int) -> list[bytes]:
+        """The stored leaf hashes of positions 0 .. size - 1, by position."""
+        ...
+
 
 class UnitOfWork(Protocol):
     institutions: InstitutionRepository

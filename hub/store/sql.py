@@ -922,6 +922,23 @@ class SqlAudit:
         )
         return [LoggedRecord(row.log_index, row.leaf_hash, _audit_record(row)) for row in rows]
 
+    def placed(self, from_index: int, limit: int) -> list[LoggedRecord]:
+        rows = self.session.execute(
+            select(audit_log)
+            .where(audit_log.c.log_index >= from_index)
+            .order_by(audit_log.c.log_index)
+            .limit(limit)
+        )
+        return [LoggedRecord(row.log_index, row.leaf_hash, _audit_record(row)) for row in rows]
+
+    def leaves(self, size: int) -> list[bytes]:
+        rows = self.session.execute(
+            select(audit_log.c.leaf_hash)
+            .where(audit_log.c.log_index < size, audit_log.c.log_index.is_not(None))
+            .order_by(audit_log.c.log_index)
+        )
+        return [bytes(r[0]) for r in rows]
+
     def log_state(self, *, lock: bool = False) -> LogState:
         stmt = select(audit_log_state).where(audit_log_state.c.id == LOG_STATE_ID)
         if lock and self.lock_rows:

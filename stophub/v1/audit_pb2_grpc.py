@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from stophub.v1 import audit_pb2 as stophub_dot_v1_dot_audit__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,207 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class AuditServiceStub:
+    """The audit log, read-only: entries, signed checkpoints and RFC 9162 proofs.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListAuditEntries = channel.unary_unary(
+                '/stophub.v1.AuditService/ListAuditEntries',
+                request_serializer=stophub_dot_v1_dot_audit__pb2.ListAuditEntriesRequest.SerializeToString,
+                response_deserializer=stophub_dot_v1_dot_audit__pb2.ListAuditEntriesResponse.FromString,
+                _registered_method=True)
+        self.GetLogCheckpoint = channel.unary_unary(
+                '/stophub.v1.AuditService/GetLogCheckpoint',
+                request_serializer=stophub_dot_v1_dot_audit__pb2.GetLogCheckpointRequest.SerializeToString,
+                response_deserializer=stophub_dot_v1_dot_audit__pb2.GetLogCheckpointResponse.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/stophub.v1.AuditService/GetInclusionProof',
+                request_serializer=stophub_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=stophub_dot_v1_dot_audit__pb2.GetInclusionProofResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/stophub.v1.AuditService/GetConsistencyProof',
+                request_serializer=stophub_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=stophub_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
+
+
+class AuditServiceServicer:
+    """The audit log, read-only: entries, signed checkpoints and RFC 9162 proofs.
+    """
+
+    def ListAuditEntries(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLogCheckpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListAuditEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEntries,
+                    request_deserializer=stophub_dot_v1_dot_audit__pb2.ListAuditEntriesRequest.FromString,
+                    response_serializer=stophub_dot_v1_dot_audit__pb2.ListAuditEntriesResponse.SerializeToString,
+            ),
+            'GetLogCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLogCheckpoint,
+                    request_deserializer=stophub_dot_v1_dot_audit__pb2.GetLogCheckpointRequest.FromString,
+                    response_serializer=stophub_dot_v1_dot_audit__pb2.GetLogCheckpointResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=stophub_dot_v1_dot_audit__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=stophub_dot_v1_dot_audit__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=stophub_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=stophub_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'stophub.v1.AuditService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('stophub.v1.AuditService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AuditService:
+    """The audit log, read-only: entries, signed checkpoints and RFC 9162 proofs.
+    """
+
+    @staticmethod
+    def ListAuditEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stophub.v1.AuditService/ListAuditEntries',
+            stophub_dot_v1_dot_audit__pb2.ListAuditEntriesRequest.SerializeToString,
+            stophub_dot_v1_dot_audit__pb2.ListAuditEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLogCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stophub.v1.AuditService/GetLogCheckpoint',
+            stophub_dot_v1_dot_audit__pb2.GetLogCheckpointRequest.SerializeToString,
+            stophub_dot_v1_dot_audit__pb2.GetLogCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stophub.v1.AuditService/GetInclusionProof',
+            stophub_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+            stophub_dot_v1_dot_audit__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stophub.v1.AuditService/GetConsistencyProof',
+            stophub_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+            stophub_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

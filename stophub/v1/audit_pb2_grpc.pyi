@@ -5,9 +5,16 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from stophub.v1 import audit_pb2 as _audit_pb2
 import abc as _abc_1
 import grpc as _grpc
+import sys
 import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import Self as _Self
+else:
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
@@ -18,3 +25,58 @@ class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ig
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
+
+class AuditServiceStub:
+    """The audit log, read-only: entries, signed checkpoints and RFC 9162 proofs."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
+    ListAuditEntries: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ListAuditEntriesRequest, _audit_pb2.ListAuditEntriesResponse]
+    GetLogCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetLogCheckpointRequest, _audit_pb2.GetLogCheckpointResponse]
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]
+
+@_typing.type_check_only
+class AuditServiceAsyncStub(AuditServiceStub):
+    """The audit log, read-only: entries, signed checkpoints and RFC 9162 proofs."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListAuditEntries: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListAuditEntriesRequest, _audit_pb2.ListAuditEntriesResponse]  # type: ignore[assignment]
+    GetLogCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetLogCheckpointRequest, _audit_pb2.GetLogCheckpointResponse]  # type: ignore[assignment]
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
+
+class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The audit log, read-only: entries, signed checkpoints and RFC 9162 proofs."""
+
+    @_abc_1.abstractmethod
+    def ListAuditEntries(
+        self,
+        request: _audit_pb2.ListAuditEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.ListAuditEntriesResponse, _abc.Awaitable[_audit_pb2.ListAuditEntriesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetLogCheckpoint(
+        self,
+        request: _audit_pb2.GetLogCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetLogCheckpointResponse, _abc.Awaitable[_audit_pb2.GetLogCheckpointResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _audit_pb2.GetInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetInclusionProofResponse, _abc.Awaitable[_audit_pb2.GetInclusionProofResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _audit_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetConsistencyProofResponse, _abc.Awaitable[_audit_pb2.GetConsistencyProofResponse]]: ...
+
+def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -58,6 +58,7 @@ from hub.crypto.keys import PrivateKey
 from hub.crypto.signing import Header, signing_input
 from stophub.v1 import (
     appeal_pb2,
+    audit_pb2,
     blacklist_pb2,
     case_pb2,
     delivery_pb2,
@@ -154,6 +155,18 @@ RPCS = {
         "/stophub.v1.AppealService/DecideAppeal", appeal_pb2.DecideAppealBody, "CENTRE"
     ),
     "GetAppeal": Rpc("/stophub.v1.AppealService/GetAppeal", appeal_pb2.GetAppealBody, "BANKB"),
+    "ListAuditEntries": Rpc(
+        "/stophub.v1.AuditService/ListAuditEntries", audit_pb2.ListAuditEntriesBody, "REG"
+    ),
+    "GetLogCheckpoint": Rpc(
+        "/stophub.v1.AuditService/GetLogCheckpoint", audit_pb2.GetLogCheckpointBody, "REG"
+    ),
+    "GetInclusionProof": Rpc(
+        "/stophub.v1.AuditService/GetInclusionProof", audit_pb2.GetInclusionProofBody, "REG"
+    ),
+    "GetConsistencyProof": Rpc(
+        "/stophub.v1.AuditService/GetConsistencyProof", audit_pb2.GetConsistencyProofBody, "REG"
+    ),
 }
 BODY_TYPES = [r.body.DESCRIPTOR.full_name for r in RPCS.values()] + [
     delivery_pb2.SubscribeBody.DESCRIPTOR.full_name,
@@ -647,6 +660,14 @@ class Fuzz:
             )
         if name == "GetAppeal":
             return appeal_pb2.GetAppealBody(appeal_id=f"A-{variant}")
+        if name == "ListAuditEntries":
+            return audit_pb2.ListAuditEntriesBody(from_index=variant % 5, page_size=3)
+        if name == "GetLogCheckpoint":
+            return audit_pb2.GetLogCheckpointBody(fresh=bool(variant % 2))
+        if name == "GetInclusionProof":
+            return audit_pb2.GetInclusionProofBody(log_index=variant % 7)
+        if name == "GetConsistencyProof":
+            return audit_pb2.GetConsistencyProofBody(first_size=1 + variant % 3)
         return sla_pb2.ListClocksBody(page_size=3, open_only=bool(variant % 2))
 
     def instruction(self, variant: int, now: Any) -> order_pb2.OrderInstruction:

@@ -25,6 +25,7 @@ from hub.domain.appeals import Appeal, AppealState
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import Institution, InstitutionKind, KeyState
+from hub.domain.merkle import EMPTY_ROOT
 from hub.domain.returns import Distribution, DistributionState
 from hub.domain.rules import AutoStopRule
 from hub.domain.trail import OPEN_STATES, accounts_of
@@ -36,6 +37,9 @@ from hub.service.ports import (
     ListChangeRow,
     ListRow,
     ListState,
+    LogCheckpointRow,
+    LoggedRecord,
+    LogState,
     PendingDelivery,
 )
 
@@ -87,6 +91,10 @@ class StoreState:
     list_changes: list[tuple[int, str, str, datetime]] = field(default_factory=list)
     list_state: ListState = field(default_factory=lambda: ListState(0, 0, 0, 0, ""))
     appeals: dict[str, Appeal] = field(default_factory=dict)
+    # The audit log's tree: entry id -> (position, leaf hash), the state, the checkpoints.
+    places: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    log_state: LogState = field(default_factory=lambda: LogState(0, EMPTY_ROOT, b""))
+    checkpoints: list[LogCheckpointRow] = field(default_factory=list)
     next_sequence: int = 1
     # The fake's members are shared, mutable objects (tests revoke keys in place), so by
     # default it keeps no version and the hub caches nothing; a test of the cache sets one.
@@ -404,6 +412,43 @@ class FakeAudit:
             AuditRecord(i, at, entry) for i, (entry, at) in enumerate(self._state.audit, start=1)
         ]
         return [r for r in rows if r.entry_id > after_id][:limit]
+
+    def log_state(self, *, lock: bool = False) -> LogState:
+        return self._state.log_state
+
+    def set_log_state(self, state: LogState) -> None:
+        self._state.log_state = state
+
+    def unsequenced(self, limit: int) -> list[AuditRecord]:
+        rows = self.scan(0, len(self._state.audit))
+        return [r for r in rows if r.entry_id not in self._state.places][:limit]
+
+    def assign(self, places: Sequence[tuple[int, int, bytes]]) -> None:
+        for entry_id, index, leaf in places:
+            self._state.places[entry_id] = (index, leaf)
+
+    def add_checkpoint(self, checkpoint: LogCheckpointRow) -> None:
+        if any(c.tree_size == checkpoint.tree_size for c in self._state.checkpoints):
+            raise Conflict(f"checkpoint of {checkpoint.tree_size} exists")
+        self._state.checkpoints.append(checkpoint)
+
+    def checkpoints(self) -> list[LogCheckpointRow]:
+        return sorted(self._state.checkpoints, key=lambda c: c.tree_size)
+
+    def logged(self, after_id: int, limit: int) -> list[LoggedRecord]:
+        out = []
+        for r in self.scan(after_id, limit):
+            index, leaf = self._state.places.get(r.entry_id, (None, None))
+            out.append(LoggedRecord(index, leaf, r))
+        return out
+
+    def placed(self, from_index: int, limit: int) -> list[LoggedRecord]:
+        found = [x for x in self.logged(0, len(self._state.audit)) if x.log_index is not None]
+        found = [x for x in found if x.log_index is not None and x.log_index >= from_index]
+        return sorted(found, key=lambda x: x.log_index or 0)[:limit]
+
+    def leaves(self, size: int) -> list[bytes]:
+        return [x.leaf_hash or b"" for x in self.placed(0, size)]
 
 
 class FakeClocks:

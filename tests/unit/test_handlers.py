@@ -46,6 +46,7 @@ from hub.service.ports import Conflict
 from stophub.v1 import (
     account_pb2,
     appeal_pb2,
+    audit_pb2,
     blacklist_pb2,
     case_pb2,
     delivery_pb2,
@@ -101,6 +102,10 @@ ANSWER_TYPES: dict[str, type[Message]] = {
     "FileAppeal": appeal_pb2.Appeal,
     "DecideAppeal": appeal_pb2.Appeal,
     "GetAppeal": appeal_pb2.Appeal,
+    "ListAuditEntries": audit_pb2.AuditEntryPage,
+    "GetLogCheckpoint": audit_pb2.SignedLogCheckpoint,
+    "GetInclusionProof": audit_pb2.InclusionProof,
+    "GetConsistencyProof": audit_pb2.ConsistencyProof,
 }
 
 

@@ -22,12 +22,14 @@ from hub.domain.errors import DomainError, PermissionDenied
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.policy import load_policy
 from hub.service import appeals as ap
+from hub.service import audit_api as au
 from hub.service import handlers as h
 from hub.service import listing as ls
 from hub.service.admin import NewKey
 from hub.service.permissions import KINDS, MATRIX, POSSIBLE, Access, Relation, rule_for
 from stophub.v1 import (
     appeal_pb2,
+    audit_pb2,
     blacklist_pb2,
     case_pb2,
     delivery_pb2,
@@ -108,6 +110,7 @@ def test_every_rpc_of_every_service_has_a_row() -> None:
             returns_pb2,
             blacklist_pb2,
             appeal_pb2,
+            audit_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
         for m in service.methods
@@ -276,6 +279,10 @@ def bodies(net: Net, member: str, case_id: str, order_id: str) -> dict[str, Mess
             appeal_id=net.appeal_id, decision=appeal_pb2.APPEAL_DECISION_REJECT, reason="walk"
         ),
         "GetAppeal": appeal_pb2.GetAppealBody(appeal_id=net.appeal_id),
+        "ListAuditEntries": audit_pb2.ListAuditEntriesBody(),
+        "GetLogCheckpoint": audit_pb2.GetLogCheckpointBody(fresh=True),
+        "GetInclusionProof": audit_pb2.GetInclusionProofBody(log_index=0),
+        "GetConsistencyProof": audit_pb2.GetConsistencyProofBody(first_size=1),
     }
 
 
@@ -304,6 +311,10 @@ COMMANDS = {
         ap.FILE_APPEAL,
         ap.DECIDE_APPEAL,
         ap.GET_APPEAL,
+        au.LIST_AUDIT_ENTRIES,
+        au.GET_LOG_CHECKPOINT,
+        au.GET_INCLUSION_PROOF,
+        au.GET_CONSISTENCY_PROOF,
     )
 }
 
@@ -399,6 +410,10 @@ def test_the_regulator_and_auditors_can_change_nothing() -> None:
         "SyncList",
         "CheckList",
         "GetAppeal",
+        "ListAuditEntries",
+        "GetLogCheckpoint",
+        "GetInclusionProof",
+        "GetConsistencyProof",
     }
     assert all(not COMMANDS[rpc].mutating for rpc in writes - {"StreamDeliveries"})
 

@@ -1,0 +1,127 @@
+"""AuditService: the audit log for the centre, the regulator and auditors, read-only: its
+entries by position, the hub-signed checkpoints, and RFC 9162 inclusion and consistency
+proofs against them (docs/audit.md, ADR 15)."""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+from hub.domain.errors import InvalidArgument, NotFound, OutOfRange
+from hub.domain.merkle import consistency_proof, inclusion_proof
+from hub.service import auditlog, wire
+from hub.service.handlers import Command, Context
+from hub.service.ports import LogCheckpointRow
+from stophub.v1 import audit_pb2, envelope_pb2
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+
+
+def list_audit_entries(ctx: Context, body: audit_pb2.ListAuditEntriesBody) -> Message:
+    if body.from_index < 0:
+        raise InvalidArgument("from_index", "is a position in the log, 0 or more")
+    if not 0 <= body.page_size <= MAX_PAGE:
+        raise InvalidArgument("page_size", f"at most {MAX_PAGE}")
+    size = ctx.uow.audit.log_state().size
+    page = ctx.uow.audit.placed(body.from_index, body.page_size or DEFAULT_PAGE)
+    out = audit_pb2.AuditEntryPage(tree_size=size)
+    for logged in page:
+        if logged.log_index is None or logged.log_index >= size:
+            break
+        e = logged.record.entry
+        out.entries.add(
+            log_index=logged.log_index,
+            entry_id=logged.record.entry_id,
+            record_time=wire.ts(logged.record.recorded_at),
+            kind=e.kind,
+            actor=e.actor,
+            message_id=e.message_id,
+            case_id=e.case_id or "",
+            order_id=e.order_id or "",
+            detail=e.detail,
+            payload=e.payload or b"",
+            leaf_hash=logged.leaf_hash or b"",
+        )
+    return out
+
+
+def _checkpoint(ctx: Context, size: int) -> LogCheckpointRow:
+    found = ctx.uow.audit.checkpoints()
+    if not found:
+        raise NotFound("NO_CHECKPOINT", "the hub has signed no checkpoint of its log yet")
+    if size == 0:
+        return found[-1]
+    for cp in found:
+        if cp.tree_size == size:
+            return cp
+    raise NotFound(
+        "CHECKPOINT_NOT_FOUND",
+        f"no checkpoint of {size} entries; the hub signed trees of "
+        + ", ".join(str(cp.tree_size) for cp in found[-5:])
+        + (" (and earlier)" if len(found) > 5 else ""),
+    )
+
+
+def get_log_checkpoint(ctx: Context, body: audit_pb2.GetLogCheckpointBody) -> Message:
+    if body.tree_size < 0:
+        raise InvalidArgument("tree_size", "is 0 (the latest) or a checkpoint's size")
+    if body.fresh and body.tree_size == 0:
+        # Signing a checkpoint records nothing about anyone: the hub states what it holds.
+        auditlog.sequence(ctx.hub.uow)
+        auditlog.checkpoint(ctx.hub.uow, ctx.hub.signer, ctx.hub.clock, every=None)
+        with ctx.hub.uow(read_only=True) as fresh:
+            found = fresh.audit.checkpoints()
+        if not found:
+            raise NotFound("NO_CHECKPOINT", "the log is empty: there is nothing to sign")
+        cp = found[-1]
+    else:
+        cp = _checkpoint(ctx, body.tree_size)
+    return audit_pb2.SignedLogCheckpoint(checkpoint=envelope_pb2.Envelope.FromString(cp.envelope))
+
+
+def get_inclusion_proof(ctx: Context, body: audit_pb2.GetInclusionProofBody) -> Message:
+    cp = _checkpoint(ctx, body.tree_size)
+    if not 0 <= body.log_index < cp.tree_size:
+        raise OutOfRange(
+            "NOT_IN_TREE",
+            f"position {body.log_index} is not in the tree of {cp.tree_size} entries",
+        )
+    leaves = ctx.uow.audit.leaves(cp.tree_size)
+    return audit_pb2.InclusionProof(
+        log_index=body.log_index,
+        tree_size=cp.tree_size,
+        leaf_hash=leaves[body.log_index],
+        hashes=inclusion_proof(body.log_index, leaves),
+    )
+
+
+def get_consistency_proof(ctx: Context, body: audit_pb2.GetConsistencyProofBody) -> Message:
+    first = _checkpoint(ctx, body.first_size)
+    second = _checkpoint(ctx, body.second_size)
+    if not 0 < first.tree_size <= second.tree_size:
+        raise InvalidArgument(
+            "first_size", "name two checkpoints, the smaller first (sizes above 0)"
+        )
+    leaves = ctx.uow.audit.leaves(second.tree_size)
+    return audit_pb2.ConsistencyProof(
+        first_size=first.tree_size,
+        second_size=second.tree_size,
+        hashes=consistency_proof(first.tree_size, leaves),
+    )
+
+
+LIST_AUDIT_ENTRIES = Command(
+    "ListAuditEntries", audit_pb2.ListAuditEntriesBody, list_audit_entries, mutating=False
+)
+GET_LOG_CHECKPOINT = Command(
+    "GetLogCheckpoint", audit_pb2.GetLogCheckpointBody, get_log_checkpoint, mutating=False
+)
+GET_INCLUSION_PROOF = Command(
+    "GetInclusionProof", audit_pb2.GetInclusionProofBody, get_inclusion_proof, mutating=False
+)
+GET_CONSISTENCY_PROOF = Command(
+    "GetConsistencyProof",
+    audit_pb2.GetConsistencyProofBody,
+    get_consistency_proof,
+    mutating=False,
+)
