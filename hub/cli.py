@@ -1192,5 +1192,11 @@ def demo(directory: str) -> None:
     sys.exit(asyncio.run(run_demo(Path(directory), out)))
 
 
+# Commands kept in modules of their own, registered last: they import this module's options.
+from hub.report_cli import report  # noqa: E402
+
+main.add_command(report)
+
+
 if __name__ == "__main__":
     main()
