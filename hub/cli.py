@@ -1193,9 +1193,13 @@ def demo(directory: str) -> None:
 
 
 # Commands kept in modules of their own, registered last: they import this module's options.
+from hub.export_cli import audit_export, audit_verify_export, sla_export  # noqa: E402
 from hub.report_cli import report  # noqa: E402
 
 main.add_command(report)
+audit.add_command(audit_export, name="export")
+audit.add_command(audit_verify_export, name="verify-export")
+main.add_command(sla_export, name="sla-export")
 
 
 if __name__ == "__main__":

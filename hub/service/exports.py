@@ -1,0 +1,466 @@
+"""Exports of the audit log and the SLA log (issue 8), as CSV or JSON Lines, and the offline
+verification of a full audit export (docs/audit.md).
+
+Entries are read in pages of id order through the store's ports, in one read transaction, and
+written as they are read: an export of any size holds one page in memory.
+
+A full JSON Lines export of the audit log carries what `auditlog.verify` needs and nothing
+else: a header line, the log's state, every signed checkpoint, then every entry with its fields
+in clear, its place and its stored leaf. `verify_export` reads it back and checks it as
+`stophub audit verify` checks the database, without the database and without the data keys.
+The state is read first and the entries after it: an entry the sequencer placed after the
+state was read is exported as still waiting for its place (it is not in that tree), so the
+export is one consistent tree while the hub goes on logging.
+
+A filtered export (by case, institution or time) holds some leaves of the tree only: it is
+evidence of what it holds, but cannot be checked against the tree's root.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from hub.domain.clocks import CaseClock, SlaEntry
+from hub.service import auditlog
+from hub.service.ports import (
+    AuditEntry,
+    AuditRecord,
+    LogCheckpointRow,
+    LoggedRecord,
+    LogState,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+
+EXPORT_FORMAT = "stophub-audit-export/1"
+FORMATS = ("csv", "jsonl")
+PAGE = 2000
+CLOCK_PAGE = 500
+
+AUDIT_COLUMNS = (
+    "id",
+    "log_index",
+    "leaf_hash",
+    "recorded_at",
+    "kind",
+    "actor",
+    "message_id",
+    "case_id",
+    "order_id",
+    "detail",
+    "payload_sha256",
+)
+SLA_COLUMNS = (
+    "clock_id",
+    "case_id",
+    "order_id",
+    "kind",
+    "event",
+    "at",
+    "due_at",
+    "responsible",
+    "late_seconds",
+    "detail",
+    "clock_state",
+    "deadline_at",
+    "breached",
+)
+
+# (entries or rows scanned so far, how many there are to scan; None when not known)
+Progress = Callable[[int, int | None], None]
+
+
+class ExportError(Exception):
+    """An export that cannot be written or read as asked."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    case_id: str | None = None
+    institution: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.case_id, self.institution, self.start, self.end))
+
+    def in_range(self, at: datetime) -> bool:
+        return (self.start is None or at >= self.start) and (self.end is None or at < self.end)
+
+    def as_json(self) -> dict[str, str | None]:
+        return {
+            "case_id": self.case_id,
+            "institution": self.institution,
+            "from": self.start.isoformat() if self.start else None,
+            "to": self.end.isoformat() if self.end else None,
+        }
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
+
+
+# ---- audit entries -----------------------------------------------------------------------------
+
+
+def audit_row(logged: LoggedRecord) -> dict[str, Any]:
+    """An entry's exported fields (AUDIT_COLUMNS, and `payload` in base64 for JSON Lines)."""
+    r, e = logged.record, logged.record.entry
+    return {
+        "id": r.entry_id,
+        "log_index": logged.log_index,
+        "leaf_hash": logged.leaf_hash.hex() if logged.leaf_hash is not None else None,
+        "recorded_at": r.recorded_at.isoformat(),
+        "kind": e.kind,
+        "actor": e.actor,
+        "message_id": e.message_id,
+        "case_id": e.case_id,
+        "order_id": e.order_id,
+        "detail": e.detail,
+        # As the leaf hashes it (docs/audit.md, field 11).
+        "payload_sha256": hashlib.sha256(e.payload).hexdigest() if e.payload is not None else None,
+        "payload": base64.b64encode(e.payload).decode() if e.payload is not None else None,
+    }
+
+
+class _Involves:
+    """Whether a case concerns an institution: it reported it, or an order of it is addressed
+    to it. One look-up per case, remembered."""
+
+    def __init__(self, uow: UnitOfWork, institution: str) -> None:
+        self.uow, self.institution = uow, institution
+        self.known: dict[str, bool] = {}
+
+    def __call__(self, case_id: str) -> bool:
+        found = self.known.get(case_id)
+        if found is None:
+            case = self.uow.cases.get(case_id)
+            found = case is not None and (
+                case.reporting_institution == self.institution
+                or any(o.addressed_to == self.institution for o in case.orders)
+            )
+            self.known[case_id] = found
+        return found
+
+
+def _audit_keep(uow: UnitOfWork, filters: Filters) -> Callable[[AuditRecord], bool]:
+    involves = _Involves(uow, filters.institution) if filters.institution else None
+
+    def keep(record: AuditRecord) -> bool:
+        e = record.entry
+        if filters.case_id is not None and e.case_id != filters.case_id:
+            return False
+        if not filters.in_range(record.recorded_at):
+            return False
+        if involves is not None and e.actor != filters.institution:
+            return e.case_id is not None and involves(e.case_id)
+        return True
+
+    return keep
+
+
+def export_audit(
+    uow_factory: UnitOfWorkFactory,
+    out: IO[str],
+    fmt: str,
+    *,
+    case_id: str | None = None,
+    institution: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Write the audit entries that pass the filters to `out` (CSV with a header row, or JSON
+    Lines), in id order; returns how many were written. `institution` keeps the entries it is
+    the actor of and those of the cases it reported or has an order addressed to; `start` and
+    `end` bound recorded_at, [start, end). A JSON Lines export without filters also carries
+    the state and the checkpoints, so that `verify_export` checks it on its own."""
+    _check_format(fmt)
+    filters = Filters(case_id, institution, start, end)
+    written = 0
+    with uow_factory(read_only=True) as uow:
+        # The tree first, then the entries: see the module doc.
+        state = uow.audit.log_state()
+        checkpoints = [c for c in uow.audit.checkpoints() if c.tree_size <= state.size]
+        total = state.size + len(uow.audit.unsequenced(PAGE))
+        keep = _audit_keep(uow, filters)
+        if fmt == "csv":
+            writer = csv.writer(out)
+            writer.writerow(AUDIT_COLUMNS)
+        else:
+            _jsonl(
+                out,
+                {
+                    "export": {
+                        "format": EXPORT_FORMAT,
+                        "filtered": filters.any,
+                        "filters": filters.as_json(),
+                    }
+                },
+            )
+            if not filters.any:
+                _jsonl(out, {"state": _state_json(state)})
+                for cp in checkpoints:
+                    _jsonl(out, {"checkpoint": _checkpoint_json(cp)})
+        scanned, after = 0, 0
+        while True:
+            page = uow.audit.logged(after, PAGE)
+            for logged in page:
+                if not keep(logged.record):
+                    continue
+                if logged.log_index is not None and logged.log_index >= state.size:
+                    logged = LoggedRecord(None, None, logged.record)  # placed after the state
+                row = audit_row(logged)
+                if fmt == "csv":
+                    writer.writerow(_csv_cell(row[c]) for c in AUDIT_COLUMNS)
+                else:
+                    _jsonl(out, row)
+                written += 1
+            scanned += len(page)
+            if progress is not None:
+                total = max(total, scanned)
+                progress(scanned, total)
+            if len(page) < PAGE:
+                return written
+            after = page[-1].record.entry_id
+
+
+def _csv_cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _jsonl(out: IO[str], value: dict[str, Any]) -> None:
+    out.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def _state_json(state: LogState) -> dict[str, Any]:
+    return {
+        "tree_size": state.size,
+        "root_hash": state.root.hex(),
+        "compact_range": state.compact_range.hex(),
+    }
+
+
+def _checkpoint_json(cp: LogCheckpointRow) -> dict[str, Any]:
+    return {
+        "tree_size": cp.tree_size,
+        "root_hash": cp.root_hash.hex(),
+        "signed_at": cp.signed_at.isoformat(),
+        "envelope": base64.b64encode(cp.envelope).decode(),
+    }
+
+
+# ---- reading an export back --------------------------------------------------------------------
+
+
+@dataclass
+class AuditExport:
+    """A full export as `auditlog.verify` takes it; `records` reads the entries lazily, once."""
+
+    state: LogState
+    checkpoints: list[LogCheckpointRow]
+    records: Iterator[LoggedRecord]
+
+
+def logged_of(row: dict[str, Any]) -> LoggedRecord:
+    """An exported entry (JSON Lines) as the store would give it."""
+    payload = row.get("payload")
+    record = AuditRecord(
+        int(row["id"]),
+        datetime.fromisoformat(row["recorded_at"]),
+        AuditEntry(
+            kind=row["kind"],
+            actor=row["actor"],
+            message_id=row["message_id"],
+            detail=row["detail"],
+            payload=base64.b64decode(payload) if payload is not None else None,
+            case_id=row["case_id"],
+            order_id=row["order_id"],
+        ),
+    )
+    leaf = row.get("leaf_hash")
+    index = row.get("log_index")
+    return LoggedRecord(
+        int(index) if index is not None else None,
+        bytes.fromhex(leaf) if leaf is not None else None,
+        record,
+    )
+
+
+def read_export(lines: Iterator[str], name: str = "the export") -> AuditExport:
+    """Parse a JSON Lines audit export: header, state and checkpoints now, entries lazily."""
+    numbered = enumerate(lines, 1)
+
+    def parse(number: int, line: str) -> dict[str, Any]:
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ExportError(f"{name}, line {number}: not JSON ({err})") from err
+        if not isinstance(value, dict):
+            raise ExportError(f"{name}, line {number}: not a JSON object")
+        return value
+
+    first = next(numbered, None)
+    header = parse(*first).get("export") if first is not None else None
+    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+        raise ExportError(
+            f"{name} is not a JSON Lines audit export (its first line must be the "
+            f'{{"export": {{"format": "{EXPORT_FORMAT}", ...}}}} header of `stophub audit '
+            "export --format jsonl`)"
+        )
+    if header.get("filtered"):
+        shown = ", ".join(f"{k}={v}" for k, v in (header.get("filters") or {}).items() if v)
+        raise ExportError(
+            f"{name} is a filtered export ({shown}): it holds only some entries of the audit "
+            "log's Merkle tree, so it cannot be verified as a whole tree. Export without "
+            "--case, --institution, --from and --to to verify offline."
+        )
+    state: LogState | None = None
+    checkpoints: list[LogCheckpointRow] = []
+    pending: tuple[int, dict[str, Any]] | None = None
+    for number, line in numbered:
+        if not line.strip():
+            continue
+        value = parse(number, line)
+        if "state" in value:
+            s = value["state"]
+            state = LogState(
+                int(s["tree_size"]),
+                bytes.fromhex(s["root_hash"]),
+                bytes.fromhex(s["compact_range"]),
+            )
+        elif "checkpoint" in value:
+            c = value["checkpoint"]
+            checkpoints.append(
+                LogCheckpointRow(
+                    int(c["tree_size"]),
+                    bytes.fromhex(c["root_hash"]),
+                    datetime.fromisoformat(c["signed_at"]),
+                    base64.b64decode(c["envelope"]),
+                )
+            )
+        else:
+            pending = (number, value)
+            break
+    if state is None:
+        raise ExportError(f"{name} has no state line: it cannot be verified as a whole tree")
+
+    def entries() -> Iterator[tuple[int, dict[str, Any]]]:
+        if pending is not None:
+            yield pending
+            yield from ((n, parse(n, ln)) for n, ln in numbered if ln.strip())
+
+    def records() -> Iterator[LoggedRecord]:
+        for number, value in entries():
+            if "state" in value or "checkpoint" in value or "export" in value:
+                raise ExportError(f"{name}, line {number}: the state and checkpoints come first")
+            try:
+                yield logged_of(value)
+            except (KeyError, TypeError, ValueError) as err:
+                raise ExportError(f"{name}, line {number}: not an audit entry ({err})") from err
+
+    return AuditExport(state, checkpoints, records())
+
+
+def verify_export(
+    path: str | Path, hub_keys: Callable[[str], bytes | None]
+) -> auditlog.Verification:
+    """Check a full JSON Lines audit export as `stophub audit verify` checks the database:
+    every entry against its leaf and place, every checkpoint's signature (with `hub_keys`)
+    and root. Raises ExportError for a file that is not a full export."""
+    with open(path, encoding="utf-8") as f:
+        export = read_export(iter(f), str(path))
+        return auditlog.verify(export.records, export.checkpoints, export.state, hub_keys)
+
+
+# ---- the SLA log -------------------------------------------------------------------------------
+
+
+def sla_row(entry: SlaEntry, clock: CaseClock) -> dict[str, Any]:
+    return {
+        "clock_id": entry.clock_id,
+        "case_id": entry.case_id,
+        "order_id": entry.order_id,
+        "kind": entry.kind,
+        "event": entry.event,
+        "at": entry.at.isoformat(),
+        "due_at": entry.due_at.isoformat() if entry.due_at is not None else None,
+        "responsible": entry.responsible,
+        "late_seconds": entry.late_seconds,
+        "detail": entry.detail,
+        "clock_state": str(clock.state.value),
+        "deadline_at": clock.deadline_at.isoformat(),
+        "breached": bool(clock.breached),
+    }
+
+
+def _clock_pages(
+    uow: UnitOfWork, institution: str | None, case_id: str | None
+) -> Iterator[Sequence[CaseClock]]:
+    offset = 0
+    while True:
+        page = uow.clocks.query(
+            institution=institution,
+            case_id=case_id,
+            open_only=False,
+            breached_only=False,
+            limit=CLOCK_PAGE,
+            offset=offset,
+        )
+        if page:
+            yield page
+        if len(page) < CLOCK_PAGE:
+            return
+        offset += len(page)
+
+
+def export_sla(
+    uow_factory: UnitOfWorkFactory,
+    out: IO[str],
+    fmt: str,
+    *,
+    case_id: str | None = None,
+    institution: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Write the SLA log rows (SLA_COLUMNS: each row with its clock's state, deadline and
+    breach) of the clocks of `case_id` and that `institution` is responsible for, with `at` in
+    [start, end), clock by clock and in log order within a clock; returns how many."""
+    _check_format(fmt)
+    filters = Filters(case_id, institution, start, end)
+    written = 0
+    with uow_factory(read_only=True) as uow:
+        total = sum(len(p) for p in _clock_pages(uow, institution, case_id))
+        if fmt == "csv":
+            writer = csv.writer(out)
+            writer.writerow(SLA_COLUMNS)
+        done = 0
+        for page in _clock_pages(uow, institution, case_id):
+            entries = uow.clocks.entries([c.clock_id for c in page])
+            for clock in page:
+                for entry in entries.get(clock.clock_id, []):
+                    if not filters.in_range(entry.at):
+                        continue
+                    row = sla_row(entry, clock)
+                    if fmt == "csv":
+                        writer.writerow(_csv_cell(row[c]) for c in SLA_COLUMNS)
+                    else:
+                        _jsonl(out, row)
+                    written += 1
+            done += len(page)
+            if progress is not None:
+                total = max(total, done)
+                progress(done, total)
+    return written
