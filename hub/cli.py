@@ -393,10 +393,10 @@ def audit_signatures(database_url: str) -> None:
 def audit_verify(database_url: str, quiet: bool) -> None:
     """Check the audit log as a Merkle tree (docs/audit.md): every entry against its leaf and
     its place, every hub-signed checkpoint's signature and root against the tree the entries
-    make now.
+    make now, and every stored envelope's signature with the key valid when it was recorded.
 
-    Exits 1 and names each entry changed, removed, inserted or moved, and each checkpoint that
-    no longer fits."""
+    Exits 1 and names each entry changed, removed, inserted or moved, each checkpoint that no
+    longer fits, and each envelope that does not verify."""
     from hub.service import auditlog
 
     store = open_store(database_url)
@@ -424,7 +424,16 @@ def audit_verify(database_url: str, quiet: bool) -> None:
     )
     if not quiet and waiting:
         click.echo("the waiting entries are placed by a running hub within a second")
-    if not result.ok:
+    # The tree proves no entry changed; each entry's own envelope is checked too, with the
+    # key its signer had when the hub recorded it.
+    signatures = verify_signatures(store)
+    for p in signatures.problems:
+        click.echo(f"SIGNATURE: entry {p.entry_id} ({p.signer}/{p.message_id}): {p.why}", err=True)
+    click.echo(
+        f"{signatures.checked} signed envelope(s) verified with the key valid when recorded, "
+        f"{len(signatures.problems)} problem(s)"
+    )
+    if not result.ok or not signatures.ok:
         sys.exit(1)
 
 

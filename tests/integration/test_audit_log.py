@@ -68,6 +68,9 @@ def test_an_intact_log_verifies_and_proves_each_entry(net: Net) -> None:  # noqa
     shown = CliRunner().invoke(main, ["audit", "verify", "--db", str(net.store.url)])
     assert shown.exit_code == 0, shown.output
     assert "2 signed checkpoint(s) matched" in shown.output and "0 problem(s)" in shown.output
+    assert "signed envelope(s) verified with the key valid when recorded, 0 problem" in (
+        shown.output
+    )
 
 
 def _id_at(engine: Engine, index: int) -> int:
