@@ -11,9 +11,8 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import cast
 
 import click
 from rich.console import Console
@@ -21,6 +20,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from hub import bootstrap
+from hub.cli_support import F, db_option, print_verification, refusals_as_errors
 from hub.clock import SystemClock
 from hub.crypto import fields, pki
 from hub.crypto.keys import PrivateKey, load_private_key, save_private_key
@@ -29,11 +29,10 @@ from hub.crypto.listkey import ENV_FILE as LIST_KEY_ENV_FILE
 from hub.crypto.listkey import ENV_KEY as LIST_KEY_ENV
 from hub.crypto.listkey import ListKey, ListKeyError, resolve_list_key
 from hub.crypto.public import public_key_from_pem, public_key_to_pem
-from hub.crypto.signing import ALGORITHMS, ED25519, SignatureError
+from hub.crypto.signing import ALGORITHMS, ED25519
 from hub.domain.blacklist import Entry
 from hub.domain.cases import CaseState, mask
 from hub.domain.clocks import CaseClock, PolicyError
-from hub.domain.errors import DomainError
 from hub.domain.institutions import HUB_CODE, ContactRole, DutyContact, InstitutionKind
 from hub.domain.trail import accounts_of
 from hub.logmask import install as mask_accounts_in_logs
@@ -55,17 +54,7 @@ from hub.store.sql import SqlStore, make_engine
 from hub.store.tables import sealed_tables
 from hub.trail_render import trail_svg, trail_tree
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 console = Console()
-
-db_option = click.option(
-    "--db",
-    "database_url",
-    default=lambda: os.environ.get("STOPHUB_DATABASE_URL", bootstrap.DEFAULT_DATABASE),
-    show_default="$STOPHUB_DATABASE_URL or " + bootstrap.DEFAULT_DATABASE,
-    help="Database URL: sqlite:///path/to/file.db or postgresql://user@host/db.",
-)
 
 
 def tls_dir_option(*names: str, help: str) -> Callable[[F], F]:
@@ -77,21 +66,6 @@ def tls_dir_option(*names: str, help: str) -> Callable[[F], F]:
         type=click.Path(file_okay=False),
         help=help,
     )
-
-
-def refusals_as_errors(fn: F) -> F:
-    """Domain refusals become a one-line error and exit status 1, not a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except DomainError as err:
-            raise click.ClickException(f"{err.code}: {err.message}") from err
-        except (SignatureError, pki.PkiError, FileExistsError, FileNotFoundError) as err:
-            raise click.ClickException(str(err)) from err
-
-    return wrapper  # type: ignore[return-value]
 
 
 data_keys_option = click.option(
@@ -404,24 +378,8 @@ def audit_verify(database_url: str, quiet: bool) -> None:
         hub = uow.institutions.get(HUB_CODE)
         keys = {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
     result = auditlog.verify_store(store, keys.get)
+    print_verification(result)
     waiting = [f for f in result.findings if f.what == "unsequenced"]
-    for f in result.findings:
-        if f.what == "unsequenced":
-            continue
-        where = " ".join(
-            x
-            for x in (
-                f"entry {f.entry_id}" if f.entry_id is not None else "",
-                f"position {f.log_index}" if f.log_index is not None else "",
-            )
-            if x
-        )
-        click.echo(f"{f.what.upper()}: {where + ': ' if where else ''}{f.detail}", err=True)
-    click.echo(
-        f"{result.entries} entries, tree of {result.tree_size} (root {result.root.hex()}), "
-        f"{result.checkpoints} signed checkpoint(s) matched; {len(waiting)} entr(ies) waiting "
-        f"for their place; {len(result.findings) - len(waiting)} problem(s)"
-    )
     if not quiet and waiting:
         click.echo("the waiting entries are placed by a running hub within a second")
     # The tree proves no entry changed; each entry's own envelope is checked too, with the

@@ -8,50 +8,23 @@ commands): `--db` is declared again here, and `open_store` (which applies the ma
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from functools import wraps
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hub import bootstrap
+from hub.cli_support import F, db_option, print_verification
+from hub.cli_support import refusals_as_errors as _refusals_as_errors
 from hub.crypto.public import public_key_from_pem
-from hub.crypto.signing import ED25519, SignatureError, key_id_for
-from hub.domain.errors import DomainError
+from hub.crypto.signing import ED25519, key_id_for
 from hub.domain.institutions import HUB_CODE
 from hub.service import exports
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-db_option = click.option(
-    "--db",
-    "database_url",
-    default=lambda: os.environ.get("STOPHUB_DATABASE_URL", bootstrap.DEFAULT_DATABASE),
-    show_default="$STOPHUB_DATABASE_URL or " + bootstrap.DEFAULT_DATABASE,
-    help="Database URL: sqlite:///path/to/file.db or postgresql://user@host/db.",
-)
-
-
-def _refusals_as_errors(fn: F) -> F:
-    """Refusals and unreadable exports become a one-line error and exit status 1."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except DomainError as err:
-            raise click.ClickException(f"{err.code}: {err.message}") from err
-        except (exports.ExportError, SignatureError, FileNotFoundError) as err:
-            raise click.ClickException(str(err)) from err
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
@@ -250,23 +223,6 @@ def audit_verify_export(
         finally:
             store.dispose()
     result = exports.verify_export(export_file, keys.get)
-    waiting = [f for f in result.findings if f.what == "unsequenced"]
-    for f in result.findings:
-        if f.what == "unsequenced":
-            continue
-        where = " ".join(
-            x
-            for x in (
-                f"entry {f.entry_id}" if f.entry_id is not None else "",
-                f"position {f.log_index}" if f.log_index is not None else "",
-            )
-            if x
-        )
-        click.echo(f"{f.what.upper()}: {where + ': ' if where else ''}{f.detail}", err=True)
-    click.echo(
-        f"{result.entries} entries, tree of {result.tree_size} (root {result.root.hex()}), "
-        f"{result.checkpoints} signed checkpoint(s) matched; {len(waiting)} entr(ies) waiting "
-        f"for their place; {len(result.findings) - len(waiting)} problem(s)"
-    )
+    print_verification(result)
     if not result.ok:
         sys.exit(1)

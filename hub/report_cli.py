@@ -6,13 +6,12 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
-from hub.bootstrap import DEFAULT_DATABASE
+from hub.cli_support import db_option
 from hub.clock import SystemClock
 from hub.sla_report import gather, render_html
 
@@ -31,17 +30,6 @@ def parse_moment(value: str, *, end: bool = False) -> datetime:
     if end and len(text) == 10:
         moment += timedelta(days=1)
     return moment
-
-
-# hub.cli registers this group, so its helpers are imported when a command runs, and the
-# database option is declared here as there.
-db_option = click.option(
-    "--db",
-    "database_url",
-    default=lambda: os.environ.get("STOPHUB_DATABASE_URL", DEFAULT_DATABASE),
-    show_default="$STOPHUB_DATABASE_URL or " + DEFAULT_DATABASE,
-    help="Database URL: sqlite:///path/to/file.db or postgresql://user@host/db.",
-)
 
 
 @click.group()
