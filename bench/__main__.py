@@ -12,7 +12,9 @@ STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set (`--no-postgres` 
 - delivery (bench/delivery.py, when present): its own rows;
 - blacklist (bench/blacklist.py): a 1,000,000-entry list: a replica's full sync, publication to
   a following replica, CheckList and the replica's local lookups, against bare grpc.aio and
-  sqlite3 baselines.
+  sqlite3 baselines;
+- audit (bench/audit.py): verifying a 1,000,000-entry audit log and the cost of an inclusion
+  proof, against the same hashing from memory.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import blacklist, clocks, intake
+from bench import audit, blacklist, clocks, intake
 from bench.table import Row, render
 
-NAMES = ("clocks", "intake", "delivery", "blacklist")
+NAMES = ("clocks", "intake", "delivery", "blacklist", "audit")
 QUICK_CLOCKS = {
     "clocks": 2_000,
     "span_seconds": 120.0,
@@ -125,13 +127,14 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "intake": intake.rows,
     "delivery": delivery_rows,
     "blacklist": blacklist.rows,
+    "audit": audit.rows,
 }
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument(
-        "names", nargs="*", metavar="NAME", help="clocks, intake, delivery, blacklist (all)"
+        "names", nargs="*", metavar="NAME", help="clocks, intake, delivery, blacklist, audit (all)"
     )
     p.add_argument("--quick", action="store_true", help="a short smoke run of each benchmark")
     p.add_argument("--no-postgres", action="store_true")
@@ -143,6 +146,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     g.add_argument("--repeats", type=int)
     intake.add_arguments(p)
     blacklist.add_arguments(p)
+    audit.add_arguments(p)
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in NAMES]
     if unknown:

@@ -1,0 +1,210 @@
+"""Audit log benchmark (issue 8, "Speed"): verifying a log of 1,000,000 entries, and the cost
+of an inclusion proof, each beside a baseline measured in the same run.
+
+`python -m bench audit` (or `python -m bench.audit`). On a fresh SQLite file (and PostgreSQL
+when STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set):
+
+1. N audit entries (default 1,000,000; `--quick` 100,000) are bulk inserted with Core, their
+   details sealed as the hub seals them, one in ten with a 400-byte payload; the sequencer
+   (hub.service.auditlog.sequence) then places them all and one checkpoint is signed. Both
+   are timed (informational).
+2. Verification: `auditlog.verify_store`, what `stophub audit verify` runs on the database:
+   every entry read and opened, its leaf recomputed and compared, the tree rebuilt, the
+   checkpoint's signature and root checked. Entries a second. Baseline: the same leaf bytes,
+   already in memory, hashed and folded into the tree (what the check costs without the
+   database). Target: at least 300,000 entries a second.
+3. Inclusion proof: the proof `AuditService.GetInclusionProof` builds for a random entry
+   (the leaf hashes read, then the audit path), mean of 20. Baseline: verifying that proof.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bench.clocks import PG_VARS, postgres_database, postgres_version
+from bench.table import Row
+from hub.bootstrap import ensure_hub_registered, migrate
+from hub.clock import ManualClock
+from hub.crypto import fields
+from hub.crypto.keys import PrivateKey
+from hub.domain.merkle import CompactRange, inclusion_proof, verify_inclusion
+from hub.service import auditlog
+from hub.service.ports import AuditEntry, AuditRecord
+from hub.store.sql import SqlStore
+from hub.store.tables import audit_log
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+BATCH = 10_000
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] audit: {message}", flush=True)
+
+
+def entries(n: int) -> Iterator[dict[str, object]]:
+    rng = random.Random(8)
+    for i in range(n):
+        payload = rng.randbytes(400) if i % 10 == 0 else None
+        yield {
+            "recorded_at": T0 + timedelta(milliseconds=i),
+            "kind": ("received", "sent", "transition", "clock")[i % 4],
+            "actor": ("BANKA", "BANKB", "CENTRE", "HUB")[i % 4],
+            "message_id": f"m-{i}",
+            "case_id": f"C20261101-{i // 50:08X}",
+            "order_id": None,
+            "payload": payload,
+            "detail": f"step {i} of the bench's cases: something happened to case {i // 50}",
+        }
+
+
+def load(store: SqlStore, n: int) -> float:
+    started = time.perf_counter()
+    batch: list[dict[str, object]] = []
+    with store.engine.begin() as conn:
+        for row in entries(n):
+            batch.append(row)
+            if len(batch) == BATCH:
+                conn.execute(audit_log.insert(), batch)
+                batch = []
+        if batch:
+            conn.execute(audit_log.insert(), batch)
+    return time.perf_counter() - started
+
+
+def baseline_hash(n: int) -> float:
+    """The same leaves, from bytes in memory: the verification's arithmetic alone."""
+    records = [
+        AuditRecord(
+            i + 1,
+            row["recorded_at"],  # type: ignore[arg-type]
+            AuditEntry(
+                kind=str(row["kind"]),
+                actor=str(row["actor"]),
+                message_id=str(row["message_id"]),
+                detail=str(row["detail"]),
+                payload=row["payload"],  # type: ignore[arg-type]
+                case_id=str(row["case_id"]),
+            ),
+        )
+        for i, row in enumerate(entries(n))
+    ]
+    started = time.perf_counter()
+    tree = CompactRange()
+    for i, record in enumerate(records):
+        tree.append(auditlog.entry_leaf(i, record))
+    tree.root()
+    return time.perf_counter() - started
+
+
+def run(label: str, url: str, n: int) -> list[Row]:
+    migrate(url)
+    store = SqlStore(url)
+    clock = ManualClock(T0)
+    hub_key = PrivateKey.generate()
+    ensure_hub_registered(store, hub_key, clock)
+    try:
+        say(f"{label}: loading {n:,} entries")
+        loaded = load(store, n)
+        started = time.perf_counter()
+        placed = auditlog.sequence(store, batch=5000)
+        sequenced = time.perf_counter() - started
+        assert placed >= n, (placed, n)
+        cp = auditlog.checkpoint(store, hub_key, clock, every=None)
+        assert cp is not None
+        say(f"{label}: loaded in {loaded:.1f} s, sequenced in {sequenced:.1f} s")
+        keys = {hub_key.key_id: hub_key.public_key}
+        started = time.perf_counter()
+        result = auditlog.verify_store(store, keys.get)
+        verified = time.perf_counter() - started
+        assert result.ok and result.checkpoints == 1, result.findings[:3]
+        base = baseline_hash(n)
+        say(f"{label}: verified {result.entries:,} in {verified:.1f} s; in memory {base:.1f} s")
+        # Inclusion proofs, as the API builds them.
+        rng = random.Random(9)
+        proofs, checks = [], []
+        for _ in range(20):
+            index = rng.randrange(cp.tree_size)
+            started = time.perf_counter()
+            with store(read_only=True) as uow:
+                leaves = uow.audit.leaves(cp.tree_size)
+            proof = inclusion_proof(index, leaves)
+            proofs.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            assert verify_inclusion(index, cp.tree_size, leaves[index], proof, cp.root_hash)
+            checks.append(time.perf_counter() - started)
+        proof_ms = sum(proofs) / len(proofs) * 1e3
+        check_ms = sum(checks) / len(checks) * 1e3
+    finally:
+        store.dispose()
+    rate = result.entries / verified
+    return [
+        Row(
+            "audit",
+            f"sequencer, {label}, {n:,} entries (informational; load {loaded:.0f} s)",
+            n / sequenced,
+            "entries/s",
+        ),
+        Row(
+            "audit",
+            f"verify the log (stophub audit verify), {label}, {n:,} entries",
+            rate,
+            "entries/s",
+            "the same leaves hashed and folded from memory",
+            n / base,
+            True,
+            "≥ 300,000 entries/s",
+            rate >= 300_000,
+        ),
+        Row(
+            "audit",
+            f"inclusion proof as GetInclusionProof builds it (leaves read, path), {label}, "
+            f"tree of {n:,}",
+            proof_ms,
+            "ms",
+            "verifying the proof",
+            check_ms,
+            False,
+        ),
+    ]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("audit")
+    g.add_argument("--audit-entries", type=int, default=None)
+
+
+def rows(args: argparse.Namespace) -> list[Row]:
+    n = args.audit_entries or (100_000 if args.quick else 1_000_000)
+    fields.configure(fields.Keyring.generate())
+    out: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="stophub-audit-") as tmp:
+        out += run("SQLite", f"sqlite:///{Path(tmp) / 'audit.db'}", n)
+    base = next((os.environ[v] for v in PG_VARS if os.environ.get(v)), None)
+    if base and not args.no_postgres:
+        label = f"PostgreSQL {postgres_version(base).split()[0]}"
+        with postgres_database(base) as url:
+            out += run(label, url, n)
+    return out
+
+
+def main(argv: Sequence[str]) -> int:
+    from bench.table import render
+
+    p = argparse.ArgumentParser(prog="python -m bench.audit")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--no-postgres", action="store_true")
+    add_arguments(p)
+    print(render(rows(p.parse_args(argv))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
