@@ -9,7 +9,7 @@ commands): `--db` is declared again here, and `open_store` (which applies the ma
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -115,21 +115,17 @@ def audit_export(
     --institution keeps the entries it is the actor of and those of the cases it reported or
     has an order addressed to. A JSON Lines export without filters also holds the log's state
     and signed checkpoints: `stophub audit verify-export` checks it offline."""
-    store = _open(database_url)
-    try:
-        with _output(out, "audit entries") as (f, progress):
-            count = exports.export_audit(
-                store,
-                f,
-                fmt,
-                case_id=case_id,
-                institution=institution,
-                start=start,
-                end=end,
-                progress=progress,
-            )
-    finally:
-        store.dispose()
+    count = _export(
+        exports.export_audit,
+        database_url,
+        out,
+        fmt,
+        "audit entries",
+        case_id,
+        institution,
+        start,
+        end,
+    )
     if out != "-":
         click.echo(f"{count} audit entr(ies) written to {out}", err=True)
 
@@ -148,10 +144,29 @@ def sla_export(
 ) -> None:
     """Export the SLA log (every clock start, step and stop, with its clock's state, deadline
     and breach) as CSV or JSON Lines. --institution: the clocks it is responsible for."""
+    count = _export(
+        exports.export_sla, database_url, out, fmt, "SLA log rows", case_id, institution, start, end
+    )
+    if out != "-":
+        click.echo(f"{count} SLA log row(s) written to {out}", err=True)
+
+
+def _export(
+    export: Callable[..., int],
+    database_url: str,
+    out: str,
+    fmt: str,
+    what: str,
+    case_id: str | None,
+    institution: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> int:
+    """Run one export to `out` with its progress bar; how many rows it wrote."""
     store = _open(database_url)
     try:
-        with _output(out, "SLA log rows") as (f, progress):
-            count = exports.export_sla(
+        with _output(out, what) as (f, progress):
+            return export(
                 store,
                 f,
                 fmt,
@@ -163,8 +178,6 @@ def sla_export(
             )
     finally:
         store.dispose()
-    if out != "-":
-        click.echo(f"{count} SLA log row(s) written to {out}", err=True)
 
 
 def read_hub_key(path: str) -> tuple[str, bytes]:
