@@ -47,7 +47,12 @@ from tests.e2e.test_restart import read
 
 REPORTERS = {"BANKA": "BANKB", "BANKB": "BANKA", "PAYX": "BANKB"}  # reporter -> mule's bank
 GIVE_UP_AFTER = 40.0  # seconds a bank keeps resending one report before the test fails
-HUB_LOGGERS = ("hub.service.handlers", "hub.api.server", "hub.api.delivery")
+HUB_LOGGERS = (
+    "hub.service.handlers",
+    "hub.service.batching",
+    "hub.api.server",
+    "hub.api.delivery",
+)
 
 
 def pg_version() -> str:
