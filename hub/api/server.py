@@ -187,6 +187,9 @@ async def start_server(
     return HubServer(hub, router, server, health_servicer, executor, port, scheduler, lists)
 
 
+AUDIT_LOG_INTERVAL = 0.5
+
+
 def start_sweeping(hub: Hub, executor: ThreadPoolExecutor, interval: float) -> AsyncIOScheduler:
     """APScheduler drives the clock sweep. Its job store is in memory and its own: the clocks
     themselves are rows, claimed with SKIP LOCKED, so any number of hubs may sweep."""
@@ -237,7 +240,9 @@ def start_sweeping(hub: Hub, executor: ThreadPoolExecutor, interval: float) -> A
     scheduler.add_job(
         keep_log,
         "interval",
-        seconds=interval,
+        # Not faster than every half second, even where clocks are swept every few ms (the
+        # demo): placing entries costs a write transaction, and they can wait that long.
+        seconds=max(interval, AUDIT_LOG_INTERVAL),
         max_instances=1,
         coalesce=True,
         misfire_grace_time=None,
