@@ -72,3 +72,8 @@ def print_verification(result: Verification) -> None:
         f"{result.checkpoints} signed checkpoint(s) matched; {len(waiting)} entr(ies) waiting "
         f"for their place; {len(result.findings) - len(waiting)} problem(s)"
     )
+    if result.placed_during:
+        click.echo(
+            f"{result.placed_during} entr(ies) placed while the check ran (a live hub): the "
+            "next check covers them"
+        )

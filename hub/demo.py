@@ -168,7 +168,7 @@ def show_evidence(console: Console, store: SqlStore, db: Path) -> bool:
     with store(read_only=True) as uow:
         hub = uow.institutions.get(HUB_CODE)
         hub_keys = {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
-    tree = auditlog.verify_store(store, hub_keys.get)
+    tree = auditlog.verify_store(store, hub_keys.get, store.scan_audit)
     console.print(
         f"audit log: {tree.tree_size} entries in a Merkle tree (root {tree.root.hex()[:16]}…), "
         f"{tree.checkpoints} signed checkpoint(s) fit it: "

@@ -66,6 +66,22 @@ class CompactRange:
         for leaf in leaves:
             self.append(leaf)
 
+    def extend_packed(self, packed: bytes | bytearray, start: int, end: int) -> None:
+        """Append leaves start .. end - 1 of `packed` (32 bytes each): `append` with the
+        lookups hoisted, since verifying a log runs it once per entry."""
+        nodes, size = self.nodes, self.size
+        pop, push, sha256, prefix = nodes.pop, nodes.append, hashlib.sha256, NODE_PREFIX
+        with memoryview(packed) as view:  # released at once: the caller grows `packed`
+            for offset in range(32 * start, 32 * end, 32):
+                node = bytes(view[offset : offset + 32])
+                s = size
+                while s & 1:
+                    node = sha256(prefix + pop() + node).digest()
+                    s >>= 1
+                push(node)
+                size += 1
+        self.size = size
+
     def root(self) -> bytes:
         if not self.nodes:
             return EMPTY_ROOT

@@ -12,19 +12,22 @@ export verifies without the data keys.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from hub.crypto.envelope import seal_message, verify_envelope
-from hub.domain.blacklist import micros
+from hub.domain.auditleaf import LEAF_FORMAT, leaf_bytes, leaf_of, micros, payload_digest
 from hub.domain.institutions import HUB_CODE
-from hub.domain.merkle import CompactRange, leaf_hash
+from hub.domain.merkle import CompactRange
 from hub.service.ports import (
     AuditRecord,
     Clock,
+    LeafChunk,
+    LeafFields,
+    LeafMismatch,
     LogCheckpointRow,
     LoggedRecord,
     LogState,
@@ -37,7 +40,8 @@ from stophub.v1 import audit_pb2, envelope_pb2
 
 log = logging.getLogger(__name__)
 
-LEAF_FORMAT = "stophub-audit/1"
+__all__ = ["LEAF_FORMAT", "entry_leaf", "leaf_data", "verify", "verify_chunks", "verify_store"]
+
 SEQUENCE_BATCH = 2000
 # A checkpoint is signed when the tree grew and the last is older than this, and on request.
 CHECKPOINT_EVERY = timedelta(minutes=1)
@@ -48,30 +52,26 @@ MAX_MOVES = 1000
 
 def leaf_data(index: int, record: AuditRecord) -> bytes:
     """The bytes a leaf hashes (docs/audit.md): each field length-prefixed, in clear."""
-    e = record.entry
-    payload = hashlib.sha256(e.payload).hexdigest() if e.payload is not None else ""
-    fields = (
-        LEAF_FORMAT,
-        str(index),
-        str(record.entry_id),
-        str(micros(record.recorded_at)),
-        e.kind,
-        e.actor,
-        e.message_id,
-        e.case_id or "",
-        e.order_id or "",
-        e.detail,
-        payload,
-    )
-    out = bytearray()
-    for f in fields:
-        data = f.encode()
-        out += len(data).to_bytes(4, "big") + data
-    return bytes(out)
+    return leaf_bytes(index, *_fields(record))
 
 
 def entry_leaf(index: int, record: AuditRecord) -> bytes:
-    return leaf_hash(leaf_data(index, record))
+    return leaf_of(index, *_fields(record))
+
+
+def _fields(record: AuditRecord) -> LeafFields:
+    e = record.entry
+    return LeafFields(
+        record.entry_id,
+        micros(record.recorded_at),
+        e.kind.encode(),
+        e.actor.encode(),
+        e.message_id.encode(),
+        (e.case_id or "").encode(),
+        (e.order_id or "").encode(),
+        e.detail.encode(),
+        payload_digest(e.payload),
+    )
 
 
 def _range_of(state: LogState) -> CompactRange:
@@ -145,7 +145,8 @@ def checkpoint(
 class Finding:
     """One thing wrong with the log, with the entry or checkpoint it concerns."""
 
-    what: str  # changed | removed | inserted | moved | checkpoint | unsequenced
+    # changed | removed | inserted | moved | unreadable | checkpoint | unsequenced
+    what: str
     detail: str
     entry_id: int | None = None
     log_index: int | None = None
@@ -157,6 +158,8 @@ class Verification:
     checkpoints: int = 0
     tree_size: int = 0
     root: bytes = b""
+    # Entries the sequencer placed while the check ran (a live hub): judged by the next one.
+    placed_during: int = 0
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -164,93 +167,112 @@ class Verification:
         return not [f for f in self.findings if f.what != "unsequenced"]
 
 
+CHUNK = 50_000
+
+
+def chunk_records(records: Iterable[LoggedRecord], size: int = CHUNK) -> Iterator[LeafChunk]:
+    """Records (an export, a test's rows) as the chunks `verify_chunks` takes."""
+    batch: list[LoggedRecord] = []
+    for logged in records:
+        batch.append(logged)
+        if len(batch) == size:
+            yield _chunk(batch)
+            batch = []
+    if batch:
+        yield _chunk(batch)
+
+
+def _chunk(batch: Sequence[LoggedRecord]) -> LeafChunk:
+    ids, indexes, leaves = array("q"), array("q"), bytearray()
+    mismatched = []
+    for position, logged in enumerate(batch):
+        ids.append(logged.record.entry_id)
+        if logged.log_index is None:
+            indexes.append(-1)
+            leaves += bytes(32)
+            continue
+        fields = _fields(logged.record)
+        leaf = leaf_of(logged.log_index, *fields)
+        indexes.append(logged.log_index)
+        leaves += leaf
+        if leaf != logged.leaf_hash:
+            mismatched.append(LeafMismatch(position, logged.leaf_hash, fields))
+    return LeafChunk(ids, indexes, bytes(leaves), mismatched)
+
+
 def verify(
-    records: Iterator[LoggedRecord],
+    records: Iterable[LoggedRecord],
     checkpoints: Sequence[LogCheckpointRow],
     state: LogState,
     hub_keys: Callable[[str], bytes | None],
 ) -> Verification:
     """Check every entry against its leaf and place, every checkpoint's signature and its root
-    against the tree the entries make now, and the state row. `records` in id order;
-    `hub_keys(key_id)` is the hub's public key of that id (the registry's, any state)."""
+    against the tree the entries make now, and the state row. `records` in id order, read in
+    one snapshot with `checkpoints` and `state`; `hub_keys(key_id)` is the hub's public key of
+    that id (the registry's, any state)."""
+    return verify_chunks(chunk_records(records), checkpoints, state, lambda: state, hub_keys)
+
+
+def verify_chunks(
+    chunks: Iterable[LeafChunk],
+    checkpoints: Sequence[LogCheckpointRow],
+    before: LogState,
+    read_after: Callable[[], LogState],
+    hub_keys: Callable[[str], bytes | None],
+) -> Verification:
+    """`verify` over entries read in chunks, perhaps by several processes while a hub goes on
+    sequencing: `before` is the state row read with `checkpoints` before the first chunk,
+    `read_after()` reads it again after the last. Every entry placed before the check began
+    is judged; those placed since (positions `before.size` on, below the size `read_after`
+    finds) are counted and left to the next check: a chunk read early may not have seen
+    them."""
     result = Verification()
-    placed: dict[int, LoggedRecord] = {}
-    for logged in records:
-        result.entries += 1
-        if logged.log_index is None:
-            result.findings.append(
-                Finding(
-                    "unsequenced",
-                    "not in the tree yet (the sequencer places entries after they commit)",
-                    logged.record.entry_id,
+    settled = before.size
+    owner = array("q")  # the entry id at each position, -1 where none
+    leaves = bytearray()  # the leaf each position's content makes now, 32 bytes each
+    wrong: dict[int, tuple[int, LeafMismatch]] = {}
+    # The tree is folded while chunks arrive, as far as the positions are filled without a
+    # gap; past a gap (entries out of order: tampering) it waits for the last chunk.
+    fold = _Fold(checkpoints, settled, hub_keys, result)
+    for chunk in chunks:
+        count = len(chunk.ids)
+        result.entries += count
+        start = len(owner)
+        indexes = chunk.indexes
+        if count and indexes[0] == start and indexes == array("q", range(start, start + count)):
+            owner.extend(chunk.ids)
+            leaves += chunk.leaves
+        else:
+            _place_one_by_one(chunk, owner, leaves, result)
+        for m in chunk.mismatched:
+            index, entry_id = indexes[m.position], chunk.ids[m.position]
+            if owner[index] == entry_id:
+                wrong[index] = (entry_id, m)
+        fold.advance(owner, leaves)
+    size = len(owner)
+    after = read_after()
+    _explain(wrong, result)
+    holes = owner.count(-1)
+    if holes:
+        for index in range(min(size, settled)):
+            if owner[index] == -1:
+                result.findings.append(
+                    Finding("removed", f"no entry at position {index}", None, index)
                 )
-            )
-            continue
-        other = placed.get(logged.log_index)
-        if other is not None:
-            result.findings.append(
-                Finding(
-                    "inserted",
-                    f"a second entry at position {logged.log_index} (the first is entry "
-                    f"{other.record.entry_id})",
-                    logged.record.entry_id,
-                    logged.log_index,
-                )
-            )
-            continue
-        placed[logged.log_index] = logged
-    size = max(placed, default=-1) + 1
-    # Leaves as the content makes them now, place by place.
-    recomputed: list[bytes | None] = [None] * size
-    mismatched: list[int] = []
-    for index, logged in placed.items():
-        leaf = entry_leaf(index, logged.record)
-        recomputed[index] = leaf
-        if leaf != logged.leaf_hash:
-            mismatched.append(index)
-    _explain(placed, mismatched, result)
-    for index in range(size):
-        if index not in placed:
-            result.findings.append(Finding("removed", f"no entry at position {index}", None, index))
-    if size > state.size:
+    if size > after.size:
         result.findings.append(
             Finding(
                 "inserted",
-                f"entries at positions {state.size}..{size - 1}, past the tree's size "
-                f"{state.size} that the sequencer recorded",
-                placed[size - 1].record.entry_id if size - 1 in placed else None,
+                f"entries at positions {after.size}..{size - 1}, past the tree's size "
+                f"{after.size} that the sequencer recorded",
+                owner[size - 1] if owner[size - 1] != -1 else None,
                 size - 1,
             )
         )
-    # The tree the entries make now, compared with every signed checkpoint along the way.
-    tree = CompactRange()
-    by_size = {cp.tree_size: cp for cp in checkpoints}
-    last_good = 0
-    for signed in checkpoints:
-        _check_signature(signed, hub_keys, result)
-    for index in range(size):
-        # A removed entry's place holds no leaf: the tree goes on with a zero one, so the
-        # checkpoints after it fail too.
-        tree.append(recomputed[index] or bytes(32))
-        cp = by_size.get(tree.size)
-        if cp is not None:
-            result.checkpoints += 1
-            if tree.root() != cp.root_hash:
-                result.findings.append(
-                    Finding(
-                        "checkpoint",
-                        f"the first {cp.tree_size} entries no longer make the root the hub "
-                        f"signed at {cp.signed_at.isoformat()}: an entry after position "
-                        f"{last_good} and before {cp.tree_size} was changed, removed, inserted "
-                        "or moved",
-                        None,
-                        cp.tree_size - 1,
-                    )
-                )
-            else:
-                last_good = cp.tree_size
+    result.placed_during = max(0, min(size, after.size) - settled)
+    fold.finish(owner, leaves)
     for cp in checkpoints:
-        if cp.tree_size > size:
+        if settled >= cp.tree_size > size:
             result.findings.append(
                 Finding(
                     "removed",
@@ -260,38 +282,139 @@ def verify(
                     cp.tree_size - 1,
                 )
             )
-    result.tree_size, result.root = tree.size, tree.root()
-    if (tree.size, tree.root()) != (state.size, state.root) and result.ok:
+    result.tree_size, result.root = fold.tree.size, fold.tree.root()
+    if (result.tree_size, result.root) != (before.size, before.root) and result.ok:
         result.findings.append(
             Finding(
                 "checkpoint",
-                f"the state row says {state.size} entries with root {state.root.hex()}, the "
-                f"entries make {tree.size} with root {tree.root().hex()}",
+                f"the state row says {before.size} entries with root {before.root.hex()}, the "
+                f"entries make {result.tree_size} with root {result.root.hex()}",
             )
         )
     return result
 
 
-def _explain(
-    placed: dict[int, LoggedRecord], mismatched: Sequence[int], result: Verification
+def _place_one_by_one(
+    chunk: LeafChunk, owner: array[int], leaves: bytearray, result: Verification
 ) -> None:
+    for position, (entry_id, index) in enumerate(zip(chunk.ids, chunk.indexes, strict=True)):
+        if index < 0:
+            result.findings.append(
+                Finding(
+                    "unsequenced",
+                    "not in the tree yet (the sequencer places entries after they commit)",
+                    entry_id,
+                )
+            )
+            continue
+        if index >= len(owner):
+            grow = index + 1 - len(owner)
+            owner.extend([-1] * grow)
+            leaves += bytes(32 * grow)
+        elif owner[index] != -1:
+            result.findings.append(
+                Finding(
+                    "inserted",
+                    f"a second entry at position {index} (the first is entry {owner[index]})",
+                    entry_id,
+                    index,
+                )
+            )
+            continue
+        owner[index] = entry_id
+        leaves[32 * index : 32 * index + 32] = chunk.leaves[32 * position : 32 * position + 32]
+
+
+class _Fold:
+    """The tree the entries make now, compared with every signed checkpoint along the way."""
+
+    def __init__(
+        self,
+        checkpoints: Sequence[LogCheckpointRow],
+        settled: int,
+        hub_keys: Callable[[str], bytes | None],
+        result: Verification,
+    ) -> None:
+        self.tree = CompactRange()
+        self.settled = settled
+        self.result = result
+        self.stops = sorted({cp.tree_size for cp in checkpoints if cp.tree_size <= settled})
+        self.by_size = {cp.tree_size: cp for cp in checkpoints}
+        self.last_good = 0
+        self.gap = False
+        for signed in checkpoints:
+            _check_signature(signed, hub_keys, result)
+
+    def advance(self, owner: array[int], leaves: bytearray) -> None:
+        if self.gap:
+            return
+        end = min(len(owner), self.settled)
+        if owner.count(-1):
+            self.gap = True
+            return
+        self._to(end, leaves)
+
+    def finish(self, owner: array[int], leaves: bytearray) -> None:
+        # A removed entry's place holds no leaf: the tree goes on with a zero one, so the
+        # checkpoints after it fail too.
+        self._to(min(len(owner), self.settled), leaves)
+
+    def _to(self, end: int, leaves: bytearray) -> None:
+        tree = self.tree
+        while tree.size < end:
+            stop = next((s for s in self.stops if s > tree.size), end)
+            upto = min(stop, end)
+            tree.extend_packed(leaves, tree.size, upto)
+            cp = self.by_size.get(tree.size)
+            if cp is not None and tree.size == upto:
+                self._compare(cp)
+
+    def _compare(self, cp: LogCheckpointRow) -> None:
+        self.result.checkpoints += 1
+        if self.tree.root() != cp.root_hash:
+            self.result.findings.append(
+                Finding(
+                    "checkpoint",
+                    f"the first {cp.tree_size} entries no longer make the root the hub "
+                    f"signed at {cp.signed_at.isoformat()}: an entry after position "
+                    f"{self.last_good} and before {cp.tree_size} was changed, removed, "
+                    "inserted or moved",
+                    None,
+                    cp.tree_size - 1,
+                )
+            )
+        else:
+            self.last_good = cp.tree_size
+
+
+def _explain(wrong: dict[int, tuple[int, LeafMismatch]], result: Verification) -> None:
     """A leaf that differs is a changed entry, or a moved one when its own stored leaf is what
     its content makes at another such position (positions swapped or shifted)."""
     # Matching every pair costs a hash each: beyond this many, each is reported as changed.
-    search = mismatched if len(mismatched) <= MAX_MOVES else ()
-    for index in mismatched:
-        logged = placed[index]
+    search = sorted(wrong) if len(wrong) <= MAX_MOVES else []
+    for index in sorted(wrong):
+        entry_id, m = wrong[index]
+        if m.unreadable:
+            result.findings.append(
+                Finding(
+                    "unreadable",
+                    f"entry {entry_id} at position {index} cannot be opened: {m.unreadable}",
+                    entry_id,
+                    index,
+                )
+            )
+            continue
         home = next(
-            (j for j in search if j != index and entry_leaf(j, logged.record) == logged.leaf_hash),
+            (j for j in search if j != index and leaf_of(j, *m.fields) == m.stored),
             None,
         )
         if home is not None:
             result.findings.append(
                 Finding(
                     "moved",
-                    f"entry {logged.record.entry_id} is at position {index}, but its leaf "
-                    f"was made for position {home}",
-                    logged.record.entry_id,
+                    f"entry {entry_id} is at position {index}, but its leaf was made for "
+                    f"position {home}",
+                    entry_id,
                     index,
                 )
             )
@@ -299,9 +422,9 @@ def _explain(
             result.findings.append(
                 Finding(
                     "changed",
-                    f"entry {logged.record.entry_id} at position {index} no longer hashes "
-                    "to its leaf: its content was changed after it was logged",
-                    logged.record.entry_id,
+                    f"entry {entry_id} at position {index} no longer hashes to its leaf: its "
+                    "content was changed after it was logged",
+                    entry_id,
                     index,
                 )
             )
@@ -330,11 +453,24 @@ def _check_signature(
 
 
 def verify_store(
-    uow_factory: UnitOfWorkFactory, hub_keys: Callable[[str], bytes | None]
+    uow_factory: UnitOfWorkFactory,
+    hub_keys: Callable[[str], bytes | None],
+    scan: Callable[[], Iterable[LeafChunk]] | None = None,
 ) -> Verification:
-    """`verify` over a whole database, in one read transaction."""
+    """`verify` over a whole database. `scan` reads the entries as chunks (the store's
+    parallel raw scan, `SqlStore.scan_audit`), while a hub may go on sequencing; without it,
+    they are read through the unit of work in one snapshot."""
+    if scan is None:
+        with uow_factory(read_only=True) as uow:
+            return verify(read_all(uow), uow.audit.checkpoints(), uow.audit.log_state(), hub_keys)
     with uow_factory(read_only=True) as uow:
-        return verify(read_all(uow), uow.audit.checkpoints(), uow.audit.log_state(), hub_keys)
+        before, checkpoints = uow.audit.log_state(), list(uow.audit.checkpoints())
+
+    def after() -> LogState:
+        with uow_factory(read_only=True) as uow:
+            return uow.audit.log_state()
+
+    return verify_chunks(scan(), checkpoints, before, after, hub_keys)
 
 
 def read_all(uow: UnitOfWork, page: int = 5000) -> Iterator[LoggedRecord]:

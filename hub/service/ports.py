@@ -13,6 +13,9 @@ __all__ = [
     "InboundRecord",
     "InboundRepository",
     "InstitutionRepository",
+    "LeafChunk",
+    "LeafFields",
+    "LeafMismatch",
     "ListChangeRow",
     "ListRepository",
     "ListRow",
@@ -30,12 +33,13 @@ __all__ = [
     "UnitOfWorkFactory",
 ]
 
+from array import array
 from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import NamedTuple, Protocol, Self
 
 from hub.crypto.envelope import Signer
 from hub.domain.appeals import Appeal
@@ -366,6 +370,43 @@ class LoggedRecord:
     log_index: int | None
     leaf_hash: bytes | None
     record: AuditRecord
+
+
+class LeafFields(NamedTuple):
+    """What a leaf binds besides its position (docs/audit.md), as the leaf hashes them."""
+
+    entry_id: int
+    at_micros: int
+    kind: bytes
+    actor: bytes
+    message_id: bytes
+    case_id: bytes
+    order_id: bytes
+    detail: bytes
+    payload_sha256_hex: bytes
+
+
+@dataclass(frozen=True)
+class LeafMismatch:
+    """An entry whose content no longer makes its stored leaf."""
+
+    position: int  # in its chunk
+    stored: bytes | None
+    fields: LeafFields
+    # Why the content could not be read (a sealed value that does not open), if it could not.
+    unreadable: str = ""
+
+
+@dataclass(frozen=True)
+class LeafChunk:
+    """Consecutive entries in id order, as a verification reads them: ids, places (-1: not
+    placed yet), the leaves their content makes now (32 bytes each, zeros when not placed),
+    and the entries whose stored leaf differs."""
+
+    ids: array[int]
+    indexes: array[int]
+    leaves: bytes
+    mismatched: list[LeafMismatch]
 
 
 class AuditLog(Protocol):

@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub.crypto import fields
 from hub.domain.appeals import Appeal, AppealState
 from hub.domain.cases import Case, CaseState, OrderKind
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
@@ -55,6 +56,7 @@ from hub.service.ports import (
     InboundRecord,
     InboundRepository,
     InstitutionRepository,
+    LeafChunk,
     ListChangeRow,
     ListRepository,
     ListRow,
@@ -68,6 +70,7 @@ from hub.service.ports import (
     StoreUnavailable,
     UnitOfWork,
 )
+from hub.store import auditscan
 from hub.store.tables import (
     UTCDateTime,
     appeals,
@@ -255,6 +258,13 @@ class SqlStore:
         if read_only:
             return SqlUnitOfWork(self._read_sessions, lock_rows=not self.is_sqlite)
         return SqlUnitOfWork(self._sessions, lock_rows=not self.is_sqlite, gate=self._write_lock)
+
+    def scan_audit(
+        self, jobs: int | None = None, chunk_ids: int = auditscan.CHUNK_IDS
+    ) -> Iterator[LeafChunk]:
+        """The audit log's entries with the leaves their content makes now, read raw and
+        hashed by `jobs` processes (hub.store.auditscan), for `auditlog.verify_store`."""
+        return auditscan.scan(self.url, fields.keyring(), jobs, chunk_ids)
 
     def dispose(self) -> None:
         self.engine.dispose()

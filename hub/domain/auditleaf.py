@@ -1,0 +1,159 @@
+"""The bytes an audit entry's Merkle leaf hashes (docs/audit.md, "Leaf data").
+
+One function builds them, from the fields as UTF-8 bytes: the service hashes records with it,
+and the database scan that `stophub audit verify` runs hashes raw rows with it, so the two can
+never disagree about the format. It is the verification's innermost loop (a million calls a
+check), so it is written for speed: one join, no per-field loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from datetime import UTC, datetime, timedelta
+
+LEAF_FORMAT = "stophub-audit/1"
+
+_U32 = struct.Struct(">I").pack
+_FORMAT = LEAF_FORMAT.encode()
+_HEAD = _U32(len(_FORMAT)) + _FORMAT
+_LEAF_PREFIX = b"\x00"  # RFC 6962: a leaf hash is SHA-256(0x00 || leaf data)
+_sha256 = hashlib.sha256
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# SQLite hands back UTC times without a zone (hub.store.tables.UTCDateTime stores them so).
+EPOCH_NAIVE = EPOCH.replace(tzinfo=None)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def micros(at: datetime) -> int:
+    """Microseconds since the Unix epoch, exactly (timedelta arithmetic, no floats)."""
+    return (at - (EPOCH if at.tzinfo is not None else EPOCH_NAIVE)) // MICROSECOND
+
+
+# Length prefixes of short fields, looked up rather than packed: every field but the detail
+# is shorter than this, and a lookup costs a third of a call.
+_SHORT = [_U32(n) for n in range(4096)]
+
+
+def _join(
+    prefix: bytes,
+    index: int,
+    entry_id: int,
+    at_micros: int,
+    kind: bytes,
+    actor: bytes,
+    message_id: bytes,
+    case_id: bytes,
+    order_id: bytes,
+    detail: bytes,
+    payload_sha256_hex: bytes,
+) -> bytes:
+    a = b"%d" % index
+    b = b"%d" % entry_id
+    c = b"%d" % at_micros
+    n = _SHORT
+    size = len(detail)
+    # A field of 4 KiB or more is rare (a tampered row, a long detail) but hashes the same.
+    longest = (
+        len(kind) | len(actor) | len(message_id) | len(case_id) | len(order_id) | size
+    ) | len(payload_sha256_hex)
+    if longest >= 4096:
+        parts = (a, b, c, kind, actor, message_id, case_id, order_id, detail, payload_sha256_hex)
+        return _join_long(prefix, parts)
+    return b"".join(
+        (
+            prefix,
+            _HEAD,
+            n[len(a)],
+            a,
+            n[len(b)],
+            b,
+            n[len(c)],
+            c,
+            n[len(kind)],
+            kind,
+            n[len(actor)],
+            actor,
+            n[len(message_id)],
+            message_id,
+            n[len(case_id)],
+            case_id,
+            n[len(order_id)],
+            order_id,
+            n[size],
+            detail,
+            n[len(payload_sha256_hex)],
+            payload_sha256_hex,
+        )
+    )
+
+
+def _join_long(prefix: bytes, parts: tuple[bytes, ...]) -> bytes:
+    out = [prefix, _HEAD]
+    for part in parts:
+        out += (_U32(len(part)), part)
+    return b"".join(out)
+
+
+def leaf_bytes(
+    index: int,
+    entry_id: int,
+    at_micros: int,
+    kind: bytes,
+    actor: bytes,
+    message_id: bytes,
+    case_id: bytes,
+    order_id: bytes,
+    detail: bytes,
+    payload_sha256_hex: bytes,
+) -> bytes:
+    """The leaf data: each field a 4-byte big-endian length and its bytes."""
+    return _join(
+        b"",
+        index,
+        entry_id,
+        at_micros,
+        kind,
+        actor,
+        message_id,
+        case_id,
+        order_id,
+        detail,
+        payload_sha256_hex,
+    )
+
+
+def leaf_of(
+    index: int,
+    entry_id: int,
+    at_micros: int,
+    kind: bytes,
+    actor: bytes,
+    message_id: bytes,
+    case_id: bytes,
+    order_id: bytes,
+    detail: bytes,
+    payload_sha256_hex: bytes,
+) -> bytes:
+    """The leaf hash, SHA-256(0x00 || leaf data), built in one pass."""
+    return _sha256(
+        _join(
+            _LEAF_PREFIX,
+            index,
+            entry_id,
+            at_micros,
+            kind,
+            actor,
+            message_id,
+            case_id,
+            order_id,
+            detail,
+            payload_sha256_hex,
+        )
+    ).digest()
+
+
+def payload_digest(payload: bytes | None) -> bytes:
+    """Field 11: the envelope's SHA-256 in lower-case hex, empty when there is none."""
+    return b"" if payload is None else _sha256(payload).hexdigest().encode()

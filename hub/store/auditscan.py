@@ -1,0 +1,190 @@
+"""The raw scan `stophub audit verify` runs over the audit log (docs/audit.md, ADR 16).
+
+A verification opens and hashes every entry: at a million entries that is seconds of pure
+CPU per core. So the scan reads raw DBAPI rows (no ORM, no per-column type processing), opens
+the sealed columns with a keyring opener, hashes each row with the one leaf function
+(hub.domain.auditleaf), and splits the log into id ranges that worker processes read and hash
+side by side, each over its own connection. The parent folds the tree as the ranges come
+back, in order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from array import array
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from hashlib import sha256
+from typing import Any
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from hub.crypto.fields import DataKeyError, Keyring
+from hub.domain.auditleaf import EPOCH, EPOCH_NAIVE, MICROSECOND, leaf_of
+from hub.service.ports import LeafChunk, LeafFields, LeafMismatch
+
+# Ids a task reads: large enough that a worker's per-task cost (a query, a pickled result of
+# ~2 MB) is noise, small enough that two workers share a million-entry log evenly.
+CHUNK_IDS = 32_768
+# Below this many ranges a pool costs more than it saves.
+PARALLEL_FROM = 4
+
+_COLUMNS = (
+    "id, recorded_at, kind, actor, message_id, case_id, order_id, payload, detail, "
+    "log_index, leaf_hash"
+)
+
+
+def default_jobs() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class _Reader:
+    """One connection and the openers of one process."""
+
+    def __init__(self, url: str, keys: list[tuple[str, bytes]], current: str) -> None:
+        engine = create_engine(url)
+        args, kwargs = engine.dialect.create_connect_args(make_url(url))
+        self.sqlite = engine.dialect.name == "sqlite"
+        dbapi = engine.dialect.dbapi
+        assert dbapi is not None
+        self.conn: Any = dbapi.connect(*args, **kwargs)
+        engine.dispose()
+        if self.sqlite:
+            # Text as UTF-8 bytes, as the leaf hashes it: no decode and re-encode per field.
+            self.conn.text_factory = bytes
+            self.sql = f"SELECT {_COLUMNS} FROM audit_log WHERE id >= ? AND id < ? ORDER BY id"
+        else:
+            self.sql = f"SELECT {_COLUMNS} FROM audit_log WHERE id >= %s AND id < %s ORDER BY id"
+        ring = Keyring(keys, current)
+        self.open_detail = ring.opener("audit_log.detail")
+        self.open_payload = ring.opener("audit_log.payload")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def bounds(self) -> tuple[int, int] | None:
+        cur = self.conn.cursor()
+        cur.execute("SELECT MIN(id), MAX(id) FROM audit_log")
+        low, high = cur.fetchone()
+        cur.close()
+        if not self.sqlite:
+            self.conn.rollback()
+        return None if low is None else (int(low), int(high))
+
+    def chunk(self, low: int, high: int) -> LeafChunk:
+        cur = self.conn.cursor()
+        cur.execute(self.sql, (low, high))
+        rows = cur.fetchall()
+        cur.close()
+        if not self.sqlite:
+            self.conn.rollback()  # end the read transaction: a long one holds back vacuum
+        return self._hash(rows)
+
+    def _hash(self, rows: list[Any]) -> LeafChunk:
+        ids, indexes, leaves = array("q"), array("q"), bytearray()
+        mismatched: list[LeafMismatch] = []
+        open_detail, open_payload, sqlite = self.open_detail, self.open_payload, self.sqlite
+        hole = bytes(32)
+        parse = datetime.fromisoformat
+        position = -1
+        # The innermost loop of a verification: a million rows a check, so no per-row
+        # objects beyond what the leaf needs.
+        for (
+            entry_id,
+            at,
+            kind,
+            actor,
+            message_id,
+            case_id,
+            order_id,
+            payload,
+            detail,
+            index,
+            stored,
+        ) in rows:
+            position += 1
+            ids.append(entry_id)
+            if index is None:
+                indexes.append(-1)
+                leaves += hole
+                continue
+            indexes.append(index)
+            if sqlite:  # text comes as UTF-8 bytes, times as text (naive UTC)
+                when = (parse(at.decode()) - EPOCH_NAIVE) // MICROSECOND
+                case_id = case_id or b""
+                order_id = order_id or b""
+            else:
+                when = (at - EPOCH) // MICROSECOND
+                kind, actor, message_id = kind.encode(), actor.encode(), message_id.encode()
+                case_id = case_id.encode() if case_id else b""
+                order_id = order_id.encode() if order_id else b""
+            try:
+                clear = open_detail(detail)
+                digest = (
+                    b"" if payload is None else sha256(open_payload(payload)).hexdigest().encode()
+                )
+                unreadable = ""
+            except DataKeyError as err:
+                clear, digest, unreadable = b"", b"", str(err)
+            leaf = leaf_of(
+                index, entry_id, when, kind, actor, message_id, case_id, order_id, clear, digest
+            )
+            leaves += leaf
+            if leaf != stored or unreadable:
+                fields = LeafFields(
+                    entry_id, when, kind, actor, message_id, case_id, order_id, clear, digest
+                )
+                mismatched.append(LeafMismatch(position, stored, fields, unreadable))
+        return LeafChunk(ids, indexes, bytes(leaves), mismatched)
+
+
+# ---- worker processes ---------------------------------------------------------------------------
+
+_worker: _Reader | None = None
+
+
+def _start_worker(url: str, keys: list[tuple[str, bytes]], current: str) -> None:
+    global _worker
+    _worker = _Reader(url, keys, current)
+
+
+def _read_range(bounds: tuple[int, int]) -> LeafChunk:
+    assert _worker is not None
+    return _worker.chunk(*bounds)
+
+
+def scan(
+    url: str, ring: Keyring, jobs: int | None = None, chunk_ids: int = CHUNK_IDS
+) -> Iterator[LeafChunk]:
+    """Every audit entry in id order, as chunks of computed leaves, hashed by `jobs`
+    processes (default: one per core, at most 8) when the log is long enough to gain."""
+    jobs = default_jobs() if jobs is None else jobs
+    reader = _Reader(url, ring.pairs(), ring.current)
+    try:
+        found = reader.bounds()
+        if found is None:
+            return
+        low, high = found
+        ranges = [(a, min(a + chunk_ids, high + 1)) for a in range(low, high + 1, chunk_ids)]
+        if jobs <= 1 or len(ranges) < PARALLEL_FROM:
+            for bounds in ranges:
+                yield reader.chunk(*bounds)
+            return
+    finally:
+        reader.close()
+    yield from _parallel(url, ring, jobs, ranges)
+
+
+def _parallel(
+    url: str, ring: Keyring, jobs: int, ranges: list[tuple[int, int]]
+) -> Iterator[LeafChunk]:
+    # fork where there is one: a worker starts in milliseconds and shares the parent's
+    # imports; it opens its own connection and touches nothing else the parent holds.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    start: Callable[..., None] = _start_worker
+    with context.Pool(jobs, start, (url, ring.pairs(), ring.current)) as pool:
+        yield from pool.imap(_read_range, ranges)
