@@ -14,7 +14,7 @@ cannot be rebuilt from the hashes an export carries.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
@@ -52,13 +52,19 @@ class CompactRange:
         found.size, found.nodes = size, list(nodes)
         return found
 
-    def append(self, leaf: bytes) -> None:
+    def append(self, leaf: bytes, completed: list[tuple[int, int, bytes]] | None = None) -> None:
+        """Add a leaf; with `completed`, also collect (height, index, root) of each perfect
+        subtree at a stored height (TILE_HEIGHT, 2 * TILE_HEIGHT, ...) it completes."""
         node = leaf
         size = self.size
+        height = 0
         # Merge with the subtrees the new leaf completes: one per trailing 1-bit of size.
         while size & 1:
             node = node_hash(self.nodes.pop(), node)
             size >>= 1
+            height += 1
+            if completed is not None and height % TILE_HEIGHT == 0:
+                completed.append((height, ((self.size + 1) >> height) - 1, node))
         self.nodes.append(node)
         self.size += 1
 
@@ -98,38 +104,110 @@ def root_of(leaves: Sequence[bytes]) -> bytes:
     return tree.root()
 
 
+# MTH(D[lo:hi]): the root of the subtree over positions lo .. hi - 1.
+Subtree = Callable[[int, int], bytes]
+
+
 def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     """PATH(index, D[n]): the audit path of leaf `index` in the tree of `leaves`."""
-    if not 0 <= index < len(leaves):
-        raise ValueError(f"leaf {index} is not in a tree of {len(leaves)}")
-    return _path(index, leaves, 0, len(leaves))
+    return inclusion_path(index, len(leaves), _over(leaves))
 
 
-def _path(m: int, leaves: Sequence[bytes], lo: int, hi: int) -> list[bytes]:
+def consistency_proof(first: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """PROOF(first, D[n]): that the tree of the first `first` leaves is a prefix of this one."""
+    return consistency_path(first, len(leaves), _over(leaves))
+
+
+def _over(leaves: Sequence[bytes]) -> Subtree:
+    return lambda lo, hi: root_of(leaves[lo:hi])
+
+
+def inclusion_path(index: int, size: int, subtree: Subtree) -> list[bytes]:
+    """PATH(index, D[size]) from the roots of the subtrees it needs, which `subtree` gives
+    (a log with stored interior nodes answers each from a few of them: see TiledTree)."""
+    if not 0 <= index < size:
+        raise ValueError(f"leaf {index} is not in a tree of {size}")
+    return _path(index, subtree, 0, size)
+
+
+def _path(m: int, subtree: Subtree, lo: int, hi: int) -> list[bytes]:
     n = hi - lo
     if n == 1:
         return []
     k = _split(n)
     if m < k:
-        return [*_path(m, leaves, lo, lo + k), root_of(leaves[lo + k : hi])]
-    return [*_path(m - k, leaves, lo + k, hi), root_of(leaves[lo : lo + k])]
+        return [*_path(m, subtree, lo, lo + k), subtree(lo + k, hi)]
+    return [*_path(m - k, subtree, lo + k, hi), subtree(lo, lo + k)]
 
 
-def consistency_proof(first: int, leaves: Sequence[bytes]) -> list[bytes]:
-    """PROOF(first, D[n]): that the tree of the first `first` leaves is a prefix of this one."""
-    if not 0 < first <= len(leaves):
-        raise ValueError(f"no consistency proof from size {first} to {len(leaves)}")
-    return _subproof(first, leaves, 0, len(leaves), True)
+def consistency_path(first: int, size: int, subtree: Subtree) -> list[bytes]:
+    """PROOF(first, D[size]) from subtree roots, as `inclusion_path`."""
+    if not 0 < first <= size:
+        raise ValueError(f"no consistency proof from size {first} to {size}")
+    return _subproof(first, subtree, 0, size, True)
 
 
-def _subproof(m: int, leaves: Sequence[bytes], lo: int, hi: int, whole: bool) -> list[bytes]:
+def _subproof(m: int, subtree: Subtree, lo: int, hi: int, whole: bool) -> list[bytes]:
     n = hi - lo
     if m == n:
-        return [] if whole else [root_of(leaves[lo:hi])]
+        return [] if whole else [subtree(lo, hi)]
     k = _split(n)
     if m <= k:
-        return [*_subproof(m, leaves, lo, lo + k, whole), root_of(leaves[lo + k : hi])]
-    return [*_subproof(m - k, leaves, lo + k, hi, False), root_of(leaves[lo : lo + k])]
+        return [*_subproof(m, subtree, lo, lo + k, whole), subtree(lo + k, hi)]
+    return [*_subproof(m - k, subtree, lo + k, hi, False), subtree(lo, lo + k)]
+
+
+# ---- stored interior nodes ----------------------------------------------------------------------
+
+# Heights at which a log stores the roots of its perfect subtrees: every 8th, so a subtree of
+# any size is folded from at most 128 stored roots and a proof reads O(log n) rows.
+TILE_HEIGHT = 8
+
+# (height, first, end): the stored values at `height` for positions first .. end - 1 (height
+# 0: the leaf hashes; above: the root of the perfect subtree over leaves
+# [i * 2^height, (i + 1) * 2^height)), or fewer when some were never stored.
+NodeReader = Callable[[int, int, int], Sequence[bytes]]
+
+
+class TiledTree:
+    """MTH of any range of a log that stores its subtree roots every TILE_HEIGHT levels:
+    what `inclusion_path` and `consistency_path` need, in O(log n) small reads instead of
+    every leaf. A log whose roots were never stored (older than them) is answered from the
+    level below, down to the leaves."""
+
+    def __init__(self, read: NodeReader) -> None:
+        self.read = read
+
+    def __call__(self, lo: int, hi: int) -> bytes:
+        n = hi - lo
+        if n == 1:
+            return self._values(0, lo, hi)[0]
+        if n & (n - 1) == 0 and lo % n == 0:
+            return self._perfect(lo, hi, n.bit_length() - 1)
+        k = _split(n)
+        return node_hash(self(lo, lo + k), self(lo + k, hi))
+
+    def _perfect(self, lo: int, hi: int, height: int) -> bytes:
+        level = height - height % TILE_HEIGHT
+        while True:
+            if level == height and level > 0:
+                found = self.read(level, lo >> level, (lo >> level) + 1)
+                if len(found) == 1:
+                    return found[0]
+                level -= TILE_HEIGHT
+                continue
+            found = self.read(level, lo >> level, hi >> level)
+            if len(found) == (hi - lo) >> level:
+                return root_of(found)
+            if level == 0:
+                raise ValueError(f"the log holds no leaf for some position in {lo}..{hi - 1}")
+            level -= TILE_HEIGHT
+
+    def _values(self, level: int, first: int, end: int) -> Sequence[bytes]:
+        found = self.read(level, first, end)
+        if len(found) != end - first:
+            raise ValueError(f"the log holds no leaf for some position in {first}..{end - 1}")
+        return found
 
 
 def verify_inclusion(

@@ -91,11 +91,13 @@ def sequence(uow_factory: UnitOfWorkFactory, batch: int = SEQUENCE_BATCH) -> int
             records = uow.audit.unsequenced(batch)
             tree = _range_of(state)
             places = []
+            completed: list[tuple[int, int, bytes]] = []
             for record in records:
                 leaf = entry_leaf(tree.size, record)
                 places.append((record.entry_id, tree.size, leaf))
-                tree.append(leaf)
+                tree.append(leaf, completed)
             uow.audit.assign(places)
+            uow.audit.add_nodes(completed)
             uow.audit.set_log_state(LogState(tree.size, tree.root(), b"".join(tree.nodes)))
             uow.commit()
         placed += len(records)

@@ -448,6 +448,15 @@ class AuditLog(Protocol):
         """The stored leaf hashes of positions 0 .. size - 1, by position."""
         ...
 
+    def add_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        """(height, index, root) of perfect subtrees the sequencer completed."""
+        ...
+
+    def nodes(self, height: int, first: int, end: int) -> list[bytes]:
+        """Stored values at `height` for positions first .. end - 1, in order: the leaf
+        hashes at height 0, subtree roots above; fewer when some are missing."""
+        ...
+
 
 class UnitOfWork(Protocol):
     institutions: InstitutionRepository

@@ -76,6 +76,7 @@ from hub.store.tables import (
     appeals,
     audit_checkpoints,
     audit_log,
+    audit_log_nodes,
     audit_log_state,
     auto_stop_rules,
     cases,
@@ -948,6 +949,32 @@ class SqlAudit:
             .order_by(audit_log.c.log_index)
         )
         return [bytes(r[0]) for r in rows]
+
+    def add_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        if nodes:
+            self.session.execute(
+                audit_log_nodes.insert(),
+                [{"height": h, "node_index": i, "node_hash": n} for h, i, n in nodes],
+            )
+
+    def nodes(self, height: int, first: int, end: int) -> list[bytes]:
+        if height == 0:
+            rows = self.session.execute(
+                select(audit_log.c.leaf_hash)
+                .where(audit_log.c.log_index >= first, audit_log.c.log_index < end)
+                .order_by(audit_log.c.log_index)
+            )
+        else:
+            rows = self.session.execute(
+                select(audit_log_nodes.c.node_hash)
+                .where(
+                    audit_log_nodes.c.height == height,
+                    audit_log_nodes.c.node_index >= first,
+                    audit_log_nodes.c.node_index < end,
+                )
+                .order_by(audit_log_nodes.c.node_index)
+            )
+        return [bytes(r[0]) for r in rows if r[0] is not None]
 
     def log_state(self, *, lock: bool = False) -> LogState:
         stmt = select(audit_log_state).where(audit_log_state.c.id == LOG_STATE_ID)

@@ -423,6 +423,18 @@ audit_checkpoints = Table(
     Column("envelope", LargeBinary, nullable=False),
 )
 
+# The roots of the tree's perfect subtrees at every 8th height (docs/audit.md): node (h, i)
+# covers leaves [i * 2^h, (i + 1) * 2^h). Written by the sequencer as each completes, so an
+# inclusion or consistency proof reads O(log n) rows instead of every leaf. An index, not
+# evidence: a wrong node only yields a proof that fails against the signed root.
+audit_log_nodes = Table(
+    "audit_log_nodes",
+    metadata,
+    Column("height", Integer, primary_key=True, autoincrement=False),
+    Column("node_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("node_hash", LargeBinary(32), nullable=False),
+)
+
 # Case clocks: one row each, with the due time of its next step (the sweep's index).
 clocks = Table(
     "clocks",

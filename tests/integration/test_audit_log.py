@@ -14,11 +14,12 @@ from sqlalchemy import Engine, LargeBinary, func, select, type_coerce, update
 
 from hub.cli import main
 from hub.crypto.fields import DataKeyError
-from hub.domain.merkle import inclusion_proof, verify_inclusion
+from hub.domain.merkle import inclusion_proof, verify_consistency, verify_inclusion
+from hub.service import audit_api as au
 from hub.service import auditlog
 from hub.service import handlers as h
 from hub.service.ports import AuditEntry, AuditRecord
-from hub.store.tables import audit_checkpoints, audit_log
+from hub.store.tables import audit_checkpoints, audit_log, audit_log_nodes
 from stophub.v1 import audit_pb2, case_pb2, envelope_pb2
 from tests.unit.test_handlers import MULE_B, report_body
 
@@ -235,3 +236,57 @@ def test_each_kind_of_tampering_is_named(
     shown = CliRunner().invoke(main, ["audit", "verify", "--db", str(net.store.url)])
     assert shown.exit_code == 1, shown.output
     assert what.upper() in shown.output
+
+
+def test_proofs_of_a_long_log_come_from_its_stored_subtree_roots(
+    net: Net,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past 256 entries the sequencer keeps the roots of whole subtrees: the API's proofs use
+    them (a few rows, not every leaf), verify against the signed roots, and a root that was
+    tampered with costs only speed: the proof is built again from the leaves."""
+    with net.store() as uow:
+        for i in range(700):
+            uow.audit.append(AuditEntry("clock", "HUB", f"bulk-{i}", f"step {i}"), net.clock.now())
+        uow.commit()
+    auditlog.sequence(net.store)
+    first = auditlog.checkpoint(net.store, net.hub_key, net.clock, every=None)
+    activity(net, 1)
+    auditlog.sequence(net.store)
+    second = auditlog.checkpoint(net.store, net.hub_key, net.clock, every=None)
+    assert first is not None and second is not None and second.tree_size > first.tree_size > 700
+    assert net.count(audit_log_nodes) == first.tree_size // 256
+
+    def prove(index: int) -> audit_pb2.InclusionProof:
+        return net.call(
+            "CENTRE",
+            au.GET_INCLUSION_PROOF,
+            audit_pb2.GetInclusionProofBody(log_index=index, tree_size=second.tree_size),
+            audit_pb2.InclusionProof,
+        )
+
+    for index in (0, 300, 511, 512, second.tree_size - 1):
+        proof = prove(index)
+        assert verify_inclusion(
+            index, second.tree_size, proof.leaf_hash, list(proof.hashes), second.root_hash
+        )
+    consistency = net.call(
+        "CENTRE",
+        au.GET_CONSISTENCY_PROOF,
+        audit_pb2.GetConsistencyProofBody(first_size=first.tree_size, second_size=second.tree_size),
+        audit_pb2.ConsistencyProof,
+    )
+    assert verify_consistency(
+        first.tree_size,
+        second.tree_size,
+        list(consistency.hashes),
+        first.root_hash,
+        second.root_hash,
+    )
+    with net.store.engine.begin() as conn:
+        conn.execute(update(audit_log_nodes).values(node_hash=bytes(32)))
+    proof = prove(300)
+    assert verify_inclusion(
+        300, second.tree_size, proof.leaf_hash, list(proof.hashes), second.root_hash
+    )
+    assert "stored subtree roots give a wrong proof" in caplog.text

@@ -22,6 +22,7 @@ from sqlalchemy import text as sa_text
 
 from hub.bootstrap import alembic_config, migrate
 from hub.crypto import fields
+from hub.domain.merkle import root_of
 from hub.store.sql import make_engine
 from hub.store.tables import NAMING_CONVENTION, audit_log, cases, metadata
 
@@ -29,6 +30,7 @@ T = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 APP_TABLES = {
     "appeals",
     "audit_checkpoints",
+    "audit_log_nodes",
     "audit_log_state",
     "list_changes",
     "list_entries",
@@ -284,3 +286,39 @@ def test_0003_seals_existing_rows_and_refuses_without_keys(
             "张伟测试 paid",
             b"envelope naming Zhang Weiplanted",
         )
+
+
+# ---- 0008: the audit log's subtree roots -------------------------------------------------------
+
+
+def test_0008_stores_the_subtree_roots_of_a_log_placed_before_it(
+    database_url: str, engine: Engine, data_keys: fields.Keyring
+) -> None:
+    cfg = alembic_config(database_url)
+    command.upgrade(cfg, "0007")
+    leaves = [bytes([i % 256, i // 256]) * 16 for i in range(600)]
+    with engine.begin() as conn:
+        md = MetaData()
+        log = Table("audit_log", md, autoload_with=conn)
+        conn.execute(
+            insert(log),
+            [
+                {
+                    "recorded_at": T,
+                    "kind": "clock",
+                    "actor": "HUB",
+                    "message_id": "",
+                    "detail": b"sealed elsewhere",
+                    "log_index": i,
+                    "leaf_hash": leaf,
+                }
+                for i, leaf in enumerate(leaves)
+            ],
+        )
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa_text("SELECT height, node_index, node_hash FROM audit_log_nodes ORDER BY node_index")
+        ).all()
+    assert [(h, i) for h, i, _ in rows] == [(8, 0), (8, 1)]
+    assert [bytes(n) for *_, n in rows] == [root_of(leaves[:256]), root_of(leaves[256:512])]

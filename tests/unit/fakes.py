@@ -95,6 +95,7 @@ class StoreState:
     places: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     log_state: LogState = field(default_factory=lambda: LogState(0, EMPTY_ROOT, b""))
     checkpoints: list[LogCheckpointRow] = field(default_factory=list)
+    log_nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
     next_sequence: int = 1
     # The fake's members are shared, mutable objects (tests revoke keys in place), so by
     # default it keeps no version and the hub caches nothing; a test of the cache sets one.
@@ -449,6 +450,17 @@ class FakeAudit:
 
     def leaves(self, size: int) -> list[bytes]:
         return [x.leaf_hash or b"" for x in self.placed(0, size)]
+
+    def add_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        for height, index, node in nodes:
+            assert (height, index) not in self._state.log_nodes, "duplicate subtree root"
+            self._state.log_nodes[height, index] = node
+
+    def nodes(self, height: int, first: int, end: int) -> list[bytes]:
+        if height == 0:
+            return [x.leaf_hash or b"" for x in self.placed(first, end - first)]
+        found = (self._state.log_nodes.get((height, i)) for i in range(first, end))
+        return [n for n in found if n is not None]
 
 
 class FakeClocks:

@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 from hub.domain.merkle import (
     EMPTY_ROOT,
     CompactRange,
+    TiledTree,
+    consistency_path,
     consistency_proof,
+    inclusion_path,
     inclusion_proof,
     leaf_hash,
     node_hash,
@@ -189,3 +192,82 @@ def test_out_of_range_is_refused() -> None:
     assert not verify_inclusion(8, 8, LEAVES[0], [], H(ROOTS[8]))
     assert not verify_consistency(5, 4, [], H(ROOTS[5]), H(ROOTS[4]))
     assert not verify_consistency(3, 5, [], H(ROOTS[3]), H(ROOTS[5]))
+
+
+# ---- stored subtree roots (ADR 16) ------------------------------------------------------------
+
+BIG = 70_000  # past 2^16: roots stored at heights 8 and 16
+
+
+@pytest.fixture(scope="module")
+def big_log() -> tuple[list[bytes], dict[tuple[int, int], bytes]]:
+    leaves = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(BIG)]
+    tree, completed = CompactRange(), []
+    for leaf in leaves:
+        tree.append(leaf, completed)
+    return leaves, {(h, i): n for h, i, n in completed}
+
+
+class Reader:
+    """The store's `nodes(height, first, end)` over a list and a dict, counting rows read."""
+
+    def __init__(self, leaves: list[bytes], nodes: dict[tuple[int, int], bytes]) -> None:
+        self.leaves, self.stored, self.rows = leaves, nodes, 0
+
+    def __call__(self, height: int, first: int, end: int) -> list[bytes]:
+        if height == 0:
+            found = self.leaves[first:end]
+        else:
+            found = [
+                self.stored[height, i] for i in range(first, end) if (height, i) in self.stored
+            ]
+        self.rows += len(found)
+        return found
+
+
+def test_the_sequencer_keeps_the_root_of_every_perfect_subtree_at_each_8th_height(
+    big_log: tuple[list[bytes], dict[tuple[int, int], bytes]],
+) -> None:
+    leaves, nodes = big_log
+    assert {h for h, _ in nodes} == {8, 16}
+    assert len([1 for h, _ in nodes if h == 8]) == BIG // 256
+    assert len([1 for h, _ in nodes if h == 16]) == BIG // 65536
+    for (height, index), node in list(nodes.items())[::37]:
+        width = 1 << height
+        assert node == root_of(leaves[index * width : (index + 1) * width])
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_proofs_from_stored_roots_equal_proofs_from_every_leaf(
+    big_log: tuple[list[bytes], dict[tuple[int, int], bytes]], data: st.DataObject
+) -> None:
+    leaves, nodes = big_log
+    size = data.draw(st.integers(1, BIG), label="size")
+    index = data.draw(st.integers(0, size - 1), label="index")
+    first = data.draw(st.integers(1, size), label="first")
+    read = Reader(leaves[:size], nodes)
+    tree = TiledTree(read)
+    assert inclusion_path(index, size, tree) == inclusion_proof(index, leaves[:size])
+    assert consistency_path(first, size, tree) == consistency_proof(first, leaves[:size])
+    # O(log n) rows, not n: a few hundred at most for the two proofs together.
+    assert read.rows <= 4 * 128 * size.bit_length()
+
+
+@pytest.mark.parametrize("keep", [(), (8,)], ids=["no-roots-stored", "only-height-8"])
+def test_a_log_without_its_roots_is_answered_from_the_level_below(
+    big_log: tuple[list[bytes], dict[tuple[int, int], bytes]], keep: tuple[int, ...]
+) -> None:
+    leaves, nodes = big_log
+    partial = {k: v for k, v in nodes.items() if k[0] in keep}
+    tree = TiledTree(Reader(leaves, partial))
+    for index in (0, 255, 256, 65_535, 65_536, BIG - 1):
+        assert inclusion_path(index, BIG, tree) == inclusion_proof(index, leaves)
+    assert consistency_path(65_537, BIG, tree) == consistency_proof(65_537, leaves)
+
+
+def test_a_missing_leaf_is_an_error_not_a_wrong_proof() -> None:
+    leaves = [leaf_hash(bytes([i])) for i in range(10)]
+    tree = TiledTree(Reader(leaves[:7], {}))
+    with pytest.raises(ValueError, match="no leaf"):
+        inclusion_path(2, 10, tree)
