@@ -25,6 +25,8 @@ from hub.domain.cases import Policy
 from hub.domain.clocks import Policy as ClockPolicy
 from hub.domain.institutions import HUB_CODE, InstitutionKind
 from hub.logmask import install as mask_accounts_in_logs
+from hub.observability.health import sql_probe
+from hub.observability.metrics import sql_snapshot
 from hub.policy import load_policy
 from hub.service.admin import NewKey, Registry
 from hub.service.handlers import Hub
@@ -130,9 +132,16 @@ async def serve(
     tls: TlsConfig | None = None,
     data_keys: fields.Keyring | str | Path | None = None,
     list_key: ListKey | str | Path | None = None,
+    metrics_address: str | None = None,
+    health_address: str | None = None,
+    health_interval: float = 5.0,
 ) -> tuple[HubServer, SqlStore]:
     """`data_keys`: the keyring (or its file) that seals personal data; None keeps the one
-    already configured in this process, and there must be one."""
+    already configured in this process, and there must be one.
+
+    `metrics_address` (HOST:PORT) serves Prometheus metrics at /metrics; `health_address`
+    opens a plain-text port with grpc.health.v1 only. Health on every port follows the
+    database, probed every `health_interval` seconds (docs/operations.md)."""
     if data_keys is not None:
         if not isinstance(data_keys, fields.Keyring):
             data_keys = fields.load_keyring_file(data_keys)
@@ -161,6 +170,11 @@ async def serve(
         workers=workers,
         sweep_interval=sweep_interval,
         tls=tls,
+        metrics_address=metrics_address,
+        health_address=health_address,
+        database_probe=sql_probe(store),
+        read_snapshot=sql_snapshot(store),
+        health_interval=health_interval,
     )
     if late_after is not None:
         server.hub.sweeper.late_after = late_after

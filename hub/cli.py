@@ -35,7 +35,8 @@ from hub.domain.cases import CaseState, mask
 from hub.domain.clocks import CaseClock, PolicyError
 from hub.domain.institutions import HUB_CODE, ContactRole, DutyContact, InstitutionKind
 from hub.domain.trail import accounts_of
-from hub.logmask import install as mask_accounts_in_logs
+from hub.observability import logs as observability_logs
+from hub.observability.metrics import parse_address
 from hub.policy import load_policy
 from hub.render import case_view, cases_table, institution_view
 from hub.service.admin import NewKey, Registry
@@ -78,6 +79,16 @@ data_keys_option = click.option(
     f"{fields.DEFAULT_FILE}; create it with `stophub datakeys generate`).",
 )
 _data_keys_file: str | None = None  # the group's --data-keys, for every command
+_log_format: str = "text"  # the group's --log-format
+
+
+def _announce(message: str) -> None:
+    """A line for the operator on stderr: as it is in text mode, as a log record (one JSON
+    object) when the logs are JSON, so a log shipper never meets a line it cannot parse."""
+    if _log_format == "json":
+        logging.getLogger("hub.cli").info("%s", message)
+    else:
+        click.echo(message, err=True)
 
 
 def use_data_keys(file: str | None = None) -> fields.Keyring:
@@ -100,16 +111,23 @@ def open_store(database_url: str) -> SqlStore:
 
 @click.group()
 @click.option("--log-level", default="WARNING", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(observability_logs.FORMATS),
+    default="text",
+    show_default=True,
+    envvar=observability_logs.ENV_FORMAT,
+    help="text, or json: one JSON object per line (time, level, logger, message, and "
+    f"case_id, message_id, institution, rpc when known). Env: ${observability_logs.ENV_FORMAT}.",
+)
 @data_keys_option
-def main(log_level: str, data_keys: str | None) -> None:
+def main(log_level: str, log_format: observability_logs.LogFormat, data_keys: str | None) -> None:
     """StopHub: emergency stop-payment coordination between banks, payment institutions and
     the police anti-fraud centre."""
-    global _data_keys_file
+    global _data_keys_file, _log_format
     _data_keys_file = data_keys
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    mask_accounts_in_logs()
+    _log_format = log_format
+    observability_logs.configure(log_level, log_format)
 
 
 # ---- serve / migrate ---------------------------------------------------------------------------
@@ -151,6 +169,22 @@ def main(log_level: str, data_keys: str | None) -> None:
     help=f"The network's list key (default: ${LIST_KEY_ENV_FILE}, ${LIST_KEY_ENV} or "
     f"{LIST_KEY_FILE} if it exists; without one, everything but the blacklist is served).",
 )
+@click.option(
+    "--metrics-address",
+    default=None,
+    envvar="STOPHUB_METRICS_ADDRESS",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics over plain HTTP at http://HOST:PORT/metrics (default: "
+    "off). Env: $STOPHUB_METRICS_ADDRESS.",
+)
+@click.option(
+    "--health-address",
+    default=None,
+    envvar="STOPHUB_HEALTH_ADDRESS",
+    metavar="HOST:PORT",
+    help="A second, PLAIN-TEXT gRPC port serving only grpc.health.v1.Health, for probes "
+    "that cannot present a client certificate (default: off). Env: $STOPHUB_HEALTH_ADDRESS.",
+)
 @data_keys_option
 @refusals_as_errors
 def serve(
@@ -162,6 +196,8 @@ def serve(
     tls_dir: str,
     insecure_plaintext: bool,
     list_key_file: str | None,
+    metrics_address: str | None,
+    health_address: str | None,
     data_keys: str | None,
 ) -> None:
     """Serve the hub over gRPC with mutual TLS (health checking and reflection on)."""
@@ -179,6 +215,16 @@ def serve(
         list_key = bootstrap.find_list_key(list_key_file)
     except ListKeyError as err:
         raise click.ClickException(str(err)) from err
+    for flag, given in (
+        ("--metrics-address", metrics_address),
+        ("--health-address", health_address),
+    ):
+        if given is not None:
+            try:
+                parse_address(given)
+            except ValueError as err:
+                raise click.BadParameter(str(err), param_hint=flag) from err
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     tls = None if insecure_plaintext else _server_tls(Path(tls_dir))
     if insecure_plaintext:
         logging.getLogger("hub.cli").warning(
@@ -186,7 +232,6 @@ def serve(
             "certificates: anyone on the network can read the traffic and connect. "
             "Development only; never with real data."
         )
-    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
 
     async def run() -> None:
         server, store = await bootstrap.serve(
@@ -198,11 +243,17 @@ def serve(
             tls=tls,
             data_keys=ring,
             list_key=list_key,
+            metrics_address=metrics_address,
+            health_address=health_address,
         )
         how = "mutual TLS" if tls else "PLAIN TEXT (--insecure-plaintext)"
-        click.echo(
-            f"StopHub serving on {address.rsplit(':', 1)[0]}:{server.port} over {how}", err=True
-        )
+        _announce(f"StopHub serving on {address.rsplit(':', 1)[0]}:{server.port} over {how}")
+        if metrics_address is not None:
+            host = parse_address(metrics_address)[0]
+            _announce(f"metrics at http://{host}:{server.metrics_port}/metrics")
+        if health_address is not None:
+            host = parse_address(health_address)[0]
+            _announce(f"health (plain text, grpc.health.v1 only) on {host}:{server.health_port}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -243,9 +294,7 @@ def _server_tls(directory: Path) -> pki.TlsConfig:
             f"{directory}`. For local development only, `--insecure-plaintext` serves without TLS."
         )
     tls = pki.server_tls(directory)
-    click.echo(
-        f"clients must present a certificate from the CA {pki.fingerprint(tls.ca)}", err=True
-    )
+    _announce(f"clients must present a certificate from the CA {pki.fingerprint(tls.ca)}")
     return tls
 
 
@@ -363,8 +412,14 @@ def audit_signatures(database_url: str) -> None:
 @audit.command("verify")
 @db_option
 @click.option("--quiet", is_flag=True, help="Only the summary and the problems.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes that read and hash the entries (default: one per core, at most 8).",
+)
 @refusals_as_errors
-def audit_verify(database_url: str, quiet: bool) -> None:
+def audit_verify(database_url: str, quiet: bool, jobs: int | None) -> None:
     """Check the audit log as a Merkle tree (docs/audit.md): every entry against its leaf and
     its place, every hub-signed checkpoint's signature and root against the tree the entries
     make now, and every stored envelope's signature with the key valid when it was recorded.
@@ -377,7 +432,7 @@ def audit_verify(database_url: str, quiet: bool) -> None:
     with store(read_only=True) as uow:
         hub = uow.institutions.get(HUB_CODE)
         keys = {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
-    result = auditlog.verify_store(store, keys.get)
+    result = auditlog.verify_store(store, keys.get, lambda: store.scan_audit(jobs))
     print_verification(result)
     waiting = [f for f in result.findings if f.what == "unsequenced"]
     if not quiet and waiting:

@@ -25,19 +25,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
 from hub.api.decoding import Undecodable
 from hub.api.servicers import Runner, peer_institution
 from hub.domain.errors import DomainError
+from hub.observability import logs
 from hub.service import delivery as service
 from hub.service.handlers import Hub
 from hub.service.ports import PendingDelivery, StoreUnavailable
@@ -67,6 +70,17 @@ class Connection:
 class _InFlight:
     connection: Connection
     sent_at: float
+    # Case time of the commit that queued it (the hub signs it in that transaction), for
+    # the delivery lag metric.
+    committed_at: datetime | None = None
+
+
+class DeliveryMetrics(Protocol):
+    """What the router reports to hub.observability.metrics."""
+
+    def streams_connected(self, count: int) -> None: ...
+
+    def delivery_acknowledged(self, lag_seconds: float) -> None: ...
 
 
 class InstitutionGroup:
@@ -144,6 +158,8 @@ class DeliveryRouter:
         self._task: asyncio.Task[None] | None = None
         self._acks: list[_PendingAck] = []
         self._ack_task: asyncio.Task[None] | None = None
+        self.metrics: DeliveryMetrics | None = None
+        self._open = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -181,10 +197,15 @@ class DeliveryRouter:
         if group is None:
             group = self.groups[institution] = InstitutionGroup(institution)
         group.connections.append(conn)
+        self._opened(1)
         # A new connection gets everything unacknowledged that is not in flight elsewhere.
         self._reload(group)
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="deliveries")
+            # A context of its own: the router's lines are about every stream, not the one
+            # whose call happened to start it (hub.observability.logs).
+            self._task = asyncio.create_task(
+                self._run(), name="deliveries", context=contextvars.Context()
+            )
         log.info("%s connected stream %s (%d open)", institution, name, len(group.connections))
         return conn
 
@@ -193,17 +214,28 @@ class DeliveryRouter:
         if group is None or conn not in group.connections:
             return
         group.connections.remove(conn)
+        self._opened(-1)
         if not group.connections:
             del self.groups[conn.institution]
         elif any(f.connection is conn for f in group.in_flight.values()):
             self._reload(group)  # its unacknowledged deliveries move to the other connection
         log.info("%s stream %s closed", conn.institution, conn.name)
 
+    def _opened(self, change: int) -> None:
+        self._open = max(0, self._open + change)
+        if self.metrics is not None:
+            self.metrics.streams_connected(self._open)
+
     def acked(self, conn: Connection, sequences: Iterable[int]) -> None:
         group = self.groups.get(conn.institution)
         if group is None:
             return
+        now = self.hub.clock.now() if self.metrics is not None else None
         for seq in sequences:
+            flight = group.in_flight.get(seq)
+            if now is not None and flight is not None and flight.committed_at is not None:
+                assert self.metrics is not None
+                self.metrics.delivery_acknowledged((now - flight.committed_at).total_seconds())
             group.forget(seq)
         if group.backlog:
             self._reload(group)  # room in the window for what waits behind it
@@ -401,12 +433,16 @@ class DeliveryRouter:
                 else:
                     target = min(live, key=lambda c: c.in_flight)
                 target.in_flight += 1
-                group.in_flight[d.sequence] = _InFlight(target, now)
+                envelope = envelope_pb2.Envelope.FromString(d.envelope)
+                committed_at = (
+                    envelope.create_time.ToDatetime(tzinfo=UTC)
+                    if self.metrics is not None and envelope.HasField("create_time")
+                    else None
+                )
+                group.in_flight[d.sequence] = _InFlight(target, now, committed_at)
                 target.queue.put_nowait(
                     delivery_pb2.StreamDeliveriesResponse(
-                        sequence=d.sequence,
-                        envelope=envelope_pb2.Envelope.FromString(d.envelope),
-                        attempt=attempt,
+                        sequence=d.sequence, envelope=envelope, attempt=attempt
                     )
                 )
 
@@ -420,7 +456,9 @@ class DeliveryRouter:
         result: asyncio.Future[list[int] | DomainError] = asyncio.get_running_loop().create_future()
         self._acks.append(_PendingAck(conn, service.Ack(conn.institution, envelope, peer), result))
         if self._ack_task is None or self._ack_task.done():
-            self._ack_task = asyncio.create_task(self._store_acks(), name="acknowledgements")
+            self._ack_task = asyncio.create_task(
+                self._store_acks(), name="acknowledgements", context=contextvars.Context()
+            )
         return await result
 
     async def _store_acks(self) -> None:
@@ -448,6 +486,7 @@ class DeliveryRouter:
             for conn in group.connections:
                 conn.queue.put_nowait(_CLOSE)
         self.groups.clear()
+        self._opened(-self._open)
         # A transaction under way finishes on its thread; nothing new starts.
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -481,6 +520,8 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
         except DomainError as err:
             await self.r.abort(context, err, first.envelope)
             return
+        # Log lines about this stream (its acknowledgements' too) name the institution.
+        logs.enter(institution=code, message_id=first.envelope.message_id)
         # Initial metadata tells the client its subscription was accepted.
         await context.send_initial_metadata((("stophub-subscribed", code),))
         conn = self.router.attach(code, name, first.envelope.key_id)

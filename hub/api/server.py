@@ -26,6 +26,13 @@ from hub.api.servicers import (
     SlaServicer,
 )
 from hub.crypto.pki import TlsConfig
+from hub.observability.health import DatabaseHealth, serve_health
+from hub.observability.metrics import (
+    HubMetrics,
+    MetricsHttpServer,
+    RpcInterceptor,
+    Snapshot,
+)
 from hub.service.handlers import Hub
 from hub.service.ports import Notifier, PendingDelivery, StoreUnavailable
 from stophub.v1 import (
@@ -86,9 +93,23 @@ class HubServer:
         port: int,
         scheduler: AsyncIOScheduler | None = None,
         lists: ListServicer | None = None,
+        *,
+        metrics: HubMetrics | None = None,
+        metrics_http: MetricsHttpServer | None = None,
+        database_health: DatabaseHealth | None = None,
+        health_server: grpc.aio.Server | None = None,
+        health_port: int | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.lists = lists
+        # This hub's metrics (its own registry), and where they are served, if anywhere.
+        self.metrics = metrics or HubMetrics()
+        self.metrics_http = metrics_http
+        self.metrics_port = metrics_http.port if metrics_http is not None else None
+        self.database_health = database_health
+        # The plain-text port serving grpc.health.v1 only, if one was asked for.
+        self.health_server = health_server
+        self.health_port = health_port
         self.hub = hub
         self.router = router
         self.server = server
@@ -99,12 +120,18 @@ class HubServer:
     async def stop(self, grace: float = 2.0) -> None:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.database_health is not None:
+            await self.database_health.stop()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.router.close()
         if self.lists is not None:
             await self.lists.watcher.close()
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
+        if self.metrics_http is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.metrics_http.stop)
         self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def wait(self) -> None:
@@ -119,13 +146,26 @@ async def start_server(
     ack_timeout: float = 5.0,
     sweep_interval: float | None = 0.5,
     tls: TlsConfig | None = None,
+    metrics_address: str | None = None,
+    health_address: str | None = None,
+    database_probe: Callable[[], None] | None = None,
+    read_snapshot: Callable[[], Snapshot] | None = None,
+    health_interval: float = 5.0,
+    health_timeout: float = 2.0,
+    snapshot_max_age: float = 5.0,
 ) -> HubServer:
     """Bind `address` (host:port, port 0 for any free port) and start serving.
 
     With `tls`, the port speaks TLS only and every client must present a certificate the
     network's CA issued (health and reflection included); the hub then requires each
     request's sender to be the institution that certificate names. Without it the port is
-    plain text: development only."""
+    plain text: development only.
+
+    Operations (docs/operations.md): `metrics_address` serves Prometheus metrics at
+    http://HOST:PORT/metrics, the database figures read by `read_snapshot` at most every
+    `snapshot_max_age` seconds; `database_probe` (raising when the database cannot be
+    reached) runs every `health_interval` seconds and turns health NOT_SERVING while it
+    fails; `health_address` opens a plain-text port serving only grpc.health.v1.Health."""
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub")
     # The hub notifies the router, and the router calls the hub: break the cycle with a
     # forwarder that is pointed at the router once both exist.
@@ -135,8 +175,17 @@ async def start_server(
     router = DeliveryRouter(runner, ack_timeout=ack_timeout)
     forward.target = router
     router.bind(asyncio.get_running_loop())
+    metrics = HubMetrics()
+    router.metrics = metrics
+    if read_snapshot is not None:
+        metrics.watch_database(
+            read_snapshot,
+            max_age=snapshot_max_age,
+            kinds=[c.name for c in hub.clock_policy.clocks],
+        )
     server = grpc.aio.server(
-        interceptors=[DecodeGuard(runner)],
+        # The metrics first: they see what DecodeGuard refuses.
+        interceptors=[RpcInterceptor(metrics), DecodeGuard(runner)],
         options=[
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
@@ -180,11 +229,56 @@ async def start_server(
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # The extra ports open once the hub serves: a readiness probe never finds the health
+    # port before the hub.
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+    metrics_http: MetricsHttpServer | None = None
+    try:
+        if health_address is not None:
+            health_server, health_port = await serve_health(health_servicer, health_address)
+        if metrics_address is not None:
+            metrics_http = MetricsHttpServer(metrics.registry, metrics_address)
+    except BaseException:
+        if health_server is not None:
+            await health_server.stop(0)
+        await router.close()
+        await lists.watcher.close()
+        await server.stop(0)
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    database_health = None
+    if database_probe is not None:
+        # Reachable a moment ago (the store was just opened), as the statuses above say.
+        metrics.database_reachable(True)
+        database_health = DatabaseHealth(
+            health_servicer,
+            ("", *SERVICE_NAMES),
+            database_probe,
+            interval=health_interval,
+            timeout=health_timeout,
+            on_change=metrics.database_reachable,
+        )
+        database_health.start()
     scheduler = None
     if sweep_interval:
         scheduler = start_sweeping(hub, executor, sweep_interval)
     log.info("StopHub serving on port %d (%s)", port, "mutual TLS" if tls else "PLAIN TEXT")
-    return HubServer(hub, router, server, health_servicer, executor, port, scheduler, lists)
+    return HubServer(
+        hub,
+        router,
+        server,
+        health_servicer,
+        executor,
+        port,
+        scheduler,
+        lists,
+        metrics=metrics,
+        metrics_http=metrics_http,
+        database_health=database_health,
+        health_server=health_server,
+        health_port=health_port,
+    )
 
 
 AUDIT_LOG_INTERVAL = 0.5
@@ -214,7 +308,9 @@ def start_sweeping(hub: Hub, executor: ThreadPoolExecutor, interval: float) -> A
             log.info("fired %d clock step(s)", fired)
 
     # A sweep still running when the next is due is skipped by design (max_instances=1);
-    # APScheduler reports each skip as a warning, which would bury the real ones.
+    # APScheduler reports each skip as a warning, which would bury the real ones, and each run
+    # at INFO: four lines a second under `serve`, 700k a day, saying nothing.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     scheduler = AsyncIOScheduler(event_loop=loop)
     scheduler.add_job(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -13,6 +15,7 @@ from google.protobuf.message import Message
 from hub.api.errors import rejection_body, status_for
 from hub.crypto.pki import institution_from_uris
 from hub.domain.errors import DomainError
+from hub.observability import logs
 from hub.service import audit_api
 from hub.service import handlers as h
 from hub.service.handlers import Command, Hub
@@ -54,7 +57,10 @@ class Runner:
         self.executor = executor
 
     async def call(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        # With the caller's context: log lines written on the worker thread carry the
+        # request's ids (hub.observability.logs).
+        work = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, work)
 
     async def abort(
         self,
@@ -78,19 +84,27 @@ class Runner:
         response_type: type[R],
     ) -> R:
         envelope: envelope_pb2.Envelope = request.envelope
-        try:
-            answer = await self.call(self.hub.handle, command, envelope, peer_institution(context))
-        except DomainError as err:
-            log.info(
-                "refused %s from %s/%s: %s %s",
-                command.name,
-                envelope.sender,
-                envelope.message_id,
-                err.code,
-                err.reason,
-            )
-            await self.abort(context, err, envelope)
-            raise AssertionError("abort returns by raising") from err
+        with logs.scope(
+            institution=envelope.sender,
+            message_id=envelope.message_id,
+            # Read from the body only if a line is written.
+            case_id=functools.partial(logs.case_id_in, envelope.body, envelope.body_type),
+        ):
+            try:
+                answer = await self.call(
+                    self.hub.handle, command, envelope, peer_institution(context)
+                )
+            except DomainError as err:
+                log.info(
+                    "refused %s from %s/%s: %s %s",
+                    command.name,
+                    envelope.sender,
+                    envelope.message_id,
+                    err.code,
+                    err.reason,
+                )
+                await self.abort(context, err, envelope)
+                raise AssertionError("abort returns by raising") from err
         return response_type(envelope=answer)
 
 

@@ -1,0 +1,422 @@
+"""Prometheus metrics of one hub, on their own registry (several hubs in one process, as in
+the tests, do not share or clash), served over HTTP at /metrics (docs/operations.md).
+
+- RPCs: an interceptor counts every call by full method and status code when it ends
+  (streams included) and times unary calls (time.perf_counter: a duration, not a time).
+- Delivery: the router reports its open streams and, for each delivery acknowledged, the
+  case time (the hub's Clock) from its commit to its acknowledgement.
+- Database figures (open clocks, breaches, the list's version) come from a snapshot that a
+  scrape refreshes at most every `max_age` seconds, one query for all of them; without
+  scrapes the database is never asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+import threading
+import time
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+import grpc
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    make_wsgi_app,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from hub.domain.clocks import ClockState
+from hub.observability import logs
+from hub.store.sql import SqlStore, SqlUnitOfWork
+from hub.store.tables import clocks
+
+log = logging.getLogger(__name__)
+
+# Unary calls: a signature check and one commit take a few ms; a slow database, seconds.
+RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Commit to acknowledgement: sub-second on a live stream; minutes while an institution is away.
+LAG_BUCKETS = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
+UNKNOWN_METHOD = "unknown"
+SNAPSHOT_MAX_AGE = 5.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the database says, per clock kind."""
+
+    open_clocks: Mapping[str, int] = field(default_factory=dict)
+    # Open clocks whose deadline already passed (breached, not yet met).
+    overdue_clocks: Mapping[str, int] = field(default_factory=dict)
+    # Clocks that ever breached their deadline, open or closed.
+    breaches: Mapping[str, int] = field(default_factory=dict)
+    list_version: int = 0
+
+
+class SnapshotCollector(Collector):
+    """The database figures, read by `read` at most once every `max_age` seconds however
+    often Prometheus (or several of them) scrapes; a failed read keeps the last snapshot
+    (its age says how old) and waits `max_age` too before the next try."""
+
+    def __init__(
+        self,
+        read: Callable[[], Snapshot],
+        *,
+        max_age: float = SNAPSHOT_MAX_AGE,
+        kinds: Iterable[str] = (),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.read = read
+        self.max_age = max_age
+        # Every kind the policy knows is exported, at 0 until a clock of it exists, so an
+        # alert on increase() sees the first breach.
+        self.kinds = tuple(dict.fromkeys(kinds))
+        self.monotonic = monotonic
+        self.reads = 0
+        self.errors = 0
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._read_at: float | None = None  # of the last successful read
+        self._tried_at: float | None = None
+
+    def snapshot(self) -> Snapshot | None:
+        with self._lock:
+            now = self.monotonic()
+            if self._tried_at is None or now - self._tried_at >= self.max_age:
+                self._tried_at = now
+                self.reads += 1
+                try:
+                    self._snapshot = self.read()
+                except Exception as err:
+                    self.errors += 1
+                    log.warning("metrics snapshot not refreshed: %s", err)
+                else:
+                    self._read_at = now
+            return self._snapshot
+
+    def age(self) -> float | None:
+        if self._read_at is None:
+            return None
+        return max(0.0, self.monotonic() - self._read_at)
+
+    def describe(self) -> Iterable[Metric]:
+        # Registration asks for the names only: no database read.
+        return self._families(None)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self.snapshot())
+
+    def _families(self, snap: Snapshot | None) -> Iterator[Metric]:
+        kinds = list(self.kinds)
+        if snap is not None:
+            for by_kind in (snap.open_clocks, snap.overdue_clocks, snap.breaches):
+                kinds.extend(k for k in by_kind if k not in kinds)
+        open_ = GaugeMetricFamily(
+            "stophub_clocks_open", "Case clocks running now, by clock kind.", labels=["kind"]
+        )
+        overdue = GaugeMetricFamily(
+            "stophub_clocks_overdue",
+            "Running case clocks already past their deadline (breached, not yet met).",
+            labels=["kind"],
+        )
+        breaches = CounterMetricFamily(
+            "stophub_clock_breaches",
+            "Case clocks that passed their deadline before they were met, by clock kind "
+            "(all time, from the database: the same figure on every hub).",
+            labels=["kind"],
+        )
+        version = GaugeMetricFamily(
+            "stophub_blacklist_version", "The blacklist's current version (its last change)."
+        )
+        if snap is not None:
+            for kind in kinds:
+                open_.add_metric([kind], snap.open_clocks.get(kind, 0))
+                overdue.add_metric([kind], snap.overdue_clocks.get(kind, 0))
+                breaches.add_metric([kind], snap.breaches.get(kind, 0))
+            version.add_metric([], snap.list_version)
+        yield open_
+        yield overdue
+        yield breaches
+        yield version
+        age = GaugeMetricFamily(
+            "stophub_snapshot_age_seconds",
+            "Seconds since the database figures above were read.",
+        )
+        if snap is not None and (seconds := self.age()) is not None:
+            age.add_metric([], seconds)
+        yield age
+        yield CounterMetricFamily(
+            "stophub_snapshot_errors",
+            "Reads of the database figures that failed (the last snapshot stays).",
+            value=self.errors,
+        )
+
+
+def sql_snapshot(store: SqlStore) -> Callable[[], Snapshot]:
+    """One read-only transaction: clocks counted by kind, state and breach (one query), and
+    the list's state through the store's port."""
+    count_clocks = select(clocks.c.kind, clocks.c.state, clocks.c.breached, func.count()).group_by(
+        clocks.c.kind, clocks.c.state, clocks.c.breached
+    )
+
+    def read() -> Snapshot:
+        open_: dict[str, int] = {}
+        overdue: dict[str, int] = {}
+        breaches: dict[str, int] = {}
+        with store(read_only=True) as uow:
+            assert isinstance(uow, SqlUnitOfWork)
+            for kind, state, breached, n in uow.session.execute(count_clocks):
+                if state == ClockState.OPEN:
+                    open_[kind] = open_.get(kind, 0) + n
+                    if breached:
+                        overdue[kind] = overdue.get(kind, 0) + n
+                if breached:
+                    breaches[kind] = breaches.get(kind, 0) + n
+            version = uow.lists.state().version
+        return Snapshot(open_, overdue, breaches, version)
+
+    return read
+
+
+class HubMetrics:
+    """One hub's metrics, on `registry` (a new one unless given)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        # The process's own figures (process_cpu_seconds_total, process_resident_memory_bytes,
+        # open fds, ...; python_info), on this registry too.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.rpc_handled = Counter(
+            "stophub_rpc_handled",
+            "RPCs finished, by full method and gRPC status code (streams when they end).",
+            ["method", "code"],
+            registry=r,
+        )
+        self.rpc_duration = Histogram(
+            "stophub_rpc_duration_seconds",
+            "Time the hub took for a unary RPC, by full method and gRPC status code.",
+            ["method", "code"],
+            buckets=RPC_BUCKETS,
+            registry=r,
+        )
+        self.rpc_in_flight = Gauge(
+            "stophub_rpc_in_flight",
+            "RPCs under way, by full method (open streams included).",
+            ["method"],
+            registry=r,
+        )
+        self.streams = Gauge(
+            "stophub_delivery_streams_connected",
+            "Delivery streams (StreamDeliveries) subscribed on this hub.",
+            registry=r,
+        )
+        self.delivery_lag = Histogram(
+            "stophub_delivery_lag_seconds",
+            "Case time from a delivery's commit to the recipient's acknowledgement, for "
+            "deliveries this hub sent.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.database_up: Gauge | None = None  # with a database probe only
+        self.collector: SnapshotCollector | None = None
+
+    # ---- what the router reports (hub.api.delivery.DeliveryMetrics) --------------------------
+
+    def streams_connected(self, count: int) -> None:
+        self.streams.set(count)
+
+    def delivery_acknowledged(self, lag_seconds: float) -> None:
+        self.delivery_lag.observe(max(0.0, lag_seconds))
+
+    # ---- the database ------------------------------------------------------------------------
+
+    def database_reachable(self, up: bool) -> None:
+        """What the health probe found (hub.observability.health)."""
+        if self.database_up is None:
+            self.database_up = Gauge(
+                "stophub_database_up",
+                "1 when the last health probe reached the database, 0 when it did not.",
+                registry=self.registry,
+            )
+        self.database_up.set(1 if up else 0)
+
+    def watch_database(
+        self,
+        read: Callable[[], Snapshot],
+        *,
+        max_age: float = SNAPSHOT_MAX_AGE,
+        kinds: Iterable[str] = (),
+    ) -> SnapshotCollector:
+        self.collector = SnapshotCollector(read, max_age=max_age, kinds=kinds)
+        self.registry.register(self.collector)
+        return self.collector
+
+    def rpc_done(self, method: str, code: str, seconds: float | None) -> None:
+        self.rpc_handled.labels(method, code).inc()
+        if seconds is not None:
+            self.rpc_duration.labels(method, code).observe(seconds)
+
+
+# ---- the RPC interceptor -----------------------------------------------------------------------
+
+
+def _status(context: Any, exc: BaseException | None) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED"
+    try:
+        code = context.code()
+    except Exception:
+        code = None
+    if isinstance(code, grpc.StatusCode):
+        name = code.name
+    elif isinstance(code, int):
+        name = next((s.name for s in grpc.StatusCode if s.value[0] == code), "UNKNOWN")
+    else:
+        name = "OK"
+    if exc is not None and name == "OK":
+        return "UNKNOWN"  # an exception the handler did not turn into a status
+    return name
+
+
+class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Counts and times every call, and names it (`rpc`) in the log lines written for it.
+    First in the chain, so refusals the inner interceptors make (DecodeGuard's) count too."""
+
+    def __init__(self, metrics: HubMetrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        method = str(handler_call_details.method)
+        if handler is None:
+            # No such method: answered UNIMPLEMENTED by gRPC. The name is the caller's
+            # choice, so it is not a label value.
+            self.metrics.rpc_done(UNKNOWN_METHOD, "UNIMPLEMENTED", None)
+            return handler
+        for attr in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            behavior = getattr(handler, attr)
+            if behavior is not None:
+                wrapped = self._wrap(behavior, method, timed=attr.endswith("_unary"))
+                return handler._replace(**{attr: wrapped})  # type: ignore[attr-defined,no-any-return]
+        return handler
+
+    def _wrap(self, behavior: Callable[..., Any], method: str, *, timed: bool) -> Any:
+        metrics = self.metrics
+        if inspect.isasyncgenfunction(behavior):
+
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                logs.enter(rpc=method)
+                metrics.rpc_in_flight.labels(method).inc()
+                error: BaseException | None = None
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    metrics.rpc_in_flight.labels(method).dec()
+                    metrics.rpc_done(method, _status(context, error), None)
+
+            return stream
+        if inspect.iscoroutinefunction(behavior):
+
+            async def call(request: Any, context: Any) -> Any:
+                logs.enter(rpc=method)
+                metrics.rpc_in_flight.labels(method).inc()
+                started = time.perf_counter()
+                error: BaseException | None = None
+                try:
+                    return await behavior(request, context)
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    metrics.rpc_in_flight.labels(method).dec()
+                    elapsed = time.perf_counter() - started
+                    metrics.rpc_done(method, _status(context, error), elapsed if timed else None)
+
+            return call
+        return behavior  # a synchronous handler (none in the hub): left as it is
+
+
+# ---- HTTP --------------------------------------------------------------------------------------
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """'HOST:PORT', '[::]:PORT' or ':PORT' (all interfaces)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"address {address!r}: write HOST:PORT, e.g. 0.0.0.0:9464")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per scrape on stderr is noise
+
+
+class MetricsHttpServer:
+    """The registry at http://HOST:PORT/metrics, served by a daemon thread."""
+
+    def __init__(self, registry: CollectorRegistry, address: str) -> None:
+        host, port = parse_address(address)
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family = info[0][0]
+
+        class Server(ThreadingMixIn, WSGIServer):
+            daemon_threads = True
+            address_family = family
+
+        metrics_app = make_wsgi_app(registry)
+
+        def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            if environ.get("PATH_INFO", "") in ("/metrics", "/metrics/"):
+                body: Iterable[bytes] = metrics_app(environ, start_response)
+                return body
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"StopHub metrics are at /metrics\n"]
+
+        self.httpd = make_server(host, port, app, Server, handler_class=_Quiet)
+        self.port = int(self.httpd.server_address[1])
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, name="metrics-http", daemon=True
+        )
+        self.thread.start()
+        log.info("metrics at http://%s:%d/metrics", host, self.port)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
