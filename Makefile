@@ -3,6 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Node.js 20+ and npm: the buf CLI (tools/buf) and the Node.js bank example (examples/node-bank),
+# each installed from its package-lock.json and reinstalled when that changes.
+NPM ?= npm
+BUF := tools/buf/node_modules/.bin/buf
+BUF_STAMP := tools/buf/node_modules/.installed-stamp
+NODE_BANK_STAMP := examples/node-bank/node_modules/.installed-stamp
+# The release `buf breaking` holds proto/ to (docs/proto-style.md; cut with tools/buf/cut-baseline).
+PROTO_BASELINE = proto/releases/$(shell cat proto/releases/CURRENT)
 
 .PHONY: install demo test lint format proto clean bench soak
 
@@ -15,11 +23,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(BUF_STAMP): tools/buf/package.json tools/buf/package-lock.json
+	$(NPM) ci --prefix tools/buf --no-audit --no-fund
+	@touch $@
+
+$(NODE_BANK_STAMP): examples/node-bank/package.json examples/node-bank/package-lock.json
+	$(NPM) ci --prefix examples/node-bank --no-audit --no-fund
+	@touch $@
+
 # A hub on a fresh SQLite file, the centre, two banks and a payment institution over gRPC.
 demo: $(STAMP)
 	$(BIN)/stophub demo --dir var/demo
 
-test: $(STAMP)
+test: $(STAMP) $(BUF_STAMP) $(NODE_BANK_STAMP)
 	$(BIN)/python tools/protogen.py --check
 	$(BIN)/pytest -q -p no:cacheprovider
 
@@ -36,10 +52,12 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP) $(BUF_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BUF) lint
+	$(BUF) breaking --against $(PROTO_BASELINE)
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -50,3 +68,4 @@ proto: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf tools/buf/node_modules examples/node-bank/node_modules

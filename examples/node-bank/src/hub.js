@@ -1,0 +1,274 @@
+'use strict';
+// A member's connection to the hub: mutual TLS, signed requests, hub-signed answers checked
+// before anything in them is used, and the registry of members' keys.
+
+const crypto = require('node:crypto');
+const grpc = require('@grpc/grpc-js');
+const signing = require('./signing');
+
+const HUB = 'HUB';
+const UNADDRESSED = 'UNKNOWN'; // the hub addresses a refused stream acknowledgement so
+const REGISTRY_TTL_MS = 60_000;
+
+// Status codes that say the request did not get through or the hub could not finish it: the
+// same message may be sent again (with the same message id).
+const TRANSIENT = new Set([
+  grpc.status.UNAVAILABLE,
+  grpc.status.DEADLINE_EXCEEDED,
+  grpc.status.RESOURCE_EXHAUSTED,
+  grpc.status.ABORTED,
+  grpc.status.CANCELLED,
+  grpc.status.UNKNOWN,
+  grpc.status.INTERNAL,
+]);
+
+/** The hub's answer could not be trusted. Never act on it: treat it as a security event. */
+class HubSignatureError extends Error {}
+
+/** A refusal from the hub or a failure to reach it. */
+class HubError extends Error {
+  constructor(code, message, { reason = '', field = '', rejection = null } = {}) {
+    const name = Object.keys(grpc.status).find((k) => grpc.status[k] === code) || String(code);
+    super(`${name}${reason ? ` ${reason}` : ''}: ${message}${field ? ` [field ${field}]` : ''}`);
+    this.code = code;
+    this.reason = reason;
+    this.field = field;
+    this.rejection = rejection; // the hub-signed Rejection, when the refusal carried one
+  }
+
+  get transient() {
+    if (this.rejection) return this.code === grpc.status.UNAVAILABLE;
+    return TRANSIENT.has(this.code);
+  }
+}
+
+/** {seconds: string, nanos} for a Date-like time in milliseconds (or the wall clock). */
+function timestamp(ms = Date.now()) {
+  const seconds = Math.floor(ms / 1000);
+  return { seconds: String(seconds), nanos: (ms - seconds * 1000) * 1_000_000 };
+}
+
+class HubConnection {
+  /**
+   * @param {object} opts
+   * @param {string} opts.target        host:port of the hub
+   * @param {string} opts.institution   this member's code
+   * @param {object} opts.signer        signing.signerFrom(privateKey)
+   * @param {Array<[string, Buffer]>} opts.hubKeys  trusted hub keys: [algorithm, raw key]
+   * @param {object} opts.tls           {ca, cert, key} PEM buffers; serverName optional
+   * @param {object} opts.proto         proto.load()
+   */
+  constructor({ target, institution, signer, hubKeys, tls, proto, clock = Date.now, log, credentials }) {
+    // `credentials` (ready grpc-js channel credentials) is for tests that never dial the hub.
+    if (!credentials && (!tls || !tls.ca || !tls.cert || !tls.key)) {
+      throw new Error('the hub serves mutual TLS only: give the CA, certificate and key');
+    }
+    this.institution = institution;
+    this.signer = signer;
+    this.proto = proto;
+    this.clock = clock;
+    this.log = log || (() => {});
+    this.hubKeys = new Map(
+      hubKeys.map(([algorithm, raw]) => [signing.keyId(algorithm, raw), { algorithm, raw }]),
+    );
+    if (this.hubKeys.size === 0) throw new Error("give the hub's public key");
+    this.registry = new Map();
+    credentials = credentials || grpc.credentials.createSsl(tls.ca, tls.key, tls.cert);
+    const options = {
+      'grpc.initial_reconnect_backoff_ms': 250,
+      'grpc.max_reconnect_backoff_ms': 5000,
+      'grpc.max_receive_message_length': 8 * 1024 * 1024,
+    };
+    if (tls && tls.serverName) options['grpc.ssl_target_name_override'] = tls.serverName;
+    const s = proto.services;
+    this.clients = {
+      delivery: new s.DeliveryService(target, credentials, options),
+      order: new s.OrderService(target, credentials, options),
+      institution: new s.InstitutionService(target, credentials, options),
+    };
+  }
+
+  close() {
+    for (const c of Object.values(this.clients)) c.close();
+  }
+
+  newMessageId() {
+    return `${this.institution}-${crypto.randomUUID()}`;
+  }
+
+  /** `body` (a plain object of type `bodyType`) serialized once and signed as this member. */
+  seal(bodyType, body, { messageId, recipient = HUB } = {}) {
+    const env = {
+      sender: this.institution,
+      recipient,
+      message_id: messageId || this.newMessageId(),
+      create_time: timestamp(this.clock()),
+      body_type: bodyType,
+      body: this.proto.encode(bodyType, body),
+    };
+    return signing.signEnvelope(env, this.signer);
+  }
+
+  /**
+   * The body of a hub-signed envelope addressed to this member, as a plain object; throws
+   * HubSignatureError otherwise. `alsoAddressedTo` admits one more recipient.
+   */
+  openHubEnvelope(env, bodyType, { alsoAddressedTo } = {}) {
+    const what = `hub message ${env && env.message_id ? env.message_id : '(no id)'}`;
+    if (!env) throw new HubSignatureError('the hub sent no envelope');
+    if (env.sender !== HUB) {
+      throw new HubSignatureError(`${what} claims sender ${JSON.stringify(env.sender)}, not HUB`);
+    }
+    const trusted = this.hubKeys.get(env.key_id);
+    if (!trusted || trusted.algorithm !== env.algorithm) {
+      throw new HubSignatureError(
+        `${what} is signed with ${env.algorithm} key ${JSON.stringify(env.key_id)}, ` +
+          `not a hub key this bank trusts (${[...this.hubKeys.keys()].join(', ')})`,
+      );
+    }
+    if (!signing.verifyEnvelope(env, trusted.algorithm, trusted.raw)) {
+      throw new HubSignatureError(`${what} does not verify with the hub key ${env.key_id}`);
+    }
+    // A genuine hub message for another member or of another type, replayed here, passes
+    // the signature check; these two checks make it fail.
+    if (env.recipient !== this.institution && env.recipient !== alsoAddressedTo) {
+      throw new HubSignatureError(`${what} is addressed to ${JSON.stringify(env.recipient)}`);
+    }
+    if (env.body_type !== bodyType) {
+      throw new HubSignatureError(`${what} carries a ${env.body_type}, expected ${bodyType}`);
+    }
+    try {
+      return this.proto.decode(bodyType, env.body);
+    } catch (err) {
+      throw new HubSignatureError(`${what} is not a valid ${bodyType}: ${err.message}`);
+    }
+  }
+
+  /** The refusal in a gRPC error, from the hub-signed Rejection when there is one. */
+  hubError(err, { messageId = null } = {}) {
+    const code = err.code;
+    let message = err.details || err.message || '';
+    let reason = '';
+    let field = '';
+    const raw = err.metadata ? err.metadata.get('grpc-status-details-bin') : [];
+    if (!raw || raw.length === 0) return new HubError(code, message);
+    let status;
+    try {
+      status = this.proto.decode('google.rpc.Status', raw[0]);
+    } catch {
+      return new HubError(code, message);
+    }
+    let signed = null;
+    for (const detail of status.details) {
+      const type = detail.type_url.slice(detail.type_url.lastIndexOf('/') + 1);
+      if (type === 'google.rpc.ErrorInfo') {
+        const info = this.proto.decode('google.rpc.ErrorInfo', detail.value);
+        reason = info.reason;
+        field = field || (info.metadata && info.metadata.field) || '';
+      } else if (type === 'stophub.v1.Envelope') {
+        signed = this.proto.decode('stophub.v1.Envelope', detail.value);
+      }
+    }
+    if (!signed) return new HubError(code, message, { reason, field });
+    const rejection = this.openHubEnvelope(signed, 'stophub.v1.Rejection', {
+      alsoAddressedTo: messageId === null ? UNADDRESSED : undefined,
+    });
+    if (messageId !== null && (rejection.message_id !== messageId || rejection.sender !== this.institution)) {
+      throw new HubSignatureError(
+        `the hub-signed refusal names ${rejection.sender}/${rejection.message_id}, ` +
+          `not ${this.institution}/${messageId}`,
+      );
+    }
+    const signedCode = grpc.status[rejection.code];
+    message = rejection.message || message;
+    return new HubError(signedCode === undefined ? code : signedCode, message, {
+      reason: rejection.reason || reason,
+      field: rejection.field || field,
+      rejection,
+    });
+  }
+
+  /** Send a signed envelope to a unary RPC; the hub-signed answer's body as a plain object. */
+  send(client, method, envelope, answerType, { timeoutMs = 30_000 } = {}) {
+    return new Promise((resolve, reject) => {
+      const deadline = new Date(Date.now() + timeoutMs);
+      this.clients[client][method]({ envelope }, { deadline }, (err, response) => {
+        if (err) {
+          try {
+            reject(this.hubError(err, { messageId: envelope.message_id }));
+          } catch (e) {
+            reject(e);
+          }
+          return;
+        }
+        try {
+          resolve({ envelope: response.envelope, body: this.openHubEnvelope(response.envelope, answerType) });
+        } catch (e) {
+          reject(e);
+        }
+      });
+    });
+  }
+
+  async getInstitution(code) {
+    const env = this.seal('stophub.v1.GetInstitutionBody', { code });
+    const { body } = await this.send('institution', 'GetInstitution', env, 'stophub.v1.Institution');
+    // The hub's answers do not name the request they answer: the content must match it.
+    if (body.code !== code) {
+      throw new HubSignatureError(`asked about ${code}, the hub answered about ${body.code}`);
+    }
+    this.registry.set(code, { institution: body, fetched: Date.now() });
+    return body;
+  }
+
+  async member(code, { fresh = false } = {}) {
+    const cached = this.registry.get(code);
+    if (!fresh && cached && Date.now() - cached.fetched < REGISTRY_TTL_MS) return cached.institution;
+    return this.getInstitution(code);
+  }
+
+  /**
+   * null if `env`, forwarded by the hub, verifies with its sender's key as registered with
+   * the hub (and valid when the envelope was made); otherwise why not.
+   */
+  async verifyForwarded(env) {
+    const who = `${env.sender || '(no sender)'}/${env.message_id || '(no id)'}`;
+    if (!env.sender || !env.signature || env.signature.length === 0) return `${who} is not signed`;
+    let inst;
+    try {
+      inst = await this.member(env.sender);
+    } catch (err) {
+      if (err instanceof HubError && err.code === grpc.status.NOT_FOUND && err.rejection) {
+        return `${who}: ${env.sender} is not a registered member`;
+      }
+      throw err;
+    }
+    let key = inst.keys.find((k) => k.key_id === env.key_id);
+    if (!key) {
+      inst = await this.member(env.sender, { fresh: true }); // registered since we looked
+      key = inst.keys.find((k) => k.key_id === env.key_id);
+    }
+    if (!key) return `${who}: ${env.sender} has no key ${JSON.stringify(env.key_id)}`;
+    const made = signing.createTimeOf(env).seconds;
+    if (key.state === 'KEY_STATE_REVOKED') {
+      const revoked = key.revoke_time ? signing.toBigInt(key.revoke_time.seconds) : null;
+      if (revoked === null || revoked <= made) return `${who}: key ${key.key_id} was revoked`;
+    } else if (key.state !== 'KEY_STATE_ACTIVE') {
+      return `${who}: key ${key.key_id} is ${key.state}`;
+    }
+    if (key.algorithm !== env.algorithm) {
+      return `${who}: key ${key.key_id} is ${key.algorithm}, the envelope says ${env.algorithm}`;
+    }
+    if (!signing.verifyEnvelope(env, key.algorithm, key.public_key)) {
+      return `${who}: signature does not verify with ${env.sender}'s key ${key.key_id}`;
+    }
+    return null;
+  }
+
+  /** Kind of member `code` (e.g. INSTITUTION_KIND_ANTI_FRAUD_CENTRE). */
+  async kindOf(code) {
+    return (await this.member(code)).kind;
+  }
+}
+
+module.exports = { HUB, HubConnection, HubError, HubSignatureError, TRANSIENT, timestamp };
