@@ -308,9 +308,7 @@ def start_sweeping(hub: Hub, executor: ThreadPoolExecutor, interval: float) -> A
             log.info("fired %d clock step(s)", fired)
 
     # A sweep still running when the next is due is skipped by design (max_instances=1);
-    # APScheduler reports each skip as a warning, which would bury the real ones, and each run
-    # at INFO: four lines a second under `serve`, 700k a day, saying nothing.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # APScheduler reports each skip as a warning, which would bury the real ones.
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     scheduler = AsyncIOScheduler(event_loop=loop)
     scheduler.add_job(
