@@ -75,7 +75,8 @@ class _Reader:
         return None if low is None else (int(low), int(high))
 
     def chunk(self, low: int, high: int) -> LeafChunk:
-        cur = self.conn.cursor()
+        # PostgreSQL's binary format: bytea and timestamps arrive without text decoding.
+        cur = self.conn.cursor() if self.sqlite else self.conn.cursor(binary=True)
         cur.execute(self.sql, (low, high))
         rows = cur.fetchall()
         cur.close()
