@@ -20,7 +20,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    text,
     tuple_,
     type_coerce,
     union_all,
@@ -902,13 +901,6 @@ ASSIGN_PLACE = (
 )
 
 
-ASSIGN_PLACES_PG = text(
-    "UPDATE audit_log SET log_index = p.log_index, leaf_hash = p.leaf_hash "
-    "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:indexes AS BIGINT[]), CAST(:leaves AS BYTEA[])) "
-    "AS p(id, log_index, leaf_hash) WHERE audit_log.id = p.id"
-)
-
-
 class SqlAudit:
     def __init__(
         self, session: Session, pending: PendingRows | None = None, lock_rows: bool = False
@@ -1016,21 +1008,11 @@ class SqlAudit:
         return [_audit_record(row) for row in rows]
 
     def assign(self, places: Sequence[tuple[int, int, bytes]]) -> None:
-        if not places:
-            return
-        if self.session.get_bind().dialect.name == "postgresql":
-            # One statement for the batch: executemany is one UPDATE per entry (8k a second),
-            # which made placing a backlog, the first start after an upgrade, take minutes.
-            ids, indexes, leaves = zip(*places, strict=True)
+        if places:
             self.session.execute(
-                ASSIGN_PLACES_PG,
-                {"ids": list(ids), "indexes": list(indexes), "leaves": list(leaves)},
+                ASSIGN_PLACE,
+                [{"entry_id": e, "index": i, "leaf": h} for e, i, h in places],
             )
-            return
-        self.session.execute(
-            ASSIGN_PLACE,
-            [{"entry_id": e, "index": i, "leaf": h} for e, i, h in places],
-        )
 
     def add_checkpoint(self, checkpoint: LogCheckpointRow) -> None:
         self.session.execute(
