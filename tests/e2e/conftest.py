@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,21 @@ MEMBERS = {
     "PAYX": ("PayX Wallet", InstitutionKind.PAYMENT_INSTITUTION),
     "REG": ("Regulator", InstitutionKind.REGULATOR),
 }
+
+
+# Hub processes a test started (tests/e2e/test_restart.py's Hub): whatever a failing test
+# leaves running is killed when it ends, so it does not serve on for the rest of the run.
+CHILDREN: set[subprocess.Popen[bytes]] = set()
+
+
+@pytest.fixture(autouse=True)
+def _no_child_left_running() -> Iterator[None]:
+    yield
+    for proc in list(CHILDREN):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        CHILDREN.discard(proc)
 
 
 def contacts(code: str) -> list[DutyContact]:
@@ -97,7 +113,10 @@ async def start_network(
     ack_timeout: float = 1.0,
     database_url: str | None = None,
     list_key: ListKey | None = None,
+    **serve_options: Any,
 ) -> Network:
+    """A hub on a loopback port with MEMBERS registered; `serve_options` go to
+    `bootstrap.serve` (metrics and health ports, say)."""
     url = database_url or f"sqlite:///{tmp_path}/hub.db"
     hub_key = PrivateKey.generate()
     list_key = list_key or ListKey.generate()
@@ -114,6 +133,7 @@ async def start_network(
         workers=4,
         tls=hub_tls,
         list_key=list_key,
+        **serve_options,
     )
     registry = Registry(store, clock)
     network = Network(

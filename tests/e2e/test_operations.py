@@ -27,14 +27,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.sdk import HubClient
-from hub.bootstrap import serve
 from hub.clock import ManualClock
 from hub.crypto import pki
 from hub.crypto.keys import PrivateKey, save_private_key
-from hub.crypto.listkey import ListKey
-from hub.service.admin import NewKey, Registry
 from stophub.v1 import blacklist_pb2, case_pb2, case_pb2_grpc
-from tests.e2e.conftest import MEMBERS, Network, contacts, tls_for
+from tests.e2e.conftest import Network, start_network
 from tests.e2e.test_delivery_stream import verified_case_with_auto_stop
 from tests.e2e.test_pg_restart import Admin, admin  # noqa: F401  (the fixture)
 from tests.e2e.test_restart import ROOT, free_port, register_members
@@ -51,44 +48,14 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 async def start_ops_network(tmp_path: Path, clock: ManualClock, database_url: str) -> Network:
     """tests/e2e/conftest.py's network, with the metrics and health ports open and the
     database probed every 0.1 s."""
-    hub_key = PrivateKey.generate()
-    list_key = ListKey.generate()
-    now = datetime.now(UTC)
-    ca = pki.create_ca(now)
-    hub_tls = tls_for(ca, pki.issue_server(ca, now))
-    server, store = await serve(
-        database_url,
-        hub_key,
-        "127.0.0.1:0",
-        clock=clock,
-        ack_timeout=1.0,
-        workers=4,
-        tls=hub_tls,
-        list_key=list_key,
+    return await start_network(
+        tmp_path,
+        clock,
+        database_url=database_url,
         metrics_address="127.0.0.1:0",
         health_address="127.0.0.1:0",
         health_interval=0.1,
     )
-    network = Network(
-        f"127.0.0.1:{server.port}",
-        hub_key,
-        clock,
-        store,
-        server,
-        database_url,
-        ca,
-        hub_tls,
-        list_key,
-    )
-    registry = Registry(store, clock)
-    for code, (name, kind) in MEMBERS.items():
-        key = PrivateKey.generate()
-        network.keys[code] = key
-        network.tls_of(code)
-        registry.add_institution(
-            code, name, kind, [NewKey(key.algorithm, key.public_key)], contacts(code)
-        )
-    return network
 
 
 @pytest.fixture

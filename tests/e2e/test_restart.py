@@ -41,6 +41,7 @@ from hub.service.admin import NewKey, Registry
 from hub.store.sql import SqlStore
 from hub.store.tables import clocks, deliveries, sla_log
 from stophub.v1 import case_pb2, case_pb2_grpc, delivery_pb2, envelope_pb2
+from tests.e2e.conftest import CHILDREN
 from tests.e2e.wire_helpers import report, sign
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,6 +140,7 @@ class Hub:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        CHILDREN.add(self.proc)
         # Any certificate from the CA gets through the handshake; readiness is all this asks.
         with self.channel("PROBE") as channel:
             try:
