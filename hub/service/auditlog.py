@@ -246,6 +246,8 @@ def verify_chunks(
             leaves += chunk.leaves
         else:
             _place_one_by_one(chunk, owner, leaves, result)
+            # It may leave holes a later chunk fills: the fold waits for the last chunk.
+            fold.gap = True
         for m in chunk.mismatched:
             index, entry_id = indexes[m.position], chunk.ids[m.position]
             if owner[index] == entry_id:
@@ -348,13 +350,9 @@ class _Fold:
             _check_signature(signed, hub_keys, result)
 
     def advance(self, owner: array[int], leaves: bytearray) -> None:
-        if self.gap:
-            return
-        end = min(len(owner), self.settled)
-        if owner.count(-1):
-            self.gap = True
-            return
-        self._to(end, leaves)
+        """Fold what the chunks so far placed, while they came in order without a gap."""
+        if not self.gap:
+            self._to(min(len(owner), self.settled), leaves)
 
     def finish(self, owner: array[int], leaves: bytearray) -> None:
         # A removed entry's place holds no leaf: the tree goes on with a zero one, so the
