@@ -12,6 +12,7 @@ Nothing is answered before the commit that holds it.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -51,6 +52,9 @@ class _Job(Generic[T]):
     error: Exception | None = None
     done: bool = False
     conflicts: int = 0
+    # The submitting request's context: its work may run on the leader's thread, and what it
+    # logs there must carry its own ids (hub.observability.logs), not the leader's.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
 class GroupCommit:
@@ -176,7 +180,7 @@ class GroupCommit:
             for job in jobs:
                 try:
                     with uow.savepoint():
-                        job.result = job.work(batch)
+                        job.result = job.context.run(job.work, batch)
                 except StoreUnavailable:
                     raise
                 except Conflict as err:
@@ -200,7 +204,7 @@ class GroupCommit:
         assert job.refused is not None
         try:
             with batch.uow.savepoint():
-                job.refused(batch, err)
+                job.context.run(job.refused, batch, err)
             batch.changed = True
         except StoreUnavailable:
             raise

@@ -3,6 +3,8 @@ piece that fails takes nothing else down."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -155,3 +157,52 @@ def test_work_started_inside_a_batch_gets_its_own_transaction() -> None:
     # The fake refuses the outer commit because another committed in between (as a row
     # conflict would); the outer piece then runs again and commits.
     assert ids(store) == [("received", "m-inner"), ("received", "m-outer")]
+
+
+REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
+
+
+def test_each_piece_runs_in_its_own_requests_context_on_the_leaders_thread() -> None:
+    """A piece may run on another request's thread (the leader's); what it logs there must
+    name its own request (hub.observability.logs keeps the ids in contextvars)."""
+    store = FakeStore()
+    group = GroupCommit(store)
+    inside, release = threading.Event(), threading.Event()
+    seen: dict[str, tuple[str, int]] = {}
+
+    def first(batch: Batch) -> str:
+        inside.set()
+        assert release.wait(10)
+        return "m-0"
+
+    def record(name: str) -> Callable[[Batch], str]:
+        def work(batch: Batch) -> str:
+            seen[name] = (REQUEST.get(), threading.get_ident())
+            return name
+
+        return work
+
+    def refused(batch: Batch, err: Exception) -> None:
+        seen["refusal"] = (REQUEST.get(), threading.get_ident())
+
+    def submit(name: str, work: Callable[[Batch], str]) -> None:
+        REQUEST.set(name)
+        with contextlib.suppress(InvalidArgument):
+            group.run(work, refused)
+
+    leader = threading.Thread(target=submit, args=("m-0", first))
+    leader.start()
+    assert inside.wait(10)
+    waiting = [
+        threading.Thread(target=submit, args=("m-1", record("m-1"))),
+        threading.Thread(target=submit, args=("m-2", fail_after_writing("m-2"))),
+    ]
+    for i, t in enumerate(waiting, start=1):
+        t.start()
+        wait_for_queue(group, i)
+    release.set()
+    for t in [leader, *waiting]:
+        t.join(10)
+    # The second batch was written by one thread for both; each saw its own request.
+    assert seen["m-1"][0] == "m-1" and seen["refusal"][0] == "m-2"
+    assert seen["m-1"][1] == seen["refusal"][1]
