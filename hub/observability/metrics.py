@@ -200,6 +200,9 @@ def sql_snapshot(store: SqlStore) -> Callable[[], Snapshot]:
     return read
 
 
+SWEEP_OUTCOMES = ("ok", "database_unavailable", "failed")
+
+
 class HubMetrics:
     """One hub's metrics, on `registry` (a new one unless given)."""
 
@@ -241,6 +244,15 @@ class HubMetrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.sweeps = Counter(
+            "stophub_clock_sweeps",
+            "Clock sweeps this hub finished, by outcome (ok, database_unavailable, failed): a "
+            "hub whose ok count stops rising fires no deadline.",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in SWEEP_OUTCOMES:
+            self.sweeps.labels(outcome)
         self.database_up: Gauge | None = None  # with a database probe only
         self.collector: SnapshotCollector | None = None
 

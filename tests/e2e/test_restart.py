@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import grpc
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, select
 
 from adapters.sdk.client import tls_credentials, tls_options
@@ -91,6 +93,7 @@ class Hub:
         self.tmp_path, self.db_url, self.policy = tmp_path, db_url, policy
         self.proc: subprocess.Popen[bytes] | None = None
         self.target = ""
+        self.metrics = ""
         self.runs = 0
         self.pki_dir = tmp_path / "pki"
         self._issuing = threading.Lock()
@@ -117,6 +120,7 @@ class Hub:
     def start(self) -> None:
         self.runs += 1
         self.target = f"127.0.0.1:{free_port()}"
+        self.metrics = f"127.0.0.1:{free_port()}"
         with self.log_file.open("wb") as out:
             self.proc = subprocess.Popen(
                 [
@@ -134,6 +138,8 @@ class Hub:
                     str(self.policy),
                     "--tls-dir",
                     str(self.pki_dir),
+                    "--metrics-address",
+                    self.metrics,
                 ],
                 cwd=ROOT,
                 env={k: v for k, v in os.environ.items() if k != "STOPHUB_DATABASE_URL"},
@@ -160,8 +166,21 @@ class Hub:
         return self.log_file.read_text(errors="replace")
 
     def sweeps_run(self) -> int:
-        """Sweeps this run of the process has finished (APScheduler logs each at INFO)."""
-        return self.output().count('Job "start_sweeping.<locals>.sweep')
+        """Sweeps this run of the process has finished, whatever their outcome (its
+        `stophub_clock_sweeps_total`)."""
+        try:
+            with urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=5) as page:
+                text = page.read().decode()
+        except OSError as err:
+            raise AssertionError(f"no metrics from the hub ({err}):\n{self.output()}") from None
+        return int(
+            sum(
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "stophub_clock_sweeps_total"
+            )
+        )
 
     def wait_for_sweeps(self, count: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
