@@ -94,9 +94,10 @@ def build_hub(
     )
 
 
-def find_list_key(given: ListKey | str | Path | None) -> ListKey | None:
+def find_list_key(given: ListKey | str | Path | None, *, quiet: bool = False) -> ListKey | None:
     """The list key given, or the one the environment or the default file holds; None (with a
-    warning) when there is none at all: the hub then serves everything but the list."""
+    warning, unless `quiet`) when there is none at all: the hub then serves everything but
+    the list."""
     if isinstance(given, ListKey):
         return given
     if given is not None:
@@ -107,6 +108,8 @@ def find_list_key(given: ListKey | str | Path | None) -> ListKey | None:
         or Path(DEFAULT_LIST_KEY).exists()
     ):
         return resolve_list_key()
+    if quiet:
+        return None
     log.warning(
         "no list key (%s, $%s or $%s): the blacklist cannot be published or checked on this "
         "hub; create one with `stophub listkey generate`",

@@ -212,7 +212,8 @@ def serve(
     except PolicyError as err:
         raise click.ClickException(str(err)) from err
     try:
-        list_key = bootstrap.find_list_key(list_key_file)
+        # Checked here to refuse a bad file before anything starts; serve() warns if none.
+        list_key = bootstrap.find_list_key(list_key_file, quiet=True)
     except ListKeyError as err:
         raise click.ClickException(str(err)) from err
     for flag, given in (
