@@ -13,6 +13,7 @@ the tests, do not share or clash), served over HTTP at /metrics (docs/operations
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import socket
@@ -299,6 +300,11 @@ class HubMetrics:
 def _status(context: Any, exc: BaseException | None) -> str:
     if isinstance(exc, asyncio.CancelledError):
         return "CANCELLED"
+    # A stream whose client hung up may end without an exception (the handler saw the call
+    # end and returned): it is still the client's cancellation, not a success.
+    with contextlib.suppress(Exception):
+        if exc is None and context.cancelled():
+            return "CANCELLED"
     try:
         code = context.code()
     except Exception:
