@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from lxml import etree
@@ -274,3 +274,30 @@ def datetime_of(element: str, value: XmlDateTime) -> datetime:
     """An ISODateTime as an aware UTC datetime (digits below the microsecond are dropped)."""
     ts = timestamp(element, value)
     return datetime.fromtimestamp(ts.seconds, UTC) + timedelta(microseconds=ts.nanos // 1000)
+
+
+def institution_code(element: str, agent: Any) -> str:
+    """The StopHub code in a BranchAndFinancialInstitutionIdentification8 (`Othr/Id` with
+    StopHub's issuer), the same type in camt.056's and camt.029's bindings."""
+    if agent is None:
+        raise UnmappableContent(element, "is missing; StopHub needs the institution")
+    othr = agent.fin_instn_id.othr
+    if othr is None:
+        raise UnmappableContent(
+            f"{element}/FinInstnId/Othr",
+            f"is missing; StopHub names institutions by their StopHub code in Othr/Id with "
+            f"Issr {INSTITUTION_ISSUER!r} (a BIC or clearing id is not mapped)",
+        )
+    if othr.issr != INSTITUTION_ISSUER:
+        raise UnmappableContent(
+            f"{element}/FinInstnId/Othr/Issr",
+            f"is {othr.issr!r}; StopHub institution codes have Issr {INSTITUTION_ISSUER!r}",
+        )
+    return str(othr.id)
+
+
+def party_code(element: str, party: Any) -> str:
+    """The StopHub code of a Party50Choice, which must be an agent (`Agt`)."""
+    if party.agt is None:
+        raise UnmappableContent(f"{element}/Pty", "StopHub members are agents: use Agt")
+    return institution_code(f"{element}/Agt", party.agt)

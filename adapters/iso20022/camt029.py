@@ -219,24 +219,6 @@ def execution_to_camt029(
 # ---- camt.029 -> StopHub --------------------------------------------------------------------
 
 
-def _party_code(element: str, party: m.Party50Choice) -> str:
-    if party.agt is None:
-        raise UnmappableContent(f"{element}/Pty", "StopHub members are agents: use Agt")
-    othr = party.agt.fin_instn_id.othr
-    if othr is None:
-        raise UnmappableContent(
-            f"{element}/Agt/FinInstnId/Othr",
-            f"is missing; StopHub names institutions by their StopHub code in Othr/Id with "
-            f"Issr {_xml.INSTITUTION_ISSUER!r} (a BIC or clearing id is not mapped)",
-        )
-    if othr.issr != _xml.INSTITUTION_ISSUER:
-        raise UnmappableContent(
-            f"{element}/Agt/FinInstnId/Othr/Issr",
-            f"is {othr.issr!r}; StopHub institution codes have Issr {_xml.INSTITUTION_ISSUER!r}",
-        )
-    return othr.id
-
-
 def _reason_of(
     reasons: list[tuple[str, m.CancellationStatusReason5]],
 ) -> tuple[str, str]:
@@ -395,8 +377,8 @@ def camt029_to_execution(xml: bytes) -> Resolution:
     return Resolution(
         message_id=doc.assgnmt.id,
         case_id=doc.rslvd_case.id,
-        answered_by=_party_code(f"{_ROOT}/Assgnmt/Assgnr", doc.assgnmt.assgnr),
-        answered_to=_party_code(f"{_ROOT}/Assgnmt/Assgne", doc.assgnmt.assgne),
+        answered_by=_xml.party_code(f"{_ROOT}/Assgnmt/Assgnr", doc.assgnmt.assgnr),
+        answered_to=_xml.party_code(f"{_ROOT}/Assgnmt/Assgne", doc.assgnmt.assgne),
         create_time=_xml.datetime_of(f"{_ROOT}/Assgnmt/CreDtTm", doc.assgnmt.cre_dt_tm),
         result=result,
     )

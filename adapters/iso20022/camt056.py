@@ -228,30 +228,6 @@ def order_to_camt056(order: order_pb2.Order) -> bytes:
 # ---- camt.056 -> StopHub --------------------------------------------------------------------
 
 
-def _code_of(element: str, agent: m.BranchAndFinancialInstitutionIdentification8 | None) -> str:
-    if agent is None:
-        raise UnmappableContent(element, "is missing; StopHub needs the institution")
-    othr = agent.fin_instn_id.othr
-    if othr is None:
-        raise UnmappableContent(
-            f"{element}/FinInstnId/Othr",
-            f"is missing; StopHub names institutions by their StopHub code in Othr/Id with "
-            f"Issr {_xml.INSTITUTION_ISSUER!r} (a BIC or clearing id is not mapped)",
-        )
-    if othr.issr != _xml.INSTITUTION_ISSUER:
-        raise UnmappableContent(
-            f"{element}/FinInstnId/Othr/Issr",
-            f"is {othr.issr!r}; StopHub institution codes have Issr {_xml.INSTITUTION_ISSUER!r}",
-        )
-    return othr.id
-
-
-def _party_code(element: str, party: m.Party50Choice) -> str:
-    if party.agt is None:
-        raise UnmappableContent(f"{element}/Pty", "StopHub members are agents: use Agt")
-    return _code_of(f"{element}/Agt", party.agt)
-
-
 def _holder_name(element: str, party: m.Party50Choice | None) -> str:
     if party is None:
         return ""
@@ -319,8 +295,8 @@ def camt056_to_order(xml: bytes) -> order_pb2.Order:
     order = order_pb2.Order(
         order_id=req.assgnmt.id,
         case_id=req.case.id,
-        issued_by=_party_code(f"{_ROOT}/Assgnmt/Assgnr", req.assgnmt.assgnr),
-        addressed_to=_party_code(f"{_ROOT}/Assgnmt/Assgne", req.assgnmt.assgne),
+        issued_by=_xml.party_code(f"{_ROOT}/Assgnmt/Assgnr", req.assgnmt.assgnr),
+        addressed_to=_xml.party_code(f"{_ROOT}/Assgnmt/Assgne", req.assgnmt.assgne),
     )
     order.issue_time.CopyFrom(_xml.timestamp(f"{_ROOT}/Assgnmt/CreDtTm", req.assgnmt.cre_dt_tm))
     order.instruction.case_id = req.case.id
@@ -390,7 +366,7 @@ def _read_stop(
     path = f"{_TX}/OrgnlTxRef"
     stop.account.CopyFrom(
         account_pb2.AccountRef(
-            institution_code=_code_of(f"{path}/CdtrAgt", ref.cdtr_agt),
+            institution_code=_xml.institution_code(f"{path}/CdtrAgt", ref.cdtr_agt),
             account_number=_account_number(f"{path}/CdtrAcct", ref.cdtr_acct),
             holder_name=_holder_name(f"{path}/Cdtr", ref.cdtr),
         )
@@ -437,7 +413,7 @@ def _read_return(
     path = f"{_TX}/OrgnlTxRef"
     back.beneficiary.CopyFrom(
         account_pb2.AccountRef(
-            institution_code=_code_of(f"{path}/DbtrAgt", ref.dbtr_agt),
+            institution_code=_xml.institution_code(f"{path}/DbtrAgt", ref.dbtr_agt),
             account_number=_account_number(f"{path}/DbtrAcct", ref.dbtr_acct),
             holder_name=_holder_name(f"{path}/Dbtr", ref.dbtr),
         )
