@@ -39,6 +39,7 @@ from hub.service.admin import NewKey, Registry
 from hub.store.tables import deliveries
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, order_pb2
 from tests.e2e.conftest import Network, contacts
+from tests.e2e.test_sdk_agent import report_paying
 
 ROOT = Path(__file__).resolve().parents[2]
 BANK_DIR = ROOT / "examples" / "node-bank"
@@ -55,9 +56,6 @@ pytestmark = pytest.mark.skipif(
 
 MULE = account_pb2.AccountRef(
     institution_code=CODE, account_number="6217000000000042", holder_name="Li Si"
-)
-VICTIM = account_pb2.AccountRef(
-    institution_code="BANKA", account_number="6222010000000001", holder_name="Zhang San"
 )
 CREDITS = (3_000_000, 2_000_000)  # fen: the victim's two transfers into the mule account
 AMOUNT = sum(CREDITS)
@@ -209,22 +207,7 @@ async def eventually(
 
 
 def fraud_report(now: datetime, credited: datetime) -> case_pb2.Report:
-    report = case_pb2.Report(
-        victim=case_pb2.Victim(name="Zhang San", id_number="110101199001011234", phone="138"),
-        fraud_type=case_pb2.FRAUD_TYPE_IMPERSONATING_OFFICIALS,
-        description="caller posing as police asked for a 'safe account' transfer",
-    )
-    report.victim_report_time.FromDatetime(now)
-    for i, (at, fen) in enumerate(zip(credit_times(credited), CREDITS, strict=True)):
-        t = report.transactions.add(
-            amount_fen=fen,
-            payer=VICTIM,
-            payee=MULE,
-            channel=case_pb2.PAYMENT_CHANNEL_MOBILE_BANKING,
-            transaction_reference=f"A-TX-{i + 1}",
-        )
-        t.transaction_time.FromDatetime(at)
-    return report
+    return report_paying(MULE, zip(credit_times(credited), CREDITS, strict=True), now)
 
 
 def stop_instruction(case_id: str, credited: datetime) -> order_pb2.OrderInstruction:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
@@ -59,23 +59,30 @@ def fraud_books(clock: ManualClock) -> Books:
     return Books(banka, bankb, credits)
 
 
-def fraud_report(books: Books, now: datetime) -> case_pb2.Report:
+def report_paying(
+    mule: account_pb2.AccountRef, credits: Iterable[tuple[datetime, int]], now: datetime
+) -> case_pb2.Report:
+    """Zhang San's report: each (time, fen) a mobile-banking transfer to `mule`."""
     report = case_pb2.Report(
         victim=case_pb2.Victim(name="Zhang San", id_number="110101199001011234", phone="138"),
         fraud_type=case_pb2.FRAUD_TYPE_IMPERSONATING_OFFICIALS,
         description="caller posing as police asked for a 'safe account' transfer",
     )
     report.victim_report_time.FromDatetime(now)
-    for i, (at, amount) in enumerate(books.credits):
+    for i, (at, amount) in enumerate(credits):
         t = report.transactions.add(
             amount_fen=amount,
             payer=VICTIM,
-            payee=MULE,
+            payee=mule,
             channel=case_pb2.PAYMENT_CHANNEL_MOBILE_BANKING,
             transaction_reference=f"A-TX-{i + 1}",
         )
         t.transaction_time.FromDatetime(at)
     return report
+
+
+def fraud_report(books: Books, now: datetime) -> case_pb2.Report:
+    return report_paying(MULE, books.credits, now)
 
 
 def stop_instruction(
