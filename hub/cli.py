@@ -419,8 +419,14 @@ def audit_signatures(database_url: str) -> None:
     default=None,
     help="Processes that read and hash the entries (default: one per core, at most 8).",
 )
+@click.option(
+    "--pure-python",
+    is_flag=True,
+    help="Hash every entry in Python, without the C accelerator (ADR 18): slower, the same "
+    "findings.",
+)
 @refusals_as_errors
-def audit_verify(database_url: str, quiet: bool, jobs: int | None) -> None:
+def audit_verify(database_url: str, quiet: bool, jobs: int | None, pure_python: bool) -> None:
     """Check the audit log as a Merkle tree (docs/audit.md): every entry against its leaf and
     its place, every hub-signed checkpoint's signature and root against the tree the entries
     make now, and every stored envelope's signature with the key valid when it was recorded.
@@ -433,7 +439,9 @@ def audit_verify(database_url: str, quiet: bool, jobs: int | None) -> None:
     with store(read_only=True) as uow:
         hub = uow.institutions.get(HUB_CODE)
         keys = {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
-    result = auditlog.verify_store(store, keys.get, lambda: store.scan_audit(jobs))
+    result = auditlog.verify_store(
+        store, keys.get, lambda: store.scan_audit(jobs, native=not pure_python)
+    )
     print_verification(result)
     waiting = [f for f in result.findings if f.what == "unsequenced"]
     if not quiet and waiting:

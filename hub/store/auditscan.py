@@ -6,6 +6,11 @@ the sealed columns with a keyring opener, hashes each row with the one leaf func
 (hub.domain.auditleaf), and splits the log into id ranges that worker processes read and hash
 side by side, each over its own connection. The parent folds the tree as the ranges come
 back, in order.
+
+Where the C accelerator `hub.store._leafscan` was built (ADR 18), it hashes the rows that
+verify; every other row (one that does not open, an unusual value, a leaf that differs) is
+computed here, in Python, so the findings always come from this file's loop. `native=False`
+runs everything in Python (`stophub audit verify --pure-python`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import multiprocessing
 import os
 from array import array
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from hashlib import sha256
 from typing import Any
@@ -21,9 +27,14 @@ from typing import Any
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from hub.crypto.fields import DataKeyError, Keyring
+from hub.crypto.fields import DataKeyError, Keyring, aad
 from hub.domain.auditleaf import EPOCH, EPOCH_NAIVE, MICROSECOND, leaf_of
 from hub.service.ports import LeafChunk, LeafFields, LeafMismatch
+
+try:
+    from hub.store import _leafscan
+except ImportError:  # not built here (no compiler or OpenSSL headers at install): Python only
+    _leafscan = None  # type: ignore[assignment]
 
 # Ids a task reads: large enough that a worker's per-task cost (a query, a pickled result of
 # ~2 MB) is noise, small enough that two workers share a million-entry log evenly.
@@ -37,54 +48,55 @@ _COLUMNS = (
 )
 
 
+def native_available() -> bool:
+    """Whether the C accelerator was built and loads."""
+    return _leafscan is not None
+
+
 def default_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-class _Reader:
-    """One connection and the openers of one process."""
+class LeafHasher:
+    """The leaves of raw audit_log rows (`_COLUMNS`, as SQLite with bytes for text or
+    psycopg's binary cursor hands them back) under one keyring."""
 
-    def __init__(self, url: str, keys: list[tuple[str, bytes]], current: str) -> None:
-        engine = create_engine(url)
-        args, kwargs = engine.dialect.create_connect_args(make_url(url))
-        self.sqlite = engine.dialect.name == "sqlite"
-        dbapi = engine.dialect.dbapi
-        assert dbapi is not None
-        self.conn: Any = dbapi.connect(*args, **kwargs)
-        engine.dispose()
-        if self.sqlite:
-            # Text as UTF-8 bytes, as the leaf hashes it: no decode and re-encode per field.
-            self.conn.text_factory = bytes
-            self.sql = f"SELECT {_COLUMNS} FROM audit_log WHERE id >= ? AND id < ? ORDER BY id"
-        else:
-            self.sql = f"SELECT {_COLUMNS} FROM audit_log WHERE id >= %s AND id < %s ORDER BY id"
+    def __init__(
+        self, keys: list[tuple[str, bytes]], current: str, *, sqlite: bool, native: bool
+    ) -> None:
+        self.sqlite = sqlite
         ring = Keyring(keys, current)
         self.open_detail = ring.opener("audit_log.detail")
         self.open_payload = ring.opener("audit_log.payload")
+        self.native = native and _leafscan is not None
+        self.key_map = {kid.encode("ascii"): key for kid, key in keys}
+        self.detail_aad = aad("audit_log.detail")
+        self.payload_aad = aad("audit_log.payload")
 
-    def close(self) -> None:
-        self.conn.close()
+    def hash(self, rows: list[Any]) -> LeafChunk:
+        return self._hash_native(rows) if self.native else self.hash_python(rows)
 
-    def bounds(self) -> tuple[int, int] | None:
-        cur = self.conn.cursor()
-        cur.execute("SELECT MIN(id), MAX(id) FROM audit_log")
-        low, high = cur.fetchone()
-        cur.close()
-        if not self.sqlite:
-            self.conn.rollback()
-        return None if low is None else (int(low), int(high))
+    def _hash_native(self, rows: list[Any]) -> LeafChunk:
+        """The C loop for the rows that verify, this file's Python loop for the others."""
+        assert _leafscan is not None
+        id_bytes, index_bytes, leaf_bytes, slow = _leafscan.hash_rows(
+            rows, self.sqlite, self.key_map, self.detail_aad, self.payload_aad
+        )
+        ids, indexes = array("q"), array("q")
+        ids.frombytes(id_bytes)
+        indexes.frombytes(index_bytes)
+        if not slow:
+            return LeafChunk(ids, indexes, leaf_bytes, [])
+        leaves = bytearray(leaf_bytes)
+        mismatched: list[LeafMismatch] = []
+        for position in slow:
+            one = self.hash_python([rows[position]])
+            ids[position], indexes[position] = one.ids[0], one.indexes[0]
+            leaves[position * 32 : position * 32 + 32] = one.leaves
+            mismatched += (replace(m, position=position) for m in one.mismatched)
+        return LeafChunk(ids, indexes, bytes(leaves), mismatched)
 
-    def chunk(self, low: int, high: int) -> LeafChunk:
-        # PostgreSQL's binary format: bytea and timestamps arrive without text decoding.
-        cur = self.conn.cursor() if self.sqlite else self.conn.cursor(binary=True)
-        cur.execute(self.sql, (low, high))
-        rows = cur.fetchall()
-        cur.close()
-        if not self.sqlite:
-            self.conn.rollback()  # end the read transaction: a long one holds back vacuum
-        return self._hash(rows)
-
-    def _hash(self, rows: list[Any]) -> LeafChunk:
+    def hash_python(self, rows: list[Any]) -> LeafChunk:
         ids, indexes, leaves = array("q"), array("q"), bytearray()
         mismatched: list[LeafMismatch] = []
         open_detail, open_payload, sqlite = self.open_detail, self.open_payload, self.sqlite
@@ -142,14 +154,60 @@ class _Reader:
         return LeafChunk(ids, indexes, bytes(leaves), mismatched)
 
 
+class _Reader:
+    """One connection and the hasher of one process."""
+
+    def __init__(self, url: str, keys: list[tuple[str, bytes]], current: str, native: bool) -> None:
+        engine = create_engine(url)
+        args, kwargs = engine.dialect.create_connect_args(make_url(url))
+        self.sqlite = engine.dialect.name == "sqlite"
+        dbapi = engine.dialect.dbapi
+        assert dbapi is not None
+        self.conn: Any = dbapi.connect(*args, **kwargs)
+        engine.dispose()
+        if self.sqlite:
+            # Text as UTF-8 bytes, as the leaf hashes it: no decode and re-encode per field.
+            self.conn.text_factory = bytes
+            self.sql = f"SELECT {_COLUMNS} FROM audit_log WHERE id >= ? AND id < ? ORDER BY id"
+        else:
+            self.sql = f"SELECT {_COLUMNS} FROM audit_log WHERE id >= %s AND id < %s ORDER BY id"
+            # Times as datetime.timezone.utc, which the C loop reads as they are; under a
+            # named zone (the server's default, 'Etc/UTC' say) every row takes the Python path.
+            self.conn.execute("SET TIME ZONE 'UTC'")
+            self.conn.commit()
+        self.hasher = LeafHasher(keys, current, sqlite=self.sqlite, native=native)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def bounds(self) -> tuple[int, int] | None:
+        cur = self.conn.cursor()
+        cur.execute("SELECT MIN(id), MAX(id) FROM audit_log")
+        low, high = cur.fetchone()
+        cur.close()
+        if not self.sqlite:
+            self.conn.rollback()
+        return None if low is None else (int(low), int(high))
+
+    def chunk(self, low: int, high: int) -> LeafChunk:
+        # PostgreSQL's binary format: bytea and timestamps arrive without text decoding.
+        cur = self.conn.cursor() if self.sqlite else self.conn.cursor(binary=True)
+        cur.execute(self.sql, (low, high))
+        rows = cur.fetchall()
+        cur.close()
+        if not self.sqlite:
+            self.conn.rollback()  # end the read transaction: a long one holds back vacuum
+        return self.hasher.hash(rows)
+
+
 # ---- worker processes ---------------------------------------------------------------------------
 
 _worker: _Reader | None = None
 
 
-def _start_worker(url: str, keys: list[tuple[str, bytes]], current: str) -> None:
+def _start_worker(url: str, keys: list[tuple[str, bytes]], current: str, native: bool) -> None:
     global _worker
-    _worker = _Reader(url, keys, current)
+    _worker = _Reader(url, keys, current, native)
 
 
 def _read_range(bounds: tuple[int, int]) -> LeafChunk:
@@ -158,12 +216,18 @@ def _read_range(bounds: tuple[int, int]) -> LeafChunk:
 
 
 def scan(
-    url: str, ring: Keyring, jobs: int | None = None, chunk_ids: int = CHUNK_IDS
+    url: str,
+    ring: Keyring,
+    jobs: int | None = None,
+    chunk_ids: int = CHUNK_IDS,
+    *,
+    native: bool = True,
 ) -> Iterator[LeafChunk]:
     """Every audit entry in id order, as chunks of computed leaves, hashed by `jobs`
-    processes (default: one per core, at most 8) when the log is long enough to gain."""
+    processes (default: one per core, at most 8) when the log is long enough to gain, with
+    the C accelerator where it was built unless `native` is False."""
     jobs = default_jobs() if jobs is None else jobs
-    reader = _Reader(url, ring.pairs(), ring.current)
+    reader = _Reader(url, ring.pairs(), ring.current, native)
     try:
         found = reader.bounds()
         if found is None:
@@ -176,16 +240,16 @@ def scan(
             return
     finally:
         reader.close()
-    yield from _parallel(url, ring, jobs, ranges)
+    yield from _parallel(url, ring, jobs, ranges, native)
 
 
 def _parallel(
-    url: str, ring: Keyring, jobs: int, ranges: list[tuple[int, int]]
+    url: str, ring: Keyring, jobs: int, ranges: list[tuple[int, int]], native: bool
 ) -> Iterator[LeafChunk]:
     # fork where there is one: a worker starts in milliseconds and shares the parent's
     # imports; it opens its own connection and touches nothing else the parent holds.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     start: Callable[..., None] = _start_worker
-    with context.Pool(jobs, start, (url, ring.pairs(), ring.current)) as pool:
+    with context.Pool(jobs, start, (url, ring.pairs(), ring.current, native)) as pool:
         yield from pool.imap(_read_range, ranges)

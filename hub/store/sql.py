@@ -261,11 +261,12 @@ class SqlStore:
         return SqlUnitOfWork(self._sessions, lock_rows=not self.is_sqlite, gate=self._write_lock)
 
     def scan_audit(
-        self, jobs: int | None = None, chunk_ids: int = auditscan.CHUNK_IDS
+        self, jobs: int | None = None, chunk_ids: int = auditscan.CHUNK_IDS, *, native: bool = True
     ) -> Iterator[LeafChunk]:
         """The audit log's entries with the leaves their content makes now, read raw and
-        hashed by `jobs` processes (hub.store.auditscan), for `auditlog.verify_store`."""
-        return auditscan.scan(self.url, fields.keyring(), jobs, chunk_ids)
+        hashed by `jobs` processes (hub.store.auditscan), for `auditlog.verify_store`; with
+        the C accelerator where it was built, unless `native` is False."""
+        return auditscan.scan(self.url, fields.keyring(), jobs, chunk_ids, native=native)
 
     def dispose(self) -> None:
         self.engine.dispose()

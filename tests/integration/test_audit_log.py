@@ -13,12 +13,15 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, LargeBinary, func, select, type_coerce, update
 
 from hub.cli import main
+from hub.crypto import fields
 from hub.crypto.fields import DataKeyError
 from hub.domain.merkle import inclusion_proof, verify_consistency, verify_inclusion
 from hub.service import audit_api as au
 from hub.service import auditlog
 from hub.service import handlers as h
 from hub.service.ports import AuditEntry, AuditRecord
+from hub.store import auditscan
+from hub.store.auditscan import _leafscan
 from hub.store.tables import audit_checkpoints, audit_log, audit_log_nodes
 from stophub.v1 import audit_pb2, case_pb2, envelope_pb2
 from tests.unit.test_handlers import MULE_B, report_body
@@ -44,9 +47,9 @@ def logged(net: Net) -> Net:  # noqa: F811
 
 
 def verify(net: Net) -> auditlog.Verification:  # noqa: F811
-    """The log checked three ways, which must agree: records read through the unit of work
-    (an export takes this path), the raw scan in this process, and the raw scan split over
-    two worker processes in ranges of 3 ids."""
+    """The log checked four ways, which must agree: records read through the unit of work
+    (an export takes this path), the raw scan in this process with the C accelerator and in
+    pure Python, and the raw scan split over two worker processes in ranges of 3 ids."""
     with net.store(read_only=True) as uow:
         keys = {k.key_id: k.public_key for k in uow.institutions.get("HUB").keys}  # type: ignore[union-attr]
         try:
@@ -56,6 +59,10 @@ def verify(net: Net) -> auditlog.Verification:  # noqa: F811
         except DataKeyError:  # a sealed value that does not open stops the ORM's read
             by_records = None
     scanned = auditlog.verify_store(net.store, keys.get, lambda: net.store.scan_audit(1))
+    in_python = auditlog.verify_store(
+        net.store, keys.get, lambda: net.store.scan_audit(1, native=False)
+    )
+    assert _summary(in_python) == _summary(scanned)
     in_workers = auditlog.verify_store(
         net.store, keys.get, lambda: net.store.scan_audit(2, chunk_ids=3)
     )
@@ -73,6 +80,33 @@ def _summary(result: auditlog.Verification) -> object:
         result.checkpoints,
         sorted(repr((f.what, f.entry_id, f.log_index)) for f in result.findings),
     )
+
+
+@pytest.mark.skipif(
+    not auditscan.native_available(), reason="the C accelerator is not built here (ADR 18)"
+)
+def test_every_entry_of_an_intact_log_is_hashed_in_c(net: Net) -> None:  # noqa: F811
+    """Rows as this database's driver hands them back (SQLite's time text, PostgreSQL's
+    aware times in the scan's own session zone) take the C loop, none the Python one: were
+    the formats to drift apart, verification would still be right but several times slower."""
+    logged(net)
+    ring = fields.keyring()
+    reader = auditscan._Reader(str(net.store.url), ring.pairs(), ring.current, True)
+    try:
+        bounds = reader.bounds()
+        assert bounds is not None
+        cur = reader.conn.cursor() if reader.sqlite else reader.conn.cursor(binary=True)
+        cur.execute(reader.sql, (bounds[0], bounds[1] + 1))
+        rows = cur.fetchall()
+        hasher = reader.hasher
+        assert _leafscan is not None
+        *_, slow = _leafscan.hash_rows(
+            rows, reader.sqlite, hasher.key_map, hasher.detail_aad, hasher.payload_aad
+        )
+        assert len(rows) > 10 and slow == []
+        assert hasher.hash(rows) == hasher.hash_python(rows)
+    finally:
+        reader.close()
 
 
 def test_an_intact_log_verifies_and_proves_each_entry(net: Net) -> None:  # noqa: F811
@@ -97,6 +131,10 @@ def test_an_intact_log_verifies_and_proves_each_entry(net: Net) -> None:  # noqa
     assert "signed envelope(s) verified with the key valid when recorded, 0 problem" in (
         shown.output
     )
+    in_python = CliRunner().invoke(
+        main, ["audit", "verify", "--db", str(net.store.url), "--pure-python"]
+    )
+    assert in_python.exit_code == 0 and in_python.output == shown.output
 
 
 def _id_at(engine: Engine, index: int) -> int:

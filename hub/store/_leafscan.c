@@ -1,0 +1,416 @@
+/*
+ * The innermost loop of `stophub audit verify` in C (ADR 18): for each raw audit_log row,
+ * open the sealed detail (and payload) with AES-256-GCM, build the leaf data exactly as
+ * hub/domain/auditleaf.py's leaf_bytes documents it, hash it (RFC 6962 leaf prefix) and
+ * compare it with the stored leaf.
+ *
+ * It is an accelerator, never a second definition: any row it cannot handle in the common
+ * form (a value that does not open, an unknown key, an unusual type or time format, a leaf
+ * that differs from the stored one) is returned in `slow`, and the Python scan
+ * (hub/store/auditscan.py) computes that row itself and names what is wrong with it. So the
+ * findings come from one implementation, and this file only has to be right about rows that
+ * verify; tests hold it to the Python leaf for random and hostile rows.
+ *
+ * The rows come from a database an attacker may have edited: every length is checked before
+ * it is used, and nothing is trusted to be the type it should be.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <datetime.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stdint.h>
+#include <string.h>
+
+#define NONCE_BYTES 12
+#define TAG_BYTES 16
+#define SEALED_VERSION 1
+#define ROW_COLUMNS 11
+
+/* "stophub-audit/1" with its 4-byte length, after the 0x00 leaf prefix. */
+static const unsigned char LEAF_HEAD[] = {0x00, 0, 0, 0, 15, 's', 't', 'o', 'p', 'h', 'u', 'b',
+                                          '-',  'a', 'u', 'd', 'i', 't', '/', '1'};
+
+typedef struct {
+    const char *id;
+    Py_ssize_t id_len;
+    EVP_CIPHER_CTX *ctx; /* the key schedule is set once; each value only sets its nonce */
+} Key;
+
+typedef struct {
+    unsigned char *data;
+    size_t len;
+    size_t cap;
+} Buffer;
+
+static int buffer_reserve(Buffer *b, size_t extra) {
+    if (extra > SIZE_MAX - b->len) return -1;
+    size_t need = b->len + extra;
+    if (need <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < need) {
+        if (cap > SIZE_MAX / 2) return -1;
+        cap *= 2;
+    }
+    unsigned char *grown = PyMem_Realloc(b->data, cap);
+    if (grown == NULL) return -1;
+    b->data = grown;
+    b->cap = cap;
+    return 0;
+}
+
+/* A field: its length as 4 bytes big-endian, then its bytes. */
+static int put_field(Buffer *b, const void *data, size_t len) {
+    if (len > 0xFFFFFFFFu) return -1;
+    if (buffer_reserve(b, 4 + len) < 0) return -1;
+    unsigned char *p = b->data + b->len;
+    p[0] = (unsigned char)(len >> 24);
+    p[1] = (unsigned char)(len >> 16);
+    p[2] = (unsigned char)(len >> 8);
+    p[3] = (unsigned char)len;
+    if (len) memcpy(p + 4, data, len);
+    b->len += 4 + len;
+    return 0;
+}
+
+static int put_decimal(Buffer *b, long long value) {
+    char text[32];
+    int n = snprintf(text, sizeof text, "%lld", value);
+    if (n < 0 || (size_t)n >= sizeof text) return -1;
+    return put_field(b, text, (size_t)n);
+}
+
+/* Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's days_from_civil). */
+static long long days_from_civil(long long y, unsigned m, unsigned d) {
+    y -= m <= 2;
+    const long long era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long long)doe - 719468;
+}
+
+static int days_in_month(long long y, unsigned m) {
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)) return 29;
+    return days[m - 1];
+}
+
+static int micros_of(long long y, unsigned mo, unsigned d, unsigned h, unsigned mi, unsigned s,
+                     unsigned us, long long *out) {
+    if (y < 1 || y > 9999 || mo < 1 || mo > 12 || d < 1 || (int)d > days_in_month(y, mo) ||
+        h > 23 || mi > 59 || s > 59 || us > 999999)
+        return -1;
+    long long seconds = days_from_civil(y, mo, d) * 86400LL + h * 3600LL + mi * 60LL + s;
+    *out = seconds * 1000000LL + us;
+    return 0;
+}
+
+static int digits(const char *p, int n, unsigned *out) {
+    unsigned v = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return -1;
+        v = v * 10 + (unsigned)(p[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* The form SQLAlchemy stores a naive UTC DateTime in SQLite: "YYYY-MM-DD HH:MM:SS[.ffffff]".
+ * Any other form goes to the Python scan, which parses what datetime.fromisoformat parses. */
+static int sqlite_micros(PyObject *at, long long *out) {
+    if (!PyBytes_CheckExact(at)) return -1;
+    const char *p = PyBytes_AS_STRING(at);
+    Py_ssize_t n = PyBytes_GET_SIZE(at);
+    if (n != 19 && n != 26) return -1;
+    unsigned y, mo, d, h, mi, s, us = 0;
+    if (digits(p, 4, &y) || p[4] != '-' || digits(p + 5, 2, &mo) || p[7] != '-' ||
+        digits(p + 8, 2, &d) || p[10] != ' ' || digits(p + 11, 2, &h) || p[13] != ':' ||
+        digits(p + 14, 2, &mi) || p[16] != ':' || digits(p + 17, 2, &s))
+        return -1;
+    if (n == 26 && (p[19] != '.' || digits(p + 20, 6, &us))) return -1;
+    return micros_of(y, mo, d, h, mi, s, us, out);
+}
+
+/* psycopg's timestamptz: an aware datetime. Only timezone.utc is read here; any other zone
+ * goes to the Python scan, which subtracts the epoch whatever the zone. */
+static int postgres_micros(PyObject *at, long long *out) {
+    if (!PyDateTime_CheckExact(at)) return -1;
+    PyObject *zone = PyDateTime_DATE_GET_TZINFO(at);
+    if (zone != PyDateTime_TimeZone_UTC) return -1;
+    return micros_of(PyDateTime_GET_YEAR(at), PyDateTime_GET_MONTH(at), PyDateTime_GET_DAY(at),
+                     PyDateTime_DATE_GET_HOUR(at), PyDateTime_DATE_GET_MINUTE(at),
+                     PyDateTime_DATE_GET_SECOND(at), PyDateTime_DATE_GET_MICROSECOND(at), out);
+}
+
+/* A text column: UTF-8 bytes from SQLite (text_factory=bytes), str from PostgreSQL. */
+static int text_of(PyObject *value, int sqlite, int optional, const char **data, Py_ssize_t *len) {
+    if (optional && value == Py_None) {
+        *data = "";
+        *len = 0;
+        return 0;
+    }
+    if (sqlite) {
+        if (!PyBytes_CheckExact(value)) return -1;
+        *data = PyBytes_AS_STRING(value);
+        *len = PyBytes_GET_SIZE(value);
+        return 0;
+    }
+    if (!PyUnicode_CheckExact(value)) return -1;
+    *data = PyUnicode_AsUTF8AndSize(value, len);
+    if (*data == NULL) {
+        PyErr_Clear(); /* lone surrogates: the Python scan raises the encoding error */
+        return -1;
+    }
+    return 0;
+}
+
+/* Open `VERSION | len(key id) | key id | nonce | ciphertext | tag` into `out`. */
+static int open_sealed(PyObject *value, const Key *keys, Py_ssize_t nkeys, const unsigned char *aad,
+                       int aad_len, Buffer *out) {
+    if (!PyBytes_CheckExact(value)) return -1;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(value);
+    Py_ssize_t n = PyBytes_GET_SIZE(value);
+    if (n < 2 || p[0] != SEALED_VERSION) return -1;
+    Py_ssize_t id_len = p[1];
+    Py_ssize_t body = 2 + id_len + NONCE_BYTES;
+    if (n < body + TAG_BYTES) return -1;
+    const Key *key = NULL;
+    for (Py_ssize_t i = 0; i < nkeys; i++) {
+        if (keys[i].id_len == id_len && memcmp(keys[i].id, p + 2, (size_t)id_len) == 0) {
+            key = &keys[i];
+            break;
+        }
+    }
+    if (key == NULL) return -1;
+    Py_ssize_t text_len = n - body - TAG_BYTES;
+    if (text_len > INT_MAX) return -1;
+    out->len = 0;
+    if (buffer_reserve(out, (size_t)text_len + 1) < 0) return -1;
+    EVP_CIPHER_CTX *ctx = key->ctx;
+    int written = 0, last = 0;
+    if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, p + 2 + id_len) != 1) return -1;
+    if (EVP_DecryptUpdate(ctx, NULL, &written, aad, aad_len) != 1) return -1;
+    if (text_len > 0 &&
+        EVP_DecryptUpdate(ctx, out->data, &written, p + body, (int)text_len) != 1)
+        return -1;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_BYTES,
+                            (void *)(p + body + text_len)) != 1)
+        return -1;
+    if (EVP_DecryptFinal_ex(ctx, out->data + written, &last) != 1) return -1;
+    out->len = (size_t)text_len;
+    return 0;
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+typedef struct {
+    const Key *keys;
+    Py_ssize_t nkeys;
+    const unsigned char *detail_aad;
+    int detail_aad_len;
+    const unsigned char *payload_aad;
+    int payload_aad_len;
+    int sqlite;
+    Buffer leaf, clear;
+} Scan;
+
+/* One placed row's leaf into `leaf` (32 bytes), or -1 for the Python scan to take it. */
+static int leaf_of_row(Scan *scan, PyObject *const *row, long long entry_id, long long index,
+                       unsigned char *leaf) {
+    long long when;
+    if ((scan->sqlite ? sqlite_micros(row[1], &when) : postgres_micros(row[1], &when)) < 0)
+        return -1;
+    const char *text[5];
+    Py_ssize_t text_len[5];
+    for (int i = 0; i < 5; i++) { /* kind, actor, message_id, case_id, order_id */
+        if (text_of(row[2 + i], scan->sqlite, i >= 3, &text[i], &text_len[i]) < 0) return -1;
+    }
+    char digest_hex[2 * SHA256_DIGEST_LENGTH];
+    size_t digest_len = 0;
+    if (row[7] != Py_None) {
+        if (open_sealed(row[7], scan->keys, scan->nkeys, scan->payload_aad,
+                        scan->payload_aad_len, &scan->clear) < 0)
+            return -1;
+        unsigned char digest[SHA256_DIGEST_LENGTH];
+        SHA256(scan->clear.data, scan->clear.len, digest);
+        for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+            digest_hex[2 * i] = HEX[digest[i] >> 4];
+            digest_hex[2 * i + 1] = HEX[digest[i] & 15];
+        }
+        digest_len = sizeof digest_hex;
+    }
+    if (open_sealed(row[8], scan->keys, scan->nkeys, scan->detail_aad, scan->detail_aad_len,
+                    &scan->clear) < 0)
+        return -1;
+    Buffer *b = &scan->leaf;
+    b->len = 0;
+    if (buffer_reserve(b, sizeof LEAF_HEAD) < 0) return -1;
+    memcpy(b->data, LEAF_HEAD, sizeof LEAF_HEAD);
+    b->len = sizeof LEAF_HEAD;
+    if (put_decimal(b, index) || put_decimal(b, entry_id) || put_decimal(b, when)) return -1;
+    for (int i = 0; i < 5; i++) {
+        if (put_field(b, text[i], (size_t)text_len[i])) return -1;
+    }
+    if (put_field(b, scan->clear.data, scan->clear.len) ||
+        put_field(b, digest_hex, digest_len))
+        return -1;
+    SHA256(b->data, b->len, leaf);
+    PyObject *stored = row[10];
+    if (!PyBytes_CheckExact(stored) || PyBytes_GET_SIZE(stored) != SHA256_DIGEST_LENGTH ||
+        memcmp(PyBytes_AS_STRING(stored), leaf, SHA256_DIGEST_LENGTH) != 0)
+        return -1; /* the Python scan names what differs */
+    return 0;
+}
+
+static int int64_of(PyObject *value, long long *out) {
+    if (!PyLong_CheckExact(value)) return -1;
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 0;
+}
+
+static void free_keys(Key *keys, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) EVP_CIPHER_CTX_free(keys[i].ctx);
+    PyMem_Free(keys);
+}
+
+PyDoc_STRVAR(hash_rows_doc,
+             "hash_rows(rows, sqlite, keys, detail_aad, payload_aad)\n"
+             "--\n\n"
+             "Leaves of raw audit_log rows (id, recorded_at, kind, actor, message_id, case_id,\n"
+             "order_id, payload, detail, log_index, leaf_hash). `keys` maps a data key id (bytes)\n"
+             "to its 32-byte key. Returns (ids, indexes, leaves, slow): ids and indexes as native\n"
+             "int64 bytes (-1: not placed), 32 bytes of leaf per row (zeros where not placed or\n"
+             "slow), and the positions of rows the Python scan must compute itself.");
+
+static PyObject *hash_rows(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *rows, *key_map;
+    int sqlite;
+    Py_buffer detail_aad, payload_aad;
+    if (!PyArg_ParseTuple(args, "O!pO!y*y*", &PyList_Type, &rows, &sqlite, &PyDict_Type, &key_map,
+                          &detail_aad, &payload_aad))
+        return NULL;
+    PyObject *result = NULL, *ids = NULL, *indexes = NULL, *leaves = NULL, *slow = NULL;
+    Scan scan = {0};
+    Key *keys = NULL;
+    Py_ssize_t nkeys = 0;
+    if (detail_aad.len > INT_MAX || payload_aad.len > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "associated data too long");
+        goto done;
+    }
+    keys = PyMem_Calloc((size_t)PyDict_Size(key_map) + 1, sizeof(Key));
+    if (keys == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    PyObject *kid, *kval;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(key_map, &pos, &kid, &kval)) {
+        if (!PyBytes_Check(kid) || !PyBytes_Check(kval) || PyBytes_GET_SIZE(kval) != 32) {
+            PyErr_SetString(PyExc_ValueError, "keys: bytes key id -> 32-byte key");
+            goto done;
+        }
+        EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+        if (ctx == NULL || EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, NONCE_BYTES, NULL) != 1 ||
+            EVP_DecryptInit_ex(ctx, NULL, NULL, (const unsigned char *)PyBytes_AS_STRING(kval),
+                               NULL) != 1) {
+            EVP_CIPHER_CTX_free(ctx);
+            PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not set up AES-256-GCM");
+            goto done;
+        }
+        keys[nkeys].id = PyBytes_AS_STRING(kid);
+        keys[nkeys].id_len = PyBytes_GET_SIZE(kid);
+        keys[nkeys].ctx = ctx;
+        nkeys++;
+    }
+    scan.keys = keys;
+    scan.nkeys = nkeys;
+    scan.detail_aad = detail_aad.buf;
+    scan.detail_aad_len = (int)detail_aad.len;
+    scan.payload_aad = payload_aad.buf;
+    scan.payload_aad_len = (int)payload_aad.len;
+    scan.sqlite = sqlite;
+
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    ids = PyBytes_FromStringAndSize(NULL, n * 8);
+    indexes = PyBytes_FromStringAndSize(NULL, n * 8);
+    leaves = PyBytes_FromStringAndSize(NULL, n * SHA256_DIGEST_LENGTH);
+    slow = PyList_New(0);
+    if (ids == NULL || indexes == NULL || leaves == NULL || slow == NULL) goto done;
+    int64_t *id_out = (int64_t *)PyBytes_AS_STRING(ids);
+    int64_t *index_out = (int64_t *)PyBytes_AS_STRING(indexes);
+    unsigned char *leaf_out = (unsigned char *)PyBytes_AS_STRING(leaves);
+    memset(leaf_out, 0, (size_t)n * SHA256_DIGEST_LENGTH);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        long long entry_id = 0, index = -1;
+        int fast = PyTuple_CheckExact(row) && PyTuple_GET_SIZE(row) == ROW_COLUMNS &&
+                   int64_of(PyTuple_GET_ITEM(row, 0), &entry_id) == 0;
+        if (fast) {
+            PyObject *place = PyTuple_GET_ITEM(row, 9);
+            if (place != Py_None)
+                fast = int64_of(place, &index) == 0 &&
+                       leaf_of_row(&scan, &PyTuple_GET_ITEM(row, 0), entry_id, index,
+                                   leaf_out + i * SHA256_DIGEST_LENGTH) == 0;
+        }
+        id_out[i] = entry_id;
+        index_out[i] = index;
+        if (!fast) {
+            memset(leaf_out + i * SHA256_DIGEST_LENGTH, 0, SHA256_DIGEST_LENGTH);
+            PyObject *at = PyLong_FromSsize_t(i);
+            if (at == NULL || PyList_Append(slow, at) < 0) {
+                Py_XDECREF(at);
+                goto done;
+            }
+            Py_DECREF(at);
+        }
+    }
+    result = PyTuple_Pack(4, ids, indexes, leaves, slow);
+done:
+    Py_XDECREF(ids);
+    Py_XDECREF(indexes);
+    Py_XDECREF(leaves);
+    Py_XDECREF(slow);
+    if (keys) free_keys(keys, nkeys);
+    /* Both buffers held opened personal data (the leaf bytes carry the detail in clear). */
+    if (scan.leaf.data) OPENSSL_cleanse(scan.leaf.data, scan.leaf.cap);
+    PyMem_Free(scan.leaf.data);
+    if (scan.clear.data) OPENSSL_cleanse(scan.clear.data, scan.clear.cap);
+    PyMem_Free(scan.clear.data);
+    PyBuffer_Release(&detail_aad);
+    PyBuffer_Release(&payload_aad);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"hash_rows", hash_rows, METH_VARARGS, hash_rows_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "hub.store._leafscan",
+    "The audit verification's per-row loop in C (ADR 18); hub/store/auditscan.py uses it.", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__leafscan(void) {
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddStringConstant(m, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
