@@ -51,6 +51,7 @@ from hub.sla_render import (
     sla_log_view,
     stamp,
 )
+from hub.store import auditscan
 from hub.store.sql import SqlStore, make_engine
 from hub.store.tables import sealed_tables
 from hub.trail_render import trail_svg, trail_tree
@@ -443,6 +444,8 @@ def audit_verify(database_url: str, quiet: bool, jobs: int | None, pure_python: 
         store, keys.get, lambda: store.scan_audit(jobs, native=not pure_python)
     )
     print_verification(result)
+    if not quiet:
+        click.echo(f"entries hashed {auditscan.method(native=not pure_python)}")
     waiting = [f for f in result.findings if f.what == "unsequenced"]
     if not quiet and waiting:
         click.echo("the waiting entries are placed by a running hub within a second")

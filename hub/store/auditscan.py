@@ -53,6 +53,18 @@ def native_available() -> bool:
     return _leafscan is not None
 
 
+def method(*, native: bool) -> str:
+    """How a scan hashes the entries, for the record of a verification."""
+    if not native:
+        return "in pure Python (--pure-python)"
+    if _leafscan is None:
+        return "in pure Python: the C accelerator is not built here (ADR 18)"
+    return (
+        f"with the C accelerator against {_leafscan.OPENSSL_VERSION} where they verify; "
+        "findings from the Python loop (ADR 18)"
+    )
+
+
 def default_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
