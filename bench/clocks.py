@@ -43,6 +43,7 @@ from hub.crypto import fields
 from hub.crypto.keys import PrivateKey
 from hub.domain.clocks import ClockState
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
+from hub.observability.metrics import sql_snapshot
 from hub.policy import load_policy
 from hub.service.admin import NewKey, Registry
 from hub.service.handlers import Hub
@@ -171,8 +172,12 @@ def clock_row(i: int, case_id: str, due: datetime) -> dict[str, Any]:
     return row
 
 
-def insert_clocks(bed: Bed, count: int, due_from: datetime, span: timedelta, seed: int) -> None:
-    """`count` open clocks (each with its case row), due uniformly over [due_from, +span)."""
+def insert_clocks(
+    bed: Bed, count: int, due_from: datetime, span: timedelta, seed: int, *, closed: bool = False
+) -> None:
+    """`count` open clocks (each with its case row), due uniformly over [due_from, +span);
+    `closed`: a hub's history instead, clocks stopped long ago, one in fifty past its
+    deadline."""
     rng = random.Random(seed)
     run = uuid.uuid4().hex[:6].upper()
     chunk = 5_000
@@ -184,6 +189,15 @@ def insert_clocks(bed: Bed, count: int, due_from: datetime, span: timedelta, see
                 case_id = f"CB{run}{n:08d}"
                 due = due_from + span * rng.random()
                 clock = clock_row(n, case_id, due)
+                if closed:
+                    missed = n % 50 == 0
+                    clock |= {
+                        "state": ClockState.MISSED if missed else ClockState.MET,
+                        "breached": missed,
+                        "next_step_at": None,
+                        "stopped_at": clock["started_at"],
+                        "stopped_by": clock["responsible"],
+                    }
                 case_rows.append(
                     {
                         "case_id": case_id,
@@ -378,6 +392,32 @@ def backlog(bed: Bed, outage: timedelta, rate_per_second: float) -> Backlog:
     return Backlog(fired, seconds, outage.total_seconds())
 
 
+@dataclass
+class Snapshot:
+    clocks: int  # every clock row
+    open: int
+    cost: Cost  # hub.observability.metrics.sql_snapshot, what a scrape reads
+    full_scan: Cost  # the one GROUP BY over every clock it replaced
+
+
+def metrics_snapshot(bed: Bed, history: int, repeats: int) -> Snapshot:
+    """The metrics snapshot over `history` closed clocks (one in fifty breached) besides the
+    open ones, against the single GROUP BY over every clock that it was before."""
+    insert_clocks(bed, history, T0 - timedelta(days=400), timedelta(days=365), 9, closed=True)
+    read = sql_snapshot(bed.store)
+    full = select(clocks.c.kind, clocks.c.state, clocks.c.breached, func.count()).group_by(
+        clocks.c.kind, clocks.c.state, clocks.c.breached
+    )
+
+    def full_scan() -> None:
+        with bed.store.engine.connect() as conn:
+            conn.execute(full).all()
+
+    with bed.store.engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(clocks)).scalar_one()
+    return Snapshot(total, bed.count_open(), timed(read, repeats), timed(full_scan, repeats))
+
+
 # ---- databases -----------------------------------------------------------------------------
 
 
@@ -430,6 +470,7 @@ class Report:
     baseline_query: Cost | None = None
     plan: str = ""
     recovery: Backlog | None = None
+    snapshot: Snapshot | None = None
 
 
 def run_database(
@@ -474,6 +515,16 @@ def run_database(
                     say(f"{label}: recovery backlog measured")
             finally:
                 bed.store.dispose()
+    # A hub's steady state on a fresh database: a thousand clocks running, and the closed
+    # clocks of the cases before them.
+    with database() as url:
+        bed = prepare(url)
+        try:
+            insert_clocks(bed, 1_000, due_from, span, seed=8)
+            report.snapshot = metrics_snapshot(bed, args.clocks * 5, max(5, args.repeats // 20))
+            say(f"{label}: metrics snapshot measured")
+        finally:
+            bed.store.dispose()
     return report
 
 
@@ -541,6 +592,17 @@ def render(reports: Sequence[Report], args: argparse.Namespace) -> str:
             out.append(
                 f"| {r.database} | {r.recovery.steps:,} | {r.recovery.seconds:.1f} s "
                 f"| {r.recovery.rate:,.0f} |"
+            )
+    out.append("")
+    out.append("The metrics snapshot (what a scrape reads, cached 5 s), with a hub's history\n")
+    out.append("| database | clocks (open) | snapshot, wall | the full GROUP BY it replaced |")
+    out.append("|---|---|---|---|")
+    for r in reports:
+        if r.snapshot is not None:
+            snap = r.snapshot
+            out.append(
+                f"| {r.database} | {snap.clocks:,} ({snap.open:,}) | {ms(snap.cost.wall)} "
+                f"| {ms(snap.full_scan.wall)} |"
             )
     out.append("")
     out.append("The due query's plan\n")
