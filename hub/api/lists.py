@@ -204,6 +204,10 @@ class ListServicer:
         except StoreUnavailable as err:
             # The copy keeps what it had and resumes from its version on a new stream.
             await self.r.abort(context, err, envelope)
+        except DomainError as err:
+            # LIST_HISTORY_PRUNED: the copy keeps what it had; its next sync gets a snapshot.
+            log.info("ended SyncList of %s: %s %s", code, err.code, err.reason)
+            await self.r.abort(context, err, envelope)
 
 
 class AppealServicer(appeal_pb2_grpc.AppealServiceServicer):

@@ -111,6 +111,8 @@ MAX_LINKED = 1000
 REPLAY_WINDOW = timedelta(minutes=5)
 MAX_CLOCK_SKEW = timedelta(minutes=1)
 STORE_RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0)
+# How often a sweep also deletes the list changes no sync can replay (listing.prune_changes).
+PRUNE_LIST_EVERY = timedelta(hours=1)
 
 
 @dataclass
@@ -294,6 +296,7 @@ class Hub:
         # The network's list key: indexes the blacklist and makes its tokens (None: the
         # list cannot be published here; docs/blacklist.md).
         self.list_key = list_key
+        self._list_pruned_at: datetime | None = None
         self.list_terms = list_terms or Terms()
         self._list_listeners: list[Callable[[], None]] = []
         self.replay_window = replay_window
@@ -324,10 +327,19 @@ class Hub:
 
     def sweep(self) -> int:
         """Fire every clock step that is due and end every listing whose term is over;
-        returns how many of both."""
-        from hub.service.listing import expire_due  # the listing handlers import this module
+        returns how many of both. Once every PRUNE_LIST_EVERY of case time it also deletes
+        the list changes no sync can replay any more."""
+        # The listing handlers import this module.
+        from hub.service.listing import expire_due, prune_changes
 
-        return self.sweeper.sweep() + expire_due(self)
+        done = self.sweeper.sweep() + expire_due(self)
+        now = self.clock.now()
+        if self.list_key is not None and (
+            self._list_pruned_at is None or now - self._list_pruned_at >= PRUNE_LIST_EVERY
+        ):
+            self._list_pruned_at = now
+            prune_changes(self)
+        return done
 
     def keep_audit_log(self) -> int:
         """Place every committed audit entry in the log's Merkle tree and sign a checkpoint

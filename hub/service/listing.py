@@ -40,6 +40,7 @@ MAX_CHECK = 1000
 SNAPSHOT_PAGE = 2000
 CHANGE_PAGE = 1000
 EXPIRE_BATCH = 500
+PRUNE_BATCH = 10_000
 
 _BASIS = {
     blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER: Basis.ACCOUNT_TRADER,
@@ -396,6 +397,31 @@ def expire_due(hub: Hub) -> int:
     return ended
 
 
+def replay_horizon(state: ListState) -> int:
+    """The oldest version a sync can still ask the change log for. A copy further behind gets
+    a snapshot (`ListSyncer.needs_snapshot`: replaying more changes than the list has
+    entries costs more than sending it), so older changes are never read again; a page of
+    slack keeps whole a sync that started just inside the line while the list moved on."""
+    return state.version - max(state.count, CHANGE_PAGE) - CHANGE_PAGE + 1
+
+
+def prune_changes(hub: Hub, batch: int = PRUNE_BATCH) -> int:
+    """Delete the changes no sync can replay any more (older than `replay_horizon`), a batch
+    per transaction; returns how many. Every change stays in the audit log."""
+    pruned = 0
+    while True:
+        with hub.uow() as uow:
+            below = replay_horizon(uow.lists.state())
+            deleted = uow.lists.prune_changes(below, batch) if below > 1 else 0
+            uow.commit()
+        pruned += deleted
+        if deleted < batch:
+            break
+    if pruned:
+        log.info("pruned %d list changes no sync can replay any more", pruned)
+    return pruned
+
+
 # ---- the batch check --------------------------------------------------------------------------
 
 
@@ -580,8 +606,16 @@ class ListSyncer:
         while after < upto:
             with self.hub.uow(read_only=True) as uow:
                 rows = uow.lists.changes(after, upto, tokens, CHANGE_PAGE)
-            if not rows:
-                break
+            if not rows or rows[0].version != after + 1:
+                # Pruned while this sync ran (the list moved a whole horizon meanwhile): the
+                # copy must not skip a change, so the sync ends and the next one gets a
+                # snapshot.
+                raise FailedPrecondition(
+                    "LIST_HISTORY_PRUNED",
+                    f"list change {after + 1} is no longer kept (the list moved on while this "
+                    "sync ran): sync again from the version your copy is at, and the hub "
+                    "sends a snapshot",
+                )
             page = blacklist_pb2.ListChangePage()
             for r in rows:
                 change = page.changes.add(version=r.version, op=_OP_PB[r.op], entry_id=r.entry_id)

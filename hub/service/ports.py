@@ -240,6 +240,11 @@ class ListRepository(Protocol):
         """The lowest version still in the change log (None: none kept)."""
         ...
 
+    def prune_changes(self, below: int, limit: int) -> int:
+        """Delete the oldest changes with a version below `below`, at most `limit` of them;
+        returns how many."""
+        ...
+
 
 class AppealRepository(Protocol):
     def get(self, appeal_id: str, *, lock: bool = False) -> Appeal | None:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     bindparam,
     case,
     create_engine,
+    delete,
     event,
     func,
     or_,
@@ -596,6 +597,15 @@ class SqlLists:
     def oldest_change(self) -> int | None:
         found: int | None = self.session.execute(select(func.min(list_changes.c.version))).scalar()
         return found
+
+    def prune_changes(self, below: int, limit: int) -> int:
+        oldest = self.oldest_change()
+        if oldest is None or oldest >= below:
+            return 0
+        # A range of the primary key: the versions are gapless, so this is at most `limit` rows.
+        end = min(below, oldest + limit)
+        done = self.session.execute(delete(list_changes).where(list_changes.c.version < end))
+        return int(done.rowcount)  # type: ignore[attr-defined]
 
 
 class SqlAppeals:

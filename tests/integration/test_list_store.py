@@ -7,6 +7,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from hub.crypto.listkey import ListKey
@@ -134,3 +135,71 @@ def test_two_hubs_deciding_one_appeal_decide_it_once(net: Net) -> None:  # noqa:
     assert outcomes == ["APPEAL_DECIDED", "decided"]
     state = ls.ListSyncer(net.hub).state()
     assert (state.version, state.count) == (2, 0), "removed once"
+
+
+def remove(net: Net, entry_id: str) -> None:  # noqa: F811
+    net.send(
+        ls.REMOVE_LIST_ENTRY,
+        net.envelope("CENTRE", blacklist_pb2.RemoveListEntryBody(entry_id=entry_id, reason="x")),
+        blacklist_pb2.ListEntryRecord,
+    )
+
+
+def test_changes_no_sync_can_replay_are_pruned(
+    net: Net,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A copy more than max(entries, a page) changes behind gets a snapshot, so older changes
+    are dead weight: the sweep deletes them once an hour of case time, keeping a page of
+    slack; every change a sync may still replay stays, and a sync that started before a
+    prune and reaches the pruned part ends with LIST_HISTORY_PRUNED instead of skipping it."""
+    monkeypatch.setattr(ls, "CHANGE_PAGE", 4)
+    net.hub.list_key = KEY
+    case = net.call("BANKA", h.CREATE_REPORT, report_body((MULE_B, 100_000)), case_pb2.Case)
+    records = [publish(net, net.hub, case.case_id, i) for i in range(6)]  # versions 1-6
+    for r in records[:5]:
+        remove(net, r.entry.entry_id)  # 7-11
+    for i in range(6, 9):
+        publish(net, net.hub, case.case_id, i)  # 12-14
+    syncer = ls.ListSyncer(net.hub)
+    state = syncer.state()
+    assert (state.version, state.count) == (14, 4)
+    before = list(syncer.changes(2, 14, tokens=False))  # read before the prune: whole
+
+    net.hub.sweep()  # the first sweep prunes: below 14 - max(4, 4) - 4 + 1 = 7
+    with net.store.read_engine.connect() as conn:
+        kept = [r[0] for r in conn.execute(select(list_changes.c.version))]
+    assert sorted(kept) == list(range(7, 15))
+    assert ls.prune_changes(net.hub) == 0
+
+    # A copy behind the line gets a snapshot; every copy inside it gets its changes, whole.
+    assert syncer.needs_snapshot(5, state)
+    for version in range(state.version - max(state.count, ls.CHANGE_PAGE), state.version):
+        assert not syncer.needs_snapshot(version, state), version
+        pages = [
+            blacklist_pb2.SyncListResponse.FromString(p.data).changes.changes
+            for p in syncer.changes(version, state.version, tokens=False)
+        ]
+        assert [c.version for page in pages for c in page] == list(range(version + 1, 15))
+    # What was read before the prune was whole; the same sync now ends, naming why.
+    assert [p.version for p in before][-1] == 14
+    with pytest.raises(FailedPrecondition) as refused:
+        list(syncer.changes(2, 14, tokens=False))
+    assert refused.value.reason == "LIST_HISTORY_PRUNED"
+
+    # The next prune waits for an hour of case time, however many sweeps run.
+    for i in range(9, 14):
+        publish(net, net.hub, case.case_id, i)  # 15-19, 9 entries now
+    net.hub.sweep()
+    assert net.count(list_changes) == 13
+    net.clock.advance(timedelta(hours=1))
+    net.hub.sweep()  # below 19 - max(9, 4) - 4 + 1 = 7: nothing more yet
+    assert net.count(list_changes) == 13
+    for r in records[5:]:
+        remove(net, r.entry.entry_id)  # 20
+    for i in range(14, 24):
+        publish(net, net.hub, case.case_id, i)  # 21-30, 18 entries
+    net.clock.advance(timedelta(hours=1))
+    net.hub.sweep()  # below 30 - 18 - 4 + 1 = 9
+    with net.store.read_engine.connect() as conn:
+        assert min(r[0] for r in conn.execute(select(list_changes.c.version))) == 9

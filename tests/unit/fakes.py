@@ -285,6 +285,12 @@ class FakeLists:
     def oldest_change(self) -> int | None:
         return min((v for v, *_ in self._state.list_changes), default=None)
 
+    def prune_changes(self, below: int, limit: int) -> int:
+        gone = sorted(c for c in self._state.list_changes if c[0] < below)[:limit]
+        for change in gone:
+            self._state.list_changes.remove(change)
+        return len(gone)
+
 
 class FakeAppeals:
     def __init__(self, state: StoreState) -> None:
