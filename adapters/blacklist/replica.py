@@ -71,6 +71,7 @@ from stophub.v1 import blacklist_pb2, envelope_pb2
 log = logging.getLogger(__name__)
 
 VERSION_NOT_ISSUED: Final = "VERSION_NOT_ISSUED"
+LIST_HISTORY_PRUNED: Final = "LIST_HISTORY_PRUNED"
 _SCHEMA: Final = 1
 _ZERO_DIGEST: Final = bytes(32)
 
@@ -167,6 +168,20 @@ class VersionNotIssued(ReplicaError):
         super().__init__(
             f"the hub never issued version {local_version}, which this copy is at "
             f"({error.message or error.reason}); keeping the copy and resyncing from 0"
+        )
+
+
+class HistoryPruned(ReplicaError):
+    """The hub deleted changes this sync was replaying (FAILED_PRECONDITION
+    LIST_HISTORY_PRUNED: the list moved on by more than its entries while the sync ran). The
+    copy is kept; the next sync, from its version, gets a snapshot. `run` retries it."""
+
+    def __init__(self, local_version: int, error: HubError) -> None:
+        self.local_version = local_version
+        self.error = error
+        super().__init__(
+            f"the hub no longer keeps the changes after version {local_version} "
+            f"({error.message or error.reason}); keeping the copy, the next sync gets a snapshot"
         )
 
 
@@ -885,6 +900,13 @@ class Replica:
                 self._mark_resync()
                 self._emit("refused", refusal)
                 raise refusal from err
+            if (
+                err.code is grpc.StatusCode.FAILED_PRECONDITION
+                and err.reason == LIST_HISTORY_PRUNED
+            ):
+                pruned = HistoryPruned(self._state.version, err)
+                log.warning("replica %s: %s", self.path, pruned)
+                raise pruned from err
             raise
         except CopyMismatch as err:
             self._rollback()

@@ -24,6 +24,7 @@ from adapters.blacklist import (
     CheckpointRefused,
     CopyMismatch,
     Form,
+    HistoryPruned,
     ListKeyMismatch,
     Replica,
     ReplicaError,
@@ -46,7 +47,7 @@ from hub.domain.blacklist import (
     list_entry,
 )
 from hub.domain.errors import InvalidArgument
-from stophub.v1 import account_pb2, blacklist_pb2, envelope_pb2
+from stophub.v1 import account_pb2, blacklist_pb2, delivery_pb2, envelope_pb2
 
 ME = "PAYX"
 HUB_KEY = PrivateKey.generate()
@@ -710,6 +711,48 @@ async def test_a_copy_found_altered_while_following_is_replaced_by_a_snapshot(
         assert replica.verify_local().ok and not replica.status().resync
         found = replica.is_listed_account("BANKB", "6222020000000002")
         assert found is not None and found.name == "Li Si"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_changes_pruned_while_syncing_keep_the_copy_and_the_next_sync_takes_a_snapshot(
+    replica: Replica, hub: FakeHub, source: FakeSource
+) -> None:
+    """A signed FAILED_PRECONDITION LIST_HISTORY_PRUNED ends the sync, as a real hub sends it
+    when it deleted changes the sync was replaying: the copy stays at its version, `run`
+    tries again (it is no refusal of the copy), and the hub's snapshot replaces the copy."""
+    hub.publish(MULE)
+    await replica.sync_once()
+    hub.publish(TRADER)
+    hub.publish(WALLET)
+    pruned = HubError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "list change 2 is no longer kept",
+        reason="LIST_HISTORY_PRUNED",
+        # Signed, as the hub refuses: a signed refusal is not transient by itself.
+        rejection=delivery_pb2.Rejection(code="FAILED_PRECONDITION", reason="LIST_HISTORY_PRUNED"),
+    )
+    assert not pruned.transient
+    source.scripts.append([pruned])
+    with pytest.raises(HistoryPruned, match="after version 1") as ended:
+        await replica.sync_once()
+    assert ended.value.local_version == 1
+    assert replica.version == 1 and replica.entry_count == 1, "the copy is kept"
+    assert not replica.status().resync, "the copy is right: no resync from 0 is needed"
+
+    forever = asyncio.Event()
+    source.scripts.append([pruned])
+    source.scripts.append([*hub.snapshot(Form.CLEAR), forever])
+    watch = Watch(replica)
+    task = asyncio.create_task(replica.run(initial_backoff=0.01, max_backoff=0.02))
+    try:
+        await watch.until(lambda: replica.version >= 3)
+        assert [c.from_version for c in source.calls[-2:]] == [1, 1]
+        assert watch.kinds == ["lost", "checkpoint"]
+        assert isinstance(watch.events[0].error, HistoryPruned)
+        assert replica.entry_count == 3 and replica.verify_local().ok
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
