@@ -15,6 +15,7 @@ import grpc
 from hub.api.decoding import Undecodable
 from hub.api.servicers import Runner, peer_institution
 from hub.domain.errors import DomainError
+from hub.observability import logs
 from hub.service import appeals as a
 from hub.service import listing as ls
 from hub.service.handlers import Hub
@@ -168,6 +169,8 @@ class ListServicer:
             await self.r.abort(context, request.error, None)
             return
         envelope = request.envelope
+        # Lines about this stream name its sender, as a unary call's do (hub.observability.logs).
+        logs.enter(institution=envelope.sender, message_id=envelope.message_id)
         try:
             sender, admitted = await self._call(
                 self.hub.admit, ls.SYNC_LIST, envelope, peer_institution(context)

@@ -5,6 +5,9 @@ live change on a following stream, the batch check, expiry, and the refusals."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import time
 from datetime import timedelta
 
@@ -16,6 +19,7 @@ from adapters.sdk import HubClient, HubError
 from hub.cli import main
 from hub.crypto.envelope import seal_message
 from hub.domain.blacklist import ListDigest, clear_leaf_hash, token_leaf_hash
+from hub.observability import logs
 from hub.service import listing as ls
 from hub.service.handlers import Hub
 from stophub.v1 import account_pb2, blacklist_pb2, case_pb2, delivery_pb2
@@ -236,12 +240,24 @@ async def test_check_expiry_and_refusals(clients: dict[str, HubClient], network:
         )
     assert no_case.value.code == grpc.StatusCode.NOT_FOUND
 
-    # A version the hub never issued: OUT_OF_RANGE, and the copy is told what to do.
-    with pytest.raises(HubError) as ahead:
-        async for _ in clients["PAYX"].sync_list(99):
-            pass
+    # A version the hub never issued: OUT_OF_RANGE, and the copy is told what to do. The
+    # hub's line about it names the stream's sender, as a unary call's lines do.
+    written = io.StringIO()
+    handler = logs.json_handler(written)
+    lists_log = logging.getLogger("hub.api.lists")
+    lists_log.addHandler(handler)
+    level, lists_log.level = lists_log.level, logging.INFO
+    try:
+        with pytest.raises(HubError) as ahead:
+            async for _ in clients["PAYX"].sync_list(99):
+                pass
+    finally:
+        lists_log.removeHandler(handler)
+        lists_log.setLevel(level)
     assert ahead.value.code == grpc.StatusCode.OUT_OF_RANGE
     assert ahead.value.reason == "VERSION_NOT_ISSUED"
+    [line] = [json.loads(x) for x in written.getvalue().splitlines() if "refused SyncList" in x]
+    assert line["institution"] == "PAYX" and line["message_id"]
 
     # Two years on, the sweep ends the entry as a numbered EXPIRE change.
     copy = Copy()
