@@ -397,12 +397,17 @@ def expire_due(hub: Hub) -> int:
     return ended
 
 
+def replay_limit(state: ListState) -> int:
+    """The most changes a sync replays: a copy further behind gets a snapshot, since
+    replaying more changes than the list has entries costs more than sending it."""
+    return max(state.count, CHANGE_PAGE)
+
+
 def replay_horizon(state: ListState) -> int:
-    """The oldest version a sync can still ask the change log for. A copy further behind gets
-    a snapshot (`ListSyncer.needs_snapshot`: replaying more changes than the list has
-    entries costs more than sending it), so older changes are never read again; a page of
-    slack keeps whole a sync that started just inside the line while the list moved on."""
-    return state.version - max(state.count, CHANGE_PAGE) - CHANGE_PAGE + 1
+    """The oldest version a sync can still ask the change log for (`replay_limit` behind the
+    list), less a page of slack that keeps whole a sync that started just inside the line
+    while the list moved on; older changes are never read again."""
+    return state.version - replay_limit(state) - CHANGE_PAGE + 1
 
 
 def prune_changes(hub: Hub, batch: int = PRUNE_BATCH) -> int:
@@ -581,8 +586,7 @@ class ListSyncer:
             oldest = uow.lists.oldest_change()
         if oldest is None or from_version + 1 < oldest:
             return True
-        # Replaying more changes than the list has entries costs more than sending it.
-        return state.version - from_version > max(state.count, CHANGE_PAGE)
+        return state.version - from_version > replay_limit(state)
 
     def snapshot(self, state: ListState, tokens: bool) -> Iterator[Part]:
         yield Part(
