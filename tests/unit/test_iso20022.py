@@ -270,21 +270,26 @@ _SECONDS = st.integers(0, 4_102_444_800)  # 1970 .. 2100
 _NANOS = st.integers(0, 999_999_999)
 
 
-@st.composite
-def stop_orders(draw: st.DrawFn) -> order_pb2.Order:
+def _order(draw: st.DrawFn, kind: order_pb2.OrderKind.ValueType) -> order_pb2.Order:
+    """An order's header and instruction note, as both kinds carry them."""
     order = order_pb2.Order(
         order_id=draw(_ID),
         case_id=draw(_ID),
-        kind=order_pb2.ORDER_KIND_STOP,
+        kind=kind,
         issued_by=draw(_CODE),
         addressed_to=draw(_CODE),
     )
     order.issue_time.seconds = draw(_SECONDS)
     order.issue_time.nanos = draw(_NANOS)
-    i = order.instruction
-    i.case_id = order.case_id
-    i.note = draw(_NOTE)
-    s = i.stop
+    order.instruction.case_id = order.case_id
+    order.instruction.note = draw(_NOTE)
+    return order
+
+
+@st.composite
+def stop_orders(draw: st.DrawFn) -> order_pb2.Order:
+    order = _order(draw, order_pb2.ORDER_KIND_STOP)
+    s = order.instruction.stop
     s.account.institution_code = draw(_CODE)
     s.account.account_number = draw(st.text(alphabet="0123456789X", min_size=1, max_size=34))
     s.account.holder_name = draw(_NAME)
@@ -300,19 +305,8 @@ def stop_orders(draw: st.DrawFn) -> order_pb2.Order:
 
 @st.composite
 def return_orders(draw: st.DrawFn) -> order_pb2.Order:
-    order = order_pb2.Order(
-        order_id=draw(_ID),
-        case_id=draw(_ID),
-        kind=order_pb2.ORDER_KIND_RETURN,
-        issued_by=draw(_CODE),
-        addressed_to=draw(_CODE),
-    )
-    order.issue_time.seconds = draw(_SECONDS)
-    order.issue_time.nanos = draw(_NANOS)
-    i = order.instruction
-    i.case_id = order.case_id
-    i.note = draw(_NOTE)
-    r = i.fund_return
+    order = _order(draw, order_pb2.ORDER_KIND_RETURN)
+    r = order.instruction.fund_return
     r.beneficiary.institution_code = draw(_CODE)
     r.beneficiary.account_number = draw(st.text(alphabet="0123456789", min_size=1, max_size=34))
     r.beneficiary.holder_name = draw(_NAME)
