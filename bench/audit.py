@@ -34,7 +34,6 @@ from pathlib import Path
 from bench.clocks import PG_VARS, postgres_database, postgres_version
 from bench.table import Row
 from hub.bootstrap import ensure_hub_registered, migrate
-from hub.clock import ManualClock
 from hub.crypto import fields
 from hub.crypto.keys import PrivateKey
 from hub.domain.merkle import (
@@ -50,6 +49,7 @@ from hub.service.ports import AuditEntry, AuditRecord, LogCheckpointRow
 from hub.store import auditscan
 from hub.store.sql import SqlStore
 from hub.store.tables import audit_log
+from hub.system.clock import ManualClock
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 BATCH = 10_000

@@ -83,10 +83,10 @@ from hub.crypto.listkey import ENV_FILE as LIST_KEY_ENV_FILE
 from hub.crypto.listkey import ENV_KEY as LIST_KEY_ENV
 from hub.crypto.listkey import ListKey, resolve_list_key
 from hub.domain.blacklist import DIGEST_MODULUS, Basis, Subject, Terms, list_entry
-from hub.policy import DEFAULT_POLICY
 from hub.service.listing import entry_to_proto, new_entry_id
 from hub.store.sql import make_engine
 from hub.store.tables import list_changes, list_entries, list_state
+from hub.system.policy import DEFAULT_POLICY
 from stophub.v1 import account_pb2, blacklist_pb2
 from tests.e2e.test_crash import mule_report
 from tests.e2e.test_restart import Hub, free_port, register_members

@@ -38,19 +38,19 @@ from typing import Any
 from sqlalchemy import create_engine, func, select, text, type_coerce
 
 from hub.bootstrap import build_hub, ensure_hub_registered, migrate
-from hub.clock import ManualClock
 from hub.crypto import fields
 from hub.crypto.keys import PrivateKey
 from hub.domain.clocks import ClockState
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.observability.metrics import sql_snapshot
-from hub.policy import load_policy
 from hub.service.admin import NewKey, Registry
 from hub.service.handlers import Hub
 from hub.service.ports import PendingDelivery
 from hub.service.sla import Sweeper
 from hub.store.sql import SqlStore, normalise_url
 from hub.store.tables import UTCDateTime, cases, clocks, sla_log
+from hub.system.clock import ManualClock
+from hub.system.policy import load_policy
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 STEPS = ("reminder", "breach", "regulator", "renewal_reminder", "expire")

@@ -74,13 +74,13 @@ from bench.clocks import PG_VARS, postgres_database
 from bench.soak import data_keys
 from bench.table import Row
 from hub.bootstrap import migrate
-from hub.clock import SystemClock
 from hub.crypto import fields, pki
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
-from hub.policy import DEFAULT_POLICY
 from hub.service.admin import NewKey, Registry
 from hub.store.sql import SqlStore, normalise_url
+from hub.system.clock import SystemClock
+from hub.system.policy import DEFAULT_POLICY
 from stophub.v1 import (
     case_pb2,
     case_pb2_grpc,

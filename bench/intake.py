@@ -60,7 +60,7 @@ from bench.table import Row
 from hub.crypto import pki
 from hub.crypto.envelope import seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey, save_private_key
-from hub.policy import DEFAULT_POLICY
+from hub.system.policy import DEFAULT_POLICY
 from stophub.v1 import case_pb2
 from tests.e2e.test_crash import mule_report
 from tests.e2e.test_restart import Hub, free_port, register_members

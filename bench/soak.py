@@ -39,10 +39,10 @@ from typing import Any
 from adapters.bank.agent import BankAgent
 from adapters.corebank.simulated import SimulatedCoreBank
 from adapters.sdk import HubClient, HubError
-from hub.clock import SystemClock
 from hub.crypto import fields
 from hub.crypto.keys import PrivateKey, save_private_key
-from hub.policy import DEFAULT_POLICY
+from hub.system.clock import SystemClock
+from hub.system.policy import DEFAULT_POLICY
 from stophub.v1 import case_pb2, order_pb2, sla_pb2
 from tests.e2e.test_crash import mule_report
 from tests.e2e.test_restart import Hub, register_members

@@ -12,8 +12,6 @@ from alembic.config import Config as AlembicConfig
 
 import migrations
 from hub.api.server import HubServer, start_server
-from hub.calendar import ChineseWorkingDays
-from hub.clock import SystemClock
 from hub.crypto import fields
 from hub.crypto.keys import PrivateKey, load_private_key
 from hub.crypto.listkey import DEFAULT_FILE as DEFAULT_LIST_KEY
@@ -24,14 +22,16 @@ from hub.crypto.pki import TlsConfig
 from hub.domain.cases import Policy
 from hub.domain.clocks import Policy as ClockPolicy
 from hub.domain.institutions import HUB_CODE, InstitutionKind
-from hub.logmask import install as mask_accounts_in_logs
 from hub.observability.health import sql_probe
+from hub.observability.logmask import install as mask_accounts_in_logs
 from hub.observability.metrics import sql_snapshot
-from hub.policy import load_policy
 from hub.service.admin import NewKey, Registry
 from hub.service.handlers import Hub
 from hub.service.ports import Clock, Notifier
 from hub.store.sql import SqlStore, normalise_url
+from hub.system.calendar import ChineseWorkingDays
+from hub.system.clock import SystemClock
+from hub.system.policy import load_policy
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from sqlalchemy import Engine
 
 from hub import bootstrap
 from hub.cli_support import F, db_option, print_verification, refusals_as_errors
-from hub.clock import SystemClock
 from hub.crypto import fields, pki
 from hub.crypto.keys import PrivateKey, load_private_key, save_private_key
 from hub.crypto.listkey import DEFAULT_FILE as LIST_KEY_FILE
@@ -31,13 +30,13 @@ from hub.crypto.listkey import ListKey, ListKeyError, resolve_list_key
 from hub.crypto.public import public_key_from_pem, public_key_to_pem
 from hub.crypto.signing import ALGORITHMS, ED25519
 from hub.domain.blacklist import Entry
-from hub.domain.cases import CaseState, mask
+from hub.domain.cases import CaseState
 from hub.domain.clocks import CaseClock, PolicyError
 from hub.domain.institutions import HUB_CODE, ContactRole, DutyContact, InstitutionKind
 from hub.domain.trail import accounts_of
+from hub.domain.wording import mask
 from hub.observability import logs as observability_logs
 from hub.observability.metrics import parse_address
-from hub.policy import load_policy
 from hub.render import case_view, cases_table, institution_view
 from hub.service.admin import NewKey, Registry
 from hub.service.evidence import verify_signatures
@@ -54,6 +53,8 @@ from hub.sla_render import (
 from hub.store import auditscan
 from hub.store.sql import SqlStore, make_engine
 from hub.store.tables import sealed_tables
+from hub.system.clock import SystemClock
+from hub.system.policy import load_policy
 from hub.trail_render import trail_svg, trail_tree
 
 console = Console()

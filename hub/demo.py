@@ -38,20 +38,21 @@ from adapters.blacklist import Form, Replica
 from adapters.corebank import PaymentNetwork, SimulatedCoreBank
 from adapters.sdk import Delivery, DeliveryStream, HubClient
 from hub import bootstrap
-from hub.clock import SystemClock
 from hub.crypto import pki
 from hub.crypto.fields import Keyring
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.crypto.listkey import ListKey
 from hub.crypto.public import public_key_to_pem
-from hub.domain.cases import CaseState, mask, yuan
+from hub.domain.cases import CaseState
 from hub.domain.institutions import HUB_CODE, ContactRole, DutyContact, InstitutionKind
+from hub.domain.wording import mask, yuan
 from hub.render import case_view, duration
 from hub.service import auditlog
 from hub.service.admin import NewKey, Registry
 from hub.service.evidence import verify_signatures
 from hub.store.sql import SqlStore
 from hub.store.tables import audit_log
+from hub.system.clock import SystemClock
 from hub.trail_render import trail_svg, trail_tree
 from stophub.v1 import (
     account_pb2,

@@ -10,8 +10,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from hub.domain.cases import Case, Order, OrderKind, OrderState, mask, yuan
+from hub.domain.cases import Case, Order, OrderKind, OrderState
 from hub.domain.institutions import Institution
+from hub.domain.wording import mask, yuan
 
 STATE_STYLE = {
     OrderState.PENDING: "yellow",

@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from hub.cli_support import db_option
-from hub.clock import SystemClock
 from hub.sla_report import gather, render_html
+from hub.system.clock import SystemClock
 
 
 def parse_moment(value: str, *, end: bool = False) -> datetime:

@@ -23,7 +23,7 @@ from typing import Literal
 from rich.text import Text
 from rich.tree import Tree
 
-from hub.domain.cases import mask, yuan
+from hub.domain.wording import mask, yuan
 from hub.render import STATE_STYLE
 from stophub.v1 import order_pb2, trail_pb2
 

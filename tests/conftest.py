@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import create_engine, text
 
-from hub.clock import ManualClock
 from hub.crypto import fields
+from hub.system.clock import ManualClock
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 PG_URL_VAR = "STOPHUB_TEST_DATABASE_URL"

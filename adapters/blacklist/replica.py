@@ -48,7 +48,6 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from adapters.sdk.client import Clock, HubError, HubSignatureError
-from hub.clock import SystemClock
 from hub.crypto.listkey import ListKey
 from hub.domain.blacklist import (
     CLEAR_LEAF_PREFIX,
@@ -66,6 +65,7 @@ from hub.domain.blacklist import (
 from hub.domain.cases import ACCOUNT_PATTERN
 from hub.domain.errors import InvalidArgument
 from hub.domain.institutions import CODE_PATTERN
+from hub.system.clock import SystemClock
 from stophub.v1 import blacklist_pb2, envelope_pb2
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from hub.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from hub.domain.institutions import CODE_PATTERN, HUB_CODE, InstitutionKind
+from hub.domain.wording import mask, yuan
 
 ACCOUNT_PATTERN = re.compile(r"^[0-9A-Za-z-]{4,40}$")
 MAX_AMOUNT_FEN = 10**14  # one trillion yuan: anything above is a unit error, not a loss
@@ -1167,18 +1168,7 @@ def validate_execution(order: Order, result: Execution, now: datetime, case: Cas
         )
 
 
-# ---- presentation helpers -------------------------------------------------------------------
-
-
-def yuan(fen: int) -> str:
-    sign = "-" if fen < 0 else ""
-    fen = abs(fen)
-    return f"{sign}¥{fen // 100:,}.{fen % 100:02d}"
-
-
-def mask(account: str) -> str:
-    """Account numbers in logs and messages show only their last four characters."""
-    return "*" * max(len(account) - 4, 0) + account[-4:]
+# ---- how orders and answers read on the timeline -------------------------------------
 
 
 def describe(order: Order) -> str:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from hub.domain.cases import AccountRef, mask, yuan
+from hub.domain.cases import AccountRef
 from hub.domain.errors import FailedPrecondition, InvalidArgument
+from hub.domain.wording import mask, yuan
 
 PUBLIC_NOTICE = timedelta(days=30)
 

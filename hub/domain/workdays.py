@@ -3,7 +3,8 @@
 Chinese working days are not simply Monday to Friday: public holidays are days off, and some
 weekend days are make-up working days (调休). Which days are which is published by the State
 Council each year, so this module only does the arithmetic; the calendar itself is a
-`WorkingDays` supplied by an adapter (hub.calendar.ChineseWorkingDays in production).
+`WorkingDays` supplied by an adapter (hub.system.calendar.ChineseWorkingDays in
+production).
 
 Pure: no I/O, no wall clock, no third-party imports.
 """

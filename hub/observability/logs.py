@@ -28,8 +28,8 @@ from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 from pythonjsonlogger.json import JsonFormatter
 
-from hub.logmask import AccountMask, mask_accounts
-from hub.logmask import install as mask_accounts_in_logs
+from hub.observability.logmask import AccountMask, mask_accounts
+from hub.observability.logmask import install as mask_accounts_in_logs
 
 __all__ = [
     "FORMATS",

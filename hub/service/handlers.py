@@ -38,9 +38,7 @@ from hub.domain.cases import (
     ReturnCommand,
     StopCommand,
     describe,
-    mask,
     validate_amount,
-    yuan,
 )
 from hub.domain.clocks import Policy as ClockPolicySet
 from hub.domain.errors import (
@@ -62,6 +60,7 @@ from hub.domain.returns import (
 from hub.domain.rules import AutoStopRule
 from hub.domain.trail import OPEN_STATES, NodeStatus, accounts_of, follow
 from hub.domain.trail import build as build_trail
+from hub.domain.wording import mask, yuan
 from hub.domain.workdays import WeekdaysOnly, WorkingDays
 from hub.service import wire
 from hub.service.batching import Batch, GroupCommit

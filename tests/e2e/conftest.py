@@ -15,13 +15,13 @@ import pytest
 from adapters.sdk import HubClient
 from hub.api.server import HubServer
 from hub.bootstrap import serve
-from hub.clock import ManualClock
 from hub.crypto import pki
 from hub.crypto.keys import PrivateKey
 from hub.crypto.listkey import ListKey
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.service.admin import NewKey, Registry
 from hub.store.sql import SqlStore
+from hub.system.clock import ManualClock
 
 MEMBERS = {
     "CENTRE": ("Anti-Fraud Centre", InstitutionKind.ANTI_FRAUD_CENTRE),

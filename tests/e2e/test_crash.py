@@ -27,7 +27,6 @@ import grpc
 
 from hub.crypto.envelope import verify_envelope
 from hub.crypto.keys import PrivateKey, save_private_key
-from hub.policy import DEFAULT_POLICY
 from hub.store.tables import (
     audit_log,
     case_events,
@@ -38,6 +37,7 @@ from hub.store.tables import (
     orders,
     sla_log,
 )
+from hub.system.policy import DEFAULT_POLICY
 from stophub.v1 import (
     case_pb2,
     case_pb2_grpc,

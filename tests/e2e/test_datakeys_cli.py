@@ -12,7 +12,7 @@ from hub import cli
 from hub.cli import main
 from hub.crypto import fields
 from hub.crypto.keys import PrivateKey, save_private_key
-from hub.logmask import AccountMask
+from hub.observability.logmask import AccountMask
 
 
 def run(*args: str) -> str:

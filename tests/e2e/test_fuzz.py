@@ -52,10 +52,10 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.clock import ManualClock
 from hub.crypto.envelope import verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.crypto.signing import Header, signing_input
+from hub.system.clock import ManualClock
 from stophub.v1 import (
     appeal_pb2,
     audit_pb2,

@@ -19,10 +19,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from adapters.sdk import HubClient, HubError, secure_channel, tls_credentials
 from hub.bootstrap import serve
 from hub.cli import main
-from hub.clock import ManualClock
 from hub.crypto import pki
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.service.admin import NewKey, Registry
+from hub.system.clock import ManualClock
 from stophub.v1 import case_pb2, case_pb2_grpc, delivery_pb2, institution_pb2
 from tests.e2e.conftest import MEMBERS, Network, contacts, tls_for
 from tests.e2e.test_wire_rules import audit_kinds, count_cases, error_info

@@ -30,13 +30,13 @@ import pytest
 import sqlalchemy as sa
 
 from adapters.sdk import DeliveryStream, HubClient
-from hub.clock import ManualClock
 from hub.crypto.envelope import digest_of, verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.crypto.public import public_key_to_pem
 from hub.domain.institutions import InstitutionKind
 from hub.service.admin import NewKey, Registry
 from hub.store.tables import deliveries
+from hub.system.clock import ManualClock
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, order_pb2
 from tests.e2e.conftest import Network, contacts
 from tests.e2e.test_sdk_agent import report_paying

@@ -27,9 +27,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.sdk import HubClient
-from hub.clock import ManualClock
 from hub.crypto import pki
 from hub.crypto.keys import PrivateKey, save_private_key
+from hub.system.clock import ManualClock
 from stophub.v1 import blacklist_pb2, case_pb2, case_pb2_grpc
 from tests.e2e.conftest import Network, start_network
 from tests.e2e.test_delivery_stream import verified_case_with_auto_stop

@@ -35,10 +35,10 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
 from adapters.sdk import HubClient, HubError
-from hub.clock import ManualClock
 from hub.service.handlers import STORE_RETRY_DELAYS
 from hub.store.sql import normalise_url
 from hub.store.tables import audit_log, cases, sla_log
+from hub.system.clock import ManualClock
 from stophub.v1 import case_pb2, delivery_pb2, envelope_pb2
 from tests.conftest import PG_URL_VAR
 from tests.e2e.conftest import Network, start_network

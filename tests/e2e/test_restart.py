@@ -32,16 +32,16 @@ from sqlalchemy import create_engine, select
 from adapters.sdk.client import tls_credentials, tls_options
 from hub.bootstrap import migrate
 from hub.cli import main
-from hub.clock import SystemClock
 from hub.crypto import pki
 from hub.crypto.envelope import verify_envelope
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
-from hub.policy import DEFAULT_POLICY
 from hub.service import sla
 from hub.service.admin import NewKey, Registry
 from hub.store.sql import SqlStore
 from hub.store.tables import clocks, deliveries, sla_log
+from hub.system.clock import SystemClock
+from hub.system.policy import DEFAULT_POLICY
 from stophub.v1 import case_pb2, case_pb2_grpc, delivery_pb2, envelope_pb2
 from tests.e2e.conftest import CHILDREN
 from tests.e2e.wire_helpers import report, sign

@@ -15,9 +15,9 @@ from adapters.bank import BankAgent
 from adapters.corebank import PaymentNetwork, SimulatedCoreBank
 from adapters.sdk import Delivery, DeliveryStream, HubClient, HubError, HubSignatureError
 from hub.bootstrap import serve
-from hub.clock import ManualClock
 from hub.crypto.envelope import verify_envelope
 from hub.crypto.keys import PrivateKey
+from hub.system.clock import ManualClock
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, order_pb2
 from tests.e2e.conftest import Network
 

@@ -10,8 +10,8 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from adapters.sdk import HubClient, HubError
-from hub.clock import ManualClock
 from hub.service.handlers import _encode_token
+from hub.system.clock import ManualClock
 from stophub.v1 import sla_pb2
 from tests.conftest import T0
 from tests.e2e.conftest import Network

@@ -23,16 +23,16 @@ from sqlalchemy import select
 
 import hub.store.sql as sql
 from hub.bootstrap import build_hub, ensure_hub_registered
-from hub.clock import ManualClock
 from hub.crypto.envelope import seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
-from hub.policy import load_policy
 from hub.service import handlers as h
 from hub.service.admin import NewKey, Registry
 from hub.service.ports import PendingDelivery
 from hub.store.sql import SqlStore
 from hub.store.tables import clocks, deliveries, sla_log
+from hub.system.clock import ManualClock
+from hub.system.policy import load_policy
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2
 
 from .support import dialect_of

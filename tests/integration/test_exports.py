@@ -19,10 +19,10 @@ from sqlalchemy import or_, select
 
 from hub.crypto.public import public_key_to_pem
 from hub.export_cli import audit_export, audit_verify_export, sla_export
-from hub.policy import load_policy
 from hub.service import auditlog, exports
 from hub.service import handlers as h
 from hub.store.tables import audit_log, cases, clocks, orders, sla_log
+from hub.system.policy import load_policy
 from stophub.v1 import case_pb2, order_pb2
 from tests.unit.test_handlers import MULE_B, stop_body
 

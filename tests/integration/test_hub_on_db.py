@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 
 import hub.store.sql as sql
 from hub.bootstrap import ensure_hub_registered
-from hub.clock import ManualClock
 from hub.crypto.envelope import seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.domain.cases import CaseState, OrderState
@@ -30,6 +29,7 @@ from hub.service.delivery import Ack, acknowledge_many
 from hub.service.ports import AuditEntry, PendingDelivery
 from hub.store.sql import SqlStore
 from hub.store.tables import audit_log, cases, deliveries, inbound_messages
+from hub.system.clock import ManualClock
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2, order_pb2
 
 from .support import dialect_of

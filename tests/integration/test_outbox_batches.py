@@ -7,12 +7,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from hub.clock import ManualClock
 from hub.crypto.keys import PrivateKey
 from hub.domain.institutions import KeyState
 from hub.service.admin import NewKey, Registry
 from hub.store.sql import SqlStore
 from hub.store.tables import deliveries
+from hub.system.clock import ManualClock
 from tests.integration.test_store import BLOB, T, members  # noqa: F401  (fixture)
 
 HOUR = timedelta(hours=1)

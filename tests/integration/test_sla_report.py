@@ -19,10 +19,10 @@ from typing import Any
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from hub.policy import load_policy
 from hub.report_cli import report
 from hub.service import handlers as h
 from hub.store.tables import clocks, sla_log
+from hub.system.policy import load_policy
 from stophub.v1 import account_pb2, case_pb2
 
 from .test_hub_on_db import Net, confirm

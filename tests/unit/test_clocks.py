@@ -7,7 +7,6 @@ import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from hub.calendar import ChineseWorkingDays
 from hub.domain.cases import (
     Case,
     ExecutionStatus,
@@ -37,7 +36,8 @@ from hub.domain.clocks import (
     triggers_of,
 )
 from hub.domain.workdays import WeekdaysOnly, add_working_days
-from hub.policy import load_policy
+from hub.system.calendar import ChineseWorkingDays
+from hub.system.policy import load_policy
 from tests.unit.test_cases import (
     MULE_B,
     MULE_C,

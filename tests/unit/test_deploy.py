@@ -369,7 +369,7 @@ def test_key_files_the_hub_checks_for_mode_0600_are_copied_by_the_init_container
 
 
 def test_the_policy_config_map_is_a_policy_the_hub_loads(tmp_path: Path) -> None:
-    from hub.policy import load_policy
+    from hub.system.policy import load_policy
 
     policy = tmp_path / "policy.toml"
     policy.write_text(k8s("ConfigMap", "stophub-policy")["data"]["policy.toml"])

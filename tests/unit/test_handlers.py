@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message
 
-from hub.clock import ManualClock
 from hub.crypto.envelope import seal, seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.crypto.listkey import ListKey
@@ -43,6 +42,7 @@ from hub.service.handlers import (
     Hub,
 )
 from hub.service.ports import Conflict
+from hub.system.clock import ManualClock
 from stophub.v1 import (
     account_pb2,
     appeal_pb2,

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hub import logmask
-from hub.logmask import mask_accounts
+from hub.observability import logmask
+from hub.observability.logmask import mask_accounts
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from hub.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from hub.policy import load_policy
 from hub.service import handlers as h
+from hub.system.policy import load_policy
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, order_pb2, returns_pb2, trail_pb2
 from tests.unit.test_handlers import (
     MULE_B,

@@ -20,8 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hub.cli import main, serve
-from hub.logmask import AccountMask
 from hub.observability import logs
+from hub.observability.logmask import AccountMask
 from hub.observability.metrics import (
     HubMetrics,
     MetricsHttpServer,

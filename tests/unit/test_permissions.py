@@ -20,13 +20,13 @@ from google.protobuf.message import Message
 from hub.crypto.keys import PrivateKey
 from hub.domain.errors import DomainError, PermissionDenied
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
-from hub.policy import load_policy
 from hub.service import appeals as ap
 from hub.service import audit_api as au
 from hub.service import handlers as h
 from hub.service import listing as ls
 from hub.service.admin import NewKey
 from hub.service.permissions import KINDS, MATRIX, POSSIBLE, Access, Relation, rule_for
+from hub.system.policy import load_policy
 from stophub.v1 import (
     appeal_pb2,
     audit_pb2,

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from hub.calendar import ChineseWorkingDays
 from hub.domain.clocks import (
     Policy,
     PolicyError,
@@ -20,7 +19,8 @@ from hub.domain.clocks import (
     parse_window,
 )
 from hub.domain.workdays import WeekdaysOnly
-from hub.policy import DEFAULT_POLICY, load_policy
+from hub.system.calendar import ChineseWorkingDays
+from hub.system.policy import DEFAULT_POLICY, load_policy
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 

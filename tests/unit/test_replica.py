@@ -33,7 +33,6 @@ from adapters.blacklist import (
 )
 from adapters.blacklist.replica import Row, _clear_rows, _token_rows
 from adapters.sdk.client import HubClient, HubError
-from hub.clock import ManualClock
 from hub.crypto.envelope import seal_message
 from hub.crypto.keys import PrivateKey
 from hub.crypto.listkey import ListKey
@@ -47,6 +46,7 @@ from hub.domain.blacklist import (
     list_entry,
 )
 from hub.domain.errors import InvalidArgument
+from hub.system.clock import ManualClock
 from stophub.v1 import account_pb2, blacklist_pb2, delivery_pb2, envelope_pb2
 
 ME = "PAYX"

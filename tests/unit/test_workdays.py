@@ -15,13 +15,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.calendar import ChineseWorkingDays
 from hub.domain.workdays import (
     CHINA_TZ,
     WeekdaysOnly,
     add_working_days,
     working_days_between,
 )
+from hub.system.calendar import ChineseWorkingDays
 
 CAL = ChineseWorkingDays()
 US_EASTERN_STANDARD = timezone(timedelta(hours=-5))
@@ -275,7 +275,7 @@ def test_knows_the_years_the_library_covers() -> None:
 
 def test_2027_falls_back_to_weekdays_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     calendar = ChineseWorkingDays()
-    with caplog.at_level(logging.WARNING, logger="hub.calendar"):
+    with caplog.at_level(logging.WARNING, logger="hub.system.calendar"):
         # Fri 1 Jan 2027 will surely be New Year's Day, but without data it is a weekday.
         assert calendar.is_working_day(date(2027, 1, 1))
         assert not calendar.is_working_day(date(2027, 1, 2))  # Saturday
@@ -287,7 +287,7 @@ def test_2027_falls_back_to_weekdays_and_warns_once(caplog: pytest.LogCaptureFix
         assert add_working_days(cst(2027, 1, 8, 10), 1, calendar) == midnight_cst(2027, 1, 12)
         # knows() asks, it does not warn.
         assert not calendar.knows(date(2027, 6, 1))
-    warnings = [r for r in caplog.records if r.name == "hub.calendar"]
+    warnings = [r for r in caplog.records if r.name == "hub.system.calendar"]
     assert len(warnings) == 1
     record = warnings[0]
     assert record.levelno == logging.WARNING
@@ -298,10 +298,10 @@ def test_2027_falls_back_to_weekdays_and_warns_once(caplog: pytest.LogCaptureFix
     assert "upgrade chinesecalendar" in message.lower()
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="hub.calendar"):
+    with caplog.at_level(logging.WARNING, logger="hub.system.calendar"):
         calendar.is_working_day(date(2027, 3, 1))  # 2027 again: silent
         calendar.is_working_day(date(2028, 3, 1))  # a new year: one more warning
-    warnings = [r for r in caplog.records if r.name == "hub.calendar"]
+    warnings = [r for r in caplog.records if r.name == "hub.system.calendar"]
     assert len(warnings) == 1
     assert "2028" in warnings[0].getMessage()
 
@@ -315,7 +315,7 @@ def test_a_custom_fallback_is_used_and_named(caplog: pytest.LogCaptureFixture) -
             return False
 
     calendar = ChineseWorkingDays(fallback=EveryDay())
-    with caplog.at_level(logging.WARNING, logger="hub.calendar"):
+    with caplog.at_level(logging.WARNING, logger="hub.system.calendar"):
         assert calendar.is_working_day(date(2027, 1, 2))  # a Saturday
         # Official data still wins where there is some: Tue 28 Jan 2025 is Spring Festival.
         assert not calendar.is_working_day(date(2025, 1, 28))

@@ -1,0 +1,19 @@
+"""How money and account numbers are written wherever the hub writes for people: timeline
+summaries, notices, refusals, and every rendering of them.
+
+One place, so an amount reads the same in a notice and on a screen, and no account number
+leaves in full where only its owner's institution should read it.
+"""
+
+from __future__ import annotations
+
+
+def yuan(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    fen = abs(fen)
+    return f"{sign}¥{fen // 100:,}.{fen % 100:02d}"
+
+
+def mask(account: str) -> str:
+    """Account numbers in logs and messages show only their last four characters."""
+    return "*" * max(len(account) - 4, 0) + account[-4:]
