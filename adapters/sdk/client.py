@@ -27,11 +27,11 @@ from google.protobuf.message_factory import GetMessageClass
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from hub.clock import SystemClock
 from hub.crypto.envelope import create_time_of, seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.crypto.pki import TlsConfig
 from hub.crypto.signing import ALGORITHMS, SignatureError, key_id_for
+from hub.system.clock import SystemClock
 from stophub.v1 import (
     account_pb2,
     appeal_pb2,
@@ -621,7 +621,8 @@ class HubClient:
         expected = rpc.body.DESCRIPTOR.full_name
         if envelope.body_type != expected:
             raise ValueError(f"{method} takes a {expected}, not {envelope.body_type!r}")
-        request = rpc.request(envelope=envelope)
+        # types-protobuf (2026-11) no longer types a message's constructor fields.
+        request = cast(Callable[..., Message], rpc.request)(envelope=envelope)
         try:
             response = await self._callable(rpc)(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as err:

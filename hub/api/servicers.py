@@ -6,8 +6,9 @@ import asyncio
 import contextvars
 import functools
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -105,7 +106,9 @@ class Runner:
                 )
                 await self.abort(context, err, envelope)
                 raise AssertionError("abort returns by raising") from err
-        return response_type(envelope=answer)
+        # types-protobuf (2026-11) no longer types a message's constructor fields.
+        make = cast(Callable[..., R], response_type)
+        return make(envelope=answer)
 
 
 class CaseServicer(case_pb2_grpc.CaseServiceServicer):
