@@ -10,7 +10,7 @@ database made for the run and dropped after it):
    child process, tests/e2e/test_restart.py's `Hub`, mutual TLS) starts once so BANKA can
    report and verify the one source case every entry names, stops, and the entries are bulk
    loaded with Core executemany in batches of 10,000: the rows N PublishListEntry calls would
-   have stored (hub.domain.blacklist.list_entry, hub.service.listing.entry_to_proto, the
+   have stored (hub.domain.blacklist.list_entry, hub.service.lists.entry_to_proto, the
    subject token under the same list key the hub runs with, clear_wire sealed with the same
    data keys), their ADD changes, and one list_state row whose digests are the sums of the
    entries' clear_hash / token_hash. Three entries in four are accounts (seven institutions),
@@ -83,7 +83,7 @@ from hub.crypto.listkey import ENV_FILE as LIST_KEY_ENV_FILE
 from hub.crypto.listkey import ENV_KEY as LIST_KEY_ENV
 from hub.crypto.listkey import ListKey, resolve_list_key
 from hub.domain.blacklist import DIGEST_MODULUS, Basis, Subject, Terms, list_entry
-from hub.service.listing import entry_to_proto, new_entry_id
+from hub.service.lists import entry_to_proto, new_entry_id
 from hub.store.sql import make_engine
 from hub.store.tables import list_changes, list_entries, list_state
 from hub.system.policy import DEFAULT_POLICY
@@ -224,7 +224,7 @@ class Loaded:
 
 def load_list(db_url: str, n: int, key: ListKey, case_id: str, say: Say) -> Loaded:
     """N entries, their ADD changes and the list's state, as N PublishListEntry calls would
-    have stored them (hub.service.listing.add_entry), in batches of LOAD_BATCH."""
+    have stored them (hub.service.lists.add_entry), in batches of LOAD_BATCH."""
     engine = make_engine(db_url)
     terms = Terms()
     base = datetime.now(UTC) - SPAN

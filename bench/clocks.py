@@ -44,9 +44,9 @@ from hub.domain.clocks import ClockState
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.observability.metrics import sql_snapshot
 from hub.service.admin import NewKey, Registry
-from hub.service.handlers import Hub
+from hub.service.pipeline import Hub
 from hub.service.ports import PendingDelivery
-from hub.service.sla import Sweeper
+from hub.service.sweep import Sweeper
 from hub.store.sql import SqlStore, normalise_url
 from hub.store.tables import UTCDateTime, cases, clocks, sla_log
 from hub.system.clock import ManualClock

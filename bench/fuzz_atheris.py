@@ -1,4 +1,8 @@
 """Coverage-guided fuzzing of the hub's decode and validate path, in-process, with atheris.
+from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
+from hub.service.commands.delivery import ACK
+from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
+from hub.service.pipeline import Command, Hub
 
 Not part of `make test` and not a dependency: atheris is installed only to run this.
 
@@ -9,7 +13,7 @@ Not part of `make test` and not a dependency: atheris is installed only to run t
 Arguments after the script are libFuzzer's (-runs=N, -max_total_time=S, -jobs=N, a corpus
 directory to keep and grow between runs). Each input's first byte picks the command and the
 rest is its body; the body goes through exactly what a
-signed request meets after its signature checked: `Hub.decode` (body type, protobuf parse,
+signed request meets after its signature checked: `Command.decode` (body type, protobuf parse,
 NUL refusal), the command's `wire.*_from_proto` and the domain validation that needs no
 database. The envelope path gets the same input as a serialized request: the tolerant
 request parse, `check_text`, `create_time_of` and the signing-input digest. A DomainError
@@ -36,8 +40,12 @@ with atheris.instrument_imports():
     from hub.domain.errors import DomainError
     from hub.domain.institutions import InstitutionKind
     from hub.domain.rules import AutoStopRule
-    from hub.service import handlers as h
     from hub.service import wire
+    from hub.service.commands import case, delivery, institution, order, returns, sla
+    from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
+    from hub.service.commands.delivery import ACK
+    from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
+    from hub.service.pipeline import Command
     from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2, order_pb2
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -48,24 +56,30 @@ MEMBERS = {
     "CENTRE": InstitutionKind.ANTI_FRAUD_CENTRE,
 }
 # Every command the hub serves, SUBSCRIBE and ACK of the stream included, in a fixed order.
-COMMANDS: list[h.Command[Any]] = sorted(
-    (c for c in vars(h).values() if isinstance(c, h.Command)), key=lambda c: c.body_type
+COMMANDS: list[Command[Any]] = sorted(
+    (
+        c
+        for module in (case, order, institution, sla, returns, delivery)
+        for c in vars(module).values()
+        if isinstance(c, Command)
+    ),
+    key=lambda c: c.body_type,
 )
 parse_request = tolerant(case_pb2.CreateReportRequest.FromString)
 
 
-def validate(command: h.Command[Any], body: Message) -> None:
+def validate(command: Command[Any], body: Message) -> None:
     """The command's own decoding plus the rules that need no database."""
-    if command is h.CREATE_REPORT:
+    if command is CREATE_REPORT:
         assert isinstance(body, case_pb2.Report)
         validate_report(wire.report_from_proto(body), "BANKA", NOW, MEMBERS)
-    elif command is h.VERIFY_REPORT:
+    elif command is VERIFY_REPORT:
         wire.verification_from_proto(body)  # type: ignore[arg-type]
-    elif command is h.ISSUE_ORDER:
+    elif command is ISSUE_ORDER:
         wire.order_command_from_proto(body)  # type: ignore[arg-type]
-    elif command is h.ANSWER_ORDER:
+    elif command is ANSWER_ORDER:
         wire.execution_from_proto(body)  # type: ignore[arg-type]
-    elif command is h.SET_AUTO_STOP_RULE:
+    elif command is SET_AUTO_STOP_RULE:
         AutoStopRule.validated(
             "CENTRE",
             body.rule_id.strip(),  # type: ignore[attr-defined]
@@ -75,7 +89,7 @@ def validate(command: h.Command[Any], body: Message) -> None:
             message_id="m",
             envelope=b"",
         )
-    elif command is h.ACK:
+    elif command is ACK:
         wire.ack_sequences(body)  # type: ignore[arg-type]
 
 
@@ -97,7 +111,7 @@ def one_input(data: bytes) -> None:
     command = COMMANDS[data[0] % len(COMMANDS)]
     env = envelope_pb2.Envelope(body_type=command.body_type, body=data[1:])
     with contextlib.suppress(DomainError):
-        validate(command, h.Hub.decode(command, env))
+        validate(command, command.decode(env))
     with contextlib.suppress(DomainError):
         envelope_path(data)
 
@@ -113,17 +127,17 @@ def seed(corpus: Path) -> None:
     tx = report.transactions.add(amount_fen=3_000_000, payer=victim, payee=mule, channel=1)
     tx.transaction_time.FromDatetime(NOW)
     bodies = {
-        h.CREATE_REPORT: report,
-        h.VERIFY_REPORT: case_pb2.Verification(case_id="C1", outcome=1, reason="r"),
-        h.ISSUE_ORDER: order_pb2.OrderInstruction(
+        CREATE_REPORT: report,
+        VERIFY_REPORT: case_pb2.Verification(case_id="C1", outcome=1, reason="r"),
+        ISSUE_ORDER: order_pb2.OrderInstruction(
             case_id="C1",
             stop=order_pb2.StopInstruction(
                 account=mule, amount_fen=5, transactions=[order_pb2.TransactionFact(amount_fen=5)]
             ),
         ),
-        h.ANSWER_ORDER: order_pb2.ExecutionResult(order_id="O1", status=1, amount_held_fen=5),
-        h.SET_AUTO_STOP_RULE: order_pb2.AutoStopRule(rule_id="r", enabled=True, max_amount_fen=9),
-        h.ACK: delivery_pb2.AckBody(sequences=[1, 2, 3]),
+        ANSWER_ORDER: order_pb2.ExecutionResult(order_id="O1", status=1, amount_held_fen=5),
+        SET_AUTO_STOP_RULE: order_pb2.AutoStopRule(rule_id="r", enabled=True, max_amount_fen=9),
+        ACK: delivery_pb2.AckBody(sequences=[1, 2, 3]),
     }
     for command, body in bodies.items():
         choice = bytes([COMMANDS.index(command)])

@@ -1,17 +1,30 @@
-"""Where the real adapters meet the core: database, clock, hub key, server."""
+"""The composition root: where the real adapters meet the core. The store, the machine's
+clock, calendar and policy (hub/system), the hub's keys, the Hub and its pipeline, the
+Runner, the delivery router, the list watcher, the metrics, the scheduled jobs and the gRPC
+server are built here and nowhere else, and `HubServer.stop` takes them down in order."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
+import grpc
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
 
 import migrations
-from hub.api.server import HubServer, start_server
+from hub.api.delivery import DeliveryRouter
+from hub.api.lists import ListServicer
+from hub.api.runner import Runner
+from hub.api.server import SERVICE_NAMES, bind, grpc_server
 from hub.crypto import fields
 from hub.crypto.keys import PrivateKey, load_private_key
 from hub.crypto.listkey import DEFAULT_FILE as DEFAULT_LIST_KEY
@@ -22,12 +35,13 @@ from hub.crypto.pki import TlsConfig
 from hub.domain.cases import Policy
 from hub.domain.clocks import Policy as ClockPolicy
 from hub.domain.institutions import HUB_CODE, InstitutionKind
-from hub.observability.health import sql_probe
+from hub.observability.health import DatabaseHealth, serve_health, sql_probe
 from hub.observability.logmask import install as mask_accounts_in_logs
-from hub.observability.metrics import sql_snapshot
+from hub.observability.metrics import HubMetrics, MetricsHttpServer, Snapshot, sql_snapshot
 from hub.service.admin import NewKey, Registry
-from hub.service.handlers import Hub
-from hub.service.ports import Clock, Notifier
+from hub.service.pipeline import Hub
+from hub.service.ports import Clock, Notifier, StoreUnavailable
+from hub.service.sweep import Jobs
 from hub.store.sql import SqlStore, normalise_url
 from hub.system.calendar import ChineseWorkingDays
 from hub.system.clock import SystemClock
@@ -75,7 +89,7 @@ def ensure_hub_registered(store: SqlStore, key: PrivateKey, clock: Clock) -> Non
 def build_hub(
     store: SqlStore,
     key: PrivateKey,
-    notifier: Notifier,
+    notifier: Notifier | None = None,
     *,
     clock: Clock | None = None,
     policy: Policy | None = None,
@@ -159,15 +173,9 @@ async def serve(
         migrate(database_url)
     store = SqlStore(database_url)
     ensure_hub_registered(store, key, clock)
-    server = await start_server(
-        lambda notifier: build_hub(
-            store,
-            key,
-            notifier,
-            clock=clock,
-            clock_policy=clock_policy,
-            list_key=network_list_key,
-        ),
+    hub = build_hub(store, key, clock=clock, clock_policy=clock_policy, list_key=network_list_key)
+    server = await start(
+        hub,
         address,
         ack_timeout=ack_timeout,
         workers=workers,
@@ -182,3 +190,242 @@ async def serve(
     if late_after is not None:
         server.hub.sweeper.late_after = late_after
     return server, store
+
+
+class HubServer:
+    """A running hub on one address; `port` is the bound port (useful with port 0)."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        router: DeliveryRouter,
+        server: grpc.aio.Server,
+        health_servicer: HealthServicer,
+        executor: ThreadPoolExecutor,
+        port: int,
+        scheduler: AsyncIOScheduler | None = None,
+        lists: ListServicer | None = None,
+        *,
+        metrics: HubMetrics | None = None,
+        metrics_http: MetricsHttpServer | None = None,
+        database_health: DatabaseHealth | None = None,
+        health_server: grpc.aio.Server | None = None,
+        health_port: int | None = None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.lists = lists
+        # This hub's metrics (its own registry), and where they are served, if anywhere.
+        self.metrics = metrics or HubMetrics()
+        self.metrics_http = metrics_http
+        self.metrics_port = metrics_http.port if metrics_http is not None else None
+        self.database_health = database_health
+        # The plain-text port serving grpc.health.v1 only, if one was asked for.
+        self.health_server = health_server
+        self.health_port = health_port
+        self.hub = hub
+        self.router = router
+        self.server = server
+        self.health = health_servicer
+        self.executor = executor
+        self.port = port
+
+    async def stop(self, grace: float = 2.0) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if self.database_health is not None:
+            await self.database_health.stop()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.router.close()
+        if self.lists is not None:
+            await self.lists.watcher.close()
+        await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
+        if self.metrics_http is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.metrics_http.stop)
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def start(
+    hub: Hub,
+    address: str,
+    *,
+    workers: int = 8,
+    ack_timeout: float = 5.0,
+    sweep_interval: float | None = 0.5,
+    tls: TlsConfig | None = None,
+    metrics_address: str | None = None,
+    health_address: str | None = None,
+    database_probe: Callable[[], None] | None = None,
+    read_snapshot: Callable[[], Snapshot] | None = None,
+    health_interval: float = 5.0,
+    health_timeout: float = 2.0,
+    snapshot_max_age: float = 5.0,
+) -> HubServer:
+    """Serve `hub` on `address` (host:port, port 0 for any free port): the request pipeline's
+    threads, the delivery router, the list watcher, the metrics, the scheduled jobs and the
+    gRPC server, started in that order and stopped in reverse by HubServer.stop.
+
+    With `tls`, the port speaks TLS only and every client must present a certificate the
+    network's CA issued (health and reflection included); the hub then requires each
+    request's sender to be the institution that certificate names. Without it the port is
+    plain text: development only.
+
+    Operations (docs/operations.md): `metrics_address` serves Prometheus metrics at
+    http://HOST:PORT/metrics, the database figures read by `read_snapshot` at most every
+    `snapshot_max_age` seconds; `database_probe` (raising when the database cannot be
+    reached) runs every `health_interval` seconds and turns health NOT_SERVING while it
+    fails; `health_address` opens a plain-text port serving only grpc.health.v1.Health."""
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub")
+    runner = Runner(hub, executor)
+    router = DeliveryRouter(runner, ack_timeout=ack_timeout)
+    router.bind(asyncio.get_running_loop())
+    # Commits that queue deliveries wake the router from then on.
+    hub.subscribe(router)
+    metrics = HubMetrics()
+    router.metrics = metrics
+    if read_snapshot is not None:
+        metrics.watch_database(
+            read_snapshot,
+            max_age=snapshot_max_age,
+            kinds=[c.name for c in hub.clock_policy.clocks],
+        )
+    lists = ListServicer(runner, executor)
+    health_servicer = HealthServicer()
+    server = grpc_server(runner, router, lists, health_servicer, metrics)
+    port = bind(server, address, tls)
+    hub.require_peer = tls is not None
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # The extra ports open once the hub serves: a readiness probe never finds the health
+    # port before the hub.
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+    metrics_http: MetricsHttpServer | None = None
+    try:
+        if health_address is not None:
+            health_server, health_port = await serve_health(health_servicer, health_address)
+        if metrics_address is not None:
+            metrics_http = MetricsHttpServer(metrics.registry, metrics_address)
+    except BaseException:
+        if health_server is not None:
+            await health_server.stop(0)
+        await router.close()
+        await lists.watcher.close()
+        await server.stop(0)
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    database_health = None
+    if database_probe is not None:
+        # Reachable a moment ago (the store was just opened), as the statuses above say.
+        metrics.database_reachable(True)
+        database_health = DatabaseHealth(
+            health_servicer,
+            ("", *SERVICE_NAMES),
+            database_probe,
+            interval=health_interval,
+            timeout=health_timeout,
+            on_change=metrics.database_reachable,
+        )
+        database_health.start()
+    scheduler = None
+    if sweep_interval:
+        scheduler = start_jobs(hub.jobs, executor, sweep_interval, metrics)
+    log.info("StopHub serving on port %d (%s)", port, "mutual TLS" if tls else "PLAIN TEXT")
+    return HubServer(
+        hub,
+        router,
+        server,
+        health_servicer,
+        executor,
+        port,
+        scheduler,
+        lists,
+        metrics=metrics,
+        metrics_http=metrics_http,
+        database_health=database_health,
+        health_server=health_server,
+        health_port=health_port,
+    )
+
+
+AUDIT_LOG_INTERVAL = 0.5
+
+
+def start_jobs(
+    jobs: Jobs, executor: ThreadPoolExecutor, interval: float, metrics: HubMetrics | None = None
+) -> AsyncIOScheduler:
+    """APScheduler drives the clock sweep. Its job store is in memory and its own: the clocks
+    themselves are rows, claimed with SKIP LOCKED, so any number of hubs may sweep. Each
+    sweep's outcome is counted (`stophub_clock_sweeps_total`)."""
+    loop = asyncio.get_running_loop()
+
+    def count(outcome: str) -> None:
+        if metrics is not None:
+            metrics.sweeps.labels(outcome).inc()
+
+    async def sweep() -> None:
+        try:
+            fired = await loop.run_in_executor(executor, jobs.sweep)
+        except asyncio.CancelledError:
+            # The server is stopping; the sweep's transaction commits or rolls back on its
+            # own thread, and whatever is still due fires on the next start.
+            return
+        except StoreUnavailable as err:
+            # Nothing fired is lost (a step commits with its notices or not at all); steps
+            # that fall due meanwhile fire on a later tick, marked late.
+            log.warning("clock sweep waits for the database: %s", err.detail)
+            count("database_unavailable")
+            return
+        except Exception:
+            log.exception("clock sweep failed; the next one retries")
+            count("failed")
+            return
+        count("ok")
+        if fired:
+            log.info("fired %d clock step(s)", fired)
+
+    # APScheduler logs every run at INFO (four lines a second under `serve`, 700k a day; the
+    # sweep counter says the same) and each skipped run (a sweep still going when the next is
+    # due, by design: max_instances=1) as a warning, which would bury the real ones.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+    scheduler = AsyncIOScheduler(event_loop=loop)
+    scheduler.add_job(
+        sweep,
+        "interval",
+        seconds=interval,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,
+        id="clock-sweep",
+    )
+
+    async def keep_log() -> None:
+        try:
+            await loop.run_in_executor(executor, jobs.keep_audit_log)
+        except asyncio.CancelledError:
+            return
+        except StoreUnavailable as err:
+            log.warning("audit log waits for the database: %s", err.detail)
+        except Exception:
+            log.exception("placing audit entries in the log failed; the next run retries")
+
+    scheduler.add_job(
+        keep_log,
+        "interval",
+        # Not faster than every half second, even where clocks are swept every few ms (the
+        # demo): placing entries costs a write transaction, and they can wait that long.
+        seconds=max(interval, AUDIT_LOG_INTERVAL),
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,
+        id="audit-log",
+    )
+    scheduler.start()
+    return scheduler

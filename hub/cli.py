@@ -956,7 +956,7 @@ def list_group() -> None:
 def list_show(limit: int, personal_data: bool, database_url: str) -> None:
     """The list's version, entry count and digests (what every copy's checkpoint must show),
     and its live entries."""
-    from hub.service.listing import entry_from_wire
+    from hub.service.lists import entry_from_wire
 
     store = open_store(database_url)
     with store(read_only=True) as uow:

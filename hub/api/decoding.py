@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from hub.api.servicers import Runner
+from hub.api.runner import Runner
 from hub.domain.errors import InvalidArgument
 
 log = logging.getLogger(__name__)

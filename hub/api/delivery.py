@@ -38,11 +38,11 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from hub.api.decoding import Undecodable
-from hub.api.servicers import Runner, peer_institution
+from hub.api.runner import Runner, peer_institution
 from hub.domain.errors import DomainError
 from hub.observability import logs
-from hub.service import delivery as service
-from hub.service.handlers import Hub
+from hub.service.commands import delivery as service
+from hub.service.pipeline import Hub
 from hub.service.ports import PendingDelivery, StoreUnavailable
 from stophub.v1 import delivery_pb2, delivery_pb2_grpc, envelope_pb2
 
@@ -516,7 +516,7 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
         # The connection's certificate cannot change during the stream: read it once.
         peer = peer_institution(context)
         try:
-            code, name = await self.r.call(self.r.hub.open_stream, first.envelope, peer)
+            code, name = await self.r.call(service.open_stream, self.r.hub, first.envelope, peer)
         except DomainError as err:
             await self.r.abort(context, err, first.envelope)
             return

@@ -1,5 +1,6 @@
-"""ListService and AppealService over gRPC, with the SyncList stream and the watcher that
-wakes following copies (docs/blacklist.md)."""
+"""ListService over gRPC, registered by hand for its SyncList stream, and the watcher that
+wakes following copies (docs/blacklist.md). Its handlers are in
+hub/service/commands/blacklist.py; the reading side of a sync in hub/service/lists.py."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ from typing import Any, TypeVar
 import grpc
 
 from hub.api.decoding import Undecodable
-from hub.api.servicers import Runner, peer_institution
+from hub.api.runner import Runner, peer_institution
 from hub.domain.errors import DomainError
 from hub.observability import logs
-from hub.service import appeals as a
-from hub.service import listing as ls
-from hub.service.handlers import Hub
+from hub.service import lists
+from hub.service.commands import blacklist
+from hub.service.pipeline import Hub
 from hub.service.ports import ListState, StoreUnavailable
-from stophub.v1 import appeal_pb2, appeal_pb2_grpc, blacklist_pb2
+from stophub.v1 import blacklist_pb2
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class ListWatcher:
             self._loop.call_soon_threadsafe(self._poked.set)
 
     async def _version(self) -> int:
-        state: ListState = await self.runner.call(ls.ListSyncer(self.runner.hub).state)
+        state: ListState = await self.runner.call(lists.ListSyncer(self.runner.hub).state)
         return state.version
 
     async def _run(self) -> None:
@@ -112,7 +113,7 @@ class ListServicer:
         self.r = runner
         self.hub: Hub = runner.hub
         self.executor = executor
-        self.syncer = ls.ListSyncer(self.hub)
+        self.syncer = lists.ListSyncer(self.hub)
         self.watcher = ListWatcher(runner)
         self.heartbeat = HEARTBEAT
 
@@ -131,17 +132,19 @@ class ListServicer:
             SERVICE,
             {
                 "PublishListEntry": unary(
-                    ls.PUBLISH_LIST_ENTRY,
+                    blacklist.PUBLISH_LIST_ENTRY,
                     blacklist_pb2.PublishListEntryRequest,
                     blacklist_pb2.PublishListEntryResponse,
                 ),
                 "RemoveListEntry": unary(
-                    ls.REMOVE_LIST_ENTRY,
+                    blacklist.REMOVE_LIST_ENTRY,
                     blacklist_pb2.RemoveListEntryRequest,
                     blacklist_pb2.RemoveListEntryResponse,
                 ),
                 "CheckList": unary(
-                    ls.CHECK_LIST, blacklist_pb2.CheckListRequest, blacklist_pb2.CheckListResponse
+                    blacklist.CHECK_LIST,
+                    blacklist_pb2.CheckListRequest,
+                    blacklist_pb2.CheckListResponse,
                 ),
                 "SyncList": grpc.unary_stream_rpc_method_handler(
                     self.sync_list,
@@ -154,7 +157,7 @@ class ListServicer:
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def _drain(self, parts: Iterator[ls.Part]) -> AsyncIterator[bytes]:
+    async def _drain(self, parts: Iterator[lists.Part]) -> AsyncIterator[bytes]:
         """A generator of parts that reads the database, driven on the worker threads."""
         while True:
             part = await self._call(next, parts, None)
@@ -173,7 +176,7 @@ class ListServicer:
         logs.enter(institution=envelope.sender, message_id=envelope.message_id)
         try:
             sender, admitted = await self._call(
-                self.hub.admit, ls.SYNC_LIST, envelope, peer_institution(context)
+                self.hub.admit, blacklist.SYNC_LIST, envelope, peer_institution(context)
             )
         except DomainError as err:
             log.info("refused SyncList from %s: %s %s", envelope.sender, err.code, err.reason)
@@ -211,23 +214,3 @@ class ListServicer:
             # LIST_HISTORY_PRUNED: the copy keeps what it had; its next sync gets a snapshot.
             log.info("ended SyncList of %s: %s %s", code, err.code, err.reason)
             await self.r.abort(context, err, envelope)
-
-
-class AppealServicer(appeal_pb2_grpc.AppealServiceServicer):
-    def __init__(self, runner: Runner) -> None:
-        self.r = runner
-
-    async def FileAppeal(
-        self, request: appeal_pb2.FileAppealRequest, context: Any
-    ) -> appeal_pb2.FileAppealResponse:
-        return await self.r.run(a.FILE_APPEAL, request, context, appeal_pb2.FileAppealResponse)
-
-    async def DecideAppeal(
-        self, request: appeal_pb2.DecideAppealRequest, context: Any
-    ) -> appeal_pb2.DecideAppealResponse:
-        return await self.r.run(a.DECIDE_APPEAL, request, context, appeal_pb2.DecideAppealResponse)
-
-    async def GetAppeal(
-        self, request: appeal_pb2.GetAppealRequest, context: Any
-    ) -> appeal_pb2.GetAppealResponse:
-        return await self.r.run(a.GET_APPEAL, request, context, appeal_pb2.GetAppealResponse)

@@ -13,8 +13,7 @@ import grpc
 import pytest
 
 from adapters.sdk import HubClient
-from hub.api.server import HubServer
-from hub.bootstrap import serve
+from hub.bootstrap import HubServer, serve
 from hub.crypto import pki
 from hub.crypto.keys import PrivateKey
 from hub.crypto.listkey import ListKey

@@ -20,8 +20,8 @@ from hub.cli import main
 from hub.crypto.envelope import seal_message
 from hub.domain.blacklist import ListDigest, clear_leaf_hash, token_leaf_hash
 from hub.observability import logs
-from hub.service import listing as ls
-from hub.service.handlers import Hub
+from hub.service.commands.blacklist import PUBLISH_LIST_ENTRY
+from hub.service.pipeline import Hub
 from stophub.v1 import account_pb2, blacklist_pb2, case_pb2, delivery_pb2
 from tests.e2e.conftest import Network
 from tests.e2e.wire_helpers import report
@@ -312,7 +312,7 @@ async def test_a_change_another_hub_made_reaches_a_follower_with_its_checkpoint(
         create_time=network.clock.now(),
         message=body,
     )
-    await asyncio.to_thread(other.handle, ls.PUBLISH_LIST_ENTRY, envelope)
+    await asyncio.to_thread(other.handle, PUBLISH_LIST_ENTRY, envelope)
     await asyncio.wait_for(seen.wait(), 5)
     await task
     assert len(follower.entries) == 1

@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from hub.crypto.keys import PrivateKey
 from hub.domain.institutions import InstitutionKind
-from hub.service import delivery as service
 from hub.service.admin import NewKey, Registry
+from hub.service.commands import delivery as service
 from hub.store.tables import audit_log, deliveries
 from stophub.v1 import case_pb2, case_pb2_grpc, delivery_pb2
 from tests.e2e.conftest import Network, contacts

@@ -413,7 +413,7 @@ def test_stophub_serve_writes_json_lines_and_opens_the_operations_ports(tmp_path
     assert refusal["case_id"] == case_id
     assert refusal["institution"] == "BANKB"
     assert refusal["rpc"] == f"{CASES}/VerifyReport"
-    assert refusal["logger"] == "hub.api.servicers" and refusal["level"] == "INFO"
+    assert refusal["logger"] == "hub.api.runner" and refusal["level"] == "INFO"
     assert refusal["message"].startswith("refused VerifyReport from BANKB/")
     # The victim's ID number never reaches a line in full.
     assert "110101199001011234" not in text

@@ -35,7 +35,7 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
 from adapters.sdk import HubClient, HubError
-from hub.service.handlers import STORE_RETRY_DELAYS
+from hub.service.pipeline import STORE_RETRY_DELAYS
 from hub.store.sql import normalise_url
 from hub.store.tables import audit_log, cases, sla_log
 from hub.system.clock import ManualClock
@@ -48,9 +48,9 @@ from tests.e2e.test_restart import read
 REPORTERS = {"BANKA": "BANKB", "BANKB": "BANKA", "PAYX": "BANKB"}  # reporter -> mule's bank
 GIVE_UP_AFTER = 40.0  # seconds a bank keeps resending one report before the test fails
 HUB_LOGGERS = (
-    "hub.service.handlers",
+    "hub.service.pipeline",
     "hub.service.batching",
-    "hub.api.server",
+    "hub.bootstrap",
     "hub.api.delivery",
 )
 

@@ -36,7 +36,7 @@ from hub.crypto import pki
 from hub.crypto.envelope import verify_envelope
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
-from hub.service import sla
+from hub.service import sweep as sla
 from hub.service.admin import NewKey, Registry
 from hub.store.sql import SqlStore
 from hub.store.tables import clocks, deliveries, sla_log

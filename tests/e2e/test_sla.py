@@ -10,7 +10,7 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from adapters.sdk import HubClient, HubError
-from hub.service.handlers import _encode_token
+from hub.service.paging import encode_token as _encode_token
 from hub.system.clock import ManualClock
 from stophub.v1 import sla_pb2
 from tests.conftest import T0

@@ -16,9 +16,9 @@ from hub.cli import main
 from hub.crypto import fields
 from hub.crypto.fields import DataKeyError
 from hub.domain.merkle import inclusion_proof, verify_consistency, verify_inclusion
-from hub.service import audit_api as au
 from hub.service import auditlog
-from hub.service import handlers as h
+from hub.service.commands import audit as au
+from hub.service.commands.case import CREATE_REPORT
 from hub.service.ports import AuditEntry, AuditRecord
 from hub.store import auditscan
 from hub.store.auditscan import _leafscan
@@ -31,7 +31,7 @@ from .test_hub_on_db import Net, net  # noqa: F401  (the fixture)
 
 def activity(net: Net, reports: int) -> None:  # noqa: F811
     for _ in range(reports):
-        net.call("BANKA", h.CREATE_REPORT, report_body((MULE_B, 100_000)), case_pb2.Case)
+        net.call("BANKA", CREATE_REPORT, report_body((MULE_B, 100_000)), case_pb2.Case)
 
 
 def logged(net: Net) -> Net:  # noqa: F811

@@ -26,8 +26,9 @@ from hub.bootstrap import build_hub, ensure_hub_registered
 from hub.crypto.envelope import seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
-from hub.service import handlers as h
 from hub.service.admin import NewKey, Registry
+from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
+from hub.service.pipeline import Hub
 from hub.service.ports import PendingDelivery
 from hub.store.sql import SqlStore
 from hub.store.tables import clocks, deliveries, sla_log
@@ -64,8 +65,8 @@ class Quiet:
 class Pair:
     """Two hubs over two stores on one database, and the members that report to them."""
 
-    a: h.Hub
-    b: h.Hub
+    a: Hub
+    b: Hub
     stores: tuple[SqlStore, SqlStore]
     clock: ManualClock
     hub_key: PrivateKey
@@ -88,14 +89,14 @@ class Pair:
             transaction_reference="TX-1",
         )
         t.transaction_time.FromDatetime(now - timedelta(minutes=20))
-        answer = self.a.handle(h.CREATE_REPORT, self.envelope(reporter, body))
+        answer = self.a.handle(CREATE_REPORT, self.envelope(reporter, body))
         return str(case_pb2.Case.FromString(answer.body).case_id)
 
     def verify(self, reporter: str, case_id: str) -> None:
         body = case_pb2.Verification(
             case_id=case_id, outcome=case_pb2.VERIFICATION_OUTCOME_CONFIRMED
         )
-        self.b.handle(h.VERIFY_REPORT, self.envelope(reporter, body))
+        self.b.handle(VERIFY_REPORT, self.envelope(reporter, body))
 
     def envelope(self, code: str, body: Any) -> envelope_pb2.Envelope:
         return seal_message(
@@ -220,7 +221,7 @@ def test_two_hubs_sweeping_at_once_fire_every_step_once(
     done = threading.Event()
     start = threading.Barrier(3, timeout=30)
 
-    def sweep_until_done(name: str, hub: h.Hub) -> None:
+    def sweep_until_done(name: str, hub: Hub) -> None:
         try:
             start.wait()
             while not done.is_set():
@@ -293,7 +294,7 @@ def test_a_hub_holding_its_claim_does_not_stop_the_other(
     monkeypatch.setattr(sql.SqlClocks, "due", due)
     fired: dict[str, int] = {}
 
-    def sweep(name: str, hub: h.Hub) -> None:
+    def sweep(name: str, hub: Hub) -> None:
         fired[name] = hub.sweep()
 
     a = threading.Thread(target=sweep, args=("a", pair.a))

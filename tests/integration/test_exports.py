@@ -20,7 +20,8 @@ from sqlalchemy import or_, select
 from hub.crypto.public import public_key_to_pem
 from hub.export_cli import audit_export, audit_verify_export, sla_export
 from hub.service import auditlog, exports
-from hub.service import handlers as h
+from hub.service.commands.case import GET_CASE, VERIFY_REPORT
+from hub.service.commands.order import ISSUE_ORDER
 from hub.store.tables import audit_log, cases, clocks, orders, sla_log
 from hub.system.policy import load_policy
 from stophub.v1 import case_pb2, order_pb2
@@ -43,9 +44,9 @@ def active(net: Net) -> Net:  # noqa: F811
         body = case_pb2.Verification(
             case_id=case_id, outcome=case_pb2.VERIFICATION_OUTCOME_CONFIRMED
         )
-        net.call("BANKA", h.VERIFY_REPORT, body, case_pb2.Case)
-        case = net.call("CENTRE", h.GET_CASE, case_pb2.GetCaseBody(case_id=case_id), case_pb2.Case)
-        net.call("CENTRE", h.ISSUE_ORDER, stop_body(case, MULE_B), order_pb2.Order)
+        net.call("BANKA", VERIFY_REPORT, body, case_pb2.Case)
+        case = net.call("CENTRE", GET_CASE, case_pb2.GetCaseBody(case_id=case_id), case_pb2.Case)
+        net.call("CENTRE", ISSUE_ORDER, stop_body(case, MULE_B), order_pb2.Order)
     auditlog.sequence(net.store)
     return net
 

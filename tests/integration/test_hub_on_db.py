@@ -22,10 +22,13 @@ from hub.crypto.keys import PrivateKey
 from hub.domain.cases import CaseState, OrderState
 from hub.domain.errors import InvalidArgument, Unauthenticated
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
-from hub.service import handlers as h
 from hub.service.admin import NewKey, Registry
 from hub.service.batching import Batch, GroupCommit
-from hub.service.delivery import Ack, acknowledge_many
+from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
+from hub.service.commands.delivery import Ack, acknowledge_many
+from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
+from hub.service.gate import Gate
+from hub.service.pipeline import Command, Hub
 from hub.service.ports import AuditEntry, PendingDelivery
 from hub.store.sql import SqlStore
 from hub.store.tables import audit_log, cases, deliveries, inbound_messages
@@ -66,7 +69,7 @@ class RecordingNotifier:
 
 @dataclass
 class Net:
-    hub: h.Hub
+    hub: Hub
     store: SqlStore
     clock: ManualClock
     hub_key: PrivateKey
@@ -84,7 +87,7 @@ class Net:
             message=body,
         )
 
-    def send(self, command: h.Command[Any], env: Any, result: type[M]) -> M:
+    def send(self, command: Command[Any], env: Any, result: type[M]) -> M:
         answer = self.hub.handle(command, env)
         assert verify_envelope(answer, self.hub_key.public_key)
         assert (answer.sender, answer.recipient) == ("HUB", env.sender)
@@ -92,13 +95,13 @@ class Net:
         self.sent.append(env)
         return result.FromString(answer.body)
 
-    def call(self, code: str, command: h.Command[Any], body: Message, result: type[M]) -> M:
+    def call(self, code: str, command: Command[Any], body: Message, result: type[M]) -> M:
         return self.send(command, self.envelope(code, body), result)
 
-    def replica(self) -> h.Hub:
+    def replica(self) -> Hub:
         """A second hub on the same database, as a second replica would run: requests to
         one hub share its group commit, so racing transactions need two."""
-        return h.Hub(self.store, self.clock, self.hub_key, self.notifier)
+        return Hub(self.store, self.clock, self.hub_key, self.notifier)
 
     def count(self, table: Any, *where: Any) -> int:
         with self.store.read_engine.connect() as conn:
@@ -126,7 +129,7 @@ def net(store: SqlStore, clock: ManualClock) -> Net:
     ensure_hub_registered(store, hub_key, clock)
     registry = Registry(store, clock)
     notifier = RecordingNotifier()
-    result = Net(h.Hub(store, clock, hub_key, notifier), store, clock, hub_key, notifier)
+    result = Net(Hub(store, clock, hub_key, notifier), store, clock, hub_key, notifier)
     for code, kind in MEMBERS.items():
         key = PrivateKey.generate()
         result.keys[code] = key
@@ -183,11 +186,11 @@ def executed(order_id: str, now: datetime, **kw: Any) -> Any:
 
 def verified_case(net: Net, payees: list[tuple[account_pb2.AccountRef, int]]) -> Any:
     """Auto-stop rule set, report sent and confirmed: returns the verified case."""
-    net.call("CENTRE", h.SET_AUTO_STOP_RULE, rule(), order_pb2.AutoStopRule)
+    net.call("CENTRE", SET_AUTO_STOP_RULE, rule(), order_pb2.AutoStopRule)
     net.clock.advance(timedelta(seconds=5, microseconds=3))
-    case = net.call("BANKA", h.CREATE_REPORT, report(net.clock.now(), payees), case_pb2.Case)
+    case = net.call("BANKA", CREATE_REPORT, report(net.clock.now(), payees), case_pb2.Case)
     net.clock.advance(timedelta(minutes=1, microseconds=7))
-    return net.call("BANKA", h.VERIFY_REPORT, confirm(case.case_id), case_pb2.Case)
+    return net.call("BANKA", VERIFY_REPORT, confirm(case.case_id), case_pb2.Case)
 
 
 def run_together(*calls: Callable[[], Any]) -> list[Any]:
@@ -224,14 +227,14 @@ def hold_until_both_arrive(
 
 def count_attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     attempts: list[str] = []
-    original = h.Hub.check_fresh
+    original = Gate.check_fresh
 
     # Every pass of a request through its transaction checks freshness once.
-    def wrapper(self: h.Hub, envelope: Any, *args: Any) -> None:
+    def wrapper(self: Gate, envelope: Any, *args: Any) -> None:
         attempts.append(envelope.message_id)
         original(self, envelope, *args)
 
-    monkeypatch.setattr(h.Hub, "check_fresh", wrapper)
+    monkeypatch.setattr(Gate, "check_fresh", wrapper)
     return attempts
 
 
@@ -241,20 +244,20 @@ def count_attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_case_from_report_to_closed(net: Net) -> None:
     clock = net.clock
     rule_env = net.envelope("CENTRE", rule(10_000_000))
-    assert net.send(h.SET_AUTO_STOP_RULE, rule_env, order_pb2.AutoStopRule).enabled
+    assert net.send(SET_AUTO_STOP_RULE, rule_env, order_pb2.AutoStopRule).enabled
     clock.advance(timedelta(seconds=30, microseconds=11))
 
     report_env = net.envelope(
         "BANKA", report(clock.now(), [(MULE_B, 3_000_000), (MULE_B, 2_000_000)])
     )
-    case = net.send(h.CREATE_REPORT, report_env, case_pb2.Case)
+    case = net.send(CREATE_REPORT, report_env, case_pb2.Case)
     case_id = case.case_id
     assert case.state == case_pb2.CASE_STATE_REPORTED and case.loss_fen == 5_000_000
     assert net.notifier.calls == [{"CENTRE"}]
 
     clock.advance(timedelta(minutes=2, microseconds=13))
     verify_env = net.envelope("BANKA", confirm(case_id))
-    case = net.send(h.VERIFY_REPORT, verify_env, case_pb2.Case)
+    case = net.send(VERIFY_REPORT, verify_env, case_pb2.Case)
     assert case.state == case_pb2.CASE_STATE_VERIFIED
     assert [(o.kind, o.addressed_to, o.auto_stop_rule_id) for o in case.orders] == [
         (order_pb2.ORDER_KIND_STOP, "BANKB", "AUTO-1")
@@ -273,7 +276,7 @@ def test_case_from_report_to_closed(net: Net) -> None:
         transaction_reference="B-OUT-1",
     )
     onward.transfer_time.FromDatetime(clock.now() - timedelta(minutes=10))
-    stop = net.call("BANKB", h.ANSWER_ORDER, answer, order_pb2.Order)
+    stop = net.call("BANKB", ANSWER_ORDER, answer, order_pb2.Order)
     assert stop.state == order_pb2.ORDER_STATE_HOLDING and stop.held_fen == 5_000_000
 
     clock.advance(timedelta(hours=20, microseconds=19))
@@ -291,11 +294,11 @@ def test_case_from_report_to_closed(net: Net) -> None:
             ),
         ),
     )
-    freeze_id = net.send(h.ISSUE_ORDER, freeze_env, order_pb2.Order).order_id
+    freeze_id = net.send(ISSUE_ORDER, freeze_env, order_pb2.Order).order_id
     clock.advance(timedelta(minutes=5, microseconds=23))
     freeze = net.call(
         "BANKB",
-        h.ANSWER_ORDER,
+        ANSWER_ORDER,
         executed(freeze_id, clock.now(), amount_held_fen=5_000_000),
         order_pb2.Order,
     )
@@ -311,11 +314,11 @@ def test_case_from_report_to_closed(net: Net) -> None:
             ),
         ),
     )
-    return_id = net.send(h.ISSUE_ORDER, return_env, order_pb2.Order).order_id
+    return_id = net.send(ISSUE_ORDER, return_env, order_pb2.Order).order_id
     clock.advance(timedelta(days=1, microseconds=31))
     returned = net.call(
         "BANKB",
-        h.ANSWER_ORDER,
+        ANSWER_ORDER,
         executed(return_id, clock.now(), amount_returned_fen=5_000_000),
         order_pb2.Order,
     )
@@ -398,9 +401,9 @@ def test_case_from_report_to_closed(net: Net) -> None:
 
 def test_resend_gets_the_original_answer_and_changes_nothing(net: Net) -> None:
     env = net.envelope("BANKA", report(net.clock.now(), [(MULE_B, 1_000)]))
-    first = net.hub.handle(h.CREATE_REPORT, env)
+    first = net.hub.handle(CREATE_REPORT, env)
     net.clock.advance(timedelta(minutes=1))
-    again = net.hub.handle(h.CREATE_REPORT, env)
+    again = net.hub.handle(CREATE_REPORT, env)
     assert again.SerializeToString() == first.SerializeToString()
     assert net.count(cases) == 1
     assert net.count(audit_log, audit_log.c.kind == "received") == 1
@@ -422,7 +425,7 @@ def test_same_report_sent_twice_at_once_makes_one_case(
     env = net.envelope("BANKA", report(net.clock.now(), [(MULE_B, 1_000)]))
     replica = net.replica()
     answers = run_together(
-        lambda: net.hub.handle(h.CREATE_REPORT, env), lambda: replica.handle(h.CREATE_REPORT, env)
+        lambda: net.hub.handle(CREATE_REPORT, env), lambda: replica.handle(CREATE_REPORT, env)
     )
     for answer in answers:
         assert isinstance(answer, envelope_pb2.Envelope), answer
@@ -440,7 +443,7 @@ def test_conflict_on_the_inbound_row_is_retried_as_a_resend(
     # The race of the previous test made deterministic on both databases: the second
     # request's resend check runs "before" the first request committed.
     env = net.envelope("BANKA", report(net.clock.now(), [(MULE_B, 1_000)]))
-    first = net.hub.handle(h.CREATE_REPORT, env)
+    first = net.hub.handle(CREATE_REPORT, env)
     original_get = sql.SqlInbound.get
     hidden: list[str] = []
 
@@ -452,7 +455,7 @@ def test_conflict_on_the_inbound_row_is_retried_as_a_resend(
 
     monkeypatch.setattr(sql.SqlInbound, "get", stale_get)
     attempts = count_attempts(monkeypatch)
-    second = net.hub.handle(h.CREATE_REPORT, env)
+    second = net.hub.handle(CREATE_REPORT, env)
     assert hidden == [env.message_id]
     assert attempts == [env.message_id, env.message_id]  # the Conflict retry ran
     assert second.SerializeToString() == first.SerializeToString()
@@ -479,8 +482,8 @@ def test_concurrent_answers_to_one_case_lose_no_update(
     attempts = count_attempts(monkeypatch)
     replica = net.replica()
     results = run_together(
-        lambda: net.hub.handle(h.ANSWER_ORDER, env_b),
-        lambda: replica.handle(h.ANSWER_ORDER, env_p),
+        lambda: net.hub.handle(ANSWER_ORDER, env_b),
+        lambda: replica.handle(ANSWER_ORDER, env_p),
     )
     for result in results:
         assert isinstance(result, envelope_pb2.Envelope), result
@@ -514,7 +517,7 @@ def test_concurrent_answers_to_one_case_lose_no_update(
 
 def test_many_concurrent_reports_all_land(net: Net) -> None:
     envs = [net.envelope("BANKA", report(net.clock.now(), [(MULE_B, 1_000 + i)])) for i in range(6)]
-    answers = run_together(*(lambda e=e: net.hub.handle(h.CREATE_REPORT, e) for e in envs))
+    answers = run_together(*(lambda e=e: net.hub.handle(CREATE_REPORT, e) for e in envs))
     for answer in answers:
         assert isinstance(answer, envelope_pb2.Envelope), answer
     ids = {case_pb2.Case.FromString(a.body).case_id for a in answers}
@@ -555,7 +558,7 @@ def test_crash_while_recording_a_report_leaves_no_trace(
     env = net.envelope("BANKA", report(net.clock.now(), [(MULE_B, 1_000)]))
     calls = crash_on_outbox_add(monkeypatch, 1)  # the case and its transition are written
     with pytest.raises(Crash):
-        net.hub.handle(h.CREATE_REPORT, env)
+        net.hub.handle(CREATE_REPORT, env)
     assert calls == ["CENTRE"]
     assert net.count(cases) == 0
     assert net.count(inbound_messages) == 0
@@ -566,7 +569,7 @@ def test_crash_while_recording_a_report_leaves_no_trace(
 
     # The message id was not used up: the same request succeeds once the fault is gone.
     monkeypatch.undo()
-    case = case_pb2.Case.FromString(net.hub.handle(h.CREATE_REPORT, env).body)
+    case = case_pb2.Case.FromString(net.hub.handle(CREATE_REPORT, env).body)
     assert net.count(cases) == 1 and net.count(inbound_messages) == 1
     assert net.count(audit_log, audit_log.c.kind == "received") == 1
     assert [n.case_id for _, _, n in net.notices("CENTRE")] == [case.case_id]
@@ -575,9 +578,9 @@ def test_crash_while_recording_a_report_leaves_no_trace(
 def test_crash_after_verifying_and_issuing_the_auto_stop_leaves_no_trace(
     net: Net, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    net.call("CENTRE", h.SET_AUTO_STOP_RULE, rule(), order_pb2.AutoStopRule)
+    net.call("CENTRE", SET_AUTO_STOP_RULE, rule(), order_pb2.AutoStopRule)
     case = net.call(
-        "BANKA", h.CREATE_REPORT, report(net.clock.now(), [(MULE_B, 9_000)]), case_pb2.Case
+        "BANKA", CREATE_REPORT, report(net.clock.now(), [(MULE_B, 9_000)]), case_pb2.Case
     )
     audit_before = net.count(audit_log)
     deliveries_before = net.count(deliveries)
@@ -589,7 +592,7 @@ def test_crash_after_verifying_and_issuing_the_auto_stop_leaves_no_trace(
     # case is verified, the stop issued, and audit rows and one delivery are written.
     calls = crash_on_outbox_add(monkeypatch, 2)
     with pytest.raises(Crash):
-        net.hub.handle(h.VERIFY_REPORT, env)
+        net.hub.handle(VERIFY_REPORT, env)
     assert calls == ["CENTRE", "BANKB"]
     with net.store(read_only=True) as uow:
         stored = uow.cases.get(case.case_id)
@@ -604,7 +607,7 @@ def test_crash_after_verifying_and_issuing_the_auto_stop_leaves_no_trace(
     assert net.hub.pending("BANKB") == []
 
     monkeypatch.undo()
-    verified = case_pb2.Case.FromString(net.hub.handle(h.VERIFY_REPORT, env).body)
+    verified = case_pb2.Case.FromString(net.hub.handle(VERIFY_REPORT, env).body)
     assert verified.state == case_pb2.CASE_STATE_VERIFIED
     assert [o.addressed_to for o in verified.orders] == ["BANKB"]
     assert len(net.hub.pending("BANKB")) == 1
@@ -617,7 +620,7 @@ def test_failing_notifier_does_not_fail_a_committed_request(net: Net) -> None:
     net.notifier.notify = broken  # type: ignore[method-assign]
     env = net.envelope("BANKA", report(net.clock.now(), [(MULE_B, 1_000)]))
     try:
-        answer = net.hub.handle(h.CREATE_REPORT, env)
+        answer = net.hub.handle(CREATE_REPORT, env)
     finally:
         # Whatever the caller saw, the request is committed exactly once.
         assert net.count(cases) == 1
@@ -632,12 +635,10 @@ def test_failing_notifier_does_not_fail_a_committed_request(net: Net) -> None:
 def test_the_registry_is_read_once_and_a_revocation_elsewhere_counts_at_the_next_request(
     net: Net,
 ) -> None:
-    net.call("BANKA", h.CREATE_REPORT, report(net.clock.now(), [(MULE_B, 1_000)]), case_pb2.Case)
+    net.call("BANKA", CREATE_REPORT, report(net.clock.now(), [(MULE_B, 1_000)]), case_pb2.Case)
     loads = net.hub.members.loads
     for _ in range(3):
-        net.call(
-            "BANKA", h.CREATE_REPORT, report(net.clock.now(), [(MULE_B, 1_000)]), case_pb2.Case
-        )
+        net.call("BANKA", CREATE_REPORT, report(net.clock.now(), [(MULE_B, 1_000)]), case_pb2.Case)
     assert net.hub.members.loads == loads  # nothing changed: no reload
 
     # The operator revokes BANKA's key with the CLI: another process, its own engine.
@@ -649,7 +650,7 @@ def test_the_registry_is_read_once_and_a_revocation_elsewhere_counts_at_the_next
         other.dispose()
     env = net.envelope("BANKA", report(net.clock.now(), [(MULE_B, 1_000)]))
     with pytest.raises(Unauthenticated) as refused:
-        net.hub.handle(h.CREATE_REPORT, env)
+        net.hub.handle(CREATE_REPORT, env)
     assert refused.value.reason == "KEY_REVOKED"
     assert net.hub.members.loads == loads + 1
 
@@ -684,7 +685,7 @@ def test_every_registry_change_moves_its_version(net: Net) -> None:
     seen.append(version())
     assert seen == sorted(set(seen)), seen  # strictly increasing: each change moved it
     # A request that changes no member leaves it alone.
-    net.call("BANKA", h.CREATE_REPORT, report(net.clock.now(), [(MULE_B, 1_000)]), case_pb2.Case)
+    net.call("BANKA", CREATE_REPORT, report(net.clock.now(), [(MULE_B, 1_000)]), case_pb2.Case)
     assert version() == seen[-1]
 
 

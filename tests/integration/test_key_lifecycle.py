@@ -16,8 +16,8 @@ from hub.crypto.keys import PrivateKey
 from hub.crypto.public import public_key_to_pem
 from hub.crypto.signing import ECDSA_P256
 from hub.domain.errors import Unauthenticated
-from hub.service import handlers as h
 from hub.service.admin import Registry
+from hub.service.commands.case import CREATE_REPORT
 from hub.service.evidence import verify_signatures
 from hub.store.tables import audit_log
 from stophub.v1 import case_pb2, envelope_pb2
@@ -26,7 +26,7 @@ from tests.integration.test_hub_on_db import MULE_B, Net, report
 
 def new_report(net: Net) -> case_pb2.Case:
     return net.call(
-        "BANKA", h.CREATE_REPORT, report(net.clock.now(), [(MULE_B, 10_000)]), case_pb2.Case
+        "BANKA", CREATE_REPORT, report(net.clock.now(), [(MULE_B, 10_000)]), case_pb2.Case
     )
 
 

@@ -13,9 +13,13 @@ from sqlalchemy import select
 from hub.crypto.listkey import ListKey
 from hub.domain.blacklist import ListDigest
 from hub.domain.errors import FailedPrecondition
-from hub.service import appeals as ap
-from hub.service import handlers as h
-from hub.service import listing as ls
+from hub.service import lists
+from hub.service.commands import appeal as ap
+from hub.service.commands.blacklist import PUBLISH_LIST_ENTRY, REMOVE_LIST_ENTRY
+from hub.service.commands.case import CREATE_REPORT
+from hub.service.lists import ListSyncer, expire_due, prune_changes
+from hub.service.pipeline import Hub
+from hub.service.ports import ListState
 from hub.store.tables import list_changes
 from stophub.v1 import appeal_pb2, blacklist_pb2, case_pb2
 from tests.e2e.test_blacklist import leaf
@@ -26,21 +30,21 @@ from .test_hub_on_db import Net, net  # noqa: F401  (the fixture)
 KEY = ListKey.generate()
 
 
-def publish(net: Net, hub: h.Hub, case_id: str, i: int) -> blacklist_pb2.ListEntryRecord:  # noqa: F811
+def publish(net: Net, hub: Hub, case_id: str, i: int) -> blacklist_pb2.ListEntryRecord:  # noqa: F811
     body = blacklist_pb2.PublishListEntryBody(
         person=blacklist_pb2.ListedPerson(id_number=f"110105194912{i:06d}", name=f"P{i}"),
         basis=blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER,
         reason="account seller",
         source_case_id=case_id,
     )
-    answer = hub.handle(ls.PUBLISH_LIST_ENTRY, net.envelope("CENTRE", body))
+    answer = hub.handle(PUBLISH_LIST_ENTRY, net.envelope("CENTRE", body))
     return blacklist_pb2.ListEntryRecord.FromString(answer.body)
 
 
-def snapshot_digest(hub: h.Hub, version: int) -> tuple[set[str], ListDigest]:
-    syncer = ls.ListSyncer(hub)
+def snapshot_digest(hub: Hub, version: int) -> tuple[set[str], ListDigest]:
+    syncer = ListSyncer(hub)
     state = syncer.state()
-    pinned = ls.ListState(version, state.count, 0, 0, state.list_key_id)
+    pinned = ListState(version, state.count, 0, 0, state.list_key_id)
     ids, digest = set(), ListDigest()
     for part in syncer.snapshot(pinned, tokens=False):
         msg = blacklist_pb2.SyncListResponse.FromString(part.data)
@@ -54,7 +58,7 @@ def test_two_hubs_publish_gapless_and_a_snapshot_is_pinned(net: Net) -> None:  #
     net.hub.list_key = KEY
     other = net.replica()
     other.list_key = KEY
-    case = net.call("BANKA", h.CREATE_REPORT, report_body((MULE_B, 100_000)), case_pb2.Case)
+    case = net.call("BANKA", CREATE_REPORT, report_body((MULE_B, 100_000)), case_pb2.Case)
 
     with ThreadPoolExecutor(4) as pool:
         records = list(
@@ -67,14 +71,14 @@ def test_two_hubs_publish_gapless_and_a_snapshot_is_pinned(net: Net) -> None:  #
         logged = [r[0] for r in conn.execute(stmt)]
     assert logged == versions
 
-    at_24 = ls.ListSyncer(net.hub).state()
+    at_24 = ListSyncer(net.hub).state()
     ids, digest = snapshot_digest(net.hub, 24)
     assert (len(ids), digest.value) == (at_24.count, at_24.clear_digest) == (24, digest.value)
 
     # Later changes do not leak into a snapshot pinned at 24.
     removed = records[0].entry.entry_id
     net.send(
-        ls.REMOVE_LIST_ENTRY,
+        REMOVE_LIST_ENTRY,
         net.envelope("CENTRE", blacklist_pb2.RemoveListEntryBody(entry_id=removed, reason="x")),
         blacklist_pb2.ListEntryRecord,
     )
@@ -82,17 +86,17 @@ def test_two_hubs_publish_gapless_and_a_snapshot_is_pinned(net: Net) -> None:  #
     again, digest_again = snapshot_digest(net.hub, 24)
     assert again == ids and digest_again.value == at_24.clear_digest
     now_ids, now_digest = snapshot_digest(net.hub, 26)
-    state = ls.ListSyncer(net.hub).state()
+    state = ListSyncer(net.hub).state()
     assert removed not in now_ids and len(now_ids) == 24 == state.count
     assert now_digest.value == state.clear_digest
 
     # Two years on, both hubs' sweeps at once end them all, each once, as numbered changes.
     net.clock.set(net.clock.now() + timedelta(days=731))
     with ThreadPoolExecutor(2) as pool:
-        assert sum(pool.map(ls.expire_due, (net.hub, other))) == 24
-    state = ls.ListSyncer(net.hub).state()
+        assert sum(pool.map(expire_due, (net.hub, other))) == 24
+    state = ListSyncer(net.hub).state()
     assert (state.version, state.count, state.clear_digest, state.token_digest) == (50, 0, 0, 0)
-    ops = [p for p in ls.ListSyncer(net.hub).changes(26, 50, tokens=True)]
+    ops = [p for p in ListSyncer(net.hub).changes(26, 50, tokens=True)]
     page = blacklist_pb2.SyncListResponse.FromString(ops[0].data).changes.changes
     assert {c.op for c in page} == {blacklist_pb2.LIST_CHANGE_OP_EXPIRE} and len(page) == 24
 
@@ -101,10 +105,10 @@ def test_two_hubs_deciding_one_appeal_decide_it_once(net: Net) -> None:  # noqa:
     net.hub.list_key = KEY
     other = net.replica()
     other.list_key = KEY
-    case = net.call("BANKA", h.CREATE_REPORT, report_body((MULE_B, 100_000)), case_pb2.Case)
+    case = net.call("BANKA", CREATE_REPORT, report_body((MULE_B, 100_000)), case_pb2.Case)
     listed = net.call(
         "CENTRE",
-        ls.PUBLISH_LIST_ENTRY,
+        PUBLISH_LIST_ENTRY,
         blacklist_pb2.PublishListEntryBody(
             account=MULE_B,
             basis=blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER,
@@ -123,7 +127,7 @@ def test_two_hubs_deciding_one_appeal_decide_it_once(net: Net) -> None:  # noqa:
         appeal_id=appeal.appeal_id, decision=appeal_pb2.APPEAL_DECISION_UPHOLD, reason="yes"
     )
 
-    def decide(hub: h.Hub) -> str:
+    def decide(hub: Hub) -> str:
         try:
             hub.handle(ap.DECIDE_APPEAL, net.envelope("CENTRE", body))
         except FailedPrecondition as err:
@@ -133,13 +137,13 @@ def test_two_hubs_deciding_one_appeal_decide_it_once(net: Net) -> None:  # noqa:
     with ThreadPoolExecutor(2) as pool:
         outcomes = sorted(pool.map(decide, (net.hub, other)))
     assert outcomes == ["APPEAL_DECIDED", "decided"]
-    state = ls.ListSyncer(net.hub).state()
+    state = ListSyncer(net.hub).state()
     assert (state.version, state.count) == (2, 0), "removed once"
 
 
 def remove(net: Net, entry_id: str) -> None:  # noqa: F811
     net.send(
-        ls.REMOVE_LIST_ENTRY,
+        REMOVE_LIST_ENTRY,
         net.envelope("CENTRE", blacklist_pb2.RemoveListEntryBody(entry_id=entry_id, reason="x")),
         blacklist_pb2.ListEntryRecord,
     )
@@ -153,15 +157,15 @@ def test_changes_no_sync_can_replay_are_pruned(
     are dead weight: the sweep deletes them once an hour of case time, keeping a page of
     slack; every change a sync may still replay stays, and a sync that started before a
     prune and reaches the pruned part ends with LIST_HISTORY_PRUNED instead of skipping it."""
-    monkeypatch.setattr(ls, "CHANGE_PAGE", 4)
+    monkeypatch.setattr(lists, "CHANGE_PAGE", 4)
     net.hub.list_key = KEY
-    case = net.call("BANKA", h.CREATE_REPORT, report_body((MULE_B, 100_000)), case_pb2.Case)
+    case = net.call("BANKA", CREATE_REPORT, report_body((MULE_B, 100_000)), case_pb2.Case)
     records = [publish(net, net.hub, case.case_id, i) for i in range(6)]  # versions 1-6
     for r in records[:5]:
         remove(net, r.entry.entry_id)  # 7-11
     for i in range(6, 9):
         publish(net, net.hub, case.case_id, i)  # 12-14
-    syncer = ls.ListSyncer(net.hub)
+    syncer = ListSyncer(net.hub)
     state = syncer.state()
     assert (state.version, state.count) == (14, 4)
     before = list(syncer.changes(2, 14, tokens=False))  # read before the prune: whole
@@ -170,11 +174,11 @@ def test_changes_no_sync_can_replay_are_pruned(
     with net.store.read_engine.connect() as conn:
         kept = [r[0] for r in conn.execute(select(list_changes.c.version))]
     assert sorted(kept) == list(range(7, 15))
-    assert ls.prune_changes(net.hub) == 0
+    assert prune_changes(net.hub) == 0
 
     # A copy behind the line gets a snapshot; every copy inside it gets its changes, whole.
     assert syncer.needs_snapshot(5, state)
-    for version in range(state.version - max(state.count, ls.CHANGE_PAGE), state.version):
+    for version in range(state.version - max(state.count, lists.CHANGE_PAGE), state.version):
         assert not syncer.needs_snapshot(version, state), version
         pages = [
             blacklist_pb2.SyncListResponse.FromString(p.data).changes.changes

@@ -13,7 +13,7 @@ from sqlalchemy import insert, select, text
 
 from hub.domain.clocks import ClockState
 from hub.observability.metrics import COUNT_BREACHED_CLOCKS, COUNT_OPEN_CLOCKS, sql_snapshot
-from hub.service import handlers as h
+from hub.service.commands.case import CREATE_REPORT
 from hub.store.tables import clocks
 from stophub.v1 import case_pb2
 
@@ -53,9 +53,7 @@ def clock_rows(
 
 
 def test_the_clock_figures_count_every_clock(net: Net) -> None:  # noqa: F811
-    case = net.call(
-        "BANKA", h.CREATE_REPORT, report(net.clock.now(), [(MULE_B, 100)]), case_pb2.Case
-    )
+    case = net.call("BANKA", CREATE_REPORT, report(net.clock.now(), [(MULE_B, 100)]), case_pb2.Case)
     now = net.clock.now()
     with net.store.engine.begin() as conn:
         conn.execute(insert(clocks), clock_rows(case.case_id, now, 12))
@@ -79,9 +77,7 @@ def test_the_clock_figures_read_index_ranges_only(net: Net) -> None:  # noqa: F8
         )
     # The planner as it decides on a hub's database: statistics of a table where most clocks
     # are closed (ANALYZE), which is what turned the first version's plan into a full scan.
-    case = net.call(
-        "BANKA", h.CREATE_REPORT, report(net.clock.now(), [(MULE_B, 100)]), case_pb2.Case
-    )
+    case = net.call("BANKA", CREATE_REPORT, report(net.clock.now(), [(MULE_B, 100)]), case_pb2.Case)
     with engine.begin() as conn:
         conn.execute(insert(clocks), clock_rows(case.case_id, net.clock.now(), 2000, closed=True))
         conn.execute(insert(clocks), clock_rows(case.case_id, net.clock.now(), 20, first=2000))

@@ -22,7 +22,8 @@ from sqlalchemy import text
 
 from hub.crypto import fields
 from hub.crypto.fields import Keyring
-from hub.service import handlers as h
+from hub.service.commands.case import CREATE_REPORT, GET_CASE, VERIFY_REPORT
+from hub.service.commands.order import ANSWER_ORDER, SET_AUTO_STOP_RULE
 from hub.store.sql import make_engine
 from hub.store.tables import sealed_tables
 from stophub.v1 import account_pb2, case_pb2, order_pb2
@@ -46,7 +47,7 @@ SECRETS = (NAME, CHINESE_NAME, ID_NUMBER, PHONE, ONWARD_HOLDER, "5550-0001")
 
 def planted_case(net: Net) -> str:
     """Report, verify (auto-stop to BANKB), and BANKB's answer: returns the case id."""
-    net.call("CENTRE", h.SET_AUTO_STOP_RULE, rule(), order_pb2.AutoStopRule)
+    net.call("CENTRE", SET_AUTO_STOP_RULE, rule(), order_pb2.AutoStopRule)
     now = net.clock.now()
     pb = case_pb2.Report(
         victim=case_pb2.Victim(name=NAME, id_number=ID_NUMBER, phone=PHONE),
@@ -64,9 +65,9 @@ def planted_case(net: Net) -> str:
         transaction_reference="A-TX-1",
     )
     t.transaction_time.FromDatetime(now - timedelta(minutes=20))
-    case = net.call("BANKA", h.CREATE_REPORT, pb, case_pb2.Case)
+    case = net.call("BANKA", CREATE_REPORT, pb, case_pb2.Case)
     net.clock.advance(timedelta(minutes=1, microseconds=7))
-    case = net.call("BANKA", h.VERIFY_REPORT, confirm(case.case_id), case_pb2.Case)
+    case = net.call("BANKA", VERIFY_REPORT, confirm(case.case_id), case_pb2.Case)
     (stop,) = case.orders
     assert stop.instruction.stop.account.holder_name == CHINESE_NAME
     net.clock.advance(timedelta(minutes=2, microseconds=11))
@@ -80,12 +81,12 @@ def planted_case(net: Net) -> str:
         transaction_reference="B-OUT-1",
     )
     onward.transfer_time.FromDatetime(net.clock.now() - timedelta(minutes=5))
-    net.call("BANKB", h.ANSWER_ORDER, answer, order_pb2.Order)
+    net.call("BANKB", ANSWER_ORDER, answer, order_pb2.Order)
     return case.case_id
 
 
 def read_back(net: Net, case_id: str) -> Any:
-    case = net.call("CENTRE", h.GET_CASE, case_pb2.GetCaseBody(case_id=case_id), case_pb2.Case)
+    case = net.call("CENTRE", GET_CASE, case_pb2.GetCaseBody(case_id=case_id), case_pb2.Case)
     assert (case.report.victim.name, case.report.victim.id_number, case.report.victim.phone) == (
         NAME,
         ID_NUMBER,

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from hub.report_cli import report
-from hub.service import handlers as h
+from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
 from hub.store.tables import clocks, sla_log
 from hub.system.policy import load_policy
 from stophub.v1 import account_pb2, case_pb2
@@ -59,9 +59,7 @@ def report_body(reporter: str, now: datetime) -> Any:
 
 
 def open_case(net: Net, reporter: str) -> str:
-    case = net.call(
-        reporter, h.CREATE_REPORT, report_body(reporter, net.clock.now()), case_pb2.Case
-    )
+    case = net.call(reporter, CREATE_REPORT, report_body(reporter, net.clock.now()), case_pb2.Case)
     return str(case.case_id)
 
 
@@ -74,7 +72,7 @@ def verify_after(net: Net, reporter: str, case_id: str, wait: timedelta) -> None
         waited += step
         net.hub.sweep()
     net.clock.advance(wait - waited)
-    net.call(reporter, h.VERIFY_REPORT, confirm(case_id), case_pb2.Case)
+    net.call(reporter, VERIFY_REPORT, confirm(case_id), case_pb2.Case)
 
 
 def build(net: Net) -> dict[str, str]:

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from hub.api.delivery import _CLOSE, Connection, DeliveryRouter
-from hub.api.servicers import Runner
+from hub.api.runner import Runner
 from hub.crypto.keys import PrivateKey
 from hub.domain.errors import DomainError, PermissionDenied, Unauthenticated
-from hub.service import delivery as service
 from hub.service.admin import NewKey
+from hub.service.commands import delivery as service
 from hub.service.ports import PendingDelivery, StoreUnavailable
 from stophub.v1 import delivery_pb2
 from tests.unit.test_handlers import World
@@ -53,7 +53,7 @@ def ack(w: World, code: str, *sequences: int, signer: str | None = None) -> serv
 
 
 class Calls:
-    """Wraps functions of hub.service.delivery to record their arguments."""
+    """Wraps functions of hub.service.commands.delivery to record their arguments."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.monkeypatch = monkeypatch

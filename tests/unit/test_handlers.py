@@ -1,4 +1,5 @@
-"""hub.service.handlers.Hub driven with in-memory fakes, real keys and real signed envelopes."""
+"""hub.service.pipeline.Hub and its commands driven with in-memory fakes, real keys and real
+signed envelopes."""
 
 from __future__ import annotations
 
@@ -28,19 +29,10 @@ from hub.domain.errors import (
 from hub.domain.institutions import HUB_CODE, ContactRole, DutyContact, InstitutionKind
 from hub.domain.rules import AutoStopRule
 from hub.service.admin import NewKey, Registry
-from hub.service.delivery import Ack, acknowledge_many
-from hub.service.handlers import (
-    ACK,
-    ANSWER_ORDER,
-    CREATE_REPORT,
-    GET_CASE,
-    ISSUE_ORDER,
-    LIST_CASES,
-    SET_AUTO_STOP_RULE,
-    VERIFY_REPORT,
-    Command,
-    Hub,
-)
+from hub.service.commands.case import CREATE_REPORT, GET_CASE, LIST_CASES, VERIFY_REPORT
+from hub.service.commands.delivery import ACK, Ack, acknowledge_many, open_stream
+from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
+from hub.service.pipeline import Command, Hub
 from hub.service.ports import Conflict
 from hub.system.clock import ManualClock
 from stophub.v1 import (
@@ -1172,8 +1164,8 @@ def test_deliveries_are_acknowledged_by_their_recipient_only(w: World) -> None:
     w.report()
     [pending] = w.hub.pending("AFC")
     assert pending.recipient == "AFC"
-    code, name = w.hub.open_stream(
-        w.seal("AFC", delivery_pb2.SubscribeBody(connection_name="primary"))
+    code, name = open_stream(
+        w.hub, w.seal("AFC", delivery_pb2.SubscribeBody(connection_name="primary"))
     )
     assert (code, name) == ("AFC", "primary")
 
@@ -1277,16 +1269,16 @@ def test_the_registry_refuses_duplicates_and_unknown_algorithms_and_audits_chang
 def test_each_request_checks_its_signature_once_and_reads_the_registry_once(
     w: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hub.service.handlers as handlers
+    import hub.service.gate as gate
 
     checked: list[str] = []
-    original = handlers.verify_envelope
+    original = gate.verify_envelope
 
     def counting(envelope: envelope_pb2.Envelope, key: bytes) -> bool:
         checked.append(envelope.message_id)
         return original(envelope, key)
 
-    monkeypatch.setattr(handlers, "verify_envelope", counting)
+    monkeypatch.setattr(gate, "verify_envelope", counting)
     w.store.state.registry_version = 7  # the fake keeps a version: the hub may cache
     envelopes = [w.seal("BANKA", report_body()) for _ in range(3)]
     for envelope in envelopes:

@@ -8,7 +8,8 @@ from datetime import timedelta
 from hub.crypto.listkey import ListKey
 from hub.domain.blacklist import ListDigest
 from hub.domain.errors import FailedPrecondition, InvalidArgument, NotFound
-from hub.service import listing as ls
+from hub.service.commands.blacklist import CHECK_LIST, PUBLISH_LIST_ENTRY, REMOVE_LIST_ENTRY
+from hub.service.lists import entry_of, expire_due
 from stophub.v1 import blacklist_pb2
 from tests.unit.test_handlers import MULE_B, World, account
 
@@ -25,7 +26,7 @@ def listing(case_id: str, number: str = "6222020000000002") -> blacklist_pb2.Pub
 
 
 def publish(w: World, body: blacklist_pb2.PublishListEntryBody) -> blacklist_pb2.ListEntryRecord:
-    record = w.send(ls.PUBLISH_LIST_ENTRY, "AFC", body)
+    record = w.send(PUBLISH_LIST_ENTRY, "AFC", body)
     assert isinstance(record, blacklist_pb2.ListEntryRecord)
     return record
 
@@ -35,7 +36,7 @@ def recomputed(w: World) -> tuple[int, int, int]:
     clear, tokens = ListDigest(), ListDigest()
     for row in w.store.state.list_rows.values():
         if row.ended_version is None:
-            entry = ls.entry_of(row)
+            entry = entry_of(row)
             clear.add_hash(entry.clear_hash())
             tokens.add_hash(entry.token_hash(row.subject_token))
     return clear.count, clear.value, tokens.value
@@ -46,12 +47,12 @@ def test_the_state_follows_every_change_and_equals_a_recomputation() -> None:
     case = w.verified((MULE_B, 1_000_000))
     records = [publish(w, listing(case.case_id, f"62220200000000{i:02d}")) for i in range(5)]
     w.send(
-        ls.REMOVE_LIST_ENTRY,
+        REMOVE_LIST_ENTRY,
         "AFC",
         blacklist_pb2.RemoveListEntryBody(entry_id=records[1].entry.entry_id, reason="mistake"),
     )
     w.clock.advance(timedelta(days=800))
-    assert ls.expire_due(w.hub) == 4
+    assert expire_due(w.hub) == 4
     state = w.store.state.list_state
     assert state.version == 10 and (state.count, state.clear_digest, state.token_digest) == (
         recomputed(w)
@@ -76,18 +77,18 @@ def test_a_party_is_never_listed_more_than_five_years_in_a_row() -> None:
     first = publish(w, listing(case.case_id))
     # Relisted as each term ends (within the 30-day gap): 24 + 24 months, then the cap.
     w.clock.advance(timedelta(days=731))
-    ls.expire_due(w.hub)
+    expire_due(w.hub)
     second = publish(w, listing(case.case_id))
     w.clock.advance(timedelta(days=731))
-    ls.expire_due(w.hub)
+    expire_due(w.hub)
     third = publish(w, listing(case.case_id))
     start = first.entry.listed_time.ToDatetime()
     assert third.entry.expire_time.ToDatetime() - start <= timedelta(days=5 * 366)
     assert second.entry.expire_time.ToDatetime() > second.entry.listed_time.ToDatetime()
     w.clock.advance(timedelta(days=400))
-    ls.expire_due(w.hub)
+    expire_due(w.hub)
     err = w.refuse(
-        ls.PUBLISH_LIST_ENTRY,
+        PUBLISH_LIST_ENTRY,
         w.seal("AFC", listing(case.case_id)),
         FailedPrecondition,
         "LISTING_CAP_REACHED",
@@ -100,14 +101,14 @@ def test_refusals_change_nothing() -> None:
     case = w.verified((MULE_B, 1_000_000))
     publish(w, listing(case.case_id))
     w.refuse(
-        ls.PUBLISH_LIST_ENTRY,
+        PUBLISH_LIST_ENTRY,
         w.seal("AFC", listing(case.case_id)),
         FailedPrecondition,
         "ALREADY_LISTED",
     )
     both = listing(case.case_id)
     both.person.CopyFrom(blacklist_pb2.ListedPerson(id_number="11010519491231002X", name="x"))
-    w.refuse(ls.PUBLISH_LIST_ENTRY, w.seal("AFC", both), InvalidArgument, "INVALID_FIELD")
+    w.refuse(PUBLISH_LIST_ENTRY, w.seal("AFC", both), InvalidArgument, "INVALID_FIELD")
     bad_id = blacklist_pb2.PublishListEntryBody(
         person=blacklist_pb2.ListedPerson(id_number="12345", name="x"),
         basis=TRADER,
@@ -115,14 +116,14 @@ def test_refusals_change_nothing() -> None:
         source_case_id=case.case_id,
     )
     w.refuse(
-        ls.PUBLISH_LIST_ENTRY,
+        PUBLISH_LIST_ENTRY,
         w.seal("AFC", bad_id),
         InvalidArgument,
         "INVALID_FIELD",
         "person.id_number",
     )
     w.refuse(
-        ls.REMOVE_LIST_ENTRY,
+        REMOVE_LIST_ENTRY,
         w.seal("AFC", blacklist_pb2.RemoveListEntryBody(entry_id="L-NONE", reason="x")),
         NotFound,
         "ENTRY_NOT_FOUND",
@@ -130,13 +131,13 @@ def test_refusals_change_nothing() -> None:
     too_many = blacklist_pb2.CheckListBody(
         subjects=[blacklist_pb2.ListSubject(id_number="11010519491231002X")] * 1001
     )
-    err = w.refuse(ls.CHECK_LIST, w.seal("BANKA", too_many), InvalidArgument, "INVALID_FIELD")
+    err = w.refuse(CHECK_LIST, w.seal("BANKA", too_many), InvalidArgument, "INVALID_FIELD")
     assert "at most 1000" in err.message
     token_too_short = blacklist_pb2.CheckListBody(
         subjects=[blacklist_pb2.ListSubject(token=b"abc")]
     )
     w.refuse(
-        ls.CHECK_LIST,
+        CHECK_LIST,
         w.seal("BANKA", token_too_short),
         InvalidArgument,
         "INVALID_FIELD",
@@ -150,7 +151,7 @@ def test_without_the_list_key_or_with_another_nothing_is_published() -> None:
     key = w.hub.list_key
     w.hub.list_key = None
     w.refuse(
-        ls.PUBLISH_LIST_ENTRY,
+        PUBLISH_LIST_ENTRY,
         w.seal("AFC", listing(case.case_id)),
         FailedPrecondition,
         "LIST_KEY_NOT_CONFIGURED",
@@ -159,7 +160,7 @@ def test_without_the_list_key_or_with_another_nothing_is_published() -> None:
     publish(w, listing(case.case_id))
     w.hub.list_key = ListKey.generate()
     w.refuse(
-        ls.PUBLISH_LIST_ENTRY,
+        PUBLISH_LIST_ENTRY,
         w.seal("AFC", listing(case.case_id, "6222020000000099")),
         FailedPrecondition,
         "LIST_KEY_CHANGED",

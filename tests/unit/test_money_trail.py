@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from hub.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from hub.service import handlers as h
+from hub.service.commands.case import GET_CASE_TRAIL, VERIFY_REPORT
+from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
+from hub.service.commands.returns import (
+    DECIDE_DISTRIBUTION,
+    OBJECT_TO_DISTRIBUTION,
+    START_DISTRIBUTION,
+)
 from hub.system.policy import load_policy
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, order_pb2, returns_pb2, trail_pb2
 from tests.unit.test_handlers import (
@@ -41,7 +47,7 @@ def follow_rule(w: World, max_layer: int = 0, limit: int = 5_000_000) -> None:
     body = rule_body(limit=limit)
     body.follow_onward_transfers = True
     body.max_layer = max_layer
-    w.send(h.SET_AUTO_STOP_RULE, "AFC", body)
+    w.send(SET_AUTO_STOP_RULE, "AFC", body)
 
 
 def onward(
@@ -73,7 +79,7 @@ def stops_to(case: case_pb2.Case, institution: str) -> list[order_pb2.Order]:
 
 
 def trail(w: World, case_id: str, sender: str = "AFC") -> trail_pb2.Trail:
-    body = w.send(h.GET_CASE_TRAIL, sender, trail_pb2.GetCaseTrailBody(case_id=case_id))
+    body = w.send(GET_CASE_TRAIL, sender, trail_pb2.GetCaseTrailBody(case_id=case_id))
     assert isinstance(body, trail_pb2.Trail)
     return body
 
@@ -157,7 +163,7 @@ def test_without_a_rule_the_centre_orders_downstream_stops_within_the_branch(w: 
     body.stop.account.CopyFrom(MULE_C)
     body.stop.amount_fen = 2_500_001
     body.stop.upstream_order_id = stop.order_id
-    err = w.refuse(h.ISSUE_ORDER, w.seal("AFC", body), InvalidArgument, "INVALID_FIELD")
+    err = w.refuse(ISSUE_ORDER, w.seal("AFC", body), InvalidArgument, "INVALID_FIELD")
     assert err.field == "stop.amount_fen" and "¥25,000.00" in err.message
 
     body.stop.amount_fen = 2_500_000
@@ -272,7 +278,7 @@ def test_wrong_onward_transfers_are_refused_naming_the_transfer_and_stop_nothing
     for to, amount, minutes, *carried in transfers:
         onward(answer, to, amount, w, minutes, "B-OUT-9")
         answer.onward_transfers[-1].carried_fen = carried[0] if carried else 0
-    err = w.refuse(h.ANSWER_ORDER, w.seal("BANKB", answer), InvalidArgument, "INVALID_FIELD")
+    err = w.refuse(ANSWER_ORDER, w.seal("BANKB", answer), InvalidArgument, "INVALID_FIELD")
     assert err.field == field and says in err.message
     assert len(w.get_case(case.case_id).orders) == 1, "no downstream stop from a refused answer"
 
@@ -283,7 +289,7 @@ def test_the_trail_is_for_the_centre_and_the_reporter_not_the_mules_bank(w: Worl
     assert trail(w, case.case_id, "BANKA").case_id == case.case_id
     assert trail(w, case.case_id, "REG").loss_fen == 3_000_000
     w.refuse(
-        h.GET_CASE_TRAIL,
+        GET_CASE_TRAIL,
         w.seal("BANKB", trail_pb2.GetCaseTrailBody(case_id=case.case_id)),
         PermissionDenied,
         "TRAIL_NOT_SHARED",
@@ -297,7 +303,7 @@ def two_victims(w: World) -> tuple[case_pb2.Case, case_pb2.Case]:
     """BANKA's customer lost 3,000,000 and BANKC's 500,000, both to MULE_B."""
     c1 = w.verified((MULE_B, 3_000_000))
     c2 = w.report((MULE_B, 500_000), sender="BANKC", payer=VICTIM_C)
-    w.send(h.VERIFY_REPORT, "BANKC", verification(c2.case_id))
+    w.send(VERIFY_REPORT, "BANKC", verification(c2.case_id))
     return c1, w.get_case(c2.case_id)
 
 
@@ -370,13 +376,13 @@ def test_mixed_money_is_shared_after_a_public_notice_and_returned_in_full(w: Wor
 
     # Money that several victims' money reached is not one victim's to take.
     w.refuse(
-        h.ISSUE_ORDER,
+        ISSUE_ORDER,
         w.seal("AFC", return_body(c1.case_id, f1.order_id, 100)),
         FailedPrecondition,
         "SHARED_ACCOUNT",
     )
     d = w.send(
-        h.START_DISTRIBUTION,
+        START_DISTRIBUTION,
         "AFC",
         returns_pb2.StartDistributionBody(case_id=c1.case_id, account=MULE_B),
     )
@@ -397,22 +403,22 @@ def test_mixed_money_is_shared_after_a_public_notice_and_returned_in_full(w: Wor
     objection = returns_pb2.ObjectionBody(
         distribution_id=d.distribution_id, grounds="the holder says 300,000 is his salary"
     )
-    w.send(h.OBJECT_TO_DISTRIBUTION, "BANKB", objection)
+    w.send(OBJECT_TO_DISTRIBUTION, "BANKB", objection)
     decide = returns_pb2.DistributionDecisionBody(
         distribution_id=d.distribution_id, decision=returns_pb2.DISTRIBUTION_DECISION_CONFIRM
     )
     w.clock.advance(timedelta(days=10))
-    w.refuse(h.DECIDE_DISTRIBUTION, w.seal("AFC", decide), FailedPrecondition, "NOTICE_RUNNING")
+    w.refuse(DECIDE_DISTRIBUTION, w.seal("AFC", decide), FailedPrecondition, "NOTICE_RUNNING")
 
     w.clock.advance(timedelta(days=20))
     w.hub.sweep()
     ended = [n for n in w.notices("AFC") if n.kind == delivery_pb2.NOTICE_KIND_PUBLIC_NOTICE_ENDED]
     assert len(ended) == 1 and ended[0].clock_step.clock.clock == "public_notice"
     assert not ended[0].clock_step.clock.breached
-    w.refuse(h.DECIDE_DISTRIBUTION, w.seal("AFC", decide), InvalidArgument, "INVALID_FIELD")
+    w.refuse(DECIDE_DISTRIBUTION, w.seal("AFC", decide), InvalidArgument, "INVALID_FIELD")
 
     decide.reason = "no salary credits in the account statements"
-    decided = w.send(h.DECIDE_DISTRIBUTION, "AFC", decide)
+    decided = w.send(DECIDE_DISTRIBUTION, "AFC", decide)
     assert isinstance(decided, returns_pb2.Distribution)
     assert decided.state == returns_pb2.DISTRIBUTION_STATE_DECIDED
     assert len(decided.objections) == 1
@@ -439,7 +445,7 @@ def test_money_traceable_to_one_victim_goes_back_at_once(w: World) -> None:
     case = w.verified((MULE_B, 3_000_000))
     frozen(w, case, 1_200_000, 3_000_000)
     d = w.send(
-        h.START_DISTRIBUTION,
+        START_DISTRIBUTION,
         "AFC",
         returns_pb2.StartDistributionBody(case_id=case.case_id, account=MULE_B),
     )
@@ -456,8 +462,8 @@ def test_money_traceable_to_one_victim_goes_back_at_once(w: World) -> None:
 def test_a_distribution_needs_money_frozen_on_the_cases_trail(w: World) -> None:
     case = w.verified((MULE_B, 3_000_000))
     start = returns_pb2.StartDistributionBody(case_id=case.case_id, account=MULE_B)
-    w.refuse(h.START_DISTRIBUTION, w.seal("AFC", start), FailedPrecondition, "NOTHING_FROZEN")
+    w.refuse(START_DISTRIBUTION, w.seal("AFC", start), FailedPrecondition, "NOTHING_FROZEN")
     elsewhere = returns_pb2.StartDistributionBody(case_id=case.case_id, account=MULE_D)
-    w.refuse(h.START_DISTRIBUTION, w.seal("AFC", elsewhere), FailedPrecondition, "NOT_ON_TRAIL")
+    w.refuse(START_DISTRIBUTION, w.seal("AFC", elsewhere), FailedPrecondition, "NOT_ON_TRAIL")
     unknown = returns_pb2.ObjectionBody(distribution_id="D-NOPE", grounds="x")
-    w.refuse(h.OBJECT_TO_DISTRIBUTION, w.seal("BANKB", unknown), NotFound, "DISTRIBUTION_NOT_FOUND")
+    w.refuse(OBJECT_TO_DISTRIBUTION, w.seal("BANKB", unknown), NotFound, "DISTRIBUTION_NOT_FOUND")

@@ -20,11 +20,32 @@ from google.protobuf.message import Message
 from hub.crypto.keys import PrivateKey
 from hub.domain.errors import DomainError, PermissionDenied
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
-from hub.service import appeals as ap
-from hub.service import audit_api as au
-from hub.service import handlers as h
-from hub.service import listing as ls
 from hub.service.admin import NewKey
+from hub.service.commands import appeal as ap
+from hub.service.commands import audit as au
+from hub.service.commands.blacklist import (
+    CHECK_LIST,
+    PUBLISH_LIST_ENTRY,
+    REMOVE_LIST_ENTRY,
+    SYNC_LIST,
+)
+from hub.service.commands.case import (
+    CREATE_REPORT,
+    GET_CASE,
+    GET_CASE_TRAIL,
+    LIST_CASES,
+    VERIFY_REPORT,
+)
+from hub.service.commands.delivery import open_stream
+from hub.service.commands.institution import GET_INSTITUTION, LIST_INSTITUTIONS
+from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
+from hub.service.commands.returns import (
+    DECIDE_DISTRIBUTION,
+    GET_DISTRIBUTION,
+    OBJECT_TO_DISTRIBUTION,
+    START_DISTRIBUTION,
+)
+from hub.service.commands.sla import LIST_CLOCKS
 from hub.service.permissions import KINDS, MATRIX, POSSIBLE, Access, Relation, rule_for
 from hub.system.policy import load_policy
 from stophub.v1 import (
@@ -148,12 +169,12 @@ class Net(World):
         self.stop_b = self.order(stop_body(self.c1, MULE_B))
         self.stop_x = self.order(stop_body(self.c1, WALLET))
         c2 = self.send(
-            h.CREATE_REPORT,
+            CREATE_REPORT,
             "PAYY",
             report_body((MULE_B, 500_000), payer=PAYY_VICTIM, now=self.clock.now()),
         )
         assert isinstance(c2, case_pb2.Case)
-        self.send(h.VERIFY_REPORT, "PAYY", verification(c2.case_id))
+        self.send(VERIFY_REPORT, "PAYY", verification(c2.case_id))
         self.c2 = self.get_case(c2.case_id)
         self.stop_c2 = self.order(stop_body(self.c2, MULE_B))
         for case, stop, amount in (
@@ -164,7 +185,7 @@ class Net(World):
             freeze = self.order(freeze_body(case.case_id, amount, stop.order_id))
             self.answer("BANKB", execution(freeze.order_id, held=amount))
         shared = self.send(
-            h.START_DISTRIBUTION,
+            START_DISTRIBUTION,
             "AFC",
             returns_pb2.StartDistributionBody(case_id=self.c1.case_id, account=MULE_B),
         )
@@ -172,7 +193,7 @@ class Net(World):
         self.distribution = shared
         # BANKB's mule account is listed from C1, and BANKB appeals the listing.
         listed = self.send(
-            ls.PUBLISH_LIST_ENTRY,
+            PUBLISH_LIST_ENTRY,
             "AFC",
             blacklist_pb2.PublishListEntryBody(
                 account=MULE_B,
@@ -289,25 +310,25 @@ def bodies(net: Net, member: str, case_id: str, order_id: str) -> dict[str, Mess
 COMMANDS = {
     c.name: c
     for c in (
-        h.CREATE_REPORT,
-        h.VERIFY_REPORT,
-        h.GET_CASE,
-        h.LIST_CASES,
-        h.ISSUE_ORDER,
-        h.ANSWER_ORDER,
-        h.SET_AUTO_STOP_RULE,
-        h.GET_INSTITUTION,
-        h.LIST_INSTITUTIONS,
-        h.LIST_CLOCKS,
-        h.GET_CASE_TRAIL,
-        h.START_DISTRIBUTION,
-        h.OBJECT_TO_DISTRIBUTION,
-        h.DECIDE_DISTRIBUTION,
-        h.GET_DISTRIBUTION,
-        ls.PUBLISH_LIST_ENTRY,
-        ls.REMOVE_LIST_ENTRY,
-        ls.SYNC_LIST,
-        ls.CHECK_LIST,
+        CREATE_REPORT,
+        VERIFY_REPORT,
+        GET_CASE,
+        LIST_CASES,
+        ISSUE_ORDER,
+        ANSWER_ORDER,
+        SET_AUTO_STOP_RULE,
+        GET_INSTITUTION,
+        LIST_INSTITUTIONS,
+        LIST_CLOCKS,
+        GET_CASE_TRAIL,
+        START_DISTRIBUTION,
+        OBJECT_TO_DISTRIBUTION,
+        DECIDE_DISTRIBUTION,
+        GET_DISTRIBUTION,
+        PUBLISH_LIST_ENTRY,
+        REMOVE_LIST_ENTRY,
+        SYNC_LIST,
+        CHECK_LIST,
         ap.FILE_APPEAL,
         ap.DECIDE_APPEAL,
         ap.GET_APPEAL,
@@ -322,7 +343,7 @@ COMMANDS = {
 def call(net: Net, rpc: str, member: str, body: Message) -> Callable[[], Any]:
     envelope = net.seal(member, body)
     if rpc == "StreamDeliveries":
-        return lambda: net.hub.open_stream(envelope)
+        return lambda: open_stream(net.hub, envelope)
     return lambda: net.hub.handle(COMMANDS[rpc], envelope)
 
 
@@ -332,12 +353,12 @@ def check_own(net: Net, rpc: str, member: str, answer: Any) -> None:
         assert answer[0] == member
         return
     if rpc == "ListCases":
-        body = net.open(answer, h.LIST_CASES, member)
+        body = net.open(answer, LIST_CASES, member)
         assert isinstance(body, case_pb2.CaseList)
         assert body.cases, "a reporter lists its own cases"
         assert {c.reporting_institution for c in body.cases} == {member}
     elif rpc == "GetCase":
-        body = net.open(answer, h.GET_CASE, member)
+        body = net.open(answer, GET_CASE, member)
         assert isinstance(body, case_pb2.Case)
         assert not body.report.HasField("victim"), "an addressee does not see the victim"
         assert body.orders
@@ -347,7 +368,7 @@ def check_own(net: Net, rpc: str, member: str, answer: Any) -> None:
         assert clocks.clocks, f"{member} is responsible for clocks in this world"
         assert {c.responsible for c in clocks.clocks} == {member}
     elif rpc == "GetDistribution":
-        body = net.open(answer, h.GET_DISTRIBUTION, member)
+        body = net.open(answer, GET_DISTRIBUTION, member)
         assert isinstance(body, returns_pb2.Distribution)
         assert body.distribution_id == net.distribution.distribution_id
     elif rpc == "GetAppeal":
@@ -381,11 +402,11 @@ def test_each_cell_is_enforced_as_written(cell: Cell) -> None:
     if cell.expected == "own":
         check_own(net, cell.rpc, member, answer)
     elif cell.rpc == "GetCase":
-        case = net.open(answer, h.GET_CASE, member)
+        case = net.open(answer, GET_CASE, member)
         assert isinstance(case, case_pb2.Case)
         assert case.report.victim.name, f"{cell}: a full reader sees the victim"
     elif cell.rpc == "ListCases":
-        cases = net.open(answer, h.LIST_CASES, member)
+        cases = net.open(answer, LIST_CASES, member)
         assert isinstance(cases, case_pb2.CaseList)
         assert {c.case_id for c in cases.cases} >= {net.c1.case_id, net.c2.case_id}
 

@@ -13,7 +13,8 @@ from hub.domain.cases import OrderState, add_months
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import ContactRole, DutyContact
 from hub.domain.workdays import add_working_days
-from hub.service.handlers import VERIFY_REPORT, Hub
+from hub.service.commands.case import VERIFY_REPORT
+from hub.service.pipeline import Hub
 from hub.system.calendar import ChineseWorkingDays
 from hub.system.policy import load_policy
 from stophub.v1 import case_pb2, delivery_pb2, institution_pb2, order_pb2

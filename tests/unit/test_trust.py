@@ -14,8 +14,11 @@ from hub.crypto.keys import PrivateKey
 from hub.crypto.signing import ECDSA_P256
 from hub.domain.errors import Unauthenticated
 from hub.service.admin import NewKey
+from hub.service.commands.case import CREATE_REPORT
+from hub.service.commands.delivery import open_stream
+from hub.service.commands.institution import GET_INSTITUTION
 from hub.service.evidence import check_record, verify_signatures
-from hub.service.handlers import CREATE_REPORT, GET_INSTITUTION, MAX_CLOCK_SKEW, REPLAY_WINDOW
+from hub.service.gate import MAX_CLOCK_SKEW, REPLAY_WINDOW
 from hub.service.ports import AuditRecord
 from stophub.v1 import case_pb2, envelope_pb2, institution_pb2
 from tests.unit.test_handlers import World, report_body
@@ -90,7 +93,7 @@ def test_reads_and_streams_are_held_to_the_window_too(w: World) -> None:
     subscribe = w.seal("BANKA", delivery_pb2.SubscribeBody())
     w.clock.advance(REPLAY_WINDOW + timedelta(seconds=1))
     with pytest.raises(Unauthenticated) as stale:
-        w.hub.open_stream(subscribe)
+        open_stream(w.hub, subscribe)
     assert stale.value.reason == "ENVELOPE_EXPIRED"
 
 

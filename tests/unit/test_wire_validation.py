@@ -11,7 +11,8 @@ from hub.crypto.envelope import create_time_of, header_of
 from hub.crypto.signing import signing_input
 from hub.domain.errors import InvalidArgument, Unauthenticated
 from hub.service import wire
-from hub.service.handlers import CREATE_REPORT, GET_CASE, SET_AUTO_STOP_RULE
+from hub.service.commands.case import CREATE_REPORT, GET_CASE
+from hub.service.commands.order import SET_AUTO_STOP_RULE
 from hub.store import tables
 from stophub.v1 import case_pb2, envelope_pb2, order_pb2
 from tests.unit.test_handlers import MULE_B, World, report_body

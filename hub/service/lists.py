@@ -1,5 +1,7 @@
-"""The blacklist and punishment list on the hub: publishing, removal, expiry, the batch check,
-and the parts of a sync (docs/blacklist.md, ADR 14).
+"""The blacklist's machinery on the hub (docs/blacklist.md, ADR 14): its wire forms, each
+numbered change (add, end), expiry at the end of a term, pruning the change log no sync can
+replay, and the reading side of a sync. ListService's handlers are in
+hub/service/commands/blacklist.py.
 
 Every change takes the next version under the lock of the one list_state row, in the same
 transaction as the entry, the change log and both digests, so a checkpoint read in any
@@ -13,6 +15,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from google.protobuf.message import Message
 
@@ -23,30 +26,44 @@ from hub.domain.blacklist import (
     ChangeOp,
     Entry,
     EntryKind,
-    Subject,
-    list_entry,
     micros,
 )
-from hub.domain.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange
+from hub.domain.errors import FailedPrecondition
 from hub.domain.institutions import HUB_CODE
 from hub.service import wire
-from hub.service.handlers import Command, Context, Hub, _bounded
-from hub.service.ports import AuditEntry, ListRow, ListState, UnitOfWork
-from stophub.v1 import account_pb2, blacklist_pb2, delivery_pb2, envelope_pb2
+from hub.service.ports import AuditEntry, Clock, ListRow, ListState, UnitOfWork, UnitOfWorkFactory
+from stophub.v1 import account_pb2, blacklist_pb2, envelope_pb2
 
 log = logging.getLogger(__name__)
 
-MAX_CHECK = 1000
 SNAPSHOT_PAGE = 2000
 CHANGE_PAGE = 1000
 EXPIRE_BATCH = 500
 PRUNE_BATCH = 10_000
 
-_BASIS = {
+
+class ListHost(Protocol):
+    """What the list's jobs and the reading side of a sync use of the hub
+    (hub.service.pipeline.Hub)."""
+
+    uow: UnitOfWorkFactory
+    clock: Clock
+    # The network's list key: indexes the blacklist and makes its tokens (None: the list
+    # cannot be published here; docs/blacklist.md).
+    list_key: ListKey | None
+
+    def seal(
+        self, recipient: str, body: Message, now: datetime, *, in_reply_to: str = ""
+    ) -> envelope_pb2.Envelope: ...
+
+    def list_changed(self) -> None: ...
+
+
+BASIS = {
     blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER: Basis.ACCOUNT_TRADER,
     blacklist_pb2.LIST_BASIS_CONVICTED: Basis.CONVICTED,
 }
-_BASIS_PB = {v: k for k, v in _BASIS.items()}
+_BASIS_PB = {v: k for k, v in BASIS.items()}
 _KIND_PB = {
     EntryKind.ACCOUNT: blacklist_pb2.LIST_ENTRY_KIND_ACCOUNT,
     EntryKind.PERSON: blacklist_pb2.LIST_ENTRY_KIND_PERSON,
@@ -146,17 +163,18 @@ def record_to_proto(row: ListRow, *, tokens: bool = False) -> blacklist_pb2.List
 # ---- changes ----------------------------------------------------------------------------------
 
 
-def _key(hub: Hub) -> ListKey:
-    if hub.list_key is None:
+def require_key(key: ListKey | None) -> ListKey:
+    """The hub's list key, or the refusal that says how to give it one."""
+    if key is None:
         raise FailedPrecondition(
             "LIST_KEY_NOT_CONFIGURED",
             "this hub has no list key, so it cannot index or publish the list: its operator "
             "gives one with `stophub serve --list-key FILE` (`stophub listkey generate`)",
         )
-    return hub.list_key
+    return key
 
 
-def _locked_state(uow: UnitOfWork, key: ListKey) -> ListState:
+def locked_state(uow: UnitOfWork, key: ListKey) -> ListState:
     state = uow.lists.state(lock=True)
     if state.version and state.list_key_id != key.key_id:
         raise FailedPrecondition(
@@ -169,7 +187,7 @@ def _locked_state(uow: UnitOfWork, key: ListKey) -> ListState:
 
 def add_entry(uow: UnitOfWork, key: ListKey, entry: Entry, token: bytes) -> ListState:
     """Store a new entry as the next change; returns the new state."""
-    state = _locked_state(uow, key)
+    state = locked_state(uow, key)
     version = state.version + 1
     uow.lists.add(
         ListRow(
@@ -205,7 +223,7 @@ def add_entry(uow: UnitOfWork, key: ListKey, entry: Entry, token: bytes) -> List
 def end_entry(
     uow: UnitOfWork, key: ListKey, row: ListRow, op: ChangeOp, now: datetime, reason: str
 ) -> ListState:
-    state = _locked_state(uow, key)
+    state = locked_state(uow, key)
     # Read again under the lock: another hub may have ended it since `row` was read, and
     # ending it twice would take its hash out of the digests twice.
     current = uow.lists.get(row.entry_id)
@@ -232,135 +250,7 @@ def end_entry(
     return new
 
 
-def _subject(body: blacklist_pb2.PublishListEntryBody) -> Subject:
-    has_account = body.HasField("account")
-    has_person = body.HasField("person")
-    if has_account == has_person:
-        raise InvalidArgument("account", "give exactly one of account and person")
-    if has_account:
-        a = body.account
-        if not a.holder_name.strip():
-            raise InvalidArgument("account.holder_name", "is required: the holder is told")
-        return Subject.account(a.institution_code, a.account_number, a.holder_name)
-    return Subject.person(body.person.id_number, body.person.name)
-
-
-def _tell_holder(ctx: Context, row: ListRow, summary: str) -> None:
-    """An account's institution tells its holder: basis, term, and how to appeal."""
-    if row.kind != EntryKind.ACCOUNT.value:
-        return
-    institution = blacklist_pb2.ListEntry.FromString(row.clear_wire).account.institution_code
-    if institution not in ctx.kinds:
-        return
-    ctx.deliver(
-        institution,
-        delivery_pb2.Notice(
-            kind=delivery_pb2.NOTICE_KIND_LISTING,
-            case_id=row.source_case_id,
-            origin=ctx.envelope,
-            summary=summary,
-            list_entry=record_to_proto(row),
-        ),
-    )
-
-
-def publish_list_entry(ctx: Context, body: blacklist_pb2.PublishListEntryBody) -> Message:
-    key = _key(ctx.hub)
-    subject = _subject(body)
-    basis = _BASIS.get(body.basis)
-    if basis is None:
-        raise InvalidArgument("basis", "ACCOUNT_TRADER (2 years) or CONVICTED (3 years)")
-    _bounded("reason", body.reason)
-    # Locked: the listing is an event of the case, and another hub may be adding one too.
-    case = ctx.uow.cases.get(body.source_case_id.strip(), lock=True)
-    if case is None:
-        raise NotFound(
-            "CASE_NOT_FOUND", f"no case {body.source_case_id!r}: a listing names its case"
-        )
-    ctx.accept(ctx.command, case.case_id)
-    ctx.track(case)
-    token = key.token(subject.key)
-    # The list's lock before the subject's history: two hubs listing the same subject at once
-    # must not both find it unlisted.
-    _locked_state(ctx.uow, key)
-    history = [entry_of(r) for r in ctx.uow.lists.by_tokens([token], live_only=False)]
-    entry = list_entry(
-        new_entry_id(ctx.now),
-        subject,
-        basis,
-        body.reason,
-        case.case_id,
-        history=history,
-        now=ctx.now,
-        listed_by=ctx.sender.code,
-        terms=ctx.hub.list_terms,
-    )
-    state = add_entry(ctx.uow, key, entry, token)
-    row = ctx.uow.lists.get(entry.entry_id)
-    assert row is not None
-    since = len(case.events)
-    what = "account" if entry.kind is EntryKind.ACCOUNT else "person"
-    case.record(
-        ctx.now,
-        "listing.published",
-        ctx.sender.code,
-        f"{what} listed as {entry.entry_id} ({basis.value}) until "
-        f"{entry.expires_at.date().isoformat()}; list version {state.version}",
-        message_id=ctx.message_id,
-    )
-    ctx.record_events(case, since)
-    _tell_holder(
-        ctx,
-        row,
-        f"listed {entry.entry_id}: {basis.value} until {entry.expires_at.date().isoformat()}; "
-        "the holder may appeal through this institution (AppealService.FileAppeal)",
-    )
-    ctx.list_changed = True
-    return record_to_proto(row)
-
-
-def remove_list_entry(ctx: Context, body: blacklist_pb2.RemoveListEntryBody) -> Message:
-    _key(ctx.hub)
-    _bounded("reason", body.reason)
-    if not body.reason.strip():
-        raise InvalidArgument("reason", "say why the listing ends early; the party is told")
-    row = ctx.uow.lists.get(body.entry_id.strip())
-    if row is None:
-        raise NotFound("ENTRY_NOT_FOUND", f"no list entry {body.entry_id!r}")
-    case = ctx.uow.cases.get(row.source_case_id, lock=True)
-    assert case is not None  # a foreign key
-    ctx.accept(ctx.command, case.case_id)
-    ctx.track(case)
-    remove_row(ctx, case, row, body.reason.strip())
-    return record_to_proto(row)
-
-
-def remove_row(ctx: Context, case: object, row: ListRow, reason: str) -> None:
-    """End a live listing now (the centre's removal, an upheld appeal)."""
-    from hub.domain.cases import Case
-
-    assert isinstance(case, Case)
-    if row.ended_version is not None:
-        raise FailedPrecondition(
-            "ENTRY_ENDED",
-            f"list entry {row.entry_id} already ended ({row.end_kind} at version "
-            f"{row.ended_version})",
-        )
-    state = end_entry(ctx.uow, _key(ctx.hub), row, ChangeOp.REMOVE, ctx.now, reason)
-    since = len(case.events)
-    case.record(
-        ctx.now,
-        "listing.removed",
-        ctx.sender.code,
-        f"list entry {row.entry_id} removed: {reason}; list version {state.version}",
-        message_id=ctx.message_id,
-    )
-    ctx.record_events(case, since)
-    _tell_holder(ctx, row, f"listing {row.entry_id} removed: {reason}")
-    ctx.list_changed = True
-
-
-def expire_due(hub: Hub) -> int:
+def expire_due(hub: ListHost) -> int:
     """End every listing whose term is over, as numbered EXPIRE changes; returns how many."""
     if hub.list_key is None:
         return 0
@@ -410,7 +300,7 @@ def replay_horizon(state: ListState) -> int:
     return state.version - replay_limit(state) - CHANGE_PAGE + 1
 
 
-def prune_changes(hub: Hub, batch: int = PRUNE_BATCH) -> int:
+def prune_changes(hub: ListHost, batch: int = PRUNE_BATCH) -> int:
     """Delete the changes no sync can replay any more (older than `replay_horizon`), a batch
     per transaction; returns how many. Every change stays in the audit log."""
     pruned = 0
@@ -427,102 +317,7 @@ def prune_changes(hub: Hub, batch: int = PRUNE_BATCH) -> int:
     return pruned
 
 
-# ---- the batch check --------------------------------------------------------------------------
-
-
-def check_list(ctx: Context, body: blacklist_pb2.CheckListBody) -> Message:
-    if len(body.subjects) > MAX_CHECK:
-        raise InvalidArgument(
-            "subjects", f"at most {MAX_CHECK} a call (got {len(body.subjects)}): split the batch"
-        )
-    key = _key(ctx.hub)
-    tokens: list[bytes] = []
-    by_token: list[bool] = []
-    for i, s in enumerate(body.subjects):
-        given = [s.HasField("account"), bool(s.id_number), bool(s.token)]
-        if sum(given) != 1:
-            raise InvalidArgument(
-                f"subjects[{i}]", "give exactly one of account, id_number and token"
-            )
-        if s.token:
-            if len(s.token) != 32:
-                raise InvalidArgument(f"subjects[{i}].token", "is an HMAC-SHA256: 32 bytes")
-            tokens.append(bytes(s.token))
-        elif s.id_number:
-            tokens.append(key.token(_field(i, lambda s=s: Subject.person(s.id_number, "-")).key))
-        else:
-            tokens.append(
-                key.token(
-                    _field(
-                        i,
-                        lambda s=s: Subject.account(
-                            s.account.institution_code, s.account.account_number, "-"
-                        ),
-                    ).key
-                )
-            )
-        by_token.append(bool(s.token))
-    state = ctx.uow.lists.state()
-    live = {
-        r.subject_token: r
-        for r in ctx.uow.lists.by_tokens(set(tokens), live_only=True)
-        if r.expires_at > ctx.now
-    }
-    hits = []
-    for i, (token, tokens_form) in enumerate(zip(tokens, by_token, strict=True)):
-        row = live.get(token)
-        hit = blacklist_pb2.ListHit(index=i, listed=row is not None)
-        if row is not None:
-            hit.entry.ParseFromString(row.token_wire if tokens_form else row.clear_wire)
-        hits.append(hit)
-    return blacklist_pb2.CheckListResult(hits=hits, version=state.version)
-
-
-def _field(i: int, make: object) -> Subject:
-    assert callable(make)
-    try:
-        subject = make()
-    except InvalidArgument as err:
-        detail = err.message.removeprefix(f"{err.field}: ")
-        raise InvalidArgument(f"subjects[{i}].{err.field}", detail) from None
-    assert isinstance(subject, Subject)
-    return subject
-
-
 # ---- syncing ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SyncPlan:
-    """An authorised sync: who, in which form, from which version."""
-
-    institution: str
-    tokens: bool
-    from_version: int
-    follow: bool
-
-
-def _sync_plan(ctx: Context, body: blacklist_pb2.SyncListBody) -> Message:
-    if body.form not in (
-        blacklist_pb2.LIST_FORM_UNSPECIFIED,
-        blacklist_pb2.LIST_FORM_CLEAR,
-        blacklist_pb2.LIST_FORM_TOKENS,
-    ):
-        raise InvalidArgument("form", "CLEAR or TOKENS")
-    if body.from_version < 0:
-        raise InvalidArgument("from_version", "is the version your copy is at, 0 for none")
-    tokens = body.form == blacklist_pb2.LIST_FORM_TOKENS
-    if tokens:
-        _key(ctx.hub)
-    state = ctx.uow.lists.state()
-    if body.from_version > state.version:
-        raise OutOfRange(
-            "VERSION_NOT_ISSUED",
-            f"the hub never issued list version {body.from_version}: the list is at version "
-            f"{state.version}. This copy is not the hub's; keep using it only until a sync "
-            "from version 0 replaces it",
-        )
-    return body
 
 
 @dataclass
@@ -560,7 +355,7 @@ class ListSyncer:
     """The reading side of a sync, on its own read transactions (one per page), so a
     snapshot of a million entries holds no transaction open while the client reads."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: ListHost) -> None:
         self.hub = hub
 
     def state(self) -> ListState:
@@ -628,11 +423,3 @@ class ListSyncer:
                     change.entry.ParseFromString(r.wire)
             after = rows[-1].version
             yield Part(blacklist_pb2.SyncListResponse(changes=page).SerializeToString(), after)
-
-
-SYNC_LIST = Command("SyncList", blacklist_pb2.SyncListBody, _sync_plan, mutating=False)
-PUBLISH_LIST_ENTRY = Command(
-    "PublishListEntry", blacklist_pb2.PublishListEntryBody, publish_list_entry
-)
-REMOVE_LIST_ENTRY = Command("RemoveListEntry", blacklist_pb2.RemoveListEntryBody, remove_list_entry)
-CHECK_LIST = Command("CheckList", blacklist_pb2.CheckListBody, check_list, mutating=False)

@@ -1,5 +1,6 @@
-"""Appeals against stops, freezes and listings: filed by the institution that keeps the
-holder's account, decided by the centre within the appeal clock (hub/policy.toml).
+"""AppealService (proto/stophub/v1/appeal.proto): appeals against stops, freezes and listings,
+filed by the institution that keeps the holder's account, decided by the centre within the
+appeal clock (hub/system/policy.toml).
 
 An upheld appeal clears the account in the case: every stop and freeze still holding (or
 pending) on it is released by a release order to the holding institution, and every live
@@ -25,9 +26,11 @@ from hub.domain.errors import (
     PermissionDenied,
 )
 from hub.service import wire
-from hub.service.handlers import Command, Context, _bounded, _load_case, issue_in
-from hub.service.listing import entry_of, remove_row
+from hub.service.casework import bounded, issue_in, load_case
+from hub.service.commands.blacklist import remove_row
+from hub.service.lists import entry_of
 from hub.service.permissions import Access
+from hub.service.pipeline import Command, Context
 from hub.service.ports import ListRow
 from stophub.v1 import appeal_pb2, delivery_pb2
 
@@ -103,7 +106,7 @@ def file_appeal(ctx: Context, body: appeal_pb2.FileAppealBody) -> Message:
     reference = body.reference.strip()
     if not reference:
         raise InvalidArgument("reference", "name the stop or freeze order, or the list entry")
-    _bounded("grounds", body.grounds)
+    bounded("grounds", body.grounds)
     documents = [Document(d.name, bytes(d.sha256)) for d in body.documents]
     row = ctx.uow.lists.get(reference)
     if row is not None:
@@ -116,7 +119,7 @@ def file_appeal(ctx: Context, body: appeal_pb2.FileAppealBody) -> Message:
         # A person's listing may be appealed through any member that keeps their account.
         if key is not None and key.split("/", 1)[0] != ctx.sender.code:
             raise _not_yours(ctx, f"list entry {reference}", key.split("/", 1)[0])
-        case = _load_case(ctx, row.source_case_id)
+        case = load_case(ctx, row.source_case_id)
     else:
         case_id = ctx.uow.cases.case_id_of_order(reference)
         if case_id is None:
@@ -125,7 +128,7 @@ def file_appeal(ctx: Context, body: appeal_pb2.FileAppealBody) -> Message:
                 f"no stop or freeze order and no list entry {reference!r}: give the order id "
                 "from the order notice or the entry id from the listing notice",
             )
-        case = _load_case(ctx, case_id)
+        case = load_case(ctx, case_id)
         order = next(o for o in case.orders if o.order_id == reference)
         if order.kind not in (OrderKind.STOP, OrderKind.FREEZE):
             raise FailedPrecondition(
@@ -218,13 +221,13 @@ def _release(ctx: Context, case: Case, hold: Order, appeal: Appeal) -> str:
 
 
 def decide_appeal(ctx: Context, body: appeal_pb2.DecideAppealBody) -> Message:
-    _bounded("reason", body.reason)
+    bounded("reason", body.reason)
     appeal = ctx.uow.appeals.get(body.appeal_id.strip())
     if appeal is None:
         raise NotFound("APPEAL_NOT_FOUND", f"no appeal {body.appeal_id!r}")
     if body.decision not in (appeal_pb2.APPEAL_DECISION_UPHOLD, appeal_pb2.APPEAL_DECISION_REJECT):
         raise InvalidArgument("decision", "UPHOLD or REJECT")
-    case = _load_case(ctx, appeal.case_id)
+    case = load_case(ctx, appeal.case_id)
     # Again, locked, after the case's lock: a decision another hub committed meanwhile shows.
     appeal = ctx.uow.appeals.get(appeal.appeal_id, lock=True) or appeal
     uphold = body.decision == appeal_pb2.APPEAL_DECISION_UPHOLD

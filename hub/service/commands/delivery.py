@@ -1,4 +1,5 @@
-"""The delivery streams' work on the store, one transaction per batch instead of per stream.
+"""DeliveryService (proto/stophub/v1/delivery.proto): a stream's subscription, and the
+streams' work on the store, one transaction per batch instead of per stream.
 
 A broadcast reaches every member at once and every member acknowledges at once: a
 transaction per stream would queue a thousand write transactions behind each other (on
@@ -13,14 +14,41 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from google.protobuf.message import Message
+
 from hub.domain.errors import DomainError, PermissionDenied, Unauthenticated
 from hub.domain.institutions import KeyState
 from hub.service import wire
-from hub.service.handlers import ACK, Hub
+from hub.service.permissions import authorize
+from hub.service.pipeline import Command, Context, Hub
 from hub.service.ports import AuditEntry, PendingDelivery, StoreUnavailable
-from stophub.v1 import envelope_pb2
+from stophub.v1 import delivery_pb2, envelope_pb2
 
 log = logging.getLogger(__name__)
+
+
+def _never(ctx: Context, body: Message) -> Message:
+    raise AssertionError("stream messages are handled by the stream")
+
+
+SUBSCRIBE = Command("StreamDeliveries", delivery_pb2.SubscribeBody, _never, mutating=False)
+ACK = Command("StreamDeliveries", delivery_pb2.AckBody, _never)
+
+
+def open_stream(
+    hub: Hub, envelope: envelope_pb2.Envelope, peer: str | None = None
+) -> tuple[str, str]:
+    """Authenticate a stream's first message; returns (institution code, connection name)."""
+    try:
+        with hub.uow(read_only=True) as uow:
+            sender = hub.gate.authenticate(uow, envelope, peer)
+            hub.gate.check_fresh(envelope, hub.clock.now(), sender)
+            body = SUBSCRIBE.decode(envelope)
+        authorize(SUBSCRIBE.name, sender.code, sender.kind)
+    except DomainError as err:
+        hub.record_rejection(envelope, envelope.SerializeToString(), err)
+        raise
+    return sender.code, body.connection_name or "default"
 
 
 @dataclass(frozen=True)
@@ -37,32 +65,32 @@ def acknowledge_many(hub: Hub, acks: Sequence[Ack]) -> list[list[int] | DomainEr
     """Store many acknowledgements in one transaction; per ack, in order, the sequences it
     acknowledged or the refusal that ends its stream.
 
-    Each is checked exactly as `Hub.acknowledge` checks one (signature, freshness, the
-    stream's owner, the body) and gets its own audit entry; a refused one changes nothing
-    and is audited as refused, as a single one is. The database being unreachable refuses
-    none of them: each gets StoreUnavailable and the deliveries come again."""
+    Each is checked as any signed message is (hub/service/gate.py: signature, freshness),
+    then for the stream's owner and the body, and gets its own audit entry; a refused one
+    changes nothing and is audited as refused, as a single one is. The database being
+    unreachable refuses none of them: each gets StoreUnavailable and the deliveries come again."""
     raws = [a.envelope.SerializeToString() for a in acks]
     results: list[list[int] | DomainError] = [[] for _ in acks]
     try:
         with hub.uow() as uow:
             accepted: list[tuple[int, str, list[int]]] = []
             # The registry as of this transaction, read once for every ack in it.
-            members = hub.members.current(uow)
+            members = hub.gate.members.current(uow)
             # After the first query, as a command does: on SQLite the write lock is then
             # ours, so recorded times follow commit order.
             now = hub.clock.now()
             for i, ack in enumerate(acks):
                 try:
-                    hub.check_envelope(ack.envelope, ack.peer)
-                    sender = hub.identify(members, ack.envelope)
-                    hub.check_fresh(ack.envelope, now, sender)
+                    hub.gate.check_envelope(ack.envelope, ack.peer)
+                    sender = hub.gate.identify(members, ack.envelope)
+                    hub.gate.check_fresh(ack.envelope, now, sender)
                     if sender.code != ack.institution:
                         raise PermissionDenied(
                             "STREAM_OWNER",
                             f"this stream belongs to {ack.institution}; {sender.code} may not "
                             "acknowledge on it",
                         )
-                    sequences = wire.ack_sequences(hub.decode(ACK, ack.envelope))
+                    sequences = wire.ack_sequences(ACK.decode(ack.envelope))
                 except StoreUnavailable:
                     raise
                 except DomainError as err:
@@ -88,7 +116,7 @@ def acknowledge_many(hub: Hub, acks: Sequence[Ack]) -> list[list[int] | DomainEr
         return [err] * len(acks)
     for ack, raw, result in zip(acks, raws, results, strict=True):
         if isinstance(result, DomainError):
-            hub._record_rejection(ack.envelope, raw, result)
+            hub.record_rejection(ack.envelope, raw, result)
     return results
 
 

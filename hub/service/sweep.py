@@ -1,43 +1,87 @@
-"""Clocks in the service layer: start and stop them with each command, fire due steps.
+"""The hub's scheduled work, run by the server's scheduler (hub/bootstrap.py) or a test: fire
+the clock steps that fell due, end the listings whose term is over, prune the list changes no
+sync can replay, and place committed audit entries in the log's Merkle tree.
 
-Starting and stopping happen inside the command's own transaction. Firing is the sweep:
-it claims due clocks (on PostgreSQL with FOR UPDATE SKIP LOCKED, so two hubs never fire the
-same step), writes each step's notices, SLA log row and audit entry, moves the clock to its
-next step, and commits. A step fired after its due time says how late it is.
+Firing a clock step claims the due clock (on PostgreSQL with FOR UPDATE SKIP LOCKED, so two
+hubs never fire the same step), writes the step's notices, SLA log row and audit entry, moves
+the clock to its next step, and commits. A step fired after its due time says how late it is.
+Any number of hubs may sweep one database at once.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from hub.domain.cases import Case, OrderState
+from hub.domain.cases import Case
 from hub.domain.clocks import (
     CaseClock,
-    ClockChanges,
     ClockState,
     SlaEntry,
     StepKind,
-    apply_triggers,
     next_step,
-    triggers_of,
 )
+from hub.domain.clocks import Policy as ClockPolicy
 from hub.domain.institutions import HUB_CODE, ContactRole, Institution, InstitutionKind
-from hub.service import wire
-from hub.service.ports import AuditEntry, UnitOfWork
+from hub.domain.workdays import WorkingDays
+from hub.service import auditlog, lists, wire
+from hub.service.clocks import Tracked, apply_clocks, audit_transitions, write_log
+from hub.service.ports import PendingDelivery, Signer, UnitOfWork
 from stophub.v1 import delivery_pb2, sla_pb2
-
-if TYPE_CHECKING:
-    from hub.service.handlers import Context, Hub
 
 log = logging.getLogger(__name__)
 
 # A step that fires within this of its due time is on time; later ones are marked late.
 ON_TIME = timedelta(seconds=2)
+# How often a sweep also deletes the list changes no sync can replay (lists.prune_changes).
+PRUNE_LIST_EVERY = timedelta(hours=1)
+
+
+class JobHost(lists.ListHost, Protocol):
+    """What the scheduled jobs use of the hub (hub.service.pipeline.Hub)."""
+
+    signer: Signer
+    clock_policy: ClockPolicy
+    calendar: WorkingDays
+
+    def deliver(
+        self, uow: UnitOfWork, recipient: str, notice: delivery_pb2.Notice, now: datetime
+    ) -> PendingDelivery: ...
+
+    def notify(self, recipients: set[str], deliveries: Sequence[PendingDelivery] = ()) -> None: ...
+
+
+class Jobs:
+    """Every job the scheduler runs, for one hub."""
+
+    def __init__(self, hub: JobHost) -> None:
+        self.hub = hub
+        self.clocks = Sweeper(hub)
+        self._list_pruned_at: datetime | None = None
+
+    def sweep(self) -> int:
+        """Fire every clock step that is due and end every listing whose term is over;
+        returns how many of both. Once every PRUNE_LIST_EVERY of case time it also deletes
+        the list changes no sync can replay any more."""
+        hub = self.hub
+        done = self.clocks.sweep() + lists.expire_due(hub)
+        now = hub.clock.now()
+        if hub.list_key is not None and (
+            self._list_pruned_at is None or now - self._list_pruned_at >= PRUNE_LIST_EVERY
+        ):
+            self._list_pruned_at = now
+            lists.prune_changes(hub)
+        return done
+
+    def keep_audit_log(self) -> int:
+        """Place every committed audit entry in the log's Merkle tree and sign a checkpoint
+        when one is due (ADR 15); returns how many entries were placed."""
+        placed = auditlog.sequence(self.hub.uow)
+        auditlog.checkpoint(self.hub.uow, self.hub.signer, self.hub.clock)
+        return placed
+
 
 NOTICE_KINDS = {
     StepKind.REMINDER: delivery_pb2.NOTICE_KIND_CLOCK_REMINDER,
@@ -49,82 +93,10 @@ NOTICE_KINDS = {
 }
 
 
-@dataclass
-class Tracked:
-    case: Case
-    events_since: int
-    states_before: dict[str, OrderState]
-    sent_at: datetime | None
-    new: bool = False  # created by this command: it cannot have clocks in the database yet
-
-
-def new_clock_id() -> str:
-    return f"K{uuid.uuid4().hex[:20].upper()}"
-
-
-def apply_clocks(ctx: Context, tracked: Tracked) -> ClockChanges:
-    """Start and stop the clocks of one case for what this command did."""
-    hub = ctx.hub
-    triggers = triggers_of(
-        tracked.case, tracked.events_since, tracked.states_before, sent_at=tracked.sent_at
-    )
-    if not triggers:
-        return ClockChanges()
-    open_clocks = [] if tracked.new else ctx.uow.clocks.open_for_case(tracked.case.case_id)
-    changes = apply_triggers(
-        hub.clock_policy,
-        tracked.case,
-        triggers,
-        open_clocks,
-        new_id=new_clock_id,
-        calendar=hub.calendar,
-        centres=ctx.centres(),
-        hub_code=HUB_CODE,
-    )
-    for clock in changes.started:
-        ctx.uow.clocks.add(clock)  # new rows, including any started and stopped at once
-    write_log(ctx.uow, changes.log, ctx.now)
-    return changes
-
-
-def audit_transitions(uow: UnitOfWork, case: Case, since: int, now: datetime) -> None:
-    """Audit every timeline step appended to `case` past `since`."""
-    for event in case.events[since:]:
-        uow.audit.append(
-            AuditEntry(
-                kind="transition",
-                actor=event.actor,
-                message_id=event.message_id,
-                detail=f"{event.kind}: {event.summary}",
-                case_id=case.case_id,
-                order_id=event.order_id or None,
-            ),
-            now,
-        )
-
-
-def write_log(uow: UnitOfWork, entries: Sequence[SlaEntry], now: datetime) -> None:
-    for entry in entries:
-        uow.clocks.log(entry)
-        uow.audit.append(
-            AuditEntry(
-                kind="clock",
-                actor=HUB_CODE,
-                message_id="",
-                detail=f"{entry.kind} clock {entry.clock_id} {entry.event}"
-                + (f" {entry.late_seconds:.0f}s late" if entry.late_seconds else "")
-                + (f": {entry.detail}" if entry.detail else ""),
-                case_id=entry.case_id,
-                order_id=entry.order_id or None,
-            ),
-            now,
-        )
-
-
 class Sweeper:
     """Fires due clock steps; any number of hubs may sweep one database at once."""
 
-    def __init__(self, hub: Hub, batch: int = 200, late_after: timedelta = ON_TIME) -> None:
+    def __init__(self, hub: JobHost, batch: int = 200, late_after: timedelta = ON_TIME) -> None:
         self.hub = hub
         self.batch = batch
         # A step that fires more than this after its due time is marked late.
@@ -328,21 +300,16 @@ class Sweeper:
             case.expire(clock.order_id, now, why)
             recipients = self._fire(uow, clock, now, kinds, case=case)
             # The lapse ends the order: stop the clocks that waited on it (investigation).
-            changes = apply_triggers(
-                hub.clock_policy,
-                case,
-                triggers_of(case, events_since, states_before),
-                uow.clocks.open_for_case(case.case_id),
-                new_id=new_clock_id,
+            apply_clocks(
+                uow,
+                Tracked(case, events_since, states_before, None),
+                now,
+                policy=hub.clock_policy,
                 calendar=hub.calendar,
                 centres=sorted(
                     c for c, k in kinds.items() if k is InstitutionKind.ANTI_FRAUD_CENTRE
                 ),
-                hub_code=HUB_CODE,
             )
-            for started in changes.started:
-                uow.clocks.add(started)
-            write_log(uow, changes.log, now)
             audit_transitions(uow, case, events_since, now)
             uow.commit()
         hub.notify(recipients)

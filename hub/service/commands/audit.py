@@ -1,6 +1,6 @@
-"""AuditService: the audit log for the centre, the regulator and auditors, read-only: its
-entries by position, the hub-signed checkpoints, and RFC 9162 inclusion and consistency
-proofs against them (docs/audit.md, ADR 15)."""
+"""AuditService (proto/stophub/v1/audit.proto): the audit log for the centre, the regulator
+and auditors, read-only: its entries by position, the hub-signed checkpoints, and RFC 9162
+inclusion and consistency proofs against them (docs/audit.md, ADR 15)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hub.domain.merkle import (
     verify_inclusion,
 )
 from hub.service import auditlog, wire
-from hub.service.handlers import Command, Context
+from hub.service.pipeline import Command, Context
 from hub.service.ports import LogCheckpointRow
 from stophub.v1 import audit_pb2, envelope_pb2
 

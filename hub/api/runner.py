@@ -1,0 +1,95 @@
+"""Runs the hub's synchronous pipeline off the event loop, and turns its refusals into gRPC
+statuses with a hub-signed Rejection (hub/api/errors.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
+
+import grpc
+from google.protobuf.message import Message
+
+from hub.api.errors import rejection_body, status_for
+from hub.crypto.pki import institution_from_uris
+from hub.domain.errors import DomainError
+from hub.observability import logs
+from hub.service.pipeline import Command, Hub
+from stophub.v1 import envelope_pb2
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Message)
+
+
+def peer_institution(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The institution the connection's client certificate names in its SAN URI
+    (`urn:stophub:institution:<CODE>`), or None: no TLS, no certificate, no such URI. gRPC
+    lists the certificate's URI SANs, and only those, under `peer_uri`."""
+    uris = context.auth_context().get("peer_uri", ())
+    return institution_from_uris(u.decode("utf-8", "replace") for u in uris)
+
+
+class Runner:
+    """Runs the hub's synchronous handlers off the event loop and maps refusals."""
+
+    def __init__(self, hub: Hub, executor: ThreadPoolExecutor) -> None:
+        self.hub = hub
+        self.executor = executor
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        # With the caller's context: log lines written on the worker thread carry the
+        # request's ids (hub.observability.logs).
+        work = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, work)
+
+    async def abort(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        err: DomainError,
+        envelope: envelope_pb2.Envelope | None,
+    ) -> None:
+        signed = self.hub.seal(
+            envelope.sender if envelope is not None and envelope.sender else "UNKNOWN",
+            rejection_body(err, envelope),
+            self.hub.clock.now(),
+        )
+        code, message, trailers = status_for(err, envelope, signed)
+        await context.abort(code, message, trailing_metadata=trailers)
+
+    async def run(
+        self,
+        command: Command[Any],
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        response_type: type[R],
+    ) -> R:
+        envelope: envelope_pb2.Envelope = request.envelope
+        with logs.scope(
+            institution=envelope.sender,
+            message_id=envelope.message_id,
+            # Read from the body only if a line is written.
+            case_id=functools.partial(logs.case_id_in, envelope.body, envelope.body_type),
+        ):
+            try:
+                answer = await self.call(
+                    self.hub.handle, command, envelope, peer_institution(context)
+                )
+            except DomainError as err:
+                log.info(
+                    "refused %s from %s/%s: %s %s",
+                    command.name,
+                    envelope.sender,
+                    envelope.message_id,
+                    err.code,
+                    err.reason,
+                )
+                await self.abort(context, err, envelope)
+                raise AssertionError("abort returns by raising") from err
+        # types-protobuf (2026-11) no longer types a message's constructor fields.
+        make = cast(Callable[..., R], response_type)
+        return make(envelope=answer)
