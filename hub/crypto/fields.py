@@ -23,9 +23,6 @@ with keys in the order they were made (the last is the newest).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import os
 import re
 import secrets
@@ -41,6 +38,8 @@ from sqlalchemy import Connection, LargeBinary, column, select, table, tuple_, u
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import TableClause
 from sqlalchemy.types import TypeDecorator
+
+from hub.crypto import secretfile
 
 VERSION = 1
 NONCE_BYTES = 12
@@ -72,6 +71,23 @@ class UnknownDataKey(DataKeyError):
 
 class SealedValueError(DataKeyError):
     """Tampered, truncated, or sealed for another column."""
+
+
+def _missing(path: Path) -> DataKeysNotConfigured:
+    return DataKeysNotConfigured(
+        f"no data keys at {path}: give the hub's keyring with --data-keys FILE (or "
+        f"${ENV_FILE}), or create one with `stophub datakeys generate --file {path}`"
+    )
+
+
+_FILE = secretfile.JsonFormat(
+    FILE_FORMAT,
+    what="a data keyring",
+    key_name="data key",
+    error=DataKeyError,
+    missing=_missing,
+    chmod_then=" first",
+)
 
 
 def new_key_id() -> str:
@@ -192,61 +208,27 @@ class Keyring:
     # ---- files and the environment -----------------------------------------------------------
 
     def to_json(self) -> str:
-        return json.dumps(
+        return _FILE.dumps(
             {
-                "format": FILE_FORMAT,
                 "current": self.current,
-                "keys": [
-                    {"id": k, "key": base64.b64encode(self.keys[k]).decode()} for k in self.order
-                ],
+                "keys": [{"id": k, "key": secretfile.encode_key(self.keys[k])} for k in self.order],
             },
             indent=2,
         )
 
     def save(self, path: str | Path) -> None:
         """Write atomically with mode 0600: a hub re-reading mid-write sees old or new."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(self.to_json() + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        secretfile.replace(path, (self.to_json() + "\n").encode("utf-8"))
 
 
-def _b64(kid: str, text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise DataKeyError(f"data key {kid!r} is not valid base64") from err
+def _from_document(doc: Any) -> tuple[list[tuple[str, bytes]], str]:
+    keys = [(str(k["id"]), _FILE.decode_key(str(k["id"]), str(k["key"]))) for k in doc["keys"]]
+    return keys, str(doc["current"])
 
 
 def load_keyring_file(path: str | Path) -> Keyring:
     path = Path(path)
-    if not path.exists():
-        raise DataKeysNotConfigured(
-            f"no data keys at {path}: give the hub's keyring with --data-keys FILE (or "
-            f"${ENV_FILE}), or create one with `stophub datakeys generate --file {path}`"
-        )
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise DataKeyError(
-            f"{path} is readable by others (mode {mode:o}): `chmod 600 {path}` first"
-        )
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format") != FILE_FORMAT:
-            raise DataKeyError(f"{path}: format is not {FILE_FORMAT!r}")
-        keys = [(str(k["id"]), _b64(str(k["id"]), str(k["key"]))) for k in doc["keys"]]
-        current = str(doc["current"])
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise DataKeyError(f"{path}: not a data keyring ({err})") from err
+    keys, current = _FILE.load(path, _from_document)
     try:
         return Keyring(keys, current, source=path)
     except DataKeyError as err:
@@ -262,7 +244,7 @@ def parse_keyring_env(value: str) -> Keyring:
         kid, sep, b64 = item.partition(":")
         if not sep:
             raise DataKeyError(f"${ENV_KEYS}: give KEY_ID:BASE64KEY, comma separated")
-        keys.append((kid.strip(), _b64(kid.strip(), b64.strip())))
+        keys.append((kid.strip(), _FILE.decode_key(kid.strip(), b64.strip())))
     return Keyring(keys)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -12,6 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from hub.crypto import secretfile
 from hub.crypto.signing import ECDSA_P256, ED25519, SignatureError, key_id_for
 
 
@@ -158,6 +158,9 @@ class PrivateKey:
 
 
 def load_private_key(path: str | Path) -> PrivateKey:
+    """The key in a PEM file, whatever the file's mode: unlike the data keyring and the list
+    key (hub/crypto/secretfile.py refuses those if others may read them), deployments read
+    the signing key through a group (deploy/k8s/deployment.yaml: fsGroup, mode 0440)."""
     return PrivateKey.from_pem(Path(path).read_bytes())
 
 
@@ -165,25 +168,8 @@ def save_private_key(key: PrivateKey, path: str | Path) -> None:
     """Write `key` as PEM, readable by the owner only; never replaces a file.
 
     Overwriting a key file would silently orphan the registered public key, so
-    an existing file is a FileExistsError. O_EXCL makes the check and the
-    create one step, and the mode is set at creation so the key is never
-    briefly world-readable.
+    an existing file is a FileExistsError (hub/crypto/secretfile.py: the check
+    and the create are one step, and the mode is set at creation so the key is
+    never briefly world-readable).
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.to_pem()
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        # The umask may have narrowed the mode further, never widened it; this
-        # pins it to exactly 0600 regardless.
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            fd = -1
-            out.write(pem)
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        if fd != -1:
-            os.close(fd)
-        target.unlink(missing_ok=True)
-        raise
+    secretfile.create(path, key.to_pem())

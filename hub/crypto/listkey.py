@@ -12,16 +12,15 @@ Sources, first match wins: an explicit file (`--list-key FILE` or `STOPHUB_LIST_
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import os
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from hub.crypto import secretfile
 from hub.domain.blacklist import subject_token
 
 FILE_FORMAT = "stophub-list-key/1"
@@ -34,6 +33,18 @@ _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 class ListKeyError(Exception):
     pass
+
+
+def _missing(path: Path) -> ListKeyError:
+    return ListKeyError(
+        f"no list key at {path}: give the network's list key with --list-key FILE (or "
+        f"${ENV_FILE}), or create one with `stophub listkey generate --file {path}`"
+    )
+
+
+_FILE = secretfile.JsonFormat(
+    FILE_FORMAT, what="a list key", key_name="list key", error=ListKeyError, missing=_missing
+)
 
 
 @dataclass(frozen=True)
@@ -55,44 +66,20 @@ class ListKey:
         return subject_token(self.key, subject_key)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"format": FILE_FORMAT, "id": self.key_id, "key": base64.b64encode(self.key).decode()}
-        )
+        return _FILE.dumps({"id": self.key_id, "key": secretfile.encode_key(self.key)})
 
     def save(self, path: str | Path) -> None:
         """Write with mode 0600, refusing to overwrite: a new key re-tokenises every copy."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(self.to_json() + "\n")
+        secretfile.create(path, (self.to_json() + "\n").encode("utf-8"))
 
 
-def _decode(kid: str, text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise ListKeyError(f"list key {kid!r} is not valid base64") from err
+def _from_document(doc: Any) -> ListKey:
+    kid = str(doc["id"])
+    return ListKey(kid, _FILE.decode_key(kid, str(doc["key"])))
 
 
 def load_list_key_file(path: str | Path) -> ListKey:
-    path = Path(path)
-    if not path.exists():
-        raise ListKeyError(
-            f"no list key at {path}: give the network's list key with --list-key FILE (or "
-            f"${ENV_FILE}), or create one with `stophub listkey generate --file {path}`"
-        )
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ListKeyError(f"{path} is readable by others (mode {mode:o}): `chmod 600 {path}`")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format") != FILE_FORMAT:
-            raise ListKeyError(f"{path}: format is not {FILE_FORMAT!r}")
-        kid = str(doc["id"])
-        return ListKey(kid, _decode(kid, str(doc["key"])))
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ListKeyError(f"{path}: not a list key ({err})") from err
+    return _FILE.load(Path(path), _from_document)
 
 
 def resolve_list_key(
@@ -108,5 +95,5 @@ def resolve_list_key(
         kid, sep, b64 = value.partition(":")
         if not sep:
             raise ListKeyError(f"${ENV_KEY}: give KEY_ID:BASE64KEY")
-        return ListKey(kid.strip(), _decode(kid.strip(), b64.strip()))
+        return ListKey(kid.strip(), _FILE.decode_key(kid.strip(), b64.strip()))
     return load_list_key_file(DEFAULT_FILE)
