@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,6 +51,7 @@ from hub.store.sql import SqlStore, normalise_url
 from hub.store.tables import UTCDateTime, cases, clocks, sla_log
 from hub.system.clock import ManualClock
 from hub.system.policy import load_policy
+from tests.support import throwaway_database
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 STEPS = ("reminder", "breach", "regulator", "renewal_reminder", "expire")
@@ -427,26 +428,8 @@ def sqlite_database() -> Iterator[str]:
         yield f"sqlite:///{tmp}/bench.db"
 
 
-@contextmanager
-def postgres_database(base: str) -> Iterator[str]:
-    admin_url = normalise_url(base)
-    name = f"stophub_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+def postgres_database(base: str) -> AbstractContextManager[str]:
+    return throwaway_database(base, "stophub_bench_")
 
 
 def postgres_version(url: str) -> str:
