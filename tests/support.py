@@ -4,12 +4,14 @@ conftest and test modules)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, text
 
+from adapters.blacklist import Replica, ReplicaEvent
 from hub.store.sql import normalise_url
 
 
@@ -36,3 +38,26 @@ def throwaway_database(base_url: str, prefix: str) -> Iterator[str]:
             )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+class Watch:
+    """A replica's events, and a way to wait for a state of its copy."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.events: list[ReplicaEvent] = []
+        self.changed = asyncio.Event()
+        replica.on_event = self
+
+    def __call__(self, event: ReplicaEvent) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+    @property
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+    async def until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not done():
+                self.changed.clear()
+                await self.changed.wait()
