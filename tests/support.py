@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, text
 
 from adapters.blacklist import Replica, ReplicaEvent
+from hub.crypto.keys import PrivateKey
+from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
+from hub.service.admin import NewKey, Registry
 from hub.store.sql import normalise_url
 
 
@@ -38,6 +41,27 @@ def throwaway_database(base_url: str, prefix: str) -> Iterator[str]:
             )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+def add_members(
+    registry: Registry, kinds: Mapping[str, InstitutionKind], *, supervisor: bool = False
+) -> dict[str, PrivateKey]:
+    """Registers each code of `kinds` as "<code> display", with a fresh key and duty contacts
+    A and B (and a supervisor S when `supervisor`: the clock steps that escalate want one);
+    returns each member's key by code."""
+    keys = {}
+    for code, kind in kinds.items():
+        key = keys[code] = PrivateKey.generate()
+        contacts = [
+            DutyContact(ContactRole.PRIMARY, f"{code} A", "+86-10-5550-0001"),
+            DutyContact(ContactRole.BACKUP, f"{code} B", "+86-10-5550-0002"),
+        ]
+        if supervisor:
+            contacts.append(DutyContact(ContactRole.SUPERVISOR, f"{code} S", "+86-10-5550-0003"))
+        registry.add_institution(
+            code, f"{code} display", kind, [NewKey(key.algorithm, key.public_key)], contacts
+        )
+    return keys
 
 
 class Watch:
