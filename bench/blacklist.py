@@ -52,7 +52,6 @@ import base64
 import contextlib
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import struct
@@ -75,6 +74,7 @@ from adapters.blacklist.replica import Form, Replica, ReplicaEvent
 from adapters.sdk import HubClient
 from adapters.sdk.client import tls_credentials, tls_options
 from bench.clocks import PG_VARS, percentile, postgres_database, postgres_version
+from bench.profiling import record_stacks
 from bench.table import Row
 from hub.crypto import fields, pki
 from hub.crypto.envelope import seal_message, verify_envelope
@@ -625,21 +625,6 @@ def check_parts(parts: Sequence[bytes], bank: HubClient, setup: Setup) -> str | 
     return None
 
 
-def profiler(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).exists():
-        print("blacklist: --list-profile needs py-spy (pip install py-spy)", flush=True)
-        return None
-    return subprocess.Popen(
-        [
-            *(spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw"),
-            *("--output", str(out), "--nonblocking"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 async def profiled_sync(
     setup: Setup, bank: HubClient, path: Path, args: argparse.Namespace, say: Say
 ) -> None:
@@ -649,7 +634,8 @@ async def profiled_sync(
     slug = setup.label.split()[0].lower()
     spies = []
     for who, pid in (("hub", setup.pid), ("replica", os.getpid())):
-        spy = profiler(pid, args.list_profile / f"sync-{slug}-{who}.txt")
+        out = args.list_profile / f"sync-{slug}-{who}.txt"
+        spy = record_stacks(pid, out, "blacklist: --list-profile")
         if spy is not None:
             spies.append(spy)
     await asyncio.sleep(1.0)  # py-spy attaches

@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,9 +41,9 @@ from hub.bootstrap import build_hub, ensure_hub_registered, migrate
 from hub.crypto import fields
 from hub.crypto.keys import PrivateKey
 from hub.domain.clocks import ClockState
-from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
+from hub.domain.institutions import InstitutionKind
 from hub.observability.metrics import sql_snapshot
-from hub.service.admin import NewKey, Registry
+from hub.service.admin import Registry
 from hub.service.pipeline import Hub
 from hub.service.ports import PendingDelivery
 from hub.service.sweep import Sweeper
@@ -51,6 +51,7 @@ from hub.store.sql import SqlStore, normalise_url
 from hub.store.tables import UTCDateTime, cases, clocks, sla_log
 from hub.system.clock import ManualClock
 from hub.system.policy import load_policy
+from tests.support import add_members, throwaway_database
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 STEPS = ("reminder", "breach", "regulator", "renewal_reminder", "expire")
@@ -117,20 +118,7 @@ def prepare(url: str) -> Bed:
     clock = ManualClock(T0)
     key = PrivateKey.generate()
     ensure_hub_registered(store, key, clock)
-    registry = Registry(store, clock)
-    for code, kind in MEMBERS.items():
-        member_key = PrivateKey.generate()
-        registry.add_institution(
-            code,
-            f"{code} (bench)",
-            kind,
-            [NewKey(member_key.algorithm, member_key.public_key)],
-            [
-                DutyContact(ContactRole.PRIMARY, f"{code} A", "+86-10-5550-0001"),
-                DutyContact(ContactRole.BACKUP, f"{code} B", "+86-10-5550-0002"),
-                DutyContact(ContactRole.SUPERVISOR, f"{code} S", "+86-10-5550-0003"),
-            ],
-        )
+    add_members(Registry(store, clock), MEMBERS, supervisor=True)
     hub = build_hub(store, key, Quiet(), clock=clock, clock_policy=load_policy())
     sweeper = TimedSweeper(hub)
     hub.sweeper = sweeper
@@ -427,26 +415,8 @@ def sqlite_database() -> Iterator[str]:
         yield f"sqlite:///{tmp}/bench.db"
 
 
-@contextmanager
-def postgres_database(base: str) -> Iterator[str]:
-    admin_url = normalise_url(base)
-    name = f"stophub_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+def postgres_database(base: str) -> AbstractContextManager[str]:
+    return throwaway_database(base, "stophub_bench_")
 
 
 def postgres_version(url: str) -> str:

@@ -35,7 +35,6 @@ import itertools
 import math
 import multiprocessing
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +54,7 @@ from sqlalchemy import create_engine, func, select
 
 from bench.clocks import PG_VARS, percentile, postgres_database, postgres_version
 from bench.delivery import cpu_seconds
+from bench.profiling import record_stacks
 from bench.soak import data_keys
 from bench.table import Row
 from hub.crypto import pki
@@ -416,22 +416,6 @@ class Config:
         return cpu / run.requests if run.requests else 0.0
 
 
-def profile_hub(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
-    """py-spy on the hub for the timed window (not a dependency: install it to profile)."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).exists():
-        print("intake: --profile needs py-spy (pip install py-spy); not profiling", flush=True)
-        return None
-    return subprocess.Popen(
-        [
-            *(spy, "record", "--pid", str(pid), "--duration", str(math.ceil(seconds))),
-            *("--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def run_hub(
     hut: HubUnderTest,
     echo: Server,
@@ -470,7 +454,8 @@ def run_hub(
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
             slug = hut.label.split()[0].lower()
-            spy = profile_hub(hut.pid, args.seconds, args.profile / f"hub-{slug}-c{c}.txt")
+            out = args.profile / f"hub-{slug}-c{c}.txt"
+            spy = record_stacks(hut.pid, out, "intake: --profile", args.seconds)
         before = cpu_seconds(hut.pid)
         hub_run = drive(
             hut.server,

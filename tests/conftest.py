@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import base64
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from hub.crypto import fields
 from hub.system.clock import ManualClock
@@ -59,27 +57,10 @@ def postgres_url() -> Iterator[str]:
     base = _postgres_url()
     if base is None:
         pytest.skip(f"{PG_URL_VAR} is not set: PostgreSQL tests run in CI (.ci/run sets it)")
-    from hub.store.sql import normalise_url
+    from tests.support import throwaway_database
 
-    admin_url = normalise_url(base)
-    name = f"stophub_t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin_url.rsplit("/", 1)[0] + "/" + name
-    try:
+    with throwaway_database(base, "stophub_t_") as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

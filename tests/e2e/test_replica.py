@@ -10,7 +10,7 @@ import contextlib
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from adapters.blacklist import Form, ListKeyMismatch, Replica, ReplicaEvent, VersionNotIssued
+from adapters.blacklist import Form, ListKeyMismatch, Replica, VersionNotIssued
 from adapters.sdk import HubClient
 from hub.cli import main
 from hub.crypto import pki
@@ -28,6 +28,7 @@ from hub.crypto.public import public_key_to_pem
 from stophub.v1 import account_pb2, blacklist_pb2, case_pb2
 from tests.e2e.conftest import Network
 from tests.e2e.wire_helpers import report
+from tests.support import Watch
 
 REPO = Path(__file__).resolve().parents[2]
 TRADER = blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER
@@ -40,25 +41,6 @@ CONVICT = ("11010519491231002X", "Zhao Liu")
 async def open_case(clients: dict[str, HubClient], network: Network) -> case_pb2.Case:
     case = await clients["BANKA"].create_report(report(network.clock.now(), (500_000,)))
     return await clients["BANKA"].verify_report(case.case_id, confirmed=True)
-
-
-class Watch:
-    """The replica's events, and a way to wait for a state of the copy."""
-
-    def __init__(self, replica: Replica) -> None:
-        self.events: list[ReplicaEvent] = []
-        self.changed = asyncio.Event()
-        replica.on_event = self
-
-    def __call__(self, event: ReplicaEvent) -> None:
-        self.events.append(event)
-        self.changed.set()
-
-    async def until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not done():
-                self.changed.clear()
-                await self.changed.wait()
 
 
 @contextlib.asynccontextmanager

@@ -35,9 +35,9 @@ from hub.cli import main
 from hub.crypto import pki
 from hub.crypto.envelope import verify_envelope
 from hub.crypto.keys import PrivateKey, save_private_key
-from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
+from hub.domain.institutions import InstitutionKind
 from hub.service import sweep as sla
-from hub.service.admin import NewKey, Registry
+from hub.service.admin import Registry
 from hub.store.sql import SqlStore
 from hub.store.tables import clocks, deliveries, sla_log
 from hub.system.clock import SystemClock
@@ -45,6 +45,7 @@ from hub.system.policy import DEFAULT_POLICY
 from stophub.v1 import case_pb2, case_pb2_grpc, delivery_pb2, envelope_pb2
 from tests.e2e.conftest import CHILDREN
 from tests.e2e.wire_helpers import report, sign
+from tests.support import add_members
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMBERS = {
@@ -192,20 +193,7 @@ class Hub:
 def register_members(db_url: str) -> dict[str, PrivateKey]:
     migrate(db_url)
     store = SqlStore(db_url)
-    registry = Registry(store, SystemClock())
-    keys = {}
-    for code, kind in MEMBERS.items():
-        keys[code] = PrivateKey.generate()
-        registry.add_institution(
-            code,
-            f"{code} display",
-            kind,
-            [NewKey(keys[code].algorithm, keys[code].public_key)],
-            [
-                DutyContact(ContactRole.PRIMARY, f"{code} A", "+86-10-5550-0001"),
-                DutyContact(ContactRole.BACKUP, f"{code} B", "+86-10-5550-0002"),
-            ],
-        )
+    keys = add_members(Registry(store, SystemClock()), MEMBERS)
     store.dispose()
     return keys
 

@@ -25,8 +25,8 @@ import hub.store.sql as sql
 from hub.bootstrap import build_hub, ensure_hub_registered
 from hub.crypto.envelope import seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
-from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
-from hub.service.admin import NewKey, Registry
+from hub.domain.institutions import InstitutionKind
+from hub.service.admin import Registry
 from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
 from hub.service.pipeline import Hub
 from hub.service.ports import PendingDelivery
@@ -35,6 +35,7 @@ from hub.store.tables import clocks, deliveries, sla_log
 from hub.system.clock import ManualClock
 from hub.system.policy import load_policy
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2
+from tests.support import add_members
 
 from .support import dialect_of
 
@@ -151,21 +152,7 @@ def pair(store: SqlStore, database_url: str, clock: ManualClock) -> Iterator[Pai
         clock,
         hub_key,
     )
-    registry = Registry(store, clock)
-    for code, kind in MEMBERS.items():
-        key = PrivateKey.generate()
-        result.keys[code] = key
-        registry.add_institution(
-            code,
-            f"{code} display",
-            kind,
-            [NewKey(key.algorithm, key.public_key)],
-            [
-                DutyContact(ContactRole.PRIMARY, f"{code} A", "+86-10-5550-0001"),
-                DutyContact(ContactRole.BACKUP, f"{code} B", "+86-10-5550-0002"),
-                DutyContact(ContactRole.SUPERVISOR, f"{code} S", "+86-10-5550-0003"),
-            ],
-        )
+    result.keys.update(add_members(Registry(store, clock), MEMBERS, supervisor=True))
     try:
         yield result
     finally:

@@ -34,6 +34,7 @@ from hub.store.sql import SqlStore
 from hub.store.tables import audit_log, cases, deliveries, inbound_messages
 from hub.system.clock import ManualClock
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2, order_pb2
+from tests.support import add_members
 
 from .support import dialect_of
 
@@ -127,22 +128,9 @@ def net(store: SqlStore, clock: ManualClock) -> Net:
     clock.set(clock.now() + timedelta(microseconds=250_001))
     hub_key = PrivateKey.generate()
     ensure_hub_registered(store, hub_key, clock)
-    registry = Registry(store, clock)
     notifier = RecordingNotifier()
     result = Net(Hub(store, clock, hub_key, notifier), store, clock, hub_key, notifier)
-    for code, kind in MEMBERS.items():
-        key = PrivateKey.generate()
-        result.keys[code] = key
-        registry.add_institution(
-            code,
-            f"{code} display",
-            kind,
-            [NewKey(key.algorithm, key.public_key)],
-            [
-                DutyContact(ContactRole.PRIMARY, f"{code} A", "+86-10-5550-0001"),
-                DutyContact(ContactRole.BACKUP, f"{code} B", "+86-10-5550-0002"),
-            ],
-        )
+    result.keys.update(add_members(Registry(store, clock), MEMBERS))
     return result
 
 

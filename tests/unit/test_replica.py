@@ -28,7 +28,6 @@ from adapters.blacklist import (
     ListKeyMismatch,
     Replica,
     ReplicaError,
-    ReplicaEvent,
     VersionNotIssued,
 )
 from adapters.blacklist.replica import Row, _clear_rows, _token_rows
@@ -48,6 +47,7 @@ from hub.domain.blacklist import (
 from hub.domain.errors import InvalidArgument
 from hub.system.clock import ManualClock
 from stophub.v1 import account_pb2, blacklist_pb2, delivery_pb2, envelope_pb2
+from tests.support import Watch
 
 ME = "PAYX"
 HUB_KEY = PrivateKey.generate()
@@ -296,29 +296,6 @@ def listed_ids(r: Replica) -> list[str]:
 def files_of(directory: Path, name: str) -> bytes:
     """The database file and its WAL, as bytes."""
     return b"".join(f.read_bytes() for f in sorted(directory.glob(f"{name}*")))
-
-
-class Watch:
-    """The replica's events, and a way to wait for one."""
-
-    def __init__(self, replica: Replica) -> None:
-        self.events: list[ReplicaEvent] = []
-        self.changed = asyncio.Event()
-        replica.on_event = self
-
-    def __call__(self, event: ReplicaEvent) -> None:
-        self.events.append(event)
-        self.changed.set()
-
-    @property
-    def kinds(self) -> list[str]:
-        return [e.kind for e in self.events]
-
-    async def until(self, done: Callable[[], bool]) -> None:
-        async with asyncio.timeout(5):
-            while not done():
-                self.changed.clear()
-                await self.changed.wait()
 
 
 # ---- the leaf hashes ----------------------------------------------------------------------------
