@@ -1,4 +1,9 @@
-"""Between stophub.v1 messages and the domain: decode with field-named errors, encode views."""
+"""Between stophub.v1 messages and the domain: decode with field-named errors, encode views.
+
+Over 600 lines, on purpose: it is read by lookup, not by flow (one converter a message, each
+a screen at most), and every converter leans on the same time, enum and text helpers at the
+top; split by message it would scatter those or import them back from each piece.
+"""
 
 from __future__ import annotations
 
