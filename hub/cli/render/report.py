@@ -33,8 +33,8 @@ from typing import Any
 from sqlalchemy import select, type_coerce
 from sqlalchemy.orm import Session
 
+from hub.cli.render.case import duration, phases
 from hub.domain.cases import Case
-from hub.render import duration, phases
 from hub.service.ports import UnitOfWork
 from hub.store.tables import UTCDateTime, clocks, sla_log
 

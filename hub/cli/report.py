@@ -1,7 +1,7 @@
 """`stophub report`: reports for people outside the operations room.
 
 `stophub report sla --from 2026-03-01 --to 2026-03-31 --out report.html` writes the SLA report
-(hub.sla_report): one self-contained HTML file, no network needed to open it.
+(hub/cli/render/report.py): one self-contained HTML file, no network needed to open it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from hub.cli_support import db_option
-from hub.sla_report import gather, render_html
+from hub.cli.common import db_option, open_store
+from hub.cli.render.report import gather, render_html
 from hub.system.clock import SystemClock
 
 
@@ -32,7 +32,7 @@ def parse_moment(value: str, *, end: bool = False) -> datetime:
     return moment
 
 
-@click.group()
+@click.group("report")
 def report() -> None:
     """Reports for compliance and supervision."""
 
@@ -73,8 +73,6 @@ def sla(
     end = parse_moment(end_text, end=True)
     if end <= start:
         raise click.BadParameter("--to must come after --from", param_hint="--to")
-    from hub.cli import open_store
-
     store = open_store(database_url)
     try:
         with store(read_only=True) as uow:

@@ -15,10 +15,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from hub.cli.render.case import duration
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.wording import yuan
-from hub.render import duration
 from hub.service.ports import Clock, UnitOfWorkFactory
 
 # Under this share of its window left, a running clock turns yellow.
