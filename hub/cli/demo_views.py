@@ -7,7 +7,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 
 from adapters.corebank import SimulatedCoreBank
 from hub.cli.demo_cast import (
@@ -26,7 +25,6 @@ from hub.domain.wording import mask, yuan
 from hub.service import auditlog
 from hub.service.evidence import verify_signatures
 from hub.store.sql import SqlStore
-from hub.store.tables import audit_log
 from stophub.v1 import appeal_pb2, envelope_pb2, returns_pb2
 
 
@@ -106,14 +104,8 @@ def returns_table(distributions: list[returns_pb2.Distribution]) -> Table:
 
 def message_timeline(store: SqlStore, case_id: str) -> Table:
     """Every signed message of the case from the audit log: who signed it and what it did."""
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                audit_log.c.recorded_at, audit_log.c.kind, audit_log.c.detail, audit_log.c.payload
-            )
-            .where(audit_log.c.case_id == case_id, audit_log.c.payload.is_not(None))
-            .order_by(audit_log.c.id)
-        ).all()
+    with store(read_only=True) as uow:
+        rows = uow.reports.signed_messages(case_id)
     table = Table(title="signed messages of the case (from the audit log)", title_justify="left")
     for col in ("+", "dir", "signed by (key)", "to", "body", "what it did"):
         table.add_column(col, overflow="fold")

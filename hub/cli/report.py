@@ -1,7 +1,8 @@
 """`stophub report`: reports for people outside the operations room.
 
-`stophub report sla --from 2026-03-01 --to 2026-03-31 --out report.html` writes the SLA report
-(hub/cli/render/report.py): one self-contained HTML file, no network needed to open it.
+`stophub report sla --from 2026-03-01 --to 2026-03-31 --out report.html` writes the SLA report:
+one self-contained HTML file, no network needed to open it. Its figures are
+hub/service/slareport.py's, read by hub/store/reports.py and drawn by hub/cli/render/report.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 import click
 
 from hub.cli.common import db_option, open_store
-from hub.cli.render.report import gather, render_html
+from hub.cli.render.report import render_html
+from hub.service.slareport import gather
 from hub.system.clock import SystemClock
 
 
@@ -76,7 +78,9 @@ def sla(
     store = open_store(database_url)
     try:
         with store(read_only=True) as uow:
-            data = gather(uow, start, end, case_ids, generated_at=SystemClock().now())
+            data = gather(
+                uow.reports, uow.cases, start, end, case_ids, generated_at=SystemClock().now()
+            )
     finally:
         store.dispose()
     missing = [t.case_id for t in data.cases if not t.found]
