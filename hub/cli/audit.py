@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from pathlib import Path
 
 import click
 
-from hub.cli.common import db_option, open_store, print_verification, refusals_as_errors
+from hub.cli.common import (
+    HubKeys,
+    db_option,
+    hub_key_option,
+    open_store,
+    print_verification,
+    refusals_as_errors,
+    registered_hub_keys,
+)
 from hub.cli.exporting import export_options, run_export
-from hub.crypto.public import public_key_from_pem
-from hub.crypto.signing import ED25519, key_id_for
-from hub.domain.institutions import HUB_CODE
 from hub.service import auditlog, exports
 from hub.service.evidence import verify_signatures
 from hub.store import auditscan
@@ -64,9 +68,7 @@ def audit_verify(database_url: str, quiet: bool, jobs: int | None, pure_python: 
     Exits 1 and names each entry changed, removed, inserted or moved, each checkpoint that no
     longer fits, and each envelope that does not verify."""
     store = open_store(database_url)
-    with store(read_only=True) as uow:
-        hub = uow.institutions.get(HUB_CODE)
-        keys = {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
+    keys = registered_hub_keys(store)
     result = auditlog.verify_store(
         store, keys.get, lambda: store.scan_audit(jobs, native=not pure_python)
     )
@@ -121,18 +123,6 @@ def audit_export(
         click.echo(f"{count} audit entr(ies) written to {out}", err=True)
 
 
-def read_hub_key(path: str) -> tuple[str, bytes]:
-    """(key id, public key) from a PEM public key, or a raw 32-byte Ed25519 key."""
-    data = Path(path).read_bytes()
-    if data.lstrip().startswith(b"-----BEGIN"):
-        algorithm, key = public_key_from_pem(data)
-    elif len(data) == 32:
-        algorithm, key = ED25519, data
-    else:
-        raise click.ClickException(f"{path}: neither a PEM public key nor a raw Ed25519 key")
-    return key_id_for(algorithm, key), key
-
-
 @audit.command("verify-export")
 @click.option(
     "--export",
@@ -141,11 +131,8 @@ def read_hub_key(path: str) -> tuple[str, bytes]:
     type=click.Path(exists=True, dir_okay=False),
     help="A full JSON Lines audit export (`stophub audit export --format jsonl`).",
 )
-@click.option(
-    "--hub-key",
-    "hub_key_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
+@hub_key_option(
+    required=False,
     help="A public key of the hub (PEM, or raw Ed25519), repeatable; else the registry's.",
 )
 @click.option(
@@ -155,25 +142,18 @@ def read_hub_key(path: str) -> tuple[str, bytes]:
     help="Read the hub's public keys from this database's registry (when no --hub-key).",
 )
 @refusals_as_errors
-def audit_verify_export(
-    export_file: str, hub_key_files: tuple[str, ...], database_url: str | None
-) -> None:
+def audit_verify_export(export_file: str, hub_keys: HubKeys, database_url: str | None) -> None:
     """Check a full audit export offline as `stophub audit verify` checks the database: every
     entry against its leaf and place, every checkpoint's signature and root.
 
     Exits 1 and names each entry changed, removed, inserted or moved."""
-    keys: dict[str, bytes] = {}
-    for path in hub_key_files:
-        key_id, key = read_hub_key(path)
-        keys[key_id] = key
-    if not hub_key_files:
+    keys = hub_keys
+    if not hub_keys:
         if database_url is None:
             raise click.UsageError("give the hub's public keys with --hub-key, or --db")
         store = open_store(database_url)
         try:
-            with store(read_only=True) as uow:
-                hub = uow.institutions.get(HUB_CODE)
-                keys = {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
+            keys = registered_hub_keys(store)
         finally:
             store.dispose()
     result = exports.verify_export(export_file, keys.get)

@@ -1,7 +1,7 @@
 """What every `stophub` command module shares: the options several commands take (--db,
---tls-dir, --data-keys), the main group's settings and the keyring they choose, opening the
-store, refusals as one-line errors, the operator's lines, the console and the clock, and how a
-verification of the audit log is printed.
+--tls-dir, --data-keys, --hub-key), reading the hub's public keys, the main group's settings
+and the keyring they choose, opening the store, refusals as one-line errors, the operator's
+lines, the console and the clock, and how a verification of the audit log is printed.
 
 Command modules import this module, never `hub.cli` itself: only hub/cli/__init__.py imports
 the command modules, to register them, so there is no cycle.
@@ -22,8 +22,9 @@ from rich.console import Console
 from hub import bootstrap
 from hub.crypto import fields, pki
 from hub.crypto.public import public_key_from_pem
-from hub.crypto.signing import SignatureError
+from hub.crypto.signing import ED25519, SignatureError, key_id_for
 from hub.domain.errors import DomainError
+from hub.domain.institutions import HUB_CODE
 from hub.observability.logs import LogFormat
 from hub.service.admin import NewKey
 from hub.service.auditlog import Verification
@@ -160,6 +161,58 @@ def read_public_key(path: str) -> NewKey:
     """A member's public key file (PEM), to register."""
     algorithm, raw = public_key_from_pem(Path(path).read_bytes())
     return NewKey(algorithm, raw)
+
+
+# ---- the hub's public keys ---------------------------------------------------------------------
+
+
+def read_hub_public_key(path: str) -> tuple[str, bytes]:
+    """(key id, raw public key) of the hub from a file: a PEM public key (the `.pub` that
+    `stophub keys generate` writes; Ed25519 or ECDSA P-256) or a raw 32-byte Ed25519 key.
+    Anything else is refused with one line naming the file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise click.ClickException(f"{path}: cannot read the hub's public key: {err}") from err
+    if data.lstrip().startswith(b"-----BEGIN"):
+        try:
+            algorithm, key = public_key_from_pem(data)
+        except SignatureError as err:
+            raise click.ClickException(f"{path}: {' '.join(str(err).split())}") from err
+    elif len(data) == 32:
+        algorithm, key = ED25519, data
+    else:
+        raise click.ClickException(f"{path}: neither a PEM public key nor a raw Ed25519 key")
+    return key_id_for(algorithm, key), key
+
+
+HubKeys = dict[str, bytes]  # the hub's public keys by key id, in the order given
+
+
+def _hub_keys(_ctx: click.Context, _param: click.Parameter, files: tuple[str, ...]) -> HubKeys:
+    return dict(read_hub_public_key(file) for file in files)
+
+
+def hub_key_option(*, required: bool, help: str) -> Callable[[F], F]:
+    """--hub-key FILE, repeatable (both keys while the hub rotates its own): the hub's public
+    keys, read with `read_hub_public_key` as the command line is parsed. The command gets them
+    as `hub_keys`, by key id."""
+    return click.option(
+        "--hub-key",
+        "hub_keys",
+        required=required,
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        callback=_hub_keys,
+        help=help,
+    )
+
+
+def registered_hub_keys(store: SqlStore) -> HubKeys:
+    """The hub's public keys as the registry in `store` holds them, by key id."""
+    with store(read_only=True) as uow:
+        hub = uow.institutions.get(HUB_CODE)
+        return {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
 
 
 def print_verification(result: Verification) -> None:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.corebank import SimulatedCoreBank
+from hub.cli.common import registered_hub_keys
 from hub.cli.demo_cast import (
     CASHOUT,
     MULE,
@@ -20,7 +21,6 @@ from hub.cli.demo_cast import (
     WALLET,
 )
 from hub.cli.render.case import duration
-from hub.domain.institutions import HUB_CODE
 from hub.domain.wording import mask, yuan
 from hub.service import auditlog
 from hub.service.evidence import verify_signatures
@@ -34,10 +34,7 @@ def show_evidence(console: Console, store: SqlStore, db: Path) -> bool:
     keys = len(report.by_key)
     # The hub places entries in the log's Merkle tree within a sweep and signs checkpoints
     # as case time passes: the tree must fit every one of them.
-    with store(read_only=True) as uow:
-        hub = uow.institutions.get(HUB_CODE)
-        hub_keys = {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
-    tree = auditlog.verify_store(store, hub_keys.get, store.scan_audit)
+    tree = auditlog.verify_store(store, registered_hub_keys(store).get, store.scan_audit)
     console.print(
         f"audit log: {tree.tree_size} entries in a Merkle tree (root {tree.root.hex()[:16]}…), "
         f"{tree.checkpoints} signed checkpoint(s) fit it: "

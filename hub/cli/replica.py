@@ -12,23 +12,19 @@ import click
 
 from adapters.blacklist import Form, Replica, ReplicaError, ReplicaEvent
 from adapters.sdk import HubClient, HubError, HubSignatureError
-from hub.cli.common import command_clock, refusals_as_errors, tls_dir_option
+from hub.cli.common import (
+    HubKeys,
+    command_clock,
+    hub_key_option,
+    refusals_as_errors,
+    tls_dir_option,
+)
 from hub.crypto import pki
 from hub.crypto.keys import load_private_key
 from hub.crypto.listkey import DEFAULT_FILE as LIST_KEY_FILE
 from hub.crypto.listkey import ENV_FILE as LIST_KEY_ENV_FILE
 from hub.crypto.listkey import ENV_KEY as LIST_KEY_ENV
 from hub.crypto.listkey import ListKeyError, resolve_list_key
-from hub.crypto.public import public_key_from_pem
-
-
-def _hub_public_keys(files: tuple[str, ...]) -> list[bytes]:
-    """The hub's public keys: PEM (the `.pub` that `stophub keys generate` wrote) or raw."""
-    keys = []
-    for file in files:
-        data = Path(file).read_bytes()
-        keys.append(public_key_from_pem(data)[1] if data.lstrip().startswith(b"-----") else data)
-    return keys
 
 
 @click.command("replica")
@@ -41,12 +37,8 @@ def _hub_public_keys(files: tuple[str, ...]) -> list[bytes]:
     type=click.Path(exists=True, dir_okay=False),
     help="This member's private signing key.",
 )
-@click.option(
-    "--hub-key",
-    "hub_key_files",
+@hub_key_option(
     required=True,
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
     help="The hub's public key (PEM or raw); repeat it while the hub rotates its key.",
 )
 @tls_dir_option(
@@ -87,7 +79,7 @@ def replica_command(
     target: str,
     institution: str,
     key_file: str,
-    hub_key_files: tuple[str, ...],
+    hub_keys: HubKeys,
     tls_dir: str,
     insecure_plaintext: bool,
     db_path: str,
@@ -122,7 +114,7 @@ def replica_command(
             target,
             institution=institution,
             key=load_private_key(key_file),
-            hub_public_key=_hub_public_keys(hub_key_files),
+            hub_public_key=list(hub_keys.values()),
             clock=clock,
             tls=tls,
         )
