@@ -20,7 +20,7 @@ from hub.cli.demo_cast import (
     VICTIM_PHONE,
     WALLET,
 )
-from hub.cli.render.case import duration
+from hub.cli.render.wording import duration
 from hub.domain.wording import mask, yuan
 from hub.service import auditlog
 from hub.service.evidence import verify_signatures

@@ -17,8 +17,8 @@ from hub.cli.render.sla import (
     is_breached,
     render_board,
     sla_log_view,
-    stamp,
 )
+from hub.cli.render.wording import stamp
 from hub.domain.clocks import CaseClock
 from hub.service import exports
 from hub.service.ports import ClockRepository

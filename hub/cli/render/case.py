@@ -10,6 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from hub.cli.render.wording import duration
 from hub.domain.cases import Case, OrderState
 from hub.domain.institutions import Institution
 from hub.domain.wording import mask, yuan
@@ -27,26 +28,6 @@ STATE_STYLE = {
     OrderState.CANCELLED: "dim",
     OrderState.EXPIRED: "magenta",
 }
-
-
-def duration(delta: timedelta | None) -> str:
-    if delta is None:
-        return "—"
-    total = delta.total_seconds()
-    if total < 0:
-        return "-" + duration(-delta)
-    if total < 1:
-        return f"{total * 1000:.0f} ms"
-    if total < 120:
-        return f"{total:.1f} s"
-    minutes, seconds = divmod(int(total), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d {hours}h {minutes}m"
-    if hours:
-        return f"{hours}h {minutes}m {seconds}s"
-    return f"{minutes}m {seconds}s"
 
 
 def _since(start: datetime, at: datetime | None) -> timedelta | None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from html import escape
 
-from hub.cli.render.case import duration
+from hub.cli.render.wording import duration, stamp
 from hub.service.slareport import ESCALATIONS, CaseTimeline, LogRow, SlaReport, SummaryRow
 
 PERCENTILE_NOTE = (
@@ -59,12 +59,6 @@ svg { font-family: inherit; font-size: 11px; }
 
 def _t(value: object) -> str:
     return escape(str(value), quote=True)
-
-
-def stamp(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _secs(value: float | None) -> str:
