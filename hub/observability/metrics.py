@@ -45,12 +45,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select, true
 
-from hub.domain.clocks import ClockState
 from hub.observability import logs
-from hub.store.sql import SqlStore, SqlUnitOfWork
-from hub.store.tables import clocks
+from hub.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -175,22 +172,6 @@ class SnapshotCollector(Collector):
         )
 
 
-# The open clocks by kind and breach, and the breached clocks by kind: each reads a range of
-# its covering index (ix_clocks_state_kind_breached, ix_clocks_breached_kind), never the
-# closed clocks of every case the hub has run, which a scrape every few seconds would read
-# again and again.
-COUNT_OPEN_CLOCKS = (
-    select(clocks.c.kind, clocks.c.breached, func.count())
-    .where(clocks.c.state == ClockState.OPEN)
-    .group_by(clocks.c.kind, clocks.c.breached)
-)
-COUNT_BREACHED_CLOCKS = (
-    select(clocks.c.kind, func.count())
-    .where(clocks.c.breached == true())  # `= true`: PostgreSQL cannot use an index for IS TRUE
-    .group_by(clocks.c.kind)
-)
-
-
 def sql_snapshot(store: SqlStore) -> Callable[[], Snapshot]:
     """One read-only transaction: open and breached clocks counted by kind, and the list's
     state through the store's port."""
@@ -199,12 +180,11 @@ def sql_snapshot(store: SqlStore) -> Callable[[], Snapshot]:
         open_: dict[str, int] = {}
         overdue: dict[str, int] = {}
         with store(read_only=True) as uow:
-            assert isinstance(uow, SqlUnitOfWork)
-            for kind, breached, n in uow.session.execute(COUNT_OPEN_CLOCKS):
+            for kind, breached, n in uow.reports.open_clocks_by_kind():
                 open_[kind] = open_.get(kind, 0) + n
                 if breached:
                     overdue[kind] = overdue.get(kind, 0) + n
-            breaches = {kind: n for kind, n in uow.session.execute(COUNT_BREACHED_CLOCKS)}
+            breaches = dict(uow.reports.breached_clocks_by_kind())
             version = uow.lists.state().version
         return Snapshot(open_, overdue, breaches, version)
 

@@ -69,9 +69,9 @@ from hub.service.ports import (
     PendingDelivery,
     RuleRepository,
     StoreUnavailable,
-    UnitOfWork,
 )
 from hub.store import auditscan
+from hub.store.reports import SqlReports
 from hub.store.tables import (
     UTCDateTime,
     appeals,
@@ -256,7 +256,7 @@ class SqlStore:
         # Other processes (the CLI) still meet the busy handler.
         self._write_lock = threading.RLock() if self.is_sqlite else None
 
-    def __call__(self, *, read_only: bool = False) -> UnitOfWork:
+    def __call__(self, *, read_only: bool = False) -> SqlUnitOfWork:
         if read_only:
             return SqlUnitOfWork(self._read_sessions, lock_rows=not self.is_sqlite)
         return SqlUnitOfWork(self._sessions, lock_rows=not self.is_sqlite, gate=self._write_lock)
@@ -1180,6 +1180,8 @@ class SqlUnitOfWork:
     distributions: DistributionRepository
     lists: ListRepository
     appeals: AppealRepository
+    # Read models for reports (hub/store/reports.py), beyond the ports the handlers drive.
+    reports: SqlReports
 
     def __init__(
         self,
@@ -1207,6 +1209,7 @@ class SqlUnitOfWork:
         self.distributions = SqlDistributions(self.session, self._lock_rows)
         self.lists = SqlLists(self.session, self._lock_rows)
         self.appeals = SqlAppeals(self.session, self._lock_rows)
+        self.reports = SqlReports(self.session)
         return self
 
     def __exit__(

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hub import cli
-from hub.cli import main
+from hub.cli import main, serve
 from hub.crypto import fields
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.observability.logmask import AccountMask
@@ -99,11 +98,11 @@ def test_sighup_reload_makes_a_rotated_key_current(tmp_path: Path) -> None:
     fields.configure(fields.load_keyring_file(keys))
     run("datakeys", "generate", "--file", str(keys), "--make-current")
     assert fields.keyring().current == "dk-a"
-    cli._reload_data_keys()
+    serve._reload_data_keys()
     assert fields.keyring().current != "dk-a" and "dk-a" in fields.keyring().keys
     keys.chmod(0o644)  # a broken file keeps the keys in use
     current = fields.keyring().current
-    cli._reload_data_keys()
+    serve._reload_data_keys()
     assert fields.keyring().current == current
 
 

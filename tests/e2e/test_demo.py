@@ -13,10 +13,10 @@ from rich.console import Console
 
 from adapters.blacklist import Form, Replica
 from hub.cli import main
+from hub.cli.demo_story import run_demo
 from hub.crypto.envelope import verify_envelope
 from hub.crypto.keys import load_private_key
 from hub.crypto.listkey import load_list_key_file
-from hub.demo import run_demo
 from hub.domain.appeals import AppealState
 from hub.domain.cases import CaseState, OrderKind, OrderState
 from hub.domain.clocks import ClockState

@@ -12,8 +12,8 @@ from rich.console import Console
 
 from adapters.sdk import HubClient
 from hub.cli import main
+from hub.cli.render.sla import board_view, countdown, countdown_style, load_board
 from hub.domain.clocks import CaseClock, ClockState
-from hub.sla_render import board_view, countdown, countdown_style, load_board
 from tests.conftest import T0
 from tests.e2e.conftest import Network
 from tests.e2e.wire_helpers import report
@@ -158,7 +158,7 @@ async def test_board_refreshes_until_interrupted(
             raise KeyboardInterrupt  # Ctrl-C
         network.clock.advance(timedelta(seconds=10))
 
-    monkeypatch.setattr("hub.cli.time.sleep", sleep)
+    monkeypatch.setattr("hub.cli.sla.time.sleep", sleep)
     out = stophub(network, "board", "--refresh", "2")
     assert sleeps == [2.0, 2.0, 2.0]
     # The last frame drawn is the one the board leaves on screen: 20 s later.

@@ -17,8 +17,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import or_, select
 
+from hub.cli.audit import audit_export, audit_verify_export
+from hub.cli.sla import sla_export
 from hub.crypto.public import public_key_to_pem
-from hub.export_cli import audit_export, audit_verify_export, sla_export
 from hub.service import auditlog, exports
 from hub.service.commands.case import GET_CASE, VERIFY_REPORT
 from hub.service.commands.order import ISSUE_ORDER

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import insert, select, text
 
 from hub.domain.clocks import ClockState
-from hub.observability.metrics import COUNT_BREACHED_CLOCKS, COUNT_OPEN_CLOCKS, sql_snapshot
+from hub.observability.metrics import sql_snapshot
 from hub.service.commands.case import CREATE_REPORT
+from hub.store.reports import COUNT_BREACHED_CLOCKS, COUNT_OPEN_CLOCKS
 from hub.store.tables import clocks
 from stophub.v1 import case_pb2
 

@@ -19,7 +19,7 @@ from typing import Any
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from hub.report_cli import report
+from hub.cli.report import report
 from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
 from hub.store.tables import clocks, sla_log
 from hub.system.policy import load_policy

@@ -19,7 +19,8 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub.cli import main, serve
+from hub.cli import main
+from hub.cli.serve import serve
 from hub.observability import logs
 from hub.observability.logmask import AccountMask
 from hub.observability.metrics import (

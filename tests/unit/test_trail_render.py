@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 
-from hub.trail_render import trail_svg, trail_tree
+from hub.cli.render.trail import trail_svg, trail_tree
 from stophub.v1 import account_pb2, order_pb2, trail_pb2
 
 S = trail_pb2.TrailNodeStatus

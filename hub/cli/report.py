@@ -1,7 +1,8 @@
 """`stophub report`: reports for people outside the operations room.
 
-`stophub report sla --from 2026-03-01 --to 2026-03-31 --out report.html` writes the SLA report
-(hub.sla_report): one self-contained HTML file, no network needed to open it.
+`stophub report sla --from 2026-03-01 --to 2026-03-31 --out report.html` writes the SLA report:
+one self-contained HTML file, no network needed to open it. Its figures are
+hub/service/slareport.py's, read by hub/store/reports.py and drawn by hub/cli/render/report.py.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import click
 
-from hub.cli_support import db_option
-from hub.sla_report import gather, render_html
+from hub.cli.common import db_option, open_store
+from hub.cli.render.report import render_html
+from hub.service.slareport import gather
 from hub.system.clock import SystemClock
 
 
@@ -32,7 +34,7 @@ def parse_moment(value: str, *, end: bool = False) -> datetime:
     return moment
 
 
-@click.group()
+@click.group("report")
 def report() -> None:
     """Reports for compliance and supervision."""
 
@@ -73,12 +75,12 @@ def sla(
     end = parse_moment(end_text, end=True)
     if end <= start:
         raise click.BadParameter("--to must come after --from", param_hint="--to")
-    from hub.cli import open_store
-
     store = open_store(database_url)
     try:
         with store(read_only=True) as uow:
-            data = gather(uow, start, end, case_ids, generated_at=SystemClock().now())
+            data = gather(
+                uow.reports, uow.cases, start, end, case_ids, generated_at=SystemClock().now()
+            )
     finally:
         store.dispose()
     missing = [t.case_id for t in data.cases if not t.found]

@@ -15,10 +15,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from hub.cli.render.wording import duration, stamp
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.wording import yuan
-from hub.render import duration
 from hub.service.ports import Clock, UnitOfWorkFactory
 
 # Under this share of its window left, a running clock turns yellow.
@@ -99,11 +99,6 @@ def _short_order(clock: CaseClock) -> str:
     if not clock.order_id:
         return ""
     return clock.order_id.removeprefix(f"{clock.case_id}-")
-
-
-def stamp(moment: datetime | None) -> str:
-    """A UTC instant to the second, as 2026-03-02T09:05:00Z."""
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z") if moment else ""
 
 
 def _relative(moment: datetime | None, now: datetime) -> str:

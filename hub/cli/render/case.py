@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from hub.domain.cases import Case, Order, OrderKind, OrderState
+from hub.cli.render.wording import duration
+from hub.domain.cases import Case, OrderState
 from hub.domain.institutions import Institution
 from hub.domain.wording import mask, yuan
+from hub.service.slareport import phases
 
 STATE_STYLE = {
     OrderState.PENDING: "yellow",
@@ -28,65 +30,8 @@ STATE_STYLE = {
 }
 
 
-def duration(delta: timedelta | None) -> str:
-    if delta is None:
-        return "—"
-    total = delta.total_seconds()
-    if total < 0:
-        return "-" + duration(-delta)
-    if total < 1:
-        return f"{total * 1000:.0f} ms"
-    if total < 120:
-        return f"{total:.1f} s"
-    minutes, seconds = divmod(int(total), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d {hours}h {minutes}m"
-    if hours:
-        return f"{hours}h {minutes}m {seconds}s"
-    return f"{minutes}m {seconds}s"
-
-
 def _since(start: datetime, at: datetime | None) -> timedelta | None:
     return None if at is None else at - start
-
-
-def phases(case: Case) -> list[tuple[str, timedelta | None]]:
-    """The durations the next issue's clocks will judge, derived from recorded times only."""
-    stops = [o for o in case.orders if o.kind is OrderKind.STOP]
-    freezes = [o for o in case.orders if o.kind is OrderKind.FREEZE]
-    returns = [o for o in case.orders if o.kind is OrderKind.RETURN]
-
-    def first(orders: list[Order], attr: str) -> datetime | None:
-        values = [getattr(o, attr) for o in orders if getattr(o, attr) is not None]
-        return min(values) if values else None
-
-    def last(orders: list[Order], attr: str) -> datetime | None:
-        values = [getattr(o, attr) for o in orders if getattr(o, attr) is not None]
-        return max(values) if values else None
-
-    def between(a: datetime | None, b: datetime | None) -> timedelta | None:
-        return None if a is None or b is None else b - a
-
-    first_effect = first(stops, "effective_at")
-    return [
-        ("report → verified (verify, 5 min)", between(case.created_at, case.verified_at)),
-        ("verified → first stop issued", between(case.verified_at, first(stops, "issued_at"))),
-        (
-            "verified → last stop answered (stop, 10 min)",
-            between(case.verified_at, last(stops, "answered_at")),
-        ),
-        (
-            "first stop in effect → freeze issued (investigate, 24 h)",
-            between(first_effect, first(freezes, "issued_at")),
-        ),
-        (
-            "return issued → last return answered",
-            between(first(returns, "issued_at"), last(returns, "answered_at")),
-        ),
-        ("report → case closed", between(case.created_at, case.closed_at)),
-    ]
 
 
 def case_view(
@@ -185,10 +130,6 @@ def case_view(
         phase_table.add_row(name, duration(took))
 
     return Group(Panel(head, title="StopHub case", expand=False), tx, orders, timeline, phase_table)
-
-
-def print_case(console: Console, case: Case) -> None:
-    console.print(case_view(case))
 
 
 def cases_table(cases: list[Case]) -> Table:

@@ -23,178 +23,64 @@ second).
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
-from sqlalchemy import select
 
 from adapters.bank import BankAgent
 from adapters.blacklist import Form, Replica
 from adapters.corebank import PaymentNetwork, SimulatedCoreBank
-from adapters.sdk import Delivery, DeliveryStream, HubClient
+from adapters.sdk import HubClient
 from hub import bootstrap
+from hub.cli.demo_cast import (
+    ABROAD,
+    BANK_A,
+    BANK_B,
+    CASHOUT,
+    CENTRE,
+    MEMBERS,
+    MULE,
+    OFFSHORE,
+    PAYX,
+    PAYX_DELAY,
+    PUBLIC_NOTICE,
+    SPEED,
+    VICTIM,
+    VICTIM_2,
+    WALLET,
+    DemoClock,
+    Inbox,
+    answered,
+    closed,
+    freeze_holding_stops,
+    fresh_directory,
+    publish_listings,
+    run_appeals,
+    victim_report,
+    wait_until,
+)
+from hub.cli.demo_views import (
+    appeals_table,
+    balances,
+    clock_table,
+    message_timeline,
+    returns_table,
+    show_evidence,
+)
+from hub.cli.render.case import case_view
+from hub.cli.render.trail import trail_svg, trail_tree
 from hub.crypto import pki
 from hub.crypto.fields import Keyring
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.crypto.listkey import ListKey
 from hub.crypto.public import public_key_to_pem
 from hub.domain.cases import CaseState
-from hub.domain.institutions import HUB_CODE, ContactRole, DutyContact, InstitutionKind
+from hub.domain.institutions import ContactRole, DutyContact
 from hub.domain.wording import mask, yuan
-from hub.render import case_view, duration
-from hub.service import auditlog
 from hub.service.admin import NewKey, Registry
-from hub.service.evidence import verify_signatures
-from hub.store.sql import SqlStore
-from hub.store.tables import audit_log
 from hub.system.clock import SystemClock
-from hub.trail_render import trail_svg, trail_tree
-from stophub.v1 import (
-    account_pb2,
-    appeal_pb2,
-    blacklist_pb2,
-    case_pb2,
-    delivery_pb2,
-    envelope_pb2,
-    order_pb2,
-    returns_pb2,
-)
-
-CENTRE, BANK_A, BANK_B, PAYX = "CENTRE", "BANKA", "BANKB", "PAYX"
-# A bank abroad: on the payment network, not a member of the hub.
-ABROAD = "HKBANK"
-MEMBERS = [
-    (CENTRE, "Anti-Fraud Centre (demo city)", InstitutionKind.ANTI_FRAUD_CENTRE),
-    (BANK_A, "Bank A", InstitutionKind.BANK),
-    (BANK_B, "Bank B", InstitutionKind.BANK),
-    (PAYX, "PayX Wallet", InstitutionKind.PAYMENT_INSTITUTION),
-]
-
-
-def _account(institution: str, number: str, holder: str) -> account_pb2.AccountRef:
-    return account_pb2.AccountRef(
-        institution_code=institution, account_number=number, holder_name=holder
-    )
-
-
-VICTIM = _account(BANK_A, "6222010000000001", "Zhang San")
-VICTIM_2 = _account(PAYX, "PX88000007", "Sun Ba")
-MULE = _account(BANK_B, "6222020000000002", "Li Si")
-WALLET = _account(PAYX, "PX88000003", "Wang Wu")
-CASHOUT = _account(BANK_A, "6222010000000088", "Zhou Qi")
-OFFSHORE = _account(ABROAD, "HK00012345", "Shell Trading Ltd")
-FREEZE_CASE = "JX-2026-0312"
-SPEED = 120.0
-PAYX_DELAY = timedelta(minutes=12)
-AUTHORITY = "Public Security Bureau, Xicheng District"
-PUBLIC_NOTICE = timedelta(days=30)
-
-
-class DemoClock:
-    """Case time for the demo: it runs `speed` times faster than the wall clock, so the
-    minutes a slow bank takes pass in seconds, and it can be set back for the fraud that
-    happened before the report."""
-
-    def __init__(self, speed: float) -> None:
-        self.base = SystemClock()
-        self.speed = speed
-        self.origin = self.base.now()
-        self.offset = timedelta(0)
-
-    def now(self) -> datetime:
-        return self.origin + (self.base.now() - self.origin) * self.speed + self.offset
-
-
-@dataclass
-class Inbox:
-    """One institution's delivery stream, read in the background, acknowledged on receipt."""
-
-    stream: DeliveryStream
-    received: list[Delivery] = field(default_factory=list)
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    async def pump(self) -> None:
-        async for delivery in self.stream:
-            await self.stream.ack(delivery.sequence)
-            async with self.changed:
-                self.received.append(delivery)
-                self.changed.notify_all()
-
-    async def wait_for(
-        self, predicate: Callable[[delivery_pb2.Notice], bool], timeout: float = 20.0
-    ) -> delivery_pb2.Notice:
-        async def find() -> delivery_pb2.Notice:
-            async with self.changed:
-                while True:
-                    for d in self.received:
-                        if predicate(d.notice):
-                            return d.notice
-                    await self.changed.wait()
-
-        found: delivery_pb2.Notice = await asyncio.wait_for(find(), timeout)
-        return found
-
-
-def answered(order_id: str) -> Callable[[delivery_pb2.Notice], bool]:
-    return lambda n: (
-        n.kind == delivery_pb2.NOTICE_KIND_ORDER_ANSWERED and n.order.order_id == order_id
-    )
-
-
-def closed(case_id: str) -> Callable[[delivery_pb2.Notice], bool]:
-    return lambda n: n.kind == delivery_pb2.NOTICE_KIND_CASE_CLOSED and n.case_id == case_id
-
-
-def fresh_directory(directory: Path) -> None:
-    if directory.exists():
-        shutil.rmtree(directory)
-    (directory / "keys").mkdir(parents=True)
-
-
-VICTIM_ID_NUMBER = "110101199001011234"
-VICTIM_PHONE = "13800000000"
-
-
-def show_evidence(console: Console, store: SqlStore, db: Path) -> bool:
-    """What an auditor would check: every stored signature, and no personal data in clear."""
-    report = verify_signatures(store)
-    keys = len(report.by_key)
-    # The hub places entries in the log's Merkle tree within a sweep and signs checkpoints
-    # as case time passes: the tree must fit every one of them.
-    with store(read_only=True) as uow:
-        hub = uow.institutions.get(HUB_CODE)
-        hub_keys = {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
-    tree = auditlog.verify_store(store, hub_keys.get, store.scan_audit)
-    console.print(
-        f"audit log: {tree.tree_size} entries in a Merkle tree (root {tree.root.hex()[:16]}…), "
-        f"{tree.checkpoints} signed checkpoint(s) fit it: "
-        + ("intact" if tree.ok else f"[bold red]{len(tree.findings)} problem(s)")
-    )
-    console.print(
-        f"evidence: {report.checked} signed messages in the audit log re-verified with the "
-        f"{keys} key(s) valid when the hub recorded them: "
-        + ("all good" if report.ok else f"[bold red]{len(report.problems)} problem(s)")
-    )
-    # The database file and its write-ahead log: every byte SQLite has written.
-    raw = b"".join(p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists())
-    planted = {
-        "the victim's name": VICTIM.holder_name,
-        "ID number": VICTIM_ID_NUMBER,
-        "phone": VICTIM_PHONE,
-    }
-    found = [what for what, value in planted.items() if value.encode() in raw]
-    console.print(
-        f"personal data at rest: {', '.join(planted)} appear nowhere in {db.name} "
-        "(sealed with AES-256-GCM)"
-        if not found
-        else f"[bold red]in clear in {db.name}: {', '.join(found)}"
-    )
-    return report.ok and not found and tree.ok
+from stophub.v1 import account_pb2, appeal_pb2, blacklist_pb2, delivery_pb2, order_pb2, returns_pb2
 
 
 async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -> int:
@@ -524,242 +410,3 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         await server.stop(1.0)
         store.dispose()
     return status
-
-
-# The mule's resident ID number (made up): he sold his account, so he is listed as a person too.
-MULE_ID_NUMBER = "11010519900307211X"
-
-
-@dataclass(frozen=True)
-class Listings:
-    mule: blacklist_pb2.ListEntryRecord
-    mule_person: blacklist_pb2.ListEntryRecord
-    cashout: blacklist_pb2.ListEntryRecord
-
-
-async def publish_listings(centre: HubClient, case_id: str) -> Listings:
-    trader = blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER
-
-    def acct(a: account_pb2.AccountRef) -> tuple[str, str, str]:
-        return (a.institution_code, a.account_number, a.holder_name)
-
-    mule = await centre.publish_list_entry(
-        account=acct(MULE),
-        basis=trader,
-        reason="received and passed on fraud proceeds",
-        source_case_id=case_id,
-    )
-    person = await centre.publish_list_entry(
-        person=(MULE_ID_NUMBER, MULE.holder_name),
-        basis=trader,
-        reason="sold his bank account to a fraud ring",
-        source_case_id=case_id,
-    )
-    cashout = await centre.publish_list_entry(
-        account=acct(CASHOUT),
-        basis=trader,
-        reason="cash-out account for fraud proceeds",
-        source_case_id=case_id,
-    )
-    return Listings(mule, person, cashout)
-
-
-async def run_appeals(
-    centre: HubClient, bank_a: HubClient, bank_b: HubClient, listings: Listings
-) -> list[appeal_pb2.Appeal]:
-    statement = ("holder statement.pdf", b"\x5a" * 32)
-    mule_appeal = await bank_b.file_appeal(
-        listings.mule.entry.entry_id, "the holder says he lent the card to a friend", [statement]
-    )
-    rejected = await centre.decide_appeal(
-        mule_appeal.appeal_id,
-        False,
-        "the account received and passed on two victims' money within minutes",
-    )
-    cashout_appeal = await bank_a.file_appeal(
-        listings.cashout.entry.entry_id,
-        "the holder answered a fake job advert and was used; he reported it himself",
-        [statement],
-    )
-    upheld = await centre.decide_appeal(
-        cashout_appeal.appeal_id, True, "the holder was deceived and has cooperated"
-    )
-    return [rejected, upheld]
-
-
-async def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
-
-
-def appeals_table(appeals: list[appeal_pb2.Appeal]) -> Table:
-    t = Table(title="appeals", title_justify="left")
-    for col in ("appeal", "by", "against", "decision", "reason", "removed / released"):
-        t.add_column(col)
-    for a in appeals:
-        t.add_row(
-            a.appeal_id,
-            a.appellant,
-            f"{a.reference_kind} {a.reference}",
-            appeal_pb2.AppealState.Name(a.state).removeprefix("APPEAL_STATE_").lower(),
-            a.reason,
-            " ".join([*a.removed_entry_ids, *a.release_order_ids]) or "-",
-        )
-    return t
-
-
-def victim_report(
-    victim: account_pb2.AccountRef, payments: list[tuple[datetime, int, str]], now: datetime
-) -> case_pb2.Report:
-    report = case_pb2.Report(
-        victim=case_pb2.Victim(
-            name=victim.holder_name,
-            id_number=VICTIM_ID_NUMBER if victim is VICTIM else "110101198505054321",
-            phone=VICTIM_PHONE if victim is VICTIM else "13900000000",
-        ),
-        fraud_type=case_pb2.FRAUD_TYPE_IMPERSONATING_OFFICIALS,
-        description="a caller posing as police had the victim move savings to a 'safe account'",
-    )
-    report.victim_report_time.FromDatetime(now)
-    for at, amount, ref in payments:
-        tx = report.transactions.add(
-            amount_fen=amount,
-            payer=victim,
-            payee=MULE,
-            channel=case_pb2.PAYMENT_CHANNEL_MOBILE_BANKING,
-            transaction_reference=ref,
-        )
-        tx.transaction_time.FromDatetime(at)
-    return report
-
-
-async def freeze_holding_stops(centre: HubClient, inbox: Inbox, case_id: str) -> None:
-    """The centre turns every stop that holds money into a freeze under the filed case."""
-    case = await centre.get_case(case_id)
-    freezes = []
-    for stop in case.orders:
-        if stop.kind != order_pb2.ORDER_KIND_STOP or stop.state != order_pb2.ORDER_STATE_HOLDING:
-            continue
-        instruction = order_pb2.OrderInstruction(case_id=case_id, note="criminal case filed")
-        instruction.freeze.account.CopyFrom(stop.instruction.stop.account)
-        instruction.freeze.amount_fen = stop.held_fen
-        instruction.freeze.filed_case_number = FREEZE_CASE
-        instruction.freeze.approving_authority = AUTHORITY
-        instruction.freeze.term_months = 6
-        instruction.freeze.stop_order_id = stop.order_id
-        freezes.append(await centre.issue_order(instruction))
-    for f in freezes:
-        await inbox.wait_for(answered(f.order_id))
-
-
-def returns_table(distributions: list[returns_pb2.Distribution]) -> Table:
-    """Every distribution and what each victim got from it."""
-    table = Table(title="fair returns (distributions)", title_justify="left")
-    for col in ("distribution", "account", "method", "frozen", "case", "claim", "share", "orders"):
-        table.add_column(col)
-    for d in distributions:
-        method = returns_pb2.DistributionMethod.Name(d.method).removeprefix("DISTRIBUTION_METHOD_")
-        for i, share in enumerate(d.shares):
-            table.add_row(
-                d.distribution_id if i == 0 else "",
-                f"{d.account.institution_code} {mask(d.account.account_number)}" if i == 0 else "",
-                method.lower().replace("_", " ") if i == 0 else "",
-                yuan(d.pool_fen) if i == 0 else "",
-                share.case_id,
-                yuan(share.claim_fen),
-                yuan(share.share_fen),
-                ", ".join(o.rsplit("-", 1)[-1] for o in share.return_order_ids),
-            )
-    return table
-
-
-def message_timeline(store: object, case_id: str) -> Table:
-    """Every signed message of the case from the audit log: who signed it and what it did."""
-    from hub.store.sql import SqlStore
-
-    assert isinstance(store, SqlStore)
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                audit_log.c.recorded_at, audit_log.c.kind, audit_log.c.detail, audit_log.c.payload
-            )
-            .where(audit_log.c.case_id == case_id, audit_log.c.payload.is_not(None))
-            .order_by(audit_log.c.id)
-        ).all()
-    table = Table(title="signed messages of the case (from the audit log)", title_justify="left")
-    for col in ("+", "dir", "signed by (key)", "to", "body", "what it did"):
-        table.add_column(col, overflow="fold")
-    start = rows[0].recorded_at if rows else None
-    for at, kind, detail, payload in rows:
-        env = envelope_pb2.Envelope()
-        env.ParseFromString(payload)
-        detail = detail.replace(f"{case_id}-", "")
-        if detail.startswith("answer to "):
-            detail = "the hub's signed answer"
-        table.add_row(
-            duration(at - start) if start else "",
-            "in" if kind == "received" else "out",
-            f"{env.sender} ({env.key_id[:8]})",
-            env.recipient,
-            env.body_type.removeprefix("stophub.v1."),
-            detail,
-        )
-    return table
-
-
-def balances(cores: dict[str, SimulatedCoreBank]) -> Table:
-    table = Table(title="core-bank balances after the case", title_justify="left")
-    for col in ("institution", "account", "holder", "balance", "held"):
-        table.add_column(col)
-    for account in (VICTIM, VICTIM_2, MULE, WALLET, CASHOUT, OFFSHORE):
-        core = cores[account.institution_code]
-        table.add_row(
-            account.institution_code,
-            mask(account.account_number),
-            account.holder_name,
-            yuan(core.balance(account.account_number)),
-            yuan(core.held(account.account_number)),
-        )
-    return table
-
-
-def clock_table(store: object, case_id: str) -> Table:
-    """The case's clocks from the SLA log: when each started, its deadline, how it ended."""
-    from hub.store.sql import SqlStore
-
-    assert isinstance(store, SqlStore)
-    with store(read_only=True) as uow:
-        clocks = uow.clocks.query(
-            institution=None,
-            case_id=case_id,
-            open_only=False,
-            breached_only=False,
-            limit=200,
-            offset=0,
-        )
-        entries = uow.clocks.entries([c.clock_id for c in clocks])
-    table = Table(title="case clocks (SLA log)", title_justify="left")
-    for col in ("clock", "order", "responsible", "window", "state", "took", "escalation"):
-        table.add_column(col)
-    for c in sorted(clocks, key=lambda c: c.started_at):
-        steps = [e for e in entries[c.clock_id] if e.event not in ("started", "met", "missed")]
-        took = (
-            duration(c.stopped_at - c.started_at)
-            if c.stopped_at
-            else ("running" if c.state.value == "open" else "—")
-        )
-        style = {"met": "green", "missed": "bold red", "open": "yellow"}.get(c.state.value, "")
-        table.add_row(
-            c.kind,
-            c.order_id.rsplit("-", 1)[-1] if c.order_id else "",
-            c.responsible,
-            duration(c.deadline_at - c.started_at),
-            f"[{style}]{c.state.value}[/]" if style else c.state.value,
-            took,
-            "; ".join(f"{e.event} at +{duration(e.at - c.started_at)} ({e.detail})" for e in steps),
-        )
-    return table

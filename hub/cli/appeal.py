@@ -1,0 +1,40 @@
+"""`stophub appeal`: appeals against stops, freezes and listings (read-only)."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from hub.cli.common import db_option, open_store, refusals_as_errors, wide_console
+
+
+@click.group("appeal")
+def appeal_group() -> None:
+    """Appeals against stops, freezes and listings (read-only)."""
+
+
+@appeal_group.command("list")
+@click.option("--open", "open_only", is_flag=True, help="Only those waiting for a decision.")
+@click.option("--limit", default=50, show_default=True)
+@db_option
+@refusals_as_errors
+def appeal_list(open_only: bool, limit: int, database_url: str) -> None:
+    """Appeals, newest first, with their deadline and decision."""
+    store = open_store(database_url)
+    with store(read_only=True) as uow:
+        found = list(uow.appeals.recent(limit, open_only=open_only))
+    table = Table(title_justify="left")
+    for col in ("appeal", "case", "by", "against", "state", "filed", "decide by", "reason"):
+        table.add_column(col)
+    for a in found:
+        table.add_row(
+            a.appeal_id,
+            a.case_id,
+            a.appellant,
+            f"{a.reference_kind.value} {a.reference}",
+            a.state.value,
+            f"{a.filed_at:%Y-%m-%d %H:%M}",
+            f"{a.decide_by:%Y-%m-%d %H:%M}",
+            a.reason or "-",
+        )
+    wide_console().print(table)

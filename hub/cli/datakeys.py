@@ -1,0 +1,128 @@
+"""`stophub datakeys`: the data keys that seal personal data at rest (ADR 9)."""
+
+from __future__ import annotations
+
+import click
+from sqlalchemy import Engine
+
+from hub import bootstrap
+from hub.cli.common import db_option, keyring_file, refusals_as_errors, use_data_keys
+from hub.crypto import fields
+from hub.store.sql import make_engine
+from hub.store.tables import sealed_tables
+
+file_option = click.option(
+    "--file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help=f"The keyring file (default: --data-keys, ${fields.ENV_FILE} or {fields.DEFAULT_FILE}).",
+)
+
+
+@click.group("datakeys")
+def datakeys() -> None:
+    """Data keys that seal names, ID numbers, phones and stored envelopes (ADR 9).
+
+    Rotation while hubs run: `generate` a key into the shared keyring file, `rotate` to make
+    it current, send SIGHUP to each `stophub serve` (or let them pick it up when they meet
+    it), then `reencrypt`; `status` shows which keys the stored values still use."""
+
+
+@datakeys.command("generate")
+@file_option
+@click.option("--make-current", is_flag=True, help="Seal with the new key from now on.")
+@refusals_as_errors
+def datakeys_generate(file: str | None, make_current: bool) -> None:
+    """Add a new 256-bit key to the keyring file (created, mode 0600, if missing; its first
+    key is current)."""
+    path = keyring_file(file)
+    try:
+        fresh = fields.Keyring.generate()
+        if path.exists():
+            ring = fields.load_keyring_file(path).with_key(
+                fresh.current, fresh.keys[fresh.current], make_current=make_current
+            )
+        else:
+            ring = fresh
+        ring.save(path)
+    except fields.DataKeyError as err:
+        raise click.ClickException(str(err)) from err
+    state = "current" if ring.current == fresh.current else f"not current ({ring.current} is)"
+    click.echo(f"data key {fresh.current} added to {path}: {state}, {len(ring.keys)} key(s)")
+
+
+@datakeys.command("rotate")
+@file_option
+@refusals_as_errors
+def datakeys_rotate(file: str | None) -> None:
+    """Make the newest key current (new values are sealed with it)."""
+    path = keyring_file(file)
+    try:
+        ring = fields.load_keyring_file(path)
+        newest = ring.order[-1]
+        if newest != ring.current:
+            ring.with_current(newest).save(path)
+    except fields.DataKeyError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(
+        f"current data key: {newest} (was {ring.current}). Send SIGHUP to running hubs, "
+        "then run `stophub datakeys reencrypt`."
+    )
+
+
+def _sealed_engine(database_url: str, file: str | None) -> tuple[fields.Keyring, Engine]:
+    ring = use_data_keys(file)
+    bootstrap.migrate(database_url)
+    return ring, make_engine(database_url)
+
+
+@datakeys.command("reencrypt")
+@file_option
+@db_option
+@click.option("--batch", default=500, show_default=True, type=click.IntRange(min=1))
+@refusals_as_errors
+def datakeys_reencrypt(file: str | None, database_url: str, batch: int) -> None:
+    """Re-seal every stored value under the current key, a batch per transaction: safe
+    while hubs serve, and a second run finds nothing left to do."""
+    ring, engine = _sealed_engine(database_url, file)
+    try:
+        with engine.connect() as conn:
+            done = fields.reencrypt(conn, sealed_tables(), ring, batch=batch)
+    except fields.DataKeyError as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        engine.dispose()
+    for name, counts in done.items():
+        click.echo(f"{name:<20} {counts.rows:>8} rows  {counts.values:>8} values re-sealed")
+    total = sum(c.values for c in done.values())
+    raced = sum(c.raced for c in done.values())
+    click.echo(f"{total} value(s) re-sealed under {ring.current}")
+    if raced:
+        click.echo(f"{raced} value(s) changed meanwhile and were left: run it again")
+
+
+@datakeys.command("status")
+@file_option
+@db_option
+@refusals_as_errors
+def datakeys_status(file: str | None, database_url: str) -> None:
+    """Stored values per data key id, per table; keys the keyring lacks are flagged."""
+    ring, engine = _sealed_engine(database_url, file)
+    try:
+        with engine.connect() as conn:
+            usage = fields.key_usage(conn, sealed_tables())
+    finally:
+        engine.dispose()
+    totals: dict[str, int] = {}
+    for name, counts in usage.items():
+        for kid, n in sorted(counts.items()):
+            totals[kid] = totals.get(kid, 0) + n
+            click.echo(f"{name:<20} {kid:<16} {n:>8}")
+    click.echo(f"keyring: {', '.join(ring.order)}; current {ring.current}")
+    for kid, n in sorted(totals.items()):
+        note = (
+            " (current)"
+            if kid == ring.current
+            else ("" if kid in ring.keys else " (NOT IN THE KEYRING)")
+        )
+        click.echo(f"total {kid:<16} {n:>8}{note}")

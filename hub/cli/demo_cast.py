@@ -1,0 +1,225 @@
+"""The demo's cast and props (hub/cli/demo_story.py tells the story): the members and their
+accounts, case time running fast, a member's inbox, the victims' reports, the listings, the
+appeals, and the steps the centre takes more than once."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from adapters.sdk import Delivery, DeliveryStream, HubClient
+from hub.domain.institutions import InstitutionKind
+from hub.system.clock import SystemClock
+from stophub.v1 import account_pb2, appeal_pb2, blacklist_pb2, case_pb2, delivery_pb2, order_pb2
+
+CENTRE, BANK_A, BANK_B, PAYX = "CENTRE", "BANKA", "BANKB", "PAYX"
+# A bank abroad: on the payment network, not a member of the hub.
+ABROAD = "HKBANK"
+MEMBERS = [
+    (CENTRE, "Anti-Fraud Centre (demo city)", InstitutionKind.ANTI_FRAUD_CENTRE),
+    (BANK_A, "Bank A", InstitutionKind.BANK),
+    (BANK_B, "Bank B", InstitutionKind.BANK),
+    (PAYX, "PayX Wallet", InstitutionKind.PAYMENT_INSTITUTION),
+]
+
+
+def _account(institution: str, number: str, holder: str) -> account_pb2.AccountRef:
+    return account_pb2.AccountRef(
+        institution_code=institution, account_number=number, holder_name=holder
+    )
+
+
+VICTIM = _account(BANK_A, "6222010000000001", "Zhang San")
+VICTIM_2 = _account(PAYX, "PX88000007", "Sun Ba")
+MULE = _account(BANK_B, "6222020000000002", "Li Si")
+WALLET = _account(PAYX, "PX88000003", "Wang Wu")
+CASHOUT = _account(BANK_A, "6222010000000088", "Zhou Qi")
+OFFSHORE = _account(ABROAD, "HK00012345", "Shell Trading Ltd")
+FREEZE_CASE = "JX-2026-0312"
+SPEED = 120.0
+PAYX_DELAY = timedelta(minutes=12)
+AUTHORITY = "Public Security Bureau, Xicheng District"
+PUBLIC_NOTICE = timedelta(days=30)
+
+
+class DemoClock:
+    """Case time for the demo: it runs `speed` times faster than the wall clock, so the
+    minutes a slow bank takes pass in seconds, and it can be set back for the fraud that
+    happened before the report."""
+
+    def __init__(self, speed: float) -> None:
+        self.base = SystemClock()
+        self.speed = speed
+        self.origin = self.base.now()
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return self.origin + (self.base.now() - self.origin) * self.speed + self.offset
+
+
+@dataclass
+class Inbox:
+    """One institution's delivery stream, read in the background, acknowledged on receipt."""
+
+    stream: DeliveryStream
+    received: list[Delivery] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def pump(self) -> None:
+        async for delivery in self.stream:
+            await self.stream.ack(delivery.sequence)
+            async with self.changed:
+                self.received.append(delivery)
+                self.changed.notify_all()
+
+    async def wait_for(
+        self, predicate: Callable[[delivery_pb2.Notice], bool], timeout: float = 20.0
+    ) -> delivery_pb2.Notice:
+        async def find() -> delivery_pb2.Notice:
+            async with self.changed:
+                while True:
+                    for d in self.received:
+                        if predicate(d.notice):
+                            return d.notice
+                    await self.changed.wait()
+
+        found: delivery_pb2.Notice = await asyncio.wait_for(find(), timeout)
+        return found
+
+
+def answered(order_id: str) -> Callable[[delivery_pb2.Notice], bool]:
+    return lambda n: (
+        n.kind == delivery_pb2.NOTICE_KIND_ORDER_ANSWERED and n.order.order_id == order_id
+    )
+
+
+def closed(case_id: str) -> Callable[[delivery_pb2.Notice], bool]:
+    return lambda n: n.kind == delivery_pb2.NOTICE_KIND_CASE_CLOSED and n.case_id == case_id
+
+
+def fresh_directory(directory: Path) -> None:
+    if directory.exists():
+        shutil.rmtree(directory)
+    (directory / "keys").mkdir(parents=True)
+
+
+VICTIM_ID_NUMBER = "110101199001011234"
+VICTIM_PHONE = "13800000000"
+
+
+# The mule's resident ID number (made up): he sold his account, so he is listed as a person too.
+MULE_ID_NUMBER = "11010519900307211X"
+
+
+@dataclass(frozen=True)
+class Listings:
+    mule: blacklist_pb2.ListEntryRecord
+    mule_person: blacklist_pb2.ListEntryRecord
+    cashout: blacklist_pb2.ListEntryRecord
+
+
+async def publish_listings(centre: HubClient, case_id: str) -> Listings:
+    trader = blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER
+
+    def acct(a: account_pb2.AccountRef) -> tuple[str, str, str]:
+        return (a.institution_code, a.account_number, a.holder_name)
+
+    mule = await centre.publish_list_entry(
+        account=acct(MULE),
+        basis=trader,
+        reason="received and passed on fraud proceeds",
+        source_case_id=case_id,
+    )
+    person = await centre.publish_list_entry(
+        person=(MULE_ID_NUMBER, MULE.holder_name),
+        basis=trader,
+        reason="sold his bank account to a fraud ring",
+        source_case_id=case_id,
+    )
+    cashout = await centre.publish_list_entry(
+        account=acct(CASHOUT),
+        basis=trader,
+        reason="cash-out account for fraud proceeds",
+        source_case_id=case_id,
+    )
+    return Listings(mule, person, cashout)
+
+
+async def run_appeals(
+    centre: HubClient, bank_a: HubClient, bank_b: HubClient, listings: Listings
+) -> list[appeal_pb2.Appeal]:
+    statement = ("holder statement.pdf", b"\x5a" * 32)
+    mule_appeal = await bank_b.file_appeal(
+        listings.mule.entry.entry_id, "the holder says he lent the card to a friend", [statement]
+    )
+    rejected = await centre.decide_appeal(
+        mule_appeal.appeal_id,
+        False,
+        "the account received and passed on two victims' money within minutes",
+    )
+    cashout_appeal = await bank_a.file_appeal(
+        listings.cashout.entry.entry_id,
+        "the holder answered a fake job advert and was used; he reported it himself",
+        [statement],
+    )
+    upheld = await centre.decide_appeal(
+        cashout_appeal.appeal_id, True, "the holder was deceived and has cooperated"
+    )
+    return [rejected, upheld]
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def victim_report(
+    victim: account_pb2.AccountRef, payments: list[tuple[datetime, int, str]], now: datetime
+) -> case_pb2.Report:
+    report = case_pb2.Report(
+        victim=case_pb2.Victim(
+            name=victim.holder_name,
+            id_number=VICTIM_ID_NUMBER if victim is VICTIM else "110101198505054321",
+            phone=VICTIM_PHONE if victim is VICTIM else "13900000000",
+        ),
+        fraud_type=case_pb2.FRAUD_TYPE_IMPERSONATING_OFFICIALS,
+        description="a caller posing as police had the victim move savings to a 'safe account'",
+    )
+    report.victim_report_time.FromDatetime(now)
+    for at, amount, ref in payments:
+        tx = report.transactions.add(
+            amount_fen=amount,
+            payer=victim,
+            payee=MULE,
+            channel=case_pb2.PAYMENT_CHANNEL_MOBILE_BANKING,
+            transaction_reference=ref,
+        )
+        tx.transaction_time.FromDatetime(at)
+    return report
+
+
+async def freeze_holding_stops(centre: HubClient, inbox: Inbox, case_id: str) -> None:
+    """The centre turns every stop that holds money into a freeze under the filed case."""
+    case = await centre.get_case(case_id)
+    freezes = []
+    for stop in case.orders:
+        if stop.kind != order_pb2.ORDER_KIND_STOP or stop.state != order_pb2.ORDER_STATE_HOLDING:
+            continue
+        instruction = order_pb2.OrderInstruction(case_id=case_id, note="criminal case filed")
+        instruction.freeze.account.CopyFrom(stop.instruction.stop.account)
+        instruction.freeze.amount_fen = stop.held_fen
+        instruction.freeze.filed_case_number = FREEZE_CASE
+        instruction.freeze.approving_authority = AUTHORITY
+        instruction.freeze.term_months = 6
+        instruction.freeze.stop_order_id = stop.order_id
+        freezes.append(await centre.issue_order(instruction))
+    for f in freezes:
+        await inbox.wait_for(answered(f.order_id))

@@ -1,0 +1,175 @@
+"""What the demo prints besides its running commentary (hub/cli/demo_story.py): tables of the
+appeals, returns, signed messages, balances and clocks, and the auditor's check of the evidence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from adapters.corebank import SimulatedCoreBank
+from hub.cli.common import registered_hub_keys
+from hub.cli.demo_cast import (
+    CASHOUT,
+    MULE,
+    OFFSHORE,
+    VICTIM,
+    VICTIM_2,
+    VICTIM_ID_NUMBER,
+    VICTIM_PHONE,
+    WALLET,
+)
+from hub.cli.render.wording import duration
+from hub.domain.wording import mask, yuan
+from hub.service import auditlog
+from hub.service.evidence import verify_signatures
+from hub.store.sql import SqlStore
+from stophub.v1 import appeal_pb2, envelope_pb2, returns_pb2
+
+
+def show_evidence(console: Console, store: SqlStore, db: Path) -> bool:
+    """What an auditor would check: every stored signature, and no personal data in clear."""
+    report = verify_signatures(store)
+    keys = len(report.by_key)
+    # The hub places entries in the log's Merkle tree within a sweep and signs checkpoints
+    # as case time passes: the tree must fit every one of them.
+    tree = auditlog.verify_store(store, registered_hub_keys(store).get, store.scan_audit)
+    console.print(
+        f"audit log: {tree.tree_size} entries in a Merkle tree (root {tree.root.hex()[:16]}…), "
+        f"{tree.checkpoints} signed checkpoint(s) fit it: "
+        + ("intact" if tree.ok else f"[bold red]{len(tree.findings)} problem(s)")
+    )
+    console.print(
+        f"evidence: {report.checked} signed messages in the audit log re-verified with the "
+        f"{keys} key(s) valid when the hub recorded them: "
+        + ("all good" if report.ok else f"[bold red]{len(report.problems)} problem(s)")
+    )
+    # The database file and its write-ahead log: every byte SQLite has written.
+    raw = b"".join(p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+    planted = {
+        "the victim's name": VICTIM.holder_name,
+        "ID number": VICTIM_ID_NUMBER,
+        "phone": VICTIM_PHONE,
+    }
+    found = [what for what, value in planted.items() if value.encode() in raw]
+    console.print(
+        f"personal data at rest: {', '.join(planted)} appear nowhere in {db.name} "
+        "(sealed with AES-256-GCM)"
+        if not found
+        else f"[bold red]in clear in {db.name}: {', '.join(found)}"
+    )
+    return report.ok and not found and tree.ok
+
+
+def appeals_table(appeals: list[appeal_pb2.Appeal]) -> Table:
+    t = Table(title="appeals", title_justify="left")
+    for col in ("appeal", "by", "against", "decision", "reason", "removed / released"):
+        t.add_column(col)
+    for a in appeals:
+        t.add_row(
+            a.appeal_id,
+            a.appellant,
+            f"{a.reference_kind} {a.reference}",
+            appeal_pb2.AppealState.Name(a.state).removeprefix("APPEAL_STATE_").lower(),
+            a.reason,
+            " ".join([*a.removed_entry_ids, *a.release_order_ids]) or "-",
+        )
+    return t
+
+
+def returns_table(distributions: list[returns_pb2.Distribution]) -> Table:
+    """Every distribution and what each victim got from it."""
+    table = Table(title="fair returns (distributions)", title_justify="left")
+    for col in ("distribution", "account", "method", "frozen", "case", "claim", "share", "orders"):
+        table.add_column(col)
+    for d in distributions:
+        method = returns_pb2.DistributionMethod.Name(d.method).removeprefix("DISTRIBUTION_METHOD_")
+        for i, share in enumerate(d.shares):
+            table.add_row(
+                d.distribution_id if i == 0 else "",
+                f"{d.account.institution_code} {mask(d.account.account_number)}" if i == 0 else "",
+                method.lower().replace("_", " ") if i == 0 else "",
+                yuan(d.pool_fen) if i == 0 else "",
+                share.case_id,
+                yuan(share.claim_fen),
+                yuan(share.share_fen),
+                ", ".join(o.rsplit("-", 1)[-1] for o in share.return_order_ids),
+            )
+    return table
+
+
+def message_timeline(store: SqlStore, case_id: str) -> Table:
+    """Every signed message of the case from the audit log: who signed it and what it did."""
+    with store(read_only=True) as uow:
+        rows = uow.reports.signed_messages(case_id)
+    table = Table(title="signed messages of the case (from the audit log)", title_justify="left")
+    for col in ("+", "dir", "signed by (key)", "to", "body", "what it did"):
+        table.add_column(col, overflow="fold")
+    start = rows[0].recorded_at if rows else None
+    for at, kind, detail, payload in rows:
+        env = envelope_pb2.Envelope()
+        env.ParseFromString(payload)
+        detail = detail.replace(f"{case_id}-", "")
+        if detail.startswith("answer to "):
+            detail = "the hub's signed answer"
+        table.add_row(
+            duration(at - start) if start else "",
+            "in" if kind == "received" else "out",
+            f"{env.sender} ({env.key_id[:8]})",
+            env.recipient,
+            env.body_type.removeprefix("stophub.v1."),
+            detail,
+        )
+    return table
+
+
+def balances(cores: dict[str, SimulatedCoreBank]) -> Table:
+    table = Table(title="core-bank balances after the case", title_justify="left")
+    for col in ("institution", "account", "holder", "balance", "held"):
+        table.add_column(col)
+    for account in (VICTIM, VICTIM_2, MULE, WALLET, CASHOUT, OFFSHORE):
+        core = cores[account.institution_code]
+        table.add_row(
+            account.institution_code,
+            mask(account.account_number),
+            account.holder_name,
+            yuan(core.balance(account.account_number)),
+            yuan(core.held(account.account_number)),
+        )
+    return table
+
+
+def clock_table(store: SqlStore, case_id: str) -> Table:
+    """The case's clocks from the SLA log: when each started, its deadline, how it ended."""
+    with store(read_only=True) as uow:
+        clocks = uow.clocks.query(
+            institution=None,
+            case_id=case_id,
+            open_only=False,
+            breached_only=False,
+            limit=200,
+            offset=0,
+        )
+        entries = uow.clocks.entries([c.clock_id for c in clocks])
+    table = Table(title="case clocks (SLA log)", title_justify="left")
+    for col in ("clock", "order", "responsible", "window", "state", "took", "escalation"):
+        table.add_column(col)
+    for c in sorted(clocks, key=lambda c: c.started_at):
+        steps = [e for e in entries[c.clock_id] if e.event not in ("started", "met", "missed")]
+        took = (
+            duration(c.stopped_at - c.started_at)
+            if c.stopped_at
+            else ("running" if c.state.value == "open" else "—")
+        )
+        style = {"met": "green", "missed": "bold red", "open": "yellow"}.get(c.state.value, "")
+        table.add_row(
+            c.kind,
+            c.order_id.rsplit("-", 1)[-1] if c.order_id else "",
+            c.responsible,
+            duration(c.deadline_at - c.started_at),
+            f"[{style}]{c.state.value}[/]" if style else c.state.value,
+            took,
+            "; ".join(f"{e.event} at +{duration(e.at - c.started_at)} ({e.detail})" for e in steps),
+        )
+    return table

@@ -1,0 +1,163 @@
+"""`stophub sla`, `stophub board` and `stophub sla-export`: the case clocks (SLA)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import click
+from rich.live import Live
+
+from hub.cli.common import command_clock, db_option, open_store, refusals_as_errors, wide_console
+from hub.cli.exporting import export_options, run_export
+from hub.cli.render.sla import (
+    breaches_table,
+    clocks_table,
+    is_breached,
+    render_board,
+    sla_log_view,
+)
+from hub.cli.render.wording import stamp
+from hub.domain.clocks import CaseClock
+from hub.service import exports
+from hub.service.ports import ClockRepository
+
+
+def _find_clocks(
+    clocks: ClockRepository,
+    *,
+    institution: str | None,
+    case_id: str | None,
+    open_only: bool,
+    keep: Callable[[CaseClock], bool],
+    limit: int,
+    batch: int = 500,
+) -> list[CaseClock]:
+    """Clocks in the repository's order (running first, by deadline) that `keep` accepts."""
+    found: list[CaseClock] = []
+    offset = 0
+    while len(found) < limit:
+        rows = clocks.query(
+            institution=institution,
+            case_id=case_id,
+            open_only=open_only,
+            breached_only=False,
+            limit=batch,
+            offset=offset,
+        )
+        found.extend(c for c in rows if keep(c))
+        if len(rows) < batch:
+            break
+        offset += batch
+    return found[:limit]
+
+
+@click.command("sla")
+@db_option
+@click.option("--institution", help="Only clocks this institution (code) is responsible for.")
+@click.option("--case", "case_id", help="Only this case's clocks, each with its SLA log.")
+@click.option("--breaches", is_flag=True, help="Clocks whose deadline passed before they were met.")
+@click.option("--all", "show_all", is_flag=True, help="Include met and ended clocks.")
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(min=1))
+def sla(
+    database_url: str,
+    institution: str | None,
+    case_id: str | None,
+    breaches: bool,
+    show_all: bool,
+    limit: int,
+) -> None:
+    """Case clocks (SLA): running ones by time left, breaches with how late, a case's log."""
+    store = open_store(database_url)
+    now = command_clock().now()
+    try:
+        with store(read_only=True) as uow:
+            if case_id and uow.cases.get(case_id) is None:
+                raise click.ClickException(f"no case {case_id!r} in {database_url}")
+            found = _find_clocks(
+                uow.clocks,
+                institution=institution or None,
+                case_id=case_id or None,
+                # A case's log is its whole history; breaches include met-late ones.
+                open_only=not (show_all or breaches or case_id),
+                keep=(lambda c: is_breached(c, now)) if breaches else (lambda c: True),
+                limit=limit,
+            )
+            entries = uow.clocks.entries([c.clock_id for c in found]) if case_id else {}
+    finally:
+        store.dispose()
+    scope = "".join(
+        (
+            f" of case {case_id}" if case_id else "",
+            f" for {institution}" if institution else "",
+        )
+    )
+    out = wide_console()
+    as_of = f"as of {stamp(now)}"
+    if breaches:
+        title = f"{len(found)} breached or missed clock(s){scope}, {as_of}"
+        out.print(breaches_table(found, now, title=title))
+    else:
+        which = "" if show_all or case_id else " open"
+        title = f"{len(found)}{which} clock(s){scope} by time left, {as_of}"
+        out.print(clocks_table(found, now, title=title))
+    if case_id:
+        out.print(sla_log_view(found, entries, now))
+
+
+@click.command("board")
+@db_option
+@click.option(
+    "--refresh",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between frames.",
+)
+@click.option("--once", is_flag=True, help="Draw one frame and exit (for pipes and scripts).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+def board(database_url: str, refresh: float, once: bool, limit: int) -> None:
+    """A live board of open cases and their running clocks, counting down to each deadline
+    (green: over 20% left, yellow: under 20%, red: overdue). Ctrl-C to leave."""
+    store = open_store(database_url)
+    clock = command_clock()
+    out = wide_console()
+    try:
+        if once:
+            out.print(render_board(store, clock, limit=limit))
+            return
+        with Live(
+            render_board(store, clock, limit=limit),
+            console=out,
+            auto_refresh=False,
+            transient=False,
+        ) as live:
+            while True:
+                time.sleep(refresh)
+                live.update(render_board(store, clock, limit=limit), refresh=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        store.dispose()
+
+
+@click.command("sla-export")
+@export_options
+@refusals_as_errors
+def sla_export(
+    database_url: str,
+    fmt: str,
+    out: str,
+    case_id: str | None,
+    institution: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> None:
+    """Export the SLA log (every clock start, step and stop, with its clock's state, deadline
+    and breach) as CSV or JSON Lines. --institution: the clocks it is responsible for."""
+    count = run_export(
+        exports.export_sla, database_url, out, fmt, "SLA log rows", case_id, institution, start, end
+    )
+    if out != "-":
+        click.echo(f"{count} SLA log row(s) written to {out}", err=True)

@@ -1,0 +1,131 @@
+"""Read models for reports: rows as stored, read in SQL for the figures of
+hub/service/slareport.py (`stophub report sla`), the metrics' clock counts
+(hub/observability/metrics.py) and the demo's table of signed messages. `SqlUnitOfWork.reports`
+is one over the unit of work's session, read-only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import ColumnElement, func, select, true, type_coerce
+from sqlalchemy.orm import Session
+
+from hub.domain.clocks import ClockState
+from hub.service.slareport import ClockRow, LogRow
+from hub.store.tables import UTCDateTime, audit_log, clocks, sla_log
+
+
+class SignedMessageRow(NamedTuple):
+    """An audit entry that carries a signed envelope: received from a member or sent by the hub."""
+
+    recorded_at: datetime
+    kind: str
+    detail: str
+    payload: bytes
+
+
+def _clock_row(r: Any) -> ClockRow:
+    return ClockRow(
+        clock_id=r.clock_id,
+        case_id=r.case_id,
+        order_id=r.order_id,
+        kind=r.kind,
+        responsible=r.responsible,
+        started_at=r.started_at,
+        deadline_at=r.deadline_at,
+        state=str(getattr(r.state, "value", r.state)),
+        breached=bool(r.breached),
+        stopped_at=r.stopped_at,
+        stopped_by=r.stopped_by,
+    )
+
+
+def _log_row(r: Any) -> LogRow:
+    return LogRow(
+        id=int(r.id),
+        clock_id=r.clock_id,
+        case_id=r.case_id,
+        order_id=r.order_id,
+        kind=r.kind,
+        event=r.event,
+        at=r.at,
+        due_at=r.due_at,
+        responsible=r.responsible,
+        late_seconds=float(r.late_seconds),
+        detail=r.detail,
+    )
+
+
+def _started_in(start: datetime, end: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (
+        clocks.c.started_at >= type_coerce(start, UTCDateTime()),
+        clocks.c.started_at < type_coerce(end, UTCDateTime()),
+    )
+
+
+# The open clocks by kind and breach, and the breached clocks by kind: each reads a range of
+# its covering index (ix_clocks_state_kind_breached, ix_clocks_breached_kind), never the
+# closed clocks of every case the hub has run, which a scrape every few seconds would read
+# again and again.
+COUNT_OPEN_CLOCKS = (
+    select(clocks.c.kind, clocks.c.breached, func.count())
+    .where(clocks.c.state == ClockState.OPEN)
+    .group_by(clocks.c.kind, clocks.c.breached)
+)
+COUNT_BREACHED_CLOCKS = (
+    select(clocks.c.kind, func.count())
+    .where(clocks.c.breached == true())  # `= true`: PostgreSQL cannot use an index for IS TRUE
+    .group_by(clocks.c.kind)
+)
+
+
+class SqlReports:
+    """The SLA report's reader (hub.service.slareport.SlaReader) and the demo's signed messages."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def clocks_started(self, start: datetime, end: datetime) -> list[ClockRow]:
+        query = (
+            select(clocks)
+            .where(*_started_in(start, end))
+            .order_by(clocks.c.started_at, clocks.c.clock_id)
+        )
+        return [_clock_row(r) for r in self.session.execute(query)]
+
+    def log_of_clocks_started(self, start: datetime, end: datetime) -> list[LogRow]:
+        ids = select(clocks.c.clock_id).where(*_started_in(start, end)).scalar_subquery()
+        query = select(sla_log).where(sla_log.c.clock_id.in_(ids)).order_by(sla_log.c.id)
+        return [_log_row(r) for r in self.session.execute(query)]
+
+    def clocks_of_case(self, case_id: str) -> list[ClockRow]:
+        query = (
+            select(clocks)
+            .where(clocks.c.case_id == case_id)
+            .order_by(clocks.c.started_at, clocks.c.clock_id)
+        )
+        return [_clock_row(r) for r in self.session.execute(query)]
+
+    def log_of_case(self, case_id: str) -> list[LogRow]:
+        query = select(sla_log).where(sla_log.c.case_id == case_id).order_by(sla_log.c.id)
+        return [_log_row(r) for r in self.session.execute(query)]
+
+    def signed_messages(self, case_id: str) -> list[SignedMessageRow]:
+        """The case's audit entries that carry a signed envelope, in the log's order."""
+        query = (
+            select(
+                audit_log.c.recorded_at, audit_log.c.kind, audit_log.c.detail, audit_log.c.payload
+            )
+            .where(audit_log.c.case_id == case_id, audit_log.c.payload.is_not(None))
+            .order_by(audit_log.c.id)
+        )
+        return [SignedMessageRow(*row) for row in self.session.execute(query)]
+
+    def open_clocks_by_kind(self) -> list[tuple[str, bool, int]]:
+        """(kind, breached, how many) of the open clocks."""
+        return [(kind, bool(b), int(n)) for kind, b, n in self.session.execute(COUNT_OPEN_CLOCKS)]
+
+    def breached_clocks_by_kind(self) -> list[tuple[str, int]]:
+        """(kind, how many) of the clocks that ever breached, open or not."""
+        return [(kind, int(n)) for kind, n in self.session.execute(COUNT_BREACHED_CLOCKS)]
