@@ -49,6 +49,9 @@ from stophub.v1 import delivery_pb2, delivery_pb2_grpc, envelope_pb2
 log = logging.getLogger(__name__)
 
 _CLOSE = object()
+# How long a stream whose client stopped writing waits for gRPC's cancellation of the call:
+# measured on a loaded 2-core machine, it came 0.02-0.12 ms after the end of the client's side.
+HANGUP_GRACE = 0.1
 EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 T = TypeVar("T")
 
@@ -64,6 +67,8 @@ class Connection:
     in_flight: int = 0
     error: DomainError | None = None
     error_envelope: envelope_pb2.Envelope | None = None
+    # The client ended its side of the stream (it hung up, or only stopped writing).
+    hung_up: bool = False
 
 
 @dataclass
@@ -532,6 +537,14 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
                 if item is _CLOSE:
                     if conn.error is not None:
                         await self.r.abort(context, conn.error, conn.error_envelope)
+                    elif conn.hung_up:
+                        # A client that cancels is first seen as the end of what it writes;
+                        # gRPC cancels this handler a moment later. Returning at once would
+                        # end the call as OK and count a hang-up as a success; a client that
+                        # only stopped writing sees its stream end after this pause. Its
+                        # deliveries go to its other connections meanwhile.
+                        self.router.detach(conn)
+                        await asyncio.sleep(HANGUP_GRACE)
                     return
                 await context.write(item)
         finally:
@@ -543,6 +556,7 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
             while True:
                 request = await context.read()
                 if request is EOF:
+                    conn.hung_up = True
                     break
                 if isinstance(request, Undecodable):
                     conn.error = request.error

@@ -175,6 +175,30 @@ async def test_rpcs_streams_and_delivery_lag_are_counted(ops: Network) -> None:
     assert value(samples, "stophub_rpc_in_flight", method=STREAM) == 0
 
 
+async def test_every_stream_whose_client_hung_up_counts_as_cancelled(ops: Network) -> None:
+    """A client that cancels is first seen by the hub as the end of what it writes; the stream
+    must wait for gRPC's cancellation instead of ending first as a success."""
+    hung_up = 30
+    for _ in range(hung_up):
+        stream = await RawStream(ops, "BANKB").open()
+        await eventually(
+            lambda: scrape(ops),
+            lambda s: value(s, "stophub_delivery_streams_connected") == 1,
+            "the stream connected",
+        )
+        await stream.close()
+    samples = await eventually(
+        lambda: scrape(ops),
+        lambda s: (
+            value(s, "stophub_rpc_in_flight", method=STREAM) == 0
+            and handled(s, STREAM, "CANCELLED") + handled(s, STREAM, "OK") == hung_up
+        ),
+        "every stream ended",
+    )
+    assert handled(samples, STREAM, "CANCELLED") == hung_up
+    assert handled(samples, STREAM, "OK") == 0
+
+
 async def test_the_extra_ports_close_when_the_hub_stops(tmp_path: Path, clock: ManualClock) -> None:
     net = await start_ops_network(tmp_path, clock, f"sqlite:///{tmp_path}/hub.db")
     metrics_port, health_port = net.server.metrics_port, net.server.health_port
