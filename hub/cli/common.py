@@ -35,7 +35,17 @@ from hub.system.clock import SystemClock
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()
+ALARM = "bold red"
+
+
+def make_console(**options: Any) -> Console:
+    """A console that prints what it is given, as given: no emoji codes (`:ab:` in a hex
+    fingerprint became an emoji), no markup (a holder name a bank sent could carry `[bold]`),
+    no highlighting of numbers and ids. Styles come from rich Text objects only."""
+    return Console(emoji=False, markup=False, highlight=False, **options)
+
+
+console = make_console()
 
 # The CLI's own log lines go under this name whatever module writes them: operators filter on it.
 log = logging.getLogger("hub.cli")
@@ -154,7 +164,7 @@ def command_clock() -> Clock:
 
 def wide_console() -> Console:
     # Pipes and logs are not terminals; their 80 columns would fold every clock row.
-    return console if console.is_terminal else Console(width=200)
+    return console if console.is_terminal else make_console(width=200)
 
 
 def read_public_key(path: str) -> NewKey:

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-from hub.cli.common import console
+from hub.cli.common import console, make_console
 from hub.cli.demo_story import run_demo
 
 
@@ -20,5 +19,5 @@ from hub.cli.demo_story import run_demo
 def demo(directory: str) -> None:
     """Run a whole case over real gRPC: report, verify, stop, answers, freeze, return, close."""
     # Logs and CI are not terminals; their 80 columns would fold every timeline row.
-    out = console if console.is_terminal else Console(width=150)
+    out = console if console.is_terminal else make_console(width=150)
     sys.exit(asyncio.run(run_demo(Path(directory), out)))

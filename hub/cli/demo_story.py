@@ -27,12 +27,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from adapters.bank import BankAgent
 from adapters.blacklist import Form, Replica
 from adapters.corebank import PaymentNetwork, SimulatedCoreBank
 from adapters.sdk import HubClient
 from hub import bootstrap
+from hub.cli.common import ALARM
 from hub.cli.demo_cast import (
     ABROAD,
     BANK_A,
@@ -88,7 +90,7 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
     db = directory / "stophub.db"
     url = f"sqlite:///{db}"
     clock = DemoClock(speed)
-    console.rule("[bold]StopHub demo")
+    console.rule(Text("StopHub demo", "bold"))
     console.print(f"hub database: {db}")
 
     # ---- the network: keys, registry, hub --------------------------------------------------
@@ -282,13 +284,13 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         tasks.append(asyncio.create_task(payx_list.run(follow=True)))
         refused_payment = payx_list.is_listed_account(MULE.institution_code, MULE.account_number)
         console.print(
-            f"a PayX customer tries to pay {MULE.holder_name}'s account "
-            f"{mask(MULE.account_number)}: "
-            + (
+            Text.assemble(
+                f"a PayX customer tries to pay {MULE.holder_name}'s account "
+                f"{mask(MULE.account_number)}: ",
                 f"refused from PayX's own copy (listed as {refused_payment.entry_id} until "
                 f"{refused_payment.expires_at:%Y-%m-%d})"
                 if refused_payment is not None
-                else "[bold red]not listed in PayX's copy"
+                else ("not listed in PayX's copy", ALARM),
             )
         )
         checked = await bank_a.check_list(
@@ -357,9 +359,11 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         )
         console.print(appeals_table(appeals))
         console.print(
-            f"PayX's copy after the upheld appeal: {payx_list.status().line()}; "
-            f"{mask(CASHOUT.account_number)} "
-            + ("is no longer listed" if cashout_cleared else "[bold red]is still listed")
+            Text.assemble(
+                f"PayX's copy after the upheld appeal: {payx_list.status().line()}; "
+                f"{mask(CASHOUT.account_number)} ",
+                "is no longer listed" if cashout_cleared else ("is still listed", ALARM),
+            )
         )
 
         # ---- what happened ------------------------------------------------------------------
@@ -384,10 +388,13 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
             appeal_pb2.APPEAL_STATE_UPHELD,
         ]
         verdict = (
-            "[bold green]both cases closed: ¥50,000.00 back with the first victim, ¥4,000.00 "
-            "with the second (¥6,000.00 went abroad, beyond reach, escalated to the centre)"
+            Text(
+                "both cases closed: ¥50,000.00 back with the first victim, ¥4,000.00 with the "
+                "second (¥6,000.00 went abroad, beyond reach, escalated to the centre)",
+                "bold green",
+            )
             if ok
-            else "[bold red]the cases did not settle"
+            else Text("the cases did not settle", ALARM)
         )
         console.print(verdict)
         console.print(
@@ -397,7 +404,7 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         )
         status = 0 if ok else 1
     except TimeoutError:
-        console.print("[bold red]demo timed out waiting for a step; see the timeline above")
+        console.print(Text("demo timed out waiting for a step; see the timeline above", ALARM))
     finally:
         for a in agents:
             await a.stop()

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from adapters.corebank import SimulatedCoreBank
-from hub.cli.common import registered_hub_keys
+from hub.cli.common import ALARM, registered_hub_keys
 from hub.cli.demo_cast import (
     CASHOUT,
     MULE,
@@ -36,14 +37,16 @@ def show_evidence(console: Console, store: SqlStore, db: Path) -> bool:
     # as case time passes: the tree must fit every one of them.
     tree = auditlog.verify_store(store, registered_hub_keys(store).get, store.scan_audit)
     console.print(
-        f"audit log: {tree.tree_size} entries in a Merkle tree (root {tree.root.hex()[:16]}…), "
-        f"{tree.checkpoints} signed checkpoint(s) fit it: "
-        + ("intact" if tree.ok else f"[bold red]{len(tree.findings)} problem(s)")
+        Text(
+            f"audit log: {tree.tree_size} entries in a Merkle tree (root {tree.root.hex()[:16]}…), "
+            f"{tree.checkpoints} signed checkpoint(s) fit it: "
+        ).append(*(("intact",) if tree.ok else (f"{len(tree.findings)} problem(s)", ALARM)))
     )
     console.print(
-        f"evidence: {report.checked} signed messages in the audit log re-verified with the "
-        f"{keys} key(s) valid when the hub recorded them: "
-        + ("all good" if report.ok else f"[bold red]{len(report.problems)} problem(s)")
+        Text(
+            f"evidence: {report.checked} signed messages in the audit log re-verified with the "
+            f"{keys} key(s) valid when the hub recorded them: "
+        ).append(*(("all good",) if report.ok else (f"{len(report.problems)} problem(s)", ALARM)))
     )
     # The database file and its write-ahead log: every byte SQLite has written.
     raw = b"".join(p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists())
@@ -57,7 +60,7 @@ def show_evidence(console: Console, store: SqlStore, db: Path) -> bool:
         f"personal data at rest: {', '.join(planted)} appear nowhere in {db.name} "
         "(sealed with AES-256-GCM)"
         if not found
-        else f"[bold red]in clear in {db.name}: {', '.join(found)}"
+        else Text(f"in clear in {db.name}: {', '.join(found)}", ALARM)
     )
     return report.ok and not found and tree.ok
 
@@ -168,7 +171,7 @@ def clock_table(store: SqlStore, case_id: str) -> Table:
             c.order_id.rsplit("-", 1)[-1] if c.order_id else "",
             c.responsible,
             duration(c.deadline_at - c.started_at),
-            f"[{style}]{c.state.value}[/]" if style else c.state.value,
+            Text(c.state.value, style),
             took,
             "; ".join(f"{e.event} at +{duration(e.at - c.started_at)} ({e.detail})" for e in steps),
         )

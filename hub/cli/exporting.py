@@ -10,10 +10,9 @@ from datetime import datetime
 from typing import IO
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hub.cli.common import F, db_option, open_store
+from hub.cli.common import F, db_option, make_console, open_store
 from hub.service import exports
 
 
@@ -73,7 +72,7 @@ def _output(out: str, what: str) -> Iterator[tuple[IO[str], exports.Progress | N
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        with Progress(*columns, console=make_console(stderr=True), transient=True) as bar:
             task = bar.add_task(what, total=None)
 
             def progress(done: int, total: int | None) -> None:

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from hub.cli.common import db_option, open_store, refusals_as_errors, wide_console
 from hub.domain.blacklist import Entry
-from hub.domain.wording import mask
+from hub.domain.wording import mask, mask_name
 from hub.service.lists import entry_from_wire
 
 
@@ -55,4 +55,4 @@ def list_show(limit: int, personal_data: bool, database_url: str) -> None:
 def _masked(entry: Entry) -> tuple[str, str]:
     institution, sep, number = entry.subject_key.partition("/")
     subject = f"{institution}/{mask(number)}" if sep else mask(entry.subject_key)
-    return subject, entry.name[:1] + "*" * max(len(entry.name) - 1, 0)
+    return subject, mask_name(entry.name)

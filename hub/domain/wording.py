@@ -17,3 +17,8 @@ def yuan(fen: int) -> str:
 def mask(account: str) -> str:
     """Account numbers in logs and messages show only their last four characters."""
     return "*" * max(len(account) - 4, 0) + account[-4:]
+
+
+def mask_name(name: str) -> str:
+    """A person's name shows only its first character (张三 as 张*, Li Si as L****)."""
+    return name[:1] + "*" * max(len(name) - 1, 0)

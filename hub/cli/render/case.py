@@ -13,7 +13,7 @@ from rich.text import Text
 from hub.cli.render.wording import duration
 from hub.domain.cases import Case, OrderState
 from hub.domain.institutions import Institution
-from hub.domain.wording import mask, yuan
+from hub.domain.wording import mask, mask_name, yuan
 from hub.service.slareport import phases
 
 STATE_STYLE = {
@@ -42,11 +42,7 @@ def case_view(
 ) -> Group:
     """`linked`: other open cases whose money reached this case's accounts, as
     (case id, institution, account number)."""
-    victim = (
-        case.victim_name
-        if with_personal_data
-        else case.victim_name[:1] + "*" * (len(case.victim_name) - 1)
-    )
+    victim = case.victim_name if with_personal_data else mask_name(case.victim_name)
     head = Table.grid(padding=(0, 2))
     head.add_row(
         "case", Text(case.case_id, style="bold"), "state", Text(case.state.value, style="bold")
