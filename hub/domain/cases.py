@@ -298,6 +298,17 @@ class Case:
     orders: list[Order] = field(default_factory=list)
     events: list[CaseEvent] = field(default_factory=list)
 
+    def personal_names(self) -> set[str]:
+        """Every person's name the case holds: the victim, payers, payees, the holders its
+        orders act on and those its answers named (hub/domain/wording.py `redact`)."""
+        names = {self.victim_name}
+        for t in self.transactions:
+            names |= {t.payer_name, t.payee_name}
+        for o in self.orders:
+            names.add(o.holder_name)
+            names |= {t.to_holder for t in o.onward}
+        return {n for n in names if n}
+
     # ---- report -------------------------------------------------------------------------
 
     @staticmethod

@@ -7,6 +7,8 @@ leaves in full where only its owner's institution should read it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 def yuan(fen: int) -> str:
     sign = "-" if fen < 0 else ""
@@ -22,3 +24,12 @@ def mask(account: str) -> str:
 def mask_name(name: str) -> str:
     """A person's name shows only its first character (张三 as 张*, Li Si as L****)."""
     return name[:1] + "*" * max(len(name) - 1, 0)
+
+
+def redact(text: str, names: Iterable[str]) -> str:
+    """`text` (a timeline summary, a notice) with each of `names` masked wherever it stands;
+    the longest first, so a name inside another is not half masked. Names shorter than two
+    characters are left alone: masking one character would mask it in every word."""
+    for name in sorted({n.strip() for n in names if len(n.strip()) >= 2}, key=len, reverse=True):
+        text = text.replace(name, mask_name(name))
+    return text

@@ -1459,3 +1459,13 @@ def test_only_banks_and_payment_institutions_keep_accounts(
     kind: InstitutionKind, keeps: bool
 ) -> None:
     assert kind.keeps_accounts is keeps
+
+
+def test_redact_masks_every_name_longest_first_and_leaves_single_characters() -> None:
+    from hub.domain.wording import mask_name, redact
+
+    text = "hold ¥1.00 in ****0002 (Li Si) at BANKB; Li Si Trading paid; 张三 reported; 李 too"
+    out = redact(text, {"Li Si", "Li Si Trading", "张三", "李", ""})
+    assert "Li Si" not in out and "张三" not in out
+    assert mask_name("Li Si Trading") in out and "(L****)" in out and "张*" in out
+    assert "李 too" in out  # one character: left alone
