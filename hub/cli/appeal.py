@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from hub.cli.common import db_option, open_store, refusals_as_errors, wide_console
+from hub.cli.common import (
+    db_option,
+    open_store,
+    personal_data_option,
+    refusals_as_errors,
+    wide_console,
+)
+from hub.cli.render.wording import stamp
+from hub.domain.wording import Disclosure
 
 
 @click.group("appeal")
@@ -16,13 +24,18 @@ def appeal_group() -> None:
 @appeal_group.command("list")
 @click.option("--open", "open_only", is_flag=True, help="Only those waiting for a decision.")
 @click.option("--limit", default=50, show_default=True)
+@personal_data_option
 @db_option
 @refusals_as_errors
-def appeal_list(open_only: bool, limit: int, database_url: str) -> None:
+def appeal_list(open_only: bool, limit: int, personal_data: bool, database_url: str) -> None:
     """Appeals, newest first, with their deadline and decision."""
     store = open_store(database_url)
     with store(read_only=True) as uow:
         found = list(uow.appeals.recent(limit, open_only=open_only))
+        # A reason is free text about people: the names of its case are masked in it.
+        cases = [uow.cases.get(case_id) for case_id in {a.case_id for a in found}]
+        names = {name for c in cases if c is not None for name in c.personal_names()}
+    shown = Disclosure(personal_data).knowing(names)
     table = Table(title_justify="left")
     for col in ("appeal", "case", "by", "against", "state", "filed", "decide by", "reason"):
         table.add_column(col)
@@ -33,8 +46,8 @@ def appeal_list(open_only: bool, limit: int, database_url: str) -> None:
             a.appellant,
             f"{a.reference_kind.value} {a.reference}",
             a.state.value,
-            f"{a.filed_at:%Y-%m-%d %H:%M}",
-            f"{a.decide_by:%Y-%m-%d %H:%M}",
-            a.reason or "-",
+            stamp(a.filed_at),
+            stamp(a.decide_by),
+            shown.text(a.reason) or "-",
         )
     wide_console().print(table)

@@ -12,6 +12,7 @@ from hub.cli.common import (
     db_option,
     hub_key_option,
     open_store,
+    personal_data_option,
     print_verification,
     refusals_as_errors,
     registered_hub_keys,
@@ -91,8 +92,17 @@ def audit_verify(database_url: str, quiet: bool, jobs: int | None, pure_python: 
         sys.exit(1)
 
 
+# An entry is evidence only as its leaf hashes it: it cannot be masked (docs/personal-data.md).
+PERSONAL_EXPORT = (
+    "the audit export holds personal data in clear (the names, ID numbers and phones in the "
+    "signed messages), which cannot be masked without breaking the evidence; add "
+    "--personal-data if you are entitled to it (docs/personal-data.md)"
+)
+
+
 @audit.command("export")
 @export_options
+@personal_data_option
 @refusals_as_errors
 def audit_export(
     database_url: str,
@@ -102,12 +112,16 @@ def audit_export(
     institution: str | None,
     start: datetime | None,
     end: datetime | None,
+    personal_data: bool,
 ) -> None:
     """Export audit entries, in id order, as CSV or JSON Lines.
 
     --institution keeps the entries it is the actor of and those of the cases it reported or
     has an order addressed to. A JSON Lines export without filters also holds the log's state
-    and signed checkpoints: `stophub audit verify-export` checks it offline."""
+    and signed checkpoints: `stophub audit verify-export` checks it offline. The entries hold
+    personal data in clear, as signed: the export needs --personal-data."""
+    if not personal_data:
+        raise click.ClickException(PERSONAL_EXPORT)
     count = run_export(
         exports.export_audit,
         database_url,

@@ -6,11 +6,19 @@ from pathlib import Path
 
 import click
 
-from hub.cli.common import command_clock, console, db_option, open_store, wide_console
+from hub.cli.common import (
+    command_clock,
+    console,
+    db_option,
+    open_store,
+    personal_data_option,
+    wide_console,
+)
 from hub.cli.render.case import case_view, cases_table
 from hub.cli.render.trail import trail_svg, trail_tree
 from hub.domain.cases import CaseState
 from hub.domain.trail import accounts_of
+from hub.domain.wording import Disclosure
 from hub.service.trail import trail_view
 
 
@@ -37,7 +45,7 @@ MAX_LINKED_SHOWN = 20
 
 @case.command("show")
 @click.argument("case_id")
-@click.option("--personal-data", is_flag=True, help="Show the victim's name in full.")
+@personal_data_option
 @db_option
 def case_show(case_id: str, personal_data: bool, database_url: str) -> None:
     """Show a case: transactions, orders, timeline and how long each phase took."""
@@ -51,7 +59,7 @@ def case_show(case_id: str, personal_data: bool, database_url: str) -> None:
         )
     if found is None:
         raise click.ClickException(f"no case {case_id!r} in {database_url}")
-    console.print(case_view(found, with_personal_data=personal_data, linked=linked))
+    console.print(case_view(found, personal_data=personal_data, linked=linked))
 
 
 @case.command("trail")
@@ -62,8 +70,9 @@ def case_show(case_id: str, personal_data: bool, database_url: str) -> None:
     type=click.Path(dir_okay=False, writable=True),
     help="Also draw the trail as a picture: one SVG file a browser opens, nothing to fetch.",
 )
+@personal_data_option
 @db_option
-def case_trail(case_id: str, svg_file: str | None, database_url: str) -> None:
+def case_trail(case_id: str, svg_file: str | None, personal_data: bool, database_url: str) -> None:
     """Show where a case's money went: the accounts layer by layer, what each received and
     holds, the orders on them, and what is beyond reach or waiting for the centre."""
     store = open_store(database_url)
@@ -72,8 +81,9 @@ def case_trail(case_id: str, svg_file: str | None, database_url: str) -> None:
         if found is None:
             raise click.ClickException(f"no case {case_id!r} in {database_url}")
         trail = trail_view(uow, found, command_clock().now(), uow.institutions.kinds())
+    shown = Disclosure(personal_data).knowing(found.personal_names())
     out = wide_console()
-    out.print(trail_tree(trail))
+    out.print(trail_tree(trail, shown))
     if svg_file is not None:
-        Path(svg_file).write_text(trail_svg(trail), encoding="utf-8")
+        Path(svg_file).write_text(trail_svg(trail, shown), encoding="utf-8")
         out.print(f"trail drawn in {svg_file}")

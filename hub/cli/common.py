@@ -250,3 +250,15 @@ def print_verification(result: Verification) -> None:
             f"{result.placed_during} entr(ies) placed while the check ran (a live hub): the "
             "next check covers them"
         )
+
+
+# ---- personal data -----------------------------------------------------------------------------
+
+# The one switch that unmasks people, the same on every command that shows them.
+personal_data_option = click.option(
+    "--personal-data",
+    "personal_data",
+    is_flag=True,
+    help="Show people in full: names, account numbers, ID numbers and phones, for those "
+    "entitled to them (docs/personal-data.md). Without it they are masked.",
+)

@@ -5,9 +5,16 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from hub.cli.common import db_option, open_store, refusals_as_errors, wide_console
-from hub.domain.blacklist import Entry
-from hub.domain.wording import mask, mask_name
+from hub.cli.common import (
+    db_option,
+    open_store,
+    personal_data_option,
+    refusals_as_errors,
+    wide_console,
+)
+from hub.cli.render.wording import stamp
+from hub.domain.blacklist import EntryKind
+from hub.domain.wording import Disclosure
 from hub.service.lists import entry_from_wire
 
 
@@ -18,7 +25,7 @@ def list_group() -> None:
 
 @list_group.command("show")
 @click.option("--limit", default=50, show_default=True, help="Entries shown, oldest first.")
-@click.option("--personal-data", is_flag=True, help="Show numbers and names in full.")
+@personal_data_option
 @db_option
 @refusals_as_errors
 def list_show(limit: int, personal_data: bool, database_url: str) -> None:
@@ -37,22 +44,22 @@ def list_show(limit: int, personal_data: bool, database_url: str) -> None:
     table = Table(title_justify="left")
     for col in ("entry", "subject", "name", "basis", "case", "listed", "until"):
         table.add_column(col)
+    shown = Disclosure(personal_data)
     for _, wire in rows:
         e = entry_from_wire(wire)
-        subject, name = (e.subject_key, e.name) if personal_data else _masked(e)
+        # A person is listed by ID number: shown only with personal data.
+        subject = (
+            shown.private(e.subject_key) or "(ID number)"
+            if e.kind is EntryKind.PERSON
+            else shown.subject(e.subject_key)
+        )
         table.add_row(
             e.entry_id,
             subject,
-            name,
+            shown.name(e.name),
             e.basis.value,
             e.source_case_id,
-            f"{e.listed_at:%Y-%m-%d}",
-            f"{e.expires_at:%Y-%m-%d}",
+            stamp(e.listed_at),
+            stamp(e.expires_at),
         )
     wide_console().print(table)
-
-
-def _masked(entry: Entry) -> tuple[str, str]:
-    institution, sep, number = entry.subject_key.partition("/")
-    subject = f"{institution}/{mask(number)}" if sep else mask(entry.subject_key)
-    return subject, mask_name(entry.name)

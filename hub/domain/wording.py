@@ -1,13 +1,14 @@
-"""How money and account numbers are written wherever the hub writes for people: timeline
-summaries, notices, refusals, and every rendering of them.
+"""How money, account numbers and people are written wherever the hub writes for people:
+timeline summaries, notices, refusals, and every rendering of them.
 
 One place, so an amount reads the same in a notice and on a screen, and no account number
-leaves in full where only its owner's institution should read it.
+or name leaves in full where only those entitled should read it (docs/personal-data.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 
 def yuan(fen: int) -> str:
@@ -33,3 +34,42 @@ def redact(text: str, names: Iterable[str]) -> str:
     for name in sorted({n.strip() for n in names if len(n.strip()) >= 2}, key=len, reverse=True):
         text = text.replace(name, mask_name(name))
     return text
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    """What one output shows of the people in it: the policy of docs/personal-data.md.
+
+    Masked (the default): a name as `mask_name`, an account number as `mask`, free text with
+    every name in `names` masked (`redact`), ID numbers and phones not at all. With
+    `personal_data` (the `--personal-data` switch, for those entitled) all of it in full.
+    """
+
+    personal_data: bool = False
+    # The names free text may hold: Case.personal_names() of the cases the output shows.
+    names: frozenset[str] = frozenset()
+
+    def knowing(self, names: Iterable[str]) -> Disclosure:
+        """The same policy, masking `names` too in free text."""
+        return replace(self, names=self.names | frozenset(names))
+
+    def name(self, name: str) -> str:
+        return name if self.personal_data else mask_name(name)
+
+    def account(self, number: str) -> str:
+        return number if self.personal_data else mask(number)
+
+    def subject(self, key: str) -> str:
+        """An account as INSTITUTION/NUMBER (a list entry's subject, a trail's node id)."""
+        institution, sep, number = key.rpartition("/")
+        return f"{institution}{sep}{self.account(number)}"
+
+    def text(self, text: str) -> str:
+        return text if self.personal_data else redact(text, self.names)
+
+    def private(self, value: str) -> str | None:
+        """An ID number or a phone: itself with personal data; else None, shown nowhere."""
+        return value if self.personal_data else None
+
+
+MASKED = Disclosure()

@@ -225,7 +225,8 @@ def hub_keys(net: Net) -> dict[str, bytes]:  # noqa: F811
 def full_export(net: Net, tmp_path: Path) -> Path:  # noqa: F811
     path = tmp_path / "audit.jsonl"
     shown = CliRunner().invoke(
-        audit_export, ["--db", str(net.store.url), "--format", "jsonl", "--out", str(path)]
+        audit_export,
+        ["--db", str(net.store.url), "--format", "jsonl", "--out", str(path), "--personal-data"],
     )
     assert shown.exit_code == 0, shown.output
     return path
@@ -292,10 +293,8 @@ def test_a_full_export_verifies_offline_and_names_tampering(net: Net, tmp_path: 
 def test_a_filtered_export_is_refused_for_verification(net: Net, tmp_path: Path) -> None:  # noqa: F811
     logged(net)
     path = tmp_path / "bankb.jsonl"
-    shown = CliRunner().invoke(
-        audit_export,
-        ["--db", str(net.store.url), "--out", str(path), "--institution", "BANKB"],
-    )
+    args = ["--db", str(net.store.url), "--out", str(path), "--institution", "BANKB"]
+    shown = CliRunner().invoke(audit_export, [*args, "--personal-data"])
     assert shown.exit_code == 0, shown.output
     with pytest.raises(exports.ExportError, match=r"filtered export .*cannot be verified"):
         exports.verify_export(path, hub_keys(net).get)
@@ -307,15 +306,17 @@ def test_a_filtered_export_is_refused_for_verification(net: Net, tmp_path: Path)
 
 def test_cli_exports_write_csv_with_the_columns(net: Net, tmp_path: Path) -> None:  # noqa: F811
     active(net)
-    for command, columns, expected in (
-        (audit_export, exports.AUDIT_COLUMNS, len(db_audit(net))),
-        (sla_export, exports.SLA_COLUMNS, len(db_sla(net))),
+    for command, columns, expected, options in (
+        (audit_export, exports.AUDIT_COLUMNS, len(db_audit(net)), ["--personal-data"]),
+        (sla_export, exports.SLA_COLUMNS, len(db_sla(net)), []),
     ):
         path = tmp_path / "out.csv"
         shown = CliRunner().invoke(
-            command, ["--db", str(net.store.url), "--format", "csv", "--out", str(path)]
+            command, ["--db", str(net.store.url), "--format", "csv", "--out", str(path), *options]
         )
         assert shown.exit_code == 0, shown.output
         assert len(csv_rows(path.read_text(), columns)) == expected > 0
-    shown = CliRunner().invoke(audit_export, ["--db", str(net.store.url), "--from", "2020-01-01"])
+    shown = CliRunner().invoke(
+        audit_export, ["--db", str(net.store.url), "--from", "2020-01-01", "--personal-data"]
+    )
     assert shown.exit_code == 2 and "time zone" in shown.output

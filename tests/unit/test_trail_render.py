@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
+import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 
 from hub.cli.render.trail import trail_svg, trail_tree
+from hub.cli.render.wording import display_zone, set_display_zone
+from hub.domain.wording import MASKED, Disclosure, mask_name
 from stophub.v1 import account_pb2, order_pb2, trail_pb2
 
 S = trail_pb2.TrailNodeStatus
@@ -24,6 +29,8 @@ DEEP = "BANKA/6222999988887777"
 ALL_ACCOUNTS = [VICTIM, MULE, WALLET, OFFSHORE, DEEP]
 
 WALLET_HOLDER = 'Li <&> "Wu"'
+HOLDERS = ("Zhang San", "Wang Wu", WALLET_HOLDER, "Shell Ltd", "Zhao Liu")
+FULL = Disclosure(personal_data=True)
 
 
 def _ts(minute: int) -> Timestamp:
@@ -133,9 +140,9 @@ def three_layers() -> trail_pb2.Trail:
     )
 
 
-def render_text(trail: trail_pb2.Trail) -> str:
+def render_text(trail: trail_pb2.Trail, shown: Disclosure = MASKED) -> str:
     console = Console(record=True, width=160, color_system=None)
-    console.print(trail_tree(trail))
+    console.print(trail_tree(trail, shown))
     return console.export_text()
 
 
@@ -171,16 +178,16 @@ def test_tree_root_is_the_victim_with_case_and_loss() -> None:
 
 
 def test_tree_shows_each_node_with_its_transfer_amounts_and_order() -> None:
-    text = render_text(three_layers())
+    text = render_text(three_layers(), FULL)
     mule = line_with(text, "Wang Wu")
-    assert "L1 BANKB ************5678" in mule
+    assert "L1 BANKB 6228480012345678" in mule, "with personal data, in full"
     assert "03-01 10:00 ¥50,000.00" in mule
     assert "received ¥50,000.00" in mule
     assert "held ¥30,000.00" in mule
     assert "order O-STOP-1 holding" in mule
 
     wallet = line_with(text, "PAYX")
-    assert "L2 PAYX ***********7890" in wallet
+    assert "L2 PAYX W88001234567890" in wallet
     assert "03-01 10:10 ¥20,000.00, carried ¥15,000.00" in wallet
     assert WALLET_HOLDER in wallet
     assert "BREACH" in wallet
@@ -391,7 +398,7 @@ def test_svg_title_has_case_loss_and_held() -> None:
 
 
 def test_svg_escapes_hostile_holder_names() -> None:
-    svg = trail_svg(three_layers())
+    svg = trail_svg(three_layers(), FULL)
     assert WALLET_HOLDER not in svg  # raw, it would break the document
     root = ET.fromstring(svg)
     by_index = {g.get("data-node"): g for g in node_groups(root)}
@@ -466,3 +473,77 @@ def test_svg_two_parents_and_unflagged_loops_do_not_duplicate_boxes() -> None:
         edge.cycle = False
     root = ET.fromstring(trail_svg(trail))
     assert len(node_groups(root)) == 5
+
+
+# ---- people, times and size (docs/personal-data.md) -------------------------------------------
+
+
+@pytest.fixture
+def shanghai() -> Iterator[None]:
+    before = display_zone()
+    set_display_zone(ZoneInfo("Asia/Shanghai"))
+    try:
+        yield
+    finally:
+        set_display_zone(before)
+
+
+def test_holders_are_masked_everywhere_unless_personal_data() -> None:
+    trail = three_layers()
+    trail.nodes[4].note = "Zhao Liu moved it on"
+    tree, svg = render_text(trail), trail_svg(trail)
+    for holder in HOLDERS:
+        assert holder not in tree and holder not in svg
+        assert mask_name(holder) in tree
+    assert mask_name("Zhang San") in svg, "the victim too"
+    assert f"AWAITING CENTRE: {mask_name('Zhao Liu')} moved it on" in tree, "a note's names"
+
+    tree, svg = render_text(trail, FULL), trail_svg(trail, FULL)
+    for holder in HOLDERS:
+        assert holder in tree
+    root = ET.fromstring(svg)
+    texts = " ".join(t for g in node_groups(root) for t in group_text(g))
+    assert all(holder in texts for holder in HOLDERS)
+    for node_id in ALL_ACCOUNTS:
+        assert node_id.split("/")[1] in tree and node_id.split("/")[1] in svg
+
+
+@pytest.mark.usefixtures("shanghai")
+def test_transfer_times_are_in_the_display_zone_which_both_views_name() -> None:
+    text = render_text(three_layers())
+    assert "times in Asia/Shanghai (UTC+08:00)" in text.splitlines()[0]
+    assert "03-01 18:00 ¥50,000.00" in text, "10:00 UTC"
+
+    root = ET.fromstring(trail_svg(three_layers()))
+    sub = next(t.text or "" for t in root.iter(f"{SVG}text") if t.get("class") == "sub")
+    assert "read 2024-03-01 18:59" in sub and "times in Asia/Shanghai (UTC+08:00)" in sub
+    (label,) = [group_text(g) for g in root.iter(f"{SVG}g") if g.get("data-from") == "0"]
+    assert label == ["03-01 18:00 ¥50,000.00"]
+
+
+def test_transfers_across_a_year_show_the_year() -> None:
+    trail = three_layers()
+    trail.edges[0].transfer_time.FromDatetime(datetime(2023, 12, 31, 23, 50, tzinfo=UTC))
+    text = render_text(trail)
+    assert "2023-12-31 23:50 ¥50,000.00" in text and "2024-03-01 10:10" in text
+
+
+def test_svg_of_the_victim_and_three_layers_fits_a_1400_pixel_window() -> None:
+    for shown in (MASKED, FULL):
+        root = ET.fromstring(trail_svg(three_layers(), shown))
+        assert max(int(g.get("data-layer", "0")) for g in node_groups(root)) == 3
+        assert float(root.get("width", "0")) <= 1400
+        assert root.get("viewBox") == f"0 0 {root.get('width')} {root.get('height')}"
+
+
+def test_svg_shows_order_ids_and_states_whole() -> None:
+    trail = three_layers()
+    trail.case_id = "C20261204-1F692369"
+    trail.nodes[1].order_id = "C20261204-1F692369-O004"
+    trail.nodes[2].order_id = "O-FROM-ANOTHER-CASE-0000000001"
+    by_index = {g.get("data-node"): g for g in node_groups(ET.fromstring(trail_svg(trail)))}
+    assert "order O004 · holding" in group_text(by_index["1"]), "the id within the case"
+    wallet = group_text(by_index["2"])
+    assert any("O-FROM-ANOTHER-CASE-0000000001" in t for t in wallet), "an id is never split"
+    assert any("holding" in t for t in wallet)
+    assert not [t for t in wallet if "…" in t]

@@ -1,4 +1,8 @@
-"""How a case looks to an operator: summary, orders, timeline and phase durations."""
+"""How a case looks to an operator: summary, orders, timeline and phase durations.
+
+People in it are shown as docs/personal-data.md says (hub/domain/wording.py `Disclosure`):
+names and account numbers masked, the names inside timeline text too, ID number and phone
+not at all, unless the operator asked for personal data."""
 
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from hub.cli.render.wording import duration
+from hub.cli.render.wording import Times, duration, stamp
 from hub.domain.cases import Case, OrderState
 from hub.domain.institutions import Institution
-from hub.domain.wording import mask, mask_name, yuan
+from hub.domain.wording import Disclosure, yuan
 from hub.service.slareport import phases
 
 STATE_STYLE = {
@@ -37,43 +41,49 @@ def _since(start: datetime, at: datetime | None) -> timedelta | None:
 def case_view(
     case: Case,
     *,
-    with_personal_data: bool = False,
+    personal_data: bool = False,
     linked: Sequence[tuple[str, str, str]] = (),
 ) -> Group:
     """`linked`: other open cases whose money reached this case's accounts, as
     (case id, institution, account number)."""
-    victim = case.victim_name if with_personal_data else mask_name(case.victim_name)
+    shown = Disclosure(personal_data).knowing(case.personal_names())
     head = Table.grid(padding=(0, 2))
     head.add_row(
         "case", Text(case.case_id, style="bold"), "state", Text(case.state.value, style="bold")
     )
     head.add_row("reported by", case.reporting_institution, "fraud type", case.fraud_type)
-    head.add_row("victim", victim, "reported at", case.created_at.isoformat(timespec="seconds"))
+    head.add_row("victim", shown.name(case.victim_name), "reported at", stamp(case.created_at))
+    id_number, phone = shown.private(case.victim_id_number), shown.private(case.victim_phone)
+    if id_number is not None and phone is not None:
+        head.add_row("ID number", id_number, "phone", phone)
     head.add_row("loss", yuan(case.loss_fen), "held now", yuan(case.held_fen))
     head.add_row("returned", yuan(case.returned_fen), "released", yuan(case.released_fen))
     if linked:
         head.add_row(
             "linked cases",
             ", ".join(
-                f"{other} ({institution} {mask(account)})" for other, institution, account in linked
+                f"{other} ({institution} {shown.account(account)})"
+                for other, institution, account in linked
             ),
             "",
             "",
         )
 
     tx = Table(title="fraudulent transactions", title_justify="left", expand=False)
-    for col in ("time", "amount", "payer", "payee", "channel"):
+    when = Times(t.transaction_time for t in case.transactions)
+    for col in (when.header("time"), "amount", "payer", "payee", "channel"):
         tx.add_column(col)
     for t in case.transactions:
         tx.add_row(
-            t.transaction_time.isoformat(timespec="seconds"),
+            when(t.transaction_time),
             yuan(t.amount_fen),
-            f"{t.payer_institution} {mask(t.payer_account)}",
-            f"{t.payee_institution} {mask(t.payee_account)} ({t.payee_name})",
+            f"{t.payer_institution} {shown.account(t.payer_account)}",
+            f"{t.payee_institution} {shown.account(t.payee_account)} ({shown.name(t.payee_name)})",
             t.channel,
         )
 
     orders = Table(title="orders", title_justify="left")
+    expires = Times((o.expires_at for o in case.orders), unit="minutes")
     for col in (
         "order",
         "kind",
@@ -83,7 +93,7 @@ def case_view(
         "state",
         "held",
         "answered after",
-        "expires",
+        expires.header("expires"),
         "authorised by",
     ):
         orders.add_column(col)
@@ -102,21 +112,22 @@ def case_view(
             Text(o.state.value, style=STATE_STYLE.get(o.state, "")),
             yuan(o.held_fen) if o.is_hold else "",
             duration(_since(o.issued_at, o.answered_at)),
-            o.expires_at.isoformat(timespec="minutes") if o.expires_at else "",
+            expires(o.expires_at),
             f"rule {o.auto_stop_rule_id}" if o.auto_stop_rule_id else o.issued_by,
         )
 
     timeline = Table(title="timeline", title_justify="left")
-    for col in ("#", "time", "+", "by", "step", "what happened"):
+    at = Times((e.at for e in case.events), unit="milliseconds")
+    for col in ("#", at.header("time"), "+", "by", "step", "what happened"):
         timeline.add_column(col, overflow="fold")
     for e in case.events:
         timeline.add_row(
             str(e.sequence),
-            e.at.strftime("%H:%M:%S.%f")[:-3],
+            at(e.at),
             duration(e.at - case.created_at),
             e.actor,
             e.kind,
-            e.summary.replace(f"{case.case_id}-", ""),
+            shown.text(e.summary.replace(f"{case.case_id}-", "")),
         )
 
     phase_table = Table(title="phases", title_justify="left")
@@ -130,11 +141,12 @@ def case_view(
 
 def cases_table(cases: list[Case]) -> Table:
     table = Table(title=f"{len(cases)} case(s)", title_justify="left")
+    reported = Times(c.created_at for c in cases)
     for col in (
         "case",
         "state",
         "reported by",
-        "reported at",
+        reported.header("reported at"),
         "loss",
         "held",
         "returned",
@@ -146,7 +158,7 @@ def cases_table(cases: list[Case]) -> Table:
             c.case_id,
             c.state.value,
             c.reporting_institution,
-            c.created_at.isoformat(timespec="seconds"),
+            reported(c.created_at),
             yuan(c.loss_fen),
             yuan(c.held_fen),
             yuan(c.returned_fen),
@@ -158,9 +170,7 @@ def cases_table(cases: list[Case]) -> Table:
 def institution_view(inst: Institution) -> Group:
     head = Table.grid(padding=(0, 2))
     head.add_row("code", Text(inst.code, style="bold"), "kind", inst.kind.value)
-    head.add_row(
-        "name", inst.display_name, "registered", inst.created_at.isoformat(timespec="seconds")
-    )
+    head.add_row("name", inst.display_name, "registered", stamp(inst.created_at))
     keys = Table(title="signing keys", title_justify="left")
     for col in ("key id", "algorithm", "state", "created", "revoked"):
         keys.add_column(col)
@@ -169,8 +179,8 @@ def institution_view(inst: Institution) -> Group:
             k.key_id,
             k.algorithm,
             k.state.value,
-            k.created_at.isoformat(timespec="seconds"),
-            k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+            stamp(k.created_at),
+            stamp(k.revoked_at),
         )
     contacts = Table(title="duty contacts (5×24)", title_justify="left")
     for col in ("role", "name", "phone", "email"):

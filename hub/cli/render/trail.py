@@ -4,12 +4,14 @@ Both views draw the same walk of the trail (`_walk`): depth first from the victi
 each account's transfers in time order. The walk decides, once, which transfer shows an
 account in full and which only point back at it, so the two views always agree.
 
-Account numbers are masked everywhere, including attributes and tooltips of the SVG: an
-operator may forward the file. Holder names, notes and ids come from banks and are treated as
-hostile text: control characters are replaced (they could drive the terminal) and everything
-that goes into the SVG is XML-escaped.
+People are shown as docs/personal-data.md says (a `Disclosure`): account numbers and holder
+names masked unless the operator asked for personal data, everywhere, including attributes
+and tooltips of the SVG: an operator may forward the file. Holder names, notes and ids come
+from banks and are treated as hostile text: control characters are replaced (they could drive
+the terminal) and everything that goes into the SVG is XML-escaped. Transfer times are in the
+display zone, which both views name.
 
-Kept as one module of about 670 lines, over 600 lines: the tree and the picture must draw
+Kept as one module of about 730 lines, over 600 lines: the tree and the picture must draw
 the same walk with the same wording, and splitting them would spread the walk's private steps
 and helpers across two modules.
 """
@@ -21,14 +23,15 @@ import re
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Literal
 
 from rich.text import Text
 from rich.tree import Tree
 
 from hub.cli.render.case import STATE_STYLE
-from hub.domain.wording import mask, yuan
+from hub.cli.render.wording import Times
+from hub.domain.wording import MASKED, Disclosure, yuan
 from stophub.v1 import order_pb2, trail_pb2
 
 Status = trail_pb2.TrailNodeStatus
@@ -143,15 +146,38 @@ def _walk(trail: trail_pb2.Trail) -> _Walk:
 # ---- shared wording ----------------------------------------------------------------------------
 
 
-def _account(node: trail_pb2.TrailNode) -> str:
+@dataclass(frozen=True)
+class _Words:
+    """How one rendering writes people and times: what it may show of people (the holders on
+    the trail are masked in its free text too), and its transfer times, in the display zone."""
+
+    shown: Disclosure
+    times: Times
+    case_id: str
+
+
+def _words(trail: trail_pb2.Trail, shown: Disclosure) -> _Words:
+    shown = shown.knowing(node.account.holder_name for node in trail.nodes)
+    times = Times((_at(e) for e in trail.edges), unit="minutes", dated=True, short_dates=True)
+    return _Words(shown, times, trail.case_id)
+
+
+def _at(edge: trail_pb2.TrailEdge) -> datetime | None:
+    return edge.transfer_time.ToDatetime(tzinfo=UTC) if edge.HasField("transfer_time") else None
+
+
+def _account(node: trail_pb2.TrailNode, w: _Words) -> str:
     acct = node.account
-    return _clean(f"L{node.layer} {acct.institution_code} {mask(acct.account_number)}")
+    return _clean(f"L{node.layer} {acct.institution_code} {w.shown.account(acct.account_number)}")
 
 
-def _masked_id(node_id: str) -> str:
+def _holder(node: trail_pb2.TrailNode, w: _Words) -> str:
+    return _clean(w.shown.name(node.account.holder_name))
+
+
+def _missing_id(node_id: str, w: _Words) -> str:
     """An edge's node id ("INSTITUTION/ACCOUNT") for a node the trail does not list."""
-    institution, _, account = node_id.rpartition("/")
-    return _clean(f"{institution}/{mask(account)}" if institution else mask(account))
+    return _clean(w.shown.subject(node_id))
 
 
 def _is_victim(node: trail_pb2.TrailNode) -> bool:
@@ -167,13 +193,13 @@ def _order_state(node: trail_pb2.TrailNode) -> str:
     return name.removeprefix("ORDER_STATE_").lower()
 
 
-def _status(node: trail_pb2.TrailNode) -> str:
+def _status(node: trail_pb2.TrailNode, w: _Words) -> str:
     """The status words shown for a node; empty for ordered and victim accounts."""
     match node.status:
         case Status.TRAIL_NODE_STATUS_BEYOND_REACH:
             return "BEYOND REACH"
         case Status.TRAIL_NODE_STATUS_AWAITING_CENTRE:
-            note = _clean(node.note)
+            note = _clean(w.shown.text(node.note))
             return f"AWAITING CENTRE: {note}" if note else "AWAITING CENTRE"
         case Status.TRAIL_NODE_STATUS_EXHAUSTED:
             return "exhausted"
@@ -181,18 +207,22 @@ def _status(node: trail_pb2.TrailNode) -> str:
             return ""
 
 
+def _order_id(node: trail_pb2.TrailNode, w: _Words) -> str:
+    """The order's id within the case (O004 for C20261204-1F692369-O004): the case is named
+    above it, and the short id leaves room for the order's state."""
+    return _clean(node.order_id.removeprefix(f"{w.case_id}-"))
+
+
 def _order(node: trail_pb2.TrailNode) -> str:
     return _clean(f"order {node.order_id} {_order_state(node)}") if node.order_id else ""
 
 
-def _when(edge: trail_pb2.TrailEdge) -> str:
-    if not edge.HasField("transfer_time"):
-        return "--:--"
-    return edge.transfer_time.ToDatetime(tzinfo=UTC).strftime("%m-%d %H:%M")
+def _when(edge: trail_pb2.TrailEdge, w: _Words) -> str:
+    return w.times(_at(edge)) or "--:--"
 
 
-def _transfer(edge: trail_pb2.TrailEdge) -> str:
-    text = f"{_when(edge)} {yuan(edge.amount_fen)}"
+def _transfer(edge: trail_pb2.TrailEdge, w: _Words) -> str:
+    text = f"{_when(edge, w)} {yuan(edge.amount_fen)}"
     if edge.carried_fen < edge.amount_fen:
         text += f", carried {yuan(edge.carried_fen)}"
     return text
@@ -205,26 +235,29 @@ def _shared(node: trail_pb2.TrailNode) -> str:
     return f"shared with {parts} of {yuan(node.pooled_held_fen)} pooled"
 
 
-def _headline(trail: trail_pb2.Trail) -> str:
-    return f"case {_clean(trail.case_id)}  loss {yuan(trail.loss_fen)}  held {yuan(trail.held_fen)}"
+def _headline(trail: trail_pb2.Trail, w: _Words) -> str:
+    return (
+        f"case {_clean(trail.case_id)}  loss {yuan(trail.loss_fen)}  held {yuan(trail.held_fen)}"
+        f"  times in {w.times.zone}"
+    )
 
 
 # ---- terminal tree -----------------------------------------------------------------------------
 
 
-def _node_text(node: trail_pb2.TrailNode, text: Text) -> None:
-    text.append(_account(node), style="bold")
-    text.append(f" {_clean(node.account.holder_name)}")
+def _node_text(node: trail_pb2.TrailNode, w: _Words, text: Text) -> None:
+    text.append(_account(node, w), style="bold")
+    text.append(f" {_holder(node, w)}")
     if not _is_victim(node):
         text.append(f"  received {yuan(node.received_fen)}")
         text.append("  ")
         held_style = "bold green" if node.held_fen > 0 else "dim"
         text.append(f"held {yuan(node.held_fen)}", style=held_style)
     if node.order_id:
-        text.append(f"  order {_clean(node.order_id)} ")
+        text.append(f"  order {_order_id(node, w)} ")
         state = _order_state(node)
         text.append(state, style=_ORDER_STATE_STYLE.get(state, ""))
-    status = _status(node)
+    status = _status(node, w)
     if status:
         style = {
             Status.TRAIL_NODE_STATUS_BEYOND_REACH: "magenta",
@@ -239,38 +272,39 @@ def _node_text(node: trail_pb2.TrailNode, text: Text) -> None:
         text.append(f"\n{_shared(node)}", style="cyan")
 
 
-def _step_label(step: _Step, walk: _Walk) -> Text:
+def _step_label(step: _Step, walk: _Walk, w: _Words) -> Text:
     text = Text()
     if step.edge is not None:
-        text.append(_transfer(step.edge), style="dim")
+        text.append(_transfer(step.edge, w), style="dim")
         text.append(" → ")
     node = walk.nodes.get(step.node_id)
     match step.kind:
         case "missing":
-            text.append(f"{_masked_id(step.node_id)} (not on the trail)", style="dim")
+            text.append(f"{_missing_id(step.node_id, w)} (not on the trail)", style="dim")
         case "cycle":
             assert node is not None
-            text.append(f"↺ back to {_account(node)} (cycle, not followed)", style="magenta")
+            text.append(f"↺ back to {_account(node, w)} (cycle, not followed)", style="magenta")
         case "ref":
             assert node is not None
-            text.append(f"see {_account(node)} above", style="dim")
+            text.append(f"see {_account(node, w)} above", style="dim")
         case "node":
             assert node is not None
             if step.edge is None:
                 text.append("(no transfer to it on the trail) ", style="dim")
-            _node_text(node, text)
+            _node_text(node, w, text)
     return text
 
 
-def trail_tree(trail: trail_pb2.Trail) -> Tree:
+def trail_tree(trail: trail_pb2.Trail, shown: Disclosure = MASKED) -> Tree:
     """The trail as a tree under the victim's account, for `stophub case trail CASE`."""
     walk = _walk(trail)
-    root_label = Text(_headline(trail), style="bold")
+    w = _words(trail, shown)
+    root_label = Text(_headline(trail, w), style="bold")
     if walk.root is None:
         root_label.append("  (no victim account on the trail)", style="dim")
     else:
         root_label.append("  victim ", style="dim")
-        _node_text(walk.nodes[walk.steps[walk.root].node_id], root_label)
+        _node_text(walk.nodes[walk.steps[walk.root].node_id], w, root_label)
     tree = Tree(root_label, guide_style="dim")
 
     branches: list[Tree] = []
@@ -279,20 +313,22 @@ def trail_tree(trail: trail_pb2.Trail) -> Tree:
             branches.append(tree)
             continue
         parent = tree if step.parent is None else branches[step.parent]
-        branches.append(parent.add(_step_label(step, walk)))
+        branches.append(parent.add(_step_label(step, walk, w)))
     return tree
 
 
 # ---- SVG ---------------------------------------------------------------------------------------
 
+# The victim and three layers fit a 1,400-pixel window at their natural size (4 boxes and 3
+# gaps, 1,368 pixels): a trail is read at its own size, not shrunk to fit; deeper trails scroll.
 MARGIN = 24
-BOX_W = 270
-COLUMN_GAP = 190  # room for two edge labels side by side between columns
+CHARS = 32  # what a box line holds: ids and states wrap onto the next line, never cut
+BOX_W = 210  # CHARS at 10px monospace (6.02 pixels each) and the padding
+COLUMN_GAP = 160  # an edge label of up to 25 characters ("12-04 16:54 ¥1,000,000.00")
 COLUMN_W = BOX_W + COLUMN_GAP
-LINE_H = 14.5
+LINE_H = 13.5
 PAD = 8
 ROW_GAP = 30
-CHARS = 36  # what fits in a box line at 11px monospace
 LABEL_CHAR_W = 6.1  # 10px monospace, for sizing the viewBox around edge labels
 HEADER_H = 96
 
@@ -320,7 +356,7 @@ _STATUS_CLASS: dict[int, str] = {
 }
 
 _STYLE = (
-    "text{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:11px;fill:#212121}"
+    "text{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:10px;fill:#212121}"
     ".title{font-family:sans-serif;font-size:16px;font-weight:bold}"
     ".sub{font-family:sans-serif;font-size:12px;fill:#424242}"
     ".legend text{font-family:sans-serif;font-size:11px}"
@@ -337,17 +373,28 @@ def _n(v: float) -> str:
     return f"{v:.1f}".removesuffix(".0")
 
 
+_LineKind = Literal["head", "plain", "held", "status", "shared"]
+
+
 @dataclass(frozen=True)
 class _Line:
     text: str
-    kind: Literal["head", "plain", "held", "status", "shared"]
+    kind: _LineKind
 
 
-def _box_lines(node: trail_pb2.TrailNode) -> list[_Line]:
+def _wrapped(text: str, kind: _LineKind) -> list[_Line]:
+    """A line that must not be cut (an id, a state, an amount), on as many lines as it takes,
+    broken between words only: an id is never split."""
+    parts = textwrap.wrap(_clean(text), CHARS, break_long_words=False, break_on_hyphens=False)
+    return [_Line(part, kind) for part in parts or [""]]
+
+
+def _box_lines(node: trail_pb2.TrailNode, w: _Words) -> list[_Line]:
     lines = [
-        _Line(f"L{node.layer} · {node.account.institution_code}", "head"),
-        _Line(mask(node.account.account_number), "plain"),
-        _Line(node.account.holder_name, "plain"),
+        *_wrapped(f"L{node.layer} · {node.account.institution_code}", "head"),
+        *_wrapped(w.shown.account(node.account.account_number), "plain"),
+        # The one free text of its own line; the tooltip has all of it.
+        _Line(_fit(_holder(node, w), CHARS), "plain"),
     ]
     if _is_victim(node):
         lines.append(_Line("victim's account", "status"))
@@ -355,24 +402,23 @@ def _box_lines(node: trail_pb2.TrailNode) -> list[_Line]:
         lines.append(_Line(f"received {yuan(node.received_fen)}", "plain"))
         lines.append(_Line(f"held {yuan(node.held_fen)}", "held"))
     if node.order_id:
-        lines.append(_Line(f"order {node.order_id} · {_order_state(node)}", "plain"))
+        lines += _wrapped(f"order {_order_id(node, w)} · {_order_state(node)}", "plain")
     # A centre note is the one long text worth a second line; the tooltip has all of it.
     lines.extend(
         _Line(part, "status")
-        for part in textwrap.wrap(_status(node), CHARS, max_lines=2, placeholder=" …")
+        for part in textwrap.wrap(_status(node, w), CHARS, max_lines=2, placeholder=" …")
     )
     if node.attributions:
         lines.append(_Line(f"pooled {yuan(node.pooled_held_fen)}, attributed:", "shared"))
-        lines.extend(
-            _Line(f" {a.case_id} {yuan(a.attributed_fen)}", "shared") for a in node.attributions
-        )
-    return [_Line(_fit(_clean(line.text), CHARS), line.kind) for line in lines]
+        for a in node.attributions:
+            lines += _wrapped(f" {a.case_id} {yuan(a.attributed_fen)}", "shared")
+    return lines
 
 
-def _tooltip(node: trail_pb2.TrailNode) -> str:
+def _tooltip(node: trail_pb2.TrailNode, w: _Words) -> str:
     """Everything a box may have cut short, for the browser's hover text."""
-    parts = [_account(node), _clean(node.account.holder_name)]
-    parts += [p for p in (_order(node), _status(node)) if p]
+    parts = [_account(node, w), _holder(node, w)]
+    parts += [p for p in (_order(node), _status(node, w)) if p]
     if node.breached:
         parts.append("BREACH: a clock on its orders passed its deadline")
     if node.attributions:
@@ -434,7 +480,7 @@ class _Bounds:
         self.x1, self.y1 = max(self.x1, x1), max(self.y1, y1)
 
 
-def _svg_node(node: trail_pb2.TrailNode, box: _Box, box_h: float) -> Iterator[str]:
+def _svg_node(node: trail_pb2.TrailNode, w: _Words, box: _Box, box_h: float) -> Iterator[str]:
     stroke, fill, dash = _BOX_STYLE.get(node.status, ("#455a64", "#ffffff", ""))
     width = 2.0
     classes = ["node", _STATUS_CLASS.get(node.status, "unknown")]
@@ -448,7 +494,7 @@ def _svg_node(node: trail_pb2.TrailNode, box: _Box, box_h: float) -> Iterator[st
         f'<g class="{" ".join(classes)}" data-node="{box.index}" data-layer="{node.layer}"'
         f' transform="translate({_n(box.x)},{_n(box.y)})"{extra}>'
     )
-    yield f"<title>{_x(_tooltip(node))}</title>"
+    yield f"<title>{_x(_tooltip(node, w))}</title>"
     dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
     yield (
         f'<rect class="box" width="{BOX_W}" height="{_n(box_h)}" rx="8" ry="8"'
@@ -459,14 +505,14 @@ def _svg_node(node: trail_pb2.TrailNode, box: _Box, box_h: float) -> Iterator[st
             f'<text class="breach" x="{BOX_W - PAD}" y="{_n(PAD + 10)}" text-anchor="end"'
             f' font-weight="bold" fill="{BREACH_RED}">BREACH</text>'
         )
-    for k, line in enumerate(_box_lines(node)):
+    for k, line in enumerate(_box_lines(node, w)):
         baseline = PAD + 10 + k * LINE_H
         attrs = ""
         if line.kind == "head":
             attrs = ' font-weight="bold"'
         elif line.kind == "held" and node.held_fen > 0:
             yield (
-                f'<rect class="held-band" x="3" y="{_n(baseline - 11)}" width="{BOX_W - 6}"'
+                f'<rect class="held-band" x="3" y="{_n(baseline - 10)}" width="{BOX_W - 6}"'
                 f' height="{_n(LINE_H)}" fill="{HELD_BAND}"/>'
             )
             attrs = f' font-weight="bold" fill="{HELD_TEXT}"'
@@ -481,7 +527,9 @@ def _svg_node(node: trail_pb2.TrailNode, box: _Box, box_h: float) -> Iterator[st
     yield "</g>"
 
 
-def _svg_edges(walk: _Walk, boxes: dict[str, _Box], box_h: float, bounds: _Bounds) -> Iterator[str]:
+def _svg_edges(
+    walk: _Walk, w: _Words, boxes: dict[str, _Box], box_h: float, bounds: _Bounds
+) -> Iterator[str]:
     # One arrow per pair of accounts; several transfers between them share it and stack
     # their labels instead of drawing over each other.
     groups: dict[tuple[str, str, bool], list[trail_pb2.TrailEdge]] = {}
@@ -550,7 +598,7 @@ def _svg_edges(walk: _Walk, boxes: dict[str, _Box], box_h: float, bounds: _Bound
         )
         labels: list[str] = []
         for e in edges:
-            labels.append(f"{_when(e)} {yuan(e.amount_fen)}")
+            labels.append(f"{_when(e, w)} {yuan(e.amount_fen)}")
             if e.carried_fen < e.amount_fen:
                 labels.append(f"carried {yuan(e.carried_fen)}")
         if cycle:
@@ -606,11 +654,12 @@ def _legend(y: float) -> tuple[list[str], float]:
     return out, x
 
 
-def trail_svg(trail: trail_pb2.Trail) -> str:
+def trail_svg(trail: trail_pb2.Trail, shown: Disclosure = MASKED) -> str:
     """The trail as one self-contained SVG document: columns by layer, victim on the left."""
     walk = _walk(trail)
+    w = _words(trail, shown)
     rows = _layout(walk)
-    line_count = max((len(_box_lines(walk.nodes[n])) for n in rows), default=1)
+    line_count = max((len(_box_lines(walk.nodes[n], w)) for n in rows), default=1)
     box_h = 2 * PAD + line_count * LINE_H
     row_h = box_h + ROW_GAP
 
@@ -624,10 +673,10 @@ def trail_svg(trail: trail_pb2.Trail) -> str:
     if not boxes:
         bounds.add(0, 0, BOX_W, 0)
 
-    edges = list(_svg_edges(walk, boxes, box_h, bounds))
+    edges = list(_svg_edges(walk, w, boxes, box_h, bounds))
     nodes: list[str] = []
     for node_id, box in sorted(boxes.items(), key=lambda kv: kv[1].index):
-        nodes.extend(_svg_node(walk.nodes[node_id], box, box_h))
+        nodes.extend(_svg_node(walk.nodes[node_id], w, box, box_h))
 
     held_share = (
         f" ({trail.held_fen * 100 / trail.loss_fen:.0f}% of loss)" if trail.loss_fen else ""
@@ -635,8 +684,9 @@ def trail_svg(trail: trail_pb2.Trail) -> str:
     title = f"Money trail — case {trail.case_id}"
     sub = f"loss {yuan(trail.loss_fen)} · held {yuan(trail.held_fen)}{held_share}"
     if trail.HasField("read_time"):
-        sub += f" · read {trail.read_time.ToDatetime(tzinfo=UTC):%Y-%m-%d %H:%M} UTC"
-    sub += f" · the standing rule follows to layer {trail.max_layer}"
+        read = trail.read_time.ToDatetime(tzinfo=UTC)
+        sub += f" · read {Times([read], unit='minutes', dated=True)(read)}"
+    sub += f" · times in {w.times.zone} · the standing rule follows to layer {trail.max_layer}"
     legend, legend_right = _legend(HEADER_H - 20)
 
     width = max(
