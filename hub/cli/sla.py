@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import datetime
 
 import click
-from rich.live import Live
 
 from hub.cli.common import command_clock, db_option, open_store, refusals_as_errors, wide_console
 from hub.cli.exporting import export_options, run_export
@@ -16,6 +14,7 @@ from hub.cli.render.sla import (
     clocks_table,
     is_breached,
     render_board,
+    run_board,
     sla_log_view,
 )
 from hub.cli.render.wording import stamp
@@ -125,19 +124,9 @@ def board(database_url: str, refresh: float, once: bool, limit: int) -> None:
     out = wide_console()
     try:
         if once:
-            out.print(render_board(store, clock, limit=limit))
-            return
-        with Live(
-            render_board(store, clock, limit=limit),
-            console=out,
-            auto_refresh=False,
-            transient=False,
-        ) as live:
-            while True:
-                time.sleep(refresh)
-                live.update(render_board(store, clock, limit=limit), refresh=True)
-    except KeyboardInterrupt:
-        pass
+            out.print(render_board(store, clock, width=out.width, limit=limit))
+        else:
+            run_board(store, clock, out, refresh=refresh, limit=limit)
     finally:
         store.dispose()
 

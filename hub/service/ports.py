@@ -338,6 +338,12 @@ class ClockRepository(Protocol):
         offset: int,
     ) -> Sequence[CaseClock]: ...
 
+    def breached_since(self, since: datetime, limit: int) -> Sequence[CaseClock]:
+        """Clocks that breached (their deadline passed before they were met) with the deadline
+        or the late stop at or after `since`, the latest deadline first (the board's last hour;
+        a running clock is marked breached by the sweep's breach step)."""
+        ...
+
     def entries(self, clock_ids: Sequence[str]) -> dict[str, list[SlaEntry]]: ...
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
     tuple_,
     type_coerce,
     union_all,
@@ -1139,6 +1140,20 @@ class SqlClocks:
             stmt = stmt.where(clocks.c.state == ClockState.OPEN)
         if breached_only:
             stmt = stmt.where(clocks.c.breached.is_(True))
+        return self.session.scalars(stmt).all()
+
+    def breached_since(self, since: datetime, limit: int) -> Sequence[CaseClock]:
+        at = type_coerce(since, UTCDateTime())
+        stmt = (
+            select(CaseClock)
+            # `= true`: the breached clocks are a range of ix_clocks_breached_kind.
+            .where(
+                clocks.c.breached == true(),
+                or_(clocks.c.deadline_at >= at, clocks.c.stopped_at >= at),
+            )
+            .order_by(clocks.c.deadline_at.desc(), clocks.c.clock_id)
+            .limit(limit)
+        )
         return self.session.scalars(stmt).all()
 
     def entries(self, clock_ids: Sequence[str]) -> dict[str, list[SlaEntry]]:

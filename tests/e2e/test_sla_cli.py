@@ -81,7 +81,7 @@ async def test_sla_lists_running_clocks_by_time_left_then_breaches_and_the_log(
 
     out = stophub(network, "sla")
     overdue = row_of(out, first, "verify")
-    assert "-50.0 s overdue" in overdue and "breached" in overdue
+    assert "│ 50.0 s overdue" in overdue and "breached" in overdue, "how late, with no minus"
     assert "regulator" in overdue and "(in 4m 10s)" in overdue
     assert "10.0 s" in row_of(out, second, "verify") and "overdue" not in row_of(out, second)
 
@@ -136,14 +136,20 @@ async def test_board_once_shows_open_cases_with_countdowns(
 
     network.clock.set(T0 + timedelta(minutes=5, seconds=20))
     out = stophub(network, "board", "--once")
-    assert "-20.0 s overdue" in row_of(out, case_id)
-    assert "1 overdue" in out
+    running, _, last_hour = out.partition("\nbreached or met late in the last hour\n")
+    assert "  20.0 s overdue  verify" in row_of(running, case_id), "how late, with no minus"
+    assert "1 breached now" in out
+    assert "20.0 s overdue, open" in row_of(last_hour, case_id)
+    assert "+86-10-5550-0001" in row_of(running, case_id), "the duty phone of who must act"
 
     await banka.verify_report(case_id)  # verify stops, the centre's stop_issue starts
     out = stophub(network, "board", "--once")
-    row = row_of(out, case_id)
+    running, _, last_hour = out.partition("\nbreached or met late in the last hour\n")
+    row = row_of(running, case_id)
     assert "stop_issue" in row and "CENTRE" in row and "10m 0s" in row
     assert "verified" in row
+    assert "0 breached now" in out
+    assert "verify  met 20.0 s late  BANKA" in row_of(last_hour, case_id)
 
 
 async def test_board_refreshes_until_interrupted(
@@ -158,7 +164,7 @@ async def test_board_refreshes_until_interrupted(
             raise KeyboardInterrupt  # Ctrl-C
         network.clock.advance(timedelta(seconds=10))
 
-    monkeypatch.setattr("hub.cli.sla.time.sleep", sleep)
+    monkeypatch.setattr("hub.cli.render.sla.wait_for_frame", lambda _resized, s: sleep(s))
     out = stophub(network, "board", "--refresh", "2")
     assert sleeps == [2.0, 2.0, 2.0]
     # The last frame drawn is the one the board leaves on screen: 20 s later.
@@ -179,19 +185,19 @@ def test_countdown_colours_follow_the_share_of_the_window_left() -> None:
     assert countdown_style(clock, T0 + timedelta(minutes=10)) == "bold yellow"  # at the deadline
     assert countdown_style(clock, T0 + timedelta(minutes=10, seconds=1)) == "bold red"
     late = countdown(clock, T0 + timedelta(minutes=13))
-    assert late.plain == "-3m 0s overdue" and late.style == "bold red"
+    assert late.plain == "3m 0s overdue" and late.style == "bold red"
 
 
 async def test_board_frame_is_coloured_on_a_terminal(network: Network, banka: HubClient) -> None:
     await banka.create_report(report(network.clock.now()))
-    cases = load_board(network.store)
-    assert all(c.state is ClockState.OPEN for b in cases for c in b.clocks)
 
     def frame(minutes: float) -> str:
+        board = load_board(network.store, T0 + timedelta(minutes=minutes))
+        assert all(c.state is ClockState.OPEN for b in board.cases for c in b.clocks)
         console = Console(force_terminal=True, color_system="standard", width=200, record=True)
-        console.print(board_view(cases, T0 + timedelta(minutes=minutes)))
+        console.print(board_view(board, width=200))
         return console.export_text(styles=True)
 
     assert re.search(r"\x1b\[32m\s*4m 0s", frame(1)), "80% left: green"
     assert re.search(r"\x1b\[1;33m\s*30\.0 s", frame(4.5)), "10% left: yellow"
-    assert re.search(r"\x1b\[1;31m\s*-60\.0 s overdue", frame(6)), "overdue: red"
+    assert re.search(r"\x1b\[1;31m\s*60\.0 s overdue", frame(6)), "overdue: red"

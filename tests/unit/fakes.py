@@ -519,6 +519,17 @@ class FakeClocks:
         found.sort(key=lambda c: (c.state is not ClockState.OPEN, c.deadline_at, c.clock_id))
         return found[offset : offset + limit]
 
+    def breached_since(self, since: datetime, limit: int) -> Sequence[CaseClock]:
+        found = [
+            c
+            for c in self._state.clocks.values()
+            if c.breached
+            and (c.deadline_at >= since or (c.stopped_at is not None and c.stopped_at >= since))
+        ]
+        found.sort(key=lambda c: c.clock_id)
+        found.sort(key=lambda c: c.deadline_at, reverse=True)
+        return found[:limit]
+
     def entries(self, clock_ids: Sequence[str]) -> dict[str, list[SlaEntry]]:
         return {cid: [e for e in self._state.sla if e.clock_id == cid] for cid in clock_ids}
 
