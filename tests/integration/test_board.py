@@ -10,12 +10,13 @@ from datetime import timedelta
 import pytest
 from rich.console import Console
 
-from hub.cli.render.sla import Board, board_view, load_board
-from hub.domain.clocks import ClockState
+from hub.cli.render.sla import Board, BoardCase, board_view, load_board
+from hub.domain.clocks import CaseClock, ClockState
 from hub.service.commands.case import CREATE_REPORT, GET_CASE, VERIFY_REPORT
 from hub.service.commands.order import ISSUE_ORDER
 from hub.system.policy import load_policy
 from stophub.v1 import case_pb2, order_pb2
+from tests.conftest import T0
 from tests.unit.test_handlers import MULE_B, stop_body
 
 from .test_hub_on_db import Net, confirm, net, report  # noqa: F401  (the fixture)
@@ -125,3 +126,12 @@ def test_a_low_window_says_what_it_left_out(net: Net) -> None:  # noqa: F811
     assert len(lines) <= 13, "\n".join(lines)
     assert any(line.startswith("… ") and "more" in line for line in lines)
     assert lines[-1].startswith("green: > 20% left"), "the legend stays"
+
+
+def test_a_deadline_on_another_day_shows_its_date() -> None:
+    tomorrow = CaseClock("K1", "C1", "investigate", "CENTRE", T0, T0 + timedelta(hours=24))
+    today = CaseClock("K2", "C2", "verify", "BANKA", T0, T0 + timedelta(minutes=5))
+    text = "\n".join(frame(Board(T0, [BoardCase("C1", None, [tomorrow])]), 160, 40))
+    assert "2026-03-03 09:00" in text, "not today: dated"
+    only_today = "\n".join(frame(Board(T0, [BoardCase("C2", None, [today])]), 160, 40))
+    assert " 09:05 " in only_today and "2026-03-02 09:05" not in only_today

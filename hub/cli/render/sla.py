@@ -372,7 +372,8 @@ def _clock_columns(board: Board) -> list[_Column]:
         if not b.clocks:
             rows.append((b, None, True))
         rows.extend((b, c, i == 0) for i, c in enumerate(b.clocks))
-    deadlines = Times((c.deadline_at for _, c, _ in rows if c is not None), unit="minutes")
+    # With `now`: a deadline on another day than the board's own (in its header) shows it.
+    deadlines = Times([now, *(c.deadline_at for _, c, _ in rows if c is not None)], unit="minutes")
 
     def cell(value: str, style: str = "") -> Text:
         return Text(value, style=style)
@@ -403,7 +404,7 @@ def _clock_columns(board: Board) -> list[_Column]:
 
 
 def _recent_columns(board: Board) -> list[_Column]:
-    deadlines = Times((c.deadline_at for c in board.recent), unit="seconds")
+    deadlines = Times([board.now, *(c.deadline_at for c in board.recent)], unit="seconds")
     return [
         _Column("case", [Text(c.case_id, style="bold") for c in board.recent]),
         _Column("clock", [Text(c.kind) for c in board.recent]),
