@@ -30,7 +30,8 @@ def parse_moment(value: str, zone: tzinfo, *, end: bool = False) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise click.BadParameter(
-            f"{value!r}: write an ISO date (2026-03-01) or datetime (2026-03-01T09:00:00Z)"
+            f"{value!r}: write an ISO date (2026-03-01) or datetime (2026-03-01T09:00:00Z)",
+            param_hint="--to" if end else "--from",
         ) from None
     if end and len(text) == 10:
         moment = datetime.combine(moment.date() + timedelta(days=1), time())
@@ -64,7 +65,7 @@ def report() -> None:
     "out",
     required=True,
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="The HTML file to write; its SHA-256 goes beside it in OUT.sha256.",
+    help="The HTML file to write; its SHA-256 goes beside it, in FILE.sha256.",
 )
 @click.option(
     "--case",
