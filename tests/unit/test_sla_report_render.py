@@ -12,6 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -419,3 +420,10 @@ def test_without_dates_the_period_covers_every_clock() -> None:
         datetime(2026, 12, 4, tzinfo=UTC),
         datetime(2026, 12, 5, tzinfo=UTC),
     )
+
+
+def test_the_docs_name_the_clocks_as_the_report_does() -> None:
+    """docs/sla-report.md's table of clock names is the report's (`CLOCK_NAMES`)."""
+    docs = Path(__file__).resolve().parents[2] / "docs" / "sla-report.md"
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| ([^|]+) \|$", docs.read_text(), re.MULTILINE)
+    assert {kind: (name.strip(), what.strip()) for kind, name, what in rows} == CLOCK_NAMES
