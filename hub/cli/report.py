@@ -1,37 +1,42 @@
 """`stophub report`: reports for people outside the operations room.
 
-`stophub report sla --from 2026-03-01 --to 2026-03-31 --out report.html` writes the SLA report:
-one self-contained HTML file, no network needed to open it. Its figures are
-hub/service/slareport.py's, read by hub/store/reports.py and drawn by hub/cli/render/report.py.
+`stophub report sla --out report.html` writes the SLA report of every clock in the database
+(`--from 2026-03-01 --to 2026-03-31` for a period): one self-contained HTML file, no network
+needed to open it, and beside it `report.html.sha256` for `sha256sum -c`. Its figures are
+hub/service/slareport.py's, read by hub/store/reports.py and drawn by hub/cli/render/report.py;
+docs/sla-report.md is what it promises.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import hashlib
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from pathlib import Path
 
 import click
 
-from hub.cli.common import db_option, open_store
+from hub.cli.common import command_clock, db_option, open_store
 from hub.cli.render.report import render_html
-from hub.service.slareport import gather
-from hub.system.clock import SystemClock
+from hub.cli.render.wording import display_zone, stamp
+from hub.service.slareport import ReportError, SlaReport, gather
+from hub.store.reports import describe_database
 
 
-def parse_moment(value: str, *, end: bool = False) -> datetime:
-    """An ISO date or datetime, UTC unless it says otherwise. A date alone is the start of
+def parse_moment(value: str, zone: tzinfo, *, end: bool = False) -> datetime:
+    """An ISO date or datetime, in `zone` unless it names its own. A date alone is the start of
     that day, or with `end` the start of the next (so `--to 2026-03-31` includes March 31)."""
     text = value.strip()
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise click.BadParameter(
-            f"{value!r}: write an ISO date (2026-03-01) or datetime (2026-03-01T09:00:00Z)"
+            f"{value!r}: write an ISO date (2026-03-01) or datetime (2026-03-01T09:00:00Z)",
+            param_hint="--to" if end else "--from",
         ) from None
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     if end and len(text) == 10:
-        moment += timedelta(days=1)
-    return moment
+        moment = datetime.combine(moment.date() + timedelta(days=1), time())
+    moment = moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
+    return moment.astimezone(UTC)
 
 
 @click.group("report")
@@ -44,21 +49,23 @@ def report() -> None:
 @click.option(
     "--from",
     "start_text",
-    required=True,
-    help="Start of the period (clocks started at or after it): ISO date or datetime, UTC.",
+    default=None,
+    help="Start of the period (clocks started at or after it): ISO date or datetime, in the "
+    "display zone unless it names one. Default: the day of the database's first clock.",
 )
 @click.option(
     "--to",
     "end_text",
-    required=True,
-    help="End of the period (excluded): ISO datetime, or ISO date (that day included), UTC.",
+    default=None,
+    help="End of the period (excluded): ISO datetime, or ISO date (that day included), in the "
+    "display zone unless it names one. Default: the end of the day of the last clock.",
 )
 @click.option(
     "--out",
     "out",
     required=True,
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="The HTML file to write.",
+    help="The HTML file to write; its SHA-256 goes beside it, in FILE.sha256.",
 )
 @click.option(
     "--case",
@@ -66,30 +73,91 @@ def report() -> None:
     multiple=True,
     help="Add this case's timeline (events and clock steps); repeatable.",
 )
+@click.option(
+    "--personal-data",
+    is_flag=True,
+    help="Show personal names in the case timelines in full (for those entitled); "
+    "otherwise only their first character.",
+)
 def sla(
-    database_url: str, start_text: str, end_text: str, out: Path, case_ids: tuple[str, ...]
+    database_url: str,
+    start_text: str | None,
+    end_text: str | None,
+    out: Path,
+    case_ids: tuple[str, ...],
+    personal_data: bool,
 ) -> None:
-    """The SLA report: per institution and clock the count, median and p90 durations against
-    the deadline, breaches and escalations; charts; case timelines. One HTML file."""
-    start = parse_moment(start_text)
-    end = parse_moment(end_text, end=True)
-    if end <= start:
+    """The SLA report: a summary per clock; per institution and clock the count, median and
+    p90 against the deadline, breaches, reminders and escalations; charts; case timelines;
+    the database and the audit-log checkpoint it was made against. One HTML file."""
+    zone = display_zone()
+    start = parse_moment(start_text, zone) if start_text else None
+    end = parse_moment(end_text, zone, end=True) if end_text else None
+    if start is not None and end is not None and end <= start:
         raise click.BadParameter("--to must come after --from", param_hint="--to")
     store = open_store(database_url)
     try:
         with store(read_only=True) as uow:
+            uow.reports.hold_snapshot()
             data = gather(
-                uow.reports, uow.cases, start, end, case_ids, generated_at=SystemClock().now()
+                uow.reports,
+                uow.cases,
+                uow.institutions,
+                start,
+                end,
+                case_ids,
+                generated_at=command_clock().now(),
+                zone=zone,
+                database=describe_database(database_url),
+                personal_data=personal_data,
             )
+    except ReportError as err:
+        raise click.ClickException(str(err)) from err
     finally:
         store.dispose()
     missing = [t.case_id for t in data.cases if not t.found]
     if missing:
         raise click.ClickException(f"no case {', '.join(map(repr, missing))} in {database_url}")
-    out.write_text(render_html(data), encoding="utf-8")
-    rows = data.rows
-    click.echo(
-        f"wrote {out}: {len(data.clocks)} clock(s) in {len(rows)} institution/clock row(s), "
-        f"{sum(r.breached for r in rows)} breached, {sum(r.escalations for r in rows)} "
-        "escalation(s)"
-    )
+    content = render_html(data, out.name).encode("utf-8")
+    digest = hashlib.sha256(content).hexdigest()
+    sidecar = out.with_name(out.name + ".sha256")
+    try:
+        out.write_bytes(content)
+        # sha256sum's own format, the name relative to the file's directory.
+        sidecar.write_text(f"{digest}  {out.name}\n", encoding="utf-8")
+    except OSError as err:
+        raise click.ClickException(f"cannot write the report: {err}") from err
+    for line in summary_lines(data, out, sidecar, digest):
+        click.echo(line)
+
+
+def summary_lines(data: SlaReport, out: Path, sidecar: Path, digest: str) -> list[str]:
+    """What the command tells its user: what it wrote, what the period held, what it rests on."""
+    period = f"from {stamp(data.start)} to {stamp(data.end)}"
+    lines = [f"wrote {out} (SHA-256 {digest}) and {sidecar}"]
+    if not data.clocks:
+        if data.span is None:
+            held = "this database holds no clock"
+        else:
+            held = (
+                f"this database's clocks started from {stamp(data.span[0])} to "
+                f"{stamp(data.span[1])}: leave out --from and --to to report on all of them"
+            )
+        lines.append(f"no clock started {period}, and the report says so; {held}")
+    else:
+        kinds = data.kinds
+        lines.append(
+            f"{len(data.clocks)} clock(s) started {period}: {sum(r.met for r in kinds)} met, "
+            f"{sum(r.breached for r in kinds)} breached; {sum(r.reminders for r in kinds)} "
+            f"reminder(s), {sum(r.breach_notices for r in kinds)} breach notice(s), "
+            f"{sum(r.escalations for r in kinds)} escalation(s) to the regulator"
+        )
+    cp = data.checkpoint
+    if cp is None:
+        lines.append("the audit log has no signed checkpoint yet: the report says so")
+    else:
+        lines.append(
+            f"made against the audit log's checkpoint of {cp.tree_size} entries "
+            f"(root {cp.root_hash.hex()}), signed by the hub's key {cp.key_id}"
+        )
+    return lines

@@ -430,22 +430,28 @@ def _explain(wrong: dict[int, tuple[int, LeafMismatch]], result: Verification) -
             )
 
 
-def _check_signature(
-    cp: LogCheckpointRow, hub_keys: Callable[[str], bytes | None], result: Verification
-) -> None:
+def checkpoint_problem(cp: LogCheckpointRow, hub_keys: Callable[[str], bytes | None]) -> str:
+    """What is wrong with a stored checkpoint's signature or its agreement with its row, or ""
+    when the hub's key `hub_keys(key_id)` verifies it (`audit verify`, the SLA report)."""
     envelope = envelope_pb2.Envelope.FromString(cp.envelope)
     key = hub_keys(envelope.key_id)
     body = audit_pb2.LogCheckpoint.FromString(envelope.body)
-    problem = ""
     if envelope.sender != HUB_CODE or key is None:
-        problem = f"signed by {envelope.sender}/{envelope.key_id}, not a key of the hub"
-    elif not verify_envelope(envelope, key):
-        problem = "its signature does not verify"
-    elif (body.tree_size, body.root_hash) != (cp.tree_size, cp.root_hash):
-        problem = (
+        return f"signed by {envelope.sender}/{envelope.key_id}, not a key of the hub"
+    if not verify_envelope(envelope, key):
+        return "its signature does not verify"
+    if (body.tree_size, body.root_hash) != (cp.tree_size, cp.root_hash):
+        return (
             f"the row says {cp.tree_size} entries / {cp.root_hash.hex()}, the signed "
             f"checkpoint {body.tree_size} / {body.root_hash.hex()}"
         )
+    return ""
+
+
+def _check_signature(
+    cp: LogCheckpointRow, hub_keys: Callable[[str], bytes | None], result: Verification
+) -> None:
+    problem = checkpoint_problem(cp, hub_keys)
     if problem:
         result.findings.append(
             Finding("checkpoint", f"checkpoint of {cp.tree_size} entries: {problem}")

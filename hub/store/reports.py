@@ -6,14 +6,34 @@ is one over the unit of work's session, read-only."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, func, select, true, type_coerce
+from sqlalchemy import ColumnElement, func, make_url, select, true, type_coerce
 from sqlalchemy.orm import Session
 
 from hub.domain.clocks import ClockState
+from hub.service.ports import LogCheckpointRow
 from hub.service.slareport import ClockRow, LogRow
-from hub.store.tables import UTCDateTime, audit_log, clocks, sla_log
+from hub.store.tables import (
+    UTCDateTime,
+    audit_checkpoints,
+    audit_log,
+    audit_log_state,
+    clocks,
+    sla_log,
+)
+
+
+def describe_database(url: str) -> str:
+    """The database as a report names it: its URL without the password, a SQLite file by its
+    absolute path (a relative one says nothing once the report has left the machine)."""
+    if "://" not in url:  # a bare path is a SQLite file (hub.store.sql.normalise_url)
+        return f"sqlite:///{Path(url).expanduser().resolve()}"
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return f"sqlite:///{Path(parsed.database).expanduser().resolve()}"
+    return parsed.render_as_string(hide_password=True)
 
 
 class SignedMessageRow(NamedTuple):
@@ -86,6 +106,14 @@ class SqlReports:
     def __init__(self, session: Session) -> None:
         self.session = session
 
+    def hold_snapshot(self) -> None:
+        """Let every read of this unit of work see the database as of its first one, so the
+        report's figures and the checkpoint it cites come from one moment (SQLite's read
+        transaction does so already; PostgreSQL's default reads each statement afresh). Call
+        before any other read."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
     def clocks_started(self, start: datetime, end: datetime) -> list[ClockRow]:
         query = (
             select(clocks)
@@ -98,6 +126,25 @@ class SqlReports:
         ids = select(clocks.c.clock_id).where(*_started_in(start, end)).scalar_subquery()
         query = select(sla_log).where(sla_log.c.clock_id.in_(ids)).order_by(sla_log.c.id)
         return [_log_row(r) for r in self.session.execute(query)]
+
+    def clock_span(self) -> tuple[datetime, datetime] | None:
+        first, last = self.session.execute(
+            select(func.min(clocks.c.started_at), func.max(clocks.c.started_at))
+        ).one()
+        # min() and max() take the column's type: aware UTC datetimes on either database.
+        return None if first is None or last is None else (first, last)
+
+    def latest_checkpoint(self) -> LogCheckpointRow | None:
+        row = self.session.execute(
+            select(audit_checkpoints).order_by(audit_checkpoints.c.tree_size.desc()).limit(1)
+        ).one_or_none()
+        if row is None:
+            return None
+        return LogCheckpointRow(row.tree_size, row.root_hash, row.signed_at, row.envelope)
+
+    def audit_tree_size(self) -> int:
+        size = self.session.execute(select(audit_log_state.c.tree_size)).scalar_one_or_none()
+        return int(size or 0)
 
     def clocks_of_case(self, case_id: str) -> list[ClockRow]:
         query = (

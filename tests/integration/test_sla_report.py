@@ -1,14 +1,22 @@
-"""`stophub report sla` on a real database: the report's numbers are the SLA log's numbers.
+"""`stophub report sla` on a real database: the report's numbers are the SLA log's numbers,
+and the report is what docs/sla-report.md promises.
 
 Reports from BANKA and BANKB over three days, some verified in time and some late (with the
 sweep firing reminders, breaches and escalations), one left open and one outside the period;
 the report is written through the CLI and its figures are compared with figures computed here,
-independently, from the `clocks` and `sla_log` rows.
+independently, from the `clocks` and `sla_log` rows. The report names the database and the
+audit log's signed checkpoint it was made against, and carries a digest anyone can check with
+`sha256sum` and `grep`.
 """
 
 from __future__ import annotations
 
+import base64
+import re
+import shlex
+import shutil
 import statistics
+import subprocess
 import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
@@ -16,16 +24,22 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from hub.cli import main
 from hub.cli.report import report
+from hub.crypto.envelope import verify_envelope
 from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
-from hub.store.tables import clocks, sla_log
+from hub.service.commands.order import SET_AUTO_STOP_RULE
+from hub.store.tables import audit_checkpoints, clocks, sla_log
 from hub.system.policy import load_policy
-from stophub.v1 import account_pb2, case_pb2
+from stophub.v1 import account_pb2, audit_pb2, case_pb2, envelope_pb2, order_pb2
 
-from .test_hub_on_db import Net, confirm
+from .test_hub_on_db import Net, confirm, rule
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 ACCOUNTS = {
     "BANKA": account_pb2.AccountRef(
@@ -35,7 +49,20 @@ ACCOUNTS = {
         institution_code="BANKB", account_number="6222020000000002", holder_name="Li Si"
     ),
 }
-ESCALATIONS = {"reminder", "breach", "regulator"}
+NOTICES = {
+    "reminders": {"reminder", "renewal_reminder"},
+    "breach-notices": {"breach"},
+    "escalations": {"regulator"},
+}
+# The report's names of the kinds this scenario starts (docs/sla-report.md, "Clock names").
+NAMES = {
+    "record": "report receipt",
+    "verify": "verification",
+    "stop_issue": "stop issue",
+    "stop": "stop answer",
+    "investigate": "investigation",
+    "stop_validity": "stop validity",
+}
 START = datetime(2026, 3, 2, tzinfo=UTC)  # T0's day
 END = datetime(2026, 3, 4, tzinfo=UTC)  # `--to 2026-03-03` includes March 3
 
@@ -102,21 +129,26 @@ def build(net: Net) -> dict[str, str]:
     net.clock.set(datetime(2026, 3, 5, 8, tzinfo=UTC))
     cases["outside"] = open_case(net, "BANKB")
     verify_after(net, "BANKB", cases["outside"], timedelta(minutes=9))
+    # The hub places the entries in the audit log's tree and signs a checkpoint of it.
+    net.hub.keep_audit_log()
     return cases
 
 
 def expected_figures(net: Net) -> tuple[dict[tuple[str, str], dict[str, Any]], Counter[Any]]:
-    """Per (institution, clock), from the rows; and breaches per (institution, day)."""
+    """Per (institution, clock), and per ("", clock) for the summary, from the rows; and
+    breaches per (institution, day)."""
     with net.store.read_engine.connect() as conn:
         clock_rows = [r for r in conn.execute(select(clocks)) if START <= r.started_at < END]
         log_rows = list(conn.execute(select(sla_log)))
     ids = {r.clock_id for r in clock_rows}
-    escalations = Counter(
-        r.clock_id for r in log_rows if r.clock_id in ids and r.event in ESCALATIONS
-    )
+    sent = {
+        name: Counter(r.clock_id for r in log_rows if r.clock_id in ids and r.event in events)
+        for name, events in NOTICES.items()
+    }
     groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for r in clock_rows:
         groups[(r.responsible, r.kind)].append(r)
+        groups[("", r.kind)].append(r)
     out: dict[tuple[str, str], dict[str, Any]] = {}
     breaches: Counter[tuple[str, date]] = Counter()
     for key, rows in groups.items():
@@ -134,8 +166,9 @@ def expected_figures(net: Net) -> tuple[dict[tuple[str, str], dict[str, Any]], C
         else:
             median = p90 = None
         breached = [r for r, s in zip(rows, state, strict=True) if r.breached or s == "missed"]
-        for r in breached:
-            breaches[(r.responsible, r.deadline_at.date())] += 1
+        if key[0]:
+            for r in breached:
+                breaches[(r.responsible, r.deadline_at.date())] += 1
         out[key] = {
             "count": len(rows),
             "stopped": len(stopped),
@@ -146,7 +179,7 @@ def expected_figures(net: Net) -> tuple[dict[tuple[str, str], dict[str, Any]], C
             "ended": state.count("ended"),
             "open": state.count("open"),
             "breached": len(breached),
-            "escalations": sum(escalations[r.clock_id] for r in rows),
+            **{name: sum(counts[r.clock_id] for r in rows) for name, counts in sent.items()},
         }
     return out, breaches
 
@@ -163,11 +196,32 @@ def reported_figures(root: ET.Element) -> dict[tuple[str, str], dict[str, Any]]:
             name: int(cells[name].text or "")
             for name in ("count", "stopped", "met", "missed", "ended", "open", "breached")
         }
-        figures["escalations"] = int(cells["escalations"].text or "")
+        for name in NOTICES:
+            figures[name] = int(cells[name].text or "")
         for name in ("median", "p90"):
             figures[name] = cells[name].get("data-seconds") or None
         out[(tr.attrib["data-institution"], tr.attrib["data-clock"])] = figures
     return out
+
+
+def summary_by_kind(root: ET.Element) -> dict[str, dict[str, str]]:
+    """The summary at the top: per clock kind, each cell's text by its class."""
+    table = root.find(".//table[@id='kinds']")
+    assert table is not None
+    return {
+        tr.attrib["data-clock"]: {
+            (td.get("class") or "").split()[-1]: td.get("data-seconds", td.text or "")
+            if td.get("class") == "median"
+            else td.text or ""
+            for td in tr.iter("td")
+        }
+        for tr in table.iter("tr")
+        if "data-clock" in tr.attrib
+    }
+
+
+def parse(html: str) -> ET.Element:
+    return ET.fromstring(html.removeprefix("<!DOCTYPE html>"))  # well-formed as XML
 
 
 def test_report_numbers_match_the_sla_log(net: Net, tmp_path: Path, database_url: str) -> None:
@@ -193,11 +247,31 @@ def test_report_numbers_match_the_sla_log(net: Net, tmp_path: Path, database_url
     )
     assert result.exit_code == 0, result.output + repr(result.exception)
     html = out.read_text(encoding="utf-8")
-    root = ET.fromstring(html.removeprefix("<!DOCTYPE html>"))  # well-formed as XML
+    root = parse(html)
 
     expected, breaches = expected_figures(net)
     reported = reported_figures(root)
-    assert reported == expected
+    assert reported == {k: v for k, v in expected.items() if k[0]}
+
+    # The summary at the top: per clock kind, by its name, the count, the share met and the
+    # median against the deadline.
+    body = root.find("body")
+    assert body is not None and next(h.text for h in body.iter("h2")) == "Summary"
+    kinds = summary_by_kind(root)
+    assert set(kinds) == {k for i, k in expected if not i}
+    for kind, row in kinds.items():
+        figures = expected[("", kind)]
+        assert row["clock"] == NAMES[kind]
+        assert int(row["count"]) == figures["count"]
+        assert int(row["met"]) == figures["met"] and int(row["breached"]) == figures["breached"]
+        judged = figures["met"] + figures["breached"]
+        share = f"{100 * figures['met'] / judged:.0f}%" if judged else "—"
+        assert row["share-met"] == share, kind
+        assert (row["median"] or None) == figures["median"]
+        assert "%" in row["median-ratio"] or figures["median"] is None
+        for name in NOTICES:
+            assert int(row[name]) == figures[name], (kind, name)
+    assert kinds["verify"]["share-met"] == "50%"  # a_fast, b_fast, a_fast2 met; three breached
 
     # The scenario is what it claims to be, so the comparison above compares something.
     verify_a, verify_b = expected[("BANKA", "verify")], expected[("BANKB", "verify")]
@@ -210,12 +284,21 @@ def test_report_numbers_match_the_sla_log(net: Net, tmp_path: Path, database_url
     )
     assert (verify_a["stopped"], verify_a["breached"]) == (3, 2)
     assert (verify_b["count"], verify_b["met"], verify_b["missed"]) == (2, 1, 1)
-    assert verify_a["escalations"] >= 4  # a_late: reminder, breach; a_open: reminder, breach
-    assert verify_b["escalations"] == 2  # b_late: reminder, breach
+    # a_late: reminder, breach; a_open: reminder, breach, regulator; b_late: reminder, breach.
+    assert (verify_a["reminders"], verify_a["breach-notices"], verify_a["escalations"]) == (
+        2,
+        2,
+        1,
+    )
+    assert (verify_b["reminders"], verify_b["breach-notices"], verify_b["escalations"]) == (
+        1,
+        1,
+        0,
+    )
     assert verify_b["median"] == f"{(165 + 425) / 2:.3f}"
     assert ("HUB", "record") in expected and ("CENTRE", "stop_issue") in expected
     # The case outside the period is not counted.
-    assert sum(f["count"] for k, f in expected.items() if k[1] == "verify") == 6
+    assert sum(f["count"] for k, f in expected.items() if k[0] and k[1] == "verify") == 6
 
     # Breaches per institution per day, as charted and tabulated.
     table = root.find(".//table[@id='breaches']")
@@ -240,7 +323,7 @@ def test_report_numbers_match_the_sla_log(net: Net, tmp_path: Path, database_url
     durations = root.find(".//svg[@id='durations-chart']")
     assert durations is not None
     assert len(durations.findall(".//rect")) >= 2 * sum(
-        1 for f in expected.values() if f["stopped"]
+        1 for (i, _), f in expected.items() if i and f["stopped"]
     )
 
     # The case timelines: the case's events and every clock step of its SLA log.
@@ -250,10 +333,12 @@ def test_report_numbers_match_the_sla_log(net: Net, tmp_path: Path, database_url
     assert section is not None
     assert section.find(".//svg") is not None
     steps = [tr for tr in section.iter("tr") if "clock-step" in tr.get("class", "")]
-    assert Counter((tr.attrib["data-clock-id"], tr.findall("td")[2].text) for tr in steps) == (
+    assert Counter((tr.attrib["data-clock-id"], tr.attrib["data-event"]) for tr in steps) == (
         Counter((r.clock_id, r.event) for r in late_log)
     )
-    assert {"breach", "missed", "reminder"} <= {tr.findall("td")[2].text for tr in steps}
+    assert {"breach notice", "missed (stopped late)", "reminder"} <= {
+        tr.findall("td")[2].text for tr in steps
+    }
     events = [tr.findall("td")[2].text for tr in section.iter("tr") if tr.get("class") == "event"]
     assert "report.received" in events and "report.verified" in events
     assert root.find(f".//section[@data-case='{cases['b_fast']}']") is not None
@@ -266,7 +351,149 @@ def test_report_numbers_match_the_sla_log(net: Net, tmp_path: Path, database_url
             value = element.get(attr, "")
             assert not value.startswith(("http://", "https://", "//")), (element.tag, value)
     assert "http://" not in html and "https://" not in html
-    assert "method='inclusive'" in html.replace("&#x27;", "'")
+    definitions = root.find(".//p[@id='definitions']")
+    assert definitions is not None and "90th percentile" in (definitions.text or "")
+    for jargon in ("statistics", "quantiles", "Python", "method="):
+        assert jargon not in html, jargon
+    # Names, not identifiers, for the clock kinds, wherever the report writes one.
+    for kind in ("stop_issue", "stop_validity", "fund_return", "freeze_term"):
+        assert kind not in "".join(root.itertext()), kind
+
+
+def test_report_states_its_database_checkpoint_and_digest(
+    net: Net, tmp_path: Path, database_url: str
+) -> None:
+    build(net)
+    out = tmp_path / "sla.html"
+    result = CliRunner().invoke(
+        report, ["sla", "--db", database_url, "--from", "2026-03-02", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    html = out.read_text(encoding="utf-8")
+    root = parse(html)
+
+    # The database, without its password.
+    items = {
+        tr.attrib["data-item"]: "".join(td.itertext())
+        for tr in root.iter("tr")
+        if "data-item" in tr.attrib
+        for td in tr.iter("td")
+    }
+    host_part = database_url.split("@")[-1] if "@" in database_url else database_url[-20:]
+    assert host_part in items["Database"]
+    assert ":" not in database_url.split("//")[-1].split("@")[0] or "***" in items["Database"]
+
+    # The latest signed checkpoint: its size, root and the hub's signature, as stored and as
+    # the hub's key verifies it.
+    with net.store.read_engine.connect() as conn:
+        latest = conn.execute(
+            select(audit_checkpoints).order_by(audit_checkpoints.c.tree_size.desc())
+        ).first()
+    assert latest is not None
+    envelope = envelope_pb2.Envelope.FromString(latest.envelope)
+    assert verify_envelope(envelope, net.hub_key.public_key)
+    body = audit_pb2.LogCheckpoint.FromString(envelope.body)
+    assert f"tree of {body.tree_size} entries" in items["Latest signed checkpoint"]
+    assert items["Root hash (SHA-256)"] == body.root_hash.hex()
+    assert envelope.key_id in items["Signed by"]
+    assert items["Signature"] == envelope.signature.hex()
+    cited = envelope_pb2.Envelope.FromString(
+        base64.b64decode(items["Signed checkpoint (envelope, base64)"])
+    )
+    assert verify_envelope(cited, net.hub_key.public_key) and cited == envelope
+    assert f"checkpoint of {body.tree_size} entries (root {body.root_hash.hex()})" in (
+        result.output
+    )
+
+    # Its SHA-256, printed, beside it for `sha256sum -c`, and inside it without its own line.
+    digest = re.search(r"SHA-256 ([0-9a-f]{64})", result.output)
+    assert digest is not None
+    sidecar = tmp_path / "sla.html.sha256"
+    assert sidecar.read_text(encoding="utf-8") == f"{digest.group(1)}  sla.html\n"
+    if shutil.which("sha256sum") is None or shutil.which("grep") is None:
+        pytest.skip("sha256sum or grep missing")
+    checked = subprocess.run(
+        ["sha256sum", "-c", "sla.html.sha256"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert checked.returncode == 0 and checked.stdout.strip() == "sla.html: OK", checked
+    stated = re.search(r'id="content-sha256">[^<]*<code>([0-9a-f]{64})</code>', html)
+    assert stated is not None
+    content = subprocess.run(
+        "grep -v 'id=\"content-sha256\"' sla.html | sha256sum",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert content.stdout.split()[0] == stated.group(1)
+    # A changed report no longer matches either.
+    out.write_text(html.replace("StopHub SLA report", "StopHub SLA rep0rt"), encoding="utf-8")
+    assert subprocess.run(["sha256sum", "-c", "sla.html.sha256"], cwd=tmp_path,
+                          capture_output=True).returncode != 0  # fmt: skip
+
+
+def test_a_checkpoint_that_does_not_verify_stops_the_report(
+    net: Net, tmp_path: Path, database_url: str
+) -> None:
+    build(net)
+    with net.store.engine.begin() as conn:
+        conn.execute(update(audit_checkpoints).values(root_hash=bytes(32)))
+    out = tmp_path / "sla.html"
+    result = CliRunner().invoke(report, ["sla", "--db", database_url, "--out", str(out)])
+    assert result.exit_code == 1
+    line = result.output.strip()
+    assert "\n" not in line and "does not verify" in line and "stophub audit verify" in line
+    assert not out.exists()
+
+
+def test_personal_data_only_when_asked_for(net: Net, tmp_path: Path, database_url: str) -> None:
+    # A standing rule stops the payee at once: the stop's timeline entry names its holder.
+    net.call("CENTRE", SET_AUTO_STOP_RULE, rule(), order_pb2.AutoStopRule)
+    net.hub.clock_policy = load_policy()
+    case_id = open_case(net, "BANKA")
+    verify_after(net, "BANKA", case_id, timedelta(minutes=1))
+    args = ["sla", "--db", database_url, "--case", case_id, "--out"]
+    result = CliRunner().invoke(report, [*args, str(tmp_path / "masked.html")])
+    assert result.exit_code == 0, result.output
+    masked = (tmp_path / "masked.html").read_text(encoding="utf-8")
+    assert "(L****) at BANKB" in masked
+    assert "Zhang San" not in masked and "Li Si" not in masked
+    result = CliRunner().invoke(report, [*args, str(tmp_path / "full.html"), "--personal-data"])
+    assert result.exit_code == 0, result.output
+    full = (tmp_path / "full.html").read_text(encoding="utf-8")
+    assert "(Li Si) at BANKB" in full
+
+
+def test_readme_report_examples_work_on_any_data(
+    net: Net, tmp_path: Path, database_url: str
+) -> None:
+    """Every `stophub report sla` command README.md gives, run as written on this database,
+    whose clocks started in March 2026: an example that names fixed dates reports nothing
+    on the demo's database (its case time is the day it runs)."""
+    cases = build(net)
+    commands = [
+        shlex.split(" ".join(m.split()))
+        for m in re.findall(r"`((?:\.venv/bin/)?stophub [^`]*report sla[^`]*)`", README.read_text())
+    ]
+    assert commands, "README.md gives no `stophub report sla` command"
+    for n, words in enumerate(commands):
+        args = words[1:]
+        # Where the README points at the demo's files, this test's database and keys.
+        if "--data-keys" in args:
+            del args[args.index("--data-keys") : args.index("--data-keys") + 2]
+        if "--db" in args:
+            args[args.index("--db") + 1] = database_url
+        else:
+            args += ["--db", database_url]
+        out = tmp_path / f"example-{n}.html"
+        args[args.index("--out") + 1] = str(out)
+        args = [cases["a_late"] if a == "<CASE_ID>" else a for a in args]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, (words, result.output)
+        root = parse(out.read_text(encoding="utf-8"))
+        assert root.find(".//table[@id='kinds']") is not None, (words, result.output)
+        assert "no clock started" not in result.output
 
 
 def test_unknown_case_and_bad_period_are_refused(
@@ -283,8 +510,16 @@ def test_unknown_case_and_bad_period_are_refused(
     assert result.exit_code == 2
     result = CliRunner().invoke(report, [*base, "--from", "March", "--to", "2026-03-01"])
     assert result.exit_code == 2
-    # An empty period still gives a whole report.
+    # An empty period is a report that says so, and the command says so too, with the dates
+    # the database's clocks started between.
     result = CliRunner().invoke(report, [*base, "--from", "2027-01-01", "--to", "2027-01-02"])
     assert result.exit_code == 0, result.output
-    root = ET.fromstring(out.read_text(encoding="utf-8").removeprefix("<!DOCTYPE html>"))
-    assert root.find(".//svg[@id='durations-chart']") is not None
+    assert "no clock started from 2027-01-01T00:00:00Z to 2027-01-03T00:00:00Z" in result.output
+    assert "this database holds no clock" in result.output
+    root = parse(out.read_text(encoding="utf-8"))
+    empty = root.find(".//p[@id='empty']")
+    assert empty is not None and (empty.text or "").startswith("No clock started in this period.")
+    assert root.find(".//svg[@id='durations-chart']") is None
+    # Unwritable output: one line, no traceback.
+    result = CliRunner().invoke(report, ["sla", "--db", database_url, "--out", "/nonexistent/x"])
+    assert result.exit_code == 1 and "cannot write the report" in result.output
