@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from hub.cli.common import command_clock, db_option, open_store
+from hub.cli.common import command_clock, db_option, open_store, personal_data_option
 from hub.cli.render.report import render_html
 from hub.cli.render.wording import display_zone, stamp
 from hub.service.slareport import ReportError, SlaReport, gather
@@ -73,12 +73,7 @@ def report() -> None:
     multiple=True,
     help="Add this case's timeline (events and clock steps); repeatable.",
 )
-@click.option(
-    "--personal-data",
-    is_flag=True,
-    help="Show personal names in the case timelines in full (for those entitled); "
-    "otherwise only their first character.",
-)
+@personal_data_option
 def sla(
     database_url: str,
     start_text: str | None,

@@ -125,6 +125,8 @@ def outputs(world: World) -> dict[str, tuple[Callable[[bool], str], tuple[str, .
                              (*NAMES, *ACCOUNTS)),
         "list show": (_shown(world, "list", "show"), (CHINESE_NAME, MULE_ACCOUNT)),
         "appeal list": (_shown(world, "appeal", "list"), (CHINESE_NAME, ONWARD_HOLDER)),
+        "report sla --case": (_file(world, "report.html", "report", "sla", "--case", c, "--out"),
+                              (CHINESE_NAME,)),
     }  # fmt: skip
 
 

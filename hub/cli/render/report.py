@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from html import escape
 
 from hub.cli.render.wording import duration, stamp
-from hub.domain.wording import redact
+from hub.domain.wording import Disclosure
 from hub.service.slareport import (
     CLOCK_NAMES,
     NOTICES,
@@ -545,7 +545,7 @@ def _case_section(t: CaseTimeline, report: SlaReport) -> str:
     def text(value: str) -> str:
         # Orders as the clocks table names them (O001), as `stophub case show` does.
         value = value.replace(f"{t.case_id}-", "")
-        return value if report.personal_data else redact(value, t.personal_names)
+        return Disclosure(report.personal_data).knowing(t.personal_names).text(value)
 
     zone = _t(_zone_name(report.zone))
     clock_of = {c.clock_id: c for c in t.clocks}
