@@ -334,42 +334,8 @@ def test_responsibility_goes_to_reporter_addressee_and_the_issuing_centre() -> N
     assert tracker.clock("stop", order).state is ClockState.MET
 
 
-def test_a_freeze_runs_its_term_and_a_return_three_working_days() -> None:
-    tracker = verified_tracker()
-    tracker.calendar = ChineseWorkingDays()
-    stop_order = stop_on(tracker)
-    answer_held(tracker, stop_order, now=at(5))
-    holder: list[Order] = []
-    tracker.run(
-        lambda: holder.append(
-            issue(tracker.case, freeze_cmd(stop_order_id=stop_order.order_id), now=at(60))
-        )
-    )
-    freeze = holder[0]
-    answer_held(tracker, freeze, now=at(61))
-    term = tracker.clock("freeze_term", freeze)
-    assert term.responsible == "AFC"
-    assert term.deadline_at == add_months(at(61), 6) == freeze.expires_at
-    assert (term.next_step, term.next_step_at) == (
-        "renewal_reminder",
-        term.deadline_at - timedelta(days=7),
-    )
-
-    decision = datetime(2026, 3, 6, 7, 0, tzinfo=UTC)  # a Friday, 15:00 in Beijing
-    holder.clear()
-    tracker.run(
-        lambda: holder.append(
-            issue(tracker.case, ReturnCommand(freeze.order_id, VICTIM, 3_000_000), now=decision)
-        )
-    )
-    ret = tracker.clock("fund_return", holder[0])
-    assert ret.responsible == "BANKB"
-    assert ret.deadline_at == add_working_days(decision, 3, ChineseWorkingDays())
-    assert ret.deadline_at == datetime(2026, 3, 11, 16, 0, tzinfo=UTC)
-
-
-def return_tracker(calendar: ChineseWorkingDays, decision: datetime) -> tuple[Tracker, Order]:
-    """A case whose frozen money is ordered back to the victim at `decision`."""
+def frozen_tracker(calendar: ChineseWorkingDays) -> tuple[Tracker, Order]:
+    """A verified case whose stopped money the centre froze and the bank holds."""
     tracker = verified_tracker()
     tracker.calendar = calendar
     stop_order = stop_on(tracker)
@@ -381,14 +347,41 @@ def return_tracker(calendar: ChineseWorkingDays, decision: datetime) -> tuple[Tr
         )
     )
     answer_held(tracker, holder[0], now=at(61))
-    freeze = holder[0]
-    holder.clear()
+    return tracker, holder[0]
+
+
+def return_order(tracker: Tracker, freeze: Order, decision: datetime) -> Order:
+    """The frozen money ordered back to the victim at `decision`."""
+    holder: list[Order] = []
     tracker.run(
         lambda: holder.append(
             issue(tracker.case, ReturnCommand(freeze.order_id, VICTIM, 3_000_000), now=decision)
         )
     )
-    return tracker, holder[0]
+    return holder[0]
+
+
+def return_tracker(calendar: ChineseWorkingDays, decision: datetime) -> tuple[Tracker, Order]:
+    tracker, freeze = frozen_tracker(calendar)
+    return tracker, return_order(tracker, freeze, decision)
+
+
+def test_a_freeze_runs_its_term_and_a_return_three_working_days() -> None:
+    tracker, freeze = frozen_tracker(ChineseWorkingDays())
+    term = tracker.clock("freeze_term", freeze)
+    assert term.responsible == "AFC"
+    assert term.deadline_at == add_months(at(61), 6) == freeze.expires_at
+    assert (term.next_step, term.next_step_at) == (
+        "renewal_reminder",
+        term.deadline_at - timedelta(days=7),
+    )
+
+    decision = datetime(2026, 3, 6, 7, 0, tzinfo=UTC)  # a Friday, 15:00 in Beijing
+    ret = tracker.clock("fund_return", return_order(tracker, freeze, decision))
+    assert ret.responsible == "BANKB"
+    assert ret.deadline_at == add_working_days(decision, 3, ChineseWorkingDays())
+    assert ret.deadline_at == datetime(2026, 3, 11, 16, 0, tzinfo=UTC)
+    assert not ret.deadline_estimated
 
 
 FAR = 2035  # a year no chinesecalendar release will know for a long time

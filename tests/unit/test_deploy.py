@@ -1,12 +1,13 @@
-"""deploy/: the image, Compose, Kubernetes and systemd files say what the hub really does.
+"""deploy/: the image, Compose, Kubernetes, systemd and Prometheus files say what the hub
+really does.
 
 Every manifest parses; the invariants that matter hold (two replicas, non-root, read-only root
 filesystem, probes on the health port, the Secrets and mounts the arguments name); every flag
 a deployment passes is one `stophub` has; the Kubernetes manifests validate against the
 Kubernetes schemas (kubernetes-validate), `docker compose config` accepts compose.yaml and
 `systemd-analyze verify` the unit, `promtool` the alert rules and their tests, each where the
-tool is installed (skipped, with the reason, where it is not). Building and running the image needs a Docker engine: see
-deploy/README.md.
+tool is installed (skipped, with the reason, where it is not). Building and running the image
+needs a Docker engine: see deploy/README.md.
 """
 
 from __future__ import annotations
