@@ -35,6 +35,7 @@ from hub.crypto.pki import TlsConfig
 from hub.domain.cases import Policy
 from hub.domain.clocks import Policy as ClockPolicy
 from hub.domain.institutions import HUB_CODE, InstitutionKind
+from hub.domain.workdays import CHINA_TZ, WorkingDays
 from hub.observability.health import DatabaseHealth, serve_health, sql_probe
 from hub.observability.logmask import install as mask_accounts_in_logs
 from hub.observability.metrics import HubMetrics, MetricsHttpServer, Snapshot, sql_snapshot
@@ -43,9 +44,9 @@ from hub.service.pipeline import Hub
 from hub.service.ports import Clock, Notifier, StoreUnavailable
 from hub.service.sweep import Jobs
 from hub.store.sql import SqlStore, normalise_url
-from hub.system.calendar import ChineseWorkingDays
+from hub.system.calendar import ChineseWorkingDays, calendar_status
 from hub.system.clock import SystemClock
-from hub.system.policy import load_policy
+from hub.system.policy import load_calendar, load_policy, read_policy
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ def build_hub(
     clock: Clock | None = None,
     policy: Policy | None = None,
     clock_policy: ClockPolicy | None = None,
+    calendar: WorkingDays | None = None,
     list_key: ListKey | None = None,
 ) -> Hub:
     return Hub(
@@ -103,7 +105,7 @@ def build_hub(
         notifier,
         policy,
         clock_policy=clock_policy or load_policy(),
-        calendar=ChineseWorkingDays(),
+        calendar=calendar or load_calendar(),
         list_key=list_key,
     )
 
@@ -167,13 +169,25 @@ async def serve(
     mask_accounts_in_logs()
     key = hub_key if isinstance(hub_key, PrivateKey) else load_private_key(hub_key)
     clock = clock or SystemClock()
-    clock_policy = load_policy(policy_file)  # a bad file stops the start, naming the line
+    policy_data = read_policy(policy_file)  # a bad file stops the start, naming the line
+    calendar = ChineseWorkingDays(policy_data.calendar)
     network_list_key = find_list_key(list_key)
     if run_migrations:
         migrate(database_url)
     store = SqlStore(database_url)
     ensure_hub_registered(store, key, clock)
-    hub = build_hub(store, key, clock=clock, clock_policy=clock_policy, list_key=network_list_key)
+    hub = build_hub(
+        store,
+        key,
+        clock=clock,
+        clock_policy=policy_data.clocks,
+        calendar=calendar,
+        list_key=network_list_key,
+    )
+    status = calendar_status(calendar, clock.now().astimezone(CHINA_TZ).date())
+    if status is not None:
+        # The hub serves on: deadlines there are estimates, marked as such wherever shown.
+        log.warning('%s (README, "Holidays")', status)
     server = await start(
         hub,
         address,
@@ -294,6 +308,7 @@ async def start(
             max_age=snapshot_max_age,
             kinds=[c.name for c in hub.clock_policy.clocks],
         )
+    metrics.watch_calendar(hub.calendar, hub.clock.now)
     lists = ListServicer(runner, executor)
     health_servicer = HealthServicer()
     server = grpc_server(runner, router, lists, health_servicer, metrics)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from hub.domain.cases import Case, Order, OrderKind, OrderState, add_months
-from hub.domain.workdays import WorkingDays, add_working_days
+from hub.domain.workdays import WorkingDays, add_working_days, estimated_years
 
 
 class Responsible(StrEnum):
@@ -94,6 +94,15 @@ class Window:
         if order is None or not order.term_months:
             raise ValueError("a 'term' window needs an order with a term")
         return add_months(start, order.term_months)
+
+    def estimated_years(
+        self, start: datetime, deadline: datetime, calendar: WorkingDays
+    ) -> tuple[int, ...]:
+        """The years without an official holiday calendar that a working-day deadline was
+        counted over (Monday to Friday stood in for them); empty for any other window."""
+        if self.unit != "working_days":
+            return ()
+        return estimated_years(start, deadline, calendar)
 
     def __str__(self) -> str:
         if self.unit == "term":
@@ -178,6 +187,9 @@ class CaseClock:
     breached: bool = False
     stopped_at: datetime | None = None
     stopped_by: str = ""
+    # Counted in working days over a year the hub had no official holiday calendar for, so
+    # the deadline may fall on a public holiday or ignore a make-up working day.
+    deadline_estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -319,6 +331,7 @@ def apply_triggers(
             order = trigger.order if cp.order_scoped else None
             start_at = trigger.at
             deadline = cp.window.deadline(start_at, calendar, order)
+            estimated = cp.window.estimated_years(start_at, deadline, calendar)
             clock = CaseClock(
                 clock_id=new_id(),
                 case_id=case.case_id,
@@ -327,6 +340,7 @@ def apply_triggers(
                 responsible=responsible_for(cp, case, order, centres, hub_code),
                 started_at=start_at,
                 deadline_at=deadline,
+                deadline_estimated=bool(estimated),
             )
             clock.next_step, clock.next_step_at = next_step(cp, clock)
             changes.started.append(clock)
@@ -341,10 +355,17 @@ def apply_triggers(
                     start_at,
                     deadline,
                     clock.responsible,
-                    detail=f"{cp.window} to {cp.responsible.value}",
+                    detail=f"{cp.window} to {cp.responsible.value}"
+                    + (f"; {estimate_note(estimated)}" if estimated else ""),
                 )
             )
     return changes
+
+
+def estimate_note(years: Sequence[int]) -> str:
+    """What an estimated deadline says of itself, wherever it is written."""
+    named = " and ".join(str(y) for y in years)
+    return f"deadline estimated: no official holiday calendar for {named}"
 
 
 def stop(clock: CaseClock, at: datetime, why: str, changes: ClockChanges) -> None:

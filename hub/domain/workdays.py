@@ -4,13 +4,16 @@ Chinese working days are not simply Monday to Friday: public holidays are days o
 weekend days are make-up working days (调休). Which days are which is published by the State
 Council each year, so this module only does the arithmetic; the calendar itself is a
 `WorkingDays` supplied by an adapter (hub.system.calendar.ChineseWorkingDays in
-production).
+production, which reads a year's `Arrangement` from the policy file before the
+chinesecalendar package). A deadline counted over days the calendar has no official data for
+is an estimate, and `estimated_years` says which years made it one.
 
 Pure: no I/O, no wall clock, no third-party imports.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from typing import Protocol
 
@@ -44,6 +47,57 @@ class WeekdaysOnly:
 
     def knows(self, day: date) -> bool:
         return True
+
+
+@dataclass(frozen=True)
+class Arrangement:
+    """One year's official arrangement, as the State Council's notice gives it
+    (国务院办公厅关于YYYY年部分节假日安排的通知): the days off (public holidays and the weekend days
+    moved next to them, 放假调休) and the make-up working days (weekend days worked instead,
+    上班). Every other day of `year` is a working day from Monday to Friday. A notice may name
+    days of the December before its year (a New Year holiday that begins then)."""
+
+    year: int
+    notice: str
+    days_off: frozenset[date]
+    working_days: frozenset[date]
+
+    def answer(self, day: date) -> bool | None:
+        """Whether `day` is a working day by this arrangement; None for a day it does not
+        cover (another year, not named in it)."""
+        if day in self.days_off:
+            return False
+        if day in self.working_days:
+            return True
+        if day.year == self.year:
+            return day.weekday() < 5
+        return None
+
+
+def year_known(calendar: WorkingDays, year: int) -> bool:
+    """True when `calendar` has official data for every day of `year`."""
+    day, end = date(year, 1, 1), date(year, 12, 31)
+    while day <= end:
+        if not calendar.knows(day):
+            return False
+        day += timedelta(days=1)
+    return True
+
+
+def estimated_years(
+    start: datetime, deadline: datetime, calendar: WorkingDays, tz: tzinfo = CHINA_TZ
+) -> tuple[int, ...]:
+    """The years `calendar` has no official data for among the days add_working_days counted
+    from `start` to `deadline` (the local days after the day of `start`, up to the deadline's
+    last day): empty when the deadline stands on official data, else it is an estimate."""
+    day = _local_day(start, tz) + timedelta(days=1)
+    last = _local_day(deadline - timedelta(microseconds=1), tz)
+    years: dict[int, None] = {}
+    while day <= last:
+        if not calendar.knows(day):
+            years[day.year] = None
+        day += timedelta(days=1)
+    return tuple(years)
 
 
 def _local_day(at: datetime, tz: tzinfo) -> date:

@@ -8,6 +8,8 @@ the tests, do not share or clash), served over HTTP at /metrics (docs/operations
 - Database figures (open clocks, breaches, the list's version) come from a snapshot that a
   scrape refreshes at most every `max_age` seconds, one query for all of them; without
   scrapes the database is never asked.
+- The holiday calendar: whether the hub has the official one for the current and the next
+  year (by the hub's Clock, in China), asked of the calendar at each scrape.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import (
     Mapping,
 )
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -46,6 +49,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hub.domain.workdays import CHINA_TZ, WorkingDays, year_known
 from hub.observability import logs
 from hub.store.sql import SqlStore
 
@@ -172,6 +176,36 @@ class SnapshotCollector(Collector):
         )
 
 
+class CalendarCollector(Collector):
+    """`stophub_calendar_official{year, which}`: 1 when the calendar has the official holiday
+    calendar of the current (`which="current"`) or the next (`which="next"`) year, 0 while
+    working-day deadlines there are estimated. The years follow the hub's clock."""
+
+    def __init__(self, calendar: WorkingDays, now: Callable[[], datetime]) -> None:
+        self.calendar = calendar
+        self.now = now
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        today: date = self.now().astimezone(CHINA_TZ).date()
+        for which, year in (("current", today.year), ("next", today.year + 1)):
+            family.add_metric([str(year), which], 1 if year_known(self.calendar, year) else 0)
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "stophub_calendar_official",
+            "1 when the hub has the official holiday calendar of the year (its policy file or "
+            "its chinesecalendar package), 0 when working-day deadlines counted over it are "
+            "estimated (Monday to Friday); for the current and the next year.",
+            labels=["year", "which"],
+        )
+
+
 def sql_snapshot(store: SqlStore) -> Callable[[], Snapshot]:
     """One read-only transaction: open and breached clocks counted by kind, and the list's
     state through the store's port."""
@@ -277,6 +311,9 @@ class HubMetrics:
         self.collector = SnapshotCollector(read, max_age=max_age, kinds=kinds)
         self.registry.register(self.collector)
         return self.collector
+
+    def watch_calendar(self, calendar: WorkingDays, now: Callable[[], datetime]) -> None:
+        self.registry.register(CalendarCollector(calendar, now))
 
     def rpc_done(self, method: str, code: str, seconds: float | None) -> None:
         self.rpc_handled.labels(method, code).inc()

@@ -320,7 +320,8 @@ def describe_step(clock: CaseClock, step: StepKind, due_at: datetime, late: floa
     subject = f"{clock.kind} clock of case {clock.case_id}" + (
         f", order {clock.order_id}" if clock.order_id else ""
     )
-    when = f"deadline {clock.deadline_at.isoformat(timespec='seconds')}"
+    estimated = " (estimated: no official holiday calendar)" if clock.deadline_estimated else ""
+    when = f"deadline {clock.deadline_at.isoformat(timespec='seconds')}{estimated}"
     text = {
         StepKind.REMINDER: f"reminder: {subject} is due, {when}; {clock.responsible} must act",
         StepKind.BREACH: f"BREACH: {subject} passed its {when}; {clock.responsible} has not acted",
@@ -329,8 +330,8 @@ def describe_step(clock: CaseClock, step: StepKind, due_at: datetime, late: floa
         "; renew it or let it lapse",
         StepKind.EXPIRE: f"LAPSED: {subject}; the hold must be released",
         StepKind.NOTICE_END: f"{subject}: the public notice ended "
-        f"{clock.deadline_at.isoformat(timespec='seconds')}; {clock.responsible} may decide now, "
-        "answering any objections",
+        f"{clock.deadline_at.isoformat(timespec='seconds')}{estimated}; {clock.responsible} may "
+        "decide now, answering any objections",
     }[step]
     if late:
         text += (

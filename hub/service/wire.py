@@ -550,6 +550,7 @@ def clock_to_proto(c: CaseClock, entries: list[SlaEntry] | None = None) -> sla_p
         stopped_by=c.stopped_by,
         breached=c.breached,
         events=[sla_entry_to_proto(e) for e in entries or []],
+        deadline_estimated=c.deadline_estimated,
     )
     _set_ts(pb, "start_time", c.started_at)
     _set_ts(pb, "deadline_time", c.deadline_at)

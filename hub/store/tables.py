@@ -453,6 +453,8 @@ clocks = Table(
     Column("breached", Boolean, nullable=False),
     Column("stopped_at", UTCDateTime()),
     Column("stopped_by", String(40), nullable=False),
+    # Counted in working days over a year without an official holiday calendar.
+    Column("deadline_estimated", Boolean, nullable=False, server_default=sa_false()),
     Index("ix_clocks_state_next_step_at", "state", "next_step_at"),
     Index("ix_clocks_responsible_state", "responsible", "state"),
     # The metrics snapshot's figures read the open clocks and the breached ones, never the

@@ -1,11 +1,18 @@
-"""Load the clock policy from TOML, refusing a bad file with the line at fault."""
+"""Load the policy file (TOML), refusing a bad file with the line at fault: the case clocks
+(`[clocks.NAME]`), the official holiday calendar (`[calendar.YEAR]`, read before the
+chinesecalendar package's) and the time zone the `stophub` commands show times in
+(`[display]`). The file's header says how each is written; docs/operations.md too."""
 
 from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hub.domain.clocks import (
     TRIGGERS,
@@ -17,9 +24,47 @@ from hub.domain.clocks import (
     parse_step,
     parse_window,
 )
+from hub.domain.workdays import Arrangement
+from hub.system.calendar import ChineseWorkingDays
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.toml")
 KEYS = {"starts", "stops", "window", "responsible", "ladder"}
+SECTIONS = "[clocks.NAME], [calendar.YEAR] and [display]"
+CALENDAR_KEYS = {"notice", "days_off", "working_days"}
+DISPLAY_KEYS = {"time_zone"}
+# The zone the commands show times in when the file has no [display]: the hub's users, and
+# the working days its deadlines end on, are in China.
+DEFAULT_DISPLAY_ZONE = "Asia/Shanghai"
+_DAY = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\s+to\s+(\d{4}-\d{2}-\d{2}))?$")
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    """Everything a policy file says."""
+
+    clocks: Policy
+    calendar: tuple[Arrangement, ...]
+    display_zone: tzinfo
+
+
+def _uncommented(line: str) -> str:
+    """`line` without its comment (a # outside quotes)."""
+    quote = ""
+    escaped = False
+    for i, ch in enumerate(line):
+        if escaped:
+            escaped = False
+        elif quote:
+            if ch == "\\" and quote == '"':
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            return line[:i]
+    return line
 
 
 def _line_of(text: str, table: str, key: str | None) -> int:
@@ -39,25 +84,76 @@ def _line_of(text: str, table: str, key: str | None) -> int:
             break
         if in_table and key is not None and re.match(rf"^\s*{re.escape(key)}\s*=", line):
             return number
+    if not table_line and key is None:
+        # A section written as a key of the file's top (`display = "UTC"`).
+        for number, line in enumerate(text.splitlines(), start=1):
+            if re.match(r"^\s*\[", line):
+                break
+            if re.match(rf"^\s*{re.escape(table)}\s*=", line):
+                return number
     return table_line or 1
 
 
+def _value_lines(text: str, table: str, key: str) -> Iterator[tuple[int, str]]:
+    """The lines that hold the value of `key` in `[table]` (an array may span several), each
+    without its comment."""
+    lines = text.splitlines()
+    start = _line_of(text, table, key)
+    for number in range(start, len(lines) + 1):
+        line = lines[number - 1]
+        if number > start and re.match(r"^\s*(\[|[A-Za-z0-9_\-\"']+\s*=)", line):
+            return
+        yield number, _uncommented(line) if number > start else _uncommented(line).split("=", 1)[1]
+
+
 def load_policy(path: str | Path | None = None) -> Policy:
+    """The case clocks of the policy file (the shipped one unless `path`); the whole file is
+    checked."""
+    return read_policy(path).clocks
+
+
+def load_calendar(path: str | Path | None = None) -> ChineseWorkingDays:
+    """The working days: the policy file's official years before the chinesecalendar
+    package's."""
+    return ChineseWorkingDays(read_policy(path).calendar)
+
+
+def display_zone(policy_file: str | Path | None = None) -> tzinfo:
+    """The time zone the `stophub` commands show times in by default: the policy file's
+    `[display] time_zone`, Asia/Shanghai when it has none."""
+    return read_policy(policy_file).display_zone
+
+
+def read_policy(path: str | Path | None = None) -> PolicyFile:
     source = Path(path) if path is not None else DEFAULT_POLICY
     text = source.read_text(encoding="utf-8")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: {exc}") from exc
-    return parse_policy(data, text, str(source))
+    return parse_policy_file(data, text, str(source))
 
 
 def parse_policy(data: dict[str, Any], text: str, name: str) -> Policy:
+    return parse_policy_file(data, text, name).clocks
+
+
+Fail = Callable[[str, str | None, str], PolicyError]
+
+
+def parse_policy_file(data: dict[str, Any], text: str, name: str) -> PolicyFile:
     def fail(table: str, key: str | None, message: str) -> PolicyError:
         return PolicyError(f"{name}, line {_line_of(text, table, key)}: {message}")
 
-    for section in sorted(set(data) - {"clocks"}):
-        raise fail(section, None, f"unknown section [{section}]; clocks are [clocks.NAME]")
+    for section in sorted(set(data) - {"clocks", "calendar", "display"}):
+        raise fail(section, None, f"unknown section [{section}]; sections are {SECTIONS}")
+    clocks = _clocks(data, name, fail)
+    calendar = _calendar(data.get("calendar", {}), text, name, fail)
+    zone = _display(data.get("display", {}), fail)
+    return PolicyFile(clocks, calendar, zone)
+
+
+def _clocks(data: dict[str, Any], name: str, fail: Fail) -> Policy:
     clocks_data = data.get("clocks")
     if not isinstance(clocks_data, dict) or not clocks_data:
         raise PolicyError(f"{name}: no [clocks.NAME] tables")
@@ -110,3 +206,145 @@ def parse_policy(data: dict[str, Any], text: str, name: str) -> Policy:
             ClockPolicy(clock_name, starts, frozenset(stops), window, responsible, ladder)
         )
     return Policy(tuple(clocks))
+
+
+def _calendar(spec: Any, text: str, name: str, fail: Fail) -> tuple[Arrangement, ...]:
+    if not isinstance(spec, dict):
+        raise fail("calendar", None, "the calendar is [calendar.YEAR] tables: [calendar.2027]")
+    keys = ", ".join(sorted(CALENDAR_KEYS))
+    # Every day named so far, in any year's table: its list and its line.
+    named: dict[date, tuple[str, int]] = {}
+    arrangements = []
+    for key, year_spec in spec.items():
+        table = f"calendar.{key}"
+        if not re.fullmatch(r"\d{4}", key):
+            raise fail(
+                table, None, f"[{table}]: name a calendar table by its year: [calendar.2027]"
+            )
+        if not isinstance(year_spec, dict):
+            raise fail("calendar", key, f"[{table}] is a table of {keys}")
+        for unknown in sorted(set(year_spec) - CALENDAR_KEYS):
+            raise fail(table, unknown, f"unknown key {unknown!r}; keys are {keys}")
+        for missing in sorted(CALENDAR_KEYS - set(year_spec)):
+            hint = " (working_days = [] if the notice names none)" * (missing == "working_days")
+            raise fail(table, None, f"[{table}] lacks {missing!r}{hint}")
+        notice = year_spec["notice"]
+        if not isinstance(notice, str) or not notice.strip():
+            raise fail(table, "notice", "notice names the State Council notice of the dates")
+        year = int(key)
+        lists = {
+            list_key: _named_days(year, table, list_key, year_spec[list_key], text, name, named)
+            for list_key in ("days_off", "working_days")
+        }
+        if not lists["days_off"]:
+            raise fail(table, "days_off", "days_off is empty: every notice gives days off")
+        arrangements.append(
+            Arrangement(year, notice.strip(), lists["days_off"], lists["working_days"])
+        )
+    return tuple(sorted(arrangements, key=lambda a: a.year))
+
+
+def _named_days(
+    year: int,
+    table: str,
+    list_key: str,
+    entries: Any,
+    text: str,
+    name: str,
+    named: dict[date, tuple[str, int]],
+) -> frozenset[date]:
+    """The days of one list of `[calendar.YEAR]`, each checked against its year, its kind
+    and every day `named` before it; the error names the entry's line."""
+    if not isinstance(entries, list):
+        raise PolicyError(
+            f"{name}, line {_line_of(text, table, list_key)}: {list_key} is a list of days "
+            f'and ranges: ["{year}-02-06 to {year}-02-13", "{year}-02-20"]'
+        )
+    lines = list(_value_lines(text, table, list_key))
+    seen: dict[str, int] = {}
+    days: set[date] = set()
+    for entry in entries:
+        literal = entry.isoformat() if isinstance(entry, date) else str(entry)
+        seen[literal] = seen.get(literal, 0) + 1
+        line = _nth_line(lines, literal, seen[literal]) or _line_of(text, table, list_key)
+
+        def at(message: str, line: int = line) -> PolicyError:
+            return PolicyError(f"{name}, line {line}: {message}")
+
+        for day in _days(entry, at):
+            if not (day.year == year or (day.year == year - 1 and day.month == 12)):
+                raise at(
+                    f"{day} is not in {year}: [{table}] holds days of {year} (and of the "
+                    "December before, when the notice names some)"
+                )
+            if list_key == "working_days" and day.weekday() < 5:
+                raise at(
+                    f"{day} is a {_WEEKDAYS[day.weekday()]}: a make-up working day is a "
+                    "Saturday or Sunday"
+                )
+            if day in named:
+                other, where = named[day]
+                if other == list_key:
+                    raise at(f"{day} is named twice (also on line {where})")
+                raise at(f"{day} is both a day off and a working day (see line {where})")
+            named[day] = (list_key, line)
+            days.add(day)
+    return frozenset(days)
+
+
+def _nth_line(lines: list[tuple[int, str]], literal: str, n: int) -> int | None:
+    """The line of the `n`-th `literal` among `lines`."""
+    count = 0
+    for number, line in lines:
+        count += line.count(literal)
+        if count >= n:
+            return number
+    return None
+
+
+def _days(entry: Any, at: Callable[[str], PolicyError]) -> list[date]:
+    """The days of one entry: a day ("2027-02-14", or a TOML date) or a range
+    ("2027-02-06 to 2027-02-13", both ends included)."""
+    if isinstance(entry, date) and not hasattr(entry, "hour"):
+        return [entry]
+    m = _DAY.match(entry.strip()) if isinstance(entry, str) else None
+    if m is None:
+        raise at(
+            f'{entry!r}: write a day as "YYYY-MM-DD" and a range as "YYYY-MM-DD to YYYY-MM-DD"'
+        )
+    try:
+        first = date.fromisoformat(m[1])
+        last = date.fromisoformat(m[2]) if m[2] else first
+    except ValueError as err:
+        raise at(f"{entry!r}: {err}") from None
+    if last < first:
+        raise at(f"{entry!r}: the range ends before it begins")
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def _display(spec: Any, fail: Fail) -> tzinfo:
+    if not isinstance(spec, dict):
+        raise fail("display", None, '[display] is a table: time_zone = "Asia/Shanghai"')
+    for unknown in sorted(set(spec) - DISPLAY_KEYS):
+        raise fail(
+            "display",
+            unknown,
+            f"unknown key {unknown!r}; keys are {', '.join(sorted(DISPLAY_KEYS))}",
+        )
+    zone = spec.get("time_zone", DEFAULT_DISPLAY_ZONE)
+    if not isinstance(zone, str):
+        raise fail(
+            "display",
+            "time_zone",
+            'time_zone is an IANA time zone name, e.g. "Asia/Shanghai" or "UTC"',
+        )
+    if zone == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(zone)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        raise fail(
+            "display",
+            "time_zone",
+            f'{zone!r} is not an IANA time zone name; write one such as "Asia/Shanghai" or "UTC"',
+        ) from None

@@ -131,6 +131,7 @@ class ClockView(_message.Message):
     STOPPED_BY_FIELD_NUMBER: _builtins.int
     BREACHED_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    DEADLINE_ESTIMATED_FIELD_NUMBER: _builtins.int
     clock_id: _builtins.str
     case_id: _builtins.str
     order_id: _builtins.str
@@ -143,6 +144,13 @@ class ClockView(_message.Message):
     """The case event that stopped it."""
     breached: _builtins.bool
     """True once its deadline passed while it was open."""
+    deadline_estimated: _builtins.bool
+    """True when `deadline_time` is an estimate: the window is in working days and some of the
+    days it was counted over lie in a year the hub had no official holiday calendar for
+    (neither its policy file nor its chinesecalendar package), so Monday to Friday were
+    counted as working days and public holidays and make-up working days were not. The
+    clock's `started` event names the years. Set when the clock starts; never changed.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -170,10 +178,11 @@ class ClockView(_message.Message):
         stopped_by: _builtins.str = ...,
         breached: _builtins.bool = ...,
         events: _abc.Iterable[Global___SlaEvent] | None = ...,
+        deadline_estimated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline_time", b"deadline_time", "next_step_time", b"next_step_time", "start_time", b"start_time", "stop_time", b"stop_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breached", b"breached", "case_id", b"case_id", "clock", b"clock", "clock_id", b"clock_id", "deadline_time", b"deadline_time", "events", b"events", "next_step", b"next_step", "next_step_time", b"next_step_time", "order_id", b"order_id", "responsible", b"responsible", "start_time", b"start_time", "state", b"state", "stop_time", b"stop_time", "stopped_by", b"stopped_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breached", b"breached", "case_id", b"case_id", "clock", b"clock", "clock_id", b"clock_id", "deadline_estimated", b"deadline_estimated", "deadline_time", b"deadline_time", "events", b"events", "next_step", b"next_step", "next_step_time", b"next_step_time", "order_id", b"order_id", "responsible", b"responsible", "start_time", b"start_time", "state", b"state", "stop_time", b"stop_time", "stopped_by", b"stopped_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,6 +27,7 @@ from hub.domain.clocks import (
     Policy,
     Responsible,
     SlaEntry,
+    StepKind,
     Trigger,
     Window,
     apply_triggers,
@@ -35,7 +36,9 @@ from hub.domain.clocks import (
     stop,
     triggers_of,
 )
-from hub.domain.workdays import WeekdaysOnly, add_working_days
+from hub.domain.workdays import Arrangement, WeekdaysOnly, add_working_days
+from hub.service import wire
+from hub.service.sweep import describe_step
 from hub.system.calendar import ChineseWorkingDays
 from hub.system.policy import load_policy
 from tests.unit.test_cases import (
@@ -331,9 +334,10 @@ def test_responsibility_goes_to_reporter_addressee_and_the_issuing_centre() -> N
     assert tracker.clock("stop", order).state is ClockState.MET
 
 
-def test_a_freeze_runs_its_term_and_a_return_three_working_days() -> None:
+def frozen_tracker(calendar: ChineseWorkingDays) -> tuple[Tracker, Order]:
+    """A verified case whose stopped money the centre froze and the bank holds."""
     tracker = verified_tracker()
-    tracker.calendar = ChineseWorkingDays()
+    tracker.calendar = calendar
     stop_order = stop_on(tracker)
     answer_held(tracker, stop_order, now=at(5))
     holder: list[Order] = []
@@ -342,8 +346,28 @@ def test_a_freeze_runs_its_term_and_a_return_three_working_days() -> None:
             issue(tracker.case, freeze_cmd(stop_order_id=stop_order.order_id), now=at(60))
         )
     )
-    freeze = holder[0]
-    answer_held(tracker, freeze, now=at(61))
+    answer_held(tracker, holder[0], now=at(61))
+    return tracker, holder[0]
+
+
+def return_order(tracker: Tracker, freeze: Order, decision: datetime) -> Order:
+    """The frozen money ordered back to the victim at `decision`."""
+    holder: list[Order] = []
+    tracker.run(
+        lambda: holder.append(
+            issue(tracker.case, ReturnCommand(freeze.order_id, VICTIM, 3_000_000), now=decision)
+        )
+    )
+    return holder[0]
+
+
+def return_tracker(calendar: ChineseWorkingDays, decision: datetime) -> tuple[Tracker, Order]:
+    tracker, freeze = frozen_tracker(calendar)
+    return tracker, return_order(tracker, freeze, decision)
+
+
+def test_a_freeze_runs_its_term_and_a_return_three_working_days() -> None:
+    tracker, freeze = frozen_tracker(ChineseWorkingDays())
     term = tracker.clock("freeze_term", freeze)
     assert term.responsible == "AFC"
     assert term.deadline_at == add_months(at(61), 6) == freeze.expires_at
@@ -353,16 +377,49 @@ def test_a_freeze_runs_its_term_and_a_return_three_working_days() -> None:
     )
 
     decision = datetime(2026, 3, 6, 7, 0, tzinfo=UTC)  # a Friday, 15:00 in Beijing
-    holder.clear()
-    tracker.run(
-        lambda: holder.append(
-            issue(tracker.case, ReturnCommand(freeze.order_id, VICTIM, 3_000_000), now=decision)
-        )
-    )
-    ret = tracker.clock("fund_return", holder[0])
+    ret = tracker.clock("fund_return", return_order(tracker, freeze, decision))
     assert ret.responsible == "BANKB"
     assert ret.deadline_at == add_working_days(decision, 3, ChineseWorkingDays())
     assert ret.deadline_at == datetime(2026, 3, 11, 16, 0, tzinfo=UTC)
+    assert not ret.deadline_estimated
+
+
+FAR = 2035  # a year no chinesecalendar release will know for a long time
+
+
+def test_a_working_day_deadline_over_a_year_without_data_is_marked_estimated() -> None:
+    decision = datetime(FAR, 2, 6, 2, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Beijing
+    tracker, order = return_tracker(ChineseWorkingDays(), decision)
+    ret = tracker.clock("fund_return", order)
+    assert ret.deadline_estimated
+    # Monday to Friday stood in: Wed 7, Thu 8, Fri 9 February.
+    assert ret.deadline_at == datetime(FAR, 2, 9, 16, 0, tzinfo=UTC)
+    started = [e for e in tracker.log if e.clock_id == ret.clock_id and e.event == "started"]
+    assert [e.detail for e in started] == [
+        f"3 working days to addressee; deadline estimated: no official holiday calendar for {FAR}"
+    ]
+    # On the wire (ListClocks, clock notices) and in the notices' words.
+    assert wire.clock_to_proto(ret).deadline_estimated
+    assert "(estimated: no official holiday calendar)" in describe_step(
+        ret, StepKind.REMINDER, ret.deadline_at, 0
+    )
+    # The clocks that are not counted in working days are never estimates.
+    assert not any(c.deadline_estimated for c in tracker.clocks if c is not ret)
+
+
+def test_the_same_deadline_with_the_year_in_the_policy_is_official() -> None:
+    spring = frozenset(datetime(FAR, 2, d).date() for d in range(7, 14))
+    calendar = ChineseWorkingDays([Arrangement(FAR, "a test's notice", spring, frozenset())])
+    decision = datetime(FAR, 2, 6, 2, 0, tzinfo=UTC)
+    tracker, order = return_tracker(calendar, decision)
+    ret = tracker.clock("fund_return", order)
+    assert not ret.deadline_estimated
+    # The Spring Festival skipped: Wed 14, Thu 15, Fri 16 February.
+    assert ret.deadline_at == datetime(FAR, 2, 16, 16, 0, tzinfo=UTC)
+    started = [e for e in tracker.log if e.clock_id == ret.clock_id and e.event == "started"]
+    assert [e.detail for e in started] == ["3 working days to addressee"]
+    assert not wire.clock_to_proto(ret).deadline_estimated
+    assert "estimated" not in describe_step(ret, StepKind.REMINDER, ret.deadline_at, 0)
 
 
 # ---- apply_triggers: which triggers stop which clocks ---------------------------------------

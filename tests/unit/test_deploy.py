@@ -1,12 +1,13 @@
-"""deploy/: the image, Compose, Kubernetes and systemd files say what the hub really does.
+"""deploy/: the image, Compose, Kubernetes, systemd and Prometheus files say what the hub
+really does.
 
 Every manifest parses; the invariants that matter hold (two replicas, non-root, read-only root
 filesystem, probes on the health port, the Secrets and mounts the arguments name); every flag
 a deployment passes is one `stophub` has; the Kubernetes manifests validate against the
 Kubernetes schemas (kubernetes-validate), `docker compose config` accepts compose.yaml and
-`systemd-analyze verify` the unit, each where the tool is installed (skipped, with the
-reason, where it is not). Building and running the image needs a Docker engine: see
-deploy/README.md.
+`systemd-analyze verify` the unit, `promtool` the alert rules and their tests, each where the
+tool is installed (skipped, with the reason, where it is not). Building and running the image
+needs a Docker engine: see deploy/README.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from click.testing import CliRunner
 
 from hub.cli import main
 from hub.crypto import pki
+from hub.domain.workdays import WeekdaysOnly
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (dev extra)")
 
@@ -374,6 +377,46 @@ def test_the_policy_config_map_is_a_policy_the_hub_loads(tmp_path: Path) -> None
     policy = tmp_path / "policy.toml"
     policy.write_text(k8s("ConfigMap", "stophub-policy")["data"]["policy.toml"])
     assert load_policy(policy)
+
+
+def test_the_policy_config_map_is_the_shipped_policy() -> None:
+    """A year's holiday calendar added to one and not the other would make the cluster's hubs
+    count other deadlines than the package's default."""
+    from hub.system.policy import DEFAULT_POLICY
+
+    shipped = DEFAULT_POLICY.read_text(encoding="utf-8")
+    assert k8s("ConfigMap", "stophub-policy")["data"]["policy.toml"] == shipped
+
+
+# ---- Prometheus alert rules --------------------------------------------------------------------
+
+ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
+
+
+def test_every_alert_rule_reads_a_metric_the_hub_exports() -> None:
+    from hub.observability.metrics import HubMetrics
+
+    metrics = HubMetrics()
+    metrics.watch_calendar(WeekdaysOnly(), lambda: datetime(2026, 12, 1, tzinfo=UTC))
+    exported = {m.name for m in metrics.registry.collect()}
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    assert rules
+    for rule in rules:
+        assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        for name in re.findall(r"\bstophub_[a-z_]+", rule["expr"]):
+            assert name in exported, (rule["alert"], name)
+
+
+def test_alert_rules_pass_their_promtool_tests() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: prometheus)")
+    for args in (["check", "rules", str(ALERTS)], ["test", "rules", "alerts.test.yaml"]):
+        done = subprocess.run(
+            [promtool, *args], cwd=ALERTS.parent, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_the_migration_job_runs_once_to_completion() -> None:

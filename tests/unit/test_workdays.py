@@ -293,9 +293,11 @@ def test_2027_falls_back_to_weekdays_and_warns_once(caplog: pytest.LogCaptureFix
     assert record.levelno == logging.WARNING
     message = record.getMessage()
     assert "2027" in message
-    assert "not installed" in message
+    assert "not in the policy file" in message
     assert "Monday to Friday" in message
-    assert "upgrade chinesecalendar" in message.lower()
+    assert "estimated" in message
+    # What to do: type the State Council's notice into the policy file.
+    assert "Add [calendar.2027] to the policy file" in message
 
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="hub.system.calendar"):
