@@ -1,8 +1,11 @@
 """What the demo prints besides its running commentary (hub/cli/demo_story.py): tables of the
-appeals, returns, signed messages, balances and clocks, and the auditor's check of the evidence."""
+appeals, returns, signed messages, balances and clocks, the auditor's check of the evidence,
+and what went on when a step did not come about."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from pathlib import Path
 
 from rich.console import Console
@@ -21,7 +24,7 @@ from hub.cli.demo_cast import (
     VICTIM_PHONE,
     WALLET,
 )
-from hub.cli.render.wording import duration
+from hub.cli.render.wording import duration, stamp
 from hub.domain.wording import mask, yuan
 from hub.service import auditlog
 from hub.service.evidence import verify_signatures
@@ -176,3 +179,41 @@ def clock_table(store: SqlStore, case_id: str) -> Table:
             "; ".join(f"{e.event} at +{duration(e.at - c.started_at)} ({e.detail})" for e in steps),
         )
     return table
+
+
+def recent_activity(store: SqlStore, limit: int = 20) -> Table:
+    """The last `limit` entries of the hub's audit log: what it received, sent and refused."""
+    with store(read_only=True) as uow:
+        records = list(uow.audit.scan(0, 1_000_000))[-limit:]
+    table = Table(
+        title=f"the hub's last {len(records)} audit log entries (case time)", title_justify="left"
+    )
+    for col in ("at", "entry", "by", "message", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        table.add_row(
+            stamp(r.recorded_at),
+            Text(r.entry.kind, ALARM if r.entry.kind == "rejected" else ""),
+            r.entry.actor,
+            r.entry.message_id,
+            r.entry.detail,
+        )
+    return table
+
+
+def show_failure(
+    console: Console,
+    step: str,
+    what: str,
+    store: SqlStore,
+    actors: Iterable[asyncio.Task[None]],
+) -> None:
+    """Why the demo stopped: the step, what it waited for and how long, which of the members'
+    background tasks ended, and the hub's latest audit entries."""
+    console.print(Text(f"the demo stopped in the step '{step}': {what}", ALARM), soft_wrap=True)
+    for task in actors:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            console.print(
+                Text(f"{task.get_name()} stopped: {task.exception()}", ALARM), soft_wrap=True
+            )
+    console.print(recent_activity(store))
