@@ -68,6 +68,7 @@ from hub.cli.demo_views import (
     appeals_table,
     balances,
     clock_table,
+    inspect_commands,
     message_timeline,
     returns_table,
     show_evidence,
@@ -433,11 +434,9 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
             else Text("the cases did not settle", ALARM)
         )
         console.print(verdict)
-        console.print(
-            f"inspect it: stophub --data-keys {directory / 'data-keys.json'} case trail "
-            f"{case_id} --svg trail.svg --db {url}",
-            soft_wrap=True,
-        )
+        console.print("look at it again, from this directory:")
+        for command in inspect_commands(directory, url, case_id):
+            console.print(f"  {command}", soft_wrap=True)
         status = 0 if ok else 1
     except Stalled as stalled:
         waited = duration(timedelta(seconds=stalled.waited * speed))

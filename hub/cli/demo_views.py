@@ -1,10 +1,13 @@
 """What the demo prints besides its running commentary (hub/cli/demo_story.py): tables of the
 appeals, returns, signed messages, balances and clocks, the auditor's check of the evidence,
-and what went on when a step did not come about."""
+the commands to look at it again, and what went on when a step did not come about."""
 
 from __future__ import annotations
 
 import asyncio
+import shlex
+import shutil
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -179,6 +182,31 @@ def clock_table(store: SqlStore, case_id: str) -> Table:
             "; ".join(f"{e.event} at +{duration(e.at - c.started_at)} ({e.detail})" for e in steps),
         )
     return table
+
+
+def stophub_command() -> str:
+    """How to run this `stophub` from the current directory: `stophub` when that is what PATH
+    finds, else the script beside this Python (`.venv/bin/stophub` after `make demo`),
+    relative when it lies below the current directory, or `python -m hub.cli`."""
+    script = Path(sys.executable).parent / "stophub"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m hub.cli"
+    found = shutil.which("stophub")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "stophub"
+    here = Path.cwd()
+    shown = script.relative_to(here) if script.is_relative_to(here) else script
+    return shlex.quote(str(shown))
+
+
+def inspect_commands(directory: Path, database_url: str, case_id: str) -> list[str]:
+    """Commands that show the demo's first case again, pasted where the demo ran."""
+    common = f"{stophub_command()} --data-keys {shlex.quote(str(directory / 'data-keys.json'))}"
+    db = f"--db {shlex.quote(database_url)}"
+    return [
+        f"{common} case show {case_id} {db}",
+        f"{common} case trail {case_id} --svg trail.svg {db}",
+    ]
 
 
 def recent_activity(store: SqlStore, limit: int = 20) -> Table:

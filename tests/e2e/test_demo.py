@@ -1,13 +1,16 @@
 """`stophub demo` runs the whole case, on a slow hub too, prints no error or warning, says what
-it waited for when a step does not come about, and leaves a database that `stophub case show`
-reads."""
+it waited for when a step does not come about, and leaves a database that the commands it
+prints at the end read."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import logging
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from hub.api.runner import Runner
 from hub.cli import demo_cast, main
 from hub.cli.common import make_console
 from hub.cli.demo_story import run_demo
+from hub.cli.demo_views import inspect_commands, stophub_command
 from hub.crypto.envelope import verify_envelope
 from hub.crypto.keys import load_private_key
 from hub.crypto.listkey import load_list_key_file
@@ -31,6 +35,8 @@ from hub.domain.cases import CaseState, OrderKind, OrderState
 from hub.domain.clocks import ClockState
 from hub.store.sql import SqlStore
 from stophub.v1 import blacklist_pb2, delivery_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Printed by every run until the policy file carries 2027's official calendar (issue 19 item
 # 22, another branch): the one line allowed here, and to be removed with it.
@@ -163,6 +169,57 @@ async def test_demo_carries_the_case_to_close(
     )
     assert shown.exit_code == 0, shown.output
     assert "case.closed" in shown.output and "report → verified" in shown.output
+
+    # The closing hint's commands, pasted into a shell where the demo ran, work as printed.
+    hint = text.split("look at it again, from this directory:\n", 1)[1].splitlines()[:2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOPHUB_")}
+    for pasted in hint:
+        assert f" {case.case_id} " in pasted
+        done = await asyncio.to_thread(
+            subprocess.run,
+            pasted,
+            shell=True,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, (pasted, done.stdout, done.stderr)
+        assert case.case_id in done.stdout
+    assert (tmp_path / "trail.svg").exists()
+
+
+def test_the_hint_names_the_stophub_that_a_shell_here_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    script = Path(sys.executable).parent / "stophub"
+    assert script.exists(), "make install puts stophub beside the Python that runs the tests"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.chdir(ROOT)
+    # After `make demo`, from the project directory: only .venv/bin/stophub exists.
+    expected = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else str(script)
+    assert stophub_command() == expected
+    monkeypatch.chdir(tmp_path)
+    assert stophub_command() == str(script)
+    # With the environment activated, plain `stophub` is this one.
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
+    assert stophub_command() == "stophub"
+
+
+def test_the_readme_shows_the_commands_make_demo_ends_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `make demo`: .venv in the project directory, run from there, .venv/bin not on PATH.
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    if not (venv_python.parent / "stophub").exists():
+        pytest.skip("no .venv/bin/stophub here: `make install` makes it")
+    monkeypatch.setattr(sys, "executable", str(venv_python))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.chdir(ROOT)
+    printed = inspect_commands(Path("var/demo"), "sqlite:///var/demo/stophub.db", "<CASE_ID>")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for command in printed:
+        assert command.startswith(".venv/bin/stophub ")
+        assert f"\n{command}\n" in readme
 
 
 async def test_demo_settles_on_a_slow_hub(
