@@ -213,17 +213,22 @@ def recent_activity(store: SqlStore, limit: int = 20) -> Table:
     """The last `limit` entries of the hub's audit log: what it received, sent and refused."""
     with store(read_only=True) as uow:
         records = list(uow.audit.scan(0, 1_000_000))[-limit:]
+    # No borders and no message ids: read in an 80-column terminal, the detail keeps the room.
     table = Table(
-        title=f"the hub's last {len(records)} audit log entries (case time)", title_justify="left"
+        title=f"the hub's last {len(records)} audit log entries (case time)",
+        title_justify="left",
+        box=None,
+        padding=(0, 1, 0, 0),
     )
-    for col in ("at", "entry", "by", "message", "detail"):
-        table.add_column(col, overflow="fold")
+    table.add_column("at", no_wrap=True)
+    table.add_column("by", no_wrap=True)
+    table.add_column("entry", no_wrap=True)
+    table.add_column("detail", overflow="fold")
     for r in records:
         table.add_row(
             stamp(r.recorded_at),
-            Text(r.entry.kind, ALARM if r.entry.kind == "rejected" else ""),
             r.entry.actor,
-            r.entry.message_id,
+            Text(r.entry.kind, ALARM if r.entry.kind == "rejected" else ""),
             r.entry.detail,
         )
     return table
