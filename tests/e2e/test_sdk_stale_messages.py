@@ -34,6 +34,20 @@ def unacknowledged(network: Network, code: str) -> list[int]:
         return uow.outbox.unacked([code], 100).get(code, [])
 
 
+@pytest.fixture
+def logged(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+def late_once(clock: ManualClock, seen: list[str], message_id: str) -> None:
+    """The first time only: the hub looks at the message after the replay window passed
+    (a hub that slow, or case time moved on meanwhile, as the demo's does)."""
+    if not seen:
+        seen.append(message_id)
+        clock.advance(REPLAY_WINDOW + timedelta(seconds=1))
+
+
 def sdk_complaints(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         f"{r.levelname} {r.getMessage()}"
@@ -46,19 +60,14 @@ async def test_an_acknowledgement_that_went_stale_is_signed_anew_on_a_new_stream
     network: Network,
     clock: ManualClock,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    logged: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO)
     books = fraud_books(clock)
-    # The hub looks at the first acknowledgement only after the replay window has passed
-    # (a hub that slow, or case time moved on meanwhile as the demo's does).
     original = DeliveryRouter.acknowledge
     held: list[str] = []
 
     async def late(self: DeliveryRouter, conn: Any, envelope: Any, peer: Any) -> Any:
-        if not held:
-            held.append(envelope.message_id)
-            clock.advance(REPLAY_WINDOW + timedelta(seconds=1))
+        late_once(clock, held, envelope.message_id)
         return await original(self, conn, envelope, peer)
 
     monkeypatch.setattr(DeliveryRouter, "acknowledge", late)
@@ -87,24 +96,21 @@ async def test_an_acknowledgement_that_went_stale_is_signed_anew_on_a_new_stream
     assert [(r.entry.message_id, r.entry.detail.split(":")[0]) for r in refused] == [
         (held[0], "UNAUTHENTICATED ENVELOPE_EXPIRED")
     ]
-    assert sdk_complaints(caplog) == [], "an expected expiry is no error or warning"
-    assert any("signing anew" in r.getMessage() for r in caplog.records)
+    assert sdk_complaints(logged) == [], "an expected expiry is no error or warning"
+    assert any("signing anew" in r.getMessage() for r in logged.records)
 
 
 async def test_a_subscription_that_waited_past_the_window_is_signed_anew(
     network: Network,
     clock: ManualClock,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    logged: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO)
     original = delivery_commands.open_stream
     waited: list[str] = []
 
     def slow(hub: Any, envelope: Any, peer: Any = None) -> Any:
-        if not waited:
-            waited.append(envelope.message_id)
-            clock.advance(REPLAY_WINDOW + timedelta(seconds=1))
+        late_once(clock, waited, envelope.message_id)
         return original(hub, envelope, peer)
 
     monkeypatch.setattr(delivery_commands, "open_stream", slow)
@@ -113,7 +119,7 @@ async def test_a_subscription_that_waited_past_the_window_is_signed_anew(
         async with stream:
             await asyncio.wait_for(stream.connected.wait(), 10)
         assert waited and stream.reconnects == 1
-    assert sdk_complaints(caplog) == []
+    assert sdk_complaints(logged) == []
 
 
 async def test_a_client_clock_behind_the_hub_still_ends_the_stream_with_the_refusal(
