@@ -70,6 +70,9 @@ _TRANSIENT_CODES: Final = frozenset(
     }
 )
 
+# How old an envelope the hub still accepts (docs/signing.md, "Freshness").
+REPLAY_WINDOW: Final = timedelta(minutes=5)
+
 # A member's key is registered at the hub's time and may be used at once by a member whose
 # clock runs a little behind; the hub tolerates the same drift on execute times.
 _KEY_CLOCK_SKEW: Final = timedelta(minutes=5)
@@ -1094,12 +1097,18 @@ class DeliveryStream:
     """The institution's deliveries: an async iterator of verified `Delivery` objects.
 
     Reconnects with capped, jittered exponential backoff when the connection is lost (if
-    `reconnect`); the hub then redelivers everything not acknowledged. A delivery whose hub
-    signature fails ends the stream with HubSignatureError; a hub refusal (the key was
-    revoked, ...) ends it with HubError. Acknowledge each delivery with `ack` once it is
-    stored or acted on: an acknowledgement lost with the connection is resent after
-    reconnecting, and until the hub has it the delivery may come again, so consumers must
-    be idempotent (the `attempt` field says when a delivery is a repeat).
+    `reconnect`); the hub then redelivers everything not acknowledged. So it does, with a new
+    subscription signed at the current time, when the hub refuses the subscription or an
+    acknowledgement as older than the replay window (ENVELOPE_EXPIRED) although this
+    institution's clock agrees: the message went stale on its way, and signing it anew is
+    the cure. A delivery whose hub signature fails ends the stream with HubSignatureError;
+    any other hub refusal (the key was revoked, the clock is wrong, ...) ends it with
+    HubError.
+
+    Acknowledge each delivery with `ack` once it is stored or acted on: an acknowledgement
+    lost with the connection is resent after reconnecting, and until the hub has it the
+    delivery may come again, so consumers must be idempotent (the `attempt` field says when
+    a delivery is a repeat).
     """
 
     _ACKED_MEMORY = 10_000
@@ -1137,6 +1146,10 @@ class DeliveryStream:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._finished = False
+        # The current connection's subscription: when it was signed, and whether the hub
+        # accepted it (then this institution's clock agreed with the hub's).
+        self._subscribed_at: datetime | None = None
+        self._subscribed = False
 
     def start(self) -> None:
         """Connect now rather than on the first iteration (idempotent)."""
@@ -1226,6 +1239,7 @@ class DeliveryStream:
             while not self._closed:
                 started = time.monotonic()
                 received = False
+                stale = False
                 lost: HubError
                 try:
                     received = await self._session()
@@ -1233,7 +1247,8 @@ class DeliveryStream:
                         grpc.StatusCode.UNAVAILABLE, "the hub ended the delivery stream"
                     )
                 except HubError as err:
-                    if not err.transient:
+                    stale = self._went_stale(err)
+                    if not err.transient and not stale:
                         raise
                     lost = err
                 if self._closed:
@@ -1248,13 +1263,24 @@ class DeliveryStream:
                 # after a hub restart.
                 delay = random.uniform(ceiling / 2, ceiling)
                 self.reconnects += 1
-                log.warning(
-                    "%s delivery stream %r lost (%s); reconnecting in %.2fs",
-                    self.client.institution,
-                    self.connection_name,
-                    lost,
-                    delay,
-                )
+                if stale:
+                    # Expected of a slow hub or a long pause: nothing for an operator to fix.
+                    log.info(
+                        "%s delivery stream %r: the hub found message %s older than its "
+                        "replay window; signing anew on a new stream in %.2fs",
+                        self.client.institution,
+                        self.connection_name,
+                        lost.message_id or "(no id)",
+                        delay,
+                    )
+                else:
+                    log.warning(
+                        "%s delivery stream %r lost (%s); reconnecting in %.2fs",
+                        self.client.institution,
+                        self.connection_name,
+                        lost,
+                        delay,
+                    )
                 await asyncio.sleep(delay)
         except Exception as exc:
             log.error(
@@ -1268,14 +1294,32 @@ class DeliveryStream:
             self.connected.clear()
             self._queue.put_nowait(_End())
 
+    def _went_stale(self, err: HubError) -> bool:
+        """The hub refused a message of this stream as expired, and by this institution's
+        own clock it had indeed outlived the replay window when the hub looked at it.
+
+        Once the hub has accepted a stream's subscription, the two clocks agreed; an
+        acknowledgement refused as expired since then waited too long on its way (a slow
+        hub, a long pause). A subscription refused as expired went stale only if this
+        clock also finds it older than the window; otherwise the clock is behind, which
+        signing again cannot cure."""
+        if err.reason != "ENVELOPE_EXPIRED":
+            return False
+        if self._subscribed:
+            return True
+        signed = self._subscribed_at
+        return signed is not None and self.client.clock.now() - signed >= REPLAY_WINDOW
+
     async def _session(self) -> bool:
         """One connection, until it ends; True if it carried at least one delivery."""
         call = self.client._stream_callable()(None)
         received = False
+        self._subscribed = False
         try:
             subscribe = self.client.seal(
                 delivery_pb2.SubscribeBody(connection_name=self.connection_name)
             )
+            self._subscribed_at = create_time_of(subscribe)
             async with self._write_lock:
                 await call.write(delivery_pb2.StreamDeliveriesRequest(envelope=subscribe))
                 self._call = call
@@ -1283,6 +1327,7 @@ class DeliveryStream:
             # stream; a refusal comes instead as the call's status, raised by read() below.
             metadata = await call.initial_metadata()
             subscribed = any(key == "stophub-subscribed" for key, _ in (metadata or ()))
+            self._subscribed = subscribed
             async with self._write_lock:
                 if subscribed:
                     self.connected.set()

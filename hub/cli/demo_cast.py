@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from adapters.sdk import Delivery, DeliveryStream, HubClient
+from adapters.sdk import Delivery, DeliveryStream, HubClient, HubError, HubSignatureError
 from hub.domain.institutions import InstitutionKind
 from hub.system.clock import SystemClock
 from stophub.v1 import account_pb2, appeal_pb2, blacklist_pb2, case_pb2, delivery_pb2, order_pb2
@@ -44,12 +44,16 @@ SPEED = 120.0
 PAYX_DELAY = timedelta(minutes=12)
 AUTHORITY = "Public Security Bureau, Xicheng District"
 PUBLIC_NOTICE = timedelta(days=30)
+# How long (wall time) the demo waits for a step before it gives up and says what it waited
+# for. A step takes well under a second on an idle machine; those that wait on PayX's late
+# answer (6 s) or a 30-day jump get `patience` 3.
+WAIT = 20.0
 
 
 class DemoClock:
     """Case time for the demo: it runs `speed` times faster than the wall clock, so the
-    minutes a slow bank takes pass in seconds, and it can be set back for the fraud that
-    happened before the report."""
+    minutes a slow bank takes pass in seconds, and `offset` moves it on (the 30 days of a
+    public notice)."""
 
     def __init__(self, speed: float) -> None:
         self.base = SystemClock()
@@ -61,34 +65,78 @@ class DemoClock:
         return self.origin + (self.base.now() - self.origin) * self.speed + self.offset
 
 
+class Backdated:
+    """The payment network's clock: case time, less `back` while the demo replays the
+    transfers made before the report. The hub's clock is never set back for them: its sweep
+    and its gate read that clock from other threads, at any moment."""
+
+    def __init__(self, clock: DemoClock) -> None:
+        self.clock = clock
+        self.back = timedelta(0)
+
+    def now(self) -> datetime:
+        return self.clock.now() - self.back
+
+
+class Stalled(Exception):
+    """A step of the demo that did not come about: what it waited for, and how long."""
+
+    def __init__(self, condition: str, waited: float, why: str = "") -> None:
+        self.condition = condition
+        self.waited = waited
+        self.why = why
+        super().__init__(f"waited {waited:.1f} s for {condition}" + (f": {why}" if why else ""))
+
+
 @dataclass
 class Inbox:
     """One institution's delivery stream, read in the background, acknowledged on receipt."""
 
+    owner: str
     stream: DeliveryStream
     received: list[Delivery] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    # Why the stream ended, once it has: nothing more will come, so nobody waits for it.
+    ended: str | None = None
 
     async def pump(self) -> None:
-        async for delivery in self.stream:
-            await self.stream.ack(delivery.sequence)
-            async with self.changed:
-                self.received.append(delivery)
-                self.changed.notify_all()
+        try:
+            async for delivery in self.stream:
+                await self.stream.ack(delivery.sequence)
+                async with self.changed:
+                    self.received.append(delivery)
+                    self.changed.notify_all()
+            why = "was closed"
+        except (HubError, HubSignatureError) as err:
+            why = f"ended: {err}"
+        async with self.changed:
+            self.ended = why
+            self.changed.notify_all()
 
     async def wait_for(
-        self, predicate: Callable[[delivery_pb2.Notice], bool], timeout: float = 20.0
+        self, predicate: Callable[[delivery_pb2.Notice], bool], what: str, patience: float = 1.0
     ) -> delivery_pb2.Notice:
+        """The first notice that satisfies `predicate` (`what` says it in words), or Stalled
+        after `patience` × WAIT seconds."""
+        timeout = patience * WAIT
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
         async def find() -> delivery_pb2.Notice:
             async with self.changed:
                 while True:
                     for d in self.received:
                         if predicate(d.notice):
                             return d.notice
+                    if self.ended is not None:
+                        why = f"{self.owner}'s delivery stream {self.ended}"
+                        raise Stalled(what, loop.time() - start, why)
                     await self.changed.wait()
 
-        found: delivery_pb2.Notice = await asyncio.wait_for(find(), timeout)
-        return found
+        try:
+            return await asyncio.wait_for(find(), timeout)
+        except TimeoutError:
+            raise Stalled(what, loop.time() - start) from None
 
 
 def answered(order_id: str) -> Callable[[delivery_pb2.Notice], bool]:
@@ -222,4 +270,5 @@ async def freeze_holding_stops(centre: HubClient, inbox: Inbox, case_id: str) ->
         instruction.freeze.stop_order_id = stop.order_id
         freezes.append(await centre.issue_order(instruction))
     for f in freezes:
-        await inbox.wait_for(answered(f.order_id))
+        bank = f.instruction.freeze.account.institution_code
+        await inbox.wait_for(answered(f.order_id), f"{bank} to answer freeze {f.order_id}")

@@ -32,7 +32,7 @@ from rich.text import Text
 from adapters.bank import BankAgent
 from adapters.blacklist import Form, Replica
 from adapters.corebank import PaymentNetwork, SimulatedCoreBank
-from adapters.sdk import HubClient
+from adapters.sdk import HubClient, HubError, HubSignatureError
 from hub import bootstrap
 from hub.cli.common import ALARM
 from hub.cli.demo_cast import (
@@ -51,8 +51,10 @@ from hub.cli.demo_cast import (
     VICTIM,
     VICTIM_2,
     WALLET,
+    Backdated,
     DemoClock,
     Inbox,
+    Stalled,
     answered,
     closed,
     freeze_holding_stops,
@@ -66,12 +68,15 @@ from hub.cli.demo_views import (
     appeals_table,
     balances,
     clock_table,
+    inspect_commands,
     message_timeline,
     returns_table,
     show_evidence,
+    show_failure,
 )
 from hub.cli.render.case import case_view
 from hub.cli.render.trail import trail_svg, trail_tree
+from hub.cli.render.wording import duration
 from hub.crypto import pki
 from hub.crypto.fields import Keyring
 from hub.crypto.keys import PrivateKey, save_private_key
@@ -149,8 +154,11 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
     )
 
     # ---- the simulated money: four core systems on one payment network -----------------------
-    money = PaymentNetwork(clock.now)
-    cores = {code: SimulatedCoreBank(code, clock.now) for code in (BANK_A, BANK_B, PAYX, ABROAD)}
+    money_clock = Backdated(clock)
+    money = PaymentNetwork(money_clock.now)
+    cores = {
+        code: SimulatedCoreBank(code, money_clock.now) for code in (BANK_A, BANK_B, PAYX, ABROAD)
+    }
     for core in cores.values():
         money.register(core)
     for acct, balance in (
@@ -166,7 +174,7 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
     def pay(
         source: account_pb2.AccountRef, sink: account_pb2.AccountRef, fen: int, ago: float
     ) -> datetime:
-        clock.offset = -timedelta(minutes=ago)
+        money_clock.back = timedelta(minutes=ago)
         money.transfer(
             source.institution_code,
             source.account_number,
@@ -174,8 +182,8 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
             sink.account_number,
             fen,
         )
-        at = clock.now()
-        clock.offset = timedelta(0)
+        at = money_clock.now()
+        money_clock.back = timedelta(0)
         return at
 
     t1 = pay(VICTIM, MULE, 3_000_000, 14)
@@ -212,14 +220,17 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
             answer_delay=(PAYX_DELAY / speed).total_seconds(),
         ),
     ]
-    centre_inbox = Inbox(centre.deliveries("operator-desk"))
-    tasks = [asyncio.create_task(a.run()) for a in agents]
-    tasks.append(asyncio.create_task(centre_inbox.pump()))
+    centre_inbox = Inbox("the centre", centre.deliveries("operator-desk"))
+    tasks = [
+        asyncio.create_task(a.run(), name=f"{a.client.institution}'s bank agent") for a in agents
+    ]
+    tasks.append(asyncio.create_task(centre_inbox.pump(), name="the centre's inbox"))
     # PayX's copy of the list: tokens only, kept in its own file, following the hub live.
     payx_list = Replica(
         directory / "payx-list.db", payx, Form.TOKENS, list_key=list_key, clock=clock
     )
     status = 1
+    step = "the centre's standing rule"
     try:
         # ---- the centre's standing rule: stop at once, and follow the money -----------------
         await centre.set_auto_stop_rule(
@@ -232,12 +243,16 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
             )
         )
         # ---- the first victim: report, verification, the stops layer by layer ----------------
+        step = "the first victim: report, verification, the stops layer by layer"
         report = victim_report(
             VICTIM, [(t1, 3_000_000, "A-TX-1"), (t2, 2_000_000, "A-TX-2")], clock.now()
         )
         case = await bank_a.create_report(report)
         case_id = case.case_id
-        await centre_inbox.wait_for(lambda n: n.kind == delivery_pb2.NOTICE_KIND_REPORT_RECEIVED)
+        await centre_inbox.wait_for(
+            lambda n: n.kind == delivery_pb2.NOTICE_KIND_REPORT_RECEIVED,
+            f"the centre to be told of {BANK_A}'s report {case_id}",
+        )
         await bank_a.verify_report(case_id, confirmed=True)
         # Bank B holds what is left and reports the wallet; the hub stops the wallet; PayX
         # (late) reports the cash-out account; the hub stops that too.
@@ -247,10 +262,13 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
                 and n.case_id == case_id
                 and n.order.layer == 3
             ),
-            timeout=60,
+            f"{BANK_A} to answer the third layer's stop of {case_id} (the cash-out account; "
+            f"{PAYX} answers the second layer's {PAYX_DELAY.total_seconds() / 60:g} minutes late)",
+            patience=3,
         )
 
         # ---- the second victim pays the same mule, which sends part of it abroad ---------
+        step = "the second victim pays the same mule"
         t3 = pay(VICTIM_2, MULE, 1_000_000, 0.5)
         pay(MULE, OFFSHORE, 600_000, 0)
         console.print(
@@ -262,7 +280,8 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         )
         second_id = second.case_id
         linked = await centre_inbox.wait_for(
-            lambda n: n.kind == delivery_pb2.NOTICE_KIND_REPORT_RECEIVED and n.case_id == second_id
+            lambda n: n.kind == delivery_pb2.NOTICE_KIND_REPORT_RECEIVED and n.case_id == second_id,
+            f"the centre to be told of {PAYX}'s report {second_id}",
         )
         console.print(
             f"the centre is told at once: case {second_id} is linked to "
@@ -270,18 +289,25 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         )
         await payx.verify_report(second_id, confirmed=True)
         await centre_inbox.wait_for(
-            lambda n: n.kind == delivery_pb2.NOTICE_KIND_TRAIL_ESCALATION and n.case_id == second_id
+            lambda n: (
+                n.kind == delivery_pb2.NOTICE_KIND_TRAIL_ESCALATION and n.case_id == second_id
+            ),
+            f"the centre to be told that money of {second_id} went beyond the network's reach",
         )
 
         # ---- investigation: freeze what every stop holds ------------------------------------
+        step = "investigation: freeze what every stop holds"
         for cid in (case_id, second_id):
             await freeze_holding_stops(centre, centre_inbox, cid)
 
         # ---- the blacklist: the centre lists, PayX's copy follows, payments are refused ------
+        step = "the blacklist"
         listings = await publish_listings(centre, case_id)
         first_sync = await payx_list.sync_once()
         console.print(f"PayX's copy of the list (tokens only): {first_sync.line()}")
-        tasks.append(asyncio.create_task(payx_list.run(follow=True)))
+        tasks.append(
+            asyncio.create_task(payx_list.run(follow=True), name="PayX's copy of the list")
+        )
         refused_payment = payx_list.is_listed_account(MULE.institution_code, MULE.account_number)
         console.print(
             Text.assemble(
@@ -305,6 +331,7 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         )
 
         # ---- where the money is: both trails, with what is held and whose it is ----------
+        step = "the money trails"
         for cid in (case_id, second_id):
             trail = await centre.get_case_trail(cid)
             console.rule(f"money trail of case {cid}, frozen")
@@ -314,6 +341,7 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
             console.print(f"drawn in {picture} (open it in a browser)")
 
         # ---- fair returns -----------------------------------------------------------------------
+        step = "fair returns"
         # Traced to the first victim alone: the wallet and the cash-out account.
         distributions = []
         for acct in (WALLET, CASHOUT):
@@ -323,7 +351,9 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
             distributions.append(traced)
             for share in traced.shares:
                 for order_id in share.return_order_ids:
-                    await centre_inbox.wait_for(answered(order_id))
+                    await centre_inbox.wait_for(
+                        answered(order_id), f"{acct.institution_code} to answer return {order_id}"
+                    )
         # Both victims' money reached the mule's account: shared after a public notice.
         shared = await centre.start_distribution(
             returns_pb2.StartDistributionBody(
@@ -335,9 +365,12 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
             f"{shared.notice_end_time.ToDatetime():%Y-%m-%d %H:%M} UTC; the demo moves case "
             "time on 30 days"
         )
+        step = "fair returns, 30 days on"
         clock.offset += PUBLIC_NOTICE + timedelta(minutes=1)
         await centre_inbox.wait_for(
-            lambda n: n.kind == delivery_pb2.NOTICE_KIND_PUBLIC_NOTICE_ENDED, timeout=60
+            lambda n: n.kind == delivery_pb2.NOTICE_KIND_PUBLIC_NOTICE_ENDED,
+            f"the centre to be told that the public notice of {shared.distribution_id} ended",
+            patience=3,
         )
         decided = await centre.decide_distribution(
             shared.distribution_id, confirm=True, reason="no objections were filed"
@@ -345,11 +378,14 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         distributions.append(decided)
         for share in decided.shares:
             for order_id in share.return_order_ids:
-                await centre_inbox.wait_for(answered(order_id))
+                await centre_inbox.wait_for(
+                    answered(order_id), f"{MULE.institution_code} to answer return {order_id}"
+                )
         for cid in (case_id, second_id):
-            await centre_inbox.wait_for(closed(cid))
+            await centre_inbox.wait_for(closed(cid), f"the hub to close case {cid}")
 
         # ---- appeals: one rejected, one upheld; the upheld listing leaves every copy -------
+        step = "appeals"
         appeals = await run_appeals(centre, bank_a, bank_b, listings)
         cashout_cleared = await wait_until(
             lambda: (
@@ -367,6 +403,7 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         )
 
         # ---- what happened ------------------------------------------------------------------
+        step = "what happened"
         console.print(message_timeline(store, case_id))
         with store(read_only=True) as uow:
             final = uow.cases.get(case_id)
@@ -397,14 +434,22 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
             else Text("the cases did not settle", ALARM)
         )
         console.print(verdict)
-        console.print(
-            f"inspect it: stophub --data-keys {directory / 'data-keys.json'} case trail "
-            f"{case_id} --svg trail.svg --db {url}",
-            soft_wrap=True,
-        )
+        console.print("look at it again, from this directory:")
+        for command in inspect_commands(directory, url, case_id):
+            console.print(f"  {command}", soft_wrap=True)
         status = 0 if ok else 1
-    except TimeoutError:
-        console.print(Text("demo timed out waiting for a step; see the timeline above", ALARM))
+    except Stalled as stalled:
+        waited = duration(timedelta(seconds=stalled.waited * speed))
+        show_failure(
+            console,
+            step,
+            f"it waited {stalled.waited:.1f} s ({waited} of case time) for {stalled.condition}"
+            + (f"; {stalled.why}" if stalled.why else ""),
+            store,
+            tasks,
+        )
+    except (HubError, HubSignatureError) as err:
+        show_failure(console, step, f"a request to the hub failed: {err}", store, tasks)
     finally:
         for a in agents:
             await a.stop()

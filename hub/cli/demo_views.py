@@ -1,8 +1,14 @@
 """What the demo prints besides its running commentary (hub/cli/demo_story.py): tables of the
-appeals, returns, signed messages, balances and clocks, and the auditor's check of the evidence."""
+appeals, returns, signed messages, balances and clocks, the auditor's check of the evidence,
+the commands to look at it again, and what went on when a step did not come about."""
 
 from __future__ import annotations
 
+import asyncio
+import shlex
+import shutil
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from rich.console import Console
@@ -21,7 +27,7 @@ from hub.cli.demo_cast import (
     VICTIM_PHONE,
     WALLET,
 )
-from hub.cli.render.wording import duration
+from hub.cli.render.wording import duration, stamp
 from hub.domain.wording import mask, yuan
 from hub.service import auditlog
 from hub.service.evidence import verify_signatures
@@ -176,3 +182,71 @@ def clock_table(store: SqlStore, case_id: str) -> Table:
             "; ".join(f"{e.event} at +{duration(e.at - c.started_at)} ({e.detail})" for e in steps),
         )
     return table
+
+
+def stophub_command() -> str:
+    """How to run this `stophub` from the current directory: `stophub` when that is what PATH
+    finds, else the script beside this Python (`.venv/bin/stophub` after `make demo`),
+    relative when it lies below the current directory, or `python -m hub.cli`."""
+    script = Path(sys.executable).parent / "stophub"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m hub.cli"
+    found = shutil.which("stophub")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "stophub"
+    here = Path.cwd()
+    shown = script.relative_to(here) if script.is_relative_to(here) else script
+    return shlex.quote(str(shown))
+
+
+def inspect_commands(directory: Path, database_url: str, case_id: str) -> list[str]:
+    """Commands that show the demo's first case again, pasted where the demo ran."""
+    common = f"{stophub_command()} --data-keys {shlex.quote(str(directory / 'data-keys.json'))}"
+    db = f"--db {shlex.quote(database_url)}"
+    return [
+        f"{common} case show {case_id} {db}",
+        f"{common} case trail {case_id} --svg trail.svg {db}",
+    ]
+
+
+def recent_activity(store: SqlStore, limit: int = 20) -> Table:
+    """The last `limit` entries of the hub's audit log: what it received, sent and refused."""
+    with store(read_only=True) as uow:
+        records = list(uow.audit.scan(0, 1_000_000))[-limit:]
+    # No borders and no message ids: read in an 80-column terminal, the detail keeps the room.
+    table = Table(
+        title=f"the hub's last {len(records)} audit log entries (case time)",
+        title_justify="left",
+        box=None,
+        padding=(0, 1, 0, 0),
+    )
+    table.add_column("at", no_wrap=True)
+    table.add_column("by", no_wrap=True)
+    table.add_column("entry", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for r in records:
+        table.add_row(
+            stamp(r.recorded_at),
+            r.entry.actor,
+            Text(r.entry.kind, ALARM if r.entry.kind == "rejected" else ""),
+            r.entry.detail,
+        )
+    return table
+
+
+def show_failure(
+    console: Console,
+    step: str,
+    what: str,
+    store: SqlStore,
+    actors: Iterable[asyncio.Task[None]],
+) -> None:
+    """Why the demo stopped: the step, what it waited for and how long, which of the members'
+    background tasks ended, and the hub's latest audit entries."""
+    console.print(Text(f"the demo stopped in the step '{step}': {what}", ALARM), soft_wrap=True)
+    for task in actors:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            console.print(
+                Text(f"{task.get_name()} stopped: {task.exception()}", ALARM), soft_wrap=True
+            )
+    console.print(recent_activity(store))
