@@ -8,12 +8,14 @@ import asyncio
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from adapters.sdk import Delivery, DeliveryStream, HubClient, HubError, HubSignatureError
 from hub.domain.institutions import InstitutionKind
+from hub.system.calendar import missing_years
 from hub.system.clock import SystemClock
+from hub.system.policy import DEFAULT_POLICY, load_calendar
 from stophub.v1 import account_pb2, appeal_pb2, blacklist_pb2, case_pb2, delivery_pb2, order_pb2
 
 CENTRE, BANK_A, BANK_B, PAYX = "CENTRE", "BANKA", "BANKB", "PAYX"
@@ -272,3 +274,23 @@ async def freeze_holding_stops(centre: HubClient, inbox: Inbox, case_id: str) ->
     for f in freezes:
         bank = f.instruction.freeze.account.institution_code
         await inbox.wait_for(answered(f.order_id), f"{bank} to answer freeze {f.order_id}")
+
+
+def demo_policy(directory: Path, today: date) -> Path:
+    """The shipped policy, plus a declared stand-in for each year the demo's case time reaches
+    (this one and the next) that has no official holiday calendar yet: Monday to Friday with
+    only New Year's Day off (the one holiday the law fixes to a date). The demo's deadlines
+    then come from a calendar it states, and it prints no warning that is part of its plan; a
+    real hub warns until the State Council's notice is in its policy file (README "Holidays")."""
+    text = DEFAULT_POLICY.read_text(encoding="utf-8")
+    shipped = load_calendar(DEFAULT_POLICY)
+    for year in missing_years(shipped, today):
+        text += (
+            f"\n[calendar.{year}]\n"
+            f'notice = "stophub demo: a stand-in for {year}, Monday to Friday with New Year'
+            "'s Day off; not the State Council's notice\"\n"
+            f'days_off = ["{year}-01-01"]\nworking_days = []\n'
+        )
+    path = directory / "policy.toml"
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -57,6 +57,7 @@ from hub.cli.demo_cast import (
     Stalled,
     answered,
     closed,
+    demo_policy,
     freeze_holding_stops,
     fresh_directory,
     publish_listings,
@@ -125,6 +126,7 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         data_keys=data_keys,
         list_key=list_key,
         clock=clock,
+        policy_file=demo_policy(directory, clock.now().date()),
         sweep_interval=0.02,
         # The sweep runs every 20 ms of wall time, which is `speed` times more case time.
         late_after=timedelta(seconds=0.1 * speed),

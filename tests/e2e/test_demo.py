@@ -38,17 +38,13 @@ from stophub.v1 import blacklist_pb2, delivery_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Printed by every run until the policy file carries 2027's official calendar (issue 19 item
-# 22, another branch): the one line allowed here, and to be removed with it.
-CALENDAR_2027 = "the official Chinese holiday calendar for 2027 is not installed"
-
 
 def complaints(caplog: pytest.LogCaptureFixture) -> list[str]:
     """The log lines at WARNING or above a run printed: a demo prints none."""
     return [
         f"{r.levelname} {r.name}: {r.getMessage()}"
         for r in caplog.records
-        if r.levelno >= logging.WARNING and not r.getMessage().startswith(CALENDAR_2027)
+        if r.levelno >= logging.WARNING
     ]
 
 
