@@ -8,7 +8,9 @@ from adapters.sdk.client import (
     DeliveryStream,
     HubClient,
     HubError,
+    HubKey,
     HubSignatureError,
+    read_hub_key,
     secure_channel,
     tls_credentials,
 )
@@ -22,8 +24,10 @@ __all__ = [
     "DeliveryStream",
     "HubClient",
     "HubError",
+    "HubKey",
     "HubSignatureError",
     "TlsConfig",
+    "read_hub_key",
     "secure_channel",
     "tls_credentials",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 import uuid
@@ -18,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, TypeVar, cast
 
@@ -30,7 +32,8 @@ from grpc_status import rpc_status
 from hub.crypto.envelope import create_time_of, seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.crypto.pki import TlsConfig
-from hub.crypto.signing import ALGORITHMS, SignatureError, key_id_for
+from hub.crypto.public import public_key_from_file
+from hub.crypto.signing import ECDSA_P256, SignatureError, key_id_for
 from hub.system.clock import SystemClock
 from stophub.v1 import (
     account_pb2,
@@ -335,17 +338,39 @@ class _Enveloped(Protocol):
     def envelope(self) -> Envelope: ...
 
 
-def _hub_key_identity(public_key: bytes) -> tuple[str, str]:
-    """(algorithm, key id) of the pinned hub key; the key's encoding decides the algorithm."""
-    for algorithm in sorted(ALGORITHMS):
+# One pinned hub key: the key's bytes, or the path of a file holding them.
+HubKey = bytes | str | os.PathLike[str]
+
+
+def read_hub_key(value: HubKey) -> tuple[str, bytes]:
+    """(algorithm, raw public key) of a hub key given to `HubClient`: a path to the file the
+    operator published (the PEM `.pub` that `stophub keys generate` writes, or a raw 32-byte
+    Ed25519 key file), that file's bytes, PEM text, or a raw public key in the encoding of
+    docs/signing.md (32 bytes Ed25519, the 65-byte uncompressed P-256 point: what
+    `PrivateKey.public_key` and the registry's `PublicKey.public_key` hold). Anything else is
+    a ValueError that says which forms are accepted."""
+    where = "hub_public_key"
+    if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
+        data = value.encode("ascii", "replace")
+    elif isinstance(value, str | os.PathLike):
+        path = Path(value)
+        where = f"hub_public_key {path}"
         try:
-            return algorithm, key_id_for(algorithm, public_key)
-        except SignatureError:
-            continue
-    raise ValueError(
-        "hub_public_key is neither a raw Ed25519 key (32 bytes) nor an uncompressed P-256 "
-        f"point (65 bytes); got {len(public_key)} bytes"
-    )
+            data = path.read_bytes()
+        except OSError as err:
+            raise ValueError(f"{where}: cannot read the hub's public key: {err}") from err
+    else:
+        data = bytes(value)
+        if len(data) == 65 and data[:1] == b"\x04":
+            try:
+                key_id_for(ECDSA_P256, data)
+            except SignatureError as err:
+                raise ValueError(f"{where}: {err}") from err
+            return ECDSA_P256, data
+    try:
+        return public_key_from_file(data)
+    except SignatureError as err:
+        raise ValueError(f"{where}: {' '.join(str(err).split())}") from err
 
 
 def _to_datetime(message: Message, field: str) -> datetime | None:
@@ -369,6 +394,12 @@ class HubClient:
     `message_ids` factory) to resend a message deterministically: the hub answers a resend
     of the same bytes with its original answer.
 
+    `hub_public_key` pins the hub's signing key (or, while the operator rotates it, a list of
+    keys, the new one first): most simply the path of the `hub.pub` the operator published
+    (the PEM file `stophub keys generate` writes beside the hub's key), or its bytes; a raw key
+    in the encoding of docs/signing.md works too (`read_hub_key` lists every accepted form).
+    A key in any other form is a ValueError here, before anything is sent.
+
     Connect with `tls=TlsConfig(ca, cert, key)` (the network CA's certificate and this
     institution's client certificate and key, e.g. `hub.crypto.pki.client_tls(dir, code)`):
     the hub serves mutual TLS only and refuses a request whose sender is not the institution
@@ -382,7 +413,7 @@ class HubClient:
         *,
         institution: str,
         key: PrivateKey,
-        hub_public_key: bytes | Sequence[bytes],
+        hub_public_key: HubKey | Sequence[HubKey],
         clock: Clock | None = None,
         channel: grpc.aio.Channel | None = None,
         credentials: grpc.ChannelCredentials | None = None,
@@ -395,15 +426,19 @@ class HubClient:
         self.key = key
         # Several hub keys may be trusted at once: while the hub operator rotates the hub's
         # key, give the client both, the new one first.
-        pinned = [hub_public_key] if isinstance(hub_public_key, bytes) else list(hub_public_key)
+        pinned = (
+            [hub_public_key]
+            if isinstance(hub_public_key, bytes | bytearray | str | os.PathLike)
+            else list(hub_public_key)
+        )
         if not pinned:
             raise ValueError("give the hub's public key (or keys, during a rotation)")
         self.hub_keys: dict[str, tuple[str, bytes]] = {}
-        for raw in pinned:
-            algorithm, key_id = _hub_key_identity(bytes(raw))
-            self.hub_keys[key_id] = (algorithm, bytes(raw))
-        self.hub_public_key = bytes(pinned[0])
-        self.hub_algorithm, self.hub_key_id = _hub_key_identity(self.hub_public_key)
+        for given in pinned:
+            algorithm, raw = read_hub_key(given)
+            self.hub_keys[key_id_for(algorithm, raw)] = (algorithm, raw)
+        self.hub_key_id = next(iter(self.hub_keys))  # the first given: the current key
+        self.hub_algorithm, self.hub_public_key = self.hub_keys[self.hub_key_id]
         self.clock: Clock = clock or SystemClock()
         self.timeout = timeout
         self._message_ids = message_ids or (lambda: f"{institution.lower()}-{uuid.uuid4().hex}")
@@ -1353,5 +1388,7 @@ __all__ = [
     "DeliveryStream",
     "HubClient",
     "HubError",
+    "HubKey",
     "HubSignatureError",
+    "read_hub_key",
 ]
