@@ -29,6 +29,7 @@ from google.protobuf.message_factory import GetMessageClass
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from adapters.sdk.reach import Reach, look, tls_trouble
 from hub.crypto.envelope import create_time_of, seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.crypto.pki import TlsConfig
@@ -187,6 +188,21 @@ class HubError(Exception):
         if self.message_id:
             text += f" (message {self.message_id})"
         return text
+
+
+class HubCertificateError(HubError):
+    """The hub's TLS certificate does not fit this connection: it names other hosts than the
+    one the client checks it against, or another CA than the client's issued it. The message
+    says which names it holds, or which CA. A configuration error, not a transient one: the
+    same call fails the same way until the target, `server_name`, ca.pem or the hub's
+    certificate changes."""
+
+    def __init__(self, message: str, *, message_id: str = "") -> None:
+        super().__init__(grpc.StatusCode.UNAVAILABLE, message, message_id=message_id)
+
+    @property
+    def transient(self) -> bool:
+        return False
 
 
 @dataclass(frozen=True)
@@ -445,6 +461,8 @@ class HubClient:
         if sum(x is not None for x in (channel, credentials, tls)) > 1:
             raise ValueError("give at most one of channel=, credentials= and tls=")
         self._owns_channel = channel is None
+        # What the channel checks the hub's certificate with, to say why when it fails.
+        self._tls = tls
         if channel is not None:
             self._channel = channel
         elif tls is not None:
@@ -566,6 +584,46 @@ class HubClient:
             return f"{who}: signature does not verify with {env.sender}'s key {key.key_id}"
         return None
 
+    async def _failure(self, err: grpc.aio.AioRpcError, message_id: str | None) -> HubError:
+        """The HubError for a failed call; when TLS failed, one that says what does not fit."""
+        if (
+            err.code() is grpc.StatusCode.UNAVAILABLE
+            and self._tls is not None
+            and tls_trouble(err.details() or "")
+        ):
+            reach = await look(self.target, self._tls)
+            if reach.problem is not None:
+                return HubCertificateError(reach.problem, message_id=message_id or "")
+        return self._hub_error(err, message_id)
+
+    async def connect(self, timeout: float = 30.0) -> None:
+        """Wait, at most `timeout` seconds, until the connection to the hub is up (the hub may
+        still be starting). Calls do not need it; it lets a program find out at start whether
+        it can reach the hub at all.
+
+        Raises HubCertificateError at once when the hub's TLS certificate does not fit this
+        client (it names other hosts than the target's, or another CA issued it), and HubError
+        UNAVAILABLE after `timeout` otherwise, saying whether anything answered there.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        reach: Reach | None = None
+        while True:
+            state = self._channel.get_state(try_to_connect=True)
+            if state is grpc.ChannelConnectivity.READY:
+                return
+            if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE and self._tls is not None:
+                reach = await look(self.target, self._tls)
+                if reach.problem is not None:
+                    raise HubCertificateError(reach.problem)
+            left = deadline - loop.time()
+            if left <= 0:
+                raise HubError(
+                    grpc.StatusCode.UNAVAILABLE, _not_reached(self.target, timeout, reach)
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._channel.wait_for_state_change(state), left)
+
     def _hub_error(self, err: grpc.aio.AioRpcError, message_id: str | None) -> HubError:
         code = err.code()
         message = err.details() or ""
@@ -661,7 +719,7 @@ class HubClient:
         try:
             response = await self._callable(rpc)(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as err:
-            raise self._hub_error(err, envelope.message_id) from err
+            raise await self._failure(err, envelope.message_id) from err
         answer_env = cast(_Enveloped, response).envelope
         return answer_env, self.open_hub_envelope(answer_env, rpc.answer)
 
@@ -884,7 +942,7 @@ class HubClient:
                 assert isinstance(part, blacklist_pb2.SyncListResponse)
                 yield part
         except grpc.aio.AioRpcError as err:
-            raise self._hub_error(err, envelope.message_id) from err
+            raise await self._failure(err, envelope.message_id) from err
         finally:
             call.cancel()
 
@@ -1097,6 +1155,21 @@ class HubClient:
         delivery_pb2.StreamDeliveriesRequest, delivery_pb2.StreamDeliveriesResponse
     ]:
         return delivery_pb2_grpc.DeliveryServiceStub(self._channel).StreamDeliveries
+
+
+def _not_reached(target: str, timeout: float, reach: Reach | None) -> str:
+    if reach is None:
+        return f"no connection to the hub at {target} within {timeout:g} s"
+    if not reach.answered:
+        return (
+            f"no hub answered at {target} within {timeout:g} s ({reach.detail}): is "
+            "`stophub serve` running there, on that address?"
+        )
+    return (
+        f"the hub at {target} did not take this client's TLS connection within {timeout:g} s, "
+        "though its certificate fits: check that this institution's certificate and key were "
+        "issued by the network's CA (`stophub pki issue CODE`)"
+    )
 
 
 def _serialize(message: Message) -> bytes:
@@ -1333,7 +1406,7 @@ class DeliveryStream:
                 received = True
                 await self._accept(response)
         except grpc.aio.AioRpcError as err:
-            raise self.client._hub_error(err, None) from err
+            raise await self.client._failure(err, None) from err
         finally:
             self.connected.clear()
             self._call = None
@@ -1386,6 +1459,7 @@ __all__ = [
     "Clock",
     "Delivery",
     "DeliveryStream",
+    "HubCertificateError",
     "HubClient",
     "HubError",
     "HubKey",

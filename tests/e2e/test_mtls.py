@@ -6,6 +6,7 @@ the institution that certificate names (its SAN URI) must be the sender of every
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +17,13 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapters.sdk import HubClient, HubError, secure_channel, tls_credentials
+from adapters.sdk import (
+    HubCertificateError,
+    HubClient,
+    HubError,
+    secure_channel,
+    tls_credentials,
+)
 from hub.bootstrap import serve
 from hub.cli import main
 from hub.crypto import pki
@@ -230,9 +237,61 @@ async def test_pki_made_by_the_cli_is_what_server_and_client_use(
                     found = await client.get_institution("BANKA")
                     assert found.kind == institution_pb2.INSTITUTION_KIND_BANK
                 else:
-                    with pytest.raises(HubError) as caught:
+                    # gRPC says only "Hostname Verification Check failed"; the SDK names the
+                    # certificate's names and the one it checked, on a call and on connect().
+                    with pytest.raises(HubCertificateError) as caught:
                         await client.get_institution("BANKA")
                     assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+                    assert not caught.value.transient  # retrying cannot help
+                    said = str(caught.value)
+                    assert f"the hub at {target} presents a TLS certificate for hub.test," in said
+                    assert "not for '127.0.0.1'" in said and "server_name=" in said
+                    with pytest.raises(HubCertificateError) as on_connect:
+                        await client.connect(timeout=10)
+                    assert "for hub.test, not for '127.0.0.1'" in str(on_connect.value)
     finally:
         await server.stop(0)
         store.dispose()
+
+
+async def test_a_hub_certificate_from_another_ca_is_named_and_ends_a_delivery_stream(
+    network: Network,
+) -> None:
+    stranger = pki.create_ca(datetime.now(UTC), name="Some other CA")
+    mine = network.tls["BANKA"]
+    client = network.client(
+        "BANKA", tls=pki.TlsConfig(stranger.cert_pem, mine.cert, mine.key), timeout=5
+    )
+    async with client:
+        with pytest.raises(HubCertificateError) as caught:
+            await client.get_institution("BANKA")
+        said = str(caught.value)
+        assert "issued by CN=StopHub network CA" in said, said
+        assert pki.fingerprint(stranger.cert) in said  # the CA this client trusts instead
+        # Not transient: the stream does not reconnect for ever, it ends with the reason.
+        stream = client.deliveries("primary", initial_backoff=0.05, max_backoff=0.1)
+        with pytest.raises(HubCertificateError):
+            async with stream:
+                async for _ in stream:
+                    pass
+
+
+async def test_connect_waits_for_the_hub_and_says_when_nothing_answers(network: Network) -> None:
+    async with network.client("BANKA") as client:
+        await client.connect(timeout=10)
+        assert (await client.get_institution("BANKA")).code == "BANKA"
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{unused.getsockname()[1]}"
+        client = HubClient(
+            nowhere,
+            institution="BANKA",
+            key=network.keys["BANKA"],
+            hub_public_key=network.hub_public_key,
+            tls=network.tls["BANKA"],
+        )
+        async with client:
+            with pytest.raises(HubError) as caught:
+                await client.connect(timeout=1)
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE and caught.value.transient
+    assert f"no hub answered at {nowhere} within 1 s" in str(caught.value)
