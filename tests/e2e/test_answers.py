@@ -16,7 +16,7 @@ import pytest
 from adapters.sdk import HubClient, HubError
 from stophub.v1 import account_pb2, delivery_pb2, order_pb2
 from tests.e2e.conftest import Network
-from tests.e2e.wire_helpers import MULE, VICTIM, report
+from tests.e2e.wire_helpers import MULE, VICTIM, freeze_of, report
 
 ORDERS_MD = Path(__file__).resolve().parents[2] / "docs" / "orders.md"
 WALLET = account_pb2.AccountRef(
@@ -260,17 +260,7 @@ async def test_a_return_pays_at_most_its_amount(
 ) -> None:
     stop = await pending_stop(clients, network)
     await clients["BANKB"].answer_order(result(stop.order_id, EXECUTED, LOSS))
-    freeze = order_pb2.OrderInstruction(case_id=stop.case_id)
-    freeze.freeze.CopyFrom(
-        order_pb2.FreezeInstruction(
-            account=MULE,
-            amount_fen=LOSS,
-            filed_case_number="JX-1",
-            approving_authority="PSB",
-            term_months=6,
-            stop_order_id=stop.order_id,
-        )
-    )
+    freeze = freeze_of(stop.case_id, MULE, LOSS, takes_over=stop.order_id)
     frozen = await clients["CENTRE"].issue_order(freeze)
     await clients["BANKB"].answer_order(result(frozen.order_id, EXECUTED, LOSS))
     back = order_pb2.OrderInstruction(case_id=stop.case_id)

@@ -32,7 +32,8 @@ from stophub.v1 import (
     returns_pb2,
 )
 from tests.e2e.conftest import Network
-from tests.e2e.wire_helpers import MULE, VICTIM, report
+from tests.e2e.test_money_trail import frozen_stop
+from tests.e2e.wire_helpers import MULE, VICTIM, freeze_of, report
 
 CENTRE_KIND = institution_pb2.INSTITUTION_KIND_ANTI_FRAUD_CENTRE
 PENDING, CANCELLED = order_pb2.ORDER_STATE_PENDING, order_pb2.ORDER_STATE_CANCELLED
@@ -475,16 +476,12 @@ async def test_the_centres_own_orders_and_a_withdrawal_pass_rows_a_and_f(
     await both_accept(payx, d_followed, "a")
 
     # A freeze taking the stop over, a return from it, a release of a hold.
-    freeze = order_pb2.OrderInstruction(case_id=case.case_id)
-    freeze.freeze.CopyFrom(
-        order_pb2.FreezeInstruction(
-            account=SECOND_MULE,
-            amount_fen=200_000,
-            filed_case_number=" JX-2026-0312 ",
-            approving_authority="PSB Xicheng",
-            term_months=6,
-            stop_order_id=second.order_id,
-        )
+    freeze = freeze_of(
+        case.case_id,
+        SECOND_MULE,
+        200_000,
+        takes_over=second.order_id,
+        filed_case_number=" JX-2026-0312 ",  # the hub trims it; the signed text is not
     )
     frozen = await centre.client.issue_order(freeze)
     await both_accept(bankb, await bankb.order(frozen.order_id), "a")
@@ -633,26 +630,6 @@ async def test_stops_under_the_standing_rule_pass_rows_b_and_c_and_lapse(
     assert len(agent.security_events) == 1 and "NOT lifted" in agent.security_events[0]
 
 
-async def frozen(centre: Member, bankb: Member, case: case_pb2.Case, held: int) -> order_pb2.Order:
-    stop = await centre.client.issue_order(stop_of(case, MULE))
-    status, code = (PARTIAL, "AM04") if held < case.loss_fen else (EXECUTED, "")
-    await bankb.client.answer_order(answer(stop.order_id, status, held, code=code))
-    freeze = order_pb2.OrderInstruction(case_id=case.case_id)
-    freeze.freeze.CopyFrom(
-        order_pb2.FreezeInstruction(
-            account=MULE,
-            amount_fen=held,
-            filed_case_number="JX-2026-0312",
-            approving_authority="PSB Xicheng",
-            term_months=6,
-            stop_order_id=stop.order_id,
-        )
-    )
-    order = await centre.client.issue_order(freeze)
-    await bankb.client.answer_order(answer(order.order_id, EXECUTED, held))
-    return order
-
-
 async def returns_to(member: Member, centre: Member, case_ids: Sequence[str]) -> list[Delivery]:
     orders = [
         o
@@ -673,17 +650,7 @@ async def test_returns_a_distribution_decided_pass_row_d(
     alone = await banka.client.verify_report(alone.case_id)
     stop = await centre.client.issue_order(stop_of(alone, SECOND_MULE))
     await bankb.client.answer_order(answer(stop.order_id, EXECUTED, 300_000))
-    freeze = order_pb2.OrderInstruction(case_id=alone.case_id)
-    freeze.freeze.CopyFrom(
-        order_pb2.FreezeInstruction(
-            account=SECOND_MULE,
-            amount_fen=300_000,
-            filed_case_number="JX-1",
-            approving_authority="PSB",
-            term_months=6,
-            stop_order_id=stop.order_id,
-        )
-    )
+    freeze = freeze_of(alone.case_id, SECOND_MULE, 300_000, takes_over=stop.order_id)
     held = await centre.client.issue_order(freeze)
     await bankb.client.answer_order(answer(held.order_id, EXECUTED, 300_000))
     at_once = await centre.client.start_distribution(
@@ -706,8 +673,8 @@ async def test_returns_a_distribution_decided_pass_row_d(
         )
     second = await payx.client.create_report(body)
     second = await payx.client.verify_report(second.case_id)
-    await frozen(centre, bankb, first, 500_000)
-    await frozen(centre, bankb, second, 100_000)
+    await frozen_stop(centre.client, bankb.client, first, 500_000)
+    await frozen_stop(centre.client, bankb.client, second, 100_000)
     started = await centre.client.start_distribution(
         returns_pb2.StartDistributionBody(case_id=first.case_id, account=MULE)
     )

@@ -7,13 +7,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.test_install import clone
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -44,19 +45,9 @@ def fresh_clone(tmp_path: Path) -> Path:
     if up_to_date.returncode != 0:
         # Re-installing from the copy would point the project's .venv at it.
         pytest.skip("make install is not up to date: run it first")
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    clone = tmp_path / "stophub"
-    for name in filter(None, (n.decode() for n in listed)):
-        if (ROOT / name).is_file():
-            (clone / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, clone / name)
-    (clone / ".venv").symlink_to(venv)
-    return clone
+    project = clone(tmp_path)
+    (project / ".venv").symlink_to(venv)
+    return project
 
 
 def test_running_a_hub_works_as_pasted(tmp_path: Path) -> None:

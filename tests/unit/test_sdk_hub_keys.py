@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from adapters.sdk.client import HubClient, HubKey, HubSignatureError, read_hub_key
 from hub.cli import main
@@ -17,6 +15,7 @@ from hub.crypto.envelope import seal_message
 from hub.crypto.keys import PrivateKey, load_private_key
 from hub.crypto.signing import ECDSA_P256, ED25519
 from stophub.v1 import case_pb2, envelope_pb2
+from tests.unit.test_cli_hub_key import P384_PEM
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
@@ -142,11 +141,6 @@ async def test_a_raw_ed25519_key_file_is_pinned(tmp_path: Path) -> None:
         await client.close()
 
 
-P384_PEM = (
-    ec.generate_private_key(ec.SECP384R1())
-    .public_key()
-    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-)
 NOT_A_HUB_KEY = {
     "empty": b"",
     "31 raw bytes": PrivateKey.generate().public_key[:31],
