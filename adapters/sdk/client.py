@@ -78,6 +78,8 @@ _TRANSIENT_CODES: Final = frozenset(
 # clock runs a little behind; the hub tolerates the same drift on execute times.
 _KEY_CLOCK_SKEW: Final = timedelta(minutes=5)
 _REGISTRY_TTL: Final = 60.0
+# How often `connect` looks at the hub's certificate again while the connection fails.
+_RECHECK_EVERY: Final = 1.0
 _REGISTRY_REFRESH_MIN: Final = 1.0
 
 _CHANNEL_OPTIONS: Final = [
@@ -621,8 +623,13 @@ class HubClient:
                 raise HubError(
                     grpc.StatusCode.UNAVAILABLE, _not_reached(self.target, timeout, reach)
                 )
+            # A channel whose connections fail stays in TRANSIENT_FAILURE while it retries:
+            # look again every so often, or a hub that came up with the wrong certificate
+            # would go unnamed until the timeout.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._channel.wait_for_state_change(state), left)
+                await asyncio.wait_for(
+                    self._channel.wait_for_state_change(state), min(left, _RECHECK_EVERY)
+                )
 
     def _hub_error(self, err: grpc.aio.AioRpcError, message_id: str | None) -> HubError:
         code = err.code()

@@ -6,6 +6,7 @@ the institution that certificate names (its SAN URI) must be the sender of every
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -295,3 +296,50 @@ async def test_connect_waits_for_the_hub_and_says_when_nothing_answers(network: 
                 await client.connect(timeout=1)
     assert caught.value.code is grpc.StatusCode.UNAVAILABLE and caught.value.transient
     assert f"no hub answered at {nowhere} within 1 s" in str(caught.value)
+
+
+@pytest.mark.parametrize("names", [["127.0.0.1"], ["hub.example.cn"]])
+async def test_connect_waits_for_a_hub_that_starts_late_and_names_a_wrong_certificate_soon(
+    tmp_path: Path, clock: ManualClock, names: list[str]
+) -> None:
+    now = datetime.now(UTC)
+    ca = pki.create_ca(now)
+    hub_tls = tls_for(ca, pki.issue_server(ca, now, names))
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    hub_key = PrivateKey.generate()
+    client = HubClient(
+        f"127.0.0.1:{port}",
+        institution="BANKA",
+        key=PrivateKey.generate(),
+        hub_public_key=hub_key.public_key,
+        tls=tls_for(ca, pki.issue_client(ca, "BANKA", now)),
+    )
+
+    async def starting() -> tuple[object, object]:
+        await asyncio.sleep(1.5)  # the hub is still starting when the client connects
+        return await serve(
+            f"sqlite:///{tmp_path}/hub.db",
+            hub_key,
+            f"127.0.0.1:{port}",
+            clock=clock,
+            sweep_interval=None,
+            tls=hub_tls,
+        )
+
+    started = asyncio.create_task(starting())
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        if names == ["127.0.0.1"]:
+            await client.connect(timeout=30)
+        else:
+            with pytest.raises(HubCertificateError, match=r"for hub\.example\.cn, not for"):
+                await client.connect(timeout=30)
+        assert loop.time() - began < 15, "named long before the timeout"
+    finally:
+        await client.close()
+        server, store = await started
+        await server.stop(0)  # type: ignore[attr-defined]
+        store.dispose()  # type: ignore[attr-defined]
