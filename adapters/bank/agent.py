@@ -1,10 +1,13 @@
 """The bank agent: carries out the hub's orders through the core bank and answers them.
 
-It acts only on orders whose signer it could verify: the centre's signed instruction (or,
-for a stop the hub issued under a standing rule, the centre's signed rule and the
-reporting institution's signed verification) must check out against the keys registered
-with the hub, and must say what the hub's copy of the order says. Anything else is a
-security event: logged loudly, acknowledged so the stream moves on, never executed.
+It acts only on orders whose signers it could verify, as docs/signing.md ("Checking an order
+before acting on it") says kind by kind: the centre's signed instruction, or for an order the
+hub issued itself the envelopes that caused it (the centre's signed rule with the reporting
+institution's verification or the upstream bank's answer, the centre's decision on a
+distribution or an appeal) must check out against the keys registered with the hub, and must
+say what the hub's copy of the order says. Anything else is a security event: logged loudly,
+acknowledged so the stream moves on, never executed. A lapse, which nobody signs, only lifts
+a hold, and only of an order this bank was given that has run out its time.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ _ANSWERS_KEPT: Final = 10_000
 # The hub refuses envelopes older than its replay window (5 minutes by default); an answer kept
 # for resending is signed again, under the same message id, once it is this old.
 _RESIGN_AFTER: Final = timedelta(minutes=4)
+# How far the hub's clock may run ahead of this bank's when a hold lapses.
+_CLOCK_DRIFT: Final = timedelta(minutes=5)
 
 
 class _Retry(Exception):
@@ -88,20 +93,37 @@ def _account_key(a: account_pb2.AccountRef) -> tuple[str, str, str]:
     return (a.institution_code.strip(), a.account_number.strip(), a.holder_name.strip())
 
 
-def _instruction_view(i: order_pb2.OrderInstruction) -> tuple[object, ...]:
-    """What an instruction commits the bank to, in a form the hub's copy must equal.
+def _fact(at: Timestamp, amount_fen: int) -> tuple[int, int, int]:
+    # To the microsecond: the hub keeps no finer.
+    return (at.seconds, at.nanos // 1_000, amount_fen)
+
+
+def _instruction_view(
+    i: order_pb2.OrderInstruction, *, facts_of: order_pb2.OrderInstruction | None = None
+) -> tuple[object, ...]:
+    """What an instruction commits the bank to, in a form the hub's copy must equal
+    (docs/signing.md, "Checking an order before acting on it").
 
     Text is compared stripped and times to the microsecond because the hub normalises both;
-    the release reason is left out because the hub shows the order note in its place.
+    the release reason is left out because the hub shows the order note in its place. A
+    downstream stop whose signer named no credits takes them from `facts_of`, the hub's copy:
+    the hub names the transfers the upstream answer reported.
     """
     which = i.WhichOneof("instruction")
     if which == "stop":
         s = i.stop
-        facts = tuple(
-            (t.transaction_time.seconds, t.transaction_time.nanos // 1_000, t.amount_fen)
-            for t in s.transactions
+        named = s.transactions
+        if s.upstream_order_id and not named and facts_of is not None:
+            named = facts_of.stop.transactions
+        facts = tuple(_fact(t.transaction_time, t.amount_fen) for t in named)
+        return (
+            i.case_id,
+            which,
+            _account_key(s.account),
+            s.amount_fen,
+            s.upstream_order_id.strip(),
+            facts,
         )
-        return (i.case_id, which, _account_key(s.account), s.amount_fen, facts)
     if which == "freeze":
         f = i.freeze
         return (
@@ -209,6 +231,9 @@ class BankAgent:
             f" (attempt {delivery.attempt})" if delivery.attempt > 1 else ""
         )
         try:
+            if notice.kind == delivery_pb2.NOTICE_KIND_ORDER_EXPIRED:
+                await self._lapsed(tag, notice)
+                return True
             if notice.kind != delivery_pb2.NOTICE_KIND_ORDER:
                 kind = delivery_pb2.NoticeKind.Name(notice.kind).removeprefix("NOTICE_KIND_")
                 self._say(f"{tag} {kind.lower()}: {notice.summary}")
@@ -236,6 +261,28 @@ class BankAgent:
                 f"{tag} will be retried when the hub sends it again: {retry}", logging.WARNING
             )
             return False
+
+    async def _lapsed(self, tag: str, notice: delivery_pb2.Notice) -> None:
+        """A stop or freeze ran out its time: lift its hold. No signer caused a lapse, so the
+        hub's word is checked against what this bank knows of the order."""
+        order = notice.order
+        me = self.client.institution
+        if order.kind not in (order_pb2.ORDER_KIND_STOP, order_pb2.ORDER_KIND_FREEZE):
+            self._say(f"{tag} order_expired: {notice.summary}")
+            return
+        if (
+            order.addressed_to != me
+            or order.state != order_pb2.ORDER_STATE_EXPIRED
+            or not order.HasField("expire_time")
+            or _when(order.expire_time) > self.client.clock.now() + _CLOCK_DRIFT
+        ):
+            self._security(
+                f"{tag} NOT lifted {_order_kind(order)} {order.order_id}: the lapse notice says "
+                f"{_order_state(order)} for {order.addressed_to}, expiring "
+                f"{_when(order.expire_time).isoformat() if order.HasField('expire_time') else '?'}"
+            )
+            return
+        await self._lift(order, "it lapsed")
 
     async def _authentic(self, delivery: Delivery) -> _Verdict:
         notice = delivery.notice
@@ -275,11 +322,12 @@ class BankAgent:
         signed = order_pb2.OrderInstruction()
         if not _decode(origin, signed):
             return _Verdict(False, f"the forwarded instruction is a {origin.body_type!r}")
-        if _instruction_view(signed) != _instruction_view(order.instruction):
+        signed_view = _instruction_view(signed, facts_of=order.instruction)
+        if signed_view != _instruction_view(order.instruction):
             return _Verdict(
                 False,
                 f"the hub's copy of the order differs from what {origin.sender} signed: "
-                f"signed {_instruction_view(signed)}, shown {_instruction_view(order.instruction)}",
+                f"signed {signed_view}, shown {_instruction_view(order.instruction)}",
             )
         return await self._signed_by_centre(origin.sender, "the order")
 
@@ -379,17 +427,36 @@ class BankAgent:
                 f"a downstream stop comes from the signed answer to {stop.upstream_order_id}; "
                 f"the origin is {origin.sender}/{origin.message_id} ({origin.body_type})",
             )
-        carried = sum(
-            t.carried_fen or t.amount_fen
+        into_me = [
+            t
             for t in answer.onward_transfers
             if t.to_account.institution_code == self.client.institution
             and t.to_account.account_number == stop.account.account_number
-        )
+        ]
+        # Each credit the stop names is a different one of those transfers, whole.
+        carried = 0
+        for fact in stop.transactions:
+            wanted = _fact(fact.transaction_time, fact.amount_fen)
+            match = next(
+                (t for t in into_me if _fact(t.transfer_time, t.amount_fen) == wanted), None
+            )
+            if match is None:
+                return _Verdict(
+                    False,
+                    f"the stop names a credit of {_yuan(fact.amount_fen)} that the answer to "
+                    f"{stop.upstream_order_id} does not report moving into this account",
+                )
+            into_me.remove(match)
+            carried += match.carried_fen or match.amount_fen
+        if not stop.transactions:
+            return _Verdict(
+                False, "a downstream stop names the transfers it follows; this one none"
+            )
         if stop.amount_fen > carried:
             return _Verdict(
                 False,
-                f"the answer to {stop.upstream_order_id} reports {_yuan(carried)} moving to this "
-                f"account; the stop asks for {_yuan(stop.amount_fen)}",
+                f"the transfers it names carried {_yuan(carried)} into this account, says the "
+                f"answer to {stop.upstream_order_id}; the stop asks for {_yuan(stop.amount_fen)}",
             )
         return _Verdict(True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 import uuid
@@ -18,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, TypeVar, cast
 
@@ -27,10 +29,12 @@ from google.protobuf.message_factory import GetMessageClass
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from adapters.sdk.reach import Reach, look, tls_trouble
 from hub.crypto.envelope import create_time_of, seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.crypto.pki import TlsConfig
-from hub.crypto.signing import ALGORITHMS, SignatureError, key_id_for
+from hub.crypto.public import public_key_from_file
+from hub.crypto.signing import ECDSA_P256, SignatureError, key_id_for
 from hub.system.clock import SystemClock
 from stophub.v1 import (
     account_pb2,
@@ -77,6 +81,8 @@ REPLAY_WINDOW: Final = timedelta(minutes=5)
 # clock runs a little behind; the hub tolerates the same drift on execute times.
 _KEY_CLOCK_SKEW: Final = timedelta(minutes=5)
 _REGISTRY_TTL: Final = 60.0
+# How often `connect` looks at the hub's certificate again while the connection fails.
+_RECHECK_EVERY: Final = 1.0
 _REGISTRY_REFRESH_MIN: Final = 1.0
 
 _CHANNEL_OPTIONS: Final = [
@@ -187,6 +193,21 @@ class HubError(Exception):
         if self.message_id:
             text += f" (message {self.message_id})"
         return text
+
+
+class HubCertificateError(HubError):
+    """The hub's TLS certificate does not fit this connection: it names other hosts than the
+    one the client checks it against, or another CA than the client's issued it. The message
+    says which names it holds, or which CA. A configuration error, not a transient one: the
+    same call fails the same way until the target, `server_name`, ca.pem or the hub's
+    certificate changes."""
+
+    def __init__(self, message: str, *, message_id: str = "") -> None:
+        super().__init__(grpc.StatusCode.UNAVAILABLE, message, message_id=message_id)
+
+    @property
+    def transient(self) -> bool:
+        return False
 
 
 @dataclass(frozen=True)
@@ -338,17 +359,39 @@ class _Enveloped(Protocol):
     def envelope(self) -> Envelope: ...
 
 
-def _hub_key_identity(public_key: bytes) -> tuple[str, str]:
-    """(algorithm, key id) of the pinned hub key; the key's encoding decides the algorithm."""
-    for algorithm in sorted(ALGORITHMS):
+# One pinned hub key: the key's bytes, or the path of a file holding them.
+HubKey = bytes | str | os.PathLike[str]
+
+
+def read_hub_key(value: HubKey) -> tuple[str, bytes]:
+    """(algorithm, raw public key) of a hub key given to `HubClient`: a path to the file the
+    operator published (the PEM `.pub` that `stophub keys generate` writes, or a raw 32-byte
+    Ed25519 key file), that file's bytes, PEM text, or a raw public key in the encoding of
+    docs/signing.md (32 bytes Ed25519, the 65-byte uncompressed P-256 point: what
+    `PrivateKey.public_key` and the registry's `PublicKey.public_key` hold). Anything else is
+    a ValueError that says which forms are accepted."""
+    where = "hub_public_key"
+    if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
+        data = value.encode("ascii", "replace")
+    elif isinstance(value, str | os.PathLike):
+        path = Path(value)
+        where = f"hub_public_key {path}"
         try:
-            return algorithm, key_id_for(algorithm, public_key)
-        except SignatureError:
-            continue
-    raise ValueError(
-        "hub_public_key is neither a raw Ed25519 key (32 bytes) nor an uncompressed P-256 "
-        f"point (65 bytes); got {len(public_key)} bytes"
-    )
+            data = path.read_bytes()
+        except OSError as err:
+            raise ValueError(f"{where}: cannot read the hub's public key: {err}") from err
+    else:
+        data = bytes(value)
+        if len(data) == 65 and data[:1] == b"\x04":
+            try:
+                key_id_for(ECDSA_P256, data)
+            except SignatureError as err:
+                raise ValueError(f"{where}: {err}") from err
+            return ECDSA_P256, data
+    try:
+        return public_key_from_file(data)
+    except SignatureError as err:
+        raise ValueError(f"{where}: {' '.join(str(err).split())}") from err
 
 
 def _to_datetime(message: Message, field: str) -> datetime | None:
@@ -372,6 +415,12 @@ class HubClient:
     `message_ids` factory) to resend a message deterministically: the hub answers a resend
     of the same bytes with its original answer.
 
+    `hub_public_key` pins the hub's signing key (or, while the operator rotates it, a list of
+    keys, the new one first): most simply the path of the `hub.pub` the operator published
+    (the PEM file `stophub keys generate` writes beside the hub's key), or its bytes; a raw key
+    in the encoding of docs/signing.md works too (`read_hub_key` lists every accepted form).
+    A key in any other form is a ValueError here, before anything is sent.
+
     Connect with `tls=TlsConfig(ca, cert, key)` (the network CA's certificate and this
     institution's client certificate and key, e.g. `hub.crypto.pki.client_tls(dir, code)`):
     the hub serves mutual TLS only and refuses a request whose sender is not the institution
@@ -385,7 +434,7 @@ class HubClient:
         *,
         institution: str,
         key: PrivateKey,
-        hub_public_key: bytes | Sequence[bytes],
+        hub_public_key: HubKey | Sequence[HubKey],
         clock: Clock | None = None,
         channel: grpc.aio.Channel | None = None,
         credentials: grpc.ChannelCredentials | None = None,
@@ -398,21 +447,27 @@ class HubClient:
         self.key = key
         # Several hub keys may be trusted at once: while the hub operator rotates the hub's
         # key, give the client both, the new one first.
-        pinned = [hub_public_key] if isinstance(hub_public_key, bytes) else list(hub_public_key)
+        pinned = (
+            [hub_public_key]
+            if isinstance(hub_public_key, bytes | bytearray | str | os.PathLike)
+            else list(hub_public_key)
+        )
         if not pinned:
             raise ValueError("give the hub's public key (or keys, during a rotation)")
         self.hub_keys: dict[str, tuple[str, bytes]] = {}
-        for raw in pinned:
-            algorithm, key_id = _hub_key_identity(bytes(raw))
-            self.hub_keys[key_id] = (algorithm, bytes(raw))
-        self.hub_public_key = bytes(pinned[0])
-        self.hub_algorithm, self.hub_key_id = _hub_key_identity(self.hub_public_key)
+        for given in pinned:
+            algorithm, raw = read_hub_key(given)
+            self.hub_keys[key_id_for(algorithm, raw)] = (algorithm, raw)
+        self.hub_key_id = next(iter(self.hub_keys))  # the first given: the current key
+        self.hub_algorithm, self.hub_public_key = self.hub_keys[self.hub_key_id]
         self.clock: Clock = clock or SystemClock()
         self.timeout = timeout
         self._message_ids = message_ids or (lambda: f"{institution.lower()}-{uuid.uuid4().hex}")
         if sum(x is not None for x in (channel, credentials, tls)) > 1:
             raise ValueError("give at most one of channel=, credentials= and tls=")
         self._owns_channel = channel is None
+        # What the channel checks the hub's certificate with, to say why when it fails.
+        self._tls = tls
         if channel is not None:
             self._channel = channel
         elif tls is not None:
@@ -534,6 +589,51 @@ class HubClient:
             return f"{who}: signature does not verify with {env.sender}'s key {key.key_id}"
         return None
 
+    async def _failure(self, err: grpc.aio.AioRpcError, message_id: str | None) -> HubError:
+        """The HubError for a failed call; when TLS failed, one that says what does not fit."""
+        if (
+            err.code() is grpc.StatusCode.UNAVAILABLE
+            and self._tls is not None
+            and tls_trouble(err.details() or "")
+        ):
+            reach = await look(self.target, self._tls)
+            if reach.problem is not None:
+                return HubCertificateError(reach.problem, message_id=message_id or "")
+        return self._hub_error(err, message_id)
+
+    async def connect(self, timeout: float = 30.0) -> None:
+        """Wait, at most `timeout` seconds, until the connection to the hub is up (the hub may
+        still be starting). Calls do not need it; it lets a program find out at start whether
+        it can reach the hub at all.
+
+        Raises HubCertificateError at once when the hub's TLS certificate does not fit this
+        client (it names other hosts than the target's, or another CA issued it), and HubError
+        UNAVAILABLE after `timeout` otherwise, saying whether anything answered there.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        reach: Reach | None = None
+        while True:
+            state = self._channel.get_state(try_to_connect=True)
+            if state is grpc.ChannelConnectivity.READY:
+                return
+            if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE and self._tls is not None:
+                reach = await look(self.target, self._tls)
+                if reach.problem is not None:
+                    raise HubCertificateError(reach.problem)
+            left = deadline - loop.time()
+            if left <= 0:
+                raise HubError(
+                    grpc.StatusCode.UNAVAILABLE, _not_reached(self.target, timeout, reach)
+                )
+            # A channel whose connections fail stays in TRANSIENT_FAILURE while it retries:
+            # look again every so often, or a hub that came up with the wrong certificate
+            # would go unnamed until the timeout.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._channel.wait_for_state_change(state), min(left, _RECHECK_EVERY)
+                )
+
     def _hub_error(self, err: grpc.aio.AioRpcError, message_id: str | None) -> HubError:
         code = err.code()
         message = err.details() or ""
@@ -629,7 +729,7 @@ class HubClient:
         try:
             response = await self._callable(rpc)(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as err:
-            raise self._hub_error(err, envelope.message_id) from err
+            raise await self._failure(err, envelope.message_id) from err
         answer_env = cast(_Enveloped, response).envelope
         return answer_env, self.open_hub_envelope(answer_env, rpc.answer)
 
@@ -852,7 +952,7 @@ class HubClient:
                 assert isinstance(part, blacklist_pb2.SyncListResponse)
                 yield part
         except grpc.aio.AioRpcError as err:
-            raise self._hub_error(err, envelope.message_id) from err
+            raise await self._failure(err, envelope.message_id) from err
         finally:
             call.cancel()
 
@@ -1065,6 +1165,21 @@ class HubClient:
         delivery_pb2.StreamDeliveriesRequest, delivery_pb2.StreamDeliveriesResponse
     ]:
         return delivery_pb2_grpc.DeliveryServiceStub(self._channel).StreamDeliveries
+
+
+def _not_reached(target: str, timeout: float, reach: Reach | None) -> str:
+    if reach is None:
+        return f"no connection to the hub at {target} within {timeout:g} s"
+    if not reach.answered:
+        return (
+            f"no hub answered at {target} within {timeout:g} s ({reach.detail}): is "
+            "`stophub serve` running there, on that address?"
+        )
+    return (
+        f"the hub at {target} did not take this client's TLS connection within {timeout:g} s, "
+        "though its certificate fits: check that this institution's certificate and key were "
+        "issued by the network's CA (`stophub pki issue CODE`)"
+    )
 
 
 def _serialize(message: Message) -> bytes:
@@ -1343,7 +1458,7 @@ class DeliveryStream:
                 received = True
                 await self._accept(response)
         except grpc.aio.AioRpcError as err:
-            raise self.client._hub_error(err, None) from err
+            raise await self.client._failure(err, None) from err
         finally:
             self.connected.clear()
             self._call = None
@@ -1396,7 +1511,10 @@ __all__ = [
     "Clock",
     "Delivery",
     "DeliveryStream",
+    "HubCertificateError",
     "HubClient",
     "HubError",
+    "HubKey",
     "HubSignatureError",
+    "read_hub_key",
 ]

@@ -210,6 +210,45 @@ def issue_server(
     )
 
 
+def host_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names and IP addresses a server certificate is valid for (its SANs), as written
+    in it; empty when it has none."""
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [*sans.get_values_for_type(x509.DNSName)] + [
+        str(ip) for ip in sans.get_values_for_type(x509.IPAddress)
+    ]
+
+
+def names_host(cert: x509.Certificate, host: str) -> bool:
+    """Whether a client that reached the hub as `host` accepts `cert` for it, as TLS checks a
+    server's name (RFC 6125): an IP address against the IP SANs, a DNS name against the DNS
+    SANs without regard to case, `*.` standing for exactly one leftmost label."""
+    wanted = host.strip("[]").lower().rstrip(".")
+    address = _ip(wanted)
+    for name in host_names(cert):
+        if address is not None:
+            if _ip(name) == address:
+                return True
+        elif _dns_matches(name.lower().rstrip("."), wanted):
+            return True
+    return False
+
+
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def _dns_matches(pattern: str, host: str) -> bool:
+    label, _, rest = host.partition(".")
+    return pattern == host or (pattern.startswith("*.") and bool(label) and rest == pattern[2:])
+
+
 def issue_client(
     ca: Issued, code: str, now: datetime, *, validity: timedelta = LEAF_VALIDITY
 ) -> Issued:

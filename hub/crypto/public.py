@@ -1,4 +1,5 @@
-"""Public keys as operators exchange them: PEM SubjectPublicKeyInfo files."""
+"""Public keys as operators exchange them: PEM SubjectPublicKeyInfo files (and, read from a
+file, the raw 32 bytes of an Ed25519 key)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,18 @@ def public_key_from_pem(pem: bytes) -> tuple[str, bytes]:
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
     raise SignatureError("only Ed25519 and ECDSA P-256 public keys are accepted")
+
+
+def public_key_from_file(data: bytes) -> tuple[str, bytes]:
+    """(algorithm, raw public key) of a public key file as operators hand it over (docs/signing.md,
+    "Key files"): a PEM public key, Ed25519 or ECDSA P-256 (the `.pub` that `stophub keys
+    generate` writes), or a raw 32-byte Ed25519 key. Anything else is a SignatureError that
+    says which forms are."""
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return public_key_from_pem(data)
+    if len(data) == 32:
+        return ED25519, data
+    raise SignatureError(
+        f"neither a PEM public key (Ed25519 or ECDSA P-256, as `stophub keys generate` writes "
+        f"it) nor a raw 32-byte Ed25519 key; got {len(data)} bytes"
+    )

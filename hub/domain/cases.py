@@ -1122,6 +1122,14 @@ def validate_execution(order: Order, result: Execution, now: datetime, case: Cas
             raise InvalidArgument(
                 "amount_held_fen", f"a {status.value} answer moves no money; amounts must be 0"
             )
+        if result.onward:
+            # Taken, they would be dropped unfollowed: only a hold's answer starts a branch.
+            raise InvalidArgument(
+                "onward_transfers",
+                f"a {status.value} answer reports no onward transfers: when the money has "
+                "moved on, answer PARTIALLY_EXECUTED with AM04 and the amount held (0 if "
+                "none) and list where it went, so that the hub follows it",
+            )
         return
     if order.kind in HOLD_KINDS:
         held = result.amount_held_fen

@@ -97,7 +97,11 @@ class CaseServiceServicer:
 
     def GetCaseTrail(self, request, context):
         """The money trail of a case: the accounts the victim's money reached, layer
-        by layer, and the transfers between them.
+        by layer, and the transfers between them. Its messages (GetCaseTrailRequest,
+        GetCaseTrailResponse, the GetCaseTrailBody it signs and the Trail the hub
+        answers with) are defined in stophub/v1/trail.proto, beside the trail they
+        describe; the method is on CaseService, at
+        /stophub.v1.CaseService/GetCaseTrail.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -44,7 +44,11 @@ class CaseServiceStub:
     ListCases: _grpc.UnaryUnaryMultiCallable[_case_pb2.ListCasesRequest, _case_pb2.ListCasesResponse]
     GetCaseTrail: _grpc.UnaryUnaryMultiCallable[_trail_pb2.GetCaseTrailRequest, _trail_pb2.GetCaseTrailResponse]
     """The money trail of a case: the accounts the victim's money reached, layer
-    by layer, and the transfers between them.
+    by layer, and the transfers between them. Its messages (GetCaseTrailRequest,
+    GetCaseTrailResponse, the GetCaseTrailBody it signs and the Trail the hub
+    answers with) are defined in stophub/v1/trail.proto, beside the trail they
+    describe; the method is on CaseService, at
+    /stophub.v1.CaseService/GetCaseTrail.
     """
 
 @_typing.type_check_only
@@ -62,7 +66,11 @@ class CaseServiceAsyncStub(CaseServiceStub):
     ListCases: _aio.UnaryUnaryMultiCallable[_case_pb2.ListCasesRequest, _case_pb2.ListCasesResponse]  # type: ignore[assignment]
     GetCaseTrail: _aio.UnaryUnaryMultiCallable[_trail_pb2.GetCaseTrailRequest, _trail_pb2.GetCaseTrailResponse]  # type: ignore[assignment]
     """The money trail of a case: the accounts the victim's money reached, layer
-    by layer, and the transfers between them.
+    by layer, and the transfers between them. Its messages (GetCaseTrailRequest,
+    GetCaseTrailResponse, the GetCaseTrailBody it signs and the Trail the hub
+    answers with) are defined in stophub/v1/trail.proto, beside the trail they
+    describe; the method is on CaseService, at
+    /stophub.v1.CaseService/GetCaseTrail.
     """
 
 class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -107,7 +115,11 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_trail_pb2.GetCaseTrailResponse, _abc.Awaitable[_trail_pb2.GetCaseTrailResponse]]:
         """The money trail of a case: the accounts the victim's money reached, layer
-        by layer, and the transfers between them.
+        by layer, and the transfers between them. Its messages (GetCaseTrailRequest,
+        GetCaseTrailResponse, the GetCaseTrailBody it signs and the Trail the hub
+        answers with) are defined in stophub/v1/trail.proto, beside the trail they
+        describe; the method is on CaseService, at
+        /stophub.v1.CaseService/GetCaseTrail.
         """
 
 def add_CaseServiceServicer_to_server(servicer: CaseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

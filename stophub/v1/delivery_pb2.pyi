@@ -169,7 +169,11 @@ class Notice(_message.Message):
     @_builtins.property
     def origin(self) -> _envelope_pb2.Envelope:
         """The signed envelope that caused the notice: the centre's order, the
-        bank's answer, the report or the verification.
+        bank's answer, the report or the verification. For an order, which one
+        depends on the kind of order (docs/signing.md, "Checking an order before
+        acting on it"): a stop under the standing rule carries the reporting
+        institution's Verification or the upstream institution's ExecutionResult,
+        not the centre's instruction. Unset on a lapse (ORDER_EXPIRED).
         """
 
     @_builtins.property

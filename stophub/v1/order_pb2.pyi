@@ -120,24 +120,38 @@ class _ExecutionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Execu
     EXECUTION_STATUS_EXECUTED: _ExecutionStatus.ValueType  # 1
     """Done in full."""
     EXECUTION_STATUS_PARTIALLY_EXECUTED: _ExecutionStatus.ValueType  # 2
-    """Done for less than the amount (reason AM04 when the balance was short)."""
+    """Done for less than the amount, with a reason code. A stop or freeze on an
+    account whose balance is short or empty is answered so: AM04, the amount
+    held (0 when nothing was left) and the onward transfers that took the money.
+    """
     EXECUTION_STATUS_NO_MATCH: _ExecutionStatus.ValueType  # 3
-    """The four facts did not match the records (reason NMAT); nothing done."""
+    """The four facts did not match the records (reason NMAT); nothing done, no
+    onward transfers.
+    """
     EXECUTION_STATUS_REJECTED: _ExecutionStatus.ValueType  # 4
-    """Could not be done; reason_code says why (AC04, ARDT, LEGL, ...)."""
+    """Could not be done (AC04 closed account, LEGL legal decision, ...); nothing
+    done, no onward transfers.
+    """
 
 class ExecutionStatus(_ExecutionStatus, metaclass=_ExecutionStatusEnumTypeWrapper):
-    """How an institution carried out an order."""
+    """How an institution carried out an order (docs/orders.md)."""
 
 EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus.ValueType  # 0
 EXECUTION_STATUS_EXECUTED: ExecutionStatus.ValueType  # 1
 """Done in full."""
 EXECUTION_STATUS_PARTIALLY_EXECUTED: ExecutionStatus.ValueType  # 2
-"""Done for less than the amount (reason AM04 when the balance was short)."""
+"""Done for less than the amount, with a reason code. A stop or freeze on an
+account whose balance is short or empty is answered so: AM04, the amount
+held (0 when nothing was left) and the onward transfers that took the money.
+"""
 EXECUTION_STATUS_NO_MATCH: ExecutionStatus.ValueType  # 3
-"""The four facts did not match the records (reason NMAT); nothing done."""
+"""The four facts did not match the records (reason NMAT); nothing done, no
+onward transfers.
+"""
 EXECUTION_STATUS_REJECTED: ExecutionStatus.ValueType  # 4
-"""Could not be done; reason_code says why (AC04, ARDT, LEGL, ...)."""
+"""Could not be done (AC04 closed account, LEGL legal decision, ...); nothing
+done, no onward transfers.
+"""
 Global___ExecutionStatus: _TypeAlias = ExecutionStatus  # noqa: Y015
 
 @_typing.final
@@ -189,7 +203,8 @@ class StopInstruction(_message.Message):
     @_builtins.property
     def transactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransactionFact]:
         """The fraudulent credits that entered the account. A downstream stop may leave
-        them out: the hub names the onward transfers the upstream answer reported.
+        them out: the hub names the onward transfers the upstream answer reported
+        into the account, each with its transfer_time and its whole amount_fen.
         """
 
     def __init__(
@@ -448,7 +463,9 @@ class ExecutionResult(_message.Message):
     """Return: the amount paid back."""
     @_builtins.property
     def onward_transfers(self) -> _containers.RepeatedCompositeFieldContainer[Global___OnwardTransfer]:
-        """Stop: transfers out of the account since the first fraudulent credit."""
+        """Stop or freeze answered EXECUTED or PARTIALLY_EXECUTED: transfers out of the
+        account since the first fraudulent credit.
+        """
 
     @_builtins.property
     def execute_time(self) -> _timestamp_pb2.Timestamp:

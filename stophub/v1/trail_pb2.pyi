@@ -49,7 +49,12 @@ class _TrailNodeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trail
     """
 
 class TrailNodeStatus(_TrailNodeStatus, metaclass=_TrailNodeStatusEnumTypeWrapper):
-    """Where an account on the trail stands."""
+    """The money trail of a case. CaseService.GetCaseTrail (declared in
+    stophub/v1/case.proto) takes and answers the messages at the end of this
+    file: code generated for CaseService needs this file too.
+
+    Where an account on the trail stands.
+    """
 
 TRAIL_NODE_STATUS_UNSPECIFIED: TrailNodeStatus.ValueType  # 0
 TRAIL_NODE_STATUS_VICTIM: TrailNodeStatus.ValueType  # 1
@@ -294,7 +299,11 @@ Global___GetCaseTrailBody: _TypeAlias = GetCaseTrailBody  # noqa: Y015
 
 @_typing.final
 class GetCaseTrailRequest(_message.Message):
-    """Request for CaseService.GetCaseTrail: a signed GetCaseTrailBody."""
+    """Request for CaseService.GetCaseTrail: a signed GetCaseTrailBody. The RPC is
+    declared in stophub/v1/case.proto (service CaseService, method path
+    /stophub.v1.CaseService/GetCaseTrail); its messages live here, in
+    stophub/v1/trail.proto, beside the Trail they carry.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -316,7 +325,9 @@ Global___GetCaseTrailRequest: _TypeAlias = GetCaseTrailRequest  # noqa: Y015
 
 @_typing.final
 class GetCaseTrailResponse(_message.Message):
-    """Hub-signed answer whose body is the Trail."""
+    """Hub-signed answer of CaseService.GetCaseTrail (declared in
+    stophub/v1/case.proto) whose body is the Trail.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

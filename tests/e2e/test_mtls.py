@@ -6,6 +6,8 @@ the institution that certificate names (its SAN URI) must be the sender of every
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +18,13 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapters.sdk import HubClient, HubError, secure_channel, tls_credentials
+from adapters.sdk import (
+    HubCertificateError,
+    HubClient,
+    HubError,
+    secure_channel,
+    tls_credentials,
+)
 from hub.bootstrap import serve
 from hub.cli import main
 from hub.crypto import pki
@@ -230,9 +238,108 @@ async def test_pki_made_by_the_cli_is_what_server_and_client_use(
                     found = await client.get_institution("BANKA")
                     assert found.kind == institution_pb2.INSTITUTION_KIND_BANK
                 else:
-                    with pytest.raises(HubError) as caught:
+                    # gRPC says only "Hostname Verification Check failed"; the SDK names the
+                    # certificate's names and the one it checked, on a call and on connect().
+                    with pytest.raises(HubCertificateError) as caught:
                         await client.get_institution("BANKA")
                     assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+                    assert not caught.value.transient  # retrying cannot help
+                    said = str(caught.value)
+                    assert f"the hub at {target} presents a TLS certificate for hub.test," in said
+                    assert "not for '127.0.0.1'" in said and "server_name=" in said
+                    with pytest.raises(HubCertificateError) as on_connect:
+                        await client.connect(timeout=10)
+                    assert "for hub.test, not for '127.0.0.1'" in str(on_connect.value)
     finally:
         await server.stop(0)
         store.dispose()
+
+
+async def test_a_hub_certificate_from_another_ca_is_named_and_ends_a_delivery_stream(
+    network: Network,
+) -> None:
+    stranger = pki.create_ca(datetime.now(UTC), name="Some other CA")
+    mine = network.tls["BANKA"]
+    client = network.client(
+        "BANKA", tls=pki.TlsConfig(stranger.cert_pem, mine.cert, mine.key), timeout=5
+    )
+    async with client:
+        with pytest.raises(HubCertificateError) as caught:
+            await client.get_institution("BANKA")
+        said = str(caught.value)
+        assert "issued by CN=StopHub network CA" in said, said
+        assert pki.fingerprint(stranger.cert) in said  # the CA this client trusts instead
+        # Not transient: the stream does not reconnect for ever, it ends with the reason.
+        stream = client.deliveries("primary", initial_backoff=0.05, max_backoff=0.1)
+        with pytest.raises(HubCertificateError):
+            async with stream:
+                async for _ in stream:
+                    pass
+
+
+async def test_connect_waits_for_the_hub_and_says_when_nothing_answers(network: Network) -> None:
+    async with network.client("BANKA") as client:
+        await client.connect(timeout=10)
+        assert (await client.get_institution("BANKA")).code == "BANKA"
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{unused.getsockname()[1]}"
+        client = HubClient(
+            nowhere,
+            institution="BANKA",
+            key=network.keys["BANKA"],
+            hub_public_key=network.hub_public_key,
+            tls=network.tls["BANKA"],
+        )
+        async with client:
+            with pytest.raises(HubError) as caught:
+                await client.connect(timeout=1)
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE and caught.value.transient
+    assert f"no hub answered at {nowhere} within 1 s" in str(caught.value)
+
+
+@pytest.mark.parametrize("names", [["127.0.0.1"], ["hub.example.cn"]])
+async def test_connect_waits_for_a_hub_that_starts_late_and_names_a_wrong_certificate_soon(
+    tmp_path: Path, clock: ManualClock, names: list[str]
+) -> None:
+    now = datetime.now(UTC)
+    ca = pki.create_ca(now)
+    hub_tls = tls_for(ca, pki.issue_server(ca, now, names))
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    hub_key = PrivateKey.generate()
+    client = HubClient(
+        f"127.0.0.1:{port}",
+        institution="BANKA",
+        key=PrivateKey.generate(),
+        hub_public_key=hub_key.public_key,
+        tls=tls_for(ca, pki.issue_client(ca, "BANKA", now)),
+    )
+
+    async def starting() -> tuple[object, object]:
+        await asyncio.sleep(1.5)  # the hub is still starting when the client connects
+        return await serve(
+            f"sqlite:///{tmp_path}/hub.db",
+            hub_key,
+            f"127.0.0.1:{port}",
+            clock=clock,
+            sweep_interval=None,
+            tls=hub_tls,
+        )
+
+    started = asyncio.create_task(starting())
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        if names == ["127.0.0.1"]:
+            await client.connect(timeout=30)
+        else:
+            with pytest.raises(HubCertificateError, match=r"for hub\.example\.cn, not for"):
+                await client.connect(timeout=30)
+        assert loop.time() - began < 15, "named long before the timeout"
+    finally:
+        await client.close()
+        server, store = await started
+        await server.stop(0)  # type: ignore[attr-defined]
+        store.dispose()  # type: ignore[attr-defined]

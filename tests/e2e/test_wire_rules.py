@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -258,3 +260,67 @@ async def test_status_details_are_a_google_rpc_status(network: Network) -> None:
     raw = dict(err.trailing_metadata() or ())["grpc-status-details-bin"]
     status = status_pb2.Status.FromString(raw)  # type: ignore[arg-type]
     assert status.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+
+
+# ---- the status details, exactly as docs/errors.md lists them ----------------------------------
+
+ERRORS_MD = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
+
+
+def documented_details() -> list[tuple[str, bool]]:
+    """(type_url, sent only when the refusal names a field) of each row of the details table
+    in docs/errors.md, in the documented order."""
+    rows = re.findall(
+        r"^\| \d+ \| `([^`]+)` \| .+ \| (always|only when the refusal names a field) \|$",
+        ERRORS_MD.read_text(encoding="utf-8"),
+        re.MULTILINE,
+    )
+    assert rows, "docs/errors.md lists the details of a refusal"
+    return [(url, when != "always") for url, when in rows]
+
+
+def sent_details(err: grpc.aio.AioRpcError) -> status_pb2.Status:
+    raw = dict(err.trailing_metadata() or ())["grpc-status-details-bin"]
+    return status_pb2.Status.FromString(raw)  # type: ignore[arg-type]
+
+
+async def malformed(network: Network) -> grpc.aio.AioRpcError:
+    async with network.channel("BANKA") as channel:
+        call = channel.unary_unary("/stophub.v1.CaseService/CreateReport")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(b"\x0a\xff\xff")  # field 1 with a length running past the end
+        return caught.value
+
+
+async def test_refusal_details_carry_exactly_the_documented_type_urls(network: Network) -> None:
+    documented = documented_details()
+    assert [url for url, _ in documented] == [
+        "type.googleapis.com/google.rpc.ErrorInfo",
+        "type.googleapis.com/google.rpc.BadRequest",
+        "type.googleapis.com/stophub.v1.Envelope",
+    ]
+    now = network.clock.now()
+    body = report(now)
+    body.transactions[1].amount_fen = -1
+    with_field = await refused(network, sign(network.keys["BANKA"], "BANKA", body, now))
+    unsigned = sign(network.keys["BANKA"], "BANKA", report(now), now)
+    unsigned.ClearField("signature")
+    without_field = await refused(network, unsigned)
+    cases = [
+        (with_field, True, "BANKA"),
+        (without_field, False, "BANKA"),
+        (await malformed(network), True, "UNKNOWN"),  # it names the field `request`
+    ]
+    for err, names_field, recipient in cases:
+        status = sent_details(err)
+        assert (status.code, status.message) == (err.code().value[0], err.details())
+        expected = [url for url, field_only in documented if names_field or not field_only]
+        assert [d.type_url for d in status.details] == expected, err.details()
+        signed = envelope_pb2.Envelope.FromString(status.details[-1].value)
+        assert (signed.sender, signed.recipient) == ("HUB", recipient)
+        assert signed.body_type == "stophub.v1.Rejection"
+        assert verify_envelope(signed, network.hub_public_key)
+        rejection = delivery_pb2.Rejection.FromString(signed.body)
+        info = error_details_pb2.ErrorInfo.FromString(status.details[0].value)
+        assert (rejection.code, rejection.reason) == (err.code().name, info.reason)
+    assert error_info(with_field)[0].metadata["field"] == "transactions[1].amount_fen"

@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 
 from hub.crypto.envelope import seal_message
 from hub.crypto.keys import PrivateKey
-from stophub.v1 import account_pb2, case_pb2, envelope_pb2
+from stophub.v1 import account_pb2, case_pb2, envelope_pb2, order_pb2
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Network
@@ -129,3 +129,27 @@ class RawStream:
 
 
 from stophub.v1 import delivery_pb2  # noqa: E402
+
+
+def freeze_of(
+    case_id: str,
+    account: account_pb2.AccountRef,
+    amount_fen: int,
+    *,
+    takes_over: str = "",
+    filed_case_number: str = "JX-2026-0312",
+) -> order_pb2.OrderInstruction:
+    """The centre's freeze of `account` for 6 months under a filed case, taking over the stop
+    `takes_over` if given."""
+    instruction = order_pb2.OrderInstruction(case_id=case_id)
+    instruction.freeze.CopyFrom(
+        order_pb2.FreezeInstruction(
+            account=account,
+            amount_fen=amount_fen,
+            filed_case_number=filed_case_number,
+            approving_authority="PSB Xicheng",
+            term_months=6,
+            stop_order_id=takes_over,
+        )
+    )
+    return instruction

@@ -565,6 +565,11 @@ def test_the_build_context_holds_every_package_the_wheel_is_made_of() -> None:
     for top in sorted({p.split(".")[0] for p in packages()}):
         assert f"COPY {top}/ {top}/" in dockerfile, top
         assert f"!{top}/" in ignore, top
+    # What the build reads besides the packages: the wheel's metadata, the C extension's
+    # declaration (setup.py), the readme pyproject names.
+    assert "COPY pyproject.toml setup.py README.md ./" in dockerfile
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        assert f"!{name}" in ignore, name
 
 
 def test_every_python_package_in_the_tree_is_in_the_wheel() -> None:

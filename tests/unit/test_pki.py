@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from adapters.sdk.reach import host_and_port
 from hub.crypto import pki
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -151,3 +152,35 @@ def test_fingerprint_is_sha256_of_the_der_as_openssl_prints_it(ca: pki.Issued) -
     assert bytes.fromhex("".join(parts)) == ca.cert.fingerprint(hashes.SHA256())
     with pytest.raises(pki.PkiError):
         pki.fingerprint(b"not a certificate")
+
+
+# ---- which names a server certificate holds (what the SDK says when TLS refuses the hub) -------
+
+
+def test_a_server_certificate_names_exactly_its_hosts(ca: pki.Issued) -> None:
+    cert = pki.issue_server(ca, NOW, ["hub.example.cn", "*.hub.test", "::1"]).cert
+    assert pki.host_names(cert) == ["hub.example.cn", "*.hub.test", "::1"]
+    for host in ("hub.example.cn", "HUB.Example.CN", "hub.example.cn.", "a.hub.test", "[::1]"):
+        assert pki.names_host(cert, host), host
+    for host in ("127.0.0.1", "example.cn", "x.hub.example.cn", "hub.test", "a.b.hub.test", "::2"):
+        assert not pki.names_host(cert, host), host
+
+
+@pytest.mark.parametrize(
+    "target, address",
+    [
+        ("hub.example.cn:7443", ("hub.example.cn", 7443)),
+        ("127.0.0.1:7443", ("127.0.0.1", 7443)),
+        ("[::1]:7443", ("::1", 7443)),
+        ("dns:///hub.example.cn:7443", ("hub.example.cn", 7443)),
+        ("ipv4:127.0.0.1:7443", ("127.0.0.1", 7443)),
+        ("hub.example.cn", ("hub.example.cn", 443)),
+        ("unix:/run/stophub.sock", None),
+        ("ipv4:10.0.0.1:7443,10.0.0.2:7443", None),
+        ("::1", None),
+    ],
+)
+def test_the_sdk_dials_the_host_and_port_of_a_target(
+    target: str, address: tuple[str, int] | None
+) -> None:
+    assert host_and_port(target) == address
