@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 
-from hub.cli.common import db_option, open_store, refusals_as_errors, wide_console
+from hub.cli.common import (
+    db_option,
+    json_option,
+    open_store,
+    print_json,
+    refusals_as_errors,
+    show,
+    utc,
+)
+from hub.cli.render.wording import stamp
+from hub.domain.appeals import Appeal
 
 
 @click.group("appeal")
@@ -16,13 +28,17 @@ def appeal_group() -> None:
 @appeal_group.command("list")
 @click.option("--open", "open_only", is_flag=True, help="Only those waiting for a decision.")
 @click.option("--limit", default=50, show_default=True)
+@json_option
 @db_option
 @refusals_as_errors
-def appeal_list(open_only: bool, limit: int, database_url: str) -> None:
+def appeal_list(open_only: bool, limit: int, as_json: bool, database_url: str) -> None:
     """Appeals, newest first, with their deadline and decision."""
     store = open_store(database_url)
     with store(read_only=True) as uow:
         found = list(uow.appeals.recent(limit, open_only=open_only))
+    if as_json:
+        print_json({"appeals": [_appeal(a) for a in found]})
+        return
     table = Table(title_justify="left")
     for col in ("appeal", "case", "by", "against", "state", "filed", "decide by", "reason"):
         table.add_column(col)
@@ -33,8 +49,24 @@ def appeal_list(open_only: bool, limit: int, database_url: str) -> None:
             a.appellant,
             f"{a.reference_kind.value} {a.reference}",
             a.state.value,
-            f"{a.filed_at:%Y-%m-%d %H:%M}",
-            f"{a.decide_by:%Y-%m-%d %H:%M}",
+            stamp(a.filed_at),
+            stamp(a.decide_by),
             a.reason or "-",
         )
-    wide_console().print(table)
+    show(table)
+
+
+def _appeal(a: Appeal) -> dict[str, Any]:
+    """One appeal for --json (docs/cli.md)."""
+    return {
+        "appeal_id": a.appeal_id,
+        "case_id": a.case_id,
+        "appellant": a.appellant,
+        "against": {"kind": a.reference_kind.value, "reference": a.reference},
+        "state": a.state.value,
+        "filed_at": utc(a.filed_at),
+        "decide_by": utc(a.decide_by),
+        "decided_at": utc(a.decided_at),
+        "decided_by": a.decided_by or None,
+        "reason": a.reason or None,
+    }

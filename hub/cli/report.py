@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from hub.cli.common import db_option, open_store
+from hub.cli.common import CASE_ID, db_option, open_store
 from hub.cli.render.report import render_html
 from hub.service.slareport import gather
 from hub.system.clock import SystemClock
@@ -63,6 +63,7 @@ def report() -> None:
 @click.option(
     "--case",
     "case_ids",
+    type=CASE_ID,
     multiple=True,
     help="Add this case's timeline (events and clock steps); repeatable.",
 )
