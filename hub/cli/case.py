@@ -24,6 +24,7 @@ from hub.domain.cases import Case, CaseState, Order
 from hub.domain.trail import accounts_of
 from hub.domain.wording import mask, mask_name, redact
 from hub.service.trail import trail_view
+from hub.store.sql import shown_url
 
 
 @click.group("case")
@@ -67,7 +68,7 @@ def case_show(case_id: str, personal_data: bool, as_json: bool, database_url: st
             else []
         )
     if found is None:
-        raise click.ClickException(f"no case {case_id!r} in {database_url}")
+        raise click.ClickException(f"no case {case_id!r} in {shown_url(database_url)}")
     if as_json:
         print_json(_case_document(found, linked, personal_data))
     else:
@@ -90,7 +91,7 @@ def case_trail(case_id: str, svg_file: str | None, database_url: str) -> None:
     with store(read_only=True) as uow:
         found = uow.cases.get(case_id)
         if found is None:
-            raise click.ClickException(f"no case {case_id!r} in {database_url}")
+            raise click.ClickException(f"no case {case_id!r} in {shown_url(database_url)}")
         trail = trail_view(uow, found, command_clock().now(), uow.institutions.kinds())
     show(trail_tree(trail))
     if svg_file is not None:

@@ -15,6 +15,7 @@ import click
 from hub.cli.common import CASE_ID, db_option, open_store
 from hub.cli.render.report import render_html
 from hub.service.slareport import gather
+from hub.store.sql import shown_url
 from hub.system.clock import SystemClock
 
 
@@ -86,7 +87,9 @@ def sla(
         store.dispose()
     missing = [t.case_id for t in data.cases if not t.found]
     if missing:
-        raise click.ClickException(f"no case {', '.join(map(repr, missing))} in {database_url}")
+        raise click.ClickException(
+            f"no case {', '.join(map(repr, missing))} in {shown_url(database_url)}"
+        )
     out.write_text(render_html(data), encoding="utf-8")
     rows = data.rows
     click.echo(

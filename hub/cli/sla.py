@@ -36,6 +36,7 @@ from hub.cli.render.wording import stamp
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.service import exports
 from hub.service.ports import ClockRepository
+from hub.store.sql import shown_url
 
 
 def _find_clocks(
@@ -94,7 +95,7 @@ def sla(
     try:
         with store(read_only=True) as uow:
             if case_id and uow.cases.get(case_id) is None:
-                raise click.ClickException(f"no case {case_id!r} in {database_url}")
+                raise click.ClickException(f"no case {case_id!r} in {shown_url(database_url)}")
             found = _find_clocks(
                 uow.clocks,
                 institution=institution or None,

@@ -218,6 +218,16 @@ def test_an_unreachable_postgresql_is_one_line() -> None:
         assert "secret" not in line, "never the password"
 
 
+def test_no_message_shows_the_database_password(postgres_url: str) -> None:
+    url = postgres_url.replace("postgresql+psycopg://postgres@", "postgresql://postgres:secret@")
+    assert ":secret@" in url
+    assert stophub("migrate", "--db", url).output == (
+        f"schema at head: {url.replace(':secret@', ':***@')}\n"
+    )
+    line = one_line_error(stophub("case", "show", CASE, "--db", url))
+    assert "postgres:***@" in line and "secret" not in line
+
+
 def test_bad_input_is_one_line_with_exit_status_2(in_tmp: Path) -> None:
     assert "Invalid value for '--log-level'" in one_line_error(
         stophub("--log-level", "LOUD", "case", "list"), 2
