@@ -292,6 +292,10 @@ def open_store(database_url: str, *, write: bool = False, keyring: str | None = 
     try:
         store = SqlStore(database_url, read_only=True)
     except NoDatabase as err:
+        if err.path.is_dir():
+            raise click.ClickException(
+                f"{err.path} is a directory: give the database file, --db sqlite:///path/to/file.db"
+            ) from err
         raise click.ClickException(
             f"no database at {err.path} ({_database_source(database_url)}): name the hub's "
             f"database with --db URL or ${ENV_DATABASE}; a new hub's is created with "

@@ -87,6 +87,11 @@ def test_a_read_creates_no_database_and_says_how_to_make_one(in_tmp: Path, read:
     assert not (in_tmp / "nowhere").exists(), "no directory, no file"
 
 
+def test_a_directory_is_not_a_database(in_tmp: Path) -> None:
+    line = one_line_error(stophub("case", "list", "--db", f"sqlite:///{in_tmp}"))
+    assert f"{in_tmp} is a directory: give the database file" in line
+
+
 def test_the_default_database_is_not_created_either(in_tmp: Path) -> None:
     line = one_line_error(stophub("case", "list", env={"STOPHUB_DATABASE_URL": None}))
     assert "no database at var/stophub.db (the default)" in line
