@@ -218,8 +218,9 @@ json_option = click.option(
 
 
 class HubId(click.ParamType[str]):
-    """An id the hub makes in one letter case (hub/service: `new_*_id`; institution codes are
-    A-Z 0-9 _ -; key ids lowercase hex), accepted in any: `case show c20261203-4eeee62e`."""
+    """An id the hub makes in one letter case, accepted in any (`case show c20261203-4eeee62e`):
+    case ids (hub/service `new_case_id`) and institution codes (`CODE_PATTERN`) upper case,
+    key ids (`key_id_for`) lower case hex."""
 
     def __init__(self, name: str, fold: Callable[[str], str] = str.upper) -> None:
         self.name = name
