@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 
 from hub.cli.common import (
     db_option,
+    json_option,
     open_store,
     personal_data_option,
+    print_json,
     refusals_as_errors,
-    wide_console,
+    show,
+    utc,
 )
 from hub.cli.render.wording import stamp
+from hub.domain.appeals import Appeal
 from hub.domain.wording import Disclosure
 
 
@@ -25,9 +31,12 @@ def appeal_group() -> None:
 @click.option("--open", "open_only", is_flag=True, help="Only those waiting for a decision.")
 @click.option("--limit", default=50, show_default=True)
 @personal_data_option
+@json_option
 @db_option
 @refusals_as_errors
-def appeal_list(open_only: bool, limit: int, personal_data: bool, database_url: str) -> None:
+def appeal_list(
+    open_only: bool, limit: int, personal_data: bool, as_json: bool, database_url: str
+) -> None:
     """Appeals, newest first, with their deadline and decision."""
     store = open_store(database_url)
     with store(read_only=True) as uow:
@@ -36,6 +45,9 @@ def appeal_list(open_only: bool, limit: int, personal_data: bool, database_url: 
         cases = [uow.cases.get(case_id) for case_id in {a.case_id for a in found}]
         names = {name for c in cases if c is not None for name in c.personal_names()}
     shown = Disclosure(personal_data).knowing(names)
+    if as_json:
+        print_json({"appeals": [_appeal(a, shown) for a in found]})
+        return
     table = Table(title_justify="left")
     for col in ("appeal", "case", "by", "against", "state", "filed", "decide by", "reason"):
         table.add_column(col)
@@ -50,4 +62,20 @@ def appeal_list(open_only: bool, limit: int, personal_data: bool, database_url: 
             stamp(a.decide_by),
             shown.text(a.reason) or "-",
         )
-    wide_console().print(table)
+    show(table)
+
+
+def _appeal(a: Appeal, shown: Disclosure) -> dict[str, Any]:
+    """One appeal for --json (docs/cli.md): people shown as the text output shows them."""
+    return {
+        "appeal_id": a.appeal_id,
+        "case_id": a.case_id,
+        "appellant": a.appellant,
+        "against": {"kind": a.reference_kind.value, "reference": a.reference},
+        "state": a.state.value,
+        "filed_at": utc(a.filed_at),
+        "decide_by": utc(a.decide_by),
+        "decided_at": utc(a.decided_at),
+        "decided_by": a.decided_by or None,
+        "reason": shown.text(a.reason) or None,
+    }

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from typing import Any
 
 import click
 
 from hub.cli.common import (
     HubKeys,
+    database_url_given,
     db_option,
     hub_key_option,
+    json_option,
     open_store,
     personal_data_option,
+    print_json,
     print_verification,
     refusals_as_errors,
     registered_hub_keys,
+    the_group_database,
 )
 from hub.cli.exporting import export_options, run_export
 from hub.service import auditlog, exports
-from hub.service.evidence import verify_signatures
+from hub.service.auditlog import Verification
+from hub.service.evidence import SignatureReport, verify_signatures
 from hub.store import auditscan
 
 
@@ -60,8 +66,11 @@ def audit_signatures(database_url: str) -> None:
     help="Hash every entry in Python, without the C accelerator (ADR 18): slower, the same "
     "findings.",
 )
+@json_option
 @refusals_as_errors
-def audit_verify(database_url: str, quiet: bool, jobs: int | None, pure_python: bool) -> None:
+def audit_verify(
+    database_url: str, quiet: bool, jobs: int | None, pure_python: bool, as_json: bool
+) -> None:
     """Check the audit log as a Merkle tree (docs/audit.md): every entry against its leaf and
     its place, every hub-signed checkpoint's signature and root against the tree the entries
     make now, and every stored envelope's signature with the key valid when it was recorded.
@@ -73,21 +82,26 @@ def audit_verify(database_url: str, quiet: bool, jobs: int | None, pure_python: 
     result = auditlog.verify_store(
         store, keys.get, lambda: store.scan_audit(jobs, native=not pure_python)
     )
-    print_verification(result)
-    if not quiet:
-        click.echo(f"entries hashed {auditscan.method(native=not pure_python)}")
-    waiting = [f for f in result.findings if f.what == "unsequenced"]
-    if not quiet and waiting:
-        click.echo("the waiting entries are placed by a running hub within a second")
+    if not as_json:  # the tree's findings first: a sealed value that fails below ends it
+        print_verification(result)
+        if not quiet:
+            click.echo(f"entries hashed {auditscan.method(native=not pure_python)}")
+        if not quiet and any(f.what == "unsequenced" for f in result.findings):
+            click.echo("the waiting entries are placed by a running hub within a second")
     # The tree proves no entry changed; each entry's own envelope is checked too, with the
     # key its signer had when the hub recorded it.
     signatures = verify_signatures(store)
-    for p in signatures.problems:
-        click.echo(f"SIGNATURE: entry {p.entry_id} ({p.signer}/{p.message_id}): {p.why}", err=True)
-    click.echo(
-        f"{signatures.checked} signed envelope(s) verified with the key valid when recorded, "
-        f"{len(signatures.problems)} problem(s)"
-    )
+    if as_json:
+        print_json(_verification_document(result, signatures))
+    else:
+        for p in signatures.problems:
+            click.echo(
+                f"SIGNATURE: entry {p.entry_id} ({p.signer}/{p.message_id}): {p.why}", err=True
+            )
+        click.echo(
+            f"{signatures.checked} signed envelope(s) verified with the key valid when "
+            f"recorded, {len(signatures.problems)} problem(s)"
+        )
     if not result.ok or not signatures.ok:
         sys.exit(1)
 
@@ -98,6 +112,41 @@ PERSONAL_EXPORT = (
     "signed messages), which cannot be masked without breaking the evidence; add "
     "--personal-data if you are entitled to it (docs/personal-data.md)"
 )
+
+
+def _verification_document(result: Verification, signatures: SignatureReport) -> dict[str, Any]:
+    """`audit verify --json` (docs/cli.md)."""
+    return {
+        "ok": result.ok and signatures.ok,
+        "entries": result.entries,
+        "tree_size": result.tree_size,
+        "root": result.root.hex(),
+        "checkpoints": result.checkpoints,
+        "waiting": sum(f.what == "unsequenced" for f in result.findings),
+        "placed_during": result.placed_during,
+        "problems": [
+            {
+                "what": f.what,
+                "entry_id": f.entry_id,
+                "log_index": f.log_index,
+                "detail": f.detail,
+            }
+            for f in result.findings
+            if f.what != "unsequenced"
+        ],
+        "signatures": {
+            "checked": signatures.checked,
+            "problems": [
+                {
+                    "entry_id": p.entry_id,
+                    "signer": p.signer,
+                    "message_id": p.message_id,
+                    "why": p.why,
+                }
+                for p in signatures.problems
+            ],
+        },
+    }
 
 
 @audit.command("export")
@@ -152,7 +201,8 @@ def audit_export(
 @click.option(
     "--db",
     "database_url",
-    default=None,
+    default=the_group_database,
+    callback=database_url_given,
     help="Read the hub's public keys from this database's registry (when no --hub-key).",
 )
 @refusals_as_errors

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from hub.cli.common import (
+    CASE_ID,
     command_clock,
-    console,
     db_option,
+    json_option,
     open_store,
     personal_data_option,
-    wide_console,
+    print_json,
+    show,
+    utc,
 )
 from hub.cli.render.case import case_view, cases_table
 from hub.cli.render.trail import trail_svg, trail_tree
-from hub.domain.cases import CaseState
+from hub.domain.cases import Case, CaseState, Order
 from hub.domain.trail import accounts_of
 from hub.domain.wording import Disclosure
 from hub.service.trail import trail_view
+from hub.store.sql import shown_url
 
 
 @click.group("case")
@@ -30,13 +36,17 @@ def case() -> None:
 @case.command("list")
 @click.option("--state", type=click.Choice([s.value for s in CaseState]))
 @click.option("--limit", default=50, show_default=True)
+@json_option
 @db_option
-def case_list(state: str | None, limit: int, database_url: str) -> None:
+def case_list(state: str | None, limit: int, as_json: bool, database_url: str) -> None:
     """List cases, newest first."""
     store = open_store(database_url)
     with store(read_only=True) as uow:
         found = list(uow.cases.list(CaseState(state) if state else None, limit, None))
-    console.print(cases_table(found))
+    if as_json:
+        print_json({"cases": [_summary(c) for c in found]})
+    else:
+        show(cases_table(found))
 
 
 # Other cases named beside a case: a mule ring can reach hundreds; the trail has the rest.
@@ -44,10 +54,11 @@ MAX_LINKED_SHOWN = 20
 
 
 @case.command("show")
-@click.argument("case_id")
+@click.argument("case_id", type=CASE_ID)
 @personal_data_option
+@json_option
 @db_option
-def case_show(case_id: str, personal_data: bool, database_url: str) -> None:
+def case_show(case_id: str, personal_data: bool, as_json: bool, database_url: str) -> None:
     """Show a case: transactions, orders, timeline and how long each phase took."""
     store = open_store(database_url)
     with store(read_only=True) as uow:
@@ -58,12 +69,15 @@ def case_show(case_id: str, personal_data: bool, database_url: str) -> None:
             else []
         )
     if found is None:
-        raise click.ClickException(f"no case {case_id!r} in {database_url}")
-    console.print(case_view(found, personal_data=personal_data, linked=linked))
+        raise click.ClickException(f"no case {case_id!r} in {shown_url(database_url)}")
+    if as_json:
+        print_json(_case_document(found, linked, Disclosure(personal_data)))
+    else:
+        show(case_view(found, personal_data=personal_data, linked=linked))
 
 
 @case.command("trail")
-@click.argument("case_id")
+@click.argument("case_id", type=CASE_ID)
 @click.option(
     "--svg",
     "svg_file",
@@ -79,11 +93,103 @@ def case_trail(case_id: str, svg_file: str | None, personal_data: bool, database
     with store(read_only=True) as uow:
         found = uow.cases.get(case_id)
         if found is None:
-            raise click.ClickException(f"no case {case_id!r} in {database_url}")
+            raise click.ClickException(f"no case {case_id!r} in {shown_url(database_url)}")
         trail = trail_view(uow, found, command_clock().now(), uow.institutions.kinds())
     shown = Disclosure(personal_data).knowing(found.personal_names())
-    out = wide_console()
-    out.print(trail_tree(trail, shown))
+    show(trail_tree(trail, shown))
     if svg_file is not None:
         Path(svg_file).write_text(trail_svg(trail, shown), encoding="utf-8")
-        out.print(f"trail drawn in {svg_file}")
+        click.echo(f"trail drawn in {svg_file}")
+
+
+# ---- --json (docs/cli.md) ----------------------------------------------------------------------
+
+
+def _summary(case: Case) -> dict[str, Any]:
+    return {
+        "case_id": case.case_id,
+        "state": case.state.value,
+        "reported_by": case.reporting_institution,
+        "reported_at": utc(case.created_at),
+        "fraud_type": case.fraud_type,
+        "loss_fen": case.loss_fen,
+        "held_fen": case.held_fen,
+        "returned_fen": case.returned_fen,
+        "released_fen": case.released_fen,
+        "order_count": len(case.orders),
+    }
+
+
+def _case_document(
+    case: Case, linked: Sequence[tuple[str, str, str]], shown: Disclosure
+) -> dict[str, Any]:
+    """People shown as the text output shows them (docs/personal-data.md)."""
+    shown = shown.knowing(case.personal_names())
+    number, name = shown.account, shown.name
+
+    def account(institution: str, account_number: str, holder: str) -> dict[str, str] | None:
+        if not institution and not account_number:
+            return None
+        return {
+            "institution": institution,
+            "number": number(account_number),
+            "holder": name(holder),
+        }
+
+    def order(o: Order) -> dict[str, Any]:
+        return {
+            "order_id": o.order_id,
+            "kind": o.kind.value,
+            "state": o.state.value,
+            "layer": o.layer,
+            "upstream_order_id": o.upstream_order_id or None,
+            "addressed_to": o.addressed_to,
+            "issued_by": o.issued_by,
+            "auto_stop_rule_id": o.auto_stop_rule_id or None,
+            "issued_at": utc(o.issued_at),
+            "account": account(o.account_institution, o.account_number, o.holder_name),
+            "amount_fen": o.amount_fen,
+            "held_fen": o.held_fen,
+            "released_fen": o.released_fen,
+            "returned_fen": o.returned_fen,
+            "answered_at": utc(o.answered_at),
+            "expires_at": utc(o.expires_at),
+            "result_status": o.result_status.value if o.result_status else None,
+            "result_reason_code": o.result_reason_code or None,
+        }
+
+    return {
+        **_summary(case),
+        "personal_data": shown.personal_data,
+        "victim_name": name(case.victim_name),
+        "victim_report_time": utc(case.victim_report_time),
+        "verified_at": utc(case.verified_at),
+        "closed_at": utc(case.closed_at),
+        "transactions": [
+            {
+                "time": utc(t.transaction_time),
+                "amount_fen": t.amount_fen,
+                "payer": account(t.payer_institution, t.payer_account, t.payer_name),
+                "payee": account(t.payee_institution, t.payee_account, t.payee_name),
+                "channel": t.channel,
+            }
+            for t in case.transactions
+        ],
+        "orders": [order(o) for o in case.orders],
+        "timeline": [
+            {
+                "sequence": e.sequence,
+                "at": utc(e.at),
+                "kind": e.kind,
+                "actor": e.actor,
+                "summary": shown.text(e.summary),
+                "order_id": e.order_id or None,
+                "message_id": e.message_id or None,
+            }
+            for e in case.events
+        ],
+        "linked_cases": [
+            {"case_id": other, "institution": institution, "number": number(account_number)}
+            for other, institution, account_number in linked
+        ],
+    }

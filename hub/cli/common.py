@@ -1,7 +1,9 @@
 """What every `stophub` command module shares: the options several commands take (--db,
---tls-dir, --data-keys, --hub-key), reading the hub's public keys, the main group's settings
-and the keyring they choose, opening the store, refusals as one-line errors, the operator's
-lines, the console and the clock, and how a verification of the audit log is printed.
+--tls-dir, --data-keys, --hub-key, --json, ids in any letter case), what the main group's
+options chose (the database, the keyring, the display zone, the log format), opening the
+store (read-only unless a command writes), refusals as one-line errors, the operator's
+lines, printing for people (nothing cut) and for scripts (JSON), the clock, the hub's public
+keys, and how a verification of the audit log is printed.
 
 Command modules import this module, never `hub.cli` itself: only hub/cli/__init__.py imports
 the command modules, to register them, so there is no cycle.
@@ -9,20 +11,32 @@ the command modules, to register them, so there is no cycle.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import click
-from rich.console import Console
+from alembic.script import ScriptDirectory
+from click.core import ParameterSource
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
+from rich.panel import Panel
+from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from hub import bootstrap
 from hub.crypto import fields, pki
 from hub.crypto.public import public_key_from_pem
 from hub.crypto.signing import ED25519, SignatureError, key_id_for
+from hub.domain.clocks import PolicyError
 from hub.domain.errors import DomainError
 from hub.domain.institutions import HUB_CODE
 from hub.observability.logs import LogFormat
@@ -30,8 +44,9 @@ from hub.service.admin import NewKey
 from hub.service.auditlog import Verification
 from hub.service.exports import ExportError
 from hub.service.ports import Clock
-from hub.store.sql import SqlStore
+from hub.store.sql import NoDatabase, SqlStore, normalise_url, shown_url
 from hub.system.clock import SystemClock
+from hub.system.policy import display_zone as policy_display_zone
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,14 +65,131 @@ console = make_console()
 # The CLI's own log lines go under this name whatever module writes them: operators filter on it.
 log = logging.getLogger("hub.cli")
 
-# ---- options -------------------------------------------------------------------------------------
+ENV_DATABASE = "STOPHUB_DATABASE_URL"
+ENV_TZ = "STOPHUB_TZ"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# ---- what the main group's options chose (hub/cli/__init__.py) -----------------------------------
+
+
+@dataclass
+class GroupOptions:
+    """What `stophub --db … --data-keys … --tz … --log-level … --log-format …` chose, for the
+    command that runs; the same options given after the command replace them."""
+
+    database_url: str | None = None
+    data_keys: str | None = None
+    data_keys_from: str = ""  # where `data_keys` came from, for the message when it is absent
+    log_level: str = "WARNING"
+    log_format: LogFormat = "text"
+    opened: str = ""  # the database a command opened, as people may read its URL
+
+
+chosen = GroupOptions()
+
+
+class ZoneParam(click.ParamType[tzinfo]):
+    """An IANA time zone name (Asia/Shanghai, UTC), in any letter case."""
+
+    name = "ZONE"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tzinfo:
+        if isinstance(value, tzinfo):
+            return value
+        zone = find_zone(str(value))
+        if zone is None:
+            self.fail(f"{value!r} is not an IANA time zone: give one such as Asia/Shanghai or UTC")
+        return zone
+
+
+def find_zone(name: str) -> tzinfo | None:
+    """The zone an IANA name names, its letter case aside; None for no zone."""
+    name = name.strip()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        pass
+    folded = {z.lower(): z for z in available_timezones()}
+    return ZoneInfo(folded[name.lower()]) if name.lower() in folded else None
+
+
+def default_display_zone() -> tzinfo:
+    """The display zone when neither --tz nor $STOPHUB_TZ names one: the shipped policy
+    file's `[display] time_zone` (hub/system/policy.toml)."""
+    try:
+        return policy_display_zone()
+    except PolicyError as err:
+        raise click.ClickException(str(err)) from err
+
+
+def resolve_display_zone(given: tzinfo | None, environ: Mapping[str, str] = os.environ) -> tzinfo:
+    """The zone the views write instants in: --tz, else $STOPHUB_TZ, else the default.
+    Storage, signatures and --json stay in UTC whatever it is."""
+    if given is not None:
+        return given
+    name = environ.get(ENV_TZ, "").strip()
+    if not name:
+        return default_display_zone()
+    zone = find_zone(name)
+    if zone is None:
+        raise click.ClickException(
+            f"${ENV_TZ}={name!r} is not an IANA time zone: set it to one such as "
+            "Asia/Shanghai, or unset it"
+        )
+    return zone
+
+
+def database_url_given(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """--db's check: a URL of a database StopHub runs on, refused at once otherwise."""
+    if value is None:
+        return None
+    try:
+        backend = make_url(normalise_url(value)).get_backend_name()
+    except (ArgumentError, ValueError):
+        backend = ""
+    if backend not in ("sqlite", "postgresql"):
+        from_env = value == os.environ.get(ENV_DATABASE) and (
+            ctx.get_parameter_source(param.name or "") is not ParameterSource.COMMANDLINE
+        )
+        raise click.BadParameter(
+            f"{value!r}{f' (${ENV_DATABASE})' if from_env else ''} is not a database URL: "
+            "give sqlite:///path/to/file.db or postgresql://user@host/db",
+            ctx,
+            param,
+        )
+    chosen.opened = shown_url(value)  # for the message if it cannot be opened
+    return value
+
+
+DB_HELP = "Database URL: sqlite:///path/to/file.db or postgresql://user@host/db."
+DATA_KEYS_HELP = (
+    f"Data keyring sealing personal data (default: ${fields.ENV_FILE}, else ${fields.ENV_KEYS}, "
+    f"else {fields.DEFAULT_FILE})."
+)
+
+
+# ---- options of the commands ---------------------------------------------------------------------
+
+
+def the_group_database() -> str | None:
+    """`stophub --db URL …`'s URL, for a command whose own --db has no other default."""
+    return chosen.database_url
+
+
+def _database_url() -> str:
+    return the_group_database() or os.environ.get(ENV_DATABASE) or bootstrap.DEFAULT_DATABASE
+
 
 db_option = click.option(
     "--db",
     "database_url",
-    default=lambda: os.environ.get("STOPHUB_DATABASE_URL", bootstrap.DEFAULT_DATABASE),
-    show_default="$STOPHUB_DATABASE_URL or " + bootstrap.DEFAULT_DATABASE,
-    help="Database URL: sqlite:///path/to/file.db or postgresql://user@host/db.",
+    metavar="URL",
+    default=_database_url,
+    show_default=f"stophub --db, ${ENV_DATABASE} or {bootstrap.DEFAULT_DATABASE}",
+    callback=database_url_given,
+    help=DB_HELP,
 )
 
 
@@ -78,56 +210,151 @@ data_keys_option = click.option(
     default=None,
     envvar=fields.ENV_FILE,
     type=click.Path(dir_okay=False),
-    help=f"Data keyring sealing personal data (default: ${fields.ENV_KEYS} if set, else "
-    f"{fields.DEFAULT_FILE}; create it with `stophub datakeys generate`).",
+    help=DATA_KEYS_HELP,
 )
 
-# ---- the main group's settings, for every command ----------------------------------------------
-
-_data_keys_file: str | None = None  # the group's --data-keys
-_log_format: LogFormat = "text"  # the group's --log-format
-
-
-def remember_group_options(data_keys: str | None, log_format: LogFormat) -> None:
-    """What `stophub --data-keys … --log-format …` chose, for the command that runs."""
-    global _data_keys_file, _log_format
-    _data_keys_file = data_keys
-    _log_format = log_format
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON for scripts instead of a table: one object, its schema in docs/cli.md "
+    "(money in fen, times in UTC, ids in full).",
+)
 
 
-def announce(message: str) -> None:
-    """A line for the operator on stderr: as it is in text mode, as a log record (one JSON
-    object) when the logs are JSON, so a log shipper never meets a line it cannot parse."""
-    if _log_format == "json":
-        log.info("%s", message)
-    else:
-        click.echo(message, err=True)
+class HubId(click.ParamType[str]):
+    """An id the hub makes in one letter case, accepted in any (`case show c20261203-4eeee62e`):
+    case ids (hub/service `new_case_id`) and institution codes (`CODE_PATTERN`) upper case,
+    key ids (`key_id_for`) lower case hex."""
+
+    def __init__(self, name: str, fold: Callable[[str], str] = str.upper) -> None:
+        self.name = name
+        self._fold = fold
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return self._fold(str(value).strip())
 
 
-def use_data_keys(file: str | None = None) -> fields.Keyring:
-    """Configure the process-wide keyring (module doc of hub.crypto.fields for the order)."""
-    if file is None and _data_keys_file is None and fields.configured() is not None:
+CASE_ID = HubId("CASE_ID")
+CODE = HubId("CODE")
+KEY_ID = HubId("KEY_ID", str.lower)
+
+# ---- the keyring -------------------------------------------------------------------------------
+
+
+def use_data_keys(file: str | None = None, *, reading: bool = False) -> fields.Keyring:
+    """Configure the process-wide keyring (module doc of hub.crypto.fields for the order).
+    `reading`: for a command that reads a database sealed with some keyring, a missing one
+    is reported with where it was looked for, and never with advice to make a new one
+    (which could not open what is sealed)."""
+    if file is None and chosen.data_keys is None and fields.configured() is not None:
         return fields.keyring()  # a test or an embedding process configured it already
     try:
-        ring = fields.resolve_keyring(file or _data_keys_file)
+        ring = fields.resolve_keyring(file or chosen.data_keys)
+    except fields.DataKeysNotConfigured as err:
+        if reading:
+            raise click.ClickException(_keyring_not_found(file)) from err
+        raise click.ClickException(str(err)) from err
     except fields.DataKeyError as err:
         raise click.ClickException(str(err)) from err
     fields.configure(ring)
     return ring
 
 
+def _keyring_not_found(file: str | None) -> str:
+    what = (
+        "give the keyring this database was sealed with: --data-keys FILE, "
+        f"${fields.ENV_FILE} or ${fields.ENV_KEYS} (a new keyring cannot open it)"
+    )
+    if file is not None:
+        return f"no data keys at {file} (--file): {what}"
+    if chosen.data_keys is not None:
+        return f"no data keys at {chosen.data_keys} ({chosen.data_keys_from}): {what}"
+    return (
+        f"no data keys: no --data-keys, ${fields.ENV_FILE} or ${fields.ENV_KEYS} given, and "
+        f"no {fields.DEFAULT_FILE} in {Path.cwd()}: {what}"
+    )
+
+
 def keyring_file(file: str | None) -> Path:
     """The keyring file a command works on: its --file, the group's --data-keys, the default."""
-    return Path(file or _data_keys_file or fields.DEFAULT_FILE)
+    return Path(file or chosen.data_keys or fields.DEFAULT_FILE)
 
 
-def open_store(database_url: str) -> SqlStore:
-    use_data_keys()
-    bootstrap.migrate(database_url)
-    return SqlStore(database_url)
+# ---- the store ---------------------------------------------------------------------------------
 
 
-# ---- how commands run and print ----------------------------------------------------------------
+def open_store(database_url: str, *, write: bool = False, keyring: str | None = None) -> SqlStore:
+    """The hub's database. For reading (the default): an existing database, opened
+    read-only, whose schema is this code's; it is never created or migrated, and anything
+    else is a one-line error that says what to do. `write` (the registry's commands): the
+    schema brought to the newest revision first, the database created if new. `keyring`: a
+    command's own keyring file (`datakeys status --file`), else the group's choice."""
+    chosen.opened = shown_url(database_url)
+    if write:
+        use_data_keys(keyring)
+        bootstrap.migrate(database_url)
+        return SqlStore(database_url)
+    try:
+        store = SqlStore(database_url, read_only=True)
+    except NoDatabase as err:
+        if err.path.is_dir():
+            raise click.ClickException(
+                f"{err.path} is a directory: give the database file, --db sqlite:///path/to/file.db"
+            ) from err
+        raise click.ClickException(
+            f"no database at {err.path} ({_database_source(database_url)}): name the hub's "
+            f"database with --db URL or ${ENV_DATABASE}; a new hub's is created with "
+            f"`stophub migrate --db {chosen.opened}`"
+        ) from err
+    try:
+        _check_schema(store, database_url)
+        use_data_keys(keyring, reading=True)
+    except BaseException:
+        store.dispose()
+        raise
+    return store
+
+
+def _database_source(database_url: str) -> str:
+    if database_url == chosen.database_url:
+        return "stophub --db"
+    if database_url == os.environ.get(ENV_DATABASE):
+        return f"${ENV_DATABASE}"
+    return "--db" if database_url != bootstrap.DEFAULT_DATABASE else "the default"
+
+
+def _check_schema(store: SqlStore, database_url: str) -> None:
+    """Refuse a schema this code cannot read: none, behind its revision, or ahead of it."""
+    script = ScriptDirectory.from_config(bootstrap.alembic_config(database_url))
+    head = script.get_current_head()
+    found = store.schema_revisions()
+    if found == (head,):
+        return
+    where = chosen.opened
+    if not found:
+        raise click.ClickException(
+            f"{where} holds no StopHub schema: is it the hub's database? A new hub's is "
+            f"created with `stophub migrate --db {where}`"
+        )
+    known = {r.revision for r in script.walk_revisions()}
+    ahead = [r for r in found if r not in known]
+    if ahead:
+        raise click.ClickException(
+            f"{where} has schema revision {ahead[0]}, newer than this StopHub's {head}: "
+            "read it with the StopHub version the hub runs"
+        )
+    raise click.ClickException(
+        f"{where} has schema revision {', '.join(found)}, behind this StopHub's {head}: the "
+        f"hub's operator brings it up to date with `stophub migrate --db {where}` (or by "
+        "starting `stophub serve`); this command reads and never migrates"
+    )
+
+
+# ---- failures as one line ------------------------------------------------------------------------
+
+# Refusals: the message already says what was wrong and what to do.
+REFUSALS = (SignatureError, pki.PkiError, ExportError, FileExistsError, fields.DataKeyError)
 
 
 def refusals_as_errors(fn: F) -> F:
@@ -140,16 +367,22 @@ def refusals_as_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except DomainError as err:
             raise click.ClickException(f"{err.code}: {err.message}") from err
-        except (
-            SignatureError,
-            pki.PkiError,
-            ExportError,
-            FileExistsError,
-            FileNotFoundError,
-        ) as err:
-            raise click.ClickException(str(err)) from err
+        except (*REFUSALS, FileNotFoundError) as err:
+            raise click.ClickException(" ".join(str(err).split())) from err
 
     return wrapper  # type: ignore[return-value]
+
+
+# ---- how commands run and print ----------------------------------------------------------------
+
+
+def announce(message: str) -> None:
+    """A line for the operator on stderr: as it is in text mode, as a log record (one JSON
+    object) when the logs are JSON, so a log shipper never meets a line it cannot parse."""
+    if chosen.log_format == "json":
+        log.info("%s", message)
+    else:
+        click.echo(message, err=True)
 
 
 def command_clock() -> Clock:
@@ -162,9 +395,102 @@ def command_clock() -> Clock:
     return SystemClock()
 
 
-def wide_console() -> Console:
-    # Pipes and logs are not terminals; their 80 columns would fold every clock row.
-    return console if console.is_terminal else make_console(width=200)
+NARROWEST = 80  # piped output is never narrower than a classic terminal
+
+
+def show(*renderables: RenderableType) -> None:
+    """Print for people: on a terminal at its width, piped at the width the content needs
+    (so nothing is cut, and no line is padded to a guessed width). No word is ever cut, an
+    id least of all: `fit` wraps table columns at spaces, and shows the rows of a table
+    that cannot fit even so as records, one field a line."""
+    out = make_console() if console.is_terminal else make_console(width=NARROWEST)
+    out.print(*(for_screen(out, r) for r in renderables), crop=False)
+
+
+def for_screen(out: Console, renderable: RenderableType) -> RenderableType:
+    """`renderable` fitted to `out`: a terminal's width, or, when `out` is not a terminal,
+    `out` first widened to what `renderable` needs."""
+    if not out.is_terminal:
+        measuring = make_console(width=100_000)
+        needed = Measurement.get(measuring, measuring.options, renderable).maximum
+        out.width = max(out.width, needed)
+    return fit(renderable, out.width)
+
+
+def fit(renderable: RenderableType, width: int) -> RenderableType:
+    """`renderable` for a screen `width` columns wide, with no word cut: each table's
+    columns narrowed to no less than their longest word, or, where even that is too wide,
+    its rows as records."""
+    if isinstance(renderable, Group):
+        renderable.renderables[:] = [fit(r, width) for r in renderable.renderables]
+    elif isinstance(renderable, Panel):
+        renderable.renderable = fit(renderable.renderable, width - 4)  # its rules and padding
+    elif isinstance(renderable, Table):
+        return _fit_table(renderable, width)
+    return renderable
+
+
+def _fit_table(table: Table, width: int) -> RenderableType:
+    measuring = make_console(width=100_000)
+    least, most = [], []
+    for column in table.columns:
+        sizes = [
+            Measurement.get(measuring, measuring.options, cell)
+            for cell in (column.header, *column.cells)
+        ]
+        low = max((m.minimum for m in sizes), default=1)
+        high = max((m.maximum for m in sizes), default=1)
+        fixed = column.width if column.width is not None else high if column.no_wrap else None
+        least.append(fixed if fixed is not None else max(low, column.min_width or 0))
+        most.append(fixed if fixed is not None else high)
+    _, right, _, left = table.padding
+    room = width - (left + right) * (len(table.columns) - (0 if table.pad_edge else 1))
+    room -= (len(table.columns) - 1 + 2 * table.show_edge) if table.box else 0
+    if sum(most) <= room:
+        return table
+    if sum(least) > room:
+        return _records(table)
+    # Narrow the columns in proportion to how far each may give, never below its least.
+    spare = sum(most) - sum(least)
+    cut = sum(most) - room
+    widths = [hi - (hi - lo) * cut // spare for lo, hi in zip(least, most, strict=True)]
+    for i in sorted(range(len(widths)), key=lambda i: least[i] - widths[i]):
+        if sum(widths) <= room:
+            break
+        if widths[i] > least[i]:
+            widths[i] -= 1
+    for column, chosen in zip(table.columns, widths, strict=True):
+        column.width = chosen
+    return table
+
+
+def _records(table: Table) -> RenderableType:
+    """The rows of `table`, each as a record: one field a line, its header before it."""
+    columns = [(c.header, list(c.cells)) for c in table.columns]
+    rows = max((len(cells) for _, cells in columns), default=0)
+    parts: list[RenderableType] = []
+    if table.title is not None:
+        parts.append(table.title)
+    for row in range(rows):
+        record = Table.grid(padding=(0, 2))
+        record.add_column(style="bold", no_wrap=True)
+        record.add_column(overflow="fold")
+        for header, cells in columns:
+            record.add_row(header, cells[row] if row < len(cells) else "")
+        parts += [record, ""]
+    return Group(*parts)
+
+
+def utc(moment: datetime | None) -> str | None:
+    """An instant for --json: RFC 3339 in UTC with a Z (docs/cli.md), whatever --tz says."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def print_json(document: Mapping[str, Any]) -> None:
+    """One JSON document on standard output (--json), its schema in docs/cli.md."""
+    click.echo(json.dumps(document, ensure_ascii=False, indent=2))
 
 
 def read_public_key(path: str) -> NewKey:

@@ -6,7 +6,7 @@ import click
 from sqlalchemy import Engine
 
 from hub import bootstrap
-from hub.cli.common import db_option, keyring_file, refusals_as_errors, use_data_keys
+from hub.cli.common import db_option, keyring_file, open_store, refusals_as_errors, use_data_keys
 from hub.crypto import fields
 from hub.store.sql import make_engine
 from hub.store.tables import sealed_tables
@@ -106,13 +106,15 @@ def datakeys_reencrypt(file: str | None, database_url: str, batch: int) -> None:
 @db_option
 @refusals_as_errors
 def datakeys_status(file: str | None, database_url: str) -> None:
-    """Stored values per data key id, per table; keys the keyring lacks are flagged."""
-    ring, engine = _sealed_engine(database_url, file)
+    """Stored values per data key id, per table; keys the keyring lacks are flagged.
+    Reads the database, read-only; never migrates it."""
+    store = open_store(database_url, keyring=file)
     try:
-        with engine.connect() as conn:
+        ring = fields.keyring()
+        with store.engine.connect() as conn:
             usage = fields.key_usage(conn, sealed_tables())
     finally:
-        engine.dispose()
+        store.dispose()
     totals: dict[str, int] = {}
     for name, counts in usage.items():
         for kid, n in sorted(counts.items()):

@@ -12,7 +12,7 @@ from typing import IO
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hub.cli.common import F, db_option, make_console, open_store
+from hub.cli.common import CASE_ID, CODE, F, db_option, make_console, open_store
 from hub.service import exports
 
 
@@ -47,8 +47,10 @@ def export_options(fn: F) -> F:
                 type=click.Path(dir_okay=False, allow_dash=True),
                 help="The file to write (- for standard output).",
             ),
-            click.option("--case", "case_id", help="Only this case's rows."),
-            click.option("--institution", help="Only the rows concerning this institution."),
+            click.option("--case", "case_id", type=CASE_ID, help="Only this case's rows."),
+            click.option(
+                "--institution", type=CODE, help="Only the rows concerning this institution."
+            ),
             click.option(
                 "--from", "start", callback=_time, help="From this time (ISO 8601), included."
             ),

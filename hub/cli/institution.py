@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 
-from hub.cli.common import console, db_option, open_store, read_public_key, refusals_as_errors
+from hub.cli.common import (
+    CODE,
+    db_option,
+    json_option,
+    open_store,
+    print_json,
+    read_public_key,
+    refusals_as_errors,
+    show,
+    utc,
+)
 from hub.cli.render.case import institution_view
-from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
+from hub.domain.institutions import ContactRole, DutyContact, Institution, InstitutionKind
 from hub.service.admin import Registry
 from hub.system.clock import SystemClock
 
@@ -33,7 +45,7 @@ def institution() -> None:
 
 
 @institution.command("add")
-@click.option("--code", required=True, help="Short unique code, e.g. BANKA.")
+@click.option("--code", required=True, type=CODE, help="Short unique code, e.g. BANKA.")
 @click.option("--name", required=True)
 @click.option("--kind", required=True, type=click.Choice(sorted(KINDS)))
 @click.option(
@@ -57,22 +69,26 @@ def institution_add(
     database_url: str,
 ) -> None:
     """Register a member institution with its keys and duty contacts."""
-    inst = Registry(open_store(database_url), SystemClock()).add_institution(
+    inst = Registry(open_store(database_url, write=True), SystemClock()).add_institution(
         code,
         name,
         KINDS[kind],
         [read_public_key(f) for f in key_files],
         [_contact(ContactRole.PRIMARY, primary), _contact(ContactRole.BACKUP, backup)],
     )
-    console.print(institution_view(inst))
+    show(institution_view(inst))
 
 
 @institution.command("list")
+@json_option
 @db_option
 @refusals_as_errors
-def institution_list(database_url: str) -> None:
+def institution_list(as_json: bool, database_url: str) -> None:
     """List member institutions."""
     rows = Registry(open_store(database_url), SystemClock()).list()
+    if as_json:
+        print_json({"institutions": [_institution(i) for i in rows]})
+        return
     table = Table(title=f"{len(rows)} institution(s)", title_justify="left")
     for col in ("code", "kind", "name", "active keys", "primary contact"):
         table.add_column(col)
@@ -85,13 +101,43 @@ def institution_list(database_url: str) -> None:
             ", ".join(k.key_id for k in inst.active_keys()),
             f"{primary.name} {primary.phone}" if primary else "",
         )
-    console.print(table)
+    show(table)
 
 
 @institution.command("show")
-@click.argument("code")
+@click.argument("code", type=CODE)
+@json_option
 @db_option
 @refusals_as_errors
-def institution_show(code: str, database_url: str) -> None:
+def institution_show(code: str, as_json: bool, database_url: str) -> None:
     """Show an institution's keys and duty contacts."""
-    console.print(institution_view(Registry(open_store(database_url), SystemClock()).get(code)))
+    found = Registry(open_store(database_url), SystemClock()).get(code)
+    if as_json:
+        print_json(_institution(found))
+    else:
+        show(institution_view(found))
+
+
+def _institution(inst: Institution) -> dict[str, Any]:
+    """One institution for --json (docs/cli.md)."""
+    return {
+        "code": inst.code,
+        "kind": inst.kind.value,
+        "name": inst.display_name,
+        "registered_at": utc(inst.created_at),
+        "keys": [
+            {
+                "key_id": k.key_id,
+                "algorithm": k.algorithm,
+                "state": k.state.value,
+                "created_at": utc(k.created_at),
+                "not_after": utc(k.not_after),
+                "revoked_at": utc(k.revoked_at),
+            }
+            for k in inst.keys
+        ],
+        "contacts": [
+            {"role": c.role.value, "name": c.name, "phone": c.phone, "email": c.email or None}
+            for c in inst.contacts
+        ],
+    }

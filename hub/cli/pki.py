@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hub.cli.common import refusals_as_errors, tls_dir_option
+from hub.cli.common import CODE, refusals_as_errors, tls_dir_option
 from hub.crypto import pki
 from hub.system.clock import SystemClock
 
@@ -40,7 +40,7 @@ def pki_init(directory: str, names: tuple[str, ...]) -> None:
 
 
 @pki_group.command("issue")
-@click.argument("code")
+@click.argument("code", type=CODE)
 @tls_dir_option("--dir", "directory", help="The PKI directory holding the CA (ca.pem, ca.key).")
 @click.option(
     "--out-dir",

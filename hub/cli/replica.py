@@ -13,6 +13,7 @@ import click
 from adapters.blacklist import Form, Replica, ReplicaError, ReplicaEvent
 from adapters.sdk import HubClient, HubError, HubSignatureError
 from hub.cli.common import (
+    CODE,
     HubKeys,
     command_clock,
     hub_key_option,
@@ -29,7 +30,7 @@ from hub.crypto.listkey import ListKeyError, resolve_list_key
 
 @click.command("replica")
 @click.option("--hub", "target", required=True, help="The hub's address, HOST:PORT.")
-@click.option("--institution", required=True, help="This member's code, e.g. PAYX.")
+@click.option("--institution", required=True, type=CODE, help="This member's code, e.g. PAYX.")
 @click.option(
     "--key",
     "key_file",

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import click
 
-from hub.cli.common import command_clock, db_option, open_store, personal_data_option
+from hub.cli.common import CASE_ID, command_clock, db_option, open_store, personal_data_option
 from hub.cli.render.report import render_html
 from hub.cli.render.wording import display_zone, stamp
 from hub.service.slareport import ReportError, SlaReport, gather
 from hub.store.reports import describe_database
+from hub.store.sql import shown_url
 
 
 def parse_moment(value: str, zone: tzinfo, *, end: bool = False) -> datetime:
@@ -70,6 +71,7 @@ def report() -> None:
 @click.option(
     "--case",
     "case_ids",
+    type=CASE_ID,
     multiple=True,
     help="Add this case's timeline (events and clock steps); repeatable.",
 )
@@ -112,7 +114,9 @@ def sla(
         store.dispose()
     missing = [t.case_id for t in data.cases if not t.found]
     if missing:
-        raise click.ClickException(f"no case {', '.join(map(repr, missing))} in {database_url}")
+        raise click.ClickException(
+            f"no case {', '.join(map(repr, missing))} in {shown_url(database_url)}"
+        )
     content = render_html(data, out.name).encode("utf-8")
     digest = hashlib.sha256(content).hexdigest()
     sidecar = out.with_name(out.name + ".sha256")

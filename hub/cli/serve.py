@@ -26,6 +26,7 @@ from hub.crypto.listkey import ENV_KEY as LIST_KEY_ENV
 from hub.crypto.listkey import ListKeyError
 from hub.domain.clocks import PolicyError
 from hub.observability.metrics import parse_address
+from hub.store.sql import shown_url
 from hub.system.policy import load_policy
 
 
@@ -199,4 +200,4 @@ def _server_tls(directory: Path) -> pki.TlsConfig:
 def migrate(database_url: str) -> None:
     """Bring the database schema to the newest revision."""
     bootstrap.migrate(database_url)
-    click.echo(f"schema at head: {database_url}")
+    click.echo(f"schema at head: {shown_url(database_url)}")

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import click
 
-from hub.cli.common import command_clock, db_option, open_store, refusals_as_errors, wide_console
+from hub.cli.common import (
+    CASE_ID,
+    CODE,
+    command_clock,
+    db_option,
+    json_option,
+    make_console,
+    open_store,
+    print_json,
+    refusals_as_errors,
+    show,
+    utc,
+)
 from hub.cli.exporting import export_options, run_export
 from hub.cli.render.sla import (
     breaches_table,
@@ -18,9 +31,10 @@ from hub.cli.render.sla import (
     sla_log_view,
 )
 from hub.cli.render.wording import stamp
-from hub.domain.clocks import CaseClock
+from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.service import exports
 from hub.service.ports import ClockRepository
+from hub.store.sql import shown_url
 
 
 def _find_clocks(
@@ -54,11 +68,16 @@ def _find_clocks(
 
 @click.command("sla")
 @db_option
-@click.option("--institution", help="Only clocks this institution (code) is responsible for.")
-@click.option("--case", "case_id", help="Only this case's clocks, each with its SLA log.")
+@click.option(
+    "--institution", type=CODE, help="Only clocks this institution (code) is responsible for."
+)
+@click.option(
+    "--case", "case_id", type=CASE_ID, help="Only this case's clocks, each with its SLA log."
+)
 @click.option("--breaches", is_flag=True, help="Clocks whose deadline passed before they were met.")
 @click.option("--all", "show_all", is_flag=True, help="Include met and ended clocks.")
 @click.option("--limit", default=200, show_default=True, type=click.IntRange(min=1))
+@json_option
 def sla(
     database_url: str,
     institution: str | None,
@@ -66,6 +85,7 @@ def sla(
     breaches: bool,
     show_all: bool,
     limit: int,
+    as_json: bool,
 ) -> None:
     """Case clocks (SLA): running ones by time left, breaches with how late, a case's log."""
     store = open_store(database_url)
@@ -73,7 +93,7 @@ def sla(
     try:
         with store(read_only=True) as uow:
             if case_id and uow.cases.get(case_id) is None:
-                raise click.ClickException(f"no case {case_id!r} in {database_url}")
+                raise click.ClickException(f"no case {case_id!r} in {shown_url(database_url)}")
             found = _find_clocks(
                 uow.clocks,
                 institution=institution or None,
@@ -86,23 +106,25 @@ def sla(
             entries = uow.clocks.entries([c.clock_id for c in found]) if case_id else {}
     finally:
         store.dispose()
+    if as_json:
+        print_json(_clocks_document(found, entries if case_id else None, now))
+        return
     scope = "".join(
         (
             f" of case {case_id}" if case_id else "",
             f" for {institution}" if institution else "",
         )
     )
-    out = wide_console()
     as_of = f"as of {stamp(now)}"
     if breaches:
         title = f"{len(found)} breached or missed clock(s){scope}, {as_of}"
-        out.print(breaches_table(found, now, title=title))
+        show(breaches_table(found, now, title=title))
     else:
         which = "" if show_all or case_id else " open"
         title = f"{len(found)}{which} clock(s){scope} by time left, {as_of}"
-        out.print(clocks_table(found, now, title=title))
+        show(clocks_table(found, now, title=title))
     if case_id:
-        out.print(sla_log_view(found, entries, now))
+        show(sla_log_view(found, entries, now))
 
 
 @click.command("board")
@@ -121,7 +143,8 @@ def board(database_url: str, refresh: float, once: bool, limit: int) -> None:
     (green: over 20% left, yellow: under 20%, red: overdue). Ctrl-C to leave."""
     store = open_store(database_url)
     clock = command_clock()
-    out = wide_console()
+    # Piped, the board is drawn for $COLUMNS (80 without it), as on a terminal of that size.
+    out = make_console()
     try:
         if once:
             out.print(render_board(store, clock, width=out.width, limit=limit))
@@ -150,3 +173,46 @@ def sla_export(
     )
     if out != "-":
         click.echo(f"{count} SLA log row(s) written to {out}", err=True)
+
+
+# ---- --json (docs/cli.md) ----------------------------------------------------------------------
+
+
+def _clocks_document(
+    clocks: Sequence[CaseClock], logs: Mapping[str, Sequence[SlaEntry]] | None, now: datetime
+) -> dict[str, Any]:
+    def clock(c: CaseClock) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "clock_id": c.clock_id,
+            "case_id": c.case_id,
+            "order_id": c.order_id or None,
+            "kind": c.kind,
+            "responsible": c.responsible,
+            "state": c.state.value,
+            "started_at": utc(c.started_at),
+            "deadline_at": utc(c.deadline_at),
+            "seconds_left": (
+                (c.deadline_at - now).total_seconds() if c.state is ClockState.OPEN else None
+            ),
+            "breached": is_breached(c, now),
+            "next_step": c.next_step or None,
+            "next_step_at": utc(c.next_step_at),
+            "steps_done": c.steps_done,
+            "stopped_at": utc(c.stopped_at),
+            "stopped_by": c.stopped_by or None,
+        }
+        if logs is not None:
+            doc["log"] = [
+                {
+                    "event": e.event,
+                    "at": utc(e.at),
+                    "due_at": utc(e.due_at),
+                    "responsible": e.responsible,
+                    "late_seconds": e.late_seconds,
+                    "detail": e.detail,
+                }
+                for e in logs.get(c.clock_id, ())
+            ]
+        return doc
+
+    return {"as_of": utc(now), "clocks": [clock(c) for c in clocks]}

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 from sqlalchemy import (
     Engine,
@@ -19,8 +20,10 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     or_,
     select,
+    text,
     true,
     tuple_,
     type_coerce,
@@ -183,11 +186,64 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def shown_url(url: str) -> str:
+    """The URL as given, as people may read it: in a message or a log line, never with its
+    password."""
+    if "://" not in url:
+        return normalise_url(url)
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class NoDatabase(Exception):
+    """No SQLite file where a read-only store was asked to open one: reading never creates
+    a database."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"no database at {path}")
+        self.path = path
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for PostgreSQL or an in-memory database."""
+    parsed = make_url(normalise_url(url))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database or "").expanduser()
+
+
+def read_only_url(url: str) -> str:
+    """`url`, opened for reading only. SQLite: the file as a `mode=ro` URI, so an absent
+    file is an error instead of a new database; PostgreSQL: every transaction of the session
+    read-only. Carried in the URL itself, so the audit scan's worker processes, which connect
+    from the URL, read the same way."""
+    parsed = make_url(normalise_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        path = sqlite_file(url)
+        if path is None:
+            raise NoDatabase(Path(":memory:"))  # nothing to read in a database made now
+        # SQLAlchemy unquotes the database part once; SQLite unquotes the URI's path again.
+        return parsed.set(
+            database="file:" + quote(str(path.resolve())), query={"mode": "ro", "uri": "true"}
+        ).render_as_string(hide_password=False)
+    given = parsed.query.get("options") or ()
+    options = " ".join(
+        [*([given] if isinstance(given, str) else given), "-c default_transaction_read_only=on"]
+    )
+    return parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
+def _opened_read_only(url: str) -> bool:
+    return make_url(url).query.get("mode") == "ro"
+
+
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """`read_only`: SQLite transactions begin deferred (readers that never write). A URL
+    from `read_only_url` opens the file itself read-only: nothing is created or changed."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        opened_read_only = _opened_read_only(url)
         path = make_url(url).database
-        if path and path != ":memory:":
+        if path and path != ":memory:" and not opened_read_only:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
 
@@ -196,7 +252,8 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            if not opened_read_only:  # a journal mode is the file's: a reader leaves it be
+                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             # FULL: an acknowledged commit survives power loss, not only a process crash.
@@ -207,7 +264,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         def _begin(conn: Any) -> None:
             # Writers take the write lock up front: a deferred transaction that later
             # upgrades can fail with SQLITE_BUSY instead of waiting its turn.
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if read_only or opened_read_only else "BEGIN IMMEDIATE")
 
         return engine
     # pre_ping: a pooled connection a database restart cut is found and replaced on checkout,
@@ -241,14 +298,24 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 class SqlStore:
-    """Engines and session factories for one database."""
+    """Engines and session factories for one database.
 
-    def __init__(self, url: str) -> None:
+    `read_only`: an existing database, opened for reading only (`read_only_url`): a missing
+    SQLite file is `NoDatabase`, and any write is refused by the database itself."""
+
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         map_domain()
-        self.url = normalise_url(url)
-        self.engine = make_engine(self.url)
+        path = sqlite_file(url)
+        if read_only and path is not None and not path.is_file():
+            raise NoDatabase(path)
+        self.url = read_only_url(url) if read_only else normalise_url(url)
+        self.engine = make_engine(self.url, read_only=read_only)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        self.read_engine = make_engine(self.url, read_only=True) if self.is_sqlite else self.engine
+        self.read_engine = (
+            make_engine(self.url, read_only=True)
+            if self.is_sqlite and not read_only
+            else self.engine
+        )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         # SQLite has one writer at a time. Writers of this process queue here instead of in
@@ -256,6 +323,16 @@ class SqlStore:
         # lock idle while every waiter sleeps: at 16 writers that was most of the p99.
         # Other processes (the CLI) still meet the busy handler.
         self._write_lock = threading.RLock() if self.is_sqlite else None
+
+    def schema_revisions(self) -> tuple[str, ...]:
+        """The Alembic revisions the database's schema is at (its alembic_version table, read
+        without Alembic, which logs as it starts): () when it has none."""
+        with self.read_engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return ()
+            return tuple(
+                str(r) for r in conn.scalars(text("SELECT version_num FROM alembic_version"))
+            )
 
     def __call__(self, *, read_only: bool = False) -> SqlUnitOfWork:
         if read_only:

@@ -69,8 +69,9 @@ def test_keys_and_institutions(tmp_path: Path, db: str) -> None:
     assert "added key" in run(
         "keys", "add", "BANKA", "--key", str(tmp_path / "banka2.pub"), "--db", db
     )
-    run("keys", "revoke", "BANKA", key_id, "--db", db)
-    assert "revoked" in run("institution", "show", "BANKA", "--db", db)
+    # Codes and key ids in any letter case (issue 19 item 14).
+    run("keys", "revoke", "banka", key_id.upper(), "--db", db)
+    assert "revoked" in run("institution", "show", "banka", "--db", db)
 
 
 def test_refusals_are_one_line_errors(tmp_path: Path, db: str) -> None:
