@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from hub.cli.render import wording
 from hub.crypto import fields
 from hub.system.clock import ManualClock
 
@@ -40,6 +41,14 @@ def _data_keys_restored(data_keys: fields.Keyring) -> Iterator[None]:
     # The demo and `stophub` commands run in-process configure keyrings of their own.
     yield
     fields.configure(data_keys)
+
+
+@pytest.fixture(autouse=True)
+def _display_zone_restored() -> Iterator[None]:
+    # `stophub` commands run in-process set the process's display zone (--tz, the policy's).
+    zone = wording.display_zone()
+    yield
+    wording.set_display_zone(zone)
 
 
 @pytest.fixture

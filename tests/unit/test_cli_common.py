@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import importlib.metadata
 import sqlite3
-from datetime import UTC
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -19,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from hub.cli import main, one_line
 from hub.cli.common import fit, make_console, resolve_display_zone, show
 from hub.crypto.public import public_key_from_pem
+from hub.system.policy import display_zone
 
 
 def test_version_is_the_installed_package_s() -> None:
@@ -54,7 +54,8 @@ def test_the_display_zone_flag_then_environment_then_default() -> None:
     shanghai = ZoneInfo("Asia/Shanghai")
     assert resolve_display_zone(shanghai, {"STOPHUB_TZ": "Europe/Paris"}) is shanghai
     assert resolve_display_zone(None, {"STOPHUB_TZ": "asia/shanghai"}) == shanghai
-    assert resolve_display_zone(None, {}) is UTC
+    # Neither: the shipped policy's [display] time_zone.
+    assert resolve_display_zone(None, {}) == display_zone()
     with pytest.raises(click.ClickException, match=r"\$STOPHUB_TZ='Mars' is not an IANA"):
         resolve_display_zone(None, {"STOPHUB_TZ": "Mars"})
 
