@@ -47,6 +47,7 @@ from hub.cli.common import (
     ZoneParam,
     chosen,
     database_url_given,
+    file_failure,
     log,
     resolve_display_zone,
 )
@@ -117,7 +118,7 @@ def one_line(err: BaseException) -> str | None:
             "by another StopHub version; run the version the hub runs"
         )
     if isinstance(err, OSError):
-        return _file_failure(err)
+        return file_failure(err)
     return None
 
 
@@ -171,22 +172,6 @@ def _database_failure(err: BaseException) -> str:
         f"check --db (or ${ENV_DATABASE})",
     )
     return f"{chosen.opened or 'the database'}: {first}: {hint}"
-
-
-def _file_failure(err: OSError) -> str:
-    where = err.filename if err.filename is not None else ""
-    what = err.strerror or str(err)
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = "run as a user who may use it, or change its permissions"
-    elif err.errno in (errno.ENOENT, errno.ENOTDIR):
-        hint = "check the path"
-    elif err.errno == errno.ENOSPC:
-        hint = "free some space and run it again"
-    elif err.errno == errno.EISDIR:
-        hint = "give a file, not a directory"
-    else:
-        hint = "check the file and run it again"
-    return f"{where}: {what}: {hint}" if where else f"{what}: {hint}"
 
 
 @click.group(cls=OneLineErrors)

@@ -11,6 +11,7 @@ the command modules, to register them, so there is no cycle.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -588,3 +589,20 @@ personal_data_option = click.option(
     help="Show people in full: names, account numbers, ID numbers and phones, for those "
     "entitled to them (docs/personal-data.md). Without it they are masked.",
 )
+
+
+def file_failure(err: OSError) -> str:
+    """A file that cannot be read or written, as one line: which, why, and what to do."""
+    where = err.filename if err.filename is not None else ""
+    what = err.strerror or str(err)
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "run as a user who may use it, or change its permissions"
+    elif err.errno in (errno.ENOENT, errno.ENOTDIR):
+        hint = "check the path"
+    elif err.errno == errno.ENOSPC:
+        hint = "free some space and run it again"
+    elif err.errno == errno.EISDIR:
+        hint = "give a file, not a directory"
+    else:
+        hint = "check the file and run it again"
+    return f"{where}: {what}: {hint}" if where else f"{what}: {hint}"

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import click
 
-from hub.cli.common import CASE_ID, command_clock, db_option, open_store, personal_data_option
+from hub.cli.common import (
+    CASE_ID,
+    command_clock,
+    db_option,
+    file_failure,
+    open_store,
+    personal_data_option,
+)
 from hub.cli.render.report import render_html
 from hub.cli.render.wording import display_zone, stamp
 from hub.service.slareport import ReportError, SlaReport, gather
@@ -125,7 +132,7 @@ def sla(
         # sha256sum's own format, the name relative to the file's directory.
         sidecar.write_text(f"{digest}  {out.name}\n", encoding="utf-8")
     except OSError as err:
-        raise click.ClickException(f"cannot write the report: {err}") from err
+        raise click.ClickException(f"cannot write the report: {file_failure(err)}") from err
     for line in summary_lines(data, out, sidecar, digest):
         click.echo(line)
 

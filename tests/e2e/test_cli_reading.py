@@ -38,7 +38,7 @@ READS = {
     "institution show": ["institution", "show", "BANKA"],
     "audit verify": ["audit", "verify"],
     "audit signatures": ["audit", "signatures"],
-    "audit export": ["audit", "export"],
+    "audit export": ["audit", "export", "--personal-data"],
     "sla-export": ["sla-export"],
     "report sla": ["report", "sla", "--from", "2026-03-01", "--to", "2026-03-02", "--out", "r"],
     "datakeys status": ["datakeys", "status"],

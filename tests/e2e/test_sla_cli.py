@@ -28,6 +28,15 @@ async def banka(network: Network) -> AsyncIterator[HubClient]:
         await client.close()
 
 
+@pytest.fixture(autouse=True)
+def utc_and_wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read instants in UTC and the board's every column: the display zone and
+    the narrow board have tests of their own (tests/unit/test_render_wording.py,
+    tests/integration/test_board.py)."""
+    monkeypatch.setenv("STOPHUB_TZ", "UTC")
+    monkeypatch.setenv("COLUMNS", "200")
+
+
 def stophub(network: Network, *args: str, ok: bool = True) -> str:
     """Run the CLI against the hub's own database, on the network's ManualClock."""
     result = CliRunner().invoke(
