@@ -35,6 +35,7 @@ from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.service import exports
 from hub.service.ports import ClockRepository
 from hub.store.sql import shown_url
+from hub.system.policy import load_calendar
 
 
 def _find_clocks(
@@ -145,11 +146,14 @@ def board(database_url: str, refresh: float, once: bool, limit: int) -> None:
     clock = command_clock()
     # Piped, the board is drawn for $COLUMNS (80 without it), as on a terminal of that size.
     out = make_console()
+    # The hub's calendar (the shipped policy's holidays, then the package's): the board says
+    # while its working-day deadlines are estimates.
+    calendar = load_calendar()
     try:
         if once:
-            out.print(render_board(store, clock, width=out.width, limit=limit))
+            out.print(render_board(store, clock, width=out.width, limit=limit, calendar=calendar))
         else:
-            run_board(store, clock, out, refresh=refresh, limit=limit)
+            run_board(store, clock, out, refresh=refresh, limit=limit, calendar=calendar)
     finally:
         store.dispose()
 
@@ -191,6 +195,7 @@ def _clocks_document(
             "state": c.state.value,
             "started_at": utc(c.started_at),
             "deadline_at": utc(c.deadline_at),
+            "deadline_estimated": c.deadline_estimated,
             "seconds_left": (
                 (c.deadline_at - now).total_seconds() if c.state is ClockState.OPEN else None
             ),

@@ -24,7 +24,9 @@ from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import ContactRole
 from hub.domain.wording import yuan
+from hub.domain.workdays import CHINA_TZ, WorkingDays
 from hub.service.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from hub.system.calendar import calendar_status
 
 # Under this share of its window left, a running clock turns yellow.
 WARN_FRACTION = 0.2
@@ -100,6 +102,12 @@ def lateness(clock: CaseClock, now: datetime) -> tuple[timedelta, str]:
     return timedelta(0), clock.state.value
 
 
+def deadline(clock: CaseClock, written: str) -> str:
+    """A deadline as written, marked when working days went into it without the official
+    holiday calendar of its year (docs/operations.md, "Holiday calendar")."""
+    return f"{written} (estimated)" if clock.deadline_estimated else written
+
+
 def _short_order(clock: CaseClock) -> str:
     if not clock.order_id:
         return ""
@@ -128,7 +136,7 @@ def clocks_table(clocks: Sequence[CaseClock], now: datetime, *, title: str) -> T
         running = c.state is ClockState.OPEN
         table.add_row(
             countdown(c, now) if running else Text("—", style="dim"),
-            stamp(c.deadline_at),
+            deadline(c, stamp(c.deadline_at)),
             c.kind,
             c.responsible,
             c.case_id,
@@ -156,7 +164,7 @@ def breaches_table(clocks: Sequence[CaseClock], now: datetime, *, title: str) ->
         table.add_row(
             Text(duration(late), style="bold red"),
             Text(how, style=STATE_STYLE.get(c.state, "")),
-            stamp(c.deadline_at),
+            deadline(c, stamp(c.deadline_at)),
             c.kind,
             c.responsible,
             c.case_id,
@@ -187,7 +195,7 @@ def sla_log_view(
             f" · order {_short_order(c)}" if c.order_id else "",
             " · ",
             (c.state.value, STATE_STYLE.get(c.state, "")),
-            f" · {c.responsible} must act by {stamp(c.deadline_at)}",
+            f" · {c.responsible} must act by {deadline(c, stamp(c.deadline_at))}",
         )
         if c.state is ClockState.OPEN:
             head.append(" · time left ")
@@ -238,6 +246,9 @@ class Board:
     recent: list[CaseClock] = field(default_factory=list)
     # The responsible institutions' duty phones: their PRIMARY duty contact's.
     phones: dict[str, str] = field(default_factory=dict)
+    # While this year or the next has no official holiday calendar, the line that says so
+    # (hub.system.calendar.calendar_status): working-day deadlines are estimates meanwhile.
+    calendar: str | None = None
 
     def running(self) -> list[CaseClock]:
         return [c for b in self.cases for c in b.clocks]
@@ -393,7 +404,7 @@ def _clock_columns(board: Board) -> list[_Column]:
         _Column("next step", per_row(lambda b, c: cell(_next_step(c, now)))),
         _Column(
             deadlines.header("deadline", day=False),
-            per_row(lambda b, c: cell(deadlines(c.deadline_at))),
+            per_row(lambda b, c: cell(deadline(c, deadlines(c.deadline_at)))),
         ),
         _Column("state", per_case(lambda case: case.state.value)),
         _Column("window left", per_row(lambda b, c: _bar(c, now))),
@@ -412,7 +423,7 @@ def _recent_columns(board: Board) -> list[_Column]:
         _Column("who acts", [Text(c.responsible) for c in board.recent]),
         _Column(
             deadlines.header("deadline", day=False),
-            [Text(deadlines(c.deadline_at)) for c in board.recent],
+            [Text(deadline(c, deadlines(c.deadline_at))) for c in board.recent],
         ),
     ]
 
@@ -447,6 +458,8 @@ def board_view(board: Board, *, width: int, height: int | None = None) -> Render
             style="red" if board.recent else "",
         ),
     ]
+    if board.calendar is not None:
+        head.append(Text(f"CALENDAR: {board.calendar}", style="bold yellow"))
     top = _wrap(head, width)
     if not board.cases and not board.recent:
         return Group(*top, Text(""), Text("no open cases", style="dim"))
@@ -511,9 +524,15 @@ def render_board(
     width: int,
     height: int | None = None,
     limit: int = 50,
+    calendar: WorkingDays | None = None,
 ) -> RenderableType:
-    """Load and draw one frame; the clock is the board's only source of time."""
-    return board_view(load_board(uow_factory, clock.now(), limit=limit), width=width, height=height)
+    """Load and draw one frame; the clock is the board's only source of time. With the hub's
+    `calendar`, the board says while its working-day deadlines are estimates."""
+    now = clock.now()
+    board = load_board(uow_factory, now, limit=limit)
+    if calendar is not None:
+        board.calendar = calendar_status(calendar, now.astimezone(CHINA_TZ).date())
+    return board_view(board, width=width, height=height)
 
 
 def wait_for_frame(resized: threading.Event, seconds: float) -> None:
@@ -529,6 +548,7 @@ def run_board(
     *,
     refresh: float,
     limit: int = 50,
+    calendar: WorkingDays | None = None,
 ) -> None:
     """Draw the board every `refresh` seconds until Ctrl-C. On a terminal it takes the whole
     screen and draws each frame for the screen's size at that moment, at once when the size
@@ -540,7 +560,12 @@ def run_board(
     def frame(*, fill: bool) -> RenderableType:
         width, height = console.size
         return render_board(
-            uow_factory, clock, width=width, height=height if fill else None, limit=limit
+            uow_factory,
+            clock,
+            width=width,
+            height=height if fill else None,
+            limit=limit,
+            calendar=calendar,
         )
 
     before = None
