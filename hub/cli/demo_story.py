@@ -23,7 +23,7 @@ second).
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -77,7 +77,7 @@ from hub.cli.demo_views import (
 )
 from hub.cli.render.case import case_view
 from hub.cli.render.trail import trail_svg, trail_tree
-from hub.cli.render.wording import duration
+from hub.cli.render.wording import duration, stamp
 from hub.crypto import pki
 from hub.crypto.fields import Keyring
 from hub.crypto.keys import PrivateKey, save_private_key
@@ -364,7 +364,7 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         )
         console.print(
             f"public notice of {shared.distribution_id} until "
-            f"{shared.notice_end_time.ToDatetime():%Y-%m-%d %H:%M} UTC; the demo moves case "
+            f"{stamp(shared.notice_end_time.ToDatetime(tzinfo=UTC))}; the demo moves case "
             "time on 30 days"
         )
         step = "fair returns, 30 days on"

@@ -28,7 +28,7 @@ from hub.cli.demo_cast import (
     WALLET,
 )
 from hub.cli.render.wording import duration, stamp
-from hub.domain.wording import mask, yuan
+from hub.domain.wording import MASKED, mask, yuan
 from hub.service import auditlog
 from hub.service.evidence import verify_signatures
 from hub.store.sql import SqlStore
@@ -112,6 +112,9 @@ def message_timeline(store: SqlStore, case_id: str) -> Table:
     """Every signed message of the case from the audit log: who signed it and what it did."""
     with store(read_only=True) as uow:
         rows = uow.reports.signed_messages(case_id)
+        case = uow.cases.get(case_id)
+    # The notices name the people of the case: shown as every view shows them (masked).
+    shown = MASKED.knowing(case.personal_names() if case is not None else ())
     table = Table(title="signed messages of the case (from the audit log)", title_justify="left")
     for col in ("+", "dir", "signed by (key)", "to", "body", "what it did"):
         table.add_column(col, overflow="fold")
@@ -128,7 +131,7 @@ def message_timeline(store: SqlStore, case_id: str) -> Table:
             f"{env.sender} ({env.key_id[:8]})",
             env.recipient,
             env.body_type.removeprefix("stophub.v1."),
-            detail,
+            shown.text(detail),
         )
     return table
 
@@ -142,7 +145,7 @@ def balances(cores: dict[str, SimulatedCoreBank]) -> Table:
         table.add_row(
             account.institution_code,
             mask(account.account_number),
-            account.holder_name,
+            MASKED.name(account.holder_name),
             yuan(core.balance(account.account_number)),
             yuan(core.held(account.account_number)),
         )
@@ -206,6 +209,7 @@ def inspect_commands(directory: Path, database_url: str, case_id: str) -> list[s
     return [
         f"{common} case show {case_id} {db}",
         f"{common} case trail {case_id} --svg trail.svg {db}",
+        f"{common} report sla --case {case_id} --out sla.html {db}",
     ]
 
 

@@ -167,7 +167,7 @@ async def test_demo_carries_the_case_to_close(
     assert "case.closed" in shown.output and "report → verified" in shown.output
 
     # The closing hint's commands, pasted into a shell where the demo ran, work as printed.
-    hint = text.split("look at it again, from this directory:\n", 1)[1].splitlines()[:2]
+    hint = text.split("look at it again, from this directory:\n", 1)[1].splitlines()[:3]
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOPHUB_")}
     for pasted in hint:
         assert f" {case.case_id} " in pasted
@@ -182,8 +182,9 @@ async def test_demo_carries_the_case_to_close(
             timeout=60,
         )
         assert done.returncode == 0, (pasted, done.stdout, done.stderr)
-        assert case.case_id in done.stdout
+        assert case.case_id in done.stdout or "wrote sla.html" in done.stdout
     assert (tmp_path / "trail.svg").exists()
+    assert case.case_id in (tmp_path / "sla.html").read_text(encoding="utf-8")
 
 
 def test_the_hint_names_the_stophub_that_a_shell_here_runs(
