@@ -14,9 +14,9 @@ from hub.cli.common import (
     personal_data_option,
     print_json,
     refusals_as_errors,
-    show,
     utc,
 )
+from hub.cli.render.screen import show
 from hub.cli.render.wording import stamp
 from hub.domain.appeals import Appeal
 from hub.domain.wording import Disclosure

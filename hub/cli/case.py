@@ -16,10 +16,10 @@ from hub.cli.common import (
     open_store,
     personal_data_option,
     print_json,
-    show,
     utc,
 )
 from hub.cli.render.case import case_view, cases_table
+from hub.cli.render.screen import show
 from hub.cli.render.trail import trail_svg, trail_tree
 from hub.domain.cases import Case, CaseState, Order
 from hub.domain.trail import accounts_of

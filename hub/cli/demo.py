@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from hub.cli.common import console, make_console
 from hub.cli.demo_story import run_demo
+from hub.cli.render.screen import console, make_console
 
 
 @click.command("demo")

@@ -34,7 +34,6 @@ from adapters.blacklist import Form, Replica
 from adapters.corebank import PaymentNetwork, SimulatedCoreBank
 from adapters.sdk import HubClient, HubError, HubSignatureError
 from hub import bootstrap
-from hub.cli.common import ALARM
 from hub.cli.demo_cast import (
     ABROAD,
     BANK_A,
@@ -76,6 +75,7 @@ from hub.cli.demo_views import (
     show_failure,
 )
 from hub.cli.render.case import case_view
+from hub.cli.render.screen import ALARM
 from hub.cli.render.trail import trail_svg, trail_tree
 from hub.cli.render.wording import duration, stamp
 from hub.crypto import pki

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from adapters.corebank import SimulatedCoreBank
-from hub.cli.common import ALARM, registered_hub_keys
+from hub.cli.common import registered_hub_keys
 from hub.cli.demo_cast import (
     CASHOUT,
     MULE,
@@ -27,6 +27,7 @@ from hub.cli.demo_cast import (
     VICTIM_PHONE,
     WALLET,
 )
+from hub.cli.render.screen import ALARM
 from hub.cli.render.wording import duration, stamp
 from hub.domain.wording import MASKED, mask, yuan
 from hub.service import auditlog

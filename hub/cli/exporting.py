@@ -12,7 +12,8 @@ from typing import IO
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hub.cli.common import CASE_ID, CODE, F, db_option, make_console, open_store
+from hub.cli.common import CASE_ID, CODE, F, db_option, open_store
+from hub.cli.render.screen import make_console
 from hub.service import exports
 
 

@@ -15,10 +15,10 @@ from hub.cli.common import (
     print_json,
     read_public_key,
     refusals_as_errors,
-    show,
     utc,
 )
 from hub.cli.render.case import institution_view
+from hub.cli.render.screen import show
 from hub.domain.institutions import ContactRole, DutyContact, Institution, InstitutionKind
 from hub.service.admin import Registry
 from hub.system.clock import SystemClock

@@ -15,9 +15,9 @@ from hub.cli.common import (
     personal_data_option,
     print_json,
     refusals_as_errors,
-    show,
     utc,
 )
+from hub.cli.render.screen import show
 from hub.cli.render.wording import display_zone
 from hub.domain.blacklist import Entry, EntryKind
 from hub.domain.wording import Disclosure

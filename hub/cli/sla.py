@@ -14,14 +14,13 @@ from hub.cli.common import (
     command_clock,
     db_option,
     json_option,
-    make_console,
     open_store,
     print_json,
     refusals_as_errors,
-    show,
     utc,
 )
 from hub.cli.exporting import export_options, run_export
+from hub.cli.render.screen import make_console, show
 from hub.cli.render.sla import (
     breaches_table,
     clocks_table,

@@ -16,7 +16,8 @@ from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
 from hub.cli import main, one_line
-from hub.cli.common import fit, make_console, resolve_display_zone, show
+from hub.cli.common import resolve_display_zone
+from hub.cli.render.screen import fit, make_console, show
 from hub.crypto.public import public_key_from_pem
 from hub.system.policy import display_zone
 

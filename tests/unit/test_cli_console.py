@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from hub.cli.common import make_console
+from hub.cli.render.screen import make_console
 
 CLI = Path(__file__).resolve().parents[2] / "hub" / "cli"
 
@@ -27,4 +27,4 @@ def test_every_console_of_the_cli_is_made_by_make_console() -> None:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Console":
                 made.append(f"{path.relative_to(CLI)}:{node.lineno}")
-    assert len(made) == 1 and made[0].startswith("common.py:"), made
+    assert len(made) == 1 and made[0].startswith("render/screen.py:"), made
