@@ -88,8 +88,10 @@ CSS = f"""
 body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em; color: #222; }}
 h1 {{ margin-bottom: 0.2em; }}
 h2 {{ border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.85em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.45em; text-align: right; }}
+/* A table wider than the window scrolls inside its section; the page never scrolls sideways. */
+section {{ overflow-x: auto; }}
 th {{ background: #f2f2f2; }}
 td.text, th.text {{ text-align: left; }}
 td.time, td.what, td[data-seconds] {{ white-space: nowrap; }}
