@@ -49,6 +49,7 @@ from hub.cli.common import (
     database_url_given,
     file_failure,
     log,
+    refusal_line,
     resolve_display_zone,
 )
 from hub.cli.render.wording import set_display_zone
@@ -106,10 +107,8 @@ def _one_line_usage(err: click.UsageError) -> click.UsageError:
 def one_line(err: BaseException) -> str | None:
     """What a failure says to the person at the command line, in one line; None for an
     error that is a bug, which keeps its traceback."""
-    if isinstance(err, DomainError):
-        return f"{err.code}: {err.message}"
-    if isinstance(err, REFUSALS):
-        return " ".join(str(err).split())
+    if (line := refusal_line(err)) is not None:
+        return line
     if isinstance(err, (DBAPIError, StoreUnavailable)):
         return _database_failure(err)
     if isinstance(err, CommandError):  # Alembic: a revision it cannot place

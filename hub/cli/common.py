@@ -342,18 +342,27 @@ def _check_schema(store: SqlStore, database_url: str) -> None:
 REFUSALS = (SignatureError, pki.PkiError, ExportError, FileExistsError, fields.DataKeyError)
 
 
+def refusal_line(err: BaseException) -> str | None:
+    """A refusal (the hub's rules, a key, a certificate, a file's format) as the one line the
+    command line prints; None for anything else."""
+    if isinstance(err, DomainError):
+        return f"{err.code}: {err.message}"
+    if isinstance(err, REFUSALS):
+        return " ".join(str(err).split())
+    return None
+
+
 def refusals_as_errors(fn: F) -> F:
     """Domain refusals and unusable files become a one-line error and exit status 1, not a
-    traceback."""
+    traceback (also for a command invoked on its own, outside the main group)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except DomainError as err:
-            raise click.ClickException(f"{err.code}: {err.message}") from err
-        except (*REFUSALS, FileNotFoundError) as err:
-            raise click.ClickException(" ".join(str(err).split())) from err
+        except (DomainError, *REFUSALS, FileNotFoundError) as err:
+            line = refusal_line(err) or " ".join(str(err).split())
+            raise click.ClickException(line) from err
 
     return wrapper  # type: ignore[return-value]
 
