@@ -25,6 +25,7 @@ from hub.cli import (
     appeal,
     audit,
     case,
+    console,
     datakeys,
     demo,
     institution,
@@ -201,6 +202,7 @@ for command in (
     replica.replica_command,
     report.report,
     demo.demo,
+    console.console_group,
 ):
     main.add_command(command)
 

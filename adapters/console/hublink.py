@@ -1,0 +1,162 @@
+"""The console's one connection to the hub: the SDK client speaking as this institution, the
+delivery stream held open (each delivery stored in the console's database before it is
+acknowledged), and the link's state, which every page shows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+import grpc
+
+from adapters.console.db import ConsoleDb
+from adapters.console.live import Broadcaster, Event
+from adapters.console.models import StoredDelivery
+from adapters.sdk import Delivery, HubClient, HubError, HubSignatureError
+from adapters.sdk.client import Clock
+from stophub.v1 import delivery_pb2
+
+log = logging.getLogger("stophub.console")
+T = TypeVar("T")
+
+# Notices a person must see at once: the browser sounds for them.
+ALARMS = {
+    delivery_pb2.NOTICE_KIND_ORDER,
+    delivery_pb2.NOTICE_KIND_CLOCK_BREACH,
+    delivery_pb2.NOTICE_KIND_CLOCK_ESCALATION,
+    delivery_pb2.NOTICE_KIND_TRAIL_ESCALATION,
+    delivery_pb2.NOTICE_KIND_REPORT_RECEIVED,
+}
+
+
+@dataclass
+class LinkState:
+    ok: bool = False
+    since: datetime | None = None
+    problem: str = "not connected yet"
+    streaming: bool = False
+
+
+class HubLink:
+    def __init__(
+        self,
+        client: HubClient,
+        db: ConsoleDb,
+        broadcaster: Broadcaster,
+        clock: Clock,
+        *,
+        stream: bool = True,
+        health_every: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.db = db
+        self.broadcaster = broadcaster
+        self.clock = clock
+        self.state = LinkState()
+        self._stream = stream
+        self._health_every = health_every
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._health(), name="console-hub-health"))
+        if self._stream:
+            self._tasks.append(asyncio.create_task(self._deliveries(), name="console-deliveries"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.client.close()
+
+    def _up(self) -> None:
+        if not self.state.ok:
+            self.state = LinkState(True, self.clock.now(), "", self.state.streaming)
+            self.broadcaster.publish(Event("link", "connected"))
+
+    def _down(self, problem: str) -> None:
+        if self.state.ok or self.state.problem != problem:
+            since = self.state.since if not self.state.ok and self.state.since else self.clock.now()
+            self.state = LinkState(False, since, problem, False)
+            self.broadcaster.publish(Event("link", problem))
+
+    async def call(self, step: Callable[[HubClient], Awaitable[T]]) -> T:
+        """One request to the hub; the link's state follows what happened to it."""
+        try:
+            result = await step(self.client)
+        except HubError as err:
+            if err.transient and not err.signed:
+                self._down(f"the hub at {self.client.target} does not answer: {err.message}")
+            else:
+                self._up()
+            raise
+        self._up()
+        return result
+
+    async def _health(self) -> None:
+        while True:
+            with contextlib.suppress(HubError, HubSignatureError):
+                await self.call(lambda c: c.get_institution(c.institution))
+            await asyncio.sleep(self._health_every)
+
+    async def _deliveries(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                async with self.client.deliveries("console") as stream:
+                    async for delivery in stream:
+                        self.state.streaming = True
+                        self._up()
+                        self.store(delivery)
+                        await stream.ack(delivery.sequence)
+                        self.announce(delivery)
+                        backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except HubSignatureError as err:
+                self._down(f"a delivery from the hub did not verify: {err}; not acting on it")
+            except HubError as err:
+                self._down(f"the delivery stream stopped: {err}")
+            except grpc.RpcError as err:  # pragma: no cover - the SDK wraps these
+                self._down(f"the delivery stream stopped: {err}")
+            self.state.streaming = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    def store(self, delivery: Delivery) -> None:
+        """Kept before the acknowledgement: a console that dies between the two gets the
+        delivery again and stores it once (its sequence is the key)."""
+        notice = delivery.notice
+        with self.db() as s:
+            if s.get(StoredDelivery, delivery.sequence) is not None:
+                return
+            s.add(
+                StoredDelivery(
+                    sequence=delivery.sequence,
+                    received_at=self.clock.now(),
+                    kind=delivery_pb2.NoticeKind.Name(notice.kind),
+                    case_id=notice.case_id,
+                    order_id=notice.order.order_id if notice.HasField("order") else "",
+                    summary=notice.summary,
+                    envelope=delivery.envelope.SerializeToString(),
+                )
+            )
+
+    def announce(self, delivery: Delivery) -> None:
+        notice = delivery.notice
+        self.broadcaster.publish(
+            Event(
+                "delivery",
+                notice.summary or delivery_pb2.NoticeKind.Name(notice.kind),
+                case_id=notice.case_id,
+                url=f"/cases/{notice.case_id}" if notice.case_id else "/inbox",
+                alarm=notice.kind in ALARMS,
+                sequence=delivery.sequence,
+            )
+        )

@@ -1,0 +1,7 @@
+"""The oversight desk's pages (to be filled in this change)."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+ROUTES: list[BaseRoute] = []
