@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,6 +54,13 @@ from stophub.v1 import (
 )
 
 log = logging.getLogger(__name__)
+
+# The people `HubClient.acting` names on every envelope sealed in its block: (operator,
+# approver). A context variable, so that concurrent tasks (one per console user) each sign
+# with their own people.
+_ACTING: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
+    "stophub_acting", default=("", "")
+)
 
 HUB: Final = "HUB"
 _UNADDRESSED: Final = "UNKNOWN"
@@ -510,10 +518,44 @@ class HubClient:
     def new_message_id(self) -> str:
         return self._message_ids()
 
+    @contextlib.contextmanager
+    def acting(self, operator: str, approver: str = "") -> Iterator[None]:
+        """Every envelope sealed inside names these people (envelope fields 10 and 11).
+
+        `operator` is the person at this institution who makes the messages (a console
+        user's id); `approver` the second person who approved them under maker-checker.
+        Backed by a context variable: it holds across awaits in the same task (and in tasks
+        started inside, which copy the context), and other tasks are unaffected. Nested
+        blocks replace the outer people until they end. The hub refuses an approver without
+        an operator, an approver equal to the operator, and either longer than 64 UTF-8
+        bytes or with a control character (docs/signing.md).
+        """
+        if approver and not operator:
+            raise ValueError("an approver approves what an operator made: give the operator")
+        token = _ACTING.set((operator, approver))
+        try:
+            yield
+        finally:
+            _ACTING.reset(token)
+
     def seal(
-        self, body: Message, *, message_id: str | None = None, recipient: str = HUB
+        self,
+        body: Message,
+        *,
+        message_id: str | None = None,
+        recipient: str = HUB,
+        operator: str | None = None,
+        approver: str | None = None,
     ) -> Envelope:
-        """`body` signed by this institution, ready to send (or to keep and resend)."""
+        """`body` signed by this institution, ready to send (or to keep and resend).
+
+        The people it names are `operator` and `approver` when given, else those of the
+        enclosing `acting` block, else nobody."""
+        acting_operator, acting_approver = _ACTING.get()
+        if operator is None:
+            operator = acting_operator
+            if approver is None:
+                approver = acting_approver
         return seal_message(
             self.key,
             sender=self.institution,
@@ -521,6 +563,8 @@ class HubClient:
             message_id=message_id or self.new_message_id(),
             create_time=self.clock.now(),
             message=body,
+            operator=operator,
+            approver=approver or "",
         )
 
     def open_hub_envelope(

@@ -57,8 +57,14 @@ def seal(
     create_time: datetime,
     body_type: str,
     body: bytes,
+    operator: str = "",
+    approver: str = "",
 ) -> envelope_pb2.Envelope:
-    """A signed envelope around `body`, which is carried and signed verbatim."""
+    """A signed envelope around `body`, which is carried and signed verbatim.
+
+    `operator` and `approver` name the people at the sender behind the
+    message (docs/signing.md); both are signed when either is set.
+    """
     if signer.algorithm not in ALGORITHMS:
         # Fail at the sender rather than ship an envelope nobody can verify.
         raise SignatureError(f"unknown signature algorithm {signer.algorithm!r}")
@@ -72,6 +78,8 @@ def seal(
         create_seconds=seconds,
         create_nanos=nanos,
         body_type=body_type,
+        operator=operator,
+        approver=approver,
     )
     body = bytes(body)
     env = envelope_pb2.Envelope(
@@ -83,6 +91,8 @@ def seal(
         key_id=header.key_id,
         algorithm=header.algorithm,
         signature=signer.sign(signing_input(header, body)),
+        operator=operator,
+        approver=approver,
     )
     env.create_time.seconds = seconds
     env.create_time.nanos = nanos
@@ -97,6 +107,8 @@ def seal_message(
     message_id: str,
     create_time: datetime,
     message: Message,
+    operator: str = "",
+    approver: str = "",
 ) -> envelope_pb2.Envelope:
     """Serialize `message` once and seal those bytes with its full type name."""
     return seal(
@@ -107,6 +119,8 @@ def seal_message(
         create_time=create_time,
         body_type=message.DESCRIPTOR.full_name,
         body=message.SerializeToString(),
+        operator=operator,
+        approver=approver,
     )
 
 
@@ -126,6 +140,8 @@ def header_of(env: envelope_pb2.Envelope) -> Header:
         create_seconds=env.create_time.seconds,
         create_nanos=env.create_time.nanos,
         body_type=env.body_type,
+        operator=env.operator,
+        approver=env.approver,
     )
 
 

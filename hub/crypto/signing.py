@@ -50,6 +50,10 @@ class Header:
     create_seconds: int
     create_nanos: int
     body_type: str
+    # The people behind the message (envelope fields 10 and 11). Both empty
+    # leaves the signing input exactly as it was before they existed.
+    operator: str = ""
+    approver: str = ""
 
 
 def _field(value: bytes) -> bytes:
@@ -73,7 +77,16 @@ def _timestamp(seconds: int, nanos: int) -> bytes:
 
 
 def signing_input(header: Header, body: bytes) -> bytes:
-    """The exact bytes that are signed, in the layout of docs/signing.md."""
+    """The exact bytes that are signed, in the layout of docs/signing.md.
+
+    When operator or approver is set, `F(operator) || F(approver)` follows
+    `F(body)`; when both are empty nothing follows, so every envelope signed
+    before the fields existed keeps its signing input. The length prefix of
+    the body makes the two forms unambiguous.
+    """
+    people: tuple[bytes, ...] = ()
+    if header.operator or header.approver:
+        people = (_text(header.operator), _text(header.approver))
     return b"".join(
         (
             ENVELOPE_TAG,
@@ -85,6 +98,7 @@ def signing_input(header: Header, body: bytes) -> bytes:
             _timestamp(header.create_seconds, header.create_nanos),
             _text(header.body_type),
             _field(bytes(body)),
+            *people,
         )
     )
 

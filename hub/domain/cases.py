@@ -149,6 +149,21 @@ class CaseEvent:
     message_id: str = ""
     order_id: str = ""
     case_id: str = ""
+    # The people at the actor behind the step: the signed envelope's operator and approver
+    # (None for steps recorded before the hub kept them).
+    operator: str | None = ""
+    approver: str | None = ""
+
+    def people(self) -> str:
+        """' by OPERATOR (approved by APPROVER)' when the step names people, else ''."""
+        return people_phrase(self.operator or "", self.approver or "")
+
+
+def people_phrase(operator: str, approver: str) -> str:
+    """How the timeline and the audit log name the people behind a message."""
+    if not operator:
+        return ""
+    return f" by {operator}" + (f" (approved by {approver})" if approver else "")
 
 
 @dataclass(frozen=True)

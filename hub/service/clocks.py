@@ -72,7 +72,7 @@ def audit_transitions(uow: UnitOfWork, case: Case, since: int, now: datetime) ->
                 kind="transition",
                 actor=event.actor,
                 message_id=event.message_id,
-                detail=f"{event.kind}: {event.summary}",
+                detail=f"{event.kind}: {event.summary}{event.people()}",
                 case_id=case.case_id,
                 order_id=event.order_id or None,
             ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -127,6 +128,7 @@ class Gate:
         for name, limit in (("sender", 32), ("message_id", 128), ("key_id", 64)):
             if len(getattr(envelope, name)) > limit:
                 raise InvalidArgument(name, f"is longer than {limit} characters")
+        check_people(envelope)
         wire.check_text(envelope)
 
     def check_peer(self, envelope: envelope_pb2.Envelope, peer: str | None) -> None:
@@ -270,6 +272,41 @@ class Gate:
                 payload=raw,
             ),
             self.clock.now(),
+        )
+
+
+# The people an envelope names (fields 10 and 11): at most this many UTF-8 bytes each.
+PERSON_MAX_BYTES = 64
+
+
+def check_people(envelope: envelope_pb2.Envelope) -> None:
+    """The operator and approver an envelope names must be usable ids of two people.
+
+    Each at most 64 UTF-8 bytes without control characters; an approver only beside an
+    operator, and never the operator again (maker-checker needs two people)."""
+    for name in ("operator", "approver"):
+        value: str = getattr(envelope, name)
+        if len(value.encode("utf-8")) > PERSON_MAX_BYTES:
+            raise InvalidArgument(
+                name, f"is longer than {PERSON_MAX_BYTES} bytes in UTF-8", "INVALID_PERSON"
+            )
+        if any(unicodedata.category(ch) == "Cc" for ch in value):
+            raise InvalidArgument(
+                name,
+                "contains a control character: name a person by a printable id",
+                "INVALID_PERSON",
+            )
+    if envelope.approver and not envelope.operator:
+        raise InvalidArgument(
+            "approver",
+            "an approver approves what an operator made: set operator too",
+            "APPROVER_WITHOUT_OPERATOR",
+        )
+    if envelope.approver and envelope.approver == envelope.operator:
+        raise InvalidArgument(
+            "approver",
+            f"{envelope.approver!r} is also the operator: a second person approves",
+            "APPROVER_IS_OPERATOR",
         )
 
 

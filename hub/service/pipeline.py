@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 from hub.crypto.envelope import create_time_of, digest_of, seal_message
 from hub.crypto.listkey import ListKey
 from hub.domain.blacklist import Terms
-from hub.domain.cases import Case, Policy
+from hub.domain.cases import Case, Policy, people_phrase
 from hub.domain.clocks import Policy as ClockPolicySet
 from hub.domain.errors import AlreadyExists, DomainError
 from hub.domain.institutions import HUB_CODE, Institution, InstitutionKind
@@ -109,7 +109,8 @@ class Context:
                 kind="received",
                 actor=self.sender.code,
                 message_id=self.envelope.message_id,
-                detail=f"{command} accepted",
+                detail=f"{command} accepted"
+                + people_phrase(self.envelope.operator, self.envelope.approver),
                 payload=self.envelope_bytes,
                 case_id=case_id,
             ),
@@ -144,7 +145,18 @@ class Context:
 
     def record_events(self, case: Case, since: int) -> None:
         """Audit every timeline step the command added (events past `since`)."""
+        self.sign_events(case, since)
         audit_transitions(self.uow, case, since, self.now)
+
+    def sign_events(self, case: Case, since: int) -> None:
+        """The people of the request's envelope on the steps its sender took (events past
+        `since` whose actor is the sender): the hub's own steps name nobody."""
+        if not self.envelope.operator:
+            return
+        for event in case.events[since:]:
+            if event.actor == self.sender.code and not event.operator:
+                event.operator = self.envelope.operator
+                event.approver = self.envelope.approver
 
     @cached_property
     def kinds(self) -> dict[str, InstitutionKind]:
@@ -465,6 +477,8 @@ class Hub:
             decoded = body if body is not None else command.decode(envelope)
             ctx = Context(self, uow, now, sender, envelope, raw, command.name, members=members)
             result = _run(command, ctx, decoded)
+            for tracked in ctx.tracked.values():
+                ctx.sign_events(tracked.case, tracked.events_since)
             for tracked in ctx.tracked.values():
                 apply_clocks(
                     uow,

@@ -423,6 +423,8 @@ def event_to_proto(event: CaseEvent) -> case_pb2.CaseEvent:
         message_id=event.message_id,
         order_id=event.order_id,
         summary=event.summary,
+        operator=event.operator or "",
+        approver=event.approver or "",
     )
     _set_ts(pb, "event_time", event.at)
     return pb

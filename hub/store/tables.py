@@ -329,6 +329,9 @@ case_events = Table(
     Column("summary", SealedText("case_events.summary"), nullable=False),
     Column("message_id", String(128), nullable=False),
     Column("order_id", String(40), nullable=False),
+    # The signed envelope's people (docs/signing.md): staff ids or names, so sealed.
+    Column("operator", SealedText("case_events.operator")),
+    Column("approver", SealedText("case_events.approver")),
 )
 
 auto_stop_rules = Table(

@@ -279,6 +279,8 @@ class CaseEvent(_message.Message):
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     ORDER_ID_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    APPROVER_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     kind: _builtins.str
     """For example "report.received", "order.issued", "order.answered"."""
@@ -287,6 +289,13 @@ class CaseEvent(_message.Message):
     message_id: _builtins.str
     order_id: _builtins.str
     summary: _builtins.str
+    operator: _builtins.str
+    """The person at the actor who made the message that caused the step (the
+    signed envelope's `operator`); empty when it named none, and for the hub's
+    own steps.
+    """
+    approver: _builtins.str
+    """The second person who approved that message (the envelope's `approver`)."""
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -299,10 +308,12 @@ class CaseEvent(_message.Message):
         message_id: _builtins.str = ...,
         order_id: _builtins.str = ...,
         summary: _builtins.str = ...,
+        operator: _builtins.str = ...,
+        approver: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "event_time", b"event_time", "kind", b"kind", "message_id", b"message_id", "order_id", b"order_id", "sequence", b"sequence", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "approver", b"approver", "event_time", b"event_time", "kind", b"kind", "message_id", b"message_id", "operator", b"operator", "order_id", b"order_id", "sequence", b"sequence", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

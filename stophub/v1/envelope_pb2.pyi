@@ -36,6 +36,8 @@ class Envelope(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     ALGORITHM_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    APPROVER_FIELD_NUMBER: _builtins.int
     sender: _builtins.str
     """Institution code of the signer, for example "BANKA" or "HUB"."""
     recipient: _builtins.str
@@ -54,6 +56,15 @@ class Envelope(_message.Message):
     """Signature algorithm: "ed25519" (default) or "ecdsa-p256-sha256"."""
     signature: _builtins.bytes
     """Signature over the signing input of docs/signing.md."""
+    operator: _builtins.str
+    """Optional: the person at the sender who made the message, for example the
+    console user's id. At most 64 UTF-8 bytes, no control characters. Signed
+    (docs/signing.md); the hub records it with the step the message caused.
+    """
+    approver: _builtins.str
+    """Optional: the second person who approved the message under maker-checker.
+    Requires `operator` and differs from it; same limits as `operator`.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the sender created the message."""
@@ -70,10 +81,12 @@ class Envelope(_message.Message):
         key_id: _builtins.str = ...,
         algorithm: _builtins.str = ...,
         signature: _builtins.bytes = ...,
+        operator: _builtins.str = ...,
+        approver: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "body", b"body", "body_type", b"body_type", "create_time", b"create_time", "key_id", b"key_id", "message_id", b"message_id", "recipient", b"recipient", "sender", b"sender", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "approver", b"approver", "body", b"body", "body_type", b"body_type", "create_time", b"create_time", "key_id", b"key_id", "message_id", b"message_id", "operator", b"operator", "recipient", b"recipient", "sender", b"sender", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -59,7 +59,8 @@ STRING_FIELDS = [name for name in HEADER_FIELDS if name not in ("create_seconds"
 
 def header_from(vector: dict[str, Any]) -> Header:
     h = vector["header"]
-    return Header(**{name: h[name] for name in HEADER_FIELDS})
+    # Vectors made before the people fields existed do not name them: empty.
+    return Header(**{name: h.get(name, "") for name in HEADER_FIELDS})
 
 
 def p256_key_from_scalar(scalar_hex: str) -> PrivateKey:
@@ -96,6 +97,7 @@ def test_vector_file_covers_the_required_cases() -> None:
         "ed25519-unicode-empty-body",
         "ecdsa-p256-basic",
         "ed25519-negative-message-id",
+        "ed25519-operator-approver",
     }
     assert [v["valid"] for v in VECTORS].count(False) == 1
 
@@ -166,6 +168,96 @@ def test_negative_vector_differs_from_basic_only_in_message_id() -> None:
     changed = {k for k in BASIC["header"] if BASIC["header"][k] != negative["header"][k]}
     assert changed == {"message_id"}
     assert negative["signature"] == BASIC["signature"]
+
+
+# --- the people behind a message (envelope fields 10 and 11) -------------------------
+
+
+# The signing inputs of (a)-(d) as published before the people fields existed: an envelope
+# without people must keep its signature, byte for byte.
+OLD_SIGNING_INPUT_SHA256 = {
+    "ed25519-basic": "767fa2015ca5b5aecd0644436fdde441cf9a97b1bd3b66fb3e14c37c98019893",
+    "ed25519-unicode-empty-body": (
+        "5cf436c90284c7e80e11534627ac674d93c88822b38cdd4a2dd1bff5617ce54f"
+    ),
+    "ecdsa-p256-basic": "183be126dc09cd75b4359de1c36fc60d17a24be9b4985514cc8b3427d0725f9a",
+    "ed25519-negative-message-id": (
+        "8d319c476415bc4f93f2c4990349516b29558524a7d0992c676f8c745564df38"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_SIGNING_INPUT_SHA256))
+def test_vectors_without_people_are_unchanged(name: str) -> None:
+    vector = BY_NAME[name]
+    assert "operator" not in vector["header"] and "approver" not in vector["header"]
+    header = header_from(vector)
+    assert header.operator == header.approver == ""
+    assert (
+        message_digest(header, bytes.fromhex(vector["body"])).hex()
+        == (OLD_SIGNING_INPUT_SHA256[name])
+    )
+
+
+def test_people_follow_the_body_only_when_set() -> None:
+    people = BY_NAME["ed25519-operator-approver"]
+    header = header_from(people)
+    without = dataclasses.replace(header, operator="", approver="")
+    body = bytes.fromhex(people["body"])
+    tail = b"\x00\x00\x00\x06li.wei" + b"\x00\x00\x00\x06" + "张敏".encode()
+    assert signing_input(header, body) == signing_input(without, body) + tail
+    assert signing_input(header, body).hex() == people["signing_input"]
+    # An operator alone still writes both fields, the approver as an empty one.
+    alone = dataclasses.replace(header, approver="")
+    assert signing_input(alone, body) == (
+        signing_input(without, body) + b"\x00\x00\x00\x06li.wei\x00\x00\x00\x00"
+    )
+    # Moving a person between the two fields changes the input.
+    swapped = dataclasses.replace(header, operator="", approver="li.wei")
+    assert signing_input(swapped, body) != signing_input(alone, body)
+
+
+def test_sealed_people_are_signed_and_travel_in_fields_10_and_11() -> None:
+    key = KEYS[ED25519]
+    env = seal(
+        key,
+        sender="BANKA",
+        recipient="HUB",
+        message_id="m",
+        create_time=BASIC_TIME,
+        body_type="t",
+        body=b"x",
+        operator="li.wei",
+        approver="zhang.min",
+    )
+    assert envelope_pb2.Envelope.DESCRIPTOR.fields_by_name["operator"].number == 10
+    assert envelope_pb2.Envelope.DESCRIPTOR.fields_by_name["approver"].number == 11
+    received = envelope_pb2.Envelope.FromString(env.SerializeToString())
+    assert (received.operator, received.approver) == ("li.wei", "zhang.min")
+    assert verify_envelope(received, key.public_key)
+    for field, value in (("operator", "someone.else"), ("approver", ""), ("operator", "")):
+        copy = envelope_pb2.Envelope()
+        copy.CopyFrom(received)
+        setattr(copy, field, value)
+        assert not verify_envelope(copy, key.public_key), (field, value)
+
+
+def test_doc_people_tail_matches_vector_e() -> None:
+    text = DOC_PATH.read_text(encoding="utf-8")
+    section = text.split("### The people behind a message", 1)[1].split("### Worked example")[0]
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| `([0-9a-f ]+)` \|", section, re.M)
+    people = BY_NAME["ed25519-operator-approver"]
+    full = bytes.fromhex(people["signing_input"])
+    assert rows and int(rows[0][0]) == 125
+    assembled = full[:125]
+    for offset, length, hex_bytes in rows:
+        chunk = bytes.fromhex(hex_bytes)
+        assert int(offset) == len(assembled)
+        assert int(length) == len(chunk)
+        assembled += chunk
+    assert assembled == full
+    assert f"{len(full)} bytes in all" in section
+    assert people["digest"] in section
 
 
 # --- the spec page cannot drift from the vectors ----------------------------------

@@ -83,6 +83,27 @@ const VECTORS = [
     "digest": "8d319c476415bc4f93f2c4990349516b29558524a7d0992c676f8c745564df38",
     "signature": "1f55319117fac64aa7d99a34aaf2cee37a1104f5cc040bc1a3d0b04465d7beb4b33165c81b54eb92edeecf042a1449247dfee624a9cc61c73b502b277f3bba01",
     "verifies": "false"
+  },
+  {
+    "vector": "ed25519-operator-approver",
+    "seed": "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+    "public_key": "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8",
+    "key_id": "7ee0725d6d44b65f",
+    "header.algorithm": "ed25519",
+    "header.key_id": "7ee0725d6d44b65f",
+    "header.sender": "BANKA",
+    "header.recipient": "HUB",
+    "header.message_id": "msg-0003",
+    "header.create_seconds": "1767323045",
+    "header.create_nanos": "123456000",
+    "header.body_type": "stophub.v1.Report",
+    "header.operator": "li.wei",
+    "header.approver": "张敏",
+    "body": "0a03616263",
+    "signing_input": "73746f706875622e656e76656c6f70652e763100000000076564323535313900000010376565303732356436643434623635660000000542414e4b4100000003485542000000086d73672d303030330000000c00000000695735a5075bca000000001173746f706875622e76312e5265706f7274000000050a03616263000000066c692e77656900000006e5bca0e6958f",
+    "digest": "b6ff38b6800517b4833fcb8d2825eac36a10f8e1e1c00380df0019d11d9941f3",
+    "signature": "a62c15359853a0763ed139a934a8edb362e704b89b3ed212f9f5dad8781879a7cc417c4a98cd40d7b78fed9d93e9ebae93f167a9605c7ffd9a67cfddafaf7a02",
+    "verifies": "true"
   }
 ];
 
@@ -97,6 +118,8 @@ function envelopeOf(v) {
     body_type: v['header.body_type'],
     body: Buffer.from(v.body, 'hex'),
     signature: Buffer.from(v.signature, 'hex'),
+    operator: v['header.operator'] || '',
+    approver: v['header.approver'] || '',
   };
 }
 

@@ -3,7 +3,8 @@
 //
 //   signing_input = ENVELOPE_TAG || F(algorithm) || F(key_id) || F(sender) || F(recipient)
 //                || F(message_id) || F(int64_be(seconds) || int32_be(nanos)) || F(body_type)
-//                || F(body),     F(x) = uint32_be(len(x)) || x
+//                || F(body) [|| F(operator) || F(approver), only when either is non-empty]
+//                F(x) = uint32_be(len(x)) || x
 //   key_id        = lowercase_hex(SHA-256(UTF-8(algorithm) || 0x00 || public_key))[0:16]
 //   digest        = SHA-256(signing_input)
 //
@@ -79,6 +80,12 @@ function signingInput(env) {
   const time = Buffer.alloc(12);
   time.writeBigInt64BE(seconds, 0);
   time.writeInt32BE(nanos, 8);
+  // Fields 10 and 11, the people behind the message: signed only when either is set, so an
+  // envelope without them keeps the layout it always had (docs/signing.md).
+  const people =
+    toBytes(env.operator, 'operator').length > 0 || toBytes(env.approver, 'approver').length > 0
+      ? [...field(env.operator, 'operator'), ...field(env.approver, 'approver')]
+      : [];
   return Buffer.concat([
     ENVELOPE_TAG,
     ...field(env.algorithm, 'algorithm'),
@@ -89,6 +96,7 @@ function signingInput(env) {
     ...field(time, 'create_time'),
     ...field(env.body_type, 'body_type'),
     ...field(env.body, 'body'),
+    ...people,
   ]);
 }
 

@@ -16,10 +16,16 @@ const { Book, parseTime, micros } = require('../src/bank');
 
 const fromDoc = vectorsFromDoc();
 
-test('docs/signing.md has the four vectors, and the built-in copy is the same', () => {
+test('docs/signing.md has the five vectors, and the built-in copy is the same', () => {
   assert.deepEqual(
     fromDoc.map((v) => v.vector),
-    ['ed25519-basic', 'ed25519-unicode-empty-body', 'ecdsa-p256-basic', 'ed25519-negative-message-id'],
+    [
+      'ed25519-basic',
+      'ed25519-unicode-empty-body',
+      'ecdsa-p256-basic',
+      'ed25519-negative-message-id',
+      'ed25519-operator-approver',
+    ],
   );
   for (const copy of VECTORS) {
     const doc = fromDoc.find((v) => v.vector === copy.vector);
@@ -45,6 +51,23 @@ test('the worked example: 125 bytes, length-prefixed create_time', () => {
   assert.equal(input.length, 125);
   assert.equal(input.subarray(79, 83).toString('hex'), '0000000c');
   assert.equal(input.subarray(83, 95).toString('hex'), '00000000695735a5075bca00');
+});
+
+test('the people follow the body only when set, and are signed', () => {
+  const v = fromDoc.find((x) => x.vector === 'ed25519-operator-approver');
+  const env = envelopeOf(v);
+  const without = signing.signingInput({ ...env, operator: '', approver: '' });
+  const input = signing.signingInput(env);
+  assert.equal(input.length, 145);
+  assert.deepEqual(input.subarray(0, 125), without);
+  assert.equal(input.subarray(125).toString('hex'), '000000066c692e77656900000006e5bca0e6958f');
+  // Absent (undefined) people are the layout of an envelope that never had them.
+  const absent = signing.signingInput({ ...env, operator: undefined, approver: undefined });
+  assert.deepEqual(absent, without);
+  const pub = Buffer.from(v.public_key, 'hex');
+  assert.equal(signing.verifyEnvelope(env, 'ed25519', pub), true);
+  assert.equal(signing.verifyEnvelope({ ...env, operator: 'someone' }, 'ed25519', pub), false);
+  assert.equal(signing.verifyEnvelope({ ...env, approver: '' }, 'ed25519', pub), false);
 });
 
 test('field boundaries are part of the input: AB|C and A|BC differ', () => {

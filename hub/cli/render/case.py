@@ -127,7 +127,8 @@ def case_view(
             duration(e.at - case.created_at),
             e.actor,
             e.kind,
-            shown.text(e.summary.replace(f"{case.case_id}-", "")),
+            # The people the step's signed message named (envelope fields 10 and 11).
+            shown.text(e.summary.replace(f"{case.case_id}-", "") + e.people()),
         )
 
     phase_table = Table(title="phases", title_justify="left")
