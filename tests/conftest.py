@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hub.cli.render import wording
+from hub.render import wording
 from hub.crypto import fields
 from hub.system.clock import ManualClock
 

@@ -30,6 +30,7 @@ from adapters.sdk import HubClient
 from adapters.sdk.identity import Identity, write_identity
 from hub.bootstrap import HubServer, serve
 from hub.crypto import pki
+from hub.crypto.fields import Keyring
 from hub.crypto.keys import PrivateKey
 from hub.crypto.listkey import ListKey
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
@@ -138,6 +139,7 @@ async def _start(net: ConsoleNetwork, codes: list[str], approval: dict[str, bool
         workers=4,
         tls=hub_tls,
         list_key=ListKey.generate(),
+        data_keys=Keyring.generate(),
         sweep_interval=0.2,
     )
     net.server, net.store = server, store

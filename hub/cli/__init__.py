@@ -3,7 +3,7 @@
 This module is the main group and the one place every command group is registered; each
 group lives in a module of its own under hub/cli/, named after it, and imports what they
 share from hub/cli/common.py (never this module). How things look (cases, trails, clocks,
-the SLA report) is drawn in hub/cli/render/. The main group's options apply to every
+the SLA report) is drawn in hub/render/. The main group's options apply to every
 command, given before it or after it (`share_options`), and whatever fails below it ends as
 one line that says what to do (`OneLineErrors`).
 """
@@ -53,7 +53,7 @@ from hub.cli.common import (
     refusal_line,
     resolve_display_zone,
 )
-from hub.cli.render.wording import set_display_zone
+from hub.render.wording import set_display_zone
 from hub.crypto import fields
 from hub.domain.errors import DomainError
 from hub.observability import logs as observability_logs

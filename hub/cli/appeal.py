@@ -16,8 +16,8 @@ from hub.cli.common import (
     refusals_as_errors,
     utc,
 )
-from hub.cli.render.screen import show
-from hub.cli.render.wording import stamp
+from hub.render.screen import show
+from hub.render.wording import stamp
 from hub.domain.appeals import Appeal
 from hub.domain.wording import Disclosure
 

@@ -18,9 +18,9 @@ from hub.cli.common import (
     print_json,
     utc,
 )
-from hub.cli.render.case import case_view, cases_table
-from hub.cli.render.screen import show
-from hub.cli.render.trail import trail_svg, trail_tree
+from hub.render.case import case_view, cases_table
+from hub.render.screen import show
+from hub.render.trail import trail_svg, trail_tree
 from hub.domain.cases import Case, CaseState, Order
 from hub.domain.trail import accounts_of
 from hub.domain.wording import Disclosure

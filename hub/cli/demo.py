@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from hub.cli.demo_story import run_demo
-from hub.cli.render.screen import console, make_console
+from hub.render.screen import console, make_console
 
 
 @click.command("demo")

@@ -74,10 +74,10 @@ from hub.cli.demo_views import (
     show_evidence,
     show_failure,
 )
-from hub.cli.render.case import case_view
-from hub.cli.render.screen import ALARM
-from hub.cli.render.trail import trail_svg, trail_tree
-from hub.cli.render.wording import duration, stamp
+from hub.render.case import case_view
+from hub.render.screen import ALARM
+from hub.render.trail import trail_svg, trail_tree
+from hub.render.wording import duration, stamp
 from hub.crypto import pki
 from hub.crypto.fields import Keyring
 from hub.crypto.keys import PrivateKey, save_private_key

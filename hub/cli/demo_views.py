@@ -27,8 +27,8 @@ from hub.cli.demo_cast import (
     VICTIM_PHONE,
     WALLET,
 )
-from hub.cli.render.screen import ALARM
-from hub.cli.render.wording import duration, stamp
+from hub.render.screen import ALARM
+from hub.render.wording import duration, stamp
 from hub.domain.wording import MASKED, mask, yuan
 from hub.service import auditlog
 from hub.service.evidence import verify_signatures

@@ -13,7 +13,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hub.cli.common import CASE_ID, CODE, F, db_option, open_store
-from hub.cli.render.screen import make_console
+from hub.render.screen import make_console
 from hub.service import exports
 
 

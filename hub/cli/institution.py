@@ -17,8 +17,8 @@ from hub.cli.common import (
     refusals_as_errors,
     utc,
 )
-from hub.cli.render.case import institution_view
-from hub.cli.render.screen import show
+from hub.render.case import institution_view
+from hub.render.screen import show
 from hub.domain.institutions import ContactRole, DutyContact, Institution, InstitutionKind
 from hub.service.admin import Registry
 from hub.system.clock import SystemClock

@@ -17,8 +17,8 @@ from hub.cli.common import (
     refusals_as_errors,
     utc,
 )
-from hub.cli.render.screen import show
-from hub.cli.render.wording import display_zone
+from hub.render.screen import show
+from hub.render.wording import display_zone
 from hub.domain.blacklist import Entry, EntryKind
 from hub.domain.wording import Disclosure
 from hub.service.lists import entry_from_wire

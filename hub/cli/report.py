@@ -3,7 +3,7 @@
 `stophub report sla --out report.html` writes the SLA report of every clock in the database
 (`--from 2026-03-01 --to 2026-03-31` for a period): one self-contained HTML file, no network
 needed to open it, and beside it `report.html.sha256` for `sha256sum -c`. Its figures are
-hub/service/slareport.py's, read by hub/store/reports.py and drawn by hub/cli/render/report.py;
+hub/service/slareport.py's, read by hub/store/reports.py and drawn by hub/render/report.py;
 docs/sla-report.md is what it promises.
 """
 
@@ -23,8 +23,8 @@ from hub.cli.common import (
     open_store,
     personal_data_option,
 )
-from hub.cli.render.report import render_html
-from hub.cli.render.wording import display_zone, stamp
+from hub.render.report import render_html
+from hub.render.wording import display_zone, stamp
 from hub.service.slareport import ReportError, SlaReport, gather
 from hub.store.reports import describe_database
 from hub.store.sql import shown_url

@@ -20,8 +20,8 @@ from hub.cli.common import (
     utc,
 )
 from hub.cli.exporting import export_options, run_export
-from hub.cli.render.screen import make_console, show
-from hub.cli.render.sla import (
+from hub.render.screen import make_console, show
+from hub.render.sla import (
     breaches_table,
     clocks_table,
     is_breached,
@@ -29,7 +29,7 @@ from hub.cli.render.sla import (
     run_board,
     sla_log_view,
 )
-from hub.cli.render.wording import stamp
+from hub.render.wording import stamp
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.service import exports
 from hub.service.ports import ClockRepository

@@ -1,7 +1,7 @@
 """The SLA report's figures (`stophub report sla`): the clocks started in a period and their
 SLA log, per clock kind and per institution, the timelines of chosen cases, and what the report
 was made from (the audit log's latest signed checkpoint). The numbers only;
-hub/cli/render/report.py draws them as one HTML file, and hub/store/reports.py reads the rows.
+hub/render/report.py draws them as one HTML file, and hub/store/reports.py reads the rows.
 
 `gather` reads through an `SlaReader` (the rows as stored), the case repository and the
 registry, in the one read transaction its caller opened; `summarise` and `breaches_by_day` are

@@ -26,7 +26,7 @@ from hub.api.runner import Runner
 from hub.cli import demo_cast, main
 from hub.cli.demo_story import run_demo
 from hub.cli.demo_views import inspect_commands, stophub_command
-from hub.cli.render.screen import make_console
+from hub.render.screen import make_console
 from hub.crypto.envelope import verify_envelope
 from hub.crypto.keys import load_private_key
 from hub.crypto.listkey import load_list_key_file

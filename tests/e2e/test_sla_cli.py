@@ -12,7 +12,7 @@ from rich.console import Console
 
 from adapters.sdk import HubClient
 from hub.cli import main
-from hub.cli.render.sla import board_view, countdown, countdown_style, load_board
+from hub.render.sla import board_view, countdown, countdown_style, load_board
 from hub.domain.clocks import CaseClock, ClockState
 from tests.conftest import T0
 from tests.e2e.conftest import Network
@@ -173,7 +173,7 @@ async def test_board_refreshes_until_interrupted(
             raise KeyboardInterrupt  # Ctrl-C
         network.clock.advance(timedelta(seconds=10))
 
-    monkeypatch.setattr("hub.cli.render.sla.wait_for_frame", lambda _resized, s: sleep(s))
+    monkeypatch.setattr("hub.render.sla.wait_for_frame", lambda _resized, s: sleep(s))
     out = stophub(network, "board", "--refresh", "2")
     assert sleeps == [2.0, 2.0, 2.0]
     # The last frame drawn is the one the board leaves on screen: 20 s later.

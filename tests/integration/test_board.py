@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from rich.console import Console
 
-from hub.cli.render.sla import Board, BoardCase, board_view, load_board
+from hub.render.sla import Board, BoardCase, board_view, load_board
 from hub.domain.clocks import CaseClock, ClockState
 from hub.service.commands.case import CREATE_REPORT, GET_CASE, VERIFY_REPORT
 from hub.service.commands.order import ISSUE_ORDER

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from hub.cli.render.screen import make_console
+from hub.render.screen import make_console
 
 CLI = Path(__file__).resolve().parents[2] / "hub" / "cli"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from hub.cli.render.screen import make_console
-from hub.cli.render.sla import Board, BoardCase, board_view, clocks_table, sla_log_view
+from hub.render.screen import make_console
+from hub.render.sla import Board, BoardCase, board_view, clocks_table, sla_log_view
 from hub.domain.clocks import CaseClock
 from hub.system.calendar import ChineseWorkingDays, calendar_status
 

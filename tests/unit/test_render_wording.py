@@ -1,5 +1,5 @@
 """How the views write people (hub/domain/wording.py `Disclosure`, docs/personal-data.md) and
-times (hub/cli/render/wording.py: the display zone, named; dates once a span crosses a day)."""
+times (hub/render/wording.py: the display zone, named; dates once a span crosses a day)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from rich.console import Console
 
-from hub.cli.render.case import case_view
-from hub.cli.render.wording import Times, display_zone, set_display_zone, stamp, zone_name
+from hub.render.case import case_view
+from hub.render.wording import Times, display_zone, set_display_zone, stamp, zone_name
 from hub.domain.cases import Case
 from hub.domain.wording import Disclosure
 from tests.conftest import T0

@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hub.cli.render.report import render_html
-from hub.cli.render.wording import set_display_zone
+from hub.render.report import render_html
+from hub.render.wording import set_display_zone
 from hub.service.slareport import (
     CLOCK_NAMES,
     CaseEventRow,

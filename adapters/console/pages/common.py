@@ -27,7 +27,7 @@ from adapters.console.web import (
     viewer_of,
 )
 from adapters.sdk import HubClient, HubError, HubSignatureError
-from hub.cli.render.trail import trail_svg
+from hub.render.trail import trail_svg
 from hub.domain.wording import Disclosure
 from stophub.v1 import account_pb2, blacklist_pb2, case_pb2, order_pb2, sla_pb2
 

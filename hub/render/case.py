@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from hub.cli.render.wording import Times, duration, stamp
+from hub.render.wording import Times, duration, stamp
 from hub.domain.cases import Case, OrderState
 from hub.domain.institutions import Institution
 from hub.domain.wording import Disclosure, yuan

@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from hub.cli.render.wording import Times, duration, stamp
+from hub.render.wording import Times, duration, stamp
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import ContactRole

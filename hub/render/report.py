@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from html import escape
 
-from hub.cli.render.wording import duration, stamp
+from hub.render.wording import duration, stamp
 from hub.domain.wording import Disclosure
 from hub.service.slareport import (
     CLOCK_NAMES,
