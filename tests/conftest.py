@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hub.render import wording
 from hub.crypto import fields
+from hub.render import wording
 from hub.system.clock import ManualClock
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)

@@ -53,11 +53,11 @@ from hub.cli.common import (
     refusal_line,
     resolve_display_zone,
 )
-from hub.render.wording import set_display_zone
 from hub.crypto import fields
 from hub.domain.errors import DomainError
 from hub.observability import logs as observability_logs
 from hub.observability.logs import LogFormat
+from hub.render.wording import set_display_zone
 from hub.service.ports import StoreUnavailable
 
 

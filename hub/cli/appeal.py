@@ -16,10 +16,10 @@ from hub.cli.common import (
     refusals_as_errors,
     utc,
 )
-from hub.render.screen import show
-from hub.render.wording import stamp
 from hub.domain.appeals import Appeal
 from hub.domain.wording import Disclosure
+from hub.render.screen import show
+from hub.render.wording import stamp
 
 
 @click.group("appeal")

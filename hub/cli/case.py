@@ -18,12 +18,12 @@ from hub.cli.common import (
     print_json,
     utc,
 )
-from hub.render.case import case_view, cases_table
-from hub.render.screen import show
-from hub.render.trail import trail_svg, trail_tree
 from hub.domain.cases import Case, CaseState, Order
 from hub.domain.trail import accounts_of
 from hub.domain.wording import Disclosure
+from hub.render.case import case_view, cases_table
+from hub.render.screen import show
+from hub.render.trail import trail_svg, trail_tree
 from hub.service.trail import trail_view
 from hub.store.sql import shown_url
 

@@ -74,10 +74,6 @@ from hub.cli.demo_views import (
     show_evidence,
     show_failure,
 )
-from hub.render.case import case_view
-from hub.render.screen import ALARM
-from hub.render.trail import trail_svg, trail_tree
-from hub.render.wording import duration, stamp
 from hub.crypto import pki
 from hub.crypto.fields import Keyring
 from hub.crypto.keys import PrivateKey, save_private_key
@@ -86,6 +82,10 @@ from hub.crypto.public import public_key_to_pem
 from hub.domain.cases import CaseState
 from hub.domain.institutions import ContactRole, DutyContact
 from hub.domain.wording import mask, yuan
+from hub.render.case import case_view
+from hub.render.screen import ALARM
+from hub.render.trail import trail_svg, trail_tree
+from hub.render.wording import duration, stamp
 from hub.service.admin import NewKey, Registry
 from hub.system.clock import SystemClock
 from stophub.v1 import account_pb2, appeal_pb2, blacklist_pb2, delivery_pb2, order_pb2, returns_pb2

@@ -27,9 +27,9 @@ from hub.cli.demo_cast import (
     VICTIM_PHONE,
     WALLET,
 )
+from hub.domain.wording import MASKED, mask, yuan
 from hub.render.screen import ALARM
 from hub.render.wording import duration, stamp
-from hub.domain.wording import MASKED, mask, yuan
 from hub.service import auditlog
 from hub.service.evidence import verify_signatures
 from hub.store.sql import SqlStore

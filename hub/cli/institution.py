@@ -17,9 +17,9 @@ from hub.cli.common import (
     refusals_as_errors,
     utc,
 )
+from hub.domain.institutions import ContactRole, DutyContact, Institution, InstitutionKind
 from hub.render.case import institution_view
 from hub.render.screen import show
-from hub.domain.institutions import ContactRole, DutyContact, Institution, InstitutionKind
 from hub.service.admin import Registry
 from hub.system.clock import SystemClock
 

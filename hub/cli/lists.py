@@ -17,10 +17,10 @@ from hub.cli.common import (
     refusals_as_errors,
     utc,
 )
-from hub.render.screen import show
-from hub.render.wording import display_zone
 from hub.domain.blacklist import Entry, EntryKind
 from hub.domain.wording import Disclosure
+from hub.render.screen import show
+from hub.render.wording import display_zone
 from hub.service.lists import entry_from_wire
 
 

@@ -20,6 +20,7 @@ from hub.cli.common import (
     utc,
 )
 from hub.cli.exporting import export_options, run_export
+from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.render.screen import make_console, show
 from hub.render.sla import (
     breaches_table,
@@ -30,7 +31,6 @@ from hub.render.sla import (
     sla_log_view,
 )
 from hub.render.wording import stamp
-from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.service import exports
 from hub.service.ports import ClockRepository
 from hub.store.sql import shown_url

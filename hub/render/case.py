@@ -14,10 +14,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from hub.render.wording import Times, duration, stamp
 from hub.domain.cases import Case, OrderState
 from hub.domain.institutions import Institution
 from hub.domain.wording import Disclosure, yuan
+from hub.render.wording import Times, duration, stamp
 from hub.service.slareport import phases
 
 STATE_STYLE = {

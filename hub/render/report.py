@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from html import escape
 
-from hub.render.wording import duration, stamp
 from hub.domain.wording import Disclosure
+from hub.render.wording import duration, stamp
 from hub.service.slareport import (
     CLOCK_NAMES,
     NOTICES,

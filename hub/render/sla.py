@@ -19,12 +19,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from hub.render.wording import Times, duration, stamp
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import ContactRole
 from hub.domain.wording import yuan
 from hub.domain.workdays import CHINA_TZ, WorkingDays
+from hub.render.wording import Times, duration, stamp
 from hub.service.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from hub.system.calendar import calendar_status
 

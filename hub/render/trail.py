@@ -29,9 +29,9 @@ from typing import Literal
 from rich.text import Text
 from rich.tree import Tree
 
+from hub.domain.wording import MASKED, Disclosure, yuan
 from hub.render.case import STATE_STYLE
 from hub.render.wording import Times
-from hub.domain.wording import MASKED, Disclosure, yuan
 from stophub.v1 import order_pb2, trail_pb2
 
 Status = trail_pb2.TrailNodeStatus

@@ -26,13 +26,13 @@ from hub.api.runner import Runner
 from hub.cli import demo_cast, main
 from hub.cli.demo_story import run_demo
 from hub.cli.demo_views import inspect_commands, stophub_command
-from hub.render.screen import make_console
 from hub.crypto.envelope import verify_envelope
 from hub.crypto.keys import load_private_key
 from hub.crypto.listkey import load_list_key_file
 from hub.domain.appeals import AppealState
 from hub.domain.cases import CaseState, OrderKind, OrderState
 from hub.domain.clocks import ClockState
+from hub.render.screen import make_console
 from hub.store.sql import SqlStore
 from stophub.v1 import blacklist_pb2, delivery_pb2
 

@@ -12,8 +12,8 @@ from rich.console import Console
 
 from adapters.sdk import HubClient
 from hub.cli import main
-from hub.render.sla import board_view, countdown, countdown_style, load_board
 from hub.domain.clocks import CaseClock, ClockState
+from hub.render.sla import board_view, countdown, countdown_style, load_board
 from tests.conftest import T0
 from tests.e2e.conftest import Network
 from tests.e2e.wire_helpers import report

@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 from rich.console import Console
 
-from hub.render.sla import Board, BoardCase, board_view, load_board
 from hub.domain.clocks import CaseClock, ClockState
+from hub.render.sla import Board, BoardCase, board_view, load_board
 from hub.service.commands.case import CREATE_REPORT, GET_CASE, VERIFY_REPORT
 from hub.service.commands.order import ISSUE_ORDER
 from hub.system.policy import load_policy

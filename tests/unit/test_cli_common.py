@@ -17,8 +17,8 @@ from sqlalchemy.exc import OperationalError
 
 from hub.cli import main, one_line
 from hub.cli.common import resolve_display_zone
-from hub.render.screen import fit, make_console, show
 from hub.crypto.public import public_key_from_pem
+from hub.render.screen import fit, make_console, show
 from hub.system.policy import display_zone
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hub.domain.clocks import CaseClock
 from hub.render.screen import make_console
 from hub.render.sla import Board, BoardCase, board_view, clocks_table, sla_log_view
-from hub.domain.clocks import CaseClock
 from hub.system.calendar import ChineseWorkingDays, calendar_status
 
 NOW = datetime(2035, 3, 2, 9, 0, tzinfo=UTC)  # a year no package or policy knows

@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from rich.console import Console
 
-from hub.render.case import case_view
-from hub.render.wording import Times, display_zone, set_display_zone, stamp, zone_name
 from hub.domain.cases import Case
 from hub.domain.wording import Disclosure
+from hub.render.case import case_view
+from hub.render.wording import Times, display_zone, set_display_zone, stamp, zone_name
 from tests.conftest import T0
 
 

@@ -12,9 +12,9 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 
+from hub.domain.wording import MASKED, Disclosure, mask_name
 from hub.render.trail import trail_svg, trail_tree
 from hub.render.wording import display_zone, set_display_zone
-from hub.domain.wording import MASKED, Disclosure, mask_name
 from stophub.v1 import account_pb2, order_pb2, trail_pb2
 
 S = trail_pb2.TrailNodeStatus

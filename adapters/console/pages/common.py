@@ -27,8 +27,8 @@ from adapters.console.web import (
     viewer_of,
 )
 from adapters.sdk import HubClient, HubError, HubSignatureError
-from hub.render.trail import trail_svg
 from hub.domain.wording import Disclosure
+from hub.render.trail import trail_svg
 from stophub.v1 import account_pb2, blacklist_pb2, case_pb2, order_pb2, sla_pb2
 
 CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
