@@ -90,6 +90,10 @@ def test_filing_a_report_creates_the_case_with_the_person(net: ConsoleNetwork, c
     # The verify clock shows on the case page with the form.
     assert f'action="/cases/{case_id}/verify"' in page.text
     assert "countdown" in page.text
+    # In Chinese, the counter form speaks as bank staff do.
+    assert b.post("/language", {"language": "zh", "back": "/report"}).status_code == 303
+    zh = b.get("/report")
+    assert "受理受害人报案" in zh.text and "虚假投资理财" in zh.text
 
 
 def reports_at_hub(net: ConsoleNetwork, centre: Any) -> int:
