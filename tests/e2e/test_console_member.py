@@ -94,6 +94,7 @@ def test_filing_a_report_creates_the_case_with_the_person(net: ConsoleNetwork, c
     assert b.post("/language", {"language": "zh", "back": "/report"}).status_code == 303
     zh = b.get("/report")
     assert "受理受害人报案" in zh.text and "虚假投资理财" in zh.text
+    assert b.post("/language", {"language": "en", "back": "/report"}).status_code == 303
 
 
 def reports_at_hub(net: ConsoleNetwork, centre: Any) -> int:
