@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import click
+from rich.table import Table
 
 from hub.cli.common import (
     CASE_ID,
@@ -30,7 +31,7 @@ from hub.render.sla import (
     run_board,
     sla_log_view,
 )
-from hub.render.wording import stamp
+from hub.render.wording import Times, stamp
 from hub.service import exports
 from hub.service.ports import ClockRepository
 from hub.store.sql import shown_url
@@ -123,6 +124,9 @@ def sla(
         which = "" if show_all or case_id else " open"
         title = f"{len(found)}{which} clock(s){scope} by time left, {as_of}"
         show(clocks_table(found, now, title=title))
+    acknowledged = acknowledged_table(found)
+    if acknowledged is not None:
+        show(acknowledged)
     if case_id:
         show(sla_log_view(found, entries, now))
 
@@ -204,6 +208,7 @@ def _clocks_document(
             "steps_done": c.steps_done,
             "stopped_at": utc(c.stopped_at),
             "stopped_by": c.stopped_by or None,
+            "acknowledged": _acknowledgement(c),
         }
         if logs is not None:
             doc["log"] = [
@@ -220,3 +225,38 @@ def _clocks_document(
         return doc
 
     return {"as_of": utc(now), "clocks": [clock(c) for c in clocks]}
+
+
+def _acknowledgement(c: CaseClock) -> dict[str, Any] | None:
+    if c.acknowledged_at is None:
+        return None
+    return {
+        "at": utc(c.acknowledged_at),
+        "by": c.acknowledged_by or "",
+        "operator": c.acknowledged_operator or "",
+        "note": c.acknowledge_note or "",
+    }
+
+
+def acknowledged_table(clocks: Sequence[CaseClock]) -> Table | None:
+    """The breaches among `clocks` a person acknowledged (SlaService.AcknowledgeBreach): who,
+    when and what they noted; None when there are none."""
+    acked = [c for c in clocks if c.acknowledged_at is not None]
+    if not acked:
+        return None
+    at = Times(c.acknowledged_at for c in acked if c.acknowledged_at is not None)
+    table = Table(title=f"{len(acked)} acknowledged breach(es)", title_justify="left")
+    for col in ("clock", "case", "kind", "responsible", at.header("acknowledged"), "by", "note"):
+        table.add_column(col, overflow="fold")
+    for c in acked:
+        assert c.acknowledged_at is not None
+        table.add_row(
+            c.clock_id,
+            c.case_id,
+            c.kind,
+            c.responsible,
+            at(c.acknowledged_at),
+            f"{c.acknowledged_by} {c.acknowledged_operator}",
+            c.acknowledge_note or "",
+        )
+    return table
