@@ -1,4 +1,4 @@
-"""The hub's signed answers as the domain objects the renderers draw (hub/cli/render/): a case,
+"""The hub's signed answers as the domain objects the renderers draw (hub/render/): a case,
 its orders, a clock and its SLA log, an appeal, for the read commands over gRPC
 (hub/cli/remote.py). The inverse of hub/service/wire.py's encoders; what an answer does not
 carry (a victim the hub withheld) stays empty, never made up."""

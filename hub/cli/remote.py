@@ -5,7 +5,7 @@ permission matrix (docs/permissions.md) lets that institution see.
 
 `Remote` holds one client and one event loop for a command's life (the board's too, frame
 after frame), and turns the hub's signed answers into the domain objects the renderers in
-hub/cli/render/ already draw (hub/cli/answers.py), so the output is the local one's. What an
+hub/render/ already draw (hub/cli/answers.py), so the output is the local one's. What an
 answer does not carry stays empty (an addressee bank gets no victim); the commands say so
 rather than fill it in. Refusals (HubError) and unusable answers (HubSignatureError) reach
 the main group as one-line errors (hub/cli/common.py `refusal_line`)."""
@@ -210,7 +210,7 @@ class Remote:
         return self.run(read)
 
     def board(self, now: datetime, *, limit: int) -> Board:
-        """One frame's worth (hub/cli/render/sla.py `load_board`, over gRPC): open cases with
+        """One frame's worth (hub/render/sla.py `load_board`, over gRPC): open cases with
         their running clocks, most urgent first, the last hour's breaches and the duty phones.
         A case this institution may not read (a bank's clock in another's case it holds no
         order in cannot happen; the centre reads every case) is shown without its details."""
