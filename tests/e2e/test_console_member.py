@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -304,3 +304,38 @@ def test_one_institution_cannot_read_anothers_cases_or_orders(
     # A member page is not on the centre's kind of desk, and the inbox of BANKA lists nothing
     # of BANKB's.
     assert order.order_id not in banka.get("/inbox").text
+
+
+def test_a_member_acknowledges_the_breach_of_its_own_clock(
+    net: ConsoleNetwork, centre: Any
+) -> None:
+    # Last in this module: it moves the shared clock past the 5-minute verify window.
+    b = signed_in(net, "BANKA")
+    case_id = file_report(b)
+    net.advance(timedelta(minutes=6))
+    clock = None
+    for _ in range(100):
+        found = net.run(centre.list_clocks(case_id=case_id, breached_only=True))
+        clock = next((k for k in found if k.clock == "verify"), None)
+        if clock is not None:
+            break
+        time.sleep(0.1)
+    assert clock is not None and clock.responsible == "BANKA"
+    page = b.get("/escalations")
+    assert page.status_code == 200 and f'data-clock="{clock.clock_id}"' in page.text
+    assert (
+        signed_in(net, "BANKA", "watch")
+        .post("/escalations/acknowledge", {"clock_id": clock.clock_id, "case_id": case_id})
+        .status_code
+        == 403
+    )
+    done = b.post(
+        "/escalations/acknowledge",
+        {"clock_id": clock.clock_id, "case_id": case_id, "note": "calling the victim back"},
+    )
+    assert done.status_code == 303
+    after = next(
+        k for k in net.run(centre.list_clocks(case_id=case_id)) if k.clock_id == clock.clock_id
+    )
+    assert after.acknowledged_by == "BANKA" and after.acknowledged_operator == "duty"
+    assert f'data-clock="{clock.clock_id}"' not in b.get("/escalations").text
