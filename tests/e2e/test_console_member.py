@@ -229,6 +229,12 @@ def test_order_reaches_the_inbox_and_is_answered_with_an_onward_transfer(
     assert form.status_code == 200 and PAYEE_HOLDER in form.text
     assert "signature verified" in form.text
 
+    # The inbox and the answer form in Chinese (a supervisor who reads Chinese).
+    boss = signed_in(net, "BANKB", "boss")
+    assert boss.post("/language", {"language": "zh", "back": "/inbox"}).status_code == 303
+    assert "发给以下机构的指令" in boss.get("/inbox").text
+    zh = boss.get(f"/orders/{order.order_id}/answer")
+    assert zh.status_code == 200 and "四要素与本行记录核对" in zh.text
     # A viewer cannot answer: refused at the console, nothing reaches the hub.
     viewer = signed_in(net, "BANKB", "watch")
     assert viewer.post(f"/orders/{order.order_id}/answer", answer_form()).status_code == 403
