@@ -30,7 +30,7 @@ from adapters.sdk import HubClient
 from adapters.sdk.identity import Identity, write_identity
 from hub.bootstrap import HubServer, serve
 from hub.crypto import pki
-from hub.crypto.fields import Keyring
+from hub.crypto.fields import Keyring, configured
 from hub.crypto.keys import PrivateKey
 from hub.crypto.listkey import ListKey
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
@@ -139,7 +139,9 @@ async def _start(net: ConsoleNetwork, codes: list[str], approval: dict[str, bool
         workers=4,
         tls=hub_tls,
         list_key=ListKey.generate(),
-        data_keys=Keyring.generate(),
+        # The process's keyring when one is configured (the tests' session keyring): a
+        # network kept for a whole module must not lose its keys when each test restores it.
+        data_keys=configured() or Keyring.generate(),
         sweep_interval=0.2,
     )
     net.server, net.store = server, store

@@ -218,6 +218,7 @@ class QueueRow:
     clock: dict[str, Any]
     step: str
     claimed_by: str
+    linked: bool = False
 
     @property
     def state(self) -> str:
@@ -271,6 +272,17 @@ async def deadlines(
     return result
 
 
+def linked_ids(desk: Desk) -> set[str]:
+    """Cases the hub told this centre are linked (money of several reached one account)."""
+    found: set[str] = set()
+    for kind in (delivery_pb2.NOTICE_KIND_REPORT_RECEIVED, delivery_pb2.NOTICE_KIND_CASES_LINKED):
+        for notice in stored_notices(desk, kind):
+            if notice.linked_cases:
+                found.add(notice.case_id)
+                found.update(link.case_id for link in notice.linked_cases)
+    return found
+
+
 def claims(desk: Desk) -> dict[str, str]:
     with desk.db() as s:
         return {c.case_id: c.username for c in s.scalars(select(Claim))}
@@ -280,6 +292,7 @@ async def queue_rows(desk: Desk) -> list[QueueRow]:
     cases = await open_cases(desk)
     times = await deadlines(desk, cases)
     claimed = claims(desk)
+    linked = linked_ids(desk)
     now = desk.clock.now()
     rows = []
     for c in cases:
@@ -292,6 +305,7 @@ async def queue_rows(desk: Desk) -> list[QueueRow]:
                 countdown(deadline, start, now),
                 step,
                 claimed.get(c.case_id, ""),
+                bool(c.linked_cases) or c.case_id in linked,
             )
         )
     far = datetime.max.replace(tzinfo=now.tzinfo)
