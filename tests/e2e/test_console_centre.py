@@ -432,3 +432,30 @@ def test_distribution_start(net: ConsoleNetwork, hub: dict[str, HubClient]) -> N
     shown = duty.get(f"/distributions/{started.distribution_id}")
     assert shown.status_code == 200 and case_id in shown.text
     assert started.distribution_id in duty.get("/distributions").text
+
+
+def test_auto_stop_rule_and_the_desk_in_chinese(
+    net: ConsoleNetwork, hub: dict[str, HubClient]
+) -> None:
+    # Last in this file: once the rule is on, every verified case gets its stop by itself.
+    duty = person(net, "duty")
+    assert "has not sent a rule yet" in duty.get("/rule").text
+    bad = duty.post("/rule", {"rule_id": "R1", "enabled": "1", "max_amount": "0", "max_layer": "1"})
+    assert bad.status_code == 400 and 'value="R1"' in bad.text
+    proposal = proposal_of(
+        duty.post(
+            "/rule",
+            {"rule_id": "R1", "enabled": "1", "max_amount": "100000", "max_layer": "0"},
+        )
+    )
+    assert approve(net, "boss2", proposal).status_code == 303
+    shown = duty.get("/rule").text
+    assert "auto-stop rule R1: on up to ¥100000.00" in shown and "boss2" in shown
+    case = get_case(net, hub, new_case(net, hub, "6222020000011001"))
+    [stop] = case.orders
+    assert stop.auto_stop_rule_id == "R1"
+    event = event_of(case, "order.issued", stop.order_id)
+    assert event.actor == "HUB"  # issued by the hub under the rule the console signed
+    assert duty.post("/language", {"language": "zh", "back": "/queue"}).status_code == 303
+    queue = duty.get("/queue").text
+    assert "下一个案件" in queue and "按剩余时间排列的未结案件" in queue
