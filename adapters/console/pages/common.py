@@ -207,6 +207,30 @@ async def cases(request: Request) -> Response:
     )
 
 
+def order_account(order: order_pb2.Order) -> account_pb2.AccountRef:
+    which = order.instruction.WhichOneof("instruction")
+    if which == "stop":
+        return order.instruction.stop.account
+    if which == "freeze":
+        return order.instruction.freeze.account
+    if which == "fund_return":
+        return order.instruction.fund_return.beneficiary
+    return account_pb2.AccountRef()
+
+
+def order_amount(order: order_pb2.Order) -> int:
+    which = order.instruction.WhichOneof("instruction")
+    if which == "stop":
+        return order.instruction.stop.amount_fen
+    if which == "freeze":
+        return order.instruction.freeze.amount_fen
+    if which == "release":
+        return order.instruction.release.amount_fen
+    if which == "fund_return":
+        return order.instruction.fund_return.amount_fen
+    return 0
+
+
 def order_rows(case: case_pb2.Case, clocks: list[sla_pb2.ClockView], now: datetime) -> list[Any]:
     by_order: dict[str, list[sla_pb2.ClockView]] = {}
     for clock in clocks:
@@ -222,6 +246,8 @@ def order_rows(case: case_pb2.Case, clocks: list[sla_pb2.ClockView], now: dateti
         rows.append(
             {
                 "order": order,
+                "account": order_account(order),
+                "amount": order_amount(order),
                 "kind": state_name(order_pb2.OrderKind, order.kind, "ORDER_KIND_"),
                 "state": state_name(order_pb2.OrderState, order.state, "ORDER_STATE_"),
                 "clock": first,

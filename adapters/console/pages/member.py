@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from adapters.console import actions
 from adapters.console.actions import Action, Done, FormErrors, Payload, Refusal, register
 from adapters.console.models import JournalEntry, StoredDelivery
-from adapters.console.pages.common import CASE_ID, state_name, ts
+from adapters.console.pages.common import CASE_ID, order_account, order_amount, state_name, ts
 from adapters.console.web import (
     Desk,
     countdown,
@@ -682,30 +682,6 @@ def credits_of(order: order_pb2.Order) -> list[order_pb2.TransactionFact]:
     if order.instruction.WhichOneof("instruction") == "stop":
         return list(order.instruction.stop.transactions)
     return []
-
-
-def order_account(order: order_pb2.Order) -> account_pb2.AccountRef:
-    which = order.instruction.WhichOneof("instruction")
-    if which == "stop":
-        return order.instruction.stop.account
-    if which == "freeze":
-        return order.instruction.freeze.account
-    if which == "fund_return":
-        return order.instruction.fund_return.beneficiary
-    return account_pb2.AccountRef()
-
-
-def order_amount(order: order_pb2.Order) -> int:
-    which = order.instruction.WhichOneof("instruction")
-    if which == "stop":
-        return order.instruction.stop.amount_fen
-    if which == "freeze":
-        return order.instruction.freeze.amount_fen
-    if which == "release":
-        return order.instruction.release.amount_fen
-    if which == "fund_return":
-        return order.instruction.fund_return.amount_fen
-    return 0
 
 
 async def origin_check(desk: Desk, order_id: str) -> dict[str, Any]:
