@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from adapters.console import actions
 from adapters.console.actions import Action, Done, FormErrors, Payload, Refusal, register
 from adapters.console.models import Claim, JournalEntry, StoredDelivery
-from adapters.console.pages.common import CASE_ID, state_name, ts
+from adapters.console.pages.common import CASE_ID, order_account, state_name, ts
 from adapters.console.web import (
     Desk,
     countdown,
@@ -429,17 +429,6 @@ async def next_case(request: Request) -> Response:
 
 
 # ---- orders from the case page ----------------------------------------------------------
-
-
-def order_account(order: order_pb2.Order) -> account_pb2.AccountRef:
-    which = order.instruction.WhichOneof("instruction")
-    if which == "stop":
-        return order.instruction.stop.account
-    if which == "freeze":
-        return order.instruction.freeze.account
-    if which == "fund_return":
-        return order.instruction.fund_return.beneficiary
-    return account_pb2.AccountRef()
 
 
 def find_order(case: case_pb2.Case, order_id: str) -> order_pb2.Order | None:
