@@ -26,7 +26,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("cases", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("victim_name_token", sa.LargeBinary(length=32), nullable=True))
+        batch_op.add_column(
+            sa.Column("victim_name_token", sa.LargeBinary(length=32), nullable=True)
+        )
         batch_op.add_column(sa.Column("victim_id_token", sa.LargeBinary(length=32), nullable=True))
         batch_op.add_column(sa.Column("victim_index_key", sa.String(length=64), nullable=True))
         batch_op.create_index("ix_cases_victim_name_token", ["victim_name_token"], unique=False)
