@@ -347,6 +347,13 @@ RPCS: Final[dict[str, _Rpc]] = {
             ("GetAppeal", appeal_pb2.GetAppealBody),
         )
     },
+    "ListAppeals": _rpc(
+        appeal_pb2,
+        "AppealService",
+        "ListAppeals",
+        appeal_pb2.ListAppealsBody,
+        appeal_pb2.AppealList,
+    ),
     **{
         method: _rpc(audit_pb2, "AuditService", method, body, answer)
         for method, body, answer in (
@@ -1106,6 +1113,27 @@ class HubClient:
         return appeal
 
     # ---- the audit log (the centre, the regulator and auditors) ----------------------------
+
+    async def list_appeals(
+        self, *, state: int = 0, institution_code: str = "", page_size: int = 50
+    ) -> list[appeal_pb2.Appeal]:
+        """Appeals newest first, following page tokens to the end: all of them for the
+        centre, the regulator and auditors, this institution's own for a bank or payment
+        institution. `state` is an `appeal_pb2.AppealState`."""
+        found: list[appeal_pb2.Appeal] = []
+        token = ""
+        while True:
+            body = appeal_pb2.ListAppealsBody(
+                page_size=page_size,
+                page_token=token,
+                state=cast(appeal_pb2.AppealState.ValueType, state),
+                institution_code=institution_code,
+            )
+            page = await self._answer("ListAppeals", body, appeal_pb2.AppealList)
+            found.extend(page.appeals)
+            if not page.next_page_token or page.next_page_token == token:
+                return found
+            token = page.next_page_token
 
     async def list_audit_entries(
         self, from_index: int = 0, page_size: int = 100

@@ -42,7 +42,7 @@ from types import TracebackType
 from typing import Any, NamedTuple, Protocol, Self
 
 from hub.crypto.envelope import Signer
-from hub.domain.appeals import Appeal
+from hub.domain.appeals import Appeal, AppealState
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, SlaEntry
 from hub.domain.errors import DomainError
@@ -290,6 +290,18 @@ class AppealRepository(Protocol):
 
     def recent(self, limit: int, *, open_only: bool) -> Sequence[Appeal]:
         """The newest appeals first (only those waiting for a decision with `open_only`)."""
+        ...
+
+    def search(
+        self,
+        *,
+        state: AppealState | None,
+        appellant: str | None,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> Sequence[Appeal]:
+        """Appeals newest first (filed_at descending, then appeal id descending), after the
+        key of the previous page's last."""
         ...
 
 

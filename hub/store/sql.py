@@ -856,6 +856,29 @@ class SqlAppeals:
             stmt = stmt.where(appeals.c.state == AppealState.FILED)
         return self.session.scalars(stmt.limit(limit)).all()
 
+    def search(
+        self,
+        *,
+        state: AppealState | None,
+        appellant: str | None,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> Sequence[Appeal]:
+        stmt = select(Appeal).order_by(appeals.c.filed_at.desc(), appeals.c.appeal_id.desc())
+        if state is not None:
+            stmt = stmt.where(appeals.c.state == state)
+        if appellant is not None:
+            stmt = stmt.where(appeals.c.appellant == appellant)
+        if after is not None:
+            at, appeal_id = after
+            stmt = stmt.where(
+                or_(
+                    appeals.c.filed_at < at,
+                    and_(appeals.c.filed_at == at, appeals.c.appeal_id < appeal_id),
+                )
+            )
+        return self.session.scalars(stmt.limit(limit)).all()
+
 
 class SqlRules:
     def __init__(self, session: Session) -> None:

@@ -378,6 +378,23 @@ class FakeAppeals:
         ]
         return sorted(found, key=lambda a: (a.filed_at, a.appeal_id), reverse=True)[:limit]
 
+    def search(
+        self,
+        *,
+        state: AppealState | None,
+        appellant: str | None,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> Sequence[Appeal]:
+        found = [
+            a
+            for a in self._state.appeals.values()
+            if (state is None or a.state is state)
+            and (appellant is None or a.appellant == appellant)
+            and (after is None or (a.filed_at, a.appeal_id) < after)
+        ]
+        return sorted(found, key=lambda a: (a.filed_at, a.appeal_id), reverse=True)[:limit]
+
 
 class FakeRules:
     def __init__(self, state: StoreState) -> None:
