@@ -217,3 +217,10 @@ class AppealServicer(appeal_pb2_grpc.AppealServiceServicer):
         self, request: appeal_pb2.GetAppealRequest, context: Any
     ) -> appeal_pb2.GetAppealResponse:
         return await self.r.run(appeal.GET_APPEAL, request, context, appeal_pb2.GetAppealResponse)
+
+    async def ListAppeals(
+        self, request: appeal_pb2.ListAppealsRequest, context: Any
+    ) -> appeal_pb2.ListAppealsResponse:
+        return await self.r.run(
+            appeal.LIST_APPEALS, request, context, appeal_pb2.ListAppealsResponse
+        )

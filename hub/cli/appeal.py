@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import click
+from google.protobuf.timestamp_pb2 import Timestamp
 from rich.table import Table
 
 from adapters.sdk.identity import Identity
@@ -23,6 +26,8 @@ from hub.domain.appeals import Appeal
 from hub.domain.wording import Disclosure
 from hub.render.screen import show
 from hub.render.wording import stamp
+from hub.service.commands.appeal import appeal_to_proto
+from stophub.v1 import appeal_pb2
 
 
 @click.group("appeal")
@@ -62,21 +67,39 @@ def appeal_list(
     if as_json:
         print_json({"appeals": [_appeal(a, shown) for a in found]})
         return
+    show(appeals_table([appeal_to_proto(a) for a in found], shown))
+
+
+def appeals_table(appeals: Sequence[appeal_pb2.Appeal], shown: Disclosure) -> Table:
+    """The appeals as `stophub appeal list` draws them, from their wire form: the same for
+    the local database and for a hub's ListAppeals answer. `shown` masks the reasons."""
     table = Table(title_justify="left")
     for col in ("appeal", "case", "by", "against", "state", "filed", "decide by", "reason"):
         table.add_column(col)
-    for a in found:
+    for a in appeals:
         table.add_row(
             a.appeal_id,
             a.case_id,
             a.appellant,
-            f"{a.reference_kind.value} {a.reference}",
-            a.state.value,
-            stamp(a.filed_at),
-            stamp(a.decide_by),
+            f"{a.reference_kind} {a.reference}",
+            _STATES.get(a.state, "unspecified"),
+            stamp(_time(a.file_time)),
+            stamp(_time(a.decide_by_time)),
             shown.text(a.reason) or "-",
         )
-    show(table)
+    return table
+
+
+# The states as the domain names them (hub/domain/appeals.py AppealState values).
+_STATES = {
+    appeal_pb2.APPEAL_STATE_FILED: "filed",
+    appeal_pb2.APPEAL_STATE_UPHELD: "upheld",
+    appeal_pb2.APPEAL_STATE_REJECTED: "rejected",
+}
+
+
+def _time(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
 
 
 def _appeal(a: Appeal, shown: Disclosure) -> dict[str, Any]:

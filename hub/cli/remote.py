@@ -292,13 +292,9 @@ class Remote:
         institution may read, to mask in their reasons."""
 
         async def read(client: HubClient) -> tuple[list[Appeal], set[str]]:
-            # AppealService.ListAppeals: in the SDK from the hub version that serves it.
-            list_appeals = getattr(client, "list_appeals", None)
-            if list_appeals is None:
-                raise click.ClickException(_NOT_SERVED)
             state = appeal_pb2.APPEAL_STATE_FILED if open_only else 0
             try:
-                found = await list_appeals(page_size=min(limit, PAGE), state=state)
+                found = await client.list_appeals(page_size=min(limit, PAGE), state=state)
             except HubError as err:
                 if err.code is grpc.StatusCode.UNIMPLEMENTED:
                     raise click.ClickException(_NOT_SERVED) from err

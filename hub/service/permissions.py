@@ -251,6 +251,7 @@ MATRIX: dict[str, dict[tuple[InstitutionKind, Relation], Rule]] = {
         }
     ),
     "GetAppeal": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
+    "ListAppeals": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
     **{
         rpc: _plain({**_same(_READERS_ONLY, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)})
         for rpc in (
@@ -275,6 +276,7 @@ READ_ONLY = frozenset(
         "SyncList",
         "CheckList",
         "GetAppeal",
+        "ListAppeals",
         "ListAuditEntries",
         "GetLogCheckpoint",
         "GetInclusionProof",

@@ -158,6 +158,9 @@ RPCS = {
         "/stophub.v1.AppealService/DecideAppeal", appeal_pb2.DecideAppealBody, "CENTRE"
     ),
     "GetAppeal": Rpc("/stophub.v1.AppealService/GetAppeal", appeal_pb2.GetAppealBody, "BANKB"),
+    "ListAppeals": Rpc(
+        "/stophub.v1.AppealService/ListAppeals", appeal_pb2.ListAppealsBody, "BANKB"
+    ),
     "ListAuditEntries": Rpc(
         "/stophub.v1.AuditService/ListAuditEntries", audit_pb2.ListAuditEntriesBody, "REG"
     ),
@@ -663,6 +666,8 @@ class Fuzz:
             )
         if name == "GetAppeal":
             return appeal_pb2.GetAppealBody(appeal_id=f"A-{variant}")
+        if name == "ListAppeals":
+            return appeal_pb2.ListAppealsBody(page_size=2, state=variant % 4)
         if name == "ListAuditEntries":
             return audit_pb2.ListAuditEntriesBody(from_index=variant % 5, page_size=3)
         if name == "GetLogCheckpoint":

@@ -306,6 +306,7 @@ def bodies(net: Net, member: str, case_id: str, order_id: str) -> dict[str, Mess
             appeal_id=net.appeal_id, decision=appeal_pb2.APPEAL_DECISION_REJECT, reason="walk"
         ),
         "GetAppeal": appeal_pb2.GetAppealBody(appeal_id=net.appeal_id),
+        "ListAppeals": appeal_pb2.ListAppealsBody(),
         "ListAuditEntries": audit_pb2.ListAuditEntriesBody(),
         "GetLogCheckpoint": audit_pb2.GetLogCheckpointBody(fresh=True),
         "GetInclusionProof": audit_pb2.GetInclusionProofBody(log_index=0),
@@ -339,6 +340,7 @@ COMMANDS = {
         ap.FILE_APPEAL,
         ap.DECIDE_APPEAL,
         ap.GET_APPEAL,
+        ap.LIST_APPEALS,
         au.LIST_AUDIT_ENTRIES,
         au.GET_LOG_CHECKPOINT,
         au.GET_INCLUSION_PROOF,
@@ -383,6 +385,10 @@ def check_own(net: Net, rpc: str, member: str, answer: Any) -> None:
         body = net.open(answer, ap.GET_APPEAL, member)
         assert isinstance(body, appeal_pb2.Appeal)
         assert body.appellant == member
+    elif rpc == "ListAppeals":
+        body = net.open(answer, ap.LIST_APPEALS, member)
+        assert isinstance(body, appeal_pb2.AppealList)
+        assert {a.appellant for a in body.appeals} <= {member}
 
 
 @pytest.mark.parametrize("cell", [c for c in CELLS if c.expected != "n/a"], ids=str)
@@ -438,6 +444,7 @@ def test_the_regulator_and_auditors_can_change_nothing() -> None:
         "SyncList",
         "CheckList",
         "GetAppeal",
+        "ListAppeals",
         "ListAuditEntries",
         "GetLogCheckpoint",
         "GetInclusionProof",
