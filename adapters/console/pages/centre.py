@@ -58,9 +58,9 @@ MAX_LAYER = 20
 TEXT_MAX = 2000
 OPEN_STATES = (case_pb2.CASE_STATE_REPORTED, case_pb2.CASE_STATE_VERIFIED)
 # Hub features that land on other branches: used when this build of the SDK has them.
-DEADLINE_ORDER = "order_by" in case_pb2.ListCasesBody.DESCRIPTOR.fields_by_name
-NEXT_DEADLINE = "next_deadline" in case_pb2.Case.DESCRIPTOR.fields_by_name
-LIST_APPEALS = hasattr(HubClient, "list_appeals")
+# The queue shows the most urgent cases of each open state, one page of the hub's deadline
+# order each: a duty desk works the top of the queue, and 10,000 open cases stay one call.
+QUEUE_PAGE = 100
 BASES = {
     "account_trader": blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER,
     "convicted": blacklist_pb2.LIST_BASIS_CONVICTED,
@@ -230,45 +230,33 @@ class QueueRow:
 
 
 async def open_cases(desk: Desk) -> list[case_pb2.Case]:
-    """Reported and verified cases (by time left when the hub sorts them)."""
+    """The most urgent reported and verified cases, by time left (the hub sorts them)."""
     found: list[case_pb2.Case] = []
-    extra: dict[str, Any] = {"order_by": 1} if DEADLINE_ORDER else {}
     for state in OPEN_STATES:
-        found += await desk.link.call(functools.partial(_list_state, state=state, extra=extra))
+        page, _token = await desk.link.call(functools.partial(_list_state, state=state))
+        found += page
     return found
 
 
-async def _list_state(
-    client: HubClient, *, state: int, extra: dict[str, Any]
-) -> list[case_pb2.Case]:
-    return await client.list_cases(state=state, page_size=200, **extra)
+async def _list_state(client: HubClient, *, state: int) -> tuple[list[case_pb2.Case], str]:
+    return await client.list_cases_page(
+        state=state, page_size=QUEUE_PAGE, order_by=case_pb2.CASE_ORDER_DEADLINE
+    )
 
 
-async def deadlines(
-    desk: Desk, cases: list[case_pb2.Case]
+def deadlines(
+    cases: list[case_pb2.Case],
 ) -> dict[str, tuple[datetime | None, datetime | None, str]]:
-    """Each case's next deadline: its earliest open clock (Case.next_deadline when the hub
-    sends it, else the open clocks of ListClocks)."""
+    """Each case's next deadline: its earliest open clock, as the hub sends it."""
     result: dict[str, tuple[datetime | None, datetime | None, str]] = {}
-    if NEXT_DEADLINE:
-        for c in cases:
-            if c.HasField("next_deadline"):  # type: ignore[arg-type] # newer proto
-                d: Any = getattr(c, "next_deadline")  # noqa: B009 - newer proto
-                result[c.case_id] = (
-                    ts(d.deadline_time),
-                    ts(d.start_time),
-                    f"{d.clock} · {d.responsible}",
-                )
-        return result
-    clocks = await desk.link.call(lambda c: c.list_clocks(open_only=True, page_size=200))
-    wanted = {c.case_id for c in cases}
-    for k in clocks:
-        if k.case_id not in wanted:
-            continue
-        deadline = ts(k.deadline_time)
-        known = result.get(k.case_id)
-        if deadline and (known is None or known[0] is None or deadline < known[0]):
-            result[k.case_id] = (deadline, ts(k.start_time), f"{k.clock} · {k.responsible}")
+    for c in cases:
+        if c.HasField("next_deadline"):
+            d = c.next_deadline
+            result[c.case_id] = (
+                ts(d.deadline_time),
+                ts(d.start_time),
+                f"{d.clock} · {d.responsible}",
+            )
     return result
 
 
@@ -290,7 +278,7 @@ def claims(desk: Desk) -> dict[str, str]:
 
 async def queue_rows(desk: Desk) -> list[QueueRow]:
     cases = await open_cases(desk)
-    times = await deadlines(desk, cases)
+    times = deadlines(cases)
     claimed = claims(desk)
     linked = linked_ids(desk)
     now = desk.clock.now()
@@ -1126,24 +1114,9 @@ APPEAL_STATES = {
 
 
 async def known_appeals(desk: Desk) -> tuple[list[appeal_pb2.Appeal], bool]:
-    """Every appeal (ListAppeals) when the hub and SDK have it; else the appeals this console
-    heard of in the hub's appeal notices, each read again for its state. Whether complete."""
-    if LIST_APPEALS:
-        listed = await desk.link.call(lambda c: getattr(c, "list_appeals")())  # noqa: B009
-        return list(listed), True
-    seen: dict[str, appeal_pb2.Appeal] = {}
-    for notice in stored_notices(desk, delivery_pb2.NOTICE_KIND_APPEAL):
-        if notice.HasField("appeal") and notice.appeal.appeal_id not in seen:
-            seen[notice.appeal.appeal_id] = notice.appeal
-    fresh = []
-    for appeal_id, heard in seen.items():
-        try:
-            fresh.append(
-                await desk.link.call(functools.partial(HubClient.get_appeal, appeal_id=appeal_id))
-            )
-        except HubError:
-            fresh.append(heard)
-    return fresh, False
+    """Every appeal the hub holds (ListAppeals), newest first; always complete."""
+    listed = await desk.link.call(lambda c: c.list_appeals(page_size=200))
+    return list(listed), True
 
 
 @page()
