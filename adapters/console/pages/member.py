@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from adapters.console import actions
 from adapters.console.actions import Action, Done, FormErrors, Payload, Refusal, register
-from adapters.console.models import JournalEntry, StoredDelivery
+from adapters.console.models import StoredDelivery
 from adapters.console.pages.common import CASE_ID, order_account, order_amount, state_name, ts
 from adapters.console.web import (
     Desk,
@@ -600,14 +600,18 @@ async def inbox_rows(desk: Desk) -> tuple[list[InboxRow], Refusal | None]:
     for row, notice in reversed(stored):
         orders[notice.order.order_id] = notice.order
         seen[notice.order.order_id] = row
-    # The hub's word now: the order's state in its case (a case read per case, at most 50).
-    case_ids = sorted({k.case_id for k in by_order.values()} | {o.case_id for o in orders.values()})
+    # The hub's word now: each order's state in the cases this institution holds orders in,
+    # the most urgent first (one page of ListCases; its cases come with their orders).
     if refusal is None:
-        for case_id in case_ids[:50]:
-            try:
-                case = await desk.link.call(lambda c, cid=case_id: c.get_case(cid))  # type: ignore[misc]
-            except (HubError, HubSignatureError):
-                continue
+        try:
+            held, _token = await desk.link.call(
+                lambda c: c.list_cases_page(
+                    institution_code=me, order_by=case_pb2.CASE_ORDER_DEADLINE, page_size=100
+                )
+            )
+        except (HubError, HubSignatureError) as err:
+            held, refusal = [], Refusal.of(err)
+        for case in held:
             for o in case.orders:
                 if o.addressed_to == me:
                     orders[o.order_id] = o
@@ -1042,8 +1046,6 @@ async def answer_send(request: Request) -> Response:
 
 # ---- 5. appeals ---------------------------------------------------------------------------------
 
-APPEAL_ID = re.compile(r"^appeal (\S+) filed")
-
 
 async def _send_appeal(client: HubClient, p: Payload) -> Done:
     appeal = await client.file_appeal(
@@ -1141,25 +1143,6 @@ async def appeal_send(request: Request) -> Response:
     return after(request, outcome, "member/appeal.html", context)
 
 
-def filed_appeal_ids(desk: Desk) -> list[str]:
-    """The appeals this console filed, newest first, from its journal."""
-    with desk.db() as s:
-        entries = list(
-            s.scalars(
-                select(JournalEntry)
-                .where(JournalEntry.action == "appeal_file", JournalEntry.outcome == "done")
-                .order_by(JournalEntry.id.desc())
-                .limit(200)
-            )
-        )
-    ids: list[str] = []
-    for e in entries:
-        m = APPEAL_ID.match(e.detail)
-        if m and m.group(1) not in ids:
-            ids.append(m.group(1))
-    return ids
-
-
 @page()
 async def filed_appeals(request: Request) -> Response:
     if (wrong := member_only(request)) is not None:
@@ -1167,11 +1150,11 @@ async def filed_appeals(request: Request) -> Response:
     desk = desk_of(request)
     found: list[appeal_pb2.Appeal] = []
     refusal = None
-    for appeal_id in filed_appeal_ids(desk):
-        try:
-            found.append(await desk.link.call(lambda c, a=appeal_id: c.get_appeal(a)))  # type: ignore[misc]
-        except (HubError, HubSignatureError) as err:
-            refusal = Refusal.of(err)
+    try:
+        # A member's ListAppeals answers its own appeals only (docs/permissions.md).
+        found = await desk.link.call(lambda c: c.list_appeals(page_size=200))
+    except (HubError, HubSignatureError) as err:
+        refusal = Refusal.of(err)
     now = desk.clock.now()
     rows = [
         {
