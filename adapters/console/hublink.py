@@ -9,17 +9,18 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from adapters.console.db import ConsoleDb
 from adapters.console.live import Broadcaster, Event
 from adapters.console.models import StoredDelivery
 from adapters.sdk import Delivery, HubClient, HubError, HubSignatureError
 from adapters.sdk.client import Clock
-from stophub.v1 import delivery_pb2
+from stophub.v1 import case_pb2, delivery_pb2
 
 log = logging.getLogger("stophub.console")
 T = TypeVar("T")
@@ -34,12 +35,29 @@ ALARMS = {
 }
 
 
+@dataclass(frozen=True)
+class NextDeadline:
+    """The most urgent open clock this institution can see: shown at the top of every page."""
+
+    case_id: str
+    clock: str
+    responsible: str
+    start: datetime | None
+    deadline: datetime | None
+
+
 @dataclass
 class LinkState:
     ok: bool = False
     since: datetime | None = None
     problem: str = "not connected yet"
     streaming: bool = False
+
+
+def _time(moment: Timestamp) -> datetime | None:
+    if moment.seconds == 0 and moment.nanos == 0:
+        return None
+    return moment.ToDatetime(tzinfo=UTC)
 
 
 class HubLink:
@@ -58,6 +76,7 @@ class HubLink:
         self.broadcaster = broadcaster
         self.clock = clock
         self.state = LinkState()
+        self.next_deadline: NextDeadline | None = None
         self._stream = stream
         self._health_every = health_every
         self._tasks: list[asyncio.Task[None]] = []
@@ -103,7 +122,22 @@ class HubLink:
         while True:
             with contextlib.suppress(HubError, HubSignatureError):
                 await self.call(lambda c: c.get_institution(c.institution))
+                await self.refresh_deadline()
             await asyncio.sleep(self._health_every)
+
+    async def refresh_deadline(self) -> None:
+        """Ask the hub for the case with the earliest open deadline this institution sees."""
+        cases, _token = await self.call(
+            lambda c: c.list_cases_page(order_by=case_pb2.CASE_ORDER_DEADLINE, page_size=1)
+        )
+        first = cases[0] if cases else None
+        if first is None or not first.HasField("next_deadline"):
+            self.next_deadline = None
+            return
+        d = first.next_deadline
+        self.next_deadline = NextDeadline(
+            first.case_id, d.clock, d.responsible, _time(d.start_time), _time(d.deadline_time)
+        )
 
     async def _deliveries(self) -> None:
         backoff = 0.5
@@ -116,6 +150,8 @@ class HubLink:
                         self.store(delivery)
                         await stream.ack(delivery.sequence)
                         self.announce(delivery)
+                        with contextlib.suppress(HubError, HubSignatureError):
+                            await self.refresh_deadline()
                         backoff = 0.5
             except asyncio.CancelledError:
                 raise

@@ -143,6 +143,10 @@ def test_queue_sorted_by_time_left_with_urgency_colours(
     seen = rows()
     # The stop-issue clock (10 minutes) of the first case has 6 left, the second's 10.
     assert seen[first][0] < seen[second][0]
+    # Every page names the most urgent case at its top, with its countdown.
+    top = min(seen, key=lambda case_id: seen[case_id][0])
+    net.run(net.consoles["CENTRE"].desk.link.refresh_deadline())
+    assert f'Most urgent: <a href="/cases/{top}">' in duty.get("/journal").text
     assert seen[first][1] == "green" and seen[second][1] == "green"
     net.advance(timedelta(minutes=3))  # 3 of 10 left: yellow; 7 of 10: green
     seen = rows()
