@@ -18,10 +18,13 @@ import grpc
 from sqlalchemy import select, update
 
 from adapters.console.models import JournalEntry, Proposal
+from adapters.console.refusals import REASONS, TECHNICAL
 from adapters.console.web import Desk, Viewer
 from adapters.sdk import HubClient, HubError, HubSignatureError
 
 Payload = dict[str, Any]
+# Statuses whose hub message already says what was wrong with the request itself.
+PLAIN = ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION")
 
 
 class FormErrors(Exception):
@@ -82,6 +85,19 @@ class Refusal:
     field: str
     message: str
     transient: bool
+
+    @property
+    def explained(self) -> str:
+        """What the refusal means for the person (English; the page translates it)."""
+        if self.reason in REASONS:
+            return REASONS[self.reason]
+        if self.transient or self.status in (
+            "INVALID_ARGUMENT",
+            "NOT_FOUND",
+            "FAILED_PRECONDITION",
+        ):
+            return ""
+        return TECHNICAL
 
     @classmethod
     def of(cls, err: HubError | HubSignatureError) -> Refusal:

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from adapters.console.i18n import catalog_ids, translations
+from adapters.console.refusals import REASONS, TECHNICAL
 
 CONSOLE = Path(__file__).resolve().parents[2] / "adapters" / "console"
 # _("a" "b") in Python (implicit concatenation) and _("…") / _('…') in templates.
@@ -29,6 +30,12 @@ def test_every_shown_word_has_its_chinese() -> None:
     catalog = catalog_ids("zh")
     missing = {w: where for w, where in shown_words().items() if not catalog.get(w)}
     assert missing == {}, "translate these in adapters/console/locale/zh/<area>.po"
+
+
+def test_every_refusal_explained_has_its_chinese() -> None:
+    catalog = catalog_ids("zh")
+    missing = [t for t in (*REASONS.values(), TECHNICAL) if not catalog.get(t)]
+    assert missing == []
 
 
 def test_placeholders_survive_translation() -> None:
