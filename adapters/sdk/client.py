@@ -299,6 +299,13 @@ RPCS: Final[dict[str, _Rpc]] = {
     "ListClocks": _rpc(
         sla_pb2, "SlaService", "ListClocks", sla_pb2.ListClocksBody, sla_pb2.ClockList
     ),
+    "AcknowledgeBreach": _rpc(
+        sla_pb2,
+        "SlaService",
+        "AcknowledgeBreach",
+        sla_pb2.BreachAcknowledgement,
+        sla_pb2.ClockView,
+    ),
     "GetCaseTrail": _rpc(
         case_pb2, "CaseService", "GetCaseTrail", trail_pb2.GetCaseTrailBody, trail_pb2.Trail
     ),
@@ -1107,6 +1114,7 @@ class HubClient:
         open_only: bool = False,
         breached_only: bool = False,
         page_size: int = 50,
+        unacknowledged_only: bool = False,
     ) -> list[sla_pb2.ClockView]:
         """Case clocks with their SLA log, running ones first by time left, following page
         tokens to the end. A bank or payment institution sees only the clocks it is
@@ -1121,6 +1129,7 @@ class HubClient:
                 case_id=case_id,
                 open_only=open_only,
                 breached_only=breached_only,
+                unacknowledged_only=unacknowledged_only,
             )
             page = await self._answer("ListClocks", body, sla_pb2.ClockList)
             for clock in page.clocks:
@@ -1132,6 +1141,23 @@ class HubClient:
             if not page.next_page_token or page.next_page_token == token:
                 return found
             token = page.next_page_token
+
+    async def acknowledge_breach(
+        self, clock_id: str, note: str = "", *, message_id: str | None = None
+    ) -> sla_pb2.ClockView:
+        """A person acknowledges the breach of `clock_id`; the clock as it is afterwards.
+
+        The hub wants to know who: call it inside `acting(operator)` (or the hub refuses it,
+        INVALID_ARGUMENT OPERATOR_REQUIRED). A breach is acknowledged once
+        (FAILED_PRECONDITION ALREADY_ACKNOWLEDGED names who did, and when)."""
+        clock = await self._answer(
+            "AcknowledgeBreach",
+            sla_pb2.BreachAcknowledgement(clock_id=clock_id, note=note),
+            sla_pb2.ClockView,
+            message_id,
+        )
+        _same("clock", clock_id, clock.clock_id)
+        return clock
 
     # ---- the registry, cached -------------------------------------------------------------
 

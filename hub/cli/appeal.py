@@ -7,6 +7,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from adapters.sdk.identity import Identity
 from hub.cli.common import (
     db_option,
     json_option,
@@ -14,8 +15,10 @@ from hub.cli.common import (
     personal_data_option,
     print_json,
     refusals_as_errors,
+    remote_options,
     utc,
 )
+from hub.cli.remote import connect
 from hub.domain.appeals import Appeal
 from hub.domain.wording import Disclosure
 from hub.render.screen import show
@@ -33,17 +36,28 @@ def appeal_group() -> None:
 @personal_data_option
 @json_option
 @db_option
+@remote_options
 @refusals_as_errors
 def appeal_list(
-    open_only: bool, limit: int, personal_data: bool, as_json: bool, database_url: str
+    open_only: bool,
+    limit: int,
+    personal_data: bool,
+    as_json: bool,
+    database_url: str,
+    identity: Identity | None,
 ) -> None:
-    """Appeals, newest first, with their deadline and decision."""
-    store = open_store(database_url)
-    with store(read_only=True) as uow:
-        found = list(uow.appeals.recent(limit, open_only=open_only))
-        # A reason is free text about people: the names of its case are masked in it.
-        cases = [uow.cases.get(case_id) for case_id in {a.case_id for a in found}]
-        names = {name for c in cases if c is not None for name in c.personal_names()}
+    """Appeals, newest first, with their deadline and decision. With --identity: those the
+    hub shows that institution (a bank: its own)."""
+    if identity is not None:
+        with connect(identity) as remote:
+            found, names = remote.appeals(open_only, limit)
+    else:
+        store = open_store(database_url)
+        with store(read_only=True) as uow:
+            found = list(uow.appeals.recent(limit, open_only=open_only))
+            # A reason is free text about people: the names of its case are masked in it.
+            cases = [uow.cases.get(case_id) for case_id in {a.case_id for a in found}]
+            names = {name for c in cases if c is not None for name in c.personal_names()}
     shown = Disclosure(personal_data).knowing(names)
     if as_json:
         print_json({"appeals": [_appeal(a, shown) for a in found]})

@@ -336,6 +336,7 @@ class ClockRepository(Protocol):
         breached_only: bool,
         limit: int,
         offset: int,
+        unacknowledged_only: bool = False,
     ) -> Sequence[CaseClock]: ...
 
     def breached_since(self, since: datetime, limit: int) -> Sequence[CaseClock]:

@@ -553,7 +553,11 @@ def clock_to_proto(c: CaseClock, entries: list[SlaEntry] | None = None) -> sla_p
         breached=c.breached,
         events=[sla_entry_to_proto(e) for e in entries or []],
         deadline_estimated=c.deadline_estimated,
+        acknowledged_by=c.acknowledged_by or "",
+        acknowledged_operator=c.acknowledged_operator or "",
+        acknowledge_note=c.acknowledge_note or "",
     )
+    _set_ts(pb, "acknowledge_time", c.acknowledged_at)
     _set_ts(pb, "start_time", c.started_at)
     _set_ts(pb, "deadline_time", c.deadline_at)
     _set_ts(pb, "next_step_time", c.next_step_at)

@@ -1201,6 +1201,7 @@ class SqlClocks:
         breached_only: bool,
         limit: int,
         offset: int,
+        unacknowledged_only: bool = False,
     ) -> Sequence[CaseClock]:
         is_open = case((clocks.c.state == ClockState.OPEN, 0), else_=1)
         stmt = (
@@ -1217,6 +1218,9 @@ class SqlClocks:
             stmt = stmt.where(clocks.c.state == ClockState.OPEN)
         if breached_only:
             stmt = stmt.where(clocks.c.breached.is_(True))
+        if unacknowledged_only:
+            # `= true`: a range of ix_clocks_breached_acknowledged_at.
+            stmt = stmt.where(clocks.c.breached == true(), clocks.c.acknowledged_at.is_(None))
         return self.session.scalars(stmt).all()
 
     def breached_since(self, since: datetime, limit: int) -> Sequence[CaseClock]:

@@ -458,12 +458,19 @@ clocks = Table(
     Column("stopped_by", String(40), nullable=False),
     # Counted in working days over a year without an official holiday calendar.
     Column("deadline_estimated", Boolean, nullable=False, server_default=sa_false()),
+    # A breach acknowledged by a person (docs/clocks.md); the person and the note are sealed.
+    Column("acknowledged_at", UTCDateTime()),
+    Column("acknowledged_by", Code),
+    Column("acknowledged_operator", SealedText("clocks.acknowledged_operator")),
+    Column("acknowledge_note", SealedText("clocks.acknowledge_note")),
     Index("ix_clocks_state_next_step_at", "state", "next_step_at"),
     Index("ix_clocks_responsible_state", "responsible", "state"),
     # The metrics snapshot's figures read the open clocks and the breached ones, never the
     # years of closed ones (hub.observability.metrics): each count is covered by its index.
     Index("ix_clocks_state_kind_breached", "state", "kind", "breached"),
     Index("ix_clocks_breached_kind", "breached", "kind"),
+    # The escalation inbox: breached clocks nobody acknowledged (ListClocks).
+    Index("ix_clocks_breached_acknowledged_at", "breached", "acknowledged_at"),
 )
 
 # The blacklist and punishment list (docs/blacklist.md). An entry's subject, name and reason

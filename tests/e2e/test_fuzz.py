@@ -123,6 +123,9 @@ RPCS = {
         "REG",
     ),
     "ListClocks": Rpc("/stophub.v1.SlaService/ListClocks", sla_pb2.ListClocksBody, "BANKB"),
+    "AcknowledgeBreach": Rpc(
+        "/stophub.v1.SlaService/AcknowledgeBreach", sla_pb2.BreachAcknowledgement, "CENTRE"
+    ),
     "GetCaseTrail": Rpc(
         "/stophub.v1.CaseService/GetCaseTrail", trail_pb2.GetCaseTrailBody, "CENTRE"
     ),
@@ -668,6 +671,8 @@ class Fuzz:
             return audit_pb2.GetInclusionProofBody(log_index=variant % 7)
         if name == "GetConsistencyProof":
             return audit_pb2.GetConsistencyProofBody(first_size=1 + variant % 3)
+        if name == "AcknowledgeBreach":
+            return sla_pb2.BreachAcknowledgement(clock_id=f"K-{variant}", note="fz")
         return sla_pb2.ListClocksBody(page_size=3, open_only=bool(variant % 2))
 
     def instruction(self, variant: int, now: Any) -> order_pb2.OrderInstruction:

@@ -507,6 +507,7 @@ class FakeClocks:
         breached_only: bool,
         limit: int,
         offset: int,
+        unacknowledged_only: bool = False,
     ) -> Sequence[CaseClock]:
         found = [
             c
@@ -515,6 +516,7 @@ class FakeClocks:
             and (not case_id or c.case_id == case_id)
             and (not open_only or c.state is ClockState.OPEN)
             and (not breached_only or c.breached)
+            and (not unacknowledged_only or (c.breached and c.acknowledged_at is None))
         ]
         found.sort(key=lambda c: (c.state is not ClockState.OPEN, c.deadline_at, c.clock_id))
         return found[offset : offset + limit]

@@ -45,7 +45,7 @@ from hub.service.commands.returns import (
     OBJECT_TO_DISTRIBUTION,
     START_DISTRIBUTION,
 )
-from hub.service.commands.sla import LIST_CLOCKS
+from hub.service.commands.sla import ACKNOWLEDGE_BREACH, LIST_CLOCKS
 from hub.service.permissions import KINDS, MATRIX, POSSIBLE, Access, Relation, rule_for
 from hub.system.policy import load_policy
 from stophub.v1 import (
@@ -212,6 +212,9 @@ class Net(World):
         assert isinstance(appeal, appeal_pb2.Appeal)
         self.appeal_id = appeal.appeal_id
 
+    def any_clock(self) -> str:
+        return sorted(self.store.state.clocks)[0]
+
     def caller(self, kind: InstitutionKind, relation: Relation) -> tuple[str, str, str]:
         """(member, case id, order id) such that the member has `relation` to the case and,
         for AnswerOrder, to the order."""
@@ -266,6 +269,9 @@ def bodies(net: Net, member: str, case_id: str, order_id: str) -> dict[str, Mess
         "GetInstitution": institution_pb2.GetInstitutionBody(code="BANKB"),
         "ListInstitutions": institution_pb2.ListInstitutionsBody(),
         "ListClocks": sla_pb2.ListClocksBody(),
+        # No clock of this world has breached: an allowed caller is refused NOT_BREACHED
+        # (or NOT_RESPONSIBLE, the handler's check), never KIND_NOT_ALLOWED.
+        "AcknowledgeBreach": sla_pb2.BreachAcknowledgement(clock_id=net.any_clock()),
         "StreamDeliveries": delivery_pb2.SubscribeBody(connection_name="walk"),
         "GetCaseTrail": trail_pb2.GetCaseTrailBody(case_id=case_id),
         "StartDistribution": returns_pb2.StartDistributionBody(
@@ -320,6 +326,7 @@ COMMANDS = {
         GET_INSTITUTION,
         LIST_INSTITUTIONS,
         LIST_CLOCKS,
+        ACKNOWLEDGE_BREACH,
         GET_CASE_TRAIL,
         START_DISTRIBUTION,
         OBJECT_TO_DISTRIBUTION,
