@@ -29,7 +29,7 @@ from adapters.console.people import Role, add_person
 from adapters.sdk import HubClient
 from adapters.sdk.identity import Identity, write_identity
 from hub.bootstrap import HubServer, serve
-from hub.crypto import pki
+from hub.crypto import fields, pki
 from hub.crypto.fields import Keyring
 from hub.crypto.keys import PrivateKey
 from hub.crypto.listkey import ListKey
@@ -145,7 +145,9 @@ async def _start(net: ConsoleNetwork, codes: list[str], approval: dict[str, bool
         workers=4,
         tls=hub_tls,
         list_key=ListKey.generate(),
-        data_keys=Keyring.generate(),
+        # The keyring the tests configured (tests/conftest.py restores it after each test):
+        # a ring of its own would be swapped out under a module-scoped network.
+        data_keys=fields.configured() or Keyring.generate(),
         sweep_interval=0.2,
     )
     net.server, net.store = server, store
