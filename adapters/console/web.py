@@ -214,7 +214,9 @@ def current_viewer(request: Request, *, touch: bool = True) -> tuple[Viewer | No
         if row is None or row.ended:
             return None, "none"
         if now - row.last_seen > desk.config.idle_timeout:
-            row.ended = True
+            # Left as it is (not marked ended): whatever asks first after the timeout (the
+            # live stream reconnecting, a live refresh), the person's next click still learns
+            # that the session expired, not only that there is none.
             return None, "expired"
         person = s.get(Person, row.person_id)
         if person is None or person.disabled:

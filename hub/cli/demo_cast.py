@@ -11,8 +11,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from adapters.bank import BankAgent
 from adapters.sdk import Delivery, DeliveryStream, HubClient, HubError, HubSignatureError
+from hub.bootstrap import HubServer
+from hub.crypto.keys import PrivateKey
 from hub.domain.institutions import InstitutionKind
+from hub.store.sql import SqlStore
 from hub.system.calendar import missing_years
 from hub.system.clock import SystemClock
 from hub.system.policy import DEFAULT_POLICY, load_calendar
@@ -59,12 +63,51 @@ class DemoClock:
 
     def __init__(self, speed: float) -> None:
         self.base = SystemClock()
-        self.speed = speed
-        self.origin = self.base.now()
-        self.offset = timedelta(0)
+        # (origin, speed, offset) in one tuple: other threads (the hub's sweep, its gate) read
+        # it at any moment, and must never see one part changed without the others.
+        self._state = (self.base.now(), speed, timedelta(0))
+
+    @property
+    def speed(self) -> float:
+        return self._state[1]
+
+    @property
+    def offset(self) -> timedelta:
+        return self._state[2]
+
+    @offset.setter
+    def offset(self, value: timedelta) -> None:
+        origin, speed, _old = self._state
+        self._state = (origin, speed, value)
 
     def now(self) -> datetime:
-        return self.origin + (self.base.now() - self.origin) * self.speed + self.offset
+        origin, speed, offset = self._state
+        return origin + (self.base.now() - origin) * speed + offset
+
+    def rebase(self, speed: float) -> None:
+        """From now on case time runs `speed` times the wall clock, going on from where it is
+        (`stophub demo --console` slows it to real time for people clicking through)."""
+        wall = self.base.now()
+        origin, old, offset = self._state
+        at = origin + (wall - origin) * old + offset
+        self._state = (wall, speed, at - wall)
+
+
+@dataclass
+class DemoNetwork:
+    """What the demo has running once its story is told, for `stophub demo --console` to
+    keep: the hub, its address and keys, the network's CA folder, case time, the agents."""
+
+    directory: Path
+    target: str
+    keys: dict[str, PrivateKey]
+    tls_dir: Path
+    clock: DemoClock
+    server: HubServer
+    store: SqlStore
+    agents: list[BankAgent]
+    tasks: list[asyncio.Task[None]]
+    case_ids: list[str]
 
 
 class Backdated:

@@ -23,6 +23,7 @@ second).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,6 +53,7 @@ from hub.cli.demo_cast import (
     WALLET,
     Backdated,
     DemoClock,
+    DemoNetwork,
     Inbox,
     Stalled,
     answered,
@@ -91,7 +93,16 @@ from hub.system.clock import SystemClock
 from stophub.v1 import account_pb2, appeal_pb2, blacklist_pb2, delivery_pb2, order_pb2, returns_pb2
 
 
-async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -> int:
+async def run_demo(
+    directory: Path,
+    console: Console,
+    *,
+    speed: float = SPEED,
+    keep: Callable[[DemoNetwork], Awaitable[int]] | None = None,
+) -> int:
+    """Tell the story; then, if it settled and `keep` is given, hand the running network to
+    `keep` (`stophub demo --console`) and stop it when `keep` returns (its status is the
+    demo's)."""
     fresh_directory(directory)
     db = directory / "stophub.db"
     url = f"sqlite:///{db}"
@@ -440,6 +451,22 @@ async def run_demo(directory: Path, console: Console, *, speed: float = SPEED) -
         for command in inspect_commands(directory, url, case_id):
             console.print(f"  {command}", soft_wrap=True)
         status = 0 if ok else 1
+        if keep is not None and ok:
+            step = "the consoles"
+            status = await keep(
+                DemoNetwork(
+                    directory,
+                    target,
+                    keys,
+                    tls_dir,
+                    clock,
+                    server,
+                    store,
+                    agents,
+                    tasks,
+                    [case_id, second_id],
+                )
+            )
     except Stalled as stalled:
         waited = duration(timedelta(seconds=stalled.waited * speed))
         show_failure(
