@@ -34,6 +34,7 @@ from adapters.console.web import (
     LANGUAGE_COOKIE,
     LOGIN_CSRF_COOKIE,
     Desk,
+    cookie,
     current_viewer,
     desk_of,
     gettext_for,
@@ -106,10 +107,10 @@ async def login_form(request: Request) -> Response:
             "username": "",
         },
     )
-    set_cookie(request, response, LOGIN_CSRF_COOKIE, token)
+    set_cookie(request, response, cookie(request, LOGIN_CSRF_COOKIE), token)
     chosen = request.query_params.get("lang", "")
     if chosen in LANGUAGES:
-        set_cookie(request, response, LANGUAGE_COOKIE, chosen)
+        set_cookie(request, response, cookie(request, LANGUAGE_COOKIE), chosen)
     return response
 
 
@@ -117,7 +118,7 @@ async def login(request: Request) -> Response:
     desk = desk_of(request)
     form = await request.form()
     _ = gettext_for(request)
-    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    expected = request.cookies.get(cookie(request, LOGIN_CSRF_COOKIE), "")
     given = str(form.get("csrf", ""))
     if not expected or not secrets.compare_digest(given, expected):
         return refuse(request, 403, _("The sign-in form had expired. Open the sign-in page again."))
@@ -163,14 +164,14 @@ async def login(request: Request) -> Response:
             },
             status=401 if result.result != "locked" else 423,
         )
-        set_cookie(request, response, LOGIN_CSRF_COOKIE, token)
+        set_cookie(request, response, cookie(request, LOGIN_CSRF_COOKIE), token)
         return response
     with desk.db() as s:
         person = s.get(Person, person_id)
         assert person is not None
     redirect = RedirectResponse(target, status_code=303)
     open_session(request, person, redirect)
-    redirect.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
+    redirect.delete_cookie(cookie(request, LOGIN_CSRF_COOKIE), path="/")
     actions.journal(desk, person.username, "login", "signed in", "login")
     return redirect
 
@@ -178,14 +179,14 @@ async def login(request: Request) -> Response:
 @page()
 async def logout(request: Request) -> Response:
     desk = desk_of(request)
-    token = request.cookies.get(COOKIE, "")
+    token = request.cookies.get(cookie(request, COOKIE), "")
     with desk.db() as s:
         row = s.get(Session, hash_token(token))
         if row is not None:
             row.ended = True
     actions.journal(desk, viewer_of(request).username, "logout", "signed out", "logout")
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(cookie(request, COOKIE), path="/")
     return response
 
 
@@ -330,7 +331,7 @@ async def events(request: Request) -> Response:
         return PlainTextResponse("sign in first", status_code=401)
     desk = desk_of(request)
     queue = desk.broadcaster.subscribe()
-    token = request.cookies.get(COOKIE, "")
+    token = request.cookies.get(cookie(request, COOKIE), "")
 
     async def stream() -> AsyncIterator[str]:
         try:

@@ -34,10 +34,19 @@ from adapters.sdk.client import Clock
 from hub.domain.wording import yuan
 
 TEMPLATES = Path(__file__).with_name("templates")
-COOKIE = "stophub_console"
-LOGIN_CSRF_COOKIE = "stophub_console_login"
+# Cookies are named after the console's institution: browsers keep cookies per host, not per
+# port, so two consoles on one host (the demo's) would otherwise sign each other out.
+COOKIE = "stophub_console_{}"
+LOGIN_CSRF_COOKIE = "stophub_console_{}_login"
 # The language chosen on the sign-in page, before anyone is signed in.
-LANGUAGE_COOKIE = "stophub_console_language"
+LANGUAGE_COOKIE = "stophub_console_{}_language"
+
+
+def cookie(request: Request, pattern: str) -> str:
+    """This console's name for one of its cookies."""
+    return pattern.format(desk_of(request).institution.lower())
+
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -125,7 +134,9 @@ def desk_of(request: Request) -> Desk:
 
 def gettext_for(request: Request) -> Callable[[str], str]:
     viewer = getattr(request.state, "viewer", None)
-    language = viewer.language if viewer else request.cookies.get(LANGUAGE_COOKIE, "")
+    language = (
+        viewer.language if viewer else request.cookies.get(cookie(request, LANGUAGE_COOKIE), "")
+    )
     if language not in LANGUAGES:
         language = desk_of(request).config.language
     return translations(language).gettext
@@ -144,7 +155,8 @@ def render(
     language = (
         viewer.language
         if viewer
-        else request.query_params.get("lang") or request.cookies.get(LANGUAGE_COOKIE, "")
+        else request.query_params.get("lang")
+        or request.cookies.get(cookie(request, LANGUAGE_COOKIE), "")
     )
     if language not in LANGUAGES:
         language = desk.config.language
@@ -188,7 +200,7 @@ def open_session(request: Request, person: Person, response: Response) -> None:
                 ended=False,
             )
         )
-    set_cookie(request, response, COOKIE, token)
+    set_cookie(request, response, cookie(request, COOKIE), token)
 
 
 def set_cookie(request: Request, response: Response, name: str, value: str) -> None:
@@ -205,7 +217,7 @@ def set_cookie(request: Request, response: Response, name: str, value: str) -> N
 def current_viewer(request: Request, *, touch: bool = True) -> tuple[Viewer | None, str]:
     """The signed-in person and '' or None and why not ('none', 'expired', 'disabled')."""
     desk = desk_of(request)
-    token = request.cookies.get(COOKIE)
+    token = request.cookies.get(cookie(request, COOKIE))
     if not token:
         return None, "none"
     now = desk.clock.now()

@@ -20,6 +20,7 @@ from adapters.console.models import Claim, StoredDelivery
 from adapters.console.web import (
     countdown,
     desk_of,
+    duration_text,
     gettext_for,
     page,
     render,
@@ -379,7 +380,7 @@ async def escalations(request: Request) -> Response:
         {
             "clock": k,
             "deadline": ts(k.deadline_time),
-            "late": now - (ts(k.deadline_time) or now),
+            "late": duration_text((now - (ts(k.deadline_time) or now)).total_seconds()),
         }
         for k in breaches
     ]

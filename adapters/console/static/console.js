@@ -17,8 +17,12 @@
   }
   // Red: breached or under 20% of its window left; yellow under 50%; else green
   // (adapters/console/web.py countdown() says the same for the first paint).
+  // Count from the console's clock, not the workstation's: a desk whose clock is off must not
+  // show a breach as minutes left. The page says the console's time when it was drawn.
+  const drawn = Date.parse(body.dataset.now || "");
+  const skew = isNaN(drawn) ? 0 : drawn - Date.now();
   function tick() {
-    const now = Date.now();
+    const now = Date.now() + skew;
     document.querySelectorAll(".countdown[data-deadline]").forEach(function (el) {
       const deadline = Date.parse(el.dataset.deadline);
       if (isNaN(deadline)) return;
@@ -27,7 +31,8 @@
       const windowSeconds = isNaN(start) ? 0 : (deadline - start) / 1000;
       const share = windowSeconds > 0 ? rest / windowSeconds : (rest > 0 ? 1 : 0);
       const urgency = rest <= 0 || share < 0.2 ? "red" : share < 0.5 ? "yellow" : "green";
-      el.textContent = left(rest);
+      // A breach's lateness reads as a positive time ("late by"), still red.
+      el.textContent = el.dataset.late && rest < 0 ? left(-rest) : left(rest);
       el.classList.remove("red", "yellow", "green");
       el.classList.add(urgency);
     });
