@@ -151,7 +151,10 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument(
-        "names", nargs="*", metavar="NAME", help="clocks, intake, delivery, blacklist, audit, console (all)"
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="clocks, intake, delivery, blacklist, audit, console (all)",
     )
     p.add_argument("--quick", action="store_true", help="a short smoke run of each benchmark")
     p.add_argument("--no-postgres", action="store_true")

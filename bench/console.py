@@ -174,84 +174,84 @@ class Figures:
 
 
 def run(args: argparse.Namespace, say: Any) -> Figures:
-    with tempfile.TemporaryDirectory(prefix="stophub-bench-console-") as tmp:
-        with console_network(Path(tmp), ["CENTRE", "BANKB"]) as net:
-            bank, centre = net.client("BANKA"), net.client("CENTRE")
-            t = time.monotonic()
-            ids = net.run(seed(net, bank, args.cases, say), timeout=3600)
-            seed_seconds = time.monotonic() - t
-            say(f"console: {len(ids):,} open cases in {seed_seconds:.0f} s")
-            rng = random.Random(20)
-            picked = rng.sample(range(len(ids)), args.orders)
+    with (
+        tempfile.TemporaryDirectory(prefix="stophub-bench-console-") as tmp,
+        console_network(Path(tmp), ["CENTRE", "BANKB"]) as net,
+    ):
+        bank, centre = net.client("BANKA"), net.client("CENTRE")
+        t = time.monotonic()
+        ids = net.run(seed(net, bank, args.cases, say), timeout=3600)
+        seed_seconds = time.monotonic() - t
+        say(f"console: {len(ids):,} open cases in {seed_seconds:.0f} s")
+        rng = random.Random(20)
+        picked = rng.sample(range(len(ids)), args.orders)
 
-            # Orders to BANKB's open browser.
-            member = Browserless(net.consoles["BANKB"])
-            member.login("watch")
-            sse = Sse(member)
-            upper, lower, call = [], [], []
-            for i in picked:
-                case_id = ids[i]
-                net.run(bank.verify_report(case_id))
-                sent = time.monotonic()
-                net.run(centre.issue_order(stop_of(case_id, i, net)))
-                answered = time.monotonic()
-                arrived = sse.wait_case(case_id)
-                upper.append((arrived - sent) * 1e3)
-                lower.append((arrived - answered) * 1e3)
-                call.append((answered - sent) * 1e3)
-            sse.client.close()
-            say(f"console: {len(upper)} orders to the open browser")
+        # Orders to BANKB's open browser.
+        member = Browserless(net.consoles["BANKB"])
+        member.login("watch")
+        sse = Sse(member)
+        upper, lower, call = [], [], []
+        for i in picked:
+            case_id = ids[i]
+            net.run(bank.verify_report(case_id))
+            sent = time.monotonic()
+            net.run(centre.issue_order(stop_of(case_id, i, net)))
+            answered = time.monotonic()
+            arrived = sse.wait_case(case_id)
+            upper.append((arrived - sent) * 1e3)
+            lower.append((arrived - answered) * 1e3)
+            call.append((answered - sent) * 1e3)
+        sse.client.close()
+        say(f"console: {len(upper)} orders to the open browser")
 
-            # Pages at the centre's console.
-            officer = Browserless(net.consoles["CENTRE"])
-            officer.login("duty")
-            path = "/queue"
-            if fetch(officer, path).status_code != 200:
-                path = "/cases"
-            first = fetch(officer, path)
-            queue_ms: list[float] = []
-            if first.status_code == 200:
-                queue_ms = timed(lambda: fetch(officer, path).raise_for_status(), args.requests)
-            else:
-                say(f"console: {path} answered {first.status_code}: the queue is not measured")
-                path = f"{path} (answered {first.status_code}, not measured)"
-            queue_bare = timed(
-                lambda: net.run(centre.call("ListCases", case_pb2.ListCasesBody(page_size=50))),
-                args.requests,
-            )
-            pool = [ids[i] for i in picked]
-            case_label = "case page (case with a stop order)"
-            if fetch(officer, f"/cases/{pool[0]}").status_code != 200:
-                chosen = set(pool)
-                pool = [c for c in ids if c not in chosen][: len(pool)]
-                case_label = "case page (case without an order: with one it answered 500)"
-                say(f"console: {case_label}")
-            case_ms = timed(
-                lambda: fetch(officer, f"/cases/{rng.choice(pool)}").raise_for_status(),
-                args.requests,
-            )
+        # Pages at the centre's console.
+        officer = Browserless(net.consoles["CENTRE"])
+        officer.login("duty")
+        path = "/queue"
+        if fetch(officer, path).status_code != 200:
+            path = "/cases"
+        first = fetch(officer, path)
+        queue_ms: list[float] = []
+        if first.status_code == 200:
+            queue_ms = timed(lambda: fetch(officer, path).raise_for_status(), args.requests)
+        else:
+            say(f"console: {path} answered {first.status_code}: the queue is not measured")
+            path = f"{path} (answered {first.status_code}, not measured)"
+        queue_bare = timed(
+            lambda: net.run(centre.call("ListCases", case_pb2.ListCasesBody(page_size=50))),
+            args.requests,
+        )
+        pool = [ids[i] for i in picked]
+        case_label = "case page (case with a stop order)"
+        if fetch(officer, f"/cases/{pool[0]}").status_code != 200:
+            chosen = set(pool)
+            pool = [c for c in ids if c not in chosen][: len(pool)]
+            case_label = "case page (case without an order: with one it answered 500)"
+            say(f"console: {case_label}")
+        case_ms = timed(
+            lambda: fetch(officer, f"/cases/{rng.choice(pool)}").raise_for_status(),
+            args.requests,
+        )
 
-            async def bare_case(case_id: str) -> None:
-                await centre.get_case(case_id)
-                await centre.get_case_trail(case_id)
-                await centre.list_clocks(case_id=case_id)
+        async def bare_case(case_id: str) -> None:
+            await centre.get_case(case_id)
+            await centre.get_case_trail(case_id)
+            await centre.list_clocks(case_id=case_id)
 
-            case_bare = timed(
-                lambda: net.run(bare_case(rng.choice(pool))), args.requests
-            )
-            return Figures(
-                len(ids),
-                path,
-                queue_ms,
-                queue_bare,
-                case_label,
-                case_ms,
-                case_bare,
-                upper,
-                lower,
-                call,
-                seed_seconds,
-            )
+        case_bare = timed(lambda: net.run(bare_case(rng.choice(pool))), args.requests)
+        return Figures(
+            len(ids),
+            path,
+            queue_ms,
+            queue_bare,
+            case_label,
+            case_ms,
+            case_bare,
+            upper,
+            lower,
+            call,
+            seed_seconds,
+        )
 
 
 def to_rows(f: Figures) -> list[Row]:
