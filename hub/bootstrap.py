@@ -175,6 +175,9 @@ async def serve(
     if run_migrations:
         migrate(database_url)
     store = SqlStore(database_url)
+    indexed = store.index_victims()  # the blind index of cases from before it (revision 0013)
+    if indexed:
+        log.info("blind index: %d case(s) indexed under the current data keyring", indexed)
     ensure_hub_registered(store, key, clock)
     hub = build_hub(
         store,

@@ -29,7 +29,7 @@ from adapters.console.people import Role, add_person
 from adapters.sdk import HubClient
 from adapters.sdk.identity import Identity, write_identity
 from hub.bootstrap import HubServer, serve
-from hub.crypto import pki
+from hub.crypto import fields, pki
 from hub.crypto.fields import Keyring
 from hub.crypto.keys import PrivateKey
 from hub.crypto.listkey import ListKey
@@ -116,6 +116,12 @@ class ConsoleNetwork:
     def advance(self, delta: timedelta) -> None:
         self.clock.advance(delta)
 
+    def add_console(self, code: str, *, hub_target: str, name: str) -> Console:
+        """Another console of `code`, speaking to `hub_target` (a dead address, say)."""
+        console = self.run(_console(self, code, {}, hub_target=hub_target, name=name))
+        self.consoles[name] = console
+        return console
+
 
 def _contacts(code: str) -> list[DutyContact]:
     return [
@@ -139,7 +145,9 @@ async def _start(net: ConsoleNetwork, codes: list[str], approval: dict[str, bool
         workers=4,
         tls=hub_tls,
         list_key=ListKey.generate(),
-        data_keys=Keyring.generate(),
+        # The keyring the tests configured (tests/conftest.py restores it after each test):
+        # a ring of its own would be swapped out under a module-scoped network.
+        data_keys=fields.configured() or Keyring.generate(),
         sweep_interval=0.2,
     )
     net.server, net.store = server, store
@@ -162,11 +170,23 @@ def _pair(issued: pki.Issued) -> tuple[bytes, bytes]:
     return issued.cert_pem, issued.key_pem
 
 
-async def _console(net: ConsoleNetwork, code: str, approval: dict[str, bool]) -> Console:
-    folder = net.directory / "consoles" / code.lower()
+async def _console(
+    net: ConsoleNetwork,
+    code: str,
+    approval: dict[str, bool],
+    *,
+    hub_target: str | None = None,
+    name: str | None = None,
+) -> Console:
+    target = hub_target or net.hub_target
+    folder = net.directory / "consoles" / (name or code.lower())
     port = free_port()
     config = write_config(
-        folder / "console.toml", net.identities[code].directory, hub=net.hub_target, port=port
+        folder / "console.toml",
+        net.identities[code].directory,
+        hub=target,
+        port=port,
+        language="en",
     )
     if approval:
         text = config.path.read_text()
@@ -187,7 +207,7 @@ async def _console(net: ConsoleNetwork, code: str, approval: dict[str, bool]) ->
                 s, username, username.title(), role, PASSWORD, net.clock.now(), language="en"
             )
     db.dispose()
-    client = net.identities[code].client(net.hub_target, clock=net.clock)
+    client = net.identities[code].client(target, clock=net.clock)
     app = create_app(config, client, net.clock, kind=KINDS[MEMBERS[code][1]])
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -283,7 +303,7 @@ class Browserless:
         return answer
 
     def token(self, path: str) -> str:
-        found = CSRF.search(self.http.get(path).text)
+        found = CSRF.search(self.http.get(path, follow_redirects=True).text)
         assert found, f"no form on {path}"
         return found.group(1)
 

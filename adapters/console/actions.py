@@ -235,7 +235,7 @@ def _claim(desk: Desk, proposal_id: str, viewer: Viewer, state: str) -> Proposal
                 "You made this proposal: another supervisor must decide it (maker-checker)."
             )
         if proposal.state != "pending":
-            raise DecisionError(f"This proposal is already {proposal.state}.")
+            raise DecisionError("This proposal has already been decided.")
         changed = s.execute(
             update(Proposal)
             .where(Proposal.id == proposal_id, Proposal.state == "pending")

@@ -31,6 +31,7 @@ from adapters.console.pages import centre, common, member, oversight
 from adapters.console.people import PeopleError, check_password, set_password, sign_in
 from adapters.console.web import (
     COOKIE,
+    LANGUAGE_COOKIE,
     LOGIN_CSRF_COOKIE,
     Desk,
     current_viewer,
@@ -106,6 +107,9 @@ async def login_form(request: Request) -> Response:
         },
     )
     set_cookie(request, response, LOGIN_CSRF_COOKIE, token)
+    chosen = request.query_params.get("lang", "")
+    if chosen in LANGUAGES:
+        set_cookie(request, response, LANGUAGE_COOKIE, chosen)
     return response
 
 

@@ -38,8 +38,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _driver(url: str) -> str:
+    """psycopg 3 for a plain postgresql:// URL (SQLAlchemy would look for psycopg2)."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url.removeprefix(plain)
+    return url
+
+
 class ConsoleDb:
     def __init__(self, url: str) -> None:
+        url = _driver(url)
         self.url = url
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":

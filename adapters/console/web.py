@@ -36,6 +36,8 @@ from hub.domain.wording import yuan
 TEMPLATES = Path(__file__).with_name("templates")
 COOKIE = "stophub_console"
 LOGIN_CSRF_COOKIE = "stophub_console_login"
+# The language chosen on the sign-in page, before anyone is signed in.
+LANGUAGE_COOKIE = "stophub_console_language"
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -123,7 +125,9 @@ def desk_of(request: Request) -> Desk:
 
 def gettext_for(request: Request) -> Callable[[str], str]:
     viewer = getattr(request.state, "viewer", None)
-    language = viewer.language if viewer else desk_of(request).config.language
+    language = viewer.language if viewer else request.cookies.get(LANGUAGE_COOKIE, "")
+    if language not in LANGUAGES:
+        language = desk_of(request).config.language
     return translations(language).gettext
 
 
@@ -137,7 +141,11 @@ def render(
 ) -> HTMLResponse:
     desk = desk_of(request)
     viewer: Viewer | None = getattr(request.state, "viewer", None)
-    language = viewer.language if viewer else request.query_params.get("lang", "")
+    language = (
+        viewer.language
+        if viewer
+        else request.query_params.get("lang") or request.cookies.get(LANGUAGE_COOKIE, "")
+    )
     if language not in LANGUAGES:
         language = desk.config.language
     now = desk.clock.now()

@@ -299,6 +299,13 @@ RPCS: Final[dict[str, _Rpc]] = {
     "ListClocks": _rpc(
         sla_pb2, "SlaService", "ListClocks", sla_pb2.ListClocksBody, sla_pb2.ClockList
     ),
+    "AcknowledgeBreach": _rpc(
+        sla_pb2,
+        "SlaService",
+        "AcknowledgeBreach",
+        sla_pb2.BreachAcknowledgement,
+        sla_pb2.ClockView,
+    ),
     "GetCaseTrail": _rpc(
         case_pb2, "CaseService", "GetCaseTrail", trail_pb2.GetCaseTrailBody, trail_pb2.Trail
     ),
@@ -340,6 +347,13 @@ RPCS: Final[dict[str, _Rpc]] = {
             ("GetAppeal", appeal_pb2.GetAppealBody),
         )
     },
+    "ListAppeals": _rpc(
+        appeal_pb2,
+        "AppealService",
+        "ListAppeals",
+        appeal_pb2.ListAppealsBody,
+        appeal_pb2.AppealList,
+    ),
     **{
         method: _rpc(audit_pb2, "AuditService", method, body, answer)
         for method, body, answer in (
@@ -825,21 +839,76 @@ class HubClient:
         _same("case", case_id, case.case_id)
         return case
 
-    async def list_cases(self, *, state: int = 0, page_size: int = 50) -> list[case_pb2.Case]:
-        """Every case this institution may see, following page tokens to the end."""
+    async def list_cases(
+        self,
+        *,
+        state: int = 0,
+        page_size: int = 50,
+        institution_code: str = "",
+        account: account_pb2.AccountRef | None = None,
+        victim_name: str = "",
+        victim_id_number: str = "",
+        create_time_from: datetime | None = None,
+        create_time_to: datetime | None = None,
+        order_by: int = 0,
+        page_token: str = "",
+    ) -> list[case_pb2.Case]:
+        """Every case this institution may see that matches the filters (docs/cases.md),
+        from `page_token` on, following page tokens to the end."""
         cases: list[case_pb2.Case] = []
-        token = ""
+        token = page_token
         while True:
-            body = case_pb2.ListCasesBody(
+            page, following = await self.list_cases_page(
+                state=state,
                 page_size=page_size,
+                institution_code=institution_code,
+                account=account,
+                victim_name=victim_name,
+                victim_id_number=victim_id_number,
+                create_time_from=create_time_from,
+                create_time_to=create_time_to,
+                order_by=order_by,
                 page_token=token,
-                state=cast(case_pb2.CaseState.ValueType, state),
             )
-            page = await self._answer("ListCases", body, case_pb2.CaseList)
-            cases.extend(page.cases)
-            if not page.next_page_token or page.next_page_token == token:
+            cases.extend(page)
+            if not following or following == token:
                 return cases
-            token = page.next_page_token
+            token = following
+
+    async def list_cases_page(
+        self,
+        *,
+        state: int = 0,
+        page_size: int = 50,
+        institution_code: str = "",
+        account: account_pb2.AccountRef | None = None,
+        victim_name: str = "",
+        victim_id_number: str = "",
+        create_time_from: datetime | None = None,
+        create_time_to: datetime | None = None,
+        order_by: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[case_pb2.Case], str]:
+        """One page of ListCases: (cases, next_page_token), the token empty on the last page.
+        `order_by` is a `case_pb2.CaseOrder` (CASE_ORDER_DEADLINE: the earliest next deadline
+        first); the times are aware datetimes, the range half-open [from, to)."""
+        body = case_pb2.ListCasesBody(
+            page_size=page_size,
+            page_token=page_token,
+            state=cast(case_pb2.CaseState.ValueType, state),
+            institution_code=institution_code,
+            victim_name=victim_name,
+            victim_id_number=victim_id_number,
+            order_by=cast(case_pb2.CaseOrder.ValueType, order_by),
+        )
+        if account is not None:
+            body.account.CopyFrom(account)
+        if create_time_from is not None:
+            body.create_time_from.FromDatetime(create_time_from)
+        if create_time_to is not None:
+            body.create_time_to.FromDatetime(create_time_to)
+        page = await self._answer("ListCases", body, case_pb2.CaseList)
+        return list(page.cases), page.next_page_token
 
     async def issue_order(
         self, instruction: order_pb2.OrderInstruction, *, message_id: str | None = None
@@ -1045,6 +1114,27 @@ class HubClient:
 
     # ---- the audit log (the centre, the regulator and auditors) ----------------------------
 
+    async def list_appeals(
+        self, *, state: int = 0, institution_code: str = "", page_size: int = 50
+    ) -> list[appeal_pb2.Appeal]:
+        """Appeals newest first, following page tokens to the end: all of them for the
+        centre, the regulator and auditors, this institution's own for a bank or payment
+        institution. `state` is an `appeal_pb2.AppealState`."""
+        found: list[appeal_pb2.Appeal] = []
+        token = ""
+        while True:
+            body = appeal_pb2.ListAppealsBody(
+                page_size=page_size,
+                page_token=token,
+                state=cast(appeal_pb2.AppealState.ValueType, state),
+                institution_code=institution_code,
+            )
+            page = await self._answer("ListAppeals", body, appeal_pb2.AppealList)
+            found.extend(page.appeals)
+            if not page.next_page_token or page.next_page_token == token:
+                return found
+            token = page.next_page_token
+
     async def list_audit_entries(
         self, from_index: int = 0, page_size: int = 100
     ) -> audit_pb2.AuditEntryPage:
@@ -1107,6 +1197,7 @@ class HubClient:
         open_only: bool = False,
         breached_only: bool = False,
         page_size: int = 50,
+        unacknowledged_only: bool = False,
     ) -> list[sla_pb2.ClockView]:
         """Case clocks with their SLA log, running ones first by time left, following page
         tokens to the end. A bank or payment institution sees only the clocks it is
@@ -1121,6 +1212,7 @@ class HubClient:
                 case_id=case_id,
                 open_only=open_only,
                 breached_only=breached_only,
+                unacknowledged_only=unacknowledged_only,
             )
             page = await self._answer("ListClocks", body, sla_pb2.ClockList)
             for clock in page.clocks:
@@ -1132,6 +1224,23 @@ class HubClient:
             if not page.next_page_token or page.next_page_token == token:
                 return found
             token = page.next_page_token
+
+    async def acknowledge_breach(
+        self, clock_id: str, note: str = "", *, message_id: str | None = None
+    ) -> sla_pb2.ClockView:
+        """A person acknowledges the breach of `clock_id`; the clock as it is afterwards.
+
+        The hub wants to know who: call it inside `acting(operator)` (or the hub refuses it,
+        INVALID_ARGUMENT OPERATOR_REQUIRED). A breach is acknowledged once
+        (FAILED_PRECONDITION ALREADY_ACKNOWLEDGED names who did, and when)."""
+        clock = await self._answer(
+            "AcknowledgeBreach",
+            sla_pb2.BreachAcknowledgement(clock_id=clock_id, note=note),
+            sla_pb2.ClockView,
+            message_id,
+        )
+        _same("clock", clock_id, clock.clock_id)
+        return clock
 
     # ---- the registry, cached -------------------------------------------------------------
 

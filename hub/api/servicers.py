@@ -151,6 +151,13 @@ class SlaServicer(sla_pb2_grpc.SlaServiceServicer):
     ) -> sla_pb2.ListClocksResponse:
         return await self.r.run(sla.LIST_CLOCKS, request, context, sla_pb2.ListClocksResponse)
 
+    async def AcknowledgeBreach(
+        self, request: sla_pb2.AcknowledgeBreachRequest, context: Any
+    ) -> sla_pb2.AcknowledgeBreachResponse:
+        return await self.r.run(
+            sla.ACKNOWLEDGE_BREACH, request, context, sla_pb2.AcknowledgeBreachResponse
+        )
+
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     """The audit log, read-only: entries, signed checkpoints and proofs (ADR 15)."""
@@ -210,3 +217,10 @@ class AppealServicer(appeal_pb2_grpc.AppealServiceServicer):
         self, request: appeal_pb2.GetAppealRequest, context: Any
     ) -> appeal_pb2.GetAppealResponse:
         return await self.r.run(appeal.GET_APPEAL, request, context, appeal_pb2.GetAppealResponse)
+
+    async def ListAppeals(
+        self, request: appeal_pb2.ListAppealsRequest, context: Any
+    ) -> appeal_pb2.ListAppealsResponse:
+        return await self.r.run(
+            appeal.LIST_APPEALS, request, context, appeal_pb2.ListAppealsResponse
+        )

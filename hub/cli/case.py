@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from adapters.sdk.identity import Identity
 from hub.cli.common import (
     CASE_ID,
     command_clock,
@@ -16,8 +17,10 @@ from hub.cli.common import (
     open_store,
     personal_data_option,
     print_json,
+    remote_options,
     utc,
 )
+from hub.cli.remote import connect
 from hub.domain.cases import Case, CaseState, Order
 from hub.domain.trail import accounts_of
 from hub.domain.wording import Disclosure
@@ -38,11 +41,19 @@ def case() -> None:
 @click.option("--limit", default=50, show_default=True)
 @json_option
 @db_option
-def case_list(state: str | None, limit: int, as_json: bool, database_url: str) -> None:
-    """List cases, newest first."""
-    store = open_store(database_url)
-    with store(read_only=True) as uow:
-        found = list(uow.cases.list(CaseState(state) if state else None, limit, None))
+@remote_options
+def case_list(
+    state: str | None, limit: int, as_json: bool, database_url: str, identity: Identity | None
+) -> None:
+    """List cases, newest first. With --identity: those the hub shows that institution (all
+    for the centre and the regulator, its own reports for a bank or payment institution)."""
+    if identity is not None:
+        with connect(identity) as remote:
+            found = remote.cases(CaseState(state) if state else None, limit)
+    else:
+        store = open_store(database_url)
+        with store(read_only=True) as uow:
+            found = list(uow.cases.list(CaseState(state) if state else None, limit, None))
     if as_json:
         print_json({"cases": [_summary(c) for c in found]})
     else:
@@ -58,8 +69,15 @@ MAX_LINKED_SHOWN = 20
 @personal_data_option
 @json_option
 @db_option
-def case_show(case_id: str, personal_data: bool, as_json: bool, database_url: str) -> None:
-    """Show a case: transactions, orders, timeline and how long each phase took."""
+@remote_options
+def case_show(
+    case_id: str, personal_data: bool, as_json: bool, database_url: str, identity: Identity | None
+) -> None:
+    """Show a case: transactions, orders, timeline and how long each phase took. With
+    --identity: as the hub shows it to that institution, with its money trail when shared."""
+    if identity is not None:
+        _remote_case_show(identity, case_id, personal_data, as_json)
+        return
     store = open_store(database_url)
     with store(read_only=True) as uow:
         found = uow.cases.get(case_id)
@@ -74,6 +92,30 @@ def case_show(case_id: str, personal_data: bool, as_json: bool, database_url: st
         print_json(_case_document(found, linked, Disclosure(personal_data)))
     else:
         show(case_view(found, personal_data=personal_data, linked=linked))
+
+
+def _remote_case_show(identity: Identity, case_id: str, personal_data: bool, as_json: bool) -> None:
+    """GetCase, and in text GetCaseTrail: what the hub withholds is said, never filled in."""
+    with connect(identity) as remote:
+        answer = remote.case(case_id)
+        trail = None if as_json else remote.trail(case_id)
+    found, me = answer.case, identity.institution
+    if as_json:
+        document = _case_document(found, answer.linked, Disclosure(personal_data))
+        if answer.victim_withheld:
+            document["victim_name"] = None
+        print_json(document)
+        return
+    show(case_view(found, personal_data=personal_data, linked=answer.linked))
+    if answer.victim_withheld:
+        click.echo(
+            f"not shared with {me}, which holds orders in this case: the victim (shown empty "
+            "above) and the other cases reaching its accounts"
+        )
+    if trail is None:
+        click.echo(f"money trail: not shared with {me} (TRAIL_NOT_SHARED)")
+    else:
+        show(trail_tree(trail, Disclosure(personal_data).knowing(found.personal_names())))
 
 
 @case.command("trail")

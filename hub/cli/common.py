@@ -3,7 +3,8 @@
 options chose (the database, the keyring, the display zone, the log format), opening the
 store (read-only unless a command writes), refusals as one-line errors, the operator's
 lines, printing for people (nothing cut) and for scripts (JSON), the clock, the hub's public
-keys, and how a verification of the audit log is printed.
+keys, how a verification of the audit log is printed, and the options that make a read
+command ask the hub over gRPC as a member institution instead (--identity, --as, --hub).
 
 Command modules import this module, never `hub.cli` itself: only hub/cli/__init__.py imports
 the command modules, to register them, so there is no cycle.
@@ -29,6 +30,8 @@ from click.core import ParameterSource
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from adapters.sdk import HubError, HubSignatureError
+from adapters.sdk.identity import Identity, IdentityError, load_identity
 from hub import bootstrap
 from hub.crypto import fields, pki
 from hub.crypto.public import public_key_from_file, public_key_from_pem
@@ -338,8 +341,19 @@ def _check_schema(store: SqlStore, database_url: str) -> None:
 
 # ---- failures as one line ------------------------------------------------------------------------
 
-# Refusals: the message already says what was wrong and what to do.
-REFUSALS = (SignatureError, pki.PkiError, ExportError, FileExistsError, fields.DataKeyError)
+# Refusals: the message already says what was wrong and what to do. Over gRPC (--identity):
+# the hub's refusals and failures to reach it (HubError: its status code first), answers that
+# do not verify (HubSignatureError), an identity directory that cannot be used.
+REFUSALS = (
+    SignatureError,
+    pki.PkiError,
+    ExportError,
+    FileExistsError,
+    fields.DataKeyError,
+    HubError,
+    HubSignatureError,
+    IdentityError,
+)
 
 
 def refusal_line(err: BaseException) -> str | None:
@@ -347,9 +361,21 @@ def refusal_line(err: BaseException) -> str | None:
     command line prints; None for anything else."""
     if isinstance(err, DomainError):
         return f"{err.code}: {err.message}"
+    if isinstance(err, HubError):
+        return _hub_refusal(err)
+    if isinstance(err, HubSignatureError):
+        return " ".join(f"the hub's answer cannot be trusted: {err}".split())
     if isinstance(err, REFUSALS):
         return " ".join(str(err).split())
     return None
+
+
+def _hub_refusal(err: HubError) -> str:
+    """The hub's refusal as HubError says it (status code, reason, message, field), without
+    the message id, which is for the hub's audit log, not for the person reading."""
+    reason = f" {err.reason}" if err.reason else ""
+    field = f" [field {err.field}]" if err.field else ""
+    return " ".join(f"{err.code.name}{reason}: {err.message or '(no message)'}{field}".split())
 
 
 def refusals_as_errors(fn: F) -> F:
@@ -506,3 +532,62 @@ def file_failure(err: OSError) -> str:
     else:
         hint = "check the file and run it again"
     return f"{where}: {what}: {hint}" if where else f"{what}: {hint}"
+
+
+# ---- reading over gRPC as a member (hub/cli/remote.py) -----------------------------------------
+
+ENV_IDENTITY = "STOPHUB_IDENTITY"
+_HUB_HELP = "The hub to ask over gRPC (default: hub in identity.toml). Needs --identity."
+_AS_HELP = "The institution to ask as (default: institution in identity.toml). Needs --identity."
+_ID_HELP = (
+    "Read over gRPC as the institution of this identity directory (docs/cli.md), seeing what "
+    f"the hub shows it; without it (nor ${ENV_IDENTITY}), read the hub's database."
+)
+
+
+def remote_options(fn: F) -> F:
+    """--identity DIR (or $STOPHUB_IDENTITY), --as CODE, --hub HOST:PORT: with an identity
+    directory (adapters/sdk/identity.py) the command reads over gRPC as that institution,
+    scoped by the hub's permission matrix; without, it reads the database as the hub's own
+    operator. --as and --hub override identity.toml's. The command gets `identity`: the
+    loaded Identity, or None."""
+
+    @click.option("--hub", "hub_address", metavar="HOST:PORT", help=_HUB_HELP)
+    @click.option("--as", "as_code", type=CODE, metavar="CODE", help=_AS_HELP)
+    @click.option("--identity", "identity_dir", metavar="DIR", envvar=ENV_IDENTITY, help=_ID_HELP)
+    @wraps(fn)
+    def wrapper(
+        *args: Any,
+        identity_dir: str | None,
+        as_code: str | None,
+        hub_address: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        return fn(*args, identity=chosen_identity(identity_dir, as_code, hub_address), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def chosen_identity(
+    directory: str | None, institution: str | None, hub: str | None
+) -> Identity | None:
+    """The identity --identity, --as and --hub name; None to read the database. --as or
+    --hub alone is a usage error: they say whom to ask as and where, not with which keys."""
+    if not directory:
+        given = [name for name, value in (("--hub", hub), ("--as", institution)) if value]
+        if given:
+            raise click.UsageError(
+                f"{' and '.join(given)} read the hub over gRPC: give --identity DIR too (or "
+                f"${ENV_IDENTITY}), the institution's identity directory"
+            )
+        return None
+    try:
+        identity = load_identity(directory, institution=institution, hub=hub)
+    except IdentityError as err:
+        raise click.ClickException(" ".join(str(err).split())) from err
+    if not identity.hub:
+        raise click.ClickException(
+            f"{identity.directory / 'identity.toml'} names no hub: give --hub HOST:PORT or add "
+            'hub = "HOST:PORT" to it'
+        )
+    return identity

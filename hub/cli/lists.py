@@ -8,6 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from adapters.sdk.identity import Identity
 from hub.cli.common import (
     db_option,
     json_option,
@@ -15,8 +16,10 @@ from hub.cli.common import (
     personal_data_option,
     print_json,
     refusals_as_errors,
+    remote_options,
     utc,
 )
+from hub.cli.remote import ListView, connect
 from hub.domain.blacklist import Entry, EntryKind
 from hub.domain.wording import Disclosure
 from hub.render.screen import show
@@ -34,17 +37,32 @@ def list_group() -> None:
 @personal_data_option
 @json_option
 @db_option
+@remote_options
 @refusals_as_errors
-def list_show(limit: int, personal_data: bool, as_json: bool, database_url: str) -> None:
+def list_show(
+    limit: int, personal_data: bool, as_json: bool, database_url: str, identity: Identity | None
+) -> None:
     """The list's version, entry count and digests (what every copy's checkpoint must show),
-    and its live entries."""
-    store = open_store(database_url)
-    with store(read_only=True) as uow:
-        state = uow.lists.state()
-        rows = uow.lists.snapshot(state.version, False, 0, limit)
-    entries = [entry_from_wire(wire) for _, wire in rows]
-    clear_digest = state.clear_digest.to_bytes(32, "big").hex()
-    token_digest = state.token_digest.to_bytes(32, "big").hex()
+    and its live entries. With --identity: copied over gRPC (SyncList, both forms), each copy
+    checked against the hub-signed checkpoint that ends it."""
+    if identity is not None:
+        with connect(identity) as remote:
+            state = remote.list_view(limit)
+    else:
+        store = open_store(database_url)
+        with store(read_only=True) as uow:
+            held = uow.lists.state()
+            rows = uow.lists.snapshot(held.version, False, 0, limit)
+        state = ListView(
+            held.version,
+            held.count,
+            held.clear_digest.to_bytes(32, "big"),
+            held.token_digest.to_bytes(32, "big"),
+            held.list_key_id,
+            [entry_from_wire(wire) for _, wire in rows],
+        )
+    entries = state.entries
+    clear_digest, token_digest = state.clear_digest.hex(), state.token_digest.hex()
     if as_json:
         print_json(
             {
@@ -101,7 +119,8 @@ def _entry(e: Entry, shown: Disclosure) -> dict[str, Any]:
         "name": shown.name(e.name),
         "basis": e.basis.value,
         "case_id": e.source_case_id,
-        "listed_by": e.listed_by,
+        # Not in the list's wire form: null when the list was read over gRPC.
+        "listed_by": e.listed_by or None,
         "listed_at": utc(e.listed_at),
         "expires_at": utc(e.expires_at),
     }

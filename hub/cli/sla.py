@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Any
 
 import click
+from rich.table import Table
 
+from adapters.sdk.identity import Identity
 from hub.cli.common import (
     CASE_ID,
     CODE,
@@ -17,9 +19,11 @@ from hub.cli.common import (
     open_store,
     print_json,
     refusals_as_errors,
+    remote_options,
     utc,
 )
 from hub.cli.exporting import export_options, run_export
+from hub.cli.remote import Remote, connect
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.render.screen import make_console, show
 from hub.render.sla import (
@@ -30,7 +34,7 @@ from hub.render.sla import (
     run_board,
     sla_log_view,
 )
-from hub.render.wording import stamp
+from hub.render.wording import Times, stamp
 from hub.service import exports
 from hub.service.ports import ClockRepository
 from hub.store.sql import shown_url
@@ -78,6 +82,7 @@ def _find_clocks(
 @click.option("--all", "show_all", is_flag=True, help="Include met and ended clocks.")
 @click.option("--limit", default=200, show_default=True, type=click.IntRange(min=1))
 @json_option
+@remote_options
 def sla(
     database_url: str,
     institution: str | None,
@@ -86,10 +91,44 @@ def sla(
     show_all: bool,
     limit: int,
     as_json: bool,
+    identity: Identity | None,
 ) -> None:
-    """Case clocks (SLA): running ones by time left, breaches with how late, a case's log."""
-    store = open_store(database_url)
+    """Case clocks (SLA): running ones by time left, breaches with how late, a case's log.
+    With --identity: the clocks the hub shows that institution (a bank: its own)."""
     now = command_clock().now()
+    if identity is not None:
+        with connect(identity) as remote:
+            found, entries = remote.clocks(
+                institution=institution,
+                case_id=case_id,
+                open_only=not (show_all or breaches or case_id),
+                keep=(lambda c: is_breached(c, now)) if breaches else (lambda c: True),
+                limit=limit,
+            )
+    else:
+        found, entries = _read_clocks(
+            database_url,
+            now,
+            institution,
+            case_id,
+            breaches=breaches,
+            show_all=show_all,
+            limit=limit,
+        )
+    _print_clocks(found, entries, now, institution, case_id, breaches, show_all, as_json)
+
+
+def _read_clocks(
+    database_url: str,
+    now: datetime,
+    institution: str | None,
+    case_id: str | None,
+    *,
+    breaches: bool,
+    show_all: bool,
+    limit: int,
+) -> tuple[list[CaseClock], dict[str, list[SlaEntry]]]:
+    store = open_store(database_url)
     try:
         with store(read_only=True) as uow:
             if case_id and uow.cases.get(case_id) is None:
@@ -106,6 +145,19 @@ def sla(
             entries = uow.clocks.entries([c.clock_id for c in found]) if case_id else {}
     finally:
         store.dispose()
+    return found, entries
+
+
+def _print_clocks(
+    found: list[CaseClock],
+    entries: dict[str, list[SlaEntry]],
+    now: datetime,
+    institution: str | None,
+    case_id: str | None,
+    breaches: bool,
+    show_all: bool,
+    as_json: bool,
+) -> None:
     if as_json:
         print_json(_clocks_document(found, entries if case_id else None, now))
         return
@@ -123,6 +175,9 @@ def sla(
         which = "" if show_all or case_id else " open"
         title = f"{len(found)}{which} clock(s){scope} by time left, {as_of}"
         show(clocks_table(found, now, title=title))
+    acknowledged = acknowledged_table(found)
+    if acknowledged is not None:
+        show(acknowledged)
     if case_id:
         show(sla_log_view(found, entries, now))
 
@@ -138,10 +193,14 @@ def sla(
 )
 @click.option("--once", is_flag=True, help="Draw one frame and exit (for pipes and scripts).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
-def board(database_url: str, refresh: float, once: bool, limit: int) -> None:
+@remote_options
+def board(
+    database_url: str, refresh: float, once: bool, limit: int, identity: Identity | None
+) -> None:
     """A live board of open cases and their running clocks, counting down to each deadline
-    (green: over 20% left, yellow: under 20%, red: overdue). Ctrl-C to leave."""
-    store = open_store(database_url)
+    (green: over 20% left, yellow: under 20%, red: overdue). Ctrl-C to leave. With
+    --identity: the cases and clocks the hub shows that institution."""
+    store = connect(identity) if identity is not None else open_store(database_url)
     clock = command_clock()
     # Piped, the board is drawn for $COLUMNS (80 without it), as on a terminal of that size.
     out = make_console()
@@ -154,7 +213,10 @@ def board(database_url: str, refresh: float, once: bool, limit: int) -> None:
         else:
             run_board(store, clock, out, refresh=refresh, limit=limit, calendar=calendar)
     finally:
-        store.dispose()
+        if isinstance(store, Remote):
+            store.close()
+        else:
+            store.dispose()
 
 
 @click.command("sla-export")
@@ -204,6 +266,7 @@ def _clocks_document(
             "steps_done": c.steps_done,
             "stopped_at": utc(c.stopped_at),
             "stopped_by": c.stopped_by or None,
+            "acknowledged": _acknowledgement(c),
         }
         if logs is not None:
             doc["log"] = [
@@ -220,3 +283,38 @@ def _clocks_document(
         return doc
 
     return {"as_of": utc(now), "clocks": [clock(c) for c in clocks]}
+
+
+def _acknowledgement(c: CaseClock) -> dict[str, Any] | None:
+    if c.acknowledged_at is None:
+        return None
+    return {
+        "at": utc(c.acknowledged_at),
+        "by": c.acknowledged_by or "",
+        "operator": c.acknowledged_operator or "",
+        "note": c.acknowledge_note or "",
+    }
+
+
+def acknowledged_table(clocks: Sequence[CaseClock]) -> Table | None:
+    """The breaches among `clocks` a person acknowledged (SlaService.AcknowledgeBreach): who,
+    when and what they noted; None when there are none."""
+    acked = [c for c in clocks if c.acknowledged_at is not None]
+    if not acked:
+        return None
+    at = Times(c.acknowledged_at for c in acked if c.acknowledged_at is not None)
+    table = Table(title=f"{len(acked)} acknowledged breach(es)", title_justify="left")
+    for col in ("clock", "case", "kind", "responsible", at.header("acknowledged"), "by", "note"):
+        table.add_column(col, overflow="fold")
+    for c in acked:
+        assert c.acknowledged_at is not None
+        table.add_row(
+            c.clock_id,
+            c.case_id,
+            c.kind,
+            c.responsible,
+            at(c.acknowledged_at),
+            f"{c.acknowledged_by} {c.acknowledged_operator}",
+            c.acknowledge_note or "",
+        )
+    return table

@@ -312,6 +312,12 @@ class Case:
     transactions: list[FraudTransaction] = field(default_factory=list)
     orders: list[Order] = field(default_factory=list)
     events: list[CaseEvent] = field(default_factory=list)
+    # The store's blind index of the victim (hub/crypto/blindindex.py): keyed tokens of the
+    # normalised name and ID number and the data key they were derived from. The store
+    # writes them; the rules never read them.
+    victim_name_token: bytes | None = None
+    victim_id_token: bytes | None = None
+    victim_index_key: str | None = None
 
     def personal_names(self) -> set[str]:
         """Every person's name the case holds: the victim, payers, payees, the holders its

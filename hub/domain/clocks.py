@@ -190,6 +190,12 @@ class CaseClock:
     # Counted in working days over a year the hub had no official holiday calendar for, so
     # the deadline may fall on a public holiday or ignore a make-up working day.
     deadline_estimated: bool = False
+    # A breach acknowledged by a person (SlaService.AcknowledgeBreach): when, by which
+    # institution, which person (the envelope's operator) and what they noted.
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    acknowledged_operator: str | None = None
+    acknowledge_note: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 from rich.cells import cell_len
 from rich.console import Console, Group, JustifyMethod, RenderableType
@@ -302,6 +303,13 @@ def load_board(uow_factory: UnitOfWorkFactory, now: datetime, *, limit: int = 50
     )
 
 
+@runtime_checkable
+class BoardSource(Protocol):
+    """A board's frames over gRPC, as a member sees them (hub/cli/remote.py `Remote`)."""
+
+    def board(self, now: datetime, *, limit: int) -> Board: ...
+
+
 def _duty_phone(uow: UnitOfWork, code: str) -> str:
     member = uow.institutions.get(code)
     if member is None:
@@ -518,7 +526,7 @@ def _rows_that_fit(room: int, running: int, recent: int) -> tuple[int, int]:
 
 
 def render_board(
-    uow_factory: UnitOfWorkFactory,
+    source: UnitOfWorkFactory | BoardSource,
     clock: Clock,
     *,
     width: int,
@@ -526,10 +534,13 @@ def render_board(
     limit: int = 50,
     calendar: WorkingDays | None = None,
 ) -> RenderableType:
-    """Load and draw one frame; the clock is the board's only source of time. With the hub's
-    `calendar`, the board says while its working-day deadlines are estimates."""
+    """Load (from the database, or over gRPC) and draw one frame, judged at `clock`'s time;
+    with the hub's `calendar`, it says while its working-day deadlines are estimates."""
     now = clock.now()
-    board = load_board(uow_factory, now, limit=limit)
+    if isinstance(source, BoardSource):
+        board = source.board(now, limit=limit)
+    else:
+        board = load_board(source, now, limit=limit)
     if calendar is not None:
         board.calendar = calendar_status(calendar, now.astimezone(CHINA_TZ).date())
     return board_view(board, width=width, height=height)
@@ -542,7 +553,7 @@ def wait_for_frame(resized: threading.Event, seconds: float) -> None:
 
 
 def run_board(
-    uow_factory: UnitOfWorkFactory,
+    source: UnitOfWorkFactory | BoardSource,
     clock: Clock,
     console: Console,
     *,
@@ -560,7 +571,7 @@ def run_board(
     def frame(*, fill: bool) -> RenderableType:
         width, height = console.size
         return render_board(
-            uow_factory,
+            source,
             clock,
             width=width,
             height=height if fill else None,

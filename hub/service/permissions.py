@@ -92,6 +92,11 @@ _READERS_ONLY = _deny(
     "the audit log is read by the anti-fraud centre, the regulator and auditors",
 )
 _READ_ONLY = _deny("KIND_NOT_ALLOWED", "the regulator and auditors read; they file nothing")
+_ACKNOWLEDGERS = _deny(
+    "KIND_NOT_ALLOWED",
+    "a breach is acknowledged by the anti-fraud centre or by the institution responsible for "
+    "the clock",
+)
 _NOT_PARTY = _deny(
     "NOT_PARTY_TO_CASE",
     "a bank or payment institution reads only the cases it reported or holds an order in",
@@ -169,6 +174,14 @@ MATRIX: dict[str, dict[tuple[InstitutionKind, Relation], Rule]] = {
     "GetInstitution": _plain(_same(ALLOW, KINDS)),
     "ListInstitutions": _plain(_same(ALLOW, KINDS)),
     "ListClocks": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
+    "AcknowledgeBreach": _plain(
+        {
+            **_same(OWN, ACCOUNT_KEEPERS),
+            CENTRE: ALLOW,
+            REGULATOR: _ACKNOWLEDGERS,
+            AUDITOR: _ACKNOWLEDGERS,
+        }
+    ),
     "StreamDeliveries": _plain(_same(OWN, KINDS)),
     "GetCaseTrail": _case_scoped(
         {
@@ -238,6 +251,7 @@ MATRIX: dict[str, dict[tuple[InstitutionKind, Relation], Rule]] = {
         }
     ),
     "GetAppeal": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
+    "ListAppeals": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
     **{
         rpc: _plain({**_same(_READERS_ONLY, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)})
         for rpc in (
@@ -262,6 +276,7 @@ READ_ONLY = frozenset(
         "SyncList",
         "CheckList",
         "GetAppeal",
+        "ListAppeals",
         "ListAuditEntries",
         "GetLogCheckpoint",
         "GetInclusionProof",

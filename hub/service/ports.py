@@ -39,10 +39,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import NamedTuple, Protocol, Self
+from typing import Any, NamedTuple, Protocol, Self
 
 from hub.crypto.envelope import Signer
-from hub.domain.appeals import Appeal
+from hub.domain.appeals import Appeal, AppealState
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, SlaEntry
 from hub.domain.errors import DomainError
@@ -119,6 +119,29 @@ class InstitutionRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class CaseQuery:
+    """ListCases' filters, each narrowing the others (docs/cases.md)."""
+
+    state: CaseState | None = None
+    # Cases this institution reported or holds an order in (a member's own scope, or the
+    # institution_code filter); `reporter`: only cases this institution reported.
+    party: str | None = None
+    institution: str | None = None
+    reporter: str | None = None
+    # (institution, account number): a payer or payee of the case, or an order's account.
+    account: tuple[str, str] | None = None
+    # Blind-index tokens (hub/crypto/blindindex.py) of the victim's name and ID number.
+    victim_name_token: bytes | None = None
+    victim_id_token: bytes | None = None
+    # Half-open [created_from, created_to).
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    # Earliest open clock deadline first, cases without an open clock last (else newest
+    # first).
+    by_deadline: bool = False
+
+
 class CaseRepository(Protocol):
     def get(self, case_id: str, *, lock: bool = False) -> Case | None: ...
 
@@ -133,6 +156,15 @@ class CaseRepository(Protocol):
         after: tuple[datetime, str] | None,
         reporter: str | None = None,
     ) -> Sequence[Case]: ...
+
+    def search(
+        self, query: CaseQuery, page_size: int, after: tuple[Any, ...] | None
+    ) -> Sequence[tuple[Case, datetime | None]]:
+        """Cases matching `query`, in its order, after the key `after` (the last row of the
+        previous page: (created_at, case_id), or with `by_deadline` (no-deadline flag 0/1,
+        deadline or None, case_id)); with `by_deadline` each with its earliest open clock
+        deadline (None: no clock runs), otherwise with None."""
+        ...
 
     def involving(
         self, accounts: Collection[tuple[str, str]], exclude: str, limit: int
@@ -260,6 +292,18 @@ class AppealRepository(Protocol):
         """The newest appeals first (only those waiting for a decision with `open_only`)."""
         ...
 
+    def search(
+        self,
+        *,
+        state: AppealState | None,
+        appellant: str | None,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> Sequence[Appeal]:
+        """Appeals newest first (filed_at descending, then appeal id descending), after the
+        key of the previous page's last."""
+        ...
+
 
 class RuleRepository(Protocol):
     def get(self, centre_code: str) -> AutoStopRule | None: ...
@@ -336,6 +380,7 @@ class ClockRepository(Protocol):
         breached_only: bool,
         limit: int,
         offset: int,
+        unacknowledged_only: bool = False,
     ) -> Sequence[CaseClock]: ...
 
     def breached_since(self, since: datetime, limit: int) -> Sequence[CaseClock]:
@@ -345,6 +390,10 @@ class ClockRepository(Protocol):
         ...
 
     def entries(self, clock_ids: Sequence[str]) -> dict[str, list[SlaEntry]]: ...
+
+    def open_for_cases(self, case_ids: Sequence[str]) -> Sequence[CaseClock]:
+        """The running clocks of these cases (for each case's next deadline)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ top; split by message it would scatter those or import them back from each piece
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import Message
@@ -540,6 +541,26 @@ def sla_entry_to_proto(e: SlaEntry) -> sla_pb2.SlaEvent:
     return pb
 
 
+def next_deadline_of(open_clocks: Iterable[CaseClock]) -> CaseClock | None:
+    """The running clock with the earliest deadline (then the lowest clock id), or None."""
+    running = [c for c in open_clocks if c.state is ClockState.OPEN]
+    return min(running, key=lambda c: (c.deadline_at, c.clock_id), default=None)
+
+
+def deadline_to_proto(c: CaseClock) -> case_pb2.CaseDeadline:
+    pb = case_pb2.CaseDeadline(
+        clock_id=c.clock_id,
+        clock=c.kind,
+        responsible=c.responsible,
+        order_id=c.order_id,
+        breached=c.breached,
+        deadline_estimated=c.deadline_estimated,
+    )
+    _set_ts(pb, "start_time", c.started_at)
+    _set_ts(pb, "deadline_time", c.deadline_at)
+    return pb
+
+
 def clock_to_proto(c: CaseClock, entries: list[SlaEntry] | None = None) -> sla_pb2.ClockView:
     pb = sla_pb2.ClockView(
         clock_id=c.clock_id,
@@ -553,7 +574,11 @@ def clock_to_proto(c: CaseClock, entries: list[SlaEntry] | None = None) -> sla_p
         breached=c.breached,
         events=[sla_entry_to_proto(e) for e in entries or []],
         deadline_estimated=c.deadline_estimated,
+        acknowledged_by=c.acknowledged_by or "",
+        acknowledged_operator=c.acknowledged_operator or "",
+        acknowledge_note=c.acknowledge_note or "",
     )
+    _set_ts(pb, "acknowledge_time", c.acknowledged_at)
     _set_ts(pb, "start_time", c.started_at)
     _set_ts(pb, "deadline_time", c.deadline_at)
     _set_ts(pb, "next_step_time", c.next_step_at)

@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.crypto import fields
+from hub.crypto import blindindex, fields
 from hub.domain.appeals import Appeal, AppealState
 from hub.domain.cases import Case, CaseState, OrderKind
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
@@ -54,6 +54,7 @@ from hub.service.ports import (
     AuditEntry,
     AuditLog,
     AuditRecord,
+    CaseQuery,
     CaseRepository,
     ClockRepository,
     Conflict,
@@ -324,6 +325,36 @@ class SqlStore:
         # Other processes (the CLI) still meet the busy handler.
         self._write_lock = threading.RLock() if self.is_sqlite else None
 
+    def index_victims(self, batch: int = 500) -> int:
+        """Fill the blind index of every case written before it existed, or under another
+        index key (the keyring's oldest data key changed): how many cases were (re)indexed.
+        The hub runs it at start (bootstrap.serve), in batches of `batch` cases."""
+        index = blindindex.current_index()
+        stale = or_(cases.c.victim_index_key.is_(None), cases.c.victim_index_key != index.key_id)
+        done = 0
+        while True:
+            with self._sessions.begin() as session:
+                rows = session.execute(
+                    select(cases.c.case_id, cases.c.victim_name, cases.c.victim_id_number)
+                    .where(stale)
+                    .order_by(cases.c.case_id)
+                    .limit(batch)
+                ).all()
+                for case_id, name, id_number in rows:
+                    tokens = index.victim(name, id_number)
+                    session.execute(
+                        update(cases)
+                        .where(cases.c.case_id == case_id)
+                        .values(
+                            victim_name_token=tokens.name,
+                            victim_id_token=tokens.id_number,
+                            victim_index_key=tokens.key_id,
+                        )
+                    )
+            done += len(rows)
+            if len(rows) < batch:
+                return done
+
     def schema_revisions(self) -> tuple[str, ...]:
         """The Alembic revisions the database's schema is at (its alembic_version table, read
         without Alembic, which logs as it starts): () when it has none."""
@@ -439,7 +470,113 @@ class SqlCases:
         return self.session.get(Case, case_id)
 
     def add(self, case: Case) -> None:
+        tokens = blindindex.current_index().victim(case.victim_name, case.victim_id_number)
+        case.victim_name_token = tokens.name
+        case.victim_id_token = tokens.id_number
+        case.victim_index_key = tokens.key_id
         self.session.add(case)
+
+    def search(
+        self, query: CaseQuery, page_size: int, after: tuple[Any, ...] | None
+    ) -> Sequence[tuple[Case, datetime | None]]:
+        if not query.by_deadline:
+            newest = (
+                select(Case)
+                .where(*self._filters(query))
+                .order_by(cases.c.created_at.desc(), cases.c.case_id.desc())
+            )
+            if after is not None:
+                at, case_id = after
+                newest = newest.where(
+                    or_(
+                        cases.c.created_at < at,
+                        and_(cases.c.created_at == at, cases.c.case_id < case_id),
+                    )
+                )
+            return [(c, None) for c in self.session.scalars(newest.limit(page_size)).all()]
+        next_deadline = (
+            select(
+                clocks.c.case_id.label("case_id"),
+                func.min(clocks.c.deadline_at).label("deadline_at"),
+            )
+            .where(clocks.c.state == ClockState.OPEN)
+            .group_by(clocks.c.case_id)
+            .subquery("next_deadline")
+        )
+        deadline = next_deadline.c.deadline_at
+        stmt = select(Case, deadline).outerjoin(
+            next_deadline, next_deadline.c.case_id == cases.c.case_id
+        )
+        stmt = stmt.where(*self._filters(query))
+        none = case((deadline.is_(None), 1), else_=0)
+        stmt = stmt.order_by(none, deadline, cases.c.case_id)
+        if after is not None:
+            flag, at, case_id = after
+            if flag:
+                stmt = stmt.where(deadline.is_(None), cases.c.case_id > case_id)
+            else:
+                at_ = type_coerce(at, UTCDateTime())
+                stmt = stmt.where(
+                    or_(
+                        deadline.is_(None),
+                        deadline > at_,
+                        and_(deadline == at_, cases.c.case_id > case_id),
+                    )
+                )
+        rows = self.session.execute(stmt.limit(page_size)).all()
+        return [(row[0], row[1]) for row in rows]
+
+    @staticmethod
+    def _filters(query: CaseQuery) -> list[Any]:
+        """SQL conditions for `query`: each an indexed lookup (docs/cases.md)."""
+        where: list[Any] = []
+
+        def party(code: str) -> Any:
+            # Reported by it, or an order of the case addressed to it (ix_orders_case_id):
+            # walking the cases in the page's order, each row is decided by an index probe.
+            held = (
+                select(orders.c.order_id)
+                .where(orders.c.case_id == cases.c.case_id, orders.c.addressed_to == code)
+                .exists()
+            )
+            return or_(cases.c.reporting_institution == code, held)
+
+        for code in (query.party, query.institution):
+            if code is not None:
+                where.append(party(code))
+        if query.reporter is not None:
+            where.append(cases.c.reporting_institution == query.reporter)
+        if query.state is not None:
+            where.append(cases.c.state == query.state)
+        if query.account is not None:
+            inst, number = query.account
+            where.append(
+                cases.c.case_id.in_(
+                    union_all(
+                        select(fraud_transactions.c.case_id).where(
+                            fraud_transactions.c.payer_institution == inst,
+                            fraud_transactions.c.payer_account == number,
+                        ),
+                        select(fraud_transactions.c.case_id).where(
+                            fraud_transactions.c.payee_institution == inst,
+                            fraud_transactions.c.payee_account == number,
+                        ),
+                        select(orders.c.case_id).where(
+                            orders.c.account_institution == inst,
+                            orders.c.account_number == number,
+                        ),
+                    )
+                )
+            )
+        if query.victim_name_token is not None:
+            where.append(cases.c.victim_name_token == query.victim_name_token)
+        if query.victim_id_token is not None:
+            where.append(cases.c.victim_id_token == query.victim_id_token)
+        if query.created_from is not None:
+            where.append(cases.c.created_at >= type_coerce(query.created_from, UTCDateTime()))
+        if query.created_to is not None:
+            where.append(cases.c.created_at < type_coerce(query.created_to, UTCDateTime()))
+        return where
 
     def list(
         self,
@@ -717,6 +854,29 @@ class SqlAppeals:
         stmt = select(Appeal).order_by(appeals.c.filed_at.desc(), appeals.c.appeal_id)
         if open_only:
             stmt = stmt.where(appeals.c.state == AppealState.FILED)
+        return self.session.scalars(stmt.limit(limit)).all()
+
+    def search(
+        self,
+        *,
+        state: AppealState | None,
+        appellant: str | None,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> Sequence[Appeal]:
+        stmt = select(Appeal).order_by(appeals.c.filed_at.desc(), appeals.c.appeal_id.desc())
+        if state is not None:
+            stmt = stmt.where(appeals.c.state == state)
+        if appellant is not None:
+            stmt = stmt.where(appeals.c.appellant == appellant)
+        if after is not None:
+            at, appeal_id = after
+            stmt = stmt.where(
+                or_(
+                    appeals.c.filed_at < at,
+                    and_(appeals.c.filed_at == at, appeals.c.appeal_id < appeal_id),
+                )
+            )
         return self.session.scalars(stmt.limit(limit)).all()
 
 
@@ -1201,6 +1361,7 @@ class SqlClocks:
         breached_only: bool,
         limit: int,
         offset: int,
+        unacknowledged_only: bool = False,
     ) -> Sequence[CaseClock]:
         is_open = case((clocks.c.state == ClockState.OPEN, 0), else_=1)
         stmt = (
@@ -1217,6 +1378,9 @@ class SqlClocks:
             stmt = stmt.where(clocks.c.state == ClockState.OPEN)
         if breached_only:
             stmt = stmt.where(clocks.c.breached.is_(True))
+        if unacknowledged_only:
+            # `= true`: a range of ix_clocks_breached_acknowledged_at.
+            stmt = stmt.where(clocks.c.breached == true(), clocks.c.acknowledged_at.is_(None))
         return self.session.scalars(stmt).all()
 
     def breached_since(self, since: datetime, limit: int) -> Sequence[CaseClock]:
@@ -1232,6 +1396,15 @@ class SqlClocks:
             .limit(limit)
         )
         return self.session.scalars(stmt).all()
+
+    def open_for_cases(self, case_ids: Sequence[str]) -> Sequence[CaseClock]:
+        if not case_ids:
+            return []
+        return self.session.scalars(
+            select(CaseClock).where(
+                clocks.c.state == ClockState.OPEN, clocks.c.case_id.in_(list(case_ids))
+            )
+        ).all()
 
     def entries(self, clock_ids: Sequence[str]) -> dict[str, list[SlaEntry]]:
         found: dict[str, list[SlaEntry]] = {c: [] for c in clock_ids}

@@ -168,7 +168,16 @@ cases = Table(
     Column("description", SealedText("cases.description"), nullable=False),
     Column("victim_report_time", UTCDateTime()),
     Column("verification_reason", SealedText("cases.verification_reason"), nullable=False),
+    # The blind index (hub/crypto/blindindex.py, docs/personal-data.md): HMAC-SHA256 tokens of
+    # the normalised victim name and ID number, and the data key id their key was derived from.
+    Column("victim_name_token", LargeBinary(32)),
+    Column("victim_id_token", LargeBinary(32)),
+    Column("victim_index_key", String(64)),
     Index("ix_cases_state_created_at", "state", "created_at"),
+    Index("ix_cases_created_at_case_id", "created_at", "case_id"),
+    Index("ix_cases_reporting_institution_created_at", "reporting_institution", "created_at"),
+    Index("ix_cases_victim_name_token", "victim_name_token"),
+    Index("ix_cases_victim_id_token", "victim_id_token"),
 )
 
 fraud_transactions = Table(
@@ -187,6 +196,7 @@ fraud_transactions = Table(
     Column("channel", String(40), nullable=False),
     Column("reference", String(128), nullable=False),
     Index("ix_fraud_transactions_payee", "payee_institution", "payee_account"),
+    Index("ix_fraud_transactions_payer", "payer_institution", "payer_account"),
 )
 
 orders = Table(
@@ -458,12 +468,21 @@ clocks = Table(
     Column("stopped_by", String(40), nullable=False),
     # Counted in working days over a year without an official holiday calendar.
     Column("deadline_estimated", Boolean, nullable=False, server_default=sa_false()),
+    # A breach acknowledged by a person (docs/clocks.md); the person and the note are sealed.
+    Column("acknowledged_at", UTCDateTime()),
+    Column("acknowledged_by", Code),
+    Column("acknowledged_operator", SealedText("clocks.acknowledged_operator")),
+    Column("acknowledge_note", SealedText("clocks.acknowledge_note")),
     Index("ix_clocks_state_next_step_at", "state", "next_step_at"),
     Index("ix_clocks_responsible_state", "responsible", "state"),
     # The metrics snapshot's figures read the open clocks and the breached ones, never the
     # years of closed ones (hub.observability.metrics): each count is covered by its index.
     Index("ix_clocks_state_kind_breached", "state", "kind", "breached"),
     Index("ix_clocks_breached_kind", "breached", "kind"),
+    # The escalation inbox: breached clocks nobody acknowledged (ListClocks).
+    Index("ix_clocks_breached_acknowledged_at", "breached", "acknowledged_at"),
+    # A case's next deadline (ListCases' deadline order): its open clocks, by deadline.
+    Index("ix_clocks_state_case_id_deadline_at", "state", "case_id", "deadline_at"),
 )
 
 # The blacklist and punishment list (docs/blacklist.md). An entry's subject, name and reason

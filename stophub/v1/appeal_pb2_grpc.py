@@ -50,6 +50,11 @@ class AppealServiceStub:
                 request_serializer=stophub_dot_v1_dot_appeal__pb2.GetAppealRequest.SerializeToString,
                 response_deserializer=stophub_dot_v1_dot_appeal__pb2.GetAppealResponse.FromString,
                 _registered_method=True)
+        self.ListAppeals = channel.unary_unary(
+                '/stophub.v1.AppealService/ListAppeals',
+                request_serializer=stophub_dot_v1_dot_appeal__pb2.ListAppealsRequest.SerializeToString,
+                response_deserializer=stophub_dot_v1_dot_appeal__pb2.ListAppealsResponse.FromString,
+                _registered_method=True)
 
 
 class AppealServiceServicer:
@@ -74,6 +79,14 @@ class AppealServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAppeals(self, request, context):
+        """Appeals, newest first: the centre, the regulator and auditors all of them, a bank or
+        payment institution its own (docs/appeals.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AppealServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +104,11 @@ def add_AppealServiceServicer_to_server(servicer, server):
                     servicer.GetAppeal,
                     request_deserializer=stophub_dot_v1_dot_appeal__pb2.GetAppealRequest.FromString,
                     response_serializer=stophub_dot_v1_dot_appeal__pb2.GetAppealResponse.SerializeToString,
+            ),
+            'ListAppeals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAppeals,
+                    request_deserializer=stophub_dot_v1_dot_appeal__pb2.ListAppealsRequest.FromString,
+                    response_serializer=stophub_dot_v1_dot_appeal__pb2.ListAppealsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +193,33 @@ class AppealService:
             '/stophub.v1.AppealService/GetAppeal',
             stophub_dot_v1_dot_appeal__pb2.GetAppealRequest.SerializeToString,
             stophub_dot_v1_dot_appeal__pb2.GetAppealResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAppeals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stophub.v1.AppealService/ListAppeals',
+            stophub_dot_v1_dot_appeal__pb2.ListAppealsRequest.SerializeToString,
+            stophub_dot_v1_dot_appeal__pb2.ListAppealsResponse.FromString,
             options,
             channel_credentials,
             insecure,

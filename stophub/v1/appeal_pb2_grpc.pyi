@@ -36,6 +36,10 @@ class AppealServiceStub:
     FileAppeal: _grpc.UnaryUnaryMultiCallable[_appeal_pb2.FileAppealRequest, _appeal_pb2.FileAppealResponse]
     DecideAppeal: _grpc.UnaryUnaryMultiCallable[_appeal_pb2.DecideAppealRequest, _appeal_pb2.DecideAppealResponse]
     GetAppeal: _grpc.UnaryUnaryMultiCallable[_appeal_pb2.GetAppealRequest, _appeal_pb2.GetAppealResponse]
+    ListAppeals: _grpc.UnaryUnaryMultiCallable[_appeal_pb2.ListAppealsRequest, _appeal_pb2.ListAppealsResponse]
+    """Appeals, newest first: the centre, the regulator and auditors all of them, a bank or
+    payment institution its own (docs/appeals.md).
+    """
 
 @_typing.type_check_only
 class AppealServiceAsyncStub(AppealServiceStub):
@@ -45,6 +49,10 @@ class AppealServiceAsyncStub(AppealServiceStub):
     FileAppeal: _aio.UnaryUnaryMultiCallable[_appeal_pb2.FileAppealRequest, _appeal_pb2.FileAppealResponse]  # type: ignore[assignment]
     DecideAppeal: _aio.UnaryUnaryMultiCallable[_appeal_pb2.DecideAppealRequest, _appeal_pb2.DecideAppealResponse]  # type: ignore[assignment]
     GetAppeal: _aio.UnaryUnaryMultiCallable[_appeal_pb2.GetAppealRequest, _appeal_pb2.GetAppealResponse]  # type: ignore[assignment]
+    ListAppeals: _aio.UnaryUnaryMultiCallable[_appeal_pb2.ListAppealsRequest, _appeal_pb2.ListAppealsResponse]  # type: ignore[assignment]
+    """Appeals, newest first: the centre, the regulator and auditors all of them, a bank or
+    payment institution its own (docs/appeals.md).
+    """
 
 class AppealServiceServicer(metaclass=_abc_1.ABCMeta):
     """Appeals (异议申诉) against stops, freezes and listings."""
@@ -69,5 +77,15 @@ class AppealServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _appeal_pb2.GetAppealRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_appeal_pb2.GetAppealResponse, _abc.Awaitable[_appeal_pb2.GetAppealResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAppeals(
+        self,
+        request: _appeal_pb2.ListAppealsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_appeal_pb2.ListAppealsResponse, _abc.Awaitable[_appeal_pb2.ListAppealsResponse]]:
+        """Appeals, newest first: the centre, the regulator and auditors all of them, a bank or
+        payment institution its own (docs/appeals.md).
+        """
 
 def add_AppealServiceServicer_to_server(servicer: AppealServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -131,6 +131,34 @@ CASE_STATE_CLOSED: CaseState.ValueType  # 4
 """All held money was returned or released."""
 Global___CaseState: _TypeAlias = CaseState  # noqa: Y015
 
+class _CaseOrder:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CaseOrderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CaseOrder.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CASE_ORDER_UNSPECIFIED: _CaseOrder.ValueType  # 0
+    """Newest first: creation time descending, then case id descending (the order ListCases
+    always had).
+    """
+    CASE_ORDER_DEADLINE: _CaseOrder.ValueType  # 1
+    """Earliest next deadline (Case.next_deadline) first, then case id; cases with no running
+    clock last, by case id.
+    """
+
+class CaseOrder(_CaseOrder, metaclass=_CaseOrderEnumTypeWrapper):
+    """The order of ListCases."""
+
+CASE_ORDER_UNSPECIFIED: CaseOrder.ValueType  # 0
+"""Newest first: creation time descending, then case id descending (the order ListCases
+always had).
+"""
+CASE_ORDER_DEADLINE: CaseOrder.ValueType  # 1
+"""Earliest next deadline (Case.next_deadline) first, then case id; cases with no running
+clock last, by case id.
+"""
+Global___CaseOrder: _TypeAlias = CaseOrder  # noqa: Y015
+
 @_typing.final
 class FraudTransaction(_message.Message):
     """One fraudulent transaction: money that left the victim."""
@@ -340,6 +368,7 @@ class Case(_message.Message):
     RELEASED_FEN_FIELD_NUMBER: _builtins.int
     REPORT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     LINKED_CASES_FIELD_NUMBER: _builtins.int
+    NEXT_DEADLINE_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     reporting_institution: _builtins.str
     state: Global___CaseState.ValueType
@@ -369,6 +398,12 @@ class Case(_message.Message):
         (one mule, many victims), found when the case is read. GetCase only.
         """
 
+    @_builtins.property
+    def next_deadline(self) -> Global___CaseDeadline:
+        """The running clock of the case with the earliest deadline (GetCase and ListCases);
+        unset when none is running. docs/cases.md.
+        """
+
     def __init__(
         self,
         *,
@@ -387,14 +422,66 @@ class Case(_message.Message):
         released_fen: _builtins.int = ...,
         report_message_id: _builtins.str = ...,
         linked_cases: _abc.Iterable[Global___CaseLink] | None = ...,
+        next_deadline: Global___CaseDeadline | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "create_time", b"create_time", "report", b"report", "verify_time", b"verify_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "create_time", b"create_time", "next_deadline", b"next_deadline", "report", b"report", "verify_time", b"verify_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "close_time", b"close_time", "create_time", b"create_time", "events", b"events", "held_fen", b"held_fen", "linked_cases", b"linked_cases", "loss_fen", b"loss_fen", "orders", b"orders", "released_fen", b"released_fen", "report", b"report", "report_message_id", b"report_message_id", "reporting_institution", b"reporting_institution", "returned_fen", b"returned_fen", "state", b"state", "verify_time", b"verify_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "close_time", b"close_time", "create_time", b"create_time", "events", b"events", "held_fen", b"held_fen", "linked_cases", b"linked_cases", "loss_fen", b"loss_fen", "next_deadline", b"next_deadline", "orders", b"orders", "released_fen", b"released_fen", "report", b"report", "report_message_id", b"report_message_id", "reporting_institution", b"reporting_institution", "returned_fen", b"returned_fen", "state", b"state", "verify_time", b"verify_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Case: _TypeAlias = Case  # noqa: Y015
+
+@_typing.final
+class CaseDeadline(_message.Message):
+    """A case's next deadline: its running clock with the earliest deadline, from which a
+    console computes the time left and the urgency.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLOCK_ID_FIELD_NUMBER: _builtins.int
+    CLOCK_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    DEADLINE_TIME_FIELD_NUMBER: _builtins.int
+    BREACHED_FIELD_NUMBER: _builtins.int
+    DEADLINE_ESTIMATED_FIELD_NUMBER: _builtins.int
+    clock_id: _builtins.str
+    clock: _builtins.str
+    """The policy's clock kind: verify, stop_issue, stop, ... (ClockView.clock)."""
+    responsible: _builtins.str
+    """Institution code responsible for meeting it."""
+    order_id: _builtins.str
+    """The order it times, if any."""
+    breached: _builtins.bool
+    """True once the deadline passed (the hub's sweep marked the breach)."""
+    deadline_estimated: _builtins.bool
+    """As ClockView.deadline_estimated."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def deadline_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        clock_id: _builtins.str = ...,
+        clock: _builtins.str = ...,
+        responsible: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        deadline_time: _timestamp_pb2.Timestamp | None = ...,
+        breached: _builtins.bool = ...,
+        deadline_estimated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline_time", b"deadline_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breached", b"breached", "clock", b"clock", "clock_id", b"clock_id", "deadline_estimated", b"deadline_estimated", "deadline_time", b"deadline_time", "order_id", b"order_id", "responsible", b"responsible", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseDeadline: _TypeAlias = CaseDeadline  # noqa: Y015
 
 @_typing.final
 class CaseLink(_message.Message):
@@ -453,20 +540,54 @@ class ListCasesBody(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    INSTITUTION_CODE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    VICTIM_NAME_FIELD_NUMBER: _builtins.int
+    VICTIM_ID_NUMBER_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FROM_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_TO_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     page_token: _builtins.str
     state: Global___CaseState.ValueType
     """Only cases in this state; unspecified for all."""
+    institution_code: _builtins.str
+    """Only cases this institution reported or holds an order in."""
+    victim_name: _builtins.str
+    """Only cases whose victim has this name / ID number: exact match after normalisation
+    (docs/cases.md), through the hub's blind index.
+    """
+    victim_id_number: _builtins.str
+    order_by: Global___CaseOrder.ValueType
+    @_builtins.property
+    def account(self) -> _account_pb2.AccountRef:
+        """Only cases where this account (institution_code and account_number; holder_name is
+        ignored) is a payer or payee of a reported transaction or the account of an order.
+        """
+
+    @_builtins.property
+    def create_time_from(self) -> _timestamp_pb2.Timestamp:
+        """Only cases created in [create_time_from, create_time_to); either may be unset."""
+
+    @_builtins.property
+    def create_time_to(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         state: Global___CaseState.ValueType = ...,
+        institution_code: _builtins.str = ...,
+        account: _account_pb2.AccountRef | None = ...,
+        victim_name: _builtins.str = ...,
+        victim_id_number: _builtins.str = ...,
+        create_time_from: _timestamp_pb2.Timestamp | None = ...,
+        create_time_to: _timestamp_pb2.Timestamp | None = ...,
+        order_by: Global___CaseOrder.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "create_time_from", b"create_time_from", "create_time_to", b"create_time_to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "create_time_from", b"create_time_from", "create_time_to", b"create_time_to", "institution_code", b"institution_code", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "state", b"state", "victim_id_number", b"victim_id_number", "victim_name", b"victim_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,29 +28,35 @@ from stophub.v1 import envelope_pb2 as stophub_dot_v1_dot_envelope__pb2
 from stophub.v1 import institution_pb2 as stophub_dot_v1_dot_institution__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14stophub/v1/sla.proto\x12\nstophub.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stophub/v1/envelope.proto\x1a\x1cstophub/v1/institution.proto\"\x89\x02\n\x08SlaEvent\x12\x10\n\x08\x63lock_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\r\n\x05\x63lock\x18\x04 \x01(\t\x12\r\n\x05\x65vent\x18\x05 \x01(\t\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64ue_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bresponsible\x18\x08 \x01(\t\x12\'\n\x04late\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x64\x65tail\x18\n \x01(\t\"\xcc\x03\n\tClockView\x12\x10\n\x08\x63lock_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\r\n\x05\x63lock\x18\x04 \x01(\t\x12\x13\n\x0bresponsible\x18\x05 \x01(\t\x12%\n\x05state\x18\x06 \x01(\x0e\x32\x16.stophub.v1.ClockState\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdeadline_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tnext_step\x18\t \x01(\t\x12\x32\n\x0enext_step_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tstop_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nstopped_by\x18\x0c \x01(\t\x12\x10\n\x08\x62reached\x18\r \x01(\x08\x12$\n\x06\x65vents\x18\x0e \x03(\x0b\x32\x14.stophub.v1.SlaEvent\x12\x1a\n\x12\x64\x65\x61\x64line_estimated\x18\x0f \x01(\x08\"\x93\x01\n\tClockStep\x12$\n\x05\x63lock\x18\x01 \x01(\x0b\x32\x15.stophub.v1.ClockView\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\'\n\x04late\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x08\x63ontacts\x18\x04 \x03(\x0b\x32\x17.stophub.v1.DutyContact\"\x87\x01\n\x0eListClocksBody\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0binstitution\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x04 \x01(\t\x12\x11\n\topen_only\x18\x05 \x01(\x08\x12\x15\n\rbreached_only\x18\x06 \x01(\x08\"K\n\tClockList\x12%\n\x06\x63locks\x18\x01 \x03(\x0b\x32\x15.stophub.v1.ClockView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x11ListClocksRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"<\n\x12ListClocksResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*\x83\x01\n\nClockState\x12\x1b\n\x17\x43LOCK_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43LOCK_STATE_OPEN\x10\x01\x12\x13\n\x0f\x43LOCK_STATE_MET\x10\x02\x12\x16\n\x12\x43LOCK_STATE_MISSED\x10\x03\x12\x15\n\x11\x43LOCK_STATE_ENDED\x10\x04\x32Y\n\nSlaService\x12K\n\nListClocks\x12\x1d.stophub.v1.ListClocksRequest\x1a\x1e.stophub.v1.ListClocksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14stophub/v1/sla.proto\x12\nstophub.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stophub/v1/envelope.proto\x1a\x1cstophub/v1/institution.proto\"\x89\x02\n\x08SlaEvent\x12\x10\n\x08\x63lock_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\r\n\x05\x63lock\x18\x04 \x01(\t\x12\r\n\x05\x65vent\x18\x05 \x01(\t\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64ue_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bresponsible\x18\x08 \x01(\t\x12\'\n\x04late\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x64\x65tail\x18\n \x01(\t\"\xd4\x04\n\tClockView\x12\x10\n\x08\x63lock_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\r\n\x05\x63lock\x18\x04 \x01(\t\x12\x13\n\x0bresponsible\x18\x05 \x01(\t\x12%\n\x05state\x18\x06 \x01(\x0e\x32\x16.stophub.v1.ClockState\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdeadline_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tnext_step\x18\t \x01(\t\x12\x32\n\x0enext_step_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tstop_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nstopped_by\x18\x0c \x01(\t\x12\x10\n\x08\x62reached\x18\r \x01(\x08\x12$\n\x06\x65vents\x18\x0e \x03(\x0b\x32\x14.stophub.v1.SlaEvent\x12\x1a\n\x12\x64\x65\x61\x64line_estimated\x18\x0f \x01(\x08\x12\x34\n\x10\x61\x63knowledge_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61\x63knowledged_by\x18\x11 \x01(\t\x12\x1d\n\x15\x61\x63knowledged_operator\x18\x12 \x01(\t\x12\x18\n\x10\x61\x63knowledge_note\x18\x13 \x01(\t\"\x93\x01\n\tClockStep\x12$\n\x05\x63lock\x18\x01 \x01(\x0b\x32\x15.stophub.v1.ClockView\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\'\n\x04late\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x08\x63ontacts\x18\x04 \x03(\x0b\x32\x17.stophub.v1.DutyContact\"\xa4\x01\n\x0eListClocksBody\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0binstitution\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x04 \x01(\t\x12\x11\n\topen_only\x18\x05 \x01(\x08\x12\x15\n\rbreached_only\x18\x06 \x01(\x08\x12\x1b\n\x13unacknowledged_only\x18\x07 \x01(\x08\"7\n\x15\x42reachAcknowledgement\x12\x10\n\x08\x63lock_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"K\n\tClockList\x12%\n\x06\x63locks\x18\x01 \x03(\x0b\x32\x15.stophub.v1.ClockView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x18\x41\x63knowledgeBreachRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"C\n\x19\x41\x63knowledgeBreachResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\";\n\x11ListClocksRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"<\n\x12ListClocksResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*\x83\x01\n\nClockState\x12\x1b\n\x17\x43LOCK_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43LOCK_STATE_OPEN\x10\x01\x12\x13\n\x0f\x43LOCK_STATE_MET\x10\x02\x12\x16\n\x12\x43LOCK_STATE_MISSED\x10\x03\x12\x15\n\x11\x43LOCK_STATE_ENDED\x10\x04\x32\xbb\x01\n\nSlaService\x12K\n\nListClocks\x12\x1d.stophub.v1.ListClocksRequest\x1a\x1e.stophub.v1.ListClocksResponse\x12`\n\x11\x41\x63knowledgeBreach\x12$.stophub.v1.AcknowledgeBreachRequest\x1a%.stophub.v1.AcknowledgeBreachResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stophub.v1.sla_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLOCKSTATE']._serialized_start=1378
-  _globals['_CLOCKSTATE']._serialized_end=1509
+  _globals['_CLOCKSTATE']._serialized_start=1737
+  _globals['_CLOCKSTATE']._serialized_end=1868
   _globals['_SLAEVENT']._serialized_start=159
   _globals['_SLAEVENT']._serialized_end=424
   _globals['_CLOCKVIEW']._serialized_start=427
-  _globals['_CLOCKVIEW']._serialized_end=887
-  _globals['_CLOCKSTEP']._serialized_start=890
-  _globals['_CLOCKSTEP']._serialized_end=1037
-  _globals['_LISTCLOCKSBODY']._serialized_start=1040
-  _globals['_LISTCLOCKSBODY']._serialized_end=1175
-  _globals['_CLOCKLIST']._serialized_start=1177
-  _globals['_CLOCKLIST']._serialized_end=1252
-  _globals['_LISTCLOCKSREQUEST']._serialized_start=1254
-  _globals['_LISTCLOCKSREQUEST']._serialized_end=1313
-  _globals['_LISTCLOCKSRESPONSE']._serialized_start=1315
-  _globals['_LISTCLOCKSRESPONSE']._serialized_end=1375
-  _globals['_SLASERVICE']._serialized_start=1511
-  _globals['_SLASERVICE']._serialized_end=1600
+  _globals['_CLOCKVIEW']._serialized_end=1023
+  _globals['_CLOCKSTEP']._serialized_start=1026
+  _globals['_CLOCKSTEP']._serialized_end=1173
+  _globals['_LISTCLOCKSBODY']._serialized_start=1176
+  _globals['_LISTCLOCKSBODY']._serialized_end=1340
+  _globals['_BREACHACKNOWLEDGEMENT']._serialized_start=1342
+  _globals['_BREACHACKNOWLEDGEMENT']._serialized_end=1397
+  _globals['_CLOCKLIST']._serialized_start=1399
+  _globals['_CLOCKLIST']._serialized_end=1474
+  _globals['_ACKNOWLEDGEBREACHREQUEST']._serialized_start=1476
+  _globals['_ACKNOWLEDGEBREACHREQUEST']._serialized_end=1542
+  _globals['_ACKNOWLEDGEBREACHRESPONSE']._serialized_start=1544
+  _globals['_ACKNOWLEDGEBREACHRESPONSE']._serialized_end=1611
+  _globals['_LISTCLOCKSREQUEST']._serialized_start=1613
+  _globals['_LISTCLOCKSREQUEST']._serialized_end=1672
+  _globals['_LISTCLOCKSRESPONSE']._serialized_start=1674
+  _globals['_LISTCLOCKSRESPONSE']._serialized_end=1734
+  _globals['_SLASERVICE']._serialized_start=1871
+  _globals['_SLASERVICE']._serialized_end=2058
 # @@protoc_insertion_point(module_scope)

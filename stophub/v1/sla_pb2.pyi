@@ -132,6 +132,10 @@ class ClockView(_message.Message):
     BREACHED_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     DEADLINE_ESTIMATED_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_TIME_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_BY_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_OPERATOR_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_NOTE_FIELD_NUMBER: _builtins.int
     clock_id: _builtins.str
     case_id: _builtins.str
     order_id: _builtins.str
@@ -151,6 +155,12 @@ class ClockView(_message.Message):
     counted as working days and public holidays and make-up working days were not. The
     clock's `started` event names the years. Set when the clock starts; never changed.
     """
+    acknowledged_by: _builtins.str
+    """Institution code of who acknowledged it."""
+    acknowledged_operator: _builtins.str
+    """The person who acknowledged it: the acknowledging envelope's `operator`."""
+    acknowledge_note: _builtins.str
+    """The note given with the acknowledgement (BreachAcknowledgement.note)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -161,6 +171,12 @@ class ClockView(_message.Message):
     def stop_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlaEvent]: ...
+    @_builtins.property
+    def acknowledge_time(self) -> _timestamp_pb2.Timestamp:
+        """When a person acknowledged the clock's breach (SlaService.AcknowledgeBreach);
+        unset while nobody has. docs/clocks.md.
+        """
+
     def __init__(
         self,
         *,
@@ -179,10 +195,14 @@ class ClockView(_message.Message):
         breached: _builtins.bool = ...,
         events: _abc.Iterable[Global___SlaEvent] | None = ...,
         deadline_estimated: _builtins.bool = ...,
+        acknowledge_time: _timestamp_pb2.Timestamp | None = ...,
+        acknowledged_by: _builtins.str = ...,
+        acknowledged_operator: _builtins.str = ...,
+        acknowledge_note: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline_time", b"deadline_time", "next_step_time", b"next_step_time", "start_time", b"start_time", "stop_time", b"stop_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "deadline_time", b"deadline_time", "next_step_time", b"next_step_time", "start_time", b"start_time", "stop_time", b"stop_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breached", b"breached", "case_id", b"case_id", "clock", b"clock", "clock_id", b"clock_id", "deadline_estimated", b"deadline_estimated", "deadline_time", b"deadline_time", "events", b"events", "next_step", b"next_step", "next_step_time", b"next_step_time", "order_id", b"order_id", "responsible", b"responsible", "start_time", b"start_time", "state", b"state", "stop_time", b"stop_time", "stopped_by", b"stopped_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_note", b"acknowledge_note", "acknowledge_time", b"acknowledge_time", "acknowledged_by", b"acknowledged_by", "acknowledged_operator", b"acknowledged_operator", "breached", b"breached", "case_id", b"case_id", "clock", b"clock", "clock_id", b"clock_id", "deadline_estimated", b"deadline_estimated", "deadline_time", b"deadline_time", "events", b"events", "next_step", b"next_step", "next_step_time", b"next_step_time", "order_id", b"order_id", "responsible", b"responsible", "start_time", b"start_time", "state", b"state", "stop_time", b"stop_time", "stopped_by", b"stopped_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,6 +255,7 @@ class ListClocksBody(_message.Message):
     CASE_ID_FIELD_NUMBER: _builtins.int
     OPEN_ONLY_FIELD_NUMBER: _builtins.int
     BREACHED_ONLY_FIELD_NUMBER: _builtins.int
+    UNACKNOWLEDGED_ONLY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     page_token: _builtins.str
     institution: _builtins.str
@@ -244,6 +265,8 @@ class ListClocksBody(_message.Message):
     """Only running clocks."""
     breached_only: _builtins.bool
     """Only clocks whose deadline passed (open or missed)."""
+    unacknowledged_only: _builtins.bool
+    """Only breached clocks nobody has acknowledged yet (the escalation inbox)."""
     def __init__(
         self,
         *,
@@ -253,14 +276,43 @@ class ListClocksBody(_message.Message):
         case_id: _builtins.str = ...,
         open_only: _builtins.bool = ...,
         breached_only: _builtins.bool = ...,
+        unacknowledged_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breached_only", b"breached_only", "case_id", b"case_id", "institution", b"institution", "open_only", b"open_only", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breached_only", b"breached_only", "case_id", b"case_id", "institution", b"institution", "open_only", b"open_only", "page_size", b"page_size", "page_token", b"page_token", "unacknowledged_only", b"unacknowledged_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListClocksBody: _TypeAlias = ListClocksBody  # noqa: Y015
+
+@_typing.final
+class BreachAcknowledgement(_message.Message):
+    """Body (type "stophub.v1.BreachAcknowledgement") of AcknowledgeBreachRequest.envelope:
+    a person at the centre, or at the institution responsible for the clock, acknowledges
+    that the clock breached its deadline. The envelope must name the person (`operator`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLOCK_ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    clock_id: _builtins.str
+    note: _builtins.str
+    """What the person says about it (at most 2,000 characters)."""
+    def __init__(
+        self,
+        *,
+        clock_id: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_id", b"clock_id", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BreachAcknowledgement: _TypeAlias = BreachAcknowledgement  # noqa: Y015
 
 @_typing.final
 class ClockList(_message.Message):
@@ -286,6 +338,50 @@ class ClockList(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClockList: _TypeAlias = ClockList  # noqa: Y015
+
+@_typing.final
+class AcknowledgeBreachRequest(_message.Message):
+    """Request for SlaService.AcknowledgeBreach: a signed BreachAcknowledgement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def envelope(self) -> _envelope_pb2.Envelope: ...
+    def __init__(
+        self,
+        *,
+        envelope: _envelope_pb2.Envelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeBreachRequest: _TypeAlias = AcknowledgeBreachRequest  # noqa: Y015
+
+@_typing.final
+class AcknowledgeBreachResponse(_message.Message):
+    """Hub-signed answer whose body is the ClockView after the acknowledgement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def envelope(self) -> _envelope_pb2.Envelope: ...
+    def __init__(
+        self,
+        *,
+        envelope: _envelope_pb2.Envelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeBreachResponse: _TypeAlias = AcknowledgeBreachResponse  # noqa: Y015
 
 @_typing.final
 class ListClocksRequest(_message.Message):

@@ -26,8 +26,8 @@ if _version_not_supported:
 
 
 class SlaServiceStub:
-    """The SLA log, read-only: the regulator, auditors and the centre see every clock; a bank
-    sees the clocks it is responsible for.
+    """The SLA log: the regulator, auditors and the centre see every clock; a bank sees the
+    clocks it is responsible for. A breach is acknowledged once, by a person.
     """
 
     def __init__(self, channel):
@@ -41,15 +41,28 @@ class SlaServiceStub:
                 request_serializer=stophub_dot_v1_dot_sla__pb2.ListClocksRequest.SerializeToString,
                 response_deserializer=stophub_dot_v1_dot_sla__pb2.ListClocksResponse.FromString,
                 _registered_method=True)
+        self.AcknowledgeBreach = channel.unary_unary(
+                '/stophub.v1.SlaService/AcknowledgeBreach',
+                request_serializer=stophub_dot_v1_dot_sla__pb2.AcknowledgeBreachRequest.SerializeToString,
+                response_deserializer=stophub_dot_v1_dot_sla__pb2.AcknowledgeBreachResponse.FromString,
+                _registered_method=True)
 
 
 class SlaServiceServicer:
-    """The SLA log, read-only: the regulator, auditors and the centre see every clock; a bank
-    sees the clocks it is responsible for.
+    """The SLA log: the regulator, auditors and the centre see every clock; a bank sees the
+    clocks it is responsible for. A breach is acknowledged once, by a person.
     """
 
     def ListClocks(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeBreach(self, request, context):
+        """A person acknowledges a breached clock (docs/clocks.md): the anti-fraud centre any
+        clock, a bank or payment institution the clocks it is responsible for.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -62,6 +75,11 @@ def add_SlaServiceServicer_to_server(servicer, server):
                     request_deserializer=stophub_dot_v1_dot_sla__pb2.ListClocksRequest.FromString,
                     response_serializer=stophub_dot_v1_dot_sla__pb2.ListClocksResponse.SerializeToString,
             ),
+            'AcknowledgeBreach': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeBreach,
+                    request_deserializer=stophub_dot_v1_dot_sla__pb2.AcknowledgeBreachRequest.FromString,
+                    response_serializer=stophub_dot_v1_dot_sla__pb2.AcknowledgeBreachResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'stophub.v1.SlaService', rpc_method_handlers)
@@ -71,8 +89,8 @@ def add_SlaServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SlaService:
-    """The SLA log, read-only: the regulator, auditors and the centre see every clock; a bank
-    sees the clocks it is responsible for.
+    """The SLA log: the regulator, auditors and the centre see every clock; a bank sees the
+    clocks it is responsible for. A breach is acknowledged once, by a person.
     """
 
     @staticmethod
@@ -92,6 +110,33 @@ class SlaService:
             '/stophub.v1.SlaService/ListClocks',
             stophub_dot_v1_dot_sla__pb2.ListClocksRequest.SerializeToString,
             stophub_dot_v1_dot_sla__pb2.ListClocksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeBreach(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stophub.v1.SlaService/AcknowledgeBreach',
+            stophub_dot_v1_dot_sla__pb2.AcknowledgeBreachRequest.SerializeToString,
+            stophub_dot_v1_dot_sla__pb2.AcknowledgeBreachResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,8 +27,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class SlaServiceStub:
-    """The SLA log, read-only: the regulator, auditors and the centre see every clock; a bank
-    sees the clocks it is responsible for.
+    """The SLA log: the regulator, auditors and the centre see every clock; a bank sees the
+    clocks it is responsible for. A breach is acknowledged once, by a person.
     """
 
     @_typing.overload
@@ -36,19 +36,27 @@ class SlaServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SlaServiceAsyncStub: ...
     ListClocks: _grpc.UnaryUnaryMultiCallable[_sla_pb2.ListClocksRequest, _sla_pb2.ListClocksResponse]
+    AcknowledgeBreach: _grpc.UnaryUnaryMultiCallable[_sla_pb2.AcknowledgeBreachRequest, _sla_pb2.AcknowledgeBreachResponse]
+    """A person acknowledges a breached clock (docs/clocks.md): the anti-fraud centre any
+    clock, a bank or payment institution the clocks it is responsible for.
+    """
 
 @_typing.type_check_only
 class SlaServiceAsyncStub(SlaServiceStub):
-    """The SLA log, read-only: the regulator, auditors and the centre see every clock; a bank
-    sees the clocks it is responsible for.
+    """The SLA log: the regulator, auditors and the centre see every clock; a bank sees the
+    clocks it is responsible for. A breach is acknowledged once, by a person.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListClocks: _aio.UnaryUnaryMultiCallable[_sla_pb2.ListClocksRequest, _sla_pb2.ListClocksResponse]  # type: ignore[assignment]
+    AcknowledgeBreach: _aio.UnaryUnaryMultiCallable[_sla_pb2.AcknowledgeBreachRequest, _sla_pb2.AcknowledgeBreachResponse]  # type: ignore[assignment]
+    """A person acknowledges a breached clock (docs/clocks.md): the anti-fraud centre any
+    clock, a bank or payment institution the clocks it is responsible for.
+    """
 
 class SlaServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The SLA log, read-only: the regulator, auditors and the centre see every clock; a bank
-    sees the clocks it is responsible for.
+    """The SLA log: the regulator, auditors and the centre see every clock; a bank sees the
+    clocks it is responsible for. A breach is acknowledged once, by a person.
     """
 
     @_abc_1.abstractmethod
@@ -57,5 +65,15 @@ class SlaServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sla_pb2.ListClocksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sla_pb2.ListClocksResponse, _abc.Awaitable[_sla_pb2.ListClocksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AcknowledgeBreach(
+        self,
+        request: _sla_pb2.AcknowledgeBreachRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sla_pb2.AcknowledgeBreachResponse, _abc.Awaitable[_sla_pb2.AcknowledgeBreachResponse]]:
+        """A person acknowledges a breached clock (docs/clocks.md): the anti-fraud centre any
+        clock, a bank or payment institution the clocks it is responsible for.
+        """
 
 def add_SlaServiceServicer_to_server(servicer: SlaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

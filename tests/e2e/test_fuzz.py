@@ -123,6 +123,9 @@ RPCS = {
         "REG",
     ),
     "ListClocks": Rpc("/stophub.v1.SlaService/ListClocks", sla_pb2.ListClocksBody, "BANKB"),
+    "AcknowledgeBreach": Rpc(
+        "/stophub.v1.SlaService/AcknowledgeBreach", sla_pb2.BreachAcknowledgement, "CENTRE"
+    ),
     "GetCaseTrail": Rpc(
         "/stophub.v1.CaseService/GetCaseTrail", trail_pb2.GetCaseTrailBody, "CENTRE"
     ),
@@ -155,6 +158,9 @@ RPCS = {
         "/stophub.v1.AppealService/DecideAppeal", appeal_pb2.DecideAppealBody, "CENTRE"
     ),
     "GetAppeal": Rpc("/stophub.v1.AppealService/GetAppeal", appeal_pb2.GetAppealBody, "BANKB"),
+    "ListAppeals": Rpc(
+        "/stophub.v1.AppealService/ListAppeals", appeal_pb2.ListAppealsBody, "BANKB"
+    ),
     "ListAuditEntries": Rpc(
         "/stophub.v1.AuditService/ListAuditEntries", audit_pb2.ListAuditEntriesBody, "REG"
     ),
@@ -660,6 +666,8 @@ class Fuzz:
             )
         if name == "GetAppeal":
             return appeal_pb2.GetAppealBody(appeal_id=f"A-{variant}")
+        if name == "ListAppeals":
+            return appeal_pb2.ListAppealsBody(page_size=2, state=variant % 4)
         if name == "ListAuditEntries":
             return audit_pb2.ListAuditEntriesBody(from_index=variant % 5, page_size=3)
         if name == "GetLogCheckpoint":
@@ -668,6 +676,8 @@ class Fuzz:
             return audit_pb2.GetInclusionProofBody(log_index=variant % 7)
         if name == "GetConsistencyProof":
             return audit_pb2.GetConsistencyProofBody(first_size=1 + variant % 3)
+        if name == "AcknowledgeBreach":
+            return sla_pb2.BreachAcknowledgement(clock_id=f"K-{variant}", note="fz")
         return sla_pb2.ListClocksBody(page_size=3, open_only=bool(variant % 2))
 
     def instruction(self, variant: int, now: Any) -> order_pb2.OrderInstruction:

@@ -17,10 +17,11 @@ import copy
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
+from hub.crypto import blindindex
 from hub.domain.appeals import Appeal, AppealState
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
@@ -32,6 +33,7 @@ from hub.domain.trail import OPEN_STATES, accounts_of
 from hub.service.ports import (
     AuditEntry,
     AuditRecord,
+    CaseQuery,
     Conflict,
     InboundRecord,
     ListChangeRow,
@@ -141,6 +143,9 @@ class FakeInstitutions:
         return found
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class FakeCases:
     def __init__(self, state: StoreState) -> None:
         self._state = state
@@ -177,6 +182,62 @@ class FakeCases:
             and (after is None or (c.created_at, c.case_id) < after)
         ]
         found.sort(key=lambda c: (c.created_at, c.case_id), reverse=True)
+        return found[:page_size]
+
+    def search(
+        self, query: CaseQuery, page_size: int, after: tuple[Any, ...] | None
+    ) -> Sequence[tuple[Case, datetime | None]]:
+        index = blindindex.current_index()
+
+        def party(c: Case, code: str) -> bool:
+            return c.reporting_institution == code or any(o.addressed_to == code for o in c.orders)
+
+        def has_account(c: Case, key: tuple[str, str]) -> bool:
+            return any(
+                key
+                in ((t.payer_institution, t.payer_account), (t.payee_institution, t.payee_account))
+                for t in c.transactions
+            ) or any((o.account_institution, o.account_number) == key for o in c.orders)
+
+        found = []
+        for c in self._state.cases.values():
+            if (
+                (query.party is None or party(c, query.party))
+                and (query.institution is None or party(c, query.institution))
+                and (query.reporter is None or c.reporting_institution == query.reporter)
+                and (query.state is None or c.state is query.state)
+                and (query.account is None or has_account(c, query.account))
+                and (
+                    query.victim_name_token is None
+                    or index.name_token(c.victim_name) == query.victim_name_token
+                )
+                and (
+                    query.victim_id_token is None
+                    or index.id_number_token(c.victim_id_number) == query.victim_id_token
+                )
+                and (query.created_from is None or c.created_at >= query.created_from)
+                and (query.created_to is None or c.created_at < query.created_to)
+            ):
+                open_ = [
+                    k.deadline_at
+                    for k in self._state.clocks.values()
+                    if k.case_id == c.case_id and k.state is ClockState.OPEN
+                ]
+                found.append((c, min(open_) if open_ else None))
+        if query.by_deadline:
+            rows = sorted(found, key=lambda r: (r[1] is None, r[1] or _EPOCH, r[0].case_id))
+            if after is not None:
+                flag, at, case_id = after
+                rows = [
+                    (c, d)
+                    for c, d in rows
+                    if (flag and d is None and c.case_id > case_id)
+                    or (not flag and (d is None or d > at or (d == at and c.case_id > case_id)))
+                ]
+            return rows[:page_size]
+        found.sort(key=lambda r: (r[0].created_at, r[0].case_id), reverse=True)
+        if after is not None:
+            found = [r for r in found if (r[0].created_at, r[0].case_id) < after]
         return found[:page_size]
 
     def involving(
@@ -314,6 +375,23 @@ class FakeAppeals:
     def recent(self, limit: int, *, open_only: bool) -> Sequence[Appeal]:
         found = [
             a for a in self._state.appeals.values() if not open_only or a.state is AppealState.FILED
+        ]
+        return sorted(found, key=lambda a: (a.filed_at, a.appeal_id), reverse=True)[:limit]
+
+    def search(
+        self,
+        *,
+        state: AppealState | None,
+        appellant: str | None,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> Sequence[Appeal]:
+        found = [
+            a
+            for a in self._state.appeals.values()
+            if (state is None or a.state is state)
+            and (appellant is None or a.appellant == appellant)
+            and (after is None or (a.filed_at, a.appeal_id) < after)
         ]
         return sorted(found, key=lambda a: (a.filed_at, a.appeal_id), reverse=True)[:limit]
 
@@ -507,6 +585,7 @@ class FakeClocks:
         breached_only: bool,
         limit: int,
         offset: int,
+        unacknowledged_only: bool = False,
     ) -> Sequence[CaseClock]:
         found = [
             c
@@ -515,6 +594,7 @@ class FakeClocks:
             and (not case_id or c.case_id == case_id)
             and (not open_only or c.state is ClockState.OPEN)
             and (not breached_only or c.breached)
+            and (not unacknowledged_only or (c.breached and c.acknowledged_at is None))
         ]
         found.sort(key=lambda c: (c.state is not ClockState.OPEN, c.deadline_at, c.clock_id))
         return found[offset : offset + limit]
@@ -532,6 +612,14 @@ class FakeClocks:
 
     def entries(self, clock_ids: Sequence[str]) -> dict[str, list[SlaEntry]]:
         return {cid: [e for e in self._state.sla if e.clock_id == cid] for cid in clock_ids}
+
+    def open_for_cases(self, case_ids: Sequence[str]) -> Sequence[CaseClock]:
+        wanted = set(case_ids)
+        return [
+            c
+            for c in self._state.clocks.values()
+            if c.case_id in wanted and c.state is ClockState.OPEN
+        ]
 
 
 # ---- unit of work ----------------------------------------------------------------------------

@@ -94,6 +94,7 @@ ANSWER_TYPES: dict[str, type[Message]] = {
     "FileAppeal": appeal_pb2.Appeal,
     "DecideAppeal": appeal_pb2.Appeal,
     "GetAppeal": appeal_pb2.Appeal,
+    "ListAppeals": appeal_pb2.AppealList,
     "ListAuditEntries": audit_pb2.AuditEntryPage,
     "GetLogCheckpoint": audit_pb2.SignedLogCheckpoint,
     "GetInclusionProof": audit_pb2.InclusionProof,

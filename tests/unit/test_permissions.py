@@ -45,7 +45,7 @@ from hub.service.commands.returns import (
     OBJECT_TO_DISTRIBUTION,
     START_DISTRIBUTION,
 )
-from hub.service.commands.sla import LIST_CLOCKS
+from hub.service.commands.sla import ACKNOWLEDGE_BREACH, LIST_CLOCKS
 from hub.service.permissions import KINDS, MATRIX, POSSIBLE, Access, Relation, rule_for
 from hub.system.policy import load_policy
 from stophub.v1 import (
@@ -212,6 +212,9 @@ class Net(World):
         assert isinstance(appeal, appeal_pb2.Appeal)
         self.appeal_id = appeal.appeal_id
 
+    def any_clock(self) -> str:
+        return sorted(self.store.state.clocks)[0]
+
     def caller(self, kind: InstitutionKind, relation: Relation) -> tuple[str, str, str]:
         """(member, case id, order id) such that the member has `relation` to the case and,
         for AnswerOrder, to the order."""
@@ -266,6 +269,9 @@ def bodies(net: Net, member: str, case_id: str, order_id: str) -> dict[str, Mess
         "GetInstitution": institution_pb2.GetInstitutionBody(code="BANKB"),
         "ListInstitutions": institution_pb2.ListInstitutionsBody(),
         "ListClocks": sla_pb2.ListClocksBody(),
+        # No clock of this world has breached: an allowed caller is refused NOT_BREACHED
+        # (or NOT_RESPONSIBLE, the handler's check), never KIND_NOT_ALLOWED.
+        "AcknowledgeBreach": sla_pb2.BreachAcknowledgement(clock_id=net.any_clock()),
         "StreamDeliveries": delivery_pb2.SubscribeBody(connection_name="walk"),
         "GetCaseTrail": trail_pb2.GetCaseTrailBody(case_id=case_id),
         "StartDistribution": returns_pb2.StartDistributionBody(
@@ -300,6 +306,7 @@ def bodies(net: Net, member: str, case_id: str, order_id: str) -> dict[str, Mess
             appeal_id=net.appeal_id, decision=appeal_pb2.APPEAL_DECISION_REJECT, reason="walk"
         ),
         "GetAppeal": appeal_pb2.GetAppealBody(appeal_id=net.appeal_id),
+        "ListAppeals": appeal_pb2.ListAppealsBody(),
         "ListAuditEntries": audit_pb2.ListAuditEntriesBody(),
         "GetLogCheckpoint": audit_pb2.GetLogCheckpointBody(fresh=True),
         "GetInclusionProof": audit_pb2.GetInclusionProofBody(log_index=0),
@@ -320,6 +327,7 @@ COMMANDS = {
         GET_INSTITUTION,
         LIST_INSTITUTIONS,
         LIST_CLOCKS,
+        ACKNOWLEDGE_BREACH,
         GET_CASE_TRAIL,
         START_DISTRIBUTION,
         OBJECT_TO_DISTRIBUTION,
@@ -332,6 +340,7 @@ COMMANDS = {
         ap.FILE_APPEAL,
         ap.DECIDE_APPEAL,
         ap.GET_APPEAL,
+        ap.LIST_APPEALS,
         au.LIST_AUDIT_ENTRIES,
         au.GET_LOG_CHECKPOINT,
         au.GET_INCLUSION_PROOF,
@@ -376,6 +385,10 @@ def check_own(net: Net, rpc: str, member: str, answer: Any) -> None:
         body = net.open(answer, ap.GET_APPEAL, member)
         assert isinstance(body, appeal_pb2.Appeal)
         assert body.appellant == member
+    elif rpc == "ListAppeals":
+        body = net.open(answer, ap.LIST_APPEALS, member)
+        assert isinstance(body, appeal_pb2.AppealList)
+        assert {a.appellant for a in body.appeals} <= {member}
 
 
 @pytest.mark.parametrize("cell", [c for c in CELLS if c.expected != "n/a"], ids=str)
@@ -431,6 +444,7 @@ def test_the_regulator_and_auditors_can_change_nothing() -> None:
         "SyncList",
         "CheckList",
         "GetAppeal",
+        "ListAppeals",
         "ListAuditEntries",
         "GetLogCheckpoint",
         "GetInclusionProof",

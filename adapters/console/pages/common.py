@@ -34,6 +34,7 @@ from stophub.v1 import account_pb2, blacklist_pb2, case_pb2, order_pb2, sla_pb2
 CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 ACCOUNT = re.compile(r"^[A-Za-z0-9]{1,34}$")
 CODE = re.compile(r"^[A-Z0-9]{2,16}$")
+HUB_CASE_ID = re.compile(r"^[Cc]\d{8}-[0-9A-Fa-f]{8}$")
 ID_NUMBER = re.compile(r"^[0-9]{17}[0-9Xx]$|^[0-9]{15}$")
 # Officers act on the data the hub chose to send this institution: shown in full.
 SHOWN = Disclosure(personal_data=True)
@@ -99,28 +100,29 @@ async def _refused(request: Request, err: HubError | HubSignatureError) -> Respo
 
 
 ACCOUNT_HINT = "Give the account as INSTITUTION/NUMBER, for example BANKB/6222020000000002."
-SEARCH_HELP = "a case id, an account (INSTITUTION/NUMBER or the number), an ID number or a name"
+SEARCH_HELP = "Search by a case id, an account (INSTITUTION/NUMBER), an ID number or a name."
 
 
 def search_filters(query: str) -> tuple[str, dict[str, Any]]:
-    """What a search box's words ask: ('case', {...}) for a case id, else ListCases filters."""
+    """What a search box's words ask: a case by its id, cases by an account
+    (INSTITUTION/NUMBER), by the victim's ID number, or by the victim's name; ('number', {})
+    for a bare number, which could be an account at any institution."""
     q = " ".join(query.split())
     if not q:
         return "none", {}
+    if HUB_CASE_ID.match(q):
+        return "case", {"case_id": q.upper()}
     if "/" in q:
         institution, _sep, number = q.partition("/")
-        if CODE.match(institution.upper()) and ACCOUNT.match(number):
-            return "filters", {
-                "account": account_pb2.AccountRef(
-                    institution_code=institution.upper(), account_number=number
-                )
-            }
+        if CODE.match(institution.strip().upper()) and ACCOUNT.match(number.strip()):
+            account = account_pb2.AccountRef(
+                institution_code=institution.strip().upper(), account_number=number.strip()
+            )
+            return "filters", {"account": account}
     if ID_NUMBER.match(q):
         return "filters", {"victim_id_number": q}
-    if ACCOUNT.match(q) and any(ch.isdigit() for ch in q) and not CASE_ID.match(q.upper()):
-        return "filters", {"account": account_pb2.AccountRef(account_number=q)}
-    if CASE_ID.match(q) and any(ch.isdigit() for ch in q):
-        return "case", {"case_id": q}
+    if ACCOUNT.match(q) and any(ch.isdigit() for ch in q):
+        return "number", {}
     return "filters", {"victim_name": q}
 
 
@@ -130,39 +132,17 @@ async def search(request: Request) -> Response:
     query = request.query_params.get("q", "").strip()
     what, filters = search_filters(query)
     if what == "case":
-        try:
-            await desk.link.call(lambda c: c.get_case(filters["case_id"]))
-        except HubError as err:
-            if err.reason not in ("CASE_NOT_FOUND", "NOT_FOUND") and err.code.name != "NOT_FOUND":
-                return await _refused(request, err)
-            what, filters = "filters", {"victim_name": query}
-        else:
-            return RedirectResponse(f"/cases/{filters['case_id']}", status_code=303)
+        return RedirectResponse(f"/cases/{filters['case_id']}", status_code=303)
     cases: list[case_pb2.Case] = []
     refusal = None
     if what == "filters":
-        account = filters.get("account")
-        if account is not None and not account.institution_code:
-            # A bare number: the console does not know where it is kept; try it at each
-            # institution would leak nothing but cost many calls, so ask the person.
-            return render(
-                request,
-                "common/cases.html",
-                {
-                    "rows": [],
-                    "query": query,
-                    "title": "Search",
-                    "hint": ACCOUNT_HINT,
-                    "filters": {},
-                },
-                status=400,
-            )
         try:
             cases = await desk.link.call(
                 lambda c: c.list_cases(order_by=case_pb2.CASE_ORDER_DEADLINE, **filters)
             )
         except (HubError, HubSignatureError) as err:
             refusal = Refusal.of(err)
+    hint = {"none": SEARCH_HELP, "number": ACCOUNT_HINT}.get(what, "")
     return render(
         request,
         "common/cases.html",
@@ -171,9 +151,10 @@ async def search(request: Request) -> Response:
             "query": query,
             "title": "Search",
             "refusal": refusal,
-            "hint": SEARCH_HELP if what == "none" else "",
+            "hint": hint,
             "filters": {},
         },
+        status=400 if what == "number" else 200,
     )
 
 
@@ -226,6 +207,30 @@ async def cases(request: Request) -> Response:
     )
 
 
+def order_account(order: order_pb2.Order) -> account_pb2.AccountRef:
+    which = order.instruction.WhichOneof("instruction")
+    if which == "stop":
+        return order.instruction.stop.account
+    if which == "freeze":
+        return order.instruction.freeze.account
+    if which == "fund_return":
+        return order.instruction.fund_return.beneficiary
+    return account_pb2.AccountRef()
+
+
+def order_amount(order: order_pb2.Order) -> int:
+    which = order.instruction.WhichOneof("instruction")
+    if which == "stop":
+        return order.instruction.stop.amount_fen
+    if which == "freeze":
+        return order.instruction.freeze.amount_fen
+    if which == "release":
+        return order.instruction.release.amount_fen
+    if which == "fund_return":
+        return order.instruction.fund_return.amount_fen
+    return 0
+
+
 def order_rows(case: case_pb2.Case, clocks: list[sla_pb2.ClockView], now: datetime) -> list[Any]:
     by_order: dict[str, list[sla_pb2.ClockView]] = {}
     for clock in clocks:
@@ -241,6 +246,8 @@ def order_rows(case: case_pb2.Case, clocks: list[sla_pb2.ClockView], now: dateti
         rows.append(
             {
                 "order": order,
+                "account": order_account(order),
+                "amount": order_amount(order),
                 "kind": state_name(order_pb2.OrderKind, order.kind, "ORDER_KIND_"),
                 "state": state_name(order_pb2.OrderState, order.state, "ORDER_STATE_"),
                 "clock": first,

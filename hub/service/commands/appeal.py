@@ -29,6 +29,7 @@ from hub.service import wire
 from hub.service.casework import bounded, issue_in, load_case
 from hub.service.commands.blacklist import remove_row
 from hub.service.lists import entry_of
+from hub.service.paging import MAX_PAGE_SIZE, decode_token, encode_token, page_size
 from hub.service.permissions import Access
 from hub.service.pipeline import Command, Context
 from hub.service.ports import ListRow
@@ -265,6 +266,40 @@ def get_appeal(ctx: Context, body: appeal_pb2.GetAppealBody) -> Message:
     return appeal_to_proto(appeal)
 
 
+_STATE_BY_NUMBER = {number: state for state, number in _STATE_PB.items()}
+
+
+def list_appeals(ctx: Context, body: appeal_pb2.ListAppealsBody) -> Message:
+    """Appeals newest first: the centre, the regulator and auditors all of them, a bank or
+    payment institution its own (naming another institution finds none)."""
+    if not 0 <= body.page_size <= MAX_PAGE_SIZE:
+        raise InvalidArgument("page_size", f"must be 0 (for 50) to {MAX_PAGE_SIZE}")
+    size = page_size(body.page_size)
+    state = _STATE_BY_NUMBER.get(body.state)
+    if body.state and state is None:
+        raise InvalidArgument("state", f"unknown appeal state {body.state}")
+    token = decode_token(body.page_token)
+    after = None
+    if token is not None:
+        try:
+            after = (datetime.fromisoformat(token[0]), str(token[1]))
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            raise InvalidArgument("page_token", "is not a token this hub issued") from exc
+    appellant = body.institution_code.strip() or None
+    if ctx.access is Access.OWN:
+        if appellant is not None and appellant != ctx.sender.code:
+            return appeal_pb2.AppealList()
+        appellant = ctx.sender.code
+    found = ctx.uow.appeals.search(state=state, appellant=appellant, limit=size + 1, after=after)
+    page = list(found[:size])
+    result = appeal_pb2.AppealList(appeals=[appeal_to_proto(a) for a in page])
+    if len(found) > size:
+        last = page[-1]
+        result.next_page_token = encode_token([last.filed_at.isoformat(), last.appeal_id])
+    return result
+
+
 FILE_APPEAL = Command("FileAppeal", appeal_pb2.FileAppealBody, file_appeal)
 DECIDE_APPEAL = Command("DecideAppeal", appeal_pb2.DecideAppealBody, decide_appeal)
 GET_APPEAL = Command("GetAppeal", appeal_pb2.GetAppealBody, get_appeal, mutating=False)
+LIST_APPEALS = Command("ListAppeals", appeal_pb2.ListAppealsBody, list_appeals, mutating=False)

@@ -1,12 +1,15 @@
-"""SlaService (proto/stophub/v1/sla.proto): the SLA log, read-only: case clocks with their
-reminders, breaches and escalations."""
+"""SlaService (proto/stophub/v1/sla.proto): the SLA log (case clocks with their reminders,
+breaches and escalations) and the acknowledgement of a breach by a person (docs/clocks.md)."""
 
 from __future__ import annotations
 
 from google.protobuf.message import Message
 
-from hub.domain.errors import InvalidArgument, PermissionDenied
+from hub.domain.clocks import SlaEntry
+from hub.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from hub.domain.institutions import InstitutionKind
 from hub.service import wire
+from hub.service.clocks import write_log
 from hub.service.paging import decode_token, encode_token, page_size
 from hub.service.permissions import Access
 from hub.service.pipeline import Command, Context
@@ -14,6 +17,8 @@ from stophub.v1 import sla_pb2
 
 # An offset past this is no token the hub issued (and would overflow the database's LIMIT).
 MAX_CLOCK_OFFSET = 10_000_000
+# The longest note an acknowledgement keeps.
+MAX_ACK_NOTE = 2_000
 
 
 def list_clocks(ctx: Context, body: sla_pb2.ListClocksBody) -> Message:
@@ -45,6 +50,7 @@ def list_clocks(ctx: Context, body: sla_pb2.ListClocksBody) -> Message:
         case_id=body.case_id.strip() or None,
         open_only=body.open_only,
         breached_only=body.breached_only,
+        unacknowledged_only=body.unacknowledged_only,
         limit=size + 1,
         offset=offset,
     )
@@ -58,4 +64,69 @@ def list_clocks(ctx: Context, body: sla_pb2.ListClocksBody) -> Message:
     return result
 
 
+def acknowledge_breach(ctx: Context, body: sla_pb2.BreachAcknowledgement) -> Message:
+    """A person acknowledges a breached clock, once: the anti-fraud centre any clock, a bank or
+    payment institution a clock it is responsible for (the matrix refuses other kinds)."""
+    operator = ctx.envelope.operator
+    if not operator:
+        raise InvalidArgument(
+            "operator",
+            "a person acknowledges a breach: sign the acknowledgement with the envelope's "
+            "operator set to who they are (docs/signing.md)",
+            "OPERATOR_REQUIRED",
+        )
+    clock_id = body.clock_id.strip()
+    if not clock_id:
+        raise InvalidArgument("clock_id", "is required")
+    if len(body.note) > MAX_ACK_NOTE:
+        raise InvalidArgument("note", f"at most {MAX_ACK_NOTE} characters")
+    clock = ctx.uow.clocks.get(clock_id, lock=True)
+    keeper = ctx.sender.kind in (InstitutionKind.BANK, InstitutionKind.PAYMENT_INSTITUTION)
+    if clock is None or (keeper and clock.responsible != ctx.sender.code):
+        if clock is None:
+            raise NotFound("CLOCK_NOT_FOUND", f"no clock {clock_id!r}")
+        raise PermissionDenied(
+            "NOT_RESPONSIBLE",
+            f"{ctx.sender.code} may acknowledge only the breaches of clocks it is responsible "
+            f"for; {clock_id} is {clock.responsible}'s",
+        )
+    ctx.accept(ctx.command, clock.case_id)
+    if not clock.breached:
+        raise FailedPrecondition(
+            "NOT_BREACHED",
+            f"clock {clock_id} ({clock.kind}, {clock.state.value}) has not breached its deadline "
+            f"{clock.deadline_at.isoformat()}: only a breach is acknowledged",
+        )
+    if clock.acknowledged_at is not None:
+        raise FailedPrecondition(
+            "ALREADY_ACKNOWLEDGED",
+            f"the breach of clock {clock_id} was acknowledged by {clock.acknowledged_operator} "
+            f"of {clock.acknowledged_by} at {clock.acknowledged_at.isoformat()}",
+        )
+    clock.acknowledged_at = ctx.now
+    clock.acknowledged_by = ctx.sender.code
+    clock.acknowledged_operator = operator
+    clock.acknowledge_note = body.note.strip()
+    write_log(
+        ctx.uow,
+        [
+            SlaEntry(
+                clock.clock_id,
+                clock.case_id,
+                clock.order_id,
+                clock.kind,
+                "acknowledged",
+                ctx.now,
+                clock.deadline_at,
+                clock.responsible,
+                detail=f"acknowledged by {ctx.sender.code}",
+            )
+        ],
+        ctx.now,
+    )
+    entries = ctx.uow.clocks.entries([clock.clock_id])
+    return wire.clock_to_proto(clock, entries.get(clock.clock_id, []))
+
+
 LIST_CLOCKS = Command("ListClocks", sla_pb2.ListClocksBody, list_clocks, mutating=False)
+ACKNOWLEDGE_BREACH = Command("AcknowledgeBreach", sla_pb2.BreachAcknowledgement, acknowledge_breach)
