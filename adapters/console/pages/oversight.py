@@ -111,12 +111,9 @@ def report_rows(views: list[sla_pb2.ClockView]) -> tuple[list[ClockRow], list[Lo
 
 
 def acknowledged(view: sla_pb2.ClockView) -> tuple[datetime | None, str]:
-    """When and by whom a breach was acknowledged (SlaService.AcknowledgeBreach): read by
-    name, so the desk also works against a hub from before the acknowledgement fields."""
-    when = getattr(view, "acknowledge_time", None)
-    by = str(getattr(view, "acknowledged_by", "") or "")
-    person = str(getattr(view, "acknowledged_operator", "") or "")
-    return (ts(when) if when is not None else None), (f"{by} · {person}" if person else by)
+    """When and by whom a breach was acknowledged (SlaService.AcknowledgeBreach)."""
+    by, person = view.acknowledged_by, view.acknowledged_operator
+    return ts(view.acknowledge_time), (f"{by} · {person}" if person else by)
 
 
 def breach_rows(views: list[sla_pb2.ClockView], now: datetime) -> list[dict[str, Any]]:
