@@ -133,7 +133,9 @@ def orders(case: case_pb2.Case, kind: int, to: str = "") -> list[order_pb2.Order
 def row_of(browser: WebDriver, order_id: str, timeout: float = 5) -> WebElement:
     found: WebElement = wait(
         browser,
-        lambda b: next(iter(b.find_elements(By.CSS_SELECTOR, f"tr[data-order='{order_id}']")), None),
+        lambda b: next(
+            iter(b.find_elements(By.CSS_SELECTOR, f"tr[data-order='{order_id}']")), None
+        ),
         timeout=timeout,
     )
     return found
@@ -333,7 +335,9 @@ def test_3_bank_b_answers_with_an_onward_transfer_and_payx_gets_the_downstream_s
             "reason": "the wallet was empty",
         },
     )
-    done = next(o for o in case_of(net, hub, story["case"]).orders if o.order_id == downstream.order_id)
+    done = next(
+        o for o in case_of(net, hub, story["case"]).orders if o.order_id == downstream.order_id
+    )
     assert done.state != order_pb2.ORDER_STATE_PENDING and done.held_fen == 0
 
 
@@ -346,7 +350,7 @@ def test_4_a_freeze_is_proposed_the_maker_cannot_approve_it_a_supervisor_does(
     go(browser, centre, f"/cases/{case_id}")
     assert browser.find_elements(By.CSS_SELECTOR, ".trail svg"), "no money-trail picture"
     assert WALLET in browser.find_element(By.CLASS_NAME, "trail").get_attribute("innerHTML")
-    shot(browser, "case")
+    shot(browser, "case-trail")
     link(browser, "Freeze")
     form = browser.find_element(By.CSS_SELECTOR, "form.order-form")
     fill(form, {"filed_case_number": "2026-GA-0042", "approving_authority": "PSB Chaoyang"})
@@ -497,7 +501,6 @@ def test_7_search_distributions_escalations_regulator_and_chinese(
     go(browser, centre, "/distributions")
     shot(browser, "distributions")
     go(browser, centre, "/escalations")
-    shot(browser, "escalations")
 
     become(browser, reg, "duty")
     go(browser, reg, "/cases")
