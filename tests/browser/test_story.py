@@ -22,6 +22,7 @@ docs/console/ (docs/console.md shows them)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -69,6 +70,18 @@ def become(browser: WebDriver, console: Console, username: str) -> None:
     browser.get(url(console, "/login"))
     browser.delete_all_cookies()
     sign_in(browser, console, username)
+
+
+def screen(browser: WebDriver, name: str) -> None:
+    """docs/console/NAME.png (STOPHUB_SCREENSHOTS=1): the whole page from its top, up to
+    2,400 pixels high, not only the window's first screenful."""
+    if os.environ.get("STOPHUB_SCREENSHOTS") != "1":
+        return
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1400, max(1000, min(int(height) + 140, 2400)))
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot(browser, name)
+    browser.set_window_size(1400, 1000)
 
 
 def go(browser: WebDriver, console: Console, path: str) -> None:
@@ -151,7 +164,7 @@ def answer(browser: WebDriver, order_id: str, values: dict[str, str], name: str 
     form = browser.find_element(By.ID, "answer-form")
     fill(form, values)
     if name:
-        shot(browser, name)
+        screen(browser, name)
     click(browser, "#answer-form button.primary")
     assert "/answer" not in path_of(browser), text(browser)
 
@@ -220,7 +233,7 @@ def test_2_bank_a_files_the_report_and_verifies_it_the_queue_shows_it_on_top(
             "tx0_reference": "REF-1",
         },
     )
-    shot(browser, "report")
+    screen(browser, "report")
     click(browser, "#report-form button.primary")
     assert path_of(browser).startswith("/cases/"), text(browser)
     case_id = path_of(browser).removeprefix("/cases/").split("?")[0]
@@ -230,7 +243,7 @@ def test_2_bank_a_files_the_report_and_verifies_it_the_queue_shows_it_on_top(
     assert event(case, "report.received").operator == "duty"
 
     go(browser, bank_a, f"/cases/{case_id}/verify")
-    shot(browser, "verify")
+    screen(browser, "verify")
     browser.find_element(By.CSS_SELECTOR, "button[value='confirm']").click()
     verified = time.monotonic()
     story["verified"] = verified
@@ -256,7 +269,7 @@ def test_2_bank_a_files_the_report_and_verifies_it_the_queue_shows_it_on_top(
     assert browser.execute_script("return performance.timeOrigin") == story["inbox_loaded"]
     assert MULE in row.text and "alarm" in (alert.get_attribute("class") or "")
     story["stop"] = row.get_attribute("data-order")
-    shot(browser, "inbox-alert")
+    screen(browser, "inbox-alert")
 
     case = case_of(net, hub, case_id)
     assert case.state == case_pb2.CASE_STATE_VERIFIED
@@ -273,7 +286,17 @@ def test_2_bank_a_files_the_report_and_verifies_it_the_queue_shows_it_on_top(
     top = browser.find_element(By.CSS_SELECTOR, "table.queue tbody tr")
     assert top.get_attribute("data-case") == case_id
     assert "Most urgent" in browser.find_element(By.CLASS_NAME, "nextdeadline").text
-    shot(browser, "queue")
+    screen(browser, "queue")
+    # The same queue for a supervisor who reads Chinese.
+    become(browser, centre, "boss2")
+    go(browser, centre, "/queue")
+    click(browser, "form[action='/language'] button[value='zh']")
+    assert (
+        browser.find_element(By.CSS_SELECTOR, "table.queue tbody tr").get_attribute("data-case")
+        == case_id
+    )
+    assert "最紧急" in text(browser) and "下一个案件" in text(browser)
+    screen(browser, "queue-zh")
 
 
 def test_3_bank_b_answers_with_an_onward_transfer_and_payx_gets_the_downstream_stop(
@@ -318,7 +341,7 @@ def test_3_bank_b_answers_with_an_onward_transfer_and_payx_gets_the_downstream_s
     go(browser, payx, "/inbox")
     row = row_of(browser, downstream.order_id)
     assert WALLET in row.text
-    shot(browser, "inbox-downstream")
+    screen(browser, "inbox-downstream")
     # The wallet is empty by now: PayX holds nothing.
     answer(
         browser,
@@ -350,7 +373,7 @@ def test_4_a_freeze_is_proposed_the_maker_cannot_approve_it_a_supervisor_does(
     go(browser, centre, f"/cases/{case_id}")
     assert browser.find_elements(By.CSS_SELECTOR, ".trail svg"), "no money-trail picture"
     assert WALLET in browser.find_element(By.CLASS_NAME, "trail").get_attribute("innerHTML")
-    shot(browser, "case-trail")
+    screen(browser, "case-trail")
     link(browser, "Freeze")
     form = browser.find_element(By.CSS_SELECTOR, "form.order-form")
     fill(form, {"filed_case_number": "2026-GA-0042", "approving_authority": "PSB Chaoyang"})
@@ -359,13 +382,13 @@ def test_4_a_freeze_is_proposed_the_maker_cannot_approve_it_a_supervisor_does(
     assert proposal.startswith("/proposals/"), text(browser)
     assert "You made this proposal: another supervisor must approve it." in text(browser)
     assert not browser.find_elements(By.ID, "approve")
-    shot(browser, "proposal")
+    screen(browser, "proposal")
     assert not orders(case_of(net, hub, case_id), order_pb2.ORDER_KIND_FREEZE)
 
     become(browser, centre, "boss")
     go(browser, centre, "/proposals")
     assert "freeze" in text(browser).lower()
-    shot(browser, "approvals")
+    screen(browser, "approvals")
     go(browser, centre, proposal)
     click(browser, "#approve")
     case = case_of(net, hub, case_id)
@@ -421,7 +444,7 @@ def test_5_the_return_is_made_and_answered_and_the_case_closes(
     become(browser, centre, "duty")
     go(browser, centre, f"/cases/{case_id}")
     assert "closed" in browser.find_element(By.CSS_SELECTOR, "h1 .state").text.lower()
-    shot(browser, "case-closed")
+    screen(browser, "case-closed")
 
 
 def test_6_a_list_entry_is_published_appealed_decided_and_checked(
@@ -447,7 +470,7 @@ def test_6_a_list_entry_is_published_appealed_decided_and_checked(
     entry_id = hit.entry.entry_id
     go(browser, centre, "/lists")
     assert MULE in text(browser)
-    shot(browser, "list")
+    screen(browser, "list")
 
     # Bank B, whose account it is, appeals the listing.
     become(browser, bank_b, "duty")
@@ -459,13 +482,13 @@ def test_6_a_list_entry_is_published_appealed_decided_and_checked(
     appeals = net.run(hub["CENTRE"].list_appeals())
     [appeal] = [a for a in appeals if a.reference == entry_id]
     assert appeal.appellant == "BANKB"
-    shot(browser, "filed-appeals")
+    screen(browser, "filed-appeals")
 
     # The centre decides it: rejected, approved by a supervisor.
     become(browser, centre, "duty")
     go(browser, centre, "/appeals")
     wait(browser, lambda b: appeal.appeal_id in text(b) or b.refresh(), timeout=10)
-    shot(browser, "appeals")
+    screen(browser, "appeals")
     link(browser, appeal.appeal_id)
     form = browser.find_element(By.CSS_SELECTOR, "form.decide")
     fill(form, {"decision": "reject", "reason": "the card was used for weeks after 1 March"})
@@ -484,7 +507,7 @@ def test_6_a_list_entry_is_published_appealed_decided_and_checked(
     click(browser, "form[action='/lists/check'] button")
     result = browser.find_element(By.ID, "check-result").text
     assert "Listed" in result and "rented the account out" in result
-    shot(browser, "list-check")
+    screen(browser, "list-check")
 
 
 def test_7_search_distributions_escalations_regulator_and_chinese(
@@ -497,24 +520,13 @@ def test_7_search_distributions_escalations_regulator_and_chinese(
     search.send_keys(f"BANKB/{MULE}\n")
     wait(browser, lambda b: path_of(b).startswith("/search"))
     assert case_id in text(browser)
-    shot(browser, "search")
+    screen(browser, "search")
     go(browser, centre, "/distributions")
-    shot(browser, "distributions")
+    screen(browser, "distributions")
     go(browser, centre, "/escalations")
 
     become(browser, reg, "duty")
     go(browser, reg, "/cases")
     assert case_id in text(browser)
     assert not browser.find_elements(By.CSS_SELECTOR, "a.action, #send, #approve")
-    shot(browser, "regulator")
-
-    go(browser, centre, "/login")
-    browser.delete_all_cookies()
-    go(browser, centre, "/login")
-    shot(browser, "login")
-
-    become(browser, centre, "duty")
-    go(browser, centre, "/queue")
-    browser.find_element(By.CSS_SELECTOR, "form[action='/language'] button[value='zh']").click()
-    wait(browser, lambda b: "队列" in text(b) or "止付" in text(b))
-    shot(browser, "queue-zh")
+    screen(browser, "regulator")
