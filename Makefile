@@ -37,9 +37,16 @@ $(NODE_BANK_STAMP): examples/node-bank/package.json examples/node-bank/package-l
 demo: $(STAMP)
 	$(BIN)/stophub demo --dir var/demo
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist; tests marked with one xdist_group
+# share a worker), after the few marked `alone` (a PostgreSQL restart cuts every database of
+# the cluster) have run by themselves. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider
+
 test: $(STAMP) $(BUF_STAMP) $(NODE_BANK_STAMP)
 	$(BIN)/python tools/protogen.py --check
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(PYTEST) -m alone
+	$(PYTEST) -m "not alone" -n $(TEST_WORKERS) --dist loadgroup
 
 # Every benchmark in bench/ (clocks, intake, delivery), one table of figures beside same-run
 # baselines; not part of `make test`. Full run ~50 min with PostgreSQL (the clock sweep is most

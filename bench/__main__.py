@@ -14,7 +14,9 @@ STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set (`--no-postgres` 
   a following replica, CheckList and the replica's local lookups, against bare grpc.aio and
   sqlite3 baselines;
 - audit (bench/audit.py): verifying a 1,000,000-entry audit log and the cost of an inclusion
-  proof, against the same hashing from memory.
+  proof, against the same hashing from memory;
+- console (bench/console.py): with 10,000 open cases, the centre console's queue and case
+  pages against the same gRPC reads done bare, and an order's way to a member's open browser.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import audit, blacklist, clocks, intake
+from bench import audit, blacklist, clocks, console, intake
 from bench.table import Row, render
 
-NAMES = ("clocks", "intake", "delivery", "blacklist", "audit")
+NAMES = ("clocks", "intake", "delivery", "blacklist", "audit", "console")
 QUICK_CLOCKS = {
     "clocks": 2_000,
     "span_seconds": 120.0,
@@ -142,13 +144,17 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "delivery": delivery_rows,
     "blacklist": blacklist.rows,
     "audit": audit.rows,
+    "console": console.rows,
 }
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument(
-        "names", nargs="*", metavar="NAME", help="clocks, intake, delivery, blacklist, audit (all)"
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="clocks, intake, delivery, blacklist, audit, console (all)",
     )
     p.add_argument("--quick", action="store_true", help="a short smoke run of each benchmark")
     p.add_argument("--no-postgres", action="store_true")
@@ -161,6 +167,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     intake.add_arguments(p)
     blacklist.add_arguments(p)
     audit.add_arguments(p)
+    console.add_arguments(p)
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in NAMES]
     if unknown:

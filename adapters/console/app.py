@@ -443,7 +443,9 @@ def create_app(
 
 async def _expire_proposals(desk: Desk) -> None:
     while True:
-        await asyncio.sleep(30)
+        # Until the hub has said what this institution is (it may refuse at first: a clock
+        # out of step, a key not yet registered), ask again soon.
+        await asyncio.sleep(30 if desk.kind else 2)
         with contextlib.suppress(Exception):
             if not desk.kind:
                 await identify(desk)

@@ -35,6 +35,23 @@ ALARMS = {
 }
 
 
+# Refusals that say the hub will take no message of this console (its clock, key or
+# certificate), not that one request was wrong (docs/errors.md).
+REFUSED_IDENTITY = frozenset(
+    {
+        "ENVELOPE_FROM_FUTURE",
+        "ENVELOPE_EXPIRED",
+        "UNKNOWN_KEY",
+        "KEY_REVOKED",
+        "KEY_RETIRED",
+        "UNKNOWN_SENDER",
+        "BAD_SIGNATURE",
+        "CERTIFICATE_MISMATCH",
+        "NO_CLIENT_CERTIFICATE",
+    }
+)
+
+
 @dataclass(frozen=True)
 class NextDeadline:
     """The most urgent open clock this institution can see: shown at the top of every page."""
@@ -112,6 +129,9 @@ class HubLink:
         except HubError as err:
             if err.transient and not err.signed:
                 self._down(f"the hub at {self.client.target} does not answer: {err.message}")
+            elif err.reason in REFUSED_IDENTITY:
+                # The hub answers but will take nothing from this console until this is fixed.
+                self._down(f"the hub refuses every message of this console: {err}")
             else:
                 self._up()
             raise

@@ -152,3 +152,25 @@ class Claim(Base):
     case_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     username: Mapped[str] = mapped_column(String(64))
     claimed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class KeptCheckpoint(Base):
+    """A signed checkpoint of the hub's audit log this console has seen (the regulator's and
+    auditors' desks), kept byte for byte: each new one is proved consistent with the largest
+    good one kept before it, so a hub that rewrites or rolls back its log is caught."""
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tree_size: Mapped[int] = mapped_column(Integer, index=True)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    signed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    key_id: Mapped[str] = mapped_column(String(128))
+    # The hub-signed envelope as it arrived (docs/audit.md): anyone can check it offline.
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    # first | consistent | rollback | fork
+    verdict: Mapped[str] = mapped_column(String(16))
+    # The size of the kept checkpoint it was proved against (None for the first).
+    checked_against: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    problem: Mapped[str] = mapped_column(Text, default="")

@@ -98,39 +98,51 @@ def console_init(directory: str, identity: str, hub: str | None, port: int, lang
 def console_serve(config_path: str, no_stream: bool) -> None:
     """Serve the console until interrupted."""
     config = _config(config_path)
+    clock = SystemClock()
     try:
         identity = load_identity(config.identity, hub=config.hub)
-        client = identity.client(clock=SystemClock())
-    except (IdentityError, ValueError) as err:
+    except IdentityError as err:
         raise click.ClickException(str(err)) from err
+    target = config.hub or identity.hub
+    if not target:
+        raise click.ClickException(
+            f'{config.path}: say where the hub is (hub = "HOST:PORT") or in identity.toml'
+        )
+    scheme = "https" if config.tls_cert else "http"
+
+    async def run() -> None:
+        # The SDK's channel belongs to the loop it is made in: make it in the server's.
+        client = identity.client(target, clock=clock)
+        app = create_app(config, client, clock, stream=not no_stream)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=config.host,
+                port=config.port,
+                ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+                ssl_keyfile=str(config.tls_key) if config.tls_key else None,
+                log_level="warning",
+                access_log=False,
+            )
+        )
+        click.echo(
+            f"console for {identity.institution} at {scheme}://{config.host}:{config.port}/ "
+            f"(hub {target}); Ctrl-C stops it",
+            err=True,
+        )
+        await server.serve()
+        if not server.started:
+            raise click.ClickException(
+                f"cannot listen on {config.host}:{config.port}: the port is in use or not "
+                "allowed; choose another port in console.toml"
+            )
+
     try:
-        app = create_app(config, client, SystemClock(), stream=not no_stream)
+        asyncio.run(run())
     except DatabaseError as err:
         raise click.ClickException(str(err)) from err
-    scheme = "https" if config.tls_cert else "http"
-    click.echo(
-        f"console for {identity.institution} at {scheme}://{config.host}:{config.port}/ "
-        f"(hub {client.target}); Ctrl-C stops it",
-        err=True,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=config.host,
-            port=config.port,
-            ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
-            ssl_keyfile=str(config.tls_key) if config.tls_key else None,
-            log_level="warning",
-            access_log=False,
-        )
-    )
-    try:
-        asyncio.run(server.serve())
-    except OSError as err:
-        raise click.ClickException(
-            f"cannot listen on {config.host}:{config.port}: {err.strerror or err}; "
-            "choose another port in console.toml"
-        ) from err
+    except KeyboardInterrupt:
+        pass
 
 
 @console_group.group("user")

@@ -27,6 +27,9 @@ from tests.conftest import T0
 from tests.e2e.conftest import start_network
 from tests.e2e.wire_helpers import report
 
+# The module builds one hub for all its tests: on one worker, it is built once.
+pytestmark = pytest.mark.xdist_group("cli_json")
+
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
 

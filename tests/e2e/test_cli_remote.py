@@ -37,6 +37,9 @@ from tests.e2e.conftest import Network, start_network
 from tests.e2e.test_cli_json import documented_schemas
 from tests.e2e.wire_helpers import report
 
+# The module builds one hub for all its tests: on one worker, it is built once.
+pytestmark = pytest.mark.xdist_group("cli_remote")
+
 T = TypeVar("T")
 IDENTITIES = ("CENTRE", "BANKA", "BANKB", "PAYX", "REG")
 

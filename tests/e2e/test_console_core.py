@@ -4,10 +4,15 @@ password reset, the language per person, and a console that has lost its hub."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pyotp
 import pytest
 from click.testing import CliRunner
@@ -234,3 +239,72 @@ def test_console_init_and_bad_configuration(tmp_path: Path, net: ConsoleNetwork)
     bad = runner.invoke(main, ["console", "user", "list", "--config", str(tmp_path / "bad.toml")])
     assert bad.exit_code == 1 and "no such action: fly" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_console_serve_as_an_institution_runs_it(tmp_path: Path, net: ConsoleNetwork) -> None:
+    """`stophub console init`, `user add` and `serve`, as an institution's operator types them,
+    against the running hub; then a person signs in and reads the hub's cases."""
+    port = free_port()
+    identity = str(net.identities["BANKA"].directory)
+    stophub = [sys.executable, "-m", "hub.cli"]
+    config = str(tmp_path / "desk" / "console.toml")
+    env = {**os.environ, "STOPHUB_CONSOLE_CONFIG": config}
+    subprocess.run(
+        [
+            *stophub,
+            "console",
+            "init",
+            str(tmp_path / "desk"),
+            "--identity",
+            identity,
+            "--port",
+            str(port),
+            "--language",
+            "en",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    added = subprocess.run(
+        [*stophub, "console", "user", "add", "zhou", "--role", "officer", "--password-stdin"],
+        input=f"{PASSWORD}\n",
+        text=True,
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    assert "added zhou (officer)" in added.stdout
+    server = subprocess.Popen(
+        [*stophub, "console", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                httpx.get(url + "/login", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        b = Browserless.__new__(Browserless)
+        b.http = httpx.Client(base_url=url, timeout=10)
+        b.csrf = ""
+        assert b.login("zhou").status_code == 303
+        # The console reads the system clock, the hub its test clock, months apart: the hub
+        # refuses its messages, and every page says so.
+        page = b.get("/journal").text
+        assert "No connection to the hub" in page and "ENVELOPE_FROM_FUTURE" in page
+        assert b.get("/healthz").status_code == 503
+        net.clock.set(datetime.now(UTC))
+        for _ in range(100):  # the console learns its institution's kind from the hub
+            if "New report" in b.get("/cases").text:
+                break
+            time.sleep(0.1)
+        page = b.get("/cases")
+        assert page.status_code == 200 and "New report" in page.text
+        assert b.get("/healthz").status_code == 200
+        b.http.close()
+    finally:
+        server.terminate()
+        _out, err = server.communicate(timeout=20)
+    assert b"Traceback" not in err, err.decode()

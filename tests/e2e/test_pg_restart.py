@@ -300,6 +300,9 @@ def cluster_version() -> str:
     return pg_version()
 
 
+# The restart cuts every database of the cluster, other tests' too: `make test` runs it alone,
+# before the suite's parallel run (Makefile).
+@pytest.mark.alone
 @pytest.mark.postgres
 async def test_hub_rides_out_a_postgresql_restart(
     cluster_version: str,

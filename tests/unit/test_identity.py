@@ -23,7 +23,9 @@ def _identity(tmp_path: Path, hub: str | None = "127.0.0.1:7443") -> Path:
     return folder
 
 
-def test_written_identity_loads_back(tmp_path: Path) -> None:
+# Async: a client's gRPC channel belongs to a running event loop. Made outside one, it took
+# the thread's default loop, which an earlier asyncio.run in the same worker had unset.
+async def test_written_identity_loads_back(tmp_path: Path) -> None:
     folder = _identity(tmp_path)
     identity = load_identity(folder)
     assert identity.institution == "BANKA"
@@ -32,6 +34,7 @@ def test_written_identity_loads_back(tmp_path: Path) -> None:
     assert (folder / "banka-tls.key").stat().st_mode & 0o077 == 0
     client = identity.client()
     assert client.institution == "BANKA" and client.target == "127.0.0.1:7443"
+    await client.close()
     # --hub and --as override the file.
     other = load_identity(folder, hub="10.0.0.1:1")
     assert other.hub == "10.0.0.1:1"

@@ -831,6 +831,18 @@ def test_ecdsa_accepts_high_s_but_only_strict_der() -> None:
         (ECDSA_P256, b"\x04" + b"\x00" * 64),  # not on the curve
         (ECDSA_P256, KEYS[ED25519].public_key),
     ],
+    # Named, not shown: the keys are made afresh in each process, and pytest-xdist's workers
+    # must collect the same test ids.
+    ids=[
+        "ed25519-empty",
+        "ed25519-31-bytes",
+        "ed25519-33-bytes",
+        "p256-empty",
+        "p256-truncated",
+        "p256-compressed",
+        "p256-off-the-curve",
+        "p256-given-an-ed25519-key",
+    ],
 )
 def test_malformed_public_key_raises_signature_error(algorithm: str, public_key: bytes) -> None:
     with pytest.raises(SignatureError):

@@ -1,0 +1,203 @@
+"""Live (issue 20 item 6): a member's console holds its delivery stream and pushes what it
+hears to open browsers. A new order appears on the console's event stream within a second,
+stored in the console's own database before the hub has its acknowledgement; a breach raises an
+event with the alarm; the stream refuses anyone without a session."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from adapters.console.models import StoredDelivery
+from adapters.sdk import Delivery
+from hub.crypto import fields
+from hub.store.tables import deliveries
+from stophub.v1 import order_pb2
+from tests.console_support import Browserless, ConsoleNetwork, console_network
+from tests.e2e.wire_helpers import MULE, report
+
+
+@dataclass
+class Heard:
+    kind: str
+    data: dict[str, Any]
+    at: float  # time.monotonic() when the line arrived
+
+
+class EventStream:
+    """A browser's EventSource, by hand: one streaming GET of /events read in a thread."""
+
+    def __init__(self, browser: Browserless) -> None:
+        self.events: queue.Queue[Heard] = queue.Queue()
+        self.connected = threading.Event()
+        self.client = httpx.Client(
+            base_url=browser.console.url, cookies=browser.http.cookies, timeout=None
+        )
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        assert self.connected.wait(10), "the event stream did not open"
+
+    def _read(self) -> None:
+        kind = ""
+        try:
+            with self.client.stream("GET", "/events") as answer:
+                assert answer.status_code == 200
+                for line in answer.iter_lines():
+                    if line.startswith("retry:"):
+                        self.connected.set()
+                    elif line.startswith("event:"):
+                        kind = line.removeprefix("event:").strip()
+                    elif line.startswith("data:"):
+                        data = json.loads(line.removeprefix("data:"))
+                        self.events.put(Heard(kind, data, time.monotonic()))
+        except (httpx.HTTPError, RuntimeError):
+            return
+
+    def next(self, want: Any, timeout: float = 10) -> Heard:
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            try:
+                heard = self.events.get(timeout=left)
+            except queue.Empty:
+                break
+            if want(heard):
+                return heard
+        raise AssertionError("no such event on the stream")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def hub_acked_at(net: ConsoleNetwork, sequence: int) -> Any:
+    assert net.store is not None
+    with net.store.read_engine.connect() as conn:
+        return conn.execute(
+            select(deliveries.c.acked_at).where(deliveries.c.sequence == sequence)
+        ).scalar_one()
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ConsoleNetwork, Any]]:
+    with console_network(tmp_path_factory.mktemp("live"), ["BANKB"]) as net:
+        # The harness's hub seals under its own keyring; tests/conftest.py puts the session's
+        # back after each test.
+        yield net, fields.configured()
+
+
+@pytest.fixture
+def net(network: tuple[ConsoleNetwork, Any]) -> ConsoleNetwork:
+    fields.configure(network[1])
+    return network[0]
+
+
+@pytest.fixture(scope="module")
+def stored_while_unacked(network: tuple[ConsoleNetwork, Any]) -> dict[int, Any]:
+    """The hub's acked_at of each delivery at the moment BANKB's console stores it."""
+    net = network[0]
+    link = net.consoles["BANKB"].desk.link
+    seen: dict[int, Any] = {}
+    store = link.store
+
+    def spying(delivery: Delivery) -> None:
+        seen[delivery.sequence] = hub_acked_at(net, delivery.sequence)
+        store(delivery)
+
+    link.store = spying
+    return seen
+
+
+def stop_of(case_id: str, net: ConsoleNetwork) -> order_pb2.OrderInstruction:
+    instruction = order_pb2.OrderInstruction(case_id=case_id)
+    instruction.stop.account.CopyFrom(MULE)
+    instruction.stop.amount_fen = 1_000_000
+    fact = instruction.stop.transactions.add(amount_fen=1_000_000)
+    fact.transaction_time.FromDatetime(net.clock.now() - timedelta(minutes=10))
+    return instruction
+
+
+def streaming(net: ConsoleNetwork) -> None:
+    desk = net.consoles["BANKB"].desk
+    for _ in range(200):
+        if desk.link.state.streaming or (
+            net.server is not None and net.server.router.connections().get("BANKB", 0)
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError("BANKB's console holds no delivery stream")
+
+
+def test_the_event_stream_refuses_without_a_session(net: ConsoleNetwork) -> None:
+    url = net.consoles["BANKB"].url
+    assert httpx.get(f"{url}/events").status_code == 401
+    assert httpx.get(f"{url}/events", cookies={"stophub_console": "forged"}).status_code == 401
+
+
+def test_a_new_order_reaches_the_open_console_within_a_second_stored_before_acked(
+    net: ConsoleNetwork, stored_while_unacked: dict[int, Any]
+) -> None:
+    bank, centre = net.client("BANKA"), net.client("CENTRE")
+    case = net.run(bank.create_report(report(net.clock.now())))
+    net.run(bank.verify_report(case.case_id))
+    streaming(net)
+    browser = Browserless(net.consoles["BANKB"])
+    assert browser.login("watch").status_code == 303
+    stream = EventStream(browser)
+    try:
+        sent = time.monotonic()
+        order = net.run(centre.issue_order(stop_of(case.case_id, net)))
+        answered = time.monotonic()
+        heard = stream.next(lambda h: h.kind == "delivery" and h.data["case_id"] == case.case_id)
+    finally:
+        stream.close()
+    # From before the centre's call (so before the hub's commit) to the browser: under 1 s.
+    assert heard.at - sent < 1.0, (heard.at - sent, answered - sent)
+    assert heard.data["alarm"] is True
+    sequence = heard.data["sequence"]
+    with net.consoles["BANKB"].desk.db() as s:
+        row = s.get(StoredDelivery, sequence)
+        assert row is not None
+        assert (row.kind, row.order_id, row.case_id) == (
+            "NOTICE_KIND_ORDER",
+            order.order_id,
+            case.case_id,
+        )
+    # Stored while the hub still waited for the acknowledgement; then acknowledged.
+    assert sequence in stored_while_unacked and stored_while_unacked[sequence] is None
+    for _ in range(100):
+        if hub_acked_at(net, sequence) is not None:
+            break
+        time.sleep(0.02)
+    assert hub_acked_at(net, sequence) is not None
+
+
+def test_a_breach_raises_an_alarm_on_the_open_console(net: ConsoleNetwork) -> None:
+    browser = Browserless(net.consoles["BANKB"])
+    assert browser.login("duty").status_code == 303
+    stream = EventStream(browser)
+    desk = net.consoles["BANKB"].desk
+    try:
+        # BANKB has not answered the stop: past its deadline, the hub sends a breach notice.
+        net.advance(timedelta(hours=3))
+
+        def breach(h: Heard) -> bool:
+            if h.kind != "delivery" or not h.data.get("sequence"):
+                return False
+            with desk.db() as s:
+                row = s.get(StoredDelivery, h.data["sequence"])
+            return row is not None and row.kind == "NOTICE_KIND_CLOCK_BREACH"
+
+        heard = stream.next(breach, timeout=15)
+    finally:
+        stream.close()
+    assert heard.data["alarm"] is True
+    assert heard.data["url"].startswith("/cases/")
