@@ -530,3 +530,7 @@ def test_7_search_distributions_escalations_regulator_and_chinese(
     assert case_id in text(browser)
     assert not browser.find_elements(By.CSS_SELECTOR, "a.action, #send, #approve")
     screen(browser, "regulator")
+    go(browser, reg, "/sla")
+    assert "/login" not in path_of(browser) and "stop" in text(browser).lower()
+    assert not browser.find_elements(By.CSS_SELECTOR, "form[method='post'] button.primary")
+    screen(browser, "regulator-sla")
