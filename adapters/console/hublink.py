@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -75,6 +76,12 @@ def _time(moment: Timestamp) -> datetime | None:
     if moment.seconds == 0 and moment.nanos == 0:
         return None
     return moment.ToDatetime(tzinfo=UTC)
+
+
+async def _most_urgent(client: HubClient, *, state: int) -> tuple[list[case_pb2.Case], str]:
+    return await client.list_cases_page(
+        state=state, order_by=case_pb2.CASE_ORDER_DEADLINE, page_size=1
+    )
 
 
 class HubLink:
@@ -147,13 +154,16 @@ class HubLink:
 
     async def refresh_deadline(self) -> None:
         """Ask the hub for the case with the earliest open deadline this institution sees."""
-        cases, _token = await self.call(
-            lambda c: c.list_cases_page(order_by=case_pb2.CASE_ORDER_DEADLINE, page_size=1)
-        )
-        first = cases[0] if cases else None
-        if first is None or not first.HasField("next_deadline"):
+        # Open cases only: a closed case's clocks that still run (a stop validity, say) are
+        # not work for the desk.
+        heads: list[case_pb2.Case] = []
+        for state in (case_pb2.CASE_STATE_REPORTED, case_pb2.CASE_STATE_VERIFIED):
+            page, _token = await self.call(functools.partial(_most_urgent, state=state))
+            heads += [c for c in page if c.HasField("next_deadline")]
+        if not heads:
             self.next_deadline = None
             return
+        first = min(heads, key=lambda c: c.next_deadline.deadline_time.ToDatetime())
         d = first.next_deadline
         self.next_deadline = NextDeadline(
             first.case_id, d.clock, d.responsible, _time(d.start_time), _time(d.deadline_time)

@@ -32,6 +32,7 @@ from adapters.console.models import Person, Session
 from adapters.console.people import Role
 from adapters.sdk.client import Clock
 from hub.domain.wording import yuan
+from hub.service.slareport import clock_name
 
 TEMPLATES = Path(__file__).with_name("templates")
 # Cookies are named after the console's institution: browsers keep cookies per host, not per
@@ -116,6 +117,8 @@ class Desk:
             env.filters["yuan"] = lambda fen: yuan(int(fen or 0))
             env.filters["local"] = self.local_time
             env.filters["iso"] = lambda t: t.isoformat() if t else ""
+            # A clock kind as people say it ("stop answer", not `stop`), then translated.
+            env.filters["clock"] = clock_name
             self.envs[language] = env
         return self.envs[language]
 

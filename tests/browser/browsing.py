@@ -5,8 +5,9 @@ only where they are not installed.
 One browser serves the whole session (starting Chromium costs seconds on this machine);
 each test starts with its cookies cleared. Every console is reached under a name of its own
 (centre.stophub.test, banka.stophub.test, …, all mapped to 127.0.0.1 by Chromium's host
-resolver rules): cookies do not tell ports apart, so consoles on one host would share, and
-overwrite, each other's session cookie.
+resolver rules), as a deployment would give each institution's console a host name of its
+own; each console's cookies also carry its institution's code, so two on one host do not
+clash either.
 
 With STOPHUB_SCREENSHOTS=1 `shot` saves what the browser shows into docs/console/ (the
 screenshots docs/console.md shows); otherwise it saves nothing, so a CI run rewrites no

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from adapters.console.i18n import catalog_ids, translations
 from adapters.console.refusals import REASONS, TECHNICAL
+from hub.service.slareport import CLOCK_NAMES
 
 CONSOLE = Path(__file__).resolve().parents[2] / "adapters" / "console"
 # _("a" "b") in Python (implicit concatenation) and _("…") / _('…') in templates.
@@ -36,6 +37,11 @@ def test_every_refusal_explained_has_its_chinese() -> None:
     catalog = catalog_ids("zh")
     missing = [t for t in (*REASONS.values(), TECHNICAL) if not catalog.get(t)]
     assert missing == []
+
+
+def test_every_clock_kind_has_its_chinese() -> None:
+    catalog = catalog_ids("zh")
+    assert [n for n, _doc in CLOCK_NAMES.values() if not catalog.get(n)] == []
 
 
 def test_placeholders_survive_translation() -> None:

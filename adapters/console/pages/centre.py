@@ -216,7 +216,7 @@ class QueueRow:
     deadline: datetime | None
     start: datetime | None
     clock: dict[str, Any]
-    step: str
+    step: tuple[str, str] | None
     claimed_by: str
     linked: bool = False
 
@@ -246,16 +246,16 @@ async def _list_state(client: HubClient, *, state: int) -> tuple[list[case_pb2.C
 
 def deadlines(
     cases: list[case_pb2.Case],
-) -> dict[str, tuple[datetime | None, datetime | None, str]]:
+) -> dict[str, tuple[datetime | None, datetime | None, tuple[str, str] | None]]:
     """Each case's next deadline: its earliest open clock, as the hub sends it."""
-    result: dict[str, tuple[datetime | None, datetime | None, str]] = {}
+    result: dict[str, tuple[datetime | None, datetime | None, tuple[str, str] | None]] = {}
     for c in cases:
         if c.HasField("next_deadline"):
             d = c.next_deadline
             result[c.case_id] = (
                 ts(d.deadline_time),
                 ts(d.start_time),
-                f"{d.clock} · {d.responsible}",
+                (d.clock, d.responsible),
             )
     return result
 
@@ -284,7 +284,7 @@ async def queue_rows(desk: Desk) -> list[QueueRow]:
     now = desk.clock.now()
     rows = []
     for c in cases:
-        deadline, start, step = times.get(c.case_id, (None, None, ""))
+        deadline, start, step = times.get(c.case_id, (None, None, None))
         rows.append(
             QueueRow(
                 c,

@@ -70,11 +70,12 @@ class CaseRow:
         return ts(self.case.create_time)
 
     @property
-    def next_step(self) -> str:
+    def next_step(self) -> tuple[str, str] | None:
+        """The clock kind and the institution the next deadline is on."""
         if not self.case.HasField("next_deadline"):
-            return ""
+            return None
         d = self.case.next_deadline
-        return f"{d.clock} · {d.responsible}"
+        return d.clock, d.responsible
 
 
 def case_rows(desk: Any, cases: list[case_pb2.Case]) -> list[CaseRow]:
