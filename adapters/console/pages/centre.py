@@ -23,7 +23,14 @@ from starlette.routing import BaseRoute, Route
 from adapters.console import actions
 from adapters.console.actions import Action, Done, FormErrors, Payload, Refusal, register
 from adapters.console.models import Claim, JournalEntry, StoredDelivery
-from adapters.console.pages.common import CASE_ID, order_account, state_name, ts
+from adapters.console.pages.common import (
+    CASE_ID,
+    led_to,
+    order_account,
+    refusal_status,
+    state_name,
+    ts,
+)
 from adapters.console.web import (
     Desk,
     countdown,
@@ -73,12 +80,6 @@ def centre_only(request: Request) -> Response | None:
     if desk_of(request).centre:
         return None
     return refuse(request, 404, gettext_for(request)("This page is the centre's desk."))
-
-
-def refusal_status(refusal: Refusal) -> int:
-    if refusal.transient:
-        return 502
-    return 400 if refusal.status == "INVALID_ARGUMENT" else 409
 
 
 def safe_back(target: str, default: str) -> str:
@@ -1049,10 +1050,9 @@ async def list_publish(request: Request) -> Response:
         return await lists_page(
             request, {"typed": typed, "refusal": outcome.refusal}, refusal_status(outcome.refusal)
         )
-    if outcome.proposal is not None:
-        return RedirectResponse(f"/proposals/{outcome.proposal.id}", status_code=303)
-    assert outcome.done is not None
-    return RedirectResponse(outcome.done.url, status_code=303)
+    went = led_to(outcome)
+    assert went is not None
+    return went
 
 
 @page(act=True)
@@ -1073,10 +1073,9 @@ async def list_remove(request: Request) -> Response:
             {"remove_typed": typed, "remove_refusal": outcome.refusal},
             refusal_status(outcome.refusal),
         )
-    if outcome.proposal is not None:
-        return RedirectResponse(f"/proposals/{outcome.proposal.id}", status_code=303)
-    assert outcome.done is not None
-    return RedirectResponse(outcome.done.url, status_code=303)
+    went = led_to(outcome)
+    assert went is not None
+    return went
 
 
 # ---- notices this console keeps -----------------------------------------------------------
@@ -1483,10 +1482,9 @@ async def distribution_start(request: Request) -> Response:
         return await distributions_page(
             request, {"typed": typed, "refusal": outcome.refusal}, refusal_status(outcome.refusal)
         )
-    if outcome.proposal is not None:
-        return RedirectResponse(f"/proposals/{outcome.proposal.id}", status_code=303)
-    assert outcome.done is not None
-    return RedirectResponse(outcome.done.url, status_code=303)
+    went = led_to(outcome)
+    assert went is not None
+    return went
 
 
 async def distribution_page(request: Request) -> Response:

@@ -97,6 +97,23 @@ def case_rows(desk: Any, cases: list[case_pb2.Case]) -> list[CaseRow]:
     return rows
 
 
+def refusal_status(refusal: Refusal) -> int:
+    """The HTTP status of a form the hub refused: 502 when it could not be reached, 400 for
+    a value it would not take, 409 for a step it would not take now."""
+    if refusal.transient:
+        return 502
+    return 400 if refusal.status == "INVALID_ARGUMENT" else 409
+
+
+def led_to(outcome: actions.Outcome) -> Response | None:
+    """Where a sent or proposed action leads (its page, or the proposal); None if refused."""
+    if outcome.done is not None:
+        return RedirectResponse(outcome.done.url, status_code=303)
+    if outcome.proposal is not None:
+        return RedirectResponse(f"/proposals/{outcome.proposal.id}", status_code=303)
+    return None
+
+
 async def _refused(request: Request, err: HubError | HubSignatureError) -> Response:
     return render(request, "common/hub_refused.html", {"refusal": Refusal.of(err)}, status=502)
 

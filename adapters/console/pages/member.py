@@ -17,13 +17,21 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from adapters.console import actions
 from adapters.console.actions import Action, Done, FormErrors, Payload, Refusal, register
 from adapters.console.models import StoredDelivery
-from adapters.console.pages.common import CASE_ID, order_account, order_amount, state_name, ts
+from adapters.console.pages.common import (
+    CASE_ID,
+    led_to,
+    order_account,
+    order_amount,
+    refusal_status,
+    state_name,
+    ts,
+)
 from adapters.console.web import (
     Desk,
     countdown,
@@ -424,13 +432,11 @@ def after(
 ) -> Response:
     """Where a taken action leads: its page, the proposal, or the same form with the hub's
     refusal and everything typed kept."""
-    if outcome.done is not None:
-        return RedirectResponse(outcome.done.url, status_code=303)
-    if outcome.proposal is not None:
-        return RedirectResponse(f"/proposals/{outcome.proposal.id}", status_code=303)
+    if (went := led_to(outcome)) is not None:
+        return went
     refusal = outcome.refusal
     assert refusal is not None
-    status = 502 if refusal.transient else 400 if refusal.status == "INVALID_ARGUMENT" else 409
+    status = refusal_status(refusal)
     return render(request, template, {**context, "errors": {}, "refusal": refusal}, status=status)
 
 
