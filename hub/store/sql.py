@@ -494,37 +494,56 @@ class SqlCases:
                     )
                 )
             return [(c, None) for c in self.session.scalars(newest.limit(page_size)).all()]
-        next_deadline = (
-            select(
-                clocks.c.case_id.label("case_id"),
-                func.min(clocks.c.deadline_at).label("deadline_at"),
-            )
-            .where(clocks.c.state == ClockState.OPEN)
-            .group_by(clocks.c.case_id)
-            .subquery("next_deadline")
-        )
-        deadline = next_deadline.c.deadline_at
-        stmt = select(Case, deadline).outerjoin(
-            next_deadline, next_deadline.c.case_id == cases.c.case_id
-        )
-        stmt = stmt.where(*self._filters(query))
-        none = case((deadline.is_(None), 1), else_=0)
-        stmt = stmt.order_by(none, deadline, cases.c.case_id)
-        if after is not None:
-            flag, at, case_id = after
-            if flag:
-                stmt = stmt.where(deadline.is_(None), cases.c.case_id > case_id)
-            else:
-                at_ = type_coerce(at, UTCDateTime())
-                stmt = stmt.where(
+        # Deadline order, driven by the open clocks' deadline index so a page reads about a
+        # page of rows: first the cases whose earliest open clock comes next (each open clock
+        # that no earlier open clock of its case precedes), then the cases without one.
+        found: list[tuple[Case, datetime | None]] = []
+        if after is None or not after[0]:
+            k = clocks.alias("k")
+            earlier = clocks.alias("earlier")
+            precedes = (
+                select(earlier.c.clock_id)
+                .where(
+                    earlier.c.state == ClockState.OPEN,
+                    earlier.c.case_id == k.c.case_id,
                     or_(
-                        deadline.is_(None),
-                        deadline > at_,
-                        and_(deadline == at_, cases.c.case_id > case_id),
+                        earlier.c.deadline_at < k.c.deadline_at,
+                        and_(
+                            earlier.c.deadline_at == k.c.deadline_at,
+                            earlier.c.clock_id < k.c.clock_id,
+                        ),
+                    ),
+                )
+                .exists()
+            )
+            first = (
+                select(Case, k.c.deadline_at)
+                .join(k, k.c.case_id == cases.c.case_id)
+                .where(k.c.state == ClockState.OPEN, ~precedes, *self._filters(query))
+                .order_by(k.c.deadline_at, cases.c.case_id)
+            )
+            if after is not None:
+                _, at, case_id = after
+                at_ = type_coerce(at, UTCDateTime())
+                first = first.where(
+                    or_(
+                        k.c.deadline_at > at_,
+                        and_(k.c.deadline_at == at_, cases.c.case_id > case_id),
                     )
                 )
-        rows = self.session.execute(stmt.limit(page_size)).all()
-        return [(row[0], row[1]) for row in rows]
+            found = [(row[0], row[1]) for row in self.session.execute(first.limit(page_size))]
+            after = None
+        if len(found) < page_size:
+            running = (
+                select(clocks.c.clock_id)
+                .where(clocks.c.state == ClockState.OPEN, clocks.c.case_id == cases.c.case_id)
+                .exists()
+            )
+            rest = select(Case).where(~running, *self._filters(query)).order_by(cases.c.case_id)
+            if after is not None:
+                rest = rest.where(cases.c.case_id > after[2])
+            found += [(c, None) for c in self.session.scalars(rest.limit(page_size - len(found)))]
+        return found
 
     @staticmethod
     def _filters(query: CaseQuery) -> list[Any]:

@@ -481,7 +481,8 @@ clocks = Table(
     Index("ix_clocks_breached_kind", "breached", "kind"),
     # The escalation inbox: breached clocks nobody acknowledged (ListClocks).
     Index("ix_clocks_breached_acknowledged_at", "breached", "acknowledged_at"),
-    # A case's next deadline (ListCases' deadline order): its open clocks, by deadline.
+    # ListCases' deadline order: the open clocks by deadline, and a case's open clocks.
+    Index("ix_clocks_state_deadline_at", "state", "deadline_at"),
     Index("ix_clocks_state_case_id_deadline_at", "state", "case_id", "deadline_at"),
 )
 
