@@ -9,7 +9,6 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from starlette.applications import Starlette
@@ -49,7 +48,6 @@ from adapters.console.web import (
 )
 from adapters.sdk import HubClient
 from adapters.sdk.client import Clock
-from hub.render.wording import set_display_zone
 from stophub.v1 import institution_pb2
 
 STATIC = Path(__file__).with_name("static")
@@ -415,8 +413,6 @@ def create_app(
     the delivery stream is held when `stream`."""
     db = ConsoleDb(config.database_url)
     db.migrate()
-    # The pictures hub/render draws (the money trail) name times in this console's zone.
-    set_display_zone(ZoneInfo(config.time_zone))
     broadcaster = Broadcaster()
     link = HubLink(client, db, broadcaster, clock, stream=stream)
     desk = Desk(config, db, link, clock, broadcaster, client.institution, kind=kind)

@@ -7,6 +7,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 import pyotp
@@ -19,6 +20,7 @@ from adapters.console.db import ConsoleDb, DatabaseError
 from adapters.console.models import Person, Session
 from adapters.console.people import PeopleError, Role, add_person, find, set_password, totp_uri
 from adapters.sdk.identity import IdentityError, load_identity
+from hub.render.wording import set_display_zone
 from hub.system.clock import SystemClock
 
 CONFIG_ENV = "STOPHUB_CONSOLE_CONFIG"
@@ -99,6 +101,9 @@ def console_serve(config_path: str, no_stream: bool) -> None:
     """Serve the console until interrupted."""
     config = _config(config_path)
     clock = SystemClock()
+    # The pictures hub/render draws for the pages (the money trail) name times in the
+    # console's zone: one zone per process, this console's.
+    set_display_zone(ZoneInfo(config.time_zone))
     try:
         identity = load_identity(config.identity, hub=config.hub)
     except IdentityError as err:

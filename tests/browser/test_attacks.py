@@ -37,6 +37,9 @@ from tests.browser.browsing import (
 )
 from tests.console_support import PASSWORD, ConsoleNetwork, console_network
 
+# One worker runs the whole module: one Chromium per worker serves every browser test.
+pytestmark = pytest.mark.xdist_group("browser")
+
 HOSTILE = '<script>alert("x")</script><b>Li</b><img src=x onerror=alert(1)>'
 
 

@@ -37,6 +37,9 @@ from stophub.v1 import account_pb2, appeal_pb2, blacklist_pb2, case_pb2, order_p
 from tests.browser.browsing import path_of, shot, sign_in, text, url, wait
 from tests.console_support import Console, ConsoleNetwork, console_network
 
+# One worker runs the browser tests: one Chromium serves them all.
+pytestmark = pytest.mark.xdist_group("browser")
+
 MULE = "6222020000000002"  # the payee's account at Bank B
 MULE_HOLDER = "李四"
 WALLET = "PAYX000123"  # where Bank B says part of the money went on
@@ -172,7 +175,7 @@ def answer(browser: WebDriver, order_id: str, values: dict[str, str], name: str 
 # ---- the story -----------------------------------------------------------------------------
 
 
-def test_1_the_centre_sets_the_standing_rule_and_a_supervisor_approves_it(
+def step_1_the_centre_sets_the_standing_rule_and_a_supervisor_approves_it(
     net: ConsoleNetwork, browser: WebDriver
 ) -> None:
     centre = net.consoles["CENTRE"]
@@ -198,7 +201,7 @@ def test_1_the_centre_sets_the_standing_rule_and_a_supervisor_approves_it(
     assert "R1" in in_force and "boss" in in_force
 
 
-def test_2_bank_a_files_the_report_and_verifies_it_the_queue_shows_it_on_top(
+def step_2_bank_a_files_the_report_and_verifies_it_the_queue_shows_it_on_top(
     net: ConsoleNetwork, browser: WebDriver, story: dict[str, Any], hub: dict[str, Any]
 ) -> None:
     bank_a, bank_b = net.consoles["BANKA"], net.consoles["BANKB"]
@@ -299,7 +302,7 @@ def test_2_bank_a_files_the_report_and_verifies_it_the_queue_shows_it_on_top(
     screen(browser, "queue-zh")
 
 
-def test_3_bank_b_answers_with_an_onward_transfer_and_payx_gets_the_downstream_stop(
+def step_3_bank_b_answers_with_an_onward_transfer_and_payx_gets_the_downstream_stop(
     net: ConsoleNetwork, browser: WebDriver, story: dict[str, Any], hub: dict[str, Any]
 ) -> None:
     bank_b, payx = net.consoles["BANKB"], net.consoles["PAYX"]
@@ -364,7 +367,7 @@ def test_3_bank_b_answers_with_an_onward_transfer_and_payx_gets_the_downstream_s
     assert done.state != order_pb2.ORDER_STATE_PENDING and done.held_fen == 0
 
 
-def test_4_a_freeze_is_proposed_the_maker_cannot_approve_it_a_supervisor_does(
+def step_4_a_freeze_is_proposed_the_maker_cannot_approve_it_a_supervisor_does(
     net: ConsoleNetwork, browser: WebDriver, story: dict[str, Any], hub: dict[str, Any]
 ) -> None:
     centre, bank_b = net.consoles["CENTRE"], net.consoles["BANKB"]
@@ -416,7 +419,7 @@ def test_4_a_freeze_is_proposed_the_maker_cannot_approve_it_a_supervisor_does(
     assert held.state == order_pb2.ORDER_STATE_HOLDING and held.held_fen == 300_000
 
 
-def test_5_the_return_is_made_and_answered_and_the_case_closes(
+def step_5_the_return_is_made_and_answered_and_the_case_closes(
     net: ConsoleNetwork, browser: WebDriver, story: dict[str, Any], hub: dict[str, Any]
 ) -> None:
     centre, bank_b = net.consoles["CENTRE"], net.consoles["BANKB"]
@@ -447,7 +450,7 @@ def test_5_the_return_is_made_and_answered_and_the_case_closes(
     screen(browser, "case-closed")
 
 
-def test_6_a_list_entry_is_published_appealed_decided_and_checked(
+def step_6_a_list_entry_is_published_appealed_decided_and_checked(
     net: ConsoleNetwork, browser: WebDriver, story: dict[str, Any], hub: dict[str, Any]
 ) -> None:
     centre, bank_a, bank_b = (net.consoles[c] for c in ("CENTRE", "BANKA", "BANKB"))
@@ -510,7 +513,7 @@ def test_6_a_list_entry_is_published_appealed_decided_and_checked(
     screen(browser, "list-check")
 
 
-def test_7_search_distributions_escalations_regulator_and_chinese(
+def step_7_search_distributions_escalations_regulator_and_chinese(
     net: ConsoleNetwork, browser: WebDriver, story: dict[str, Any]
 ) -> None:
     centre, reg = net.consoles["CENTRE"], net.consoles["REG"]
@@ -534,3 +537,23 @@ def test_7_search_distributions_escalations_regulator_and_chinese(
     assert "/login" not in path_of(browser) and "stop" in text(browser).lower()
     assert not browser.find_elements(By.CSS_SELECTOR, "form[method='post'] button.primary")
     screen(browser, "regulator-sla")
+
+
+def test_the_story_through_the_consoles(
+    net: ConsoleNetwork, browser: WebDriver, story: dict[str, Any], hub: dict[str, Any]
+) -> None:
+    """The issue's story, each step above in turn on one network: a test of its own would
+    run out of order on another worker."""
+    step_1_the_centre_sets_the_standing_rule_and_a_supervisor_approves_it(net, browser)
+    step_2_bank_a_files_the_report_and_verifies_it_the_queue_shows_it_on_top(
+        net, browser, story, hub
+    )
+    step_3_bank_b_answers_with_an_onward_transfer_and_payx_gets_the_downstream_stop(
+        net, browser, story, hub
+    )
+    step_4_a_freeze_is_proposed_the_maker_cannot_approve_it_a_supervisor_does(
+        net, browser, story, hub
+    )
+    step_5_the_return_is_made_and_answered_and_the_case_closes(net, browser, story, hub)
+    step_6_a_list_entry_is_published_appealed_decided_and_checked(net, browser, story, hub)
+    step_7_search_distributions_escalations_regulator_and_chinese(net, browser, story)

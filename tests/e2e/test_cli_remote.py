@@ -178,7 +178,13 @@ def test_the_centre_sees_every_case_as_the_hub_host_does(hub: Hub) -> None:
 
 
 def test_a_bank_sees_only_its_own_cases(hub: Hub) -> None:
-    for code, own in (("BANKA", [hub.banka_case]), ("PAYX", [hub.payx_case]), ("BANKB", [])):
+    # Its own: those it reported, and those it holds an order in (BANKB, the stop on its
+    # account in Bank A's case; without the victim, as the next tests show).
+    for code, own in (
+        ("BANKA", [hub.banka_case]),
+        ("PAYX", [hub.payx_case]),
+        ("BANKB", [hub.banka_case]),
+    ):
         document = validated(
             "stophub case list --json", remote(hub, code, "case", "list", "--json")
         )

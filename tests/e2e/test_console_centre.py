@@ -21,6 +21,9 @@ from stophub.v1 import account_pb2, appeal_pb2, case_pb2, order_pb2, returns_pb2
 from tests.console_support import Browserless, ConsoleNetwork, console_network
 from tests.e2e.wire_helpers import VICTIM
 
+# One worker runs the whole module: one hub and console for the module.
+pytestmark = pytest.mark.xdist_group("console_centre")
+
 ROW = re.compile(r'<tr class="(\w+)" data-case="([^"]+)" data-urgency="(\w+)">')
 VALUE = re.compile(r'<(?:input|textarea)[^>]*name="(\w+)"[^>]*?(?:value="([^"]*)")?[^>]*>')
 

@@ -29,6 +29,9 @@ from tests.console_support import (
     free_port,
 )
 
+# One worker runs the whole module: one hub and console for the module.
+pytestmark = pytest.mark.xdist_group("console_core")
+
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleNetwork]:

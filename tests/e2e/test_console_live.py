@@ -26,6 +26,9 @@ from stophub.v1 import order_pb2
 from tests.console_support import Browserless, ConsoleNetwork, console_network
 from tests.e2e.wire_helpers import MULE, report
 
+# One worker runs the whole module: one hub and console for the module.
+pytestmark = pytest.mark.xdist_group("console_live")
+
 
 @dataclass
 class Heard:
@@ -139,7 +142,8 @@ def streaming(net: ConsoleNetwork) -> None:
 def test_the_event_stream_refuses_without_a_session(net: ConsoleNetwork) -> None:
     url = net.consoles["BANKB"].url
     assert httpx.get(f"{url}/events").status_code == 401
-    assert httpx.get(f"{url}/events", cookies={"stophub_console": "forged"}).status_code == 401
+    forged = {"stophub_console_bankb": "forged"}
+    assert httpx.get(f"{url}/events", cookies=forged).status_code == 401
 
 
 def test_a_new_order_reaches_the_open_console_within_a_second_stored_before_acked(
@@ -181,12 +185,17 @@ def test_a_new_order_reaches_the_open_console_within_a_second_stored_before_acke
 
 
 def test_a_breach_raises_an_alarm_on_the_open_console(net: ConsoleNetwork) -> None:
+    bank, centre = net.client("BANKA"), net.client("CENTRE")
+    case = net.run(bank.create_report(report(net.clock.now())))
+    net.run(bank.verify_report(case.case_id))
+    net.run(centre.issue_order(stop_of(case.case_id, net)))
+    streaming(net)
     browser = Browserless(net.consoles["BANKB"])
     assert browser.login("duty").status_code == 303
     stream = EventStream(browser)
     desk = net.consoles["BANKB"].desk
     try:
-        # BANKB has not answered the stop: past its deadline, the hub sends a breach notice.
+        # BANKB does not answer the stop: past its deadline, the hub sends a breach notice.
         net.advance(timedelta(hours=3))
 
         def breach(h: Heard) -> bool:

@@ -18,6 +18,9 @@ from adapters.console.models import StoredDelivery
 from stophub.v1 import account_pb2, case_pb2, order_pb2
 from tests.console_support import Browserless, ConsoleNetwork, console_network
 
+# One worker runs the whole module: one hub and console for the module.
+pytestmark = pytest.mark.xdist_group("console_member")
+
 PAYEE_ACCOUNT = "6222020000000002"
 PAYEE_HOLDER = "李四"
 

@@ -22,6 +22,9 @@ from stophub.v1 import order_pb2, sla_pb2
 from tests.console_support import Browserless, ConsoleNetwork, console_network
 from tests.e2e.wire_helpers import MULE, report
 
+# One worker runs the whole module: one hub and console for the module.
+pytestmark = pytest.mark.xdist_group("console_oversight")
+
 
 def stop_of(case_id: str, net: ConsoleNetwork) -> order_pb2.OrderInstruction:
     instruction = order_pb2.OrderInstruction(case_id=case_id)

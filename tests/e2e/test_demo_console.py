@@ -90,6 +90,7 @@ def sign_in(url: str, username: str, password: str) -> httpx.Client:
     return http
 
 
+@pytest.mark.timeout(300)  # the whole demo runs first: 40 s alone, more beside other tests
 def test_demo_console_keeps_the_network_up_until_ctrl_c(tmp_path: Path) -> None:
     base = free_base()
     proc = subprocess.Popen(

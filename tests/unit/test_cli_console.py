@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hub.render.screen import make_console
 
-CLI = Path(__file__).resolve().parents[2] / "hub" / "cli"
+HUB = Path(__file__).resolve().parents[2] / "hub"
 
 
 def test_hex_ids_and_brackets_come_out_as_given() -> None:
@@ -23,8 +23,9 @@ def test_hex_ids_and_brackets_come_out_as_given() -> None:
 
 def test_every_console_of_the_cli_is_made_by_make_console() -> None:
     made = []
-    for path in sorted(CLI.rglob("*.py")):
+    # The command line and what it draws with (hub/render).
+    for path in sorted([*(HUB / "cli").rglob("*.py"), *(HUB / "render").rglob("*.py")]):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Console":
-                made.append(f"{path.relative_to(CLI)}:{node.lineno}")
+                made.append(f"{path.relative_to(HUB)}:{node.lineno}")
     assert len(made) == 1 and made[0].startswith("render/screen.py:"), made
