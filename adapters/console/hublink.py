@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -78,10 +77,11 @@ def _time(moment: Timestamp) -> datetime | None:
     return moment.ToDatetime(tzinfo=UTC)
 
 
-async def _most_urgent(client: HubClient, *, state: int) -> tuple[list[case_pb2.Case], str]:
-    return await client.list_cases_page(
-        state=state, order_by=case_pb2.CASE_ORDER_DEADLINE, page_size=1
-    )
+OPEN = (case_pb2.CASE_STATE_REPORTED, case_pb2.CASE_STATE_VERIFIED)
+
+
+async def _most_urgent(client: HubClient) -> tuple[list[case_pb2.Case], str]:
+    return await client.list_cases_page(order_by=case_pb2.CASE_ORDER_DEADLINE, page_size=10)
 
 
 class HubLink:
@@ -155,11 +155,9 @@ class HubLink:
     async def refresh_deadline(self) -> None:
         """Ask the hub for the case with the earliest open deadline this institution sees."""
         # Open cases only: a closed case's clocks that still run (a stop validity, say) are
-        # not work for the desk.
-        heads: list[case_pb2.Case] = []
-        for state in (case_pb2.CASE_STATE_REPORTED, case_pb2.CASE_STATE_VERIFIED):
-            page, _token = await self.call(functools.partial(_most_urgent, state=state))
-            heads += [c for c in page if c.HasField("next_deadline")]
+        # not work for the desk. One short page of the hub's deadline order over all cases.
+        page, _token = await self.call(_most_urgent)
+        heads = [c for c in page if c.state in OPEN and c.HasField("next_deadline")]
         if not heads:
             self.next_deadline = None
             return
