@@ -258,27 +258,45 @@ def deadlines(
     return result
 
 
-def linked_ids(desk: Desk) -> set[str]:
-    """Cases the hub told this centre are linked (money of several reached one account)."""
+LINK_NOTICES = (
+    delivery_pb2.NoticeKind.Name(delivery_pb2.NOTICE_KIND_REPORT_RECEIVED),
+    delivery_pb2.NoticeKind.Name(delivery_pb2.NOTICE_KIND_CASES_LINKED),
+)
+
+
+def linked_ids(desk: Desk, case_ids: list[str]) -> set[str]:
+    """Which of `case_ids` the hub told this centre are linked to another case (money of
+    several reached one account): from the notices about those cases only (the hub tells
+    each case of a link, the new one by REPORT_RECEIVED, the older by CASES_LINKED)."""
     found: set[str] = set()
-    for kind in (delivery_pb2.NOTICE_KIND_REPORT_RECEIVED, delivery_pb2.NOTICE_KIND_CASES_LINKED):
-        for notice in stored_notices(desk, kind):
-            if notice.linked_cases:
-                found.add(notice.case_id)
-                found.update(link.case_id for link in notice.linked_cases)
+    wanted = set(case_ids)
+    with desk.db() as s:
+        rows = list(
+            s.scalars(
+                select(StoredDelivery.envelope).where(
+                    StoredDelivery.kind.in_(LINK_NOTICES), StoredDelivery.case_id.in_(case_ids)
+                )
+            )
+        )
+    for data in rows:
+        notice = delivery_pb2.Notice.FromString(envelope_pb2.Envelope.FromString(data).body)
+        if notice.linked_cases:
+            found.add(notice.case_id)
+            found.update(link.case_id for link in notice.linked_cases if link.case_id in wanted)
     return found
 
 
-def claims(desk: Desk) -> dict[str, str]:
+def claims(desk: Desk, case_ids: list[str]) -> dict[str, str]:
     with desk.db() as s:
-        return {c.case_id: c.username for c in s.scalars(select(Claim))}
+        query = select(Claim).where(Claim.case_id.in_(case_ids))
+        return {c.case_id: c.username for c in s.scalars(query)}
 
 
 async def queue_rows(desk: Desk) -> list[QueueRow]:
     cases = await open_cases(desk)
     times = deadlines(cases)
-    claimed = claims(desk)
-    linked = linked_ids(desk)
+    claimed = claims(desk, [c.case_id for c in cases])
+    linked = linked_ids(desk, [c.case_id for c in cases])
     now = desk.clock.now()
     rows = []
     for c in cases:
