@@ -64,10 +64,10 @@ MAX_AMOUNT_FEN = 10**14
 MAX_LAYER = 20
 TEXT_MAX = 2000
 OPEN_STATES = (case_pb2.CASE_STATE_REPORTED, case_pb2.CASE_STATE_VERIFIED)
-# Hub features that land on other branches: used when this build of the SDK has them.
-# The queue shows the most urgent cases of each open state, one page of the hub's deadline
-# order each: a duty desk works the top of the queue, and 10,000 open cases stay one call.
-QUEUE_PAGE = 100
+# The queue shows the most urgent open cases: one page of the hub's deadline order. A duty
+# desk works the top of the queue; the rest are a search or the Cases page away, and 10,000
+# open cases stay one call of a fixed size (bench/console.py).
+QUEUE_PAGE = 50
 BASES = {
     "account_trader": blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER,
     "convicted": blacklist_pb2.LIST_BASIS_CONVICTED,
@@ -340,6 +340,7 @@ async def queue(request: Request) -> Response:
             "mine": mine,
             "refusal": refusal,
             "none_left": request.query_params.get("none") == "1",
+            "page": QUEUE_PAGE,
             "counts": {
                 "red": sum(r.clock["urgency"] == "red" for r in rows),
                 "yellow": sum(r.clock["urgency"] == "yellow" for r in rows),
