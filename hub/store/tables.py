@@ -482,7 +482,7 @@ clocks = Table(
     # The escalation inbox: breached clocks nobody acknowledged (ListClocks).
     Index("ix_clocks_breached_acknowledged_at", "breached", "acknowledged_at"),
     # ListCases' deadline order: the open clocks by deadline, and a case's open clocks.
-    Index("ix_clocks_state_deadline_at", "state", "deadline_at"),
+    Index("ix_clocks_state_deadline_at", "state", "deadline_at", "case_id"),
     Index("ix_clocks_state_case_id_deadline_at", "state", "case_id", "deadline_at"),
 )
 

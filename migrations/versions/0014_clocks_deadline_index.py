@@ -2,7 +2,7 @@
 
 Revision ID: 0014
 Revises: 0013
-Create Date: 2026-12-10 11:00:00
+Create Date: 2026-12-04 22:00:00
 
 ListCases in deadline order walks the open clocks by deadline and keeps each case's earliest
 (an index probe per clock), so a page reads about a page of rows instead of grouping every
@@ -21,7 +21,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("clocks", schema=None) as batch_op:
-        batch_op.create_index("ix_clocks_state_deadline_at", ["state", "deadline_at"], unique=False)
+        batch_op.create_index(
+            "ix_clocks_state_deadline_at", ["state", "deadline_at", "case_id"], unique=False
+        )
 
 
 def downgrade() -> None:
