@@ -101,6 +101,7 @@ class HubLink:
         self.clock = clock
         self.state = LinkState()
         self.next_deadline: NextDeadline | None = None
+        self._refreshing: asyncio.Task[None] | None = None
         self._stream = stream
         self._health_every = health_every
         self._tasks: list[asyncio.Task[None]] = []
@@ -111,6 +112,8 @@ class HubLink:
             self._tasks.append(asyncio.create_task(self._deliveries(), name="console-deliveries"))
 
     async def stop(self) -> None:
+        if self._refreshing is not None:
+            self._tasks.append(self._refreshing)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -152,6 +155,17 @@ class HubLink:
                 await self.refresh_deadline()
             await asyncio.sleep(self._health_every)
 
+    def _deadline_soon(self) -> None:
+        """Refresh the most urgent line after a delivery, at most one refresh at a time: a
+        burst of deliveries asks the hub once, not once each."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._refresh_quietly())
+
+    async def _refresh_quietly(self) -> None:
+        await asyncio.sleep(0.2)
+        with contextlib.suppress(HubError, HubSignatureError):
+            await self.refresh_deadline()
+
     async def refresh_deadline(self) -> None:
         """Ask the hub for the case with the earliest open deadline this institution sees."""
         # Open cases only: a closed case's clocks that still run (a stop validity, say) are
@@ -178,8 +192,7 @@ class HubLink:
                         self.store(delivery)
                         await stream.ack(delivery.sequence)
                         self.announce(delivery)
-                        with contextlib.suppress(HubError, HubSignatureError):
-                            await self.refresh_deadline()
+                        self._deadline_soon()
                         backoff = 0.5
             except asyncio.CancelledError:
                 raise
