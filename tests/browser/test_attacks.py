@@ -124,7 +124,9 @@ def test_a_form_without_its_csrf_token_is_refused(story: Story, browser: WebDriv
     send = """
         const form = document.querySelector(`tr[data-clock="${arguments[0]}"] form.ack`);
         const token = form.querySelector('input[name=csrf]');
-        if (arguments[1]) { token.value = 'A' + token.value.slice(1); } else { token.remove(); }
+        // Another token: its first character changed (to one it is not).
+        const other = token.value[0] === 'A' ? 'B' : 'A';
+        if (arguments[1]) { token.value = other + token.value.slice(1); } else { token.remove(); }
         form.querySelector('input[name=note]').value = 'forged';
         form.querySelector('button').click();
     """
