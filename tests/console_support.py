@@ -116,9 +116,14 @@ class ConsoleNetwork:
     def advance(self, delta: timedelta) -> None:
         self.clock.advance(delta)
 
-    def add_console(self, code: str, *, hub_target: str, name: str) -> Console:
-        """Another console of `code`, speaking to `hub_target` (a dead address, say)."""
-        console = self.run(_console(self, code, {}, hub_target=hub_target, name=name))
+    def add_console(
+        self, code: str, *, name: str, hub_target: str | None = None, settings: str = ""
+    ) -> Console:
+        """Another console of `code`, speaking to `hub_target` (a dead address, say; the
+        network's hub by default), with `settings` (console.toml lines) added."""
+        console = self.run(
+            _console(self, code, {}, hub_target=hub_target, name=name, settings=settings)
+        )
         self.consoles[name] = console
         return console
 
@@ -177,6 +182,7 @@ async def _console(
     *,
     hub_target: str | None = None,
     name: str | None = None,
+    settings: str = "",
 ) -> Console:
     target = hub_target or net.hub_target
     folder = net.directory / "consoles" / (name or code.lower())
@@ -188,6 +194,12 @@ async def _console(
         port=port,
         language="en",
     )
+    if settings:
+        # Top-level settings go before the first table.
+        config.path.write_text(
+            config.path.read_text().replace("[sessions]", f"{settings}\n\n[sessions]", 1)
+        )
+        config = load_config(config.path)
     if approval:
         text = config.path.read_text()
         for action, needed in approval.items():

@@ -22,6 +22,7 @@ from adapters.console.models import JournalEntry, Person
 from adapters.console.people import Role, add_person
 from hub.cli import main
 from tests.console_support import (
+    CSRF,
     PASSWORD,
     Browserless,
     ConsoleNetwork,
@@ -71,6 +72,30 @@ def test_sign_in_sets_a_strict_http_only_cookie(browser: Browserless) -> None:
     assert page.status_code == 200
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-frame-options"] == "DENY"
+
+
+def test_behind_tls_the_cookies_are_secure(net: ConsoleNetwork) -> None:
+    """A console behind a TLS-terminating proxy (secure_cookies = true) marks every cookie
+    Secure and asks browsers for HTTPS only (HSTS)."""
+    behind = net.add_console("CENTRE", name="centre-tls", settings="secure_cookies = true")
+    b = Browserless(behind)
+    form = b.get("/login")
+    assert "secure" in form.headers["set-cookie"].lower()
+    assert form.headers["strict-transport-security"].startswith("max-age=")
+    token = CSRF.search(form.text)
+    assert token is not None
+    # httpx, like a browser, sends a Secure cookie back only over HTTPS: given by hand here.
+    login_cookie = form.cookies["stophub_console_centre_login"]
+    answer = b.http.post(
+        "/login",
+        data={"csrf": token.group(1), "username": "duty", "password": PASSWORD},
+        headers={"Cookie": f"stophub_console_centre_login={login_cookie}"},
+    )
+    assert answer.status_code == 303
+    session = answer.headers["set-cookie"].lower()
+    assert "stophub_console_centre=" in session
+    assert "secure" in session and "httponly" in session and "samesite=strict" in session
+    b.close()
 
 
 def test_login_journal_and_wrong_password(net: ConsoleNetwork, browser: Browserless) -> None:
