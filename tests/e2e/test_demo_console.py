@@ -90,7 +90,8 @@ def sign_in(url: str, username: str, password: str) -> httpx.Client:
     return http
 
 
-@pytest.mark.timeout(360)  # the whole demo runs first: 40 s alone, 150 s and more beside other tests
+# The whole demo runs first: 40 s alone, 150 s and more beside other tests.
+@pytest.mark.timeout(360)
 def test_demo_console_keeps_the_network_up_until_ctrl_c(tmp_path: Path) -> None:
     base = free_base()
     proc = subprocess.Popen(
