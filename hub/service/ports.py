@@ -412,6 +412,10 @@ class LogState:
     size: int
     root: bytes
     compact_range: bytes
+    # Entries with ids below this carry no tag (written before revision 0015).
+    untagged_below_id: int = 0
+    # How many positions at the start of the tree hold untagged entries.
+    untagged_entries: int = 0
 
 
 @dataclass(frozen=True)

@@ -1253,13 +1253,21 @@ class SqlAudit:
         row = self.session.execute(stmt).one_or_none()
         if row is None:
             return LogState(0, EMPTY_ROOT, b"")
-        return LogState(row.tree_size, row.root_hash, row.compact_range)
+        return LogState(
+            row.tree_size,
+            row.root_hash,
+            row.compact_range,
+            row.untagged_below_id,
+            row.untagged_entries,
+        )
 
     def set_log_state(self, state: LogState) -> None:
         values = {
             "tree_size": state.size,
             "root_hash": state.root,
             "compact_range": state.compact_range,
+            "untagged_below_id": state.untagged_below_id,
+            "untagged_entries": state.untagged_entries,
         }
         done = self.session.execute(
             update(audit_log_state).where(audit_log_state.c.id == LOG_STATE_ID).values(**values)

@@ -411,6 +411,14 @@ audit_log = Table(
     # given by the sequencer after the entry's transaction committed (ADR 15).
     Column("log_index", BigInteger),
     Column("leaf_hash", LargeBinary(32)),
+    # The hub's tag (docs/audit.md, "The hub's tag"): HMAC-SHA256 of the entry's content
+    # and id under a key derived from the data key `tag_key`, never stored, made in the
+    # entry's own transaction. Empty on entries written before revision 0015.
+    Column("tag_key", String(64)),
+    Column("tag", LargeBinary(32)),
+    # When the sequencer refused the entry because its tag did not verify (a row written
+    # by something other than the hub): it is never placed.
+    Column("refused_at", UTCDateTime()),
     Index("ix_audit_log_case_id", "case_id"),
     Index("ix_audit_log_log_index", "log_index", unique=True),
 )
@@ -424,6 +432,12 @@ audit_log_state = Table(
     Column("tree_size", BigInteger, nullable=False),
     Column("root_hash", LargeBinary(32), nullable=False),
     Column("compact_range", LargeBinary, nullable=False),
+    # Entries with ids below this were written before the hub tagged entries (revision
+    # 0015 set it); the sequencer places them untagged, at the start of the tree only.
+    Column("untagged_below_id", BigInteger, nullable=False, server_default="0"),
+    # How many positions at the start of the tree hold such untagged entries (signed in
+    # every checkpoint as LogCheckpoint.untagged_entries).
+    Column("untagged_entries", BigInteger, nullable=False, server_default="0"),
 )
 
 # Hub-signed checkpoints of the tree (LogCheckpoint envelopes), kept for ever.
@@ -433,6 +447,18 @@ audit_checkpoints = Table(
     Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
     Column("root_hash", LargeBinary(32), nullable=False),
     Column("signed_at", UTCDateTime(), nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+)
+
+# The hub's old keys vouching for its new ones (HubKeyEndorsement envelopes signed by the
+# endorsing key): `audit verify` trusts a hub key the auditor did not give only through a
+# chain of these from one the auditor did.
+hub_key_endorsements = Table(
+    "hub_key_endorsements",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("endorsed_by", String(64), nullable=False),
+    Column("endorsed_at", UTCDateTime(), nullable=False),
     Column("envelope", LargeBinary, nullable=False),
 )
 

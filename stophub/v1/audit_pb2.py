@@ -26,49 +26,51 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stophub.v1 import envelope_pb2 as stophub_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16stophub/v1/audit.proto\x12\nstophub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stophub/v1/envelope.proto\"j\n\rLogCheckpoint\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\x11\n\troot_hash\x18\x02 \x01(\x0c\x12\x33\n\x0f\x63heckpoint_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xed\x01\n\rAuditLogEntry\x12\x11\n\tlog_index\x18\x01 \x01(\x03\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\x03\x12/\n\x0brecord_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x07 \x01(\t\x12\x10\n\x08order_id\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\x12\x0f\n\x07payload\x18\n \x01(\x0c\x12\x11\n\tleaf_hash\x18\x0b \x01(\x0c\"=\n\x14ListAuditEntriesBody\x12\x12\n\nfrom_index\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"O\n\x0e\x41uditEntryPage\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.stophub.v1.AuditLogEntry\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"8\n\x14GetLogCheckpointBody\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\r\n\x05\x66resh\x18\x02 \x01(\x08\"?\n\x13SignedLogCheckpoint\x12(\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"=\n\x15GetInclusionProofBody\x12\x11\n\tlog_index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"Y\n\x0eInclusionProof\x12\x11\n\tlog_index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\"B\n\x17GetConsistencyProofBody\x12\x12\n\nfirst_size\x18\x01 \x01(\x03\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x03\"K\n\x10\x43onsistencyProof\x12\x12\n\nfirst_size\x18\x01 \x01(\x03\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"A\n\x17ListAuditEntriesRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"B\n\x18ListAuditEntriesResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"A\n\x17GetLogCheckpointRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"B\n\x18GetLogCheckpointResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"B\n\x18GetInclusionProofRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"C\n\x19GetInclusionProofResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"D\n\x1aGetConsistencyProofRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"E\n\x1bGetConsistencyProofResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope2\x96\x03\n\x0c\x41uditService\x12]\n\x10ListAuditEntries\x12#.stophub.v1.ListAuditEntriesRequest\x1a$.stophub.v1.ListAuditEntriesResponse\x12]\n\x10GetLogCheckpoint\x12#.stophub.v1.GetLogCheckpointRequest\x1a$.stophub.v1.GetLogCheckpointResponse\x12`\n\x11GetInclusionProof\x12$.stophub.v1.GetInclusionProofRequest\x1a%.stophub.v1.GetInclusionProofResponse\x12\x66\n\x13GetConsistencyProof\x12&.stophub.v1.GetConsistencyProofRequest\x1a\'.stophub.v1.GetConsistencyProofResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16stophub/v1/audit.proto\x12\nstophub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stophub/v1/envelope.proto\"\xbc\x01\n\rLogCheckpoint\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\x11\n\troot_hash\x18\x02 \x01(\x0c\x12\x33\n\x0f\x63heckpoint_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12previous_tree_size\x18\x04 \x01(\x03\x12\x1a\n\x12previous_root_hash\x18\x05 \x01(\x0c\x12\x18\n\x10untagged_entries\x18\x06 \x01(\x03\"|\n\x11HubKeyEndorsement\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x30\n\x0c\x65ndorse_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xed\x01\n\rAuditLogEntry\x12\x11\n\tlog_index\x18\x01 \x01(\x03\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\x03\x12/\n\x0brecord_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x07 \x01(\t\x12\x10\n\x08order_id\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\x12\x0f\n\x07payload\x18\n \x01(\x0c\x12\x11\n\tleaf_hash\x18\x0b \x01(\x0c\"=\n\x14ListAuditEntriesBody\x12\x12\n\nfrom_index\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"O\n\x0e\x41uditEntryPage\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.stophub.v1.AuditLogEntry\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"8\n\x14GetLogCheckpointBody\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\r\n\x05\x66resh\x18\x02 \x01(\x08\"?\n\x13SignedLogCheckpoint\x12(\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"=\n\x15GetInclusionProofBody\x12\x11\n\tlog_index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"Y\n\x0eInclusionProof\x12\x11\n\tlog_index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\"B\n\x17GetConsistencyProofBody\x12\x12\n\nfirst_size\x18\x01 \x01(\x03\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x03\"K\n\x10\x43onsistencyProof\x12\x12\n\nfirst_size\x18\x01 \x01(\x03\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"A\n\x17ListAuditEntriesRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"B\n\x18ListAuditEntriesResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"A\n\x17GetLogCheckpointRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"B\n\x18GetLogCheckpointResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"B\n\x18GetInclusionProofRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"C\n\x19GetInclusionProofResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"D\n\x1aGetConsistencyProofRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"E\n\x1bGetConsistencyProofResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope2\x96\x03\n\x0c\x41uditService\x12]\n\x10ListAuditEntries\x12#.stophub.v1.ListAuditEntriesRequest\x1a$.stophub.v1.ListAuditEntriesResponse\x12]\n\x10GetLogCheckpoint\x12#.stophub.v1.GetLogCheckpointRequest\x1a$.stophub.v1.GetLogCheckpointResponse\x12`\n\x11GetInclusionProof\x12$.stophub.v1.GetInclusionProofRequest\x1a%.stophub.v1.GetInclusionProofResponse\x12\x66\n\x13GetConsistencyProof\x12&.stophub.v1.GetConsistencyProofRequest\x1a\'.stophub.v1.GetConsistencyProofResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stophub.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOGCHECKPOINT']._serialized_start=98
-  _globals['_LOGCHECKPOINT']._serialized_end=204
-  _globals['_AUDITLOGENTRY']._serialized_start=207
-  _globals['_AUDITLOGENTRY']._serialized_end=444
-  _globals['_LISTAUDITENTRIESBODY']._serialized_start=446
-  _globals['_LISTAUDITENTRIESBODY']._serialized_end=507
-  _globals['_AUDITENTRYPAGE']._serialized_start=509
-  _globals['_AUDITENTRYPAGE']._serialized_end=588
-  _globals['_GETLOGCHECKPOINTBODY']._serialized_start=590
-  _globals['_GETLOGCHECKPOINTBODY']._serialized_end=646
-  _globals['_SIGNEDLOGCHECKPOINT']._serialized_start=648
-  _globals['_SIGNEDLOGCHECKPOINT']._serialized_end=711
-  _globals['_GETINCLUSIONPROOFBODY']._serialized_start=713
-  _globals['_GETINCLUSIONPROOFBODY']._serialized_end=774
-  _globals['_INCLUSIONPROOF']._serialized_start=776
-  _globals['_INCLUSIONPROOF']._serialized_end=865
-  _globals['_GETCONSISTENCYPROOFBODY']._serialized_start=867
-  _globals['_GETCONSISTENCYPROOFBODY']._serialized_end=933
-  _globals['_CONSISTENCYPROOF']._serialized_start=935
-  _globals['_CONSISTENCYPROOF']._serialized_end=1010
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=1012
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=1077
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=1079
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=1145
-  _globals['_GETLOGCHECKPOINTREQUEST']._serialized_start=1147
-  _globals['_GETLOGCHECKPOINTREQUEST']._serialized_end=1212
-  _globals['_GETLOGCHECKPOINTRESPONSE']._serialized_start=1214
-  _globals['_GETLOGCHECKPOINTRESPONSE']._serialized_end=1280
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1282
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1348
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1350
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1417
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1419
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1487
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1489
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1558
-  _globals['_AUDITSERVICE']._serialized_start=1561
-  _globals['_AUDITSERVICE']._serialized_end=1967
+  _globals['_LOGCHECKPOINT']._serialized_start=99
+  _globals['_LOGCHECKPOINT']._serialized_end=287
+  _globals['_HUBKEYENDORSEMENT']._serialized_start=289
+  _globals['_HUBKEYENDORSEMENT']._serialized_end=413
+  _globals['_AUDITLOGENTRY']._serialized_start=416
+  _globals['_AUDITLOGENTRY']._serialized_end=653
+  _globals['_LISTAUDITENTRIESBODY']._serialized_start=655
+  _globals['_LISTAUDITENTRIESBODY']._serialized_end=716
+  _globals['_AUDITENTRYPAGE']._serialized_start=718
+  _globals['_AUDITENTRYPAGE']._serialized_end=797
+  _globals['_GETLOGCHECKPOINTBODY']._serialized_start=799
+  _globals['_GETLOGCHECKPOINTBODY']._serialized_end=855
+  _globals['_SIGNEDLOGCHECKPOINT']._serialized_start=857
+  _globals['_SIGNEDLOGCHECKPOINT']._serialized_end=920
+  _globals['_GETINCLUSIONPROOFBODY']._serialized_start=922
+  _globals['_GETINCLUSIONPROOFBODY']._serialized_end=983
+  _globals['_INCLUSIONPROOF']._serialized_start=985
+  _globals['_INCLUSIONPROOF']._serialized_end=1074
+  _globals['_GETCONSISTENCYPROOFBODY']._serialized_start=1076
+  _globals['_GETCONSISTENCYPROOFBODY']._serialized_end=1142
+  _globals['_CONSISTENCYPROOF']._serialized_start=1144
+  _globals['_CONSISTENCYPROOF']._serialized_end=1219
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=1221
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=1286
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=1288
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=1354
+  _globals['_GETLOGCHECKPOINTREQUEST']._serialized_start=1356
+  _globals['_GETLOGCHECKPOINTREQUEST']._serialized_end=1421
+  _globals['_GETLOGCHECKPOINTRESPONSE']._serialized_start=1423
+  _globals['_GETLOGCHECKPOINTRESPONSE']._serialized_end=1489
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1491
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1557
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1559
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1626
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1628
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1696
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1698
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1767
+  _globals['_AUDITSERVICE']._serialized_start=1770
+  _globals['_AUDITSERVICE']._serialized_end=2176
 # @@protoc_insertion_point(module_scope)

@@ -33,9 +33,21 @@ class LogCheckpoint(_message.Message):
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     ROOT_HASH_FIELD_NUMBER: _builtins.int
     CHECKPOINT_TIME_FIELD_NUMBER: _builtins.int
+    PREVIOUS_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_ROOT_HASH_FIELD_NUMBER: _builtins.int
+    UNTAGGED_ENTRIES_FIELD_NUMBER: _builtins.int
     tree_size: _builtins.int
     root_hash: _builtins.bytes
     """32 bytes."""
+    previous_tree_size: _builtins.int
+    """The checkpoint the hub signed before this one (size and root), so that a
+    deleted checkpoint is missed; 0 and empty for the first (docs/audit.md).
+    """
+    previous_root_hash: _builtins.bytes
+    untagged_entries: _builtins.int
+    """How many entries at the start of the tree carry no tag of the hub (written
+    before the hub tagged its entries, docs/audit.md); 0 for a log begun since.
+    """
     @_builtins.property
     def checkpoint_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -44,14 +56,52 @@ class LogCheckpoint(_message.Message):
         tree_size: _builtins.int = ...,
         root_hash: _builtins.bytes = ...,
         checkpoint_time: _timestamp_pb2.Timestamp | None = ...,
+        previous_tree_size: _builtins.int = ...,
+        previous_root_hash: _builtins.bytes = ...,
+        untagged_entries: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint_time", b"checkpoint_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_time", b"checkpoint_time", "root_hash", b"root_hash", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_time", b"checkpoint_time", "previous_root_hash", b"previous_root_hash", "previous_tree_size", b"previous_tree_size", "root_hash", b"root_hash", "tree_size", b"tree_size", "untagged_entries", b"untagged_entries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LogCheckpoint: _TypeAlias = LogCheckpoint  # noqa: Y015
+
+@_typing.final
+class HubKeyEndorsement(_message.Message):
+    """Body (type "stophub.v1.HubKeyEndorsement") of an envelope the hub signs with
+    its old key to vouch for its next one: an auditor who trusts the old key
+    trusts the new one only through this (docs/audit.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    ENDORSE_TIME_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """The new key's id, algorithm and raw public key (docs/signing.md)."""
+    algorithm: _builtins.str
+    public_key: _builtins.bytes
+    @_builtins.property
+    def endorse_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        algorithm: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+        endorse_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endorse_time", b"endorse_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "endorse_time", b"endorse_time", "key_id", b"key_id", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HubKeyEndorsement: _TypeAlias = HubKeyEndorsement  # noqa: Y015
 
 @_typing.final
 class AuditLogEntry(_message.Message):

@@ -32,6 +32,7 @@ APP_TABLES = {
     "audit_checkpoints",
     "audit_log_nodes",
     "audit_log_state",
+    "hub_key_endorsements",
     "list_changes",
     "list_entries",
     "list_state",
