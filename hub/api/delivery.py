@@ -69,6 +69,9 @@ class Connection:
     error_envelope: envelope_pb2.Envelope | None = None
     # The client ended its side of the stream (it hung up, or only stopped writing).
     hung_up: bool = False
+    # The log checkpoint last sent on this connection, and when (time.monotonic()).
+    checkpoint_sent: bytes | None = None
+    checkpoint_at: float = 0.0
 
 
 @dataclass
@@ -496,11 +499,41 @@ class DeliveryRouter:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+# At least this often (seconds) a connection carries the latest log checkpoint, idle or not.
+CHECKPOINT_EVERY = 120.0
+
+
 class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
-    def __init__(self, runner: Runner, router: DeliveryRouter, *, hello_timeout: float = 30.0):
+    def __init__(
+        self,
+        runner: Runner,
+        router: DeliveryRouter,
+        *,
+        hello_timeout: float = 30.0,
+        checkpoint_every: float = CHECKPOINT_EVERY,
+    ):
         self.r = runner
         self.router = router
         self.hello_timeout = hello_timeout
+        self.checkpoint_every = checkpoint_every
+
+    async def _with_checkpoint(
+        self, conn: Connection, item: delivery_pb2.StreamDeliveriesResponse | None
+    ) -> delivery_pb2.StreamDeliveriesResponse | None:
+        """`item` (a delivery) carrying the latest log checkpoint when this connection has not
+        had it yet; with no item, a message of sequence 0 carrying it (None before the hub
+        signed any). Members witness the log with it (docs/witness.md)."""
+        current = await self.r.log_checkpoint()
+        due = time.monotonic() - conn.checkpoint_at >= self.checkpoint_every
+        if item is not None and (current is None or (current == conn.checkpoint_sent and not due)):
+            return item
+        conn.checkpoint_at = time.monotonic()
+        if current is None:
+            return item
+        conn.checkpoint_sent = current
+        out = item if item is not None else delivery_pb2.StreamDeliveriesResponse()
+        out.log_checkpoint.ParseFromString(current)
+        return out
 
     async def StreamDeliveries(  # type: ignore[override]
         self, request_iterator: Any, context: Any
@@ -531,9 +564,27 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
         await context.send_initial_metadata((("stophub-subscribed", code),))
         conn = self.router.attach(code, name, first.envelope.key_id)
         reader = asyncio.create_task(self._read_acks(conn, context, peer))
+        getter: asyncio.Future[Any] | None = None
         try:
+            # The latest checkpoint first, before any delivery.
+            opening = await self._with_checkpoint(conn, None)
+            if opening is not None:
+                await context.write(opening)
             while True:
-                item = await conn.queue.get()
+                # One pending get across the waits: a get cancelled by a timeout could lose
+                # the item it was handed.
+                if getter is None:
+                    getter = asyncio.ensure_future(conn.queue.get())
+                left = conn.checkpoint_at + self.checkpoint_every - time.monotonic()
+                done, _ = await asyncio.wait((getter,), timeout=max(left, 0.0))
+                if not done:
+                    # Idle for checkpoint_every: the checkpoint goes out on its own.
+                    beat = await self._with_checkpoint(conn, None)
+                    if beat is not None:
+                        await context.write(beat)
+                    continue
+                item = getter.result()
+                getter = None
                 if item is _CLOSE:
                     if conn.error is not None:
                         await self.r.abort(context, conn.error, conn.error_envelope)
@@ -546,8 +597,10 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
                         self.router.detach(conn)
                         await asyncio.sleep(HANGUP_GRACE)
                     return
-                await context.write(item)
+                await context.write(await self._with_checkpoint(conn, item))
         finally:
+            if getter is not None:
+                getter.cancel()
             reader.cancel()
             self.router.detach(conn)
 
