@@ -217,10 +217,11 @@ class LogWitness:
             self._judged.popitem(last=False)
 
     def _keep(self, checkpoint: SignedCheckpoint) -> None:
-        self.kept = checkpoint
-        self._judged.clear()
+        # The file first: memory never runs ahead of what a restart would read back.
         if self.path is not None:
             _write_atomically(self.path, checkpoints.dump(checkpoint))
+        self.kept = checkpoint
+        self._judged.clear()
 
     def _stamp(self) -> str:
         return self.clock.now().strftime("%Y%m%dT%H%M%S%fZ")
