@@ -19,6 +19,11 @@ which unacknowledged delivery, and does its store work for all streams at once:
 The tick runs alongside a dispatch. Dispatches for different institutions may overlap
 (`parallel`, one by default); never two for one institution, so each institution's
 deliveries leave in sequence order.
+
+The servicer at the end writes each connection's queue to its stream, with the latest log
+checkpoint (docs/witness.md). The module is over 600 lines because the router and the
+servicer share each Connection and its closing rules (`_CLOSE`, `hung_up`, `error`), which
+read best side by side.
 """
 
 from __future__ import annotations
