@@ -217,9 +217,19 @@ class LogWitness:
             self._judged.popitem(last=False)
 
     def _keep(self, checkpoint: SignedCheckpoint) -> None:
-        # The file first: memory never runs ahead of what a restart would read back.
         if self.path is not None:
-            _write_atomically(self.path, checkpoints.dump(checkpoint))
+            try:
+                _write_atomically(self.path, checkpoints.dump(checkpoint))
+            except OSError as e:
+                # The member's calls go on: the file keeps an older checkpoint of the same
+                # log, which a restart still checks the hub against.
+                log.error(
+                    "log witness: cannot write %s (%s); the checkpoint of %d entries is kept "
+                    "in memory only",
+                    self.path,
+                    e,
+                    checkpoint.tree_size,
+                )
         self.kept = checkpoint
         self._judged.clear()
 
@@ -237,7 +247,11 @@ class LogWitness:
         evidence: Path | None = None
         if self.path is not None:
             evidence = self.path.with_name(f"log-{kind.lower()}-{self._stamp()}.json")
-            _write_atomically(evidence, evidence_document(kind, reason, kept, seen, hashes))
+            try:
+                _write_atomically(evidence, evidence_document(kind, reason, kept, seen, hashes))
+            except OSError as e:
+                log.error("log witness: cannot write the alarm's evidence %s (%s)", evidence, e)
+                evidence = None
         alarm = LogForkAlarm(kind, reason, kept, seen, evidence)
         log.critical("LOG FORK ALARM %s", alarm)
         self.alarm = alarm

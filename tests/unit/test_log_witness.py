@@ -253,7 +253,7 @@ def test_kept_file_that_does_not_verify_is_refused_not_overwritten(tmp_path: Pat
 
 
 async def test_a_write_that_fails_leaves_the_old_file_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     hub = Hub(leaves(5))
     path = tmp_path / "kept.json"
@@ -266,8 +266,16 @@ async def test_a_write_that_fails_leaves_the_old_file_whole(
 
     monkeypatch.setattr("adapters.sdk.witness.os.fsync", disk_full)
     hub.tree = leaves(11)
-    with pytest.raises(OSError, match="No space"):
-        await w.see(signed(hub.tree))
+    caplog.set_level(logging.ERROR)
+    # The member's call goes on; the file keeps the older checkpoint, whole.
+    await w.see(signed(hub.tree))
     assert path.read_bytes() == before
     assert names(tmp_path) == ["kept.json"]
-    assert w.kept is not None and w.kept.tree_size == 5
+    assert "cannot write" in caplog.text and "No space" in caplog.text
+    assert w.kept is not None and w.kept.tree_size == 11
+    # A restart reads the older checkpoint, of the same log: still no alarm.
+    monkeypatch.undo()
+    w2 = witness(hub, path)
+    assert w2.kept is not None and w2.kept.tree_size == 5
+    await w2.see(signed(hub.tree))
+    assert w2.kept.tree_size == 11 and w2.alarm is None

@@ -238,39 +238,48 @@ class LogWitness {
   }
 
   keep(cp) {
-    if (this.file) writeAtomically(this.file, this.dump(cp));
+    if (this.file) {
+      try {
+        writeAtomically(this.file, this.dump(cp));
+      } catch (err) {
+        // The bank goes on: the file keeps an older checkpoint of the same log.
+        this.say('log-checkpoint-not-written', { file: this.file, error: err.message });
+      }
+    }
     this.kept = cp;
     this.judged.clear();
     this.say('log-checkpoint', { tree_size: cp.treeSize, root: cp.root.toString('hex') });
   }
 
   raise(kind, reason, kept, seen, hashes = []) {
-    let evidence = null;
-    if (this.file) {
-      const stamp = new Date().toISOString().replace(/[-:.]/g, '');
-      evidence = path.join(path.dirname(this.file), `log-${kind.toLowerCase()}-${stamp}.json`);
-      writeAtomically(
-        evidence,
-        JSON.stringify(
-          {
-            format: EVIDENCE_FORMAT,
-            kind,
-            reason,
-            kept: JSON.parse(this.dump(kept)),
-            seen: JSON.parse(this.dump(seen)),
-            proof: {
-              first_size: Math.min(kept.treeSize, seen.treeSize),
-              second_size: Math.max(kept.treeSize, seen.treeSize),
-              hashes: hashes.map((h) => Buffer.from(h).toString('base64')),
-            },
-          },
-          null,
-          2,
-        ) + '\n',
-      );
-    }
+    const evidence = this.file ? this.writeEvidence(kind, reason, kept, seen, hashes) : null;
     this.alarm = new LogForkAlarm(kind, reason, kept, seen, evidence);
     throw this.alarm;
+  }
+
+  /** The alarm's evidence beside the kept file; its path, or null when it cannot be written. */
+  writeEvidence(kind, reason, kept, seen, hashes) {
+    const stamp = new Date().toISOString().replace(/[-:.]/g, '');
+    const evidence = path.join(path.dirname(this.file), `log-${kind.toLowerCase()}-${stamp}.json`);
+    const doc = {
+      format: EVIDENCE_FORMAT,
+      kind,
+      reason,
+      kept: JSON.parse(this.dump(kept)),
+      seen: JSON.parse(this.dump(seen)),
+      proof: {
+        first_size: Math.min(kept.treeSize, seen.treeSize),
+        second_size: Math.max(kept.treeSize, seen.treeSize),
+        hashes: hashes.map((h) => Buffer.from(h).toString('base64')),
+      },
+    };
+    try {
+      writeAtomically(evidence, JSON.stringify(doc, null, 2) + '\n');
+      return evidence;
+    } catch (err) {
+      this.say('log-fork-evidence-not-written', { file: evidence, error: err.message });
+      return null;
+    }
   }
 }
 
