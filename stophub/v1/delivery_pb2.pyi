@@ -323,9 +323,10 @@ class StreamDeliveriesResponse(_message.Message):
         the hub's database), so that every member witnesses the log
         (docs/witness.md). Sent on a message with sequence 0 right after the
         subscription is accepted; on the next delivery whenever the latest
-        checkpoint changed since it was last sent on this connection; and on a
-        message with sequence 0 whenever this connection carried no checkpoint for
-        2 minutes. Unset otherwise, and while the hub has signed no checkpoint.
+        checkpoint changed since it was last sent on this connection; and, once
+        this connection has carried no checkpoint for 2 minutes, on the next
+        delivery or, when none is waiting, on a message with sequence 0. Unset
+        otherwise, and while the hub has signed no checkpoint.
         """
 
     def __init__(
