@@ -452,6 +452,11 @@ class HubClient:
     the hub serves mutual TLS only and refuses a request whose sender is not the institution
     the certificate names. `credentials=` or a ready `channel=` are for other setups; with
     none of the three the channel is plain text, for a development hub only.
+
+    The client witnesses the hub's audit log (docs/witness.md; `witness=False` turns it off):
+    it keeps the newest hub-signed log checkpoint it meets, in `log_checkpoint_file` too when
+    given, and raises LogForkAlarm when the hub's log shrank or forked; then every call raises
+    it until `acknowledge_log_alarm()`.
     """
 
     def __init__(
