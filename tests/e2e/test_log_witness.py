@@ -19,6 +19,7 @@ from adapters.sdk.witness import FORK, ROLLBACK
 from hub.bootstrap import serve
 from hub.crypto import checkpoint as checkpoints
 from hub.domain.merkle import verify_consistency
+from hub.system.clock import ManualClock
 from stophub.v1 import audit_pb2, audit_pb2_grpc, envelope_pb2
 from tests.e2e.conftest import Network, start_network
 from tests.e2e.wire_helpers import RawStream, report, sign
@@ -29,8 +30,8 @@ EVERY = 1.0
 
 
 @pytest.fixture
-async def net(tmp_path: Path, clock: object) -> AsyncIterator[Network]:
-    network = await start_network(tmp_path, clock, checkpoint_every=EVERY)  # type: ignore[arg-type]
+async def net(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Network]:
+    network = await start_network(tmp_path, clock, checkpoint_every=EVERY)
     try:
         yield network
     finally:
