@@ -187,6 +187,8 @@ async def _clients(
                 arrival = time.time()
                 if r is EOF:
                     return
+                if r.sequence == 0:
+                    continue  # only the log checkpoint (docs/witness.md), not a delivery
                 notice = delivery_pb2.Notice()
                 notice.ParseFromString(r.envelope.body)
                 kind = delivery_pb2.NoticeKind.Name(notice.kind)

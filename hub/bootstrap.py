@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 import migrations
-from hub.api.delivery import DeliveryRouter
+from hub.api.delivery import CHECKPOINT_EVERY, DeliveryRouter
 from hub.api.lists import ListServicer
 from hub.api.runner import Runner
 from hub.api.server import SERVICE_NAMES, bind, grpc_server
@@ -154,6 +154,7 @@ async def serve(
     metrics_address: str | None = None,
     health_address: str | None = None,
     health_interval: float = 5.0,
+    checkpoint_every: float = CHECKPOINT_EVERY,
 ) -> tuple[HubServer, SqlStore]:
     """`data_keys`: the keyring (or its file) that seals personal data; None keeps the one
     already configured in this process, and there must be one.
@@ -203,6 +204,7 @@ async def serve(
         database_probe=sql_probe(store),
         read_snapshot=sql_snapshot(store),
         health_interval=health_interval,
+        checkpoint_every=checkpoint_every,
     )
     if late_after is not None:
         server.hub.sweeper.late_after = late_after
@@ -289,6 +291,7 @@ async def start(
     health_interval: float = 5.0,
     health_timeout: float = 2.0,
     snapshot_max_age: float = 5.0,
+    checkpoint_every: float = CHECKPOINT_EVERY,
 ) -> HubServer:
     """Serve `hub` on `address` (host:port, port 0 for any free port): the request pipeline's
     threads, the delivery router, the list watcher, the metrics, the scheduled jobs and the
@@ -303,7 +306,10 @@ async def start(
     http://HOST:PORT/metrics, the database figures read by `read_snapshot` at most every
     `snapshot_max_age` seconds; `database_probe` (raising when the database cannot be
     reached) runs every `health_interval` seconds and turns health NOT_SERVING while it
-    fails; `health_address` opens a plain-text port serving only grpc.health.v1.Health."""
+    fails; `health_address` opens a plain-text port serving only grpc.health.v1.Health.
+
+    Each delivery stream carries the latest signed log checkpoint at least every
+    `checkpoint_every` seconds (docs/witness.md)."""
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub")
     runner = Runner(hub, executor)
     router = DeliveryRouter(runner, ack_timeout=ack_timeout)
@@ -321,7 +327,9 @@ async def start(
     metrics.watch_calendar(hub.calendar, hub.clock.now)
     lists = ListServicer(runner, executor)
     health_servicer = HealthServicer()
-    server = grpc_server(runner, router, lists, health_servicer, metrics)
+    server = grpc_server(
+        runner, router, lists, health_servicer, metrics, checkpoint_every=checkpoint_every
+    )
     port = bind(server, address, tls)
     hub.require_peer = tls is not None
     await server.start()

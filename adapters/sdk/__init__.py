@@ -11,10 +11,12 @@ from adapters.sdk.client import (
     HubError,
     HubKey,
     HubSignatureError,
+    LogForkAlarm,
     read_hub_key,
     secure_channel,
     tls_credentials,
 )
+from adapters.sdk.witness import LogWitness
 from hub.crypto.pki import TlsConfig
 
 __all__ = [
@@ -28,6 +30,8 @@ __all__ = [
     "HubError",
     "HubKey",
     "HubSignatureError",
+    "LogForkAlarm",
+    "LogWitness",
     "TlsConfig",
     "read_hub_key",
     "secure_channel",

@@ -31,6 +31,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from adapters.sdk.reach import Reach, look, tls_trouble
+from adapters.sdk.witness import LogForkAlarm, LogWitness, ProofRefused, ProofUnavailable
 from hub.crypto.envelope import create_time_of, seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.crypto.pki import TlsConfig
@@ -81,6 +82,9 @@ _TRANSIENT_CODES: Final = frozenset(
         grpc.StatusCode.INTERNAL,
     }
 )
+
+# The trailing metadata that carries the hub's newest signed log checkpoint (docs/witness.md).
+CHECKPOINT_METADATA: Final = "stophub-log-checkpoint-bin"
 
 # How old an envelope the hub still accepts (docs/signing.md, "Freshness").
 REPLAY_WINDOW: Final = timedelta(minutes=5)
@@ -448,6 +452,11 @@ class HubClient:
     the hub serves mutual TLS only and refuses a request whose sender is not the institution
     the certificate names. `credentials=` or a ready `channel=` are for other setups; with
     none of the three the channel is plain text, for a development hub only.
+
+    The client witnesses the hub's audit log (docs/witness.md; `witness=False` turns it off):
+    it keeps the newest hub-signed log checkpoint it meets, in `log_checkpoint_file` too when
+    given, and raises LogForkAlarm when the hub's log shrank or forked; then every call raises
+    it until `acknowledge_log_alarm()`.
     """
 
     def __init__(
@@ -463,6 +472,8 @@ class HubClient:
         tls: TlsConfig | None = None,
         timeout: float | None = 30.0,
         message_ids: Callable[[], str] | None = None,
+        witness: bool = True,
+        log_checkpoint_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.target = target
         self.institution = institution
@@ -502,6 +513,61 @@ class HubClient:
         self._registry: dict[str, _Registered] = {}
         self._streams: list[DeliveryStream] = []
         self._closed = False
+        # The member as a witness of the hub's audit log (adapters/sdk/witness.py): the
+        # newest checkpoint seen, in `log_checkpoint_file` too when given.
+        self.witness: LogWitness | None = (
+            LogWitness(self._hub_key, self._prove, self.clock, path=log_checkpoint_file)
+            if witness
+            else None
+        )
+
+    def _hub_key(self, key_id: str) -> bytes | None:
+        pinned = self.hub_keys.get(key_id)
+        return None if pinned is None else pinned[1]
+
+    def acknowledge_log_alarm(self, *, start_over: bool = False) -> LogForkAlarm | None:
+        """Let calls go on after a LogForkAlarm (returned; None if there was none).
+
+        Until this is called, every call and stream of this client raises the alarm. The
+        kept checkpoint stays: a hub still serving the other log raises it again with its
+        next checkpoint. `start_over=True` also forgets the kept checkpoint (its file is
+        renamed, beside the alarm's evidence) and keeps the next one that verifies: only once
+        the network's operators have decided which log is the real one (docs/witness.md)."""
+        if self.witness is None:
+            return None
+        return self.witness.acknowledge(start_over=start_over)
+
+    async def witness_checkpoint(self, envelope: bytes | Envelope) -> None:
+        """Judge a hub-signed log checkpoint met anywhere (LogWitness.see); the client does it
+        by itself for every checkpoint the hub sends it."""
+        if self.witness is not None:
+            raw = envelope.SerializeToString() if isinstance(envelope, Envelope) else envelope
+            await self.witness.see(raw)
+
+    async def _witness_trailers(self, metadata: Any) -> None:
+        if self.witness is None or not metadata:
+            return
+        for key, value in metadata:
+            if key == CHECKPOINT_METADATA and isinstance(value, bytes):
+                await self.witness.see(value)
+
+    async def _prove(self, first: int, second: int) -> Sequence[bytes]:
+        """The hub's consistency proof between its trees of `first` and `second` entries,
+        for the witness: not witnessed itself (the checkpoint under judgement rides on it)."""
+        body = audit_pb2.GetConsistencyProofBody(first_size=first, second_size=second)
+        try:
+            _, proof = await self._send("GetConsistencyProof", self.seal(body), witness=False)
+        except HubError as err:
+            if err.transient or err.code is grpc.StatusCode.PERMISSION_DENIED:
+                raise ProofUnavailable(str(err)) from err
+            raise ProofRefused(str(err)) from err
+        assert isinstance(proof, audit_pb2.ConsistencyProof)
+        if (proof.first_size, proof.second_size) != (first, second):
+            raise ProofRefused(
+                f"asked to prove {first}..{second}, the hub answered "
+                f"{proof.first_size}..{proof.second_size}"
+            )
+        return list(proof.hashes)
 
     @property
     def channel(self) -> grpc.aio.Channel:
@@ -775,7 +841,16 @@ class HubClient:
         return found
 
     async def send(self, method: str, envelope: Envelope) -> tuple[Envelope, Message]:
-        """Send an already signed envelope; (hub-signed answer envelope, decoded answer)."""
+        """Send an already signed envelope; (hub-signed answer envelope, decoded answer).
+
+        The log checkpoint the answer carries is witnessed (LogForkAlarm, docs/witness.md)."""
+        return await self._send(method, envelope, witness=True)
+
+    async def _send(
+        self, method: str, envelope: Envelope, *, witness: bool
+    ) -> tuple[Envelope, Message]:
+        if witness and self.witness is not None:
+            self.witness.check()
         rpc = RPCS.get(method)
         if rpc is None:
             raise ValueError(f"unknown method {method!r}; one of: {', '.join(RPCS)}")
@@ -784,12 +859,19 @@ class HubClient:
             raise ValueError(f"{method} takes a {expected}, not {envelope.body_type!r}")
         # types-protobuf (2026-11) no longer types a message's constructor fields.
         request = cast(Callable[..., Message], rpc.request)(envelope=envelope)
+        call = self._callable(rpc)(request, timeout=self.timeout)
         try:
-            response = await self._callable(rpc)(request, timeout=self.timeout)
+            response = await call
         except grpc.aio.AioRpcError as err:
-            raise await self._failure(err, envelope.message_id) from err
+            failure = await self._failure(err, envelope.message_id)
+            if witness:
+                await self._witness_trailers(err.trailing_metadata())
+            raise failure from err
         answer_env = cast(_Enveloped, response).envelope
-        return answer_env, self.open_hub_envelope(answer_env, rpc.answer)
+        answer = self.open_hub_envelope(answer_env, rpc.answer)
+        if witness:
+            await self._witness_trailers(await call.trailing_metadata())
+        return answer_env, answer
 
     async def call(
         self, method: str, body: Message, *, message_id: str | None = None
@@ -1156,6 +1238,7 @@ class HubClient:
         )
         if tree_size:
             _same("checkpoint size", str(tree_size), str(checkpoint.tree_size))
+        await self.witness_checkpoint(envelope)
         return envelope, checkpoint
 
     async def get_inclusion_proof(self, log_index: int, tree_size: int) -> audit_pb2.InclusionProof:
@@ -1580,6 +1663,8 @@ class DeliveryStream:
 
     async def _session(self) -> bool:
         """One connection, until it ends; True if it carried at least one delivery."""
+        if self.client.witness is not None:
+            self.client.witness.check()
         call = self.client._stream_callable()(None)
         received = False
         self._subscribed = False
@@ -1608,6 +1693,11 @@ class DeliveryStream:
                 if response is grpc.aio.EOF:  # type: ignore[attr-defined]
                     return received
                 assert isinstance(response, delivery_pb2.StreamDeliveriesResponse)
+                if response.HasField("log_checkpoint"):
+                    # A LogForkAlarm ends the stream: the consumer's iteration raises it.
+                    await self.client.witness_checkpoint(response.log_checkpoint)
+                if response.sequence == 0:
+                    continue  # only the checkpoint: not a delivery, never acknowledged
                 received = True
                 await self._accept(response)
         except grpc.aio.AioRpcError as err:
@@ -1669,5 +1759,6 @@ __all__ = [
     "HubError",
     "HubKey",
     "HubSignatureError",
+    "LogForkAlarm",
     "read_hub_key",
 ]

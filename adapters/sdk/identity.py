@@ -8,6 +8,7 @@ DIR/
   ca.pem                 the network CA's certificate        } `stophub pki issue CODE
   <code>-tls.pem, .key   the institution's TLS client pair   }   --out-dir DIR`
   hub.pub, hub-*.pub     the hub's published public key(s), the current one in hub.pub
+  log-checkpoint.json    the newest audit-log checkpoint this member saw (the SDK writes it)
 ```
 
 `load_identity` reads it and says, in one line, which file is missing and which command makes
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.sdk.client import Clock, HubClient, read_hub_key
+from adapters.sdk.witness import DEFAULT_FILE
 from hub.crypto import pki
 from hub.crypto.keys import PrivateKey, load_private_key, save_private_key
 from hub.crypto.public import public_key_to_pem
@@ -29,6 +31,7 @@ from hub.crypto.secretfile import create
 IDENTITY_FILE = "identity.toml"
 SIGNING_KEY = "signing.key"
 HUB_KEY = "hub.pub"
+LOG_CHECKPOINT = DEFAULT_FILE
 
 
 class IdentityError(Exception):
@@ -55,6 +58,8 @@ class Identity:
                 f"{self.directory / IDENTITY_FILE} names no hub: give --hub HOST:PORT "
                 'or add hub = "HOST:PORT" to it'
             )
+        # The member keeps the newest log checkpoint it saw beside its keys (witness.md).
+        options.setdefault("log_checkpoint_file", self.directory / LOG_CHECKPOINT)
         return HubClient(
             address,
             institution=self.institution,

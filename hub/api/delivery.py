@@ -19,6 +19,11 @@ which unacknowledged delivery, and does its store work for all streams at once:
 The tick runs alongside a dispatch. Dispatches for different institutions may overlap
 (`parallel`, one by default); never two for one institution, so each institution's
 deliveries leave in sequence order.
+
+The servicer at the end writes each connection's queue to its stream, with the latest log
+checkpoint (docs/witness.md). The module is over 600 lines because the router and the
+servicer share each Connection and its closing rules (`_CLOSE`, `hung_up`, `error`), which
+read best side by side.
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ class Connection:
     error_envelope: envelope_pb2.Envelope | None = None
     # The client ended its side of the stream (it hung up, or only stopped writing).
     hung_up: bool = False
+    # The log checkpoint last sent on this connection, and when (time.monotonic()).
+    checkpoint_sent: bytes | None = None
+    checkpoint_at: float = 0.0
 
 
 @dataclass
@@ -496,11 +504,41 @@ class DeliveryRouter:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+# At least this often (seconds) a connection carries the latest log checkpoint, idle or not.
+CHECKPOINT_EVERY = 120.0
+
+
 class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
-    def __init__(self, runner: Runner, router: DeliveryRouter, *, hello_timeout: float = 30.0):
+    def __init__(
+        self,
+        runner: Runner,
+        router: DeliveryRouter,
+        *,
+        hello_timeout: float = 30.0,
+        checkpoint_every: float = CHECKPOINT_EVERY,
+    ):
         self.r = runner
         self.router = router
         self.hello_timeout = hello_timeout
+        self.checkpoint_every = checkpoint_every
+
+    async def _with_checkpoint(
+        self, conn: Connection, item: delivery_pb2.StreamDeliveriesResponse | None
+    ) -> delivery_pb2.StreamDeliveriesResponse | None:
+        """`item` (a delivery) carrying the latest log checkpoint when this connection has not
+        had it yet; with no item, a message of sequence 0 carrying it (None before the hub
+        signed any). Members witness the log with it (docs/witness.md)."""
+        current = await self.r.log_checkpoint()
+        due = time.monotonic() - conn.checkpoint_at >= self.checkpoint_every
+        if item is not None and (current is None or (current == conn.checkpoint_sent and not due)):
+            return item
+        conn.checkpoint_at = time.monotonic()
+        if current is None:
+            return item
+        conn.checkpoint_sent = current
+        out = item if item is not None else delivery_pb2.StreamDeliveriesResponse()
+        out.log_checkpoint.ParseFromString(current)
+        return out
 
     async def StreamDeliveries(  # type: ignore[override]
         self, request_iterator: Any, context: Any
@@ -531,9 +569,27 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
         await context.send_initial_metadata((("stophub-subscribed", code),))
         conn = self.router.attach(code, name, first.envelope.key_id)
         reader = asyncio.create_task(self._read_acks(conn, context, peer))
+        getter: asyncio.Future[Any] | None = None
         try:
+            # The latest checkpoint first, before any delivery.
+            opening = await self._with_checkpoint(conn, None)
+            if opening is not None:
+                await context.write(opening)
             while True:
-                item = await conn.queue.get()
+                # One pending get across the waits: a get cancelled by a timeout could lose
+                # the item it was handed.
+                if getter is None:
+                    getter = asyncio.ensure_future(conn.queue.get())
+                left = conn.checkpoint_at + self.checkpoint_every - time.monotonic()
+                done, _ = await asyncio.wait((getter,), timeout=max(left, 0.0))
+                if not done:
+                    # Idle for checkpoint_every: the checkpoint goes out on its own.
+                    beat = await self._with_checkpoint(conn, None)
+                    if beat is not None:
+                        await context.write(beat)
+                    continue
+                item = getter.result()
+                getter = None
                 if item is _CLOSE:
                     if conn.error is not None:
                         await self.r.abort(context, conn.error, conn.error_envelope)
@@ -546,8 +602,10 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
                         self.router.detach(conn)
                         await asyncio.sleep(HANGUP_GRACE)
                     return
-                await context.write(item)
+                await context.write(await self._with_checkpoint(conn, item))
         finally:
+            if getter is not None:
+                getter.cancel()
             reader.cancel()
             self.router.detach(conn)
 

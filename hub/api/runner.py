@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Message)
 
+# Trailing metadata of every answer: the newest signed log checkpoint, a serialized Envelope
+# (docs/witness.md). "-bin": gRPC carries the value as bytes.
+CHECKPOINT_METADATA = "stophub-log-checkpoint-bin"
+
 
 def peer_institution(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     """The institution the connection's client certificate names in its SAN URI
@@ -47,6 +51,22 @@ class Runner:
         work = functools.partial(contextvars.copy_context().run, fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self.executor, work)
 
+    async def log_checkpoint(self) -> bytes | None:
+        """The newest signed log checkpoint (serialized Envelope), None before the first; the
+        database is read at most once per LatestCheckpoint.max_age, off the event loop."""
+        latest = self.hub.latest_checkpoint
+        if not latest.stale():
+            return latest.peek()
+        try:
+            found: bytes | None = await self.call(latest.get)
+        except RuntimeError:  # the pool is shut down: the hub is stopping
+            return latest.peek()
+        return found
+
+    async def checkpoint_trailers(self) -> tuple[tuple[str, bytes], ...]:
+        envelope = await self.log_checkpoint()
+        return () if envelope is None else ((CHECKPOINT_METADATA, envelope),)
+
     async def abort(
         self,
         context: grpc.aio.ServicerContext[Any, Any],
@@ -59,6 +79,8 @@ class Runner:
             self.hub.clock.now(),
         )
         code, message, trailers = status_for(err, envelope, signed)
+        # A refusal carries the checkpoint too: a member that is refused still witnesses.
+        trailers = (*trailers, *await self.checkpoint_trailers())
         await context.abort(code, message, trailing_metadata=trailers)
 
     async def run(
@@ -90,6 +112,9 @@ class Runner:
                 )
                 await self.abort(context, err, envelope)
                 raise AssertionError("abort returns by raising") from err
+        trailers = await self.checkpoint_trailers()
+        if trailers:
+            context.set_trailing_metadata(trailers)
         # types-protobuf (2026-11) no longer types a message's constructor fields.
         make = cast(Callable[..., R], response_type)
         return make(envelope=answer)

@@ -10,7 +10,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from hub.api.decoding import DecodeGuard
-from hub.api.delivery import DeliveryRouter, DeliveryServicer
+from hub.api.delivery import CHECKPOINT_EVERY, DeliveryRouter, DeliveryServicer
 from hub.api.lists import ListServicer
 from hub.api.runner import Runner
 from hub.api.servicers import (
@@ -74,6 +74,8 @@ def grpc_server(
     lists: ListServicer,
     health_servicer: HealthServicer,
     metrics: HubMetrics,
+    *,
+    checkpoint_every: float = CHECKPOINT_EVERY,
 ) -> grpc.aio.Server:
     """Every StopHub service, health and reflection on one server (not bound yet)."""
     server = grpc.aio.server(
@@ -89,7 +91,7 @@ def grpc_server(
     sla_pb2_grpc.add_SlaServiceServicer_to_server(SlaServicer(runner), server)
     returns_pb2_grpc.add_DistributionServiceServicer_to_server(DistributionServicer(runner), server)
     delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
-        DeliveryServicer(runner, router), server
+        DeliveryServicer(runner, router, checkpoint_every=checkpoint_every), server
     )
     server.add_generic_rpc_handlers((lists.handler(),))
     appeal_pb2_grpc.add_AppealServiceServicer_to_server(AppealServicer(runner), server)

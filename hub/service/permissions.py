@@ -254,13 +254,12 @@ MATRIX: dict[str, dict[tuple[InstitutionKind, Relation], Rule]] = {
     "ListAppeals": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
     **{
         rpc: _plain({**_same(_READERS_ONLY, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)})
-        for rpc in (
-            "ListAuditEntries",
-            "GetLogCheckpoint",
-            "GetInclusionProof",
-            "GetConsistencyProof",
-        )
+        for rpc in ("ListAuditEntries", "GetInclusionProof")
     },
+    # Every member witnesses the log: it keeps the newest checkpoint it saw and proves the
+    # next one an extension of it (docs/witness.md). Checkpoints and consistency proofs hold
+    # hashes only, nothing about any case.
+    **{rpc: _plain(_same(ALLOW, KINDS)) for rpc in ("GetLogCheckpoint", "GetConsistencyProof")},
 }
 
 # Calls that change nothing; what the regulator and auditors are limited to.

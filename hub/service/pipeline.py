@@ -33,6 +33,7 @@ from hub.domain.workdays import WeekdaysOnly, WorkingDays
 from hub.service.batching import Batch, GroupCommit
 from hub.service.clocks import Tracked, apply_clocks, audit_transitions
 from hub.service.gate import MAX_CLOCK_SKEW, REPLAY_WINDOW, Gate, MemberCache, Members
+from hub.service.latestcheckpoint import LatestCheckpoint
 from hub.service.permissions import Access, authorize, refuse_kind, relation_of
 from hub.service.ports import (
     AuditEntry,
@@ -256,6 +257,8 @@ class Hub:
         self.gate = Gate(
             self.writes, clock, replay_window=replay_window, max_clock_skew=max_clock_skew
         )
+        # The newest signed log checkpoint, carried on every answer and stream (witness.md).
+        self.latest_checkpoint = LatestCheckpoint(uow)
         self.jobs = Jobs(self)
 
     # ---- what the parts hold ------------------------------------------------------------------

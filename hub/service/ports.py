@@ -521,6 +521,10 @@ class AuditLog(Protocol):
         hashes at height 0, subtree roots above; fewer when some are missing."""
         ...
 
+    def latest_checkpoint(self) -> LogCheckpointRow | None:
+        """The checkpoint of the largest tree, or None before the first."""
+        ...
+
 
 class UnitOfWork(Protocol):
     institutions: InstitutionRepository

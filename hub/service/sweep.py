@@ -28,6 +28,7 @@ from hub.domain.institutions import HUB_CODE, ContactRole, Institution, Institut
 from hub.domain.workdays import WorkingDays
 from hub.service import auditlog, lists, wire
 from hub.service.clocks import Tracked, apply_clocks, audit_transitions, write_log
+from hub.service.latestcheckpoint import LatestCheckpoint
 from hub.service.ports import PendingDelivery, Signer, UnitOfWork
 from stophub.v1 import delivery_pb2, sla_pb2
 
@@ -45,6 +46,7 @@ class JobHost(lists.ListHost, Protocol):
     signer: Signer
     clock_policy: ClockPolicy
     calendar: WorkingDays
+    latest_checkpoint: LatestCheckpoint
 
     def deliver(
         self, uow: UnitOfWork, recipient: str, notice: delivery_pb2.Notice, now: datetime
@@ -79,7 +81,9 @@ class Jobs:
         """Place every committed audit entry in the log's Merkle tree and sign a checkpoint
         when one is due (ADR 15); returns how many entries were placed."""
         placed = auditlog.sequence(self.hub.uow)
-        auditlog.checkpoint(self.hub.uow, self.hub.signer, self.hub.clock)
+        signed = auditlog.checkpoint(self.hub.uow, self.hub.signer, self.hub.clock)
+        if signed is not None:
+            self.hub.latest_checkpoint.signed(signed)
         return placed
 
 

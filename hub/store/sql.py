@@ -1308,6 +1308,17 @@ class SqlAudit:
         )
         return [LogCheckpointRow(r.tree_size, r.root_hash, r.signed_at, r.envelope) for r in rows]
 
+    def latest_checkpoint(self) -> LogCheckpointRow | None:
+        # One row by the primary key's index: every member's stream and answer carries it.
+        r = self.session.execute(
+            select(audit_checkpoints).order_by(audit_checkpoints.c.tree_size.desc()).limit(1)
+        ).first()
+        return (
+            None
+            if r is None
+            else LogCheckpointRow(r.tree_size, r.root_hash, r.signed_at, r.envelope)
+        )
+
 
 def _audit_record(row: Any) -> AuditRecord:
     return AuditRecord(

@@ -324,7 +324,15 @@ class GetConsistencyProofBody(_message.Message):
     FIRST_SIZE_FIELD_NUMBER: _builtins.int
     SECOND_SIZE_FIELD_NUMBER: _builtins.int
     first_size: _builtins.int
+    """The size of the smaller tree: any size from 1 to the second tree's, a
+    checkpoint's or not (a member proves the checkpoint it kept, of whatever
+    size, against a newer one: docs/witness.md). Below 1 is INVALID_ARGUMENT;
+    above the second tree's size is OUT_OF_RANGE NOT_IN_TREE.
+    """
     second_size: _builtins.int
+    """A checkpoint's size (NOT_FOUND CHECKPOINT_NOT_FOUND otherwise), or 0 for
+    the latest checkpoint. The proof is checked against its signed root.
+    """
     def __init__(
         self,
         *,

@@ -295,29 +295,51 @@ Global___StreamDeliveriesRequest: _TypeAlias = StreamDeliveriesRequest  # noqa: 
 
 @_typing.final
 class StreamDeliveriesResponse(_message.Message):
-    """One delivery: a hub-signed envelope whose body is a Notice."""
+    """One delivery: a hub-signed envelope whose body is a Notice; or, with
+    sequence 0 and no envelope, only the hub's latest log checkpoint.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQUENCE_FIELD_NUMBER: _builtins.int
     ENVELOPE_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    LOG_CHECKPOINT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
-    """Increasing per recipient; acknowledge it with an AckBody."""
+    """Increasing per recipient (from 1); acknowledge it with an AckBody. 0 on a
+    message that carries only log_checkpoint: that is not a delivery and is
+    never acknowledged (an AckBody naming 0 acknowledges nothing).
+    """
     attempt: _builtins.int
-    """1 on first delivery, more when redelivered."""
+    """1 on first delivery, more when redelivered; 0 when sequence is 0."""
     @_builtins.property
-    def envelope(self) -> _envelope_pb2.Envelope: ...
+    def envelope(self) -> _envelope_pb2.Envelope:
+        """The delivery (body Notice); unset when sequence is 0."""
+
+    @_builtins.property
+    def log_checkpoint(self) -> _envelope_pb2.Envelope:
+        """The newest checkpoint of the audit log the hub has signed (an envelope
+        from HUB to AUDIT whose body is a LogCheckpoint, byte for byte as kept in
+        the hub's database), so that every member witnesses the log
+        (docs/witness.md). Sent on a message with sequence 0 right after the
+        subscription is accepted; on the next delivery whenever the latest
+        checkpoint changed since it was last sent on this connection; and, once
+        this connection has carried no checkpoint for 2 minutes, on the next
+        delivery or, when none is waiting, on a message with sequence 0. Unset
+        otherwise, and while the hub has signed no checkpoint.
+        """
+
     def __init__(
         self,
         *,
         sequence: _builtins.int = ...,
         envelope: _envelope_pb2.Envelope | None = ...,
         attempt: _builtins.int = ...,
+        log_checkpoint: _envelope_pb2.Envelope | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "log_checkpoint", b"log_checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "envelope", b"envelope", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "envelope", b"envelope", "log_checkpoint", b"log_checkpoint", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -398,3 +398,57 @@ def test_node_bank_test_suite_passes() -> None:
     ):
         assert re.search(rf"^ok \d+ - {re.escape(name)}$", result.stdout, re.M), name
     assert "# fail 0" in result.stdout
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+async def test_node_bank_raises_the_fork_alarm_when_the_hub_database_is_rolled_back(
+    network: Network, tmp_path: Path
+) -> None:
+    """The Node bank keeps the newest log checkpoint in its file; its next connection, to a
+    hub whose database was replaced by an earlier copy, meets a smaller tree: it logs
+    LOG-FORK-ALARM (ROLLBACK) with the evidence and exits 5 (docs/witness.md)."""
+    from tests.e2e.test_log_witness import restart, snapshot
+
+    credited = network.clock.now() - timedelta(minutes=20)
+    command = register_node_bank(
+        network, tmp_path, hub_public_key=network.hub_public_key, credited=credited
+    )
+    async with network.client("BANKA", witness=False) as banka:
+        await banka.create_report(fraud_report(network.clock.now(), credited))
+        _, early = await banka.get_log_checkpoint(fresh=True)
+        snapshot(network, tmp_path / "early.db")
+        await banka.create_report(fraud_report(network.clock.now(), credited))
+        _, later = await banka.get_log_checkpoint(fresh=True)
+    assert later.tree_size > early.tree_size
+
+    async with node_bank(command) as bank:
+
+        async def kept() -> bool:
+            assert bank.process.returncode is None, f"Node bank exited:\n{bank.output}"
+            return any(e["tree_size"] == later.tree_size for e in bank.events("log-checkpoint"))
+
+        await eventually(network, kept, "the Node bank's kept checkpoint", bank)
+    assert bank.process.returncode == 0, bank.output
+    kept_file = tmp_path / "log-checkpoint.json"
+    assert read_json(kept_file)["tree_size"] == later.tree_size
+
+    await restart(network, database=tmp_path / "early.db")
+    async with node_bank(command) as bank:
+
+        async def alarmed() -> bool:
+            return bank.process.returncode is not None and bool(bank.events("LOG-FORK-ALARM"))
+
+        await eventually(network, alarmed, "the Node bank's fork alarm", bank)
+        assert bank.process.returncode == 5, bank.output
+        [started] = bank.events("started")
+        assert started["kept_tree_size"] == later.tree_size
+        [alarm] = bank.events("LOG-FORK-ALARM")
+        assert alarm["kind"] == "ROLLBACK", alarm
+        evidence = read_json(Path(alarm["evidence"]))
+        assert evidence["kept"]["tree_size"] == later.tree_size
+        assert evidence["seen"]["tree_size"] == early.tree_size
+    # The kept checkpoint is not replaced by the smaller one.
+    assert read_json(kept_file)["tree_size"] == later.tree_size

@@ -75,6 +75,7 @@ class RawStream:
         self.call = delivery_pb2_grpc.DeliveryServiceStub(self.channel).StreamDeliveries()
         # One reader for the call's life: cancelling a pending read would cancel the RPC.
         self.inbox: asyncio.Queue[object] = asyncio.Queue()
+        self.checkpoints: list[delivery_pb2.StreamDeliveriesResponse] = []
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -103,12 +104,22 @@ class RawStream:
         )
         return self
 
-    async def next(self, timeout: float = 5.0) -> delivery_pb2.StreamDeliveriesResponse:
-        item = await asyncio.wait_for(self.inbox.get(), timeout)
-        if isinstance(item, Exception):
-            raise item
-        assert isinstance(item, delivery_pb2.StreamDeliveriesResponse)
-        return item
+    async def next(
+        self, timeout: float = 5.0, *, checkpoints: bool = False
+    ) -> delivery_pb2.StreamDeliveriesResponse:
+        """The next delivery; messages that carry only the log checkpoint (sequence 0, no
+        envelope: docs/witness.md) are set aside in `self.checkpoints`, unless `checkpoints`
+        asks for every message."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            item = await asyncio.wait_for(self.inbox.get(), max(deadline - loop.time(), 0))
+            if isinstance(item, Exception):
+                raise item
+            assert isinstance(item, delivery_pb2.StreamDeliveriesResponse)
+            if checkpoints or item.sequence != 0 or item.HasField("envelope"):
+                return item
+            self.checkpoints.append(item)
 
     async def ack(
         self, *sequences: int, key: PrivateKey | None = None, sender: str | None = None

@@ -520,6 +520,9 @@ class FakeAudit:
     def checkpoints(self) -> list[LogCheckpointRow]:
         return sorted(self._state.checkpoints, key=lambda c: c.tree_size)
 
+    def latest_checkpoint(self) -> LogCheckpointRow | None:
+        return max(self._state.checkpoints, key=lambda c: c.tree_size, default=None)
+
     def logged(self, after_id: int, limit: int) -> list[LoggedRecord]:
         out = []
         for r in self.scan(after_id, limit):

@@ -9,6 +9,7 @@
 // hub has taken the answer. See README.md.
 
 const fs = require('node:fs');
+const path = require('node:path');
 const { parseArgs } = require('node:util');
 const crypto = require('node:crypto');
 
@@ -16,6 +17,7 @@ const signing = require('./signing');
 const { selfTest } = require('./selftest');
 const { load } = require('./proto');
 const { HubConnection, HubError, HubSignatureError, timestamp } = require('./hub');
+const { LogForkAlarm, LogWitness } = require('./witness');
 
 const RESIGN_AFTER_MS = 4 * 60_000; // the hub's replay window is 5 minutes
 const CENTRE = 'INSTITUTION_KIND_ANTI_FRAUD_CENTRE';
@@ -146,7 +148,7 @@ class NodeBank {
         failures = 0;
       } catch (err) {
         if (this.stopping) return;
-        if (err instanceof HubSignatureError) throw err;
+        if (err instanceof HubSignatureError || err instanceof LogForkAlarm) throw err;
         if (!(err instanceof HubError) && typeof err.code !== 'number') throw err; // a bug, not the hub
         const hubErr = err instanceof HubError ? err : this.hub.hubError(err);
         if (!hubErr.transient) throw hubErr;
@@ -160,6 +162,7 @@ class NodeBank {
   }
 
   async session() {
+    if (this.hub.witness) this.hub.witness.check();
     const call = this.hub.clients.delivery.StreamDeliveries();
     this.call = call;
     call.on('metadata', (md) => {
@@ -170,6 +173,10 @@ class NodeBank {
     call.write({ envelope: subscribe });
     try {
       for await (const delivery of call) {
+        // The hub's newest log checkpoint: after the subscription, with a delivery when it
+        // changed, and on an idle stream every 2 minutes (docs/witness.md).
+        if (delivery.log_checkpoint && this.hub.witness) await this.hub.witness.see(delivery.log_checkpoint);
+        if (String(delivery.sequence) === '0') continue; // only the checkpoint: never acknowledged
         await this.onDelivery(call, delivery); // one at a time, in the hub's order
       }
     } finally {
@@ -343,7 +350,7 @@ function hubKeyFrom(path) {
 const USAGE = `usage: node src/bank.js --target HOST:PORT --institution CODE --key BANK.key
          --hub-key HUB.pub [--hub-key NEW-HUB.pub] --ca CA.pem --cert CODE-tls.pem
          --tls-key CODE-tls.key --accounts ACCOUNTS.json [--server-name NAME]
-         [--connection-name NAME] [--proto-dir DIR]`;
+         [--connection-name NAME] [--log-checkpoint FILE] [--proto-dir DIR]`;
 
 async function main(argv) {
   const { values } = parseArgs({
@@ -359,6 +366,7 @@ async function main(argv) {
       'server-name': { type: 'string' },
       accounts: { type: 'string' },
       'connection-name': { type: 'string', default: 'node-bank' },
+      'log-checkpoint': { type: 'string' },
       'proto-dir': { type: 'string' },
       help: { type: 'boolean' },
     },
@@ -399,7 +407,27 @@ async function main(argv) {
     book: Book.fromFile(values.accounts),
     connectionName: values['connection-name'],
   });
-  bank.say('started', { key_id: signer.keyId, algorithm: signer.algorithm, target: values.target });
+  // The newest log checkpoint this bank saw, kept beside its key unless told otherwise.
+  const keptFile = values['log-checkpoint'] || path.join(path.dirname(path.resolve(values.key)), 'log-checkpoint.json');
+  try {
+    hub.witness = new LogWitness({
+      hub,
+      file: keptFile,
+      prove: (first, second) => hub.consistencyProof(first, second),
+      say: bank.say,
+    });
+  } catch (err) {
+    bank.say('FATAL', { error: err.message });
+    hub.close();
+    return 1;
+  }
+  bank.say('started', {
+    key_id: signer.keyId,
+    algorithm: signer.algorithm,
+    target: values.target,
+    log_checkpoint: keptFile,
+    kept_tree_size: hub.witness.kept ? hub.witness.kept.treeSize : 0,
+  });
   const stop = () => bank.stop();
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
@@ -408,6 +436,11 @@ async function main(argv) {
     bank.say('stopped');
     return 0;
   } catch (err) {
+    if (err instanceof LogForkAlarm) {
+      // Someone rewrote the hub's log that this bank saw signed: stop, keep the evidence.
+      bank.say('LOG-FORK-ALARM', { kind: err.kind, error: err.message, evidence: err.evidence });
+      return 5;
+    }
     bank.say(err instanceof HubSignatureError ? 'SECURITY-STOP' : 'FATAL', { error: err.message });
     return err instanceof HubSignatureError ? 3 : 1;
   } finally {

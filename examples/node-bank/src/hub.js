@@ -5,10 +5,13 @@
 const crypto = require('node:crypto');
 const grpc = require('@grpc/grpc-js');
 const signing = require('./signing');
+const { ProofRefused, ProofUnavailable } = require('./witness');
 
 const HUB = 'HUB';
 const UNADDRESSED = 'UNKNOWN'; // the hub addresses a refused stream acknowledgement so
 const REGISTRY_TTL_MS = 60_000;
+// Trailing metadata of every hub answer: its newest signed log checkpoint (docs/witness.md).
+const CHECKPOINT_METADATA = 'stophub-log-checkpoint-bin';
 
 // Status codes that say the request did not get through or the hub could not finish it: the
 // same message may be sent again (with the same message id).
@@ -73,6 +76,8 @@ class HubConnection {
     );
     if (this.hubKeys.size === 0) throw new Error("give the hub's public key");
     this.registry = new Map();
+    // The LogWitness (src/witness.js) judging every checkpoint the hub sends, once set.
+    this.witness = null;
     credentials = credentials || grpc.credentials.createSsl(tls.ca, tls.key, tls.cert);
     const options = {
       'grpc.initial_reconnect_backoff_ms': 250,
@@ -85,6 +90,7 @@ class HubConnection {
       delivery: new s.DeliveryService(target, credentials, options),
       order: new s.OrderService(target, credentials, options),
       institution: new s.InstitutionService(target, credentials, options),
+      audit: new s.AuditService(target, credentials, options),
     };
   }
 
@@ -188,26 +194,59 @@ class HubConnection {
     });
   }
 
-  /** Send a signed envelope to a unary RPC; the hub-signed answer's body as a plain object. */
-  send(client, method, envelope, answerType, { timeoutMs = 30_000 } = {}) {
+  /**
+   * Send a signed envelope to a unary RPC; the hub-signed answer's body as a plain object. The
+   * log checkpoint in the answer's trailing metadata is witnessed (a LogForkAlarm rejects).
+   */
+  send(client, method, envelope, answerType, { timeoutMs = 30_000, witness = true } = {}) {
+    const watching = witness && this.witness;
+    if (watching) this.witness.check();
     return new Promise((resolve, reject) => {
       const deadline = new Date(Date.now() + timeoutMs);
-      this.clients[client][method]({ envelope }, { deadline }, (err, response) => {
-        if (err) {
-          try {
-            reject(this.hubError(err, { messageId: envelope.message_id }));
-          } catch (e) {
-            reject(e);
+      // grpc-js reports the trailers ('status') right after the answer's callback.
+      let ended = null;
+      const call = this.clients[client][method]({ envelope }, { deadline }, (err, response) => {
+        (async () => {
+          if (err) {
+            const refusal = this.hubError(err, { messageId: envelope.message_id });
+            if (watching) await this.witnessTrailers(err.metadata);
+            throw refusal;
           }
-          return;
-        }
-        try {
-          resolve({ envelope: response.envelope, body: this.openHubEnvelope(response.envelope, answerType) });
-        } catch (e) {
-          reject(e);
-        }
+          const answer = { envelope: response.envelope, body: this.openHubEnvelope(response.envelope, answerType) };
+          if (watching) await this.witnessTrailers((await ended).metadata);
+          return answer;
+        })().then(resolve, reject);
       });
+      ended = new Promise((r) => call.on('status', r));
     });
+  }
+
+  async witnessTrailers(metadata) {
+    const values = metadata ? metadata.get(CHECKPOINT_METADATA) : [];
+    for (const value of values) await this.witness.see(Buffer.from(value));
+  }
+
+  /** The hub's consistency proof between its trees of `first` and `second` entries. */
+  async consistencyProof(first, second) {
+    const env = this.seal('stophub.v1.GetConsistencyProofBody', {
+      first_size: String(first),
+      second_size: String(second),
+    });
+    let body;
+    try {
+      // Not witnessed itself: the checkpoint under judgement rides on its answer too.
+      ({ body } = await this.send('audit', 'GetConsistencyProof', env, 'stophub.v1.ConsistencyProof', {
+        witness: false,
+      }));
+    } catch (err) {
+      if (!(err instanceof HubError)) throw err;
+      if (err.transient || err.code === grpc.status.PERMISSION_DENIED) throw new ProofUnavailable(err.message);
+      throw new ProofRefused(err.message);
+    }
+    if (Number(body.first_size) !== first || Number(body.second_size) !== second) {
+      throw new ProofRefused(`asked ${first}..${second}, the hub proved ${body.first_size}..${body.second_size}`);
+    }
+    return body.hashes.map((h) => Buffer.from(h));
   }
 
   async getInstitution(code) {

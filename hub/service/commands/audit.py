@@ -80,7 +80,9 @@ def get_log_checkpoint(ctx: Context, body: audit_pb2.GetLogCheckpointBody) -> Me
     if body.fresh and body.tree_size == 0:
         # Signing a checkpoint records nothing about anyone: the hub states what it holds.
         auditlog.sequence(ctx.hub.uow)
-        auditlog.checkpoint(ctx.hub.uow, ctx.hub.signer, ctx.hub.clock, every=None)
+        signed = auditlog.checkpoint(ctx.hub.uow, ctx.hub.signer, ctx.hub.clock, every=None)
+        if signed is not None:
+            ctx.hub.latest_checkpoint.signed(signed)
         with ctx.hub.uow(read_only=True) as fresh:
             found = fresh.audit.checkpoints()
         if not found:
@@ -112,24 +114,38 @@ def get_inclusion_proof(ctx: Context, body: audit_pb2.GetInclusionProofBody) -> 
 
 
 def get_consistency_proof(ctx: Context, body: audit_pb2.GetConsistencyProofBody) -> Message:
-    first = _checkpoint(ctx, body.first_size)
-    second = _checkpoint(ctx, body.second_size)
-    if not 0 < first.tree_size <= second.tree_size:
+    """Proves the tree of `second_size` (a checkpoint's; 0 for the latest) an extension of its
+    prefix of `first_size` entries: any size from 1 to the second, so that a member proves
+    the checkpoint it kept against a newer one whatever their sizes (docs/witness.md)."""
+    if body.first_size < 1:
         raise InvalidArgument(
-            "first_size", "name two checkpoints, the smaller first (sizes above 0)"
+            "first_size", f"is {body.first_size}: give the size of the smaller tree, 1 or more"
         )
-    hashes = consistency_path(first.tree_size, second.tree_size, TiledTree(ctx.uow.audit.nodes))
-    if not verify_consistency(
-        first.tree_size, second.tree_size, hashes, first.root_hash, second.root_hash
-    ):
+    if body.second_size < 0:
+        raise InvalidArgument("second_size", "is 0 (the latest checkpoint) or a checkpoint's size")
+    second = _checkpoint(ctx, body.second_size)
+    first_size = body.first_size
+    if first_size > second.tree_size:
+        raise OutOfRange(
+            "NOT_IN_TREE",
+            f"first_size {first_size} is larger than the checkpoint of {second.tree_size} "
+            "entries: a tree is proved against a larger or equal one",
+        )
+    tree = TiledTree(ctx.uow.audit.nodes)
+    # The first root is not signed unless a checkpoint of that size exists; the proof is
+    # checked against the signed second root, and the first root it implies is the
+    # prefix's own (RFC 9162 2.1.4.2 recomputes both from the path).
+    first_root = tree(0, first_size)
+    hashes = consistency_path(first_size, second.tree_size, tree)
+    if not verify_consistency(first_size, second.tree_size, hashes, first_root, second.root_hash):
         log.error(
             "audit log: stored subtree roots give a wrong consistency proof %d..%d",
-            first.tree_size,
+            first_size,
             second.tree_size,
         )
-        hashes = consistency_proof(first.tree_size, ctx.uow.audit.leaves(second.tree_size))
+        hashes = consistency_proof(first_size, ctx.uow.audit.leaves(second.tree_size))
     return audit_pb2.ConsistencyProof(
-        first_size=first.tree_size, second_size=second.tree_size, hashes=hashes
+        first_size=first_size, second_size=second.tree_size, hashes=hashes
     )
 
 
