@@ -479,7 +479,8 @@ def registered_hub_keys(store: SqlStore) -> HubKeys:
 
 
 def print_verification(result: Verification) -> None:
-    """Each problem on stderr, named (entry, position), then one summary line."""
+    """Each problem on stderr, named (entry, position), what each kept checkpoint proved,
+    then the summary lines."""
     waiting = [f for f in result.findings if f.what == "unsequenced"]
     for f in result.findings:
         if f.what == "unsequenced":
@@ -493,16 +494,33 @@ def print_verification(result: Verification) -> None:
             if x
         )
         click.echo(f"{f.what.upper()}: {where + ': ' if where else ''}{f.detail}", err=True)
+    for k in result.kept:
+        click.echo(f"kept checkpoint of {k.tree_size} entries ({k.source}): {KEPT[k.outcome]}")
     click.echo(
         f"{result.entries} entries, tree of {result.tree_size} (root {result.root.hex()}), "
-        f"{result.checkpoints} signed checkpoint(s) matched; {len(waiting)} entr(ies) waiting "
-        f"for their place; {len(result.findings) - len(waiting)} problem(s)"
+        f"{result.checkpoints} checkpoint(s) verified, {result.checkpoints_failed} failed; "
+        f"{len(waiting)} entr(ies) waiting for their place; "
+        f"{len(result.findings) - len(waiting)} problem(s)"
     )
+    if result.uncovered:
+        click.echo(
+            f"{result.uncovered} entr(ies) after the newest verified checkpoint: no signature "
+            "covers them yet"
+        )
     if result.placed_during:
         click.echo(
             f"{result.placed_during} entr(ies) placed while the check ran (a live hub): the "
             "next check covers them"
         )
+
+
+# What a kept checkpoint proved of the tree (docs/audit.md, "Keeping a checkpoint").
+KEPT = {
+    "consistent": "consistent: the log still holds it and grew only by appending",
+    "rollback": "ROLLBACK: the log is smaller than it was (truncated, or restored from an "
+    "older copy)",
+    "fork": "FORK: the log's first entries now make another root (rewritten)",
+}
 
 
 # ---- personal data -----------------------------------------------------------------------------

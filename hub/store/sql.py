@@ -67,6 +67,7 @@ from hub.service.ports import (
     ListRepository,
     ListRow,
     ListState,
+    HubKeyEndorsementRow,
     LogCheckpointRow,
     LoggedRecord,
     LogState,
@@ -81,6 +82,7 @@ from hub.store.tables import (
     UTCDateTime,
     appeals,
     audit_checkpoints,
+    hub_key_endorsements,
     audit_log,
     audit_log_nodes,
     audit_log_state,
@@ -1307,6 +1309,47 @@ class SqlAudit:
             select(audit_checkpoints).order_by(audit_checkpoints.c.tree_size)
         )
         return [LogCheckpointRow(r.tree_size, r.root_hash, r.signed_at, r.envelope) for r in rows]
+
+    def recorded_times(self, indexes: Collection[int]) -> dict[int, datetime]:
+        if not indexes:
+            return {}
+        rows = self.session.execute(
+            select(audit_log.c.log_index, audit_log.c.recorded_at).where(
+                audit_log.c.log_index.in_(sorted(indexes))
+            )
+        )
+        return {int(r.log_index): r.recorded_at for r in rows}
+
+    def entry_ids(self, after_id: int, limit: int) -> list[int]:
+        self.pending.flush()
+        rows = self.session.execute(
+            select(audit_log.c.id)
+            .where(audit_log.c.id > after_id)
+            .order_by(audit_log.c.id)
+            .limit(limit)
+        )
+        return [int(r[0]) for r in rows]
+
+    def endorsements(self) -> list[HubKeyEndorsementRow]:
+        rows = self.session.execute(
+            select(hub_key_endorsements).order_by(
+                hub_key_endorsements.c.endorsed_at, hub_key_endorsements.c.key_id
+            )
+        )
+        return [
+            HubKeyEndorsementRow(r.key_id, r.endorsed_by, r.endorsed_at, bytes(r.envelope))
+            for r in rows
+        ]
+
+    def add_endorsement(self, row: HubKeyEndorsementRow) -> None:
+        self.session.execute(
+            hub_key_endorsements.insert().values(
+                key_id=row.key_id,
+                endorsed_by=row.endorsed_by,
+                endorsed_at=row.endorsed_at,
+                envelope=row.envelope,
+            )
+        )
 
 
 def _audit_record(row: Any) -> AuditRecord:
