@@ -535,6 +535,7 @@ class _Fold:
         self.settled = settled
         self.result = result
         self.last_good = 0
+        self.verified = 0  # the largest checkpoint whose root the entries still make
         self.gap = False
         # Only checkpoints whose signature verifies under a trusted key count, by the size
         # and root they sign (a row's own columns are not evidence).
@@ -587,6 +588,7 @@ class _Fold:
             if root == cp.root_hash:
                 self.result.checkpoints += 1
                 self.last_good = size
+                self.verified = max(self.verified, size)
                 continue
             self.result.checkpoints_failed += 1
             self.result.findings.append(
@@ -690,7 +692,7 @@ class _Fold:
         verified = [c for c in self.signed if c.tree_size <= placed]
         newest = max(verified, key=lambda c: c.tree_size, default=None)
         covered = newest.tree_size if newest is not None else 0
-        result.uncovered = max(0, placed - covered)
+        result.uncovered = max(0, placed - self.verified)
         if times is not None and covered < placed:
             self._schedule(newest, covered, placed, times)
 
