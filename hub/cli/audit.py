@@ -342,8 +342,8 @@ def audit_verify_export(
     "--out",
     required=True,
     type=click.Path(),
-    help="The file to keep it in (never overwritten), or a directory: then "
-    "DIR/checkpoint-<size>.json.",
+    help="The file to keep it in (never overwritten), or a directory (existing, or named with "
+    "a final /): then DIR/checkpoint-<size>.json.",
 )
 @checks
 def audit_checkpoint(database_url: str, hub_keys: HubKeys, out: str) -> None:
@@ -372,7 +372,8 @@ def audit_checkpoint(database_url: str, hub_keys: HubKeys, out: str) -> None:
         )
         sys.exit(1)
     path = Path(out)
-    if path.is_dir():
+    if path.is_dir() or out.endswith("/"):  # a collection: one file per checkpoint
+        path.mkdir(parents=True, exist_ok=True)
         path = path / f"checkpoint-{signed.tree_size:012d}.json"
     text = checkpoint_file.dump(signed)
     if path.exists():
