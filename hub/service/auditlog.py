@@ -126,11 +126,24 @@ class CheckpointMemory:
         self.on_forked = on_forked
         self.newest: SignedCheckpoint | None = None
         self.problem = ""
+        self._seen: tuple[int, bytes, int, int, int] | None = None
 
     def check(self, uow: UnitOfWork, state: LogState, done: Sequence[LogCheckpointRow]) -> str:
         """ "" when the database's tree extends what this hub last signed or verified (and it
         then remembers the newest stored checkpoint it can verify); else what is wrong."""
+        # Asked every run of the sequencer (twice a second): proved again only when the tree,
+        # the stored checkpoints or the remembered one changed.
+        seen = (
+            state.size,
+            state.root,
+            len(done),
+            done[-1].tree_size if done else 0,
+            self.newest.tree_size if self.newest else 0,
+        )
+        if seen == self._seen:
+            return self.problem
         problem = self._problem(uow, state, done)
+        self._seen = seen if not problem else None
         if problem != self.problem:
             if problem:
                 log.error("%s", problem)
@@ -219,7 +232,12 @@ def checkpoint(
             return None
         if every is not None and last is not None and now - last.signed_at < every:
             return None
-        previous_size, previous_root = _signed_tree(last)
+        # The predecessor: the newest checkpoint this hub signed or verified, else the newest
+        # stored one as it signs itself (a row's own columns are not evidence).
+        if memory is not None and memory.newest is not None:
+            previous_size, previous_root = memory.newest.tree_size, memory.newest.root_hash
+        else:
+            previous_size, previous_root = _signed_tree(last)
         body = audit_pb2.LogCheckpoint(
             tree_size=state.size,
             root_hash=state.root,

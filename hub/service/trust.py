@@ -117,12 +117,17 @@ def trusted_keys(
         except TrustError as err:
             trusted.findings.append(_finding(row, str(err)))
             continue
-        if (row.key_id, row.endorsed_by) != (e.key_id, e.endorsed_by):
+        if (row.key_id, row.endorsed_by, row.endorsed_at) != (
+            e.key_id,
+            e.endorsed_by,
+            e.endorsed_at,
+        ):
             trusted.findings.append(
                 _finding(
                     row,
-                    f"the row says {row.key_id} endorsed by {row.endorsed_by}, the signed "
-                    f"endorsement {e.key_id} by {e.endorsed_by}",
+                    f"the row says {row.key_id} endorsed by {row.endorsed_by} at "
+                    f"{row.endorsed_at.isoformat()}, the signed endorsement {e.key_id} by "
+                    f"{e.endorsed_by} at {e.endorsed_at.isoformat()}",
                 )
             )
             continue

@@ -304,9 +304,7 @@ def test_a_filtered_export_is_refused_for_verification(net: Net, tmp_path: Path)
         exports.verify_export(path, hub_keys(net))
     pem = tmp_path / "hub.pub"
     pem.write_bytes(public_key_to_pem(net.hub_key.algorithm, net.hub_key.public_key))
-    shown = CliRunner().invoke(
-        audit_verify_export, ["--export", str(path), "--hub-key", str(pem)]
-    )
+    shown = CliRunner().invoke(audit_verify_export, ["--export", str(path), "--hub-key", str(pem)])
     # Not a finding in the log: the check cannot be made on part of a tree.
     assert shown.exit_code == 2 and "cannot be verified as a whole tree" in shown.output
 
