@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -574,10 +575,14 @@ class _Fold:
                 self.signed.append(opened)
         self.kept = list(kept)
         self.outcomes: dict[int, str] = {}  # index in kept -> outcome
-        self.stops = sorted(
-            {c.tree_size for c in self.signed if c.tree_size <= settled}
-            | {k.checkpoint.tree_size for k in self.kept if k.checkpoint.tree_size <= settled}
-        )
+        # By size: a year of checkpoints (one a minute) is half a million stops.
+        self.signed_at: dict[int, list[SignedCheckpoint]] = {}
+        for cp in self.signed:
+            self.signed_at.setdefault(cp.tree_size, []).append(cp)
+        self.kept_at: dict[int, list[int]] = {}
+        for i, k in enumerate(self.kept):
+            self.kept_at.setdefault(k.checkpoint.tree_size, []).append(i)
+        self.stops = sorted(s for s in {*self.signed_at, *self.kept_at} if s <= settled)
 
     def advance(self, owner: array[int], leaves: bytearray) -> None:
         """Fold what the chunks so far placed, while they came in order without a gap."""
@@ -592,17 +597,15 @@ class _Fold:
     def _to(self, end: int, leaves: bytearray) -> None:
         tree = self.tree
         while tree.size < end:
-            stop = next((s for s in self.stops if s > tree.size), end)
-            upto = min(stop, end)
+            i = bisect_right(self.stops, tree.size)
+            upto = min(self.stops[i], end) if i < len(self.stops) else end
             tree.extend_packed(leaves, tree.size, upto)
-            if tree.size == upto and upto in self.stops:
-                self._compare(tree.size)
+            if i < len(self.stops) and upto == self.stops[i]:
+                self._compare(upto)
 
     def _compare(self, size: int) -> None:
         root = self.tree.root()
-        for cp in self.signed:
-            if cp.tree_size != size:
-                continue
+        for cp in self.signed_at.get(size, ()):
             if root == cp.root_hash:
                 self.result.checkpoints += 1
                 self.last_good = size
@@ -620,9 +623,8 @@ class _Fold:
                     size - 1,
                 )
             )
-        for i, k in enumerate(self.kept):
-            if k.checkpoint.tree_size != size:
-                continue
+        for i in self.kept_at.get(size, ()):
+            k = self.kept[i]
             if root == k.checkpoint.root_hash:
                 self.outcomes[i] = "consistent"
                 continue
