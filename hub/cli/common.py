@@ -38,7 +38,6 @@ from hub.crypto.public import public_key_from_file, public_key_from_pem
 from hub.crypto.signing import SignatureError, key_id_for
 from hub.domain.clocks import PolicyError
 from hub.domain.errors import DomainError
-from hub.domain.institutions import HUB_CODE
 from hub.observability.logs import LogFormat
 from hub.service.admin import NewKey
 from hub.service.auditlog import Verification
@@ -469,13 +468,6 @@ def hub_key_option(*, required: bool, help: str) -> Callable[[F], F]:
         callback=_hub_keys,
         help=help,
     )
-
-
-def registered_hub_keys(store: SqlStore) -> HubKeys:
-    """The hub's public keys as the registry in `store` holds them, by key id."""
-    with store(read_only=True) as uow:
-        hub = uow.institutions.get(HUB_CODE)
-        return {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
 
 
 def print_verification(result: Verification) -> None:
