@@ -839,6 +839,21 @@ def _explain(wrong: dict[int, tuple[int, LeafMismatch]], result: Verification) -
             )
 
 
+def signed_untagged(
+    checkpoints: Sequence[LogCheckpointRow], hub_keys: Callable[[str], bytes | None]
+) -> int | None:
+    """How many untagged entries the newest checkpoint under a trusted key signs (what a
+    verification should allow, rather than the state row's own figure), None when no stored
+    checkpoint verifies or the newest that does predates the prefix (revision 0015)."""
+    for row in reversed(checkpoints):
+        opened = _open_row(row, hub_keys)
+        if not isinstance(opened, str):
+            if opened.previous_tree_size or opened.untagged_entries:
+                return opened.untagged_entries
+            return None
+    return None
+
+
 def checkpoint_problem(cp: LogCheckpointRow, hub_keys: Callable[[str], bytes | None]) -> str:
     """What is wrong with a stored checkpoint's signature or its agreement with its row, or ""
     when a hub key `hub_keys(key_id)` verifies it (`audit verify`, the SLA report)."""

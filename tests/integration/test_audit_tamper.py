@@ -473,6 +473,8 @@ def test_an_honest_log_verifies_with_every_kept_checkpoint(hub_log: Log) -> None
         rows = uow.audit.checkpoints()
     keys = {log.net.hub_key.key_id: log.net.hub_key.public_key}
     signed = [open_checkpoint(r.envelope, keys.get) for r in rows]
+    assert auditlog.signed_untagged(rows, keys.get) == 0  # a log tagged from its start
+    assert auditlog.signed_untagged(rows, {}.get) is None  # no trusted checkpoint: unknown
     assert [(c.previous_tree_size, c.previous_root_hash) for c in signed] == [(0, b"")] + [
         (c.tree_size, c.root_hash) for c in signed[:-1]
     ]
