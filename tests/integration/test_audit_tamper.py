@@ -701,6 +701,16 @@ def test_a_hub_key_rotated_with_an_endorsement_is_trusted(hub_log: Log) -> None:
         "keys", "endorse-hub", "--old", str(new_pem), "--new", str(new_pem), "--db", hub_log.url
     )
     assert other.exit_code == 1 and "same key" in other.output
+    # A new key endorsed once is never endorsed again by another of the hub's keys.
+    third = PrivateKey.generate()
+    ensure_hub_registered(hub_log.net.store, third, hub_log.net.clock)
+    third_pem = hub_log.tmp / "third.pem"
+    third_pem.write_bytes(third.to_pem())
+    twice = run(
+        "keys", "endorse-hub", "--old", str(third_pem), "--new", str(new_pub), "--db", hub_log.url
+    )
+    assert twice.exit_code == 1, twice.output
+    assert f"already endorsed by {hub_log.net.hub_key.key_id}" in twice.output
 
 
 def test_a_hub_key_rotated_without_an_endorsement_is_a_finding(hub_log: Log) -> None:
