@@ -325,6 +325,16 @@ async def start(
             kinds=[c.name for c in hub.clock_policy.clocks],
         )
     metrics.watch_calendar(hub.calendar, hub.clock.now)
+    hub.jobs.log_memory.on_forked = metrics.audit_log_forked_now
+    if sweep_interval:
+        # Before serving: what was committed while the hub was down is placed and signed.
+        try:
+            placed = hub.jobs.open_audit_log()
+        except StoreUnavailable as err:
+            log.warning("audit log waits for the database: %s", err.detail)
+        else:
+            if placed:
+                log.info("audit log: %d entr(ies) placed and signed before serving", placed)
     lists = ListServicer(runner, executor)
     health_servicer = HealthServicer()
     server = grpc_server(

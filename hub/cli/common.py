@@ -38,7 +38,6 @@ from hub.crypto.public import public_key_from_file, public_key_from_pem
 from hub.crypto.signing import SignatureError, key_id_for
 from hub.domain.clocks import PolicyError
 from hub.domain.errors import DomainError
-from hub.domain.institutions import HUB_CODE
 from hub.observability.logs import LogFormat
 from hub.service.admin import NewKey
 from hub.service.auditlog import Verification
@@ -471,15 +470,9 @@ def hub_key_option(*, required: bool, help: str) -> Callable[[F], F]:
     )
 
 
-def registered_hub_keys(store: SqlStore) -> HubKeys:
-    """The hub's public keys as the registry in `store` holds them, by key id."""
-    with store(read_only=True) as uow:
-        hub = uow.institutions.get(HUB_CODE)
-        return {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
-
-
 def print_verification(result: Verification) -> None:
-    """Each problem on stderr, named (entry, position), then one summary line."""
+    """Each problem on stderr, named (entry, position), what each kept checkpoint proved,
+    then the summary lines."""
     waiting = [f for f in result.findings if f.what == "unsequenced"]
     for f in result.findings:
         if f.what == "unsequenced":
@@ -493,16 +486,33 @@ def print_verification(result: Verification) -> None:
             if x
         )
         click.echo(f"{f.what.upper()}: {where + ': ' if where else ''}{f.detail}", err=True)
+    for k in result.kept:
+        click.echo(f"kept checkpoint of {k.tree_size} entries ({k.source}): {KEPT[k.outcome]}")
     click.echo(
         f"{result.entries} entries, tree of {result.tree_size} (root {result.root.hex()}), "
-        f"{result.checkpoints} signed checkpoint(s) matched; {len(waiting)} entr(ies) waiting "
-        f"for their place; {len(result.findings) - len(waiting)} problem(s)"
+        f"{result.checkpoints} checkpoint(s) verified, {result.checkpoints_failed} failed; "
+        f"{len(waiting)} entr(ies) waiting for their place; "
+        f"{len(result.findings) - len(waiting)} problem(s)"
     )
+    if result.uncovered:
+        click.echo(
+            f"{result.uncovered} entr(ies) after the newest verified checkpoint: no signature "
+            "covers them yet"
+        )
     if result.placed_during:
         click.echo(
             f"{result.placed_during} entr(ies) placed while the check ran (a live hub): the "
             "next check covers them"
         )
+
+
+# What a kept checkpoint proved of the tree (docs/audit.md, "Keeping a checkpoint").
+KEPT = {
+    "consistent": "consistent: the log still holds it and grew only by appending",
+    "rollback": "ROLLBACK: the log is smaller than it was (truncated, or restored from an "
+    "older copy)",
+    "fork": "FORK: the log's first entries now make another root (rewritten)",
+}
 
 
 # ---- personal data -----------------------------------------------------------------------------

@@ -426,7 +426,9 @@ async def run_demo(
         console.print(clock_table(store, case_id))
         console.print(returns_table(distributions))
         console.print(balances(cores))
-        evidence_ok = show_evidence(console, store, db)
+        evidence_ok = show_evidence(
+            console, store, db, {keys["HUB"].key_id: keys["HUB"].public_key}
+        )
         restored = cores[BANK_A].balance(VICTIM.account_number)
         restored_2 = cores[PAYX].balance(VICTIM_2.account_number)
         ok = final.state is CaseState.CLOSED and final_2.state is CaseState.CLOSED

@@ -8,7 +8,7 @@ import asyncio
 import shlex
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from rich.console import Console
@@ -16,7 +16,6 @@ from rich.table import Table
 from rich.text import Text
 
 from adapters.corebank import SimulatedCoreBank
-from hub.cli.common import registered_hub_keys
 from hub.cli.demo_cast import (
     CASHOUT,
     MULE,
@@ -36,13 +35,16 @@ from hub.store.sql import SqlStore
 from stophub.v1 import appeal_pb2, envelope_pb2, returns_pb2
 
 
-def show_evidence(console: Console, store: SqlStore, db: Path) -> bool:
-    """What an auditor would check: every stored signature, and no personal data in clear."""
+def show_evidence(
+    console: Console, store: SqlStore, db: Path, hub_keys: Mapping[str, bytes]
+) -> bool:
+    """What an auditor would check: every stored signature, and no personal data in clear.
+    `hub_keys`: the hub's public keys as the auditor holds them, never the registry's list."""
     report = verify_signatures(store)
     keys = len(report.by_key)
     # The hub places entries in the log's Merkle tree within a sweep and signs checkpoints
     # as case time passes: the tree must fit every one of them.
-    tree = auditlog.verify_store(store, registered_hub_keys(store).get, store.scan_audit)
+    tree = auditlog.verify_store(store, hub_keys.get, store.scan_audit)
     console.print(
         Text(
             f"audit log: {tree.tree_size} entries in a Merkle tree (root {tree.root.hex()[:16]}…), "

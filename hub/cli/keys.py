@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 
 from hub.cli.common import CODE, KEY_ID, db_option, open_store, read_public_key, refusals_as_errors
-from hub.crypto.keys import PrivateKey, save_private_key
-from hub.crypto.public import public_key_to_pem
-from hub.crypto.signing import ALGORITHMS, ED25519
+from hub.crypto.keys import PrivateKey, load_private_key, save_private_key
+from hub.crypto.public import public_key_from_file, public_key_to_pem
+from hub.crypto.signing import ALGORITHMS, ED25519, SignatureError
+from hub.domain.institutions import HUB_CODE
+from hub.service import trust
 from hub.service.admin import Registry
 from hub.system.clock import SystemClock
 
@@ -108,3 +110,70 @@ def keys_rotate(code: str, key_file: str, overlap_hours: float, database_url: st
         + (", ".join(retiring) or "no other key")
         + f" retire(s) in {overlap_hours:g} h"
     )
+
+
+@keys.command("endorse-hub")
+@click.option(
+    "--old",
+    "old_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The hub's current private key (PEM), which vouches for the new one.",
+)
+@click.option(
+    "--new",
+    "new_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The hub's new key: its public key (.pub) or its private key (PEM).",
+)
+@db_option
+@refusals_as_errors
+def keys_endorse_hub(old_file: str, new_file: str, database_url: str) -> None:
+    """Have the hub's old key sign its new one (a HubKeyEndorsement, kept in the database and
+    in every full audit export), so that auditors who trust the old key trust the new one
+    (docs/audit.md, "Rotating the hub's key"). Run it before the hub first signs with the
+    new key. Refuses an old key the registry does not list as the hub's, and a new key
+    already endorsed otherwise; endorsing the same key again changes nothing."""
+    old = load_private_key(old_file)
+    algorithm, public = _new_hub_key(new_file)
+    store = open_store(database_url, write=True)
+    try:
+        with store(read_only=True) as uow:
+            hub = uow.institutions.get(HUB_CODE)
+            endorsed = {e.key_id: e for e in uow.audit.endorsements()}
+        if hub is None or hub.key(old.key_id) is None:
+            raise click.ClickException(
+                f"{old_file}: key {old.key_id} is not one of the hub's in this database's "
+                "registry: give the key the hub signs with now"
+            )
+        row = trust.endorse(old, algorithm, public, SystemClock().now())
+        if row.key_id == old.key_id:
+            raise click.ClickException("--old and --new are the same key")
+        before = endorsed.get(row.key_id)
+        if before is not None:
+            said = trust.read_endorsement(before.envelope)
+            if (said.endorsed_by, said.public_key) == (old.key_id, public):
+                click.echo(f"hub key {row.key_id} is already endorsed by {old.key_id}")
+                return
+            raise click.ClickException(
+                f"hub key {row.key_id} is already endorsed by {before.endorsed_by}: an "
+                "endorsement is never replaced"
+            )
+        with store() as uow:
+            uow.audit.add_endorsement(row)
+            uow.commit()
+    finally:
+        store.dispose()
+    click.echo(f"hub key {row.key_id} ({algorithm}) endorsed by hub key {old.key_id}")
+
+
+def _new_hub_key(path: str) -> tuple[str, bytes]:
+    data = Path(path).read_bytes()
+    if b"PRIVATE KEY" in data:
+        key = PrivateKey.from_pem(data)
+        return key.algorithm, key.public_key
+    try:
+        return public_key_from_file(data)
+    except SignatureError as err:
+        raise click.ClickException(f"{path}: {' '.join(str(err).split())}") from err

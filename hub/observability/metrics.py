@@ -278,6 +278,13 @@ class HubMetrics:
         )
         for outcome in SWEEP_OUTCOMES:
             self.sweeps.labels(outcome)
+        self.audit_log_forked = Gauge(
+            "stophub_audit_log_forked",
+            "1 while the database's audit log tree is not an extension of the newest checkpoint "
+            "this hub signed or verified (rolled back or forked under it): the hub signs no "
+            "checkpoint until it is restored.",
+            registry=r,
+        )
         self.database_up: Gauge | None = None  # with a database probe only
         self.collector: SnapshotCollector | None = None
 
@@ -288,6 +295,12 @@ class HubMetrics:
 
     def delivery_acknowledged(self, lag_seconds: float) -> None:
         self.delivery_lag.observe(max(0.0, lag_seconds))
+
+    # ---- the audit log -----------------------------------------------------------------------
+
+    def audit_log_forked_now(self, forked: bool) -> None:
+        """What the hub's checkpoint memory found (hub.service.auditlog.CheckpointMemory)."""
+        self.audit_log_forked.set(1 if forked else 0)
 
     # ---- the database ------------------------------------------------------------------------
 

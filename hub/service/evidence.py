@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 
 from hub.crypto.envelope import verify_envelope
+from hub.crypto.fields import DataKeyError
 from hub.crypto.signing import SignatureError
 from hub.domain.institutions import Institution
-from hub.service.ports import AuditRecord, UnitOfWorkFactory
+from hub.service.ports import AuditRecord, UnitOfWork, UnitOfWorkFactory
 from stophub.v1 import envelope_pb2
 
 # Entries whose payload is a whole signed envelope. A "rejected" entry keeps what was refused,
@@ -31,6 +32,8 @@ class Problem:
     message_id: str
     signer: str
     why: str
+    # The entry's sealed detail or envelope does not open: nothing of it can be checked.
+    unreadable: bool = False
 
 
 @dataclass
@@ -90,20 +93,23 @@ def check_record(
 
 
 def verify_signatures(uow: UnitOfWorkFactory, *, batch: int = 1000) -> SignatureReport:
-    """Check every signed envelope in the audit log; read in batches, so any size will do."""
+    """Check every signed envelope in the audit log; read in batches, so any size will do. An
+    entry whose sealed values do not open (altered ciphertext, a key missing from the
+    keyring) is a problem named as unreadable, and the others are still checked."""
     report = SignatureReport()
     institutions: dict[str, Institution | None] = {}
     after = 0
     while True:
         with uow(read_only=True) as tx:
-            records = tx.audit.scan(after, batch)
+            records = _read(tx, after, batch, report)
             for record in records:
                 signer = record.entry.actor
                 if signer not in institutions:
                     institutions[signer] = tx.institutions.get(signer)
-        if not records:
+            last = tx.audit.entry_ids(after, batch)
+        if not last:
             return report
-        after = records[-1].entry_id
+        after = last[-1]
         for record in records:
             if record.entry.kind not in SIGNED_KINDS or not record.entry.payload:
                 continue
@@ -113,3 +119,27 @@ def verify_signatures(uow: UnitOfWorkFactory, *, batch: int = 1000) -> Signature
                 report.problems.append(outcome)
             else:
                 report.by_key[outcome] += 1
+
+
+def _read(tx: UnitOfWork, after: int, batch: int, report: SignatureReport) -> list[AuditRecord]:
+    """The batch's entries; when one of them does not open, each is read on its own so that
+    only that one is lost (named in `report`)."""
+    try:
+        return list(tx.audit.scan(after, batch))
+    except DataKeyError:
+        pass
+    records: list[AuditRecord] = []
+    for entry_id in tx.audit.entry_ids(after, batch):
+        try:
+            records.extend(tx.audit.scan(entry_id - 1, 1))
+        except DataKeyError as e:
+            report.problems.append(
+                Problem(
+                    entry_id,
+                    "",
+                    "",
+                    f"its sealed detail or envelope does not open: {' '.join(str(e).split())}",
+                    unreadable=True,
+                )
+            )
+    return records

@@ -19,26 +19,32 @@ evidence of what it holds, but cannot be checked against the tree's root.
 from __future__ import annotations
 
 import base64
+import binascii
 import csv
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from google.protobuf.message import DecodeError
+
 from hub.domain.clocks import CaseClock, SlaEntry
-from hub.service import auditlog
+from hub.domain.merkle import CompactRange
+from hub.service import auditlog, trust
 from hub.service.ports import (
     AuditEntry,
     AuditRecord,
+    HubKeyEndorsementRow,
     LogCheckpointRow,
     LoggedRecord,
     LogState,
     UnitOfWork,
     UnitOfWorkFactory,
 )
+from stophub.v1 import audit_pb2, envelope_pb2
 
 EXPORT_FORMAT = "stophub-audit-export/1"
 FORMATS = ("csv", "jsonl")
@@ -191,7 +197,10 @@ def export_audit(
     with uow_factory(read_only=True) as uow:
         # The tree first, then the entries: see the module doc.
         state = uow.audit.log_state()
-        checkpoints = [c for c in uow.audit.checkpoints() if c.tree_size <= state.size]
+        # Every checkpoint, also one larger than the state row (a rolled back log): the
+        # export is evidence of the database as it is, and verify-export names that.
+        checkpoints = list(uow.audit.checkpoints())
+        endorsements = list(uow.audit.endorsements())
         total = state.size + len(uow.audit.unsequenced(PAGE))
         keep = _audit_keep(uow, filters)
         if fmt == "csv":
@@ -212,6 +221,8 @@ def export_audit(
                 _jsonl(out, {"state": _state_json(state)})
                 for cp in checkpoints:
                     _jsonl(out, {"checkpoint": _checkpoint_json(cp)})
+                for e in endorsements:
+                    _jsonl(out, {"endorsement": _endorsement_json(e)})
         scanned, after = 0, 0
         while True:
             page = uow.audit.logged(after, PAGE)
@@ -260,6 +271,15 @@ def _checkpoint_json(cp: LogCheckpointRow) -> dict[str, Any]:
     }
 
 
+def _endorsement_json(e: HubKeyEndorsementRow) -> dict[str, Any]:
+    return {
+        "key_id": e.key_id,
+        "endorsed_by": e.endorsed_by,
+        "endorsed_at": e.endorsed_at.isoformat(),
+        "envelope": base64.b64encode(e.envelope).decode(),
+    }
+
+
 # ---- reading an export back --------------------------------------------------------------------
 
 
@@ -270,31 +290,79 @@ class AuditExport:
     state: LogState
     checkpoints: list[LogCheckpointRow]
     records: Iterator[LoggedRecord]
+    endorsements: list[HubKeyEndorsementRow] = field(default_factory=list)
+    # What the lines themselves show wrong (a payload that is not its SHA-256, a value that
+    # does not decode), found as `records` is read.
+    findings: list[auditlog.Finding] = field(default_factory=list)
 
 
-def logged_of(row: dict[str, Any]) -> LoggedRecord:
-    """An exported entry (JSON Lines) as the store would give it."""
-    payload = row.get("payload")
+def logged_of(row: dict[str, Any], findings: list[auditlog.Finding] | None = None) -> LoggedRecord:
+    """An exported entry (JSON Lines) as the store would give it. A payload that does not
+    decode, or is not what its payload_sha256 says, is a finding in `findings` (when given):
+    the entry is then read without it, so its leaf no longer matches either."""
+    entry_id = int(row["id"])
+    index = row.get("log_index")
+    payload: bytes | None = None
+    if row.get("payload") is not None:
+        try:
+            payload = base64.b64decode(row["payload"], validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            _note(findings, "unreadable", "its payload is not base64", entry_id, index)
+    digest = row.get("payload_sha256") or ""
+    if payload is not None and digest != hashlib.sha256(payload).hexdigest():
+        _note(
+            findings,
+            "changed",
+            f"its payload's SHA-256 is {hashlib.sha256(payload).hexdigest()}, not the "
+            f"payload_sha256 it lists ({digest or 'none'})",
+            entry_id,
+            index,
+        )
+    elif payload is None and digest and row.get("payload") is None and findings is not None:
+        _note(
+            findings,
+            "changed",
+            f"it lists payload_sha256 {digest} but carries no payload",
+            entry_id,
+            index,
+        )
     record = AuditRecord(
-        int(row["id"]),
+        entry_id,
         datetime.fromisoformat(row["recorded_at"]),
         AuditEntry(
             kind=row["kind"],
             actor=row["actor"],
             message_id=row["message_id"],
             detail=row["detail"],
-            payload=base64.b64decode(payload) if payload is not None else None,
+            payload=payload,
             case_id=row["case_id"],
             order_id=row["order_id"],
         ),
     )
     leaf = row.get("leaf_hash")
-    index = row.get("log_index")
     return LoggedRecord(
         int(index) if index is not None else None,
         bytes.fromhex(leaf) if leaf is not None else None,
         record,
     )
+
+
+def _note(
+    findings: list[auditlog.Finding] | None,
+    what: str,
+    why: str,
+    entry_id: int,
+    index: Any,
+) -> None:
+    if findings is not None:
+        findings.append(
+            auditlog.Finding(
+                what,
+                f"entry {entry_id} in the export: {why}",
+                entry_id,
+                int(index) if isinstance(index, int) else None,
+            )
+        )
 
 
 def read_export(lines: Iterator[str], name: str = "the export") -> AuditExport:
@@ -327,31 +395,48 @@ def read_export(lines: Iterator[str], name: str = "the export") -> AuditExport:
         )
     state: LogState | None = None
     checkpoints: list[LogCheckpointRow] = []
+    endorsements: list[HubKeyEndorsementRow] = []
+    findings: list[auditlog.Finding] = []
     pending: tuple[int, dict[str, Any]] | None = None
     for number, line in numbered:
         if not line.strip():
             continue
         value = parse(number, line)
-        if "state" in value:
-            s = value["state"]
-            state = LogState(
-                int(s["tree_size"]),
-                bytes.fromhex(s["root_hash"]),
-                bytes.fromhex(s["compact_range"]),
-            )
-        elif "checkpoint" in value:
-            c = value["checkpoint"]
-            checkpoints.append(
-                LogCheckpointRow(
-                    int(c["tree_size"]),
-                    bytes.fromhex(c["root_hash"]),
-                    datetime.fromisoformat(c["signed_at"]),
-                    base64.b64decode(c["envelope"]),
+        try:
+            if "state" in value:
+                s = value["state"]
+                state = LogState(
+                    int(s["tree_size"]),
+                    bytes.fromhex(s["root_hash"]),
+                    bytes.fromhex(s["compact_range"]),
                 )
-            )
-        else:
-            pending = (number, value)
-            break
+                continue
+            if "checkpoint" in value:
+                c = value["checkpoint"]
+                checkpoints.append(
+                    LogCheckpointRow(
+                        int(c["tree_size"]),
+                        bytes.fromhex(c["root_hash"]),
+                        datetime.fromisoformat(c["signed_at"]),
+                        base64.b64decode(c["envelope"], validate=True),
+                    )
+                )
+                continue
+            if "endorsement" in value:
+                e = value["endorsement"]
+                endorsements.append(
+                    HubKeyEndorsementRow(
+                        str(e["key_id"]),
+                        str(e["endorsed_by"]),
+                        datetime.fromisoformat(e["endorsed_at"]),
+                        base64.b64decode(e["envelope"], validate=True),
+                    )
+                )
+                continue
+        except (KeyError, TypeError, ValueError, binascii.Error) as err:
+            raise ExportError(f"{name}, line {number}: cannot be read ({err})") from err
+        pending = (number, value)  # the first entry: the rest are read lazily
+        break
     if state is None:
         raise ExportError(f"{name} has no state line: it cannot be verified as a whole tree")
 
@@ -362,25 +447,74 @@ def read_export(lines: Iterator[str], name: str = "the export") -> AuditExport:
 
     def records() -> Iterator[LoggedRecord]:
         for number, value in entries():
-            if "state" in value or "checkpoint" in value or "export" in value:
-                raise ExportError(f"{name}, line {number}: the state and checkpoints come first")
+            if any(k in value for k in ("state", "checkpoint", "endorsement", "export")):
+                raise ExportError(
+                    f"{name}, line {number}: the state, checkpoints and endorsements come first"
+                )
             try:
-                yield logged_of(value)
+                yield logged_of(value, findings)
             except (KeyError, TypeError, ValueError) as err:
                 raise ExportError(f"{name}, line {number}: not an audit entry ({err})") from err
 
-    return AuditExport(state, checkpoints, records())
+    return AuditExport(state, checkpoints, records(), endorsements, findings)
 
 
 def verify_export(
-    path: str | Path, hub_keys: Callable[[str], bytes | None]
-) -> auditlog.Verification:
+    path: str | Path,
+    hub_keys: Mapping[str, bytes],
+    kept: Sequence[str] = (),
+) -> tuple[auditlog.Verification, trust.TrustedKeys]:
     """Check a full JSON Lines audit export as `stophub audit verify` checks the database:
-    every entry against its leaf and place, every checkpoint's signature (with `hub_keys`)
-    and root. Raises ExportError for a file that is not a full export."""
+    every entry against its leaf and place and its payload against its SHA-256, every
+    checkpoint's signature (with the keys given and those the export's endorsements chain
+    from them) and root, the state line, and each kept checkpoint (`kept`: files or
+    directories) against the tree. Raises ExportError for a file that is not a full export,
+    trust.TrustError for a kept checkpoint that cannot be trusted."""
     with open(path, encoding="utf-8") as f:
         export = read_export(iter(f), str(path))
-        return auditlog.verify(export.records, export.checkpoints, export.state, hub_keys)
+        keys = trust.trusted_keys(hub_keys, export.endorsements)
+        kept_checkpoints = trust.kept_checkpoints(kept, keys.get)
+        result = auditlog.verify(
+            export.records, export.checkpoints, export.state, keys.get, kept=kept_checkpoints
+        )
+    result.findings[:0] = [*keys.findings, *export.findings, *_lines_disagree(export)]
+    return result, keys
+
+
+def _lines_disagree(export: AuditExport) -> list[auditlog.Finding]:
+    """What the state and checkpoint lines say beside their signed content: the state's
+    compact range must make its root, a checkpoint's time must be the one it signs."""
+    found = []
+    state = export.state
+    nodes = [state.compact_range[i : i + 32] for i in range(0, len(state.compact_range), 32)]
+    try:
+        root = CompactRange.restore(state.size, nodes).root()
+    except (ValueError, IndexError):
+        root = b""
+    if root != state.root:
+        found.append(
+            auditlog.Finding(
+                "checkpoint",
+                f"the state line's compact range does not make its root {state.root.hex()}",
+            )
+        )
+    for cp in export.checkpoints:
+        try:
+            body = audit_pb2.LogCheckpoint.FromString(
+                envelope_pb2.Envelope.FromString(cp.envelope).body
+            )
+        except DecodeError:
+            continue  # the signature check names it
+        signed = body.checkpoint_time.ToDatetime(tzinfo=UTC)
+        if signed != cp.signed_at:
+            found.append(
+                auditlog.Finding(
+                    "checkpoint",
+                    f"the checkpoint line of {cp.tree_size} entries says signed_at "
+                    f"{cp.signed_at.isoformat()}, its envelope {signed.isoformat()}",
+                )
+            )
+    return found
 
 
 # ---- the SLA log -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ __all__ = [
     "Clock",
     "ClockRepository",
     "Conflict",
+    "HubKeyEndorsementRow",
     "InboundRecord",
     "InboundRepository",
     "InstitutionRepository",
@@ -428,6 +429,17 @@ class LogCheckpointRow:
 
 
 @dataclass(frozen=True)
+class HubKeyEndorsementRow:
+    """A hub key vouched for by the hub's key before it (docs/audit.md, "Rotating the hub's
+    key"): `envelope` is a HubKeyEndorsement signed by `endorsed_by`."""
+
+    key_id: str
+    endorsed_by: str
+    endorsed_at: datetime
+    envelope: bytes
+
+
+@dataclass(frozen=True)
 class LoggedRecord:
     """An audit entry with its place in the tree (None before the sequencer gave one)."""
 
@@ -499,6 +511,20 @@ class AuditLog(Protocol):
     def checkpoints(self) -> Sequence[LogCheckpointRow]:
         """Every checkpoint, smallest tree first."""
         ...
+
+    def recorded_times(self, indexes: Collection[int]) -> dict[int, datetime]:
+        """When the entries at these positions were recorded, by position (those placed)."""
+        ...
+
+    def entry_ids(self, after_id: int, limit: int) -> list[int]:
+        """Ids above `after_id`, in id order, without reading (opening) the entries."""
+        ...
+
+    def endorsements(self) -> Sequence[HubKeyEndorsementRow]:
+        """Every hub key endorsement, oldest first."""
+        ...
+
+    def add_endorsement(self, row: HubKeyEndorsementRow) -> None: ...
 
     def logged(self, after_id: int, limit: int) -> Sequence[LoggedRecord]:
         """Entries with an id above `after_id`, in id order, with their places."""

@@ -62,6 +62,11 @@ class Jobs:
         self.hub = hub
         self.clocks = Sweeper(hub)
         self._list_pruned_at: datetime | None = None
+        # The newest checkpoint this hub signed or verified: it signs no tree that does not
+        # extend it (a database rolled back or forked under it). Its own key verifies it.
+        public = getattr(hub.signer, "public_key", None)
+        own = {hub.signer.key_id: public} if isinstance(public, bytes) else {}
+        self.log_memory = auditlog.CheckpointMemory(own.get)
 
     def sweep(self) -> int:
         """Fire every clock step that is due and end every listing whose term is over;
@@ -81,7 +86,21 @@ class Jobs:
         """Place every committed audit entry in the log's Merkle tree and sign a checkpoint
         when one is due (ADR 15); returns how many entries were placed."""
         placed = auditlog.sequence(self.hub.uow)
-        signed = auditlog.checkpoint(self.hub.uow, self.hub.signer, self.hub.clock)
+        signed = auditlog.checkpoint(
+            self.hub.uow, self.hub.signer, self.hub.clock, memory=self.log_memory
+        )
+        if signed is not None:
+            self.hub.latest_checkpoint.signed(signed)
+        return placed
+
+    def open_audit_log(self) -> int:
+        """Before the hub serves: place what was committed while it was down and sign a
+        checkpoint of it at once if the tree grew, so that no entry waits a minute for its
+        first signature; returns how many entries were placed."""
+        placed = auditlog.sequence(self.hub.uow)
+        signed = auditlog.checkpoint(
+            self.hub.uow, self.hub.signer, self.hub.clock, every=None, memory=self.log_memory
+        )
         if signed is not None:
             self.hub.latest_checkpoint.signed(signed)
         return placed

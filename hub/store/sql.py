@@ -59,6 +59,7 @@ from hub.service.ports import (
     ClockRepository,
     Conflict,
     DistributionRepository,
+    HubKeyEndorsementRow,
     InboundRecord,
     InboundRepository,
     InstitutionRepository,
@@ -90,6 +91,7 @@ from hub.store.tables import (
     deliveries,
     distributions,
     fraud_transactions,
+    hub_key_endorsements,
     inbound_messages,
     institution_keys,
     institutions,
@@ -1317,6 +1319,47 @@ class SqlAudit:
             None
             if r is None
             else LogCheckpointRow(r.tree_size, r.root_hash, r.signed_at, r.envelope)
+        )
+
+    def recorded_times(self, indexes: Collection[int]) -> dict[int, datetime]:
+        if not indexes:
+            return {}
+        rows = self.session.execute(
+            select(audit_log.c.log_index, audit_log.c.recorded_at).where(
+                audit_log.c.log_index.in_(sorted(indexes))
+            )
+        )
+        return {int(r.log_index): r.recorded_at for r in rows}
+
+    def entry_ids(self, after_id: int, limit: int) -> list[int]:
+        self.pending.flush()
+        rows = self.session.execute(
+            select(audit_log.c.id)
+            .where(audit_log.c.id > after_id)
+            .order_by(audit_log.c.id)
+            .limit(limit)
+        )
+        return [int(r[0]) for r in rows]
+
+    def endorsements(self) -> list[HubKeyEndorsementRow]:
+        rows = self.session.execute(
+            select(hub_key_endorsements).order_by(
+                hub_key_endorsements.c.endorsed_at, hub_key_endorsements.c.key_id
+            )
+        )
+        return [
+            HubKeyEndorsementRow(r.key_id, r.endorsed_by, r.endorsed_at, bytes(r.envelope))
+            for r in rows
+        ]
+
+    def add_endorsement(self, row: HubKeyEndorsementRow) -> None:
+        self.session.execute(
+            hub_key_endorsements.insert().values(
+                key_id=row.key_id,
+                endorsed_by=row.endorsed_by,
+                endorsed_at=row.endorsed_at,
+                envelope=row.envelope,
+            )
         )
 
 

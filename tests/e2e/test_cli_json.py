@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from hub.cli import main
+from hub.crypto.public import public_key_to_pem
 from hub.system.clock import ManualClock
 from stophub.v1 import blacklist_pb2, order_pb2
 from tests.conftest import T0
@@ -47,6 +48,7 @@ class HubData:
     second: str  # a later case that reached the same mule
     appeal: str
     entry: str
+    hub_pub: str  # the hub's public key file, as an auditor is given it
 
 
 def build(directory: Path) -> HubData:
@@ -84,12 +86,17 @@ def build(directory: Path) -> HubData:
             second = await bank_a.create_report(report(clock.now(), (200_000,)))
             network.server.hub.sweep()
             network.server.hub.keep_audit_log()
+            hub_pub = directory / "hub.pub"
+            hub_pub.write_bytes(
+                public_key_to_pem(network.hub_key.algorithm, network.hub_key.public_key)
+            )
             return HubData(
                 network.database_url,
                 first.case_id,
                 second.case_id,
                 appeal.appeal_id,
                 entry.entry.entry_id,
+                str(hub_pub),
             )
         finally:
             for c in clients.values():
@@ -121,7 +128,7 @@ JSON_COMMANDS = {
     "stophub list show --json": lambda h: ["list", "show", "--json"],
     "stophub institution list --json": lambda h: ["institution", "list", "--json"],
     "stophub institution show --json": lambda h: ["institution", "show", "BANKB", "--json"],
-    "stophub audit verify --json": lambda h: ["audit", "verify", "--json"],
+    "stophub audit verify --json": lambda h: ["audit", "verify", "--hub-key", h.hub_pub, "--json"],
 }
 
 
@@ -164,8 +171,9 @@ def test_each_json_document_holds_the_data(hub: HubData) -> None:
     assert with_log["clocks"] and all("log" in c for c in with_log["clocks"])
     jsonschema.validate(with_log, documented_schemas()["stophub sla --json"])
 
-    verified = json.loads(stophub(hub, "audit", "verify", "--json"))
+    verified = json.loads(stophub(hub, "audit", "verify", "--hub-key", hub.hub_pub, "--json"))
     assert verified["ok"] is True and verified["entries"] == verified["tree_size"] > 0
+    assert verified["checkpoints"] > 0 and verified["checkpoints_failed"] == 0
 
 
 def test_json_masks_personal_data_unless_asked(hub: HubData) -> None:

@@ -175,6 +175,20 @@ async def test_rpcs_streams_and_delivery_lag_are_counted(ops: Network) -> None:
     assert value(samples, "stophub_rpc_in_flight", method=STREAM) == 0
 
 
+async def test_a_database_rolled_back_under_the_hub_shows_in_the_forked_gauge(
+    ops: Network,
+) -> None:
+    """stophub_audit_log_forked is 0 while the hub's checkpoint memory finds the database's
+    tree extending what it signed, and 1 once it does not (docs/operations.md)."""
+    assert value(await scrape(ops), "stophub_audit_log_forked") == 0
+    memory = ops.server.hub.jobs.log_memory
+    assert memory.on_forked is not None
+    memory.on_forked(True)  # what the memory calls when it finds the tree rolled back
+    assert value(await scrape(ops), "stophub_audit_log_forked") == 1
+    memory.on_forked(False)
+    assert value(await scrape(ops), "stophub_audit_log_forked") == 0
+
+
 async def test_every_stream_whose_client_hung_up_counts_as_cancelled(ops: Network) -> None:
     """A client that cancels is first seen by the hub as the end of what it writes; the stream
     must wait for gRPC's cancellation instead of ending first as a success."""

@@ -19,6 +19,7 @@ from sqlalchemy import or_, select
 
 from hub.cli.audit import audit_export, audit_verify_export
 from hub.cli.sla import sla_export
+from hub.crypto.keys import PrivateKey
 from hub.crypto.public import public_key_to_pem
 from hub.service import auditlog, exports
 from hub.service.commands.case import GET_CASE, VERIFY_REPORT
@@ -246,21 +247,24 @@ def rewrite(path: Path, out: Path, edit: Any) -> Path:
 def test_a_full_export_verifies_offline_and_names_tampering(net: Net, tmp_path: Path) -> None:  # noqa: F811
     logged(net)
     path = full_export(net, tmp_path)
-    result = exports.verify_export(path, hub_keys(net).get)
+    result, _ = exports.verify_export(path, hub_keys(net))
     assert result.ok, result.findings
     assert result.checkpoints == 2 and result.entries == result.tree_size == len(db_audit(net))
     # A key that is not the hub's does not verify the checkpoints.
-    assert not exports.verify_export(path, {}.get).ok
+    other = PrivateKey.generate()
+    untrusted, _ = exports.verify_export(path, {other.key_id: other.public_key})
+    assert not untrusted.ok and untrusted.checkpoints_failed == 2
 
     pem = tmp_path / "hub.pem"
     pem.write_bytes(public_key_to_pem(net.hub_key.algorithm, net.hub_key.public_key))
     shown = CliRunner().invoke(audit_verify_export, ["--export", str(path), "--hub-key", str(pem)])
     assert shown.exit_code == 0, shown.output
-    assert "2 signed checkpoint(s) matched" in shown.output and "0 problem(s)" in shown.output
+    assert "2 checkpoint(s) verified, 0 failed" in shown.output and "0 problem(s)" in shown.output
+    # The registry is no longer a source of the hub's keys: they are given as files.
     shown = CliRunner().invoke(
         audit_verify_export, ["--export", str(path), "--db", str(net.store.url)]
     )
-    assert shown.exit_code == 0, shown.output
+    assert shown.exit_code == 2, shown.output
 
     [third] = [r for r in db_audit(net) if r["log_index"] == 3]
     changed = rewrite(
@@ -268,7 +272,7 @@ def test_a_full_export_verifies_offline_and_names_tampering(net: Net, tmp_path: 
         tmp_path / "changed.jsonl",
         lambda v: {**v, "detail": v["detail"] + "!"} if v.get("log_index") == 3 else v,
     )
-    result = exports.verify_export(changed, hub_keys(net).get)
+    result, _ = exports.verify_export(changed, hub_keys(net))
     assert not result.ok
     assert [
         (f.what, f.entry_id, f.log_index) for f in result.findings if f.what != "checkpoint"
@@ -281,7 +285,7 @@ def test_a_full_export_verifies_offline_and_names_tampering(net: Net, tmp_path: 
     removed = rewrite(
         path, tmp_path / "removed.jsonl", lambda v: None if v.get("log_index") == 4 else v
     )
-    result = exports.verify_export(removed, hub_keys(net).get)
+    result, _ = exports.verify_export(removed, hub_keys(net))
     assert not result.ok
     assert ("removed", 4) in [(f.what, f.log_index) for f in result.findings]
     shown = CliRunner().invoke(
@@ -297,11 +301,12 @@ def test_a_filtered_export_is_refused_for_verification(net: Net, tmp_path: Path)
     shown = CliRunner().invoke(audit_export, [*args, "--personal-data"])
     assert shown.exit_code == 0, shown.output
     with pytest.raises(exports.ExportError, match=r"filtered export .*cannot be verified"):
-        exports.verify_export(path, hub_keys(net).get)
-    shown = CliRunner().invoke(
-        audit_verify_export, ["--export", str(path), "--db", str(net.store.url)]
-    )
-    assert shown.exit_code == 1 and "cannot be verified as a whole tree" in shown.output
+        exports.verify_export(path, hub_keys(net))
+    pem = tmp_path / "hub.pub"
+    pem.write_bytes(public_key_to_pem(net.hub_key.algorithm, net.hub_key.public_key))
+    shown = CliRunner().invoke(audit_verify_export, ["--export", str(path), "--hub-key", str(pem)])
+    # Not a finding in the log: the check cannot be made on part of a tree.
+    assert shown.exit_code == 2 and "cannot be verified as a whole tree" in shown.output
 
 
 def test_cli_exports_write_csv_with_the_columns(net: Net, tmp_path: Path) -> None:  # noqa: F811

@@ -35,6 +35,7 @@ from hub.service.ports import (
     AuditRecord,
     CaseQuery,
     Conflict,
+    HubKeyEndorsementRow,
     InboundRecord,
     ListChangeRow,
     ListRow,
@@ -97,6 +98,7 @@ class StoreState:
     places: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     log_state: LogState = field(default_factory=lambda: LogState(0, EMPTY_ROOT, b""))
     checkpoints: list[LogCheckpointRow] = field(default_factory=list)
+    endorsements: list[HubKeyEndorsementRow] = field(default_factory=list)
     log_nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
     next_sequence: int = 1
     # The fake's members are shared, mutable objects (tests revoke keys in place), so by
@@ -497,6 +499,24 @@ class FakeAudit:
             AuditRecord(i, at, entry) for i, (entry, at) in enumerate(self._state.audit, start=1)
         ]
         return [r for r in rows if r.entry_id > after_id][:limit]
+
+    def entry_ids(self, after_id: int, limit: int) -> list[int]:
+        return [r.entry_id for r in self.scan(after_id, limit)]
+
+    def recorded_times(self, indexes: Collection[int]) -> dict[int, datetime]:
+        return {
+            x.log_index: x.record.recorded_at
+            for x in self.logged(0, len(self._state.audit))
+            if x.log_index in indexes
+        }
+
+    def endorsements(self) -> list[HubKeyEndorsementRow]:
+        return sorted(self._state.endorsements, key=lambda e: (e.endorsed_at, e.key_id))
+
+    def add_endorsement(self, row: HubKeyEndorsementRow) -> None:
+        if any(e.key_id == row.key_id for e in self._state.endorsements):
+            raise Conflict(f"hub key {row.key_id} is endorsed already")
+        self._state.endorsements.append(row)
 
     def log_state(self, *, lock: bool = False) -> LogState:
         return self._state.log_state

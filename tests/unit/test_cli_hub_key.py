@@ -1,6 +1,7 @@
 """`--hub-key`, the hub's public key, read one way by every command that takes it (`replica`,
-`audit verify-export`): a PEM public key or a raw 32-byte Ed25519 key; anything else is
-refused with one line naming the file, never a traceback."""
+`audit verify`, `audit verify-export`, `audit checkpoint`): a PEM public key or a raw 32-byte
+Ed25519 key; anything else is refused with one line naming the file, never a traceback (exit
+1, or 2 for the audit checks, which exit 2 whenever the check cannot be made)."""
 
 from __future__ import annotations
 
@@ -75,16 +76,38 @@ def commands(tmp_path: Path, hub_key: Path) -> dict[str, list[str]]:
             "--hub-key",
             str(hub_key),
         ],
+        "audit verify": [
+            "audit",
+            "verify",
+            "--db",
+            f"sqlite:///{tmp_path / 'copy.db'}",
+            "--hub-key",
+            str(hub_key),
+        ],
+        "audit checkpoint": [
+            "audit",
+            "checkpoint",
+            "--db",
+            f"sqlite:///{tmp_path / 'copy.db'}",
+            "--hub-key",
+            str(hub_key),
+            "--out",
+            str(tmp_path / "kept.json"),
+        ],
     }
 
 
+# A check that cannot be made (here: its key unreadable) exits 2 (docs/audit.md).
+EXIT = {"replica": 1, "audit verify-export": 2, "audit verify": 2, "audit checkpoint": 2}
+
+
 @pytest.mark.parametrize("what", sorted(MALFORMED))
-@pytest.mark.parametrize("command", ["replica", "audit verify-export"])
+@pytest.mark.parametrize("command", sorted(EXIT))
 def test_a_malformed_hub_key_is_one_line(tmp_path: Path, command: str, what: str) -> None:
     bad = tmp_path / "hub.pub"
     bad.write_bytes(MALFORMED[what])
     result = CliRunner().invoke(main, commands(tmp_path, bad)[command])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == EXIT[command], result.output
     assert isinstance(result.exception, SystemExit)  # a refusal, not an exception
     lines = result.output.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: {bad}: "), result.output
@@ -96,7 +119,7 @@ def test_a_private_key_given_as_the_hub_key_is_refused_in_one_line(tmp_path: Pat
     save_private_key(HUB, private)
     for command, args in commands(tmp_path, private).items():
         result = CliRunner().invoke(main, args)
-        assert result.exit_code == 1, (command, result.output)
+        assert result.exit_code == EXIT[command], (command, result.output)
         lines = result.output.splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"Error: {private}: "), result.output
         assert "not a PEM public key" in lines[0], command

@@ -80,7 +80,15 @@ def get_log_checkpoint(ctx: Context, body: audit_pb2.GetLogCheckpointBody) -> Me
     if body.fresh and body.tree_size == 0:
         # Signing a checkpoint records nothing about anyone: the hub states what it holds.
         auditlog.sequence(ctx.hub.uow)
-        signed = auditlog.checkpoint(ctx.hub.uow, ctx.hub.signer, ctx.hub.clock, every=None)
+        # The same memory as the scheduled signing: a member asking for a fresh checkpoint
+        # must not get a rolled-back or forked database signed either.
+        signed = auditlog.checkpoint(
+            ctx.hub.uow,
+            ctx.hub.signer,
+            ctx.hub.clock,
+            every=None,
+            memory=ctx.hub.jobs.log_memory,
+        )
         if signed is not None:
             ctx.hub.latest_checkpoint.signed(signed)
         with ctx.hub.uow(read_only=True) as fresh:
