@@ -7,6 +7,7 @@ exits 2."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -27,9 +28,11 @@ from hub.cli import main
 from hub.crypto.checkpoint import open_checkpoint
 from hub.crypto.keys import PrivateKey
 from hub.crypto.public import public_key_to_pem
+from hub.domain.errors import DomainError
 from hub.domain.merkle import CompactRange
 from hub.service import auditlog, trust
 from hub.service.admin import NewKey, Registry
+from hub.service.commands import audit as au
 from hub.service.commands.case import CREATE_REPORT
 from hub.service.pipeline import Hub
 from hub.service.ports import AuditEntry, AuditRecord
@@ -40,7 +43,7 @@ from hub.store.tables import (
     audit_log_state,
     hub_key_endorsements,
 )
-from stophub.v1 import case_pb2
+from stophub.v1 import audit_pb2, case_pb2
 from tests.unit.test_handlers import MULE_B, report_body
 
 from .test_hub_on_db import Net, net  # noqa: F401  (the fixture)
@@ -625,6 +628,27 @@ def test_the_hub_signs_nothing_over_a_database_rolled_back_under_it(
         assert uow.audit.checkpoints()[-1].tree_size > log.sizes[4]
     text, _ = verify(log, "--trusted-checkpoint", str(log.tmp))
     assert text.exit_code == 0, text.output
+
+
+def test_a_fresh_checkpoint_on_request_is_not_signed_over_a_rollback_either(
+    hub_log: Log,
+) -> None:
+    """GetLogCheckpoint(fresh) signs on a member's request: it must meet the same memory as
+    the scheduled signing, or any member could get the rolled-back tree signed."""
+    log = hub_log
+    net = log.net  # noqa: F811
+    restore(log.engine, log.snapshots[2])
+    activity(net)
+    with contextlib.suppress(DomainError):  # answered with the newest stored, or refused
+        net.call(
+            "BANKA",
+            au.GET_LOG_CHECKPOINT,
+            audit_pb2.GetLogCheckpointBody(fresh=True),
+            audit_pb2.SignedLogCheckpoint,
+        )
+    with net.store(read_only=True) as uow:
+        assert uow.audit.checkpoints()[-1].tree_size == log.sizes[2]  # nothing signed
+    assert "is not an extension of checkpoint" in net.hub.jobs.log_memory.problem
 
 
 def test_the_hub_signs_nothing_when_its_newest_checkpoint_row_vanishes(hub_log: Log) -> None:
