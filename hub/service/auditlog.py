@@ -13,11 +13,14 @@ export verifies without the data keys.
 from __future__ import annotations
 
 import logging
+import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from hub.crypto import audittag
+from hub.crypto.audittag import TagKeys
 from hub.crypto.envelope import seal_message, verify_envelope
 from hub.domain.auditleaf import LEAF_FORMAT, leaf_bytes, leaf_of, micros, payload_digest
 from hub.domain.institutions import HUB_CODE
@@ -32,6 +35,7 @@ from hub.service.ports import (
     LoggedRecord,
     LogState,
     Signer,
+    TagProblem,
     UnitOfWork,
     UnitOfWorkFactory,
 )
@@ -79,8 +83,20 @@ def _range_of(state: LogState) -> CompactRange:
     return CompactRange.restore(state.size, nodes)
 
 
-def sequence(uow_factory: UnitOfWorkFactory, batch: int = SEQUENCE_BATCH) -> int:
-    """Give every committed entry without a place its place, in id order; returns how many."""
+def sequence(
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    batch: int = SEQUENCE_BATCH,
+    *,
+    tag_keys: TagKeys | None = None,
+) -> int:
+    """Give every committed entry without a place its place, in id order; returns how many.
+
+    Only entries the hub wrote take a place: one whose tag verifies (`tag_keys`, by default
+    the process's data keyring), or an untagged entry from before revision 0015 while the
+    tree holds nothing but such entries. Every other entry is refused (marked at
+    `clock.now()`, never placed, logged at ERROR and counted) and `audit verify` names it."""
+    keys = audittag.KEYS if tag_keys is None else tag_keys
     placed = 0
     while True:
         with uow_factory(read_only=True) as peek:
@@ -90,19 +106,73 @@ def sequence(uow_factory: UnitOfWorkFactory, batch: int = SEQUENCE_BATCH) -> int
             state = uow.audit.log_state(lock=True)
             records = uow.audit.unsequenced(batch)
             tree = _range_of(state)
+            untagged = state.untagged_entries
             places = []
+            refused = []
             completed: list[tuple[int, int, bytes]] = []
             for record in records:
+                if _is_untagged(record):
+                    # Only an upgraded log's first entries, before any tagged one.
+                    ok = record.entry_id < state.untagged_below_id and tree.size == untagged
+                    problem = "" if ok else _UNTAGGED_LATE
+                    untagged += ok
+                else:
+                    problem = keys.problem(record.tag_key, record.tag, *_fields(record))
+                if problem:
+                    refused.append(record.entry_id)
+                    log.error(
+                        "audit log: entry %d refused: %s (written by something other than "
+                        "the hub?)",
+                        record.entry_id,
+                        problem,
+                    )
+                    continue
                 leaf = entry_leaf(tree.size, record)
                 places.append((record.entry_id, tree.size, leaf))
                 tree.append(leaf, completed)
             uow.audit.assign(places)
+            uow.audit.refuse(refused, clock.now())
             uow.audit.add_nodes(completed)
-            uow.audit.set_log_state(LogState(tree.size, tree.root(), b"".join(tree.nodes)))
+            uow.audit.set_log_state(
+                LogState(
+                    tree.size,
+                    tree.root(),
+                    b"".join(tree.nodes),
+                    state.untagged_below_id,
+                    untagged,
+                )
+            )
             uow.commit()
-        placed += len(records)
+        _count_refused(len(refused))
+        placed += len(places)
         if len(records) < batch:
             return placed
+
+
+_UNTAGGED_LATE = (
+    "it carries no tag, and is not one of the entries written before the hub tagged them "
+    "(revision 0015) at the start of the tree"
+)
+
+
+def _is_untagged(record: AuditRecord) -> bool:
+    return record.tag is None and record.tag_key is None
+
+
+_refused_lock = threading.Lock()
+_refused_total = 0
+
+
+def _count_refused(count: int) -> None:
+    global _refused_total
+    if count:
+        with _refused_lock:
+            _refused_total += count
+
+
+def refused_total() -> int:
+    """Entries the sequencer refused in this process (`stophub_audit_entries_refused_total`)."""
+    return _refused_total
 
 
 def checkpoint(
@@ -147,7 +217,7 @@ def checkpoint(
 class Finding:
     """One thing wrong with the log, with the entry or checkpoint it concerns."""
 
-    # changed | removed | inserted | moved | unreadable | checkpoint | unsequenced
+    # changed | removed | inserted | moved | forged | unreadable | checkpoint | unsequenced
     what: str
     detail: str
     entry_id: int | None = None
@@ -172,34 +242,53 @@ class Verification:
 CHUNK = 50_000
 
 
-def chunk_records(records: Iterable[LoggedRecord], size: int = CHUNK) -> Iterator[LeafChunk]:
-    """Records (an export, a test's rows) as the chunks `verify_chunks` takes."""
+def chunk_records(
+    records: Iterable[LoggedRecord],
+    size: int = CHUNK,
+    *,
+    tag_keys: TagKeys | None = None,
+) -> Iterator[LeafChunk]:
+    """Records (an export, a test's rows) as the chunks `verify_chunks` takes; each entry's
+    tag checked with `tag_keys` (None: not checked, for an export read without the data
+    keys)."""
     batch: list[LoggedRecord] = []
     for logged in records:
         batch.append(logged)
         if len(batch) == size:
-            yield _chunk(batch)
+            yield _chunk(batch, tag_keys)
             batch = []
     if batch:
-        yield _chunk(batch)
+        yield _chunk(batch, tag_keys)
 
 
-def _chunk(batch: Sequence[LoggedRecord]) -> LeafChunk:
+def _chunk(batch: Sequence[LoggedRecord], tag_keys: TagKeys | None = None) -> LeafChunk:
     ids, indexes, leaves = array("q"), array("q"), bytearray()
     mismatched = []
+    forged: list[TagProblem] = []
+    untagged: list[int] = []
     for position, logged in enumerate(batch):
-        ids.append(logged.record.entry_id)
+        record = logged.record
+        ids.append(record.entry_id)
+        fields = _fields(record)
+        if tag_keys is not None:
+            if record.refused_at is not None:
+                forged.append(TagProblem(position, audittag.refused(record.refused_at)))
+            elif _is_untagged(record):
+                untagged.append(position)
+            else:
+                problem = tag_keys.problem(record.tag_key, record.tag, *fields)
+                if problem:
+                    forged.append(TagProblem(position, problem))
         if logged.log_index is None:
             indexes.append(-1)
             leaves += bytes(32)
             continue
-        fields = _fields(logged.record)
         leaf = leaf_of(logged.log_index, *fields)
         indexes.append(logged.log_index)
         leaves += leaf
         if leaf != logged.leaf_hash:
             mismatched.append(LeafMismatch(position, logged.leaf_hash, fields))
-    return LeafChunk(ids, indexes, bytes(leaves), mismatched)
+    return LeafChunk(ids, indexes, bytes(leaves), mismatched, forged, untagged)
 
 
 def verify(
@@ -207,12 +296,25 @@ def verify(
     checkpoints: Sequence[LogCheckpointRow],
     state: LogState,
     hub_keys: Callable[[str], bytes | None],
+    *,
+    untagged_entries: int | None = None,
+    tag_keys: TagKeys | None = audittag.KEYS,
 ) -> Verification:
-    """Check every entry against its leaf and place, every checkpoint's signature and its root
-    against the tree the entries make now, and the state row. `records` in id order, read in
-    one snapshot with `checkpoints` and `state`; `hub_keys(key_id)` is the hub's public key of
-    that id (the registry's, any state)."""
-    return verify_chunks(chunk_records(records), checkpoints, state, lambda: state, hub_keys)
+    """Check every entry against its leaf and place, its tag (with `tag_keys`: by default
+    the process's data keyring; None for an export, read without the data keys), every
+    checkpoint's signature and its root against the tree the entries make now, and the state
+    row. `records` in id order, read in one snapshot with `checkpoints` and `state`;
+    `hub_keys(key_id)` is the hub's public key of that id (the registry's, any state).
+    `untagged_entries`: how many positions at the start of the tree may hold entries without
+    a tag (None: the state row's count)."""
+    return verify_chunks(
+        chunk_records(records, tag_keys=tag_keys),
+        checkpoints,
+        state,
+        lambda: state,
+        hub_keys,
+        untagged_entries=untagged_entries,
+    )
 
 
 def verify_chunks(
@@ -221,6 +323,8 @@ def verify_chunks(
     before: LogState,
     read_after: Callable[[], LogState],
     hub_keys: Callable[[str], bytes | None],
+    *,
+    untagged_entries: int | None = None,
 ) -> Verification:
     """`verify` over entries read in chunks, perhaps by several processes while a hub goes on
     sequencing: `before` is the state row read with `checkpoints` before the first chunk,
@@ -236,6 +340,7 @@ def verify_chunks(
     # The tree is folded while chunks arrive, as far as the positions are filled without a
     # gap; past a gap (entries out of order: tampering) it waits for the last chunk.
     fold = _Fold(checkpoints, settled, hub_keys, result)
+    tags = _Tags(before, untagged_entries, result)
     for chunk in chunks:
         count = len(chunk.ids)
         result.entries += count
@@ -252,7 +357,9 @@ def verify_chunks(
             index, entry_id = indexes[m.position], chunk.ids[m.position]
             if owner[index] == entry_id:
                 wrong[index] = (entry_id, m)
+        tags.check(chunk)
         fold.advance(owner, leaves)
+    tags.finish()
     size = len(owner)
     after = read_after()
     _explain(wrong, result)
@@ -296,6 +403,62 @@ def verify_chunks(
             )
         )
     return result
+
+
+class _Tags:
+    """The hub's tag on each entry: FORGED for an entry whose tag is missing (outside the
+    untagged prefix of an upgraded log), wrong or under an unknown key, and for an entry the
+    sequencer refused."""
+
+    def __init__(self, before: LogState, untagged_entries: int | None, result: Verification):
+        self.allowed = before.untagged_entries if untagged_entries is None else untagged_entries
+        # Untagged entries the sequencer has yet to place: allowed while the tree holds
+        # nothing else (a log just upgraded from revision 0014).
+        self.waiting_below = (
+            before.untagged_below_id if before.size == before.untagged_entries else 0
+        )
+        self.result = result
+        self.forged_unplaced: set[int] = set()
+
+    def check(self, chunk: LeafChunk) -> None:
+        for position in chunk.untagged:
+            index, entry_id = chunk.indexes[position], chunk.ids[position]
+            if 0 <= index < self.allowed or (index < 0 and entry_id < self.waiting_below):
+                continue
+            where = (
+                f"at position {index}, outside the first {self.allowed} (the entries "
+                "written before the hub tagged them, revision 0015)"
+                if index >= 0
+                else "and is not one of the entries written before the hub tagged them "
+                "(revision 0015)"
+            )
+            self._forged(entry_id, index, f"it carries no tag {where}")
+        for problem in chunk.forged:
+            self._forged(
+                chunk.ids[problem.position], chunk.indexes[problem.position], problem.reason
+            )
+
+    def _forged(self, entry_id: int, index: int, reason: str) -> None:
+        place = f"at position {index}" if index >= 0 else "(not placed)"
+        self.result.findings.append(
+            Finding(
+                "forged",
+                f"entry {entry_id} {place}: {reason}; the hub did not write it",
+                entry_id,
+                index if index >= 0 else None,
+            )
+        )
+        if index < 0:
+            self.forged_unplaced.add(entry_id)
+
+    def finish(self) -> None:
+        # A refused or forged entry will never be placed: it is not waiting for its place.
+        if self.forged_unplaced:
+            self.result.findings = [
+                f
+                for f in self.result.findings
+                if not (f.what == "unsequenced" and f.entry_id in self.forged_unplaced)
+            ]
 
 
 def _place_one_by_one(
@@ -462,13 +625,22 @@ def verify_store(
     uow_factory: UnitOfWorkFactory,
     hub_keys: Callable[[str], bytes | None],
     scan: Callable[[], Iterable[LeafChunk]] | None = None,
+    *,
+    untagged_entries: int | None = None,
 ) -> Verification:
     """`verify` over a whole database. `scan` reads the entries as chunks (the store's
     parallel raw scan, `SqlStore.scan_audit`), while a hub may go on sequencing; without it,
-    they are read through the unit of work in one snapshot."""
+    they are read through the unit of work in one snapshot. `untagged_entries` as `verify`
+    takes it."""
     if scan is None:
         with uow_factory(read_only=True) as uow:
-            return verify(read_all(uow), uow.audit.checkpoints(), uow.audit.log_state(), hub_keys)
+            return verify(
+                read_all(uow),
+                uow.audit.checkpoints(),
+                uow.audit.log_state(),
+                hub_keys,
+                untagged_entries=untagged_entries,
+            )
     with uow_factory(read_only=True) as uow:
         before, checkpoints = uow.audit.log_state(), list(uow.audit.checkpoints())
 
@@ -476,7 +648,9 @@ def verify_store(
         with uow_factory(read_only=True) as uow:
             return uow.audit.log_state()
 
-    return verify_chunks(scan(), checkpoints, before, after, hub_keys)
+    return verify_chunks(
+        scan(), checkpoints, before, after, hub_keys, untagged_entries=untagged_entries
+    )
 
 
 def read_all(uow: UnitOfWork, page: int = 5000) -> Iterator[LoggedRecord]:

@@ -36,7 +36,7 @@ __all__ = [
 from array import array
 from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, Self
@@ -403,6 +403,12 @@ class AuditRecord:
     entry_id: int
     recorded_at: datetime
     entry: AuditEntry
+    # The hub's tag (docs/audit.md, "The hub's tag on each entry") and the id of the data key
+    # it was made under; None on entries written before revision 0015 and on forged rows.
+    tag_key: str | None = None
+    tag: bytes | None = None
+    # When the sequencer refused the entry (its tag did not verify): it is never placed.
+    refused_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -462,6 +468,14 @@ class LeafMismatch:
 
 
 @dataclass(frozen=True)
+class TagProblem:
+    """An entry the hub's tag does not vouch for (docs/audit.md, "The hub's tag")."""
+
+    position: int  # in its chunk
+    reason: str
+
+
+@dataclass(frozen=True)
 class LeafChunk:
     """Consecutive entries in id order, as a verification reads them: ids, places (-1: not
     placed yet), the leaves their content makes now (32 bytes each, zeros when not placed),
@@ -471,6 +485,11 @@ class LeafChunk:
     indexes: array[int]
     leaves: bytes
     mismatched: list[LeafMismatch]
+    # Entries whose tag is missing, wrong, under an unknown key, or that the sequencer
+    # refused; and the positions (in the chunk) of entries that carry no tag at all, which
+    # the verification allows only in the untagged prefix of an upgraded log.
+    forged: list[TagProblem] = field(default_factory=list)
+    untagged: list[int] = field(default_factory=list)
 
 
 class AuditLog(Protocol):
@@ -487,11 +506,16 @@ class AuditLog(Protocol):
     def set_log_state(self, state: LogState) -> None: ...
 
     def unsequenced(self, limit: int) -> Sequence[AuditRecord]:
-        """Committed entries that have no place in the tree yet, in id order."""
+        """Committed entries that have no place in the tree yet and were not refused, in id
+        order."""
         ...
 
     def assign(self, places: Sequence[tuple[int, int, bytes]]) -> None:
         """(entry id, log index, leaf hash) for each entry."""
+        ...
+
+    def refuse(self, entry_ids: Sequence[int], at: datetime) -> None:
+        """Mark entries the sequencer refused (their tag does not verify): never placed."""
         ...
 
     def add_checkpoint(self, checkpoint: LogCheckpointRow) -> None: ...

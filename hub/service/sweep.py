@@ -78,7 +78,7 @@ class Jobs:
     def keep_audit_log(self) -> int:
         """Place every committed audit entry in the log's Merkle tree and sign a checkpoint
         when one is due (ADR 15); returns how many entries were placed."""
-        placed = auditlog.sequence(self.hub.uow)
+        placed = auditlog.sequence(self.hub.uow, self.hub.clock)
         auditlog.checkpoint(self.hub.uow, self.hub.signer, self.hub.clock)
         return placed
 

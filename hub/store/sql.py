@@ -34,8 +34,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.crypto import blindindex, fields
+from hub.crypto import audittag, blindindex, fields
 from hub.domain.appeals import Appeal, AppealState
+from hub.domain.auditleaf import micros, payload_digest
 from hub.domain.cases import Case, CaseState, OrderKind
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import (
@@ -1144,7 +1145,46 @@ class PendingRows:
                     before = self._mark[i]
                     self._written_before[i].extend(batch[:before])
                     self._mark = (0, self._mark[1]) if i == 0 else (self._mark[0], 0)
-                self.session.execute(insert, batch)
+                # The queued rows stay as they were: rows a savepoint's rollback queues again
+                # get new ids, and tags over those, when they are written again.
+                self.session.execute(insert, self._tagged(batch) if i == 0 else batch)
+
+    def _tagged(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Audit rows with their ids, allocated here, and the hub's tag over each
+        (hub.crypto.audittag): one query for the ids, then one INSERT with everything, in the
+        transaction that writes the entries."""
+        ids = self._new_ids(len(rows))
+        kid, key = audittag.KEYS.current()
+        tag_of = audittag.tag_of
+        out = []
+        for entry_id, row in zip(ids, rows, strict=True):
+            # The fields exactly as the leaf will hash them; the time as stored (micros of an
+            # aware UTC datetime, which both backends keep to the microsecond).
+            tag = tag_of(
+                key,
+                entry_id,
+                micros(row["recorded_at"]),
+                row["kind"].encode(),
+                row["actor"].encode(),
+                row["message_id"].encode(),
+                (row["case_id"] or "").encode(),
+                (row["order_id"] or "").encode(),
+                row["detail"].encode(),
+                payload_digest(row["payload"]),
+            )
+            out.append({**row, "id": entry_id, "tag_key": kid, "tag": tag})
+        return out
+
+    def _new_ids(self, count: int) -> list[int]:
+        if self.session.get_bind().dialect.name == "sqlite":
+            # A writer holds SQLite's write lock from BEGIN IMMEDIATE (make_engine): no one
+            # else inserts before this transaction ends, so the next ids are the maximum's.
+            top = self.session.execute(select(func.max(audit_log.c.id))).scalar() or 0
+            return list(range(top + 1, top + 1 + count))
+        # PostgreSQL: the column's own sequence, as a default would draw from it (ids are not
+        # in commit order across transactions either way; the sequencer orders them).
+        drawn = self.session.execute(NEXT_AUDIT_IDS, {"n": count}).scalars().all()
+        return sorted(int(i) for i in drawn)
 
     def mark(self) -> None:
         self._mark = (len(self.audit), len(self.sla))
@@ -1164,6 +1204,15 @@ class PendingRows:
 
 
 LOG_STATE_ID = 1
+NEXT_AUDIT_IDS = text(
+    "SELECT nextval(q.seq) FROM (SELECT pg_get_serial_sequence('audit_log', 'id') AS seq) q, "
+    "generate_series(1, :n)"
+)
+REFUSE = (
+    update(audit_log)
+    .where(audit_log.c.id == bindparam("entry_id"), audit_log.c.log_index.is_(None))
+    .values(refused_at=bindparam("at"))
+)
 ASSIGN_PLACE = (
     update(audit_log)
     .where(audit_log.c.id == bindparam("entry_id"))
@@ -1279,7 +1328,7 @@ class SqlAudit:
         self.pending.flush()
         rows = self.session.execute(
             select(audit_log)
-            .where(audit_log.c.log_index.is_(None))
+            .where(audit_log.c.log_index.is_(None), audit_log.c.refused_at.is_(None))
             .order_by(audit_log.c.id)
             .limit(limit)
         )
@@ -1291,6 +1340,10 @@ class SqlAudit:
                 ASSIGN_PLACE,
                 [{"entry_id": e, "index": i, "leaf": h} for e, i, h in places],
             )
+
+    def refuse(self, entry_ids: Sequence[int], at: datetime) -> None:
+        if entry_ids:
+            self.session.execute(REFUSE, [{"entry_id": e, "at": at} for e in entry_ids])
 
     def add_checkpoint(self, checkpoint: LogCheckpointRow) -> None:
         self.session.execute(
@@ -1322,6 +1375,9 @@ def _audit_record(row: Any) -> AuditRecord:
             case_id=row.case_id,
             order_id=row.order_id,
         ),
+        row.tag_key,
+        None if row.tag is None else bytes(row.tag),
+        row.refused_at,
     )
 
 

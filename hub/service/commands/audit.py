@@ -79,7 +79,7 @@ def get_log_checkpoint(ctx: Context, body: audit_pb2.GetLogCheckpointBody) -> Me
         raise InvalidArgument("tree_size", "is 0 (the latest) or a checkpoint's size")
     if body.fresh and body.tree_size == 0:
         # Signing a checkpoint records nothing about anyone: the hub states what it holds.
-        auditlog.sequence(ctx.hub.uow)
+        auditlog.sequence(ctx.hub.uow, ctx.hub.clock)
         auditlog.checkpoint(ctx.hub.uow, ctx.hub.signer, ctx.hub.clock, every=None)
         with ctx.hub.uow(read_only=True) as fresh:
             found = fresh.audit.checkpoints()
