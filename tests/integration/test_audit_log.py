@@ -37,11 +37,11 @@ def activity(net: Net, reports: int) -> None:  # noqa: F811
 def logged(net: Net) -> Net:  # noqa: F811
     """Two rounds of activity, each placed and checkpointed."""
     activity(net, 3)
-    assert auditlog.sequence(net.store) > 0
+    assert auditlog.sequence(net.store, net.clock) > 0
     assert auditlog.checkpoint(net.store, net.hub_key, net.clock, every=None) is not None
     activity(net, 3)
     net.clock.set(net.clock.now() + timedelta(minutes=2))
-    auditlog.sequence(net.store)
+    auditlog.sequence(net.store, net.clock)
     assert auditlog.checkpoint(net.store, net.hub_key, net.clock) is not None
     return net
 
@@ -100,10 +100,15 @@ def test_every_entry_of_an_intact_log_is_hashed_in_c(net: Net) -> None:  # noqa:
         rows = cur.fetchall()
         hasher = reader.hasher
         assert _leafscan is not None
-        *_, slow = _leafscan.hash_rows(
-            rows, reader.sqlite, hasher.key_map, hasher.detail_aad, hasher.payload_aad
+        *_, slow, untagged = _leafscan.hash_rows(
+            rows,
+            reader.sqlite,
+            hasher.key_map,
+            hasher.detail_aad,
+            hasher.payload_aad,
+            hasher.tag_map,
         )
-        assert len(rows) > 10 and slow == []
+        assert len(rows) > 10 and slow == [] and untagged == []
         assert hasher.hash(rows) == hasher.hash_python(rows)
     finally:
         reader.close()
@@ -295,10 +300,10 @@ def test_proofs_of_a_long_log_come_from_its_stored_subtree_roots(
         for i in range(700):
             uow.audit.append(AuditEntry("clock", "HUB", f"bulk-{i}", f"step {i}"), net.clock.now())
         uow.commit()
-    auditlog.sequence(net.store)
+    auditlog.sequence(net.store, net.clock)
     first = auditlog.checkpoint(net.store, net.hub_key, net.clock, every=None)
     activity(net, 1)
-    auditlog.sequence(net.store)
+    auditlog.sequence(net.store, net.clock)
     second = auditlog.checkpoint(net.store, net.hub_key, net.clock, every=None)
     assert first is not None and second is not None and second.tree_size > first.tree_size > 700
     assert net.count(audit_log_nodes) == first.tree_size // 256
