@@ -111,7 +111,9 @@ def sequence(
             refused = []
             completed: list[tuple[int, int, bytes]] = []
             for record in records:
-                if _is_untagged(record):
+                if record.unreadable:
+                    problem = f"its content does not open ({record.unreadable})"
+                elif _is_untagged(record):
                     # Only an upgraded log's first entries, before any tagged one.
                     ok = record.entry_id < state.untagged_below_id and tree.size == untagged
                     problem = "" if ok else _UNTAGGED_LATE

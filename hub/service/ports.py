@@ -409,6 +409,8 @@ class AuditRecord:
     tag: bytes | None = None
     # When the sequencer refused the entry (its tag did not verify): it is never placed.
     refused_at: datetime | None = None
+    # Why its sealed detail or envelope does not open, when read for the sequencer.
+    unreadable: str = ""
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,10 @@ class LeafHasher:
                 forged.append(TagProblem(position, _refused(refused_at, sqlite)))
             elif tag is None and tag_key is None:
                 untagged.append(position)
-            elif not unreadable:
+            elif unreadable:
+                if index is None:  # the sequencer will refuse it: its tag cannot be checked
+                    forged.append(TagProblem(position, f"its content does not open ({unreadable})"))
+            else:
                 problem = tag_problem(
                     tag_key if tag_key is None else str(tag_key),
                     None if tag is None else bytes(tag),

@@ -160,6 +160,18 @@ def append_under_unknown_key(engine: Engine) -> int:
         return int(new["id"])
 
 
+def append_garbled(engine: Engine) -> int:
+    """A copy whose sealed detail has one byte flipped: it does not open. The sequencer
+    refuses it and goes on placing the entries after it."""
+    with engine.begin() as conn:
+        row = raw_row(conn, log_index=1)
+        new = {c: row[c] for c in (*CONTENT, "tag_key", "tag")}
+        sealed = bytes(new["detail"])
+        new.update(id=_next_id(conn), detail=sealed[:-1] + bytes([sealed[-1] ^ 1]))
+        conn.execute(insert(RAW).values(**new))
+        return int(new["id"])
+
+
 def duplicate_under_new_id(engine: Engine) -> int:
     """An exact copy of an entry, tag and all, under a new id."""
     with engine.begin() as conn:
@@ -177,8 +189,9 @@ def duplicate_under_new_id(engine: Engine) -> int:
         (append_with_copied_tag, "its tag does not verify"),
         (append_under_unknown_key, "under data key 'dk-mallory', which is not in the keyring"),
         (duplicate_under_new_id, "its tag does not verify"),
+        (append_garbled, "its content does not open"),
     ],
-    ids=["no-tag", "copied-tag", "unknown-key", "duplicate"],
+    ids=["no-tag", "copied-tag", "unknown-key", "duplicate", "garbled"],
 )
 def test_an_appended_entry_is_refused_by_the_sequencer_and_named_forged(
     net: Net,  # noqa: F811
