@@ -84,7 +84,7 @@ def tagged(rows: Iterator[dict[str, object]], first_id: int) -> Iterator[dict[st
     kid, key = audittag.KEYS.current()
     for entry_id, row in enumerate(rows, start=first_id):
         record = _record(entry_id, row)
-        tag = audittag.tag_of(key, *auditlog._fields(record))
+        tag = audittag.tag_of(key, *auditlog.entry_fields(record))
         yield {**row, "id": entry_id, "tag_key": kid, "tag": tag}
 
 
@@ -126,7 +126,7 @@ def baseline_hash(n: int) -> float:
     started = time.perf_counter()
     tree = CompactRange()
     for i, (record, tag) in enumerate(rows):
-        fields_ = auditlog._fields(record)
+        fields_ = auditlog.entry_fields(record)
         tree.append(auditlog.leaf_of(i, *fields_))
         assert not check(kid, tag, *fields_)  # type: ignore[arg-type]
     tree.root()

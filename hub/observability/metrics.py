@@ -51,7 +51,7 @@ from prometheus_client.registry import Collector
 
 from hub.domain.workdays import CHINA_TZ, WorkingDays, year_known
 from hub.observability import logs
-from hub.service import auditlog
+from hub.service import audittags
 from hub.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class RefusedEntriesCollector(Collector):
         return [self._family(None)]
 
     def collect(self) -> Iterable[Metric]:
-        return [self._family(auditlog.refused_total())]
+        return [self._family(audittags.refused_total())]
 
     @staticmethod
     def _family(value: int | None) -> CounterMetricFamily:

@@ -13,7 +13,6 @@ export verifies without the data keys.
 from __future__ import annotations
 
 import logging
-import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from hub.crypto.envelope import seal_message, verify_envelope
 from hub.domain.auditleaf import LEAF_FORMAT, leaf_bytes, leaf_of, micros, payload_digest
 from hub.domain.institutions import HUB_CODE
 from hub.domain.merkle import CompactRange
+from hub.service import audittags
 from hub.service.ports import (
     AuditRecord,
     Clock,
@@ -61,6 +61,16 @@ def leaf_data(index: int, record: AuditRecord) -> bytes:
 
 def entry_leaf(index: int, record: AuditRecord) -> bytes:
     return leaf_of(index, *_fields(record))
+
+
+def entry_fields(record: AuditRecord) -> LeafFields:
+    """What the leaf and the hub's tag bind of an entry, besides its position, as bytes."""
+    return _fields(record)
+
+
+def tree_of(state: LogState) -> CompactRange:
+    """The tree a state row records, to append to."""
+    return _range_of(state)
 
 
 def _fields(record: AuditRecord) -> LeafFields:
@@ -106,20 +116,12 @@ def sequence(
             state = uow.audit.log_state(lock=True)
             records = uow.audit.unsequenced(batch)
             tree = _range_of(state)
-            untagged = state.untagged_entries
+            judge = audittags.Placing(state, keys)
             places = []
             refused = []
             completed: list[tuple[int, int, bytes]] = []
             for record in records:
-                if record.unreadable:
-                    problem = f"its content does not open ({record.unreadable})"
-                elif _is_untagged(record):
-                    # Only an upgraded log's first entries, before any tagged one.
-                    ok = record.entry_id < state.untagged_below_id and tree.size == untagged
-                    problem = "" if ok else _UNTAGGED_LATE
-                    untagged += ok
-                else:
-                    problem = keys.problem(record.tag_key, record.tag, *_fields(record))
+                problem = judge.problem(record, _fields(record), tree.size)
                 if problem:
                     refused.append(record.entry_id)
                     log.error(
@@ -141,40 +143,14 @@ def sequence(
                     tree.root(),
                     b"".join(tree.nodes),
                     state.untagged_below_id,
-                    untagged,
+                    judge.untagged,
                 )
             )
             uow.commit()
-        _count_refused(len(refused))
+        audittags.count_refused(len(refused))
         placed += len(places)
         if len(records) < batch:
             return placed
-
-
-_UNTAGGED_LATE = (
-    "it carries no tag, and is not one of the entries written before the hub tagged them "
-    "(revision 0015) at the start of the tree"
-)
-
-
-def _is_untagged(record: AuditRecord) -> bool:
-    return record.tag is None and record.tag_key is None
-
-
-_refused_lock = threading.Lock()
-_refused_total = 0
-
-
-def _count_refused(count: int) -> None:
-    global _refused_total
-    if count:
-        with _refused_lock:
-            _refused_total += count
-
-
-def refused_total() -> int:
-    """Entries the sequencer refused in this process (`stophub_audit_entries_refused_total`)."""
-    return _refused_total
 
 
 def checkpoint(
@@ -275,7 +251,7 @@ def _chunk(batch: Sequence[LoggedRecord], tag_keys: TagKeys | None = None) -> Le
         if tag_keys is not None:
             if record.refused_at is not None:
                 forged.append(TagProblem(position, audittag.refused(record.refused_at)))
-            elif _is_untagged(record):
+            elif audittags.is_untagged(record):
                 untagged.append(position)
             else:
                 problem = tag_keys.problem(record.tag_key, record.tag, *fields)
@@ -342,7 +318,7 @@ def verify_chunks(
     # The tree is folded while chunks arrive, as far as the positions are filled without a
     # gap; past a gap (entries out of order: tampering) it waits for the last chunk.
     fold = _Fold(checkpoints, settled, hub_keys, result)
-    tags = _Tags(before, untagged_entries, result)
+    tags = audittags.TagCheck(before, untagged_entries)
     for chunk in chunks:
         count = len(chunk.ids)
         result.entries += count
@@ -361,7 +337,7 @@ def verify_chunks(
                 wrong[index] = (entry_id, m)
         tags.check(chunk)
         fold.advance(owner, leaves)
-    tags.finish()
+    _tag_findings(tags, result)
     size = len(owner)
     after = read_after()
     _explain(wrong, result)
@@ -407,60 +383,14 @@ def verify_chunks(
     return result
 
 
-class _Tags:
-    """The hub's tag on each entry: FORGED for an entry whose tag is missing (outside the
-    untagged prefix of an upgraded log), wrong or under an unknown key, and for an entry the
-    sequencer refused."""
-
-    def __init__(self, before: LogState, untagged_entries: int | None, result: Verification):
-        self.allowed = before.untagged_entries if untagged_entries is None else untagged_entries
-        # Untagged entries the sequencer has yet to place: allowed while the tree holds
-        # nothing else (a log just upgraded from revision 0014).
-        self.waiting_below = (
-            before.untagged_below_id if before.size == before.untagged_entries else 0
-        )
-        self.result = result
-        self.forged_unplaced: set[int] = set()
-
-    def check(self, chunk: LeafChunk) -> None:
-        for position in chunk.untagged:
-            index, entry_id = chunk.indexes[position], chunk.ids[position]
-            if 0 <= index < self.allowed or (index < 0 and entry_id < self.waiting_below):
-                continue
-            where = (
-                f"at position {index}, outside the first {self.allowed} (the entries "
-                "written before the hub tagged them, revision 0015)"
-                if index >= 0
-                else "and is not one of the entries written before the hub tagged them "
-                "(revision 0015)"
-            )
-            self._forged(entry_id, index, f"it carries no tag {where}")
-        for problem in chunk.forged:
-            self._forged(
-                chunk.ids[problem.position], chunk.indexes[problem.position], problem.reason
-            )
-
-    def _forged(self, entry_id: int, index: int, reason: str) -> None:
-        place = f"at position {index}" if index >= 0 else "(not placed)"
-        self.result.findings.append(
-            Finding(
-                "forged",
-                f"entry {entry_id} {place}: {reason}; the hub did not write it",
-                entry_id,
-                index if index >= 0 else None,
-            )
-        )
-        if index < 0:
-            self.forged_unplaced.add(entry_id)
-
-    def finish(self) -> None:
-        # A refused or forged entry will never be placed: it is not waiting for its place.
-        if self.forged_unplaced:
-            self.result.findings = [
-                f
-                for f in self.result.findings
-                if not (f.what == "unsequenced" and f.entry_id in self.forged_unplaced)
-            ]
+def _tag_findings(tags: audittags.TagCheck, result: Verification) -> None:
+    result.findings += (Finding("forged", f.detail, f.entry_id, f.log_index) for f in tags.forged)
+    if tags.unplaced:  # a refused or forged entry is not waiting for its place
+        result.findings = [
+            f
+            for f in result.findings
+            if not (f.what == "unsequenced" and f.entry_id in tags.unplaced)
+        ]
 
 
 def _place_one_by_one(

@@ -403,13 +403,11 @@ class AuditRecord:
     entry_id: int
     recorded_at: datetime
     entry: AuditEntry
-    # The hub's tag (docs/audit.md, "The hub's tag on each entry") and the id of the data key
-    # it was made under; None on entries written before revision 0015 and on forged rows.
+    # The hub's tag and its data key's id (docs/audit.md; None before revision 0015), when the
+    # sequencer refused it, and why its sealed values do not open (read for the sequencer).
     tag_key: str | None = None
     tag: bytes | None = None
-    # When the sequencer refused the entry (its tag did not verify): it is never placed.
     refused_at: datetime | None = None
-    # Why its sealed detail or envelope does not open, when read for the sequencer.
     unreadable: str = ""
 
 
@@ -487,9 +485,8 @@ class LeafChunk:
     indexes: array[int]
     leaves: bytes
     mismatched: list[LeafMismatch]
-    # Entries whose tag is missing, wrong, under an unknown key, or that the sequencer
-    # refused; and the positions (in the chunk) of entries that carry no tag at all, which
-    # the verification allows only in the untagged prefix of an upgraded log.
+    # Entries the hub's tag does not vouch for, and the positions of those with no tag at all
+    # (allowed only in the untagged prefix of an upgraded log, which the caller knows).
     forged: list[TagProblem] = field(default_factory=list)
     untagged: list[int] = field(default_factory=list)
 
@@ -508,17 +505,14 @@ class AuditLog(Protocol):
     def set_log_state(self, state: LogState) -> None: ...
 
     def unsequenced(self, limit: int) -> Sequence[AuditRecord]:
-        """Committed entries that have no place in the tree yet and were not refused, in id
-        order."""
+        """Committed entries without a place in the tree, not refused, in id order."""
         ...
 
     def assign(self, places: Sequence[tuple[int, int, bytes]]) -> None:
         """(entry id, log index, leaf hash) for each entry."""
         ...
 
-    def refuse(self, entry_ids: Sequence[int], at: datetime) -> None:
-        """Mark entries the sequencer refused (their tag does not verify): never placed."""
-        ...
+    def refuse(self, entry_ids: Sequence[int], at: datetime) -> None: ...
 
     def add_checkpoint(self, checkpoint: LogCheckpointRow) -> None: ...
 

@@ -24,7 +24,7 @@ from hub.crypto import audittag, fields
 from hub.crypto.keys import PrivateKey
 from hub.domain.auditleaf import micros
 from hub.domain.merkle import CompactRange
-from hub.service import auditlog
+from hub.service import auditlog, audittags
 from hub.service.admin import Registry
 from hub.service.pipeline import Hub
 from hub.service.ports import AuditEntry, AuditRecord, LogState
@@ -64,7 +64,7 @@ def raw_row(conn: Connection, **where: Any) -> dict[str, Any]:
 
 def tag_ok(record: Any) -> bool:
     return (
-        audittag.KEYS.problem(record.tag_key, record.tag, *auditlog._fields(record)) == ""
+        audittag.KEYS.problem(record.tag_key, record.tag, *auditlog.entry_fields(record)) == ""
         and record.tag_key == fields.keyring().current
     )
 
@@ -201,7 +201,7 @@ def test_an_appended_entry_is_refused_by_the_sequencer_and_named_forged(
 ) -> None:
     logged(net)
     entry_id = forge(net.store.engine)
-    before = auditlog.refused_total()
+    before = audittags.refused_total()
     # Before the sequencer sees it, verify already names it.
     assert entry_id in forged(verify(net))
     net.clock.advance(timedelta(minutes=2))
@@ -209,7 +209,7 @@ def test_an_appended_entry_is_refused_by_the_sequencer_and_named_forged(
     with caplog.at_level(logging.ERROR, logger="hub.service.auditlog"):
         placed = auditlog.sequence(net.store, net.clock)
     assert placed > 0
-    assert auditlog.refused_total() == before + 1
+    assert audittags.refused_total() == before + 1
     [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert line.startswith(f"audit log: entry {entry_id} refused: ") and reason in line
     assert "written by something other than the hub?" in line
@@ -247,7 +247,7 @@ def test_an_entry_appended_and_placed_with_its_leaf_and_state_row_is_forged(
     with net.store() as uow:
         state = uow.audit.log_state()
         [record] = [r.record for r in uow.audit.logged(entry_id - 1, 1)]
-        tree = auditlog._range_of(state)
+        tree = auditlog.tree_of(state)
         leaf = auditlog.entry_leaf(tree.size, record)
         uow.audit.assign([(entry_id, tree.size, leaf)])
         tree.append(leaf)

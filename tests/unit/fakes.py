@@ -499,7 +499,7 @@ class FakeAudit:
         if audittag.configured():  # tagged as SqlAudit tags it, when there are data keys
             kid, key = audittag.KEYS.current()
             record = AuditRecord(entry_id, now, entry)
-            self._state.tags[entry_id] = (kid, audittag.tag_of(key, *auditlog._fields(record)))
+            self._state.tags[entry_id] = (kid, audittag.tag_of(key, *auditlog.entry_fields(record)))
 
     def scan(self, after_id: int, limit: int) -> list[AuditRecord]:
         state = self._state
@@ -778,6 +778,7 @@ class FakeStore:
         change. (The domain classes compare by identity, their reprs show every field.)"""
         state = copy.copy(self.state)
         state.audit = []
+        state.tags = {}  # the hub's tags on audit entries are part of the audit log
         return repr(state)
 
 
