@@ -1374,6 +1374,13 @@ class SqlAudit:
         return [LogCheckpointRow(r.tree_size, r.root_hash, r.signed_at, r.envelope) for r in rows]
 
 
+def _tag_of_row(value: Any) -> bytes | None:
+    # SQLite keeps whatever type a writer stored: a tag stored as text is a wrong tag.
+    if value is None or isinstance(value, bytes):
+        return value
+    return bytes(value) if isinstance(value, bytearray | memoryview) else str(value).encode()
+
+
 def _opened_record(row: Any) -> AuditRecord:
     """`_audit_record` of a row read with its sealed columns raw."""
     try:
@@ -1398,8 +1405,8 @@ def _opened_record(row: Any) -> AuditRecord:
             case_id=row.case_id,
             order_id=row.order_id,
         ),
-        row.tag_key,
-        None if row.tag is None else bytes(row.tag),
+        None if row.tag_key is None else str(row.tag_key),
+        _tag_of_row(row.tag),
         row.refused_at,
         unreadable,
     )
@@ -1418,8 +1425,8 @@ def _audit_record(row: Any) -> AuditRecord:
             case_id=row.case_id,
             order_id=row.order_id,
         ),
-        row.tag_key,
-        None if row.tag is None else bytes(row.tag),
+        None if row.tag_key is None else str(row.tag_key),
+        _tag_of_row(row.tag),
         row.refused_at,
     )
 

@@ -172,6 +172,16 @@ def append_garbled(engine: Engine) -> int:
         return int(new["id"])
 
 
+def append_text_tag(engine: Engine) -> int:
+    """A tag written as text: SQLite keeps it as text, which must not stop anything."""
+    with engine.begin() as conn:
+        row = raw_row(conn, log_index=1)
+        new = {c: row[c] for c in (*CONTENT, "tag_key")}
+        new.update(id=_next_id(conn), tag="x" * 32)
+        conn.execute(insert(RAW).values(**new))
+        return int(new["id"])
+
+
 def duplicate_under_new_id(engine: Engine) -> int:
     """An exact copy of an entry, tag and all, under a new id."""
     with engine.begin() as conn:
@@ -190,8 +200,9 @@ def duplicate_under_new_id(engine: Engine) -> int:
         (append_under_unknown_key, "under data key 'dk-mallory', which is not in the keyring"),
         (duplicate_under_new_id, "its tag does not verify"),
         (append_garbled, "its content does not open"),
+        (append_text_tag, "its tag does not verify"),
     ],
-    ids=["no-tag", "copied-tag", "unknown-key", "duplicate", "garbled"],
+    ids=["no-tag", "copied-tag", "unknown-key", "duplicate", "garbled", "text-tag"],
 )
 def test_an_appended_entry_is_refused_by_the_sequencer_and_named_forged(
     net: Net,  # noqa: F811

@@ -478,3 +478,14 @@ def test_bad_keys_are_refused() -> None:
         _leafscan.hash_rows([], True, {}, b"", b"", {b"dk": b"short"})
     with pytest.raises(TypeError):
         _leafscan.hash_rows((), True, {}, b"", b"", {})  # type: ignore[arg-type]
+
+
+@needs_native
+@pytest.mark.parametrize("tag", ["a" * 32, 7, bytearray(32)])
+def test_a_tag_of_another_type_is_forged_not_a_crash(tag: Any) -> None:
+    """SQLite keeps whatever a writer stored in the tag column."""
+    native, python = hashers(sqlite=True)
+    (row,) = driver_rows([GOOD], True, sqlite_time)
+    rows = [(*row[:12], tag, None)]
+    assert outcome(native.hash, rows) == outcome(python.hash, rows)
+    assert [f.reason for f in native.hash(rows).forged] == ["its tag does not verify"]
