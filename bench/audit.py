@@ -5,15 +5,17 @@ of an inclusion proof, each beside a baseline measured in the same run.
 when STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set):
 
 1. N audit entries (default 1,000,000; `--quick` 100,000) are bulk inserted with Core, their
-   details sealed as the hub seals them, one in ten with a 400-byte payload; the sequencer
+   details sealed as the hub seals them, one in ten with a 400-byte payload, each with the
+   hub's tag (hub.crypto.audittag) over its id as the hub makes it; the sequencer
    (hub.service.auditlog.sequence) then places them all and one checkpoint is signed. Both
    are timed (informational).
-2. Verification: `auditlog.verify_store` over `SqlStore.scan_audit`, what `stophub audit
+2. Verification: `auditverify.verify_store` over `SqlStore.scan_audit`, what `stophub audit
    verify` runs on the database: every entry read raw and opened, its leaf recomputed and
-   compared, the tree rebuilt, both checkpoints' signatures and roots checked; with one
-   worker process per core (at most 8), and with one. Entries a second. Baseline: the same
-   leaf bytes, already in memory, hashed and folded into the tree by one process (what the
-   check costs without the database). Target: at least 300,000 entries a second.
+   compared, its tag checked, the tree rebuilt, both checkpoints' signatures and roots
+   checked; with one worker process per core (at most 8), and with one. Entries a second.
+   Baseline: the same leaves and tags, from values already in memory, computed (and the tags
+   compared) and the leaves folded into the tree by one process (what the check costs
+   without the database). Target: at least 300,000 entries a second.
 3. Inclusion proof: the proof `AuditService.GetInclusionProof` builds for a random entry
    (stored subtree roots and leaves read, then the audit path), mean of 50. Baseline:
    verifying that proof. And the consistency proof between the two checkpoints.
@@ -31,10 +33,12 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import func, select
+
 from bench.clocks import PG_VARS, postgres_database, postgres_version
 from bench.table import Row
 from hub.bootstrap import ensure_hub_registered, migrate
-from hub.crypto import fields
+from hub.crypto import audittag, fields
 from hub.crypto.keys import PrivateKey
 from hub.domain.merkle import (
     CompactRange,
@@ -44,7 +48,7 @@ from hub.domain.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from hub.service import auditlog
+from hub.service import auditlog, auditverify
 from hub.service.ports import AuditEntry, AuditRecord, LogCheckpointRow
 from hub.store import auditscan
 from hub.store.sql import SqlStore
@@ -75,11 +79,36 @@ def entries(n: int) -> Iterator[dict[str, object]]:
         }
 
 
+def tagged(rows: Iterator[dict[str, object]], first_id: int) -> Iterator[dict[str, object]]:
+    """Each row with its id and the hub's tag over it, as SqlAudit writes them."""
+    kid, key = audittag.KEYS.current()
+    for entry_id, row in enumerate(rows, start=first_id):
+        record = _record(entry_id, row)
+        tag = audittag.tag_of(key, *auditlog.entry_fields(record))
+        yield {**row, "id": entry_id, "tag_key": kid, "tag": tag}
+
+
+def _record(entry_id: int, row: dict[str, object]) -> AuditRecord:
+    return AuditRecord(
+        entry_id,
+        row["recorded_at"],  # type: ignore[arg-type]
+        AuditEntry(
+            kind=str(row["kind"]),
+            actor=str(row["actor"]),
+            message_id=str(row["message_id"]),
+            detail=str(row["detail"]),
+            payload=row["payload"],  # type: ignore[arg-type]
+            case_id=str(row["case_id"]),
+        ),
+    )
+
+
 def load(store: SqlStore, n: int) -> float:
     started = time.perf_counter()
     batch: list[dict[str, object]] = []
     with store.engine.begin() as conn:
-        for row in entries(n):
+        top = conn.execute(select(func.max(audit_log.c.id))).scalar() or 0
+        for row in tagged(entries(n), top + 1):
             batch.append(row)
             if len(batch) == BATCH:
                 conn.execute(audit_log.insert(), batch)
@@ -90,26 +119,16 @@ def load(store: SqlStore, n: int) -> float:
 
 
 def baseline_hash(n: int) -> float:
-    """The same leaves, from bytes in memory: the verification's arithmetic alone."""
-    records = [
-        AuditRecord(
-            i + 1,
-            row["recorded_at"],  # type: ignore[arg-type]
-            AuditEntry(
-                kind=str(row["kind"]),
-                actor=str(row["actor"]),
-                message_id=str(row["message_id"]),
-                detail=str(row["detail"]),
-                payload=row["payload"],  # type: ignore[arg-type]
-                case_id=str(row["case_id"]),
-            ),
-        )
-        for i, row in enumerate(entries(n))
-    ]
+    """The same leaves and tags, from values in memory: the verification's arithmetic alone."""
+    kid = audittag.KEYS.current()[0]
+    rows = [(_record(i + 1, row), row["tag"]) for i, row in enumerate(tagged(entries(n), 1))]
+    check = audittag.KEYS.problem
     started = time.perf_counter()
     tree = CompactRange()
-    for i, record in enumerate(records):
-        tree.append(auditlog.entry_leaf(i, record))
+    for i, (record, tag) in enumerate(rows):
+        fields_ = auditlog.entry_fields(record)
+        tree.append(auditlog.leaf_of(i, *fields_))
+        assert not check(kid, tag, *fields_)  # type: ignore[arg-type]
     tree.root()
     return time.perf_counter() - started
 
@@ -124,14 +143,14 @@ def run(label: str, url: str, n: int) -> list[Row]:
         say(f"{label}: loading {n:,} entries")
         loaded = load(store, n)
         started = time.perf_counter()
-        placed = auditlog.sequence(store, batch=5000)
+        placed = auditlog.sequence(store, clock, batch=5000)
         sequenced = time.perf_counter() - started
         assert placed >= n, (placed, n)
         first = auditlog.checkpoint(store, hub_key, clock, every=None)
         assert first is not None
         # A second checkpoint a little later, for the consistency proof between the two.
         load(store, 1000)
-        auditlog.sequence(store)
+        auditlog.sequence(store, clock)
         cp = auditlog.checkpoint(store, hub_key, clock, every=None)
         assert cp is not None
         say(f"{label}: loaded in {loaded:.1f} s, sequenced in {sequenced:.1f} s")
@@ -141,7 +160,7 @@ def run(label: str, url: str, n: int) -> list[Row]:
         native = auditscan.native_available()
         for j, c in sorted({(1, native), (jobs, native), (jobs, False)}):
             started = time.perf_counter()
-            result = auditlog.verify_store(
+            result = auditverify.verify_store(
                 store, keys.get, lambda j=j, c=c: store.scan_audit(j, native=c)
             )
             verified[j, c] = time.perf_counter() - started
@@ -172,7 +191,7 @@ def run(label: str, url: str, n: int) -> list[Row]:
             f"{result.entries:,} entries",
             rate,
             "entries/s",
-            "the same leaves hashed and folded from memory, 1 process",
+            "the same leaves and tags computed, leaves folded, from memory, 1 process",
             n / base,
             True,
             "≥ 300,000 entries/s",
@@ -184,7 +203,7 @@ def run(label: str, url: str, n: int) -> list[Row]:
                 f"verify the log, {how_run}, {label} (informational)",
                 result.entries / verified[run],
                 "entries/s",
-                "the same leaves hashed and folded from memory, 1 process",
+                "the same leaves and tags computed, leaves folded, from memory, 1 process",
                 n / base,
                 True,
             )

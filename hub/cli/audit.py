@@ -25,8 +25,8 @@ from hub.cli.common import (
 from hub.cli.exporting import export_options, run_export
 from hub.crypto import checkpoint as checkpoint_file
 from hub.crypto.checkpoint import CheckpointError, open_checkpoint
-from hub.service import auditlog, exports, trust
-from hub.service.auditlog import Verification
+from hub.service import auditverify, exports, trust
+from hub.service.auditverify import Verification
 from hub.service.evidence import Problem, SignatureReport, verify_signatures
 from hub.service.exports import ExportError
 from hub.service.trust import TrustError
@@ -175,7 +175,7 @@ def audit_verify(
     store = open_store(database_url)
     keys = _store_trust(store, hub_keys)
     kept_checkpoints = trust.kept_checkpoints(kept, keys.get)
-    result = auditlog.verify_store(
+    result = auditverify.verify_store(
         store,
         keys.get,
         lambda: store.scan_audit(jobs, native=not pure_python),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import click
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from hub import bootstrap
 from hub.cli.common import db_option, keyring_file, open_store, refusals_as_errors, use_data_keys
 from hub.crypto import fields
 from hub.store.sql import make_engine
-from hub.store.tables import sealed_tables
+from hub.store.tables import audit_log, sealed_tables
 
 file_option = click.option(
     "--file",
@@ -113,6 +113,12 @@ def datakeys_status(file: str | None, database_url: str) -> None:
         ring = fields.keyring()
         with store.engine.connect() as conn:
             usage = fields.key_usage(conn, sealed_tables())
+            tags = conn.execute(
+                select(audit_log.c.tag_key, func.count())
+                .where(audit_log.c.tag_key.is_not(None))
+                .group_by(audit_log.c.tag_key)
+                .order_by(audit_log.c.tag_key)
+            ).all()
     finally:
         store.dispose()
     totals: dict[str, int] = {}
@@ -128,3 +134,8 @@ def datakeys_status(file: str | None, database_url: str) -> None:
             else ("" if kid in ring.keys else " (NOT IN THE KEYRING)")
         )
         click.echo(f"total {kid:<16} {n:>8}{note}")
+    # Re-encryption never moves the hub's tags on audit entries to the new key: a key they
+    # name must stay in the keyring, or `audit verify` cannot check those entries.
+    for kid, n in tags:
+        note = " (NOT IN THE KEYRING: they cannot be verified)" if kid not in ring.keys else ""
+        click.echo(f"audit tags under {kid:<16} {n:>8}{note}")

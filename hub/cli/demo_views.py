@@ -29,7 +29,7 @@ from hub.cli.demo_cast import (
 from hub.domain.wording import MASKED, mask, yuan
 from hub.render.screen import ALARM
 from hub.render.wording import duration, stamp
-from hub.service import auditlog
+from hub.service import auditverify
 from hub.service.evidence import verify_signatures
 from hub.store.sql import SqlStore
 from stophub.v1 import appeal_pb2, envelope_pb2, returns_pb2
@@ -44,7 +44,7 @@ def show_evidence(
     keys = len(report.by_key)
     # The hub places entries in the log's Merkle tree within a sweep and signs checkpoints
     # as case time passes: the tree must fit every one of them.
-    tree = auditlog.verify_store(store, hub_keys.get, store.scan_audit)
+    tree = auditverify.verify_store(store, hub_keys.get, store.scan_audit)
     console.print(
         Text(
             f"audit log: {tree.tree_size} entries in a Merkle tree (root {tree.root.hex()[:16]}…), "

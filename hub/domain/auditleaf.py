@@ -13,10 +13,16 @@ import struct
 from datetime import UTC, datetime, timedelta
 
 LEAF_FORMAT = "stophub-audit/1"
+# The hub's tag on an entry (docs/audit.md, "The hub's tag on each entry") MACs the leaf data
+# under this first field, with an empty position: the position is not known when it is made.
+TAG_FORMAT = "stophub-audit-tag/1"
 
 _U32 = struct.Struct(">I").pack
 _FORMAT = LEAF_FORMAT.encode()
 _HEAD = _U32(len(_FORMAT)) + _FORMAT
+_TAG_FORMAT = TAG_FORMAT.encode()
+# Fields 1 and 2 of the tag data: the format, and the position, empty.
+_TAG_HEAD = _U32(len(_TAG_FORMAT)) + _TAG_FORMAT + _U32(0)
 _LEAF_PREFIX = b"\x00"  # RFC 6962: a leaf hash is SHA-256(0x00 || leaf data)
 _sha256 = hashlib.sha256
 
@@ -125,6 +131,63 @@ def leaf_of(
             payload_sha256_hex,
         )
     return _sha256(data).digest()
+
+
+def tag_bytes(
+    entry_id: int,
+    at_micros: int,
+    kind: bytes,
+    actor: bytes,
+    message_id: bytes,
+    case_id: bytes,
+    order_id: bytes,
+    detail: bytes,
+    payload_sha256_hex: bytes,
+) -> bytes:
+    """The data the hub's tag MACs: the leaf data with field 1 `stophub-audit-tag/1` and
+    field 2 (the position) empty, every other field as in the leaf."""
+    b = b"%d" % entry_id
+    c = b"%d" % at_micros
+    n = _SHORT
+    try:
+        return b"".join(
+            (
+                _TAG_HEAD,
+                n[len(b)],
+                b,
+                n[len(c)],
+                c,
+                n[len(kind)],
+                kind,
+                n[len(actor)],
+                actor,
+                n[len(message_id)],
+                message_id,
+                n[len(case_id)],
+                case_id,
+                n[len(order_id)],
+                order_id,
+                n[len(detail)],
+                detail,
+                n[len(payload_sha256_hex)],
+                payload_sha256_hex,
+            )
+        )
+    except IndexError:  # a field of 4 KiB or more
+        out = [_TAG_HEAD]
+        for part in (
+            b,
+            c,
+            kind,
+            actor,
+            message_id,
+            case_id,
+            order_id,
+            detail,
+            payload_sha256_hex,
+        ):
+            out += (_U32(len(part)), part)
+        return b"".join(out)
 
 
 def payload_digest(payload: bytes | None) -> bytes:

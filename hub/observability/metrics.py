@@ -51,6 +51,7 @@ from prometheus_client.registry import Collector
 
 from hub.domain.workdays import CHINA_TZ, WorkingDays, year_known
 from hub.observability import logs
+from hub.service import audittags
 from hub.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,27 @@ class CalendarCollector(Collector):
         )
 
 
+class RefusedEntriesCollector(Collector):
+    """`stophub_audit_entries_refused_total`: audit entries the sequencer of this process
+    refused because the hub's tag on them did not verify (rows written by something other
+    than the hub; docs/audit.md). Any rise is an alarm."""
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family(None)]
+
+    def collect(self) -> Iterable[Metric]:
+        return [self._family(audittags.refused_total())]
+
+    @staticmethod
+    def _family(value: int | None) -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "stophub_audit_entries_refused",
+            "Audit entries the sequencer refused because the hub's tag on them did not verify "
+            "(written by something other than the hub): never placed in the log.",
+            value=value,
+        )
+
+
 def sql_snapshot(store: SqlStore) -> Callable[[], Snapshot]:
     """One read-only transaction: open and breached clocks counted by kind, and the list's
     state through the store's port."""
@@ -285,6 +307,7 @@ class HubMetrics:
             "checkpoint until it is restored.",
             registry=r,
         )
+        r.register(RefusedEntriesCollector())
         self.database_up: Gauge | None = None  # with a database probe only
         self.collector: SnapshotCollector | None = None
 

@@ -4,13 +4,16 @@ verification of a full audit export (docs/audit.md).
 Entries are read in pages of id order through the store's ports, in one read transaction, and
 written as they are read: an export of any size holds one page in memory.
 
-A full JSON Lines export of the audit log carries what `auditlog.verify` needs and nothing
+A full JSON Lines export of the audit log carries what `auditverify.verify` needs and nothing
 else: a header line, the log's state, every signed checkpoint, then every entry with its fields
 in clear, its place and its stored leaf. `verify_export` reads it back and checks it as
 `stophub audit verify` checks the database, without the database and without the data keys.
 The state is read first and the entries after it: an entry the sequencer placed after the
 state was read is exported as still waiting for its place (it is not in that tree), so the
 export is one consistent tree while the hub goes on logging.
+
+It is over 600 lines because writing an export and reading one back for verification must
+agree on every line's fields, and are kept side by side so that they do.
 
 A filtered export (by case, institution or time) holds some leaves of the tree only: it is
 evidence of what it holds, but cannot be checked against the tree's root.
@@ -33,7 +36,7 @@ from google.protobuf.message import DecodeError
 
 from hub.domain.clocks import CaseClock, SlaEntry
 from hub.domain.merkle import CompactRange
-from hub.service import auditlog, trust
+from hub.service import auditverify, trust
 from hub.service.ports import (
     AuditEntry,
     AuditRecord,
@@ -285,7 +288,7 @@ def _endorsement_json(e: HubKeyEndorsementRow) -> dict[str, Any]:
 
 @dataclass
 class AuditExport:
-    """A full export as `auditlog.verify` takes it; `records` reads the entries lazily, once."""
+    """A full export as `auditverify.verify` takes it; `records` reads the entries lazily, once."""
 
     state: LogState
     checkpoints: list[LogCheckpointRow]
@@ -293,10 +296,12 @@ class AuditExport:
     endorsements: list[HubKeyEndorsementRow] = field(default_factory=list)
     # What the lines themselves show wrong (a payload that is not its SHA-256, a value that
     # does not decode), found as `records` is read.
-    findings: list[auditlog.Finding] = field(default_factory=list)
+    findings: list[auditverify.Finding] = field(default_factory=list)
 
 
-def logged_of(row: dict[str, Any], findings: list[auditlog.Finding] | None = None) -> LoggedRecord:
+def logged_of(
+    row: dict[str, Any], findings: list[auditverify.Finding] | None = None
+) -> LoggedRecord:
     """An exported entry (JSON Lines) as the store would give it. A payload that does not
     decode, or is not what its payload_sha256 says, is a finding in `findings` (when given):
     the entry is then read without it, so its leaf no longer matches either."""
@@ -348,7 +353,7 @@ def logged_of(row: dict[str, Any], findings: list[auditlog.Finding] | None = Non
 
 
 def _note(
-    findings: list[auditlog.Finding] | None,
+    findings: list[auditverify.Finding] | None,
     what: str,
     why: str,
     entry_id: int,
@@ -356,7 +361,7 @@ def _note(
 ) -> None:
     if findings is not None:
         findings.append(
-            auditlog.Finding(
+            auditverify.Finding(
                 what,
                 f"entry {entry_id} in the export: {why}",
                 entry_id,
@@ -396,7 +401,7 @@ def read_export(lines: Iterator[str], name: str = "the export") -> AuditExport:
     state: LogState | None = None
     checkpoints: list[LogCheckpointRow] = []
     endorsements: list[HubKeyEndorsementRow] = []
-    findings: list[auditlog.Finding] = []
+    findings: list[auditverify.Finding] = []
     pending: tuple[int, dict[str, Any]] | None = None
     for number, line in numbered:
         if not line.strip():
@@ -463,7 +468,7 @@ def verify_export(
     path: str | Path,
     hub_keys: Mapping[str, bytes],
     kept: Sequence[str] = (),
-) -> tuple[auditlog.Verification, trust.TrustedKeys]:
+) -> tuple[auditverify.Verification, trust.TrustedKeys]:
     """Check a full JSON Lines audit export as `stophub audit verify` checks the database:
     every entry against its leaf and place and its payload against its SHA-256, every
     checkpoint's signature (with the keys given and those the export's endorsements chain
@@ -474,14 +479,21 @@ def verify_export(
         export = read_export(iter(f), str(path))
         keys = trust.trusted_keys(hub_keys, export.endorsements)
         kept_checkpoints = trust.kept_checkpoints(kept, keys.get)
-        result = auditlog.verify(
-            export.records, export.checkpoints, export.state, keys.get, kept=kept_checkpoints
+        result = auditverify.verify(
+            export.records,
+            export.checkpoints,
+            export.state,
+            keys.get,
+            kept=kept_checkpoints,
+            # An export is checked without the data keys: the hub's tags cannot be
+            # (docs/audit.md); its evidence is the signed checkpoints.
+            tag_keys=None,
         )
     result.findings[:0] = [*keys.findings, *export.findings, *_lines_disagree(export)]
     return result, keys
 
 
-def _lines_disagree(export: AuditExport) -> list[auditlog.Finding]:
+def _lines_disagree(export: AuditExport) -> list[auditverify.Finding]:
     """What the state and checkpoint lines say beside their signed content: the state's
     compact range must make its root, a checkpoint's time must be the one it signs."""
     found = []
@@ -493,7 +505,7 @@ def _lines_disagree(export: AuditExport) -> list[auditlog.Finding]:
         root = b""
     if root != state.root:
         found.append(
-            auditlog.Finding(
+            auditverify.Finding(
                 "checkpoint",
                 f"the state line's compact range does not make its root {state.root.hex()}",
             )
@@ -508,7 +520,7 @@ def _lines_disagree(export: AuditExport) -> list[auditlog.Finding]:
         signed = body.checkpoint_time.ToDatetime(tzinfo=UTC)
         if signed != cp.signed_at:
             found.append(
-                auditlog.Finding(
+                auditverify.Finding(
                     "checkpoint",
                     f"the checkpoint line of {cp.tree_size} entries says signed_at "
                     f"{cp.signed_at.isoformat()}, its envelope {signed.isoformat()}",

@@ -1,4 +1,9 @@
-"""The ports the handlers drive: time, signing, storage and waking delivery streams."""
+"""The ports the handlers drive: time, signing, storage and waking delivery streams.
+
+It is over 600 lines because it is the one place every port is declared (ADR 19): the
+repositories, the unit of work and the records they hand over, including the audit log's
+(entries, tags, leaves, checkpoints, endorsements), which the store and its fakes implement
+side by side."""
 
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ __all__ = [
 from array import array
 from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, Self
@@ -404,6 +409,12 @@ class AuditRecord:
     entry_id: int
     recorded_at: datetime
     entry: AuditEntry
+    # The hub's tag and its data key's id (docs/audit.md; None before revision 0015), when the
+    # sequencer refused it, and why its sealed values do not open (read for the sequencer).
+    tag_key: str | None = None
+    tag: bytes | None = None
+    refused_at: datetime | None = None
+    unreadable: str = ""
 
 
 @dataclass(frozen=True)
@@ -474,6 +485,14 @@ class LeafMismatch:
 
 
 @dataclass(frozen=True)
+class TagProblem:
+    """An entry the hub's tag does not vouch for (docs/audit.md, "The hub's tag")."""
+
+    position: int  # in its chunk
+    reason: str
+
+
+@dataclass(frozen=True)
 class LeafChunk:
     """Consecutive entries in id order, as a verification reads them: ids, places (-1: not
     placed yet), the leaves their content makes now (32 bytes each, zeros when not placed),
@@ -483,6 +502,10 @@ class LeafChunk:
     indexes: array[int]
     leaves: bytes
     mismatched: list[LeafMismatch]
+    # Entries the hub's tag does not vouch for, and the positions of those with no tag at all
+    # (allowed only in the untagged prefix of an upgraded log, which the caller knows).
+    forged: list[TagProblem] = field(default_factory=list)
+    untagged: list[int] = field(default_factory=list)
 
 
 class AuditLog(Protocol):
@@ -499,12 +522,14 @@ class AuditLog(Protocol):
     def set_log_state(self, state: LogState) -> None: ...
 
     def unsequenced(self, limit: int) -> Sequence[AuditRecord]:
-        """Committed entries that have no place in the tree yet, in id order."""
+        """Committed entries without a place in the tree, not refused, in id order."""
         ...
 
     def assign(self, places: Sequence[tuple[int, int, bytes]]) -> None:
         """(entry id, log index, leaf hash) for each entry."""
         ...
+
+    def refuse(self, entry_ids: Sequence[int], at: datetime) -> None: ...
 
     def add_checkpoint(self, checkpoint: LogCheckpointRow) -> None: ...
 

@@ -35,7 +35,7 @@ from typing import Protocol
 
 from hub.domain.cases import Case, Order, OrderKind
 from hub.domain.institutions import HUB_CODE
-from hub.service.auditlog import checkpoint_problem
+from hub.service.auditverify import checkpoint_problem
 from hub.service.ports import CaseRepository, InstitutionRepository, LogCheckpointRow
 from stophub.v1 import envelope_pb2
 

@@ -85,7 +85,7 @@ class Jobs:
     def keep_audit_log(self) -> int:
         """Place every committed audit entry in the log's Merkle tree and sign a checkpoint
         when one is due (ADR 15); returns how many entries were placed."""
-        placed = auditlog.sequence(self.hub.uow)
+        placed = auditlog.sequence(self.hub.uow, self.hub.clock)
         signed = auditlog.checkpoint(
             self.hub.uow, self.hub.signer, self.hub.clock, memory=self.log_memory
         )
@@ -97,7 +97,7 @@ class Jobs:
         """Before the hub serves: place what was committed while it was down and sign a
         checkpoint of it at once if the tree grew, so that no entry waits a minute for its
         first signature; returns how many entries were placed."""
-        placed = auditlog.sequence(self.hub.uow)
+        placed = auditlog.sequence(self.hub.uow, self.hub.clock)
         signed = auditlog.checkpoint(
             self.hub.uow, self.hub.signer, self.hub.clock, every=None, memory=self.log_memory
         )

@@ -21,7 +21,8 @@ from hub.crypto.checkpoint import CheckpointError
 from hub.crypto.envelope import Signer, seal_message, verify_envelope
 from hub.crypto.signing import SignatureError, key_id_for
 from hub.domain.institutions import HUB_CODE
-from hub.service.auditlog import AUDIT_RECIPIENT, Finding, KeptCheckpoint
+from hub.service.auditlog import AUDIT_RECIPIENT
+from hub.service.auditverify import Finding, KeptCheckpoint
 from hub.service.ports import HubKeyEndorsementRow
 from hub.service.wire import ts
 from stophub.v1 import audit_pb2, envelope_pb2

@@ -2,11 +2,13 @@
  * The innermost loop of `stophub audit verify` in C (ADR 18): for each raw audit_log row,
  * open the sealed detail (and payload) with AES-256-GCM, build the leaf data exactly as
  * hub/domain/auditleaf.py's leaf_bytes documents it, hash it (RFC 6962 leaf prefix) and
- * compare it with the stored leaf.
+ * compare it with the stored leaf; and check the hub's tag on the row (HMAC-SHA256 of
+ * auditleaf.tag_bytes under the derived key of its data key, hub/crypto/audittag.py).
  *
  * It is an accelerator, never a second definition: any row it cannot handle in the common
  * form (a value that does not open, an unknown key, an unusual type or time format, a leaf
- * that differs from the stored one) is returned in `slow`, and the Python scan
+ * that differs from the stored one, a tag that is missing, under an unknown key or wrong, a
+ * row not placed or refused) is returned in `slow`, and the Python scan
  * (hub/store/auditscan.py) computes that row itself and names what is wrong with it. So the
  * findings come from one implementation, and this file only has to be right about rows that
  * verify; tests hold it to the Python leaf for random and hostile rows.
@@ -28,17 +30,34 @@
 #define NONCE_BYTES 12
 #define TAG_BYTES 16
 #define SEALED_VERSION 1
-#define ROW_COLUMNS 11
+#define ROW_COLUMNS 14
+#define HMAC_BLOCK 64
+/* Room before fields 3.. of a row in the buffer, where the leaf's (0x00, format, position)
+ * or the tag's (format, empty position) first fields are written in turn: one buffer, no copy. */
+#define ROOM 64
 
 /* "stophub-audit/1" with its 4-byte length, after the 0x00 leaf prefix. */
 static const unsigned char LEAF_HEAD[] = {0x00, 0, 0, 0, 15, 's', 't', 'o', 'p', 'h', 'u', 'b',
                                           '-',  'a', 'u', 'd', 'i', 't', '/', '1'};
+
+/* "stophub-audit-tag/1" with its 4-byte length, then the empty position. */
+static const unsigned char TAG_HEAD[] = {0,   0,   0,   19,  's', 't', 'o', 'p', 'h',
+                                         'u', 'b', '-', 'a', 'u', 'd', 'i', 't', '-',
+                                         't', 'a', 'g', '/', '1', 0,   0,   0,   0};
 
 typedef struct {
     const char *id;
     Py_ssize_t id_len;
     EVP_CIPHER_CTX *ctx; /* the key schedule is set once; each value only sets its nonce */
 } Key;
+
+/* A derived tag key as HMAC-SHA256's two padded-key states (RFC 2104), hashed once: a tag
+ * then costs copying them and hashing the data and the inner digest. */
+typedef struct {
+    const char *id;
+    Py_ssize_t id_len;
+    EVP_MD_CTX *inner, *outer;
+} TagKey;
 
 typedef struct {
     unsigned char *data;
@@ -210,6 +229,9 @@ static const char HEX[] = "0123456789abcdef";
 typedef struct {
     const Key *keys;
     Py_ssize_t nkeys;
+    const TagKey *tag_keys;
+    Py_ssize_t ntag_keys;
+    EVP_MD_CTX *work;
     const unsigned char *detail_aad;
     int detail_aad_len;
     const unsigned char *payload_aad;
@@ -218,7 +240,8 @@ typedef struct {
     Buffer leaf, clear;
 } Scan;
 
-/* One placed row's leaf into `leaf` (32 bytes), or -1 for the Python scan to take it. */
+/* One placed row's leaf into `leaf` (32 bytes) and its tag checked: 0 when both verify, 1 when
+ * the leaf verifies and the row carries no tag, -1 for the Python scan to take it. */
 static int leaf_of_row(Scan *scan, PyObject *const *row, long long entry_id, long long index,
                        unsigned char *leaf) {
     long long when;
@@ -248,21 +271,59 @@ static int leaf_of_row(Scan *scan, PyObject *const *row, long long entry_id, lon
         return -1;
     Buffer *b = &scan->leaf;
     b->len = 0;
-    if (buffer_reserve(b, sizeof LEAF_HEAD) < 0) return -1;
-    memcpy(b->data, LEAF_HEAD, sizeof LEAF_HEAD);
-    b->len = sizeof LEAF_HEAD;
-    if (put_decimal(b, index) || put_decimal(b, entry_id) || put_decimal(b, when)) return -1;
+    if (buffer_reserve(b, ROOM) < 0) return -1;
+    b->len = ROOM;
+    if (put_decimal(b, entry_id) || put_decimal(b, when)) return -1;
     for (int i = 0; i < 5; i++) {
         if (put_field(b, text[i], (size_t)text_len[i])) return -1;
     }
     if (put_field(b, scan->clear.data, scan->clear.len) ||
         put_field(b, digest_hex, digest_len))
         return -1;
-    SHA256(b->data, b->len, leaf);
+    /* The leaf: 0x00, the format and the position, before the fields. */
+    char place[24];
+    int place_len = snprintf(place, sizeof place, "%lld", index);
+    if (place_len < 0 || (size_t)place_len >= sizeof place) return -1;
+    size_t head = sizeof LEAF_HEAD + 4 + (size_t)place_len;
+    unsigned char *p = b->data + ROOM - head;
+    memcpy(p, LEAF_HEAD, sizeof LEAF_HEAD);
+    p += sizeof LEAF_HEAD;
+    p[0] = p[1] = p[2] = 0;
+    p[3] = (unsigned char)place_len;
+    memcpy(p + 4, place, (size_t)place_len);
+    SHA256(b->data + ROOM - head, b->len - ROOM + head, leaf);
     PyObject *stored = row[10];
     if (!PyBytes_CheckExact(stored) || PyBytes_GET_SIZE(stored) != SHA256_DIGEST_LENGTH ||
         memcmp(PyBytes_AS_STRING(stored), leaf, SHA256_DIGEST_LENGTH) != 0)
         return -1; /* the Python scan names what differs */
+    if (row[11] == Py_None && row[12] == Py_None) return 1; /* untagged: Python judges where */
+    /* The tag: the format and an empty position, before the same fields. */
+    const char *kid;
+    Py_ssize_t kid_len;
+    if (text_of(row[11], scan->sqlite, 0, &kid, &kid_len) < 0) return -1;
+    PyObject *tag = row[12];
+    if (!PyBytes_CheckExact(tag) || PyBytes_GET_SIZE(tag) != SHA256_DIGEST_LENGTH) return -1;
+    const TagKey *key = NULL;
+    for (Py_ssize_t i = 0; i < scan->ntag_keys; i++) {
+        if (scan->tag_keys[i].id_len == kid_len &&
+            memcmp(scan->tag_keys[i].id, kid, (size_t)kid_len) == 0) {
+            key = &scan->tag_keys[i];
+            break;
+        }
+    }
+    if (key == NULL) return -1;
+    unsigned char inner[SHA256_DIGEST_LENGTH], made[SHA256_DIGEST_LENGTH];
+    unsigned int n = 0;
+    memcpy(b->data + ROOM - sizeof TAG_HEAD, TAG_HEAD, sizeof TAG_HEAD);
+    if (EVP_MD_CTX_copy_ex(scan->work, key->inner) != 1 ||
+        EVP_DigestUpdate(scan->work, b->data + ROOM - sizeof TAG_HEAD,
+                         b->len - ROOM + sizeof TAG_HEAD) != 1 ||
+        EVP_DigestFinal_ex(scan->work, inner, &n) != 1 ||
+        EVP_MD_CTX_copy_ex(scan->work, key->outer) != 1 ||
+        EVP_DigestUpdate(scan->work, inner, sizeof inner) != 1 ||
+        EVP_DigestFinal_ex(scan->work, made, &n) != 1)
+        return -1;
+    if (CRYPTO_memcmp(PyBytes_AS_STRING(tag), made, sizeof made) != 0) return -1;
     return 0;
 }
 
@@ -282,27 +343,60 @@ static void free_keys(Key *keys, Py_ssize_t n) {
     PyMem_Free(keys);
 }
 
+static void free_tag_keys(TagKey *keys, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        EVP_MD_CTX_free(keys[i].inner);
+        EVP_MD_CTX_free(keys[i].outer);
+    }
+    PyMem_Free(keys);
+}
+
+/* The HMAC-SHA256 states of a 32-byte key: SHA-256 after (key ^ 0x36..) and (key ^ 0x5c..). */
+static int tag_key_init(TagKey *key, const unsigned char *secret) {
+    unsigned char pad[HMAC_BLOCK];
+    const EVP_MD *md = EVP_sha256();
+    key->inner = EVP_MD_CTX_new();
+    key->outer = EVP_MD_CTX_new();
+    if (key->inner == NULL || key->outer == NULL) return -1;
+    memset(pad, 0x36, sizeof pad);
+    for (int i = 0; i < 32; i++) pad[i] ^= secret[i];
+    if (EVP_DigestInit_ex(key->inner, md, NULL) != 1 ||
+        EVP_DigestUpdate(key->inner, pad, sizeof pad) != 1)
+        return -1;
+    memset(pad, 0x5c, sizeof pad);
+    for (int i = 0; i < 32; i++) pad[i] ^= secret[i];
+    int ok = EVP_DigestInit_ex(key->outer, md, NULL) == 1 &&
+             EVP_DigestUpdate(key->outer, pad, sizeof pad) == 1;
+    OPENSSL_cleanse(pad, sizeof pad);
+    return ok ? 0 : -1;
+}
+
 PyDoc_STRVAR(hash_rows_doc,
-             "hash_rows(rows, sqlite, keys, detail_aad, payload_aad)\n"
+             "hash_rows(rows, sqlite, keys, detail_aad, payload_aad, tag_keys)\n"
              "--\n\n"
              "Leaves of raw audit_log rows (id, recorded_at, kind, actor, message_id, case_id,\n"
-             "order_id, payload, detail, log_index, leaf_hash). `keys` maps a data key id (bytes)\n"
-             "to its 32-byte key. Returns (ids, indexes, leaves, slow): ids and indexes as native\n"
-             "int64 bytes (-1: not placed), 32 bytes of leaf per row (zeros where not placed or\n"
-             "slow), and the positions of rows the Python scan must compute itself.");
+             "order_id, payload, detail, log_index, leaf_hash, tag_key, tag, refused_at), and\n"
+             "their tags checked. `keys` maps a data key id (bytes) to its 32-byte key, `tag_keys`\n"
+             "a data key id to its 32-byte derived tag key. Returns (ids, indexes, leaves, slow,\n"
+             "untagged): ids and indexes as native int64 bytes (-1: not placed), 32 bytes of leaf\n"
+             "per row (zeros where not placed or slow), the positions of rows the Python scan must\n"
+             "compute itself, and those of rows whose leaf verifies and that carry no tag.");
 
 static PyObject *hash_rows(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *rows, *key_map;
+    PyObject *rows, *key_map, *tag_map;
     int sqlite;
     Py_buffer detail_aad, payload_aad;
-    if (!PyArg_ParseTuple(args, "O!pO!y*y*", &PyList_Type, &rows, &sqlite, &PyDict_Type, &key_map,
-                          &detail_aad, &payload_aad))
+    if (!PyArg_ParseTuple(args, "O!pO!y*y*O!", &PyList_Type, &rows, &sqlite, &PyDict_Type,
+                          &key_map, &detail_aad, &payload_aad, &PyDict_Type, &tag_map))
         return NULL;
     PyObject *result = NULL, *ids = NULL, *indexes = NULL, *leaves = NULL, *slow = NULL;
+    PyObject *untagged = NULL;
     Scan scan = {0};
     Key *keys = NULL;
     Py_ssize_t nkeys = 0;
+    TagKey *tag_keys = NULL;
+    Py_ssize_t ntag_keys = 0;
     if (detail_aad.len > INT_MAX || payload_aad.len > INT_MAX) {
         PyErr_SetString(PyExc_ValueError, "associated data too long");
         goto done;
@@ -333,6 +427,30 @@ static PyObject *hash_rows(PyObject *self, PyObject *args) {
         keys[nkeys].ctx = ctx;
         nkeys++;
     }
+    tag_keys = PyMem_Calloc((size_t)PyDict_Size(tag_map) + 1, sizeof(TagKey));
+    scan.work = EVP_MD_CTX_new();
+    if (tag_keys == NULL || scan.work == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    pos = 0;
+    while (PyDict_Next(tag_map, &pos, &kid, &kval)) {
+        if (!PyBytes_Check(kid) || !PyBytes_Check(kval) || PyBytes_GET_SIZE(kval) != 32) {
+            PyErr_SetString(PyExc_ValueError, "tag_keys: bytes key id -> 32-byte key");
+            goto done;
+        }
+        tag_keys[ntag_keys].id = PyBytes_AS_STRING(kid);
+        tag_keys[ntag_keys].id_len = PyBytes_GET_SIZE(kid);
+        int failed = tag_key_init(&tag_keys[ntag_keys],
+                                  (const unsigned char *)PyBytes_AS_STRING(kval));
+        ntag_keys++; /* freed below whatever happened */
+        if (failed) {
+            PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not set up HMAC-SHA256");
+            goto done;
+        }
+    }
+    scan.tag_keys = tag_keys;
+    scan.ntag_keys = ntag_keys;
     scan.keys = keys;
     scan.nkeys = nkeys;
     scan.detail_aad = detail_aad.buf;
@@ -346,7 +464,9 @@ static PyObject *hash_rows(PyObject *self, PyObject *args) {
     indexes = PyBytes_FromStringAndSize(NULL, n * 8);
     leaves = PyBytes_FromStringAndSize(NULL, n * SHA256_DIGEST_LENGTH);
     slow = PyList_New(0);
-    if (ids == NULL || indexes == NULL || leaves == NULL || slow == NULL) goto done;
+    untagged = PyList_New(0);
+    if (ids == NULL || indexes == NULL || leaves == NULL || slow == NULL || untagged == NULL)
+        goto done;
     int64_t *id_out = (int64_t *)PyBytes_AS_STRING(ids);
     int64_t *index_out = (int64_t *)PyBytes_AS_STRING(indexes);
     unsigned char *leaf_out = (unsigned char *)PyBytes_AS_STRING(leaves);
@@ -354,34 +474,38 @@ static PyObject *hash_rows(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *row = PyList_GET_ITEM(rows, i);
         long long entry_id = 0, index = -1;
-        int fast = PyTuple_CheckExact(row) && PyTuple_GET_SIZE(row) == ROW_COLUMNS &&
-                   int64_of(PyTuple_GET_ITEM(row, 0), &entry_id) == 0;
-        if (fast) {
+        int done_row = -1; /* 0: verified, 1: verified and untagged, -1: to the Python scan */
+        if (PyTuple_CheckExact(row) && PyTuple_GET_SIZE(row) == ROW_COLUMNS &&
+            int64_of(PyTuple_GET_ITEM(row, 0), &entry_id) == 0) {
             PyObject *place = PyTuple_GET_ITEM(row, 9);
-            if (place != Py_None)
-                fast = int64_of(place, &index) == 0 &&
-                       leaf_of_row(&scan, &PyTuple_GET_ITEM(row, 0), entry_id, index,
-                                   leaf_out + i * SHA256_DIGEST_LENGTH) == 0;
+            /* A row not placed (waiting, or forged) or refused: Python judges its tag. */
+            if (place != Py_None && PyTuple_GET_ITEM(row, 13) == Py_None &&
+                int64_of(place, &index) == 0)
+                done_row = leaf_of_row(&scan, &PyTuple_GET_ITEM(row, 0), entry_id, index,
+                                       leaf_out + i * SHA256_DIGEST_LENGTH);
         }
         id_out[i] = entry_id;
         index_out[i] = index;
-        if (!fast) {
-            memset(leaf_out + i * SHA256_DIGEST_LENGTH, 0, SHA256_DIGEST_LENGTH);
+        if (done_row != 0) {
+            if (done_row < 0) memset(leaf_out + i * SHA256_DIGEST_LENGTH, 0, SHA256_DIGEST_LENGTH);
             PyObject *at = PyLong_FromSsize_t(i);
-            if (at == NULL || PyList_Append(slow, at) < 0) {
+            if (at == NULL || PyList_Append(done_row < 0 ? slow : untagged, at) < 0) {
                 Py_XDECREF(at);
                 goto done;
             }
             Py_DECREF(at);
         }
     }
-    result = PyTuple_Pack(4, ids, indexes, leaves, slow);
+    result = PyTuple_Pack(5, ids, indexes, leaves, slow, untagged);
 done:
     Py_XDECREF(ids);
     Py_XDECREF(indexes);
     Py_XDECREF(leaves);
     Py_XDECREF(slow);
+    Py_XDECREF(untagged);
     if (keys) free_keys(keys, nkeys);
+    if (tag_keys) free_tag_keys(tag_keys, ntag_keys);
+    EVP_MD_CTX_free(scan.work);
     /* Both buffers held opened personal data (the leaf bytes carry the detail in clear). */
     if (scan.leaf.data) OPENSSL_cleanse(scan.leaf.data, scan.leaf.cap);
     PyMem_Free(scan.leaf.data);

@@ -9,5 +9,6 @@ def hash_rows(
     keys: dict[bytes, bytes],
     detail_aad: bytes,
     payload_aad: bytes,
+    tag_keys: dict[bytes, bytes],
     /,
-) -> tuple[bytes, bytes, bytes, list[int]]: ...
+) -> tuple[bytes, bytes, bytes, list[int], list[int]]: ...

@@ -15,21 +15,23 @@ runs everything in Python (`stophub audit verify --pure-python`).
 
 from __future__ import annotations
 
+import hmac
 import multiprocessing
 import os
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from hub.crypto.audittag import TagKeys, derive, refused
 from hub.crypto.fields import DataKeyError, Keyring, aad
-from hub.domain.auditleaf import EPOCH, EPOCH_NAIVE, MICROSECOND, leaf_of
-from hub.service.ports import LeafChunk, LeafFields, LeafMismatch
+from hub.domain.auditleaf import EPOCH, EPOCH_NAIVE, MICROSECOND, leaf_of, tag_bytes
+from hub.service.ports import LeafChunk, LeafFields, LeafMismatch, TagProblem
 
 try:
     from hub.store import _leafscan
@@ -44,7 +46,7 @@ PARALLEL_FROM = 4
 
 _COLUMNS = (
     "id, recorded_at, kind, actor, message_id, case_id, order_id, payload, detail, "
-    "log_index, leaf_hash"
+    "log_index, leaf_hash, tag_key, tag, refused_at"
 )
 
 
@@ -84,6 +86,10 @@ class LeafHasher:
         self.key_map = {kid.encode("ascii"): key for kid, key in keys}
         self.detail_aad = aad("audit_log.detail")
         self.payload_aad = aad("audit_log.payload")
+        self.tag_keys = TagKeys.of(keys, current)
+        # The derived tag key of every data key, for the C loop (it checks tags too).
+        self.tag_map = {kid.encode("ascii"): derive(key) for kid, key in keys}
+        self.tag_by_id = {kid: self.tag_map[kid.encode("ascii")] for kid, _ in keys}
 
     def hash(self, rows: list[Any]) -> LeafChunk:
         return self._hash_native(rows) if self.native else self.hash_python(rows)
@@ -91,32 +97,43 @@ class LeafHasher:
     def _hash_native(self, rows: list[Any]) -> LeafChunk:
         """The C loop for the rows that verify, this file's Python loop for the others."""
         assert _leafscan is not None
-        id_bytes, index_bytes, leaf_bytes, slow = _leafscan.hash_rows(
-            rows, self.sqlite, self.key_map, self.detail_aad, self.payload_aad
+        id_bytes, index_bytes, leaf_bytes, slow, untagged = _leafscan.hash_rows(
+            rows, self.sqlite, self.key_map, self.detail_aad, self.payload_aad, self.tag_map
         )
         ids, indexes = array("q"), array("q")
         ids.frombytes(id_bytes)
         indexes.frombytes(index_bytes)
         if not slow:
-            return LeafChunk(ids, indexes, leaf_bytes, [])
+            return LeafChunk(ids, indexes, leaf_bytes, [], [], untagged)
         leaves = bytearray(leaf_bytes)
         mismatched: list[LeafMismatch] = []
+        forged: list[TagProblem] = []
         for position in slow:
             one = self.hash_python([rows[position]])
             ids[position], indexes[position] = one.ids[0], one.indexes[0]
             leaves[position * 32 : position * 32 + 32] = one.leaves
             mismatched += (replace(m, position=position) for m in one.mismatched)
-        return LeafChunk(ids, indexes, bytes(leaves), mismatched)
+            forged += (replace(f, position=position) for f in one.forged)
+            if one.untagged:
+                untagged.append(position)
+        untagged.sort()
+        return LeafChunk(ids, indexes, bytes(leaves), mismatched, forged, untagged)
 
     def hash_python(self, rows: list[Any]) -> LeafChunk:
         ids, indexes, leaves = array("q"), array("q"), bytearray()
         mismatched: list[LeafMismatch] = []
+        forged: list[TagProblem] = []
+        untagged: list[int] = []
         open_detail, open_payload, sqlite = self.open_detail, self.open_payload, self.sqlite
+        tag_problem = self.tag_keys.problem
+        # The common case inline (a tag under a key of the ring, right): only the others go
+        # through TagKeys.problem, which says what is wrong.
+        tag_by_id, mac, data_of = self.tag_by_id, hmac.digest, tag_bytes
         hole = bytes(32)
         parse = datetime.fromisoformat
         position = -1
         # The innermost loop of a verification: a million rows a check, so no per-row
-        # objects beyond what the leaf needs.
+        # objects beyond what the leaf and the tag need.
         for (
             entry_id,
             at,
@@ -129,18 +146,19 @@ class LeafHasher:
             detail,
             index,
             stored,
+            tag_key,
+            tag,
+            refused_at,
         ) in rows:
             position += 1
             ids.append(entry_id)
-            if index is None:
-                indexes.append(-1)
-                leaves += hole
-                continue
-            indexes.append(index)
+            indexes.append(-1 if index is None else index)
             if sqlite:  # text comes as UTF-8 bytes, times as text (naive UTC)
                 when = (parse(at.decode()) - EPOCH_NAIVE) // MICROSECOND
                 case_id = case_id or b""
                 order_id = order_id or b""
+                if isinstance(tag_key, bytes):
+                    tag_key = tag_key.decode("utf-8", "replace")
             else:
                 when = (at - EPOCH) // MICROSECOND
                 kind, actor, message_id = kind.encode(), actor.encode(), message_id.encode()
@@ -154,6 +172,55 @@ class LeafHasher:
                 unreadable = ""
             except DataKeyError as err:
                 clear, digest, unreadable = b"", b"", str(err)
+            # The tag: an entry that does not open is UNREADABLE, its tag left unjudged.
+            if refused_at is not None:
+                forged.append(TagProblem(position, _refused(refused_at, sqlite)))
+            elif tag is None and tag_key is None:
+                untagged.append(position)
+            elif unreadable:
+                if index is None:  # the sequencer will refuse it: its tag cannot be checked
+                    forged.append(TagProblem(position, f"its content does not open ({unreadable})"))
+            else:
+                kid = tag_key if tag_key is None else str(tag_key)
+                key = tag_by_id.get(kid) if kid is not None else None
+                if (
+                    key is None
+                    or tag is None
+                    or mac(
+                        key,
+                        data_of(
+                            entry_id,
+                            when,
+                            kind,
+                            actor,
+                            message_id,
+                            case_id,
+                            order_id,
+                            clear,
+                            digest,
+                        ),
+                        "sha256",
+                    )
+                    != tag
+                ):
+                    problem = tag_problem(
+                        kid,
+                        None if tag is None else _as_bytes(tag),
+                        entry_id,
+                        when,
+                        kind,
+                        actor,
+                        message_id,
+                        case_id,
+                        order_id,
+                        clear,
+                        digest,
+                    )
+                    if problem:
+                        forged.append(TagProblem(position, problem))
+            if index is None:
+                leaves += hole
+                continue
             leaf = leaf_of(
                 index, entry_id, when, kind, actor, message_id, case_id, order_id, clear, digest
             )
@@ -163,7 +230,21 @@ class LeafHasher:
                     entry_id, when, kind, actor, message_id, case_id, order_id, clear, digest
                 )
                 mismatched.append(LeafMismatch(position, stored, fields, unreadable))
-        return LeafChunk(ids, indexes, bytes(leaves), mismatched)
+        return LeafChunk(ids, indexes, bytes(leaves), mismatched, forged, untagged)
+
+
+def _as_bytes(value: Any) -> bytes:
+    # SQLite keeps whatever type was written: a tag stored as text or a number is a wrong
+    # tag, not a reason to stop the verification.
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode()
+
+
+def _refused(at: Any, sqlite: bool) -> str:
+    if sqlite:  # naive UTC, as text
+        at = datetime.fromisoformat(at.decode()).replace(tzinfo=UTC)
+    return refused(at)
 
 
 class _Reader:

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from sqlalchemy import (
     Engine,
+    LargeBinary,
     and_,
     bindparam,
     case,
@@ -34,8 +35,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.crypto import blindindex, fields
+from hub.crypto import audittag, blindindex, fields
 from hub.domain.appeals import Appeal, AppealState
+from hub.domain.auditleaf import micros, payload_digest
 from hub.domain.cases import Case, CaseState, OrderKind
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import (
@@ -376,7 +378,7 @@ class SqlStore:
         self, jobs: int | None = None, chunk_ids: int = auditscan.CHUNK_IDS, *, native: bool = True
     ) -> Iterator[LeafChunk]:
         """The audit log's entries with the leaves their content makes now, read raw and
-        hashed by `jobs` processes (hub.store.auditscan), for `auditlog.verify_store`; with
+        hashed by `jobs` processes (hub.store.auditscan), for `auditverify.verify_store`; with
         the C accelerator where it was built, unless `native` is False."""
         return auditscan.scan(self.url, fields.keyring(), jobs, chunk_ids, native=native)
 
@@ -1146,7 +1148,49 @@ class PendingRows:
                     before = self._mark[i]
                     self._written_before[i].extend(batch[:before])
                     self._mark = (0, self._mark[1]) if i == 0 else (self._mark[0], 0)
-                self.session.execute(insert, batch)
+                # The queued rows stay as they were: rows a savepoint's rollback queues again
+                # get new ids, and tags over those, when they are written again.
+                self.session.execute(insert, self._tagged(batch) if i == 0 else batch)
+
+    def _tagged(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Audit rows with their ids, allocated here, and the hub's tag over each
+        (hub.crypto.audittag): one query for the ids, then one INSERT with everything, in the
+        transaction that writes the entries."""
+        ids = self._new_ids(len(rows))
+        kid, key = audittag.KEYS.current()
+        tag_of = audittag.tag_of
+        out = []
+        for entry_id, row in zip(ids, rows, strict=True):
+            # The fields exactly as the leaf will hash them; the time as stored (micros of an
+            # aware UTC datetime, which both backends keep to the microsecond).
+            tag = tag_of(
+                key,
+                entry_id,
+                micros(row["recorded_at"]),
+                row["kind"].encode(),
+                row["actor"].encode(),
+                row["message_id"].encode(),
+                (row["case_id"] or "").encode(),
+                (row["order_id"] or "").encode(),
+                row["detail"].encode(),
+                payload_digest(row["payload"]),
+            )
+            out.append({**row, "id": entry_id, "tag_key": kid, "tag": tag})
+        return out
+
+    def _new_ids(self, count: int) -> list[int]:
+        # Plain SQL on the transaction's connection: this runs in every transaction that
+        # writes an entry, and the ORM's statement path costs more than the query.
+        conn = self.session.connection()
+        if conn.dialect.name == "sqlite":
+            # A writer holds SQLite's write lock from BEGIN IMMEDIATE (make_engine): no one
+            # else inserts before this transaction ends, so the next ids are the maximum's.
+            top = conn.exec_driver_sql(MAX_AUDIT_ID).scalar() or 0
+            return list(range(top + 1, top + 1 + count))
+        # PostgreSQL: the column's own sequence, as a default would draw from it (ids are not
+        # in commit order across transactions either way; the sequencer orders them).
+        drawn = conn.exec_driver_sql(NEXT_AUDIT_IDS, (count,)).scalars().all()
+        return sorted(int(i) for i in drawn)
 
     def mark(self) -> None:
         self._mark = (len(self.audit), len(self.sla))
@@ -1166,6 +1210,16 @@ class PendingRows:
 
 
 LOG_STATE_ID = 1
+MAX_AUDIT_ID = "SELECT max(id) FROM audit_log"
+NEXT_AUDIT_IDS = (
+    "SELECT nextval(q.seq) FROM (SELECT pg_get_serial_sequence('audit_log', 'id') AS seq) q, "
+    "generate_series(1, %s)"
+)
+REFUSE = (
+    update(audit_log)
+    .where(audit_log.c.id == bindparam("entry_id"), audit_log.c.log_index.is_(None))
+    .values(refused_at=bindparam("at"))
+)
 ASSIGN_PLACE = (
     update(audit_log)
     .where(audit_log.c.id == bindparam("entry_id"))
@@ -1279,13 +1333,20 @@ class SqlAudit:
 
     def unsequenced(self, limit: int) -> list[AuditRecord]:
         self.pending.flush()
+        # The sealed columns raw, opened one by one: a value that does not open (a row
+        # someone else wrote or altered) is the sequencer's to refuse, not an error that
+        # would stop it placing every entry after it.
         rows = self.session.execute(
-            select(audit_log)
-            .where(audit_log.c.log_index.is_(None))
+            select(
+                *(c for c in audit_log.c if c.name not in ("detail", "payload")),
+                type_coerce(audit_log.c.detail, LargeBinary).label("detail"),
+                type_coerce(audit_log.c.payload, LargeBinary).label("payload"),
+            )
+            .where(audit_log.c.log_index.is_(None), audit_log.c.refused_at.is_(None))
             .order_by(audit_log.c.id)
             .limit(limit)
         )
-        return [_audit_record(row) for row in rows]
+        return [_opened_record(row) for row in rows]
 
     def assign(self, places: Sequence[tuple[int, int, bytes]]) -> None:
         if places:
@@ -1293,6 +1354,10 @@ class SqlAudit:
                 ASSIGN_PLACE,
                 [{"entry_id": e, "index": i, "leaf": h} for e, i, h in places],
             )
+
+    def refuse(self, entry_ids: Sequence[int], at: datetime) -> None:
+        if entry_ids:
+            self.session.execute(REFUSE, [{"entry_id": e, "at": at} for e in entry_ids])
 
     def add_checkpoint(self, checkpoint: LogCheckpointRow) -> None:
         self.session.execute(
@@ -1363,6 +1428,44 @@ class SqlAudit:
         )
 
 
+def _tag_of_row(value: Any) -> bytes | None:
+    # SQLite keeps whatever type a writer stored: a tag stored as text is a wrong tag.
+    if value is None or isinstance(value, bytes):
+        return value
+    return bytes(value) if isinstance(value, bytearray | memoryview) else str(value).encode()
+
+
+def _opened_record(row: Any) -> AuditRecord:
+    """`_audit_record` of a row read with its sealed columns raw."""
+    try:
+        detail = fields.open_sealed(bytes(row.detail), "audit_log.detail").decode("utf-8")
+        payload = (
+            None
+            if row.payload is None
+            else fields.open_sealed(bytes(row.payload), "audit_log.payload")
+        )
+        unreadable = ""
+    except (fields.DataKeyError, TypeError, ValueError) as err:  # ValueError: bad UTF-8
+        detail, payload, unreadable = "", None, str(err)
+    return AuditRecord(
+        row.id,
+        row.recorded_at,
+        AuditEntry(
+            kind=row.kind,
+            actor=row.actor,
+            message_id=row.message_id,
+            detail=detail,
+            payload=payload,
+            case_id=row.case_id,
+            order_id=row.order_id,
+        ),
+        None if row.tag_key is None else str(row.tag_key),
+        _tag_of_row(row.tag),
+        row.refused_at,
+        unreadable,
+    )
+
+
 def _audit_record(row: Any) -> AuditRecord:
     return AuditRecord(
         row.id,
@@ -1376,6 +1479,9 @@ def _audit_record(row: Any) -> AuditRecord:
             case_id=row.case_id,
             order_id=row.order_id,
         ),
+        None if row.tag_key is None else str(row.tag_key),
+        _tag_of_row(row.tag),
+        row.refused_at,
     )
 
 

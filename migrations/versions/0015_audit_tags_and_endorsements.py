@@ -39,12 +39,15 @@ def upgrade() -> None:
             sa.Column("untagged_entries", sa.BigInteger(), server_default="0", nullable=False)
         )
     # Every entry written so far is untagged; the state row says so (and is made if the
-    # sequencer has not placed anything yet).
+    # sequencer has not placed anything yet). Every position placed so far holds one of them.
     conn = op.get_bind()
     top = conn.execute(sa.text("SELECT max(id) FROM audit_log")).scalar()
     if top is not None:
         updated = conn.execute(
-            sa.text("UPDATE audit_log_state SET untagged_below_id = :below WHERE id = 1"),
+            sa.text(
+                "UPDATE audit_log_state SET untagged_below_id = :below, "
+                "untagged_entries = tree_size WHERE id = 1"
+            ),
             {"below": int(top) + 1},
         )
         if updated.rowcount == 0:

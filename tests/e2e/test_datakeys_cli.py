@@ -88,6 +88,9 @@ def test_generate_rotate_reencrypt_status(tmp_path: Path) -> None:
     assert "duty_contacts" in out
     out = run("datakeys", "status", "--file", str(keys), "--db", db)
     assert status_totals(out) == {second: 14} and "(current)" in out
+    # Re-sealing moves no tag: the audit entries' tags still need the first key.
+    [tags] = [line.split() for line in out.splitlines() if line.startswith("audit tags")]
+    assert tags[3] == first and int(tags[4]) >= 2 and "NOT IN THE KEYRING" not in out
     assert "0 value(s) re-sealed" in run("datakeys", "reencrypt", "--file", str(keys), "--db", db)
     shown = run("--data-keys", str(keys), "institution", "show", "BANKB", "--db", db)
     assert "Zhao Min" in shown and "+86-10-5550-0002" in shown

@@ -18,7 +18,7 @@ from hub.crypto import fields
 from hub.crypto.fields import DataKeyError
 from hub.crypto.public import public_key_to_pem
 from hub.domain.merkle import inclusion_proof, verify_consistency, verify_inclusion
-from hub.service import auditlog
+from hub.service import auditlog, auditverify
 from hub.service.commands import audit as au
 from hub.service.commands.case import CREATE_REPORT
 from hub.service.ports import AuditEntry, AuditRecord
@@ -39,16 +39,16 @@ def activity(net: Net, reports: int) -> None:  # noqa: F811
 def logged(net: Net) -> Net:  # noqa: F811
     """Two rounds of activity, each placed and checkpointed."""
     activity(net, 3)
-    assert auditlog.sequence(net.store) > 0
+    assert auditlog.sequence(net.store, net.clock) > 0
     assert auditlog.checkpoint(net.store, net.hub_key, net.clock, every=None) is not None
     activity(net, 3)
     net.clock.set(net.clock.now() + timedelta(minutes=2))
-    auditlog.sequence(net.store)
+    auditlog.sequence(net.store, net.clock)
     assert auditlog.checkpoint(net.store, net.hub_key, net.clock) is not None
     return net
 
 
-def verify(net: Net) -> auditlog.Verification:  # noqa: F811
+def verify(net: Net) -> auditverify.Verification:  # noqa: F811
     """The log checked four ways, which must agree: records read through the unit of work
     (an export takes this path), the raw scan in this process with the C accelerator and in
     pure Python, and the raw scan split over two worker processes in ranges of 3 ids."""
@@ -56,17 +56,17 @@ def verify(net: Net) -> auditlog.Verification:  # noqa: F811
     keys = {net.hub_key.key_id: net.hub_key.public_key}
     with net.store(read_only=True) as uow:
         try:
-            by_records: auditlog.Verification | None = auditlog.verify(
-                auditlog.read_all(uow), uow.audit.checkpoints(), uow.audit.log_state(), keys.get
+            by_records: auditverify.Verification | None = auditverify.verify(
+                auditverify.read_all(uow), uow.audit.checkpoints(), uow.audit.log_state(), keys.get
             )
         except DataKeyError:  # a sealed value that does not open stops the ORM's read
             by_records = None
-    scanned = auditlog.verify_store(net.store, keys.get, lambda: net.store.scan_audit(1))
-    in_python = auditlog.verify_store(
+    scanned = auditverify.verify_store(net.store, keys.get, lambda: net.store.scan_audit(1))
+    in_python = auditverify.verify_store(
         net.store, keys.get, lambda: net.store.scan_audit(1, native=False)
     )
     assert _summary(in_python) == _summary(scanned)
-    in_workers = auditlog.verify_store(
+    in_workers = auditverify.verify_store(
         net.store, keys.get, lambda: net.store.scan_audit(2, chunk_ids=3)
     )
     assert _summary(in_workers) == _summary(scanned)
@@ -82,7 +82,7 @@ def hub_pub(net: Net, tmp_path: Path) -> str:  # noqa: F811
     return str(path)
 
 
-def _summary(result: auditlog.Verification) -> object:
+def _summary(result: auditverify.Verification) -> object:
     return (
         result.entries,
         result.tree_size,
@@ -111,10 +111,15 @@ def test_every_entry_of_an_intact_log_is_hashed_in_c(net: Net) -> None:  # noqa:
         rows = cur.fetchall()
         hasher = reader.hasher
         assert _leafscan is not None
-        *_, slow = _leafscan.hash_rows(
-            rows, reader.sqlite, hasher.key_map, hasher.detail_aad, hasher.payload_aad
+        *_, slow, untagged = _leafscan.hash_rows(
+            rows,
+            reader.sqlite,
+            hasher.key_map,
+            hasher.detail_aad,
+            hasher.payload_aad,
+            hasher.tag_map,
         )
-        assert len(rows) > 10 and slow == []
+        assert len(rows) > 10 and slow == [] and untagged == []
         assert hasher.hash(rows) == hasher.hash_python(rows)
     finally:
         reader.close()
@@ -128,7 +133,7 @@ def test_an_intact_log_verifies_and_proves_each_entry(net: Net, tmp_path: Path) 
     # The checkpoint is the hub's, and each entry is provably in it.
     with net.store(read_only=True) as uow:
         [_, latest] = uow.audit.checkpoints()
-        rows = auditlog.read_all(uow)
+        rows = auditverify.read_all(uow)
         leaves = [r.leaf_hash for r in sorted(rows, key=lambda r: r.log_index or 0)]
     body = audit_pb2.LogCheckpoint.FromString(
         envelope_pb2.Envelope.FromString(latest.envelope).body
@@ -313,10 +318,10 @@ def test_proofs_of_a_long_log_come_from_its_stored_subtree_roots(
         for i in range(700):
             uow.audit.append(AuditEntry("clock", "HUB", f"bulk-{i}", f"step {i}"), net.clock.now())
         uow.commit()
-    auditlog.sequence(net.store)
+    auditlog.sequence(net.store, net.clock)
     first = auditlog.checkpoint(net.store, net.hub_key, net.clock, every=None)
     activity(net, 1)
-    auditlog.sequence(net.store)
+    auditlog.sequence(net.store, net.clock)
     second = auditlog.checkpoint(net.store, net.hub_key, net.clock, every=None)
     assert first is not None and second is not None and second.tree_size > first.tree_size > 700
     assert net.count(audit_log_nodes) == first.tree_size // 256

@@ -49,7 +49,7 @@ def active(net: Net) -> Net:  # noqa: F811
         net.call("BANKA", VERIFY_REPORT, body, case_pb2.Case)
         case = net.call("CENTRE", GET_CASE, case_pb2.GetCaseBody(case_id=case_id), case_pb2.Case)
         net.call("CENTRE", ISSUE_ORDER, stop_body(case, MULE_B), order_pb2.Order)
-    auditlog.sequence(net.store)
+    auditlog.sequence(net.store, net.clock)
     return net
 
 

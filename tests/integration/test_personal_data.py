@@ -90,7 +90,7 @@ def world(net: Net, tmp_path: Path) -> World:  # noqa: F811
         ),
         appeal_pb2.Appeal,
     )
-    auditlog.sequence(net.store)
+    auditlog.sequence(net.store, net.clock)
     return World(net, case_id, tmp_path)
 
 

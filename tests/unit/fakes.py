@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from hub.crypto import blindindex
+from hub.crypto import audittag, blindindex
 from hub.domain.appeals import Appeal, AppealState
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
@@ -30,6 +30,7 @@ from hub.domain.merkle import EMPTY_ROOT
 from hub.domain.returns import Distribution, DistributionState
 from hub.domain.rules import AutoStopRule
 from hub.domain.trail import OPEN_STATES, accounts_of
+from hub.service import auditlog
 from hub.service.ports import (
     AuditEntry,
     AuditRecord,
@@ -96,6 +97,9 @@ class StoreState:
     appeals: dict[str, Appeal] = field(default_factory=dict)
     # The audit log's tree: entry id -> (position, leaf hash), the state, the checkpoints.
     places: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    # The hub's tag on each entry (entry id -> (data key id, tag)), and the refused entries.
+    tags: dict[int, tuple[str, bytes]] = field(default_factory=dict)
+    refused: dict[int, datetime] = field(default_factory=dict)
     log_state: LogState = field(default_factory=lambda: LogState(0, EMPTY_ROOT, b""))
     checkpoints: list[LogCheckpointRow] = field(default_factory=list)
     endorsements: list[HubKeyEndorsementRow] = field(default_factory=list)
@@ -493,10 +497,17 @@ class FakeAudit:
 
     def append(self, entry: AuditEntry, now: datetime) -> None:
         self._state.audit.append((entry, now))
+        entry_id = len(self._state.audit)
+        if audittag.configured():  # tagged as SqlAudit tags it, when there are data keys
+            kid, key = audittag.KEYS.current()
+            record = AuditRecord(entry_id, now, entry)
+            self._state.tags[entry_id] = (kid, audittag.tag_of(key, *auditlog.entry_fields(record)))
 
     def scan(self, after_id: int, limit: int) -> list[AuditRecord]:
+        state = self._state
         rows = [
-            AuditRecord(i, at, entry) for i, (entry, at) in enumerate(self._state.audit, start=1)
+            AuditRecord(i, at, entry, *state.tags.get(i, (None, None)), state.refused.get(i))
+            for i, (entry, at) in enumerate(state.audit, start=1)
         ]
         return [r for r in rows if r.entry_id > after_id][:limit]
 
@@ -526,7 +537,15 @@ class FakeAudit:
 
     def unsequenced(self, limit: int) -> list[AuditRecord]:
         rows = self.scan(0, len(self._state.audit))
-        return [r for r in rows if r.entry_id not in self._state.places][:limit]
+        return [
+            r
+            for r in rows
+            if r.entry_id not in self._state.places and r.entry_id not in self._state.refused
+        ][:limit]
+
+    def refuse(self, entry_ids: Sequence[int], at: datetime) -> None:
+        for entry_id in entry_ids:
+            self._state.refused[entry_id] = at
 
     def assign(self, places: Sequence[tuple[int, int, bytes]]) -> None:
         for entry_id, index, leaf in places:
@@ -782,6 +801,7 @@ class FakeStore:
         change. (The domain classes compare by identity, their reprs show every field.)"""
         state = copy.copy(self.state)
         state.audit = []
+        state.tags = {}  # the hub's tags on audit entries are part of the audit log
         return repr(state)
 
 

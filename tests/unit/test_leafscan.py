@@ -1,8 +1,10 @@
 """The C accelerator of `stophub audit verify` (hub/store/_leafscan.c, ADR 18) against the
 Python loop it accelerates: for any rows, well formed or hostile, the two give the same ids,
-places, leaves and findings (or raise the same error), and the rows that verify never leave
-C. The rows are built as the database drivers hand them back: SQLite with text as bytes and
-times as text, psycopg's binary cursor with text as str and times as aware datetimes."""
+places, leaves, findings and tag verdicts (or raise the same error), and the rows that verify
+(leaf and hub's tag) never leave C, while a row whose tag is wrong, missing or under an
+unknown key always does. The rows are built as the database drivers hand them back: SQLite
+with text as bytes and times as text, psycopg's binary cursor with text as str and times as
+aware datetimes."""
 
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hub.crypto.audittag import derive, tag_of
 from hub.crypto.fields import Keyring
+from hub.domain.auditleaf import micros, payload_digest
 from hub.service.ports import LeafChunk
 from hub.store import auditscan
 from hub.store.auditscan import LeafHasher
@@ -72,7 +76,14 @@ def outcome(hash_rows: Callable[[list[Any]], LeafChunk], rows: list[Any]) -> obj
         chunk = hash_rows(rows)
     except Exception as err:  # the Python loop's own error, which both must raise
         return ("raised", type(err))
-    return (list(chunk.ids), list(chunk.indexes), chunk.leaves, chunk.mismatched)
+    return (
+        list(chunk.ids),
+        list(chunk.indexes),
+        chunk.leaves,
+        chunk.mismatched,
+        chunk.forged,
+        chunk.untagged,
+    )
 
 
 # ---- rows ---------------------------------------------------------------------------------------
@@ -101,9 +112,38 @@ class Row:
     detail: bytes
     index: int | None
     stored: str  # "right", "wrong" or "none"
+    # The hub's tag: "right", "wrong", "none" (an untagged row), "no-tag" (a key id but no
+    # tag), "unknown" (under a key not in the ring), "old" (right, under the older key).
+    tag: str = "right"
+    refused: bool = False
 
     def sealed_payload(self) -> bytes | None:
         return None if self.payload is None else RING.seal(self.payload, PAYLOAD)
+
+    def tag_columns(self, sqlite: bool) -> tuple[Any, Any]:
+        """(tag_key, tag) as the hub would have written them, or as asked."""
+        if self.tag == "none":
+            return None, None
+        kid = {"old": "dk-old", "unknown": "dk-gone"}.get(self.tag, RING.current)
+        key = derive(dict([*KEYS, *OTHER.pairs()])[kid])
+
+        def enc(value: Any) -> bytes:
+            return b"" if value is None else value if isinstance(value, bytes) else value.encode()
+
+        right = tag_of(
+            key,
+            self.entry_id,
+            micros(self.at.replace(tzinfo=UTC)),
+            enc(self.kind),
+            enc(self.actor),
+            enc(self.message_id),
+            enc(self.case_id),
+            enc(self.order_id),
+            self.detail,
+            payload_digest(self.payload),
+        )
+        tag = {"wrong": right[:31] + bytes([right[31] ^ 1]), "no-tag": None}.get(self.tag, right)
+        return kid.encode() if sqlite else kid, tag
 
 
 def rows_for(sqlite: bool) -> st.SearchStrategy[Row]:
@@ -121,6 +161,10 @@ def rows_for(sqlite: bool) -> st.SearchStrategy[Row]:
         detail=st.binary(max_size=300) | st.just(b"d" * 5000),
         index=st.none() | ids,
         stored=st.sampled_from(["right", "right", "right", "wrong", "none"]),
+        tag=st.sampled_from(
+            ["right", "right", "right", "wrong", "none", "no-tag", "unknown", "old"]
+        ),
+        refused=st.booleans(),
     )
 
 
@@ -140,6 +184,10 @@ def driver_rows(rows: list[Row], sqlite: bool, at: Callable[[datetime], Any]) ->
             RING.seal(r.detail, DETAIL),
             r.index,
             None,
+            *r.tag_columns(sqlite),
+            (at(datetime(2026, 12, 1)) if sqlite else datetime(2026, 12, 1, tzinfo=UTC))
+            if r.refused
+            else None,
         )
         for r in rows
     ]
@@ -148,7 +196,7 @@ def driver_rows(rows: list[Row], sqlite: bool, at: Callable[[datetime], Any]) ->
     out = []
     for n, (r, values) in enumerate(zip(rows, raw, strict=True)):
         leaf = {"right": leaves[32 * n : 32 * n + 32], "wrong": bytes(31) + b"\x01", "none": None}
-        out.append((*values[:10], leaf[r.stored]))
+        out.append((*values[:10], leaf[r.stored], *values[11:]))
     return out
 
 
@@ -171,12 +219,12 @@ def test_rows_give_the_same_chunk_in_c_and_python(sqlite: bool, data: st.DataObj
     assert outcome(native.hash, values) == outcome(python.hash, values)
 
 
-def _call(sqlite: bool, values: list[Any]) -> tuple[bytes, bytes, bytes, list[int]]:
+def _call(sqlite: bool, values: list[Any]) -> tuple[bytes, bytes, bytes, list[int], list[int]]:
     from hub.store import _leafscan
 
     hasher = LeafHasher(RING.pairs(), RING.current, sqlite=sqlite, native=True)
     return _leafscan.hash_rows(
-        values, sqlite, hasher.key_map, hasher.detail_aad, hasher.payload_aad
+        values, sqlite, hasher.key_map, hasher.detail_aad, hasher.payload_aad, hasher.tag_map
     )
 
 
@@ -187,18 +235,64 @@ def test_rows_that_verify_never_leave_c(rows: list[Row], sqlite: bool) -> None:
     """Otherwise the accelerator would be correct and useless: every row would be hashed
     twice, once in C and again in Python."""
     for r in rows:
-        r.stored = "right"
+        r.stored, r.tag, r.refused = "right", "right", False
+        if r.index is None:
+            r.index = 0
         if not sqlite:
             r.kind, r.actor, r.message_id = "kind", "actor", "message"
             r.case_id, r.order_id = "C-1", None
     values = driver_rows(rows, sqlite, sqlite_time if sqlite else postgres_time)
-    assert _call(sqlite, values)[3] == []
+    assert _call(sqlite, values)[3:] == ([], [])
+
+
+@needs_native
+@pytest.mark.parametrize("sqlite", [True, False], ids=["sqlite", "postgres"])
+@pytest.mark.parametrize("tag", ["wrong", "no-tag", "unknown", "none", "old", "right"])
+def test_a_tag_that_does_not_verify_leaves_c(sqlite: bool, tag: str) -> None:
+    """A wrong tag, a missing one, one under a key the ring does not hold: the row goes to
+    the Python loop, which names it; a right one (under any key of the ring) stays in C; a
+    row with no tag at all stays in C and is reported untagged, for the verification to
+    judge by its place."""
+    good = GOOD if sqlite else PG_GOOD
+    row = Row(**{**good.__dict__, "tag": tag})
+    values = driver_rows([row], sqlite, sqlite_time if sqlite else postgres_time)
+    slow, untagged = _call(sqlite, values)[3:]
+    assert slow == ([] if tag in ("right", "old", "none") else [0])
+    assert untagged == ([0] if tag == "none" else [])
+    native, python = hashers(sqlite)
+    assert outcome(native.hash, values) == outcome(python.hash, values)
+    reasons = [f.reason for f in native.hash(values).forged]
+    expected = {
+        "wrong": ["its tag does not verify"],
+        "no-tag": ["it carries no tag"],
+        "unknown": ["its tag is under data key 'dk-gone', which is not in the keyring"],
+    }
+    assert reasons == expected.get(tag, [])
+
+
+@needs_native
+@pytest.mark.parametrize("sqlite", [True, False], ids=["sqlite", "postgres"])
+def test_a_refused_or_unplaced_row_leaves_c(sqlite: bool) -> None:
+    good = GOOD if sqlite else PG_GOOD
+    refused = Row(**{**good.__dict__, "refused": True})
+    waiting = Row(**{**good.__dict__, "index": None, "entry_id": 42})
+    values = driver_rows([refused, waiting], sqlite, sqlite_time if sqlite else postgres_time)
+    assert _call(sqlite, values)[3] == [0, 1]
+    native, python = hashers(sqlite)
+    assert outcome(native.hash, values) == outcome(python.hash, values)
+    (forged,) = native.hash(values).forged
+    assert (forged.position, forged.reason) == (
+        0,
+        "refused by the sequencer at 2026-12-01T00:00:00+00:00 (its tag did not verify)",
+    )
 
 
 # ---- hostile rows: each must give the Python loop's answer ------------------------------------
 
 GOOD = Row(41, datetime(2026, 11, 22, 18, 5, 1, 250), b"sent", b"HUB", b"m-1", b"C1", None,
            b"envelope", b"stop sent", 7, "right")  # fmt: skip
+PG_GOOD = Row(41, GOOD.at, "sent", "HUB", "m-1", "C1", None, b"envelope", b"stop sent", 7,
+              "right")  # fmt: skip
 
 
 def sealed_variants() -> dict[str, bytes]:
@@ -262,9 +356,9 @@ SQLITE_TIMES = [
 def stored_for(row: tuple[Any, ...], at: Any, sqlite: bool) -> tuple[Any, ...]:
     """`row` with its time replaced by `at` and its stored leaf made for `at`: a leaf the
     accelerator must not match with a time it reads differently from the Python loop."""
-    values = [(*row[:1], at, *row[2:10], None)]
+    values = [(*row[:1], at, *row[2:10], None, *row[11:])]
     python = LeafHasher(RING.pairs(), RING.current, sqlite=sqlite, native=False)
-    return (*row[:10], python.hash_python(values).leaves)
+    return (*row[:10], python.hash_python(values).leaves, *row[11:])
 
 
 def candidates(at: bytes) -> list[bytes]:
@@ -334,6 +428,15 @@ def test_postgres_times_in_any_zone(at: Any) -> None:
         (9, True),
         (10, b"short"),
         (10, "a" * 32),
+        (11, 7),
+        (11, "dk-new"),  # str where SQLite gives bytes
+        (11, b"dk-gone"),
+        (11, None),
+        (12, "a" * 32),
+        (12, b"short"),
+        (12, bytes(32)),
+        (12, None),
+        (13, b"2026-12-01 00:00:00"),
     ],
 )
 def test_values_of_the_wrong_type(position: int, value: Any) -> None:
@@ -346,7 +449,7 @@ def test_values_of_the_wrong_type(position: int, value: Any) -> None:
 
 
 @needs_native
-@pytest.mark.parametrize("row", [("too", "short"), [1] * 11, None, (1,) * 12])
+@pytest.mark.parametrize("row", [("too", "short"), [1] * 14, None, (1,) * 11, (1,) * 15])
 def test_rows_of_the_wrong_shape(row: Any) -> None:
     native, python = hashers(sqlite=True)
     assert outcome(native.hash, [row]) == outcome(python.hash, [row])
@@ -359,7 +462,7 @@ def test_lone_surrogates_from_postgres() -> None:
                   "case_id": None})  # fmt: skip
     rows = [
         (41, postgres_time(GOOD.at), good.kind, "HUB", "m", None, None, None,
-         RING.seal(b"x", DETAIL), 3, bytes(32))
+         RING.seal(b"x", DETAIL), 3, bytes(32), "dk-new", bytes(32), None)
     ]  # fmt: skip
     assert outcome(native.hash, rows) == outcome(python.hash, rows)
     assert outcome(native.hash, rows)[0] == "raised"
@@ -370,6 +473,19 @@ def test_bad_keys_are_refused() -> None:
     from hub.store import _leafscan
 
     with pytest.raises(ValueError, match="32-byte key"):
-        _leafscan.hash_rows([], True, {b"dk": b"short"}, b"", b"")
+        _leafscan.hash_rows([], True, {b"dk": b"short"}, b"", b"", {})
+    with pytest.raises(ValueError, match="32-byte key"):
+        _leafscan.hash_rows([], True, {}, b"", b"", {b"dk": b"short"})
     with pytest.raises(TypeError):
-        _leafscan.hash_rows((), True, {}, b"", b"")  # type: ignore[arg-type]
+        _leafscan.hash_rows((), True, {}, b"", b"", {})  # type: ignore[arg-type]
+
+
+@needs_native
+@pytest.mark.parametrize("tag", ["a" * 32, 7, bytearray(32)])
+def test_a_tag_of_another_type_is_forged_not_a_crash(tag: Any) -> None:
+    """SQLite keeps whatever a writer stored in the tag column."""
+    native, python = hashers(sqlite=True)
+    (row,) = driver_rows([GOOD], True, sqlite_time)
+    rows = [(*row[:12], tag, None)]
+    assert outcome(native.hash, rows) == outcome(python.hash, rows)
+    assert [f.reason for f in native.hash(rows).forged] == ["its tag does not verify"]

@@ -79,7 +79,7 @@ def get_log_checkpoint(ctx: Context, body: audit_pb2.GetLogCheckpointBody) -> Me
         raise InvalidArgument("tree_size", "is 0 (the latest) or a checkpoint's size")
     if body.fresh and body.tree_size == 0:
         # Signing a checkpoint records nothing about anyone: the hub states what it holds.
-        auditlog.sequence(ctx.hub.uow)
+        auditlog.sequence(ctx.hub.uow, ctx.hub.clock)
         # The same memory as the scheduled signing: a member asking for a fresh checkpoint
         # must not get a rolled-back or forked database signed either.
         signed = auditlog.checkpoint(
