@@ -658,15 +658,18 @@ def trusted_untagged(
     trusted signature says: the figure the newest trusted checkpoint signs; without one (no
     checkpoint since revision 0015 names it), the state row's figure but never past the
     newest trusted checkpoint, since untagged entries only ever come first and the state row
-    is the database's word alone."""
+    is the database's word alone (a log upgraded from revision 0014 gets its first
+    checkpoint naming the figure when the hub starts on it)."""
     signed = signed_untagged(checkpoints, hub_keys)
     if signed is not None:
         return signed
     newest = next(
         (row.tree_size for row in reversed(checkpoints) if not checkpoint_problem(row, hub_keys)),
-        0,
+        None,
     )
-    return min(state.untagged_entries, newest)
+    # With no trusted checkpoint at all nothing is signed yet: the state row is all there is
+    # (and the schedule rule names the checkpoints that should exist).
+    return state.untagged_entries if newest is None else min(state.untagged_entries, newest)
 
 
 def checkpoint_problem(cp: LogCheckpointRow, hub_keys: Callable[[str], bytes | None]) -> str:

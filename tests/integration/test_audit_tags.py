@@ -8,8 +8,11 @@ verifies."""
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +25,7 @@ from hub.bootstrap import alembic_config, ensure_hub_registered
 from hub.cli import main
 from hub.crypto import audittag, fields
 from hub.crypto.keys import PrivateKey
+from hub.crypto.public import public_key_to_pem
 from hub.domain.auditleaf import micros
 from hub.domain.merkle import CompactRange
 from hub.service import auditlog, audittags, auditverify
@@ -74,7 +78,16 @@ def forged(result: auditverify.Verification) -> dict[int | None, str]:
 
 
 def cli_verify(net: Net) -> Any:  # noqa: F811
-    return CliRunner().invoke(main, ["audit", "verify", "--db", str(net.store.url)])
+    """`stophub audit verify` as an auditor runs it, with the hub's public key as a file."""
+    folder = Path(tempfile.mkdtemp(prefix="stophub-hub-key-"))
+    key = folder / "hub.pub"
+    key.write_bytes(public_key_to_pem(net.hub_key.algorithm, net.hub_key.public_key))
+    try:
+        return CliRunner().invoke(
+            main, ["audit", "verify", "--db", str(net.store.url), "--hub-key", str(key)]
+        )
+    finally:
+        shutil.rmtree(folder)
 
 
 # ---- the hub's own entries --------------------------------------------------------------------
@@ -267,6 +280,37 @@ def test_an_entry_appended_and_placed_with_its_leaf_and_state_row_is_forged(
     result = verify(net)
     assert {f.what for f in result.findings} == {"forged"}, result.findings
     assert f"at position {tree.size - 1}" in forged(result)[entry_id]
+
+
+def test_an_untagged_entry_placed_by_hand_with_the_untagged_count_raised_is_forged(
+    net: Net,  # noqa: F811
+) -> None:
+    """The insider places an untagged entry after the newest checkpoint himself and raises the
+    state row's untagged count over it: the checkpoints the hub signed say how many untagged
+    entries there are, and the state row's word does not reach past them."""
+    logged(net)
+    entry_id = append_untagged(net.store.engine)
+    with net.store() as uow:
+        state = uow.audit.log_state()
+        [record] = [r.record for r in uow.audit.logged(entry_id - 1, 1)]
+        tree = auditlog.tree_of(state)
+        leaf = auditlog.entry_leaf(tree.size, record)
+        uow.audit.assign([(entry_id, tree.size, leaf)])
+        tree.append(leaf)
+        uow.audit.set_log_state(
+            LogState(
+                tree.size,
+                tree.root(),
+                b"".join(tree.nodes),
+                untagged_below_id=entry_id + 1,
+                untagged_entries=tree.size,
+            )
+        )
+        uow.commit()
+    result = verify(net)
+    found = forged(result)
+    assert list(found) == [entry_id], result.findings
+    assert "it carries no tag" in found[entry_id]
 
 
 def rewrite_with_leaf(net: Net) -> list[int]:  # noqa: F811
