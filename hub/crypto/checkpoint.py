@@ -97,6 +97,12 @@ def open_checkpoint(
             f"it signs a tree of {body.tree_size} entries with a root of "
             f"{len(body.root_hash)} bytes"
         )
+    return signed_checkpoint(env.key_id, body, raw)
+
+
+def signed_checkpoint(key_id: str, body: audit_pb2.LogCheckpoint, raw: bytes) -> SignedCheckpoint:
+    """The checkpoint of a signed envelope `raw` (key `key_id`, body `body`) whose signature
+    the caller has checked, or has just made."""
     return SignedCheckpoint(
         tree_size=body.tree_size,
         root_hash=body.root_hash,
@@ -104,7 +110,7 @@ def open_checkpoint(
         previous_tree_size=body.previous_tree_size,
         previous_root_hash=body.previous_root_hash,
         untagged_entries=body.untagged_entries,
-        key_id=env.key_id,
+        key_id=key_id,
         envelope=raw,
     )
 

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 from google.protobuf.message import DecodeError
 
 from hub.crypto import audittag
 from hub.crypto.audittag import TagKeys
-from hub.crypto.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
+from hub.crypto.checkpoint import (
+    CheckpointError,
+    SignedCheckpoint,
+    open_checkpoint,
+    signed_checkpoint,
+)
 from hub.crypto.envelope import seal_message
 from hub.domain.auditleaf import LEAF_FORMAT, leaf_bytes, leaf_of, micros, payload_digest
 from hub.domain.institutions import HUB_CODE
@@ -299,7 +304,7 @@ def checkpoint(
         uow.audit.add_checkpoint(row)
         uow.commit()
     if memory is not None:
-        memory.newest = _as_signed(envelope, body)
+        memory.newest = signed_checkpoint(envelope.key_id, body, envelope.SerializeToString())
     return row
 
 
@@ -314,16 +319,3 @@ def signed_tree(row: LogCheckpointRow | None) -> tuple[int, bytes]:
     except DecodeError:
         return row.tree_size, row.root_hash
     return body.tree_size, body.root_hash
-
-
-def _as_signed(envelope: envelope_pb2.Envelope, body: audit_pb2.LogCheckpoint) -> SignedCheckpoint:
-    return SignedCheckpoint(
-        tree_size=body.tree_size,
-        root_hash=body.root_hash,
-        checkpoint_time=body.checkpoint_time.ToDatetime(tzinfo=UTC),
-        previous_tree_size=body.previous_tree_size,
-        previous_root_hash=body.previous_root_hash,
-        untagged_entries=body.untagged_entries,
-        key_id=envelope.key_id,
-        envelope=envelope.SerializeToString(),
-    )
