@@ -26,7 +26,7 @@ import pytest
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.common.exceptions import NoAlertPresentException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -124,6 +124,20 @@ def fill_sign_in(browser: WebDriver, username: str, password: str) -> None:
     name.send_keys(username)
     form.find_element(By.NAME, "password").send_keys(password)
     form.find_element(By.TAG_NAME, "button").click()
+    # The answer is a new page: until the old one is gone, a wait for what the answer shows
+    # (an error line) may see the previous answer's, and the next fill meets a page unloading.
+    wait(browser, lambda _: _gone(form))
+
+
+def _gone(element: Any) -> bool:
+    """Whether the page that held `element` was replaced. Chromium answers a question about
+    an element of a page being unloaded with a stale-element error or, as often, with an
+    inspector error ("does not belong to the document"): either means it is gone."""
+    try:
+        element.is_enabled()
+    except WebDriverException:
+        return True
+    return False
 
 
 def no_alert(browser: WebDriver) -> bool:

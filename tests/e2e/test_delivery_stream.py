@@ -127,9 +127,9 @@ async def _first_of(
 ) -> tuple[RawStream, delivery_pb2.StreamDeliveriesResponse]:
     for _ in range(100):
         for stream in (a, b):
-            if not stream.inbox.empty():
+            if stream.holds_delivery():
                 other = b if stream is a else a
-                assert other.inbox.empty(), "a delivery goes to one connection, not both"
+                assert not other.holds_delivery(), "a delivery goes to one connection, not both"
                 return stream, await stream.next()
         await asyncio.sleep(0.05)
     raise AssertionError("no connection received the delivery")

@@ -121,6 +121,28 @@ class RawStream:
                 return item
             self.checkpoints.append(item)
 
+    def holds_delivery(self) -> bool:
+        """Whether a delivery is waiting, not counting messages that carry only the log
+        checkpoint (set aside in `self.checkpoints` as `next` does)."""
+        from stophub.v1 import delivery_pb2
+
+        kept: list[object] = []
+        found = False
+        while not self.inbox.empty():
+            item = self.inbox.get_nowait()
+            if (
+                isinstance(item, delivery_pb2.StreamDeliveriesResponse)
+                and item.sequence == 0
+                and not item.HasField("envelope")
+            ):
+                self.checkpoints.append(item)
+                continue
+            found = True
+            kept.append(item)
+        for item in kept:
+            self.inbox.put_nowait(item)
+        return found
+
     async def ack(
         self, *sequences: int, key: PrivateKey | None = None, sender: str | None = None
     ) -> None:

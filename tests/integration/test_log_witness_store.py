@@ -27,7 +27,7 @@ def activity(net: Net, reports: int) -> None:  # noqa: F811
 
 
 def signed(net: Net) -> LogCheckpointRow:  # noqa: F811
-    auditlog.sequence(net.store)
+    auditlog.sequence(net.store, net.clock)
     row = auditlog.checkpoint(net.store, net.hub_key, net.clock, every=None)
     assert row is not None
     return row
