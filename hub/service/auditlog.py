@@ -14,7 +14,7 @@ export verifies without the data keys.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import timedelta
 
 from google.protobuf.message import DecodeError
@@ -174,21 +174,25 @@ class CheckpointMemory:
         self.problem = ""
         self._seen: tuple[int, bytes, int, int, int] | None = None
 
-    def check(self, uow: UnitOfWork, state: LogState, done: Sequence[LogCheckpointRow]) -> str:
+    def check(self, uow: UnitOfWork, state: LogState, newest: LogCheckpointRow | None) -> str:
         """ "" when the database's tree extends what this hub last signed or verified (and it
-        then remembers the newest stored checkpoint it can verify); else what is wrong."""
-        # Asked every run of the sequencer (twice a second): proved again only when the tree,
-        # the stored checkpoints or the remembered one changed.
+        then remembers `newest`, the newest stored checkpoint, if it can verify it); else what
+        is wrong."""
+        # Asked every run of the sequencer (twice a second), so it reads two rows by key,
+        # never every checkpoint, and proves the tree again only when the tree, the newest
+        # stored checkpoint or the remembered one changed.
+        known = self.newest
+        kept_row = None if known is None else uow.audit.checkpoint_of(known.tree_size)
         seen = (
             state.size,
             state.root,
-            len(done),
-            done[-1].tree_size if done else 0,
-            self.newest.tree_size if self.newest else 0,
+            newest.tree_size if newest else 0,
+            known.tree_size if known else 0,
+            kept_row is not None and kept_row.root_hash == (known.root_hash if known else b""),
         )
         if seen == self._seen:
             return self.problem
-        problem = self._problem(uow, state, done)
+        problem = self._problem(uow, state, newest, kept_row)
         self._seen = seen if not problem else None
         if problem != self.problem:
             if problem:
@@ -200,13 +204,16 @@ class CheckpointMemory:
         self.problem = problem
         return problem
 
-    def _problem(self, uow: UnitOfWork, state: LogState, done: Sequence[LogCheckpointRow]) -> str:
+    def _problem(
+        self,
+        uow: UnitOfWork,
+        state: LogState,
+        newest: LogCheckpointRow | None,
+        kept_row: LogCheckpointRow | None,
+    ) -> str:
         known = self.newest
-        if known is not None and not any(
-            (c.tree_size, c.root_hash) == (known.tree_size, known.root_hash) for c in done
-        ):
+        if known is not None and (kept_row is None or kept_row.root_hash != known.root_hash):
             return self._forked(state, known, "its row is gone from audit_checkpoints")
-        newest = done[-1] if done else None
         if newest is not None and (known is None or newest.tree_size > known.tree_size):
             try:
                 stored = open_checkpoint(newest.envelope, self.own_keys)
@@ -269,10 +276,9 @@ def checkpoint(
     this hub signed or verified (CheckpointMemory)."""
     with uow_factory() as uow:
         state = uow.audit.log_state(lock=True)
-        done = uow.audit.checkpoints()
-        last = done[-1] if done else None
+        last = uow.audit.latest_checkpoint()
         now = clock.now()
-        if memory is not None and memory.check(uow, state, done):
+        if memory is not None and memory.check(uow, state, last):
             return None
         if state.size == 0 or (last is not None and last.tree_size >= state.size):
             return None

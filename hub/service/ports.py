@@ -576,6 +576,10 @@ class AuditLog(Protocol):
         """The checkpoint of the largest tree, or None before the first."""
         ...
 
+    def checkpoint_of(self, tree_size: int) -> LogCheckpointRow | None:
+        """The checkpoint of a tree of exactly `tree_size` entries, or None."""
+        ...
+
 
 class UnitOfWork(Protocol):
     institutions: InstitutionRepository

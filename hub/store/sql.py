@@ -1386,6 +1386,16 @@ class SqlAudit:
             else LogCheckpointRow(r.tree_size, r.root_hash, r.signed_at, r.envelope)
         )
 
+    def checkpoint_of(self, tree_size: int) -> LogCheckpointRow | None:
+        r = self.session.execute(
+            select(audit_checkpoints).where(audit_checkpoints.c.tree_size == tree_size)
+        ).first()
+        return (
+            None
+            if r is None
+            else LogCheckpointRow(r.tree_size, r.root_hash, r.signed_at, r.envelope)
+        )
+
     def recorded_times(self, indexes: Collection[int]) -> dict[int, datetime]:
         if not indexes:
             return {}

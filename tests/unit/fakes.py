@@ -562,6 +562,9 @@ class FakeAudit:
     def latest_checkpoint(self) -> LogCheckpointRow | None:
         return max(self._state.checkpoints, key=lambda c: c.tree_size, default=None)
 
+    def checkpoint_of(self, tree_size: int) -> LogCheckpointRow | None:
+        return next((c for c in self._state.checkpoints if c.tree_size == tree_size), None)
+
     def logged(self, after_id: int, limit: int) -> list[LoggedRecord]:
         out = []
         for r in self.scan(after_id, limit):
