@@ -1804,6 +1804,7 @@ __all__ = [
     "SYNC_LIST_PATH",
     "Clock",
     "Delivery",
+    "DRAINING",
     "DeliveryStream",
     "HubCertificateError",
     "HubClient",
