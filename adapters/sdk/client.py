@@ -1799,12 +1799,12 @@ class DeliveryStream:
 
 
 __all__ = [
+    "DRAINING",
     "HUB",
     "RPCS",
     "SYNC_LIST_PATH",
     "Clock",
     "Delivery",
-    "DRAINING",
     "DeliveryStream",
     "HubCertificateError",
     "HubClient",
