@@ -27,8 +27,6 @@ import math
 import os
 import tempfile
 import time
-import urllib.request
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,16 +34,14 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.sdk.client import _CHANNEL_OPTIONS, Delivery, HubClient, HubError, tls_credentials
+from adapters.sdk.client import _CHANNEL_OPTIONS, HubClient, HubError, tls_credentials
 from adapters.sdk.failover import channel_target
 from bench.clocks import PG_VARS, postgres_database
 from bench.soak import data_keys
 from bench.table import Row
-from hub.crypto.keys import PrivateKey, save_private_key
-from hub.system.policy import DEFAULT_POLICY
-from stophub.v1 import delivery_pb2
+from hub.crypto.keys import PrivateKey
+from tests.e2e.test_failover import Member, replica_client, two_replicas
 from tests.e2e.test_restart import Hub, register_members
 from tests.e2e.wire_helpers import report
 
@@ -88,38 +84,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def streams_on(hub: Hub) -> int:
     """The delivery streams open on `hub` now (0 when it does not answer)."""
-    try:
-        with urllib.request.urlopen(f"http://{hub.metrics}/metrics", timeout=2) as page:
-            text = page.read().decode()
-    except OSError:
-        return 0
-    return int(
-        sum(
-            s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-            if s.name == "stophub_delivery_streams_connected"
-        )
-    )
-
-
-class Member:
-    """The centre acting on each report notice once, and acknowledging it."""
-
-    def __init__(self, client: HubClient) -> None:
-        self.stream = client.deliveries("failover", initial_backoff=0.1, max_backoff=1.0)
-        self.arrived: dict[str, float] = {}
-        self.acts: Counter[str] = Counter()
-        self.task = asyncio.create_task(self._consume())
-
-    async def _consume(self) -> None:
-        delivery: Delivery
-        async for delivery in self.stream:
-            if delivery.notice.kind == delivery_pb2.NOTICE_KIND_REPORT_RECEIVED:
-                case_id = delivery.notice.case_id
-                self.acts[case_id] += 1
-                self.arrived.setdefault(case_id, time.monotonic())
-            await self.stream.ack(delivery.sequence)
+    return int(hub.metric("stophub_delivery_streams_connected", unreachable=0))
 
 
 class Reporter:
@@ -167,25 +132,13 @@ async def measure(
     data_keys(directory)
     hub_key = PrivateKey.generate()
     keys = register_members(url)
-    hubs: list[Hub] = []
-    for name in "ab":
-        (directory / name).mkdir()
-        save_private_key(hub_key, directory / name / "hub.key")
-        hubs.append(Hub(directory / name, url, DEFAULT_POLICY))
-    hubs[1].pki_dir = hubs[0].pki_dir  # two replicas of one hub: one certificate
+    hubs = two_replicas(directory, url, hub_key)
     for hub in hubs:
         await asyncio.to_thread(hub.start)
     addresses = [h.target for h in hubs]
 
     def client(code: str) -> HubClient:
-        return HubClient(
-            addresses,
-            institution=code,
-            key=keys[code],
-            hub_public_key=hub_key.public_key,
-            tls=hubs[0].tls(code),
-            timeout=10,
-        )
+        return replica_client(hubs, code, keys[code], hub_key)
 
     probe = hubs[0].tls("PROBE")
     bare = grpc.aio.secure_channel(
@@ -194,7 +147,7 @@ async def measure(
         options=[*_CHANNEL_OPTIONS, ("grpc.default_authority", addresses[0])],
     )
     centre, bank = client("CENTRE"), client("BANKA")
-    member = Member(centre)
+    member = Member(centre.deliveries("failover", initial_backoff=0.1, max_backoff=1.0))
     reporter = Reporter(bank, args.failover_every)
     out = Report()
     started = time.monotonic()

@@ -61,19 +61,50 @@ def stored_reports(db_url: str) -> Counter[str]:
         engine.dispose()
 
 
+def two_replicas(
+    directory: Path, db_url: str, hub_key: PrivateKey, args: tuple[str, ...] = ()
+) -> tuple[Hub, Hub]:
+    """Two replicas of one hub (one signing key, one certificate) on `db_url`, not started.
+    bench/failover.py uses them too."""
+    for name in "ab":
+        (directory / name).mkdir()
+        save_private_key(hub_key, directory / name / "hub.key")
+    a, b = (Hub(directory / n, db_url, DEFAULT_POLICY, args=args) for n in "ab")
+    b.pki_dir = a.pki_dir
+    return a, b
+
+
+def replica_client(
+    hubs: tuple[Hub, ...], code: str, key: PrivateKey, hub_key: PrivateKey
+) -> HubClient:
+    """Member `code` given every replica's address, in order."""
+    return HubClient(
+        [h.target for h in hubs],
+        institution=code,
+        key=key,
+        hub_public_key=hub_key.public_key,
+        tls=hubs[0].tls(code),
+        timeout=10,
+    )
+
+
 class Member:
-    """A centre consuming its stream: every notice acted on (counted) and then acknowledged."""
+    """A centre consuming its stream: every report notice acted on (counted, its first
+    arrival timed) and then acknowledged. bench/failover.py uses it too."""
 
     def __init__(self, stream: DeliveryStream) -> None:
         self.stream = stream
         self.acts: Counter[str] = Counter()
+        self.arrived: dict[str, float] = {}
         self.task = asyncio.create_task(self._consume())
 
     async def _consume(self) -> None:
         delivery: Delivery
         async for delivery in self.stream:
             if delivery.notice.kind == delivery_pb2.NOTICE_KIND_REPORT_RECEIVED:
-                self.acts[delivery.notice.case_id] += 1
+                case_id = delivery.notice.case_id
+                self.acts[case_id] += 1
+                self.arrived.setdefault(case_id, time.monotonic())
             await self.stream.ack(delivery.sequence)
 
     async def until_acted(self, case_ids: set[str], timeout: float, what: str) -> float:
@@ -159,27 +190,13 @@ async def test_members_fail_over_between_two_replicas(tmp_path: Path, postgres_u
     keys = register_members(postgres_url)
     node_ready = NODE is not None and (BANK_DIR / "node_modules").is_dir()
     node_key = register_node_bank(postgres_url) if node_ready else None
-    for name in "ab":
-        (tmp_path / name).mkdir()
-        save_private_key(hub_key, tmp_path / name / "hub.key")
-    a, b = (
-        Hub(tmp_path / n, postgres_url, DEFAULT_POLICY, args=("--drain-seconds", "10"))
-        for n in "ab"
-    )
-    b.pki_dir = a.pki_dir  # one hub, two replicas: one certificate
+    a, b = two_replicas(tmp_path, postgres_url, hub_key, ("--drain-seconds", "10"))
     a.start()
     b.start()
     addresses = [a.target, b.target]
 
     def client(code: str) -> HubClient:
-        return HubClient(
-            addresses,
-            institution=code,
-            key=keys[code],
-            hub_public_key=hub_key.public_key,
-            tls=a.tls(code),
-            timeout=10,
-        )
+        return replica_client((a, b), code, keys[code], hub_key)
 
     credited = datetime.now(UTC) - timedelta(minutes=20)
     command = None

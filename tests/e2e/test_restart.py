@@ -175,18 +175,23 @@ class Hub:
     def sweeps_run(self) -> int:
         """Sweeps this run of the process has finished, whatever their outcome (its
         `stophub_clock_sweeps_total`)."""
+        return int(self.metric("stophub_clock_sweeps_total"))
+
+    def metric(self, name: str, unreachable: float | None = None) -> float:
+        """The sum of metric `name`'s samples now; `unreachable` when the process does not
+        answer (None: an AssertionError with its output)."""
         try:
             with urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=5) as page:
                 text = page.read().decode()
         except OSError as err:
+            if unreachable is not None:
+                return unreachable
             raise AssertionError(f"no metrics from the hub ({err}):\n{self.output()}") from None
-        return int(
-            sum(
-                sample.value
-                for family in text_string_to_metric_families(text)
-                for sample in family.samples
-                if sample.name == "stophub_clock_sweeps_total"
-            )
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
         )
 
     def wait_for_sweeps(self, count: int, timeout: float = 10.0) -> None:
