@@ -10,9 +10,11 @@ import time
 
 import grpc
 import pytest
+from click.testing import CliRunner
 
 from adapters.sdk.client import HubClient, HubError
 from adapters.sdk.failover import backoff, channel_target, parse_targets
+from hub.cli import main
 from hub.crypto.keys import PrivateKey
 
 
@@ -114,3 +116,17 @@ async def test_a_stream_no_replica_takes_says_so_after_give_up_after() -> None:
         assert f"no hub at {','.join(targets)} took the delivery stream" in str(caught.value)
     with pytest.raises(ValueError, match="give_up_after"):
         client.deliveries(give_up_after=0)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["board", "--identity", "/nonexistent", "--hub", "hub.example"], "is not HOST:PORT"),
+        (["replica", "--hub", "a:1,,b:2", "--institution", "PAYX"], "empty hub address"),
+    ],
+)
+def test_a_bad_hub_list_on_the_command_line_is_a_usage_error(args: list[str], says: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--hub'" in result.output and says in result.output
+    assert "Traceback" not in result.output
