@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 from collections import Counter
@@ -21,9 +22,17 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, select
 
-from adapters.sdk.client import Delivery, DeliveryStream, HubClient, HubError
+from adapters.sdk.client import (
+    Delivery,
+    DeliveryStream,
+    HubCertificateError,
+    HubClient,
+    HubError,
+)
+from hub.crypto import pki
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.domain.institutions import InstitutionKind
 from hub.service.admin import NewKey, Registry
@@ -32,7 +41,7 @@ from hub.store.tables import cases
 from hub.system.clock import SystemClock
 from hub.system.policy import DEFAULT_POLICY
 from stophub.v1 import case_pb2, delivery_pb2, order_pb2
-from tests.e2e.conftest import contacts
+from tests.e2e.conftest import Network, contacts
 from tests.e2e.test_node_bank import (
     BANK_DIR,
     CODE,
@@ -279,3 +288,30 @@ async def test_members_fail_over_between_two_replicas(tmp_path: Path, postgres_u
     assert len(set(answered.values())) == len(answered)
     stored = stored_reports(postgres_url)
     assert {m: stored[m] for m in answered} == dict.fromkeys(answered, 1)
+
+
+async def test_a_list_of_names_reaches_the_hub_and_a_misfit_certificate_is_named(
+    network: Network,
+) -> None:
+    """Names in a list are resolved once and the certificate is checked against the first
+    (docs/failover.md); a certificate that does not fit is still said in one line."""
+    port = network.target.rsplit(":", 1)[1]
+    names = [f"localhost:{port}", f"127.0.0.1:{port}"]
+
+    def client(tls: pki.TlsConfig) -> HubClient:
+        return HubClient(
+            names,
+            institution="BANKA",
+            key=network.keys["BANKA"],
+            hub_public_key=network.hub_public_key,
+            clock=network.clock,
+            tls=tls,
+        )
+
+    async with client(network.tls_of("BANKA")) as banka:
+        await banka.connect(10)
+        assert (await banka.get_institution("BANKA")).code == "BANKA"
+    misfit = dataclasses.replace(network.tls_of("BANKA"), server_name="wrong.example")
+    async with client(misfit) as lost:
+        with pytest.raises(HubCertificateError, match=r"not for 'wrong\.example'"):
+            await lost.connect(10)
