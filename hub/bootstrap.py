@@ -249,6 +249,9 @@ class HubServer:
         self.port = port
 
     async def stop(self, grace: float = 2.0) -> None:
+        """Drain, then stop (docs/failover.md): health turns NOT_SERVING, the server takes no
+        new call, every delivery stream ends with UNAVAILABLE HUB_DRAINING so that its client
+        moves to another replica now, and calls under way get `grace` seconds to finish."""
         if self.scheduler is not None and self.scheduler.running:
             # APScheduler shuts down in a later turn of the loop and cancels the jobs it
             # started, which end quietly; but one it starts in that same turn has not run a
@@ -262,10 +265,14 @@ class HubServer:
             await self.database_health.stop()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.router.close()
+        # Refusing new calls comes first, so that the streams ended below come back
+        # elsewhere; gRPC starts refusing in the task's first step.
+        stopping = asyncio.create_task(self.server.stop(grace), name="grpc-server-stop")
+        await asyncio.sleep(0)
+        await self.router.drain()
         if self.lists is not None:
             await self.lists.watcher.close()
-        await self.server.stop(grace)
+        await stopping
         if self.health_server is not None:
             await self.health_server.stop(0)
         if self.metrics_http is not None:

@@ -82,6 +82,16 @@ from hub.system.policy import load_policy
     help="A second, PLAIN-TEXT gRPC port serving only grpc.health.v1.Health, for probes "
     "that cannot present a client certificate (default: off). Env: $STOPHUB_HEALTH_ADDRESS.",
 )
+@click.option(
+    "--drain-seconds",
+    default=20.0,
+    show_default=True,
+    envvar="STOPHUB_DRAIN_SECONDS",
+    type=click.FloatRange(min=0),
+    help="On SIGTERM or SIGINT: refuse new calls, move the delivery streams to other "
+    "replicas, and give calls under way this long to finish (docs/failover.md). Keep "
+    "Kubernetes' terminationGracePeriodSeconds above it. Env: $STOPHUB_DRAIN_SECONDS.",
+)
 @data_keys_option
 @refusals_as_errors
 def serve(
@@ -95,6 +105,7 @@ def serve(
     list_key_file: str | None,
     metrics_address: str | None,
     health_address: str | None,
+    drain_seconds: float,
     data_keys: str | None,
 ) -> None:
     """Serve the hub over gRPC with mutual TLS (health checking and reflection on)."""
@@ -158,7 +169,8 @@ def serve(
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, _reload_data_keys)
         await stop.wait()
-        await server.stop(5.0)
+        announce(f"draining: calls under way get up to {drain_seconds:g} s")
+        await server.stop(drain_seconds)
         store.dispose()
 
     try:
