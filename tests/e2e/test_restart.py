@@ -97,6 +97,8 @@ class Hub:
         self.metrics = ""
         self.runs = 0
         self.pki_dir = tmp_path / "pki"
+        # More `serve` options, after those given here.
+        self.extra: list[str] = []
         self._issuing = threading.Lock()
         if not pki.has_server_material(self.pki_dir):
             pki.init(self.pki_dir, datetime.now(UTC))
@@ -141,6 +143,7 @@ class Hub:
                     str(self.pki_dir),
                     "--metrics-address",
                     self.metrics,
+                    *self.extra,
                 ],
                 cwd=ROOT,
                 env={k: v for k, v in os.environ.items() if k != "STOPHUB_DATABASE_URL"},
