@@ -5,10 +5,13 @@ or change the blacklist that another's followers read. Without a word from the f
 second finds out on its tick (every ack_timeout / 2). `PgWakeups` is that word:
 
 - Told of commits from any thread (it is a `Notifier`, hub.service.ports, and a list
-  listener), it gathers their recipients on the event loop for `linger` seconds and sends
-  them in one `NOTIFY` on a connection of its own, after the commits: a NOTIFY inside the
-  write transactions would take PostgreSQL's global notify lock at each commit and serialise
-  them. A payload that would pass PostgreSQL's 8000-byte limit becomes "everyone".
+  listener), it sends their recipients in one `NOTIFY` on a connection of its own, after the
+  commits. The first commit after a quiet spell goes at once; then at most one NOTIFY per
+  `spacing` seconds, each naming every institution told meanwhile (a busy hub sends at
+  most 500 a second, an idle one adds no wait to a stop). Never inside the write
+  transactions: there a NOTIFY takes PostgreSQL's global notify lock until the commit and
+  serialises the commits of every replica. A payload that would pass PostgreSQL's
+  8000-byte limit becomes "everyone".
 - One dedicated connection LISTENs. A notification from another replica wakes the router
   for the institutions it names (`on_deliveries`; None for everyone) and the list watcher
   (`on_lists`); this replica's own are ignored, it woke itself when it committed.
@@ -26,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -43,7 +47,8 @@ CHANNEL = "stophub_wake"
 # PostgreSQL refuses a payload of 8000 bytes or more.
 PAYLOAD_LIMIT = 7999
 # How long the first commit's recipients wait for others to share its NOTIFY.
-LINGER = 0.002
+# At most one NOTIFY per this many seconds; the first after a quiet spell goes at once.
+SPACING = 0.002
 # Pauses between attempts to open the listening connection again (doubling, seconds).
 BACKOFF = (0.1, 5.0)
 # How often an idle listening connection is checked with a query, besides TCP keepalives.
@@ -123,7 +128,7 @@ class PgWakeups:
         on_lists: Callable[[], None],
         *,
         replica: str | None = None,
-        linger: float = LINGER,
+        spacing: float = SPACING,
         backoff: tuple[float, float] = BACKOFF,
         check_every: float = CHECK_EVERY,
         limit: int = PAYLOAD_LIMIT,
@@ -133,7 +138,7 @@ class PgWakeups:
         self.on_deliveries = on_deliveries
         self.on_lists = on_lists
         self.replica = replica or new_replica_id()
-        self.linger = linger
+        self.spacing = spacing
         self.backoff = backoff
         self.check_every = check_every
         self.limit = limit
@@ -146,6 +151,7 @@ class PgWakeups:
         self._pending = False
         self._sender: psycopg.AsyncConnection[Any] | None = None
         self._sending: asyncio.Task[None] | None = None
+        self._sent_at = -spacing  # time.monotonic() of the last NOTIFY
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -209,8 +215,10 @@ class PgWakeups:
     async def _send_pending(self) -> None:
         # Commits arriving while one NOTIFY is under way go together in the next.
         while self._pending and not self._closed:
-            if self.linger:
-                await asyncio.sleep(self.linger)
+            wait = self._sent_at + self.spacing - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._sent_at = time.monotonic()
             names, lists = self._institutions, self._lists
             self._institutions, self._lists, self._pending = set(), False, False
             payload = encode(self.replica, names, lists, self.limit)

@@ -65,6 +65,8 @@ class Tap:
     async def __aexit__(self, *exc: object) -> None:
         assert self.task is not None
         self.task.cancel()
+        # Done with the socket before it closes: a new connection may get its number.
+        await asyncio.gather(self.task, return_exceptions=True)
         await self.conn.close()
 
 
@@ -72,10 +74,10 @@ class Tap:
 async def pair(postgres_url: str) -> AsyncIterator[tuple[PgWakeups, Woken, PgWakeups, Woken]]:
     woken_a, woken_b = Woken(), Woken()
     a = PgWakeups(
-        postgres_url, woken_a.on_deliveries, woken_a.on_lists, linger=0.02, backoff=(0.05, 0.2)
+        postgres_url, woken_a.on_deliveries, woken_a.on_lists, spacing=0.02, backoff=(0.05, 0.2)
     )
     b = PgWakeups(
-        postgres_url, woken_b.on_deliveries, woken_b.on_lists, linger=0.02, backoff=(0.05, 0.2)
+        postgres_url, woken_b.on_deliveries, woken_b.on_lists, spacing=0.02, backoff=(0.05, 0.2)
     )
     await a.start()
     await b.start()
@@ -117,6 +119,15 @@ async def test_commits_share_notifies_and_wake_the_other_replica_only(
     # Its own notifications do not wake the replica that sent them.
     assert woken_a.deliveries == [] and woken_a.lists == 0
     assert None not in woken_b.deliveries
+
+    # Told within one turn of the loop, with no spacing to wait for: one NOTIFY.
+    async with Tap(postgres_url) as tap:
+        a.spacing = 0.0
+        for i in range(100):
+            a.add([f"PAY{i}"])
+        await woken_b.until(lambda: {f"PAY{i}" for i in range(100)} <= woken_b.named())
+        await asyncio.sleep(0.2)
+    assert len(tap.payloads) == 1, tap.payloads
 
     # Too many names for one payload: everyone is woken instead.
     woken_b.deliveries.clear()
