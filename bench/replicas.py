@@ -187,7 +187,8 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Path_, Pa
 
 
 def rows(args: argparse.Namespace) -> list[Row]:
-    args = complete(args)
+    for name, value in DEFAULTS.items():  # `python -m bench` does not set them
+        setattr(args, name, getattr(args, name, value))
 
     def say(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] replicas: {message}", file=sys.stderr, flush=True)
@@ -225,13 +226,6 @@ def rows(args: argparse.Namespace) -> list[Row]:
 DEFAULTS: dict[str, Any] = {"stops": 60, "gap": 0.05, "no_postgres": False}
 
 
-def complete(args: argparse.Namespace) -> argparse.Namespace:
-    for name, value in DEFAULTS.items():
-        if not hasattr(args, name):
-            setattr(args, name, value)
-    return args
-
-
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.replicas", description=__doc__.split("\n")[0])
     p.add_argument("--stops", type=int, default=DEFAULTS["stops"], help="per path")
@@ -240,12 +234,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Sequence[str]) -> int:
+if __name__ == "__main__":
     from bench.table import render
 
-    print(render(rows(parse(argv))))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    print(render(rows(parse(sys.argv[1:]))))

@@ -154,10 +154,10 @@ async def test_a_commit_on_one_replica_wakes_the_others(tmp_path: Path, postgres
 
         for hub in hubs.values():
             assert hub.proc is not None and hub.proc.poll() is None, hub.output()
-        sent = {n: metric(h, "stophub_wakeups_sent_total") for n, h in hubs.items()}
-        heard = {n: metric(h, "stophub_wakeups_received_total") for n, h in hubs.items()}
+        sent = {n: metric(h.metrics, "stophub_wakeups_sent_total") for n, h in hubs.items()}
+        heard = {n: metric(h.metrics, "stophub_wakeups_received_total") for n, h in hubs.items()}
         assert sent["a"] >= 2 and heard["b"] >= 1 and heard["c"] >= 1, (sent, heard)
-        assert all(metric(h, "stophub_wakeup_listening") == 1 for h in hubs.values())
+        assert all(metric(h.metrics, "stophub_wakeup_listening") == 1 for h in hubs.values())
     finally:
         for hub in hubs.values():
             if hub.proc is not None and hub.proc.poll() is None:
@@ -187,26 +187,15 @@ class ListFollower:
         raise AssertionError("the list stream ended")
 
 
-def metric(hub: Hub, name: str, address: str | None = None) -> float:
-    with urllib.request.urlopen(f"http://{address or hub.metrics}/metrics", timeout=5) as page:
-        text = page.read().decode()
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
-    )
-
-
-def health_checks(address: str) -> float:
+def metric(address: str, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples with these labels on the metrics page at `address`."""
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as page:
         text = page.read().decode()
     return sum(
         s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        if s.name == "stophub_rpc_handled_total"
-        and s.labels.get("method") == "/grpc.health.v1.Health/Check"
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
     )
 
 
@@ -233,7 +222,11 @@ def test_serve_workers_share_the_port_and_stop_together(tmp_path: Path, postgres
             options = [*tls_options(tls), ("grpc.use_local_subchannel_pool", 1)]
             with grpc.secure_channel(hub.target, tls_credentials(tls), options=options) as ch:
                 health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=30)
-        counts = [health_checks(hub.metrics), health_checks(second_metrics)]
+        check = {"method": "/grpc.health.v1.Health/Check"}
+        counts = [
+            metric(address, "stophub_rpc_handled_total", **check)
+            for address in (hub.metrics, second_metrics)
+        ]
         assert all(n >= 1 for n in counts) and sum(counts) >= 24, counts
 
         assert hub.proc is not None
