@@ -216,6 +216,14 @@ def test_serve_workers_share_the_port_and_stop_together(tmp_path: Path, postgres
                 pids = [int(found.group(1)), int(found.group(2))]
             assert time.monotonic() < deadline, hub.output()
             time.sleep(0.1)
+        # The second worker serves (its metrics port opens once it does).
+        while True:
+            try:
+                metric(second_metrics, "stophub_wakeup_listening")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, hub.output()
+                time.sleep(0.1)
         # Each channel its own connection; the kernel spreads them over both workers.
         tls = hub.tls("PROBE")
         for _ in range(24):
