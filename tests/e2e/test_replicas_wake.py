@@ -4,7 +4,8 @@ Three hubs share a database and run with `--ack-timeout 120`: their ticks (every
 for what nothing woke them for, so within this test only a wake-up can carry anything from
 one to another. A stop order committed on hub A reaches the payee bank streaming from hub B,
 and a blacklist entry published on A reaches a copy following the list on hub C, each well
-before any tick or heartbeat would have brought it.
+before any tick or heartbeat would have brought it; after every wake-up connection to the
+database is killed, the hubs listen again by themselves and the next stop still gets through.
 
 `serve --workers 2` runs two processes on one port: connections land on both, and SIGTERM to
 the parent stops both; on SQLite it is refused in one line.
@@ -25,12 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.sdk.client import tls_credentials, tls_options
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.crypto.listkey import ListKey
+from hub.store.wakeups import conninfo
 from hub.system.policy import DEFAULT_POLICY
 from stophub.v1 import (
     blacklist_pb2,
@@ -117,21 +120,7 @@ async def test_a_commit_on_one_replica_wakes_the_others(tmp_path: Path, postgres
         version = await asyncio.wait_for(follower.first, 10)
 
         # The reporting bank reports and verifies on A: the standing rule stops the mule.
-        async with aio_channel(a, "BANKA") as channel:
-            cases = case_pb2_grpc.CaseServiceStub(channel)
-            body = mule_report("BANKA", "BANKB", now())
-            answer = await cases.CreateReport(
-                case_pb2.CreateReportRequest(envelope=sign(keys["BANKA"], "BANKA", body, now()))
-            )
-            case_id = case_pb2.Case.FromString(answer.envelope.body).case_id
-            verification = case_pb2.Verification(
-                case_id=case_id, outcome=case_pb2.VERIFICATION_OUTCOME_CONFIRMED
-            )
-            await cases.VerifyReport(
-                case_pb2.VerifyReportRequest(
-                    envelope=sign(keys["BANKA"], "BANKA", verification, now())
-                )
-            )
+        case_id = await report_and_verify(a, keys["BANKA"])
         notice = await asyncio.wait_for(first_order, WITHIN)
         assert notice.case_id == case_id
         assert notice.order.kind == order_pb2.ORDER_KIND_STOP, notice
@@ -152,6 +141,21 @@ async def test_a_commit_on_one_replica_wakes_the_others(tmp_path: Path, postgres
         changed = await asyncio.wait_for(following, WITHIN)
         assert changed > version
 
+        # Every wake-up connection is killed: each hub listens again by itself (and wakes
+        # all its streams once), and the next stop committed on A still reaches B at once.
+        with psycopg.connect(conninfo(postgres_url), autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'stophub-wakeups' AND datname = current_database()"
+            )
+        deadline = time.monotonic() + 20
+        while metric(b.metrics, "stophub_wakeup_reconnects_total") < 1:
+            assert time.monotonic() < deadline, b.output()
+            await asyncio.sleep(0.1)
+        case_id = await report_and_verify(a, keys["BANKA"])
+        notice = await asyncio.wait_for(orders.__anext__(), WITHIN)
+        assert notice.case_id == case_id
+
         for hub in hubs.values():
             assert hub.proc is not None and hub.proc.poll() is None, hub.output()
         sent = {n: metric(h.metrics, "stophub_wakeups_sent_total") for n, h in hubs.items()}
@@ -162,6 +166,25 @@ async def test_a_commit_on_one_replica_wakes_the_others(tmp_path: Path, postgres
         for hub in hubs.values():
             if hub.proc is not None and hub.proc.poll() is None:
                 hub.kill()
+
+
+async def report_and_verify(hub: Hub, key: PrivateKey) -> str:
+    """BANKA reports payments to a mule at BANKB and confirms them: the standing rule stops
+    the mule's account. The case's id."""
+    async with aio_channel(hub, "BANKA") as channel:
+        cases = case_pb2_grpc.CaseServiceStub(channel)
+        body = mule_report("BANKA", "BANKB", now())
+        answer = await cases.CreateReport(
+            case_pb2.CreateReportRequest(envelope=sign(key, "BANKA", body, now()))
+        )
+        case_id = case_pb2.Case.FromString(answer.envelope.body).case_id
+        verification = case_pb2.Verification(
+            case_id=case_id, outcome=case_pb2.VERIFICATION_OUTCOME_CONFIRMED
+        )
+        await cases.VerifyReport(
+            case_pb2.VerifyReportRequest(envelope=sign(key, "BANKA", verification, now()))
+        )
+    return case_id
 
 
 class ListFollower:
