@@ -14,9 +14,11 @@ the parent stops both; on SQLite it is refused in one line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,7 +48,7 @@ from stophub.v1 import (
     order_pb2_grpc,
 )
 from tests.e2e.test_crash import mule_report
-from tests.e2e.test_restart import ROOT, Hub, register_members
+from tests.e2e.test_restart import ROOT, Hub, free_port, register_members
 from tests.e2e.wire_helpers import sign
 
 # Far longer than a wake-up takes, far shorter than the 60 s tick and the list's 15 s heartbeat.
@@ -222,23 +224,49 @@ def metric(address: str, name: str, **labels: str) -> float:
     )
 
 
+def two_free_ports() -> int:
+    """A port free with the next one: the workers' metrics ports."""
+    while True:
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
+def start_workers(hub: Hub) -> str:
+    """`serve --workers 2` with metrics on a port whose next is free too: the first's."""
+    metrics = f"127.0.0.1:{two_free_ports()}"
+    hub.extra = ["--workers", "2", "--metrics-address", metrics]  # the last given wins
+    hub.start()
+    return metrics
+
+
+def worker_pids(hub: Hub, pids: list[int]) -> list[int]:
+    """The workers' process ids, from the parent's line (also put in `pids`, for cleanup)."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = re.search(r"2 workers serving on \S+ \(pids (\d+), (\d+)\)", hub.output())
+        if found:
+            pids += [int(found.group(1)), int(found.group(2))]
+            return pids[-2:]
+        assert time.monotonic() < deadline, hub.output()
+        time.sleep(0.1)
+
+
 def test_serve_workers_share_the_port_and_stop_together(tmp_path: Path, postgres_url: str) -> None:
     save_private_key(PrivateKey.generate(), tmp_path / "hub.key")
     register_members(postgres_url)
     hub = Hub(tmp_path, postgres_url, DEFAULT_POLICY)
-    hub.extra = ["--workers", "2"]
-    hub.start()
+    started: list[int] = []
     try:
-        host, port = hub.metrics.rsplit(":", 1)
+        first_metrics = start_workers(hub)
+        pids = worker_pids(hub, started)
+        host, port = first_metrics.rsplit(":", 1)
         second_metrics = f"{host}:{int(port) + 1}"
         deadline = time.monotonic() + 30
-        pids: list[int] = []
-        while not pids:
-            found = re.search(r"2 workers serving on \S+ \(pids (\d+), (\d+)\)", hub.output())
-            if found:
-                pids = [int(found.group(1)), int(found.group(2))]
-            assert time.monotonic() < deadline, hub.output()
-            time.sleep(0.1)
         # The second worker serves (its metrics port opens once it does).
         while True:
             try:
@@ -256,7 +284,7 @@ def test_serve_workers_share_the_port_and_stop_together(tmp_path: Path, postgres
         check = {"method": "/grpc.health.v1.Health/Check"}
         counts = [
             metric(address, "stophub_rpc_handled_total", **check)
-            for address in (hub.metrics, second_metrics)
+            for address in (first_metrics, second_metrics)
         ]
         assert all(n >= 1 for n in counts) and sum(counts) >= 24, counts
 
@@ -265,9 +293,23 @@ def test_serve_workers_share_the_port_and_stop_together(tmp_path: Path, postgres
         assert hub.proc.wait(timeout=40) == 0, hub.output()
         for pid in pids:
             assert not os.path.exists(f"/proc/{pid}"), f"worker {pid} still runs"
+
+        # A worker that dies is not restarted: the parent stops the other and exits 1,
+        # naming it in one line.
+        start_workers(hub)
+        first, second = worker_pids(hub, started)
+        os.kill(second, signal.SIGKILL)
+        assert hub.proc.wait(timeout=40) == 1, hub.output()
+        assert f"worker 2 (pid {second}) exited with code -9; the other workers were stopped" in (
+            hub.output()
+        )
+        assert not os.path.exists(f"/proc/{first}")
     finally:
         if hub.proc is not None and hub.proc.poll() is None:
             hub.kill()
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     refused = subprocess.run(
         [sys.executable, "-m", "hub.cli", "serve", "--workers", "2", "--db",
