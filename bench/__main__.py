@@ -12,7 +12,7 @@ STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set (`--no-postgres` 
 - delivery (bench/delivery.py, when present): its own rows;
 - replicas (bench/replicas.py, PostgreSQL only): from the reporting bank's answer to the stop
   order on the payee bank's stream with the bank on another `serve` process, against the bank
-  on the same one;
+  on the same one; intake with `serve --workers 2` against one process;
 - blacklist (bench/blacklist.py): a 1,000,000-entry list: a replica's full sync, publication to
   a following replica, CheckList and the replica's local lookups, against bare grpc.aio and
   sqlite3 baselines;

@@ -15,6 +15,12 @@ Latency = arrival of the order on the stream − arrival of VerifyReport's answe
 reporter, both `time.time()` in this one process (the issue's measure: the order may arrive
 before the answer, giving a small negative value). p50 / p90 / p99 / max per path; the same
 replica is the baseline of the same run.
+
+**Intake with `serve --workers 2` against `--workers 1`** (`--intake-seconds`, 0 skips it):
+the same machine, each on a fresh PostgreSQL database, driven as bench/intake.py drives the
+hub (its `drive`: signed CreateReports from 2 client processes, `--intake-concurrency` in
+flight, after a 2-second warm-up); reports answered per second, the one-process figure as
+the baseline. The client processes run on the same cores as the hubs and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import grpc
 from adapters.sdk.client import tls_credentials, tls_options
 from bench.clocks import PG_VARS, postgres_database
 from bench.delivery import keyring_in, pct
+from bench.intake import PROBE_SECONDS, SENDER, Server, drive, sign_reports
 from bench.table import Row
 from hub.crypto.keys import PrivateKey, save_private_key
 from hub.system.policy import DEFAULT_POLICY
@@ -186,6 +193,37 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Path_, Pa
                     hub.kill()
 
 
+def intake(args: argparse.Namespace, workers: int, say: Callable[[str], None]) -> float:
+    """Reports answered per second by `serve --workers N` on a fresh PostgreSQL database."""
+    base = next(os.environ[v] for v in PG_VARS if os.environ.get(v))
+    with (
+        tempfile.TemporaryDirectory(prefix="stophub-bench-workers-") as tmp_name,
+        keyring_in(Path(tmp_name)),
+        postgres_database(base) as url,
+    ):
+        tmp = Path(tmp_name)
+        keys = register_members(url)
+        hub_key = PrivateKey.generate()
+        save_private_key(hub_key, tmp / "hub.key")
+        hub = Hub(tmp, url, DEFAULT_POLICY)
+        hub.extra = ["--workers", str(workers)]
+        hub.start()
+        try:
+            server = Server(hub.target, hub.tls(SENDER))
+            c, seconds = args.intake_concurrency, args.intake_seconds
+            kwargs: dict[str, Any] = {"echo": False, "hub_public_key": hub_key.public_key}
+            drive(server, sign_reports(keys[SENDER], 200 * c), c, PROBE_SECONDS, 2, **kwargs)
+            run = drive(server, sign_reports(keys[SENDER], 600 * seconds), c, seconds, 2, **kwargs)
+            if run.errors:
+                raise RuntimeError(f"--workers {workers}: {run.problems[:3]}")
+            say(f"intake, --workers {workers}, {c} in flight: {run.rate:,.0f} reports/s")
+            return run.rate
+        finally:
+            if hub.proc is not None and hub.proc.poll() is None:
+                hub.proc.terminate()
+                hub.proc.wait(timeout=60)
+
+
 def rows(args: argparse.Namespace) -> list[Row]:
     for name, value in DEFAULTS.items():  # `python -m bench` does not set them
         setattr(args, name, getattr(args, name, value))
@@ -220,16 +258,41 @@ def rows(args: argparse.Namespace) -> list[Row]:
                 value <= TARGET_MS if p == 99 else None,
             )
         )
+    if args.intake_seconds:
+        one, two = intake(args, 1, say), intake(args, 2, say)
+        cores = os.cpu_count() or 0
+        out.append(
+            Row(
+                "replicas",
+                f"intake, serve --workers 2, PostgreSQL, {args.intake_concurrency} in flight, "
+                f"{cores}-core machine (clients on it too)",
+                two,
+                "reports/s",
+                "serve --workers 1",
+                one,
+                True,
+                "≥ 1.5× (recorded)",
+                two >= 1.5 * one,
+            )
+        )
     return out
 
 
-DEFAULTS: dict[str, Any] = {"stops": 60, "gap": 0.05, "no_postgres": False}
+DEFAULTS: dict[str, Any] = {
+    "stops": 60,
+    "gap": 0.05,
+    "intake_seconds": 10,
+    "intake_concurrency": 16,
+    "no_postgres": False,
+}
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.replicas", description=__doc__.split("\n")[0])
     p.add_argument("--stops", type=int, default=DEFAULTS["stops"], help="per path")
     p.add_argument("--gap", type=float, default=DEFAULTS["gap"], help="seconds between stops")
+    p.add_argument("--intake-seconds", type=int, default=DEFAULTS["intake_seconds"])
+    p.add_argument("--intake-concurrency", type=int, default=DEFAULTS["intake_concurrency"])
     p.add_argument("--no-postgres", action="store_true")
     return p.parse_args(argv)
 
