@@ -18,8 +18,8 @@ replica is the baseline of the same run.
 
 **Intake with `serve --workers 2` against `--workers 1`** (`--intake-seconds`, 0 skips it):
 the same machine, each on a fresh PostgreSQL database, driven as bench/intake.py drives the
-hub (its `drive`: signed CreateReports from 2 client processes, `--intake-concurrency` in
-flight, after a 2-second warm-up); reports answered per second, the one-process figure as
+hub (its `drive`: signed CreateReports from 4 client processes, one connection each,
+`--intake-concurrency` in flight, after a 2-second warm-up); reports answered per second, the one-process figure as
 the baseline. The client processes run on the same cores as the hubs and PostgreSQL.
 """
 
@@ -31,6 +31,7 @@ import os
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.sdk.client import tls_credentials, tls_options
 from bench.clocks import PG_VARS, postgres_database
@@ -193,6 +195,21 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Path_, Pa
                     hub.kill()
 
 
+CLIENTS = 4
+
+
+def reports_handled(metrics_address: str) -> float:
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10) as page:
+        text = page.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "stophub_rpc_handled_total"
+        and sample.labels.get("method") == "/stophub.v1.CaseService/CreateReport"
+    )
+
+
 def intake(args: argparse.Namespace, workers: int, say: Callable[[str], None]) -> float:
     """Reports answered per second by `serve --workers N` on a fresh PostgreSQL database."""
     base = next(os.environ[v] for v in PG_VARS if os.environ.get(v))
@@ -212,11 +229,19 @@ def intake(args: argparse.Namespace, workers: int, say: Callable[[str], None]) -
             server = Server(hub.target, hub.tls(SENDER))
             c, seconds = args.intake_concurrency, args.intake_seconds
             kwargs: dict[str, Any] = {"echo": False, "hub_public_key": hub_key.public_key}
-            drive(server, sign_reports(keys[SENDER], 200 * c), c, PROBE_SECONDS, 2, **kwargs)
-            run = drive(server, sign_reports(keys[SENDER], 600 * seconds), c, seconds, 2, **kwargs)
+            # One connection per client process: enough of them that the kernel's spread
+            # (by each connection's address and port) reaches every worker.
+            n = CLIENTS
+            drive(server, sign_reports(keys[SENDER], 200 * c), c, PROBE_SECONDS, n, **kwargs)
+            run = drive(server, sign_reports(keys[SENDER], 600 * seconds), c, seconds, n, **kwargs)
             if run.errors:
                 raise RuntimeError(f"--workers {workers}: {run.problems[:3]}")
-            say(f"intake, --workers {workers}, {c} in flight: {run.rate:,.0f} reports/s")
+            host, port = hub.metrics.rsplit(":", 1)
+            split = [round(reports_handled(f"{host}:{int(port) + i}")) for i in range(workers)]
+            say(
+                f"intake, --workers {workers}, {c} in flight: {run.rate:,.0f} reports/s "
+                f"(reports by worker, warm-up included: {split})"
+            )
             return run.rate
         finally:
             if hub.proc is not None and hub.proc.poll() is None:
