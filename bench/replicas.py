@@ -19,8 +19,9 @@ replica is the baseline of the same run.
 **Intake with `serve --workers 2` against `--workers 1`** (`--intake-seconds`, 0 skips it):
 the same machine, each on a fresh PostgreSQL database, driven as bench/intake.py drives the
 hub (its `drive`: signed CreateReports from 4 client processes, one connection each,
-`--intake-concurrency` in flight, after a 2-second warm-up); reports answered per second, the one-process figure as
-the baseline. The client processes run on the same cores as the hubs and PostgreSQL.
+`--intake-concurrency` in flight, after a 2-second warm-up); reports answered per second,
+the one-process figure as the baseline, and the reports each worker handled (from its
+metrics). The client processes run on the same cores as the hubs and PostgreSQL.
 """
 
 from __future__ import annotations
