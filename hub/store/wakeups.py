@@ -275,16 +275,19 @@ class PgWakeups:
                     await conn.execute("SELECT 1")  # a quiet link: is it still there?
             except asyncio.CancelledError:
                 raise
-            except psycopg.Error as err:
+            except Exception as err:
                 if self.listening.is_set() and self.metrics is not None:
                     self.metrics.wakeup_listening_now(False, again=False)
                 self.listening.clear()
-                log.warning(
-                    "lost the wake-up connection to the database (%s): trying again in %.1f s; "
-                    "deliveries from other replicas arrive on the tick meanwhile",
-                    _first_line(err),
-                    pause,
-                )
+                if isinstance(err, psycopg.Error):
+                    log.warning(
+                        "lost the wake-up connection to the database (%s): trying again in "
+                        "%.1f s; deliveries from other replicas arrive on the tick meanwhile",
+                        _first_line(err),
+                        pause,
+                    )
+                else:  # a bug, not the database: said loudly, and the listener lives on
+                    log.exception("the wake-up listener failed; trying again in %.1f s", pause)
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):
