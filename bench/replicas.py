@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -167,16 +168,21 @@ async def measure(
     return same, other
 
 
-def run(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Path_, Path_]:
+@contextlib.contextmanager
+def fresh_database() -> Iterator[tuple[Path, str, dict[str, PrivateKey], PrivateKey]]:
+    """A directory, a fresh PostgreSQL database with the members registered, their keys and
+    a hub key; a data keyring in the environment meanwhile."""
     base = next(os.environ[v] for v in PG_VARS if os.environ.get(v))
     with (
         tempfile.TemporaryDirectory(prefix="stophub-bench-replicas-") as tmp_name,
         keyring_in(Path(tmp_name)),
         postgres_database(base) as url,
     ):
-        tmp = Path(tmp_name)
-        keys = register_members(url)
-        hub_key = PrivateKey.generate()
+        yield Path(tmp_name), url, register_members(url), PrivateKey.generate()
+
+
+def run(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Path_, Path_]:
+    with fresh_database() as (tmp, url, keys, hub_key):
         hubs = []
         for name in ("a", "b"):
             home = tmp / name
@@ -213,15 +219,7 @@ def reports_handled(metrics_address: str) -> float:
 
 def intake(args: argparse.Namespace, workers: int, say: Callable[[str], None]) -> float:
     """Reports answered per second by `serve --workers N` on a fresh PostgreSQL database."""
-    base = next(os.environ[v] for v in PG_VARS if os.environ.get(v))
-    with (
-        tempfile.TemporaryDirectory(prefix="stophub-bench-workers-") as tmp_name,
-        keyring_in(Path(tmp_name)),
-        postgres_database(base) as url,
-    ):
-        tmp = Path(tmp_name)
-        keys = register_members(url)
-        hub_key = PrivateKey.generate()
+    with fresh_database() as (tmp, url, keys, hub_key):
         save_private_key(hub_key, tmp / "hub.key")
         hub = Hub(tmp, url, DEFAULT_POLICY)
         hub.extra = ["--workers", str(workers)]
