@@ -40,10 +40,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.sdk.client import tls_credentials, tls_options
 from bench.clocks import PG_VARS, postgres_database
 from bench.delivery import keyring_in, pct
 from bench.intake import PROBE_SECONDS, SENDER, Server, drive, sign_reports
@@ -59,6 +57,7 @@ from stophub.v1 import (
     order_pb2_grpc,
 )
 from tests.e2e.test_crash import mule_report
+from tests.e2e.test_replicas_wake import aio_channel
 from tests.e2e.test_restart import Hub, register_members
 from tests.e2e.wire_helpers import sign
 
@@ -76,11 +75,6 @@ class Path_:
     latencies: list[float] = field(default_factory=list)  # seconds
 
 
-def channel(hub: Hub, code: str) -> grpc.aio.Channel:
-    tls = hub.tls(code)
-    return grpc.aio.secure_channel(hub.target, tls_credentials(tls), options=tls_options(tls))
-
-
 class Stream:
     """BANK's delivery stream on one hub: the arrival time of each order, by case."""
 
@@ -92,7 +86,7 @@ class Stream:
         self.task = asyncio.create_task(self.run())
 
     async def run(self) -> None:
-        async with channel(self.hub, BANK) as ch:
+        async with aio_channel(self.hub, BANK) as ch:
             call = delivery_pb2_grpc.DeliveryServiceStub(ch).StreamDeliveries()
             hello = sign(self.key, BANK, delivery_pb2.SubscribeBody(connection_name="bench"), now())
             await call.write(delivery_pb2.StreamDeliveriesRequest(envelope=hello))
@@ -127,13 +121,13 @@ class Stream:
 async def measure(
     a: Hub, b: Hub, keys: dict[str, PrivateKey], args: argparse.Namespace, say: Any
 ) -> tuple[Path_, Path_]:
-    async with channel(a, CENTRE) as ch:
+    async with aio_channel(a, CENTRE) as ch:
         rule = order_pb2.AutoStopRule(rule_id="BENCH", enabled=True, max_amount_fen=10_000_000)
         await order_pb2_grpc.OrderServiceStub(ch).SetAutoStopRule(
             order_pb2.SetAutoStopRuleRequest(envelope=sign(keys[CENTRE], CENTRE, rule, now()))
         )
     same, other = Path_("same replica"), Path_("another replica")
-    async with channel(a, REPORTER) as ch:
+    async with aio_channel(a, REPORTER) as ch:
         cases = case_pb2_grpc.CaseServiceStub(ch)
         case_ids = []
         for _ in range(args.stops * 2):
