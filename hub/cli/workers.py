@@ -9,6 +9,7 @@ This parent process only starts, watches and stops them:
   database's hub registration is done by one), then starts the rest;
 - SIGTERM or SIGINT to it is passed to every worker, which stops as `serve` does; SIGHUP is
   passed on too (data keys reloaded);
+- a worker gets SIGTERM when the parent dies, however it dies (Linux's parent-death signal);
 - a worker that exits on its own is not restarted: the parent stops the others and exits
   non-zero naming it, so the supervisor that started `serve` (systemd, Kubernetes) sees one
   failed hub and restarts it whole, instead of a host serving at a fraction of its size
@@ -20,6 +21,8 @@ SQLite allows one hub process: several workers are refused there.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -79,6 +82,17 @@ def metrics_address_of(given: str | None, index: int) -> str | None:
     return f"{host}:{port + index}" if port else given
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the worker, before it runs: SIGTERM when the parent dies, even by SIGKILL, so no
+    worker serves on unwatched (Linux; elsewhere the parent's own stop must do)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _listening(address: str) -> bool:
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
@@ -104,7 +118,9 @@ class Workers:
 
     def spawn(self, index: int) -> subprocess.Popen[bytes]:
         args = worker_args(self.argv, metrics_address_of(self.metrics_address, index))
-        proc = subprocess.Popen([sys.executable, "-m", "hub.cli", *args], env=self.env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", *args], env=self.env, preexec_fn=_die_with_parent
+        )
         self.procs.append(proc)
         return proc
 

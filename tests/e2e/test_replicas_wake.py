@@ -8,7 +8,8 @@ before any tick or heartbeat would have brought it; after every wake-up connecti
 database is killed, the hubs listen again by themselves and the next stop still gets through.
 
 `serve --workers 2` runs two processes on one port: connections land on both, and SIGTERM to
-the parent stops both; on SQLite it is refused in one line.
+the parent stops both; a worker that dies makes the parent stop the other and exit 1; a
+parent SIGKILLed takes its workers with it; on SQLite it is refused in one line.
 """
 
 from __future__ import annotations
@@ -244,6 +245,14 @@ def start_workers(hub: Hub) -> str:
     return metrics
 
 
+def gone(pid: int) -> bool:
+    """Ended: no such process, or one ended and not reaped yet (its parent was killed)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def worker_pids(hub: Hub, pids: list[int]) -> list[int]:
     """The workers' process ids, from the parent's line (also put in `pids`, for cleanup)."""
     deadline = time.monotonic() + 30
@@ -304,6 +313,15 @@ def test_serve_workers_share_the_port_and_stop_together(tmp_path: Path, postgres
             hub.output()
         )
         assert not os.path.exists(f"/proc/{first}")
+
+        # The parent SIGKILLed: its workers get SIGTERM from the kernel and stop too.
+        start_workers(hub)
+        pids = worker_pids(hub, started)
+        hub.kill()
+        deadline = time.monotonic() + 20
+        while not all(gone(pid) for pid in pids):
+            assert time.monotonic() < deadline, f"workers outlived their parent:\n{hub.output()}"
+            time.sleep(0.1)
     finally:
         if hub.proc is not None and hub.proc.poll() is None:
             hub.kill()
