@@ -10,6 +10,9 @@ STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set (`--no-postgres` 
 - intake (bench/intake.py): signed reports per second, p50 and p99, against a bare grpc.aio
   echo with the same bytes and concurrency;
 - delivery (bench/delivery.py, when present): its own rows;
+- replicas (bench/replicas.py, PostgreSQL only): from the reporting bank's answer to the stop
+  order on the payee bank's stream with the bank on another `serve` process, against the bank
+  on the same one; intake with `serve --workers 2` against one process;
 - blacklist (bench/blacklist.py): a 1,000,000-entry list: a replica's full sync, publication to
   a following replica, CheckList and the replica's local lookups, against bare grpc.aio and
   sqlite3 baselines;
@@ -31,10 +34,19 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import audit, blacklist, clocks, console, failover, intake
+from bench import audit, blacklist, clocks, console, failover, intake, replicas
 from bench.table import Row, render
 
-NAMES = ("clocks", "intake", "delivery", "blacklist", "audit", "console", "failover")
+NAMES = (
+    "clocks",
+    "intake",
+    "delivery",
+    "replicas",
+    "blacklist",
+    "audit",
+    "console",
+    "failover",
+)
 QUICK_CLOCKS = {
     "clocks": 2_000,
     "span_seconds": 120.0,
@@ -145,6 +157,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "clocks": clock_rows,
     "intake": intake.rows,
     "delivery": delivery_rows,
+    "replicas": replicas.rows,
     "blacklist": blacklist.rows,
     "audit": audit.rows,
     "console": console.rows,
@@ -158,7 +171,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         "names",
         nargs="*",
         metavar="NAME",
-        help="clocks, intake, delivery, blacklist, audit, console, failover (all)",
+        help="clocks, intake, delivery, replicas, blacklist, audit, console, failover (all)",
     )
     p.add_argument("--quick", action="store_true", help="a short smoke run of each benchmark")
     p.add_argument("--no-postgres", action="store_true")

@@ -207,6 +207,11 @@ class DeliveryRouter:
         if self._work:
             self._kick.set()
 
+    def wake(self, institutions: Iterable[str] | None) -> None:
+        """On the loop: another replica committed deliveries for these institutions (None:
+        for anyone); those connected here read their outbox (hub.store.wakeups)."""
+        self._committed(list(self.groups if institutions is None else institutions), [])
+
     def attach(self, institution: str, name: str, key_id: str = "") -> Connection:
         conn = Connection(institution, name, next(self._ids), key_id=key_id)
         group = self.groups.get(institution)

@@ -32,7 +32,7 @@ SERVICE = blacklist_pb2.DESCRIPTOR.services_by_name["ListService"].full_name
 # changed, so it can tell a quiet list from a dead link.
 HEARTBEAT = 15.0
 # How often the watcher looks for changes another hub made (changes of this process wake the
-# followers at once).
+# followers at once; on PostgreSQL so do other replicas' and this is the safety net, ADR 22).
 POLL = 0.25
 
 
@@ -50,9 +50,11 @@ class ListWatcher:
         self.closing = False
         self._task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
-        runner.hub.on_list_change(self._poke_threadsafe)
+        runner.hub.on_list_change(self.poke)
 
-    def _poke_threadsafe(self) -> None:
+    def poke(self) -> None:
+        """Look at the list's version now (from any thread): a commit here or, through
+        hub.store.wakeups, on another replica changed it."""
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._poked.set)
 

@@ -94,12 +94,13 @@ class Hub:
         self, tmp_path: Path, db_url: str, policy: Path, *, args: tuple[str, ...] = ()
     ) -> None:
         self.tmp_path, self.db_url, self.policy = tmp_path, db_url, policy
-        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self.target = ""
         self.metrics = ""
         self.runs = 0
         self.pki_dir = tmp_path / "pki"
+        # More `serve` options, after those given here (`args`, or set before a start).
+        self.extra: list[str] = list(args)
         self._issuing = threading.Lock()
         if not pki.has_server_material(self.pki_dir):
             pki.init(self.pki_dir, datetime.now(UTC))
@@ -146,7 +147,7 @@ class Hub:
                     str(self.pki_dir),
                     "--metrics-address",
                     self.metrics,
-                    *self.args,
+                    *self.extra,
                 ],
                 cwd=ROOT,
                 env={k: v for k, v in os.environ.items() if k != "STOPHUB_DATABASE_URL"},
