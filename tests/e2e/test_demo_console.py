@@ -90,8 +90,10 @@ def sign_in(url: str, username: str, password: str) -> httpx.Client:
     return http
 
 
-# The whole demo runs first: 40 s alone, 150 s and more beside other tests.
-@pytest.mark.timeout(360)
+# The whole demo runs first: 40 s alone, 150 s and more beside other tests, and it was still
+# making the consoles' accounts at 280 s on a machine other work loaded: the bound is only
+# there to end a demo that hangs.
+@pytest.mark.timeout(600)
 def test_demo_console_keeps_the_network_up_until_ctrl_c(tmp_path: Path) -> None:
     base = free_base()
     proc = subprocess.Popen(
@@ -111,7 +113,7 @@ def test_demo_console_keeps_the_network_up_until_ctrl_c(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        text = read_until(proc, "Ctrl-C stops the consoles and the hub", timeout=280)
+        text = read_until(proc, "Ctrl-C stops the consoles and the hub", timeout=500)
         consoles = {m.group(1): m.group(2) for m in CONSOLE.finditer(text)}
         assert list(consoles) == ["CENTRE", "BANKA", "BANKB", "PAYX", "REG"]
         assert [int(u.rsplit(":", 1)[1].rstrip("/")) for u in consoles.values()] == list(
