@@ -39,6 +39,7 @@ from hub.service.ports import (
     AuditEntry,
     Clock,
     InboundRecord,
+    LiveStreams,
     Notifier,
     PendingDelivery,
     Signer,
@@ -124,7 +125,8 @@ class Context:
 
     def deliver(self, recipient: str, notice: delivery_pb2.Notice) -> None:
         """Queue a hub-signed notice in the outbox, in this transaction."""
-        self.queued.append(self.hub.deliver(self.uow, recipient, notice, self.now))
+        queued = self.hub.deliver(self.uow, recipient, notice, self.now, self.members)
+        self.queued.append(queued)
         self.notified.add(recipient)
 
     def deliver_to(self, recipients: Iterable[str], notice: delivery_pb2.Notice) -> None:
@@ -251,6 +253,8 @@ class Hub:
         self.list_terms = list_terms or Terms()
         # Told of every commit that queued deliveries (the delivery router subscribes).
         self._notifiers: list[Notifier] = [notifier] if notifier is not None else []
+        # The streams open here (the delivery router): see _sent_at_once.
+        self.live_streams: LiveStreams | None = None
         self._list_listeners: list[Callable[[], None]] = []
         self.store_retry_delays: tuple[float, ...] = STORE_RETRY_DELAYS
         self.writes = GroupCommit(uow, retry_delays=STORE_RETRY_DELAYS)
@@ -349,13 +353,19 @@ class Hub:
         )
 
     def deliver(
-        self, uow: UnitOfWork, recipient: str, notice: delivery_pb2.Notice, now: datetime
+        self,
+        uow: UnitOfWork,
+        recipient: str,
+        notice: delivery_pb2.Notice,
+        now: datetime,
+        members: Members | None = None,
     ) -> PendingDelivery:
         """Queue a hub-signed notice in the outbox and the audit log, in `uow`'s transaction."""
         sealed = self.seal(recipient, notice, now)
         data = sealed.SerializeToString()
         kind = _notice_kind(notice)
-        sequence = uow.outbox.add(recipient, kind, notice.case_id or None, data, now)
+        sent = self._sent_at_once(recipient, now, members)
+        sequence = uow.outbox.add(recipient, kind, notice.case_id or None, data, now, sent=sent)
         _audit_sent(
             uow,
             sealed,
@@ -365,7 +375,15 @@ class Hub:
             case_id=notice.case_id or None,
             order_id=notice.order.order_id or None,
         )
-        return PendingDelivery(sequence, recipient, data, 0)
+        return PendingDelivery(sequence, recipient, data, int(sent), counted=sent)
+
+    def _sent_at_once(self, recipient: str, now: datetime, members: Members | None) -> bool:
+        """Given `members` (the registry as of a transaction whose commit hands its rows over):
+        whether streams here take the row at once, each opened with a key that may sign."""
+        if members is None or self.live_streams is None:
+            return False
+        keys = self.live_streams.stream_keys(recipient)
+        return keys is not None and members.may_sign(recipient, keys, now)
 
     def pending(self, institution: str, limit: int = 500) -> Sequence[PendingDelivery]:
         """What waits in the outbox for `institution`, unacknowledged, in order."""

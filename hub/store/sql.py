@@ -966,7 +966,14 @@ class SqlOutbox:
         self.session = session
 
     def add(
-        self, recipient: str, kind: str, case_id: str | None, envelope: bytes, now: datetime
+        self,
+        recipient: str,
+        kind: str,
+        case_id: str | None,
+        envelope: bytes,
+        now: datetime,
+        *,
+        sent: bool = False,
     ) -> int:
         result = self.session.execute(
             INSERT_DELIVERY,
@@ -976,7 +983,8 @@ class SqlOutbox:
                 "case_id": case_id,
                 "envelope": envelope,
                 "created_at": now,
-                "attempts": 0,
+                "attempts": 1 if sent else 0,
+                "first_sent_at": now if sent else None,
             },
         )
         return int(result.scalar_one())

@@ -437,12 +437,28 @@ class FakeOutbox:
         self._state = state
 
     def add(
-        self, recipient: str, kind: str, case_id: str | None, envelope: bytes, now: datetime
+        self,
+        recipient: str,
+        kind: str,
+        case_id: str | None,
+        envelope: bytes,
+        now: datetime,
+        *,
+        sent: bool = False,
     ) -> int:
         sequence = self._state.next_sequence
         self._state.next_sequence += 1
         self._state.deliveries.append(
-            Delivery(sequence, recipient, kind, case_id, bytes(envelope), now)
+            Delivery(
+                sequence,
+                recipient,
+                kind,
+                case_id,
+                bytes(envelope),
+                now,
+                attempts=int(sent),
+                first_sent_at=now if sent else None,
+            )
         )
         return sequence
 
