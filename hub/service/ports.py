@@ -346,6 +346,16 @@ class InboundRepository(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True)
+class NewDelivery:
+    recipient: str
+    kind: str
+    case_id: str | None
+    envelope: bytes
+    # Its first attempt is counted as it is queued: it goes out at once on a stream here.
+    sent: bool = False
+
+
 class Outbox(Protocol):
     def add(
         self,
@@ -357,8 +367,12 @@ class Outbox(Protocol):
         *,
         sent: bool = False,
     ) -> int:
-        """Queue a delivery; `sent`: its first attempt is counted now (it goes out at once on
-        a stream of this process)."""
+        """`add_many` of one."""
+        ...
+
+    def add_many(self, rows: Sequence[NewDelivery], now: datetime) -> list[int]:
+        """Queue deliveries, in one statement however many (a broadcast's thousand); their
+        sequences, in the order of `rows`."""
         ...
 
     def pending(self, recipient: str, limit: int) -> Sequence[PendingDelivery]: ...

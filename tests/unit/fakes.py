@@ -44,6 +44,7 @@ from hub.service.ports import (
     LogCheckpointRow,
     LoggedRecord,
     LogState,
+    NewDelivery,
     PendingDelivery,
 )
 
@@ -446,21 +447,27 @@ class FakeOutbox:
         *,
         sent: bool = False,
     ) -> int:
-        sequence = self._state.next_sequence
-        self._state.next_sequence += 1
-        self._state.deliveries.append(
-            Delivery(
-                sequence,
-                recipient,
-                kind,
-                case_id,
-                bytes(envelope),
-                now,
-                attempts=int(sent),
-                first_sent_at=now if sent else None,
+        return self.add_many([NewDelivery(recipient, kind, case_id, envelope, sent)], now)[0]
+
+    def add_many(self, rows: Sequence[NewDelivery], now: datetime) -> list[int]:
+        sequences = []
+        for r in rows:
+            sequence = self._state.next_sequence
+            self._state.next_sequence += 1
+            self._state.deliveries.append(
+                Delivery(
+                    sequence,
+                    r.recipient,
+                    r.kind,
+                    r.case_id,
+                    bytes(r.envelope),
+                    now,
+                    attempts=int(r.sent),
+                    first_sent_at=now if r.sent else None,
+                )
             )
-        )
-        return sequence
+            sequences.append(sequence)
+        return sequences
 
     def pending(self, recipient: str, limit: int) -> Sequence[PendingDelivery]:
         rows = [d for d in self._state.deliveries if d.recipient == recipient and not d.acked_at]

@@ -33,14 +33,15 @@ def queue(w: World, *recipients: str, handed_over: bool = False) -> list[Pending
     with w.store() as uow:
         members = w.hub.gate.members.current(uow) if handed_over else None
         rows = [
-            w.hub.deliver(
+            row
+            for r in recipients
+            for row in w.hub.deliver(
                 uow,
-                r,
+                [r],
                 delivery_pb2.Notice(kind=delivery_pb2.NOTICE_KIND_REPORT_RECEIVED, summary="x"),
                 w.clock.now(),
                 members,
             )
-            for r in recipients
         ]
         uow.commit()
     return rows
