@@ -114,6 +114,7 @@ INSERT_INBOUND = inbound_messages.insert()
 INSERT_DELIVERIES = deliveries.insert().returning(
     deliveries.c.sequence, sort_by_parameter_order=True
 )
+INSERT_DELIVERIES_SQLITE = deliveries.insert().returning(deliveries.c.sequence)
 
 
 def _reaching(source: Any, case_col: Any, inst: Any, acct: Any, *extra: Any) -> Any:
@@ -983,10 +984,14 @@ class SqlOutbox:
     def add_many(self, rows: Sequence[NewDelivery], now: datetime) -> list[int]:
         if not rows:
             return []
-        # One INSERT ... RETURNING for all of them (SQLAlchemy's "insertmanyvalues"), the
-        # sequences in the order of the rows: a broadcast's 1,000 were 1,000 statements.
+        # One INSERT ... RETURNING for all of them (SQLAlchemy's "insertmanyvalues"): a
+        # broadcast's 1,000 were 1,000 statements. Asked to return the sequences in the rows'
+        # order, SQLAlchemy inserts row by row on SQLite; there a writer holds the write lock
+        # (BEGIN IMMEDIATE) and each row of one INSERT takes the next rowid in turn, so the
+        # sequences, sorted, are in the rows' order.
+        sqlite = self.session.connection().dialect.name == "sqlite"
         result = self.session.execute(
-            INSERT_DELIVERIES,
+            INSERT_DELIVERIES_SQLITE if sqlite else INSERT_DELIVERIES,
             [
                 {
                     "recipient": r.recipient,
@@ -1000,7 +1005,8 @@ class SqlOutbox:
                 for r in rows
             ],
         )
-        return [int(s) for s in result.scalars()]
+        sequences = [int(s) for s in result.scalars()]
+        return sorted(sequences) if sqlite else sequences
 
     def pending(self, recipient: str, limit: int) -> Sequence[PendingDelivery]:
         rows = self.session.execute(
