@@ -358,16 +358,9 @@ class NewDelivery:
 
 class Outbox(Protocol):
     def add(
-        self,
-        recipient: str,
-        kind: str,
-        case_id: str | None,
-        envelope: bytes,
-        now: datetime,
-        *,
-        sent: bool = False,
+        self, recipient: str, kind: str, case_id: str | None, envelope: bytes, now: datetime
     ) -> int:
-        """`add_many` of one."""
+        """`add_many` of one, not counted as sent."""
         ...
 
     def add_many(self, rows: Sequence[NewDelivery], now: datetime) -> list[int]:

@@ -970,16 +970,9 @@ class SqlOutbox:
         self.session = session
 
     def add(
-        self,
-        recipient: str,
-        kind: str,
-        case_id: str | None,
-        envelope: bytes,
-        now: datetime,
-        *,
-        sent: bool = False,
+        self, recipient: str, kind: str, case_id: str | None, envelope: bytes, now: datetime
     ) -> int:
-        return self.add_many([NewDelivery(recipient, kind, case_id, envelope, sent)], now)[0]
+        return self.add_many([NewDelivery(recipient, kind, case_id, envelope)], now)[0]
 
     def add_many(self, rows: Sequence[NewDelivery], now: datetime) -> list[int]:
         if not rows:

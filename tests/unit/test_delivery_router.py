@@ -268,14 +268,22 @@ async def test_recipients_named_without_rows_are_read_from_the_outbox(setup: Set
     assert (item.sequence, item.attempt) == (row.sequence, 1)
 
 
+async def three_streams(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> tuple[DeliveryRouter, dict[str, Connection], list[tuple[Any, ...]]]:
+    """A router with a stream each of AFC, BANKB and PAYX, settled, and the calls of
+    prepare_sends from then on."""
+    router = setup.router(ack_timeout=30)
+    streams = {code: setup.attach(router, code) for code in ("AFC", "BANKB", "PAYX")}
+    await settled(router)
+    return router, streams, Calls(monkeypatch).watch("prepare_sends")
+
+
 async def test_a_revoked_or_retired_key_ends_its_stream_before_a_pushed_delivery(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     w = setup.w
-    router = setup.router(ack_timeout=30)
-    streams = {code: setup.attach(router, code) for code in ("AFC", "BANKB", "PAYX")}
-    await settled(router)
-    checks = Calls(monkeypatch).watch("prepare_sends")
+    router, streams, checks = await three_streams(setup, monkeypatch)
     new = PrivateKey.generate()
     w.registry.add_key("BANKB", NewKey(new.algorithm, new.public_key))
     w.registry.revoke_key("BANKB", w.keys["BANKB"].key_id)
@@ -298,11 +306,8 @@ async def test_a_commit_counts_what_a_stream_here_takes_at_once_and_it_goes_out_
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     w = setup.w
-    router = setup.router(ack_timeout=30)
+    router, streams, checks = await three_streams(setup, monkeypatch)
     w.hub.live_streams = router
-    streams = {code: setup.attach(router, code) for code in ("AFC", "BANKB", "PAYX")}
-    await settled(router)
-    checks = Calls(monkeypatch).watch("prepare_sends")
     new = PrivateKey.generate()
     w.registry.add_key("BANKB", NewKey(new.algorithm, new.public_key))
     w.registry.revoke_key("BANKB", w.keys["BANKB"].key_id)
