@@ -1,4 +1,4 @@
-"""Run the benchmarks, print ONE table: `python -m bench [clocks] [intake] [delivery] [blacklist]`.
+"""Run the benchmarks, print ONE table: `python -m bench [clocks] [intake] [delivery] [...]`.
 
 With no names, every benchmark runs (`make bench`). Each figure is printed beside a baseline
 measured in the same run, as a ratio (bench/table.py). `--quick` shortens every benchmark to
@@ -10,13 +10,19 @@ STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set (`--no-postgres` 
 - intake (bench/intake.py): signed reports per second, p50 and p99, against a bare grpc.aio
   echo with the same bytes and concurrency;
 - delivery (bench/delivery.py, when present): its own rows;
+- replicas (bench/replicas.py, PostgreSQL only): from the reporting bank's answer to the stop
+  order on the payee bank's stream with the bank on another `serve` process, against the bank
+  on the same one; intake with `serve --workers 2` against one process;
 - blacklist (bench/blacklist.py): a 1,000,000-entry list: a replica's full sync, publication to
   a following replica, CheckList and the replica's local lookups, against bare grpc.aio and
   sqlite3 baselines;
 - audit (bench/audit.py): verifying a 1,000,000-entry audit log and the cost of an inclusion
   proof, against the same hashing from memory;
 - console (bench/console.py): with 10,000 open cases, the centre console's queue and case
-  pages against the same gRPC reads done bare, and an order's way to a member's open browser.
+  pages against the same gRPC reads done bare, and an order's way to a member's open browser;
+- failover (bench/failover.py): a hub replica SIGKILLed under a streaming member, again and
+  again: seconds until deliveries flow again at the member, lost and acted-twice counts,
+  against a bare gRPC channel over the same addresses (PostgreSQL only).
 """
 
 from __future__ import annotations
@@ -28,10 +34,19 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import audit, blacklist, clocks, console, intake
+from bench import audit, blacklist, clocks, console, failover, intake, replicas
 from bench.table import Row, render
 
-NAMES = ("clocks", "intake", "delivery", "blacklist", "audit", "console")
+NAMES = (
+    "clocks",
+    "intake",
+    "delivery",
+    "replicas",
+    "blacklist",
+    "audit",
+    "console",
+    "failover",
+)
 QUICK_CLOCKS = {
     "clocks": 2_000,
     "span_seconds": 120.0,
@@ -142,9 +157,11 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "clocks": clock_rows,
     "intake": intake.rows,
     "delivery": delivery_rows,
+    "replicas": replicas.rows,
     "blacklist": blacklist.rows,
     "audit": audit.rows,
     "console": console.rows,
+    "failover": failover.rows,
 }
 
 
@@ -154,7 +171,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         "names",
         nargs="*",
         metavar="NAME",
-        help="clocks, intake, delivery, blacklist, audit, console (all)",
+        help="clocks, intake, delivery, replicas, blacklist, audit, console, failover (all)",
     )
     p.add_argument("--quick", action="store_true", help="a short smoke run of each benchmark")
     p.add_argument("--no-postgres", action="store_true")
@@ -168,6 +185,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     blacklist.add_arguments(p)
     audit.add_arguments(p)
     console.add_arguments(p)
+    failover.add_arguments(p)
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in NAMES]
     if unknown:

@@ -44,6 +44,7 @@ from hub.service.pipeline import Hub
 from hub.service.ports import Clock, Notifier, StoreUnavailable
 from hub.service.sweep import Jobs
 from hub.store.sql import SqlStore, normalise_url
+from hub.store.wakeups import PgWakeups
 from hub.system.calendar import ChineseWorkingDays, calendar_status
 from hub.system.clock import SystemClock
 from hub.system.policy import load_calendar, load_policy, read_policy
@@ -205,6 +206,8 @@ async def serve(
         read_snapshot=sql_snapshot(store),
         health_interval=health_interval,
         checkpoint_every=checkpoint_every,
+        # Several replicas may share a PostgreSQL database; SQLite has one hub process.
+        wakeups_url=None if store.is_sqlite else database_url,
     )
     if late_after is not None:
         server.hub.sweeper.late_after = late_after
@@ -230,8 +233,11 @@ class HubServer:
         database_health: DatabaseHealth | None = None,
         health_server: grpc.aio.Server | None = None,
         health_port: int | None = None,
+        wakeups: PgWakeups | None = None,
     ) -> None:
         self.scheduler = scheduler
+        # How this hub wakes and is woken by the other replicas on its database, if any.
+        self.wakeups = wakeups
         self.lists = lists
         # This hub's metrics (its own registry), and where they are served, if anywhere.
         self.metrics = metrics or HubMetrics()
@@ -249,6 +255,9 @@ class HubServer:
         self.port = port
 
     async def stop(self, grace: float = 2.0) -> None:
+        """Drain, then stop (docs/failover.md): health turns NOT_SERVING, the server takes no
+        new call, every delivery stream ends with UNAVAILABLE HUB_DRAINING so that its client
+        moves to another replica now, and calls under way get `grace` seconds to finish."""
         if self.scheduler is not None and self.scheduler.running:
             # APScheduler shuts down in a later turn of the loop and cancels the jobs it
             # started, which end quietly; but one it starts in that same turn has not run a
@@ -262,10 +271,16 @@ class HubServer:
             await self.database_health.stop()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.router.close()
+        # Refusing new calls comes first, so that the streams ended below come back
+        # elsewhere; gRPC starts refusing in the task's first step.
+        stopping = asyncio.create_task(self.server.stop(grace), name="grpc-server-stop")
+        await asyncio.sleep(0)
+        if self.wakeups is not None:
+            await self.wakeups.close()
+        await self.router.drain()
         if self.lists is not None:
             await self.lists.watcher.close()
-        await self.server.stop(grace)
+        await stopping
         if self.health_server is not None:
             await self.health_server.stop(0)
         if self.metrics_http is not None:
@@ -292,6 +307,7 @@ async def start(
     health_timeout: float = 2.0,
     snapshot_max_age: float = 5.0,
     checkpoint_every: float = CHECKPOINT_EVERY,
+    wakeups_url: str | None = None,
 ) -> HubServer:
     """Serve `hub` on `address` (host:port, port 0 for any free port): the request pipeline's
     threads, the delivery router, the list watcher, the metrics, the scheduled jobs and the
@@ -309,7 +325,11 @@ async def start(
     fails; `health_address` opens a plain-text port serving only grpc.health.v1.Health.
 
     Each delivery stream carries the latest signed log checkpoint at least every
-    `checkpoint_every` seconds (docs/witness.md)."""
+    `checkpoint_every` seconds (docs/witness.md).
+
+    `wakeups_url` (a PostgreSQL database other replicas share): commits here wake their
+    streams and list followers at once, and theirs wake this hub's (ADR 22); the ticks
+    (every `ack_timeout` / 2, for the list too) stay as the safety net."""
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub")
     runner = Runner(hub, executor)
     router = DeliveryRouter(runner, ack_timeout=ack_timeout)
@@ -338,6 +358,13 @@ async def start(
             if placed:
                 log.info("audit log: %d entr(ies) placed and signed before serving", placed)
     lists = ListServicer(runner, executor)
+    wakeups: PgWakeups | None = None
+    if wakeups_url is not None:
+        wakeups = PgWakeups(wakeups_url, router.wake, lists.watcher.poke, metrics=metrics)
+        hub.subscribe(wakeups)
+        hub.on_list_change(wakeups.list_changed)
+        lists.watcher.poll = max(lists.watcher.poll, ack_timeout / 2)
+        await wakeups.start()
     health_servicer = HealthServicer()
     server = grpc_server(
         runner, router, lists, health_servicer, metrics, checkpoint_every=checkpoint_every
@@ -360,6 +387,8 @@ async def start(
     except BaseException:
         if health_server is not None:
             await health_server.stop(0)
+        if wakeups is not None:
+            await wakeups.close()
         await router.close()
         await lists.watcher.close()
         await server.stop(0)
@@ -396,6 +425,7 @@ async def start(
         database_health=database_health,
         health_server=health_server,
         health_port=health_port,
+        wakeups=wakeups,
     )
 
 

@@ -47,7 +47,8 @@ from typing import Any, Final, NamedTuple, Protocol
 import grpc
 from google.protobuf.message import DecodeError
 
-from adapters.sdk.client import Clock, HubError, HubSignatureError
+from adapters.sdk.client import DRAINING, Clock, HubError, HubSignatureError
+from adapters.sdk.failover import backoff
 from hub.crypto.listkey import ListKey
 from hub.domain.blacklist import (
     CLEAR_LEAF_PREFIX,
@@ -871,11 +872,14 @@ class Replica:
                     raise
                 lost = err
             self.last_error = lost
-            if self.commits > commits:
+            # A draining hub replica asks its followers to move now (docs/failover.md).
+            draining = isinstance(lost, HubError) and lost.reason == DRAINING
+            if self.commits > commits or draining:
                 failures = 0
             failures += 1
-            ceiling = min(max_backoff, initial_backoff * 2 ** (failures - 1))
-            delay = random.uniform(ceiling / 2, ceiling)
+            delay = backoff(failures, initial_backoff, max_backoff)
+            if draining:
+                delay = random.uniform(0, min(0.1, initial_backoff))
             log.warning("replica %s: %s; syncing again in %.2fs", self.path, lost, delay)
             self._emit("lost", lost, retry_in=delay)
             await asyncio.sleep(delay)

@@ -30,7 +30,8 @@ from google.protobuf.message_factory import GetMessageClass
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from adapters.sdk.reach import Reach, look, tls_trouble
+from adapters.sdk.failover import backoff, channel_target, parse_targets
+from adapters.sdk.reach import Reach, look_first, tls_trouble
 from adapters.sdk.witness import LogForkAlarm, LogWitness, ProofRefused, ProofUnavailable
 from hub.crypto.envelope import create_time_of, seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
@@ -83,6 +84,12 @@ _TRANSIENT_CODES: Final = frozenset(
     }
 )
 
+# The reason (ErrorInfo) of the UNAVAILABLE that ends the delivery streams of a replica that
+# is shutting down: reconnect now, to another replica (docs/failover.md).
+DRAINING: Final = "HUB_DRAINING"
+# A drained replica's streams come back within this many seconds, spread over it.
+_DRAIN_SPREAD: Final = 0.1
+
 # The trailing metadata that carries the hub's newest signed log checkpoint (docs/witness.md).
 CHECKPOINT_METADATA: Final = "stophub-log-checkpoint-bin"
 
@@ -134,6 +141,12 @@ def secure_channel(target: str, tls: TlsConfig) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(
         target, tls_credentials(tls), options=_CHANNEL_OPTIONS + tls_options(tls)
     )
+
+
+def _authority(name: str | None) -> list[tuple[str, Any]]:
+    # A static address list has no host name of its own: the channel speaks, and checks the
+    # certificate, as the first name it was given.
+    return [] if name is None else [("grpc.default_authority", name)]
 
 
 class Clock(Protocol):
@@ -461,7 +474,7 @@ class HubClient:
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         institution: str,
         key: PrivateKey,
@@ -475,7 +488,9 @@ class HubClient:
         witness: bool = True,
         log_checkpoint_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.target = target
+        # Every replica the client may use, in the order it prefers them (docs/failover.md).
+        self.targets = parse_targets(target)
+        self.target = ",".join(self.targets)
         self.institution = institution
         self.key = key
         # Several hub keys may be trusted at once: while the hub operator rotates the hub's
@@ -503,12 +518,17 @@ class HubClient:
         self._tls = tls
         if channel is not None:
             self._channel = channel
-        elif tls is not None:
-            self._channel = secure_channel(target, tls)
-        elif credentials is not None:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
         else:
-            self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            built = channel_target(self.targets)
+            options = _CHANNEL_OPTIONS + _authority(built.authority)
+            if tls is not None:
+                self._channel = grpc.aio.secure_channel(
+                    built.target, tls_credentials(tls), options=options + tls_options(tls)
+                )
+            elif credentials is not None:
+                self._channel = grpc.aio.secure_channel(built.target, credentials, options=options)
+            else:
+                self._channel = grpc.aio.insecure_channel(built.target, options=options)
         self._callables: dict[str, grpc.aio.UnaryUnaryMultiCallable[Message, Message]] = {}
         self._registry: dict[str, _Registered] = {}
         self._streams: list[DeliveryStream] = []
@@ -720,7 +740,7 @@ class HubClient:
             and self._tls is not None
             and tls_trouble(err.details() or "")
         ):
-            reach = await look(self.target, self._tls)
+            reach = await look_first(self.targets, self._tls)
             if reach.problem is not None:
                 return HubCertificateError(reach.problem, message_id=message_id or "")
         return self._hub_error(err, message_id)
@@ -742,7 +762,7 @@ class HubClient:
             if state is grpc.ChannelConnectivity.READY:
                 return
             if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE and self._tls is not None:
-                reach = await look(self.target, self._tls)
+                reach = await look_first(self.targets, self._tls)
                 if reach.problem is not None:
                     raise HubCertificateError(reach.problem)
             left = deadline - loop.time()
@@ -1380,6 +1400,7 @@ class HubClient:
         reconnect: bool = True,
         initial_backoff: float = 0.2,
         max_backoff: float = 10.0,
+        give_up_after: float | None = None,
     ) -> DeliveryStream:
         stream = DeliveryStream(
             self,
@@ -1387,6 +1408,7 @@ class HubClient:
             reconnect=reconnect,
             initial_backoff=initial_backoff,
             max_backoff=max_backoff,
+            give_up_after=give_up_after,
         )
         self._streams.append(stream)
         return stream
@@ -1448,7 +1470,11 @@ class DeliveryStream:
     """The institution's deliveries: an async iterator of verified `Delivery` objects.
 
     Reconnects with capped, jittered exponential backoff when the connection is lost (if
-    `reconnect`); the hub then redelivers everything not acknowledged. So it does, with a new
+    `reconnect`), to whichever of the client's hub replicas answers; the hub then redelivers
+    everything not acknowledged. A replica that is shutting down ends the stream with
+    UNAVAILABLE `HUB_DRAINING`: the stream moves at once. None of this reaches the consumer,
+    unless no replica has taken the stream for `give_up_after` seconds (None: never): then
+    the iteration raises HubError UNAVAILABLE, saying so (docs/failover.md). So it does, with a new
     subscription signed at the current time, when the hub refuses the subscription or an
     acknowledgement as older than the replay window (ENVELOPE_EXPIRED) although this
     institution's clock agrees: the message went stale on its way, and signing it anew is
@@ -1472,9 +1498,13 @@ class DeliveryStream:
         reconnect: bool = True,
         initial_backoff: float = 0.2,
         max_backoff: float = 10.0,
+        give_up_after: float | None = None,
     ) -> None:
         if initial_backoff <= 0 or max_backoff < initial_backoff:
             raise ValueError("need 0 < initial_backoff <= max_backoff")
+        if give_up_after is not None and give_up_after <= 0:
+            raise ValueError("give_up_after is a number of seconds > 0, or None (never)")
+        self.give_up_after = give_up_after
         self.client = client
         self.connection_name = connection_name
         self.reconnect = reconnect
@@ -1586,11 +1616,14 @@ class DeliveryStream:
 
     async def _run(self) -> None:
         failures = 0
+        # When a hub last took this stream's subscription (or the stream started).
+        answered_at = time.monotonic()
         try:
             while not self._closed:
                 started = time.monotonic()
                 received = False
                 stale = False
+                draining = False
                 lost: HubError
                 try:
                     received = await self._session()
@@ -1599,29 +1632,47 @@ class DeliveryStream:
                     )
                 except HubError as err:
                     stale = self._went_stale(err)
+                    draining = err.reason == DRAINING
                     if not err.transient and not stale:
                         raise
                     lost = err
+                if self._subscribed:
+                    answered_at = time.monotonic()
                 if self._closed:
                     return
                 if not self.reconnect:
                     raise lost
-                if received or time.monotonic() - started > self.max_backoff:
+                silent = time.monotonic() - answered_at
+                if self.give_up_after is not None and silent >= self.give_up_after:
+                    raise HubError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"no hub at {self.client.target} took the delivery stream for "
+                        f"{silent:.0f} s (last: {lost}): are the hub's replicas running, "
+                        "and is this the right address?",
+                    )
+                if received or draining or time.monotonic() - started > self.max_backoff:
                     failures = 0
                 failures += 1
-                ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (failures - 1))
-                # Full jitter, so that every bank does not reconnect in the same instant
-                # after a hub restart.
-                delay = random.uniform(ceiling / 2, ceiling)
+                # Jittered, so that every bank does not reconnect in the same instant after
+                # a hub restart. A draining replica asked to be left now: its stream's next
+                # home is another replica, already there to take it.
+                delay = backoff(failures, self.initial_backoff, self.max_backoff)
+                if draining:
+                    delay = random.uniform(0, min(_DRAIN_SPREAD, self.initial_backoff))
                 self.reconnects += 1
-                if stale:
-                    # Expected of a slow hub or a long pause: nothing for an operator to fix.
+                if stale or draining:
+                    # Expected of a slow hub, a long pause or a rolling restart: nothing
+                    # for an operator to fix.
                     log.info(
-                        "%s delivery stream %r: the hub found message %s older than its "
-                        "replay window; signing anew on a new stream in %.2fs",
+                        "%s delivery stream %r: %s; on a new stream in %.2fs",
                         self.client.institution,
                         self.connection_name,
-                        lost.message_id or "(no id)",
+                        "the hub's replica is draining"
+                        if draining
+                        else (
+                            f"the hub found message {lost.message_id or '(no id)'} older "
+                            "than its replay window; signing anew"
+                        ),
                         delay,
                     )
                 else:
@@ -1748,6 +1799,7 @@ class DeliveryStream:
 
 
 __all__ = [
+    "DRAINING",
     "HUB",
     "RPCS",
     "SYNC_LIST_PATH",

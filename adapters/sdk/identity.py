@@ -3,7 +3,8 @@ member needs to speak to the hub as that institution, in one folder.
 
 ```
 DIR/
-  identity.toml          institution = "BANKA"   hub = "hub.example:7443"  (hub optional)
+  identity.toml          institution = "BANKA"   hub = "hub.example:7443"  (hub optional;
+                         several replicas: "a:7443,b:7443" or ["a:7443", "b:7443"])
   signing.key            the institution's envelope signing key (`stophub keys generate`)
   ca.pem                 the network CA's certificate        } `stophub pki issue CODE
   <code>-tls.pem, .key   the institution's TLS client pair   }   --out-dir DIR`
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.sdk.client import Clock, HubClient, read_hub_key
+from adapters.sdk.failover import parse_targets
 from adapters.sdk.witness import DEFAULT_FILE
 from hub.crypto import pki
 from hub.crypto.keys import PrivateKey, load_private_key, save_private_key
@@ -77,6 +79,17 @@ def _need(path: Path, what: str, how: str) -> Path:
     return path
 
 
+def _hub_setting(toml: Path, value: Any) -> str | None:
+    """identity.toml's hub: "HOST:PORT", several comma-separated, or a list of them (the
+    replicas of one hub, docs/failover.md)."""
+    if not value:
+        return None
+    try:
+        return ",".join(parse_targets(value if isinstance(value, list) else str(value)))
+    except ValueError as err:
+        raise IdentityError(f"{toml}: hub: {err}") from err
+
+
 def load_identity(
     directory: str | Path, *, institution: str | None = None, hub: str | None = None
 ) -> Identity:
@@ -97,7 +110,7 @@ def load_identity(
         raise IdentityError(
             f'{toml}: name the institution (institution = "CODE") or give --as CODE'
         )
-    address = hub or (str(settings["hub"]) if settings.get("hub") else None)
+    address = hub or _hub_setting(toml, settings.get("hub"))
     key_path = _need(
         folder / SIGNING_KEY,
         f"signing key of {code}",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -132,3 +133,19 @@ async def look(target: str, tls: TlsConfig, timeout: float = _PROBE_TIMEOUT) -> 
     except (OSError, TimeoutError, ssl.SSLError, ValueError) as err:
         return Reach(answered=False, detail=f"nothing answered a TLS handshake: {err}")
     return Reach(answered=True, problem=mismatch(cert, target, name, tls.ca))
+
+
+async def look_first(
+    targets: Sequence[str], tls: TlsConfig, timeout: float = _PROBE_TIMEOUT
+) -> Reach:
+    """`look` at each of a client's hub replicas: the first whose certificate does not fit,
+    else the first that answered, else what was found at the last."""
+    found = Reach(answered=False, detail="no hub address")
+    answered: Reach | None = None
+    for target in targets:
+        found = await look(target, tls, timeout)
+        if found.problem is not None:
+            return found
+        if found.answered and answered is None:
+            answered = found
+    return answered or found

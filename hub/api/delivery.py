@@ -43,6 +43,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from hub.api.decoding import Undecodable
+from hub.api.errors import draining_status
 from hub.api.runner import Runner, peer_institution
 from hub.domain.errors import DomainError
 from hub.observability import logs
@@ -173,6 +174,8 @@ class DeliveryRouter:
         self._ack_task: asyncio.Task[None] | None = None
         self.metrics: DeliveryMetrics | None = None
         self._open = 0
+        # Set when the hub shuts down: its streams end as "reconnect elsewhere now".
+        self.draining = False
         # Per institution whose streams here take a delivery at once, the keys that opened
         # them: read by commits on worker threads (stream_keys), so replaced whole, never
         # changed in place.
@@ -207,6 +210,11 @@ class DeliveryRouter:
                 self._work.add(code)
         if self._work:
             self._kick.set()
+
+    def wake(self, institutions: Iterable[str] | None) -> None:
+        """On the loop: another replica committed deliveries for these institutions (None:
+        for anyone); those connected here read their outbox (hub.store.wakeups)."""
+        self._committed(list(self.groups if institutions is None else institutions), [])
 
     def stream_keys(self, recipient: str) -> frozenset[str] | None:
         """LiveStreams: called from a commit's thread."""
@@ -540,6 +548,11 @@ class DeliveryRouter:
                 if not p.result.done():
                     p.result.set_result(result)
 
+    async def drain(self) -> None:
+        """Close, ending every stream with UNAVAILABLE HUB_DRAINING (docs/failover.md)."""
+        self.draining = True
+        await self.close()
+
     async def close(self) -> None:
         for task in (self._task, self._ack_task, *self._tasks):
             if task is not None:
@@ -643,6 +656,8 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
                 if item is _CLOSE:
                     if conn.error is not None:
                         await self.r.abort(context, conn.error, conn.error_envelope)
+                    elif self.router.draining:
+                        await context.abort(*draining_status())
                     elif conn.hung_up:
                         # A client that cancels is first seen as the end of what it writes;
                         # gRPC cancels this handler a moment later. Returning at once would

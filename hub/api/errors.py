@@ -70,3 +70,21 @@ def rejection_body(
         sender=envelope.sender if envelope is not None else "",
         field=err.field,
     )
+
+
+# The reason of the UNAVAILABLE that ends a delivery stream on a replica shutting down.
+DRAINING = "HUB_DRAINING"
+
+
+def draining_status() -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
+    """Code, message and trailers that end a stream of a replica that is shutting down: not a
+    refusal (nothing is signed or recorded), a request to reconnect to another replica now."""
+    message = "this hub replica is shutting down: reconnect to another replica now"
+    info = error_details_pb2.ErrorInfo(reason=DRAINING, domain=ERROR_DOMAIN)
+    status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message)
+    status.details.add().Pack(info)
+    return (
+        grpc.StatusCode.UNAVAILABLE,
+        message,
+        (("grpc-status-details-bin", status.SerializeToString()),),
+    )

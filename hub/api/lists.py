@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import grpc
 
 from hub.api.decoding import Undecodable
+from hub.api.errors import draining_status
 from hub.api.runner import Runner, peer_institution
 from hub.domain.errors import DomainError
 from hub.observability import logs
@@ -31,7 +32,7 @@ SERVICE = blacklist_pb2.DESCRIPTOR.services_by_name["ListService"].full_name
 # changed, so it can tell a quiet list from a dead link.
 HEARTBEAT = 15.0
 # How often the watcher looks for changes another hub made (changes of this process wake the
-# followers at once).
+# followers at once; on PostgreSQL so do other replicas' and this is the safety net, ADR 22).
 POLL = 0.25
 
 
@@ -46,11 +47,14 @@ class ListWatcher:
         self._changed = asyncio.Event()
         self._poked = asyncio.Event()
         self._followers = 0
+        self.closing = False
         self._task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
-        runner.hub.on_list_change(self._poke_threadsafe)
+        runner.hub.on_list_change(self.poke)
 
-    def _poke_threadsafe(self) -> None:
+    def poke(self) -> None:
+        """Look at the list's version now (from any thread): a commit here or, through
+        hub.store.wakeups, on another replica changed it."""
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._poked.set)
 
@@ -76,7 +80,10 @@ class ListWatcher:
                 changed.set()
 
     async def wait_beyond(self, version: int, timeout: float) -> bool:
-        """Until the list passes `version` (True) or `timeout` passes (False)."""
+        """Until the list passes `version` (True) or `timeout` passes or the watcher closes
+        (False)."""
+        if self.closing:
+            return False
         self._followers += 1
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
@@ -84,7 +91,7 @@ class ListWatcher:
             deadline = self._loop.time() + timeout
             while self.latest <= version:
                 left = deadline - self._loop.time()
-                if left <= 0:
+                if left <= 0 or self.closing:
                     return False
                 try:
                     await asyncio.wait_for(self._changed.wait(), left)
@@ -95,6 +102,9 @@ class ListWatcher:
             self._followers -= 1
 
     async def close(self) -> None:
+        """Stop watching, and wake the followers: the hub is stopping (they see `closing`)."""
+        self.closing = True
+        self._changed.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -198,6 +208,9 @@ class ListServicer:
             version = state.version
             while body.follow:
                 await self.watcher.wait_beyond(version, self.heartbeat)
+                if self.watcher.closing:
+                    # The hub is draining: the copy resumes from its version elsewhere now.
+                    await context.abort(*draining_status())
                 state = await self._call(self.syncer.state)
                 # Whether woken or not: a heartbeat may find changes another hub made before
                 # the watcher's next look, and its checkpoint must follow them.

@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from adapters.sdk import HubError, HubSignatureError
+from adapters.sdk.failover import parse_targets
 from adapters.sdk.identity import Identity, IdentityError, load_identity
 from hub import bootstrap
 from hub.crypto import fields, pki
@@ -549,12 +550,26 @@ def file_failure(err: OSError) -> str:
 # ---- reading over gRPC as a member (hub/cli/remote.py) -----------------------------------------
 
 ENV_IDENTITY = "STOPHUB_IDENTITY"
-_HUB_HELP = "The hub to ask over gRPC (default: hub in identity.toml). Needs --identity."
+_HUB_HELP = (
+    "The hub to ask over gRPC, HOST:PORT, or its replicas comma-separated (default: hub in "
+    "identity.toml). Needs --identity."
+)
 _AS_HELP = "The institution to ask as (default: institution in identity.toml). Needs --identity."
 _ID_HELP = (
     "Read over gRPC as the institution of this identity directory (docs/cli.md), seeing what "
     f"the hub shows it; without it (nor ${ENV_IDENTITY}), read the hub's database."
 )
+
+
+def hub_targets(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A --hub value: HOST:PORT, or several comma-separated (the replicas of one hub, tried in
+    that order: docs/failover.md); a bad one is a usage error that says the form."""
+    if value is None:
+        return None
+    try:
+        return ",".join(parse_targets(value))
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from err
 
 
 def remote_options(fn: F) -> F:
@@ -564,7 +579,9 @@ def remote_options(fn: F) -> F:
     operator. --as and --hub override identity.toml's. The command gets `identity`: the
     loaded Identity, or None."""
 
-    @click.option("--hub", "hub_address", metavar="HOST:PORT", help=_HUB_HELP)
+    @click.option(
+        "--hub", "hub_address", metavar="HOST:PORT[,...]", callback=hub_targets, help=_HUB_HELP
+    )
     @click.option("--as", "as_code", type=CODE, metavar="CODE", help=_AS_HELP)
     @click.option("--identity", "identity_dir", metavar="DIR", envvar=ENV_IDENTITY, help=_ID_HELP)
     @wraps(fn)

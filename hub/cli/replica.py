@@ -17,6 +17,7 @@ from hub.cli.common import (
     HubKeys,
     command_clock,
     hub_key_option,
+    hub_targets,
     refusals_as_errors,
     tls_dir_option,
 )
@@ -29,7 +30,14 @@ from hub.crypto.listkey import ListKeyError, resolve_list_key
 
 
 @click.command("replica")
-@click.option("--hub", "target", required=True, help="The hub's address, HOST:PORT.")
+@click.option(
+    "--hub",
+    "target",
+    required=True,
+    callback=hub_targets,
+    metavar="HOST:PORT[,...]",
+    help="The hub's address, HOST:PORT, or its replicas comma-separated (docs/failover.md).",
+)
 @click.option("--institution", required=True, type=CODE, help="This member's code, e.g. PAYX.")
 @click.option(
     "--key",

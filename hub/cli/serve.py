@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from pathlib import Path
 
 import click
 
 from hub import bootstrap
+from hub.cli import workers as serve_workers
 from hub.cli.common import (
     announce,
     data_keys_option,
@@ -82,6 +84,33 @@ from hub.system.policy import load_policy
     help="A second, PLAIN-TEXT gRPC port serving only grpc.health.v1.Health, for probes "
     "that cannot present a client certificate (default: off). Env: $STOPHUB_HEALTH_ADDRESS.",
 )
+@click.option(
+    "--drain-seconds",
+    default=20.0,
+    show_default=True,
+    envvar="STOPHUB_DRAIN_SECONDS",
+    type=click.FloatRange(min=0),
+    help="On SIGTERM or SIGINT: refuse new calls, move the delivery streams to other "
+    "replicas, and give calls under way this long to finish (docs/failover.md). Keep "
+    "Kubernetes' terminationGracePeriodSeconds above it. Env: $STOPHUB_DRAIN_SECONDS.",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Hub processes sharing --address on this host (PostgreSQL only; docs/operations.md, "
+    '"Several processes on one host").',
+)
+@click.option(
+    "--ack-timeout",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="A delivery not acknowledged within this is sent again; half of it is the tick that "
+    "looks for deliveries nothing woke this hub for.",
+)
 @data_keys_option
 @refusals_as_errors
 def serve(
@@ -95,9 +124,13 @@ def serve(
     list_key_file: str | None,
     metrics_address: str | None,
     health_address: str | None,
+    drain_seconds: float,
+    workers: int,
+    ack_timeout: float,
     data_keys: str | None,
 ) -> None:
     """Serve the hub over gRPC with mutual TLS (health checking and reflection on)."""
+    serve_workers.refuse_sqlite(database_url, workers)
     if not Path(hub_key).exists():
         raise click.ClickException(
             f"no hub key at {hub_key}: create one with `stophub keys generate --out {hub_key}`"
@@ -130,6 +163,17 @@ def serve(
             "certificates: anyone on the network can read the traffic and connect. "
             "Development only; never with real data."
         )
+    if workers > 1:
+        serve_workers.run(
+            workers,
+            address,
+            sys.argv[1:],
+            database_url=database_url,
+            migrate=migrate,
+            metrics_address=metrics_address,
+            drain_seconds=drain_seconds,
+        )
+        return
 
     async def run() -> None:
         server, store = await bootstrap.serve(
@@ -143,6 +187,7 @@ def serve(
             list_key=list_key,
             metrics_address=metrics_address,
             health_address=health_address,
+            ack_timeout=ack_timeout,
         )
         how = "mutual TLS" if tls else "PLAIN TEXT (--insecure-plaintext)"
         announce(f"StopHub serving on {address.rsplit(':', 1)[0]}:{server.port} over {how}")
@@ -158,7 +203,8 @@ def serve(
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, _reload_data_keys)
         await stop.wait()
-        await server.stop(5.0)
+        announce(f"draining: calls under way get up to {drain_seconds:g} s")
+        await server.stop(drain_seconds)
         store.dispose()
 
     try:

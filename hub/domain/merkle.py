@@ -16,6 +16,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 
+try:
+    from hub.domain._merklefold import fold as _fold
+except ImportError:  # not built here (no compiler or OpenSSL headers at install): Python only
+    _fold = None  # type: ignore[assignment]
+
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -73,8 +78,15 @@ class CompactRange:
             self.append(leaf)
 
     def extend_packed(self, packed: bytes | bytearray, start: int, end: int) -> None:
-        """Append leaves start .. end - 1 of `packed` (32 bytes each): `append` with the
-        lookups hoisted, since verifying a log runs it once per entry."""
+        """Append leaves start .. end - 1 of `packed` (32 bytes each), as `append` would:
+        verifying a log runs it once per entry, so in C where that was built (ADR 18)."""
+        if _fold is not None:
+            self.size = _fold(self.nodes, self.size, packed, start, end)
+            return
+        self.extend_packed_in_python(packed, start, end)
+
+    def extend_packed_in_python(self, packed: bytes | bytearray, start: int, end: int) -> None:
+        """`extend_packed` in Python, with the lookups hoisted."""
         nodes, size = self.nodes, self.size
         pop, push, sha256, prefix = nodes.pop, nodes.append, hashlib.sha256, NODE_PREFIX
         with memoryview(packed) as view:  # released at once: the caller grows `packed`

@@ -307,6 +307,29 @@ class HubMetrics:
             "checkpoint until it is restored.",
             registry=r,
         )
+        self.wakeups_sent = Counter(
+            "stophub_wakeups_sent",
+            "NOTIFYs this hub sent to wake the other replicas on its PostgreSQL database, each "
+            "for the commits of a few milliseconds (ADR 22).",
+            registry=r,
+        )
+        self.wakeups_received = Counter(
+            "stophub_wakeups_received",
+            "Wake-ups this hub heard from the other replicas (its own are not counted).",
+            registry=r,
+        )
+        self.wakeup_listening = Gauge(
+            "stophub_wakeup_listening",
+            "1 while this hub listens for the other replicas' wake-ups (PostgreSQL only); 0: "
+            "their deliveries reach streams here on the tick only.",
+            registry=r,
+        )
+        self.wakeup_reconnects = Counter(
+            "stophub_wakeup_reconnects",
+            "Times the wake-up connection was opened again after it was lost (each wakes "
+            "every stream here once).",
+            registry=r,
+        )
         r.register(RefusedEntriesCollector())
         self.database_up: Gauge | None = None  # with a database probe only
         self.collector: SnapshotCollector | None = None
@@ -318,6 +341,19 @@ class HubMetrics:
 
     def delivery_acknowledged(self, lag_seconds: float) -> None:
         self.delivery_lag.observe(max(0.0, lag_seconds))
+
+    # ---- wake-ups between replicas (hub.store.wakeups.WakeMetrics) ----------------------------
+
+    def wakeup_sent(self) -> None:
+        self.wakeups_sent.inc()
+
+    def wakeup_received(self) -> None:
+        self.wakeups_received.inc()
+
+    def wakeup_listening_now(self, listening: bool, *, again: bool) -> None:
+        self.wakeup_listening.set(1 if listening else 0)
+        if again:
+            self.wakeup_reconnects.inc()
 
     # ---- the audit log -----------------------------------------------------------------------
 

@@ -226,6 +226,18 @@ static int open_sealed(PyObject *value, const Key *keys, Py_ssize_t nkeys, const
 
 static const char HEX[] = "0123456789abcdef";
 
+/* SHA-256 fetched once (module init): OpenSSL 3's one-shot SHA256() fetches the algorithm
+ * anew at every call, which cost more than hashing a leaf. */
+static EVP_MD *sha256_md;
+
+static int sha256_into(EVP_MD_CTX *ctx, const void *data, size_t len, unsigned char *out) {
+    return EVP_DigestInit_ex(ctx, sha256_md, NULL) == 1 &&
+                   EVP_DigestUpdate(ctx, data, len) == 1 &&
+                   EVP_DigestFinal_ex(ctx, out, NULL) == 1
+               ? 0
+               : -1;
+}
+
 typedef struct {
     const Key *keys;
     Py_ssize_t nkeys;
@@ -259,7 +271,7 @@ static int leaf_of_row(Scan *scan, PyObject *const *row, long long entry_id, lon
                         scan->payload_aad_len, &scan->clear) < 0)
             return -1;
         unsigned char digest[SHA256_DIGEST_LENGTH];
-        SHA256(scan->clear.data, scan->clear.len, digest);
+        if (sha256_into(scan->work, scan->clear.data, scan->clear.len, digest) < 0) return -1;
         for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
             digest_hex[2 * i] = HEX[digest[i] >> 4];
             digest_hex[2 * i + 1] = HEX[digest[i] & 15];
@@ -291,7 +303,7 @@ static int leaf_of_row(Scan *scan, PyObject *const *row, long long entry_id, lon
     p[0] = p[1] = p[2] = 0;
     p[3] = (unsigned char)place_len;
     memcpy(p + 4, place, (size_t)place_len);
-    SHA256(b->data + ROOM - head, b->len - ROOM + head, leaf);
+    if (sha256_into(scan->work, b->data + ROOM - head, b->len - ROOM + head, leaf) < 0) return -1;
     PyObject *stored = row[10];
     if (!PyBytes_CheckExact(stored) || PyBytes_GET_SIZE(stored) != SHA256_DIGEST_LENGTH ||
         memcmp(PyBytes_AS_STRING(stored), leaf, SHA256_DIGEST_LENGTH) != 0)
@@ -354,7 +366,7 @@ static void free_tag_keys(TagKey *keys, Py_ssize_t n) {
 /* The HMAC-SHA256 states of a 32-byte key: SHA-256 after (key ^ 0x36..) and (key ^ 0x5c..). */
 static int tag_key_init(TagKey *key, const unsigned char *secret) {
     unsigned char pad[HMAC_BLOCK];
-    const EVP_MD *md = EVP_sha256();
+    const EVP_MD *md = sha256_md;
     key->inner = EVP_MD_CTX_new();
     key->outer = EVP_MD_CTX_new();
     if (key->inner == NULL || key->outer == NULL) return -1;
@@ -528,6 +540,11 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__leafscan(void) {
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (sha256_md == NULL) {
+        PyErr_SetString(PyExc_ImportError, "OpenSSL has no SHA-256");
+        return NULL;
+    }
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL) return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import multiprocessing
 import os
+import signal
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -300,6 +301,13 @@ _worker: _Reader | None = None
 
 def _start_worker(url: str, keys: list[tuple[str, bytes]], current: str, native: bool) -> None:
     global _worker
+    # A forked worker inherits its parent's signal handling: a handler that only sets a flag
+    # or writes to an event loop's wakeup fd (the console's, `serve`'s, a bench's) kept a
+    # worker alive through the SIGTERM of the pool's terminate(), and the parent waited for
+    # it for ever. Workers die on SIGTERM and leave Ctrl-C to the parent, which ends the pool.
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker = _Reader(url, keys, current, native)
 
 

@@ -30,6 +30,7 @@ import pytest
 import sqlalchemy as sa
 
 from adapters.sdk import DeliveryStream, HubClient
+from hub.crypto import pki
 from hub.crypto.envelope import digest_of, verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.crypto.public import public_key_to_pem
@@ -107,7 +108,27 @@ def register_node_bank(
         [NewKey(key.algorithm, key.public_key)],
         contacts(CODE),
     )
-    tls = network.tls_of(CODE)
+    return node_bank_command(
+        directory,
+        key,
+        network.tls_of(CODE),
+        hub_public_key=hub_public_key,
+        credited=credited,
+        target=network.target,
+    )
+
+
+def node_bank_command(
+    directory: Path,
+    key: PrivateKey,
+    tls: pki.TlsConfig,
+    *,
+    hub_public_key: bytes,
+    credited: datetime,
+    target: str,
+) -> list[str]:
+    """Write NODEBANK's files (its registered `key`, its TLS pair, the hub's key, its
+    accounts) into `directory`; the command line that starts it against `target`."""
     files = {
         "bank.key": key.to_pem(),
         "hub.pub": public_key_to_pem("ed25519", hub_public_key),
@@ -125,7 +146,7 @@ def register_node_bank(
         NODE,
         str(BANK_DIR / "src" / "bank.js"),
         "--target",
-        network.target,
+        target,
         "--institution",
         CODE,
         "--key",

@@ -90,13 +90,17 @@ class Hub:
     It serves mutual TLS with a PKI made in `tmp_path/pki` (`stophub pki` files); open
     channels to it with `channel(code)`, which presents `code`'s client certificate."""
 
-    def __init__(self, tmp_path: Path, db_url: str, policy: Path) -> None:
+    def __init__(
+        self, tmp_path: Path, db_url: str, policy: Path, *, args: tuple[str, ...] = ()
+    ) -> None:
         self.tmp_path, self.db_url, self.policy = tmp_path, db_url, policy
         self.proc: subprocess.Popen[bytes] | None = None
         self.target = ""
         self.metrics = ""
         self.runs = 0
         self.pki_dir = tmp_path / "pki"
+        # More `serve` options, after those given here (`args`, or set before a start).
+        self.extra: list[str] = list(args)
         self._issuing = threading.Lock()
         if not pki.has_server_material(self.pki_dir):
             pki.init(self.pki_dir, datetime.now(UTC))
@@ -118,9 +122,11 @@ class Hub:
     def log_file(self) -> Path:
         return self.tmp_path / f"serve-{self.runs}.log"
 
-    def start(self) -> None:
+    def start(self, *, same_address: bool = False) -> None:
+        """Start the process (again); on the address of its last run if `same_address`."""
         self.runs += 1
-        self.target = f"127.0.0.1:{free_port()}"
+        if not (same_address and self.target):
+            self.target = f"127.0.0.1:{free_port()}"
         self.metrics = f"127.0.0.1:{free_port()}"
         with self.log_file.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -141,6 +147,7 @@ class Hub:
                     str(self.pki_dir),
                     "--metrics-address",
                     self.metrics,
+                    *self.extra,
                 ],
                 cwd=ROOT,
                 env={k: v for k, v in os.environ.items() if k != "STOPHUB_DATABASE_URL"},
@@ -169,18 +176,23 @@ class Hub:
     def sweeps_run(self) -> int:
         """Sweeps this run of the process has finished, whatever their outcome (its
         `stophub_clock_sweeps_total`)."""
+        return int(self.metric("stophub_clock_sweeps_total"))
+
+    def metric(self, name: str, unreachable: float | None = None) -> float:
+        """The sum of metric `name`'s samples now; `unreachable` when the process does not
+        answer (None: an AssertionError with its output)."""
         try:
             with urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=5) as page:
                 text = page.read().decode()
         except OSError as err:
+            if unreachable is not None:
+                return unreachable
             raise AssertionError(f"no metrics from the hub ({err}):\n{self.output()}") from None
-        return int(
-            sum(
-                sample.value
-                for family in text_string_to_metric_families(text)
-                for sample in family.samples
-                if sample.name == "stophub_clock_sweeps_total"
-            )
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
         )
 
     def wait_for_sweeps(self, count: int, timeout: float = 10.0) -> None:

@@ -5,6 +5,8 @@ tampered with in each of those ways."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -359,3 +361,35 @@ def test_proofs_of_a_long_log_come_from_its_stored_subtree_roots(
         300, second.tree_size, proof.leaf_hash, list(proof.hashes), second.root_hash
     )
     assert "stored subtree roots give a wrong proof" in caplog.text
+
+
+_SCAN_UNDER_A_HANDLER = """
+import signal, sys
+from hub.crypto import fields
+from hub.store.sql import SqlStore
+# The parent's SIGTERM only sets a flag, as an event loop's handler does (the console, serve).
+signal.signal(signal.SIGTERM, lambda *_: None)
+fields.configure(fields.Keyring([(k, bytes.fromhex(v)) for k, v in {keys!r}], {current!r}))
+store = SqlStore({url!r})
+chunks = store.scan_audit(2, chunk_ids=3)
+next(chunks)
+chunks.close()  # the pool is terminated with workers still waiting for tasks
+print("closed")
+"""
+
+
+def test_a_scan_ends_its_workers_whatever_its_parent_does_with_sigterm(net: Net) -> None:  # noqa: F811
+    """The parallel scan's workers are forked: they inherited the parent's SIGTERM handler,
+    and one that only records the signal kept a worker alive through the pool's terminate(),
+    so the verification never returned (a bench run hung for half an hour on it)."""
+    logged(net)
+    ring = fields.keyring()
+    script = _SCAN_UNDER_A_HANDLER.format(
+        keys=[(k, key.hex()) for k, key in ring.pairs()],
+        current=ring.current,
+        url=str(net.store.url),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "closed", done.stderr

@@ -290,6 +290,25 @@ def test_the_service_exposes_grpc_and_metrics_of_the_hubs_only() -> None:
     assert not selector <= k8s("Job")["spec"]["template"]["metadata"]["labels"].items()
 
 
+def test_replicas_drain_within_the_grace_before_a_sigkill_and_are_found_by_one_name() -> None:
+    """A stopping hub drains for --drain-seconds (docs/failover.md); Kubernetes and Docker
+    SIGKILL it after their grace, which must be longer. Members find every ready replica
+    under one name."""
+    hub = main_container("Deployment")
+    drain = float(option_value(hub["args"], "--drain-seconds"))
+    assert pod_spec("Deployment")["terminationGracePeriodSeconds"] >= drain + 5
+    compose_hub = compose()["services"]["hub"]
+    compose_drain = float(option_value(compose_hub["command"], "--drain-seconds"))
+    assert int(compose_hub["stop_grace_period"].removesuffix("s")) >= compose_drain + 5
+    assert compose_hub["deploy"]["replicas"] == 2
+    headless = k8s("Service", "stophub-replicas")["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is False
+    labels = k8s("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert headless["selector"].items() <= labels.items()
+    named = {p["name"]: p["containerPort"] for p in hub["ports"]}
+    assert [named[p["targetPort"]] for p in headless["ports"]] == [7443]
+
+
 def mounted(kind: str, container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """mountPath -> the volume behind it."""
     volumes = {v["name"]: v for v in pod_spec(kind)["volumes"]}

@@ -84,3 +84,20 @@ def test_broken_files_are_findings_not_tracebacks(tmp_path: Path) -> None:
         load_identity(folder)
     with pytest.raises(IdentityError, match="no such identity directory"):
         load_identity(tmp_path / "nowhere")
+
+
+async def test_the_hub_may_be_its_replicas(tmp_path: Path) -> None:
+    """identity.toml's hub: several replicas as one string or a TOML list (docs/failover.md);
+    a bad one is named in one line."""
+    folder = _identity(tmp_path)
+    toml = folder / "identity.toml"
+    for hub in ('"127.0.0.1:7443, 127.0.0.1:7444"', '["127.0.0.1:7443", "127.0.0.1:7444"]'):
+        toml.write_text(f'institution = "BANKA"\nhub = {hub}\n', encoding="utf-8")
+        identity = load_identity(folder)
+        assert identity.hub == "127.0.0.1:7443,127.0.0.1:7444"
+        client = identity.client()
+        assert client.targets == ["127.0.0.1:7443", "127.0.0.1:7444"]
+        await client.close()
+    toml.write_text('institution = "BANKA"\nhub = "127.0.0.1"\n', encoding="utf-8")
+    with pytest.raises(IdentityError, match=r"identity.toml: hub: hub address .* not HOST:PORT"):
+        load_identity(folder)

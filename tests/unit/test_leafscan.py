@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from hub.crypto.audittag import derive, tag_of
 from hub.crypto.fields import Keyring
+from hub.domain import merkle
 from hub.domain.auditleaf import micros, payload_digest
 from hub.service.ports import LeafChunk
 from hub.store import auditscan
@@ -60,6 +61,10 @@ def test_the_accelerator_is_built_where_it_can_be() -> None:
         pytest.skip(why_not)
     assert auditscan.native_available(), (
         "hub/store/_leafscan.c did not build: run `pip install -e .` with -v to see the "
+        "compiler's error"
+    )
+    assert merkle._fold is not None, (
+        "hub/domain/_merklefold.c did not build: run `pip install -e .` with -v to see the "
         "compiler's error"
     )
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hub.domain import merkle
 from hub.domain.merkle import (
     EMPTY_ROOT,
     CompactRange,
@@ -271,3 +272,48 @@ def test_a_missing_leaf_is_an_error_not_a_wrong_proof() -> None:
     tree = TiledTree(Reader(leaves[:7], {}))
     with pytest.raises(ValueError, match="no leaf"):
         inclusion_path(2, 10, tree)
+
+
+@given(
+    st.integers(0, 200),
+    st.lists(st.integers(0, 70), max_size=8),
+    st.data(),
+)
+def test_the_fold_in_c_is_the_fold_in_python(
+    start: int, steps: list[int], data: st.DataObject
+) -> None:
+    """`extend_packed` folds in C where it was built (hub/domain/_merklefold.c): for any tree
+    and any run of appends, the subtree roots, size and root are those of the Python loop."""
+    if merkle._fold is None:
+        pytest.skip("hub/domain/_merklefold.c is not built here: extend_packed is the Python loop")
+    total = start + sum(steps)
+    packed = data.draw(st.binary(min_size=32 * total, max_size=32 * total))
+    in_c, in_python = CompactRange(), CompactRange()
+    in_c.extend_packed(packed, 0, start)
+    in_python.extend_packed_in_python(packed, 0, start)
+    at = start
+    for step in steps:
+        in_c.extend_packed(bytearray(packed), at, at + step)
+        in_python.extend_packed_in_python(packed, at, at + step)
+        at += step
+        assert (in_c.size, in_c.nodes) == (in_python.size, in_python.nodes)
+    assert (
+        in_c.root()
+        == in_python.root()
+        == root_of([packed[i : i + 32] for i in range(0, 32 * total, 32)])
+    )
+
+
+def test_the_fold_in_c_refuses_what_is_not_a_range() -> None:
+    if merkle._fold is None:
+        pytest.skip("hub/domain/_merklefold.c is not built here: extend_packed is the Python loop")
+    with pytest.raises(ValueError, match="not all in"):
+        merkle._fold([], 0, bytes(64), 1, 3)
+    with pytest.raises(ValueError, match="not all in"):
+        merkle._fold([], 0, bytes(64), 2, 1)
+    with pytest.raises(ValueError, match="not the range of"):
+        merkle._fold([bytes(32)], 3, bytes(64), 0, 1)  # 3 leaves make two subtrees
+    with pytest.raises(ValueError, match="not the range of"):
+        merkle._fold([bytes(32), bytes(32)], 2, bytes(64), 0, 1)
+    with pytest.raises(ValueError, match="32 bytes"):
+        merkle._fold([bytes(31)], 1, bytes(64), 0, 1)

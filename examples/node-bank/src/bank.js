@@ -16,7 +16,7 @@ const crypto = require('node:crypto');
 const signing = require('./signing');
 const { selfTest } = require('./selftest');
 const { load } = require('./proto');
-const { HubConnection, HubError, HubSignatureError, timestamp } = require('./hub');
+const { DRAINING, HubConnection, HubError, HubSignatureError, hubTarget, timestamp } = require('./hub');
 const { LogForkAlarm, LogWitness } = require('./witness');
 
 const RESIGN_AFTER_MS = 4 * 60_000; // the hub's replay window is 5 minutes
@@ -152,10 +152,20 @@ class NodeBank {
         if (!(err instanceof HubError) && typeof err.code !== 'number') throw err; // a bug, not the hub
         const hubErr = err instanceof HubError ? err : this.hub.hubError(err);
         if (!hubErr.transient) throw hubErr;
+        if (hubErr.reason === DRAINING) {
+          // The replica is shutting down and asked its streams to move now: another replica
+          // of the hub takes this one (docs/failover.md). Spread over 100 ms, not backed off.
+          this.say('stream-moved', { error: hubErr.message });
+          failures = 0;
+          await new Promise((r) => setTimeout(r, Math.random() * 100));
+          continue;
+        }
         this.say('stream-lost', { error: hubErr.message });
       }
       if (this.stopping) return;
       failures += 1;
+      // Jittered between half the ceiling and the ceiling, the ceiling doubling from 200 ms
+      // to 10 s: the same rule as the Python SDK (docs/failover.md).
       const ceiling = Math.min(10_000, 200 * 2 ** (failures - 1));
       await new Promise((r) => setTimeout(r, ceiling / 2 + Math.random() * (ceiling / 2)));
     }
@@ -347,7 +357,7 @@ function hubKeyFrom(path) {
   return signing.rawPublicKey(crypto.createPublicKey(readPem(path, 'hub public key')));
 }
 
-const USAGE = `usage: node src/bank.js --target HOST:PORT --institution CODE --key BANK.key
+const USAGE = `usage: node src/bank.js --target HOST:PORT[,HOST:PORT...] --institution CODE --key BANK.key
          --hub-key HUB.pub [--hub-key NEW-HUB.pub] --ca CA.pem --cert CODE-tls.pem
          --tls-key CODE-tls.key --accounts ACCOUNTS.json [--server-name NAME]
          [--connection-name NAME] [--log-checkpoint FILE] [--proto-dir DIR]`;
@@ -387,10 +397,19 @@ async function main(argv) {
     for (const f of failed) console.error(`signing self-test FAILED: ${f}`);
     return 4;
   }
+  let where;
+  try {
+    // Several replicas of the hub: HOST:PORT,HOST:PORT (docs/failover.md).
+    where = await hubTarget(values.target);
+  } catch (err) {
+    console.error(`--target: ${err.message}\n${USAGE}`);
+    return 2;
+  }
   const signer = signing.signerFrom(crypto.createPrivateKey(readPem(values.key, 'signing key')));
   const proto = load(values['proto-dir']);
   const hub = new HubConnection({
-    target: values.target,
+    target: where.target,
+    authority: where.authority,
     institution: values.institution,
     signer,
     hubKeys: values['hub-key'].map(hubKeyFrom),

@@ -3,6 +3,8 @@
 // before anything in them is used, and the registry of members' keys.
 
 const crypto = require('node:crypto');
+const dns = require('node:dns');
+const net = require('node:net');
 const grpc = require('@grpc/grpc-js');
 const signing = require('./signing');
 const { ProofRefused, ProofUnavailable } = require('./witness');
@@ -45,6 +47,60 @@ class HubError extends Error {
   }
 }
 
+// The reason (google.rpc.ErrorInfo) of the UNAVAILABLE that ends the streams of a hub replica
+// that is shutting down: reconnect to another replica now (docs/failover.md).
+const DRAINING = 'HUB_DRAINING';
+const SCHEMES = ['dns:', 'ipv4:', 'ipv6:', 'unix:'];
+
+/**
+ * The hub's addresses as given (docs/failover.md): one gRPC target, or several HOST:PORT
+ * separated by commas. Throws an Error naming the entry and the form expected.
+ */
+function parseTargets(text) {
+  const given = String(text || '').trim();
+  if (SCHEMES.some((s) => given.startsWith(s))) return [{ text: given }];
+  const found = [];
+  for (const raw of given.split(',')) {
+    const entry = raw.trim();
+    if (!entry) throw new Error(`empty hub address in ${JSON.stringify(given)}: give HOST:PORT, several separated by commas`);
+    const m = /^(?:\[([^\]]+)\]|([^:\[\]]+)):(\d+)$/.exec(entry);
+    const port = m ? Number(m[3]) : 0;
+    if (!m || port < 1 || port > 65535) {
+      throw new Error(`hub address ${JSON.stringify(entry)} is not HOST:PORT (e.g. hub.example.cn:7443 or [::1]:7443); give several comma-separated`);
+    }
+    const host = m[1] || m[2];
+    const shown = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+    if (!found.some((f) => f.text === shown)) found.push({ text: shown, host, port });
+  }
+  return found;
+}
+
+/**
+ * One grpc-js target over the hub's addresses: a single one as given (a DNS name resolving to
+ * several is gRPC's to pick from); several as a static ipv4:/ipv6: list, names resolved now,
+ * spoken to (and TLS-checked) as the first entry. {target, authority, host}.
+ */
+async function hubTarget(text) {
+  const entries = parseTargets(text);
+  if (entries.length === 1) return { target: entries[0].text };
+  const v4 = [];
+  const v6 = [];
+  const unresolved = [];
+  for (const e of entries) {
+    let ips;
+    try {
+      ips = net.isIP(e.host) ? [{ address: e.host, family: net.isIP(e.host) }] : await dns.promises.lookup(e.host, { all: true });
+    } catch (err) {
+      unresolved.push(`${e.text} (${err.code || err.message})`);
+      continue;
+    }
+    for (const ip of ips) (ip.family === 4 ? v4 : v6).push(ip.family === 4 ? `${ip.address}:${e.port}` : `[${ip.address}]:${e.port}`);
+  }
+  if (v4.length === 0 && v6.length === 0) throw new Error(`none of the hub addresses resolves: ${unresolved.join(', ')}`);
+  const listed = [...new Set(v4.length ? v4 : v6)].join(',');
+  return { target: `${v4.length ? 'ipv4' : 'ipv6'}:${listed}`, authority: entries[0].text, host: entries[0].host };
+}
+
 /** {seconds: string, nanos} for a Date-like time in milliseconds (or the wall clock). */
 function timestamp(ms = Date.now()) {
   const seconds = Math.floor(ms / 1000);
@@ -54,14 +110,15 @@ function timestamp(ms = Date.now()) {
 class HubConnection {
   /**
    * @param {object} opts
-   * @param {string} opts.target        host:port of the hub
+   * @param {string} opts.target        the hub's gRPC target (hubTarget(...).target)
+   * @param {string} [opts.authority]   the name several replicas are spoken to as (hubTarget)
    * @param {string} opts.institution   this member's code
    * @param {object} opts.signer        signing.signerFrom(privateKey)
    * @param {Array<[string, Buffer]>} opts.hubKeys  trusted hub keys: [algorithm, raw key]
    * @param {object} opts.tls           {ca, cert, key} PEM buffers; serverName optional
    * @param {object} opts.proto         proto.load()
    */
-  constructor({ target, institution, signer, hubKeys, tls, proto, clock = Date.now, log, credentials }) {
+  constructor({ target, authority, institution, signer, hubKeys, tls, proto, clock = Date.now, log, credentials }) {
     // `credentials` (ready grpc-js channel credentials) is for tests that never dial the hub.
     if (!credentials && (!tls || !tls.ca || !tls.cert || !tls.key)) {
       throw new Error('the hub serves mutual TLS only: give the CA, certificate and key');
@@ -84,6 +141,12 @@ class HubConnection {
       'grpc.max_reconnect_backoff_ms': 5000,
       'grpc.max_receive_message_length': 8 * 1024 * 1024,
     };
+    if (authority) {
+      // A static address list has no name of its own: speak to every replica, and check its
+      // certificate, as the first name given (one certificate serves all replicas).
+      options['grpc.default_authority'] = authority;
+      options['grpc.ssl_target_name_override'] = authority.replace(/^\[?(.*?)\]?:\d+$/, '$1');
+    }
     if (tls && tls.serverName) options['grpc.ssl_target_name_override'] = tls.serverName;
     const s = proto.services;
     this.clients = {
@@ -310,4 +373,14 @@ class HubConnection {
   }
 }
 
-module.exports = { HUB, HubConnection, HubError, HubSignatureError, TRANSIENT, timestamp };
+module.exports = {
+  DRAINING,
+  HUB,
+  HubConnection,
+  HubError,
+  HubSignatureError,
+  TRANSIENT,
+  hubTarget,
+  parseTargets,
+  timestamp,
+};
