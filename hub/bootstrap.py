@@ -334,8 +334,10 @@ async def start(
     runner = Runner(hub, executor)
     router = DeliveryRouter(runner, ack_timeout=ack_timeout)
     router.bind(asyncio.get_running_loop())
-    # Commits that queue deliveries wake the router from then on.
+    # Commits that queue deliveries wake the router from then on, and count the first
+    # attempt of those a stream here takes at once.
     hub.subscribe(router)
+    hub.live_streams = router
     metrics = HubMetrics()
     router.metrics = metrics
     if read_snapshot is not None:

@@ -176,6 +176,10 @@ class DeliveryRouter:
         self._open = 0
         # Set when the hub shuts down: its streams end as "reconnect elsewhere now".
         self.draining = False
+        # Per institution whose streams here take a delivery at once, the keys that opened
+        # them: read by commits on worker threads (stream_keys), so replaced whole, never
+        # changed in place.
+        self._live_keys: dict[str, frozenset[str]] = {}
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -212,6 +216,17 @@ class DeliveryRouter:
         for anyone); those connected here read their outbox (hub.store.wakeups)."""
         self._committed(list(self.groups if institutions is None else institutions), [])
 
+    def stream_keys(self, recipient: str) -> frozenset[str] | None:
+        """LiveStreams: called from a commit's thread."""
+        return self._live_keys.get(recipient)
+
+    def _publish(self, group: InstitutionGroup) -> None:
+        keys = frozenset(c.key_id for c in group.live())
+        if keys and not group.backlog and self.groups.get(group.code) is group:
+            self._live_keys[group.code] = keys
+        else:
+            self._live_keys.pop(group.code, None)
+
     def attach(self, institution: str, name: str, key_id: str = "") -> Connection:
         conn = Connection(institution, name, next(self._ids), key_id=key_id)
         group = self.groups.get(institution)
@@ -221,6 +236,7 @@ class DeliveryRouter:
         self._opened(1)
         # A new connection gets everything unacknowledged that is not in flight elsewhere.
         self._reload(group)
+        self._publish(group)
         if self._task is None or self._task.done():
             # A context of its own: the router's lines are about every stream, not the one
             # whose call happened to start it (hub.observability.logs).
@@ -238,7 +254,8 @@ class DeliveryRouter:
         self._opened(-1)
         if not group.connections:
             del self.groups[conn.institution]
-        elif any(f.connection is conn for f in group.in_flight.values()):
+        self._publish(group)
+        if group.connections and any(f.connection is conn for f in group.in_flight.values()):
             self._reload(group)  # its unacknowledged deliveries move to the other connection
         log.info("%s stream %s closed", conn.institution, conn.name)
 
@@ -391,6 +408,7 @@ class DeliveryRouter:
 
         now = time.monotonic()
         plan: dict[str, list[PendingDelivery]] = {}
+        fresh: set[int] = set()
         for code, handed in pushed.items():
             group = self.groups.get(code)
             if group is None:
@@ -412,6 +430,7 @@ class DeliveryRouter:
                 candidates = sorted([*rows, *later], key=lambda d: d.sequence)
             else:
                 candidates = sorted(handed.values(), key=lambda d: d.sequence)
+            self._publish(group)
             live = group.live()
             todo = [
                 d
@@ -421,29 +440,59 @@ class DeliveryRouter:
             ]
             if todo and live:
                 plan[code] = todo
+                # Counted by the commit that queued it, and not sent since.
+                fresh.update(
+                    d.sequence
+                    for d in todo
+                    if (h := handed.get(d.sequence)) is not None
+                    and h.counted
+                    and d.sequence not in group.in_flight
+                )
         if not plan:
             return
 
-        streams = {code: {c.key_id for c in self.groups[code].live() if c.key_id} for code in plan}
-        sends = {code: [d.sequence for d in todo] for code, todo in plan.items()}
-        prepared = await self._db(service.prepare_sends, streams, sends)
+        counting = {
+            code: uncounted
+            for code, todo in plan.items()
+            if (uncounted := [d.sequence for d in todo if d.sequence not in fresh])
+        }
+        # What its commit counted goes out now; an institution with anything else to count
+        # waits for that transaction, its deliveries staying in sequence order.
+        self._put({c: todo for c, todo in plan.items() if c not in counting}, None, fresh)
+        if not counting:
+            return
+        streams = {c: {n.key_id for n in self.groups[c].live() if n.key_id} for c in counting}
+        prepared = await self._db(service.prepare_sends, streams, counting)
+        self._put({code: plan[code] for code in counting}, prepared, fresh)
 
+    def _put(
+        self,
+        plan: dict[str, list[PendingDelivery]],
+        prepared: service.Prepared | None,
+        fresh: set[int],
+    ) -> None:
+        """Queue `plan` on the institutions' live connections, the least loaded first (a
+        redelivery to another connection than the one it went out on); `prepared` ends the
+        streams whose keys can no longer sign and has the attempts of what is not `fresh`."""
         now = time.monotonic()
         for code, todo in plan.items():
             group = self.groups.get(code)
             if group is None:
                 continue
-            ended = prepared.ended.get(code, {})
+            ended = prepared.ended.get(code, {}) if prepared is not None else {}
             for conn in group.live():
                 if conn.key_id in ended:
                     log.warning("%s stream %s closed: %s", code, conn.name, ended[conn.key_id])
                     conn.error = ended[conn.key_id]
                     conn.queue.put_nowait(_CLOSE)
+            self._publish(group)
             live = group.live()
             if not live:
                 continue
             for d in todo:
-                attempt = prepared.attempts.get(d.sequence)
+                attempt = 1 if d.sequence in fresh else None
+                if attempt is None and prepared is not None:
+                    attempt = prepared.attempts.get(d.sequence)
                 if attempt is None:
                     continue  # acknowledged meanwhile
                 flight = group.in_flight.pop(d.sequence, None)
@@ -512,6 +561,7 @@ class DeliveryRouter:
             for conn in group.connections:
                 conn.queue.put_nowait(_CLOSE)
         self.groups.clear()
+        self._live_keys.clear()
         self._opened(-self._open)
         # A transaction under way finishes on its thread; nothing new starts.
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -541,7 +591,7 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
         """`item` (a delivery) carrying the latest log checkpoint when this connection has not
         had it yet; with no item, a message of sequence 0 carrying it (None before the hub
         signed any). Members witness the log with it (docs/witness.md)."""
-        current = await self.r.log_checkpoint()
+        current = await self.r.log_checkpoint(wait=item is None)
         due = time.monotonic() - conn.checkpoint_at >= self.checkpoint_every
         if item is not None and (current is None or (current == conn.checkpoint_sent and not due)):
             return item

@@ -44,6 +44,10 @@ class Runner:
     def __init__(self, hub: Hub, executor: ThreadPoolExecutor) -> None:
         self.hub = hub
         self.executor = executor
+        # The read of the latest checkpoint under way: every stream and answer that finds
+        # the cached one stale shares it (a broadcast's 1,000 streams found it stale together
+        # and queued 1,000 reads in the request pool).
+        self._refresh: asyncio.Future[bytes | None] | None = None
 
     async def call(self, fn: Any, *args: Any) -> Any:
         # With the caller's context: log lines written on the worker thread carry the
@@ -51,17 +55,25 @@ class Runner:
         work = functools.partial(contextvars.copy_context().run, fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self.executor, work)
 
-    async def log_checkpoint(self) -> bytes | None:
+    async def log_checkpoint(self, *, wait: bool = True) -> bytes | None:
         """The newest signed log checkpoint (serialized Envelope), None before the first; the
-        database is read at most once per LatestCheckpoint.max_age, off the event loop."""
+        database is read at most once per LatestCheckpoint.max_age, off the event loop.
+        `wait=False` (a delivery): once read, the cached one while a due read is under way,
+        so the delivery does not queue behind requests for the pool thread it needs."""
         latest = self.hub.latest_checkpoint
         if not latest.stale():
             return latest.peek()
+        refresh, loop = self._refresh, asyncio.get_running_loop()
+        if refresh is None or refresh.done() or refresh.get_loop() is not loop:
+            refresh = self._refresh = asyncio.ensure_future(self.call(latest.get))
+            # Retrieved here too, so that one nobody waited for does not log as lost.
+            refresh.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if not wait and latest.read_before():
+            return latest.peek()
         try:
-            found: bytes | None = await self.call(latest.get)
+            return await asyncio.shield(refresh)
         except RuntimeError:  # the pool is shut down: the hub is stopping
             return latest.peek()
-        return found
 
     async def checkpoint_trailers(self) -> tuple[tuple[str, bytes], ...]:
         envelope = await self.log_checkpoint()

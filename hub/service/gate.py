@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -46,6 +47,11 @@ class Members:
     version: int | None
     by_code: dict[str, Institution]
     kinds: dict[str, InstitutionKind]
+
+    def may_sign(self, code: str, key_ids: Collection[str], now: datetime) -> bool:
+        """Whether every one of `key_ids` is a key of `code` that may sign at `now`."""
+        member = self.by_code.get(code)
+        return member is not None and set(key_ids) <= {k.key_id for k in member.usable_keys(now)}
 
 
 class MemberCache:

@@ -40,6 +40,10 @@ class LatestCheckpoint:
         """The cached signed envelope, without reading the database."""
         return self._envelope
 
+    def read_before(self) -> bool:
+        """Whether the database was read at least once (peek() then says what it held)."""
+        return self._read_at is not None
+
     def stale(self) -> bool:
         read_at = self._read_at
         return read_at is None or self._monotonic() - read_at >= self.max_age

@@ -39,6 +39,8 @@ from hub.service.ports import (
     AuditEntry,
     Clock,
     InboundRecord,
+    LiveStreams,
+    NewDelivery,
     Notifier,
     PendingDelivery,
     Signer,
@@ -124,13 +126,13 @@ class Context:
 
     def deliver(self, recipient: str, notice: delivery_pb2.Notice) -> None:
         """Queue a hub-signed notice in the outbox, in this transaction."""
-        self.queued.append(self.hub.deliver(self.uow, recipient, notice, self.now))
-        self.notified.add(recipient)
+        self.deliver_to([recipient], notice)
 
     def deliver_to(self, recipients: Iterable[str], notice: delivery_pb2.Notice) -> None:
         """The same notice to each recipient, each signed for its recipient."""
-        for recipient in recipients:
-            self.deliver(recipient, notice)
+        to = list(recipients)
+        self.queued += self.hub.deliver(self.uow, to, notice, self.now, self.members)
+        self.notified.update(to)
 
     def track(self, case: Case, *, new: bool = False) -> None:
         """Watch a case so the clocks follow what this command does to it."""
@@ -251,6 +253,8 @@ class Hub:
         self.list_terms = list_terms or Terms()
         # Told of every commit that queued deliveries (the delivery router subscribes).
         self._notifiers: list[Notifier] = [notifier] if notifier is not None else []
+        # The streams open here (the delivery router): see _at_once.
+        self.live_streams: LiveStreams | None = None
         self._list_listeners: list[Callable[[], None]] = []
         self.store_retry_delays: tuple[float, ...] = STORE_RETRY_DELAYS
         self.writes = GroupCommit(uow, retry_delays=STORE_RETRY_DELAYS)
@@ -349,23 +353,37 @@ class Hub:
         )
 
     def deliver(
-        self, uow: UnitOfWork, recipient: str, notice: delivery_pb2.Notice, now: datetime
-    ) -> PendingDelivery:
-        """Queue a hub-signed notice in the outbox and the audit log, in `uow`'s transaction."""
-        sealed = self.seal(recipient, notice, now)
-        data = sealed.SerializeToString()
-        kind = _notice_kind(notice)
-        sequence = uow.outbox.add(recipient, kind, notice.case_id or None, data, now)
-        _audit_sent(
-            uow,
-            sealed,
-            data,
-            f"{kind} to {recipient}: {notice.summary}",
-            now,
-            case_id=notice.case_id or None,
-            order_id=notice.order.order_id or None,
-        )
-        return PendingDelivery(sequence, recipient, data, 0)
+        self,
+        uow: UnitOfWork,
+        recipients: Sequence[str],
+        notice: delivery_pb2.Notice,
+        now: datetime,
+        members: Members | None = None,
+    ) -> list[PendingDelivery]:
+        """Queue a hub-signed notice to each recipient in the outbox and the audit log, in
+        `uow`'s transaction (`members`: its registry, when its commit hands the rows over)."""
+        kind, case_id = _notice_kind(notice), notice.case_id or None
+        sealed = [self.seal(r, notice, now) for r in recipients]
+        rows = [
+            NewDelivery(r, kind, case_id, s.SerializeToString(), self._at_once(r, now, members))
+            for r, s in zip(recipients, sealed, strict=True)
+        ]
+        sequences = uow.outbox.add_many(rows, now)
+        for row, message in zip(rows, sealed, strict=True):
+            detail = f"{kind} to {row.recipient}: {notice.summary}"
+            order_id = notice.order.order_id or None
+            _audit_sent(uow, message, row.envelope, detail, now, case_id=case_id, order_id=order_id)
+        return [
+            PendingDelivery(q, r.recipient, r.envelope, int(r.sent), counted=r.sent)
+            for q, r in zip(sequences, rows, strict=True)
+        ]
+
+    def _at_once(self, recipient: str, now: datetime, members: Members | None) -> bool:
+        """Whether streams here take the row at once, each opened with a key that may sign."""
+        if members is None or self.live_streams is None:
+            return False
+        keys = self.live_streams.stream_keys(recipient)
+        return keys is not None and members.may_sign(recipient, keys, now)
 
     def pending(self, institution: str, limit: int = 500) -> Sequence[PendingDelivery]:
         """What waits in the outbox for `institution`, unacknowledged, in order."""

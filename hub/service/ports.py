@@ -73,6 +73,18 @@ class Notifier(Protocol):
         ...
 
 
+class LiveStreams(Protocol):
+    """The delivery streams open in this process (the delivery router), as a transaction
+    that queues a delivery sees them: a delivery a stream here takes at once has its first
+    attempt counted in that transaction, so it goes out without a transaction of its own
+    (the router counts every other attempt before sending it, in one for the batch)."""
+
+    def stream_keys(self, recipient: str) -> frozenset[str] | None:
+        """The key ids that opened `recipient`'s streams here that take a delivery at once,
+        or None when none would: no stream, or older deliveries must be read first."""
+        ...
+
+
 @dataclass(frozen=True)
 class InboundRecord:
     digest: bytes
@@ -86,6 +98,9 @@ class PendingDelivery:
     recipient: str
     envelope: bytes
     attempts: int
+    # Counted as sent (attempt 1) by the transaction that queued it, for a stream open in
+    # this process: the router sends it without counting it again.
+    counted: bool = False
 
 
 @dataclass(frozen=True)
@@ -331,10 +346,27 @@ class InboundRepository(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True)
+class NewDelivery:
+    recipient: str
+    kind: str
+    case_id: str | None
+    envelope: bytes
+    # Its first attempt is counted as it is queued: it goes out at once on a stream here.
+    sent: bool = False
+
+
 class Outbox(Protocol):
     def add(
         self, recipient: str, kind: str, case_id: str | None, envelope: bytes, now: datetime
-    ) -> int: ...
+    ) -> int:
+        """`add_many` of one, not counted as sent."""
+        ...
+
+    def add_many(self, rows: Sequence[NewDelivery], now: datetime) -> list[int]:
+        """Queue deliveries, in one statement however many (a broadcast's thousand); their
+        sequences, in the order of `rows`."""
+        ...
 
     def pending(self, recipient: str, limit: int) -> Sequence[PendingDelivery]: ...
 

@@ -49,8 +49,8 @@ class JobHost(lists.ListHost, Protocol):
     latest_checkpoint: LatestCheckpoint
 
     def deliver(
-        self, uow: UnitOfWork, recipient: str, notice: delivery_pb2.Notice, now: datetime
-    ) -> PendingDelivery: ...
+        self, uow: UnitOfWork, recipients: Sequence[str], notice: delivery_pb2.Notice, now: datetime
+    ) -> list[PendingDelivery]: ...
 
     def notify(self, recipients: set[str], deliveries: Sequence[PendingDelivery] = ()) -> None: ...
 
@@ -282,8 +282,7 @@ class Sweeper:
         )
         if case is not None and clock.order_id:
             notice.order.CopyFrom(wire.order_to_proto(case.order(clock.order_id)))
-        for recipient in to:
-            hub.deliver(uow, recipient, notice, now)
+        hub.deliver(uow, list(to), notice, now)
         return set(to)
 
     def _expire(self, clock_id: str) -> int:

@@ -73,6 +73,7 @@ from hub.service.ports import (
     LogCheckpointRow,
     LoggedRecord,
     LogState,
+    NewDelivery,
     Outbox,
     PendingDelivery,
     RuleRepository,
@@ -110,7 +111,10 @@ from hub.store.tables import (
 # Built once: an insert built per call with .values(...) costs several times its execution
 # in statement construction and cache-key work (bench/clocks.py profiles showed ~4x).
 INSERT_INBOUND = inbound_messages.insert()
-INSERT_DELIVERY = deliveries.insert().returning(deliveries.c.sequence)
+INSERT_DELIVERIES = deliveries.insert().returning(
+    deliveries.c.sequence, sort_by_parameter_order=True
+)
+INSERT_DELIVERIES_SQLITE = deliveries.insert().returning(deliveries.c.sequence)
 
 
 def _reaching(source: Any, case_col: Any, inst: Any, acct: Any, *extra: Any) -> Any:
@@ -968,18 +972,34 @@ class SqlOutbox:
     def add(
         self, recipient: str, kind: str, case_id: str | None, envelope: bytes, now: datetime
     ) -> int:
+        return self.add_many([NewDelivery(recipient, kind, case_id, envelope)], now)[0]
+
+    def add_many(self, rows: Sequence[NewDelivery], now: datetime) -> list[int]:
+        if not rows:
+            return []
+        # One INSERT ... RETURNING for all of them (SQLAlchemy's "insertmanyvalues"): a
+        # broadcast's 1,000 were 1,000 statements. Asked to return the sequences in the rows'
+        # order, SQLAlchemy inserts row by row on SQLite; there a writer holds the write lock
+        # (BEGIN IMMEDIATE) and each row of one INSERT takes the next rowid in turn, so the
+        # sequences, sorted, are in the rows' order.
+        sqlite = self.session.connection().dialect.name == "sqlite"
         result = self.session.execute(
-            INSERT_DELIVERY,
-            {
-                "recipient": recipient,
-                "kind": kind,
-                "case_id": case_id,
-                "envelope": envelope,
-                "created_at": now,
-                "attempts": 0,
-            },
+            INSERT_DELIVERIES_SQLITE if sqlite else INSERT_DELIVERIES,
+            [
+                {
+                    "recipient": r.recipient,
+                    "kind": r.kind,
+                    "case_id": r.case_id,
+                    "envelope": r.envelope,
+                    "created_at": now,
+                    "attempts": 1 if r.sent else 0,
+                    "first_sent_at": now if r.sent else None,
+                }
+                for r in rows
+            ],
         )
-        return int(result.scalar_one())
+        sequences = [int(s) for s in result.scalars()]
+        return sorted(sequences) if sqlite else sequences
 
     def pending(self, recipient: str, limit: int) -> Sequence[PendingDelivery]:
         rows = self.session.execute(

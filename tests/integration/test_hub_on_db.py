@@ -29,7 +29,7 @@ from hub.service.commands.delivery import Ack, acknowledge_many
 from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
 from hub.service.gate import Gate
 from hub.service.pipeline import Command, Hub
-from hub.service.ports import AuditEntry, PendingDelivery
+from hub.service.ports import AuditEntry, NewDelivery, PendingDelivery
 from hub.store.sql import SqlStore
 from hub.store.tables import audit_log, cases, deliveries, inbound_messages
 from hub.system.clock import ManualClock
@@ -526,16 +526,18 @@ class Crash(RuntimeError):
 
 
 def crash_on_outbox_add(monkeypatch: pytest.MonkeyPatch, nth: int) -> list[str]:
+    """A power cut as the outbox is about to take its `nth` row; the recipients asked for."""
     calls: list[str] = []
-    original = sql.SqlOutbox.add
+    original = sql.SqlOutbox.add_many
 
-    def add(self: sql.SqlOutbox, recipient: str, *args: Any) -> int:
-        calls.append(recipient)
-        if len(calls) == nth:
-            raise Crash(f"power cut at outbox add #{nth}")
-        return original(self, recipient, *args)
+    def add_many(self: sql.SqlOutbox, rows: Sequence[NewDelivery], *args: Any) -> list[int]:
+        for row in rows:
+            calls.append(row.recipient)
+            if len(calls) == nth:
+                raise Crash(f"power cut at outbox add #{nth}")
+        return original(self, rows, *args)
 
-    monkeypatch.setattr(sql.SqlOutbox, "add", add)
+    monkeypatch.setattr(sql.SqlOutbox, "add_many", add_many)
     return calls
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from hub.crypto.keys import PrivateKey
 from hub.domain.institutions import KeyState
 from hub.service.admin import NewKey, Registry
+from hub.service.ports import NewDelivery
 from hub.store.sql import SqlStore
 from hub.store.tables import deliveries
 from hub.system.clock import ManualClock
@@ -112,3 +113,37 @@ def test_key_states_of_many_members_in_one_query(members: SqlStore) -> None:  # 
     assert states["BANKA"][id2] == (KeyState.ACTIVE, None)
     assert states["BANKB"] == {id0: (KeyState.ACTIVE, T + HOUR), id3: (KeyState.ACTIVE, None)}
     assert states["NOBODY"] == {}
+
+
+def test_add_many_queues_rows_in_one_statement_in_order_the_sent_ones_counted(
+    members: SqlStore,  # noqa: F811
+) -> None:
+    before = queue(members, ("BANKA", b"a0"))
+    rows = [
+        NewDelivery("BANKB", "order", "C1", b"b1", sent=True),
+        NewDelivery("BANKA", "report_received", None, b"a1" + BLOB),
+        NewDelivery("BANKB", "order", "C1", b"b2"),
+    ]
+    with members() as uow:
+        sequences = uow.outbox.add_many(rows, T)
+        assert uow.outbox.add_many([], T) == []
+        uow.commit()
+    assert sequences == sorted(sequences) and sequences[0] > before[0]
+    with members(read_only=True) as uow:
+        stored = {
+            s: (r, e, a, f)
+            for s, r, e, a, f in uow.session.execute(  # type: ignore[attr-defined]
+                select(
+                    deliveries.c.sequence,
+                    deliveries.c.recipient,
+                    deliveries.c.envelope,
+                    deliveries.c.attempts,
+                    deliveries.c.first_sent_at,
+                ).where(deliveries.c.sequence.in_(sequences))
+            )
+        }
+    assert [stored[s] for s in sequences] == [
+        ("BANKB", b"b1", 1, T),
+        ("BANKA", b"a1" + BLOB, 0, None),
+        ("BANKB", b"b2", 0, None),
+    ]

@@ -44,6 +44,7 @@ from hub.service.ports import (
     LogCheckpointRow,
     LoggedRecord,
     LogState,
+    NewDelivery,
     PendingDelivery,
 )
 
@@ -439,12 +440,27 @@ class FakeOutbox:
     def add(
         self, recipient: str, kind: str, case_id: str | None, envelope: bytes, now: datetime
     ) -> int:
-        sequence = self._state.next_sequence
-        self._state.next_sequence += 1
-        self._state.deliveries.append(
-            Delivery(sequence, recipient, kind, case_id, bytes(envelope), now)
-        )
-        return sequence
+        return self.add_many([NewDelivery(recipient, kind, case_id, envelope)], now)[0]
+
+    def add_many(self, rows: Sequence[NewDelivery], now: datetime) -> list[int]:
+        sequences = []
+        for r in rows:
+            sequence = self._state.next_sequence
+            self._state.next_sequence += 1
+            self._state.deliveries.append(
+                Delivery(
+                    sequence,
+                    r.recipient,
+                    r.kind,
+                    r.case_id,
+                    bytes(r.envelope),
+                    now,
+                    attempts=int(r.sent),
+                    first_sent_at=now if r.sent else None,
+                )
+            )
+            sequences.append(sequence)
+        return sequences
 
     def pending(self, recipient: str, limit: int) -> Sequence[PendingDelivery]:
         rows = [d for d in self._state.deliveries if d.recipient == recipient and not d.acked_at]

@@ -26,17 +26,22 @@ from stophub.v1 import delivery_pb2
 from tests.unit.test_handlers import World
 
 
-def queue(w: World, *recipients: str) -> list[PendingDelivery]:
-    """One committed outbox row per recipient, as a command's commit queues them."""
+def queue(w: World, *recipients: str, handed_over: bool = False) -> list[PendingDelivery]:
+    """One committed outbox row per recipient, as a command's commit queues them;
+    `handed_over`: as a command whose commit hands its rows to the router (Context.deliver,
+    with the registry as of its transaction)."""
     with w.store() as uow:
+        members = w.hub.gate.members.current(uow) if handed_over else None
         rows = [
-            w.hub.deliver(
+            row
+            for r in recipients
+            for row in w.hub.deliver(
                 uow,
-                r,
+                [r],
                 delivery_pb2.Notice(kind=delivery_pb2.NOTICE_KIND_REPORT_RECEIVED, summary="x"),
                 w.clock.now(),
+                members,
             )
-            for r in recipients
         ]
         uow.commit()
     return rows
@@ -263,14 +268,22 @@ async def test_recipients_named_without_rows_are_read_from_the_outbox(setup: Set
     assert (item.sequence, item.attempt) == (row.sequence, 1)
 
 
+async def three_streams(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> tuple[DeliveryRouter, dict[str, Connection], list[tuple[Any, ...]]]:
+    """A router with a stream each of AFC, BANKB and PAYX, settled, and the calls of
+    prepare_sends from then on."""
+    router = setup.router(ack_timeout=30)
+    streams = {code: setup.attach(router, code) for code in ("AFC", "BANKB", "PAYX")}
+    await settled(router)
+    return router, streams, Calls(monkeypatch).watch("prepare_sends")
+
+
 async def test_a_revoked_or_retired_key_ends_its_stream_before_a_pushed_delivery(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     w = setup.w
-    router = setup.router(ack_timeout=30)
-    streams = {code: setup.attach(router, code) for code in ("AFC", "BANKB", "PAYX")}
-    await settled(router)
-    checks = Calls(monkeypatch).watch("prepare_sends")
+    router, streams, checks = await three_streams(setup, monkeypatch)
     new = PrivateKey.generate()
     w.registry.add_key("BANKB", NewKey(new.algorithm, new.public_key))
     w.registry.revoke_key("BANKB", w.keys["BANKB"].key_id)
@@ -287,6 +300,41 @@ async def test_a_revoked_or_retired_key_ends_its_stream_before_a_pushed_delivery
     # The keys of all three were checked with the attempts, in one call (one transaction).
     assert len(checks) == 1
     assert set(checks[0][0]) == {"AFC", "BANKB", "PAYX"}
+
+
+async def test_a_commit_counts_what_a_stream_here_takes_at_once_and_it_goes_out_as_is(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = setup.w
+    router, streams, checks = await three_streams(setup, monkeypatch)
+    w.hub.live_streams = router
+    new = PrivateKey.generate()
+    w.registry.add_key("BANKB", NewKey(new.algorithm, new.public_key))
+    w.registry.revoke_key("BANKB", w.keys["BANKB"].key_id)
+    rows = queue(w, "AFC", "AFC", "BANKB", "PAYX", "REG", handed_over=True)
+    # Counted in the commit: the institutions streaming here with keys that may sign; not
+    # BANKB (its stream's key was revoked before the commit), nor REG (no stream here).
+    assert [(r.counted, attempts(w, r.sequence)) for r in rows] == [
+        (True, 1),
+        (True, 1),
+        (False, 0),
+        (True, 1),
+        (False, 0),
+    ]
+    router.notify({"AFC", "BANKB", "PAYX", "REG"}, rows)
+
+    got = [await next_item(streams["AFC"]), await next_item(streams["AFC"])]
+    got.append(await next_item(streams["PAYX"]))
+    assert [(d.sequence, d.attempt) for d in got] == [(r.sequence, 1) for r in rows[:2] + rows[3:4]]
+    assert await next_item(streams["BANKB"]) is _CLOSE
+    error = streams["BANKB"].error
+    assert isinstance(error, DomainError) and error.reason == "KEY_REVOKED"
+    # Only the stream the commit could not vouch for had its key checked before sending.
+    assert [set(streams_) for streams_, _ in checks] == [{"BANKB"}]
+    assert [attempts(w, r.sequence) for r in rows] == [1, 1, 0, 1, 0]
+    # With its only stream ended, BANKB takes nothing at once: the next commit leaves it.
+    assert router.stream_keys("BANKB") is None
+    assert router.stream_keys("AFC") == {w.keys["AFC"].key_id}
 
 
 async def test_an_idle_router_asks_the_outbox_once_a_tick_for_every_institution(
