@@ -184,7 +184,7 @@ class OutcomeQuery(_message.Message):
     period: Global___OutcomePeriod.ValueType
     @_builtins.property
     def from_time(self) -> _timestamp_pb2.Timestamp:
-        """The range, [from_time, to_time): both required, from before to, at most 400 days apart."""
+        """The range, [from_time, to_time): both required, from before to, at most 1,000 days apart."""
 
     @_builtins.property
     def to_time(self) -> _timestamp_pb2.Timestamp: ...
