@@ -19,13 +19,16 @@ import csv
 import io
 import statistics
 import uuid
+import xml.etree.ElementTree as ET
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from hub.cli import main
 from hub.cli.report import report as report_cli
 from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
 from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
@@ -391,3 +394,58 @@ def test_outcome_figures(net: Net, database_url: str) -> None:
     recomputed = from_audit_log(net, DAY[0], DAY[2], split=False)
     for name in FIGURES:
         assert early[("BANKA", "whole", name)] == recomputed[("BANKA", "whole")][name]
+
+
+def test_the_page_draws_the_figures_and_bad_dates_are_one_line(
+    net: Net, database_url: str, tmp_path: Path
+) -> None:
+    build(net)
+    out = tmp_path / "outcomes.html"
+    args = ["outcomes", "--db", database_url, "--from", "2026-03-02", "--to", "2026-03-04"]
+    result = CliRunner().invoke(report_cli, [*args, "--period", "day", "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert result.output.startswith(f"wrote {out}: ")
+    html = out.read_text(encoding="utf-8")
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    root = ET.fromstring(html.removeprefix("<!DOCTYPE html>"))  # well-formed as XML
+    charts = {svg.get("id"): svg for svg in root.iter("svg")}
+    assert set(charts) == {"money-over-time", "money-per-institution"}
+    # Per day: March 2 has lost, first-layer, downstream and frozen bars; March 4 the return.
+    bars = [
+        (rect.get("data-figure"), float(rect.get("height") or 0))
+        for rect in charts["money-over-time"].iter("rect")
+        if rect.get("data-figure")
+    ]
+    assert {name for name, _ in bars} == {
+        "lost_fen",
+        "stopped_first_layer_fen",
+        "stopped_downstream_fen",
+        "frozen_fen",
+        "returned_fen",
+    }
+    assert all(height > 0 for _, height in bars)
+    per_inst = [r.get("data-figure") for r in charts["money-per-institution"].iter("rect")]
+    assert per_inst.count("lost_fen") == 2, "BANKA and BANKB reported money lost"
+    # The table's cells are the CSV's figures.
+    got = run_csv(database_url, "2026-03-02", "2026-03-04", "--period", "day")
+    table = next(t for t in root.iter("table") if t.get("id") == "figures-table")
+    rows = [tr for tr in table.iter("tr") if tr.find("td") is not None]
+    assert len(rows) == len({(i, w) for i, w, _ in got})
+    whole_banka = next(
+        tr for tr in rows if [td.text for td in tr.findall("td")[:2]] == ["BANKA", "whole range"]
+    )
+    cells = {td.get("data-figure"): td for td in whole_banka.findall("td")}
+    for name in ("lost_fen", "stopped_first_layer_fen", "frozen_fen", "returned_fen"):
+        assert cells[name].get("data-fen") == got[("BANKA", "whole", name)]
+    assert cells["recovered_share"].text == "50.0%"
+
+    # Bad dates: one line, exit 2, through the `stophub` command itself.
+    for bad in (
+        ["--from", "2026-02-30", "--to", "2026-03-04"],
+        ["--from", "2026-03-04", "--to", "2026-03-01"],
+        ["--from", "2020-01-01", "--to", "2026-03-01"],
+    ):
+        result = CliRunner().invoke(main, ["report", "outcomes", "--db", database_url, *bad])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: Invalid value for --"), lines
