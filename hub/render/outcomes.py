@@ -13,26 +13,8 @@ from datetime import timedelta
 from hub.domain.wording import yuan
 from hub.render.report import CSS, PALETTE, _svg_open, _t, text_width
 from hub.render.wording import duration, stamp
-from hub.service.outcomes import Figures, OutcomeReport, OutcomeRow, Period
+from hub.service.outcomes import FIGURE_NAMES, Figures, OutcomeReport, OutcomeRow, Period
 
-# The CSV's figures, in its order: (name, how it is read from a row's figures). docs/outcomes.md
-# lists the same names; a figure added later is a new name, never a changed one.
-CSV_FIGURES: tuple[str, ...] = (
-    "reports",
-    "lost_fen",
-    "first_layer_stops",
-    "stopped_first_layer_fen",
-    "downstream_stops",
-    "stopped_downstream_fen",
-    "freezes",
-    "frozen_fen",
-    "returns",
-    "returned_fen",
-    "recovered_share",
-    "first_stops",
-    "first_stop_median_seconds",
-    "first_stop_p90_seconds",
-)
 CSV_COLUMNS = ("institution", "period_start", "period_end", "figure", "value")
 # The amounts the charts draw, with their colours.
 SERIES = (
@@ -60,7 +42,7 @@ def render_csv(report: OutcomeReport) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in report.rows:
-        for name in CSV_FIGURES:
+        for name in FIGURE_NAMES:
             writer.writerow(
                 (
                     row.institution or "ALL",

@@ -18,7 +18,7 @@ answer, a first stop by the answer of the case's first stop that held money.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -163,49 +163,42 @@ def periods(
 # ---- the figures --------------------------------------------------------------------------------
 
 
+# The figures that are sums over records, in the CSV's order (docs/outcomes.md).
+SUMMED = (
+    "reports",
+    "lost_fen",
+    "first_layer_stops",
+    "stopped_first_layer_fen",
+    "downstream_stops",
+    "stopped_downstream_fen",
+    "freezes",
+    "frozen_fen",
+    "returns",
+    "returned_fen",
+)
+# Every figure's name, in the CSV's order.
+FIGURE_NAMES = (
+    *SUMMED,
+    "recovered_share",
+    "first_stops",
+    "first_stop_median_seconds",
+    "first_stop_p90_seconds",
+)
+
+
 @dataclass
 class _Tally:
-    reports: int = 0
-    lost_fen: int = 0
-    first_layer_stops: int = 0
-    stopped_first_layer_fen: int = 0
-    downstream_stops: int = 0
-    stopped_downstream_fen: int = 0
-    freezes: int = 0
-    frozen_fen: int = 0
-    returns: int = 0
-    returned_fen: int = 0
+    sums: Counter[str] = field(default_factory=Counter)
     to_first_stop: list[float] = field(default_factory=list)
 
     def add(self, other: _Tally) -> None:
-        for name in (
-            "reports",
-            "lost_fen",
-            "first_layer_stops",
-            "stopped_first_layer_fen",
-            "downstream_stops",
-            "stopped_downstream_fen",
-            "freezes",
-            "frozen_fen",
-            "returns",
-            "returned_fen",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.sums.update(other.sums)
         self.to_first_stop.extend(other.to_first_stop)
 
     def figures(self) -> Figures:
         median, p90 = median_p90(sorted(self.to_first_stop))
         return Figures(
-            reports=self.reports,
-            lost_fen=self.lost_fen,
-            first_layer_stops=self.first_layer_stops,
-            stopped_first_layer_fen=self.stopped_first_layer_fen,
-            downstream_stops=self.downstream_stops,
-            stopped_downstream_fen=self.stopped_downstream_fen,
-            freezes=self.freezes,
-            frozen_fen=self.frozen_fen,
-            returns=self.returns,
-            returned_fen=self.returned_fen,
+            **{name: self.sums[name] for name in SUMMED},
             first_stops=len(self.to_first_stop),
             first_stop_median_seconds=median,
             first_stop_p90_seconds=p90,
@@ -259,17 +252,12 @@ def figures(
 
     for r in reports:
         if (t := tally(r.institution, r.received_at)) is not None:
-            t.reports += 1
-            t.lost_fen += r.lost_fen
+            t.sums.update(reports=1, lost_fen=r.lost_fen)
     stops, firsts = counted_stops(answers)
     for a in stops:
         if (t := tally(a.institution, a.answered_at)) is not None:
-            if a.downstream:
-                t.downstream_stops += 1
-                t.stopped_downstream_fen += a.held_fen
-            else:
-                t.first_layer_stops += 1
-                t.stopped_first_layer_fen += a.held_fen
+            layer = "downstream" if a.downstream else "first_layer"
+            t.sums.update({f"{layer}_stops": 1, f"stopped_{layer}_fen": a.held_fen})
     for a in firsts:
         if (t := tally(a.institution, a.answered_at)) is not None:
             t.to_first_stop.append((a.answered_at - a.case_received_at).total_seconds())
@@ -278,11 +266,9 @@ def figures(
         paid = a.kind == OrderKind.RETURN.value and a.returned_fen > 0
         if (freeze or paid) and (t := tally(a.institution, a.answered_at)) is not None:
             if freeze:
-                t.freezes += 1
-                t.frozen_fen += a.held_fen
+                t.sums.update(freezes=1, frozen_fen=a.held_fen)
             else:
-                t.returns += 1
-                t.returned_fen += a.returned_fen
+                t.sums.update(returns=1, returned_fen=a.returned_fen)
 
     institutions = sorted({inst for inst, _ in tallies} | ({institution} if institution else set()))
     rows: list[OutcomeRow] = []

@@ -13,7 +13,7 @@ from hub.domain.errors import InvalidArgument, PermissionDenied
 from hub.service.outcomes import Figures, OutcomeRow, Period, QueryError, gather
 from hub.service.permissions import Access
 from hub.service.pipeline import Command, Context
-from hub.service.wire import ts
+from hub.service.wire import from_ts, ts
 from stophub.v1 import outcome_pb2
 
 PERIODS = {
@@ -65,13 +65,12 @@ def row_to_proto(row: OutcomeRow) -> outcome_pb2.OutcomeRow:
 def get_outcome_figures(ctx: Context, body: outcome_pb2.OutcomeQuery) -> Message:
     """The regulator, the centre and auditors read every institution's figures; a bank or
     payment institution its own (the matrix gives it OWN)."""
-    for name in ("from_time", "to_time"):
-        if not body.HasField(name):
-            raise InvalidArgument(name, "is required: the range is [from_time, to_time)")
+    start = from_ts(body, "from_time", "from_time")
+    end = from_ts(body, "to_time", "to_time")
+    if start is None or end is None:  # from_ts refuses a missing one; this tells mypy
+        raise InvalidArgument("from_time" if start is None else "to_time", "is required")
     if body.period not in PERIODS:
         raise InvalidArgument("period", f"{body.period} is no OutcomePeriod")
-    start = body.from_time.ToDatetime(tzinfo=UTC)
-    end = body.to_time.ToDatetime(tzinfo=UTC)
     institution = body.institution.strip() or None
     if ctx.access is Access.OWN:
         if institution is not None and institution != ctx.sender.code:
@@ -85,6 +84,8 @@ def get_outcome_figures(ctx: Context, body: outcome_pb2.OutcomeQuery) -> Message
         report = gather(ctx.uow.reports, start, end, PERIODS[body.period], UTC, institution)
     except QueryError as err:
         raise InvalidArgument("to_time", str(err)) from err
+    except OverflowError as err:  # a period that would end after the year 9999
+        raise InvalidArgument("to_time", "is too far in the future") from err
     return outcome_pb2.OutcomeReport(
         from_time=ts(start),
         to_time=ts(end),
