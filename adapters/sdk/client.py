@@ -1307,11 +1307,12 @@ class HubClient:
         *,
         institution: str = "",
         period: outcome_pb2.OutcomePeriod.ValueType = outcome_pb2.OUTCOME_PERIOD_UNSPECIFIED,
+        zone: str = "",
     ) -> outcome_pb2.OutcomeReport:
-        """The outcome figures of [start, end) (docs/outcomes.md), split by `period` in UTC. A
-        bank or payment institution gets only its own; asking for another's is refused
-        (PERMISSION_DENIED, NOT_OWN_INSTITUTION)."""
-        body = outcome_pb2.OutcomeQuery(institution=institution, period=period)
+        """The outcome figures of [start, end) (docs/outcomes.md), split by `period` in `zone`
+        (an IANA name; UTC when empty). A bank or payment institution gets only its own;
+        asking for another's is refused (PERMISSION_DENIED, NOT_OWN_INSTITUTION)."""
+        body = outcome_pb2.OutcomeQuery(institution=institution, period=period, zone=zone)
         body.from_time.FromDatetime(start.astimezone(UTC))
         body.to_time.FromDatetime(end.astimezone(UTC))
         report = await self._answer("GetOutcomeFigures", body, outcome_pb2.OutcomeReport)

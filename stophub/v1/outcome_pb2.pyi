@@ -177,11 +177,16 @@ class OutcomeQuery(_message.Message):
     TO_TIME_FIELD_NUMBER: _builtins.int
     INSTITUTION_FIELD_NUMBER: _builtins.int
     PERIOD_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
     institution: _builtins.str
     """Only this institution's figures. A bank or payment institution may name only
     itself (and gets only its own when it names nobody).
     """
     period: Global___OutcomePeriod.ValueType
+    zone: _builtins.str
+    """The time zone the periods are split in: an IANA name (Asia/Shanghai), in
+    any letter case; empty means UTC.
+    """
     @_builtins.property
     def from_time(self) -> _timestamp_pb2.Timestamp:
         """The range, [from_time, to_time): both required, from before to, at most 1,000 days apart."""
@@ -195,10 +200,11 @@ class OutcomeQuery(_message.Message):
         to_time: _timestamp_pb2.Timestamp | None = ...,
         institution: _builtins.str = ...,
         period: Global___OutcomePeriod.ValueType = ...,
+        zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["from_time", b"from_time", "to_time", b"to_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_time", b"from_time", "institution", b"institution", "period", b"period", "to_time", b"to_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_time", b"from_time", "institution", b"institution", "period", b"period", "to_time", b"to_time", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -217,7 +223,9 @@ class OutcomeReport(_message.Message):
     ROWS_FIELD_NUMBER: _builtins.int
     period: Global___OutcomePeriod.ValueType
     zone: _builtins.str
-    """Periods are split in UTC."""
+    """The IANA name of the zone the periods were split in (UTC unless the query
+    named one).
+    """
     @_builtins.property
     def from_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property

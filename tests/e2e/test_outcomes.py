@@ -5,6 +5,7 @@ says, and a bad range is INVALID_ARGUMENT with a message that says what to fix."
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -63,6 +64,16 @@ async def test_who_gets_which_outcome_figures(
     assert figures.rows[0].figures.reports == 0 and not figures.rows[0].figures.has_recovered_share
     assert figures.rows[7].figures == f, "the total of one institution is its figures"
 
+    # Split in Beijing days: the zone's midnight, and the zone's name as IANA writes it.
+    beijing = await clients["REG"].outcome_figures(start, end, period=DAY, zone="asia/shanghai")
+    assert beijing.zone == "Asia/Shanghai"
+    shanghai = ZoneInfo("Asia/Shanghai")
+    reported = next(r for r in beijing.rows if r.institution == "BANKA" and r.figures.reports)
+    local_day = reported_at.astimezone(shanghai).date()
+    assert reported.period_start_time.ToDatetime(tzinfo=UTC) == datetime.combine(
+        local_day, datetime.min.time(), tzinfo=shanghai
+    )
+
     # BANKA gets its own; BANKB its own, which are none; BANKB naming BANKA is refused.
     own = await clients["BANKA"].outcome_figures(start, end)
     assert [r.institution for r in own.rows] == ["BANKA", ""]
@@ -85,6 +96,10 @@ async def test_who_gets_which_outcome_figures(
             await clients["REG"].outcome_figures(bad_start, bad_end)
         assert bad.value.code is grpc.StatusCode.INVALID_ARGUMENT
         assert words in bad.value.message
+    with pytest.raises(HubError) as no_zone:
+        await clients["REG"].outcome_figures(start, end, zone="Mars/Olympus_Mons")
+    assert no_zone.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "zone: is not an IANA time zone" in no_zone.value.message
     with pytest.raises(HubError) as unset:
         await clients["REG"].call("GetOutcomeFigures", outcome_pb2.OutcomeQuery())
     assert unset.value.code is grpc.StatusCode.INVALID_ARGUMENT

@@ -1,10 +1,8 @@
 """OutcomeService (proto/stophub/v1/outcome.proto): the figures the regulator reports
-(docs/outcomes.md), read-only, split in UTC. The figures are hub/service/outcomes.py's, the same
-`stophub report outcomes` draws."""
+(docs/outcomes.md), read-only, split by period in UTC or the zone the query names. The figures
+are hub/service/outcomes.py's, the same `stophub report outcomes` draws."""
 
 from __future__ import annotations
-
-from datetime import UTC
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
@@ -14,6 +12,7 @@ from hub.service.outcomes import Figures, OutcomeRow, Period, QueryError, gather
 from hub.service.permissions import Access
 from hub.service.pipeline import Command, Context
 from hub.service.wire import from_ts, ts
+from hub.system.policy import find_zone
 from stophub.v1 import outcome_pb2
 
 PERIODS = {
@@ -71,6 +70,10 @@ def get_outcome_figures(ctx: Context, body: outcome_pb2.OutcomeQuery) -> Message
         raise InvalidArgument("from_time" if start is None else "to_time", "is required")
     if body.period not in PERIODS:
         raise InvalidArgument("period", f"{body.period} is no OutcomePeriod")
+    zone_name = body.zone.strip() or "UTC"
+    zone = find_zone(zone_name)
+    if zone is None:
+        raise InvalidArgument("zone", "is not an IANA time zone: give one such as Asia/Shanghai")
     institution = body.institution.strip() or None
     if ctx.access is Access.OWN:
         if institution is not None and institution != ctx.sender.code:
@@ -81,7 +84,7 @@ def get_outcome_figures(ctx: Context, body: outcome_pb2.OutcomeQuery) -> Message
             )
         institution = ctx.sender.code
     try:
-        report = gather(ctx.uow.reports, start, end, PERIODS[body.period], UTC, institution)
+        report = gather(ctx.uow.reports, start, end, PERIODS[body.period], zone, institution)
     except QueryError as err:
         raise InvalidArgument("to_time", str(err)) from err
     except OverflowError as err:  # a period that would end after the year 9999
@@ -90,7 +93,7 @@ def get_outcome_figures(ctx: Context, body: outcome_pb2.OutcomeQuery) -> Message
         from_time=ts(start),
         to_time=ts(end),
         period=body.period,
-        zone="UTC",
+        zone=str(zone),
         rows=[row_to_proto(r) for r in report.rows],
     )
 
