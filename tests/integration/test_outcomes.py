@@ -32,6 +32,7 @@ from hub.cli import main
 from hub.cli.report import report as report_cli
 from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
 from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
+from hub.service.outcomes import FIGURE_NAMES as FIGURES  # spelt out by hand in the test below
 from hub.store.tables import audit_log
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2, order_pb2
 
@@ -55,22 +56,6 @@ PAYERS = {
     ),
 }
 DAY = [datetime(2026, 3, d, tzinfo=UTC) for d in (2, 3, 4, 5)]
-FIGURES = (
-    "reports",
-    "lost_fen",
-    "first_layer_stops",
-    "stopped_first_layer_fen",
-    "downstream_stops",
-    "stopped_downstream_fen",
-    "freezes",
-    "frozen_fen",
-    "returns",
-    "returned_fen",
-    "recovered_share",
-    "first_stops",
-    "first_stop_median_seconds",
-    "first_stop_p90_seconds",
-)
 
 
 def report_of(reporter: str, payee: Any, amount: int, now: datetime) -> Any:
