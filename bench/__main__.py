@@ -22,7 +22,9 @@ STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set (`--no-postgres` 
   pages against the same gRPC reads done bare, and an order's way to a member's open browser;
 - failover (bench/failover.py): a hub replica SIGKILLed under a streaming member, again and
   again: seconds until deliveries flow again at the member, lost and acted-twice counts,
-  against a bare gRPC channel over the same addresses (PostgreSQL only).
+  against a bare gRPC channel over the same addresses (PostgreSQL only);
+- outcomes (bench/outcomes.py): the outcome report over a year of 100,000 simulated cases, by
+  month and by day, against COUNTs of the same rows.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import audit, blacklist, clocks, console, failover, intake, replicas
+from bench import audit, blacklist, clocks, console, failover, intake, outcomes, replicas
 from bench.table import Row, render
 
 NAMES = (
@@ -46,6 +48,7 @@ NAMES = (
     "audit",
     "console",
     "failover",
+    "outcomes",
 )
 QUICK_CLOCKS = {
     "clocks": 2_000,
@@ -162,6 +165,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "audit": audit.rows,
     "console": console.rows,
     "failover": failover.rows,
+    "outcomes": outcomes.rows,
 }
 
 
@@ -171,7 +175,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         "names",
         nargs="*",
         metavar="NAME",
-        help="clocks, intake, delivery, replicas, blacklist, audit, console, failover (all)",
+        help="clocks, intake, delivery, replicas, blacklist, audit, console, failover, "
+        "outcomes (all)",
     )
     p.add_argument("--quick", action="store_true", help="a short smoke run of each benchmark")
     p.add_argument("--no-postgres", action="store_true")
@@ -186,6 +191,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     audit.add_arguments(p)
     console.add_arguments(p)
     failover.add_arguments(p)
+    outcomes.add_arguments(p)
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in NAMES]
     if unknown:

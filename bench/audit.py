@@ -24,18 +24,15 @@ when STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set):
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import func, select
 
-from bench.clocks import PG_VARS, postgres_database, postgres_version
+from bench.clocks import module_main, on_each_database
 from bench.table import Row
 from hub.bootstrap import ensure_hub_registered, migrate
 from hub.crypto import audittag, fields
@@ -270,27 +267,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def rows(args: argparse.Namespace) -> list[Row]:
     n = args.audit_entries or (100_000 if args.quick else 1_000_000)
     fields.configure(fields.Keyring.generate())
-    out: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="stophub-audit-") as tmp:
-        out += run("SQLite", f"sqlite:///{Path(tmp) / 'audit.db'}", n)
-    base = next((os.environ[v] for v in PG_VARS if os.environ.get(v)), None)
-    if base and not args.no_postgres:
-        label = f"PostgreSQL {postgres_version(base).split()[0]}"
-        with postgres_database(base) as url:
-            out += run(label, url, n)
-    return out
-
-
-def main(argv: Sequence[str]) -> int:
-    from bench.table import render
-
-    p = argparse.ArgumentParser(prog="python -m bench.audit")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--no-postgres", action="store_true")
-    add_arguments(p)
-    print(render(rows(p.parse_args(argv))))
-    return 0
+    return on_each_database(args, lambda label, url: run(label, url, n))
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(module_main("python -m bench.audit", add_arguments, rows, sys.argv[1:]))

@@ -37,6 +37,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select, text, type_coerce
 
+from bench import table
 from hub.bootstrap import build_hub, ensure_hub_registered, migrate
 from hub.crypto import fields
 from hub.crypto.keys import PrivateKey
@@ -417,6 +418,34 @@ def sqlite_database() -> Iterator[str]:
 
 def postgres_database(base: str) -> AbstractContextManager[str]:
     return throwaway_database(base, "stophub_bench_")
+
+
+def on_each_database(args: argparse.Namespace, run: Callable[[str, str], list[Any]]) -> list[Any]:
+    """`run(label, url)` on a fresh SQLite file, then on a throwaway PostgreSQL database when
+    one is configured (PG_VARS) and not `--no-postgres`: a benchmark's rows on both."""
+    with sqlite_database() as url:
+        out = run("SQLite", url)
+    base = next((os.environ[v] for v in PG_VARS if os.environ.get(v)), None)
+    if base and not args.no_postgres:
+        label = f"PostgreSQL {postgres_version(base).split()[0]}"
+        with postgres_database(base) as url:
+            out += run(label, url)
+    return out
+
+
+def module_main(
+    prog: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    rows: Callable[[argparse.Namespace], list[Any]],
+    argv: Sequence[str],
+) -> int:
+    """`python -m bench.<name>` of a benchmark module: its own rows, as one table."""
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--no-postgres", action="store_true")
+    add_arguments(p)
+    print(table.render(rows(p.parse_args(argv))))
+    return 0
 
 
 def postgres_version(url: str) -> str:

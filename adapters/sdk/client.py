@@ -50,6 +50,7 @@ from stophub.v1 import (
     envelope_pb2,
     institution_pb2,
     order_pb2,
+    outcome_pb2,
     returns_pb2,
     sla_pb2,
     trail_pb2,
@@ -322,6 +323,13 @@ RPCS: Final[dict[str, _Rpc]] = {
         "AcknowledgeBreach",
         sla_pb2.BreachAcknowledgement,
         sla_pb2.ClockView,
+    ),
+    "GetOutcomeFigures": _rpc(
+        outcome_pb2,
+        "OutcomeService",
+        "GetOutcomeFigures",
+        outcome_pb2.OutcomeQuery,
+        outcome_pb2.OutcomeReport,
     ),
     "GetCaseTrail": _rpc(
         case_pb2, "CaseService", "GetCaseTrail", trail_pb2.GetCaseTrailBody, trail_pb2.Trail
@@ -1291,6 +1299,29 @@ class HubClient:
             if not page.next_page_token or page.next_page_token == token:
                 return found
             token = page.next_page_token
+
+    async def outcome_figures(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        institution: str = "",
+        period: outcome_pb2.OutcomePeriod.ValueType = outcome_pb2.OUTCOME_PERIOD_UNSPECIFIED,
+        zone: str = "",
+    ) -> outcome_pb2.OutcomeReport:
+        """The outcome figures of [start, end) (docs/outcomes.md), split by `period` in `zone`
+        (an IANA name; UTC when empty). A bank or payment institution gets only its own;
+        asking for another's is refused (PERMISSION_DENIED, NOT_OWN_INSTITUTION)."""
+        body = outcome_pb2.OutcomeQuery(institution=institution, period=period, zone=zone)
+        body.from_time.FromDatetime(start.astimezone(UTC))
+        body.to_time.FromDatetime(end.astimezone(UTC))
+        report = await self._answer("GetOutcomeFigures", body, outcome_pb2.OutcomeReport)
+        _same("range start", body.from_time.ToJsonString(), report.from_time.ToJsonString())
+        _same("range end", body.to_time.ToJsonString(), report.to_time.ToJsonString())
+        for row in report.rows:
+            if institution and row.institution:
+                _same("institution", institution, row.institution)
+        return report
 
     async def list_clocks(
         self,

@@ -20,6 +20,7 @@ from hub.api.servicers import (
     DistributionServicer,
     InstitutionServicer,
     OrderServicer,
+    OutcomeServicer,
     SlaServicer,
 )
 from hub.crypto.pki import TlsConfig
@@ -38,6 +39,8 @@ from stophub.v1 import (
     institution_pb2_grpc,
     order_pb2,
     order_pb2_grpc,
+    outcome_pb2,
+    outcome_pb2_grpc,
     returns_pb2,
     returns_pb2_grpc,
     sla_pb2,
@@ -54,6 +57,7 @@ SERVICE_NAMES = (
     blacklist_pb2.DESCRIPTOR.services_by_name["ListService"].full_name,
     appeal_pb2.DESCRIPTOR.services_by_name["AppealService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    outcome_pb2.DESCRIPTOR.services_by_name["OutcomeService"].full_name,
 )
 
 OPTIONS = [
@@ -96,6 +100,7 @@ def grpc_server(
     server.add_generic_rpc_handlers((lists.handler(),))
     appeal_pb2_grpc.add_AppealServiceServicer_to_server(AppealServicer(runner), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(runner), server)
+    outcome_pb2_grpc.add_OutcomeServiceServicer_to_server(OutcomeServicer(runner), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from hub.api.runner import Runner
-from hub.service.commands import appeal, audit, case, institution, order, returns, sla
+from hub.service.commands import appeal, audit, case, institution, order, outcome, returns, sla
 from stophub.v1 import (
     appeal_pb2,
     appeal_pb2_grpc,
@@ -20,6 +20,8 @@ from stophub.v1 import (
     institution_pb2_grpc,
     order_pb2,
     order_pb2_grpc,
+    outcome_pb2,
+    outcome_pb2_grpc,
     returns_pb2,
     returns_pb2_grpc,
     sla_pb2,
@@ -194,6 +196,18 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             request,
             context,
             audit_pb2.GetConsistencyProofResponse,
+        )
+
+
+class OutcomeServicer(outcome_pb2_grpc.OutcomeServiceServicer):
+    def __init__(self, runner: Runner) -> None:
+        self.r = runner
+
+    async def GetOutcomeFigures(
+        self, request: outcome_pb2.GetOutcomeFiguresRequest, context: Any
+    ) -> outcome_pb2.GetOutcomeFiguresResponse:
+        return await self.r.run(
+            outcome.GET_OUTCOME_FIGURES, request, context, outcome_pb2.GetOutcomeFiguresResponse
         )
 
 

@@ -24,7 +24,6 @@ from datetime import UTC, datetime, tzinfo
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import click
 from alembic.script import ScriptDirectory
@@ -49,6 +48,7 @@ from hub.service.ports import Clock
 from hub.store.sql import NoDatabase, SqlStore, normalise_url, shown_url
 from hub.system.clock import SystemClock
 from hub.system.policy import display_zone as policy_display_zone
+from hub.system.policy import find_zone
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -92,17 +92,6 @@ class ZoneParam(click.ParamType[tzinfo]):
         if zone is None:
             self.fail(f"{value!r} is not an IANA time zone: give one such as Asia/Shanghai or UTC")
         return zone
-
-
-def find_zone(name: str) -> tzinfo | None:
-    """The zone an IANA name names, its letter case aside; None for no zone."""
-    name = name.strip()
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        pass
-    folded = {z.lower(): z for z in available_timezones()}
-    return ZoneInfo(folded[name.lower()]) if name.lower() in folded else None
 
 
 def default_display_zone() -> tzinfo:

@@ -1,5 +1,8 @@
 """`stophub report`: reports for people outside the operations room.
 
+`stophub report outcomes --from 2026-01-01 --to 2026-12-31 --period month` writes the figures the
+regulator reports (hub/service/outcomes.py, docs/outcomes.md) as an HTML page or CSV.
+
 `stophub report sla --out report.html` writes the SLA report of every clock in the database
 (`--from 2026-03-01 --to 2026-03-31` for a period): one self-contained HTML file, no network
 needed to open it, and beside it `report.html.sha256` for `sha256sum -c`. Its figures are
@@ -23,8 +26,10 @@ from hub.cli.common import (
     open_store,
     personal_data_option,
 )
+from hub.render import outcomes as outcome_page
 from hub.render.report import render_html
 from hub.render.wording import display_zone, stamp
+from hub.service import outcomes
 from hub.service.slareport import ReportError, SlaReport, gather
 from hub.store.reports import describe_database
 from hub.store.sql import shown_url
@@ -167,3 +172,84 @@ def summary_lines(data: SlaReport, out: Path, sidecar: Path, digest: str) -> lis
             f"(root {cp.root_hash.hex()}), signed by the hub's key {cp.key_id}"
         )
     return lines
+
+
+PERIODS = {p.value: p for p in outcomes.Period if p is not outcomes.Period.WHOLE}
+
+
+@report.command("outcomes")
+@db_option
+@click.option(
+    "--from",
+    "start_text",
+    required=True,
+    help="Start of the range: ISO date or datetime, in the display zone unless it names one.",
+)
+@click.option(
+    "--to",
+    "end_text",
+    required=True,
+    help="End of the range (excluded): ISO datetime, or ISO date (that day included).",
+)
+@click.option(
+    "--institution", default=None, help="Only the figures of this reporting institution's cases."
+)
+@click.option(
+    "--period",
+    type=click.Choice(list(PERIODS)),
+    default=None,
+    help="Split the figures by day, ISO week or month of the display zone (default: no split).",
+)
+@click.option("--format", "fmt", type=click.Choice(["html", "csv"]), default="html")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="The file to write (default: standard output).",
+)
+def outcomes_report(
+    database_url: str,
+    start_text: str,
+    end_text: str,
+    institution: str | None,
+    period: str | None,
+    fmt: str,
+    out: Path | None,
+) -> None:
+    """The outcome figures: reports, money reported lost, stopped (first layer and
+    downstream), frozen and returned, the recovered share, and the time from report to first
+    stop, per institution and period; as an HTML page with charts, or CSV (docs/outcomes.md)."""
+    zone = display_zone()
+    start = parse_moment(start_text, zone)
+    end = parse_moment(end_text, zone, end=True)
+    try:
+        outcomes.check_range(start, end)
+    except outcomes.QueryError as err:
+        raise click.BadParameter(str(err), param_hint="--to") from None
+    store = open_store(database_url)
+    try:
+        with store(read_only=True) as uow:
+            uow.reports.hold_snapshot()
+            data = outcomes.gather(
+                uow.reports,
+                start,
+                end,
+                PERIODS[period] if period else outcomes.Period.WHOLE,
+                zone,
+                institution.strip() if institution else None,
+                generated_at=command_clock().now(),
+                database=describe_database(database_url),
+            )
+    finally:
+        store.dispose()
+    text = outcome_page.render_csv(data) if fmt == "csv" else outcome_page.render_html(data)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise click.ClickException(f"cannot write the report: {file_failure(err)}") from err
+    click.echo(
+        f"wrote {out}: {len(data.rows)} row(s) of figures from {stamp(start)} to {stamp(end)}"
+    )

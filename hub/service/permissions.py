@@ -174,6 +174,7 @@ MATRIX: dict[str, dict[tuple[InstitutionKind, Relation], Rule]] = {
     "GetInstitution": _plain(_same(ALLOW, KINDS)),
     "ListInstitutions": _plain(_same(ALLOW, KINDS)),
     "ListClocks": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
+    "GetOutcomeFigures": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
     "AcknowledgeBreach": _plain(
         {
             **_same(OWN, ACCOUNT_KEEPERS),
@@ -270,6 +271,7 @@ READ_ONLY = frozenset(
         "GetInstitution",
         "ListInstitutions",
         "ListClocks",
+        "GetOutcomeFigures",
         "GetCaseTrail",
         "GetDistribution",
         "SyncList",

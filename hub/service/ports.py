@@ -472,6 +472,55 @@ class LogCheckpointRow:
 
 
 @dataclass(frozen=True)
+class ReportReceivedRow:
+    """A report as the outcome figures count it (docs/outcomes.md): its case, the institution
+    that signed it, when the hub received it, and the sum of its transactions."""
+
+    case_id: str
+    institution: str
+    received_at: datetime
+    lost_fen: int
+
+
+@dataclass(frozen=True)
+class MoneyAnswerRow:
+    """A stop, freeze or return order answered EXECUTED or PARTIALLY_EXECUTED, with the amounts
+    its signed answer reports (docs/outcomes.md). `institution` is the reporting institution of
+    the case the money is counted for: a return's beneficiary case, else the order's case."""
+
+    order_id: str
+    case_id: str
+    kind: str
+    institution: str
+    answered_at: datetime
+    held_fen: int
+    returned_fen: int
+    # A stop issued for an onward transfer (ADR 13): it names an upstream order.
+    downstream: bool
+    account: tuple[str, str]
+    # A freeze that renews another freeze of the same money.
+    renews: bool
+    case_received_at: datetime
+
+
+class OutcomeReader(Protocol):
+    """The rows the outcome figures are counted from (hub.store.reports.SqlReports)."""
+
+    def reports_received(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[ReportReceivedRow]:
+        """The reports received in [start, end), of `institution` when given."""
+        ...
+
+    def money_answers(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[MoneyAnswerRow]:
+        """The freeze and return answers of [start, end), and every stop answer that held money
+        of each case with a stop answered in [start, end); of `institution`'s cases when given."""
+        ...
+
+
+@dataclass(frozen=True)
 class HubKeyEndorsementRow:
     """A hub key vouched for by the hub's key before it (docs/audit.md, "Rotating the hub's
     key"): `envelope` is a HubKeyEndorsement signed by `endorsed_by`."""
@@ -624,6 +673,10 @@ class UnitOfWork(Protocol):
     distributions: DistributionRepository
     lists: ListRepository
     appeals: AppealRepository
+
+    # Read models for reports (hub/store/reports.py): what a handler reads for figures.
+    @property
+    def reports(self) -> OutcomeReader: ...
 
     def __enter__(self) -> Self: ...
 

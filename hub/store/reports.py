@@ -1,5 +1,6 @@
 """Read models for reports: rows as stored, read in SQL for the figures of
-hub/service/slareport.py (`stophub report sla`), the metrics' clock counts
+hub/service/slareport.py (`stophub report sla`) and hub/service/outcomes.py (`stophub report
+outcomes`, OutcomeService), the metrics' clock counts
 (hub/observability/metrics.py) and the demo's table of signed messages. `SqlUnitOfWork.reports`
 is one over the unit of work's session, read-only."""
 
@@ -9,18 +10,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, func, make_url, select, true, type_coerce
+from sqlalchemy import ColumnElement, and_, func, make_url, or_, select, true, type_coerce
 from sqlalchemy.orm import Session
 
+from hub.domain.cases import ExecutionStatus, OrderKind
 from hub.domain.clocks import ClockState
-from hub.service.ports import LogCheckpointRow
+from hub.service.ports import LogCheckpointRow, MoneyAnswerRow, ReportReceivedRow
 from hub.service.slareport import ClockRow, LogRow
 from hub.store.tables import (
     UTCDateTime,
     audit_checkpoints,
     audit_log,
     audit_log_state,
+    cases,
     clocks,
+    fraud_transactions,
+    orders,
     sla_log,
 )
 
@@ -100,8 +105,18 @@ COUNT_BREACHED_CLOCKS = (
 )
 
 
+# The answers that moved money: what the outcome figures count (docs/outcomes.md).
+DONE = (ExecutionStatus.EXECUTED, ExecutionStatus.PARTIALLY_EXECUTED)
+BENEFICIARY = cases.alias("beneficiary")
+
+
+def _between(column: Any, start: datetime, end: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (column >= type_coerce(start, UTCDateTime()), column < type_coerce(end, UTCDateTime()))
+
+
 class SqlReports:
-    """The SLA report's reader (hub.service.slareport.SlaReader) and the demo's signed messages."""
+    """The SLA report's reader (hub.service.slareport.SlaReader), the outcome figures' reader
+    (hub.service.ports.OutcomeReader) and the demo's signed messages."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -176,3 +191,97 @@ class SqlReports:
     def breached_clocks_by_kind(self) -> list[tuple[str, int]]:
         """(kind, how many) of the clocks that ever breached, open or not."""
         return [(kind, int(n)) for kind, n in self.session.execute(COUNT_BREACHED_CLOCKS)]
+
+    def reports_received(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[ReportReceivedRow]:
+        lost = (
+            select(func.coalesce(func.sum(fraud_transactions.c.amount_fen), 0))
+            .where(fraud_transactions.c.case_id == cases.c.case_id)
+            .scalar_subquery()
+        )
+        query = select(
+            cases.c.case_id, cases.c.reporting_institution, cases.c.created_at, lost
+        ).where(*_between(cases.c.created_at, start, end))
+        if institution is not None:
+            query = query.where(cases.c.reporting_institution == institution)
+        return [
+            ReportReceivedRow(case_id, inst, at, int(fen))
+            for case_id, inst, at, fen in self.session.execute(query)
+        ]
+
+    def money_answers(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[MoneyAnswerRow]:
+        # Every holding stop of a case with one answered in the range: which stop is a case's
+        # first, or an account's first, depends on the stops answered before the range too.
+        stopped_in_range = (
+            select(orders.c.case_id)
+            .where(
+                orders.c.kind == OrderKind.STOP,
+                orders.c.result_status.in_(DONE),
+                orders.c.amount_held_fen > 0,
+                *_between(orders.c.answered_at, start, end),
+            )
+            .scalar_subquery()
+        )
+        counted_for = func.coalesce(
+            BENEFICIARY.c.reporting_institution, cases.c.reporting_institution
+        )
+        query = (
+            select(
+                orders.c.order_id,
+                orders.c.case_id,
+                orders.c.kind,
+                counted_for,
+                orders.c.answered_at,
+                orders.c.amount_held_fen,
+                orders.c.returned_fen,
+                orders.c.upstream_order_id,
+                orders.c.account_institution,
+                orders.c.account_number,
+                orders.c.renews_order_id,
+                cases.c.created_at,
+            )
+            .join(cases, cases.c.case_id == orders.c.case_id)
+            .outerjoin(
+                BENEFICIARY,
+                and_(
+                    orders.c.kind == OrderKind.RETURN,
+                    orders.c.beneficiary_case_id != "",
+                    BENEFICIARY.c.case_id == orders.c.beneficiary_case_id,
+                ),
+            )
+            .where(
+                orders.c.result_status.in_(DONE),
+                or_(
+                    and_(
+                        orders.c.kind.in_((OrderKind.FREEZE, OrderKind.RETURN)),
+                        *_between(orders.c.answered_at, start, end),
+                    ),
+                    and_(
+                        orders.c.kind == OrderKind.STOP,
+                        orders.c.amount_held_fen > 0,
+                        orders.c.case_id.in_(stopped_in_range),
+                    ),
+                ),
+            )
+        )
+        if institution is not None:
+            query = query.where(counted_for == institution)
+        return [
+            MoneyAnswerRow(
+                order_id=r[0],
+                case_id=r[1],
+                kind=str(getattr(r[2], "value", r[2])),
+                institution=r[3],
+                answered_at=r[4],
+                held_fen=int(r[5]),
+                returned_fen=int(r[6]),
+                downstream=bool(r[7]),
+                account=(r[8], r[9]),
+                renews=bool(r[10]),
+                case_received_at=r[11],
+            )
+            for r in self.session.execute(query)
+        ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 from hub.domain.clocks import (
     TRIGGERS,
@@ -348,3 +348,17 @@ def _display(spec: Any, fail: Fail) -> tzinfo:
             "time_zone",
             f'{zone!r} is not an IANA time zone name; write one such as "Asia/Shanghai" or "UTC"',
         ) from None
+
+
+def find_zone(name: str) -> tzinfo | None:
+    """The zone an IANA name names, its letter case aside; None for no zone (or for a name no
+    zone could have: over 64 characters, or with a control character)."""
+    name = name.strip()
+    if not name or len(name) > 64 or not name.isprintable():
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        pass
+    folded = {z.lower(): z for z in available_timezones()}
+    return ZoneInfo(folded[name.lower()]) if name.lower() in folded else None

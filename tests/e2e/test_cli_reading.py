@@ -57,6 +57,7 @@ READS = {
     "audit export": ["audit", "export", "--personal-data"],
     "sla-export": ["sla-export"],
     "report sla": ["report", "sla", "--from", "2026-03-01", "--to", "2026-03-02", "--out", "r"],
+    "report outcomes": ["report", "outcomes", "--from", "2026-03-01", "--to", "2026-03-02"],
     "datakeys status": ["datakeys", "status"],
 }
 

@@ -65,6 +65,7 @@ from stophub.v1 import (
     envelope_pb2,
     institution_pb2,
     order_pb2,
+    outcome_pb2,
     returns_pb2,
     sla_pb2,
     trail_pb2,
@@ -172,6 +173,9 @@ RPCS = {
     ),
     "GetConsistencyProof": Rpc(
         "/stophub.v1.AuditService/GetConsistencyProof", audit_pb2.GetConsistencyProofBody, "REG"
+    ),
+    "GetOutcomeFigures": Rpc(
+        "/stophub.v1.OutcomeService/GetOutcomeFigures", outcome_pb2.OutcomeQuery, "REG"
     ),
 }
 BODY_TYPES = [r.body.DESCRIPTOR.full_name for r in RPCS.values()] + [
@@ -678,6 +682,11 @@ class Fuzz:
             return audit_pb2.GetConsistencyProofBody(first_size=1 + variant % 3)
         if name == "AcknowledgeBreach":
             return sla_pb2.BreachAcknowledgement(clock_id=f"K-{variant}", note="fz")
+        if name == "GetOutcomeFigures":
+            query = outcome_pb2.OutcomeQuery(period=variant % 4)
+            query.from_time.FromDatetime(now - timedelta(days=1 + variant))
+            query.to_time.FromDatetime(now + timedelta(days=variant % 3))
+            return query
         return sla_pb2.ListClocksBody(page_size=3, open_only=bool(variant % 2))
 
     def instruction(self, variant: int, now: Any) -> order_pb2.OrderInstruction:

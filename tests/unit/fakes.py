@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from hub.crypto import audittag, blindindex
 from hub.domain.appeals import Appeal, AppealState
-from hub.domain.cases import Case, CaseState
+from hub.domain.cases import Case, CaseState, ExecutionStatus, OrderKind
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.institutions import Institution, InstitutionKind, KeyState
 from hub.domain.merkle import EMPTY_ROOT
@@ -44,8 +44,10 @@ from hub.service.ports import (
     LogCheckpointRow,
     LoggedRecord,
     LogState,
+    MoneyAnswerRow,
     NewDelivery,
     PendingDelivery,
+    ReportReceivedRow,
 )
 
 if TYPE_CHECKING:
@@ -686,6 +688,72 @@ class FakeClocks:
 # ---- unit of work ----------------------------------------------------------------------------
 
 
+class FakeReports:
+    """The outcome figures' rows (hub.service.ports.OutcomeReader) from the cases in memory."""
+
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+
+    def reports_received(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[ReportReceivedRow]:
+        return [
+            ReportReceivedRow(
+                c.case_id,
+                c.reporting_institution,
+                c.created_at,
+                sum(t.amount_fen for t in c.transactions),
+            )
+            for c in self._state.cases.values()
+            if start <= c.created_at < end and institution in (None, c.reporting_institution)
+        ]
+
+    def money_answers(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[MoneyAnswerRow]:
+        done = (ExecutionStatus.EXECUTED, ExecutionStatus.PARTIALLY_EXECUTED)
+        cases = self._state.cases
+        out = []
+        for case in cases.values():
+            answered = [o for o in case.orders if o.result_status in done and o.answered_at]
+            stopped = any(
+                o.kind is OrderKind.STOP and o.amount_held_fen > 0 and start <= o.answered_at < end
+                for o in answered
+                if o.answered_at
+            )
+            for o in answered:
+                assert o.answered_at is not None
+                if o.kind is OrderKind.STOP:
+                    if not (stopped and o.amount_held_fen > 0):
+                        continue
+                elif o.kind not in (OrderKind.FREEZE, OrderKind.RETURN) or not (
+                    start <= o.answered_at < end
+                ):
+                    continue
+                beneficiary = (
+                    cases.get(o.beneficiary_case_id) if o.kind is OrderKind.RETURN else None
+                )
+                counted_for = (beneficiary or case).reporting_institution
+                if institution not in (None, counted_for):
+                    continue
+                out.append(
+                    MoneyAnswerRow(
+                        o.order_id,
+                        case.case_id,
+                        o.kind.value,
+                        counted_for,
+                        o.answered_at,
+                        o.amount_held_fen,
+                        o.returned_fen,
+                        bool(o.upstream_order_id),
+                        (o.account_institution, o.account_number),
+                        bool(o.renews_order_id),
+                        case.created_at,
+                    )
+                )
+        return out
+
+
 class FakeUnitOfWork:
     # Typed as the ports (mutable Protocol attributes are invariant); the objects are fakes.
     institutions: InstitutionRepository
@@ -721,6 +789,7 @@ class FakeUnitOfWork:
         self.distributions = FakeDistributions(self._state)
         self.lists = FakeLists(self._state)
         self.appeals = FakeAppeals(self._state)
+        self.reports = FakeReports(self._state)
 
     def __enter__(self) -> Self:
         assert not self._open, "a unit of work is entered once"

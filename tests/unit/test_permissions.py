@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from hub.service.commands.case import (
 from hub.service.commands.delivery import open_stream
 from hub.service.commands.institution import GET_INSTITUTION, LIST_INSTITUTIONS
 from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
+from hub.service.commands.outcome import GET_OUTCOME_FIGURES
 from hub.service.commands.returns import (
     DECIDE_DISTRIBUTION,
     GET_DISTRIBUTION,
@@ -56,6 +58,7 @@ from stophub.v1 import (
     delivery_pb2,
     institution_pb2,
     order_pb2,
+    outcome_pb2,
     returns_pb2,
     sla_pb2,
     trail_pb2,
@@ -132,6 +135,7 @@ def test_every_rpc_of_every_service_has_a_row() -> None:
             blacklist_pb2,
             appeal_pb2,
             audit_pb2,
+            outcome_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
         for m in service.methods
@@ -269,6 +273,7 @@ def bodies(net: Net, member: str, case_id: str, order_id: str) -> dict[str, Mess
         "GetInstitution": institution_pb2.GetInstitutionBody(code="BANKB"),
         "ListInstitutions": institution_pb2.ListInstitutionsBody(),
         "ListClocks": sla_pb2.ListClocksBody(),
+        "GetOutcomeFigures": outcome_query(net),
         # No clock of this world has breached: an allowed caller is refused NOT_BREACHED
         # (or NOT_RESPONSIBLE, the handler's check), never KIND_NOT_ALLOWED.
         "AcknowledgeBreach": sla_pb2.BreachAcknowledgement(clock_id=net.any_clock()),
@@ -314,6 +319,14 @@ def bodies(net: Net, member: str, case_id: str, order_id: str) -> dict[str, Mess
     }
 
 
+def outcome_query(net: Net) -> outcome_pb2.OutcomeQuery:
+    """Every figure of the world's cases, which all fall in this range."""
+    query = outcome_pb2.OutcomeQuery()
+    query.from_time.FromDatetime(net.clock.now() - timedelta(days=30))
+    query.to_time.FromDatetime(net.clock.now() + timedelta(days=1))
+    return query
+
+
 COMMANDS = {
     c.name: c
     for c in (
@@ -327,6 +340,7 @@ COMMANDS = {
         GET_INSTITUTION,
         LIST_INSTITUTIONS,
         LIST_CLOCKS,
+        GET_OUTCOME_FIGURES,
         ACKNOWLEDGE_BREACH,
         GET_CASE_TRAIL,
         START_DISTRIBUTION,
@@ -376,6 +390,10 @@ def check_own(net: Net, rpc: str, member: str, answer: Any) -> None:
         clocks.ParseFromString(answer.body)
         assert clocks.clocks, f"{member} is responsible for clocks in this world"
         assert {c.responsible for c in clocks.clocks} == {member}
+    elif rpc == "GetOutcomeFigures":
+        report = outcome_pb2.OutcomeReport()
+        report.ParseFromString(answer.body)
+        assert {r.institution for r in report.rows} == {member, ""}
     elif rpc == "GetDistribution":
         body = net.open(answer, GET_DISTRIBUTION, member)
         assert isinstance(body, returns_pb2.Distribution)
@@ -438,6 +456,7 @@ def test_the_regulator_and_auditors_can_change_nothing() -> None:
         "GetInstitution",
         "ListInstitutions",
         "ListClocks",
+        "GetOutcomeFigures",
         "StreamDeliveries",
         "GetCaseTrail",
         "GetDistribution",
