@@ -67,6 +67,9 @@ _ACTING: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
 
 HUB: Final = "HUB"
 _UNADDRESSED: Final = "UNKNOWN"
+# Refusals of a consistency proof request that say nothing of the proof: the hub did not
+# accept the request's envelope, or (a hub older than docs/witness.md) its sender.
+_NOT_ABOUT_THE_PROOF: Final = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 Envelope = envelope_pb2.Envelope
 M = TypeVar("M", bound=Message)
@@ -583,12 +586,20 @@ class HubClient:
         """The hub's consistency proof between its trees of `first` and `second` entries,
         for the witness: not witnessed itself (the checkpoint under judgement rides on it)."""
         body = audit_pb2.GetConsistencyProofBody(first_size=first, second_size=second)
-        try:
-            _, proof = await self._send("GetConsistencyProof", self.seal(body), witness=False)
-        except HubError as err:
-            if err.transient or err.code is grpc.StatusCode.PERMISSION_DENIED:
-                raise ProofUnavailable(str(err)) from err
-            raise ProofRefused(str(err)) from err
+        for attempt in (1, 2):
+            try:
+                _, proof = await self._send("GetConsistencyProof", self.seal(body), witness=False)
+                break
+            except HubError as err:
+                # UNAUTHENTICATED judges this request's envelope (its time, key or signature:
+                # a clock that moved on between signing and arrival), not the proof: once
+                # more with a fresh envelope, then the proof cannot be had now. Taking it as
+                # a refusal raised a fork alarm against an honest hub (docs/witness.md).
+                if err.code is grpc.StatusCode.UNAUTHENTICATED and attempt == 1:
+                    continue
+                if err.transient or err.code in _NOT_ABOUT_THE_PROOF:
+                    raise ProofUnavailable(str(err)) from err
+                raise ProofRefused(str(err)) from err
         assert isinstance(proof, audit_pb2.ConsistencyProof)
         if (proof.first_size, proof.second_size) != (first, second):
             raise ProofRefused(

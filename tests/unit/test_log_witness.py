@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 
 from adapters.sdk.witness import (
@@ -279,3 +280,48 @@ async def test_a_write_that_fails_leaves_the_old_file_whole(
     assert w2.kept is not None and w2.kept.tree_size == 5
     await w2.see(signed(hub.tree))
     assert w2.kept.tree_size == 11 and w2.alarm is None
+
+
+async def test_a_refused_envelope_is_signed_again_never_taken_for_a_refused_proof(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """UNAUTHENTICATED judges the request's envelope (a clock that moved on between signing
+    and arrival: the demo's 30-day jump did it), not the proof: the SDK asks once more with a
+    fresh envelope, and a second refusal means no proof now, never a fork."""
+    from adapters.sdk.client import HubClient, HubError
+    from adapters.sdk.witness import ProofRefused, ProofUnavailable
+
+    client = HubClient(
+        "127.0.0.1:1",
+        institution="BANKA",
+        key=PrivateKey.generate(),
+        hub_public_key=PrivateKey.generate().public_key,
+        witness=False,
+    )
+    answers: list[object] = []
+    sent: list[str] = []
+
+    async def send(rpc: str, envelope: object, **_: object) -> tuple[None, object]:
+        sent.append(envelope.message_id)  # type: ignore[attr-defined]
+        answer = answers.pop(0)
+        if isinstance(answer, HubError):
+            raise answer
+        return None, answer
+
+    expired = HubError(
+        grpc.StatusCode.UNAUTHENTICATED, "envelope expired", reason="ENVELOPE_EXPIRED"
+    )
+    proof = audit_pb2.ConsistencyProof(first_size=3, second_size=5, hashes=[bytes(32)])
+    monkeypatch.setattr(client, "_send", send)
+    try:
+        answers[:] = [expired, proof]
+        assert await client._prove(3, 5) == [bytes(32)]
+        assert len(set(sent)) == 2  # signed anew, not the same envelope again
+        answers[:] = [expired, expired]
+        with pytest.raises(ProofUnavailable):
+            await client._prove(3, 5)
+        answers[:] = [HubError(grpc.StatusCode.OUT_OF_RANGE, "not in tree", reason="NOT_IN_TREE")]
+        with pytest.raises(ProofRefused):
+            await client._prove(3, 5)
+    finally:
+        await client.close()

@@ -291,20 +291,28 @@ class HubConnection {
 
   /** The hub's consistency proof between its trees of `first` and `second` entries. */
   async consistencyProof(first, second) {
-    const env = this.seal('stophub.v1.GetConsistencyProofBody', {
-      first_size: String(first),
-      second_size: String(second),
-    });
     let body;
-    try {
-      // Not witnessed itself: the checkpoint under judgement rides on its answer too.
-      ({ body } = await this.send('audit', 'GetConsistencyProof', env, 'stophub.v1.ConsistencyProof', {
-        witness: false,
-      }));
-    } catch (err) {
-      if (!(err instanceof HubError)) throw err;
-      if (err.transient || err.code === grpc.status.PERMISSION_DENIED) throw new ProofUnavailable(err.message);
-      throw new ProofRefused(err.message);
+    for (let attempt = 1; ; attempt++) {
+      const env = this.seal('stophub.v1.GetConsistencyProofBody', {
+        first_size: String(first),
+        second_size: String(second),
+      });
+      try {
+        // Not witnessed itself: the checkpoint under judgement rides on its answer too.
+        ({ body } = await this.send('audit', 'GetConsistencyProof', env, 'stophub.v1.ConsistencyProof', {
+          witness: false,
+        }));
+        break;
+      } catch (err) {
+        if (!(err instanceof HubError)) throw err;
+        // UNAUTHENTICATED judges this request's envelope (its time, key or signature), not the
+        // proof: once more with a fresh envelope, then the proof cannot be had now.
+        if (err.code === grpc.status.UNAUTHENTICATED && attempt === 1) continue;
+        if (err.transient || err.code === grpc.status.PERMISSION_DENIED || err.code === grpc.status.UNAUTHENTICATED) {
+          throw new ProofUnavailable(err.message);
+        }
+        throw new ProofRefused(err.message);
+      }
     }
     if (Number(body.first_size) !== first || Number(body.second_size) !== second) {
       throw new ProofRefused(`asked ${first}..${second}, the hub proved ${body.first_size}..${body.second_size}`);
