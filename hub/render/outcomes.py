@@ -178,8 +178,8 @@ def render_html(report: OutcomeReport) -> str:
         f"<title>StopHub outcome figures {_t(period)}</title>",
         f"<style>{CSS}tr.total td {{ font-weight: bold; }}</style></head><body>",
         "<h1>StopHub outcome figures</h1>",
-        f'<p class="meta" id="period">From {_t(period)} (end excluded), {_t(scope)}, split by '
-        f"{_t(report.period.value)} in {_t(str(report.zone))}. Made {_t(made)} from "
+        f'<p class="meta" id="period">From {_t(period)} (end excluded), {_t(scope)}, '
+        f"{_t(_split(report.period.value))} in {_t(str(report.zone))}. Made {_t(made)} from "
         f"{_t(report.database or 'the database')}.</p>",
         '<section id="totals"><h2>Totals</h2>',
         f'<p id="totals-sentence">{total.reports} report(s), {_t(yuan(total.lost_fen))} '
@@ -225,3 +225,7 @@ DEFINITIONS = (
     "Report to first stop: from the hub's receipt of the report to its receipt of the answer "
     "of the case's first stop that held money; median and 90th percentile (inclusive method)."
 )
+
+
+def _split(period: str) -> str:
+    return "the whole range as one period" if period == "whole" else f"split by {period}"
