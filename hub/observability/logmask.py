@@ -15,7 +15,9 @@ What is an account number in a log line, and what only has digits like one:
   fraction ("1733330000.25"). Left whole.
 
 A hex id made only of decimal digits and standing alone cannot be told from an account
-number; it is masked. Shorter runs (amounts in fen, sequence numbers, ports) stay readable.
+number; it is masked, and so is a clock id whose hex is capitals then ten digits or more
+("KA0000000000000000000" reads as a wallet's account). Shorter runs (amounts in fen,
+sequence numbers, ports) stay readable.
 
 Installed on the root logger's handlers (a filter on a logger would miss records that its
 child loggers propagate), by the CLI's logging setup and by `bootstrap.serve`.
