@@ -140,10 +140,13 @@ def tls_options(tls: TlsConfig) -> list[tuple[str, Any]]:
     return [("grpc.ssl_target_name_override", tls.server_name)]
 
 
-def secure_channel(target: str, tls: TlsConfig) -> grpc.aio.Channel:
-    """A channel to the hub over mutual TLS, with the SDK's reconnect and keepalive settings."""
+def secure_channel(
+    target: str, tls: TlsConfig, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.aio.Channel:
+    """A channel to the hub over mutual TLS, with the SDK's reconnect and keepalive settings
+    (and `options`)."""
     return grpc.aio.secure_channel(
-        target, tls_credentials(tls), options=_CHANNEL_OPTIONS + tls_options(tls)
+        target, tls_credentials(tls), options=[*_CHANNEL_OPTIONS, *options, *tls_options(tls)]
     )
 
 
@@ -533,9 +536,7 @@ class HubClient:
             built = channel_target(self.targets)
             options = _CHANNEL_OPTIONS + _authority(built.authority)
             if tls is not None:
-                self._channel = grpc.aio.secure_channel(
-                    built.target, tls_credentials(tls), options=options + tls_options(tls)
-                )
+                self._channel = secure_channel(built.target, tls, _authority(built.authority))
             elif credentials is not None:
                 self._channel = grpc.aio.secure_channel(built.target, credentials, options=options)
             else:

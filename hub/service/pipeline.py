@@ -363,6 +363,7 @@ class Hub:
         """Queue a hub-signed notice to each recipient in the outbox and the audit log, in
         `uow`'s transaction (`members`: its registry, when its commit hands the rows over)."""
         kind, case_id = _notice_kind(notice), notice.case_id or None
+        order_id = notice.order.order_id or None
         sealed = [self.seal(r, notice, now) for r in recipients]
         rows = [
             NewDelivery(r, kind, case_id, s.SerializeToString(), self._at_once(r, now, members))
@@ -371,7 +372,6 @@ class Hub:
         sequences = uow.outbox.add_many(rows, now)
         for row, message in zip(rows, sealed, strict=True):
             detail = f"{kind} to {row.recipient}: {notice.summary}"
-            order_id = notice.order.order_id or None
             _audit_sent(uow, message, row.envelope, detail, now, case_id=case_id, order_id=order_id)
         return [
             PendingDelivery(q, r.recipient, r.envelope, int(r.sent), counted=r.sent)

@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 CHANNEL = "stophub_wake"
 # PostgreSQL refuses a payload of 8000 bytes or more.
 PAYLOAD_LIMIT = 7999
-# How long the first commit's recipients wait for others to share its NOTIFY.
 # At most one NOTIFY per this many seconds; the first after a quiet spell goes at once.
 SPACING = 0.002
 # Pauses between attempts to open the listening connection again (doubling, seconds).
