@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -219,7 +220,10 @@ def _configure_logs() -> None:
     for handler in _log_handlers:
         root.removeHandler(handler)
     before = set(root.handlers)
-    observability_logs.configure(chosen.log_level, chosen.log_format)
+    worker = os.environ.get(observability_logs.ENV_WORKER, "")
+    observability_logs.configure(
+        chosen.log_level, chosen.log_format, int(worker) if worker.isdigit() else None
+    )
     _log_handlers[:] = [h for h in root.handlers if h not in before]
 
 

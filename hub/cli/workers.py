@@ -36,6 +36,7 @@ import click
 
 from hub import bootstrap
 from hub.cli.common import announce
+from hub.observability import logs as observability_logs
 from hub.observability.metrics import parse_address
 from hub.store.sql import normalise_url
 
@@ -122,8 +123,9 @@ class Workers:
 
     def spawn(self, index: int) -> subprocess.Popen[bytes]:
         args = worker_args(self.argv, metrics_address_of(self.metrics_address, index))
+        env = {**self.env, observability_logs.ENV_WORKER: str(index + 1)}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", *args], env=self.env, preexec_fn=_die_with_parent
+            [sys.executable, "-m", "hub.cli", *args], env=env, preexec_fn=_die_with_parent
         )
         self.procs.append(proc)
         return proc

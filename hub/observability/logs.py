@@ -48,6 +48,8 @@ LogFormat = Literal["text", "json"]
 FORMATS: tuple[LogFormat, ...] = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 ENV_FORMAT = "STOPHUB_LOG_FORMAT"
+# Set by `serve --workers N`'s parent for each worker (1 to N): its JSON lines say which.
+ENV_WORKER = "STOPHUB_WORKER"
 CONTEXT_FIELDS = ("case_id", "message_id", "institution", "rpc")
 # Lines about a whole group commit are written by whichever request's thread leads it: they
 # are about every request in the batch, so they carry none of that one's ids.
@@ -196,10 +198,11 @@ class StopHubJsonFormatter(JsonFormatter):
     """python-json-logger with StopHub's field names, UTC times, and account masking of
     everything it formats itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: int | None = None) -> None:
         super().__init__(
             ("asctime", "levelname", "name", "message"),
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            static_fields={} if worker is None else {"worker": worker},
             json_ensure_ascii=False,
         )
 
@@ -224,16 +227,19 @@ class StopHubJsonFormatter(JsonFormatter):
         return log_data
 
 
-def json_handler(stream: Any = None) -> logging.Handler:
+def json_handler(stream: Any = None, worker: int | None = None) -> logging.Handler:
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(StopHubJsonFormatter())
+    handler.setFormatter(StopHubJsonFormatter(worker))
     handler.addFilter(AccountMask())
     handler.addFilter(RequestContextFilter())
     return handler
 
 
-def configure(level: str | int = "WARNING", fmt: LogFormat = "text") -> None:
-    """The process's logging: text (the historical format) or JSON lines, on stderr. Like
+def configure(
+    level: str | int = "WARNING", fmt: LogFormat = "text", worker: int | None = None
+) -> None:
+    """The process's logging: text (the historical format) or JSON lines, on stderr, each
+    with `worker` when `worker` is given (a worker of `serve --workers`). Like
     `logging.basicConfig`, it leaves a root logger that already has handlers alone (a test
     runner's), apart from adding the account mask to them."""
     root = logging.getLogger()
@@ -241,7 +247,7 @@ def configure(level: str | int = "WARNING", fmt: LogFormat = "text") -> None:
         level = level.upper()
     if fmt == "json":
         if not root.handlers:
-            root.addHandler(json_handler())
+            root.addHandler(json_handler(worker=worker))
             root.setLevel(level)
             # Python's warnings too, or they would be the one kind of line that is not JSON.
             logging.captureWarnings(True)

@@ -405,3 +405,25 @@ async def test_health_turns_not_serving_while_the_probe_fails_or_hangs() -> None
     finally:
         release.set()
         await health.stop()
+
+
+def test_a_worker_of_serve_workers_names_itself_in_every_json_line() -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("test-observability-worker")
+    logger.propagate = False
+    handler = logs.json_handler(stream, worker=2)
+    logger.addHandler(handler)
+    try:
+        logger.warning("draining")
+    finally:
+        logger.removeHandler(handler)
+    (line,) = lines(stream)
+    assert line["worker"] == 2 and line["message"] == "draining"
+    # A hub that is not a worker writes no such field at all.
+    stream2 = io.StringIO()
+    logger.addHandler(plain := logs.json_handler(stream2))
+    try:
+        logger.warning("alone")
+    finally:
+        logger.removeHandler(plain)
+    assert "worker" not in lines(stream2)[0]

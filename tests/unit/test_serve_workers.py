@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 import pytest
 
+from hub.cli import workers as workers_module
 from hub.cli.workers import metrics_address_of, refuse_sqlite, worker_args
 
 
@@ -34,3 +35,20 @@ def test_metrics_ports_follow_the_worker_and_sqlite_is_refused() -> None:
     for url in ("sqlite:///var/hub.db", "var/hub.db"):
         with pytest.raises(click.ClickException, match="--workers 2 needs PostgreSQL"):
             refuse_sqlite(url, 2)
+
+
+def test_each_worker_is_told_its_number_for_its_log_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started: list[dict[str, str]] = []
+
+    class Recorded:
+        def __init__(self, args: list[str], env: dict[str, str], preexec_fn: object) -> None:
+            started.append(env)
+
+    monkeypatch.setattr(workers_module.subprocess, "Popen", Recorded)
+    monkeypatch.setenv("STOPHUB_WORKER", "9")  # a parent that is itself a worker's child
+    pool = workers_module.Workers(3, ["serve", "--workers", "3"], None, 1.0)
+    for index in range(3):
+        pool.spawn(index)
+    assert [env["STOPHUB_WORKER"] for env in started] == ["1", "2", "3"]
