@@ -242,6 +242,21 @@ class HubCertificateError(HubError):
         return False
 
 
+# The first resend's delay ceiling; then 0.4 s, 0.8 s (docs/failover.md, "Calls").
+RESEND_BACKOFF = 0.2
+
+
+def _resend(failure: HubError) -> bool:
+    """Whether a failed call is sent again by itself: only when no hub answered it (an
+    UNAVAILABLE without a signed refusal, not a certificate that does not fit). A timeout is
+    not: the call's own deadline is spent, and the application decides."""
+    return (
+        failure.code is grpc.StatusCode.UNAVAILABLE
+        and not failure.signed
+        and not isinstance(failure, HubCertificateError)
+    )
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One notice from the delivery stream, its hub signature already verified.
@@ -501,7 +516,15 @@ class HubClient:
         message_ids: Callable[[], str] | None = None,
         witness: bool = True,
         log_checkpoint_file: str | os.PathLike[str] | None = None,
+        resends: int = 2,
     ) -> None:
+        if resends < 0:
+            raise ValueError(f"resends must be 0 or more, not {resends}")
+        # How often a call that never reached a hub (an unsigned UNAVAILABLE: the replica died
+        # or the connection broke under it) is sent again, same bytes, same message id: the
+        # channel has moved to another replica by then, and the hub answers a resend of a
+        # message it committed with its first answer (docs/failover.md, "Calls").
+        self.resends = resends
         # Every replica the client may use, in the order it prefers them (docs/failover.md).
         self.targets = parse_targets(target)
         self.target = ",".join(self.targets)
@@ -899,14 +922,20 @@ class HubClient:
             raise ValueError(f"{method} takes a {expected}, not {envelope.body_type!r}")
         # types-protobuf (2026-11) no longer types a message's constructor fields.
         request = cast(Callable[..., Message], rpc.request)(envelope=envelope)
-        call = self._callable(rpc)(request, timeout=self.timeout)
-        try:
-            response = await call
-        except grpc.aio.AioRpcError as err:
-            failure = await self._failure(err, envelope.message_id)
-            if witness:
-                await self._witness_trailers(err.trailing_metadata())
-            raise failure from err
+        failures = 0
+        while True:
+            call = self._callable(rpc)(request, timeout=self.timeout)
+            try:
+                response = await call
+                break
+            except grpc.aio.AioRpcError as err:
+                failure = await self._failure(err, envelope.message_id)
+                if witness:
+                    await self._witness_trailers(err.trailing_metadata())
+                failures += 1
+                if not _resend(failure) or failures > self.resends:
+                    raise failure from err
+            await asyncio.sleep(backoff(failures, RESEND_BACKOFF, RESEND_BACKOFF * 4))
         answer_env = cast(_Enveloped, response).envelope
         answer = self.open_hub_envelope(answer_env, rpc.answer)
         if witness:
