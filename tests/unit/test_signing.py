@@ -712,7 +712,7 @@ def test_seal_accepts_any_signer() -> None:
 
 def test_seal_refuses_a_signer_with_an_unknown_algorithm() -> None:
     signer = _DelegatingSigner(KEYS[ED25519])
-    signer.algorithm = "sm2-sm3"
+    signer.algorithm = "sm9"
     with pytest.raises(SignatureError, match="unknown"):
         seal(
             signer,
