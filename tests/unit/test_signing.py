@@ -33,11 +33,13 @@ from hub.crypto.envelope import (
     verify_envelope,
 )
 from hub.crypto.keys import PrivateKey, load_private_key, save_private_key
+from hub.crypto.sm2 import Sm2PrivateKey
 from hub.crypto.signing import (
     ALGORITHMS,
     ECDSA_P256,
     ED25519,
     ENVELOPE_TAG,
+    SM2_SM3,
     Header,
     SignatureError,
     key_id_for,
@@ -76,6 +78,12 @@ def p256_key_from_scalar(scalar_hex: str) -> PrivateKey:
 def private_key_of(vector: dict[str, Any]) -> PrivateKey:
     if "seed" in vector:
         return PrivateKey.from_ed25519_seed(bytes.fromhex(vector["seed"]))
+    if vector["header"]["algorithm"] == SM2_SM3:
+        return PrivateKey(
+            Sm2PrivateKey(
+                bytes.fromhex(vector["private_scalar"]), vector["distinguishing_id"].encode()
+            )
+        )
     return p256_key_from_scalar(vector["private_scalar"])
 
 
@@ -98,6 +106,8 @@ def test_vector_file_covers_the_required_cases() -> None:
         "ecdsa-p256-basic",
         "ed25519-negative-message-id",
         "ed25519-operator-approver",
+        "sm2-sm3-basic",
+        "sm2-sm3-distinguishing-id",
     }
     assert [v["valid"] for v in VECTORS].count(False) == 1
 
@@ -284,7 +294,16 @@ def parse_doc_vectors(text: str) -> dict[str, dict[str, str]]:
 
 def flatten(vector: dict[str, Any]) -> dict[str, str]:
     flat = {"vector": vector["name"]}
-    for key in ("seed", "private_scalar", "public_key", "key_id", "body"):
+    for key in (
+        "seed",
+        "private_scalar",
+        "distinguishing_id",
+        "nonce",
+        "z",
+        "public_key",
+        "key_id",
+        "body",
+    ):
         if key in vector:
             flat[key] = vector[key]
     for key, value in vector["header"].items():
