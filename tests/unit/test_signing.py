@@ -33,7 +33,6 @@ from hub.crypto.envelope import (
     verify_envelope,
 )
 from hub.crypto.keys import PrivateKey, load_private_key, save_private_key
-from hub.crypto.sm2 import Sm2PrivateKey
 from hub.crypto.signing import (
     ALGORITHMS,
     ECDSA_P256,
@@ -47,6 +46,7 @@ from hub.crypto.signing import (
     signing_input,
     verify_signature,
 )
+from hub.crypto.sm2 import Sm2PrivateKey
 from stophub.v1 import envelope_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
