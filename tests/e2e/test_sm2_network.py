@@ -5,17 +5,20 @@ policy does not allow does not start."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import grpc
 import pytest
+from click.testing import CliRunner
 
 from adapters.sdk import HubError
 from hub.bootstrap import serve
+from hub.cli import main
 from hub.crypto import sm2
-from hub.crypto.keys import PrivateKey
+from hub.crypto.keys import PrivateKey, load_private_key
 from hub.crypto.public import public_key_to_pem
 from hub.crypto.signing import SM2_SM3
 from hub.domain.institutions import InstitutionKind
@@ -129,3 +132,56 @@ async def test_the_hub_does_not_start_with_a_key_the_policy_forbids(
             clock=clock,
             policy_file=sm2_policy(tmp_path),
         )
+
+
+def _run(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_the_keys_commands_handle_sm2_keys(tmp_path: Path) -> None:
+    """generate --algorithm sm2, register, add with a distinguishing ID, rotate, revoke."""
+    db = f"sqlite:///{tmp_path}/cli.db"
+    out = _run("keys", "generate", "--algorithm", "sm2", "--out", str(tmp_path / "banka.key"))
+    assert "(sm2-sm3)" in out
+    key_id = out.split("key id")[1].split()[0]
+    key = load_private_key(tmp_path / "banka.key")
+    assert (key.algorithm, key.key_id) == (SM2_SM3, key_id)
+    assert (tmp_path / "banka.pub").read_bytes() == public_key_to_pem(SM2_SM3, key.public_key)
+    _run(
+        "institution", "add", "--code", "BANKA", "--name", "Bank A", "--kind", "bank",
+        "--key", str(tmp_path / "banka.pub"), "--primary", "Wang Li,+86-10-1",
+        "--backup", "Zhao Min,+86-10-2", "--db", db,
+    )  # fmt: skip
+    out = _run(
+        "keys", "add", "BANKA", "--key", str(tmp_path / "banka.pub"),
+        "--distinguishing-id", "BANKA@example.cn", "--db", db,
+    )  # fmt: skip
+    with_id = PrivateKey.from_pem(key.to_pem(), distinguishing_id=b"BANKA@example.cn")
+    assert f"added key {with_id.key_id}" in out and with_id.key_id != key_id
+    _run("keys", "generate", "--algorithm", "sm2-sm3", "--out", str(tmp_path / "banka2.key"))
+    out = _run(
+        "keys", "rotate", "BANKA", "--key", str(tmp_path / "banka2.pub"), "--overlap-hours",
+        "0", "--db", db,
+    )  # fmt: skip
+    assert key_id in out and with_id.key_id in out
+    _run("keys", "revoke", "BANKA", key_id, "--db", db)
+    shown = json.loads(_run("institution", "show", "BANKA", "--json", "--db", db))
+    states = {k["key_id"]: (k["algorithm"], k["state"]) for k in shown["keys"]}
+    assert states[key_id] == (SM2_SM3, "revoked")
+    assert states[with_id.key_id] == (SM2_SM3, "active")
+    # An ID for another algorithm, an empty or a too long one is refused, as exit 2.
+    _run("keys", "generate", "--out", str(tmp_path / "ed.key"))
+    for key_file, distinguishing_id in (
+        ("ed.pub", "X"),
+        ("banka.pub", ""),
+        ("banka.pub", "x" * 129),
+    ):
+        refused = CliRunner().invoke(
+            main,
+            ["keys", "add", "BANKA", "--key", str(tmp_path / key_file),
+             "--distinguishing-id", distinguishing_id, "--db", db],
+        )  # fmt: skip
+        assert refused.exit_code == 2, refused.output
+        assert "--distinguishing-id" in refused.output
