@@ -180,9 +180,18 @@ def check(c: Candidate) -> dict[str, Any]:
         )
     data = os.urandom(700)
     binding = OpenSslBinding()
-    attempt("its signature verifies in the binding", lambda: binding.verify(point, c.sign(D, data, DEFAULT_ID), data, DEFAULT_ID))
-    attempt("the binding's verifies in it", lambda: c.verify(point, binding.sign(D, data, DEFAULT_ID), data, DEFAULT_ID))
-    attempt("wrong data refused", lambda: not c.verify(point, binding.sign(D, data, DEFAULT_ID), data + b"x", DEFAULT_ID))
+    attempt(
+        "its signature verifies in the binding",
+        lambda: binding.verify(point, c.sign(D, data, DEFAULT_ID), data, DEFAULT_ID),
+    )
+    attempt(
+        "the binding's verifies in it",
+        lambda: c.verify(point, binding.sign(D, data, DEFAULT_ID), data, DEFAULT_ID),
+    )
+    attempt(
+        "wrong data refused",
+        lambda: not c.verify(point, binding.sign(D, data, DEFAULT_ID), data + b"x", DEFAULT_ID),
+    )
     try:
         sig = c.sign(D, data, DEFAULT_ID)
         out["sign/s"] = rate(lambda: c.sign(D, data, DEFAULT_ID))

@@ -1,7 +1,8 @@
 """Load the policy file (TOML), refusing a bad file with the line at fault: the case clocks
 (`[clocks.NAME]`), the official holiday calendar (`[calendar.YEAR]`, read before the
 chinesecalendar package's), the time zone the `stophub` commands show times in
-(`[display]`) and the signature algorithms members may use (`[signing]`). The file's header says how each is written; docs/operations.md too."""
+(`[display]`) and the signature algorithms members may use (`[signing]`). The file's
+header says how each is written; docs/operations.md too."""
 
 from __future__ import annotations
 
