@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from adapters.sdk.client import read_hub_key
 from hub.cli import main
 from hub.crypto import sm2
-from hub.crypto.envelope import verify_envelope
+from hub.crypto.envelope import seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey, load_private_key
 from hub.crypto.public import public_key_from_pem, public_key_to_pem, with_distinguishing_id
 from hub.crypto.signing import (
@@ -454,3 +455,50 @@ def test_the_vectors_are_reproduced_with_their_nonce(vector: dict[str, Any]) -> 
         point = ref.encode_point(public)
         assert record == point + distinguishing_id
         assert not sm2.verify(point, bytes.fromhex(vector["signature"]), data)
+
+
+# ---- an insider with an SM2 key ----------------------------------------------------------------
+
+
+def test_a_members_sm2_key_signs_only_as_that_member(w: World) -> None:
+    mine = PrivateKey.generate("sm2")
+    w.registry.add_key("BANKC", NewKey(SM2_SM3, mine.public_key))
+    # BANKC names BANKA as the sender, with its own key: not a key of BANKA.
+    w.refuse(
+        CREATE_REPORT, w.seal("BANKA", report_body(), key=mine), Unauthenticated, "UNKNOWN_KEY"
+    )
+    # The operator registers, for BANKC, BANKA's SM2 point under another ID. A signature
+    # BANKA's key makes (under its own, default ID) over an envelope naming BANKC and that
+    # key does not verify: the ID is in Z, so a key record binds its owner's ID.
+    stolen = sm2.make_record(w.keys["BANKA"].public_key, b"BANKC")
+    w.registry.add_key("BANKC", NewKey(SM2_SM3, stolen))
+
+    class AsStolen:
+        algorithm = SM2_SM3
+        key_id = key_id_for(SM2_SM3, stolen)
+
+        def sign(self, data: bytes) -> bytes:
+            return w.keys["BANKA"].sign(data)
+
+    body = report_body(payer=account("BANKC", "6222000000000003", "Zhao Liu"))
+    envelope = seal_message(
+        AsStolen(), sender="BANKC", recipient=HUB_CODE, message_id="bankc-stolen",
+        create_time=w.clock.now(), message=body,
+    )  # fmt: skip
+    w.refuse(CREATE_REPORT, envelope, Unauthenticated, "BAD_SIGNATURE")
+
+
+# ---- the SDK's pinned hub key -----------------------------------------------------------------
+
+
+def test_the_sdk_reads_an_sm2_hub_key_in_every_form(tmp_path: Path) -> None:
+    key = PrivateKey.generate("sm2")
+    (tmp_path / "hub.pub").write_bytes(public_key_to_pem(SM2_SM3, key.public_key))
+    assert read_hub_key(tmp_path / "hub.pub") == (SM2_SM3, key.public_key)
+    assert read_hub_key(key.public_key) == (SM2_SM3, key.public_key)  # a bare SM2 point
+    record = sm2.make_record(key.public_key, b"HUB-1")
+    assert read_hub_key(record) == (SM2_SM3, record)
+    p256 = PrivateKey.generate("ecdsa-p256-sha256").public_key
+    assert read_hub_key(p256) == ("ecdsa-p256-sha256", p256)
+    with pytest.raises(ValueError, match="hub_public_key"):
+        read_hub_key(key.public_key[:-1] + bytes([key.public_key[-1] ^ 1]))
