@@ -6,8 +6,10 @@ by the network's algorithm policy."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -313,6 +315,35 @@ def test_without_sm2_the_algorithm_says_why(monkeypatch: pytest.MonkeyPatch) -> 
         main, ["keys", "generate", "--algorithm", "sm2", "--out", "/nonexistent/k.key"]
     )
     assert result.exit_code != 0 and "not available" in result.output
+
+
+def test_an_openssl_without_sm2_is_reported_not_crashed(tmp_path: Path) -> None:
+    """The real thing, not a patch: an OpenSSL whose configuration loads only the `base`
+    provider (no SM3, no SM2), as a FIPS-only build would be. The binding imports, says why,
+    and sm2-sm3 is refused with that reason."""
+    conf = tmp_path / "openssl.cnf"
+    conf.write_text(
+        "openssl_conf = init\n[init]\nproviders = providers\n"
+        "[providers]\nbase = base\n[base]\nactivate = 1\n"
+    )
+    script = (
+        "from hub.crypto import sm2\n"
+        "from hub.crypto.signing import SignatureError, verify_signature\n"
+        "print(sm2.unavailable())\n"
+        "try:\n"
+        f"    verify_signature('sm2-sm3', bytes.fromhex({RECOMMENDED['point']!r}), b'0', b'x')\n"
+        "except SignatureError as err:\n"
+        "    print(err)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "OPENSSL_CONF": str(conf)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    why, refused = done.stdout.splitlines()
+    assert why == "this OpenSSL has no SM3 digest (built without it, or its provider is not loaded)"
+    assert refused == f"sm2-sm3 is not available on this machine: {why}"
 
 
 # ---- the policy file --------------------------------------------------------------------------
