@@ -76,6 +76,9 @@ async def test_sm2_members_and_an_sm2_hub(sm2_network: Network, tmp_path: Path) 
         [key] = found.keys
         assert (key.algorithm, key.key_id) == (SM2_SM3, net.keys["BANKA"].key_id)
         assert key.public_key == net.keys["BANKA"].public_key
+    # The audit log's signed messages, SM2 all, verify with the keys valid when recorded.
+    out = _run("audit", "signatures", "--db", net.database_url)
+    assert " 0 problem(s)" in out and "BANKA" in out, out
 
 
 async def test_a_member_with_its_own_distinguishing_id(sm2_network: Network) -> None:
