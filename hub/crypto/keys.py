@@ -168,7 +168,8 @@ class PrivateKey:
         has no place for it."""
         if sm2.is_sm2_private_pem(pem):
             try:
-                return cls(sm2.private_key_from_pem(pem, distinguishing_id or sm2.DEFAULT_ID))
+                chosen = sm2.DEFAULT_ID if distinguishing_id is None else distinguishing_id
+                return cls(sm2.private_key_from_pem(pem, chosen))
             except sm2.Sm2Error as exc:
                 raise SignatureError(f"cannot load private key: {exc}") from exc
         if distinguishing_id is not None:

@@ -219,6 +219,8 @@ def test_private_and_public_key_files_round_trip() -> None:
     assert with_distinguishing_id(SM2_SM3, key.public_key, "ALICE") == with_id.public_key
     with pytest.raises(SignatureError, match="sm2-sm3 keys only"):
         with_distinguishing_id(ED25519, PrivateKey.generate().public_key, "ALICE")
+    with pytest.raises(SignatureError, match="must not be empty"):
+        PrivateKey.from_pem(pem, distinguishing_id=b"")
     with pytest.raises(SignatureError, match="SM2 keys only"):
         PrivateKey.from_pem(PrivateKey.generate().to_pem(), distinguishing_id=b"ALICE")
 
