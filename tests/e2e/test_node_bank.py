@@ -1,13 +1,15 @@
 """A bank written in Node.js (examples/node-bank) against a real hub over mutual TLS.
 
-The Node bank implements docs/signing.md with node:crypto, independently of the Python code.
-Here it is registered like any member (its own Ed25519 key, a client certificate from the
-network's CA), started as a subprocess, and sent a stop by the centre through the Python
-SDK; the hub must record its signed answer, the centre must be able to verify that signature
-with the key the hub registered, and the delivery must end up acknowledged. A second run
-gives the Node bank the wrong hub key: it must refuse the delivery and answer nothing. The
-Node bank's own test suite (`npm test`: the vectors of docs/signing.md, forged hub
-signatures) runs here too, so that `make test` covers it.
+The Node bank implements docs/signing.md with node:crypto (and sm-crypto-v2 for sm2-sm3),
+independently of the Python code. Here it is registered like any member (its own key of each
+algorithm in turn, a client certificate from the network's CA; once more in a network where
+every signature, the hub's and the centre's too, is SM2), started as a subprocess, and sent
+a stop by the centre through the Python SDK; the hub must record its signed answer, the
+centre must be able to verify that signature with the key the hub registered, and the
+delivery must end up acknowledged. A second run gives the Node bank the wrong hub key: it
+must refuse the delivery and answer nothing. The Node bank's own test suite (`npm test`: the
+vectors of docs/signing.md, forged hub signatures, SM2 against the openssl command line)
+runs here too, so that `make test` covers it.
 """
 
 from __future__ import annotations
