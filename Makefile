@@ -16,7 +16,7 @@ PROTO_BASELINE = proto/releases/$(shell cat proto/releases/CURRENT)
 
 # The C accelerator of `audit verify` (ADR 18) is built in place by the editable install: a
 # change to it reinstalls.
-$(STAMP): pyproject.toml setup.py hub/store/_leafscan.c hub/domain/_merklefold.c
+$(STAMP): pyproject.toml setup.py hub/store/_leafscan.c hub/domain/_merklefold.c hub/crypto/_sm2.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "StopHub needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,10 @@ from bench.table import Row
 from hub.crypto import pki
 from hub.crypto.envelope import seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey, save_private_key
+from hub.crypto.signing import ALGORITHMS, ED25519
+from hub.service.admin import NewKey, Registry
+from hub.store.sql import SqlStore
+from hub.system.clock import SystemClock
 from hub.system.policy import DEFAULT_POLICY
 from stophub.v1 import case_pb2
 from tests.e2e.test_crash import mule_report
@@ -346,11 +350,24 @@ class HubUnderTest:
 
 
 @contextmanager
-def hub_process(label: str, db_url: str, directory: Path) -> Iterator[HubUnderTest]:
+def hub_process(
+    label: str, db_url: str, directory: Path, algorithm: str = ED25519
+) -> Iterator[HubUnderTest]:
+    """The hub as a child process, its key and BANKA's of `algorithm` (bench/sm2.py runs this
+    with sm2-sm3 against ed25519)."""
     directory.mkdir(parents=True, exist_ok=True)
-    hub_key = PrivateKey.generate()
+    hub_key = PrivateKey.generate(algorithm)
     save_private_key(hub_key, directory / "hub.key")
     keys = register_members(db_url)
+    if algorithm != keys[SENDER].algorithm:
+        keys[SENDER] = PrivateKey.generate(algorithm)
+        store = SqlStore(db_url)
+        try:
+            Registry(store, SystemClock()).rotate_key(
+                SENDER, NewKey(algorithm, keys[SENDER].public_key), timedelta(0)
+            )
+        finally:
+            store.dispose()
     hub = Hub(directory, db_url, DEFAULT_POLICY)
     hub.start()
     assert hub.proc is not None
@@ -410,6 +427,7 @@ class Config:
     # PostgreSQL's own processes are not in it).
     echo_cpu: float = 0.0
     hub_cpu: float = 0.0
+    algorithm: str = ED25519  # of BANKA's envelopes and of the hub's answers
 
     def cpu_per_request(self, which: str) -> float:
         run, cpu = (self.hub, self.hub_cpu) if which == "hub" else (self.echo, self.echo_cpu)
@@ -486,6 +504,7 @@ def run_hub(
                 plain_run,
                 echo_cpu,
                 hub_cpu,
+                hut.key.algorithm,
             )
         )
     return configs
@@ -502,7 +521,10 @@ def measure(args: argparse.Namespace) -> list[Config]:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stophub-intake-")))
         data_keys(tmp)
         for label, database in stack.enter_context(databases(args, tmp)):
-            with database() as url, hub_process(label, url, tmp / label.split()[0]) as hut:
+            with (
+                database() as url,
+                hub_process(label, url, tmp / label.split()[0], args.algorithm) as hut,
+            ):
                 pki_dir = tmp / label.split()[0] / "pki"
                 say(f"{label}: hub pid {hut.pid} on {hut.server.target} (mutual TLS)")
                 with ExitStack() as servers:
@@ -524,6 +546,8 @@ def to_rows(configs: Sequence[Config]) -> list[Row]:
     rows = []
     for cfg in configs:
         where = f"{cfg.database}, {cfg.concurrency} in flight, {cfg.size:,} B"
+        if cfg.algorithm != ED25519:
+            where += f", {cfg.algorithm}"
         invalid = f" INVALID: {cfg.hub.errors} errors" if cfg.hub.errors or cfg.echo.errors else ""
         base = "grpc.aio echo, mutual TLS, same bytes"
         share = cfg.hub.rate / cfg.echo.rate if cfg.echo.rate else 0.0
@@ -613,6 +637,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip the plain-text echo reference",
     )
     g.add_argument(
+        "--algorithm",
+        choices=sorted(ALGORITHMS),
+        default=None,
+        help="the algorithm of BANKA's envelopes and of the hub's key (default ed25519)",
+    )
+    g.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -630,6 +660,7 @@ def _with_defaults(args: argparse.Namespace) -> argparse.Namespace:
         "plaintext": True,
         "profile": None,
         "no_postgres": False,
+        "algorithm": ED25519,
     }
     for name, default in defaults.items():
         if values.get(name) is None:

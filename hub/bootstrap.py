@@ -180,6 +180,12 @@ async def serve(
     indexed = store.index_victims()  # the blind index of cases from before it (revision 0013)
     if indexed:
         log.info("blind index: %d case(s) indexed under the current data keyring", indexed)
+    if not policy_data.signing.allows(HUB_CODE, key.algorithm):
+        store.dispose()
+        raise ValueError(
+            f"the hub's key {key.key_id} is {key.algorithm}, which the policy's [signing] does "
+            f"not allow: give the hub a key of an allowed algorithm (stophub keys generate)"
+        )
     ensure_hub_registered(store, key, clock)
     hub = build_hub(
         store,
@@ -189,6 +195,7 @@ async def serve(
         calendar=calendar,
         list_key=network_list_key,
     )
+    hub.gate.algorithms = policy_data.signing
     status = calendar_status(calendar, clock.now().astimezone(CHINA_TZ).date())
     if status is not None:
         # The hub serves on: deadlines there are estimates, marked as such wherever shown.

@@ -37,7 +37,7 @@ from hub.crypto.envelope import create_time_of, seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey
 from hub.crypto.pki import TlsConfig
 from hub.crypto.public import public_key_from_file
-from hub.crypto.signing import ECDSA_P256, SignatureError, key_id_for
+from hub.crypto.signing import ECDSA_P256, SM2_SM3, SignatureError, key_id_for
 from hub.system.clock import SystemClock
 from stophub.v1 import (
     account_pb2,
@@ -435,9 +435,9 @@ def read_hub_key(value: HubKey) -> tuple[str, bytes]:
     """(algorithm, raw public key) of a hub key given to `HubClient`: a path to the file the
     operator published (the PEM `.pub` that `stophub keys generate` writes, or a raw 32-byte
     Ed25519 key file), that file's bytes, PEM text, or a raw public key in the encoding of
-    docs/signing.md (32 bytes Ed25519, the 65-byte uncompressed P-256 point: what
-    `PrivateKey.public_key` and the registry's `PublicKey.public_key` hold). Anything else is
-    a ValueError that says which forms are accepted."""
+    docs/signing.md (32 bytes Ed25519, the 65-byte uncompressed P-256 or SM2 point, an SM2 key
+    record: what `PrivateKey.public_key` and the registry's `PublicKey.public_key` hold).
+    Anything else is a ValueError that says which forms are accepted."""
     where = "hub_public_key"
     if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
         data = value.encode("ascii", "replace")
@@ -450,12 +450,17 @@ def read_hub_key(value: HubKey) -> tuple[str, bytes]:
             raise ValueError(f"{where}: cannot read the hub's public key: {err}") from err
     else:
         data = bytes(value)
-        if len(data) == 65 and data[:1] == b"\x04":
-            try:
-                key_id_for(ECDSA_P256, data)
-            except SignatureError as err:
-                raise ValueError(f"{where}: {err}") from err
-            return ECDSA_P256, data
+        if len(data) >= 65 and data[:1] == b"\x04":
+            # A bare point is P-256's or SM2's: the curve it lies on says which (no point of
+            # one is known to lie on the other). Longer is an SM2 key record with its ID.
+            for algorithm in (ECDSA_P256, SM2_SM3) if len(data) == 65 else (SM2_SM3,):
+                try:
+                    key_id_for(algorithm, data)
+                except SignatureError as err:
+                    error = err
+                    continue
+                return algorithm, data
+            raise ValueError(f"{where}: {error}")
     try:
         return public_key_from_file(data)
     except SignatureError as err:

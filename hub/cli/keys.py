@@ -9,12 +9,12 @@ from pathlib import Path
 import click
 
 from hub.cli.common import CODE, KEY_ID, db_option, open_store, read_public_key, refusals_as_errors
-from hub.crypto.keys import PrivateKey, load_private_key, save_private_key
-from hub.crypto.public import public_key_from_file, public_key_to_pem
+from hub.crypto.keys import ALIASES, PrivateKey, load_private_key, save_private_key
+from hub.crypto.public import public_key_from_file, public_key_to_pem, with_distinguishing_id
 from hub.crypto.signing import ALGORITHMS, ED25519, SignatureError
 from hub.domain.institutions import HUB_CODE
 from hub.service import trust
-from hub.service.admin import Registry
+from hub.service.admin import NewKey, Registry
 from hub.system.clock import SystemClock
 
 
@@ -31,7 +31,11 @@ def keys() -> None:
     help="The private key file, e.g. var/banka.key.",
 )
 @click.option(
-    "--algorithm", type=click.Choice(sorted(ALGORITHMS)), default=ED25519, show_default=True
+    "--algorithm",
+    type=click.Choice(sorted(ALGORITHMS | set(ALIASES))),
+    default=ED25519,
+    show_default=True,
+    help="sm2 is sm2-sm3, p256 is ecdsa-p256-sha256.",
 )
 @refusals_as_errors
 def keys_generate(out: str, algorithm: str) -> None:
@@ -43,7 +47,10 @@ def keys_generate(out: str, algorithm: str) -> None:
         raise click.ClickException(
             f"{pub} exists: keys are never overwritten; choose another --out"
         )
-    key = PrivateKey.generate(algorithm)
+    try:
+        key = PrivateKey.generate(algorithm)
+    except SignatureError as err:  # sm2-sm3 where this machine's OpenSSL has no SM2
+        raise click.ClickException(str(err)) from err
     save_private_key(key, out)
     with pub.open("xb") as f:  # "x": a file made meanwhile is not overwritten either
         f.write(public_key_to_pem(key.algorithm, key.public_key))
@@ -62,15 +69,34 @@ def public_key_file(out: str) -> Path:
     return path.with_suffix(".pub")
 
 
+DISTINGUISHING_ID = click.option(
+    "--distinguishing-id",
+    metavar="TEXT",
+    help="SM2 keys only: the signer's distinguishing ID (UTF-8, 1-128 bytes) when it is not "
+    "the default 1234567812345678.",
+)
+
+
+def _key(key_file: str, distinguishing_id: str | None) -> NewKey:
+    key = read_public_key(key_file)
+    try:
+        return NewKey(
+            key.algorithm, with_distinguishing_id(key.algorithm, key.public_key, distinguishing_id)
+        )
+    except SignatureError as err:
+        raise click.BadParameter(str(err), param_hint="--distinguishing-id") from err
+
+
 @keys.command("add")
 @click.argument("code", type=CODE)
 @click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@DISTINGUISHING_ID
 @db_option
 @refusals_as_errors
-def keys_add(code: str, key_file: str, database_url: str) -> None:
+def keys_add(code: str, key_file: str, distinguishing_id: str | None, database_url: str) -> None:
     """Register another public key for an institution (several may be active)."""
     key_id = Registry(open_store(database_url, write=True), SystemClock()).add_key(
-        code, read_public_key(key_file)
+        code, _key(key_file, distinguishing_id)
     )
     click.echo(f"added key {key_id} to {code}")
 
@@ -96,14 +122,21 @@ def keys_revoke(code: str, key_id: str, database_url: str) -> None:
     show_default=True,
     help="How long the old keys keep signing after the new one is registered.",
 )
+@DISTINGUISHING_ID
 @db_option
 @refusals_as_errors
-def keys_rotate(code: str, key_file: str, overlap_hours: float, database_url: str) -> None:
+def keys_rotate(
+    code: str,
+    key_file: str,
+    overlap_hours: float,
+    distinguishing_id: str | None,
+    database_url: str,
+) -> None:
     """Register a new public key and retire the institution's other keys after an overlap.
 
     What the old keys signed before they were retired still verifies in the audit log."""
     key_id, retiring = Registry(open_store(database_url, write=True), SystemClock()).rotate_key(
-        code, read_public_key(key_file), timedelta(hours=overlap_hours)
+        code, _key(key_file, distinguishing_id), timedelta(hours=overlap_hours)
     )
     click.echo(
         f"{code} now signs with {key_id}; "

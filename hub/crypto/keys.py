@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from hub.crypto import secretfile
-from hub.crypto.signing import ECDSA_P256, ED25519, SignatureError, key_id_for
+from hub.crypto import secretfile, sm2
+from hub.crypto.signing import ECDSA_P256, ED25519, SM2_SM3, SignatureError, key_id_for
+
+# `cryptography` has no SM2, so an SM2 key is hub.crypto.sm2's own object.
+AnyPrivateKey: TypeAlias = PrivateKeyTypes | sm2.Sm2PrivateKey
 
 
 class _Scheme(Protocol):
@@ -21,30 +24,30 @@ class _Scheme(Protocol):
     @property
     def algorithm(self) -> str: ...
 
-    def generate(self) -> PrivateKeyTypes: ...
+    def generate(self) -> AnyPrivateKey: ...
 
-    def accepts(self, key: PrivateKeyTypes) -> bool: ...
+    def accepts(self, key: AnyPrivateKey) -> bool: ...
 
-    def sign(self, key: PrivateKeyTypes, data: bytes) -> bytes: ...
+    def sign(self, key: AnyPrivateKey, data: bytes) -> bytes: ...
 
-    def public_bytes(self, key: PrivateKeyTypes) -> bytes: ...
+    def public_bytes(self, key: AnyPrivateKey) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
 class _Ed25519Scheme:
     algorithm: str = ED25519
 
-    def generate(self) -> PrivateKeyTypes:
+    def generate(self) -> AnyPrivateKey:
         return ed25519.Ed25519PrivateKey.generate()
 
-    def accepts(self, key: PrivateKeyTypes) -> bool:
+    def accepts(self, key: AnyPrivateKey) -> bool:
         return isinstance(key, ed25519.Ed25519PrivateKey)
 
-    def sign(self, key: PrivateKeyTypes, data: bytes) -> bytes:
+    def sign(self, key: AnyPrivateKey, data: bytes) -> bytes:
         assert isinstance(key, ed25519.Ed25519PrivateKey)
         return key.sign(data)
 
-    def public_bytes(self, key: PrivateKeyTypes) -> bytes:
+    def public_bytes(self, key: AnyPrivateKey) -> bytes:
         assert isinstance(key, ed25519.Ed25519PrivateKey)
         return key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -55,32 +58,59 @@ class _Ed25519Scheme:
 class _EcdsaP256Scheme:
     algorithm: str = ECDSA_P256
 
-    def generate(self) -> PrivateKeyTypes:
+    def generate(self) -> AnyPrivateKey:
         return ec.generate_private_key(ec.SECP256R1())
 
-    def accepts(self, key: PrivateKeyTypes) -> bool:
+    def accepts(self, key: AnyPrivateKey) -> bool:
         return isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
 
-    def sign(self, key: PrivateKeyTypes, data: bytes) -> bytes:
+    def sign(self, key: AnyPrivateKey, data: bytes) -> bytes:
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         # Randomised (OpenSSL also mixes the key and message into the nonce),
         # DER-encoded: the form Java and Go verify natively.
         return key.sign(data, ec.ECDSA(hashes.SHA256()))
 
-    def public_bytes(self, key: PrivateKeyTypes) -> bytes:
+    def public_bytes(self, key: AnyPrivateKey) -> bytes:
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         return key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Sm2Scheme:
+    algorithm: str = SM2_SM3
+
+    def generate(self) -> AnyPrivateKey:
+        try:
+            return sm2.Sm2PrivateKey.generate()
+        except sm2.Sm2Error as exc:
+            raise SignatureError(str(exc)) from exc
+
+    def accepts(self, key: AnyPrivateKey) -> bool:
+        return isinstance(key, sm2.Sm2PrivateKey)
+
+    def sign(self, key: AnyPrivateKey, data: bytes) -> bytes:
+        assert isinstance(key, sm2.Sm2PrivateKey)
+        # Randomised (OpenSSL draws k), DER SEQUENCE {r, s} as GM/T 0009 specifies.
+        return key.sign(data)
+
+    def public_bytes(self, key: AnyPrivateKey) -> bytes:
+        assert isinstance(key, sm2.Sm2PrivateKey)
+        return key.record
+
+
 _SCHEMES: dict[str, _Scheme] = {
     ED25519: _Ed25519Scheme(),
     ECDSA_P256: _EcdsaP256Scheme(),
+    SM2_SM3: _Sm2Scheme(),
 }
 
+# What `stophub keys generate --algorithm` also takes: the short names people say.
+ALIASES = {"sm2": SM2_SM3, "p256": ECDSA_P256}
 
-def _scheme_for_key(key: PrivateKeyTypes) -> _Scheme:
+
+def _scheme_for_key(key: AnyPrivateKey) -> _Scheme:
     for scheme in _SCHEMES.values():
         if scheme.accepts(key):
             return scheme
@@ -98,7 +128,7 @@ class PrivateKey:
 
     __slots__ = ("_algorithm", "_key", "_key_id", "_public_key", "_scheme")
 
-    def __init__(self, key: PrivateKeyTypes) -> None:
+    def __init__(self, key: AnyPrivateKey) -> None:
         self._scheme = _scheme_for_key(key)
         self._key = key
         self._algorithm = self._scheme.algorithm
@@ -115,13 +145,16 @@ class PrivateKey:
 
     @property
     def public_key(self) -> bytes:
-        """Raw 32 bytes for Ed25519, the 65-byte uncompressed point for P-256."""
+        """Raw 32 bytes for Ed25519, the 65-byte uncompressed point for P-256, the SM2 key
+        record (the point, then a distinguishing ID other than the default) for SM2."""
         return self._public_key
 
     def sign(self, data: bytes) -> bytes:
         return self._scheme.sign(self._key, data)
 
     def to_pem(self) -> bytes:
+        if isinstance(self._key, sm2.Sm2PrivateKey):
+            return self._key.to_pem()
         return self._key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -129,7 +162,18 @@ class PrivateKey:
         )
 
     @classmethod
-    def from_pem(cls, pem: bytes) -> PrivateKey:
+    def from_pem(cls, pem: bytes, *, distinguishing_id: bytes | None = None) -> PrivateKey:
+        """The key in a PEM file. `distinguishing_id` is for SM2 keys only: the ID their
+        signatures are made under (the default `1234567812345678` when None); a PKCS#8 file
+        has no place for it."""
+        if sm2.is_sm2_private_pem(pem):
+            try:
+                chosen = sm2.DEFAULT_ID if distinguishing_id is None else distinguishing_id
+                return cls(sm2.private_key_from_pem(pem, chosen))
+            except sm2.Sm2Error as exc:
+                raise SignatureError(f"cannot load private key: {exc}") from exc
+        if distinguishing_id is not None:
+            raise SignatureError("a distinguishing ID is for SM2 keys only")
         try:
             key = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -141,7 +185,7 @@ class PrivateKey:
     @classmethod
     def generate(cls, algorithm: str = ED25519) -> PrivateKey:
         try:
-            scheme = _SCHEMES[algorithm]
+            scheme = _SCHEMES[ALIASES.get(algorithm, algorithm)]
         except KeyError:
             raise SignatureError(f"unknown signature algorithm {algorithm!r}") from None
         return cls(scheme.generate())
@@ -157,11 +201,11 @@ class PrivateKey:
         return f"PrivateKey(algorithm={self._algorithm!r}, key_id={self._key_id!r})"
 
 
-def load_private_key(path: str | Path) -> PrivateKey:
+def load_private_key(path: str | Path, *, distinguishing_id: bytes | None = None) -> PrivateKey:
     """The key in a PEM file, whatever the file's mode: unlike the data keyring and the list
     key (hub/crypto/secretfile.py refuses those if others may read them), deployments read
     the signing key through a group (deploy/k8s/deployment.yaml: fsGroup, mode 0440)."""
-    return PrivateKey.from_pem(Path(path).read_bytes())
+    return PrivateKey.from_pem(Path(path).read_bytes(), distinguishing_id=distinguishing_id)
 
 
 def save_private_key(key: PrivateKey, path: str | Path) -> None:

@@ -52,6 +52,25 @@ class InstitutionKey:
     not_after: datetime | None = None
 
 
+@dataclass(frozen=True)
+class AlgorithmPolicy:
+    """Which signature algorithms the network lets each member sign with (the policy file's
+    `[signing]`, docs/signing.md "Which algorithms a member may use"): a network that must
+    meet the commercial-cryptography rules requires sm2-sm3. None allows every algorithm the
+    hub supports."""
+
+    allowed: frozenset[str] | None = None
+    # Per institution code, instead of `allowed`.
+    by_institution: tuple[tuple[str, frozenset[str]], ...] = ()
+
+    def allowed_for(self, code: str) -> frozenset[str] | None:
+        return next((algs for c, algs in self.by_institution if c == code), self.allowed)
+
+    def allows(self, code: str, algorithm: str) -> bool:
+        allowed = self.allowed_for(code)
+        return allowed is None or algorithm in allowed
+
+
 @dataclass(eq=False)
 class DutyContact:
     role: ContactRole

@@ -22,8 +22,14 @@ from google.protobuf.message import DecodeError, Message
 
 from hub.crypto.envelope import create_time_of, verify_envelope
 from hub.crypto.signing import SignatureError
-from hub.domain.errors import DomainError, InvalidArgument, Unauthenticated
-from hub.domain.institutions import HUB_CODE, Institution, InstitutionKind, KeyState
+from hub.domain.errors import DomainError, InvalidArgument, PermissionDenied, Unauthenticated
+from hub.domain.institutions import (
+    HUB_CODE,
+    AlgorithmPolicy,
+    Institution,
+    InstitutionKind,
+    KeyState,
+)
 from hub.service import wire
 from hub.service.batching import Batch, GroupCommit
 from hub.service.ports import AuditEntry, Clock, StoreUnavailable, UnitOfWork
@@ -110,6 +116,8 @@ class Gate:
         # must then come with the institution code its client certificate names.
         self.require_peer = False
         self.members = MemberCache()
+        # The policy file's [signing]: which algorithms each member may sign with.
+        self.algorithms = AlgorithmPolicy()
 
     def check_envelope(self, envelope: envelope_pb2.Envelope, peer: str | None) -> None:
         """What can be checked without the registry: every header present and sane, and
@@ -191,8 +199,7 @@ class Gate:
         self.check_envelope(envelope, peer)
         return self.identify(self.members.current(uow), envelope)
 
-    @staticmethod
-    def identify(members: Members, envelope: envelope_pb2.Envelope) -> Institution:
+    def identify(self, members: Members, envelope: envelope_pb2.Envelope) -> Institution:
         """The member whose key made the envelope's signature, or Unauthenticated."""
         sender = members.by_code.get(envelope.sender)
         if sender is None or sender.kind is InstitutionKind.HUB:
@@ -225,6 +232,15 @@ class Gate:
                 "BAD_SIGNATURE",
                 f"the signature does not verify with key {key.key_id} of {sender.code}: sign the "
                 "body bytes as sent plus every header field, as docs/signing.md lays out",
+            )
+        if not self.algorithms.allows(sender.code, key.algorithm):
+            # After the signature: the refusal goes to the member itself, not to anyone who
+            # names it, and says what the network requires.
+            allowed = sorted(self.algorithms.allowed_for(sender.code) or ())
+            raise PermissionDenied(
+                "ALGORITHM_NOT_ALLOWED",
+                f"this network does not let {sender.code} sign with {key.algorithm}: sign with a "
+                f"key of {' or '.join(allowed)} (register one with the hub operator)",
             )
         if envelope.recipient != HUB_CODE:
             raise InvalidArgument(

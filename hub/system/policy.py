@@ -1,14 +1,15 @@
 """Load the policy file (TOML), refusing a bad file with the line at fault: the case clocks
 (`[clocks.NAME]`), the official holiday calendar (`[calendar.YEAR]`, read before the
-chinesecalendar package's) and the time zone the `stophub` commands show times in
-(`[display]`). The file's header says how each is written; docs/operations.md too."""
+chinesecalendar package's), the time zone the `stophub` commands show times in
+(`[display]`) and the signature algorithms members may use (`[signing]`). The file's
+header says how each is written; docs/operations.md too."""
 
 from __future__ import annotations
 
 import re
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,17 @@ from hub.domain.clocks import (
     parse_step,
     parse_window,
 )
+from hub.domain.institutions import AlgorithmPolicy
 from hub.domain.workdays import Arrangement
 from hub.system.calendar import ChineseWorkingDays
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.toml")
 KEYS = {"starts", "stops", "window", "responsible", "ladder"}
-SECTIONS = "[clocks.NAME], [calendar.YEAR] and [display]"
+SECTIONS = "[clocks.NAME], [calendar.YEAR], [display] and [signing]"
+# The envelope algorithms a policy may name (hub/crypto/signing.py's registry; system/ does not
+# import crypto/, and tests/unit/test_sm2.py holds the two equal).
+SIGNATURE_ALGORITHMS = ("ecdsa-p256-sha256", "ed25519", "sm2-sm3")
+SIGNING_KEYS = {"allowed_algorithms", "institutions"}
 CALENDAR_KEYS = {"notice", "days_off", "working_days"}
 DISPLAY_KEYS = {"time_zone"}
 # The zone the commands show times in when the file has no [display]: the hub's users, and
@@ -46,6 +52,7 @@ class PolicyFile:
     clocks: Policy
     calendar: tuple[Arrangement, ...]
     display_zone: tzinfo
+    signing: AlgorithmPolicy = field(default_factory=AlgorithmPolicy)
 
 
 def _uncommented(line: str) -> str:
@@ -145,12 +152,42 @@ def parse_policy_file(data: dict[str, Any], text: str, name: str) -> PolicyFile:
     def fail(table: str, key: str | None, message: str) -> PolicyError:
         return PolicyError(f"{name}, line {_line_of(text, table, key)}: {message}")
 
-    for section in sorted(set(data) - {"clocks", "calendar", "display"}):
+    for section in sorted(set(data) - {"clocks", "calendar", "display", "signing"}):
         raise fail(section, None, f"unknown section [{section}]; sections are {SECTIONS}")
     clocks = _clocks(data, name, fail)
     calendar = _calendar(data.get("calendar", {}), text, name, fail)
     zone = _display(data.get("display", {}), fail)
-    return PolicyFile(clocks, calendar, zone)
+    return PolicyFile(clocks, calendar, zone, _signing(data.get("signing", {}), fail))
+
+
+def _algorithms(value: Any, table: str, key: str, fail: Fail) -> frozenset[str]:
+    known = ", ".join(SIGNATURE_ALGORITHMS)
+    if not isinstance(value, list) or not value:
+        raise fail(table, key, f"{key} is a non-empty list of algorithms: {known}")
+    for algorithm in value:
+        if algorithm not in SIGNATURE_ALGORITHMS:
+            raise fail(table, key, f"{algorithm!r} is not a signature algorithm; one of {known}")
+    return frozenset(value)
+
+
+def _signing(spec: Any, fail: Fail) -> AlgorithmPolicy:
+    if not isinstance(spec, dict):
+        raise fail("signing", None, "[signing] is a table")
+    for key in sorted(set(spec) - SIGNING_KEYS):
+        raise fail(
+            "signing", key, f"unknown key {key!r}; keys are {', '.join(sorted(SIGNING_KEYS))}"
+        )
+    allowed = None
+    if "allowed_algorithms" in spec:
+        allowed = _algorithms(spec["allowed_algorithms"], "signing", "allowed_algorithms", fail)
+    members = spec.get("institutions", {})
+    if not isinstance(members, dict):
+        raise fail("signing", "institutions", "[signing.institutions] is a table: CODE = [...]")
+    by_code = tuple(
+        (code, _algorithms(algs, "signing.institutions", code, fail))
+        for code, algs in sorted(members.items())
+    )
+    return AlgorithmPolicy(allowed, by_code)
 
 
 def _clocks(data: dict[str, Any], name: str, fail: Fail) -> Policy:

@@ -53,7 +53,7 @@ class Envelope(_message.Message):
     key_id: _builtins.str
     """Id of the sender's key that made the signature."""
     algorithm: _builtins.str
-    """Signature algorithm: "ed25519" (default) or "ecdsa-p256-sha256"."""
+    """Signature algorithm: "ed25519" (default), "ecdsa-p256-sha256" or "sm2-sm3"."""
     signature: _builtins.bytes
     """Signature over the signing input of docs/signing.md."""
     operator: _builtins.str

@@ -114,9 +114,12 @@ class PublicKey(_message.Message):
     NOT_AFTER_TIME_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     algorithm: _builtins.str
-    """"ed25519" or "ecdsa-p256-sha256"."""
+    """"ed25519", "ecdsa-p256-sha256" or "sm2-sm3"."""
     public_key: _builtins.bytes
-    """Raw Ed25519 key (32 bytes) or uncompressed SEC1 P-256 point (65 bytes)."""
+    """Raw Ed25519 key (32 bytes), uncompressed SEC1 P-256 point (65 bytes), or the SM2 key
+    record: the uncompressed point (65 bytes) followed by the signer's distinguishing ID when
+    it is not the default 1234567812345678 (docs/signing.md, "The SM2 key record").
+    """
     state: Global___KeyState.ValueType
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...

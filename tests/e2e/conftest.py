@@ -112,12 +112,14 @@ async def start_network(
     ack_timeout: float = 1.0,
     database_url: str | None = None,
     list_key: ListKey | None = None,
+    hub_key: PrivateKey | None = None,
+    algorithm: str = "ed25519",
     **serve_options: Any,
 ) -> Network:
-    """A hub on a loopback port with MEMBERS registered; `serve_options` go to
-    `bootstrap.serve` (metrics and health ports, say)."""
+    """A hub on a loopback port with MEMBERS registered, each with a key of `algorithm`;
+    `serve_options` go to `bootstrap.serve` (metrics and health ports, say)."""
     url = database_url or f"sqlite:///{tmp_path}/hub.db"
-    hub_key = PrivateKey.generate()
+    hub_key = hub_key or PrivateKey.generate()
     list_key = list_key or ListKey.generate()
     # TLS checks validity against the real time, not the test's clock.
     now = datetime.now(UTC)
@@ -139,7 +141,7 @@ async def start_network(
         f"127.0.0.1:{server.port}", hub_key, clock, store, server, url, ca, hub_tls, list_key
     )
     for code, (name, kind) in MEMBERS.items():
-        key = PrivateKey.generate()
+        key = PrivateKey.generate(algorithm)
         network.keys[code] = key
         network.tls_of(code)
         registry.add_institution(

@@ -1,13 +1,15 @@
 """A bank written in Node.js (examples/node-bank) against a real hub over mutual TLS.
 
-The Node bank implements docs/signing.md with node:crypto, independently of the Python code.
-Here it is registered like any member (its own Ed25519 key, a client certificate from the
-network's CA), started as a subprocess, and sent a stop by the centre through the Python
-SDK; the hub must record its signed answer, the centre must be able to verify that signature
-with the key the hub registered, and the delivery must end up acknowledged. A second run
-gives the Node bank the wrong hub key: it must refuse the delivery and answer nothing. The
-Node bank's own test suite (`npm test`: the vectors of docs/signing.md, forged hub
-signatures) runs here too, so that `make test` covers it.
+The Node bank implements docs/signing.md with node:crypto (and sm-crypto-v2 for sm2-sm3),
+independently of the Python code. Here it is registered like any member (its own key of each
+algorithm in turn, a client certificate from the network's CA; once more in a network where
+every signature, the hub's and the centre's too, is SM2), started as a subprocess, and sent
+a stop by the centre through the Python SDK; the hub must record its signed answer, the
+centre must be able to verify that signature with the key the hub registered, and the
+delivery must end up acknowledged. A second run gives the Node bank the wrong hub key: it
+must refuse the delivery and answer nothing. The Node bank's own test suite (`npm test`: the
+vectors of docs/signing.md, forged hub signatures, SM2 against the openssl command line)
+runs here too, so that `make test` covers it.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from hub.domain.institutions import InstitutionKind
 from hub.service.admin import NewKey, Registry
 from hub.store.tables import deliveries
 from hub.system.clock import ManualClock
+from hub.system.policy import DEFAULT_POLICY
 from stophub.v1 import account_pb2, case_pb2, delivery_pb2, order_pb2
-from tests.e2e.conftest import Network, contacts
+from tests.e2e.conftest import Network, contacts, start_network
 from tests.e2e.test_sdk_agent import report_paying
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +99,7 @@ def register_node_bank(
     hub_public_key: bytes,
     credited: datetime,
     algorithm: str = "ed25519",
+    hub_algorithm: str = "ed25519",
 ) -> list[str]:
     """Register NODEBANK with a fresh signing key (Ed25519 unless told) and a client
     certificate; write its files; the command line that starts it."""
@@ -115,6 +119,7 @@ def register_node_bank(
         hub_public_key=hub_public_key,
         credited=credited,
         target=network.target,
+        hub_algorithm=hub_algorithm,
     )
 
 
@@ -126,12 +131,13 @@ def node_bank_command(
     hub_public_key: bytes,
     credited: datetime,
     target: str,
+    hub_algorithm: str = "ed25519",
 ) -> list[str]:
     """Write NODEBANK's files (its registered `key`, its TLS pair, the hub's key, its
     accounts) into `directory`; the command line that starts it against `target`."""
     files = {
         "bank.key": key.to_pem(),
-        "hub.pub": public_key_to_pem("ed25519", hub_public_key),
+        "hub.pub": public_key_to_pem(hub_algorithm, hub_public_key),
         "ca.pem": tls.ca,
         "nodebank-tls.pem": tls.cert,
         "nodebank-tls.key": tls.key,
@@ -280,10 +286,41 @@ async def next_answered(stream: DeliveryStream) -> Any:
                 return delivery
 
 
-@pytest.mark.parametrize("algorithm", ["ed25519", "ecdsa-p256-sha256"])
+@pytest.mark.parametrize("algorithm", ["ed25519", "ecdsa-p256-sha256", "sm2-sm3"])
 async def test_node_bank_answers_a_stop_with_its_own_signature(
     network: Network, tmp_path: Path, algorithm: str
 ) -> None:
+    await answer_a_stop(network, tmp_path, algorithm)
+
+
+async def test_an_sm2_node_bank_in_a_network_that_requires_sm2(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Every signature SM2: the hub's (checked by the Node bank on every delivery and answer),
+    the centre's on the order (checked by the Node bank against the registry), the Node
+    bank's answer (checked by the hub and by the Python SDK of the centre)."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        DEFAULT_POLICY.read_text(encoding="utf-8")
+        + '\n[signing]\nallowed_algorithms = ["sm2-sm3"]\n',
+        encoding="utf-8",
+    )
+    network = await start_network(
+        tmp_path,
+        clock,
+        hub_key=PrivateKey.generate("sm2"),
+        algorithm="sm2-sm3",
+        policy_file=policy,
+    )
+    try:
+        await answer_a_stop(network, tmp_path, "sm2-sm3")
+    finally:
+        await network.server.stop(0.5)
+        network.store.dispose()
+
+
+async def answer_a_stop(network: Network, tmp_path: Path, algorithm: str) -> None:
+    """NODEBANK, with a key of `algorithm`, holds and answers a stop the centre issues."""
     credited = network.clock.now() - timedelta(minutes=20)
     command = register_node_bank(
         network,
@@ -291,6 +328,7 @@ async def test_node_bank_answers_a_stop_with_its_own_signature(
         hub_public_key=network.hub_public_key,
         credited=credited,
         algorithm=algorithm,
+        hub_algorithm=network.hub_key.algorithm,
     )
     async with (
         node_bank(command) as bank,

@@ -38,6 +38,7 @@ from hub.crypto.signing import (
     ECDSA_P256,
     ED25519,
     ENVELOPE_TAG,
+    SM2_SM3,
     Header,
     SignatureError,
     key_id_for,
@@ -45,6 +46,7 @@ from hub.crypto.signing import (
     signing_input,
     verify_signature,
 )
+from hub.crypto.sm2 import Sm2PrivateKey
 from stophub.v1 import envelope_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +78,12 @@ def p256_key_from_scalar(scalar_hex: str) -> PrivateKey:
 def private_key_of(vector: dict[str, Any]) -> PrivateKey:
     if "seed" in vector:
         return PrivateKey.from_ed25519_seed(bytes.fromhex(vector["seed"]))
+    if vector["header"]["algorithm"] == SM2_SM3:
+        return PrivateKey(
+            Sm2PrivateKey(
+                bytes.fromhex(vector["private_scalar"]), vector["distinguishing_id"].encode()
+            )
+        )
     return p256_key_from_scalar(vector["private_scalar"])
 
 
@@ -98,6 +106,8 @@ def test_vector_file_covers_the_required_cases() -> None:
         "ecdsa-p256-basic",
         "ed25519-negative-message-id",
         "ed25519-operator-approver",
+        "sm2-sm3-basic",
+        "sm2-sm3-distinguishing-id",
     }
     assert [v["valid"] for v in VECTORS].count(False) == 1
 
@@ -284,7 +294,16 @@ def parse_doc_vectors(text: str) -> dict[str, dict[str, str]]:
 
 def flatten(vector: dict[str, Any]) -> dict[str, str]:
     flat = {"vector": vector["name"]}
-    for key in ("seed", "private_scalar", "public_key", "key_id", "body"):
+    for key in (
+        "seed",
+        "private_scalar",
+        "distinguishing_id",
+        "nonce",
+        "z",
+        "public_key",
+        "key_id",
+        "body",
+    ):
         if key in vector:
             flat[key] = vector[key]
     for key, value in vector["header"].items():
@@ -712,7 +731,7 @@ def test_seal_accepts_any_signer() -> None:
 
 def test_seal_refuses_a_signer_with_an_unknown_algorithm() -> None:
     signer = _DelegatingSigner(KEYS[ED25519])
-    signer.algorithm = "sm2-sm3"
+    signer.algorithm = "sm9"
     with pytest.raises(SignatureError, match="unknown"):
         seal(
             signer,

@@ -360,7 +360,8 @@ function hubKeyFrom(path) {
 const USAGE = `usage: node src/bank.js --target HOST:PORT[,HOST:PORT...] --institution CODE --key BANK.key
          --hub-key HUB.pub [--hub-key NEW-HUB.pub] --ca CA.pem --cert CODE-tls.pem
          --tls-key CODE-tls.key --accounts ACCOUNTS.json [--server-name NAME]
-         [--connection-name NAME] [--log-checkpoint FILE] [--proto-dir DIR]`;
+         [--connection-name NAME] [--log-checkpoint FILE] [--proto-dir DIR]
+         [--distinguishing-id ID]   (an SM2 key's ID, when not 1234567812345678)`;
 
 async function main(argv) {
   const { values } = parseArgs({
@@ -378,6 +379,7 @@ async function main(argv) {
       'connection-name': { type: 'string', default: 'node-bank' },
       'log-checkpoint': { type: 'string' },
       'proto-dir': { type: 'string' },
+      'distinguishing-id': { type: 'string' },
       help: { type: 'boolean' },
     },
   });
@@ -405,7 +407,15 @@ async function main(argv) {
     console.error(`--target: ${err.message}\n${USAGE}`);
     return 2;
   }
-  const signer = signing.signerFrom(crypto.createPrivateKey(readPem(values.key, 'signing key')));
+  let signer;
+  try {
+    signer = signing.signerFrom(crypto.createPrivateKey(readPem(values.key, 'signing key')), {
+      distinguishingId: values['distinguishing-id'],
+    });
+  } catch (err) {
+    console.error(`--key: ${err.message}\n${USAGE}`);
+    return 2;
+  }
   const proto = load(values['proto-dir']);
   const hub = new HubConnection({
     target: where.target,

@@ -10,12 +10,26 @@
 //
 // The body is signed and verified as the exact bytes carried in the envelope; nothing here
 // ever parses and re-serializes a body.
+//
+// sm2-sm3 comes from sm-crypto-v2 (built on the audited @noble curves and hashes): Node's own
+// crypto signs SM2 with an empty distinguishing ID, where GB/T 32918 signers, and the hub,
+// use 1234567812345678.
 
 const crypto = require('node:crypto');
+const { sm2 } = require('sm-crypto-v2');
 
 const ED25519 = 'ed25519';
 const ECDSA_P256 = 'ecdsa-p256-sha256';
-const ALGORITHMS = Object.freeze([ED25519, ECDSA_P256]);
+const SM2_SM3 = 'sm2-sm3';
+const ALGORITHMS = Object.freeze([ED25519, ECDSA_P256, SM2_SM3]);
+const SM2_DEFAULT_ID = Buffer.from('1234567812345678', 'ascii');
+const SM2_MAX_ID = 128;
+// id-ecPublicKey with the SM2 curve (1.2.156.10197.1.301), then the BIT STRING of the point.
+const SM2_SPKI_PREFIX = Buffer.from(
+  '3059301306072a8648ce3d020106082a811ccf5501822d034200',
+  'hex',
+);
+const SM2_CURVE_OID = Buffer.from('06082a811ccf5501822d', 'hex');
 
 const ENVELOPE_TAG = Buffer.from('stophub.envelope.v1\0', 'ascii'); // 20 bytes
 // DER prefixes that wrap the raw public key encodings of docs/signing.md.
@@ -136,7 +150,81 @@ function publicKeyFromRaw(algorithm, raw) {
       type: 'spki',
     });
   }
+  if (algorithm === SM2_SM3) return sm2KeyFromRecord(raw);
   throw new SignatureError(`unknown algorithm ${JSON.stringify(algorithm)}`);
+}
+
+/**
+ * The SM2 key record of docs/signing.md ("The SM2 key record"): the 65-byte point, then the
+ * distinguishing ID when it is not the default. {pointHex, userId} as sm-crypto-v2 takes them.
+ */
+function sm2KeyFromRecord(raw) {
+  if (raw.length < 65 || raw[0] !== 0x04) {
+    throw new SignatureError('an SM2 key is the 65-byte uncompressed point, then an optional ID');
+  }
+  const point = raw.subarray(0, 65);
+  const id = raw.subarray(65);
+  if (id.length > SM2_MAX_ID) throw new SignatureError('the distinguishing ID is at most 128 bytes');
+  if (id.equals(SM2_DEFAULT_ID)) {
+    throw new SignatureError('the default distinguishing ID is never written after the point');
+  }
+  const pointHex = point.toString('hex');
+  if (!sm2.verifyPublicKey(pointHex)) throw new SignatureError('not a point of the SM2 curve');
+  return { sm2: true, pointHex, userId: sm2UserId(id.length > 0 ? id : SM2_DEFAULT_ID) };
+}
+
+/** sm-crypto-v2 takes the ID as text and hashes its UTF-8: only IDs that are UTF-8 text. */
+function sm2UserId(id) {
+  const text = new TextDecoder('utf-8', { fatal: true }).decode(id);
+  if (!Buffer.from(text, 'utf8').equals(id)) throw new SignatureError('the ID is not UTF-8 text');
+  return text;
+}
+
+/** The 32-byte private scalar of an SM2 PKCS#8 key (its ECPrivateKey's privateKey). */
+function sm2ScalarOf(privateKey) {
+  const der = privateKey.export({ format: 'der', type: 'pkcs8' });
+  // PrivateKeyInfo ::= SEQUENCE { version, AlgorithmIdentifier, OCTET STRING { ECPrivateKey } }
+  // ECPrivateKey ::= SEQUENCE { INTEGER 1, OCTET STRING privateKey, ... }
+  const read = (buf, at) => {
+    let len = buf[at + 1];
+    let start = at + 2;
+    if (len & 0x80) {
+      const n = len & 0x7f;
+      len = buf.readUIntBE(at + 2, n);
+      start += n;
+    }
+    return { tag: buf[at], start, end: start + len };
+  };
+  const info = read(der, 0);
+  const version = read(der, info.start);
+  const algorithm = read(der, version.end);
+  if (!der.subarray(algorithm.start, algorithm.end).includes(SM2_CURVE_OID)) {
+    throw new SignatureError('not an SM2 private key');
+  }
+  const wrapped = read(der, algorithm.end);
+  const ecKey = read(der, wrapped.start);
+  const ecVersion = read(der, ecKey.start);
+  const scalar = read(der, ecVersion.end);
+  if (scalar.tag !== 0x04 || scalar.end - scalar.start !== 32) {
+    throw new SignatureError('an SM2 private key holds a 32-byte scalar');
+  }
+  return der.subarray(scalar.start, scalar.end);
+}
+
+/** Whether `sig` is strict DER SEQUENCE { INTEGER r, INTEGER s } and nothing more. */
+function strictDerSignature(sig) {
+  if (sig.length < 8 || sig[0] !== 0x30 || sig[1] !== sig.length - 2) return false;
+  let at = 2;
+  for (let i = 0; i < 2; i++) {
+    if (sig[at] !== 0x02) return false;
+    const len = sig[at + 1];
+    if (len < 1 || len > 33 || at + 2 + len > sig.length) return false;
+    const first = sig[at + 2];
+    if (first & 0x80) return false; // negative
+    if (len > 1 && first === 0 && !(sig[at + 3] & 0x80)) return false; // not minimal
+    at += 2 + len;
+  }
+  return at === sig.length;
 }
 
 /** [algorithm, raw public key bytes] of a public or private KeyObject. */
@@ -151,7 +239,11 @@ function rawPublicKey(key) {
     if (!spki.subarray(0, 26).equals(P256_SPKI_PREFIX)) throw new SignatureError('odd SPKI');
     return [ECDSA_P256, spki.subarray(26)];
   }
-  throw new SignatureError('only Ed25519 and ECDSA P-256 keys are supported');
+  // Node (OpenSSL 3) reads SM2 keys but names no type for them: the SPKI prefix says it.
+  if (spki.length === 91 && spki.subarray(0, 26).equals(SM2_SPKI_PREFIX)) {
+    return [SM2_SM3, spki.subarray(26)];
+  }
+  throw new SignatureError('only Ed25519, ECDSA P-256 and SM2 keys are supported');
 }
 
 /** A private KeyObject from an Ed25519 seed (32 bytes). */
@@ -182,10 +274,32 @@ function p256PrivateKeyFromScalar(scalar) {
   });
 }
 
+/**
+ * An SM2 signer's key: {sm2Private: scalar hex, pointHex, userId}. `distinguishingId` (bytes
+ * or text) is the ID it signs under, the default 1234567812345678 when absent.
+ */
+function sm2PrivateKeyFromScalar(scalar, distinguishingId) {
+  const scalarHex = Buffer.from(scalar).toString('hex');
+  const pointHex = sm2.getPublicKeyFromPrivateKey(scalarHex);
+  const id = distinguishingId === undefined ? SM2_DEFAULT_ID : toBytes(distinguishingId, 'ID');
+  if (id.length === 0 || id.length > SM2_MAX_ID) throw new SignatureError('the ID is 1 to 128 bytes');
+  return { sm2Private: scalarHex, pointHex, userId: sm2UserId(id), id };
+}
+
 function signBytes(algorithm, privateKey, input) {
   if (algorithm === ED25519) return crypto.sign(null, input, privateKey); // pure Ed25519
   if (algorithm === ECDSA_P256) {
     return crypto.sign('sha256', input, { key: privateKey, dsaEncoding: 'der' });
+  }
+  if (algorithm === SM2_SM3) {
+    // hash: true makes the library compute Z from the ID and key, then SM3(Z || input).
+    const sig = sm2.doSignature(Uint8Array.from(input), privateKey.sm2Private, {
+      der: true,
+      hash: true,
+      publicKey: privateKey.pointHex,
+      userId: privateKey.userId,
+    });
+    return Buffer.from(sig, 'hex');
   }
   throw new SignatureError(`unknown algorithm ${JSON.stringify(algorithm)}`);
 }
@@ -198,6 +312,16 @@ function verifyBytes(algorithm, publicKey, input, signature) {
     }
     if (algorithm === ECDSA_P256) {
       return crypto.verify('sha256', input, { key: publicKey, dsaEncoding: 'der' }, sig);
+    }
+    if (algorithm === SM2_SM3) {
+      return (
+        strictDerSignature(sig) &&
+        sm2.doVerifySignature(Uint8Array.from(input), sig.toString('hex'), publicKey.pointHex, {
+          der: true,
+          hash: true,
+          userId: publicKey.userId,
+        })
+      );
     }
   } catch {
     return false; // a malformed signature is a signature that does not verify
@@ -229,10 +353,24 @@ function verifyEnvelope(env, algorithm, rawKey) {
   return verifyBytes(algorithm, publicKeyFromRaw(algorithm, rawKey), input, env.signature);
 }
 
-/** What this bank signs with: a private KeyObject with its algorithm and key id. */
-function signerFrom(privateKey) {
+/**
+ * What this bank signs with: a private KeyObject with its algorithm and key id. An SM2 key
+ * signs under `distinguishingId` (the default when absent), which is then part of its key
+ * record and key id.
+ */
+function signerFrom(privateKey, { distinguishingId } = {}) {
   const [algorithm, raw] = rawPublicKey(privateKey);
+  if (algorithm === SM2_SM3) return sm2Signer(sm2ScalarOf(privateKey), distinguishingId);
+  if (distinguishingId !== undefined) throw new SignatureError('an ID is for SM2 keys only');
   return { algorithm, privateKey, publicKey: raw, keyId: keyId(algorithm, raw) };
+}
+
+/** An SM2 signer from its 32-byte scalar (and ID). */
+function sm2Signer(scalar, distinguishingId) {
+  const key = sm2PrivateKeyFromScalar(scalar, distinguishingId);
+  const point = Buffer.from(key.pointHex, 'hex');
+  const record = key.id.equals(SM2_DEFAULT_ID) ? point : Buffer.concat([point, key.id]);
+  return { algorithm: SM2_SM3, privateKey: key, publicKey: record, keyId: keyId(SM2_SM3, record) };
 }
 
 module.exports = {
@@ -240,6 +378,7 @@ module.exports = {
   ECDSA_P256,
   ED25519,
   ENVELOPE_TAG,
+  SM2_SM3,
   SignatureError,
   createTimeOf,
   digest,
@@ -252,6 +391,8 @@ module.exports = {
   signEnvelope,
   signerFrom,
   signingInput,
+  sm2Signer,
+  strictDerSignature,
   toBigInt,
   verifyBytes,
   verifyEnvelope,

@@ -16,7 +16,7 @@ const { Book, parseTime, micros } = require('../src/bank');
 
 const fromDoc = vectorsFromDoc();
 
-test('docs/signing.md has the five vectors, and the built-in copy is the same', () => {
+test('docs/signing.md has the seven vectors, and the built-in copy is the same', () => {
   assert.deepEqual(
     fromDoc.map((v) => v.vector),
     [
@@ -25,6 +25,8 @@ test('docs/signing.md has the five vectors, and the built-in copy is the same', 
       'ecdsa-p256-basic',
       'ed25519-negative-message-id',
       'ed25519-operator-approver',
+      'sm2-sm3-basic',
+      'sm2-sm3-distinguishing-id',
     ],
   );
   for (const copy of VECTORS) {
@@ -131,6 +133,69 @@ test('ECDSA: the P1363 (r || s) form is refused; DER verifies', () => {
   );
   assert.equal(p1363.length, 64);
   assert.equal(signing.verifyBytes('ecdsa-p256-sha256', key, signing.signingInput(env), p1363), false);
+});
+
+test('SM2: the distinguishing ID is signed; r || s, a loose DER and Node\'s empty ID are refused', () => {
+  const [basic, withId] = ['sm2-sm3-basic', 'sm2-sm3-distinguishing-id'].map((n) =>
+    fromDoc.find((v) => v.vector === n),
+  );
+  const input = Buffer.from(basic.signing_input, 'hex');
+  const record = Buffer.from(basic.public_key, 'hex');
+  const key = signing.publicKeyFromRaw('sm2-sm3', record);
+  const sig = Buffer.from(basic.signature, 'hex');
+  assert.equal(signing.verifyBytes('sm2-sm3', key, input, sig), true);
+  // The (g) record is the same point with an ID after it: another key, another Z.
+  const other = signing.publicKeyFromRaw('sm2-sm3', Buffer.from(withId.public_key, 'hex'));
+  assert.equal(other.userId, 'ALICE123@YAHOO.COM');
+  assert.equal(signing.verifyBytes('sm2-sm3', other, input, sig), false);
+  // r || s (64 bytes) and a DER with a needless leading zero carry the same r and s.
+  const rLen = sig[3];
+  const r = sig.subarray(4, 4 + rLen);
+  const s = sig.subarray(4 + rLen + 2);
+  const raw = Buffer.concat([r.subarray(r.length - 32), s.subarray(s.length - 32)]);
+  assert.equal(signing.verifyBytes('sm2-sm3', key, input, raw), false);
+  const padded = Buffer.concat([Buffer.from([0x02, s.length + 1, 0x00]), s]);
+  const loose = Buffer.concat([sig.subarray(2, 4 + rLen), padded]);
+  assert.equal(
+    signing.verifyBytes('sm2-sm3', key, input, Buffer.concat([Buffer.from([0x30, loose.length]), loose])),
+    false,
+  );
+  // Node's own crypto signs SM2 with an empty ID: not what the hub verifies.
+  const signer = signing.sm2Signer(Buffer.from(basic.private_scalar, 'hex'));
+  assert.throws(() => signing.sm2Signer(Buffer.from(basic.private_scalar, 'hex'), ''), signing.SignatureError);
+  assert.deepEqual(signer.publicKey, record);
+  assert.throws(
+    () => signing.publicKeyFromRaw('sm2-sm3', Buffer.concat([record, Buffer.from('1234567812345678')])),
+    signing.SignatureError,
+  );
+});
+
+test('SM2: the openssl command line verifies this bank\'s signatures and this bank verifies its', (t) => {
+  const { spawnSync } = require('node:child_process');
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const path = require('node:path');
+  if (spawnSync('openssl', ['version']).status !== 0) return t.skip('no openssl command here');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'node-bank-sm2-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = (name) => path.join(dir, name);
+  assert.equal(spawnSync('openssl', ['genpkey', '-algorithm', 'SM2', '-out', file('k.key')]).status, 0);
+  assert.equal(spawnSync('openssl', ['pkey', '-in', file('k.key'), '-pubout', '-out', file('k.pub')]).status, 0);
+  const signer = signing.signerFrom(crypto.createPrivateKey(fs.readFileSync(file('k.key'))));
+  assert.equal(signer.algorithm, 'sm2-sm3');
+  const input = Buffer.from(fromDoc.find((v) => v.vector === 'sm2-sm3-basic').signing_input, 'hex');
+  fs.writeFileSync(file('input'), input);
+  fs.writeFileSync(file('ours.sig'), signing.signBytes('sm2-sm3', signer.privateKey, input));
+  const opts = ['-rawin', '-digest', 'sm3', '-in', file('input'), '-pkeyopt', 'distid:1234567812345678'];
+  const verified = spawnSync('openssl', ['pkeyutl', '-verify', '-pubin', '-inkey', file('k.pub'), '-sigfile', file('ours.sig'), ...opts]);
+  assert.equal(verified.status, 0, String(verified.stderr));
+  const signed = spawnSync('openssl', ['pkeyutl', '-sign', '-inkey', file('k.key'), '-out', file('theirs.sig'), ...opts]);
+  assert.equal(signed.status, 0, String(signed.stderr));
+  const key = signing.publicKeyFromRaw('sm2-sm3', signer.publicKey);
+  assert.equal(signing.verifyBytes('sm2-sm3', key, input, fs.readFileSync(file('theirs.sig'))), true);
+  // Without distid, openssl 3.0 signs under an empty ID: refused here.
+  spawnSync('openssl', ['pkeyutl', '-sign', '-inkey', file('k.key'), '-out', file('empty.sig'), '-rawin', '-digest', 'sm3', '-in', file('input')]);
+  assert.equal(signing.verifyBytes('sm2-sm3', key, input, fs.readFileSync(file('empty.sig'))), false);
 });
 
 test('compressed P-256 points and short Ed25519 keys are refused', () => {
