@@ -77,5 +77,5 @@ proto: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
-	rm -f hub/store/_leafscan.*.so hub/domain/_merklefold.*.so
+	rm -f hub/store/_leafscan.*.so hub/domain/_merklefold.*.so hub/crypto/_sm2.*.so
 	rm -rf tools/buf/node_modules examples/node-bank/node_modules
