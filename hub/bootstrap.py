@@ -26,12 +26,12 @@ from hub.api.lists import ListServicer
 from hub.api.runner import Runner
 from hub.api.server import SERVICE_NAMES, bind, grpc_server
 from hub.crypto import fields
-from hub.crypto.keys import PrivateKey, load_private_key
 from hub.crypto.listkey import DEFAULT_FILE as DEFAULT_LIST_KEY
 from hub.crypto.listkey import ENV_FILE as LIST_KEY_ENV_FILE
 from hub.crypto.listkey import ENV_KEY as LIST_KEY_ENV
 from hub.crypto.listkey import ListKey, load_list_key_file, resolve_list_key
 from hub.crypto.pki import TlsConfig
+from hub.crypto.signer import Signer, load_signer
 from hub.domain.cases import Policy
 from hub.domain.clocks import Policy as ClockPolicy
 from hub.domain.institutions import HUB_CODE, InstitutionKind
@@ -69,7 +69,7 @@ def migrate(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-def ensure_hub_registered(store: SqlStore, key: PrivateKey, clock: Clock) -> None:
+def ensure_hub_registered(store: SqlStore, key: Signer, clock: Clock) -> None:
     """The hub is a member too, so members can read its keys from the registry."""
     registry = Registry(store, clock)
     with store(read_only=True) as uow:
@@ -90,7 +90,7 @@ def ensure_hub_registered(store: SqlStore, key: PrivateKey, clock: Clock) -> Non
 
 def build_hub(
     store: SqlStore,
-    key: PrivateKey,
+    key: Signer,
     notifier: Notifier | None = None,
     *,
     clock: Clock | None = None,
@@ -139,7 +139,7 @@ def find_list_key(given: ListKey | str | Path | None, *, quiet: bool = False) ->
 
 async def serve(
     database_url: str,
-    hub_key: PrivateKey | str | Path,
+    hub_key: Signer | str | Path,
     address: str = DEFAULT_ADDRESS,
     *,
     clock: Clock | None = None,
@@ -157,8 +157,9 @@ async def serve(
     health_interval: float = 5.0,
     checkpoint_every: float = CHECKPOINT_EVERY,
 ) -> tuple[HubServer, SqlStore]:
-    """`data_keys`: the keyring (or its file) that seals personal data; None keeps the one
-    already configured in this process, and there must be one.
+    """`hub_key`: the hub's signer, or what names it (a key file's path or a `pkcs11:` URI,
+    hub/crypto/signer.py). `data_keys`: the keyring (or its file) that seals personal data;
+    None keeps the one already configured in this process, and there must be one.
 
     `metrics_address` (HOST:PORT) serves Prometheus metrics at /metrics; `health_address`
     opens a plain-text port with grpc.health.v1 only. Health on every port follows the
@@ -169,7 +170,7 @@ async def serve(
         fields.configure(data_keys)
     fields.keyring()  # no keys, no start: nothing is ever stored in plain text
     mask_accounts_in_logs()
-    key = hub_key if isinstance(hub_key, PrivateKey) else load_private_key(hub_key)
+    key = load_signer(hub_key) if isinstance(hub_key, str | Path) else hub_key
     clock = clock or SystemClock()
     policy_data = read_policy(policy_file)  # a bad file stops the start, naming the line
     calendar = ChineseWorkingDays(policy_data.calendar)

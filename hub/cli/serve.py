@@ -26,6 +26,7 @@ from hub.crypto.listkey import DEFAULT_FILE as LIST_KEY_FILE
 from hub.crypto.listkey import ENV_FILE as LIST_KEY_ENV_FILE
 from hub.crypto.listkey import ENV_KEY as LIST_KEY_ENV
 from hub.crypto.listkey import ListKeyError
+from hub.crypto.signer import SignerError, load_signer
 from hub.domain.clocks import PolicyError
 from hub.observability.metrics import parse_address
 from hub.store.sql import shown_url
@@ -39,8 +40,9 @@ from hub.system.policy import load_policy
     "--hub-key",
     default=bootstrap.DEFAULT_HUB_KEY,
     show_default=True,
-    type=click.Path(dir_okay=False),
-    help="The hub's private signing key (create it with `stophub keys generate`).",
+    help="The hub's private signing key (create it with `stophub keys generate`), or a key "
+    "in a PKCS#11 token: pkcs11:token=…;object=…?module-path=…&pin-source=file:… "
+    "(docs/signing-keys.md; the PIN never on the command line).",
 )
 @click.option("--migrate/--no-migrate", default=True, show_default=True)
 @click.option(
@@ -131,10 +133,11 @@ def serve(
 ) -> None:
     """Serve the hub over gRPC with mutual TLS (health checking and reflection on)."""
     serve_workers.refuse_sqlite(database_url, workers)
-    if not Path(hub_key).exists():
-        raise click.ClickException(
-            f"no hub key at {hub_key}: create one with `stophub keys generate --out {hub_key}`"
-        )
+    try:
+        # Loaded (and a token logged in) before anything starts: a wrong PIN is one line.
+        signer = load_signer(hub_key)
+    except SignerError as err:
+        raise click.ClickException(str(err)) from err
     ring = use_data_keys(data_keys)  # no keys, no start: says how to make them
     try:
         # Refuse a bad policy before touching the database; the message names the line.
@@ -178,7 +181,7 @@ def serve(
     async def run() -> None:
         server, store = await bootstrap.serve(
             database_url,
-            hub_key,
+            signer,
             address,
             run_migrations=migrate,
             policy_file=policy_file,
