@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -23,14 +23,14 @@ from grpc_health.v1._async import HealthServicer
 import migrations
 from hub.api.delivery import CHECKPOINT_EVERY, DeliveryRouter
 from hub.api.lists import ListServicer
-from hub.api.runner import Runner
+from hub.api.runner import Peers, Runner
 from hub.api.server import SERVICE_NAMES, bind, grpc_server
 from hub.crypto import fields
 from hub.crypto.listkey import DEFAULT_FILE as DEFAULT_LIST_KEY
 from hub.crypto.listkey import ENV_FILE as LIST_KEY_ENV_FILE
 from hub.crypto.listkey import ENV_KEY as LIST_KEY_ENV
 from hub.crypto.listkey import ListKey, load_list_key_file, resolve_list_key
-from hub.crypto.pki import TlsConfig
+from hub.crypto.pki import PkiError, TlsConfig, gateway_pins
 from hub.crypto.signer import Signer, load_signer
 from hub.domain.cases import Policy
 from hub.domain.clocks import Policy as ClockPolicy
@@ -156,6 +156,7 @@ async def serve(
     health_address: str | None = None,
     health_interval: float = 5.0,
     checkpoint_every: float = CHECKPOINT_EVERY,
+    gateways: Sequence[bytes] = (),
 ) -> tuple[HubServer, SqlStore]:
     """`hub_key`: the hub's signer, or what names it (a key file's path or a `pkcs11:` URI,
     hub/crypto/signer.py). `data_keys`: the keyring (or its file) that seals personal data;
@@ -163,7 +164,12 @@ async def serve(
 
     `metrics_address` (HOST:PORT) serves Prometheus metrics at /metrics; `health_address`
     opens a plain-text port with grpc.health.v1 only. Health on every port follows the
-    database, probed every `health_interval` seconds (docs/operations.md)."""
+    database, probed every `health_interval` seconds (docs/operations.md).
+
+    `gateways`: the PEM client certificates of the TLCP gateways this hub trusts to forward
+    institutions' verified certificates (docs/tlcp-gateway.md); checked before anything
+    starts."""
+    _check_gateways(gateways, tls)
     if data_keys is not None:
         if not isinstance(data_keys, fields.Keyring):
             data_keys = fields.load_keyring_file(data_keys)
@@ -209,6 +215,7 @@ async def serve(
         checkpoint_every=checkpoint_every,
         # Several replicas may share a PostgreSQL database; SQLite has one hub process.
         wakeups_url=None if store.is_sqlite else database_url,
+        gateways=gateways,
     )
     if late_after is not None:
         server.hub.sweeper.late_after = late_after
@@ -292,6 +299,15 @@ class HubServer:
         await self.server.wait_for_termination()
 
 
+def _check_gateways(gateways: Sequence[bytes], tls: TlsConfig | None) -> frozenset[str]:
+    if gateways and tls is None:
+        raise PkiError(
+            "a TLCP gateway is pinned by its TLS client certificate: serve with TLS, not "
+            "plain text, to trust one (docs/tlcp-gateway.md)"
+        )
+    return gateway_pins(gateways)
+
+
 async def start(
     hub: Hub,
     address: str,
@@ -309,6 +325,7 @@ async def start(
     snapshot_max_age: float = 5.0,
     checkpoint_every: float = CHECKPOINT_EVERY,
     wakeups_url: str | None = None,
+    gateways: Sequence[bytes] = (),
 ) -> HubServer:
     """Serve `hub` on `address` (host:port, port 0 for any free port): the request pipeline's
     threads, the delivery router, the list watcher, the metrics, the scheduled jobs and the
@@ -331,8 +348,9 @@ async def start(
     `wakeups_url` (a PostgreSQL database other replicas share): commits here wake their
     streams and list followers at once, and theirs wake this hub's (ADR 22); the ticks
     (every `ack_timeout` / 2, for the list too) stay as the safety net."""
+    peers = Peers(_check_gateways(gateways, tls))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub")
-    runner = Runner(hub, executor)
+    runner = Runner(hub, executor, peers)
     router = DeliveryRouter(runner, ack_timeout=ack_timeout)
     router.bind(asyncio.get_running_loop())
     # Commits that queue deliveries wake the router from then on, and count the first

@@ -58,6 +58,15 @@ from hub.system.policy import load_policy
     f"{pki.HUB_CERT} and {pki.HUB_KEY} (the hub's certificate); see `stophub pki init`.",
 )
 @click.option(
+    "--tls-gateway",
+    "gateway_certs",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The client certificate (PEM) of a TLCP gateway allowed to forward institutions' "
+    "verified certificates (stophub-client-cert-bin); repeat for several. Pinned by its "
+    "SHA-256 (docs/tlcp-gateway.md).",
+)
+@click.option(
     "--insecure-plaintext",
     is_flag=True,
     help="Development only: serve plain text, without TLS or client certificates.",
@@ -123,6 +132,7 @@ def serve(
     policy_file: str | None,
     tls_dir: str,
     insecure_plaintext: bool,
+    gateway_certs: tuple[str, ...],
     list_key_file: str | None,
     metrics_address: str | None,
     health_address: str | None,
@@ -160,6 +170,16 @@ def serve(
                 raise click.BadParameter(str(err), param_hint=flag) from err
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     tls = None if insecure_plaintext else _server_tls(Path(tls_dir))
+    gateways = [Path(f).read_bytes() for f in gateway_certs]
+    if gateways and tls is None:
+        raise click.BadParameter(
+            "a TLCP gateway is pinned by its TLS certificate: not with --insecure-plaintext",
+            param_hint="--tls-gateway",
+        )
+    try:
+        pki.gateway_pins(gateways)  # refuse a member's certificate pinned by mistake, now
+    except pki.PkiError as err:
+        raise click.BadParameter(str(err), param_hint="--tls-gateway") from err
     if insecure_plaintext:
         log.warning(
             "INSECURE: serving PLAIN TEXT (--insecure-plaintext). No TLS, no client "
@@ -186,6 +206,7 @@ def serve(
             run_migrations=migrate,
             policy_file=policy_file,
             tls=tls,
+            gateways=gateways,
             data_keys=ring,
             list_key=list_key,
             metrics_address=metrics_address,

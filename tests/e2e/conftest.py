@@ -114,17 +114,18 @@ async def start_network(
     database_url: str | None = None,
     list_key: ListKey | None = None,
     hub_key: Signer | None = None,
+    ca: pki.Issued | None = None,
     **serve_options: Any,
 ) -> Network:
     """A hub on a loopback port with MEMBERS registered; `serve_options` go to
     `bootstrap.serve` (metrics and health ports, say); `hub_key`: the hub's signer (a new
-    software key by default)."""
+    software key by default); `ca`: the network's CA (a new one by default)."""
     url = database_url or f"sqlite:///{tmp_path}/hub.db"
     hub_key = hub_key or PrivateKey.generate()
     list_key = list_key or ListKey.generate()
     # TLS checks validity against the real time, not the test's clock.
     now = datetime.now(UTC)
-    ca = pki.create_ca(now)
+    ca = ca or pki.create_ca(now)
     hub_tls = tls_for(ca, pki.issue_server(ca, now))
     server, store = await serve(
         url,
