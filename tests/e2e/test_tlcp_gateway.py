@@ -243,3 +243,57 @@ async def test_serve_pins_only_a_gateways_certificate(tmp_path: Path, clock: Man
     )
     assert wrong.exit_code == 2 and "not a gateway's certificate" in wrong.output
     assert not db.exists()
+
+
+async def test_a_stream_with_the_header_straight_from_a_member_is_refused(link: Link) -> None:
+    network = link.network
+    banka_cert = pki.issue_client(link.gm_ca, "BANKA", datetime.now(UTC))
+    async with network.channel("BANKB") as channel:
+        call = delivery_pb2_grpc.DeliveryServiceStub(channel).StreamDeliveries(
+            metadata=((CLIENT_CERT_METADATA, der(banka_cert)),)
+        )
+        hello = sign(
+            network.keys["BANKB"], "BANKB", delivery_pb2.SubscribeBody(), network.clock.now()
+        )
+        await call.write(delivery_pb2.StreamDeliveriesRequest(envelope=hello))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call.read()
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_info(caught.value)[0].reason == "GATEWAY_HEADER_REFUSED"
+
+
+def test_pki_issue_gateway_writes_a_certificate_the_hub_can_pin(tmp_path: Path) -> None:
+    pki.init(tmp_path / "ca", datetime.now(UTC))
+    result = CliRunner().invoke(
+        main,
+        [
+            "pki",
+            "issue-gateway",
+            "tlcp-1",
+            "--dir",
+            str(tmp_path / "ca"),
+            "--out-dir",
+            str(tmp_path / "gw"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    cert = tmp_path / "gw" / "gateway-tlcp-1-tls.pem"
+    assert f"--tls-gateway {cert}" in result.output
+    assert (tmp_path / "gw" / "gateway-tlcp-1-tls.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "gw" / "ca.pem").exists()
+    pins = pki.gateway_pins([cert.read_bytes()])
+    assert pins == {pki.fingerprint(cert.read_bytes())}
+    assert pki.fingerprint(cert.read_bytes()) in result.output
+    again = CliRunner().invoke(
+        main,
+        [
+            "pki",
+            "issue-gateway",
+            "tlcp-1",
+            "--dir",
+            str(tmp_path / "ca"),
+            "--out-dir",
+            str(tmp_path / "gw"),
+        ],
+    )
+    assert again.exit_code == 1 and "exists" in again.output
