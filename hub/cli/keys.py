@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from hub.cli.common import CODE, KEY_ID, db_option, open_store, read_public_key, refusals_as_errors
-from hub.crypto.keys import PrivateKey, load_private_key, save_private_key
+from hub.crypto.keys import PrivateKey, save_private_key
 from hub.crypto.pkcs11 import Pkcs11Config, Pkcs11Error, generate_key
 from hub.crypto.public import public_key_from_file, public_key_to_pem
 from hub.crypto.signer import Signer, SignerError, is_pkcs11, load_signer
@@ -157,8 +157,8 @@ def keys_rotate(code: str, key_file: str, overlap_hours: float, database_url: st
     "--old",
     "old_file",
     required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="The hub's current private key (PEM), which vouches for the new one.",
+    help="The hub's current private key (PEM), or its pkcs11: URI, which vouches for the new "
+    "one.",
 )
 @click.option(
     "--new",
@@ -175,7 +175,10 @@ def keys_endorse_hub(old_file: str, new_file: str, database_url: str) -> None:
     (docs/audit.md, "Rotating the hub's key"). Run it before the hub first signs with the
     new key. Refuses an old key the registry does not list as the hub's, and a new key
     already endorsed otherwise; endorsing the same key again changes nothing."""
-    old = load_private_key(old_file)
+    try:
+        old = load_signer(old_file)
+    except SignerError as err:
+        raise click.ClickException(str(err)) from err
     algorithm, public = _new_hub_key(new_file)
     store = open_store(database_url, write=True)
     try:

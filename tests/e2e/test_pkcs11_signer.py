@@ -276,6 +276,15 @@ async def test_the_hub_and_a_member_sign_with_token_keys(
             )
         finally:
             await client.close()
+        # Rotating away from the token key: it vouches for the hub's next key, from the token.
+        code, out = stophub("keys", "generate", "--out", str(tmp_path / "next.key"))
+        assert code == 0, out
+        code, out = stophub(
+            *("keys", "endorse-hub", "--old", token.uri("hub-signing")),
+            *("--new", str(tmp_path / "next.pub"), "--db", network.database_url),
+        )
+        assert code == 0, out
+        assert f"endorsed by hub key {hub_signer.key_id}" in out
     finally:
         await network.server.stop(0.5)
         network.store.dispose()
