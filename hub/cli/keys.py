@@ -157,8 +157,7 @@ def keys_rotate(code: str, key_file: str, overlap_hours: float, database_url: st
     "--old",
     "old_file",
     required=True,
-    help="The hub's current private key (PEM), or its pkcs11: URI, which vouches for the new "
-    "one.",
+    help="The hub's current private key (PEM), or its pkcs11: URI, which vouches for the new one.",
 )
 @click.option(
     "--new",
