@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -23,15 +23,15 @@ from grpc_health.v1._async import HealthServicer
 import migrations
 from hub.api.delivery import CHECKPOINT_EVERY, DeliveryRouter
 from hub.api.lists import ListServicer
-from hub.api.runner import Runner
+from hub.api.runner import Peers, Runner
 from hub.api.server import SERVICE_NAMES, bind, grpc_server
 from hub.crypto import fields
-from hub.crypto.keys import PrivateKey, load_private_key
 from hub.crypto.listkey import DEFAULT_FILE as DEFAULT_LIST_KEY
 from hub.crypto.listkey import ENV_FILE as LIST_KEY_ENV_FILE
 from hub.crypto.listkey import ENV_KEY as LIST_KEY_ENV
 from hub.crypto.listkey import ListKey, load_list_key_file, resolve_list_key
-from hub.crypto.pki import TlsConfig
+from hub.crypto.pki import PkiError, TlsConfig, gateway_pins
+from hub.crypto.signer import Signer, load_signer
 from hub.domain.cases import Policy
 from hub.domain.clocks import Policy as ClockPolicy
 from hub.domain.institutions import HUB_CODE, InstitutionKind
@@ -69,7 +69,7 @@ def migrate(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-def ensure_hub_registered(store: SqlStore, key: PrivateKey, clock: Clock) -> None:
+def ensure_hub_registered(store: SqlStore, key: Signer, clock: Clock) -> None:
     """The hub is a member too, so members can read its keys from the registry."""
     registry = Registry(store, clock)
     with store(read_only=True) as uow:
@@ -90,7 +90,7 @@ def ensure_hub_registered(store: SqlStore, key: PrivateKey, clock: Clock) -> Non
 
 def build_hub(
     store: SqlStore,
-    key: PrivateKey,
+    key: Signer,
     notifier: Notifier | None = None,
     *,
     clock: Clock | None = None,
@@ -139,7 +139,7 @@ def find_list_key(given: ListKey | str | Path | None, *, quiet: bool = False) ->
 
 async def serve(
     database_url: str,
-    hub_key: PrivateKey | str | Path,
+    hub_key: Signer | str | Path,
     address: str = DEFAULT_ADDRESS,
     *,
     clock: Clock | None = None,
@@ -156,20 +156,27 @@ async def serve(
     health_address: str | None = None,
     health_interval: float = 5.0,
     checkpoint_every: float = CHECKPOINT_EVERY,
+    gateways: Sequence[bytes] = (),
 ) -> tuple[HubServer, SqlStore]:
-    """`data_keys`: the keyring (or its file) that seals personal data; None keeps the one
-    already configured in this process, and there must be one.
+    """`hub_key`: the hub's signer, or what names it (a key file's path or a `pkcs11:` URI,
+    hub/crypto/signer.py). `data_keys`: the keyring (or its file) that seals personal data;
+    None keeps the one already configured in this process, and there must be one.
 
     `metrics_address` (HOST:PORT) serves Prometheus metrics at /metrics; `health_address`
     opens a plain-text port with grpc.health.v1 only. Health on every port follows the
-    database, probed every `health_interval` seconds (docs/operations.md)."""
+    database, probed every `health_interval` seconds (docs/operations.md).
+
+    `gateways`: the PEM client certificates of the TLCP gateways this hub trusts to forward
+    institutions' verified certificates (docs/tlcp-gateway.md); checked before anything
+    starts."""
+    _check_gateways(gateways, tls)
     if data_keys is not None:
         if not isinstance(data_keys, fields.Keyring):
             data_keys = fields.load_keyring_file(data_keys)
         fields.configure(data_keys)
     fields.keyring()  # no keys, no start: nothing is ever stored in plain text
     mask_accounts_in_logs()
-    key = hub_key if isinstance(hub_key, PrivateKey) else load_private_key(hub_key)
+    key = load_signer(hub_key) if isinstance(hub_key, str | Path) else hub_key
     clock = clock or SystemClock()
     policy_data = read_policy(policy_file)  # a bad file stops the start, naming the line
     calendar = ChineseWorkingDays(policy_data.calendar)
@@ -215,6 +222,7 @@ async def serve(
         checkpoint_every=checkpoint_every,
         # Several replicas may share a PostgreSQL database; SQLite has one hub process.
         wakeups_url=None if store.is_sqlite else database_url,
+        gateways=gateways,
     )
     if late_after is not None:
         server.hub.sweeper.late_after = late_after
@@ -298,6 +306,15 @@ class HubServer:
         await self.server.wait_for_termination()
 
 
+def _check_gateways(gateways: Sequence[bytes], tls: TlsConfig | None) -> frozenset[str]:
+    if gateways and tls is None:
+        raise PkiError(
+            "a TLCP gateway is pinned by its TLS client certificate: serve with TLS, not "
+            "plain text, to trust one (docs/tlcp-gateway.md)"
+        )
+    return gateway_pins(gateways)
+
+
 async def start(
     hub: Hub,
     address: str,
@@ -315,6 +332,7 @@ async def start(
     snapshot_max_age: float = 5.0,
     checkpoint_every: float = CHECKPOINT_EVERY,
     wakeups_url: str | None = None,
+    gateways: Sequence[bytes] = (),
 ) -> HubServer:
     """Serve `hub` on `address` (host:port, port 0 for any free port): the request pipeline's
     threads, the delivery router, the list watcher, the metrics, the scheduled jobs and the
@@ -337,8 +355,9 @@ async def start(
     `wakeups_url` (a PostgreSQL database other replicas share): commits here wake their
     streams and list followers at once, and theirs wake this hub's (ADR 22); the ticks
     (every `ack_timeout` / 2, for the list too) stay as the safety net."""
+    peers = Peers(_check_gateways(gateways, tls))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub")
-    runner = Runner(hub, executor)
+    runner = Runner(hub, executor, peers)
     router = DeliveryRouter(runner, ack_timeout=ack_timeout)
     router.bind(asyncio.get_running_loop())
     # Commits that queue deliveries wake the router from then on, and count the first

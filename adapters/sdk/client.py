@@ -34,9 +34,9 @@ from adapters.sdk.failover import backoff, channel_target, parse_targets
 from adapters.sdk.reach import Reach, look_first, tls_trouble
 from adapters.sdk.witness import LogForkAlarm, LogWitness, ProofRefused, ProofUnavailable
 from hub.crypto.envelope import create_time_of, seal_message, verify_envelope
-from hub.crypto.keys import PrivateKey
 from hub.crypto.pki import TlsConfig
 from hub.crypto.public import public_key_from_file
+from hub.crypto.signer import Signer
 from hub.crypto.signing import ECDSA_P256, SM2_SM3, SignatureError, key_id_for
 from hub.system.clock import SystemClock
 from stophub.v1 import (
@@ -511,7 +511,7 @@ class HubClient:
         target: str | Sequence[str],
         *,
         institution: str,
-        key: PrivateKey,
+        key: Signer,
         hub_public_key: HubKey | Sequence[HubKey],
         clock: Clock | None = None,
         channel: grpc.aio.Channel | None = None,

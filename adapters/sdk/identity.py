@@ -5,7 +5,10 @@ member needs to speak to the hub as that institution, in one folder.
 DIR/
   identity.toml          institution = "BANKA"   hub = "hub.example:7443"  (hub optional;
                          several replicas: "a:7443,b:7443" or ["a:7443", "b:7443"])
-  signing.key            the institution's envelope signing key (`stophub keys generate`)
+  signing.key            the institution's envelope signing key (`stophub keys generate`);
+                         or none, when identity.toml has a [pkcs11] table naming a key
+                         in a PKCS#11 token (module, token, key, pin_file or pin_env;
+                         docs/signing-keys.md): the key never leaves the token
   ca.pem                 the network CA's certificate        } `stophub pki issue CODE
   <code>-tls.pem, .key   the institution's TLS client pair   }   --out-dir DIR`
   hub.pub, hub-*.pub     the hub's published public key(s), the current one in hub.pub
@@ -27,8 +30,10 @@ from adapters.sdk.failover import parse_targets
 from adapters.sdk.witness import DEFAULT_FILE
 from hub.crypto import pki
 from hub.crypto.keys import PrivateKey, load_private_key, save_private_key
+from hub.crypto.pkcs11 import Pkcs11Config, Pkcs11Error, Pkcs11Signer
 from hub.crypto.public import public_key_to_pem
 from hub.crypto.secretfile import create
+from hub.crypto.signer import Signer
 
 IDENTITY_FILE = "identity.toml"
 SIGNING_KEY = "signing.key"
@@ -43,7 +48,7 @@ class IdentityError(Exception):
 @dataclass(frozen=True)
 class Identity:
     institution: str
-    key: PrivateKey
+    key: Signer
     tls: pki.TlsConfig
     # The hub's public keys as files' bytes, the current one (hub.pub) first.
     hub_keys: tuple[bytes, ...]
@@ -90,6 +95,33 @@ def _hub_setting(toml: Path, value: Any) -> str | None:
         raise IdentityError(f"{toml}: hub: {err}") from err
 
 
+def _signing_key(folder: Path, toml: Path, settings: dict[str, Any], code: str) -> Signer:
+    """The [pkcs11] table's key when there is one (then a signing.key beside it is refused:
+    two keys, one of them unused, is a mistake waiting to happen), else signing.key."""
+    section = settings.get("pkcs11")
+    if section is not None:
+        if not isinstance(section, dict):
+            raise IdentityError(f"{toml}: pkcs11 must be a table ([pkcs11])")
+        if (folder / SIGNING_KEY).exists():
+            raise IdentityError(
+                f"{folder}: both {SIGNING_KEY} and a [pkcs11] key in {IDENTITY_FILE}; keep one"
+            )
+        try:
+            return Pkcs11Signer(Pkcs11Config.from_mapping(section, str(toml), folder))
+        except Pkcs11Error as err:
+            raise IdentityError(f"{toml}: {err}") from err
+    key_path = _need(
+        folder / SIGNING_KEY,
+        f"signing key of {code}",
+        f"copy the key `stophub keys generate` made for {code} here as {SIGNING_KEY}, or name "
+        f"a key in a PKCS#11 token in {IDENTITY_FILE} ([pkcs11])",
+    )
+    try:
+        return load_private_key(key_path)
+    except (OSError, ValueError, TypeError) as err:
+        raise IdentityError(f"{key_path}: not a signing key: {err}") from err
+
+
 def load_identity(
     directory: str | Path, *, institution: str | None = None, hub: str | None = None
 ) -> Identity:
@@ -111,15 +143,7 @@ def load_identity(
             f'{toml}: name the institution (institution = "CODE") or give --as CODE'
         )
     address = hub or _hub_setting(toml, settings.get("hub"))
-    key_path = _need(
-        folder / SIGNING_KEY,
-        f"signing key of {code}",
-        f"copy the key `stophub keys generate` made for {code} here as {SIGNING_KEY}",
-    )
-    try:
-        key = load_private_key(key_path)
-    except (OSError, ValueError, TypeError) as err:
-        raise IdentityError(f"{key_path}: not a signing key: {err}") from err
+    key = _signing_key(folder, toml, settings, code)
     issue = f"run `stophub pki issue {code} --out-dir {folder}` on the CA's host"
     _need(folder / pki.CA_CERT, "network CA certificate", issue)
     _need(folder / pki.client_cert_file(code), f"TLS certificate of {code}", issue)

@@ -44,7 +44,7 @@ import grpc
 
 from hub.api.decoding import Undecodable
 from hub.api.errors import draining_status
-from hub.api.runner import Runner, peer_institution
+from hub.api.runner import Runner
 from hub.domain.errors import DomainError
 from hub.observability import logs
 from hub.service.commands import delivery as service
@@ -619,9 +619,9 @@ class DeliveryServicer(delivery_pb2_grpc.DeliveryServiceServicer):
         if isinstance(first, Undecodable):
             await self.r.abort(context, first.error, None)
             return
-        # The connection's certificate cannot change during the stream: read it once.
-        peer = peer_institution(context)
         try:
+            # The connection's certificate cannot change during the stream: read it once.
+            peer = await self.r.peer(context, first.envelope)
             code, name = await self.r.call(service.open_stream, self.r.hub, first.envelope, peer)
         except DomainError as err:
             await self.r.abort(context, err, first.envelope)

@@ -15,7 +15,7 @@ import grpc
 
 from hub.api.decoding import Undecodable
 from hub.api.errors import draining_status
-from hub.api.runner import Runner, peer_institution
+from hub.api.runner import Runner
 from hub.domain.errors import DomainError
 from hub.observability import logs
 from hub.service import lists
@@ -185,9 +185,8 @@ class ListServicer:
         # Lines about this stream name its sender, as a unary call's do (hub.observability.logs).
         logs.enter(institution=envelope.sender, message_id=envelope.message_id)
         try:
-            sender, admitted = await self._call(
-                self.hub.admit, blacklist.SYNC_LIST, envelope, peer_institution(context)
-            )
+            peer = await self.r.peer(context, envelope)
+            sender, admitted = await self._call(self.hub.admit, blacklist.SYNC_LIST, envelope, peer)
         except DomainError as err:
             log.info("refused SyncList from %s: %s %s", envelope.sender, err.code, err.reason)
             await self.r.abort(context, err, envelope)

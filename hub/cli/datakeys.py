@@ -25,22 +25,31 @@ def datakeys() -> None:
 
     Rotation while hubs run: `generate` a key into the shared keyring file, `rotate` to make
     it current, send SIGHUP to each `stophub serve` (or let them pick it up when they meet
-    it), then `reencrypt`; `status` shows which keys the stored values still use."""
+    it), then `reencrypt`; `status` shows which keys the stored values still use. The cipher
+    (AES-256-GCM or SM4-GCM) is the current key's: `generate --cipher sm4-gcm --make-current`
+    then `reencrypt` moves every value to SM4-GCM, and the same with aes-256-gcm moves back."""
 
 
 @datakeys.command("generate")
 @file_option
 @click.option("--make-current", is_flag=True, help="Seal with the new key from now on.")
+@click.option(
+    "--cipher",
+    type=click.Choice(list(fields.CIPHERS)),
+    default=fields.AES_256_GCM,
+    show_default=True,
+    help="The new key's cipher: 256-bit AES-GCM, or 128-bit SM4-GCM (GB/T 32907).",
+)
 @refusals_as_errors
-def datakeys_generate(file: str | None, make_current: bool) -> None:
-    """Add a new 256-bit key to the keyring file (created, mode 0600, if missing; its first
-    key is current)."""
+def datakeys_generate(file: str | None, make_current: bool, cipher: str) -> None:
+    """Add a new key to the keyring file (created, mode 0600, if missing; its first key is
+    current)."""
     path = keyring_file(file)
     try:
-        fresh = fields.Keyring.generate()
+        fresh = fields.Keyring.generate(cipher=cipher)
         if path.exists():
             ring = fields.load_keyring_file(path).with_key(
-                fresh.current, fresh.keys[fresh.current], make_current=make_current
+                fresh.current, fresh.keys[fresh.current], make_current=make_current, cipher=cipher
             )
         else:
             ring = fresh
@@ -48,7 +57,9 @@ def datakeys_generate(file: str | None, make_current: bool) -> None:
     except fields.DataKeyError as err:
         raise click.ClickException(str(err)) from err
     state = "current" if ring.current == fresh.current else f"not current ({ring.current} is)"
-    click.echo(f"data key {fresh.current} added to {path}: {state}, {len(ring.keys)} key(s)")
+    click.echo(
+        f"data key {fresh.current} ({cipher}) added to {path}: {state}, {len(ring.keys)} key(s)"
+    )
 
 
 @datakeys.command("rotate")
@@ -65,8 +76,8 @@ def datakeys_rotate(file: str | None) -> None:
     except fields.DataKeyError as err:
         raise click.ClickException(str(err)) from err
     click.echo(
-        f"current data key: {newest} (was {ring.current}). Send SIGHUP to running hubs, "
-        "then run `stophub datakeys reencrypt`."
+        f"current data key: {newest}, {ring.ciphers[newest]} (was {ring.current}, "
+        f"{ring.cipher}). Send SIGHUP to running hubs, then run `stophub datakeys reencrypt`."
     )
 
 
@@ -96,7 +107,7 @@ def datakeys_reencrypt(file: str | None, database_url: str, batch: int) -> None:
         click.echo(f"{name:<20} {counts.rows:>8} rows  {counts.values:>8} values re-sealed")
     total = sum(c.values for c in done.values())
     raced = sum(c.raced for c in done.values())
-    click.echo(f"{total} value(s) re-sealed under {ring.current}")
+    click.echo(f"{total} value(s) re-sealed under {ring.current} ({ring.cipher})")
     if raced:
         click.echo(f"{raced} value(s) changed meanwhile and were left: run it again")
 
@@ -126,7 +137,8 @@ def datakeys_status(file: str | None, database_url: str) -> None:
         for kid, n in sorted(counts.items()):
             totals[kid] = totals.get(kid, 0) + n
             click.echo(f"{name:<20} {kid:<16} {n:>8}")
-    click.echo(f"keyring: {', '.join(ring.order)}; current {ring.current}")
+    listed = ", ".join(f"{kid} ({ring.ciphers[kid]})" for kid in ring.order)
+    click.echo(f"keyring: {listed}; current {ring.current}")
     for kid, n in sorted(totals.items()):
         note = (
             " (current)"

@@ -9,8 +9,10 @@ from pathlib import Path
 import click
 
 from hub.cli.common import CODE, KEY_ID, db_option, open_store, read_public_key, refusals_as_errors
-from hub.crypto.keys import ALIASES, PrivateKey, load_private_key, save_private_key
+from hub.crypto.keys import ALIASES, PrivateKey, save_private_key
+from hub.crypto.pkcs11 import Pkcs11Config, Pkcs11Error, generate_key
 from hub.crypto.public import public_key_from_file, public_key_to_pem, with_distinguishing_id
+from hub.crypto.signer import Signer, SignerError, is_pkcs11, load_signer
 from hub.crypto.signing import ALGORITHMS, ED25519, SignatureError
 from hub.domain.institutions import HUB_CODE
 from hub.service import trust
@@ -27,8 +29,9 @@ def keys() -> None:
 @click.option(
     "--out",
     required=True,
-    type=click.Path(dir_okay=False),
-    help="The private key file, e.g. var/banka.key.",
+    help="The private key file, e.g. var/banka.key; or a pkcs11: URI naming the token and "
+    "the new key's label (docs/signing-keys.md): the key is made in the token and never "
+    "leaves it.",
 )
 @click.option(
     "--algorithm",
@@ -37,24 +40,61 @@ def keys() -> None:
     show_default=True,
     help="sm2 is sm2-sm3, p256 is ecdsa-p256-sha256.",
 )
+@click.option(
+    "--pub",
+    "pub_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Where the public key goes (default: OUT with .pub for its suffix; required with a "
+    "pkcs11: URI).",
+)
 @refusals_as_errors
-def keys_generate(out: str, algorithm: str) -> None:
+def keys_generate(out: str, algorithm: str, pub_file: str | None) -> None:
     """Write a private key (PEM, mode 0600) to OUT and its public key (PEM) beside it, named
     as OUT with .pub for its suffix: `--out var/banka.key` writes var/banka.key and
-    var/banka.pub. Neither file is ever overwritten."""
-    pub = public_key_file(out)
-    if pub.exists():
-        raise click.ClickException(
-            f"{pub} exists: keys are never overwritten; choose another --out"
+    var/banka.pub. Neither file is ever overwritten. With a pkcs11: URI as OUT the key pair
+    is made in the token, sensitive and not extractable, and only the public key is
+    written (to --pub)."""
+    if is_pkcs11(out) and pub_file is None:
+        raise click.BadParameter(
+            "a key made in a PKCS#11 token needs --pub FILE for its public key", param_hint="--pub"
         )
-    try:
-        key = PrivateKey.generate(algorithm)
-    except SignatureError as err:  # sm2-sm3 where this machine's OpenSSL has no SM2
-        raise click.ClickException(str(err)) from err
-    save_private_key(key, out)
+    pub = Path(pub_file) if pub_file else public_key_file(out)
+    if pub.exists():
+        raise click.ClickException(f"{pub} exists: keys are never overwritten; choose another")
+    key: Signer
+    if is_pkcs11(out):
+        try:
+            key = generate_key(Pkcs11Config.from_uri(out), ALIASES.get(algorithm, algorithm))
+        except Pkcs11Error as err:
+            raise click.ClickException(str(err)) from err
+        where = f"in token {key.config.token!r}, labelled {key.config.key!r} (not extractable)"
+    else:
+        try:
+            key = PrivateKey.generate(algorithm)
+        except SignatureError as err:  # sm2-sm3 where this machine's OpenSSL has no SM2
+            raise click.ClickException(str(err)) from err
+        save_private_key(key, out)
+        where = out
     with pub.open("xb") as f:  # "x": a file made meanwhile is not overwritten either
         f.write(public_key_to_pem(key.algorithm, key.public_key))
-    click.echo(f"private key {out}\npublic key  {pub}\nkey id      {key.key_id} ({key.algorithm})")
+    click.echo(
+        f"private key {where}\npublic key  {pub}\nkey id      {key.key_id} ({key.algorithm})"
+    )
+
+
+@keys.command("public")
+@click.argument("key")
+@refusals_as_errors
+def keys_public(key: str) -> None:
+    """Print the public key (PEM) and key id of a signing key: a private key file, or a key in
+    a PKCS#11 token named by a pkcs11: URI (what `keys add` and `institution add` register)."""
+    try:
+        signer = load_signer(key)
+    except SignerError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(public_key_to_pem(signer.algorithm, signer.public_key).decode("ascii"), nl=False)
+    click.echo(f"key id {signer.key_id} ({signer.algorithm})", err=True)
 
 
 def public_key_file(out: str) -> Path:
@@ -150,8 +190,7 @@ def keys_rotate(
     "--old",
     "old_file",
     required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="The hub's current private key (PEM), which vouches for the new one.",
+    help="The hub's current private key (PEM), or its pkcs11: URI, which vouches for the new one.",
 )
 @click.option(
     "--new",
@@ -168,7 +207,10 @@ def keys_endorse_hub(old_file: str, new_file: str, database_url: str) -> None:
     (docs/audit.md, "Rotating the hub's key"). Run it before the hub first signs with the
     new key. Refuses an old key the registry does not list as the hub's, and a new key
     already endorsed otherwise; endorsing the same key again changes nothing."""
-    old = load_private_key(old_file)
+    try:
+        old = load_signer(old_file)
+    except SignerError as err:
+        raise click.ClickException(str(err)) from err
     algorithm, public = _new_hub_key(new_file)
     store = open_store(database_url, write=True)
     try:

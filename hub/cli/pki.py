@@ -63,3 +63,35 @@ def pki_issue(code: str, directory: str, out_dir: str | None, days: int) -> None
         f"certificate {cert} (identity {pki.institution_uri(code)})\nkey         {key}\n"
         f"CA          {cert.parent / pki.CA_CERT}"
     )
+
+
+@pki_group.command("issue-gateway")
+@click.argument("name")
+@tls_dir_option("--dir", "directory", help="The PKI directory holding the CA (ca.pem, ca.key).")
+@click.option(
+    "--out-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where to write the certificate, key and a copy of ca.pem (default: DIR).",
+)
+@click.option("--days", default=365, show_default=True, type=click.IntRange(min=1))
+@refusals_as_errors
+def pki_issue_gateway(name: str, directory: str, out_dir: str | None, days: int) -> None:
+    """Issue TLCP gateway NAME's client certificate for its hop to the hub (it names the
+    gateway, no institution), signed by the CA in DIR. The hub trusts it only once pinned:
+    `stophub serve --tls-gateway CERT` (docs/tlcp-gateway.md)."""
+    try:
+        cert, key = pki.issue_gateway_files(
+            Path(directory),
+            name,
+            SystemClock().now(),
+            out_dir=Path(out_dir) if out_dir else None,
+            validity=timedelta(days=days),
+        )
+    except pki.PkiError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(
+        f"certificate {cert} (identity {pki.GATEWAY_URI_PREFIX}{name}, SHA-256 "
+        f"{pki.fingerprint(cert.read_bytes())})\nkey         {key}\n"
+        f"pin it: stophub serve --tls-gateway {cert}"
+    )

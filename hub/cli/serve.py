@@ -26,6 +26,7 @@ from hub.crypto.listkey import DEFAULT_FILE as LIST_KEY_FILE
 from hub.crypto.listkey import ENV_FILE as LIST_KEY_ENV_FILE
 from hub.crypto.listkey import ENV_KEY as LIST_KEY_ENV
 from hub.crypto.listkey import ListKeyError
+from hub.crypto.signer import SignerError, load_signer
 from hub.domain.clocks import PolicyError
 from hub.observability.metrics import parse_address
 from hub.store.sql import shown_url
@@ -39,8 +40,9 @@ from hub.system.policy import load_policy
     "--hub-key",
     default=bootstrap.DEFAULT_HUB_KEY,
     show_default=True,
-    type=click.Path(dir_okay=False),
-    help="The hub's private signing key (create it with `stophub keys generate`).",
+    help="The hub's private signing key (create it with `stophub keys generate`), or a key "
+    "in a PKCS#11 token: pkcs11:token=…;object=…?module-path=…&pin-source=file:… "
+    "(docs/signing-keys.md; the PIN never on the command line).",
 )
 @click.option("--migrate/--no-migrate", default=True, show_default=True)
 @click.option(
@@ -54,6 +56,15 @@ from hub.system.policy import load_policy
     "--tls-dir",
     help=f"Mutual TLS: {pki.CA_CERT} (the network CA clients must be issued by), "
     f"{pki.HUB_CERT} and {pki.HUB_KEY} (the hub's certificate); see `stophub pki init`.",
+)
+@click.option(
+    "--tls-gateway",
+    "gateway_certs",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The client certificate (PEM) of a TLCP gateway allowed to forward institutions' "
+    "verified certificates (stophub-client-cert-bin); repeat for several. Pinned by its "
+    "SHA-256 (docs/tlcp-gateway.md).",
 )
 @click.option(
     "--insecure-plaintext",
@@ -121,6 +132,7 @@ def serve(
     policy_file: str | None,
     tls_dir: str,
     insecure_plaintext: bool,
+    gateway_certs: tuple[str, ...],
     list_key_file: str | None,
     metrics_address: str | None,
     health_address: str | None,
@@ -131,10 +143,11 @@ def serve(
 ) -> None:
     """Serve the hub over gRPC with mutual TLS (health checking and reflection on)."""
     serve_workers.refuse_sqlite(database_url, workers)
-    if not Path(hub_key).exists():
-        raise click.ClickException(
-            f"no hub key at {hub_key}: create one with `stophub keys generate --out {hub_key}`"
-        )
+    try:
+        # Loaded (and a token logged in) before anything starts: a wrong PIN is one line.
+        signer = load_signer(hub_key)
+    except SignerError as err:
+        raise click.ClickException(str(err)) from err
     ring = use_data_keys(data_keys)  # no keys, no start: says how to make them
     try:
         # Refuse a bad policy before touching the database; the message names the line.
@@ -157,6 +170,16 @@ def serve(
                 raise click.BadParameter(str(err), param_hint=flag) from err
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     tls = None if insecure_plaintext else _server_tls(Path(tls_dir))
+    gateways = [Path(f).read_bytes() for f in gateway_certs]
+    if gateways and tls is None:
+        raise click.BadParameter(
+            "a TLCP gateway is pinned by its TLS certificate: not with --insecure-plaintext",
+            param_hint="--tls-gateway",
+        )
+    try:
+        pki.gateway_pins(gateways)  # refuse a member's certificate pinned by mistake, now
+    except pki.PkiError as err:
+        raise click.BadParameter(str(err), param_hint="--tls-gateway") from err
     if insecure_plaintext:
         log.warning(
             "INSECURE: serving PLAIN TEXT (--insecure-plaintext). No TLS, no client "
@@ -178,11 +201,12 @@ def serve(
     async def run() -> None:
         server, store = await bootstrap.serve(
             database_url,
-            hub_key,
+            signer,
             address,
             run_migrations=migrate,
             policy_file=policy_file,
             tls=tls,
+            gateways=gateways,
             data_keys=ring,
             list_key=list_key,
             metrics_address=metrics_address,

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from hub.crypto import fields
-from hub.crypto.fields import DataKeysNotConfigured, Keyring
+from hub.crypto.fields import DataKeysNotConfigured, KeyEntry, Keyring
 from hub.domain.auditleaf import tag_bytes
 
 INFO = b"stophub/audit-tag/v1"
@@ -86,7 +86,7 @@ class TagKeys:
         self._lock = threading.Lock()
 
     @classmethod
-    def of(cls, pairs: Sequence[tuple[str, bytes]], current: str | None = None) -> TagKeys:
+    def of(cls, pairs: Sequence[KeyEntry], current: str | None = None) -> TagKeys:
         """Fixed keys (a worker process of a scan, a test)."""
         ring = Keyring(pairs, current)
         return cls(lambda: ring)

@@ -1,8 +1,13 @@
-"""Personal data sealed at rest: AES-256-GCM column values under a keyring of data keys.
+"""Personal data sealed at rest: AES-256-GCM or SM4-GCM column values under a keyring.
 
-A sealed value is `VERSION | len(key id) | key id | 12-byte nonce | ciphertext+tag`. The
-associated data names the value's `table.column`, so a value copied into another column (or
-another table) fails to open instead of leaking through the wrong field.
+Each data key has a cipher: AES-256-GCM (32-byte key, the default) or SM4-GCM (GB/T 32907,
+16-byte key). The current key seals, so a keyring's cipher is its current key's. A value
+sealed under AES-256-GCM is `1 | len(key id) | key id | 12-byte nonce | ciphertext+tag` (the
+only layout before SM4, still written for AES, so nothing already stored changes); any other
+cipher writes `2 | cipher | len(key id) | key id | 12-byte nonce | ciphertext+tag`, the
+cipher byte 1 for AES-256-GCM and 2 for SM4-GCM (docs/personal-data.md, "Sealed values").
+The associated data names the value's `table.column`, so a value copied into another column
+(or another table) fails to open instead of leaking through the wrong field.
 
 The keyring is process-wide (SQLAlchemy type decorators have no per-engine context): the
 hub, the CLI and the tests `configure()` it once; sealing or opening before that raises
@@ -17,8 +22,11 @@ Sources, first match wins (`resolve_keyring`):
    stores that inject environment variables;
 3. the default file `var/data-keys.json`.
 The file is JSON, mode 0600 (a file others may read is refused):
-`{"format": "stophub-data-keys/1", "current": "dk-…", "keys": [{"id": "dk-…", "key": "…"}]}`
-with keys in the order they were made (the last is the newest).
+`{"format": "stophub-data-keys/1", "current": "dk-…",
+  "keys": [{"id": "dk-…", "key": "…", "cipher": "aes-256-gcm"}]}`
+with keys in the order they were made (the last is the newest); a key without "cipher" (a
+file written before SM4) is AES-256-GCM. In the environment, `kid:sm4-gcm:base64key` names
+an SM4 key.
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, LargeBinary, column, select, table, tuple_, update
 from sqlalchemy.engine import Dialect
@@ -41,9 +50,16 @@ from sqlalchemy.types import TypeDecorator
 
 from hub.crypto import secretfile
 
-VERSION = 1
+VERSION = 1  # AES-256-GCM, no cipher byte (every value sealed before SM4)
+VERSION_CIPHER = 2  # a cipher byte follows
 NONCE_BYTES = 12
+TAG_BYTES = 16
 KEY_BYTES = 32
+AES_256_GCM = "aes-256-gcm"
+SM4_GCM = "sm4-gcm"
+# name: (cipher byte in a version-2 value, key length)
+CIPHERS: dict[str, tuple[int, int]] = {AES_256_GCM: (1, 32), SM4_GCM: (2, 16)}
+_CIPHER_OF_BYTE = {code: name for name, (code, _) in CIPHERS.items()}
 FILE_FORMAT = "stophub-data-keys/1"
 DEFAULT_FILE = "var/data-keys.json"
 ENV_KEYS = "STOPHUB_DATA_KEYS"
@@ -94,25 +110,98 @@ def new_key_id() -> str:
     return f"dk-{secrets.token_hex(4)}"
 
 
-def _check_key(key_id: str, key: bytes) -> None:
+KeyEntry = tuple[str, bytes] | tuple[str, bytes, str]
+"""(id, key) of an AES-256-GCM key, or (id, key, cipher)."""
+
+
+def check_cipher(name: str, what: str = "data key") -> str:
+    if name not in CIPHERS:
+        raise DataKeyError(f"{what}: cipher {name!r} is not one of {', '.join(CIPHERS)}")
+    return name
+
+
+def _check_key(key_id: str, key: bytes, cipher: str) -> None:
     if not _KEY_ID.match(key_id):
         raise DataKeyError(f"data key id {key_id!r}: use 1-64 of A-Z a-z 0-9 _ . -")
-    if len(key) != KEY_BYTES:
-        raise DataKeyError(f"data key {key_id!r} has {len(key)} bytes, not {KEY_BYTES}")
+    check_cipher(cipher, f"data key {key_id!r}")
+    want = CIPHERS[cipher][1]
+    if len(key) != want:
+        raise DataKeyError(
+            f"data key {key_id!r} has {len(key)} bytes, not {want} ({cipher} takes {want})"
+        )
 
 
 def aad(context: str) -> bytes:
     return _AAD_PREFIX + context.encode("utf-8")
 
 
+class SM4GCM:
+    """SM4-GCM with AESGCM's interface (12-byte nonce, 16-byte tag after the ciphertext):
+    `cryptography` has no AEAD class for it, only the block cipher in GCM mode."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 16:
+            raise ValueError("SM4 takes a 16-byte key")
+        self._key = key
+        try:
+            self.encrypt(bytes(NONCE_BYTES), b"", b"")
+        except UnsupportedAlgorithm as err:
+            raise DataKeyError(
+                "this build of the cryptography package cannot do SM4-GCM (its OpenSSL "
+                "lacks SM4): upgrade cryptography, or keep AES-256-GCM keys"
+            ) from err
+
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
+        enc = Cipher(algorithms.SM4(self._key), modes.GCM(nonce)).encryptor()
+        enc.authenticate_additional_data(associated_data)
+        out = enc.update(data) + enc.finalize()
+        return out + enc.tag
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes) -> bytes:
+        if len(data) < TAG_BYTES:
+            raise InvalidTag()
+        body, tag = data[:-TAG_BYTES], data[-TAG_BYTES:]
+        dec = Cipher(algorithms.SM4(self._key), modes.GCM(nonce, tag)).decryptor()
+        dec.authenticate_additional_data(associated_data)
+        return dec.update(body) + dec.finalize()
+
+
+_AEAD = AESGCM | SM4GCM
+
+
+def _aead(cipher: str, key: bytes) -> _AEAD:
+    return AESGCM(key) if cipher == AES_256_GCM else SM4GCM(key)
+
+
+def parse_sealed(value: bytes) -> tuple[str, int, int]:
+    """(cipher, where the key id starts, where the nonce starts) of a sealed value, its
+    lengths checked; raises SealedValueError for anything that is not one."""
+    if len(value) < 2 or value[0] not in (VERSION, VERSION_CIPHER):
+        raise SealedValueError("not a sealed value (unknown version byte)")
+    if value[0] == VERSION:
+        cipher, start = AES_256_GCM, 2
+    else:
+        named = _CIPHER_OF_BYTE.get(value[1])
+        if named is None:
+            raise SealedValueError(f"not a sealed value (unknown cipher byte {value[1]})")
+        if len(value) < 3:
+            raise SealedValueError("sealed value is truncated")
+        cipher, start = named, 3
+    end = start + value[start - 1]
+    if len(value) < end + NONCE_BYTES + TAG_BYTES:
+        raise SealedValueError("sealed value is truncated")
+    return cipher, start, end
+
+
 def key_id_of(value: bytes) -> str:
     """The key id a sealed value names, without opening it."""
-    if len(value) < 2 or value[0] != VERSION:
-        raise SealedValueError("not a sealed value (unknown version byte)")
-    end = 2 + value[1]
-    if len(value) < end + NONCE_BYTES + 16:
-        raise SealedValueError("sealed value is truncated")
-    return value[2:end].decode("ascii", "replace")
+    _cipher, start, end = parse_sealed(value)
+    return value[start:end].decode("ascii", "replace")
+
+
+def cipher_of(value: bytes) -> str:
+    """The cipher a sealed value says sealed it, without opening it."""
+    return parse_sealed(value)[0]
 
 
 class Keyring:
@@ -120,55 +209,81 @@ class Keyring:
 
     def __init__(
         self,
-        keys: Sequence[tuple[str, bytes]],
+        keys: Sequence[KeyEntry],
         current: str | None = None,
         *,
         source: Path | None = None,
     ) -> None:
         if not keys:
             raise DataKeyError("the keyring holds no data key")
-        self.order = [kid for kid, _ in keys]
+        entries = [(e[0], e[1], e[2] if len(e) == 3 else AES_256_GCM) for e in keys]
+        self.order = [kid for kid, _, _ in entries]
         if len(set(self.order)) != len(self.order):
             raise DataKeyError("the keyring names one data key id twice")
-        for kid, key in keys:
-            _check_key(kid, key)
-        self.keys: dict[str, bytes] = dict(keys)
+        for kid, key, cipher in entries:
+            _check_key(kid, key, cipher)
+        self.keys: dict[str, bytes] = {kid: key for kid, key, _ in entries}
+        self.ciphers: dict[str, str] = {kid: cipher for kid, _, cipher in entries}
         self.current = current or self.order[0]
         if self.current not in self.keys:
             raise DataKeyError(f"current data key {self.current!r} is not in the keyring")
         self.source = source
-        self._ciphers = {kid: AESGCM(key) for kid, key in self.keys.items()}
+        self._aeads = {kid: _aead(cipher, self.keys[kid]) for kid, _, cipher in entries}
+
+    @property
+    def cipher(self) -> str:
+        """The cipher new values are sealed with: the current key's."""
+        return self.ciphers[self.current]
+
+    @staticmethod
+    def new_key(cipher: str = AES_256_GCM) -> bytes:
+        return secrets.token_bytes(CIPHERS[check_cipher(cipher)][1])
 
     @classmethod
-    def generate(cls, key_id: str | None = None) -> Keyring:
+    def generate(cls, key_id: str | None = None, cipher: str = AES_256_GCM) -> Keyring:
         kid = key_id or new_key_id()
-        return cls([(kid, AESGCM.generate_key(bit_length=256))])
+        return cls([(kid, cls.new_key(cipher), cipher)])
 
-    def with_key(self, key_id: str, key: bytes, *, make_current: bool) -> Keyring:
+    def with_key(
+        self, key_id: str, key: bytes, *, make_current: bool, cipher: str = AES_256_GCM
+    ) -> Keyring:
         return Keyring(
-            [*((k, self.keys[k]) for k in self.order), (key_id, key)],
+            [*self.entries(), (key_id, key, cipher)],
             key_id if make_current else self.current,
             source=self.source,
         )
 
     def with_current(self, key_id: str) -> Keyring:
-        return Keyring([(k, self.keys[k]) for k in self.order], key_id, source=self.source)
+        return Keyring(self.entries(), key_id, source=self.source)
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         kid = self.current.encode("ascii")
         nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = self._ciphers[self.current].encrypt(nonce, plaintext, aad(context))
-        return bytes((VERSION, len(kid))) + kid + nonce + sealed
+        sealed = self._aeads[self.current].encrypt(nonce, plaintext, aad(context))
+        cipher = self.ciphers[self.current]
+        # AES keeps the version-1 layout, byte for byte what every earlier hub wrote.
+        head = (
+            bytes((VERSION, len(kid)))
+            if cipher == AES_256_GCM
+            else bytes((VERSION_CIPHER, CIPHERS[cipher][0], len(kid)))
+        )
+        return head + kid + nonce + sealed
 
     def open(self, value: bytes, context: str) -> bytes:
-        kid = key_id_of(value)
-        cipher = self._ciphers.get(kid)
-        if cipher is None:
+        cipher, start, end = parse_sealed(value)
+        kid = value[start:end].decode("ascii", "replace")
+        aead = self._aeads.get(kid)
+        if aead is None:
             raise UnknownDataKey(kid, context)
-        start = 2 + value[1]
-        nonce = value[start : start + NONCE_BYTES]
+        if self.ciphers[kid] != cipher:
+            raise SealedValueError(
+                f"{context}: the value says {cipher}, but data key {kid!r} is a "
+                f"{self.ciphers[kid]} key (tampered)"
+            )
         try:
-            return cipher.decrypt(nonce, value[start + NONCE_BYTES :], aad(context))
+            return aead.decrypt(
+                value[end : end + NONCE_BYTES], value[end + NONCE_BYTES :], aad(context)
+            )
         except InvalidTag:
             raise SealedValueError(
                 f"{context}: sealed value does not open under data key {kid!r} "
@@ -178,32 +293,55 @@ class Keyring:
     def opener(self, context: str) -> Callable[[bytes], bytes]:
         """`open` for one column with the lookups done once, for scans over millions of
         rows (verifying the audit log opens every entry)."""
-        ciphers = {kid.encode("ascii"): cipher for kid, cipher in self._ciphers.items()}
+        by_cipher: dict[str, dict[bytes, _AEAD]] = {name: {} for name in CIPHERS}
+        for kid, aead in self._aeads.items():
+            by_cipher[self.ciphers[kid]][kid.encode("ascii")] = aead
+        aes = by_cipher[AES_256_GCM]
+        ciphers = {kid.encode("ascii"): cipher for kid, cipher in self.ciphers.items()}
         associated = aad(context)
 
         def open_one(value: bytes) -> bytes:
-            if len(value) < 2 or value[0] != VERSION:
-                raise SealedValueError(f"{context}: not a sealed value (unknown version byte)")
-            start = 2 + value[1]
-            cipher = ciphers.get(value[2:start])
-            if cipher is None:
-                raise UnknownDataKey(value[2:start].decode("ascii", "replace"), context)
+            # Version 1 inline: the audit verification opens a million of them.
+            if len(value) >= 2 and value[0] == VERSION:
+                end = 2 + value[1]
+                kid = value[2:end]
+                aead = aes.get(kid)
+                cipher = AES_256_GCM
+            else:
+                try:
+                    cipher, start, end = parse_sealed(value)
+                except SealedValueError as err:
+                    raise SealedValueError(f"{context}: {err}") from None
+                kid = value[start:end]
+                aead = by_cipher[cipher].get(kid)
+            if aead is None:
+                name = kid.decode("ascii", "replace")
+                if kid not in ciphers:
+                    raise UnknownDataKey(name, context)
+                raise SealedValueError(
+                    f"{context}: the value says {cipher}, but data key {name!r} is a "
+                    f"{ciphers[kid]} key (tampered)"
+                )
             try:
-                return cipher.decrypt(
-                    value[start : start + NONCE_BYTES], value[start + NONCE_BYTES :], associated
+                return aead.decrypt(
+                    value[end : end + NONCE_BYTES], value[end + NONCE_BYTES :], associated
                 )
             except (InvalidTag, ValueError):
                 raise SealedValueError(
                     f"{context}: sealed value does not open under data key "
-                    f"{value[2:start].decode('ascii', 'replace')!r} (tampered, or copied from "
+                    f"{kid.decode('ascii', 'replace')!r} (tampered, or copied from "
                     "another column)"
                 ) from None
 
         return open_one
 
     def pairs(self) -> list[tuple[str, bytes]]:
-        """The keys in order, to rebuild the ring in another process."""
+        """The keys' material in order (what derivations from a key need)."""
         return [(kid, self.keys[kid]) for kid in self.order]
+
+    def entries(self) -> list[tuple[str, bytes, str]]:
+        """The keys in order with their ciphers, to rebuild the ring in another process."""
+        return [(kid, self.keys[kid], self.ciphers[kid]) for kid in self.order]
 
     # ---- files and the environment -----------------------------------------------------------
 
@@ -211,7 +349,10 @@ class Keyring:
         return _FILE.dumps(
             {
                 "current": self.current,
-                "keys": [{"id": k, "key": secretfile.encode_key(self.keys[k])} for k in self.order],
+                "keys": [
+                    {"id": k, "key": secretfile.encode_key(self.keys[k]), "cipher": c}
+                    for k, _, c in self.entries()
+                ],
             },
             indent=2,
         )
@@ -221,8 +362,15 @@ class Keyring:
         secretfile.replace(path, (self.to_json() + "\n").encode("utf-8"))
 
 
-def _from_document(doc: Any) -> tuple[list[tuple[str, bytes]], str]:
-    keys = [(str(k["id"]), _FILE.decode_key(str(k["id"]), str(k["key"]))) for k in doc["keys"]]
+def _from_document(doc: Any) -> tuple[list[KeyEntry], str]:
+    keys: list[KeyEntry] = [
+        (
+            str(k["id"]),
+            _FILE.decode_key(str(k["id"]), str(k["key"])),
+            str(k.get("cipher", AES_256_GCM)),
+        )
+        for k in doc["keys"]
+    ]
     return keys, str(doc["current"])
 
 
@@ -236,15 +384,19 @@ def load_keyring_file(path: str | Path) -> Keyring:
 
 
 def parse_keyring_env(value: str) -> Keyring:
-    """`kid1:base64key,kid2:base64key`, the first current."""
-    keys = []
+    """`kid1:base64key,kid2:base64key`, the first current; `kid:sm4-gcm:base64key` names
+    the cipher (base64 has no colon, so the middle part can only be one)."""
+    keys: list[KeyEntry] = []
     for item in (part.strip() for part in value.split(",")):
         if not item:
             continue
-        kid, sep, b64 = item.partition(":")
-        if not sep:
-            raise DataKeyError(f"${ENV_KEYS}: give KEY_ID:BASE64KEY, comma separated")
-        keys.append((kid.strip(), _FILE.decode_key(kid.strip(), b64.strip())))
+        parts = [p.strip() for p in item.split(":")]
+        if len(parts) not in (2, 3):
+            raise DataKeyError(
+                f"${ENV_KEYS}: give KEY_ID:BASE64KEY or KEY_ID:CIPHER:BASE64KEY, comma separated"
+            )
+        cipher = parts[1] if len(parts) == 3 else AES_256_GCM
+        keys.append((parts[0], _FILE.decode_key(parts[0], parts[-1]), cipher))
     return Keyring(keys)
 
 
@@ -467,6 +619,7 @@ def reencrypt(
     def change(spec: SealedTable) -> Callable[[str, Any], bytes | None]:
         def reseal(col: str, value: Any) -> bytes | None:
             raw = bytes(value)
+            # A key's cipher is fixed, so a value under the current key is under its cipher.
             if key_id_of(raw) == ring.current:
                 return None
             return ring.seal(ring.open(raw, spec.context(col)), spec.context(col))

@@ -31,6 +31,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hub.crypto.keys import PrivateKey, save_private_key
 
 INSTITUTION_URI_PREFIX: Final = "urn:stophub:institution:"
+# A TLCP gateway's client certificate towards the hub (docs/tlcp-gateway.md, ADR 24): it names
+# a gateway, never an institution, and the hub trusts it only when its fingerprint is pinned.
+GATEWAY_URI_PREFIX: Final = "urn:stophub:gateway:"
 CA_CERT: Final = "ca.pem"
 CA_KEY: Final = "ca.key"
 HUB_CERT: Final = "hub-tls.pem"
@@ -265,6 +268,57 @@ def issue_client(
     )
 
 
+def issue_gateway(
+    ca: Issued, name: str, now: datetime, *, validity: timedelta = LEAF_VALIDITY
+) -> Issued:
+    """A TLCP gateway's client certificate for its hop to the hub: `name` in the CN and the
+    SAN URI `urn:stophub:gateway:<name>`, and no institution (ADR 24)."""
+    if not name or not name.isascii() or not name.replace("_", "").replace("-", "").isalnum():
+        raise PkiError(f"{name!r} is not a gateway name (letters, digits, - and _)")
+    return _leaf(
+        ca,
+        f"gateway {name}",
+        [x509.UniformResourceIdentifier(GATEWAY_URI_PREFIX + name)],
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        now,
+        validity,
+    )
+
+
+def gateway_of(cert: x509.Certificate) -> str | None:
+    """The gateway a certificate names in its SAN URI, or None (none, or more than one)."""
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    names = [
+        u[len(GATEWAY_URI_PREFIX) :]
+        for u in sans.get_values_for_type(x509.UniformResourceIdentifier)
+        if u.startswith(GATEWAY_URI_PREFIX)
+    ]
+    return names[0] if len(names) == 1 and names[0] else None
+
+
+def gateway_pins(pems: Iterable[bytes]) -> frozenset[str]:
+    """The fingerprints of the gateway certificates a hub trusts, each checked to be a
+    gateway's (one gateway SAN URI, no institution's): a member's certificate pinned by
+    mistake would let that member speak for every institution."""
+    pins = set()
+    for pem in pems:
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError as err:
+            raise PkiError(f"a gateway certificate is not a PEM certificate: {err}") from None
+        if institution_of(cert) is not None or gateway_of(cert) is None:
+            raise PkiError(
+                f"{cert.subject.rfc4514_string()} is not a gateway's certificate: it must name "
+                f"one gateway ({GATEWAY_URI_PREFIX}NAME) and no institution "
+                "(`stophub pki issue-gateway NAME`)"
+            )
+        pins.add(fingerprint(cert))
+    return frozenset(pins)
+
+
 def institution_of(cert: x509.Certificate) -> str | None:
     """The institution a client certificate names in its SAN URI, or None: no SAN, no such
     URI, or more than one (a certificate speaks for one institution)."""
@@ -355,6 +409,34 @@ def issue(
         _write_cert(ca_copy, ca.cert_pem)
     elif ca_copy.read_bytes() != ca.cert_pem:
         raise PkiError(f"{ca_copy} is another CA's certificate; the new one would not verify")
+    return cert_path, key_path
+
+
+def gateway_cert_file(name: str) -> str:
+    return f"gateway-{name.lower()}-tls.pem"
+
+
+def gateway_key_file(name: str) -> str:
+    return f"gateway-{name.lower()}-tls.key"
+
+
+def issue_gateway_files(
+    directory: Path,
+    name: str,
+    now: datetime,
+    *,
+    out_dir: Path | None = None,
+    validity: timedelta = LEAF_VALIDITY,
+) -> tuple[Path, Path]:
+    """Issue gateway `name`'s client certificate for its hop to the hub with the CA in
+    `directory`, written to `out_dir` (default `directory`) with a copy of ca.pem."""
+    ca = load_ca(directory)
+    target = out_dir or directory
+    cert_path, key_path = target / gateway_cert_file(name), target / gateway_key_file(name)
+    save(issue_gateway(ca, name, now, validity=validity), cert_path, key_path)
+    ca_copy = target / CA_CERT
+    if not ca_copy.exists():
+        _write_cert(ca_copy, ca.cert_pem)
     return cert_path, key_path
 
 

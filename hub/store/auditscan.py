@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import signal
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from hashlib import sha256
@@ -30,7 +30,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from hub.crypto.audittag import TagKeys, derive, refused
-from hub.crypto.fields import DataKeyError, Keyring, aad
+from hub.crypto.fields import AES_256_GCM, DataKeyError, KeyEntry, Keyring, aad
 from hub.domain.auditleaf import EPOCH, EPOCH_NAIVE, MICROSECOND, leaf_of, tag_bytes
 from hub.service.ports import LeafChunk, LeafFields, LeafMismatch, TagProblem
 
@@ -77,20 +77,25 @@ class LeafHasher:
     psycopg's binary cursor hands them back) under one keyring."""
 
     def __init__(
-        self, keys: list[tuple[str, bytes]], current: str, *, sqlite: bool, native: bool
+        self, keys: Sequence[KeyEntry], current: str, *, sqlite: bool, native: bool
     ) -> None:
         self.sqlite = sqlite
         ring = Keyring(keys, current)
         self.open_detail = ring.opener("audit_log.detail")
         self.open_payload = ring.opener("audit_log.payload")
         self.native = native and _leafscan is not None
-        self.key_map = {kid.encode("ascii"): key for kid, key in keys}
+        # The C loop opens AES-256-GCM only (OpenSSL 3.0 has no SM4-GCM): values under an
+        # SM4 key name a key it does not hold, or a version it does not read, so their rows
+        # come back to this file's loop, which opens them with `cryptography`.
+        self.key_map = {
+            kid.encode("ascii"): key for kid, key, cipher in ring.entries() if cipher == AES_256_GCM
+        }
         self.detail_aad = aad("audit_log.detail")
         self.payload_aad = aad("audit_log.payload")
-        self.tag_keys = TagKeys.of(keys, current)
+        self.tag_keys = TagKeys.of(ring.entries(), current)
         # The derived tag key of every data key, for the C loop (it checks tags too).
-        self.tag_map = {kid.encode("ascii"): derive(key) for kid, key in keys}
-        self.tag_by_id = {kid: self.tag_map[kid.encode("ascii")] for kid, _ in keys}
+        self.tag_map = {kid.encode("ascii"): derive(key) for kid, key in ring.pairs()}
+        self.tag_by_id = {kid: self.tag_map[kid.encode("ascii")] for kid in ring.order}
 
     def hash(self, rows: list[Any]) -> LeafChunk:
         return self._hash_native(rows) if self.native else self.hash_python(rows)
@@ -251,7 +256,7 @@ def _refused(at: Any, sqlite: bool) -> str:
 class _Reader:
     """One connection and the hasher of one process."""
 
-    def __init__(self, url: str, keys: list[tuple[str, bytes]], current: str, native: bool) -> None:
+    def __init__(self, url: str, keys: Sequence[KeyEntry], current: str, native: bool) -> None:
         engine = create_engine(url)
         args, kwargs = engine.dialect.create_connect_args(make_url(url))
         self.sqlite = engine.dialect.name == "sqlite"
@@ -299,7 +304,7 @@ class _Reader:
 _worker: _Reader | None = None
 
 
-def _start_worker(url: str, keys: list[tuple[str, bytes]], current: str, native: bool) -> None:
+def _start_worker(url: str, keys: Sequence[KeyEntry], current: str, native: bool) -> None:
     global _worker
     # A forked worker inherits its parent's signal handling: a handler that only sets a flag
     # or writes to an event loop's wakeup fd (the console's, `serve`'s, a bench's) kept a
@@ -328,7 +333,7 @@ def scan(
     processes (default: one per core, at most 8) when the log is long enough to gain, with
     the C accelerator where it was built unless `native` is False."""
     jobs = default_jobs() if jobs is None else jobs
-    reader = _Reader(url, ring.pairs(), ring.current, native)
+    reader = _Reader(url, ring.entries(), ring.current, native)
     try:
         found = reader.bounds()
         if found is None:
@@ -352,5 +357,5 @@ def _parallel(
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     start: Callable[..., None] = _start_worker
-    with context.Pool(jobs, start, (url, ring.pairs(), ring.current, native)) as pool:
+    with context.Pool(jobs, start, (url, ring.entries(), ring.current, native)) as pool:
         yield from pool.imap(_read_range, ranges)

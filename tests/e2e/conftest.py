@@ -17,6 +17,7 @@ from hub.bootstrap import HubServer, serve
 from hub.crypto import pki
 from hub.crypto.keys import PrivateKey
 from hub.crypto.listkey import ListKey
+from hub.crypto.signer import Signer
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.service.admin import NewKey, Registry
 from hub.store.sql import SqlStore
@@ -56,7 +57,7 @@ def contacts(code: str) -> list[DutyContact]:
 @dataclass
 class Network:
     target: str
-    hub_key: PrivateKey
+    hub_key: Signer
     clock: ManualClock
     store: SqlStore
     server: HubServer
@@ -112,18 +113,21 @@ async def start_network(
     ack_timeout: float = 1.0,
     database_url: str | None = None,
     list_key: ListKey | None = None,
-    hub_key: PrivateKey | None = None,
+    hub_key: Signer | None = None,
+    ca: pki.Issued | None = None,
     algorithm: str = "ed25519",
     **serve_options: Any,
 ) -> Network:
     """A hub on a loopback port with MEMBERS registered, each with a key of `algorithm`;
-    `serve_options` go to `bootstrap.serve` (metrics and health ports, say)."""
+    `serve_options` go to `bootstrap.serve` (metrics and health ports, say); `hub_key`: the
+    hub's signer (a new software key by default); `ca`: the network's CA (a new one by
+    default)."""
     url = database_url or f"sqlite:///{tmp_path}/hub.db"
     hub_key = hub_key or PrivateKey.generate()
     list_key = list_key or ListKey.generate()
     # TLS checks validity against the real time, not the test's clock.
     now = datetime.now(UTC)
-    ca = pki.create_ca(now)
+    ca = ca or pki.create_ca(now)
     hub_tls = tls_for(ca, pki.issue_server(ca, now))
     server, store = await serve(
         url,

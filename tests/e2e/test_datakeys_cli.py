@@ -115,3 +115,34 @@ def test_the_cli_masks_accounts_in_every_log_handler(caplog: pytest.LogCaptureFi
     assert any(isinstance(f, AccountMask) for f in caplog.handler.filters)
     logging.getLogger("hub.anything").warning("stop on %s failed", "6222020000001234")
     assert "6222********1234" in caplog.text and "6222020000001234" not in caplog.text
+
+
+@pytest.mark.usefixtures("no_data_keys")
+def test_reencrypt_from_aes_to_sm4_and_back(tmp_path: Path) -> None:
+    keys = tmp_path / "dk.json"
+    db = f"sqlite:///{tmp_path}/hub.db"
+    first = run("datakeys", "generate", "--file", str(keys)).split()[2]
+    run(
+        *("--data-keys", str(keys), "institution", "add", "--code", "BANKA", "--name", "A"),
+        *("--kind", "bank", "--primary", "Wang Li,+86-10-5550-0001"),
+        *("--backup", "Zhao Min,+86-10-5550-0002", "--db", db),
+    )
+    out = run("datakeys", "generate", "--file", str(keys), "--cipher", "sm4-gcm", "--make-current")
+    sm4 = out.split()[2]
+    assert "(sm4-gcm)" in out and ": current" in out
+    assert fields.load_keyring_file(keys).cipher == "sm4-gcm"
+    out = run("datakeys", "reencrypt", "--file", str(keys), "--db", db)
+    assert f"re-sealed under {sm4} (sm4-gcm)" in out
+    out = run("datakeys", "status", "--file", str(keys), "--db", db)
+    assert set(status_totals(out)) == {sm4}
+    assert f"keyring: {first} (aes-256-gcm), {sm4} (sm4-gcm); current {sm4}" in out
+    assert "Wang Li" in run("--data-keys", str(keys), "institution", "show", "BANKA", "--db", db)
+
+    back = run("datakeys", "generate", "--file", str(keys), "--make-current").split()[2]
+    assert "(aes-256-gcm)" in run("datakeys", "reencrypt", "--file", str(keys), "--db", db)
+    assert set(status_totals(run("datakeys", "status", "--file", str(keys), "--db", db))) == {back}
+    assert "Wang Li" in run("--data-keys", str(keys), "institution", "show", "BANKA", "--db", db)
+    refused = CliRunner().invoke(
+        main, ["datakeys", "generate", "--file", str(keys), "--cipher", "des"]
+    )
+    assert refused.exit_code == 2 and "'des' is not one of" in refused.output

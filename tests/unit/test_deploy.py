@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE = DEPLOY / "compose.yaml"
+COMPOSE_TLCP = DEPLOY / "compose.tlcp.yaml"
 UNIT = DEPLOY / "systemd" / "stophub.service"
 ENV_EXAMPLE = DEPLOY / "systemd" / "stophub.env.example"
 DOCKERFILE = DEPLOY / "Dockerfile"
@@ -135,6 +136,12 @@ def systemd_command(line: str) -> list[str]:
     return shlex.split(re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], line))[1:]
 
 
+@cache
+def tlcp_overlay() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_TLCP.read_text(encoding="utf-8"))
+    return loaded
+
+
 def command_lines() -> Iterator[tuple[str, list[str]]]:
     """Every stophub command line in deploy/, as (where, arguments after `stophub`)."""
     yield "k8s deployment", main_container("Deployment")["args"]
@@ -142,6 +149,7 @@ def command_lines() -> Iterator[tuple[str, list[str]]]:
     services = compose()["services"]
     for name in ("hub", "migrate"):
         yield f"compose {name}", services[name]["command"]
+    yield "compose.tlcp hub", tlcp_overlay()["services"]["hub"]["command"]
     settings = unit_settings()
     yield "systemd ExecStart", systemd_command(settings["ExecStart"][0])
     yield "systemd ExecStartPre", systemd_command(settings["ExecStartPre"][0])
@@ -528,6 +536,26 @@ def test_compose_init_makes_every_secret_once(tmp_path: Path) -> None:
     second = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr
     assert {p: (tmp_path / p).read_bytes() for p in made} == before
+
+
+def test_the_tlcp_overlay_pins_the_gateway_it_makes_and_keeps_its_key_from_the_hub() -> None:
+    """docs/tlcp-gateway.md: the hub's command is compose.yaml's plus the pin; the gateway's
+    key lives in a volume the hub never mounts; the certificate the hub pins is the one
+    init-gateway copies into the hub's volume."""
+    overlay = tlcp_overlay()["services"]
+    base = compose()["services"]["hub"]["command"]
+    hub = overlay["hub"]["command"]
+    assert hub[: len(base)] == base and hub[len(base) :] == [
+        "--tls-gateway",
+        "var/pki/gateway-tlcp-1-tls.pem",
+    ]
+    script = overlay["init-gateway"]["command"][0]
+    assert "stophub pki issue-gateway tlcp-1 --dir ca --out-dir gateway" in script
+    assert "cp gateway/gateway-tlcp-1-tls.pem var/pki/" in script
+    gateway_mounts = overlay["tlcp-gateway"]["volumes"]
+    assert "gateway:/etc/stophub-gateway:ro" in gateway_mounts
+    assert not any(v.startswith("gateway:") for v in compose()["services"]["hub"]["volumes"])
+    assert "STOPHUB_TLCP_GATEWAY_IMAGE:?" in overlay["tlcp-gateway"]["image"]
 
 
 def test_docker_compose_config_accepts_compose_yaml() -> None:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert, select
 from sqlalchemy.exc import StatementError
 
@@ -157,3 +158,126 @@ def test_an_unknown_key_id_rereads_the_keyring_file(tmp_path: Path) -> None:
     assert fields.keyring().current == "dk-b", "the reload also picks up the new current key"
     with pytest.raises(UnknownDataKey, match="'dk-nowhere'"):
         fields.open_sealed(Keyring.generate("dk-nowhere").seal(NAME, "t.c"), "t.c")
+
+
+# ---- SM4-GCM (issue 24) --------------------------------------------------------------------------
+
+SM4_KEY = bytes.fromhex("0123456789abcdeffedcba9876543210")
+
+
+def test_sm4_block_cipher_known_answer() -> None:
+    """GB/T 32907-2016, appendix A, example 1: one block under the key equal to itself."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    enc = Cipher(algorithms.SM4(SM4_KEY), modes.ECB()).encryptor()
+    assert (enc.update(SM4_KEY) + enc.finalize()).hex() == "681edf34d206965e86b3e94f536e4246"
+
+
+def test_sm4_gcm_known_answer() -> None:
+    """RFC 8998, appendix A.1 (SM4-GCM), through the class that seals values."""
+    iv = bytes.fromhex("00001234567800000000abcd")
+    aad = bytes.fromhex("feedfacedeadbeeffeedfacedeadbeefabaddad2")
+    plain = bytes.fromhex("".join(c * 16 for c in "abcdefea"))
+    sealed = fields.SM4GCM(SM4_KEY).encrypt(iv, plain, aad)
+    assert sealed.hex() == (
+        "17f399f08c67d5ee19d0dc9969c4bb7d5fd46fd3756489069157b282bb200735"
+        "d82710ca5c22f0ccfa7cbf93d496ac15a56834cbcf98c397b4024a2691233b8d"
+        "83de3541e4c2b58177e065a9bf7b62ec"
+    )
+    assert fields.SM4GCM(SM4_KEY).decrypt(iv, sealed, aad) == plain
+    with pytest.raises(InvalidTag):
+        fields.SM4GCM(SM4_KEY).decrypt(iv, sealed, aad + b"x")
+
+
+def test_an_sm4_value_says_its_cipher_byte_for_byte() -> None:
+    """docs/personal-data.md: 2 | cipher 2 | len(key id) | key id | nonce | ciphertext | tag,
+    opened here by hand with nothing but the documented layout."""
+    ring = Keyring([("dk-sm4", SM4_KEY, fields.SM4_GCM)])
+    assert ring.cipher == "sm4-gcm"
+    sealed = ring.seal(NAME, "cases.victim_name")
+    assert sealed[:3] == bytes([2, 2, len("dk-sm4")]) and sealed[3:9] == b"dk-sm4"
+    assert len(sealed) == 3 + 6 + 12 + len(NAME) + 16
+    nonce, body = sealed[9:21], sealed[21:]
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    dec = Cipher(algorithms.SM4(SM4_KEY), modes.GCM(nonce, body[-16:])).decryptor()
+    dec.authenticate_additional_data(b"stophub/sealed/v1\x00cases.victim_name")
+    assert dec.update(body[:-16]) + dec.finalize() == NAME
+    assert fields.key_id_of(sealed) == "dk-sm4" and fields.cipher_of(sealed) == "sm4-gcm"
+    assert ring.open(sealed, "cases.victim_name") == NAME
+    assert ring.opener("cases.victim_name")(sealed) == NAME
+    with pytest.raises(SealedValueError, match=r"orders\.holder_name"):
+        ring.open(sealed, "orders.holder_name")
+
+
+def test_aes_keeps_the_version_1_layout_and_both_ciphers_open_in_one_ring() -> None:
+    aes = Keyring.generate("dk-aes")
+    old = aes.seal(NAME, "t.c")
+    assert old[0] == 1 and fields.cipher_of(old) == "aes-256-gcm"
+    both = aes.with_key("dk-sm4", SM4_KEY, make_current=True, cipher=fields.SM4_GCM)
+    new = both.seal(NAME, "t.c")
+    assert new[0] == 2 and fields.cipher_of(new) == "sm4-gcm"
+    for value in (old, new):
+        assert both.open(value, "t.c") == both.opener("t.c")(value) == NAME
+    # Back to AES: a new AES key current, version 1 again.
+    back = both.with_key("dk-aes2", os.urandom(32), make_current=True)
+    assert back.seal(NAME, "t.c")[0] == 1 and back.cipher == "aes-256-gcm"
+
+
+@pytest.mark.parametrize("opener", [False, True], ids=["open", "opener"])
+def test_a_cipher_byte_changed_does_not_open(opener: bool) -> None:
+    ring = Keyring([("dk-a", os.urandom(32)), ("dk-s", SM4_KEY, fields.SM4_GCM)], "dk-s")
+    sm4 = ring.seal(NAME, "t.c")
+    as_aes = bytes([2, 1]) + sm4[2:]  # the same value claiming AES under an SM4 key
+    aes = ring.with_current("dk-a").seal(NAME, "t.c")
+    as_sm4 = bytes([2, 2]) + aes[1:]  # an AES value re-labelled SM4
+    unknown = bytes([2, 9]) + sm4[2:]
+    read = ring.opener("t.c") if opener else (lambda v: ring.open(v, "t.c"))
+    for forged in (as_aes, as_sm4):
+        with pytest.raises(SealedValueError, match="key"):
+            read(forged)
+    with pytest.raises(SealedValueError, match="unknown cipher byte 9"):
+        read(unknown)
+    with pytest.raises(SealedValueError, match="truncated"):
+        read(sm4[:24])
+
+
+def test_keys_of_the_wrong_length_for_their_cipher_are_refused() -> None:
+    with pytest.raises(DataKeyError, match="16 bytes, not 32"):
+        Keyring([("dk-a", SM4_KEY)])
+    with pytest.raises(DataKeyError, match="32 bytes, not 16"):
+        Keyring([("dk-a", os.urandom(32), fields.SM4_GCM)])
+    with pytest.raises(DataKeyError, match="cipher 'des' is not one of"):
+        Keyring([("dk-a", os.urandom(32), "des")])
+
+
+def test_keyring_file_keeps_ciphers_and_reads_files_without_them(tmp_path: Path) -> None:
+    path = tmp_path / "dk.json"
+    ring = Keyring.generate("dk-a").with_key(
+        "dk-s", SM4_KEY, make_current=True, cipher=fields.SM4_GCM
+    )
+    ring.save(path)
+    doc = json.loads(path.read_text())
+    assert [k["cipher"] for k in doc["keys"]] == ["aes-256-gcm", "sm4-gcm"]
+    loaded = fields.load_keyring_file(path)
+    assert loaded.ciphers == {"dk-a": "aes-256-gcm", "dk-s": "sm4-gcm"}
+    assert loaded.open(ring.seal(NAME, "t.c"), "t.c") == NAME
+    # A file written before SM4: no "cipher", every key AES-256-GCM.
+    for key in doc["keys"]:
+        del key["cipher"]
+    doc["keys"] = doc["keys"][:1]
+    doc["current"] = "dk-a"
+    path.write_text(json.dumps(doc))
+    path.chmod(0o600)
+    assert fields.load_keyring_file(path).ciphers == {"dk-a": "aes-256-gcm"}
+
+
+def test_environment_keys_name_their_cipher() -> None:
+    b64 = base64.b64encode(SM4_KEY).decode()
+    aes = base64.b64encode(os.urandom(32)).decode()
+    ring = fields.parse_keyring_env(f"dk-s:sm4-gcm:{b64},dk-a:{aes}")
+    assert ring.current == "dk-s" and ring.ciphers == {"dk-s": "sm4-gcm", "dk-a": "aes-256-gcm"}
+    with pytest.raises(DataKeyError, match="KEY_ID:CIPHER:BASE64KEY"):
+        fields.parse_keyring_env(f"dk-s:sm4-gcm:{b64}:extra")
+    with pytest.raises(DataKeyError, match="cipher 'aes' is not one of"):
+        fields.parse_keyring_env(f"dk-s:aes:{b64}")
