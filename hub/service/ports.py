@@ -53,6 +53,7 @@ from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, SlaEntry
 from hub.domain.errors import DomainError
 from hub.domain.institutions import Institution, InstitutionKind, KeyState
+from hub.domain.leads import Lead, LeadState
 from hub.domain.returns import Distribution
 from hub.domain.rules import AutoStopRule
 
@@ -323,6 +324,39 @@ class AppealRepository(Protocol):
     ) -> Sequence[Appeal]:
         """Appeals newest first (filed_at descending, then appeal id descending), after the
         key of the previous page's last."""
+        ...
+
+
+@dataclass(frozen=True)
+class LeadQuery:
+    """ListLeads' filters (docs/leads.md)."""
+
+    state: LeadState | None = None
+    submitter: str | None = None
+    grade: str | None = None
+
+
+class LeadRepository(Protocol):
+    def get(self, lead_id: str, *, lock: bool = False) -> Lead | None:
+        """With `lock`, the row locked for the rest of the transaction (two triages of one
+        lead at once triage it once)."""
+        ...
+
+    def add(self, lead: Lead, accounts: Collection[tuple[str, str]]) -> None:
+        """A new lead and the accounts it names (institution, number), for the links."""
+        ...
+
+    def linked(
+        self, lead_id: str, accounts: Collection[tuple[str, str]], limit: int
+    ) -> Sequence[tuple[str, str, str, str]]:
+        """Other leads naming one of `accounts`: (lead id, submitter, institution, number),
+        oldest lead first."""
+        ...
+
+    def search(
+        self, query: LeadQuery, limit: int, after: tuple[int, datetime, str] | None
+    ) -> Sequence[Lead]:
+        """Leads in the queue's order (grade rank, queue time, lead id), after `after`."""
         ...
 
 
@@ -673,6 +707,7 @@ class UnitOfWork(Protocol):
     distributions: DistributionRepository
     lists: ListRepository
     appeals: AppealRepository
+    leads: LeadRepository
 
     # Read models for reports (hub/store/reports.py): what a handler reads for figures.
     @property

@@ -47,6 +47,7 @@ from hub.domain.institutions import (
     InstitutionKind,
     KeyState,
 )
+from hub.domain.leads import Lead
 from hub.domain.merkle import EMPTY_ROOT
 from hub.domain.returns import Distribution, DistributionState
 from hub.domain.rules import AutoStopRule
@@ -65,6 +66,8 @@ from hub.service.ports import (
     InboundRecord,
     InboundRepository,
     InstitutionRepository,
+    LeadQuery,
+    LeadRepository,
     LeafChunk,
     ListChangeRow,
     ListRepository,
@@ -98,6 +101,8 @@ from hub.store.tables import (
     inbound_messages,
     institution_keys,
     institutions,
+    lead_accounts,
+    leads,
     list_changes,
     list_entries,
     list_state,
@@ -850,6 +855,83 @@ class SqlLists:
         end = min(below, oldest + limit)
         done = self.session.execute(delete(list_changes).where(list_changes.c.version < end))
         return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+class SqlLeads:
+    def __init__(self, session: Session, lock_rows: bool) -> None:
+        self.session = session
+        self.lock_rows = lock_rows
+
+    def get(self, lead_id: str, *, lock: bool = False) -> Lead | None:
+        if not (lock and self.lock_rows):
+            return self.session.get(Lead, lead_id)
+        return self.session.scalars(
+            select(Lead)
+            .where(leads.c.lead_id == lead_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+
+    def add(self, lead: Lead, accounts: Collection[tuple[str, str]]) -> None:
+        self.session.add(lead)
+        self.session.flush([lead])
+        rows = [
+            {"lead_id": lead.lead_id, "institution_code": i, "account_number": n}
+            for i, n in sorted(set(accounts))
+        ]
+        if rows:
+            self.session.execute(lead_accounts.insert(), rows)
+
+    def linked(
+        self, lead_id: str, accounts: Collection[tuple[str, str]], limit: int
+    ) -> Sequence[tuple[str, str, str, str]]:
+        found: list[tuple[str, str, str, str]] = []
+        for institution, number in sorted(set(accounts)):
+            rows = self.session.execute(
+                select(
+                    lead_accounts.c.lead_id,
+                    leads.c.submitter,
+                    lead_accounts.c.institution_code,
+                    lead_accounts.c.account_number,
+                )
+                .join(leads, leads.c.lead_id == lead_accounts.c.lead_id)
+                .where(
+                    lead_accounts.c.institution_code == institution,
+                    lead_accounts.c.account_number == number,
+                    lead_accounts.c.lead_id != lead_id,
+                )
+                .order_by(leads.c.submitted_at, leads.c.lead_id)
+                .limit(limit)
+            )
+            found += [(r[0], r[1], r[2], r[3]) for r in rows]
+        found.sort(key=lambda r: (r[0], r[2], r[3]))
+        return found[:limit]
+
+    def search(
+        self, query: LeadQuery, limit: int, after: tuple[int, datetime, str] | None
+    ) -> Sequence[Lead]:
+        stmt = select(Lead).order_by(leads.c.grade_rank, leads.c.queue_at, leads.c.lead_id)
+        if query.state is not None:
+            stmt = stmt.where(leads.c.state == query.state)
+        if query.submitter is not None:
+            stmt = stmt.where(leads.c.submitter == query.submitter)
+        if query.grade is not None:
+            stmt = stmt.where(leads.c.grade == query.grade)
+        if after is not None:
+            rank, at, lead_id = after
+            at_ = type_coerce(at, UTCDateTime())
+            stmt = stmt.where(
+                or_(
+                    leads.c.grade_rank > rank,
+                    and_(leads.c.grade_rank == rank, leads.c.queue_at > at_),
+                    and_(
+                        leads.c.grade_rank == rank,
+                        leads.c.queue_at == at_,
+                        leads.c.lead_id > lead_id,
+                    ),
+                )
+            )
+        return self.session.scalars(stmt.limit(limit)).all()
 
 
 class SqlAppeals:
@@ -1664,6 +1746,7 @@ class SqlUnitOfWork:
     distributions: DistributionRepository
     lists: ListRepository
     appeals: AppealRepository
+    leads: LeadRepository
     # Read models for reports (hub/store/reports.py), beyond the ports the handlers drive.
     reports: SqlReports
 
@@ -1693,6 +1776,7 @@ class SqlUnitOfWork:
         self.distributions = SqlDistributions(self.session, self._lock_rows)
         self.lists = SqlLists(self.session, self._lock_rows)
         self.appeals = SqlAppeals(self.session, self._lock_rows)
+        self.leads = SqlLeads(self.session, self._lock_rows)
         self.reports = SqlReports(self.session)
         return self
 
