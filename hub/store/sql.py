@@ -40,6 +40,7 @@ from hub.domain.appeals import Appeal, AppealState
 from hub.domain.auditleaf import micros, payload_digest
 from hub.domain.cases import Case, CaseState, OrderKind
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
+from hub.domain.grades import QUEUE_ORDER
 from hub.domain.institutions import (
     DutyContact,
     Institution,
@@ -507,6 +508,25 @@ class SqlCases:
                     )
                 )
             return [(c, None) for c in self.session.scalars(newest.limit(page_size)).all()]
+        # The queue's order (docs/grades.md): grade by grade, red first, each in deadline
+        # order; `after` is (grade rank, no-clock flag, deadline, case id).
+        found: list[tuple[Case, datetime | None]] = []
+        first_rank = 0 if after is None else after[0]
+        for rank in range(first_rank, len(QUEUE_ORDER)):
+            grade = cases.c.grade == QUEUE_ORDER[rank].value
+            within = after[1:] if after is not None and rank == first_rank else None
+            found += self._by_deadline(query, [grade], page_size - len(found), within)
+            if len(found) >= page_size:
+                break
+        return found
+
+    def _by_deadline(
+        self,
+        query: CaseQuery,
+        extra: list[Any],
+        page_size: int,
+        after: tuple[Any, ...] | None,
+    ) -> list[tuple[Case, datetime | None]]:
         # Deadline order, driven by the open clocks' deadline index so a page reads about a
         # page of rows: first the cases whose earliest open clock comes next (each open clock
         # that no earlier open clock of its case precedes), then the cases without one.
@@ -532,7 +552,7 @@ class SqlCases:
             first = (
                 select(Case, k.c.deadline_at)
                 .join(k, k.c.case_id == cases.c.case_id)
-                .where(k.c.state == ClockState.OPEN, ~precedes, *self._filters(query))
+                .where(k.c.state == ClockState.OPEN, ~precedes, *self._filters(query), *extra)
                 # k's own case_id (equal to the case's by the join): the order is then the
                 # index's, (state, deadline_at, case_id), read a page at a time, never sorted.
                 .order_by(k.c.deadline_at, k.c.case_id)
@@ -554,7 +574,11 @@ class SqlCases:
                 .where(clocks.c.state == ClockState.OPEN, clocks.c.case_id == cases.c.case_id)
                 .exists()
             )
-            rest = select(Case).where(~running, *self._filters(query)).order_by(cases.c.case_id)
+            rest = (
+                select(Case)
+                .where(~running, *self._filters(query), *extra)
+                .order_by(cases.c.case_id)
+            )
             if after is not None:
                 rest = rest.where(cases.c.case_id > after[2])
             found += [(c, None) for c in self.session.scalars(rest.limit(page_size - len(found)))]

@@ -25,6 +25,7 @@ from hub.crypto import audittag, blindindex
 from hub.domain.appeals import Appeal, AppealState
 from hub.domain.cases import Case, CaseState, ExecutionStatus, OrderKind
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
+from hub.domain.grades import grade_of
 from hub.domain.institutions import Institution, InstitutionKind, KeyState
 from hub.domain.leads import Lead
 from hub.domain.merkle import EMPTY_ROOT
@@ -239,15 +240,15 @@ class FakeCases:
                 ]
                 found.append((c, min(open_) if open_ else None))
         if query.by_deadline:
-            rows = sorted(found, key=lambda r: (r[1] is None, r[1] or _EPOCH, r[0].case_id))
+
+            def key(r: tuple[Case, datetime | None]) -> tuple[int, bool, datetime, str]:
+                return (grade_of(r[0].grade).rank, r[1] is None, r[1] or _EPOCH, r[0].case_id)
+
+            rows = sorted(found, key=key)
             if after is not None:
-                flag, at, case_id = after
-                rows = [
-                    (c, d)
-                    for c, d in rows
-                    if (flag and d is None and c.case_id > case_id)
-                    or (not flag and (d is None or d > at or (d == at and c.case_id > case_id)))
-                ]
+                rank, flag, at, case_id = after
+                mark = (rank, bool(flag), at or _EPOCH, case_id)
+                rows = [r for r in rows if key(r) > mark]
             return rows[:page_size]
         found.sort(key=lambda r: (r[0].created_at, r[0].case_id), reverse=True)
         if after is not None:

@@ -13,6 +13,7 @@ from hub.crypto import blindindex
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock
 from hub.domain.errors import InvalidArgument, NotFound
+from hub.domain.grades import QUEUE_ORDER, grade_of
 from hub.domain.trail import accounts_of
 from hub.service import wire
 from hub.service.casework import MAX_LINKED, auto_stop, bounded, link_cases, load_case
@@ -167,10 +168,15 @@ def _after(token: Any, by_deadline: bool) -> tuple[Any, ...] | None:
         return None
     try:
         if by_deadline:
-            flag, at, case_id = token["deadline"]
-            if not isinstance(flag, int) or not isinstance(case_id, str):
+            rank, flag, at, case_id = token["deadline"]
+            if (
+                not isinstance(rank, int)
+                or not 0 <= rank < len(QUEUE_ORDER)
+                or not isinstance(flag, int)
+                or not isinstance(case_id, str)
+            ):
                 raise TypeError("deadline token")
-            return (flag, None if at is None else datetime.fromisoformat(at), case_id)
+            return (rank, flag, None if at is None else datetime.fromisoformat(at), case_id)
         return (datetime.fromisoformat(token[0]), str(token[1]))
     except (ValueError, TypeError, IndexError, KeyError) as exc:
         raise InvalidArgument("page_token", "is not a token this hub issued") from exc
@@ -206,6 +212,7 @@ def list_cases(ctx: Context, body: case_pb2.ListCasesBody) -> Message:
             result.next_page_token = encode_token(
                 {
                     "deadline": [
+                        grade_of(last.grade).rank,
                         1 if deadline is None else 0,
                         None if deadline is None else deadline.isoformat(),
                         last.case_id,
