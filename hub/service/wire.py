@@ -465,7 +465,7 @@ def case_to_proto(case: Case, *, with_events: bool = True) -> case_pb2.Case:
         report_message_id=case.report_message_id,
     )
     pb.grade = grade_to_proto(case.grade)  # type: ignore[assignment]
-    report.grade = pb.grade
+    pb.report.grade = pb.grade
     _set_ts(pb, "create_time", case.created_at)
     _set_ts(pb, "verify_time", case.verified_at)
     _set_ts(pb, "close_time", case.closed_at)

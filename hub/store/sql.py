@@ -898,7 +898,8 @@ class SqlLeads:
 
     def add(self, lead: Lead, accounts: Collection[tuple[str, str]]) -> None:
         self.session.add(lead)
-        self.session.flush([lead])
+        # The lead's row before the rows that refer to it.
+        self.session.flush()
         rows = [
             {"lead_id": lead.lead_id, "institution_code": i, "account_number": n}
             for i, n in sorted(set(accounts))
