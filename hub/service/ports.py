@@ -537,8 +537,28 @@ class MoneyAnswerRow:
     case_received_at: datetime
 
 
+@dataclass(frozen=True)
+class LeadHistoryRow:
+    """A lead as the outcome figures count it (docs/outcomes.md): who handed it over and when,
+    each question of the centre (asked, answered or None), and its end (when accepted or
+    dismissed, and which: "case_opened", "listed", "warned" or "dismissed"; "" while open)."""
+
+    lead_id: str
+    institution: str
+    submitted_at: datetime
+    asks: tuple[tuple[datetime, datetime | None], ...]
+    decided_at: datetime | None
+    end: str
+
+
 class OutcomeReader(Protocol):
     """The rows the outcome figures are counted from (hub.store.reports.SqlReports)."""
+
+    def leads_submitted(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[LeadHistoryRow]:
+        """The leads handed over in [start, end), of `institution` when given."""
+        ...
 
     def reports_received(
         self, start: datetime, end: datetime, institution: str | None

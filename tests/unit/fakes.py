@@ -27,7 +27,7 @@ from hub.domain.cases import Case, CaseState, ExecutionStatus, OrderKind
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.grades import grade_of
 from hub.domain.institutions import Institution, InstitutionKind, KeyState
-from hub.domain.leads import Lead
+from hub.domain.leads import FINAL, Lead
 from hub.domain.merkle import EMPTY_ROOT
 from hub.domain.returns import Distribution, DistributionState
 from hub.domain.rules import AutoStopRule
@@ -40,6 +40,7 @@ from hub.service.ports import (
     Conflict,
     HubKeyEndorsementRow,
     InboundRecord,
+    LeadHistoryRow,
     LeadQuery,
     ListChangeRow,
     ListRow,
@@ -739,6 +740,23 @@ class FakeReports:
 
     def __init__(self, state: StoreState) -> None:
         self._state = state
+
+    def leads_submitted(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[LeadHistoryRow]:
+        return [
+            LeadHistoryRow(
+                lead.lead_id,
+                lead.submitter,
+                lead.submitted_at,
+                tuple((e.asked_at, e.answered_at) for e in lead.exchanges()),
+                lead.decided_at if lead.state in FINAL else None,
+                (lead.outcome.value or "dismissed") if lead.state in FINAL else "",
+            )
+            for lead in self._state.leads.values()
+            if start <= lead.submitted_at < end
+            and (institution is None or lead.submitter == institution)
+        ]
 
     def reports_received(
         self, start: datetime, end: datetime, institution: str | None

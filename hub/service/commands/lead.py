@@ -211,8 +211,9 @@ def _due(lead: Lead) -> str:
 
 def submit_lead(ctx: Context, body: lead_pb2.SubmitLeadBody) -> Message:
     grade = wire.grade_from_proto(body.grade, "grade")
+    lead_id = new_lead_id(ctx.now)
     lead = Lead.submit(
-        new_lead_id(ctx.now),
+        lead_id,
         ctx.sender.code,
         grade=grade,
         grounds=body.grounds,
@@ -223,6 +224,7 @@ def submit_lead(ctx: Context, body: lead_pb2.SubmitLeadBody) -> Message:
         message_id=ctx.message_id,
         institutions=ctx.kinds,
     )
+    ctx.accept(ctx.command, lead_id)
     ctx.uow.leads.add(lead, _keys(lead))
     _wait_for_centre(ctx, lead)
     links = ctx.uow.leads.linked(lead.lead_id, _keys(lead), MAX_LINKS)
@@ -252,6 +254,9 @@ def _load(ctx: Context, name: str, *, lock: bool) -> Lead:
     if lead is None or (ctx.access is Access.OWN and lead.submitter != ctx.sender.code):
         # Another member's lead is not confirmed to exist.
         raise NotFound("LEAD_NOT_FOUND", f"no lead {lead_id!r} of {ctx.sender.code}")
+    if lock:
+        # The request as received, under the lead's name, before anything it causes.
+        ctx.accept(ctx.command, lead.lead_id)
     return lead
 
 
