@@ -7,12 +7,15 @@ docs/grades.md)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import timedelta
 
 import grpc
 import pytest
+from click.testing import CliRunner
 
 from adapters.sdk import HubClient, HubError
+from hub.cli import main
 from stophub.v1 import (
     account_pb2,
     blacklist_pb2,
@@ -238,6 +241,22 @@ async def test_leads_from_submission_to_triage(
     assert new_case.reporting_institution == "BANKA"
     assert new_case.grade == grade_pb2.GRADE_YELLOW
     assert any(e.kind == "case.from_lead" for e in new_case.events)
+
+    # At the hub: the leads in queue order, and one in full, account numbers masked.
+    db = ["--db", network.database_url]
+    listed_out = CliRunner().invoke(main, ["lead", "list", "--json", *db])
+    assert listed_out.exit_code == 0, listed_out.output
+    rows = json.loads(listed_out.output)["leads"]
+    # Both yellow leads are closed (not waiting): by name; the green one after them.
+    assert [r["lead"] for r in rows] == [*sorted([red.name, third.name]), green.name]
+    assert [r["grade"] for r in rows] == ["yellow", "yellow", "green"]
+    assert {r["lead"]: r["outcome"] for r in rows}[red.name] == f"listed {listed.list_entry_id}"
+    assert MULE.account_number not in listed_out.output
+    shown = CliRunner().invoke(main, ["lead", "show", red.name, *db])
+    assert shown.exit_code == 0, shown.output
+    assert "who holds the account?" in shown.output and green.name in shown.output
+    missing = CliRunner().invoke(main, ["lead", "show", "L20990101-NOPE", *db])
+    assert missing.exit_code != 0 and "no lead" in missing.output
 
 
 async def test_a_red_lead_not_triaged_in_time_escalates(
