@@ -319,3 +319,15 @@ async def test_case_grades_order_the_board(clients: dict[str, HubClient], networ
     assert await board() == [red.case_id, ungraded.case_id, green.case_id]
     [told] = await notices(bank_a, delivery_pb2.NOTICE_KIND_CASE_GRADED, 1)
     assert told.case_id == ungraded.case_id
+
+    # The command line's queues: `case list --queue` as the board, `sla` red first.
+    db = ["--db", network.database_url]
+    queue = CliRunner().invoke(main, ["case", "list", "--queue", "--json", *db])
+    assert queue.exit_code == 0, queue.output
+    cases = json.loads(queue.output)["cases"]
+    assert [c["case_id"] for c in cases] == await board()
+    assert [c["grade"] for c in cases] == ["red", "yellow", "green"]
+    sla = CliRunner().invoke(main, ["sla", "--json", *db], obj={"clock": network.clock})
+    assert sla.exit_code == 0, sla.output
+    open_clocks = [c["case_id"] for c in json.loads(sla.output)["clocks"]]
+    assert open_clocks[0] == red.case_id and open_clocks[-1] == green.case_id
