@@ -124,11 +124,11 @@ def _with_links(ctx: Context, lead: Lead) -> lead_pb2.Lead:
     return pb
 
 
-def _evidence_of(items: object, name: str) -> list[Evidence]:
+def evidence_of(items: object, name: str) -> list[Evidence]:
     return [Evidence(e.name, bytes(e.sha256)) for e in items]  # type: ignore[attr-defined]
 
 
-def _transfers(body: lead_pb2.SubmitLeadBody) -> list[LeadTransfer]:
+def transfers_of(body: lead_pb2.SubmitLeadBody) -> list[LeadTransfer]:
     out = []
     for i, t in enumerate(body.transactions):
         at = wire.from_ts(t, "transaction_time", f"transactions[{i}].transaction_time")
@@ -218,8 +218,8 @@ def submit_lead(ctx: Context, body: lead_pb2.SubmitLeadBody) -> Message:
         grade=grade,
         grounds=body.grounds,
         accounts=[wire.account_from_proto(a) for a in body.accounts],
-        transfers=_transfers(body),
-        evidence=_evidence_of(body.evidence, "evidence"),
+        transfers=transfers_of(body),
+        evidence=evidence_of(body.evidence, "evidence"),
         now=ctx.now,
         message_id=ctx.message_id,
         institutions=ctx.kinds,
@@ -375,7 +375,7 @@ def triage_lead(ctx: Context, body: lead_pb2.TriageLeadBody) -> Message:
 
 def add_lead_information(ctx: Context, body: lead_pb2.AddLeadInformationBody) -> Message:
     lead = _load(ctx, body.name, lock=True)
-    lead.answer(ctx.sender.code, body.answer, _evidence_of(body.evidence, "evidence"), ctx.now)
+    lead.answer(ctx.sender.code, body.answer, evidence_of(body.evidence, "evidence"), ctx.now)
     _wait_for_centre(ctx, lead)
     summary = f"lead {lead.lead_id}: {lead.submitter} answered the centre's question{_due(lead)}"
     _audit(ctx, lead, "lead.submitted", summary)
