@@ -55,7 +55,6 @@ from stophub.v1 import (
     case_pb2,
     delivery_pb2,
     envelope_pb2,
-    lead_pb2,
     order_pb2,
     returns_pb2,
 )
@@ -598,7 +597,4 @@ def _case_of(result: Message) -> str | None:
         return result.case_id or None
     if isinstance(result, blacklist_pb2.ListEntryRecord):
         return result.entry.source_case_id or None
-    if isinstance(result, lead_pb2.Lead):
-        # A lead's entries carry its id where a case's carry the case's (docs/leads.md).
-        return result.name or None
     return None
