@@ -323,11 +323,10 @@ class Lead:
         self._set_exchanges([*self.exchanges(), Exchange(now, by, question)])
         self._not_waiting()
 
-    def answer(self, by: str, answer: str, evidence: Sequence[Evidence], now: datetime) -> None:
+    def answer(self, answer: str, evidence: Sequence[Evidence], now: datetime) -> None:
         """The member answers the open question; the lead waits for the centre again (the
-        caller starts a new triage clock)."""
-        if by != self.submitter:
-            raise FailedPrecondition("NOT_YOUR_LEAD", f"lead {self.lead_id} is not {by}'s")
+        caller starts a new triage clock). Whose lead it is, the caller settled when it read
+        it: another member's is LEAD_NOT_FOUND."""
         self.check_open("answered")
         if self.state is not LeadState.MORE_REQUESTED:
             raise FailedPrecondition(
@@ -338,8 +337,6 @@ class Lead:
         answer = text("answer", answer, required=True, what="answer the centre's question")
         validate_evidence("evidence", evidence)
         exchanges = self.exchanges()
-        if len(self.evidence()) + len(evidence) > MAX_EVIDENCE * 2:
-            raise InvalidArgument("evidence", f"a lead holds at most {MAX_EVIDENCE * 2} documents")
         last = exchanges[-1]
         last.answered_at, last.answer, last.evidence = now, answer, list(evidence)
         self._set_exchanges(exchanges)

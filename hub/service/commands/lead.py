@@ -375,7 +375,7 @@ def triage_lead(ctx: Context, body: lead_pb2.TriageLeadBody) -> Message:
 
 def add_lead_information(ctx: Context, body: lead_pb2.AddLeadInformationBody) -> Message:
     lead = _load(ctx, body.name, lock=True)
-    lead.answer(ctx.sender.code, body.answer, evidence_of(body.evidence, "evidence"), ctx.now)
+    lead.answer(body.answer, evidence_of(body.evidence, "evidence"), ctx.now)
     _wait_for_centre(ctx, lead)
     summary = f"lead {lead.lead_id}: {lead.submitter} answered the centre's question{_due(lead)}"
     _audit(ctx, lead, "lead.submitted", summary)
