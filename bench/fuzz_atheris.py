@@ -39,14 +39,16 @@ with atheris.instrument_imports():
     from hub.domain.cases import validate_report
     from hub.domain.errors import DomainError
     from hub.domain.institutions import InstitutionKind
+    from hub.domain.leads import Lead
     from hub.domain.rules import AutoStopRule
     from hub.service import wire
-    from hub.service.commands import case, delivery, institution, order, returns, sla
+    from hub.service.commands import case, delivery, institution, lead, order, returns, sla
     from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
     from hub.service.commands.delivery import ACK
+    from hub.service.commands.lead import SUBMIT_LEAD, evidence_of, transfers_of
     from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
     from hub.service.pipeline import Command
-    from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2, order_pb2
+    from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2, lead_pb2, order_pb2
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 MEMBERS = {
@@ -59,7 +61,7 @@ MEMBERS = {
 COMMANDS: list[Command[Any]] = sorted(
     (
         c
-        for module in (case, order, institution, sla, returns, delivery)
+        for module in (case, order, institution, sla, returns, delivery, lead)
         for c in vars(module).values()
         if isinstance(c, Command)
     ),
@@ -91,6 +93,22 @@ def validate(command: Command[Any], body: Message) -> None:
         )
     elif command is ACK:
         wire.ack_sequences(body)  # type: ignore[arg-type]
+    elif command is SUBMIT_LEAD:
+        assert isinstance(body, lead_pb2.SubmitLeadBody)
+        Lead.submit(
+            "L20260302-00000000",
+            "BANKA",
+            grade=wire.grade_from_proto(body.grade, "grade"),
+            grounds=body.grounds,
+            accounts=[wire.account_from_proto(a) for a in body.accounts],
+            transfers=transfers_of(body),
+            evidence=evidence_of(body.evidence, "evidence"),
+            now=NOW,
+            message_id="m",
+            institutions=MEMBERS,
+        )
+    elif isinstance(body, case_pb2.SetCaseGradeBody | lead_pb2.SetLeadGradeBody):
+        wire.grade_from_proto(body.grade, "grade", required=True)
 
 
 def envelope_path(data: bytes) -> None:
@@ -138,6 +156,7 @@ def seed(corpus: Path) -> None:
         ANSWER_ORDER: order_pb2.ExecutionResult(order_id="O1", status=1, amount_held_fen=5),
         SET_AUTO_STOP_RULE: order_pb2.AutoStopRule(rule_id="r", enabled=True, max_amount_fen=9),
         ACK: delivery_pb2.AckBody(sequences=[1, 2, 3]),
+        SUBMIT_LEAD: lead_pb2.SubmitLeadBody(accounts=[mule], grade=3, grounds="fast in, out"),
     }
     for command, body in bodies.items():
         choice = bytes([COMMANDS.index(command)])

@@ -48,7 +48,9 @@ from stophub.v1 import (
     delivery_pb2,
     delivery_pb2_grpc,
     envelope_pb2,
+    grade_pb2,
     institution_pb2,
+    lead_pb2,
     order_pb2,
     outcome_pb2,
     returns_pb2,
@@ -393,6 +395,22 @@ RPCS: Final[dict[str, _Rpc]] = {
             ("GetAppeal", appeal_pb2.GetAppealBody),
         )
     },
+    "SetCaseGrade": _rpc(
+        case_pb2, "CaseService", "SetCaseGrade", case_pb2.SetCaseGradeBody, case_pb2.Case
+    ),
+    **{
+        method: _rpc(lead_pb2, "LeadService", method, body, lead_pb2.Lead)
+        for method, body in (
+            ("SubmitLead", lead_pb2.SubmitLeadBody),
+            ("TriageLead", lead_pb2.TriageLeadBody),
+            ("AddLeadInformation", lead_pb2.AddLeadInformationBody),
+            ("SetLeadGrade", lead_pb2.SetLeadGradeBody),
+            ("GetLead", lead_pb2.GetLeadBody),
+        )
+    },
+    "ListLeads": _rpc(
+        lead_pb2, "LeadService", "ListLeads", lead_pb2.ListLeadsBody, lead_pb2.LeadList
+    ),
     "ListAppeals": _rpc(
         appeal_pb2,
         "AppealService",
@@ -1267,6 +1285,97 @@ class HubClient:
         appeal = await self._answer("GetAppeal", body, appeal_pb2.Appeal)
         _same("appeal", appeal_id, appeal.appeal_id)
         return appeal
+
+    # ---- grades and leads (docs/grades.md, docs/leads.md) --------------------------------------
+
+    async def set_case_grade(
+        self, case_id: str, grade: int, reason: str, *, message_id: str | None = None
+    ) -> case_pb2.Case:
+        """The centre changes a case's grade (`grade`: a `grade_pb2.Grade`)."""
+        body = case_pb2.SetCaseGradeBody(
+            name=case_id, grade=cast(grade_pb2.Grade.ValueType, grade), reason=reason
+        )
+        case = await self._answer("SetCaseGrade", body, case_pb2.Case, message_id)
+        _same("case", case_id, case.case_id)
+        return case
+
+    async def submit_lead(
+        self, body: lead_pb2.SubmitLeadBody, *, message_id: str | None = None
+    ) -> lead_pb2.Lead:
+        """Hand the centre a lead: suspicious accounts and/or a transaction pattern."""
+        return await self._answer("SubmitLead", body, lead_pb2.Lead, message_id)
+
+    async def triage_lead(
+        self, body: lead_pb2.TriageLeadBody, *, message_id: str | None = None
+    ) -> lead_pb2.Lead:
+        """The centre's triage of a lead: one action of `TriageLeadBody`."""
+        lead = await self._answer("TriageLead", body, lead_pb2.Lead, message_id)
+        _same("lead", body.name, lead.name)
+        return lead
+
+    async def ask_for_more(self, name: str, question: str) -> lead_pb2.Lead:
+        return await self.triage_lead(
+            lead_pb2.TriageLeadBody(name=name, ask_for_more=lead_pb2.AskForMore(question=question))
+        )
+
+    async def dismiss_lead(self, name: str, reason: str) -> lead_pb2.Lead:
+        return await self.triage_lead(
+            lead_pb2.TriageLeadBody(name=name, dismiss=lead_pb2.DismissLead(reason=reason))
+        )
+
+    async def add_lead_information(
+        self,
+        name: str,
+        answer: str,
+        evidence: Sequence[tuple[str, bytes]] = (),
+        *,
+        message_id: str | None = None,
+    ) -> lead_pb2.Lead:
+        """Answer the centre's question about a lead; `evidence`: (name, SHA-256) pairs."""
+        body = lead_pb2.AddLeadInformationBody(
+            name=name,
+            answer=answer,
+            evidence=[lead_pb2.LeadEvidence(name=n, sha256=h) for n, h in evidence],
+        )
+        lead = await self._answer("AddLeadInformation", body, lead_pb2.Lead, message_id)
+        _same("lead", name, lead.name)
+        return lead
+
+    async def set_lead_grade(
+        self, name: str, grade: int, reason: str, *, message_id: str | None = None
+    ) -> lead_pb2.Lead:
+        body = lead_pb2.SetLeadGradeBody(
+            name=name, grade=cast(grade_pb2.Grade.ValueType, grade), reason=reason
+        )
+        lead = await self._answer("SetLeadGrade", body, lead_pb2.Lead, message_id)
+        _same("lead", name, lead.name)
+        return lead
+
+    async def get_lead(self, name: str) -> lead_pb2.Lead:
+        lead = await self._answer("GetLead", lead_pb2.GetLeadBody(name=name), lead_pb2.Lead)
+        _same("lead", name, lead.name)
+        return lead
+
+    async def list_leads(
+        self, *, state: int = 0, institution: str = "", grade: int = 0, page_size: int = 50
+    ) -> list[lead_pb2.Lead]:
+        """Leads in the queue's order (red first, then by triage deadline), following page
+        tokens to the end: all for the centre, the regulator and auditors, a member's own."""
+        found: list[lead_pb2.Lead] = []
+        token = ""
+        while True:
+            body = lead_pb2.ListLeadsBody(
+                page_size=page_size,
+                page_token=token,
+                state=cast(lead_pb2.LeadState.ValueType, state),
+                institution=institution,
+                grade=cast(grade_pb2.Grade.ValueType, grade),
+            )
+            page = await self._answer("ListLeads", body, lead_pb2.LeadList)
+            found.extend(page.leads)
+            if not page.next_page_token or page.next_page_token == token:
+                return found
+            token = page.next_page_token
 
     # ---- the audit log (the centre, the regulator and auditors) ----------------------------
 

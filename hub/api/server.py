@@ -19,6 +19,7 @@ from hub.api.servicers import (
     CaseServicer,
     DistributionServicer,
     InstitutionServicer,
+    LeadServicer,
     OrderServicer,
     OutcomeServicer,
     SlaServicer,
@@ -37,6 +38,8 @@ from stophub.v1 import (
     delivery_pb2_grpc,
     institution_pb2,
     institution_pb2_grpc,
+    lead_pb2,
+    lead_pb2_grpc,
     order_pb2,
     order_pb2_grpc,
     outcome_pb2,
@@ -58,6 +61,7 @@ SERVICE_NAMES = (
     appeal_pb2.DESCRIPTOR.services_by_name["AppealService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     outcome_pb2.DESCRIPTOR.services_by_name["OutcomeService"].full_name,
+    lead_pb2.DESCRIPTOR.services_by_name["LeadService"].full_name,
 )
 
 OPTIONS = [
@@ -101,6 +105,7 @@ def grpc_server(
     appeal_pb2_grpc.add_AppealServiceServicer_to_server(AppealServicer(runner), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(runner), server)
     outcome_pb2_grpc.add_OutcomeServiceServicer_to_server(OutcomeServicer(runner), server)
+    lead_pb2_grpc.add_LeadServiceServicer_to_server(LeadServicer(runner), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

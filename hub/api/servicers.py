@@ -8,7 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 from hub.api.runner import Runner
-from hub.service.commands import appeal, audit, case, institution, order, outcome, returns, sla
+from hub.service.commands import (
+    appeal,
+    audit,
+    case,
+    institution,
+    lead,
+    order,
+    outcome,
+    returns,
+    sla,
+)
 from stophub.v1 import (
     appeal_pb2,
     appeal_pb2_grpc,
@@ -18,6 +28,8 @@ from stophub.v1 import (
     case_pb2_grpc,
     institution_pb2,
     institution_pb2_grpc,
+    lead_pb2,
+    lead_pb2_grpc,
     order_pb2,
     order_pb2_grpc,
     outcome_pb2,
@@ -59,6 +71,13 @@ class CaseServicer(case_pb2_grpc.CaseServiceServicer):
     ) -> trail_pb2.GetCaseTrailResponse:
         return await self.r.run(
             case.GET_CASE_TRAIL, request, context, trail_pb2.GetCaseTrailResponse
+        )
+
+    async def SetCaseGrade(
+        self, request: case_pb2.SetCaseGradeRequest, context: Any
+    ) -> case_pb2.SetCaseGradeResponse:
+        return await self.r.run(
+            case.SET_CASE_GRADE, request, context, case_pb2.SetCaseGradeResponse
         )
 
 
@@ -238,3 +257,44 @@ class AppealServicer(appeal_pb2_grpc.AppealServiceServicer):
         return await self.r.run(
             appeal.LIST_APPEALS, request, context, appeal_pb2.ListAppealsResponse
         )
+
+
+class LeadServicer(lead_pb2_grpc.LeadServiceServicer):
+    """Leads (线索移送): members hand them over, the centre triages them (docs/leads.md)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.r = runner
+
+    async def SubmitLead(
+        self, request: lead_pb2.SubmitLeadRequest, context: Any
+    ) -> lead_pb2.SubmitLeadResponse:
+        return await self.r.run(lead.SUBMIT_LEAD, request, context, lead_pb2.SubmitLeadResponse)
+
+    async def TriageLead(
+        self, request: lead_pb2.TriageLeadRequest, context: Any
+    ) -> lead_pb2.TriageLeadResponse:
+        return await self.r.run(lead.TRIAGE_LEAD, request, context, lead_pb2.TriageLeadResponse)
+
+    async def AddLeadInformation(
+        self, request: lead_pb2.AddLeadInformationRequest, context: Any
+    ) -> lead_pb2.AddLeadInformationResponse:
+        return await self.r.run(
+            lead.ADD_LEAD_INFORMATION, request, context, lead_pb2.AddLeadInformationResponse
+        )
+
+    async def SetLeadGrade(
+        self, request: lead_pb2.SetLeadGradeRequest, context: Any
+    ) -> lead_pb2.SetLeadGradeResponse:
+        return await self.r.run(
+            lead.SET_LEAD_GRADE, request, context, lead_pb2.SetLeadGradeResponse
+        )
+
+    async def GetLead(
+        self, request: lead_pb2.GetLeadRequest, context: Any
+    ) -> lead_pb2.GetLeadResponse:
+        return await self.r.run(lead.GET_LEAD, request, context, lead_pb2.GetLeadResponse)
+
+    async def ListLeads(
+        self, request: lead_pb2.ListLeadsRequest, context: Any
+    ) -> lead_pb2.ListLeadsResponse:
+        return await self.r.run(lead.LIST_LEADS, request, context, lead_pb2.ListLeadsResponse)

@@ -22,6 +22,7 @@ from hub.domain.cases import (
     TransactionFact,
 )
 from hub.domain.clocks import CaseClock, SlaEntry
+from hub.domain.grades import Grade
 from hub.service import wire
 from stophub.v1 import appeal_pb2, case_pb2, order_pb2, sla_pb2
 
@@ -144,6 +145,7 @@ def case_from_proto(pb: case_pb2.Case) -> Case:
         state=wire.CASE_STATES_BY_NUMBER.get(pb.state, CaseState.REPORTED),
         verified_at=_at(pb, "verify_time"),
         closed_at=_at(pb, "close_time"),
+        grade=wire.GRADES.get(pb.grade, Grade.UNGRADED).value,
     )
     case.transactions = [
         FraudTransaction(

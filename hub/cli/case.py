@@ -22,11 +22,13 @@ from hub.cli.common import (
 )
 from hub.cli.remote import connect
 from hub.domain.cases import Case, CaseState, Order
+from hub.domain.grades import grade_of
 from hub.domain.trail import accounts_of
 from hub.domain.wording import Disclosure
 from hub.render.case import case_view, cases_table
 from hub.render.screen import show
 from hub.render.trail import trail_svg, trail_tree
+from hub.service.ports import CaseQuery
 from hub.service.trail import trail_view
 from hub.store.sql import shown_url
 
@@ -39,17 +41,36 @@ def case() -> None:
 @case.command("list")
 @click.option("--state", type=click.Choice([s.value for s in CaseState]))
 @click.option("--limit", default=50, show_default=True)
+@click.option(
+    "--queue",
+    is_flag=True,
+    help="The centre's queue order: red, yellow, green, ungraded, each by next deadline "
+    "(docs/grades.md), instead of newest first.",
+)
 @json_option
 @db_option
 @remote_options
 def case_list(
-    state: str | None, limit: int, as_json: bool, database_url: str, identity: Identity | None
+    state: str | None,
+    limit: int,
+    queue: bool,
+    as_json: bool,
+    database_url: str,
+    identity: Identity | None,
 ) -> None:
-    """List cases, newest first. With --identity: those the hub shows that institution (all
-    for the centre and the regulator, its own reports for a bank or payment institution)."""
+    """List cases, newest first (--queue: by grade, then deadline). With --identity: those
+    the hub shows that institution (all for the centre and the regulator, its own reports
+    for a bank or payment institution)."""
     if identity is not None:
+        if queue:
+            raise click.UsageError("--queue reads the hub's database; leave out --identity")
         with connect(identity) as remote:
             found = remote.cases(CaseState(state) if state else None, limit)
+    elif queue:
+        store = open_store(database_url)
+        with store(read_only=True) as uow:
+            query = CaseQuery(state=CaseState(state) if state else None, by_deadline=True)
+            found = [c for c, _ in uow.cases.search(query, limit, None)]
     else:
         store = open_store(database_url)
         with store(read_only=True) as uow:
@@ -151,6 +172,7 @@ def _summary(case: Case) -> dict[str, Any]:
     return {
         "case_id": case.case_id,
         "state": case.state.value,
+        "grade": grade_of(case.grade).label,
         "reported_by": case.reporting_institution,
         "reported_at": utc(case.created_at),
         "fraud_type": case.fraud_type,

@@ -45,6 +45,8 @@ MULE = _account(BANK_B, "6222020000000002", "Li Si")
 WALLET = _account(PAYX, "PX88000003", "Wang Wu")
 CASHOUT = _account(BANK_A, "6222010000000088", "Zhou Qi")
 OFFSHORE = _account(ABROAD, "HK00012345", "Shell Trading Ltd")
+# A second mule account, new at Bank B: its own monitoring hands it to the centre as a lead.
+MULE_2 = _account(BANK_B, "6222020000000019", "Qian Jiu")
 FREEZE_CASE = "JX-2026-0312"
 SPEED = 120.0
 PAYX_DELAY = timedelta(minutes=12)

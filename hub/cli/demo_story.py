@@ -15,9 +15,11 @@ time runs fast); the money traced to one victim alone goes back to her at once.
 Meanwhile the centre lists the mule's account, the mule and the cash-out account. PayX keeps
 a copy of the list in the TOKENS form (no account numbers in clear), follows it live and
 refuses a payment to the mule from it; Bank A, which keeps no copy, asks the hub with one
-batch check. After the cases close, Bank B appeals the mule's listing (rejected, the reason
-goes back) and Bank A the cash-out account's (upheld: the entry leaves PayX's copy within a
-second).
+batch check. Bank B's own monitoring hands the centre a red lead about a second mule account;
+the centre accepts it by listing the account, and PayX refuses the next victim's payment to it
+from its copy before any money moves. After the cases close, Bank B appeals the mule's listing
+(rejected, the reason goes back) and Bank A the cash-out account's (upheld: the entry leaves
+PayX's copy within a second).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from hub.cli.demo_cast import (
     CENTRE,
     MEMBERS,
     MULE,
+    MULE_2,
     OFFSHORE,
     PAYX,
     PAYX_DELAY,
@@ -90,7 +93,16 @@ from hub.render.trail import trail_svg, trail_tree
 from hub.render.wording import duration, stamp
 from hub.service.admin import NewKey, Registry
 from hub.system.clock import SystemClock
-from stophub.v1 import account_pb2, appeal_pb2, blacklist_pb2, delivery_pb2, order_pb2, returns_pb2
+from stophub.v1 import (
+    account_pb2,
+    appeal_pb2,
+    blacklist_pb2,
+    delivery_pb2,
+    grade_pb2,
+    lead_pb2,
+    order_pb2,
+    returns_pb2,
+)
 
 
 async def run_demo(
@@ -343,6 +355,44 @@ async def run_demo(
             )
         )
 
+        # ---- a lead: Bank B's monitoring flags a second mule, listed before anyone pays it --
+        step = "a lead from Bank B's monitoring"
+        lead = await bank_b.submit_lead(
+            lead_pb2.SubmitLeadBody(
+                accounts=[MULE_2],
+                grade=grade_pb2.GRADE_RED,
+                grounds="opened last week by the same agent as Li Si's; forty small credits, "
+                "each moved out within minutes",
+            )
+        )
+        accepted = await centre.triage_lead(
+            lead_pb2.TriageLeadBody(
+                name=lead.name,
+                list_account=lead_pb2.ListLeadAccount(
+                    account=MULE_2,
+                    basis=blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER,
+                    source_case_id=case_id,
+                    reason=f"mule account of the same ring (lead {lead.name} of {BANK_B})",
+                ),
+            )
+        )
+        lead_listed = await wait_until(
+            lambda: (
+                payx_list.is_listed_account(MULE_2.institution_code, MULE_2.account_number)
+                is not None
+            )
+        )
+        console.print(
+            Text.assemble(
+                f"{BANK_B}'s monitoring hands the centre lead {lead.name} (red) about "
+                f"{mask(MULE_2.account_number)}; the centre accepts it and lists the account "
+                f"({accepted.list_entry_id}); the next victim, a PayX customer about to pay it: ",
+                "refused from PayX's own copy before any money moved"
+                if lead_listed
+                else ("not listed in PayX's copy", ALARM),
+            )
+        )
+
         # ---- where the money is: both trails, with what is held and whose it is ----------
         step = "the money trails"
         for cid in (case_id, second_id):
@@ -434,7 +484,7 @@ async def run_demo(
         ok = final.state is CaseState.CLOSED and final_2.state is CaseState.CLOSED
         ok = ok and final.returned_fen == 5_000_000 and restored == 8_000_000
         ok = ok and restored_2 == 1_400_000 and evidence_ok
-        ok = ok and refused_payment is not None and cashout_cleared
+        ok = ok and refused_payment is not None and cashout_cleared and lead_listed
         ok = ok and [a.state for a in appeals] == [
             appeal_pb2.APPEAL_STATE_REJECTED,
             appeal_pb2.APPEAL_STATE_UPHELD,

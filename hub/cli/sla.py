@@ -25,6 +25,7 @@ from hub.cli.common import (
 from hub.cli.exporting import export_options, run_export
 from hub.cli.remote import Remote, connect
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
+from hub.domain.grades import grade_of
 from hub.render.screen import make_console, show
 from hub.render.sla import (
     breaches_table,
@@ -36,7 +37,7 @@ from hub.render.sla import (
 )
 from hub.render.wording import Times, stamp
 from hub.service import exports
-from hub.service.ports import ClockRepository
+from hub.service.ports import ClockRepository, UnitOfWork
 from hub.store.sql import shown_url
 from hub.system.policy import load_calendar
 
@@ -143,9 +144,30 @@ def _read_clocks(
                 limit=limit,
             )
             entries = uow.clocks.entries([c.clock_id for c in found]) if case_id else {}
+            found = by_grade(found, _grades(uow, {c.case_id for c in found}))
     finally:
         store.dispose()
     return found, entries
+
+
+def _grades(uow: UnitOfWork, ids: set[str]) -> dict[str, str]:
+    """The grade of each case (or lead, for a lead's clock) of `ids`."""
+    grades = {}
+    for subject_id in ids:
+        subject = uow.cases.get(subject_id) or uow.leads.get(subject_id)
+        grades[subject_id] = subject.grade if subject is not None else ""
+    return grades
+
+
+def by_grade(found: list[CaseClock], grades: dict[str, str]) -> list[CaseClock]:
+    """The running clocks by their case's grade, red first (docs/grades.md), each grade in
+    the order found (by deadline); the stopped ones after them, as found."""
+
+    def key(c: CaseClock) -> tuple[bool, int]:
+        running = c.state is ClockState.OPEN
+        return (not running, grade_of(grades.get(c.case_id)).rank if running else 0)
+
+    return sorted(found, key=key)
 
 
 def _print_clocks(

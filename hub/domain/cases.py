@@ -318,6 +318,9 @@ class Case:
     victim_name_token: bytes | None = None
     victim_id_token: bytes | None = None
     victim_index_key: str | None = None
+    # The three-colour grade (hub/domain/grades.py): "red", "yellow", "green" or "" for
+    # ungraded; set by the reporter, changed by the centre (Case.regrade).
+    grade: str = ""
 
     def personal_names(self) -> set[str]:
         """Every person's name the case holds: the victim, payers, payees, the holders its
@@ -371,6 +374,18 @@ class Case:
     @property
     def loss_fen(self) -> int:
         return sum(t.amount_fen for t in self.transactions)
+
+    def regrade(self, grade: str, by: str, reason: str, *, now: datetime, message_id: str) -> None:
+        """The centre changes the case's grade; the timeline says from what, to what, why."""
+        before = self.grade or "ungraded"
+        self.grade = grade
+        self.record(
+            now,
+            "case.graded",
+            by,
+            f"grade {before} -> {grade or 'ungraded'} by {by}: {reason}",
+            message_id=message_id,
+        )
 
     @property
     def held_fen(self) -> int:

@@ -48,6 +48,8 @@ DISTRIBUTION_TRIGGERS = frozenset(
 # An appeal's events name the appeal in their order_id; its clock is keyed by it, so two
 # appeals in one case run two clocks.
 APPEAL_TRIGGERS = frozenset({"appeal.filed", "appeal.decided"})
+# A lead's events (docs/leads.md): its triage clock is keyed by the lead, not by a case.
+LEAD_TRIGGERS = frozenset({"lead.submitted", "lead.triaged"})
 CASE_TRIGGERS = (
     frozenset(
         {"report.sent", "report.received", "report.verified", "report.rejected", "case.closed"}
@@ -60,7 +62,7 @@ ORDER_TRIGGERS = frozenset(
     for kind in OrderKind
     for what in ("issued", "answered", "effective", "ended")
 )
-TRIGGERS = CASE_TRIGGERS | ORDER_TRIGGERS
+TRIGGERS = CASE_TRIGGERS | ORDER_TRIGGERS | LEAD_TRIGGERS
 ENDED_STATES = frozenset(
     {
         OrderState.RELEASED,
@@ -140,6 +142,13 @@ class ClockPolicy:
     window: Window
     responsible: Responsible
     ladder: tuple[Step, ...]
+    # A window per grade ("red", "yellow", "green") where the policy gives one
+    # (docs/grades.md); any other grade runs `window`.
+    grade_windows: tuple[tuple[str, Window], ...] = ()
+
+    def window_for(self, grade: str) -> Window:
+        """The window a clock of a case or lead of `grade` runs."""
+        return dict(self.grade_windows).get(grade, self.window)
 
     @property
     def order_scoped(self) -> bool:
@@ -336,8 +345,9 @@ def apply_triggers(
                 continue
             order = trigger.order if cp.order_scoped else None
             start_at = trigger.at
-            deadline = cp.window.deadline(start_at, calendar, order)
-            estimated = cp.window.estimated_years(start_at, deadline, calendar)
+            window = cp.window_for(case.grade)
+            deadline = window.deadline(start_at, calendar, order)
+            estimated = window.estimated_years(start_at, deadline, calendar)
             clock = CaseClock(
                 clock_id=new_id(),
                 case_id=case.case_id,
@@ -361,11 +371,53 @@ def apply_triggers(
                     start_at,
                     deadline,
                     clock.responsible,
-                    detail=f"{cp.window} to {cp.responsible.value}"
+                    detail=f"{window} to {cp.responsible.value}"
+                    + (f" ({case.grade})" if window is not cp.window else "")
                     + (f"; {estimate_note(estimated)}" if estimated else ""),
                 )
             )
     return changes
+
+
+def start_keyed(
+    cp: ClockPolicy,
+    subject_id: str,
+    *,
+    grade: str,
+    start_at: datetime,
+    responsible: str,
+    calendar: WorkingDays,
+    new_id: Callable[[], str],
+) -> tuple[CaseClock, SlaEntry]:
+    """A clock of something that is not a case (a lead's triage): its case_id holds the
+    subject's id. Returns the clock and its `started` SLA log row."""
+    window = cp.window_for(grade)
+    deadline = window.deadline(start_at, calendar, None)
+    estimated = window.estimated_years(start_at, deadline, calendar)
+    clock = CaseClock(
+        clock_id=new_id(),
+        case_id=subject_id,
+        kind=cp.name,
+        responsible=responsible,
+        started_at=start_at,
+        deadline_at=deadline,
+        deadline_estimated=bool(estimated),
+    )
+    clock.next_step, clock.next_step_at = next_step(cp, clock)
+    entry = SlaEntry(
+        clock.clock_id,
+        subject_id,
+        "",
+        cp.name,
+        "started",
+        start_at,
+        deadline,
+        responsible,
+        detail=f"{window} to {cp.responsible.value}"
+        + (f" ({grade})" if window is not cp.window else "")
+        + (f"; {estimate_note(estimated)}" if estimated else ""),
+    )
+    return clock, entry
 
 
 def estimate_note(years: Sequence[int]) -> str:

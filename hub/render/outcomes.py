@@ -79,7 +79,9 @@ HEADS = (
     "<tr><th class='text'>Institution</th><th class='text'>Period</th><th>Reports</th>"
     "<th>Reported lost</th><th>Stopped, first layer</th><th>Stopped, downstream</th>"
     "<th>Frozen</th><th>Returned</th><th>Recovered share</th><th>First stops</th>"
-    "<th>Report → first stop, median</th><th>p90</th></tr>"
+    "<th>Report → first stop, median</th><th>p90</th><th>Leads</th>"
+    "<th>Accepted: case / listed / warned</th><th>Asked for more</th><th>Dismissed</th>"
+    "<th>Pending</th></tr>"
 )
 
 
@@ -103,6 +105,13 @@ def _tr(report: OutcomeReport, row: OutcomeRow) -> str:
         f'<td data-figure="first_stops">{f.first_stops}</td>',
         f'<td data-figure="first_stop_median_seconds">{_t(_dur(f.first_stop_median_seconds))}</td>',
         f'<td data-figure="first_stop_p90_seconds">{_t(_dur(f.first_stop_p90_seconds))}</td>',
+        f'<td data-figure="leads">{f.leads}</td>',
+        f'<td data-figure="leads_accepted"><span data-figure="leads_opened_case">'
+        f'{f.leads_opened_case}</span> / <span data-figure="leads_listed">{f.leads_listed}'
+        f'</span> / <span data-figure="leads_warned">{f.leads_warned}</span></td>',
+        f'<td data-figure="leads_asked_for_more">{f.leads_asked_for_more}</td>',
+        f'<td data-figure="leads_dismissed">{f.leads_dismissed}</td>',
+        f'<td data-figure="leads_pending">{f.leads_pending}</td>',
     ]
     return f"<tr{cls}>{''.join(cells)}</tr>"
 
@@ -190,6 +199,10 @@ def render_html(report: OutcomeReport) -> str:
         f"(recovered share {_t(_share(total))}); report to first stop: median "
         f"{_t(_dur(total.first_stop_median_seconds))}, p90 "
         f"{_t(_dur(total.first_stop_p90_seconds))} over {total.first_stops} case(s).</p>",
+        f'<p id="leads-sentence">{total.leads} lead(s) handed over: '
+        f"{total.leads_opened_case} opened as a case, {total.leads_listed} listed, "
+        f"{total.leads_warned} warned, {total.leads_asked_for_more} asked for more, "
+        f"{total.leads_dismissed} dismissed, {total.leads_pending} pending.</p>",
         "</section>",
         '<section id="over-time"><h2>Money over time</h2>',
         bars_svg(
@@ -223,7 +236,11 @@ DEFINITIONS = (
     "transfers. Frozen: what freeze answers held, renewals not counted again. Returned: what "
     "return answers paid. Recovered share: returned over reported lost of the same row. "
     "Report to first stop: from the hub's receipt of the report to its receipt of the answer "
-    "of the case's first stop that held money; median and 90th percentile (inclusive method)."
+    "of the case's first stop that held money; median and 90th percentile (inclusive method). "
+    "Leads: leads handed over, counted for the member that signed them and dated by their "
+    "receipt; their fate as of the end of the range: accepted (a case opened, an account "
+    "listed, a member warned), waiting for the member's answer to the centre's question, "
+    "dismissed, or pending the centre's triage."
 )
 
 

@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from hub.domain.cases import Case, OrderState
-from hub.domain.clocks import ClockChanges, SlaEntry, apply_triggers, triggers_of
+from hub.domain.clocks import (
+    CaseClock,
+    ClockChanges,
+    ClockState,
+    SlaEntry,
+    apply_triggers,
+    start_keyed,
+    stop,
+    triggers_of,
+)
 from hub.domain.clocks import Policy as ClockPolicy
 from hub.domain.institutions import HUB_CODE
 from hub.domain.workdays import WorkingDays
@@ -97,3 +106,50 @@ def write_log(uow: UnitOfWork, entries: Sequence[SlaEntry], now: datetime) -> No
             ),
             now,
         )
+
+
+# ---- clocks of a lead (docs/leads.md) --------------------------------------------------------
+
+
+def start_lead_clocks(
+    uow: UnitOfWork,
+    lead_id: str,
+    grade: str,
+    now: datetime,
+    *,
+    policy: ClockPolicy,
+    calendar: WorkingDays,
+    centres: Sequence[str],
+) -> list[CaseClock]:
+    """Start every clock the policy starts on `lead.submitted` for the lead, in the window of
+    its grade; the centre (the first registered) is responsible. Returns them, earliest
+    deadline first."""
+    started = []
+    for cp in policy.clocks:
+        if cp.starts != "lead.submitted":
+            continue
+        clock, entry = start_keyed(
+            cp,
+            lead_id,
+            grade=grade,
+            start_at=now,
+            responsible=centres[0] if centres else HUB_CODE,
+            calendar=calendar,
+            new_id=new_clock_id,
+        )
+        uow.clocks.add(clock)
+        write_log(uow, [entry], now)
+        started.append(clock)
+    return sorted(started, key=lambda c: (c.deadline_at, c.clock_id))
+
+
+def stop_lead_clocks(
+    uow: UnitOfWork, lead_id: str, now: datetime, *, policy: ClockPolicy, why: str
+) -> None:
+    """Stop the lead's open clocks that `lead.triaged` stops (met, or missed when late)."""
+    changes = ClockChanges()
+    for clock in uow.clocks.open_for_case(lead_id):
+        cp = policy.clock(clock.kind)
+        if clock.state is ClockState.OPEN and cp is not None and "lead.triaged" in cp.stops:
+            stop(clock, now, why, changes)
+    write_log(uow, changes.log, now)

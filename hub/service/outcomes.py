@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 
 from hub.domain.cases import OrderKind
-from hub.service.ports import MoneyAnswerRow, OutcomeReader, ReportReceivedRow
+from hub.service.ports import LeadHistoryRow, MoneyAnswerRow, OutcomeReader, ReportReceivedRow
 from hub.service.slareport import median_p90
 
 # The longest range one query covers: a year's report with room, and a bound on what one
@@ -59,6 +59,13 @@ class Figures:
     first_stops: int = 0
     first_stop_median_seconds: float | None = None
     first_stop_p90_seconds: float | None = None
+    leads: int = 0
+    leads_opened_case: int = 0
+    leads_listed: int = 0
+    leads_warned: int = 0
+    leads_asked_for_more: int = 0
+    leads_dismissed: int = 0
+    leads_pending: int = 0
 
     @property
     def stopped_fen(self) -> int:
@@ -176,6 +183,16 @@ SUMMED = (
     "returns",
     "returned_fen",
 )
+# The leads' figures (docs/outcomes.md, "Leads"): handed over, and the fate of those leads.
+LEAD_FIGURES = (
+    "leads",
+    "leads_opened_case",
+    "leads_listed",
+    "leads_warned",
+    "leads_asked_for_more",
+    "leads_dismissed",
+    "leads_pending",
+)
 # Every figure's name, in the CSV's order.
 FIGURE_NAMES = (
     *SUMMED,
@@ -183,7 +200,27 @@ FIGURE_NAMES = (
     "first_stops",
     "first_stop_median_seconds",
     "first_stop_p90_seconds",
+    *LEAD_FIGURES,
 )
+_FATE_FIGURE = {
+    "case_opened": "leads_opened_case",
+    "listed": "leads_listed",
+    "warned": "leads_warned",
+    "dismissed": "leads_dismissed",
+    "asked": "leads_asked_for_more",
+    "pending": "leads_pending",
+}
+
+
+def lead_fate(lead: LeadHistoryRow, at: datetime) -> str:
+    """What had become of the lead by `at`: its end once decided before `at`; else "asked"
+    while a question asked before `at` had no answer before `at`; else "pending"."""
+    if lead.decided_at is not None and lead.decided_at < at:
+        return lead.end
+    asked = [(q, a) for q, a in lead.asks if q < at]
+    if asked and (asked[-1][1] is None or asked[-1][1] >= at):
+        return "asked"
+    return "pending"
 
 
 @dataclass
@@ -198,7 +235,7 @@ class _Tally:
     def figures(self) -> Figures:
         median, p90 = median_p90(sorted(self.to_first_stop))
         return Figures(
-            **{name: self.sums[name] for name in SUMMED},
+            **{name: self.sums[name] for name in (*SUMMED, *LEAD_FIGURES)},
             first_stops=len(self.to_first_stop),
             first_stop_median_seconds=median,
             first_stop_p90_seconds=p90,
@@ -237,6 +274,7 @@ def figures(
     period: Period,
     zone: tzinfo,
     institution: str | None = None,
+    leads: Sequence[LeadHistoryRow] = (),
 ) -> list[OutcomeRow]:
     """The rows of the report (OutcomeReport.rows in proto/stophub/v1/outcome.proto): each
     institution's, by code, then the total's; per period, then the whole range when split."""
@@ -269,6 +307,10 @@ def figures(
                 t.sums.update(freezes=1, frozen_fen=a.held_fen)
             else:
                 t.sums.update(returns=1, returned_fen=a.returned_fen)
+
+    for lead in leads:
+        if (t := tally(lead.institution, lead.submitted_at)) is not None:
+            t.sums.update({"leads": 1, _FATE_FIGURE[lead_fate(lead, end)]: 1})
 
     institutions = sorted({inst for inst, _ in tallies} | ({institution} if institution else set()))
     rows: list[OutcomeRow] = []
@@ -320,6 +362,7 @@ def gather(
         period,
         zone,
         institution,
+        reader.leads_submitted(start, end, institution),
     )
     return OutcomeReport(
         start, end, period, zone, institution, rows, generated_at=generated_at, database=database

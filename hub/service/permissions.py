@@ -97,6 +97,14 @@ _ACKNOWLEDGERS = _deny(
     "a breach is acknowledged by the anti-fraud centre or by the institution responsible for "
     "the clock",
 )
+_MEMBERS_HAND_LEADS = _deny(
+    "KIND_NOT_ALLOWED", "a lead comes from a bank or payment institution's own monitoring"
+)
+_CENTRE_TRIAGES = _deny("KIND_NOT_ALLOWED", "only the anti-fraud centre triages and grades leads")
+_MEMBER_ANSWERS = _deny(
+    "KIND_NOT_ALLOWED", "the member that handed over a lead answers the centre's questions"
+)
+_CENTRE_GRADES = _deny("KIND_NOT_ALLOWED", "only the anti-fraud centre changes a case's grade")
 _NOT_PARTY = _deny(
     "NOT_PARTY_TO_CASE",
     "a bank or payment institution reads only the cases it reported or holds an order in",
@@ -253,6 +261,34 @@ MATRIX: dict[str, dict[tuple[InstitutionKind, Relation], Rule]] = {
     ),
     "GetAppeal": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
     "ListAppeals": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
+    "SetCaseGrade": _plain(
+        {
+            **_same(_CENTRE_GRADES, ACCOUNT_KEEPERS),
+            CENTRE: ALLOW,
+            REGULATOR: _CENTRE_GRADES,
+            AUDITOR: _CENTRE_GRADES,
+        }
+    ),
+    "SubmitLead": _plain({**_same(ALLOW, ACCOUNT_KEEPERS), **_same(_MEMBERS_HAND_LEADS, READERS)}),
+    **{
+        rpc: _plain(
+            {
+                **_same(_CENTRE_TRIAGES, ACCOUNT_KEEPERS),
+                CENTRE: ALLOW,
+                REGULATOR: _CENTRE_TRIAGES,
+                AUDITOR: _CENTRE_TRIAGES,
+            }
+        )
+        for rpc in ("TriageLead", "SetLeadGrade")
+    },
+    "AddLeadInformation": _plain(
+        {**_same(OWN, ACCOUNT_KEEPERS), **_same(_MEMBER_ANSWERS, READERS)}
+    ),
+    # A member reads only the leads it handed over (another's is NOT_FOUND).
+    **{
+        rpc: _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)})
+        for rpc in ("GetLead", "ListLeads")
+    },
     **{
         rpc: _plain({**_same(_READERS_ONLY, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)})
         for rpc in ("ListAuditEntries", "GetInclusionProof")
@@ -278,6 +314,8 @@ READ_ONLY = frozenset(
         "CheckList",
         "GetAppeal",
         "ListAppeals",
+        "GetLead",
+        "ListLeads",
         "ListAuditEntries",
         "GetLogCheckpoint",
         "GetInclusionProof",

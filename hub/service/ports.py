@@ -53,6 +53,7 @@ from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock, SlaEntry
 from hub.domain.errors import DomainError
 from hub.domain.institutions import Institution, InstitutionKind, KeyState
+from hub.domain.leads import Lead, LeadState
 from hub.domain.returns import Distribution
 from hub.domain.rules import AutoStopRule
 
@@ -326,6 +327,39 @@ class AppealRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class LeadQuery:
+    """ListLeads' filters (docs/leads.md)."""
+
+    state: LeadState | None = None
+    submitter: str | None = None
+    grade: str | None = None
+
+
+class LeadRepository(Protocol):
+    def get(self, lead_id: str, *, lock: bool = False) -> Lead | None:
+        """With `lock`, the row locked for the rest of the transaction (two triages of one
+        lead at once triage it once)."""
+        ...
+
+    def add(self, lead: Lead, accounts: Collection[tuple[str, str]]) -> None:
+        """A new lead and the accounts it names (institution, number), for the links."""
+        ...
+
+    def linked(
+        self, lead_id: str, accounts: Collection[tuple[str, str]], limit: int
+    ) -> Sequence[tuple[str, str, str, str]]:
+        """Other leads naming one of `accounts`: (lead id, submitter, institution, number),
+        oldest lead first."""
+        ...
+
+    def search(
+        self, query: LeadQuery, limit: int, after: tuple[int, datetime, str] | None
+    ) -> Sequence[Lead]:
+        """Leads in the queue's order (grade rank, queue time, lead id), after `after`."""
+        ...
+
+
 class RuleRepository(Protocol):
     def get(self, centre_code: str) -> AutoStopRule | None: ...
 
@@ -503,8 +537,28 @@ class MoneyAnswerRow:
     case_received_at: datetime
 
 
+@dataclass(frozen=True)
+class LeadHistoryRow:
+    """A lead as the outcome figures count it (docs/outcomes.md): who handed it over and when,
+    each question of the centre (asked, answered or None), and its end (when accepted or
+    dismissed, and which: "case_opened", "listed", "warned" or "dismissed"; "" while open)."""
+
+    lead_id: str
+    institution: str
+    submitted_at: datetime
+    asks: tuple[tuple[datetime, datetime | None], ...]
+    decided_at: datetime | None
+    end: str
+
+
 class OutcomeReader(Protocol):
     """The rows the outcome figures are counted from (hub.store.reports.SqlReports)."""
+
+    def leads_submitted(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[LeadHistoryRow]:
+        """The leads handed over in [start, end), of `institution` when given."""
+        ...
 
     def reports_received(
         self, start: datetime, end: datetime, institution: str | None
@@ -673,6 +727,7 @@ class UnitOfWork(Protocol):
     distributions: DistributionRepository
     lists: ListRepository
     appeals: AppealRepository
+    leads: LeadRepository
 
     # Read models for reports (hub/store/reports.py): what a handler reads for figures.
     @property

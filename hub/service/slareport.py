@@ -76,6 +76,10 @@ CLOCK_NAMES: dict[str, tuple[str, str]] = {
         "the notice before money held for several victims is shared (a period, never a breach)",
     ),
     "appeal": ("appeal decision", "the centre decides an appeal against a stop, freeze or listing"),
+    "lead_triage": (
+        "lead triage",
+        "the centre accepts, asks more of, or dismisses a member's lead (window by its grade)",
+    ),
 }
 
 

@@ -339,7 +339,9 @@ class Sweeper:
 
 
 def describe_step(clock: CaseClock, step: StepKind, due_at: datetime, late: float) -> str:
-    subject = f"{clock.kind} clock of case {clock.case_id}" + (
+    # The hub names leads L..., cases C...: a lead's clock times the lead (docs/leads.md).
+    what = "lead" if clock.case_id.startswith("L") else "case"
+    subject = f"{clock.kind} clock of {what} {clock.case_id}" + (
         f", order {clock.order_id}" if clock.order_id else ""
     )
     estimated = " (estimated: no official holiday calendar)" if clock.deadline_estimated else ""

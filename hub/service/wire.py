@@ -35,6 +35,7 @@ from hub.domain.cases import (
 )
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
 from hub.domain.errors import InvalidArgument
+from hub.domain.grades import Grade, grade_of
 from hub.domain.institutions import (
     ContactRole,
     DutyContact,
@@ -49,6 +50,7 @@ from stophub.v1 import (
     account_pb2,
     case_pb2,
     delivery_pb2,
+    grade_pb2,
     institution_pb2,
     order_pb2,
     returns_pb2,
@@ -462,6 +464,8 @@ def case_to_proto(case: Case, *, with_events: bool = True) -> case_pb2.Case:
         released_fen=case.released_fen,
         report_message_id=case.report_message_id,
     )
+    pb.grade = grade_to_proto(case.grade)  # type: ignore[assignment]
+    pb.report.grade = pb.grade
     _set_ts(pb, "create_time", case.created_at)
     _set_ts(pb, "verify_time", case.verified_at)
     _set_ts(pb, "close_time", case.closed_at)
@@ -665,3 +669,29 @@ def distribution_to_proto(d: Distribution) -> returns_pb2.Distribution:
     _set_ts(pb, "notice_end_time", d.notice_ends_at)
     _set_ts(pb, "decide_time", d.decided_at)
     return pb
+
+
+# ---- three-colour grades (docs/grades.md) ---------------------------------------------------
+
+GRADES = {
+    grade_pb2.GRADE_UNSPECIFIED: Grade.UNGRADED,
+    grade_pb2.GRADE_GREEN: Grade.GREEN,
+    grade_pb2.GRADE_YELLOW: Grade.YELLOW,
+    grade_pb2.GRADE_RED: Grade.RED,
+}
+GRADE_NUMBERS = {grade: number for number, grade in GRADES.items()}
+
+
+def grade_from_proto(number: int, field: str, *, required: bool = False) -> Grade:
+    """A wire grade, checked: an unknown number is INVALID_FIELD; unspecified is ungraded,
+    or refused when `required`."""
+    grade: Grade | None = GRADES.get(number)  # type: ignore[call-overload]
+    if grade is None:
+        raise InvalidArgument(field, f"unknown grade {number}: GREEN (1), YELLOW (2) or RED (3)")
+    if required and grade is Grade.UNGRADED:
+        raise InvalidArgument(field, "is required: GREEN, YELLOW or RED")
+    return grade
+
+
+def grade_to_proto(grade: str) -> int:
+    return GRADE_NUMBERS[grade_of(grade)]

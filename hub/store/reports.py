@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from hub.domain.cases import ExecutionStatus, OrderKind
 from hub.domain.clocks import ClockState
-from hub.service.ports import LogCheckpointRow, MoneyAnswerRow, ReportReceivedRow
+from hub.domain.leads import FINAL, Lead
+from hub.service.ports import LeadHistoryRow, LogCheckpointRow, MoneyAnswerRow, ReportReceivedRow
 from hub.service.slareport import ClockRow, LogRow
 from hub.store.tables import (
     UTCDateTime,
@@ -25,6 +26,7 @@ from hub.store.tables import (
     cases,
     clocks,
     fraud_transactions,
+    leads,
     orders,
     sla_log,
 )
@@ -191,6 +193,27 @@ class SqlReports:
     def breached_clocks_by_kind(self) -> list[tuple[str, int]]:
         """(kind, how many) of the clocks that ever breached, open or not."""
         return [(kind, int(n)) for kind, n in self.session.execute(COUNT_BREACHED_CLOCKS)]
+
+    def leads_submitted(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[LeadHistoryRow]:
+        query = select(Lead).where(*_between(leads.c.submitted_at, start, end))
+        if institution is not None:
+            query = query.where(leads.c.submitter == institution)
+        out = []
+        for lead in self.session.scalars(query):
+            ended = lead.state in FINAL
+            out.append(
+                LeadHistoryRow(
+                    lead.lead_id,
+                    lead.submitter,
+                    lead.submitted_at,
+                    tuple((e.asked_at, e.answered_at) for e in lead.exchanges()),
+                    lead.decided_at if ended else None,
+                    (lead.outcome.value or "dismissed") if ended else "",
+                )
+            )
+        return out
 
     def reports_received(
         self, start: datetime, end: datetime, institution: str | None

@@ -40,6 +40,7 @@ from hub.domain.appeals import Appeal, AppealState
 from hub.domain.auditleaf import micros, payload_digest
 from hub.domain.cases import Case, CaseState, OrderKind
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
+from hub.domain.grades import QUEUE_ORDER
 from hub.domain.institutions import (
     DutyContact,
     Institution,
@@ -47,6 +48,7 @@ from hub.domain.institutions import (
     InstitutionKind,
     KeyState,
 )
+from hub.domain.leads import Lead
 from hub.domain.merkle import EMPTY_ROOT
 from hub.domain.returns import Distribution, DistributionState
 from hub.domain.rules import AutoStopRule
@@ -65,6 +67,8 @@ from hub.service.ports import (
     InboundRecord,
     InboundRepository,
     InstitutionRepository,
+    LeadQuery,
+    LeadRepository,
     LeafChunk,
     ListChangeRow,
     ListRepository,
@@ -98,6 +102,8 @@ from hub.store.tables import (
     inbound_messages,
     institution_keys,
     institutions,
+    lead_accounts,
+    leads,
     list_changes,
     list_entries,
     list_state,
@@ -502,6 +508,25 @@ class SqlCases:
                     )
                 )
             return [(c, None) for c in self.session.scalars(newest.limit(page_size)).all()]
+        # The queue's order (docs/grades.md): grade by grade, red first, each in deadline
+        # order; `after` is (grade rank, no-clock flag, deadline, case id).
+        found: list[tuple[Case, datetime | None]] = []
+        first_rank = 0 if after is None else after[0]
+        for rank in range(first_rank, len(QUEUE_ORDER)):
+            grade = cases.c.grade == QUEUE_ORDER[rank].value
+            within = after[1:] if after is not None and rank == first_rank else None
+            found += self._by_deadline(query, [grade], page_size - len(found), within)
+            if len(found) >= page_size:
+                break
+        return found
+
+    def _by_deadline(
+        self,
+        query: CaseQuery,
+        extra: list[Any],
+        page_size: int,
+        after: tuple[Any, ...] | None,
+    ) -> list[tuple[Case, datetime | None]]:
         # Deadline order, driven by the open clocks' deadline index so a page reads about a
         # page of rows: first the cases whose earliest open clock comes next (each open clock
         # that no earlier open clock of its case precedes), then the cases without one.
@@ -527,7 +552,7 @@ class SqlCases:
             first = (
                 select(Case, k.c.deadline_at)
                 .join(k, k.c.case_id == cases.c.case_id)
-                .where(k.c.state == ClockState.OPEN, ~precedes, *self._filters(query))
+                .where(k.c.state == ClockState.OPEN, ~precedes, *self._filters(query), *extra)
                 # k's own case_id (equal to the case's by the join): the order is then the
                 # index's, (state, deadline_at, case_id), read a page at a time, never sorted.
                 .order_by(k.c.deadline_at, k.c.case_id)
@@ -549,7 +574,11 @@ class SqlCases:
                 .where(clocks.c.state == ClockState.OPEN, clocks.c.case_id == cases.c.case_id)
                 .exists()
             )
-            rest = select(Case).where(~running, *self._filters(query)).order_by(cases.c.case_id)
+            rest = (
+                select(Case)
+                .where(~running, *self._filters(query), *extra)
+                .order_by(cases.c.case_id)
+            )
             if after is not None:
                 rest = rest.where(cases.c.case_id > after[2])
             found += [(c, None) for c in self.session.scalars(rest.limit(page_size - len(found)))]
@@ -850,6 +879,84 @@ class SqlLists:
         end = min(below, oldest + limit)
         done = self.session.execute(delete(list_changes).where(list_changes.c.version < end))
         return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+class SqlLeads:
+    def __init__(self, session: Session, lock_rows: bool) -> None:
+        self.session = session
+        self.lock_rows = lock_rows
+
+    def get(self, lead_id: str, *, lock: bool = False) -> Lead | None:
+        if not (lock and self.lock_rows):
+            return self.session.get(Lead, lead_id)
+        return self.session.scalars(
+            select(Lead)
+            .where(leads.c.lead_id == lead_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+
+    def add(self, lead: Lead, accounts: Collection[tuple[str, str]]) -> None:
+        self.session.add(lead)
+        # The lead's row before the rows that refer to it.
+        self.session.flush()
+        rows = [
+            {"lead_id": lead.lead_id, "institution_code": i, "account_number": n}
+            for i, n in sorted(set(accounts))
+        ]
+        if rows:
+            self.session.execute(lead_accounts.insert(), rows)
+
+    def linked(
+        self, lead_id: str, accounts: Collection[tuple[str, str]], limit: int
+    ) -> Sequence[tuple[str, str, str, str]]:
+        found: list[tuple[str, str, str, str]] = []
+        for institution, number in sorted(set(accounts)):
+            rows = self.session.execute(
+                select(
+                    lead_accounts.c.lead_id,
+                    leads.c.submitter,
+                    lead_accounts.c.institution_code,
+                    lead_accounts.c.account_number,
+                )
+                .join(leads, leads.c.lead_id == lead_accounts.c.lead_id)
+                .where(
+                    lead_accounts.c.institution_code == institution,
+                    lead_accounts.c.account_number == number,
+                    lead_accounts.c.lead_id != lead_id,
+                )
+                .order_by(leads.c.submitted_at, leads.c.lead_id)
+                .limit(limit)
+            )
+            found += [(r[0], r[1], r[2], r[3]) for r in rows]
+        found.sort(key=lambda r: (r[0], r[2], r[3]))
+        return found[:limit]
+
+    def search(
+        self, query: LeadQuery, limit: int, after: tuple[int, datetime, str] | None
+    ) -> Sequence[Lead]:
+        stmt = select(Lead).order_by(leads.c.grade_rank, leads.c.queue_at, leads.c.lead_id)
+        if query.state is not None:
+            stmt = stmt.where(leads.c.state == query.state)
+        if query.submitter is not None:
+            stmt = stmt.where(leads.c.submitter == query.submitter)
+        if query.grade is not None:
+            stmt = stmt.where(leads.c.grade == query.grade)
+        if after is not None:
+            rank, at, lead_id = after
+            at_ = type_coerce(at, UTCDateTime())
+            stmt = stmt.where(
+                or_(
+                    leads.c.grade_rank > rank,
+                    and_(leads.c.grade_rank == rank, leads.c.queue_at > at_),
+                    and_(
+                        leads.c.grade_rank == rank,
+                        leads.c.queue_at == at_,
+                        leads.c.lead_id > lead_id,
+                    ),
+                )
+            )
+        return self.session.scalars(stmt.limit(limit)).all()
 
 
 class SqlAppeals:
@@ -1664,6 +1771,7 @@ class SqlUnitOfWork:
     distributions: DistributionRepository
     lists: ListRepository
     appeals: AppealRepository
+    leads: LeadRepository
     # Read models for reports (hub/store/reports.py), beyond the ports the handlers drive.
     reports: SqlReports
 
@@ -1693,6 +1801,7 @@ class SqlUnitOfWork:
         self.distributions = SqlDistributions(self.session, self._lock_rows)
         self.lists = SqlLists(self.session, self._lock_rows)
         self.appeals = SqlAppeals(self.session, self._lock_rows)
+        self.leads = SqlLeads(self.session, self._lock_rows)
         self.reports = SqlReports(self.session)
         return self
 

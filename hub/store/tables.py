@@ -53,6 +53,7 @@ from hub.domain.institutions import (
     InstitutionKind,
     KeyState,
 )
+from hub.domain.leads import Lead, LeadOutcome, LeadState
 from hub.domain.returns import Claim, Distribution, DistributionMethod, DistributionState, Objection
 from hub.domain.rules import AutoStopRule
 
@@ -173,6 +174,8 @@ cases = Table(
     Column("victim_name_token", LargeBinary(32)),
     Column("victim_id_token", LargeBinary(32)),
     Column("victim_index_key", String(64)),
+    # The three-colour grade (docs/grades.md): red, yellow, green, or "" for ungraded.
+    Column("grade", String(8), nullable=False, server_default=""),
     Index("ix_cases_state_created_at", "state", "created_at"),
     Index("ix_cases_created_at_case_id", "created_at", "case_id"),
     Index("ix_cases_reporting_institution_created_at", "reporting_institution", "created_at"),
@@ -479,7 +482,8 @@ clocks = Table(
     "clocks",
     metadata,
     Column("clock_id", String(40), primary_key=True),
-    Column("case_id", String(40), ForeignKey("cases.case_id"), nullable=False, index=True),
+    # The case the clock times, or for a lead_triage clock the lead (no foreign key: either).
+    Column("case_id", String(40), nullable=False, index=True),
     Column("order_id", String(40), nullable=False),
     Column("kind", String(40), nullable=False),
     Column("responsible", Code, nullable=False),
@@ -581,6 +585,47 @@ appeals = Table(
     Column("reason", SealedText("appeals.reason"), nullable=False),
     Column("release_orders", Text, nullable=False),
     Column("removed_entries", Text, nullable=False),
+)
+
+leads = Table(
+    "leads",
+    metadata,
+    Column("lead_id", String(40), primary_key=True),
+    Column("submitter", Code, ForeignKey("institutions.code"), nullable=False),
+    Column("grade", String(8), nullable=False),
+    Column("submitted_grade", String(8), nullable=False),
+    Column("grounds", SealedText("leads.grounds"), nullable=False),
+    Column("accounts_json", SealedText("leads.accounts_json"), nullable=False),
+    Column("transactions_json", SealedText("leads.transactions_json"), nullable=False),
+    Column("evidence_json", Text, nullable=False),
+    Column("submitted_at", UTCDateTime(), nullable=False),
+    Column("message_id", String(128), nullable=False),
+    Column("state", _enum(LeadState, "lead_state"), nullable=False),
+    Column("triage_clock_id", String(40), nullable=False),
+    Column("triage_by", UTCDateTime()),
+    Column("outcome", _enum(LeadOutcome, "lead_outcome"), nullable=False),
+    Column("decided_at", UTCDateTime()),
+    Column("decided_by", Code, nullable=False),
+    Column("case_id", String(40), nullable=False),
+    Column("list_entry_id", String(40), nullable=False),
+    Column("warning_id", String(40), nullable=False),
+    Column("reason", SealedText("leads.reason"), nullable=False),
+    Column("exchanges_json", SealedText("leads.exchanges_json"), nullable=False),
+    Column("grade_rank", Integer, nullable=False),
+    Column("queue_at", UTCDateTime(), nullable=False),
+    # ListLeads' order: the grade, then the triage deadline (docs/leads.md).
+    Index("ix_leads_queue", "grade_rank", "queue_at", "lead_id"),
+    Index("ix_leads_submitter_submitted_at", "submitter", "submitted_at"),
+)
+
+# Every account a lead names, without the holder: the links between leads.
+lead_accounts = Table(
+    "lead_accounts",
+    metadata,
+    Column("lead_id", String(40), ForeignKey("leads.lead_id"), primary_key=True),
+    Column("institution_code", Code, primary_key=True),
+    Column("account_number", Account, primary_key=True),
+    Index("ix_lead_accounts_account", "institution_code", "account_number"),
 )
 
 # The SLA log: every clock start, step and stop, for people and auditors.
@@ -722,3 +767,4 @@ def map_domain() -> None:
     mapper_registry.map_imperatively(AutoStopRule, auto_stop_rules)
     mapper_registry.map_imperatively(CaseClock, clocks)
     mapper_registry.map_imperatively(Appeal, appeals)
+    mapper_registry.map_imperatively(Lead, leads)

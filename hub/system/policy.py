@@ -36,6 +36,9 @@ SECTIONS = "[clocks.NAME], [calendar.YEAR], [display] and [signing]"
 # import crypto/, and tests/unit/test_sm2.py holds the two equal).
 SIGNATURE_ALGORITHMS = ("ecdsa-p256-sha256", "ed25519", "sm2-sm3")
 SIGNING_KEYS = {"allowed_algorithms", "institutions"}
+# Optional keys of a [clocks.NAME] table.
+OPTIONAL_KEYS = {"grade_windows"}
+GRADES = ("red", "yellow", "green")
 CALENDAR_KEYS = {"notice", "days_off", "working_days"}
 DISPLAY_KEYS = {"time_zone"}
 # The zone the commands show times in when the file has no [display]: the hub's users, and
@@ -199,8 +202,12 @@ def _clocks(data: dict[str, Any], name: str, fail: Fail) -> Policy:
         table = f"clocks.{clock_name}"
         if not isinstance(spec, dict):
             raise fail("clocks", clock_name, f"clocks.{clock_name} must be a table")
-        for key in set(spec) - KEYS:
-            raise fail(table, key, f"unknown key {key!r}; keys are {', '.join(sorted(KEYS))}")
+        for key in set(spec) - KEYS - OPTIONAL_KEYS:
+            raise fail(
+                table,
+                key,
+                f"unknown key {key!r}; keys are {', '.join(sorted(KEYS | OPTIONAL_KEYS))}",
+            )
         for key in sorted(KEYS - set(spec)):
             raise fail(table, None, f"[{table}] lacks {key!r}")
         starts = spec["starts"]
@@ -239,10 +246,34 @@ def _clocks(data: dict[str, Any], name: str, fail: Fail) -> Policy:
             ("stop.", "freeze.")
         ):
             raise fail(table, "ladder", "only a stop or freeze can expire")
+        grade_windows = _grade_windows(spec.get("grade_windows", {}), table, window, fail)
         clocks.append(
-            ClockPolicy(clock_name, starts, frozenset(stops), window, responsible, ladder)
+            ClockPolicy(
+                clock_name, starts, frozenset(stops), window, responsible, ladder, grade_windows
+            )
         )
     return Policy(tuple(clocks))
+
+
+def _grade_windows(spec: Any, table: str, window: Any, fail: Fail) -> tuple[tuple[str, Any], ...]:
+    """`grade_windows = { red = "2 minutes", yellow = "4 minutes" }`: a grade's own window
+    (docs/grades.md); grades it does not name run the clock's window."""
+    if not isinstance(spec, dict):
+        raise fail(table, "grade_windows", 'a table: grade_windows = { red = "2 minutes" }')
+    out = []
+    for grade, text in spec.items():
+        if grade not in GRADES:
+            raise fail(
+                table, "grade_windows", f"unknown grade {grade!r}; one of {', '.join(GRADES)}"
+            )
+        try:
+            parsed = parse_window(str(text))
+        except ValueError as exc:
+            raise fail(table, "grade_windows", f"{grade}: {exc}") from None
+        if "term" in (parsed.unit, window.unit):
+            raise fail(table, "grade_windows", "a 'term' window has no per-grade windows")
+        out.append((grade, parsed))
+    return tuple(sorted(out))
 
 
 def _calendar(spec: Any, text: str, name: str, fail: Fail) -> tuple[Arrangement, ...]:

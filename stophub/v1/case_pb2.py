@@ -25,65 +25,72 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from stophub.v1 import account_pb2 as stophub_dot_v1_dot_account__pb2
 from stophub.v1 import envelope_pb2 as stophub_dot_v1_dot_envelope__pb2
+from stophub.v1 import grade_pb2 as stophub_dot_v1_dot_grade__pb2
 from stophub.v1 import order_pb2 as stophub_dot_v1_dot_order__pb2
 from stophub.v1 import trail_pb2 as stophub_dot_v1_dot_trail__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15stophub/v1/case.proto\x12\nstophub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stophub/v1/account.proto\x1a\x19stophub/v1/envelope.proto\x1a\x16stophub/v1/order.proto\x1a\x16stophub/v1/trail.proto\"\xf6\x01\n\x10\x46raudTransaction\x12\x34\n\x10transaction_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\namount_fen\x18\x02 \x01(\x03\x12%\n\x05payer\x18\x03 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12%\n\x05payee\x18\x04 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12+\n\x07\x63hannel\x18\x05 \x01(\x0e\x32\x1a.stophub.v1.PaymentChannel\x12\x1d\n\x15transaction_reference\x18\x06 \x01(\t\"8\n\x06Victim\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tid_number\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\"\xd8\x01\n\x06Report\x12\"\n\x06victim\x18\x01 \x01(\x0b\x32\x12.stophub.v1.Victim\x12)\n\nfraud_type\x18\x02 \x01(\x0e\x32\x15.stophub.v1.FraudType\x12\x32\n\x0ctransactions\x18\x03 \x03(\x0b\x32\x1c.stophub.v1.FraudTransaction\x12\x36\n\x12victim_report_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"a\n\x0cVerification\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x30\n\x07outcome\x18\x02 \x01(\x0e\x32\x1f.stophub.v1.VerificationOutcome\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc5\x01\n\tCaseEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x10\n\x08order_id\x18\x06 \x01(\t\x12\x0f\n\x07summary\x18\x07 \x01(\t\x12\x10\n\x08operator\x18\x08 \x01(\t\x12\x10\n\x08\x61pprover\x18\t \x01(\t\"\xa4\x04\n\x04\x43\x61se\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x1d\n\x15reporting_institution\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.stophub.v1.CaseState\x12\"\n\x06report\x18\x04 \x01(\x0b\x32\x12.stophub.v1.Report\x12!\n\x06orders\x18\x05 \x03(\x0b\x32\x11.stophub.v1.Order\x12%\n\x06\x65vents\x18\x06 \x03(\x0b\x32\x15.stophub.v1.CaseEvent\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bverify_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08loss_fen\x18\n \x01(\x03\x12\x10\n\x08held_fen\x18\x0b \x01(\x03\x12\x14\n\x0creturned_fen\x18\x0c \x01(\x03\x12\x14\n\x0creleased_fen\x18\r \x01(\x03\x12\x19\n\x11report_message_id\x18\x0e \x01(\t\x12*\n\x0clinked_cases\x18\x0f \x03(\x0b\x32\x14.stophub.v1.CaseLink\x12/\n\rnext_deadline\x18\x10 \x01(\x0b\x32\x18.stophub.v1.CaseDeadline\"\xe7\x01\n\x0c\x43\x61seDeadline\x12\x10\n\x08\x63lock_id\x18\x01 \x01(\t\x12\r\n\x05\x63lock\x18\x02 \x01(\t\x12\x13\n\x0bresponsible\x18\x03 \x01(\t\x12\x10\n\x08order_id\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdeadline_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x62reached\x18\x07 \x01(\x08\x12\x1a\n\x12\x64\x65\x61\x64line_estimated\x18\x08 \x01(\x08\"D\n\x08\x43\x61seLink\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\'\n\x07\x61\x63\x63ount\x18\x02 \x01(\x0b\x32\x16.stophub.v1.AccountRef\"\x1e\n\x0bGetCaseBody\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\"\xe1\x02\n\rListCasesBody\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.stophub.v1.CaseState\x12\x18\n\x10institution_code\x18\x04 \x01(\t\x12\'\n\x07\x61\x63\x63ount\x18\x05 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x13\n\x0bvictim_name\x18\x06 \x01(\t\x12\x18\n\x10victim_id_number\x18\x07 \x01(\t\x12\x34\n\x10\x63reate_time_from\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reate_time_to\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08order_by\x18\n \x01(\x0e\x32\x15.stophub.v1.CaseOrder\"D\n\x08\x43\x61seList\x12\x1f\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x10.stophub.v1.Case\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x13\x43reateReportRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\">\n\x14\x43reateReportResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"=\n\x13VerifyReportRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\">\n\x14VerifyReportResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"8\n\x0eGetCaseRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"9\n\x0fGetCaseResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\":\n\x10ListCasesRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\";\n\x11ListCasesResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*\x8c\x02\n\x0ePaymentChannel\x12\x1f\n\x1bPAYMENT_CHANNEL_UNSPECIFIED\x10\x00\x12\"\n\x1ePAYMENT_CHANNEL_MOBILE_BANKING\x10\x01\x12\"\n\x1ePAYMENT_CHANNEL_ONLINE_BANKING\x10\x02\x12\x1b\n\x17PAYMENT_CHANNEL_COUNTER\x10\x03\x12\x17\n\x13PAYMENT_CHANNEL_ATM\x10\x04\x12\'\n#PAYMENT_CHANNEL_THIRD_PARTY_PAYMENT\x10\x05\x12\x17\n\x13PAYMENT_CHANNEL_POS\x10\x06\x12\x19\n\x15PAYMENT_CHANNEL_OTHER\x10\x07*\xfd\x01\n\tFraudType\x12\x1a\n\x16\x46RAUD_TYPE_UNSPECIFIED\x10\x00\x12&\n\"FRAUD_TYPE_IMPERSONATING_OFFICIALS\x10\x01\x12\x1e\n\x1a\x46RAUD_TYPE_FAKE_INVESTMENT\x10\x02\x12\x16\n\x12\x46RAUD_TYPE_ROMANCE\x10\x03\x12$\n FRAUD_TYPE_FAKE_CUSTOMER_SERVICE\x10\x04\x12\x1e\n\x1a\x46RAUD_TYPE_ONLINE_SHOPPING\x10\x05\x12\x18\n\x14\x46RAUD_TYPE_FAKE_LOAN\x10\x06\x12\x14\n\x10\x46RAUD_TYPE_OTHER\x10\x07*\x82\x01\n\x13VerificationOutcome\x12$\n VERIFICATION_OUTCOME_UNSPECIFIED\x10\x00\x12\"\n\x1eVERIFICATION_OUTCOME_CONFIRMED\x10\x01\x12!\n\x1dVERIFICATION_OUTCOME_REJECTED\x10\x02*\x89\x01\n\tCaseState\x12\x1a\n\x16\x43\x41SE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41SE_STATE_REPORTED\x10\x01\x12\x17\n\x13\x43\x41SE_STATE_VERIFIED\x10\x02\x12\x17\n\x13\x43\x41SE_STATE_REJECTED\x10\x03\x12\x15\n\x11\x43\x41SE_STATE_CLOSED\x10\x04*@\n\tCaseOrder\x12\x1a\n\x16\x43\x41SE_ORDER_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41SE_ORDER_DEADLINE\x10\x01\x32\x94\x03\n\x0b\x43\x61seService\x12Q\n\x0c\x43reateReport\x12\x1f.stophub.v1.CreateReportRequest\x1a .stophub.v1.CreateReportResponse\x12Q\n\x0cVerifyReport\x12\x1f.stophub.v1.VerifyReportRequest\x1a .stophub.v1.VerifyReportResponse\x12\x42\n\x07GetCase\x12\x1a.stophub.v1.GetCaseRequest\x1a\x1b.stophub.v1.GetCaseResponse\x12H\n\tListCases\x12\x1c.stophub.v1.ListCasesRequest\x1a\x1d.stophub.v1.ListCasesResponse\x12Q\n\x0cGetCaseTrail\x12\x1f.stophub.v1.GetCaseTrailRequest\x1a .stophub.v1.GetCaseTrailResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15stophub/v1/case.proto\x12\nstophub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stophub/v1/account.proto\x1a\x19stophub/v1/envelope.proto\x1a\x16stophub/v1/grade.proto\x1a\x16stophub/v1/order.proto\x1a\x16stophub/v1/trail.proto\"\xf6\x01\n\x10\x46raudTransaction\x12\x34\n\x10transaction_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\namount_fen\x18\x02 \x01(\x03\x12%\n\x05payer\x18\x03 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12%\n\x05payee\x18\x04 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12+\n\x07\x63hannel\x18\x05 \x01(\x0e\x32\x1a.stophub.v1.PaymentChannel\x12\x1d\n\x15transaction_reference\x18\x06 \x01(\t\"8\n\x06Victim\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tid_number\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\"\xfa\x01\n\x06Report\x12\"\n\x06victim\x18\x01 \x01(\x0b\x32\x12.stophub.v1.Victim\x12)\n\nfraud_type\x18\x02 \x01(\x0e\x32\x15.stophub.v1.FraudType\x12\x32\n\x0ctransactions\x18\x03 \x03(\x0b\x32\x1c.stophub.v1.FraudTransaction\x12\x36\n\x12victim_report_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12 \n\x05grade\x18\x06 \x01(\x0e\x32\x11.stophub.v1.Grade\"a\n\x0cVerification\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x30\n\x07outcome\x18\x02 \x01(\x0e\x32\x1f.stophub.v1.VerificationOutcome\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc5\x01\n\tCaseEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x10\n\x08order_id\x18\x06 \x01(\t\x12\x0f\n\x07summary\x18\x07 \x01(\t\x12\x10\n\x08operator\x18\x08 \x01(\t\x12\x10\n\x08\x61pprover\x18\t \x01(\t\"\xc6\x04\n\x04\x43\x61se\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x1d\n\x15reporting_institution\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.stophub.v1.CaseState\x12\"\n\x06report\x18\x04 \x01(\x0b\x32\x12.stophub.v1.Report\x12!\n\x06orders\x18\x05 \x03(\x0b\x32\x11.stophub.v1.Order\x12%\n\x06\x65vents\x18\x06 \x03(\x0b\x32\x15.stophub.v1.CaseEvent\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bverify_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08loss_fen\x18\n \x01(\x03\x12\x10\n\x08held_fen\x18\x0b \x01(\x03\x12\x14\n\x0creturned_fen\x18\x0c \x01(\x03\x12\x14\n\x0creleased_fen\x18\r \x01(\x03\x12\x19\n\x11report_message_id\x18\x0e \x01(\t\x12*\n\x0clinked_cases\x18\x0f \x03(\x0b\x32\x14.stophub.v1.CaseLink\x12/\n\rnext_deadline\x18\x10 \x01(\x0b\x32\x18.stophub.v1.CaseDeadline\x12 \n\x05grade\x18\x11 \x01(\x0e\x32\x11.stophub.v1.Grade\"\xe7\x01\n\x0c\x43\x61seDeadline\x12\x10\n\x08\x63lock_id\x18\x01 \x01(\t\x12\r\n\x05\x63lock\x18\x02 \x01(\t\x12\x13\n\x0bresponsible\x18\x03 \x01(\t\x12\x10\n\x08order_id\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdeadline_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x62reached\x18\x07 \x01(\x08\x12\x1a\n\x12\x64\x65\x61\x64line_estimated\x18\x08 \x01(\x08\"D\n\x08\x43\x61seLink\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\'\n\x07\x61\x63\x63ount\x18\x02 \x01(\x0b\x32\x16.stophub.v1.AccountRef\"\x1e\n\x0bGetCaseBody\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\"\xe1\x02\n\rListCasesBody\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.stophub.v1.CaseState\x12\x18\n\x10institution_code\x18\x04 \x01(\t\x12\'\n\x07\x61\x63\x63ount\x18\x05 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x13\n\x0bvictim_name\x18\x06 \x01(\t\x12\x18\n\x10victim_id_number\x18\x07 \x01(\t\x12\x34\n\x10\x63reate_time_from\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reate_time_to\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08order_by\x18\n \x01(\x0e\x32\x15.stophub.v1.CaseOrder\"D\n\x08\x43\x61seList\x12\x1f\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x10.stophub.v1.Case\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x13\x43reateReportRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\">\n\x14\x43reateReportResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"=\n\x13VerifyReportRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\">\n\x14VerifyReportResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"8\n\x0eGetCaseRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"9\n\x0fGetCaseResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\":\n\x10ListCasesRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\";\n\x11ListCasesResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"R\n\x10SetCaseGradeBody\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x05grade\x18\x02 \x01(\x0e\x32\x11.stophub.v1.Grade\x12\x0e\n\x06reason\x18\x03 \x01(\t\"=\n\x13SetCaseGradeRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\">\n\x14SetCaseGradeResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*\x8c\x02\n\x0ePaymentChannel\x12\x1f\n\x1bPAYMENT_CHANNEL_UNSPECIFIED\x10\x00\x12\"\n\x1ePAYMENT_CHANNEL_MOBILE_BANKING\x10\x01\x12\"\n\x1ePAYMENT_CHANNEL_ONLINE_BANKING\x10\x02\x12\x1b\n\x17PAYMENT_CHANNEL_COUNTER\x10\x03\x12\x17\n\x13PAYMENT_CHANNEL_ATM\x10\x04\x12\'\n#PAYMENT_CHANNEL_THIRD_PARTY_PAYMENT\x10\x05\x12\x17\n\x13PAYMENT_CHANNEL_POS\x10\x06\x12\x19\n\x15PAYMENT_CHANNEL_OTHER\x10\x07*\xfd\x01\n\tFraudType\x12\x1a\n\x16\x46RAUD_TYPE_UNSPECIFIED\x10\x00\x12&\n\"FRAUD_TYPE_IMPERSONATING_OFFICIALS\x10\x01\x12\x1e\n\x1a\x46RAUD_TYPE_FAKE_INVESTMENT\x10\x02\x12\x16\n\x12\x46RAUD_TYPE_ROMANCE\x10\x03\x12$\n FRAUD_TYPE_FAKE_CUSTOMER_SERVICE\x10\x04\x12\x1e\n\x1a\x46RAUD_TYPE_ONLINE_SHOPPING\x10\x05\x12\x18\n\x14\x46RAUD_TYPE_FAKE_LOAN\x10\x06\x12\x14\n\x10\x46RAUD_TYPE_OTHER\x10\x07*\x82\x01\n\x13VerificationOutcome\x12$\n VERIFICATION_OUTCOME_UNSPECIFIED\x10\x00\x12\"\n\x1eVERIFICATION_OUTCOME_CONFIRMED\x10\x01\x12!\n\x1dVERIFICATION_OUTCOME_REJECTED\x10\x02*\x89\x01\n\tCaseState\x12\x1a\n\x16\x43\x41SE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41SE_STATE_REPORTED\x10\x01\x12\x17\n\x13\x43\x41SE_STATE_VERIFIED\x10\x02\x12\x17\n\x13\x43\x41SE_STATE_REJECTED\x10\x03\x12\x15\n\x11\x43\x41SE_STATE_CLOSED\x10\x04*@\n\tCaseOrder\x12\x1a\n\x16\x43\x41SE_ORDER_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41SE_ORDER_DEADLINE\x10\x01\x32\xe7\x03\n\x0b\x43\x61seService\x12Q\n\x0c\x43reateReport\x12\x1f.stophub.v1.CreateReportRequest\x1a .stophub.v1.CreateReportResponse\x12Q\n\x0cVerifyReport\x12\x1f.stophub.v1.VerifyReportRequest\x1a .stophub.v1.VerifyReportResponse\x12\x42\n\x07GetCase\x12\x1a.stophub.v1.GetCaseRequest\x1a\x1b.stophub.v1.GetCaseResponse\x12H\n\tListCases\x12\x1c.stophub.v1.ListCasesRequest\x1a\x1d.stophub.v1.ListCasesResponse\x12Q\n\x0cGetCaseTrail\x12\x1f.stophub.v1.GetCaseTrailRequest\x1a .stophub.v1.GetCaseTrailResponse\x12Q\n\x0cSetCaseGrade\x12\x1f.stophub.v1.SetCaseGradeRequest\x1a .stophub.v1.SetCaseGradeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stophub.v1.case_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTCHANNEL']._serialized_start=2802
-  _globals['_PAYMENTCHANNEL']._serialized_end=3070
-  _globals['_FRAUDTYPE']._serialized_start=3073
-  _globals['_FRAUDTYPE']._serialized_end=3326
-  _globals['_VERIFICATIONOUTCOME']._serialized_start=3329
-  _globals['_VERIFICATIONOUTCOME']._serialized_end=3459
-  _globals['_CASESTATE']._serialized_start=3462
-  _globals['_CASESTATE']._serialized_end=3599
-  _globals['_CASEORDER']._serialized_start=3601
-  _globals['_CASEORDER']._serialized_end=3665
-  _globals['_FRAUDTRANSACTION']._serialized_start=172
-  _globals['_FRAUDTRANSACTION']._serialized_end=418
-  _globals['_VICTIM']._serialized_start=420
-  _globals['_VICTIM']._serialized_end=476
-  _globals['_REPORT']._serialized_start=479
-  _globals['_REPORT']._serialized_end=695
-  _globals['_VERIFICATION']._serialized_start=697
-  _globals['_VERIFICATION']._serialized_end=794
-  _globals['_CASEEVENT']._serialized_start=797
-  _globals['_CASEEVENT']._serialized_end=994
-  _globals['_CASE']._serialized_start=997
-  _globals['_CASE']._serialized_end=1545
-  _globals['_CASEDEADLINE']._serialized_start=1548
-  _globals['_CASEDEADLINE']._serialized_end=1779
-  _globals['_CASELINK']._serialized_start=1781
-  _globals['_CASELINK']._serialized_end=1849
-  _globals['_GETCASEBODY']._serialized_start=1851
-  _globals['_GETCASEBODY']._serialized_end=1881
-  _globals['_LISTCASESBODY']._serialized_start=1884
-  _globals['_LISTCASESBODY']._serialized_end=2237
-  _globals['_CASELIST']._serialized_start=2239
-  _globals['_CASELIST']._serialized_end=2307
-  _globals['_CREATEREPORTREQUEST']._serialized_start=2309
-  _globals['_CREATEREPORTREQUEST']._serialized_end=2370
-  _globals['_CREATEREPORTRESPONSE']._serialized_start=2372
-  _globals['_CREATEREPORTRESPONSE']._serialized_end=2434
-  _globals['_VERIFYREPORTREQUEST']._serialized_start=2436
-  _globals['_VERIFYREPORTREQUEST']._serialized_end=2497
-  _globals['_VERIFYREPORTRESPONSE']._serialized_start=2499
-  _globals['_VERIFYREPORTRESPONSE']._serialized_end=2561
-  _globals['_GETCASEREQUEST']._serialized_start=2563
-  _globals['_GETCASEREQUEST']._serialized_end=2619
-  _globals['_GETCASERESPONSE']._serialized_start=2621
-  _globals['_GETCASERESPONSE']._serialized_end=2678
-  _globals['_LISTCASESREQUEST']._serialized_start=2680
-  _globals['_LISTCASESREQUEST']._serialized_end=2738
-  _globals['_LISTCASESRESPONSE']._serialized_start=2740
-  _globals['_LISTCASESRESPONSE']._serialized_end=2799
-  _globals['_CASESERVICE']._serialized_start=3668
-  _globals['_CASESERVICE']._serialized_end=4072
+  _globals['_PAYMENTCHANNEL']._serialized_start=3105
+  _globals['_PAYMENTCHANNEL']._serialized_end=3373
+  _globals['_FRAUDTYPE']._serialized_start=3376
+  _globals['_FRAUDTYPE']._serialized_end=3629
+  _globals['_VERIFICATIONOUTCOME']._serialized_start=3632
+  _globals['_VERIFICATIONOUTCOME']._serialized_end=3762
+  _globals['_CASESTATE']._serialized_start=3765
+  _globals['_CASESTATE']._serialized_end=3902
+  _globals['_CASEORDER']._serialized_start=3904
+  _globals['_CASEORDER']._serialized_end=3968
+  _globals['_FRAUDTRANSACTION']._serialized_start=196
+  _globals['_FRAUDTRANSACTION']._serialized_end=442
+  _globals['_VICTIM']._serialized_start=444
+  _globals['_VICTIM']._serialized_end=500
+  _globals['_REPORT']._serialized_start=503
+  _globals['_REPORT']._serialized_end=753
+  _globals['_VERIFICATION']._serialized_start=755
+  _globals['_VERIFICATION']._serialized_end=852
+  _globals['_CASEEVENT']._serialized_start=855
+  _globals['_CASEEVENT']._serialized_end=1052
+  _globals['_CASE']._serialized_start=1055
+  _globals['_CASE']._serialized_end=1637
+  _globals['_CASEDEADLINE']._serialized_start=1640
+  _globals['_CASEDEADLINE']._serialized_end=1871
+  _globals['_CASELINK']._serialized_start=1873
+  _globals['_CASELINK']._serialized_end=1941
+  _globals['_GETCASEBODY']._serialized_start=1943
+  _globals['_GETCASEBODY']._serialized_end=1973
+  _globals['_LISTCASESBODY']._serialized_start=1976
+  _globals['_LISTCASESBODY']._serialized_end=2329
+  _globals['_CASELIST']._serialized_start=2331
+  _globals['_CASELIST']._serialized_end=2399
+  _globals['_CREATEREPORTREQUEST']._serialized_start=2401
+  _globals['_CREATEREPORTREQUEST']._serialized_end=2462
+  _globals['_CREATEREPORTRESPONSE']._serialized_start=2464
+  _globals['_CREATEREPORTRESPONSE']._serialized_end=2526
+  _globals['_VERIFYREPORTREQUEST']._serialized_start=2528
+  _globals['_VERIFYREPORTREQUEST']._serialized_end=2589
+  _globals['_VERIFYREPORTRESPONSE']._serialized_start=2591
+  _globals['_VERIFYREPORTRESPONSE']._serialized_end=2653
+  _globals['_GETCASEREQUEST']._serialized_start=2655
+  _globals['_GETCASEREQUEST']._serialized_end=2711
+  _globals['_GETCASERESPONSE']._serialized_start=2713
+  _globals['_GETCASERESPONSE']._serialized_end=2770
+  _globals['_LISTCASESREQUEST']._serialized_start=2772
+  _globals['_LISTCASESREQUEST']._serialized_end=2830
+  _globals['_LISTCASESRESPONSE']._serialized_start=2832
+  _globals['_LISTCASESRESPONSE']._serialized_end=2891
+  _globals['_SETCASEGRADEBODY']._serialized_start=2893
+  _globals['_SETCASEGRADEBODY']._serialized_end=2975
+  _globals['_SETCASEGRADEREQUEST']._serialized_start=2977
+  _globals['_SETCASEGRADEREQUEST']._serialized_end=3038
+  _globals['_SETCASEGRADERESPONSE']._serialized_start=3040
+  _globals['_SETCASEGRADERESPONSE']._serialized_end=3102
+  _globals['_CASESERVICE']._serialized_start=3971
+  _globals['_CASESERVICE']._serialized_end=4458
 # @@protoc_insertion_point(module_scope)

@@ -11,6 +11,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from stophub.v1 import account_pb2 as _account_pb2
 from stophub.v1 import envelope_pb2 as _envelope_pb2
+from stophub.v1 import grade_pb2 as _grade_pb2
 from stophub.v1 import order_pb2 as _order_pb2
 import builtins as _builtins
 import sys
@@ -142,8 +143,9 @@ class _CaseOrderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CaseOrder.V
     always had).
     """
     CASE_ORDER_DEADLINE: _CaseOrder.ValueType  # 1
-    """Earliest next deadline (Case.next_deadline) first, then case id; cases with no running
-    clock last, by case id.
+    """The queue's order (docs/grades.md): by grade, red first, then yellow, green and
+    ungraded; within a grade, earliest next deadline (Case.next_deadline) first, then case
+    id, and the grade's cases with no running clock last, by case id.
     """
 
 class CaseOrder(_CaseOrder, metaclass=_CaseOrderEnumTypeWrapper):
@@ -154,8 +156,9 @@ CASE_ORDER_UNSPECIFIED: CaseOrder.ValueType  # 0
 always had).
 """
 CASE_ORDER_DEADLINE: CaseOrder.ValueType  # 1
-"""Earliest next deadline (Case.next_deadline) first, then case id; cases with no running
-clock last, by case id.
+"""The queue's order (docs/grades.md): by grade, red first, then yellow, green and
+ungraded; within a grade, earliest next deadline (Case.next_deadline) first, then case
+id, and the grade's cases with no running clock last, by case id.
 """
 Global___CaseOrder: _TypeAlias = CaseOrder  # noqa: Y015
 
@@ -240,8 +243,13 @@ class Report(_message.Message):
     TRANSACTIONS_FIELD_NUMBER: _builtins.int
     VICTIM_REPORT_TIME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    GRADE_FIELD_NUMBER: _builtins.int
     fraud_type: Global___FraudType.ValueType
     description: _builtins.str
+    grade: _grade_pb2.Grade.ValueType
+    """The reporter's three-colour grade of the case (docs/grades.md); unspecified for
+    ungraded. The centre may change it later (SetCaseGrade).
+    """
     @_builtins.property
     def victim(self) -> Global___Victim: ...
     @_builtins.property
@@ -258,10 +266,11 @@ class Report(_message.Message):
         transactions: _abc.Iterable[Global___FraudTransaction] | None = ...,
         victim_report_time: _timestamp_pb2.Timestamp | None = ...,
         description: _builtins.str = ...,
+        grade: _grade_pb2.Grade.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["victim", b"victim", "victim_report_time", b"victim_report_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "fraud_type", b"fraud_type", "transactions", b"transactions", "victim", b"victim", "victim_report_time", b"victim_report_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "fraud_type", b"fraud_type", "grade", b"grade", "transactions", b"transactions", "victim", b"victim", "victim_report_time", b"victim_report_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -369,6 +378,7 @@ class Case(_message.Message):
     REPORT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     LINKED_CASES_FIELD_NUMBER: _builtins.int
     NEXT_DEADLINE_FIELD_NUMBER: _builtins.int
+    GRADE_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     reporting_institution: _builtins.str
     state: Global___CaseState.ValueType
@@ -380,6 +390,10 @@ class Case(_message.Message):
     released_fen: _builtins.int
     report_message_id: _builtins.str
     """Message id of the signed report."""
+    grade: _grade_pb2.Grade.ValueType
+    """The case's current grade: the reporter's, or the centre's after SetCaseGrade
+    (docs/grades.md). Unspecified: ungraded.
+    """
     @_builtins.property
     def report(self) -> Global___Report: ...
     @_builtins.property
@@ -423,10 +437,11 @@ class Case(_message.Message):
         report_message_id: _builtins.str = ...,
         linked_cases: _abc.Iterable[Global___CaseLink] | None = ...,
         next_deadline: Global___CaseDeadline | None = ...,
+        grade: _grade_pb2.Grade.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "create_time", b"create_time", "next_deadline", b"next_deadline", "report", b"report", "verify_time", b"verify_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "close_time", b"close_time", "create_time", b"create_time", "events", b"events", "held_fen", b"held_fen", "linked_cases", b"linked_cases", "loss_fen", b"loss_fen", "next_deadline", b"next_deadline", "orders", b"orders", "released_fen", b"released_fen", "report", b"report", "report_message_id", b"report_message_id", "reporting_institution", b"reporting_institution", "returned_fen", b"returned_fen", "state", b"state", "verify_time", b"verify_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "close_time", b"close_time", "create_time", b"create_time", "events", b"events", "grade", b"grade", "held_fen", b"held_fen", "linked_cases", b"linked_cases", "loss_fen", b"loss_fen", "next_deadline", b"next_deadline", "orders", b"orders", "released_fen", b"released_fen", "report", b"report", "report_message_id", b"report_message_id", "reporting_institution", b"reporting_institution", "returned_fen", b"returned_fen", "state", b"state", "verify_time", b"verify_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -793,3 +808,77 @@ class ListCasesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListCasesResponse: _TypeAlias = ListCasesResponse  # noqa: Y015
+
+@_typing.final
+class SetCaseGradeBody(_message.Message):
+    """Body (type "stophub.v1.SetCaseGradeBody") of SetCaseGradeRequest.envelope: the
+    anti-fraud centre changes a case's grade (docs/grades.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    GRADE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The case, as Case.name would be if cases had names: its case_id."""
+    grade: _grade_pb2.Grade.ValueType
+    """The new grade: GREEN, YELLOW or RED (unspecified is refused)."""
+    reason: _builtins.str
+    """Why; required, on the case's timeline."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        grade: _grade_pb2.Grade.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grade", b"grade", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCaseGradeBody: _TypeAlias = SetCaseGradeBody  # noqa: Y015
+
+@_typing.final
+class SetCaseGradeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def envelope(self) -> _envelope_pb2.Envelope: ...
+    def __init__(
+        self,
+        *,
+        envelope: _envelope_pb2.Envelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCaseGradeRequest: _TypeAlias = SetCaseGradeRequest  # noqa: Y015
+
+@_typing.final
+class SetCaseGradeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def envelope(self) -> _envelope_pb2.Envelope:
+        """Body: Case."""
+
+    def __init__(
+        self,
+        *,
+        envelope: _envelope_pb2.Envelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCaseGradeResponse: _TypeAlias = SetCaseGradeResponse  # noqa: Y015

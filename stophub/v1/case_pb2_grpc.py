@@ -62,6 +62,11 @@ class CaseServiceStub:
                 request_serializer=stophub_dot_v1_dot_trail__pb2.GetCaseTrailRequest.SerializeToString,
                 response_deserializer=stophub_dot_v1_dot_trail__pb2.GetCaseTrailResponse.FromString,
                 _registered_method=True)
+        self.SetCaseGrade = channel.unary_unary(
+                '/stophub.v1.CaseService/SetCaseGrade',
+                request_serializer=stophub_dot_v1_dot_case__pb2.SetCaseGradeRequest.SerializeToString,
+                response_deserializer=stophub_dot_v1_dot_case__pb2.SetCaseGradeResponse.FromString,
+                _registered_method=True)
 
 
 class CaseServiceServicer:
@@ -107,6 +112,13 @@ class CaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetCaseGrade(self, request, context):
+        """The anti-fraud centre changes a case's three-colour grade (docs/grades.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +146,11 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     servicer.GetCaseTrail,
                     request_deserializer=stophub_dot_v1_dot_trail__pb2.GetCaseTrailRequest.FromString,
                     response_serializer=stophub_dot_v1_dot_trail__pb2.GetCaseTrailResponse.SerializeToString,
+            ),
+            'SetCaseGrade': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCaseGrade,
+                    request_deserializer=stophub_dot_v1_dot_case__pb2.SetCaseGradeRequest.FromString,
+                    response_serializer=stophub_dot_v1_dot_case__pb2.SetCaseGradeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +290,33 @@ class CaseService:
             '/stophub.v1.CaseService/GetCaseTrail',
             stophub_dot_v1_dot_trail__pb2.GetCaseTrailRequest.SerializeToString,
             stophub_dot_v1_dot_trail__pb2.GetCaseTrailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCaseGrade(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stophub.v1.CaseService/SetCaseGrade',
+            stophub_dot_v1_dot_case__pb2.SetCaseGradeRequest.SerializeToString,
+            stophub_dot_v1_dot_case__pb2.SetCaseGradeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,8 @@ class CaseServiceStub:
     describe; the method is on CaseService, at
     /stophub.v1.CaseService/GetCaseTrail.
     """
+    SetCaseGrade: _grpc.UnaryUnaryMultiCallable[_case_pb2.SetCaseGradeRequest, _case_pb2.SetCaseGradeResponse]
+    """The anti-fraud centre changes a case's three-colour grade (docs/grades.md)."""
 
 @_typing.type_check_only
 class CaseServiceAsyncStub(CaseServiceStub):
@@ -72,6 +74,8 @@ class CaseServiceAsyncStub(CaseServiceStub):
     describe; the method is on CaseService, at
     /stophub.v1.CaseService/GetCaseTrail.
     """
+    SetCaseGrade: _aio.UnaryUnaryMultiCallable[_case_pb2.SetCaseGradeRequest, _case_pb2.SetCaseGradeResponse]  # type: ignore[assignment]
+    """The anti-fraud centre changes a case's three-colour grade (docs/grades.md)."""
 
 class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
     """Fraud reports and cases. Every request carries a signed envelope whose
@@ -121,5 +125,13 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
         describe; the method is on CaseService, at
         /stophub.v1.CaseService/GetCaseTrail.
         """
+
+    @_abc_1.abstractmethod
+    def SetCaseGrade(
+        self,
+        request: _case_pb2.SetCaseGradeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.SetCaseGradeResponse, _abc.Awaitable[_case_pb2.SetCaseGradeResponse]]:
+        """The anti-fraud centre changes a case's three-colour grade (docs/grades.md)."""
 
 def add_CaseServiceServicer_to_server(servicer: CaseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

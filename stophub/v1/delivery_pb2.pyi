@@ -12,6 +12,7 @@ from stophub.v1 import appeal_pb2 as _appeal_pb2
 from stophub.v1 import blacklist_pb2 as _blacklist_pb2
 from stophub.v1 import case_pb2 as _case_pb2
 from stophub.v1 import envelope_pb2 as _envelope_pb2
+from stophub.v1 import lead_pb2 as _lead_pb2
 from stophub.v1 import order_pb2 as _order_pb2
 from stophub.v1 import returns_pb2 as _returns_pb2
 from stophub.v1 import sla_pb2 as _sla_pb2
@@ -82,6 +83,17 @@ class _NoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeKind
     """An appeal was filed (to the centres) or decided (to the appellant, with the
     reason).
     """
+    NOTICE_KIND_LEAD_SUBMITTED: _NoticeKind.ValueType  # 24
+    """17-23 are left for warnings (issue 23, WarningService).
+    A member handed the centre a lead (to the centres), or answered the centre's
+    question about one (docs/leads.md).
+    """
+    NOTICE_KIND_LEAD_TRIAGED: _NoticeKind.ValueType  # 25
+    """The centre triaged a lead: accepted (and what it did), asked for more, or
+    dismissed (to the member that submitted it), or changed its grade.
+    """
+    NOTICE_KIND_CASE_GRADED: _NoticeKind.ValueType  # 26
+    """The centre changed a case's grade (to the reporting institution)."""
 
 class NoticeKind(_NoticeKind, metaclass=_NoticeKindEnumTypeWrapper):
     """What a notice tells its recipient."""
@@ -136,6 +148,17 @@ NOTICE_KIND_APPEAL: NoticeKind.ValueType  # 16
 """An appeal was filed (to the centres) or decided (to the appellant, with the
 reason).
 """
+NOTICE_KIND_LEAD_SUBMITTED: NoticeKind.ValueType  # 24
+"""17-23 are left for warnings (issue 23, WarningService).
+A member handed the centre a lead (to the centres), or answered the centre's
+question about one (docs/leads.md).
+"""
+NOTICE_KIND_LEAD_TRIAGED: NoticeKind.ValueType  # 25
+"""The centre triaged a lead: accepted (and what it did), asked for more, or
+dismissed (to the member that submitted it), or changed its grade.
+"""
+NOTICE_KIND_CASE_GRADED: NoticeKind.ValueType  # 26
+"""The centre changed a case's grade (to the reporting institution)."""
 Global___NoticeKind: _TypeAlias = NoticeKind  # noqa: Y015
 
 @_typing.final
@@ -158,6 +181,7 @@ class Notice(_message.Message):
     LINKED_CASES_FIELD_NUMBER: _builtins.int
     LIST_ENTRY_FIELD_NUMBER: _builtins.int
     APPEAL_FIELD_NUMBER: _builtins.int
+    LEAD_FIELD_NUMBER: _builtins.int
     kind: Global___NoticeKind.ValueType
     case_id: _builtins.str
     summary: _builtins.str
@@ -202,6 +226,13 @@ class Notice(_message.Message):
     def appeal(self) -> _appeal_pb2.Appeal:
         """For APPEAL notices: the appeal as the hub records it."""
 
+    @_builtins.property
+    def lead(self) -> _lead_pb2.Lead:
+        """12-19 are left for warnings (issue 23).
+        For LEAD_SUBMITTED and LEAD_TRIAGED: the lead as the hub records it, with
+        its links.
+        """
+
     def __init__(
         self,
         *,
@@ -216,10 +247,11 @@ class Notice(_message.Message):
         linked_cases: _abc.Iterable[_case_pb2.CaseLink] | None = ...,
         list_entry: _blacklist_pb2.ListEntryRecord | None = ...,
         appeal: _appeal_pb2.Appeal | None = ...,
+        lead: _lead_pb2.Lead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "clock_step", b"clock_step", "distribution", b"distribution", "list_entry", b"list_entry", "order", b"order", "origin", b"origin"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "clock_step", b"clock_step", "distribution", b"distribution", "lead", b"lead", "list_entry", b"list_entry", "order", b"order", "origin", b"origin"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "case_id", b"case_id", "clock_step", b"clock_step", "distribution", b"distribution", "kind", b"kind", "linked_cases", b"linked_cases", "list_entry", b"list_entry", "order", b"order", "origin", b"origin", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "case_id", b"case_id", "clock_step", b"clock_step", "distribution", b"distribution", "kind", b"kind", "lead", b"lead", "linked_cases", b"linked_cases", "list_entry", b"list_entry", "order", b"order", "origin", b"origin", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -71,6 +71,13 @@ class OutcomeFigures(_message.Message):
     FIRST_STOPS_FIELD_NUMBER: _builtins.int
     FIRST_STOP_MEDIAN_FIELD_NUMBER: _builtins.int
     FIRST_STOP_P90_FIELD_NUMBER: _builtins.int
+    LEADS_FIELD_NUMBER: _builtins.int
+    LEADS_OPENED_CASE_FIELD_NUMBER: _builtins.int
+    LEADS_LISTED_FIELD_NUMBER: _builtins.int
+    LEADS_WARNED_FIELD_NUMBER: _builtins.int
+    LEADS_ASKED_FOR_MORE_FIELD_NUMBER: _builtins.int
+    LEADS_DISMISSED_FIELD_NUMBER: _builtins.int
+    LEADS_PENDING_FIELD_NUMBER: _builtins.int
     reports: _builtins.int
     """Reports received: signed CreateReport messages the hub accepted."""
     lost_fen: _builtins.int
@@ -98,6 +105,19 @@ class OutcomeFigures(_message.Message):
     """Cases whose first stop held money in the row's period, and the time from
     their report to that stop: median and 90th percentile (unset when none).
     """
+    leads: _builtins.int
+    """Leads (docs/leads.md) the institution handed over in the row's period
+    (signed SubmitLead messages the hub accepted), and the fate of those same
+    leads as of the query's end: accepted as a case, as a listing, as a warning;
+    waiting for the member's answer to a question; dismissed; and pending (waiting
+    for the centre's triage). The six fates add up to leads.
+    """
+    leads_opened_case: _builtins.int
+    leads_listed: _builtins.int
+    leads_warned: _builtins.int
+    leads_asked_for_more: _builtins.int
+    leads_dismissed: _builtins.int
+    leads_pending: _builtins.int
     @_builtins.property
     def first_stop_median(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -120,10 +140,17 @@ class OutcomeFigures(_message.Message):
         first_stops: _builtins.int = ...,
         first_stop_median: _duration_pb2.Duration | None = ...,
         first_stop_p90: _duration_pb2.Duration | None = ...,
+        leads: _builtins.int = ...,
+        leads_opened_case: _builtins.int = ...,
+        leads_listed: _builtins.int = ...,
+        leads_warned: _builtins.int = ...,
+        leads_asked_for_more: _builtins.int = ...,
+        leads_dismissed: _builtins.int = ...,
+        leads_pending: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_stop_median", b"first_stop_median", "first_stop_p90", b"first_stop_p90"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["downstream_stops", b"downstream_stops", "first_layer_stops", b"first_layer_stops", "first_stop_median", b"first_stop_median", "first_stop_p90", b"first_stop_p90", "first_stops", b"first_stops", "freezes", b"freezes", "frozen_fen", b"frozen_fen", "has_recovered_share", b"has_recovered_share", "lost_fen", b"lost_fen", "recovered_share", b"recovered_share", "reports", b"reports", "returned_fen", b"returned_fen", "returns", b"returns", "stopped_downstream_fen", b"stopped_downstream_fen", "stopped_first_layer_fen", b"stopped_first_layer_fen"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["downstream_stops", b"downstream_stops", "first_layer_stops", b"first_layer_stops", "first_stop_median", b"first_stop_median", "first_stop_p90", b"first_stop_p90", "first_stops", b"first_stops", "freezes", b"freezes", "frozen_fen", b"frozen_fen", "has_recovered_share", b"has_recovered_share", "leads", b"leads", "leads_asked_for_more", b"leads_asked_for_more", "leads_dismissed", b"leads_dismissed", "leads_listed", b"leads_listed", "leads_opened_case", b"leads_opened_case", "leads_pending", b"leads_pending", "leads_warned", b"leads_warned", "lost_fen", b"lost_fen", "recovered_share", b"recovered_share", "reports", b"reports", "returned_fen", b"returned_fen", "returns", b"returns", "stopped_downstream_fen", b"stopped_downstream_fen", "stopped_first_layer_fen", b"stopped_first_layer_fen"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

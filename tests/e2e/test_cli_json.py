@@ -23,10 +23,10 @@ from click.testing import CliRunner
 from hub.cli import main
 from hub.crypto.public import public_key_to_pem
 from hub.system.clock import ManualClock
-from stophub.v1 import blacklist_pb2, order_pb2
+from stophub.v1 import blacklist_pb2, grade_pb2, lead_pb2, order_pb2
 from tests.conftest import T0
 from tests.e2e.conftest import start_network
-from tests.e2e.wire_helpers import report
+from tests.e2e.wire_helpers import MULE, report
 
 # The module builds one hub for all its tests: on one worker, it is built once.
 pytestmark = pytest.mark.xdist_group("cli_json")
@@ -49,6 +49,7 @@ class HubData:
     appeal: str
     entry: str
     hub_pub: str  # the hub's public key file, as an auditor is given it
+    lead: str  # BANKA's lead about the mule, which the centre asked more of
 
 
 def build(directory: Path) -> HubData:
@@ -84,6 +85,12 @@ def build(directory: Path) -> HubData:
             await centre.decide_appeal(appeal.appeal_id, False, "the money traces to the victim")
             clock.advance(timedelta(hours=1))
             second = await bank_a.create_report(report(clock.now(), (200_000,)))
+            lead = await bank_a.submit_lead(
+                lead_pb2.SubmitLeadBody(
+                    accounts=[MULE], grade=grade_pb2.GRADE_RED, grounds="fast in, fast out"
+                )
+            )
+            await centre.ask_for_more(lead.name, "since when?")
             network.server.hub.sweep()
             network.server.hub.keep_audit_log()
             hub_pub = directory / "hub.pub"
@@ -97,6 +104,7 @@ def build(directory: Path) -> HubData:
                 appeal.appeal_id,
                 entry.entry.entry_id,
                 str(hub_pub),
+                lead.name,
             )
         finally:
             for c in clients.values():
@@ -125,6 +133,8 @@ JSON_COMMANDS = {
     "stophub case show --json": lambda h: ["case", "show", h.first, "--json"],
     "stophub sla --json": lambda h: ["sla", "--all", "--json"],
     "stophub appeal list --json": lambda h: ["appeal", "list", "--json"],
+    "stophub lead list --json": lambda h: ["lead", "list", "--json"],
+    "stophub lead show --json": lambda h: ["lead", "show", h.lead, "--json"],
     "stophub list show --json": lambda h: ["list", "show", "--json"],
     "stophub institution list --json": lambda h: ["institution", "list", "--json"],
     "stophub institution show --json": lambda h: ["institution", "show", "BANKB", "--json"],

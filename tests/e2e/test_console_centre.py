@@ -17,7 +17,7 @@ import pytest
 
 from adapters.console.models import Claim, Proposal
 from adapters.sdk import HubClient
-from stophub.v1 import account_pb2, appeal_pb2, case_pb2, order_pb2, returns_pb2
+from stophub.v1 import account_pb2, appeal_pb2, case_pb2, grade_pb2, order_pb2, returns_pb2
 from tests.console_support import Browserless, ConsoleNetwork, console_network
 from tests.e2e.wire_helpers import VICTIM
 
@@ -167,6 +167,11 @@ def test_queue_sorted_by_time_left_with_urgency_colours(
             break
         time.sleep(0.1)
     assert "tag linked" in row
+    # Graded red by the centre, the later case goes to the top though its deadline is later
+    # (docs/grades.md: red, yellow, green, ungraded, each by time left).
+    net.run(hub["CENTRE"].set_case_grade(second, grade_pb2.GRADE_RED, "an elderly victim"))
+    seen = rows()
+    assert seen[second][0] < seen[first][0]
 
 
 def test_claim_and_next_case(net: ConsoleNetwork, hub: dict[str, HubClient]) -> None:

@@ -108,6 +108,8 @@ async def test_demo_carries_the_case_to_close(
         r"audit log: \d+ entries in a Merkle tree .*, [1-9]\d* signed checkpoint", text
     )
     assert "intact" in text
+    assert re.search(r"lead L\d{8}-[0-9A-F]{8} \(red\)", text)
+    assert "refused from PayX's own copy before any money moved" in text
     assert "appear nowhere in stophub.db" in text
     assert "serving mutual TLS" in text
     assert (tmp_path / "demo" / f"trail-{case.case_id}.svg").exists()
@@ -143,13 +145,14 @@ async def test_demo_carries_the_case_to_close(
             )
     finally:
         store.dispose()
-    # The blacklist: three listings, one removed by the upheld appeal; PayX's copy agrees.
-    assert list_state.version == 4 and list_state.count == 2
+    # The blacklist: three listings and one from Bank B's lead, one removed by the upheld
+    # appeal; PayX's copy agrees.
+    assert list_state.version == 5 and list_state.count == 3
     assert [a.state for a in appeals] == [AppealState.REJECTED, AppealState.UPHELD]
     hub_key = load_private_key(tmp_path / "demo" / "keys" / "hub.key").public_key
     demo_copy = tmp_path / "demo" / "payx-list.db"
     with Replica(demo_copy, _Offline(hub_key), Form.TOKENS, list_key=key) as copy:
-        assert copy.version == 4 and copy.entry_count == 2
+        assert copy.version == 5 and copy.entry_count == 3
         assert copy.digest == list_state.token_digest.to_bytes(32, "big")
         assert copy.verify_local().ok
     assert "refused from PayX's own copy" in text and "is no longer listed" in text

@@ -54,22 +54,31 @@ def env() -> dict[str, str]:
 
 
 def read_until(proc: subprocess.Popen[str], done: str, timeout: float) -> str:
-    """What the process printed until a line containing `done` (or it ended)."""
+    """What the process printed until a line containing `done` (or it ended).
+
+    Read from the pipe's descriptor, not with readline: readline pulls a whole chunk into
+    Python's buffer, and select, which sees only the descriptor, would then wait for more
+    output while the line sought sits in that buffer (it did, once the demo printed a few
+    lines more)."""
     assert proc.stdout is not None
-    seen: list[str] = []
+    fd = proc.stdout.fileno()
+    data = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready, _w, _x = select.select([proc.stdout], [], [], 0.5)
+        ready, _w, _x = select.select([fd], [], [], 0.5)
         if ready:
-            line = proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            seen.append(line)
-            if done in line:
-                return "".join(seen)
+            data += chunk
+            text = data.decode("utf-8", errors="replace")
+            if done in text:
+                end = text.find("\n", text.index(done))
+                return text if end < 0 else text[: end + 1]
         elif proc.poll() is not None:
             break
-    raise AssertionError(f"no {done!r} in time; printed:\n" + "".join(seen[-40:]))
+    lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
+    raise AssertionError(f"no {done!r} in time; printed:\n" + "".join(lines[-40:]))
 
 
 def attempt(url: str, username: str, password: str) -> tuple[httpx.Client, httpx.Response]:

@@ -64,6 +64,7 @@ from stophub.v1 import (
     delivery_pb2,
     envelope_pb2,
     institution_pb2,
+    lead_pb2,
     order_pb2,
     outcome_pb2,
     returns_pb2,
@@ -162,6 +163,19 @@ RPCS = {
     "ListAppeals": Rpc(
         "/stophub.v1.AppealService/ListAppeals", appeal_pb2.ListAppealsBody, "BANKB"
     ),
+    "SetCaseGrade": Rpc(
+        "/stophub.v1.CaseService/SetCaseGrade", case_pb2.SetCaseGradeBody, "CENTRE"
+    ),
+    "SubmitLead": Rpc("/stophub.v1.LeadService/SubmitLead", lead_pb2.SubmitLeadBody, "BANKA"),
+    "TriageLead": Rpc("/stophub.v1.LeadService/TriageLead", lead_pb2.TriageLeadBody, "CENTRE"),
+    "AddLeadInformation": Rpc(
+        "/stophub.v1.LeadService/AddLeadInformation", lead_pb2.AddLeadInformationBody, "BANKA"
+    ),
+    "SetLeadGrade": Rpc(
+        "/stophub.v1.LeadService/SetLeadGrade", lead_pb2.SetLeadGradeBody, "CENTRE"
+    ),
+    "GetLead": Rpc("/stophub.v1.LeadService/GetLead", lead_pb2.GetLeadBody, "PAYX"),
+    "ListLeads": Rpc("/stophub.v1.LeadService/ListLeads", lead_pb2.ListLeadsBody, "BANKA"),
     "ListAuditEntries": Rpc(
         "/stophub.v1.AuditService/ListAuditEntries", audit_pb2.ListAuditEntriesBody, "REG"
     ),
@@ -399,6 +413,7 @@ class Fuzz:
     cases: list[str] = field(default_factory=list)
     verified: list[str] = field(default_factory=list)
     orders: list[str] = field(default_factory=list)
+    leads: list[str] = field(default_factory=list)
 
     @property
     def sent(self) -> int:
@@ -578,6 +593,10 @@ class Fuzz:
             case = case_pb2.Case.FromString(env.body)
             self.cases.append(case.case_id)
             return case
+        if rpc.body is lead_pb2.SubmitLeadBody:
+            lead = lead_pb2.Lead.FromString(env.body)
+            self.leads.append(lead.name)
+            return lead
         return env
 
     # ---- valid bodies, the starting points of mutation ----------------------------------------
@@ -672,6 +691,44 @@ class Fuzz:
             return appeal_pb2.GetAppealBody(appeal_id=f"A-{variant}")
         if name == "ListAppeals":
             return appeal_pb2.ListAppealsBody(page_size=2, state=variant % 4)
+        if name == "SetCaseGrade":
+            return case_pb2.SetCaseGradeBody(
+                name=self.pick(self.cases, variant), grade=variant % 5, reason="fz"
+            )
+        if name == "SubmitLead":
+            body = lead_pb2.SubmitLeadBody(
+                accounts=[MULE], grade=variant % 5, grounds="fz", evidence=[]
+            )
+            if variant % 2:
+                t = body.transactions.add(amount_fen=1_000, from_account=VICTIM, to_account=MULE)
+                t.transaction_time.FromDatetime(now - timedelta(minutes=5))
+            return body
+        if name == "TriageLead":
+            triage = lead_pb2.TriageLeadBody(name=self.pick(self.leads, variant))
+            match variant % 4:
+                case 0:
+                    triage.ask_for_more.question = "fz?"
+                case 1:
+                    triage.dismiss.reason = "fz"
+                case 2:
+                    triage.list_account.CopyFrom(
+                        lead_pb2.ListLeadAccount(
+                            account=MULE, basis=1, source_case_id=self.pick(self.cases, variant)
+                        )
+                    )
+                case _:
+                    triage.open_case.report.CopyFrom(report(now, (1_000,)))
+            return triage
+        if name == "AddLeadInformation":
+            return lead_pb2.AddLeadInformationBody(name=self.pick(self.leads, variant), answer="fz")
+        if name == "SetLeadGrade":
+            return lead_pb2.SetLeadGradeBody(
+                name=self.pick(self.leads, variant), grade=variant % 5, reason="fz"
+            )
+        if name == "GetLead":
+            return lead_pb2.GetLeadBody(name=self.pick(self.leads, variant))
+        if name == "ListLeads":
+            return lead_pb2.ListLeadsBody(page_size=2, state=variant % 5, grade=variant % 4)
         if name == "ListAuditEntries":
             return audit_pb2.ListAuditEntriesBody(from_index=variant % 5, page_size=3)
         if name == "GetLogCheckpoint":
@@ -941,6 +998,8 @@ async def _setup(fz: Fuzz) -> None:
             stop = fz.instruction(0, fz.network.clock.now())
             stop.case_id = case.case_id
             assert isinstance(send("IssueOrder", stop), order_pb2.Order)
+        for variant in range(3):
+            assert isinstance(send("SubmitLead", fz.template("SubmitLead", variant)), lead_pb2.Lead)
 
     await asyncio.to_thread(build)
 

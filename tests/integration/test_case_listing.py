@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from hub.crypto import blindindex, fields
+from hub.domain.grades import grade_of
 from hub.service.ports import CaseQuery
 from hub.store.sql import SqlStore
 from hub.store.tables import cases, clocks, fraud_transactions
@@ -151,7 +152,7 @@ def test_every_filter_and_the_deadline_order_over_many_cases(
                 break
             last, deadline = found[49]
             after = (
-                (0 if deadline else 1, deadline, last.case_id)
+                (grade_of(last.grade).rank, 0 if deadline else 1, deadline, last.case_id)
                 if query.by_deadline
                 else (last.created_at, last.case_id)
             )

@@ -29,6 +29,8 @@ from hub.store.tables import NAMING_CONVENTION, audit_log, cases, metadata
 T = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 APP_TABLES = {
     "appeals",
+    "leads",
+    "lead_accounts",
     "audit_checkpoints",
     "audit_log_nodes",
     "audit_log_state",

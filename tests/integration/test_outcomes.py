@@ -30,11 +30,23 @@ from sqlalchemy import select
 
 from hub.cli import main
 from hub.cli.report import report as report_cli
+from hub.crypto.listkey import ListKey
+from hub.service.commands import lead as ld
 from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
 from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
 from hub.service.outcomes import FIGURE_NAMES as FIGURES  # spelt out by hand in the test below
+from hub.service.ports import CaseQuery
 from hub.store.tables import audit_log
-from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2, order_pb2
+from stophub.v1 import (
+    account_pb2,
+    blacklist_pb2,
+    case_pb2,
+    delivery_pb2,
+    envelope_pb2,
+    grade_pb2,
+    lead_pb2,
+    order_pb2,
+)
 
 from .test_hub_on_db import MULE_B, Net, confirm, executed
 
@@ -191,6 +203,57 @@ def build(net: Net) -> dict[str, timedelta]:
     return firsts
 
 
+def build_leads(net: Net) -> dict[str, str]:
+    """The leads, beside the cases of `build` (whose case A a listing names as its source):
+    - March 2: BANKA hands over L1 (MULE_B), the centre asks for more; BANKB hands over L2
+      (MULE_A), which the centre lists.
+    - March 3: BANKA answers about L1 and hands over L3 (MULE_B2), left waiting.
+    - March 4: the centre dismisses L1; BANKB hands over L4, which the centre asks more of.
+    Returns the leads' names."""
+    net.hub.list_key = ListKey.generate()
+    clock = net.clock
+
+    def submit(code: str, account: Any) -> str:
+        body = lead_pb2.SubmitLeadBody(
+            accounts=[account], grade=grade_pb2.GRADE_YELLOW, grounds="fast in, fast out"
+        )
+        return str(net.call(code, ld.SUBMIT_LEAD, body, lead_pb2.Lead).name)
+
+    def triage(name: str, **action: Any) -> None:
+        net.call(
+            "CENTRE", ld.TRIAGE_LEAD, lead_pb2.TriageLeadBody(name=name, **action), lead_pb2.Lead
+        )
+
+    with net.store(read_only=True) as uow:
+        (case_a,) = [c for c, _ in uow.cases.search(CaseQuery(reporter="BANKA"), 10, None)][-1:]
+    names = {}
+    clock.set(DAY[0] + timedelta(hours=15))
+    names["L1"] = submit("BANKA", MULE_B)
+    clock.advance(timedelta(minutes=10))
+    triage(names["L1"], ask_for_more=lead_pb2.AskForMore(question="since when?"))
+    clock.advance(timedelta(hours=1))
+    names["L2"] = submit("BANKB", MULE_A)
+    clock.advance(timedelta(minutes=30))
+    triage(
+        names["L2"],
+        list_account=lead_pb2.ListLeadAccount(
+            account=MULE_A,
+            basis=blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER,
+            source_case_id=case_a.case_id,
+        ),
+    )
+    clock.set(DAY[1] + timedelta(hours=15))
+    body = lead_pb2.AddLeadInformationBody(name=names["L1"], answer="since May")
+    net.call("BANKA", ld.ADD_LEAD_INFORMATION, body, lead_pb2.Lead)
+    names["L3"] = submit("BANKA", MULE_B2)
+    clock.set(DAY[2] + timedelta(hours=15))
+    triage(names["L1"], dismiss=lead_pb2.DismissLead(reason="a salary account"))
+    names["L4"] = submit("BANKB", MULE_B2)
+    clock.advance(timedelta(minutes=5))
+    triage(names["L4"], ask_for_more=lead_pb2.AskForMore(question="who?"))
+    return names
+
+
 def run_csv(database_url: str, start: str, end: str, *args: str) -> dict[tuple[str, str, str], str]:
     """(institution, day of the period's start or "whole", figure) -> value, from the CLI's
     CSV for --from `start` --to `end` (both days included)."""
@@ -224,6 +287,9 @@ def from_audit_log(
     reports: dict[str, tuple[str, datetime, int]] = {}
     order_of: dict[str, Any] = {}
     answers: list[tuple[datetime, Any]] = []
+    # Leads: (name) -> (submitter, received), and every later step (at, name, what).
+    submitted: dict[str, tuple[str, datetime]] = {}
+    steps: list[tuple[datetime, str, str]] = []
     with net.store.read_engine.connect() as conn:
         for row in conn.execute(select(audit_log).order_by(audit_log.c.id)):
             if row.payload is None:
@@ -238,6 +304,15 @@ def from_audit_log(
                 )
             elif row.kind == "received" and env.body_type == "stophub.v1.ExecutionResult":
                 answers.append((row.recorded_at, order_pb2.ExecutionResult.FromString(env.body)))
+            elif row.kind == "received" and env.body_type == "stophub.v1.SubmitLeadBody":
+                submitted[row.case_id] = (env.sender, row.recorded_at)
+            elif row.kind == "received" and env.body_type == "stophub.v1.TriageLeadBody":
+                triage = lead_pb2.TriageLeadBody.FromString(env.body)
+                what = str(triage.WhichOneof("action"))
+                steps.append((row.recorded_at, triage.name, what))
+            elif row.kind == "received" and env.body_type == "stophub.v1.AddLeadInformationBody":
+                answer_body = lead_pb2.AddLeadInformationBody.FromString(env.body)
+                steps.append((row.recorded_at, answer_body.name, "answered"))
             elif row.kind == "sent" and env.body_type == "stophub.v1.Notice":
                 notice = delivery_pb2.Notice.FromString(env.body)
                 if notice.HasField("order") and env.recipient == notice.order.addressed_to:
@@ -284,6 +359,20 @@ def from_audit_log(
                 (inst, at, "returned_fen", answer.amount_returned_fen),
             ]
 
+    # Each lead's fate as of the range's end: its last step before it.
+    fate_figure = {
+        "open_case": "leads_opened_case",
+        "list_account": "leads_listed",
+        "warn_member": "leads_warned",
+        "ask_for_more": "leads_asked_for_more",
+        "dismiss": "leads_dismissed",
+        "answered": "leads_pending",
+    }
+    for name, (inst, at) in submitted.items():
+        before = [what for when, lead, what in sorted(steps) if lead == name and when < end]
+        fate = fate_figure[before[-1]] if before else "leads_pending"
+        events += [(inst, at, "leads", 1), (inst, at, fate, 1)]
+
     groups: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: defaultdict(float))
     durations: dict[tuple[str, str], list[float]] = defaultdict(list)
     for inst, at, figure, value in events:
@@ -300,7 +389,11 @@ def from_audit_log(
     out: dict[tuple[str, str], dict[str, str]] = {}
     for key in set(groups) | set(durations):
         g, d = groups[key], sorted(durations[key])
-        values = {name: str(int(g[name])) for name in FIGURES if name.endswith(("s", "_fen"))}
+        values = {
+            name: str(int(g[name]))
+            for name in FIGURES
+            if name.endswith(("s", "_fen")) or name.startswith("leads")
+        }
         values["recovered_share"] = (
             f"{g['returned_fen'] / g['lost_fen']:.6f}" if g["lost_fen"] else ""
         )
@@ -317,12 +410,15 @@ def from_audit_log(
 
 def test_outcome_figures(net: Net, database_url: str) -> None:
     firsts = build(net)
+    build_leads(net)
     a_first = firsts["A"].total_seconds()
     c_first = firsts["C"].total_seconds()
 
     # By hand.
     got = run_csv(database_url, "2026-03-02", "2026-03-04", "--period", "day")
-    banka = {name: got[("BANKA", "whole", name)] for name in FIGURES}
+    banka = {
+        name: got[("BANKA", "whole", name)] for name in FIGURES if not name.startswith("leads")
+    }
     assert banka == {
         "reports": "2",
         "lost_fen": "6000000",
@@ -352,6 +448,24 @@ def test_outcome_figures(net: Net, database_url: str) -> None:
     assert got[("BANKA", "2026-03-04", "recovered_share")] == ""  # nothing reported that day
     assert got[("ALL", "whole", "reports")] == "3"
     assert got[("ALL", "whole", "lost_fen")] == "8000000"
+    # Leads, by hand: their fate as of the end of March 4.
+    leads_of = {
+        inst: {name: got[(inst, "whole", name)] for name in FIGURES if name.startswith("leads")}
+        for inst in ("BANKA", "BANKB")
+    }
+    assert leads_of["BANKA"] == {
+        "leads": "2",
+        "leads_opened_case": "0",
+        "leads_listed": "0",
+        "leads_warned": "0",
+        "leads_asked_for_more": "0",
+        "leads_dismissed": "1",
+        "leads_pending": "1",
+    }
+    assert leads_of["BANKB"]["leads"] == "2"
+    assert leads_of["BANKB"]["leads_listed"] == leads_of["BANKB"]["leads_asked_for_more"] == "1"
+    assert got[("BANKA", "2026-03-02", "leads")] == "1"
+    assert got[("BANKA", "2026-03-03", "leads_pending")] == "1"
 
     # Every figure equals the audit log's.
     expected = from_audit_log(net, DAY[0], DAY[3], split=True)
@@ -375,6 +489,9 @@ def test_outcome_figures(net: Net, database_url: str) -> None:
     # A range that ends before the return (March 2 and 3): the return is not counted.
     early = run_csv(database_url, "2026-03-02", "2026-03-03")
     assert early[("BANKA", "whole", "returned_fen")] == "0"
+    # L1 was answered on March 3 and dismissed only on March 4: pending at the end of March 3.
+    assert early[("BANKA", "whole", "leads_pending")] == "2"
+    assert early[("BANKA", "whole", "leads_dismissed")] == "0"
     assert early[("BANKA", "whole", "reports")] == "2"
     recomputed = from_audit_log(net, DAY[0], DAY[2], split=False)
     for name in FIGURES:

@@ -22,11 +22,12 @@ from sqlalchemy import text
 
 from hub.crypto import fields
 from hub.crypto.fields import Keyring
+from hub.service.commands import lead as ld
 from hub.service.commands.case import CREATE_REPORT, GET_CASE, VERIFY_REPORT
 from hub.service.commands.order import ANSWER_ORDER, SET_AUTO_STOP_RULE
 from hub.store.sql import make_engine
 from hub.store.tables import sealed_tables
-from stophub.v1 import account_pb2, case_pb2, order_pb2
+from stophub.v1 import account_pb2, case_pb2, lead_pb2, order_pb2
 
 from .support import dialect_of
 from .test_hub_on_db import VICTIM, Net, confirm, executed, net, rule
@@ -120,9 +121,25 @@ def raw_database(net: Net, request: pytest.FixtureRequest) -> bytes:
     return dump.stdout
 
 
+def planted_lead(net: Net) -> str:
+    """BANKA hands over a lead naming the holder, the centre asks, BANKA answers."""
+    body = lead_pb2.SubmitLeadBody(
+        accounts=[HOLDER], grounds=f"{NAME} keeps paying {CHINESE_NAME}", grade=3
+    )
+    lead = net.call("BANKA", ld.SUBMIT_LEAD, body, lead_pb2.Lead)
+    ask = lead_pb2.TriageLeadBody(
+        name=lead.name, ask_for_more=lead_pb2.AskForMore(question=f"is {ONWARD_HOLDER} in it?")
+    )
+    net.call("CENTRE", ld.TRIAGE_LEAD, ask, lead_pb2.Lead)
+    answer = lead_pb2.AddLeadInformationBody(name=lead.name, answer=f"yes, phone {PHONE}")
+    net.call("BANKA", ld.ADD_LEAD_INFORMATION, answer, lead_pb2.Lead)
+    return str(lead.name)
+
+
 def test_no_personal_data_in_the_raw_database(net: Net, request: pytest.FixtureRequest) -> None:
     case_id = planted_case(net)
     read_back(net, case_id)
+    lead = planted_lead(net)
     raw = raw_database(net, request)
     assert len(raw) > 10_000
     # The control: account numbers are stored plain, so the search does find text.
@@ -132,6 +149,8 @@ def test_no_personal_data_in_the_raw_database(net: Net, request: pytest.FixtureR
     ]
     assert leaks == []
     read_back(net, case_id)  # and the hub still reads everything back
+    back = net.call("CENTRE", ld.GET_LEAD, lead_pb2.GetLeadBody(name=lead), lead_pb2.Lead)
+    assert back.accounts[0].holder_name == CHINESE_NAME and PHONE in back.exchanges[0].answer
 
 
 def test_reencrypt_under_a_new_key_leaves_nothing_under_the_old(

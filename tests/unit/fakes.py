@@ -25,7 +25,9 @@ from hub.crypto import audittag, blindindex
 from hub.domain.appeals import Appeal, AppealState
 from hub.domain.cases import Case, CaseState, ExecutionStatus, OrderKind
 from hub.domain.clocks import CaseClock, ClockState, SlaEntry
+from hub.domain.grades import grade_of
 from hub.domain.institutions import Institution, InstitutionKind, KeyState
+from hub.domain.leads import FINAL, Lead
 from hub.domain.merkle import EMPTY_ROOT
 from hub.domain.returns import Distribution, DistributionState
 from hub.domain.rules import AutoStopRule
@@ -38,6 +40,8 @@ from hub.service.ports import (
     Conflict,
     HubKeyEndorsementRow,
     InboundRecord,
+    LeadHistoryRow,
+    LeadQuery,
     ListChangeRow,
     ListRow,
     ListState,
@@ -59,6 +63,7 @@ if TYPE_CHECKING:
         DistributionRepository,
         InboundRepository,
         InstitutionRepository,
+        LeadRepository,
         ListRepository,
         Notifier,
         Outbox,
@@ -98,6 +103,8 @@ class StoreState:
     list_changes: list[tuple[int, str, str, datetime]] = field(default_factory=list)
     list_state: ListState = field(default_factory=lambda: ListState(0, 0, 0, 0, ""))
     appeals: dict[str, Appeal] = field(default_factory=dict)
+    leads: dict[str, Lead] = field(default_factory=dict)
+    lead_accounts: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     # The audit log's tree: entry id -> (position, leaf hash), the state, the checkpoints.
     places: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     # The hub's tag on each entry (entry id -> (data key id, tag)), and the refused entries.
@@ -234,15 +241,15 @@ class FakeCases:
                 ]
                 found.append((c, min(open_) if open_ else None))
         if query.by_deadline:
-            rows = sorted(found, key=lambda r: (r[1] is None, r[1] or _EPOCH, r[0].case_id))
+
+            def key(r: tuple[Case, datetime | None]) -> tuple[int, bool, datetime, str]:
+                return (grade_of(r[0].grade).rank, r[1] is None, r[1] or _EPOCH, r[0].case_id)
+
+            rows = sorted(found, key=key)
             if after is not None:
-                flag, at, case_id = after
-                rows = [
-                    (c, d)
-                    for c, d in rows
-                    if (flag and d is None and c.case_id > case_id)
-                    or (not flag and (d is None or d > at or (d == at and c.case_id > case_id)))
-                ]
+                rank, flag, at, case_id = after
+                mark = (rank, bool(flag), at or _EPOCH, case_id)
+                rows = [r for r in rows if key(r) > mark]
             return rows[:page_size]
         found.sort(key=lambda r: (r[0].created_at, r[0].case_id), reverse=True)
         if after is not None:
@@ -403,6 +410,46 @@ class FakeAppeals:
             and (after is None or (a.filed_at, a.appeal_id) < after)
         ]
         return sorted(found, key=lambda a: (a.filed_at, a.appeal_id), reverse=True)[:limit]
+
+
+class FakeLeads:
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+
+    def get(self, lead_id: str, *, lock: bool = False) -> Lead | None:
+        return self._state.leads.get(lead_id)
+
+    def add(self, lead: Lead, accounts: Collection[tuple[str, str]]) -> None:
+        if lead.lead_id in self._state.leads:
+            raise Conflict(f"lead {lead.lead_id} exists")
+        self._state.leads[lead.lead_id] = lead
+        self._state.lead_accounts[lead.lead_id] = set(accounts)
+
+    def linked(
+        self, lead_id: str, accounts: Collection[tuple[str, str]], limit: int
+    ) -> Sequence[tuple[str, str, str, str]]:
+        found = [
+            (other, self._state.leads[other].submitter, inst, number)
+            for other, named in self._state.lead_accounts.items()
+            if other != lead_id
+            for inst, number in sorted(named & set(accounts))
+        ]
+        return sorted(found)[:limit]
+
+    def search(
+        self, query: LeadQuery, limit: int, after: tuple[int, datetime, str] | None
+    ) -> Sequence[Lead]:
+        found = [
+            lead
+            for lead in self._state.leads.values()
+            if (query.state is None or lead.state is query.state)
+            and (query.submitter is None or lead.submitter == query.submitter)
+            and (query.grade is None or lead.grade == query.grade)
+            and (after is None or (lead.grade_rank, lead.queue_at, lead.lead_id) > after)
+        ]
+        return sorted(found, key=lambda lead: (lead.grade_rank, lead.queue_at, lead.lead_id))[
+            :limit
+        ]
 
 
 class FakeRules:
@@ -694,6 +741,23 @@ class FakeReports:
     def __init__(self, state: StoreState) -> None:
         self._state = state
 
+    def leads_submitted(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[LeadHistoryRow]:
+        return [
+            LeadHistoryRow(
+                lead.lead_id,
+                lead.submitter,
+                lead.submitted_at,
+                tuple((e.asked_at, e.answered_at) for e in lead.exchanges()),
+                lead.decided_at if lead.state in FINAL else None,
+                (lead.outcome.value or "dismissed") if lead.state in FINAL else "",
+            )
+            for lead in self._state.leads.values()
+            if start <= lead.submitted_at < end
+            and (institution is None or lead.submitter == institution)
+        ]
+
     def reports_received(
         self, start: datetime, end: datetime, institution: str | None
     ) -> list[ReportReceivedRow]:
@@ -766,6 +830,7 @@ class FakeUnitOfWork:
     distributions: DistributionRepository
     lists: ListRepository
     appeals: AppealRepository
+    leads: LeadRepository
 
     def __init__(self, store: FakeStore, *, read_only: bool) -> None:
         self._store = store
@@ -789,6 +854,7 @@ class FakeUnitOfWork:
         self.distributions = FakeDistributions(self._state)
         self.lists = FakeLists(self._state)
         self.appeals = FakeAppeals(self._state)
+        self.leads = FakeLeads(self._state)
         self.reports = FakeReports(self._state)
 
     def __enter__(self) -> Self:

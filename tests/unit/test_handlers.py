@@ -43,6 +43,7 @@ from stophub.v1 import (
     case_pb2,
     delivery_pb2,
     envelope_pb2,
+    lead_pb2,
     order_pb2,
     returns_pb2,
     trail_pb2,
@@ -99,6 +100,12 @@ ANSWER_TYPES: dict[str, type[Message]] = {
     "GetLogCheckpoint": audit_pb2.SignedLogCheckpoint,
     "GetInclusionProof": audit_pb2.InclusionProof,
     "GetConsistencyProof": audit_pb2.ConsistencyProof,
+    "SetCaseGrade": case_pb2.Case,
+    **{
+        rpc: lead_pb2.Lead
+        for rpc in ("SubmitLead", "TriageLead", "AddLeadInformation", "SetLeadGrade", "GetLead")
+    },
+    "ListLeads": lead_pb2.LeadList,
 }
 
 

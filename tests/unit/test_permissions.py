@@ -24,6 +24,7 @@ from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
 from hub.service.admin import NewKey
 from hub.service.commands import appeal as ap
 from hub.service.commands import audit as au
+from hub.service.commands import lead as ld
 from hub.service.commands.blacklist import (
     CHECK_LIST,
     PUBLISH_LIST_ENTRY,
@@ -35,6 +36,7 @@ from hub.service.commands.case import (
     GET_CASE,
     GET_CASE_TRAIL,
     LIST_CASES,
+    SET_CASE_GRADE,
     VERIFY_REPORT,
 )
 from hub.service.commands.delivery import open_stream
@@ -56,7 +58,9 @@ from stophub.v1 import (
     blacklist_pb2,
     case_pb2,
     delivery_pb2,
+    grade_pb2,
     institution_pb2,
+    lead_pb2,
     order_pb2,
     outcome_pb2,
     returns_pb2,
@@ -136,6 +140,7 @@ def test_every_rpc_of_every_service_has_a_row() -> None:
             appeal_pb2,
             audit_pb2,
             outcome_pb2,
+            lead_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
         for m in service.methods
@@ -215,6 +220,21 @@ class Net(World):
         )
         assert isinstance(appeal, appeal_pb2.Appeal)
         self.appeal_id = appeal.appeal_id
+        # BANKA hands over a lead about the mule account, and the centre asks for more.
+        lead = self.send(
+            ld.SUBMIT_LEAD,
+            "BANKA",
+            lead_pb2.SubmitLeadBody(accounts=[MULE_B], grounds="many small transfers in"),
+        )
+        assert isinstance(lead, lead_pb2.Lead)
+        self.send(
+            ld.TRIAGE_LEAD,
+            "AFC",
+            lead_pb2.TriageLeadBody(
+                name=lead.name, ask_for_more=lead_pb2.AskForMore(question="since when?")
+            ),
+        )
+        self.lead = lead.name
 
     def any_clock(self) -> str:
         return sorted(self.store.state.clocks)[0]
@@ -312,6 +332,20 @@ def bodies(net: Net, member: str, case_id: str, order_id: str) -> dict[str, Mess
         ),
         "GetAppeal": appeal_pb2.GetAppealBody(appeal_id=net.appeal_id),
         "ListAppeals": appeal_pb2.ListAppealsBody(),
+        "SetCaseGrade": case_pb2.SetCaseGradeBody(
+            name=net.c1.case_id, grade=grade_pb2.GRADE_RED, reason="walk"
+        ),
+        "SubmitLead": lead_pb2.SubmitLeadBody(accounts=[WALLET], grounds="walk"),
+        # An allowed centre finds the lead waiting for the member: LEAD_WAITING_FOR_MEMBER.
+        "TriageLead": lead_pb2.TriageLeadBody(
+            name=net.lead, dismiss=lead_pb2.DismissLead(reason="walk")
+        ),
+        "AddLeadInformation": lead_pb2.AddLeadInformationBody(name=net.lead, answer="walk"),
+        "SetLeadGrade": lead_pb2.SetLeadGradeBody(
+            name=net.lead, grade=grade_pb2.GRADE_YELLOW, reason="walk"
+        ),
+        "GetLead": lead_pb2.GetLeadBody(name=net.lead),
+        "ListLeads": lead_pb2.ListLeadsBody(),
         "ListAuditEntries": audit_pb2.ListAuditEntriesBody(),
         "GetLogCheckpoint": audit_pb2.GetLogCheckpointBody(fresh=True),
         "GetInclusionProof": audit_pb2.GetInclusionProofBody(log_index=0),
@@ -359,6 +393,13 @@ COMMANDS = {
         au.GET_LOG_CHECKPOINT,
         au.GET_INCLUSION_PROOF,
         au.GET_CONSISTENCY_PROOF,
+        SET_CASE_GRADE,
+        ld.SUBMIT_LEAD,
+        ld.TRIAGE_LEAD,
+        ld.ADD_LEAD_INFORMATION,
+        ld.SET_LEAD_GRADE,
+        ld.GET_LEAD,
+        ld.LIST_LEADS,
     )
 }
 
@@ -407,6 +448,14 @@ def check_own(net: Net, rpc: str, member: str, answer: Any) -> None:
         body = net.open(answer, ap.LIST_APPEALS, member)
         assert isinstance(body, appeal_pb2.AppealList)
         assert {a.appellant for a in body.appeals} <= {member}
+    elif rpc == "ListLeads":
+        body = net.open(answer, ld.LIST_LEADS, member)
+        assert isinstance(body, lead_pb2.LeadList)
+        assert {lead.submitter for lead in body.leads} <= {member}
+    elif rpc in ("GetLead", "AddLeadInformation"):
+        body = net.open(answer, COMMANDS[rpc], member)
+        assert isinstance(body, lead_pb2.Lead)
+        assert body.submitter == member
 
 
 @pytest.mark.parametrize("cell", [c for c in CELLS if c.expected != "n/a"], ids=str)
@@ -468,6 +517,8 @@ def test_the_regulator_and_auditors_can_change_nothing() -> None:
         "GetLogCheckpoint",
         "GetInclusionProof",
         "GetConsistencyProof",
+        "GetLead",
+        "ListLeads",
     }
     assert all(not COMMANDS[rpc].mutating for rpc in writes - {"StreamDeliveries"})
 

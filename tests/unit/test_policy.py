@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from hub.domain.cases import Case
 from hub.domain.clocks import (
     Policy,
     PolicyError,
     Responsible,
     Step,
     StepKind,
+    Trigger,
     Window,
+    apply_triggers,
     parse_step,
     parse_window,
 )
@@ -42,6 +45,7 @@ def test_the_default_policy_has_the_clocks_of_the_design() -> None:
         "release_unrelated",
         "public_notice",
         "appeal",
+        "lead_triage",
     ]
     assert load_policy(DEFAULT_POLICY) == policy
 
@@ -422,3 +426,84 @@ def test_bad_steps_are_refused(text: str) -> None:
 def test_a_step_prints_as_written() -> None:
     for text in ("reminder@80%", "renewal_reminder@-7d", "breach@-12h"):
         assert str(parse_step(text)) == text
+
+
+# ---- windows by grade (docs/grades.md) ----------------------------------------------------------
+
+
+def test_grade_windows_shorten_a_clock_for_its_grade_only(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        'window = "5 minutes"', 'window = "5 minutes"\ngrade_windows = { red = "2 minutes" }'
+    )
+    policy = load_policy(_write(tmp_path, text))
+    verify = policy.clock("verify")
+    assert verify is not None
+    assert verify.window_for("red") == Window(2, "minutes")
+    assert verify.window_for("yellow") == verify.window_for("") == Window(5, "minutes")
+    # A case's clocks start in the window of its grade.
+    red = _case("red")
+    changes = apply_triggers(
+        policy,
+        red,
+        [Trigger("report.received", T0)],
+        [],
+        new_id=lambda: "K1",
+        calendar=WeekdaysOnly(),
+        centres=["CENTRE"],
+        hub_code="HUB",
+    )
+    [clock] = [c for c in changes.started if c.kind == "verify"]
+    assert clock.deadline_at == T0 + timedelta(minutes=2)
+    assert "(red)" in changes.log[0].detail
+    plain = apply_triggers(
+        policy,
+        _case(""),
+        [Trigger("report.received", T0)],
+        [],
+        new_id=lambda: "K2",
+        calendar=WeekdaysOnly(),
+        centres=["CENTRE"],
+        hub_code="HUB",
+    )
+    assert [c.deadline_at for c in plain.started if c.kind == "verify"] == [
+        T0 + timedelta(minutes=5)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("table", "word"),
+    [
+        ('{ purple = "2 minutes" }', "purple"),
+        ('{ red = "soon" }', "soon"),
+        ('"2 minutes"', "table"),
+        ('{ red = "term" }', "term"),
+    ],
+)
+def test_bad_grade_windows_name_their_line(tmp_path: Path, table: str, word: str) -> None:
+    text = _replace_in_stop("window", f'window = "10 minutes"\ngrade_windows = {table}')
+    _refused(tmp_path, text, STOP_LINE["window"] + 1, word)
+
+
+def test_the_shipped_lead_clock_runs_by_grade() -> None:
+    lead = load_policy().clock("lead_triage")
+    assert lead is not None and lead.starts == "lead.submitted"
+    assert lead.window_for("red") == Window(30, "minutes")
+    assert lead.window_for("yellow") == Window(4, "hours")
+    assert lead.window_for("green") == lead.window_for("") == Window(24, "hours")
+
+
+def _case(grade: str) -> Case:
+    case = Case(
+        case_id="C20260302-00000001",
+        reporting_institution="BANKA",
+        created_at=T0,
+        report_message_id="m1",
+        victim_name="Zhang San",
+        victim_id_number="",
+        victim_phone="",
+        fraud_type="other",
+        description="",
+        grade=grade,
+    )
+    case.record(T0, "report.received", "BANKA", "received", message_id="m1")
+    return case

@@ -49,6 +49,7 @@ from stophub.v1 import (
     case_pb2,
     delivery_pb2,
     envelope_pb2,
+    grade_pb2,
     order_pb2,
     returns_pb2,
 )
@@ -313,8 +314,19 @@ async def queue_rows(desk: Desk) -> list[QueueRow]:
             )
         )
     far = datetime.max.replace(tzinfo=now.tzinfo)
-    rows.sort(key=lambda r: (r.deadline is None, r.deadline or far, r.opened or far))
+    # The queue's order (docs/grades.md): red, yellow, green, ungraded, each by time left.
+    rows.sort(
+        key=lambda r: (
+            QUEUE_RANK.get(r.case.grade, 3),
+            r.deadline is None,
+            r.deadline or far,
+            r.opened or far,
+        )
+    )
     return rows
+
+
+QUEUE_RANK = {grade_pb2.GRADE_RED: 0, grade_pb2.GRADE_YELLOW: 1, grade_pb2.GRADE_GREEN: 2}
 
 
 @page()

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
-from hub.domain.blacklist import ChangeOp, EntryKind, Subject, list_entry
+from hub.crypto.listkey import ListKey
+from hub.domain.blacklist import Basis, ChangeOp, EntryKind, Subject, list_entry
 from hub.domain.cases import Case
 from hub.domain.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange
 from hub.service.casework import bounded
@@ -66,12 +67,19 @@ def publish_list_entry(ctx: Context, body: blacklist_pb2.PublishListEntryBody) -
     if basis is None:
         raise InvalidArgument("basis", "ACCOUNT_TRADER (2 years) or CONVICTED (3 years)")
     bounded("reason", body.reason)
+    return record_to_proto(publish(ctx, key, subject, basis, body.reason, body.source_case_id))
+
+
+def publish(
+    ctx: Context, key: ListKey, subject: Subject, basis: Basis, reason: str, source_case_id: str
+) -> ListRow:
+    """List `subject` with the case `source_case_id` as its source: the list's new version,
+    the case's timeline, and the holder's institution told (PublishListEntry, and a lead
+    accepted as a listing)."""
     # Locked: the listing is an event of the case, and another hub may be adding one too.
-    case = ctx.uow.cases.get(body.source_case_id.strip(), lock=True)
+    case = ctx.uow.cases.get(source_case_id.strip(), lock=True)
     if case is None:
-        raise NotFound(
-            "CASE_NOT_FOUND", f"no case {body.source_case_id!r}: a listing names its case"
-        )
+        raise NotFound("CASE_NOT_FOUND", f"no case {source_case_id!r}: a listing names its case")
     ctx.accept(ctx.command, case.case_id)
     ctx.track(case)
     token = key.token(subject.key)
@@ -83,7 +91,7 @@ def publish_list_entry(ctx: Context, body: blacklist_pb2.PublishListEntryBody) -
         new_entry_id(ctx.now),
         subject,
         basis,
-        body.reason,
+        reason,
         case.case_id,
         history=history,
         now=ctx.now,
@@ -111,7 +119,7 @@ def publish_list_entry(ctx: Context, body: blacklist_pb2.PublishListEntryBody) -
         "the holder may appeal through this institution (AppealService.FileAppeal)",
     )
     ctx.list_changed = True
-    return record_to_proto(row)
+    return row
 
 
 def remove_list_entry(ctx: Context, body: blacklist_pb2.RemoveListEntryBody) -> Message:

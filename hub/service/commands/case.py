@@ -13,9 +13,10 @@ from hub.crypto import blindindex
 from hub.domain.cases import Case, CaseState
 from hub.domain.clocks import CaseClock
 from hub.domain.errors import InvalidArgument, NotFound
+from hub.domain.grades import QUEUE_ORDER, grade_of
 from hub.domain.trail import accounts_of
 from hub.service import wire
-from hub.service.casework import MAX_LINKED, auto_stop, link_cases, load_case
+from hub.service.casework import MAX_LINKED, auto_stop, bounded, link_cases, load_case
 from hub.service.paging import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -36,6 +37,7 @@ def new_case_id(now: datetime) -> str:
 
 def create_report(ctx: Context, body: case_pb2.Report) -> Message:
     report = wire.report_from_proto(body)
+    grade = wire.grade_from_proto(body.grade, "grade")
     case_id = new_case_id(ctx.now)
     ctx.accept(ctx.command, case_id)
     case = Case.open(
@@ -47,6 +49,7 @@ def create_report(ctx: Context, body: case_pb2.Report) -> Message:
         institutions=ctx.kinds,
     )
     case.report_envelope = ctx.envelope_bytes
+    case.grade = grade.value
     ctx.uow.cases.add(case)
     ctx.track(case, new=True)
     # A report that pays a known mule says so in its own notice: one notice per report, even
@@ -165,10 +168,15 @@ def _after(token: Any, by_deadline: bool) -> tuple[Any, ...] | None:
         return None
     try:
         if by_deadline:
-            flag, at, case_id = token["deadline"]
-            if not isinstance(flag, int) or not isinstance(case_id, str):
+            rank, flag, at, case_id = token["deadline"]
+            if (
+                not isinstance(rank, int)
+                or not 0 <= rank < len(QUEUE_ORDER)
+                or not isinstance(flag, int)
+                or not isinstance(case_id, str)
+            ):
                 raise TypeError("deadline token")
-            return (flag, None if at is None else datetime.fromisoformat(at), case_id)
+            return (rank, flag, None if at is None else datetime.fromisoformat(at), case_id)
         return (datetime.fromisoformat(token[0]), str(token[1]))
     except (ValueError, TypeError, IndexError, KeyError) as exc:
         raise InvalidArgument("page_token", "is not a token this hub issued") from exc
@@ -204,6 +212,7 @@ def list_cases(ctx: Context, body: case_pb2.ListCasesBody) -> Message:
             result.next_page_token = encode_token(
                 {
                     "deadline": [
+                        grade_of(last.grade).rank,
                         1 if deadline is None else 0,
                         None if deadline is None else deadline.isoformat(),
                         last.case_id,
@@ -213,6 +222,34 @@ def list_cases(ctx: Context, body: case_pb2.ListCasesBody) -> Message:
         else:
             result.next_page_token = encode_token([last.created_at.isoformat(), last.case_id])
     return result
+
+
+def set_case_grade(ctx: Context, body: case_pb2.SetCaseGradeBody) -> Message:
+    """The centre changes a case's grade (docs/grades.md): on the timeline, audited, the
+    reporter told. Clocks already running keep their deadlines; later ones take the new
+    grade's window."""
+    grade = wire.grade_from_proto(body.grade, "grade", required=True)
+    reason = body.reason.strip()
+    if not reason:
+        raise InvalidArgument("reason", "is required: say why; the reporter is told")
+    bounded("reason", reason)
+    case_id = body.name.strip()
+    if not case_id:
+        raise InvalidArgument("name", "is required: the case id")
+    case = load_case(ctx, case_id)
+    since = len(case.events)
+    case.regrade(grade.value, ctx.sender.code, reason, now=ctx.now, message_id=ctx.message_id)
+    ctx.record_events(case, since)
+    ctx.deliver(
+        case.reporting_institution,
+        delivery_pb2.Notice(
+            kind=delivery_pb2.NOTICE_KIND_CASE_GRADED,
+            case_id=case.case_id,
+            origin=ctx.envelope,
+            summary=f"case {case.case_id}: {case.events[-1].summary}",
+        ),
+    )
+    return wire.case_to_proto(case)
 
 
 def get_case_trail(ctx: Context, body: trail_pb2.GetCaseTrailBody) -> Message:
@@ -227,6 +264,7 @@ CREATE_REPORT = Command("CreateReport", case_pb2.Report, create_report)
 VERIFY_REPORT = Command("VerifyReport", case_pb2.Verification, verify_report, case_scoped=True)
 GET_CASE = Command("GetCase", case_pb2.GetCaseBody, get_case, mutating=False, case_scoped=True)
 LIST_CASES = Command("ListCases", case_pb2.ListCasesBody, list_cases, mutating=False)
+SET_CASE_GRADE = Command("SetCaseGrade", case_pb2.SetCaseGradeBody, set_case_grade)
 GET_CASE_TRAIL = Command(
     "GetCaseTrail", trail_pb2.GetCaseTrailBody, get_case_trail, mutating=False, case_scoped=True
 )

@@ -49,6 +49,13 @@ def figures_to_proto(f: Figures) -> outcome_pb2.OutcomeFigures:
         first_stops=f.first_stops,
         first_stop_median=_duration(f.first_stop_median_seconds),
         first_stop_p90=_duration(f.first_stop_p90_seconds),
+        leads=f.leads,
+        leads_opened_case=f.leads_opened_case,
+        leads_listed=f.leads_listed,
+        leads_warned=f.leads_warned,
+        leads_asked_for_more=f.leads_asked_for_more,
+        leads_dismissed=f.leads_dismissed,
+        leads_pending=f.leads_pending,
     )
 
 

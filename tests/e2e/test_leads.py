@@ -1,0 +1,333 @@
+"""Leads (线索移送) and grades over gRPC: members hand the centre leads, the centre triages them
+within the lead_triage clock of their grade (asks for more, lists an account, opens a case,
+dismisses), leads about one account are linked, a member never reads another's leads; cases
+carry a grade that orders the board; and every refusal changes nothing (docs/leads.md,
+docs/grades.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+
+import grpc
+import pytest
+from click.testing import CliRunner
+
+from adapters.sdk import HubClient, HubError
+from hub.cli import main
+from stophub.v1 import (
+    account_pb2,
+    blacklist_pb2,
+    case_pb2,
+    delivery_pb2,
+    grade_pb2,
+    lead_pb2,
+    sla_pb2,
+)
+from tests.e2e.conftest import Network
+from tests.e2e.wire_helpers import MULE, report
+
+DOC = ("monitoring export.csv", hashlib.sha256(b"export").digest())
+ELSEWHERE = account_pb2.AccountRef(
+    institution_code="NOSUCHBANK", account_number="6222990000000009", holder_name="Wu"
+)
+
+
+async def notices(client: HubClient, kind: int, count: int) -> list[delivery_pb2.Notice]:
+    found = []
+    async with client.deliveries("leads") as stream:
+        async for delivery in stream:
+            await stream.ack(delivery.sequence)
+            if delivery.notice.kind == kind:
+                found.append(delivery.notice)
+                if len(found) == count:
+                    return found
+    return found
+
+
+def lead_body(grade: int, *accounts: account_pb2.AccountRef) -> lead_pb2.SubmitLeadBody:
+    return lead_pb2.SubmitLeadBody(
+        accounts=list(accounts),
+        grade=grade,  # type: ignore[arg-type]
+        grounds="forty small transfers in, all out within minutes",
+        evidence=[lead_pb2.LeadEvidence(name=DOC[0], sha256=DOC[1])],
+    )
+
+
+async def refused(call: object, code: grpc.StatusCode, reason: str) -> HubError:
+    with pytest.raises(HubError) as err:
+        await call  # type: ignore[misc]
+    assert err.value.code == code, err.value
+    assert err.value.reason == reason, err.value
+    return err.value
+
+
+async def test_leads_from_submission_to_triage(
+    clients: dict[str, HubClient], network: Network
+) -> None:
+    centre, bank_a, bank_b, wallet = (
+        clients["CENTRE"],
+        clients["BANKA"],
+        clients["BANKB"],
+        clients["PAYX"],
+    )
+    now = network.clock.now()
+    red = await bank_a.submit_lead(lead_body(grade_pb2.GRADE_RED, MULE))
+    assert red.state == lead_pb2.LEAD_STATE_SUBMITTED and red.submitter == "BANKA"
+    assert red.grade == red.submitted_grade == grade_pb2.GRADE_RED
+    # The shipped policy: a red lead is triaged within 30 minutes.
+    assert red.triage_by_time.ToDatetime().replace(tzinfo=now.tzinfo) == now + timedelta(minutes=30)
+    [clock] = await centre.list_clocks(case_id=red.name)
+    assert clock.clock == "lead_triage" and clock.clock_id == red.triage_clock_id
+    assert clock.responsible == "CENTRE" and clock.state == sla_pb2.CLOCK_STATE_OPEN
+    [told] = await notices(centre, delivery_pb2.NOTICE_KIND_LEAD_SUBMITTED, 1)
+    assert told.lead.name == red.name
+
+    # The wallet hands over a lead about the same account: linked, for the centre only.
+    green = await wallet.submit_lead(lead_body(grade_pb2.GRADE_GREEN, MULE))
+    assert (green.triage_by_time.ToDatetime() - green.submit_time.ToDatetime()) == timedelta(
+        hours=24
+    )
+    seen = await centre.get_lead(green.name)
+    assert [(link.name, link.submitter) for link in seen.linked_leads] == [(red.name, "BANKA")]
+    assert seen.linked_leads[0].account.account_number == MULE.account_number
+    assert not (await wallet.get_lead(green.name)).linked_leads
+
+    # A payment institution cannot read a bank's lead, nor list it.
+    await refused(wallet.get_lead(red.name), grpc.StatusCode.NOT_FOUND, "LEAD_NOT_FOUND")
+    assert [lead.name for lead in await wallet.list_leads()] == [green.name]
+    assert await wallet.list_leads(institution="BANKA") == []
+    # The centre's queue: red before green.
+    assert [lead.name for lead in await centre.list_leads()] == [red.name, green.name]
+    assert [lead.name for lead in await clients["REG"].list_leads()] == [red.name, green.name]
+
+    # Bad input changes nothing.
+    before = [lead.name for lead in await centre.list_leads()]
+    await refused(
+        bank_a.submit_lead(lead_body(grade_pb2.GRADE_RED, ELSEWHERE)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "UNKNOWN_INSTITUTION",
+    )
+    await refused(
+        bank_a.submit_lead(lead_body(7, MULE)), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD"
+    )
+    await refused(
+        centre.submit_lead(lead_body(grade_pb2.GRADE_RED, MULE)),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "KIND_NOT_ALLOWED",
+    )
+    await refused(
+        bank_b.dismiss_lead(red.name, "not ours to decide"),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "KIND_NOT_ALLOWED",
+    )
+    await refused(
+        bank_a.set_lead_grade(red.name, grade_pb2.GRADE_GREEN, "self-service"),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "KIND_NOT_ALLOWED",
+    )
+    for bad in (0, 9):
+        await refused(
+            centre.set_lead_grade(red.name, bad, "why not"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_FIELD",
+        )
+    await refused(
+        centre.triage_lead(
+            lead_pb2.TriageLeadBody(
+                name=red.name, warn_member=lead_pb2.WarnFromLead(account=MULE, note="call")
+            )
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "WARNINGS_UNAVAILABLE",
+    )
+    await refused(
+        bank_a.add_lead_information(red.name, "nobody asked"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "NO_QUESTION_OPEN",
+    )
+    await refused(
+        wallet.add_lead_information(red.name, "not mine"),
+        grpc.StatusCode.NOT_FOUND,
+        "LEAD_NOT_FOUND",
+    )
+    assert [lead.name for lead in await centre.list_leads()] == before
+    assert (await centre.get_lead(red.name)).grade == grade_pb2.GRADE_RED
+
+    # Ask for more: the member is told, the clock is met; its answer starts a new one.
+    network.clock.advance(timedelta(minutes=5))
+    asked = await centre.ask_for_more(red.name, "who holds the account?")
+    assert asked.state == lead_pb2.LEAD_STATE_MORE_REQUESTED and not asked.triage_clock_id
+    [question] = await notices(bank_a, delivery_pb2.NOTICE_KIND_LEAD_TRIAGED, 1)
+    assert question.lead.exchanges[0].question == "who holds the account?"
+    [met] = await centre.list_clocks(case_id=red.name)
+    assert met.state == sla_pb2.CLOCK_STATE_MET
+    await refused(
+        centre.dismiss_lead(red.name, "too slow"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "LEAD_WAITING_FOR_MEMBER",
+    )
+    answered = await bank_a.add_lead_information(red.name, "a student, since May", [DOC])
+    assert answered.state == lead_pb2.LEAD_STATE_SUBMITTED
+    assert answered.exchanges[0].answer == "a student, since May"
+    assert answered.triage_clock_id and answered.triage_clock_id != red.triage_clock_id
+
+    # Regraded by the centre: yellow, with its reason; the member is told.
+    regraded = await centre.set_lead_grade(red.name, grade_pb2.GRADE_YELLOW, "one account only")
+    assert regraded.grade == grade_pb2.GRADE_YELLOW
+    assert regraded.submitted_grade == grade_pb2.GRADE_RED
+
+    # Accepted as a listing, from the case of a victim whose money reached the account.
+    case = await bank_a.create_report(report(network.clock.now(), (100_000,)))
+    await refused(
+        centre.triage_lead(
+            lead_pb2.TriageLeadBody(
+                name=red.name,
+                list_account=lead_pb2.ListLeadAccount(
+                    account=ELSEWHERE,
+                    basis=blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER,
+                    source_case_id=case.case_id,
+                ),
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "NOT_IN_LEAD",
+    )
+    listed = await centre.triage_lead(
+        lead_pb2.TriageLeadBody(
+            name=red.name,
+            list_account=lead_pb2.ListLeadAccount(
+                account=MULE,
+                basis=blacklist_pb2.LIST_BASIS_ACCOUNT_TRADER,
+                source_case_id=case.case_id,
+                reason="sells his account",
+            ),
+        )
+    )
+    assert listed.state == lead_pb2.LEAD_STATE_ACCEPTED
+    assert listed.outcome == lead_pb2.LEAD_OUTCOME_LISTED and listed.list_entry_id
+    hits = await wallet.check_list(
+        [blacklist_pb2.ListSubject(account=MULE)]  # the account is on the list now
+    )
+    assert hits.hits[0].listed
+    await refused(
+        centre.dismiss_lead(red.name, "again"), grpc.StatusCode.FAILED_PRECONDITION, "LEAD_CLOSED"
+    )
+    await refused(
+        centre.set_lead_grade(red.name, grade_pb2.GRADE_RED, "again"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "LEAD_CLOSED",
+    )
+
+    # Dismissed: the wallet is told the reason; a closed lead takes no more triage.
+    dismissed = await centre.dismiss_lead(green.name, "already listed from BANKA's lead")
+    assert dismissed.state == lead_pb2.LEAD_STATE_DISMISSED
+    [why] = await notices(wallet, delivery_pb2.NOTICE_KIND_LEAD_TRIAGED, 1)
+    assert why.lead.reason == "already listed from BANKA's lead"
+    await refused(
+        centre.ask_for_more(green.name, "and?"), grpc.StatusCode.FAILED_PRECONDITION, "LEAD_CLOSED"
+    )
+
+    # Opened as a case in the member's name, with the lead's grade.
+    third = await bank_a.submit_lead(lead_body(grade_pb2.GRADE_YELLOW, MULE))
+    opened = await centre.triage_lead(
+        lead_pb2.TriageLeadBody(
+            name=third.name, open_case=lead_pb2.OpenCaseFromLead(report=report(network.clock.now()))
+        )
+    )
+    assert opened.outcome == lead_pb2.LEAD_OUTCOME_CASE_OPENED and opened.case_id
+    new_case = await centre.get_case(opened.case_id)
+    assert new_case.reporting_institution == "BANKA"
+    assert new_case.grade == grade_pb2.GRADE_YELLOW
+    assert any(e.kind == "case.from_lead" for e in new_case.events)
+
+    # At the hub: the leads in queue order, and one in full, account numbers masked.
+    db = ["--db", network.database_url]
+    listed_out = CliRunner().invoke(main, ["lead", "list", "--json", *db])
+    assert listed_out.exit_code == 0, listed_out.output
+    rows = json.loads(listed_out.output)["leads"]
+    # Both yellow leads are closed (not waiting): by name; the green one after them.
+    assert [r["lead"] for r in rows] == [*sorted([red.name, third.name]), green.name]
+    assert [r["grade"] for r in rows] == ["yellow", "yellow", "green"]
+    assert {r["lead"]: r["outcome"] for r in rows}[red.name] == f"listed {listed.list_entry_id}"
+    assert MULE.account_number not in listed_out.output
+    shown = CliRunner().invoke(main, ["lead", "show", red.name, *db])
+    assert shown.exit_code == 0, shown.output
+    assert "who holds the account?" in shown.output and green.name in shown.output
+    missing = CliRunner().invoke(main, ["lead", "show", "L20990101-NOPE", *db])
+    assert missing.exit_code != 0 and "no lead" in missing.output
+
+
+async def test_a_red_lead_not_triaged_in_time_escalates(
+    clients: dict[str, HubClient], network: Network
+) -> None:
+    red = await clients["BANKA"].submit_lead(lead_body(grade_pb2.GRADE_RED, MULE))
+    network.clock.advance(timedelta(minutes=31))
+    network.server.hub.sweep()
+    [clock] = await clients["CENTRE"].list_clocks(case_id=red.name)
+    assert clock.breached
+    breaches = await notices(clients["CENTRE"], delivery_pb2.NOTICE_KIND_CLOCK_BREACH, 1)
+    assert f"lead {red.name}" in breaches[0].summary
+    # Triaged late: the clock is missed, the lead dismissed all the same.
+    await clients["CENTRE"].dismiss_lead(red.name, "payroll account")
+    [missed] = await clients["CENTRE"].list_clocks(case_id=red.name)
+    assert missed.state == sla_pb2.CLOCK_STATE_MISSED
+
+
+async def test_case_grades_order_the_board(clients: dict[str, HubClient], network: Network) -> None:
+    centre, bank_a = clients["CENTRE"], clients["BANKA"]
+    now = network.clock.now()
+    ungraded = await bank_a.create_report(report(now, (100_000,)))
+    green_report = report(now, (100_000,))
+    green_report.grade = grade_pb2.GRADE_GREEN
+    green = await bank_a.create_report(green_report)
+    network.clock.advance(timedelta(minutes=1))
+    red_report = report(network.clock.now(), (100_000,))
+    red_report.grade = grade_pb2.GRADE_RED
+    red = await bank_a.create_report(red_report)
+    assert red.grade == grade_pb2.GRADE_RED and red.report.grade == grade_pb2.GRADE_RED
+    assert ungraded.grade == grade_pb2.GRADE_UNSPECIFIED
+
+    async def board() -> list[str]:
+        cases, _ = await centre.list_cases_page(order_by=case_pb2.CASE_ORDER_DEADLINE)
+        return [c.case_id for c in cases]
+
+    # Red first though its verify deadline is the latest; then green, then ungraded.
+    assert await board() == [red.case_id, green.case_id, ungraded.case_id]
+
+    await refused(
+        bank_a.set_case_grade(ungraded.case_id, grade_pb2.GRADE_RED, "mine"),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "KIND_NOT_ALLOWED",
+    )
+    await refused(
+        centre.set_case_grade(ungraded.case_id, 5, "?"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+    )
+    await refused(
+        centre.set_case_grade(ungraded.case_id, grade_pb2.GRADE_RED, " "),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+    )
+    assert await board() == [red.case_id, green.case_id, ungraded.case_id]
+    regraded = await centre.set_case_grade(ungraded.case_id, grade_pb2.GRADE_YELLOW, "elderly")
+    assert regraded.grade == grade_pb2.GRADE_YELLOW
+    assert regraded.events[-1].kind == "case.graded"
+    assert "ungraded -> yellow" in regraded.events[-1].summary
+    assert await board() == [red.case_id, ungraded.case_id, green.case_id]
+    [told] = await notices(bank_a, delivery_pb2.NOTICE_KIND_CASE_GRADED, 1)
+    assert told.case_id == ungraded.case_id
+
+    # The command line's queues: `case list --queue` as the board, `sla` red first.
+    db = ["--db", network.database_url]
+    queue = CliRunner().invoke(main, ["case", "list", "--queue", "--json", *db])
+    assert queue.exit_code == 0, queue.output
+    cases = json.loads(queue.output)["cases"]
+    assert [c["case_id"] for c in cases] == await board()
+    assert [c["grade"] for c in cases] == ["red", "yellow", "green"]
+    sla = CliRunner().invoke(main, ["sla", "--json", *db], obj={"clock": network.clock})
+    assert sla.exit_code == 0, sla.output
+    open_clocks = [c["case_id"] for c in json.loads(sla.output)["clocks"]]
+    assert open_clocks[0] == red.case_id and open_clocks[-1] == green.case_id
