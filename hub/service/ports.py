@@ -55,6 +55,7 @@ from hub.domain.errors import DomainError
 from hub.domain.institutions import Institution, InstitutionKind, KeyState
 from hub.domain.returns import Distribution
 from hub.domain.rules import AutoStopRule
+from hub.domain.warnings import Warning, WarningState
 
 
 class Clock(Protocol):
@@ -323,6 +324,28 @@ class AppealRepository(Protocol):
     ) -> Sequence[Appeal]:
         """Appeals newest first (filed_at descending, then appeal id descending), after the
         key of the previous page's last."""
+        ...
+
+
+class WarningRepository(Protocol):
+    def get(self, warning_id: str, *, lock: bool = False) -> Warning | None:
+        """With `lock`, read afresh and held for this transaction (two outcomes of one
+        warning at once: one closes it, the other finds it closed)."""
+        ...
+
+    def add(self, warning: Warning) -> None: ...
+
+    def search(
+        self,
+        *,
+        state: WarningState | None,
+        party: str | None,
+        open_only: bool,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> Sequence[Warning]:
+        """Warnings newest first (sent_at descending, then warning id descending), after the
+        key of the previous page's last; `party`: only those it sent or is addressed."""
         ...
 
 
@@ -673,6 +696,7 @@ class UnitOfWork(Protocol):
     distributions: DistributionRepository
     lists: ListRepository
     appeals: AppealRepository
+    warnings: WarningRepository
 
     # Read models for reports (hub/store/reports.py): what a handler reads for figures.
     @property

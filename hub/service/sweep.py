@@ -339,7 +339,9 @@ class Sweeper:
 
 
 def describe_step(clock: CaseClock, step: StepKind, due_at: datetime, late: float) -> str:
-    subject = f"{clock.kind} clock of case {clock.case_id}" + (
+    # A warning's clocks run on the warning, whose id stands in the case id (W..., not C...).
+    of = "warning" if clock.case_id.startswith("W") else "case"
+    subject = f"{clock.kind} clock of {of} {clock.case_id}" + (
         f", order {clock.order_id}" if clock.order_id else ""
     )
     estimated = " (estimated: no official holiday calendar)" if clock.deadline_estimated else ""

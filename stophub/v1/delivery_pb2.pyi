@@ -15,6 +15,7 @@ from stophub.v1 import envelope_pb2 as _envelope_pb2
 from stophub.v1 import order_pb2 as _order_pb2
 from stophub.v1 import returns_pb2 as _returns_pb2
 from stophub.v1 import sla_pb2 as _sla_pb2
+from stophub.v1 import warning_pb2 as _warning_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -82,6 +83,10 @@ class _NoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeKind
     """An appeal was filed (to the centres) or decided (to the appellant, with the
     reason).
     """
+    NOTICE_KIND_WARNING: _NoticeKind.ValueType  # 17
+    """A warning (docs/warnings.md): sent (to its addressee), acknowledged, its
+    outcome reported (to its sender), or regraded (to both).
+    """
 
 class NoticeKind(_NoticeKind, metaclass=_NoticeKindEnumTypeWrapper):
     """What a notice tells its recipient."""
@@ -136,6 +141,10 @@ NOTICE_KIND_APPEAL: NoticeKind.ValueType  # 16
 """An appeal was filed (to the centres) or decided (to the appellant, with the
 reason).
 """
+NOTICE_KIND_WARNING: NoticeKind.ValueType  # 17
+"""A warning (docs/warnings.md): sent (to its addressee), acknowledged, its
+outcome reported (to its sender), or regraded (to both).
+"""
 Global___NoticeKind: _TypeAlias = NoticeKind  # noqa: Y015
 
 @_typing.final
@@ -158,6 +167,7 @@ class Notice(_message.Message):
     LINKED_CASES_FIELD_NUMBER: _builtins.int
     LIST_ENTRY_FIELD_NUMBER: _builtins.int
     APPEAL_FIELD_NUMBER: _builtins.int
+    WARNING_FIELD_NUMBER: _builtins.int
     kind: Global___NoticeKind.ValueType
     case_id: _builtins.str
     summary: _builtins.str
@@ -202,6 +212,10 @@ class Notice(_message.Message):
     def appeal(self) -> _appeal_pb2.Appeal:
         """For APPEAL notices: the appeal as the hub records it."""
 
+    @_builtins.property
+    def warning(self) -> _warning_pb2.Warning:
+        """For WARNING notices: the warning as the hub records it."""
+
     def __init__(
         self,
         *,
@@ -216,10 +230,11 @@ class Notice(_message.Message):
         linked_cases: _abc.Iterable[_case_pb2.CaseLink] | None = ...,
         list_entry: _blacklist_pb2.ListEntryRecord | None = ...,
         appeal: _appeal_pb2.Appeal | None = ...,
+        warning: _warning_pb2.Warning | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "clock_step", b"clock_step", "distribution", b"distribution", "list_entry", b"list_entry", "order", b"order", "origin", b"origin"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "clock_step", b"clock_step", "distribution", b"distribution", "list_entry", b"list_entry", "order", b"order", "origin", b"origin", "warning", b"warning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "case_id", b"case_id", "clock_step", b"clock_step", "distribution", b"distribution", "kind", b"kind", "linked_cases", b"linked_cases", "list_entry", b"list_entry", "order", b"order", "origin", b"origin", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "case_id", b"case_id", "clock_step", b"clock_step", "distribution", b"distribution", "kind", b"kind", "linked_cases", b"linked_cases", "list_entry", b"list_entry", "order", b"order", "origin", b"origin", "summary", b"summary", "warning", b"warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

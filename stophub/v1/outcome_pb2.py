@@ -27,27 +27,27 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stophub.v1 import envelope_pb2 as stophub_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18stophub/v1/outcome.proto\x12\nstophub.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stophub/v1/envelope.proto\"\xa9\x03\n\x0eOutcomeFigures\x12\x0f\n\x07reports\x18\x01 \x01(\x03\x12\x10\n\x08lost_fen\x18\x02 \x01(\x03\x12\x19\n\x11\x66irst_layer_stops\x18\x03 \x01(\x03\x12\x1f\n\x17stopped_first_layer_fen\x18\x04 \x01(\x03\x12\x18\n\x10\x64ownstream_stops\x18\x05 \x01(\x03\x12\x1e\n\x16stopped_downstream_fen\x18\x06 \x01(\x03\x12\x0f\n\x07\x66reezes\x18\x07 \x01(\x03\x12\x12\n\nfrozen_fen\x18\x08 \x01(\x03\x12\x0f\n\x07returns\x18\t \x01(\x03\x12\x14\n\x0creturned_fen\x18\n \x01(\x03\x12\x17\n\x0frecovered_share\x18\x0b \x01(\x01\x12\x1b\n\x13has_recovered_share\x18\x0c \x01(\x08\x12\x13\n\x0b\x66irst_stops\x18\r \x01(\x03\x12\x34\n\x11\x66irst_stop_median\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0e\x66irst_stop_p90\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\"\xba\x01\n\nOutcomeRow\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12\x35\n\x11period_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fperiod_end_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x66igures\x18\x04 \x01(\x0b\x32\x1a.stophub.v1.OutcomeFigures\"\xb8\x01\n\x0cOutcomeQuery\x12-\n\tfrom_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07to_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0binstitution\x18\x03 \x01(\t\x12)\n\x06period\x18\x04 \x01(\x0e\x32\x19.stophub.v1.OutcomePeriod\x12\x0c\n\x04zone\x18\x05 \x01(\t\"\xca\x01\n\rOutcomeReport\x12-\n\tfrom_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07to_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06period\x18\x03 \x01(\x0e\x32\x19.stophub.v1.OutcomePeriod\x12\x0c\n\x04zone\x18\x04 \x01(\t\x12$\n\x04rows\x18\x05 \x03(\x0b\x32\x16.stophub.v1.OutcomeRow\"B\n\x18GetOutcomeFiguresRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"C\n\x19GetOutcomeFiguresResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*z\n\rOutcomePeriod\x12\x1e\n\x1aOUTCOME_PERIOD_UNSPECIFIED\x10\x00\x12\x16\n\x12OUTCOME_PERIOD_DAY\x10\x01\x12\x17\n\x13OUTCOME_PERIOD_WEEK\x10\x02\x12\x18\n\x14OUTCOME_PERIOD_MONTH\x10\x03\x32r\n\x0eOutcomeService\x12`\n\x11GetOutcomeFigures\x12$.stophub.v1.GetOutcomeFiguresRequest\x1a%.stophub.v1.GetOutcomeFiguresResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18stophub/v1/outcome.proto\x12\nstophub.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stophub/v1/envelope.proto\"\x85\x06\n\x0eOutcomeFigures\x12\x0f\n\x07reports\x18\x01 \x01(\x03\x12\x10\n\x08lost_fen\x18\x02 \x01(\x03\x12\x19\n\x11\x66irst_layer_stops\x18\x03 \x01(\x03\x12\x1f\n\x17stopped_first_layer_fen\x18\x04 \x01(\x03\x12\x18\n\x10\x64ownstream_stops\x18\x05 \x01(\x03\x12\x1e\n\x16stopped_downstream_fen\x18\x06 \x01(\x03\x12\x0f\n\x07\x66reezes\x18\x07 \x01(\x03\x12\x12\n\nfrozen_fen\x18\x08 \x01(\x03\x12\x0f\n\x07returns\x18\t \x01(\x03\x12\x14\n\x0creturned_fen\x18\n \x01(\x03\x12\x17\n\x0frecovered_share\x18\x0b \x01(\x01\x12\x1b\n\x13has_recovered_share\x18\x0c \x01(\x08\x12\x13\n\x0b\x66irst_stops\x18\r \x01(\x03\x12\x34\n\x11\x66irst_stop_median\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0e\x66irst_stop_p90\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rwarnings_sent\x18\x1e \x01(\x03\x12\x13\n\x0b\x61t_risk_fen\x18\x1f \x01(\x03\x12\x18\n\x10warning_outcomes\x18  \x01(\x03\x12\x1b\n\x13\x63ustomers_dissuaded\x18! \x01(\x03\x12\x1f\n\x17\x63ustomers_not_dissuaded\x18\" \x01(\x03\x12\x1d\n\x15\x63ustomers_not_reached\x18# \x01(\x03\x12\x1e\n\x16\x63ustomers_already_lost\x18$ \x01(\x03\x12\x19\n\x11\x63ustomers_reached\x18% \x01(\x03\x12\x1a\n\x12loss_prevented_fen\x18& \x01(\x03\x12\x1d\n\x15warnings_acknowledged\x18\' \x01(\x03\x12\"\n\x1awarnings_acknowledged_late\x18( \x01(\x03\x12\x1d\n\x15warning_outcomes_late\x18) \x01(\x03\"\xba\x01\n\nOutcomeRow\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12\x35\n\x11period_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fperiod_end_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x66igures\x18\x04 \x01(\x0b\x32\x1a.stophub.v1.OutcomeFigures\"\xb8\x01\n\x0cOutcomeQuery\x12-\n\tfrom_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07to_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0binstitution\x18\x03 \x01(\t\x12)\n\x06period\x18\x04 \x01(\x0e\x32\x19.stophub.v1.OutcomePeriod\x12\x0c\n\x04zone\x18\x05 \x01(\t\"\xca\x01\n\rOutcomeReport\x12-\n\tfrom_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07to_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06period\x18\x03 \x01(\x0e\x32\x19.stophub.v1.OutcomePeriod\x12\x0c\n\x04zone\x18\x04 \x01(\t\x12$\n\x04rows\x18\x05 \x03(\x0b\x32\x16.stophub.v1.OutcomeRow\"B\n\x18GetOutcomeFiguresRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"C\n\x19GetOutcomeFiguresResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*z\n\rOutcomePeriod\x12\x1e\n\x1aOUTCOME_PERIOD_UNSPECIFIED\x10\x00\x12\x16\n\x12OUTCOME_PERIOD_DAY\x10\x01\x12\x17\n\x13OUTCOME_PERIOD_WEEK\x10\x02\x12\x18\n\x14OUTCOME_PERIOD_MONTH\x10\x03\x32r\n\x0eOutcomeService\x12`\n\x11GetOutcomeFigures\x12$.stophub.v1.GetOutcomeFiguresRequest\x1a%.stophub.v1.GetOutcomeFiguresResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stophub.v1.outcome_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOMEPERIOD']._serialized_start=1278
-  _globals['_OUTCOMEPERIOD']._serialized_end=1400
+  _globals['_OUTCOMEPERIOD']._serialized_start=1626
+  _globals['_OUTCOMEPERIOD']._serialized_end=1748
   _globals['_OUTCOMEFIGURES']._serialized_start=133
-  _globals['_OUTCOMEFIGURES']._serialized_end=558
-  _globals['_OUTCOMEROW']._serialized_start=561
-  _globals['_OUTCOMEROW']._serialized_end=747
-  _globals['_OUTCOMEQUERY']._serialized_start=750
-  _globals['_OUTCOMEQUERY']._serialized_end=934
-  _globals['_OUTCOMEREPORT']._serialized_start=937
-  _globals['_OUTCOMEREPORT']._serialized_end=1139
-  _globals['_GETOUTCOMEFIGURESREQUEST']._serialized_start=1141
-  _globals['_GETOUTCOMEFIGURESREQUEST']._serialized_end=1207
-  _globals['_GETOUTCOMEFIGURESRESPONSE']._serialized_start=1209
-  _globals['_GETOUTCOMEFIGURESRESPONSE']._serialized_end=1276
-  _globals['_OUTCOMESERVICE']._serialized_start=1402
-  _globals['_OUTCOMESERVICE']._serialized_end=1516
+  _globals['_OUTCOMEFIGURES']._serialized_end=906
+  _globals['_OUTCOMEROW']._serialized_start=909
+  _globals['_OUTCOMEROW']._serialized_end=1095
+  _globals['_OUTCOMEQUERY']._serialized_start=1098
+  _globals['_OUTCOMEQUERY']._serialized_end=1282
+  _globals['_OUTCOMEREPORT']._serialized_start=1285
+  _globals['_OUTCOMEREPORT']._serialized_end=1487
+  _globals['_GETOUTCOMEFIGURESREQUEST']._serialized_start=1489
+  _globals['_GETOUTCOMEFIGURESREQUEST']._serialized_end=1555
+  _globals['_GETOUTCOMEFIGURESRESPONSE']._serialized_start=1557
+  _globals['_GETOUTCOMEFIGURESRESPONSE']._serialized_end=1624
+  _globals['_OUTCOMESERVICE']._serialized_start=1750
+  _globals['_OUTCOMESERVICE']._serialized_end=1864
 # @@protoc_insertion_point(module_scope)

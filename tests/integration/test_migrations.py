@@ -55,6 +55,7 @@ APP_TABLES = {
     "distributions",
     "distribution_claims",
     "distribution_objections",
+    "warnings",
 }
 
 

@@ -30,6 +30,7 @@ from hub.domain.merkle import EMPTY_ROOT
 from hub.domain.returns import Distribution, DistributionState
 from hub.domain.rules import AutoStopRule
 from hub.domain.trail import OPEN_STATES, accounts_of
+from hub.domain.warnings import Warning, WarningState
 from hub.service import auditlog
 from hub.service.ports import (
     AuditEntry,
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
         RuleRepository,
         UnitOfWork,
         UnitOfWorkFactory,
+        WarningRepository,
     )
 
 
@@ -98,6 +100,7 @@ class StoreState:
     list_changes: list[tuple[int, str, str, datetime]] = field(default_factory=list)
     list_state: ListState = field(default_factory=lambda: ListState(0, 0, 0, 0, ""))
     appeals: dict[str, Appeal] = field(default_factory=dict)
+    warnings: dict[str, Warning] = field(default_factory=dict)
     # The audit log's tree: entry id -> (position, leaf hash), the state, the checkpoints.
     places: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     # The hub's tag on each entry (entry id -> (data key id, tag)), and the refused entries.
@@ -403,6 +406,38 @@ class FakeAppeals:
             and (after is None or (a.filed_at, a.appeal_id) < after)
         ]
         return sorted(found, key=lambda a: (a.filed_at, a.appeal_id), reverse=True)[:limit]
+
+
+class FakeWarnings:
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+
+    def get(self, warning_id: str, *, lock: bool = False) -> Warning | None:
+        return self._state.warnings.get(warning_id)
+
+    def add(self, warning: Warning) -> None:
+        if warning.warning_id in self._state.warnings:
+            raise Conflict(f"warning {warning.warning_id} exists")
+        self._state.warnings[warning.warning_id] = warning
+
+    def search(
+        self,
+        *,
+        state: WarningState | None,
+        party: str | None,
+        open_only: bool,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> Sequence[Warning]:
+        found = [
+            w
+            for w in self._state.warnings.values()
+            if (state is None or w.state is state)
+            and (not open_only or w.state is not WarningState.CLOSED)
+            and (party is None or party in (w.sender, w.addressee))
+            and (after is None or (w.sent_at, w.warning_id) < after)
+        ]
+        return sorted(found, key=lambda w: (w.sent_at, w.warning_id), reverse=True)[:limit]
 
 
 class FakeRules:
@@ -766,6 +801,7 @@ class FakeUnitOfWork:
     distributions: DistributionRepository
     lists: ListRepository
     appeals: AppealRepository
+    warnings: WarningRepository
 
     def __init__(self, store: FakeStore, *, read_only: bool) -> None:
         self._store = store
@@ -789,6 +825,7 @@ class FakeUnitOfWork:
         self.distributions = FakeDistributions(self._state)
         self.lists = FakeLists(self._state)
         self.appeals = FakeAppeals(self._state)
+        self.warnings = FakeWarnings(self._state)
         self.reports = FakeReports(self._state)
 
     def __enter__(self) -> Self:

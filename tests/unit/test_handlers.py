@@ -46,6 +46,7 @@ from stophub.v1 import (
     order_pb2,
     returns_pb2,
     trail_pb2,
+    warning_pb2,
 )
 from tests.unit.fakes import Delivery, FakeNotifier, FakeStore
 
@@ -99,6 +100,17 @@ ANSWER_TYPES: dict[str, type[Message]] = {
     "GetLogCheckpoint": audit_pb2.SignedLogCheckpoint,
     "GetInclusionProof": audit_pb2.InclusionProof,
     "GetConsistencyProof": audit_pb2.ConsistencyProof,
+    **{
+        rpc: warning_pb2.Warning
+        for rpc in (
+            "SendWarning",
+            "AcknowledgeWarning",
+            "ReportWarningOutcome",
+            "GetWarning",
+            "SetWarningGrade",
+        )
+    },
+    "ListWarnings": warning_pb2.WarningList,
 }
 
 
