@@ -37,6 +37,7 @@ from hub.cli import (
     report,
     serve,
     sla,
+    warning,
 )
 from hub.cli.common import (
     DATA_KEYS_HELP,
@@ -199,6 +200,7 @@ for command in (
     audit.audit,
     lists.list_group,
     appeal.appeal_group,
+    warning.warning_group,
     replica.replica_command,
     report.report,
     demo.demo,
