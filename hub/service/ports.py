@@ -526,6 +526,23 @@ class MoneyAnswerRow:
     case_received_at: datetime
 
 
+@dataclass(frozen=True)
+class WarningRow:
+    """A warning as the outcome figures count it (docs/outcomes.md): for its addressee, each
+    step dated by its own record."""
+
+    warning_id: str
+    addressee: str
+    sent_at: datetime
+    amount_at_risk_fen: int
+    contact_by: datetime | None
+    acknowledged_at: datetime | None
+    outcome: str  # hub.domain.warnings.Outcome's value, "" while open
+    outcome_at: datetime | None
+    outcome_by: datetime | None
+    loss_prevented_fen: int
+
+
 class OutcomeReader(Protocol):
     """The rows the outcome figures are counted from (hub.store.reports.SqlReports)."""
 
@@ -540,6 +557,13 @@ class OutcomeReader(Protocol):
     ) -> list[MoneyAnswerRow]:
         """The freeze and return answers of [start, end), and every stop answer that held money
         of each case with a stop answered in [start, end); of `institution`'s cases when given."""
+        ...
+
+    def warning_steps(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[WarningRow]:
+        """The warnings sent, acknowledged or closed in [start, end), addressed to
+        `institution` when given."""
         ...
 
 

@@ -11,6 +11,15 @@ The network, in UTC (the hub's case time, and the display zone of these tests):
 - March 3: BANKB reports case B (¥20,000 to MULE_A), whose stop finds no match; BANKA reports
   case C (¥10,000 to another BANKB account), whose stop holds it all.
 - March 4: BANKB returns ¥30,000 of the frozen money to case A's victim.
+
+Warnings (docs/warnings.md):
+- March 3, 12:00: the centre warns BANKB (red, ¥8,000 at risk); BANKB acknowledges in 5
+  minutes and reports the customer dissuaded an hour later, ¥8,000 prevented. 12:05: the
+  centre warns BANKA (yellow, ¥3,000); BANKA acknowledges 40 minutes later (late).
+- March 4, 13:00: BANKA reports the March 3 warning's customer not reached (late: over 24
+  hours). PAYX warns the centre (¥1,000), which reports its customer reached, not dissuaded.
+  14:00: the centre warns BANKB (¥20,000); BANKB reports the customer had already lost ¥5,000
+  to MULE_A, ¥15,000 prevented: the hub opens case D for BANKB from that message.
 """
 
 from __future__ import annotations
@@ -32,9 +41,23 @@ from hub.cli import main
 from hub.cli.report import report as report_cli
 from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
 from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
+from hub.service.commands.warning import (
+    ACKNOWLEDGE_WARNING,
+    REPORT_WARNING_OUTCOME,
+    SEND_WARNING,
+)
 from hub.service.outcomes import FIGURE_NAMES as FIGURES  # spelt out by hand in the test below
 from hub.store.tables import audit_log
-from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2, order_pb2
+from hub.system.policy import load_policy
+from stophub.v1 import (
+    account_pb2,
+    case_pb2,
+    delivery_pb2,
+    envelope_pb2,
+    grade_pb2,
+    order_pb2,
+    warning_pb2,
+)
 
 from .test_hub_on_db import MULE_B, Net, confirm, executed
 
@@ -83,6 +106,7 @@ def issue(net: Net, case_id: str, **instruction: Any) -> str:
 def build(net: Net) -> dict[str, timedelta]:
     """The network of the module's docstring; returns each case's time to its first stop."""
     clock = net.clock
+    net.hub.clock_policy = load_policy()  # the shipped clocks: the warnings' deadlines
     rule = order_pb2.AutoStopRule(
         rule_id="AUTO-1", enabled=True, max_amount_fen=100_000_000, follow_onward_transfers=True
     )
@@ -172,6 +196,22 @@ def build(net: Net) -> dict[str, timedelta]:
     )
     firsts["C"] = clock.now() - c_at
 
+    # March 3: two warnings.
+    clock.set(DAY[1] + timedelta(hours=12))
+    w1 = warn(net, "CENTRE", ("BANKB", "6222020000000333"), 800_000, grade_pb2.GRADE_RED)
+    clock.advance(timedelta(minutes=5))
+    w2 = warn(net, "CENTRE", ("BANKA", "6222010000000333"), 300_000, grade_pb2.GRADE_YELLOW)
+    net.call("BANKB", ACKNOWLEDGE_WARNING, ack(w1), warning_pb2.Warning)
+    clock.advance(timedelta(hours=1))
+    net.call(
+        "BANKB",
+        REPORT_WARNING_OUTCOME,
+        outcome(w1, warning_pb2.WARNING_OUTCOME_REACHED_DISSUADED, 800_000),
+        warning_pb2.Warning,
+    )
+    clock.set(DAY[1] + timedelta(hours=12, minutes=45))
+    net.call("BANKA", ACKNOWLEDGE_WARNING, ack(w2), warning_pb2.Warning)
+
     # March 4: the return.
     clock.set(DAY[2] + timedelta(hours=11))
     back = issue(
@@ -188,7 +228,50 @@ def build(net: Net) -> dict[str, timedelta]:
         executed(back, clock.now(), amount_returned_fen=3_000_000),
         order_pb2.Order,
     )
+
+    # March 4: three warnings closed, one of them opening case D.
+    clock.set(DAY[2] + timedelta(hours=13))
+    net.call(
+        "BANKA",
+        REPORT_WARNING_OUTCOME,
+        outcome(w2, warning_pb2.WARNING_OUTCOME_NOT_REACHED, 0),
+        warning_pb2.Warning,
+    )
+    w3 = warn(net, "PAYX", ("PAYX", "PX-0000000042"), 100_000, grade_pb2.GRADE_UNSPECIFIED)
+    net.call(
+        "CENTRE",
+        REPORT_WARNING_OUTCOME,
+        outcome(w3, warning_pb2.WARNING_OUTCOME_REACHED_NOT_DISSUADED, 0),
+        warning_pb2.Warning,
+    )
+    clock.set(DAY[2] + timedelta(hours=14))
+    w4 = warn(net, "CENTRE", ("BANKB", "6222020000000005"), 2_000_000, grade_pb2.GRADE_RED)
+    lost = outcome(w4, warning_pb2.WARNING_OUTCOME_ALREADY_LOST, 1_500_000)
+    lost.report.CopyFrom(report_of("BANKB", MULE_A, 500_000, clock.now()))
+    closed = net.call("BANKB", REPORT_WARNING_OUTCOME, lost, warning_pb2.Warning)
+    assert closed.case_id
     return firsts
+
+
+def warn(net: Net, sender: str, at: tuple[str, str], fen: int, grade: int) -> str:
+    body = warning_pb2.SendWarningBody(
+        account=account_pb2.AccountRef(institution_code=at[0], account_number=at[1]),
+        amount_at_risk_fen=fen,
+        grade=grade,  # type: ignore[arg-type]
+    )
+    return str(net.call(sender, SEND_WARNING, body, warning_pb2.Warning).warning_id)
+
+
+def ack(warning_id: str) -> warning_pb2.AcknowledgeWarningBody:
+    return warning_pb2.AcknowledgeWarningBody(warning_id=warning_id)
+
+
+def outcome(warning_id: str, what: int, prevented: int) -> warning_pb2.ReportWarningOutcomeBody:
+    return warning_pb2.ReportWarningOutcomeBody(
+        warning_id=warning_id,
+        outcome=what,  # type: ignore[arg-type]
+        loss_prevented_fen=prevented,
+    )
 
 
 def run_csv(database_url: str, start: str, end: str, *args: str) -> dict[tuple[str, str, str], str]:
@@ -224,26 +307,39 @@ def from_audit_log(
     reports: dict[str, tuple[str, datetime, int]] = {}
     order_of: dict[str, Any] = {}
     answers: list[tuple[datetime, Any]] = []
-    with net.store.read_engine.connect() as conn:
-        for row in conn.execute(select(audit_log).order_by(audit_log.c.id)):
-            if row.payload is None:
-                continue
-            env = envelope_pb2.Envelope.FromString(row.payload)
-            if row.kind == "received" and env.body_type == "stophub.v1.Report":
-                body = case_pb2.Report.FromString(env.body)
-                reports[row.case_id] = (
-                    env.sender,
-                    row.recorded_at,
-                    sum(t.amount_fen for t in body.transactions),
-                )
-            elif row.kind == "received" and env.body_type == "stophub.v1.ExecutionResult":
-                answers.append((row.recorded_at, order_pb2.ExecutionResult.FromString(env.body)))
-            elif row.kind == "sent" and env.body_type == "stophub.v1.Notice":
-                notice = delivery_pb2.Notice.FromString(env.body)
-                if notice.HasField("order") and env.recipient == notice.order.addressed_to:
-                    order_of.setdefault(notice.order.order_id, notice.order)
-
     events: list[tuple[str, datetime, str, float]] = []  # institution, at, figure, value
+    with net.store.read_engine.connect() as conn:
+        rows = list(conn.execute(select(audit_log).order_by(audit_log.c.id)))
+    # The hub's signed answers to warning messages, by (recipient, the request's message id).
+    warning_answers: dict[tuple[str, str], warning_pb2.Warning] = {}
+    for row in rows:
+        if row.payload is not None and row.kind == "sent":
+            env = envelope_pb2.Envelope.FromString(row.payload)
+            if env.body_type == "stophub.v1.Warning" and env.message_id.startswith("re-"):
+                asked = env.message_id.removeprefix(f"re-{env.recipient}-")
+                warning_answers[(env.recipient, asked)] = warning_pb2.Warning.FromString(env.body)
+    for row in rows:
+        if row.payload is not None and row.kind == "received":
+            env = envelope_pb2.Envelope.FromString(row.payload)
+            warning_events(env, row.recorded_at, warning_answers, reports, events)
+    for row in rows:
+        if row.payload is None:
+            continue
+        env = envelope_pb2.Envelope.FromString(row.payload)
+        if row.kind == "received" and env.body_type == "stophub.v1.Report":
+            body = case_pb2.Report.FromString(env.body)
+            reports[row.case_id] = (
+                env.sender,
+                row.recorded_at,
+                sum(t.amount_fen for t in body.transactions),
+            )
+        elif row.kind == "received" and env.body_type == "stophub.v1.ExecutionResult":
+            answers.append((row.recorded_at, order_pb2.ExecutionResult.FromString(env.body)))
+        elif row.kind == "sent" and env.body_type == "stophub.v1.Notice":
+            notice = delivery_pb2.Notice.FromString(env.body)
+            if notice.HasField("order") and env.recipient == notice.order.addressed_to:
+                order_of.setdefault(notice.order.order_id, notice.order)
+
     for inst, at, lost in reports.values():
         events += [(inst, at, "reports", 1), (inst, at, "lost_fen", lost)]
     done = (order_pb2.EXECUTION_STATUS_EXECUTED, order_pb2.EXECUTION_STATUS_PARTIALLY_EXECUTED)
@@ -300,7 +396,11 @@ def from_audit_log(
     out: dict[tuple[str, str], dict[str, str]] = {}
     for key in set(groups) | set(durations):
         g, d = groups[key], sorted(durations[key])
-        values = {name: str(int(g[name])) for name in FIGURES if name.endswith(("s", "_fen"))}
+        values = {
+            name: str(int(g[name]))
+            for name in FIGURES
+            if not name.startswith(("recovered", "first_stop_"))
+        }
         values["recovered_share"] = (
             f"{g['returned_fen'] / g['lost_fen']:.6f}" if g["lost_fen"] else ""
         )
@@ -313,6 +413,54 @@ def from_audit_log(
             values["first_stop_median_seconds"] = values["first_stop_p90_seconds"] = ""
         out[key] = values
     return out
+
+
+def warning_events(
+    env: envelope_pb2.Envelope,
+    at: datetime,
+    answered: dict[tuple[str, str], warning_pb2.Warning],
+    reports: dict[str, tuple[str, datetime, int]],
+    events: list[tuple[str, datetime, str, float]],
+) -> None:
+    """The warnings' figures of one received message, for the warning's addressee: the
+    signed request, and the hub's signed answer to it for what the hub decided (the
+    addressee, the deadlines, the case an already-lost outcome opened)."""
+    answer = answered.get((env.sender, env.message_id))
+    if answer is None:
+        return
+    inst = answer.addressee
+    if env.body_type == "stophub.v1.SendWarningBody":
+        body = warning_pb2.SendWarningBody.FromString(env.body)
+        events.extend(
+            [(inst, at, "warnings_sent", 1), (inst, at, "at_risk_fen", body.amount_at_risk_fen)]
+        )
+    elif env.body_type == "stophub.v1.AcknowledgeWarningBody":
+        late = at > answer.contact_by_time.ToDatetime(tzinfo=UTC)
+        events.extend(
+            [(inst, at, "warnings_acknowledged", 1), (inst, at, "warnings_acknowledged_late", late)]
+        )
+    elif env.body_type == "stophub.v1.ReportWarningOutcomeBody":
+        closing = warning_pb2.ReportWarningOutcomeBody.FromString(env.body)
+        name = warning_pb2.WarningOutcome.Name(closing.outcome).removeprefix("WARNING_OUTCOME_")
+        figure = {
+            "REACHED_DISSUADED": "customers_dissuaded",
+            "REACHED_NOT_DISSUADED": "customers_not_dissuaded",
+            "NOT_REACHED": "customers_not_reached",
+            "ALREADY_LOST": "customers_already_lost",
+        }[name]
+        late = at > answer.outcome_by_time.ToDatetime(tzinfo=UTC)
+        events.extend(
+            [
+                (inst, at, "warning_outcomes", 1),
+                (inst, at, figure, 1),
+                (inst, at, "customers_reached", name.startswith("REACHED")),
+                (inst, at, "loss_prevented_fen", closing.loss_prevented_fen),
+                (inst, at, "warning_outcomes_late", late),
+            ]
+        )
+        if closing.HasField("report"):
+            lost = sum(t.amount_fen for t in closing.report.transactions)
+            reports[answer.case_id] = (env.sender, at, lost)
 
 
 def test_outcome_figures(net: Net, database_url: str) -> None:
@@ -338,9 +486,40 @@ def test_outcome_figures(net: Net, database_url: str) -> None:
         "first_stops": "2",
         "first_stop_median_seconds": f"{(a_first + c_first) / 2:.3f}",
         "first_stop_p90_seconds": f"{a_first + 0.9 * (c_first - a_first):.3f}",
+        "warnings_sent": "1",
+        "at_risk_fen": "300000",
+        "warning_outcomes": "1",
+        "customers_dissuaded": "0",
+        "customers_not_dissuaded": "0",
+        "customers_not_reached": "1",
+        "customers_already_lost": "0",
+        "customers_reached": "0",
+        "loss_prevented_fen": "0",
+        "warnings_acknowledged": "1",
+        "warnings_acknowledged_late": "1",
+        "warning_outcomes_late": "1",
     }
-    assert got[("BANKB", "whole", "reports")] == "1"
-    assert got[("BANKB", "whole", "lost_fen")] == "2000000"
+    # BANKB: two warnings sent to it, both closed: one dissuaded, one already lost (case D).
+    bankb = {name: got[("BANKB", "whole", name)] for name in FIGURES[-12:]}
+    assert bankb == {
+        "warnings_sent": "2",
+        "at_risk_fen": "2800000",
+        "warning_outcomes": "2",
+        "customers_dissuaded": "1",
+        "customers_not_dissuaded": "0",
+        "customers_not_reached": "0",
+        "customers_already_lost": "1",
+        "customers_reached": "1",
+        "loss_prevented_fen": "2300000",
+        "warnings_acknowledged": "1",
+        "warnings_acknowledged_late": "0",
+        "warning_outcomes_late": "0",
+    }
+    assert got[("CENTRE", "whole", "customers_not_dissuaded")] == "1"
+    assert got[("ALL", "whole", "warnings_sent")] == "4"
+    assert got[("ALL", "2026-03-03", "warnings_acknowledged")] == "2"
+    assert got[("BANKB", "whole", "reports")] == "2"  # case B, and case D from a warning
+    assert got[("BANKB", "whole", "lost_fen")] == "2500000"
     assert got[("BANKB", "whole", "first_stops")] == "0"
     assert got[("BANKB", "whole", "recovered_share")] == "0.000000"
     # Split by day: case A's money on March 2, case C's on March 3, the return on March 4.
@@ -350,8 +529,8 @@ def test_outcome_figures(net: Net, database_url: str) -> None:
     assert got[("BANKA", "2026-03-03", "reports")] == "1"
     assert got[("BANKA", "2026-03-04", "returned_fen")] == "3000000"
     assert got[("BANKA", "2026-03-04", "recovered_share")] == ""  # nothing reported that day
-    assert got[("ALL", "whole", "reports")] == "3"
-    assert got[("ALL", "whole", "lost_fen")] == "8000000"
+    assert got[("ALL", "whole", "reports")] == "4"
+    assert got[("ALL", "whole", "lost_fen")] == "8500000"
 
     # Every figure equals the audit log's.
     expected = from_audit_log(net, DAY[0], DAY[3], split=True)
@@ -394,7 +573,13 @@ def test_the_page_draws_the_figures_and_bad_dates_are_one_line(
     assert "<script" not in html and "http://" not in html and "https://" not in html
     root = ET.fromstring(html.removeprefix("<!DOCTYPE html>"))  # well-formed as XML
     charts = {svg.get("id"): svg for svg in root.iter("svg")}
-    assert set(charts) == {"money-over-time", "money-per-institution"}
+    assert set(charts) == {"money-over-time", "money-per-institution", "warnings-over-time"}
+    prevented = [
+        r
+        for r in charts["warnings-over-time"].iter("rect")
+        if r.get("data-figure") == "loss_prevented_fen"
+    ]
+    assert len(prevented) == 2, "loss was prevented on March 3 and March 4"
     # Per day: March 2 has lost, first-layer, downstream and frozen bars; March 4 the return.
     bars = [
         (rect.get("data-figure"), float(rect.get("height") or 0))

@@ -49,6 +49,7 @@ from hub.service.ports import (
     NewDelivery,
     PendingDelivery,
     ReportReceivedRow,
+    WarningRow,
 )
 
 if TYPE_CHECKING:
@@ -741,6 +742,30 @@ class FakeReports:
             )
             for c in self._state.cases.values()
             if start <= c.created_at < end and institution in (None, c.reporting_institution)
+        ]
+
+    def warning_steps(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[WarningRow]:
+        return [
+            WarningRow(
+                w.warning_id,
+                w.addressee,
+                w.sent_at,
+                w.amount_at_risk_fen,
+                w.contact_by,
+                w.acknowledged_at,
+                w.outcome.value if w.outcome else "",
+                w.outcome_at,
+                w.outcome_by,
+                w.loss_prevented_fen,
+            )
+            for w in self._state.warnings.values()
+            if institution in (None, w.addressee)
+            and any(
+                at is not None and start <= at < end
+                for at in (w.sent_at, w.acknowledged_at, w.outcome_at)
+            )
         ]
 
     def money_answers(

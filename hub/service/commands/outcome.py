@@ -8,7 +8,14 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
 from hub.domain.errors import InvalidArgument, PermissionDenied
-from hub.service.outcomes import Figures, OutcomeRow, Period, QueryError, gather
+from hub.service.outcomes import (
+    WARNING_FIGURES,
+    Figures,
+    OutcomeRow,
+    Period,
+    QueryError,
+    gather,
+)
 from hub.service.permissions import Access
 from hub.service.pipeline import Command, Context
 from hub.service.wire import from_ts, ts
@@ -49,6 +56,7 @@ def figures_to_proto(f: Figures) -> outcome_pb2.OutcomeFigures:
         first_stops=f.first_stops,
         first_stop_median=_duration(f.first_stop_median_seconds),
         first_stop_p90=_duration(f.first_stop_p90_seconds),
+        **{name: getattr(f, name) for name in WARNING_FIGURES},
     )
 
 
