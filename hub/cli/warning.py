@@ -26,8 +26,18 @@ def warning_group() -> None:
     """Warnings of customers at risk (read-only)."""
 
 
-def _json(w: warning_pb2.Warning) -> dict[str, Any]:
-    return MessageToDict(w, preserving_proto_field_name=True)
+def _json(w: warning_pb2.Warning, shown: Disclosure) -> dict[str, Any]:
+    """Protobuf's JSON mapping of the Warning, people shown as the text output shows them."""
+    masked = warning_pb2.Warning()
+    masked.CopyFrom(w)
+    for ref in (masked.account, masked.counterparty):
+        if ref.account_number:
+            ref.account_number = shown.account(ref.account_number)
+        if ref.holder_name:
+            ref.holder_name = shown.name(ref.holder_name)
+    for field in ("text", "acknowledge_note", "outcome_text", "grade_reason"):
+        setattr(masked, field, shown.text(getattr(masked, field)))
+    return MessageToDict(masked, preserving_proto_field_name=True)
 
 
 @warning_group.command("list")
@@ -67,7 +77,7 @@ def warning_list(
         warnings = [warning_to_proto(w) for w in found]
     shown = Disclosure(personal_data).knowing(w.account.holder_name for w in warnings)
     if as_json:
-        print_json({"warnings": [_json(w) for w in queue_order(warnings)]})
+        print_json({"warnings": [_json(w, shown) for w in queue_order(warnings)]})
         return
     show(warnings_table(warnings, shown))
 
@@ -85,9 +95,9 @@ def warning_show(warning_id: str, personal_data: bool, as_json: bool, database_u
         if found is None:
             raise click.ClickException(f"no warning {warning_id!r} in this database")
         w = warning_to_proto(found)
-    if as_json:
-        print_json(_json(w))
-        return
     shown = Disclosure(personal_data).knowing([w.account.holder_name, w.counterparty.holder_name])
+    if as_json:
+        print_json(_json(w, shown))
+        return
     for line in warning_lines(w, shown):
         click.echo(line)
