@@ -24,7 +24,10 @@ STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set (`--no-postgres` 
   again: seconds until deliveries flow again at the member, lost and acted-twice counts,
   against a bare gRPC channel over the same addresses (PostgreSQL only);
 - outcomes (bench/outcomes.py): the outcome report over a year of 100,000 simulated cases, by
-  month and by day, against COUNTs of the same rows.
+  month and by day, against COUNTs of the same rows;
+- warnings (bench/warning_delivery.py): a centre sending 1,000 warnings a minute to 100 members on
+  their delivery streams: send → arrival p50 / p99, against bare grpc.aio delivery at the same
+  rate in the same run.
 """
 
 from __future__ import annotations
@@ -36,7 +39,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import audit, blacklist, clocks, console, failover, intake, outcomes, replicas
+from bench import (
+    audit,
+    blacklist,
+    clocks,
+    console,
+    failover,
+    intake,
+    outcomes,
+    replicas,
+    warning_delivery,
+)
 from bench.table import Row, render
 
 NAMES = (
@@ -49,6 +62,7 @@ NAMES = (
     "console",
     "failover",
     "outcomes",
+    "warnings",
 )
 QUICK_CLOCKS = {
     "clocks": 2_000,
@@ -166,6 +180,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "console": console.rows,
     "failover": failover.rows,
     "outcomes": outcomes.rows,
+    "warnings": warning_delivery.rows,
 }
 
 
@@ -176,7 +191,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         nargs="*",
         metavar="NAME",
         help="clocks, intake, delivery, replicas, blacklist, audit, console, failover, "
-        "outcomes (all)",
+        "outcomes, warnings (all)",
     )
     p.add_argument("--quick", action="store_true", help="a short smoke run of each benchmark")
     p.add_argument("--no-postgres", action="store_true")
@@ -192,6 +207,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     console.add_arguments(p)
     failover.add_arguments(p)
     outcomes.add_arguments(p)
+    warning_delivery.add_arguments(p)
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in NAMES]
     if unknown:
