@@ -7,6 +7,7 @@ refusals, an insider reading another's warnings, and the audit log holding every
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -41,7 +42,7 @@ async def notices(client: HubClient, count: int) -> list[delivery_pb2.Notice]:
 
 
 async def test_a_warning_from_send_to_dissuaded(
-    clients: dict[str, HubClient], network: Network
+    clients: dict[str, HubClient], network: Network, tmp_path: Path
 ) -> None:
     centre, bank_b, bank_a, payx = (clients[c] for c in ("CENTRE", "BANKB", "BANKA", "PAYX"))
     sent = await centre.send_warning(
@@ -145,6 +146,15 @@ async def test_a_warning_from_send_to_dissuaded(
     shown = CliRunner().invoke(main, ["warning", "list", *db])
     assert shown.exit_code == 0, shown.output
     assert sent.warning_id in shown.output and "closed" in shown.output
+    # The warning's clocks sit among the case clocks of every clock reader.
+    sla = CliRunner().invoke(main, ["sla", "--all", "--json", *db])
+    assert sla.exit_code == 0, sla.output
+    assert sent.warning_id in sla.output
+    report_sla = CliRunner().invoke(
+        main, ["report", "sla", "--out", str(tmp_path / "sla.html"), *db]
+    )
+    assert report_sla.exit_code == 0, report_sla.output
+    assert "warning_contact_red" in (tmp_path / "sla.html").read_text(encoding="utf-8")
     one = CliRunner().invoke(main, ["warning", "show", sent.warning_id, *db])
     assert one.exit_code == 0, one.output
     assert "reached_dissuaded" in one.output and "¥30,000.00" in one.output
