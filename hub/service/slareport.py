@@ -76,6 +76,17 @@ CLOCK_NAMES: dict[str, tuple[str, str]] = {
         "the notice before money held for several victims is shared (a period, never a breach)",
     ),
     "appeal": ("appeal decision", "the centre decides an appeal against a stop, freeze or listing"),
+    **{
+        f"warning_contact_{grade}": (
+            f"warning contact, {grade}",
+            f"the warning's addressee attempts contact with the customer at risk ({grade} warning)",
+        )
+        for grade in ("red", "yellow", "green", "ungraded")
+    },
+    "warning_outcome": (
+        "warning outcome",
+        "the warning's addressee reports whether the customer was reached and dissuaded",
+    ),
 }
 
 
