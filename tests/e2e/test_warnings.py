@@ -150,6 +150,9 @@ async def test_a_warning_from_send_to_dissuaded(
     sla = CliRunner().invoke(main, ["sla", "--all", "--json", *db])
     assert sla.exit_code == 0, sla.output
     assert sent.warning_id in sla.output
+    one_clock = CliRunner().invoke(main, ["sla", "--case", sent.warning_id, "--json", *db])
+    assert one_clock.exit_code == 0, one_clock.output
+    assert "warning_contact_red" in one_clock.output and "missed" in one_clock.output
     report_sla = CliRunner().invoke(
         main, ["report", "sla", "--out", str(tmp_path / "sla.html"), *db]
     )
