@@ -141,6 +141,19 @@ async def test_a_warning_from_send_to_dissuaded(
         len([e for e in page.entries if e.kind == "received" and e.case_id == sent.warning_id]) >= 3
     )
 
+    # The regulator's figures: Bank B was sent one warning, reached and dissuaded its customer.
+    now = network.clock.now()
+    figures = await clients["REG"].outcome_figures(
+        now - timedelta(days=1), now + timedelta(hours=1)
+    )
+    [bankb] = [r.figures for r in figures.rows if r.institution == "BANKB"]
+    assert (bankb.warnings_sent, bankb.customers_dissuaded, bankb.customers_reached) == (1, 1, 1)
+    assert bankb.loss_prevented_fen == 3_000_000 and bankb.at_risk_fen == 3_000_000
+    assert (bankb.warnings_acknowledged, bankb.warnings_acknowledged_late) == (1, 1)
+    assert bankb.warning_outcomes_late == 0
+    own = await bank_b.outcome_figures(now - timedelta(days=1), now + timedelta(hours=1))
+    assert {r.institution for r in own.rows} == {"BANKB", ""}
+
     # The hub's operator reads them from the database.
     db = ["--db", network.database_url]
     shown = CliRunner().invoke(main, ["warning", "list", *db])

@@ -326,6 +326,16 @@ def test_refusals_change_nothing() -> None:
     # is refused as closed (above).
 
 
+def test_a_resend_gets_the_original_answer_and_sends_nothing_again() -> None:
+    net = Net()
+    envelope = net.seal("AFC", send_body())
+    first = net.hub.handle(wa.SEND_WARNING, envelope)
+    again = net.hub.handle(wa.SEND_WARNING, envelope)
+    assert again.SerializeToString() == first.SerializeToString()
+    assert len(net.store.state.warnings) == 1
+    assert len([n for n in net.notices("BANKB") if n.kind == 17]) == 1
+
+
 def test_a_member_warns_the_centre_and_the_centre_closes_it() -> None:
     net = Net()
     sent = net.warn("PAYX", account=account("BANKC", "6222030000000555", "Zheng Shi"))
