@@ -27,6 +27,9 @@ STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set (`--no-postgres` 
   month and by day, against COUNTs of the same rows;
 - sm2 (bench/sm2.py): SM2-with-SM3 signatures and verifications per second against Ed25519,
   and intake with sm2-sm3 envelopes against intake with Ed25519, in the same run.
+- warnings (bench/warning_delivery.py): a centre sending 1,000 warnings a minute to 100 members on
+  their delivery streams: send → arrival p50 / p99, against bare grpc.aio delivery at the same
+  rate in the same run.
 """
 
 from __future__ import annotations
@@ -38,7 +41,18 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import audit, blacklist, clocks, console, failover, intake, outcomes, replicas, sm2
+from bench import (
+    audit,
+    blacklist,
+    clocks,
+    console,
+    failover,
+    intake,
+    outcomes,
+    replicas,
+    sm2,
+    warning_delivery,
+)
 from bench.table import Row, render
 
 NAMES = (
@@ -52,6 +66,7 @@ NAMES = (
     "failover",
     "outcomes",
     "sm2",
+    "warnings",
 )
 QUICK_CLOCKS = {
     "clocks": 2_000,
@@ -170,6 +185,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "failover": failover.rows,
     "outcomes": outcomes.rows,
     "sm2": sm2.rows,
+    "warnings": warning_delivery.rows,
 }
 
 
@@ -180,7 +196,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         nargs="*",
         metavar="NAME",
         help="clocks, intake, delivery, replicas, blacklist, audit, console, failover, "
-        "outcomes, sm2 (all)",
+        "outcomes, sm2, warnings (all)",
     )
     p.add_argument("--quick", action="store_true", help="a short smoke run of each benchmark")
     p.add_argument("--no-postgres", action="store_true")
@@ -197,6 +213,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     failover.add_arguments(p)
     outcomes.add_arguments(p)
     sm2.add_arguments(p)
+    warning_delivery.add_arguments(p)
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in NAMES]
     if unknown:

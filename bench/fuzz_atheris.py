@@ -36,19 +36,34 @@ with atheris.instrument_imports():
 
     from hub.api.decoding import Undecodable, tolerant
     from hub.crypto.envelope import create_time_of, digest_of
-    from hub.domain.cases import validate_report
+    from hub.domain.cases import validate_account, validate_report
     from hub.domain.errors import DomainError
     from hub.domain.institutions import InstitutionKind
     from hub.domain.leads import Lead
     from hub.domain.rules import AutoStopRule
+    from hub.domain.warnings import Grade, Warning
     from hub.service import wire
-    from hub.service.commands import case, delivery, institution, lead, order, returns, sla
+    from hub.service.commands import case, delivery, institution, lead, order, returns, sla, warning
     from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
     from hub.service.commands.delivery import ACK
     from hub.service.commands.lead import SUBMIT_LEAD, evidence_of, transfers_of
     from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
+    from hub.service.commands.warning import (
+        REPORT_WARNING_OUTCOME,
+        SEND_WARNING,
+        SET_WARNING_GRADE,
+    )
     from hub.service.pipeline import Command
-    from stophub.v1 import account_pb2, case_pb2, delivery_pb2, envelope_pb2, lead_pb2, order_pb2
+    from hub.service.warnings import OUTCOMES_BY_NUMBER, facts_from_proto, grade_of
+    from stophub.v1 import (
+        account_pb2,
+        case_pb2,
+        delivery_pb2,
+        envelope_pb2,
+        lead_pb2,
+        order_pb2,
+        warning_pb2,
+    )
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 MEMBERS = {
@@ -62,6 +77,7 @@ COMMANDS: list[Command[Any]] = sorted(
     (
         c
         for module in (case, order, institution, sla, returns, delivery, lead)
+        for module in (case, order, institution, sla, returns, delivery, warning)
         for c in vars(module).values()
         if isinstance(c, Command)
     ),
@@ -109,6 +125,44 @@ def validate(command: Command[Any], body: Message) -> None:
         )
     elif isinstance(body, case_pb2.SetCaseGradeBody | lead_pb2.SetLeadGradeBody):
         wire.grade_from_proto(body.grade, "grade", required=True)
+    elif command is SEND_WARNING:
+        facts = facts_from_proto(body)  # type: ignore[arg-type]
+        validate_account("account", facts.account, MEMBERS, need_holder=False)
+        Warning.send(
+            "W1",
+            "CENTRE",
+            facts.account.institution_code,
+            account=("BANKB", "6222020000000002", ""),
+            fraud_type=facts.fraud_type,
+            counterparty=("", "", ""),
+            amount_at_risk_fen=facts.amount_at_risk_fen,
+            grade=facts.grade,
+            text=facts.text,
+            now=NOW,
+            message_id="m",
+        )
+    elif command is REPORT_WARNING_OUTCOME:
+        closing: Any = body
+        sample = Warning.send(
+            "W1",
+            "CENTRE",
+            "BANKA",
+            account=("BANKA", "6222010000000001", ""),
+            fraud_type="",
+            counterparty=("", "", ""),
+            amount_at_risk_fen=3_000_000,
+            grade=Grade.RED,
+            text="",
+            now=NOW,
+            message_id="m",
+        )
+        outcome = OUTCOMES_BY_NUMBER.get(closing.outcome)
+        if outcome is not None:
+            sample.report_outcome(outcome, closing.loss_prevented_fen, closing.text, NOW, "m")
+        if closing.HasField("report"):
+            validate_report(wire.report_from_proto(closing.report), "BANKA", NOW, MEMBERS)
+    elif command is SET_WARNING_GRADE:
+        grade_of(body.grade)  # type: ignore[attr-defined]
 
 
 def envelope_path(data: bytes) -> None:
@@ -157,6 +211,13 @@ def seed(corpus: Path) -> None:
         SET_AUTO_STOP_RULE: order_pb2.AutoStopRule(rule_id="r", enabled=True, max_amount_fen=9),
         ACK: delivery_pb2.AckBody(sequences=[1, 2, 3]),
         SUBMIT_LEAD: lead_pb2.SubmitLeadBody(accounts=[mule], grade=3, grounds="fast in, out"),
+        SEND_WARNING: warning_pb2.SendWarningBody(
+            account=mule, amount_at_risk_fen=3_000_000, grade=3, fraud_type=2, text="t"
+        ),
+        REPORT_WARNING_OUTCOME: warning_pb2.ReportWarningOutcomeBody(
+            warning_id="W1", outcome=4, loss_prevented_fen=5, report=report
+        ),
+        SET_WARNING_GRADE: warning_pb2.SetWarningGradeBody(name="warnings/W1", grade=1, reason="r"),
     }
     for command, body in bodies.items():
         choice = bytes([COMMANDS.index(command)])

@@ -14,6 +14,12 @@ PostgreSQL when STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set):
    read transaction. Baseline: `SELECT COUNT(*)` of the reports in the year and of the
    answered orders in it (the rows the report reads, counted by the database alone).
    Target: under a minute. The report's total of reports must equal the COUNT.
+
+With warnings (`--outcome-warnings`, default 1,000,000; `--quick` 100,000), as many warnings
+from the centre to the 20 banks are loaded too, spread over the year, graded in turn: nine in
+ten acknowledged (one in ten of those late), nine in ten closed within a day (six in ten
+dissuaded, with the loss prevented; the rest not dissuaded or not reached). The report then
+counts them as well, and its total of warnings sent must equal their COUNT.
 """
 
 from __future__ import annotations
@@ -34,10 +40,11 @@ from hub.crypto import fields
 from hub.crypto.keys import PrivateKey
 from hub.domain.cases import CaseState, ExecutionStatus, OrderKind, OrderState
 from hub.domain.institutions import ContactRole, DutyContact, InstitutionKind
+from hub.domain.warnings import Grade, Outcome, WarningState
 from hub.service import outcomes
 from hub.service.admin import NewKey, Registry
 from hub.store.sql import SqlStore
-from hub.store.tables import cases, fraud_transactions, orders
+from hub.store.tables import cases, fraud_transactions, orders, warnings
 from hub.system.clock import ManualClock
 
 YEAR = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
@@ -215,10 +222,76 @@ def simulated(n: int) -> Iterator[tuple[str, list[dict[str, object]]]]:
     yield from batch.items()
 
 
-TABLES = {"cases": cases, "tx": fraud_transactions, "orders": orders}
+TABLES = {"cases": cases, "tx": fraud_transactions, "orders": orders, "warnings": warnings}
+GRADES = (Grade.RED, Grade.YELLOW, Grade.GREEN, Grade.UNGRADED)
+OUTCOMES = (
+    *(Outcome.REACHED_DISSUADED,) * 6,
+    Outcome.REACHED_NOT_DISSUADED,
+    Outcome.REACHED_NOT_DISSUADED,
+    Outcome.NOT_REACHED,
+    Outcome.ALREADY_LOST,
+)
 
 
-def load(store: SqlStore, n: int) -> float:
+def simulated_warnings(n: int) -> Iterator[tuple[str, list[dict[str, object]]]]:
+    """`n` warnings over the year, in batches (see the module's docstring)."""
+    rng = random.Random(2323)
+    span = (YEAR[1] - YEAR[0]).total_seconds() - 2 * 86_400
+    batch: list[dict[str, object]] = []
+    for i in range(n):
+        sent = YEAR[0] + timedelta(seconds=rng.random() * span)
+        at_risk = rng.randrange(10_000, 10_000_000)
+        grade = GRADES[i % 4]
+        contact = {Grade.RED: 10, Grade.GREEN: 120}.get(grade, 30)
+        row: dict[str, object] = {
+            "warning_id": f"W{sent:%Y%m%d}-{i:08X}",
+            "sender": "CENTRE",
+            "addressee": BANKS[i % len(BANKS)],
+            "account_institution": BANKS[i % len(BANKS)],
+            "account_number": f"6222{i:012d}",
+            "holder_name": "",
+            "fraud_type": "fake_investment",
+            "counterparty_institution": "",
+            "counterparty_account": "",
+            "counterparty_name": "",
+            "amount_at_risk_fen": at_risk,
+            "grade": grade,
+            "text": "",
+            "sent_at": sent,
+            "message_id": f"centre-{i}",
+            "contact_by": sent + timedelta(minutes=contact),
+            "outcome_by": sent + timedelta(hours=24),
+            "state": WarningState.SENT,
+            "acknowledged_at": None,
+            "acknowledge_note": "",
+            "outcome": None,
+            "outcome_at": None,
+            "loss_prevented_fen": 0,
+            "outcome_text": "",
+            "outcome_message_id": "",
+            "case_id": "",
+            "grade_reason": "",
+            "graded_at": None,
+        }
+        if rng.random() < 0.9:
+            late = rng.random() < 0.1
+            row["acknowledged_at"] = sent + timedelta(minutes=contact * (1.5 if late else 0.5))
+            row["state"] = WarningState.ACKNOWLEDGED
+        if rng.random() < 0.9:
+            outcome = OUTCOMES[i % len(OUTCOMES)]
+            row["state"] = WarningState.CLOSED
+            row["outcome"] = outcome
+            row["outcome_at"] = sent + timedelta(hours=rng.random() * 26)
+            if outcome is Outcome.REACHED_DISSUADED:
+                row["loss_prevented_fen"] = at_risk
+        batch.append(row)
+        if len(batch) >= BATCH:
+            yield "warnings", batch
+            batch = []
+    yield "warnings", batch
+
+
+def load(store: SqlStore, n: int, warning_count: int = 0) -> float:
     registry = Registry(store, ManualClock(YEAR[0]))
     for code, kind in [(b, InstitutionKind.BANK) for b in BANKS] + [
         ("CENTRE", InstitutionKind.ANTI_FRAUD_CENTRE)
@@ -234,10 +307,13 @@ def load(store: SqlStore, n: int) -> float:
         for table, rows in simulated(n):
             if rows:
                 conn.execute(TABLES[table].insert(), rows)
+        for table, rows in simulated_warnings(warning_count):
+            if rows:
+                conn.execute(TABLES[table].insert(), rows)
     return time.perf_counter() - started
 
 
-def counted(store: SqlStore) -> tuple[float, int]:
+def counted(store: SqlStore) -> tuple[float, int, int]:
     """The baseline: the rows the report reads, counted by the database alone."""
     started = time.perf_counter()
     with store.read_engine.connect() as conn:
@@ -249,7 +325,10 @@ def counted(store: SqlStore) -> tuple[float, int]:
                 orders.c.answered_at >= YEAR[0], orders.c.answered_at < YEAR[1]
             )
         ).scalar_one()
-    return time.perf_counter() - started, int(reports)
+        sent = conn.execute(
+            select(func.count()).where(warnings.c.sent_at >= YEAR[0], warnings.c.sent_at < YEAR[1])
+        ).scalar_one()
+    return time.perf_counter() - started, int(reports), int(sent)
 
 
 def report(store: SqlStore, period: outcomes.Period) -> tuple[float, outcomes.OutcomeReport]:
@@ -260,16 +339,17 @@ def report(store: SqlStore, period: outcomes.Period) -> tuple[float, outcomes.Ou
     return time.perf_counter() - started, data
 
 
-def run(label: str, url: str, n: int) -> list[Row]:
+def run(label: str, url: str, n: int, w: int = 0) -> list[Row]:
     migrate(url)
     store = SqlStore(url)
+    what = f"{n:,} cases" + (f", {w:,} warnings" if w else "")
     try:
-        say(f"{label}: loading {n:,} cases over 2026")
-        loaded = load(store, n)
+        say(f"{label}: loading {what} over 2026")
+        loaded = load(store, n, w)
         say(f"{label}: loaded in {loaded:.1f} s")
-        base, reports = counted(store)
+        base, reports, sent = counted(store)
         out = [
-            Row("outcomes", f"load {n:,} cases, {label} (informational)", loaded, "s"),
+            Row("outcomes", f"load {what}, {label} (informational)", loaded, "s"),
         ]
         for period in (outcomes.Period.MONTH, outcomes.Period.DAY):
             took, data = report(store, period)
@@ -278,17 +358,22 @@ def run(label: str, url: str, n: int) -> list[Row]:
                 raise SystemExit(
                     f"outcomes: the report counts {total.reports} reports, COUNT says {reports}"
                 )
+            if total.warnings_sent != sent:
+                raise SystemExit(
+                    f"outcomes: the report counts {total.warnings_sent} warnings, COUNT says {sent}"
+                )
             say(
                 f"{label}, by {period.value}: {took:.2f} s, {len(data.rows)} rows, "
-                f"{total.first_stops:,} first stops, returned {total.returned_fen:,} fen"
+                f"{total.first_stops:,} first stops, returned {total.returned_fen:,} fen, "
+                f"{total.customers_dissuaded:,} customers dissuaded"
             )
             out.append(
                 Row(
                     "outcomes",
-                    f"report over a year by {period.value}, {label}, {n:,} cases",
+                    f"report over a year by {period.value}, {label}, {what}",
                     took,
                     "s",
-                    "COUNT of the year's reports and answered orders",
+                    "COUNT of the year's reports, answered orders and warnings",
                     base,
                     False,
                     f"< {TARGET_SECONDS:.0f} s",
@@ -303,12 +388,16 @@ def run(label: str, url: str, n: int) -> list[Row]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("outcomes")
     g.add_argument("--outcome-cases", type=int, default=None)
+    g.add_argument("--outcome-warnings", type=int, default=None)
 
 
 def rows(args: argparse.Namespace) -> list[Row]:
     n = args.outcome_cases or (10_000 if args.quick else 100_000)
+    w = args.outcome_warnings
+    if w is None:
+        w = 100_000 if args.quick else 1_000_000
     fields.configure(fields.Keyring.generate())
-    return on_each_database(args, lambda label, url: run(label, url, n))
+    return on_each_database(args, lambda label, url: run(label, url, n, w))
 
 
 if __name__ == "__main__":

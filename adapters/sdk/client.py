@@ -56,6 +56,7 @@ from stophub.v1 import (
     returns_pb2,
     sla_pb2,
     trail_pb2,
+    warning_pb2,
 )
 
 log = logging.getLogger(__name__)
@@ -417,6 +418,23 @@ RPCS: Final[dict[str, _Rpc]] = {
         "ListAppeals",
         appeal_pb2.ListAppealsBody,
         appeal_pb2.AppealList,
+    ),
+    **{
+        method: _rpc(warning_pb2, "WarningService", method, body, warning_pb2.Warning)
+        for method, body in (
+            ("SendWarning", warning_pb2.SendWarningBody),
+            ("AcknowledgeWarning", warning_pb2.AcknowledgeWarningBody),
+            ("ReportWarningOutcome", warning_pb2.ReportWarningOutcomeBody),
+            ("GetWarning", warning_pb2.GetWarningBody),
+            ("SetWarningGrade", warning_pb2.SetWarningGradeBody),
+        )
+    },
+    "ListWarnings": _rpc(
+        warning_pb2,
+        "WarningService",
+        "ListWarnings",
+        warning_pb2.ListWarningsBody,
+        warning_pb2.WarningList,
     ),
     **{
         method: _rpc(audit_pb2, "AuditService", method, body, answer)
@@ -1377,6 +1395,118 @@ class HubClient:
                 return found
             token = page.next_page_token
 
+    # ---- warnings (docs/warnings.md) ---------------------------------------------------------
+
+    async def send_warning(
+        self,
+        account: tuple[str, str, str],
+        amount_at_risk_fen: int,
+        *,
+        grade: int = 0,
+        fraud_type: int = 0,
+        counterparty: tuple[str, str, str] | None = None,
+        text: str = "",
+        centre: str = "",
+        message_id: str | None = None,
+    ) -> warning_pb2.Warning:
+        """Warn of a customer at risk: the centre warns the member keeping `account`
+        (institution, number, holder); a member warns the centre (`centre`: which, when the
+        registry has several). `grade` is a `grade_pb2.Grade`, `fraud_type` a
+        `case_pb2.FraudType`."""
+        body = warning_pb2.SendWarningBody(
+            account=_account_ref(account),
+            amount_at_risk_fen=amount_at_risk_fen,
+            grade=cast(grade_pb2.Grade.ValueType, grade),
+            fraud_type=cast(case_pb2.FraudType.ValueType, fraud_type),
+            text=text,
+            centre=centre,
+        )
+        if counterparty is not None:
+            body.counterparty.CopyFrom(_account_ref(counterparty))
+        warning = await self._answer("SendWarning", body, warning_pb2.Warning, message_id)
+        _same("account", account[1], warning.account.account_number)
+        return warning
+
+    async def acknowledge_warning(
+        self, warning_id: str, note: str = "", *, message_id: str | None = None
+    ) -> warning_pb2.Warning:
+        """The addressee has the warning and is trying to reach the customer."""
+        body = warning_pb2.AcknowledgeWarningBody(warning_id=warning_id, note=note)
+        warning = await self._answer("AcknowledgeWarning", body, warning_pb2.Warning, message_id)
+        _same("warning", warning_id, warning.warning_id)
+        return warning
+
+    async def report_warning_outcome(
+        self,
+        warning_id: str,
+        outcome: int,
+        *,
+        loss_prevented_fen: int = 0,
+        text: str = "",
+        report: case_pb2.Report | None = None,
+        message_id: str | None = None,
+    ) -> warning_pb2.Warning:
+        """Close a warning addressed to this institution. `outcome` is a
+        `warning_pb2.WarningOutcome`; ALREADY_LOST carries the `report` of the loss, from
+        which the hub opens a case (the answer's `case_id`)."""
+        body = warning_pb2.ReportWarningOutcomeBody(
+            warning_id=warning_id,
+            outcome=cast(warning_pb2.WarningOutcome.ValueType, outcome),
+            loss_prevented_fen=loss_prevented_fen,
+            text=text,
+        )
+        if report is not None:
+            body.report.CopyFrom(report)
+        warning = await self._answer("ReportWarningOutcome", body, warning_pb2.Warning, message_id)
+        _same("warning", warning_id, warning.warning_id)
+        return warning
+
+    async def get_warning(self, warning_id: str) -> warning_pb2.Warning:
+        body = warning_pb2.GetWarningBody(warning_id=warning_id)
+        warning = await self._answer("GetWarning", body, warning_pb2.Warning)
+        _same("warning", warning_id, warning.warning_id)
+        return warning
+
+    async def set_warning_grade(
+        self, warning_id: str, grade: int, reason: str, *, message_id: str | None = None
+    ) -> warning_pb2.Warning:
+        """The centre regrades a warning (`grade`: a `grade_pb2.Grade`)."""
+        body = warning_pb2.SetWarningGradeBody(
+            name=f"warnings/{warning_id}",
+            grade=cast(grade_pb2.Grade.ValueType, grade),
+            reason=reason,
+        )
+        warning = await self._answer("SetWarningGrade", body, warning_pb2.Warning, message_id)
+        _same("warning", warning_id, warning.warning_id)
+        return warning
+
+    async def list_warnings(
+        self,
+        *,
+        state: int = 0,
+        institution_code: str = "",
+        open_only: bool = False,
+        page_size: int = 50,
+    ) -> list[warning_pb2.Warning]:
+        """Warnings newest first, following page tokens to the end: all of them for the
+        centre, the regulator and auditors; those this institution sent or is addressed for a
+        bank or payment institution. `state` is a `warning_pb2.WarningState`."""
+        found: list[warning_pb2.Warning] = []
+        token = ""
+        while True:
+            body = warning_pb2.ListWarningsBody(
+                page_size=page_size,
+                page_token=token,
+                state=cast(warning_pb2.WarningState.ValueType, state),
+                institution_code=institution_code,
+                open_only=open_only,
+            )
+            page = await self._answer("ListWarnings", body, warning_pb2.WarningList)
+            found.extend(page.warnings)
+            if not page.next_page_token or page.next_page_token == token:
+                return found
+            token = page.next_page_token
+
     # ---- the audit log (the centre, the regulator and auditors) ----------------------------
 
     async def list_appeals(
@@ -1632,6 +1762,13 @@ def _serialize(message: Message) -> bytes:
 
 def _find_key(inst: institution_pb2.Institution, key_id: str) -> institution_pb2.PublicKey | None:
     return next((k for k in inst.keys if k.key_id == key_id), None)
+
+
+def _account_ref(account: tuple[str, str, str]) -> account_pb2.AccountRef:
+    institution, number, holder = account
+    return account_pb2.AccountRef(
+        institution_code=institution, account_number=number, holder_name=holder
+    )
 
 
 def _same(what: str, asked: str, answered: str) -> None:

@@ -23,6 +23,7 @@ from hub.api.servicers import (
     OrderServicer,
     OutcomeServicer,
     SlaServicer,
+    WarningServicer,
 )
 from hub.crypto.pki import TlsConfig
 from hub.observability.metrics import HubMetrics, RpcInterceptor
@@ -48,6 +49,8 @@ from stophub.v1 import (
     returns_pb2_grpc,
     sla_pb2,
     sla_pb2_grpc,
+    warning_pb2,
+    warning_pb2_grpc,
 )
 
 SERVICE_NAMES = (
@@ -62,6 +65,7 @@ SERVICE_NAMES = (
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     outcome_pb2.DESCRIPTOR.services_by_name["OutcomeService"].full_name,
     lead_pb2.DESCRIPTOR.services_by_name["LeadService"].full_name,
+    warning_pb2.DESCRIPTOR.services_by_name["WarningService"].full_name,
 )
 
 OPTIONS = [
@@ -106,6 +110,7 @@ def grpc_server(
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(runner), server)
     outcome_pb2_grpc.add_OutcomeServiceServicer_to_server(OutcomeServicer(runner), server)
     lead_pb2_grpc.add_LeadServiceServicer_to_server(LeadServicer(runner), server)
+    warning_pb2_grpc.add_WarningServiceServicer_to_server(WarningServicer(runner), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

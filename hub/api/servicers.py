@@ -18,6 +18,7 @@ from hub.service.commands import (
     outcome,
     returns,
     sla,
+    warning,
 )
 from stophub.v1 import (
     appeal_pb2,
@@ -39,6 +40,8 @@ from stophub.v1 import (
     sla_pb2,
     sla_pb2_grpc,
     trail_pb2,
+    warning_pb2,
+    warning_pb2_grpc,
 )
 
 
@@ -298,3 +301,53 @@ class LeadServicer(lead_pb2_grpc.LeadServiceServicer):
         self, request: lead_pb2.ListLeadsRequest, context: Any
     ) -> lead_pb2.ListLeadsResponse:
         return await self.r.run(lead.LIST_LEADS, request, context, lead_pb2.ListLeadsResponse)
+
+
+class WarningServicer(warning_pb2_grpc.WarningServiceServicer):
+    def __init__(self, runner: Runner) -> None:
+        self.r = runner
+
+    async def SendWarning(
+        self, request: warning_pb2.SendWarningRequest, context: Any
+    ) -> warning_pb2.SendWarningResponse:
+        return await self.r.run(
+            warning.SEND_WARNING, request, context, warning_pb2.SendWarningResponse
+        )
+
+    async def AcknowledgeWarning(
+        self, request: warning_pb2.AcknowledgeWarningRequest, context: Any
+    ) -> warning_pb2.AcknowledgeWarningResponse:
+        return await self.r.run(
+            warning.ACKNOWLEDGE_WARNING, request, context, warning_pb2.AcknowledgeWarningResponse
+        )
+
+    async def ReportWarningOutcome(
+        self, request: warning_pb2.ReportWarningOutcomeRequest, context: Any
+    ) -> warning_pb2.ReportWarningOutcomeResponse:
+        return await self.r.run(
+            warning.REPORT_WARNING_OUTCOME,
+            request,
+            context,
+            warning_pb2.ReportWarningOutcomeResponse,
+        )
+
+    async def GetWarning(
+        self, request: warning_pb2.GetWarningRequest, context: Any
+    ) -> warning_pb2.GetWarningResponse:
+        return await self.r.run(
+            warning.GET_WARNING, request, context, warning_pb2.GetWarningResponse
+        )
+
+    async def ListWarnings(
+        self, request: warning_pb2.ListWarningsRequest, context: Any
+    ) -> warning_pb2.ListWarningsResponse:
+        return await self.r.run(
+            warning.LIST_WARNINGS, request, context, warning_pb2.ListWarningsResponse
+        )
+
+    async def SetWarningGrade(
+        self, request: warning_pb2.SetWarningGradeRequest, context: Any
+    ) -> warning_pb2.SetWarningGradeResponse:
+        return await self.r.run(
+            warning.SET_WARNING_GRADE, request, context, warning_pb2.SetWarningGradeResponse
+        )

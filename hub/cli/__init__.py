@@ -39,6 +39,7 @@ from hub.cli import (
     report,
     serve,
     sla,
+    warning,
 )
 from hub.cli.common import (
     DATA_KEYS_HELP,
@@ -202,6 +203,7 @@ for command in (
     lists.list_group,
     appeal.appeal_group,
     lead.lead_group,
+    warning.warning_group,
     replica.replica_command,
     report.report,
     demo.demo,

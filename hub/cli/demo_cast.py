@@ -20,7 +20,16 @@ from hub.store.sql import SqlStore
 from hub.system.calendar import missing_years
 from hub.system.clock import SystemClock
 from hub.system.policy import DEFAULT_POLICY, load_calendar
-from stophub.v1 import account_pb2, appeal_pb2, blacklist_pb2, case_pb2, delivery_pb2, order_pb2
+from stophub.v1 import (
+    account_pb2,
+    appeal_pb2,
+    blacklist_pb2,
+    case_pb2,
+    delivery_pb2,
+    grade_pb2,
+    order_pb2,
+    warning_pb2,
+)
 
 CENTRE, BANK_A, BANK_B, PAYX = "CENTRE", "BANKA", "BANKB", "PAYX"
 # A bank abroad: on the payment network, not a member of the hub.
@@ -265,6 +274,31 @@ async def run_appeals(
         cashout_appeal.appeal_id, True, "the holder was deceived and has cooperated"
     )
     return [rejected, upheld]
+
+
+# A third customer of Bank A, on the phone with the same ring, about to pay the mule.
+WARNED = _account(BANK_A, "6222010000000123", "Feng Yi")
+
+
+async def run_warning(centre: HubClient, bank_a: HubClient) -> warning_pb2.Warning:
+    """预警劝阻: the centre warns Bank A of a customer about to pay the listed mule; Bank A's
+    duty desk acknowledges within the red contact window, calls, and the customer keeps the
+    money."""
+    warning = await centre.send_warning(
+        (WARNED.institution_code, WARNED.account_number, WARNED.holder_name),
+        2_000_000,
+        grade=grade_pb2.GRADE_RED,
+        fraud_type=case_pb2.FRAUD_TYPE_IMPERSONATING_OFFICIALS,
+        counterparty=(MULE.institution_code, MULE.account_number, MULE.holder_name),
+        text="the same 'police officer' is on the phone with her now, asking for a transfer",
+    )
+    await bank_a.acknowledge_warning(warning.warning_id, "duty desk calling the customer")
+    return await bank_a.report_warning_outcome(
+        warning.warning_id,
+        warning_pb2.WARNING_OUTCOME_REACHED_DISSUADED,
+        loss_prevented_fen=2_000_000,
+        text="reached by phone before the transfer; she hung up on the caller",
+    )
 
 
 async def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -19,7 +19,9 @@ batch check. Bank B's own monitoring hands the centre a red lead about a second 
 the centre accepts it by listing the account, and PayX refuses the next victim's payment to it
 from its copy before any money moves. After the cases close, Bank B appeals the mule's listing
 (rejected, the reason goes back) and Bank A the cash-out account's (upheld: the entry leaves
-PayX's copy within a second).
+PayX's copy within a second). Last, a third customer of Bank A is about to pay the mule: the
+centre warns Bank A (red), whose duty desk acknowledges within the contact window and
+dissuades her.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from hub.cli.demo_cast import (
     fresh_directory,
     publish_listings,
     run_appeals,
+    run_warning,
     victim_report,
     wait_until,
 )
@@ -102,6 +105,7 @@ from stophub.v1 import (
     lead_pb2,
     order_pb2,
     returns_pb2,
+    warning_pb2,
 )
 
 
@@ -465,6 +469,16 @@ async def run_demo(
             )
         )
 
+        # ---- a warning: a third customer dissuaded before she pays ---------------------------
+        step = "a warning"
+        warned = await run_warning(centre, bank_a)
+        console.print(
+            f"warning {warned.warning_id} (red) to {warned.addressee}: its customer "
+            f"{mask(warned.account.account_number)} was about to pay {mask(MULE.account_number)}; "
+            f"acknowledged within the 10-minute contact window, customer reached and dissuaded, "
+            f"{yuan(warned.loss_prevented_fen)} of loss prevented"
+        )
+
         # ---- what happened ------------------------------------------------------------------
         step = "what happened"
         console.print(message_timeline(store, case_id))
@@ -485,6 +499,7 @@ async def run_demo(
         ok = ok and final.returned_fen == 5_000_000 and restored == 8_000_000
         ok = ok and restored_2 == 1_400_000 and evidence_ok
         ok = ok and refused_payment is not None and cashout_cleared and lead_listed
+        ok = ok and warned.outcome == warning_pb2.WARNING_OUTCOME_REACHED_DISSUADED
         ok = ok and [a.state for a in appeals] == [
             appeal_pb2.APPEAL_STATE_REJECTED,
             appeal_pb2.APPEAL_STATE_UPHELD,

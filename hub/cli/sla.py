@@ -132,8 +132,10 @@ def _read_clocks(
     store = open_store(database_url)
     try:
         with store(read_only=True) as uow:
-            if case_id and uow.cases.get(case_id) is None:
-                raise click.ClickException(f"no case {case_id!r} in {shown_url(database_url)}")
+            # A warning's clocks carry its id where a case's would be (docs/warnings.md).
+            if case_id and uow.cases.get(case_id) is None and uow.warnings.get(case_id) is None:
+                what = "warning" if case_id.startswith("W") else "case"
+                raise click.ClickException(f"no {what} {case_id!r} in {shown_url(database_url)}")
             found = _find_clocks(
                 uow.clocks,
                 institution=institution or None,

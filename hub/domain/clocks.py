@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from hub.domain.cases import Case, Order, OrderKind, OrderState, add_months
+from hub.domain.warnings import ACKNOWLEDGED, OUTCOME, SENT
+from hub.domain.warnings import Grade as WarningGrade
 from hub.domain.workdays import WorkingDays, add_working_days, estimated_years
 
 
@@ -62,7 +64,12 @@ ORDER_TRIGGERS = frozenset(
     for kind in OrderKind
     for what in ("issued", "answered", "effective", "ended")
 )
-TRIGGERS = CASE_TRIGGERS | ORDER_TRIGGERS | LEAD_TRIGGERS
+# A warning's clocks run on the warning (hub/service/warnings.py): its contact clock starts
+# on the grade's "warning.sent.<grade>", so the policy gives each grade its own window.
+WARNING_TRIGGERS = frozenset(
+    {SENT, ACKNOWLEDGED, OUTCOME, *(grade.trigger for grade in WarningGrade)}
+)
+TRIGGERS = CASE_TRIGGERS | ORDER_TRIGGERS | LEAD_TRIGGERS | WARNING_TRIGGERS
 ENDED_STATES = frozenset(
     {
         OrderState.RELEASED,

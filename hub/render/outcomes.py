@@ -116,20 +116,62 @@ def _tr(report: OutcomeReport, row: OutcomeRow) -> str:
     return f"<tr{cls}>{''.join(cells)}</tr>"
 
 
+WARNING_HEADS = (
+    "<tr><th class='text'>Institution</th><th class='text'>Period</th><th>Warnings</th>"
+    "<th>At risk</th><th>Acknowledged (late)</th><th>Outcomes (late)</th><th>Reached</th>"
+    "<th>Dissuaded</th><th>Not dissuaded</th><th>Not reached</th><th>Already lost</th>"
+    "<th>Loss prevented</th></tr>"
+)
+
+
+def _warning_tr(report: OutcomeReport, row: OutcomeRow) -> str:
+    f = row.figures
+    cls = ' class="total"' if not row.institution or row.whole else ""
+    cells = [
+        f'<td class="text">{_t(row.institution or "all institutions")}</td>',
+        f'<td class="text">{_t(_label(report, row))}</td>',
+        f'<td data-figure="warnings_sent">{f.warnings_sent}</td>',
+        f'<td data-figure="at_risk_fen" data-fen="{f.at_risk_fen}">{_t(yuan(f.at_risk_fen))}</td>',
+        f'<td data-figure="warnings_acknowledged">{f.warnings_acknowledged} '
+        f"({f.warnings_acknowledged_late})</td>",
+        f'<td data-figure="warning_outcomes">{f.warning_outcomes} ({f.warning_outcomes_late})</td>',
+        f'<td data-figure="customers_reached">{f.customers_reached}</td>',
+        f'<td data-figure="customers_dissuaded">{f.customers_dissuaded}</td>',
+        f'<td data-figure="customers_not_dissuaded">{f.customers_not_dissuaded}</td>',
+        f'<td data-figure="customers_not_reached">{f.customers_not_reached}</td>',
+        f'<td data-figure="customers_already_lost">{f.customers_already_lost}</td>',
+        f'<td data-figure="loss_prevented_fen" data-fen="{f.loss_prevented_fen}">'
+        f"{_t(yuan(f.loss_prevented_fen))}</td>",
+    ]
+    return f"<tr{cls}>{''.join(cells)}</tr>"
+
+
 def _table(report: OutcomeReport, rows: Sequence[OutcomeRow], table_id: str) -> str:
     body = "".join(_tr(report, r) for r in rows)
     return f'<table id="{table_id}">{HEADS}{body}</table>'
 
 
-def bars_svg(chart_id: str, title: str, groups: Sequence[tuple[str, Figures]]) -> str:
-    """Grouped bars: for each group (a period or an institution) the amounts of SERIES."""
-    peak = max([getattr(f, name) for _, f in groups for name, _ in SERIES] + [1])
+# The warnings' money (docs/outcomes.md, "Warnings").
+WARNING_SERIES = (
+    ("at_risk_fen", "at risk (warnings sent)"),
+    ("loss_prevented_fen", "loss prevented"),
+)
+
+
+def bars_svg(
+    chart_id: str,
+    title: str,
+    groups: Sequence[tuple[str, Figures]],
+    series: Sequence[tuple[str, str]] = SERIES,
+) -> str:
+    """Grouped bars: for each group (a period or an institution) the amounts of `series`."""
+    peak = max([getattr(f, name) for _, f in groups for name, _ in series] + [1])
     pad, top, plot_h = 8, 20, 200
     left = text_width(yuan(peak)) + 2 * pad
     bar_w = 10
-    group_w = bar_w * len(SERIES) + 12
+    group_w = bar_w * len(series) + 12
     plot_w = max(360, group_w * len(groups))
-    legend_w = max(text_width(label) for _, label in SERIES) + 14 + 2 * pad
+    legend_w = max(text_width(label) for _, label in series) + 14 + 2 * pad
     label_w = max([text_width(name) for name, _ in groups] + [0])
     step = max(1, int((label_w + pad) // group_w) + 1)
     width = left + plot_w + legend_w
@@ -143,7 +185,7 @@ def bars_svg(chart_id: str, title: str, groups: Sequence[tuple[str, Figures]]) -
     ]
     for j, (name, f) in enumerate(groups):
         gx = left + j * group_w + 6
-        for k, (field, label) in enumerate(SERIES):
+        for k, (field, label) in enumerate(series):
             value = getattr(f, field)
             if value:
                 h = plot_h * value / peak
@@ -158,7 +200,7 @@ def bars_svg(chart_id: str, title: str, groups: Sequence[tuple[str, Figures]]) -
                 f'<text x="{gx + group_w / 2 - 6:.1f}" y="{top + plot_h + 16}" '
                 f'text-anchor="middle">{_t(name)}</text>'
             )
-    for k, (_, label) in enumerate(SERIES):
+    for k, (_, label) in enumerate(series):
         ly = top + 10 + k * 16
         parts.append(
             f'<rect x="{left + plot_w + pad:.1f}" y="{ly - 9}" width="10" height="10" '
@@ -219,6 +261,23 @@ def render_html(report: OutcomeReport) -> str:
         '<section id="figures"><h2>Every figure</h2>',
         _table(report, report.rows, "figures-table"),
         "</section>",
+        '<section id="warnings"><h2>Warnings (预警劝阻)</h2>',
+        f'<p id="warnings-sentence">{total.warnings_sent} warning(s) sent, '
+        f"{_t(yuan(total.at_risk_fen))} at risk; {total.warning_outcomes} outcome(s) reported "
+        f"({total.warning_outcomes_late} late): {total.customers_reached} customer(s) reached, "
+        f"{total.customers_dissuaded} dissuaded, {total.customers_not_reached} not reached, "
+        f"{total.customers_already_lost} had already lost money; "
+        f"{_t(yuan(total.loss_prevented_fen))} of loss prevented.</p>",
+        bars_svg(
+            "warnings-over-time",
+            "Money at risk in warnings sent and loss prevented per period",
+            over_time,
+            WARNING_SERIES,
+        ),
+        f'<table id="warnings-table">{WARNING_HEADS}'
+        + "".join(_warning_tr(report, r) for r in report.rows)
+        + "</table>",
+        "</section>",
         '<footer><h2>Definitions</h2><p class="note" id="definitions">'
         f"{_t(DEFINITIONS)}</p></footer>",
         "</body></html>",
@@ -240,7 +299,11 @@ DEFINITIONS = (
     "Leads: leads handed over, counted for the member that signed them and dated by their "
     "receipt; their fate as of the end of the range: accepted (a case opened, an account "
     "listed, a member warned), waiting for the member's answer to the centre's question, "
-    "dismissed, or pending the centre's triage."
+    "dismissed, or pending the centre's triage. "
+    "Warnings are counted for their addressee, each step on the day of its own record: sent, "
+    "acknowledged (late: after the contact clock's deadline), closed with an outcome (late: "
+    "after the outcome clock's deadline); reached is dissuaded plus not dissuaded; loss "
+    "prevented is what the outcomes report, never more than the warning's amount at risk."
 )
 
 

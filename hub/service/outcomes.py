@@ -19,13 +19,19 @@ answer, a first stop by the answer of the case's first stop that held money.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 
 from hub.domain.cases import OrderKind
-from hub.service.ports import LeadHistoryRow, MoneyAnswerRow, OutcomeReader, ReportReceivedRow
+from hub.service.ports import (
+    LeadHistoryRow,
+    MoneyAnswerRow,
+    OutcomeReader,
+    ReportReceivedRow,
+    WarningRow,
+)
 from hub.service.slareport import median_p90
 
 # The longest range one query covers: a year's report with room, and a bound on what one
@@ -66,6 +72,19 @@ class Figures:
     leads_asked_for_more: int = 0
     leads_dismissed: int = 0
     leads_pending: int = 0
+    # Warnings (docs/outcomes.md, "Warnings"), counted for their addressee.
+    warnings_sent: int = 0
+    at_risk_fen: int = 0
+    warning_outcomes: int = 0
+    customers_dissuaded: int = 0
+    customers_not_dissuaded: int = 0
+    customers_not_reached: int = 0
+    customers_already_lost: int = 0
+    customers_reached: int = 0
+    loss_prevented_fen: int = 0
+    warnings_acknowledged: int = 0
+    warnings_acknowledged_late: int = 0
+    warning_outcomes_late: int = 0
 
     @property
     def stopped_fen(self) -> int:
@@ -193,6 +212,21 @@ LEAD_FIGURES = (
     "leads_dismissed",
     "leads_pending",
 )
+# The warnings' figures, all sums, in the CSV's order after the others.
+WARNING_FIGURES = (
+    "warnings_sent",
+    "at_risk_fen",
+    "warning_outcomes",
+    "customers_dissuaded",
+    "customers_not_dissuaded",
+    "customers_not_reached",
+    "customers_already_lost",
+    "customers_reached",
+    "loss_prevented_fen",
+    "warnings_acknowledged",
+    "warnings_acknowledged_late",
+    "warning_outcomes_late",
+)
 # Every figure's name, in the CSV's order.
 FIGURE_NAMES = (
     *SUMMED,
@@ -201,6 +235,7 @@ FIGURE_NAMES = (
     "first_stop_median_seconds",
     "first_stop_p90_seconds",
     *LEAD_FIGURES,
+    *WARNING_FIGURES,
 )
 _FATE_FIGURE = {
     "case_opened": "leads_opened_case",
@@ -223,6 +258,15 @@ def lead_fate(lead: LeadHistoryRow, at: datetime) -> str:
     return "pending"
 
 
+# The figure each outcome adds one to (hub.domain.warnings.Outcome's values).
+OUTCOME_FIGURES = {
+    "reached_dissuaded": "customers_dissuaded",
+    "reached_not_dissuaded": "customers_not_dissuaded",
+    "not_reached": "customers_not_reached",
+    "already_lost": "customers_already_lost",
+}
+
+
 @dataclass
 class _Tally:
     sums: Counter[str] = field(default_factory=Counter)
@@ -235,7 +279,7 @@ class _Tally:
     def figures(self) -> Figures:
         median, p90 = median_p90(sorted(self.to_first_stop))
         return Figures(
-            **{name: self.sums[name] for name in (*SUMMED, *LEAD_FIGURES)},
+            **{name: self.sums[name] for name in (*SUMMED, *LEAD_FIGURES, *WARNING_FIGURES)},
             first_stops=len(self.to_first_stop),
             first_stop_median_seconds=median,
             first_stop_p90_seconds=p90,
@@ -275,6 +319,8 @@ def figures(
     zone: tzinfo,
     institution: str | None = None,
     leads: Sequence[LeadHistoryRow] = (),
+    *,
+    warnings: Sequence[WarningRow] = (),
 ) -> list[OutcomeRow]:
     """The rows of the report (OutcomeReport.rows in proto/stophub/v1/outcome.proto): each
     institution's, by code, then the total's; per period, then the whole range when split."""
@@ -311,6 +357,8 @@ def figures(
     for lead in leads:
         if (t := tally(lead.institution, lead.submitted_at)) is not None:
             t.sums.update({"leads": 1, _FATE_FIGURE[lead_fate(lead, end)]: 1})
+    for w in warnings:
+        count_warning(w, tally)
 
     institutions = sorted({inst for inst, _ in tallies} | ({institution} if institution else set()))
     rows: list[OutcomeRow] = []
@@ -327,6 +375,27 @@ def figures(
         if period is not Period.WHOLE:
             rows.append(OutcomeRow(inst, start, end, whole.figures(), whole=True))
     return rows
+
+
+def count_warning(w: WarningRow, tally: Callable[[str, datetime], _Tally | None]) -> None:
+    """A warning's figures, each on the day of its own step: sent, acknowledged, closed."""
+    if (t := tally(w.addressee, w.sent_at)) is not None:
+        t.sums.update(warnings_sent=1, at_risk_fen=w.amount_at_risk_fen)
+    if w.acknowledged_at is not None and (t := tally(w.addressee, w.acknowledged_at)):
+        late = w.contact_by is not None and w.acknowledged_at > w.contact_by
+        t.sums.update(warnings_acknowledged=1, warnings_acknowledged_late=int(late))
+    if w.outcome_at is not None and w.outcome and (t := tally(w.addressee, w.outcome_at)):
+        late = w.outcome_by is not None and w.outcome_at > w.outcome_by
+        reached = w.outcome in ("reached_dissuaded", "reached_not_dissuaded")
+        t.sums.update(
+            {
+                "warning_outcomes": 1,
+                OUTCOME_FIGURES[w.outcome]: 1,
+                "customers_reached": int(reached),
+                "loss_prevented_fen": w.loss_prevented_fen,
+                "warning_outcomes_late": int(late),
+            }
+        )
 
 
 def _index(firsts: Sequence[datetime], at: datetime) -> int:
@@ -363,6 +432,7 @@ def gather(
         zone,
         institution,
         reader.leads_submitted(start, end, institution),
+        warnings=reader.warning_steps(start, end, institution),
     )
     return OutcomeReport(
         start, end, period, zone, institution, rows, generated_at=generated_at, database=database

@@ -105,6 +105,16 @@ _MEMBER_ANSWERS = _deny(
     "KIND_NOT_ALLOWED", "the member that handed over a lead answers the centre's questions"
 )
 _CENTRE_GRADES = _deny("KIND_NOT_ALLOWED", "only the anti-fraud centre changes a case's grade")
+_WARNERS = _deny(
+    "KIND_NOT_ALLOWED",
+    "warnings are sent by the anti-fraud centre and by banks and payment institutions",
+)
+_WARNED = _deny(
+    "KIND_NOT_ALLOWED",
+    "a warning is acknowledged and closed by its addressee: a bank, a payment institution or "
+    "the anti-fraud centre",
+)
+_CENTRE_GRADES_WARNINGS = _deny("KIND_NOT_ALLOWED", "only the anti-fraud centre regrades a warning")
 _NOT_PARTY = _deny(
     "NOT_PARTY_TO_CASE",
     "a bank or payment institution reads only the cases it reported or holds an order in",
@@ -261,6 +271,25 @@ MATRIX: dict[str, dict[tuple[InstitutionKind, Relation], Rule]] = {
     ),
     "GetAppeal": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
     "ListAppeals": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
+    "SendWarning": _plain(
+        {**_same(ALLOW, ACCOUNT_KEEPERS), CENTRE: ALLOW, REGULATOR: _WARNERS, AUDITOR: _WARNERS}
+    ),
+    **{
+        rpc: _plain(
+            {**_same(OWN, ACCOUNT_KEEPERS), CENTRE: ALLOW, REGULATOR: _WARNED, AUDITOR: _WARNED}
+        )
+        for rpc in ("AcknowledgeWarning", "ReportWarningOutcome")
+    },
+    "GetWarning": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
+    "ListWarnings": _plain({**_same(OWN, ACCOUNT_KEEPERS), **_same(ALLOW, READERS)}),
+    "SetWarningGrade": _plain(
+        {
+            **_same(_CENTRE_GRADES_WARNINGS, ACCOUNT_KEEPERS),
+            CENTRE: ALLOW,
+            REGULATOR: _CENTRE_GRADES_WARNINGS,
+            AUDITOR: _CENTRE_GRADES_WARNINGS,
+        }
+    ),
     "SetCaseGrade": _plain(
         {
             **_same(_CENTRE_GRADES, ACCOUNT_KEEPERS),
@@ -316,6 +345,8 @@ READ_ONLY = frozenset(
         "ListAppeals",
         "GetLead",
         "ListLeads",
+        "GetWarning",
+        "ListWarnings",
         "ListAuditEntries",
         "GetLogCheckpoint",
         "GetInclusionProof",

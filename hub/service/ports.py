@@ -56,6 +56,7 @@ from hub.domain.institutions import Institution, InstitutionKind, KeyState
 from hub.domain.leads import Lead, LeadState
 from hub.domain.returns import Distribution
 from hub.domain.rules import AutoStopRule
+from hub.domain.warnings import Warning, WarningState
 
 
 class Clock(Protocol):
@@ -360,6 +361,28 @@ class LeadRepository(Protocol):
         ...
 
 
+class WarningRepository(Protocol):
+    def get(self, warning_id: str, *, lock: bool = False) -> Warning | None:
+        """With `lock`, read afresh and held for this transaction (two outcomes of one
+        warning at once: one closes it, the other finds it closed)."""
+        ...
+
+    def add(self, warning: Warning) -> None: ...
+
+    def search(
+        self,
+        *,
+        state: WarningState | None,
+        party: str | None,
+        open_only: bool,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> Sequence[Warning]:
+        """Warnings newest first (sent_at descending, then warning id descending), after the
+        key of the previous page's last; `party`: only those it sent or is addressed."""
+        ...
+
+
 class RuleRepository(Protocol):
     def get(self, centre_code: str) -> AutoStopRule | None: ...
 
@@ -551,6 +574,23 @@ class LeadHistoryRow:
     end: str
 
 
+@dataclass(frozen=True)
+class WarningRow:
+    """A warning as the outcome figures count it (docs/outcomes.md): for its addressee, each
+    step dated by its own record."""
+
+    warning_id: str
+    addressee: str
+    sent_at: datetime
+    amount_at_risk_fen: int
+    contact_by: datetime | None
+    acknowledged_at: datetime | None
+    outcome: str  # hub.domain.warnings.Outcome's value, "" while open
+    outcome_at: datetime | None
+    outcome_by: datetime | None
+    loss_prevented_fen: int
+
+
 class OutcomeReader(Protocol):
     """The rows the outcome figures are counted from (hub.store.reports.SqlReports)."""
 
@@ -571,6 +611,13 @@ class OutcomeReader(Protocol):
     ) -> list[MoneyAnswerRow]:
         """The freeze and return answers of [start, end), and every stop answer that held money
         of each case with a stop answered in [start, end); of `institution`'s cases when given."""
+        ...
+
+    def warning_steps(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[WarningRow]:
+        """The warnings sent, acknowledged or closed in [start, end), addressed to
+        `institution` when given."""
         ...
 
 
@@ -728,6 +775,7 @@ class UnitOfWork(Protocol):
     lists: ListRepository
     appeals: AppealRepository
     leads: LeadRepository
+    warnings: WarningRepository
 
     # Read models for reports (hub/store/reports.py): what a handler reads for figures.
     @property

@@ -80,6 +80,17 @@ CLOCK_NAMES: dict[str, tuple[str, str]] = {
         "lead triage",
         "the centre accepts, asks more of, or dismisses a member's lead (window by its grade)",
     ),
+    **{
+        f"warning_contact_{grade}": (
+            f"warning contact, {grade}",
+            f"the warning's addressee attempts contact with the customer at risk ({grade} warning)",
+        )
+        for grade in ("red", "yellow", "green", "ungraded")
+    },
+    "warning_outcome": (
+        "warning outcome",
+        "the warning's addressee reports whether the customer was reached and dissuaded",
+    ),
 }
 
 

@@ -339,8 +339,9 @@ class Sweeper:
 
 
 def describe_step(clock: CaseClock, step: StepKind, due_at: datetime, late: float) -> str:
-    # The hub names leads L..., cases C...: a lead's clock times the lead (docs/leads.md).
-    what = "lead" if clock.case_id.startswith("L") else "case"
+    # The hub names cases C..., leads L..., warnings W...: a lead's or a warning's clocks time
+    # the lead or the warning, whose id stands in the case id (docs/leads.md, docs/warnings.md).
+    what = {"L": "lead", "W": "warning"}.get(clock.case_id[:1], "case")
     subject = f"{clock.kind} clock of {what} {clock.case_id}" + (
         f", order {clock.order_id}" if clock.order_id else ""
     )

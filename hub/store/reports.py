@@ -16,7 +16,13 @@ from sqlalchemy.orm import Session
 from hub.domain.cases import ExecutionStatus, OrderKind
 from hub.domain.clocks import ClockState
 from hub.domain.leads import FINAL, Lead
-from hub.service.ports import LeadHistoryRow, LogCheckpointRow, MoneyAnswerRow, ReportReceivedRow
+from hub.service.ports import (
+    LeadHistoryRow,
+    LogCheckpointRow,
+    MoneyAnswerRow,
+    ReportReceivedRow,
+    WarningRow,
+)
 from hub.service.slareport import ClockRow, LogRow
 from hub.store.tables import (
     UTCDateTime,
@@ -29,6 +35,7 @@ from hub.store.tables import (
     leads,
     orders,
     sla_log,
+    warnings,
 )
 
 
@@ -305,6 +312,46 @@ class SqlReports:
                 account=(r[8], r[9]),
                 renews=bool(r[10]),
                 case_received_at=r[11],
+            )
+            for r in self.session.execute(query)
+        ]
+
+    def warning_steps(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[WarningRow]:
+        # Each step's own index: the three ranges, not a scan of every warning the hub keeps.
+        query = select(
+            warnings.c.warning_id,
+            warnings.c.addressee,
+            warnings.c.sent_at,
+            warnings.c.amount_at_risk_fen,
+            warnings.c.contact_by,
+            warnings.c.acknowledged_at,
+            warnings.c.outcome,
+            warnings.c.outcome_at,
+            warnings.c.outcome_by,
+            warnings.c.loss_prevented_fen,
+        ).where(
+            or_(
+                and_(*_between(warnings.c.sent_at, start, end)),
+                and_(*_between(warnings.c.acknowledged_at, start, end)),
+                and_(*_between(warnings.c.outcome_at, start, end)),
+            )
+        )
+        if institution is not None:
+            query = query.where(warnings.c.addressee == institution)
+        return [
+            WarningRow(
+                r[0],
+                r[1],
+                r[2],
+                int(r[3]),
+                r[4],
+                r[5],
+                str(getattr(r[6], "value", r[6]) or ""),
+                r[7],
+                r[8],
+                int(r[9]),
             )
             for r in self.session.execute(query)
         ]

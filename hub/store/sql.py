@@ -53,6 +53,7 @@ from hub.domain.merkle import EMPTY_ROOT
 from hub.domain.returns import Distribution, DistributionState
 from hub.domain.rules import AutoStopRule
 from hub.domain.trail import OPEN_STATES
+from hub.domain.warnings import Warning, WarningState
 from hub.service.ports import (
     AppealRepository,
     AuditEntry,
@@ -82,6 +83,7 @@ from hub.service.ports import (
     PendingDelivery,
     RuleRepository,
     StoreUnavailable,
+    WarningRepository,
 )
 from hub.store import auditscan
 from hub.store.reports import SqlReports
@@ -112,6 +114,7 @@ from hub.store.tables import (
     orders,
     registry_state,
     sla_log,
+    warnings,
 )
 
 # Built once: an insert built per call with .values(...) costs several times its execution
@@ -1016,6 +1019,53 @@ class SqlAppeals:
         return self.session.scalars(stmt.limit(limit)).all()
 
 
+class SqlWarnings:
+    def __init__(self, session: Session, lock_rows: bool) -> None:
+        self.session = session
+        self.lock_rows = lock_rows
+
+    def get(self, warning_id: str, *, lock: bool = False) -> Warning | None:
+        if not lock:
+            return self.session.get(Warning, warning_id)
+        stmt = (
+            select(Warning)
+            .where(warnings.c.warning_id == warning_id)
+            .execution_options(populate_existing=True)
+        )
+        if self.lock_rows:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).one_or_none()
+
+    def add(self, warning: Warning) -> None:
+        self.session.add(warning)
+
+    def search(
+        self,
+        *,
+        state: WarningState | None,
+        party: str | None,
+        open_only: bool,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> Sequence[Warning]:
+        stmt = select(Warning).order_by(warnings.c.sent_at.desc(), warnings.c.warning_id.desc())
+        if state is not None:
+            stmt = stmt.where(warnings.c.state == state)
+        if open_only:
+            stmt = stmt.where(warnings.c.state != WarningState.CLOSED)
+        if party is not None:
+            stmt = stmt.where(or_(warnings.c.sender == party, warnings.c.addressee == party))
+        if after is not None:
+            at, warning_id = after
+            stmt = stmt.where(
+                or_(
+                    warnings.c.sent_at < at,
+                    and_(warnings.c.sent_at == at, warnings.c.warning_id < warning_id),
+                )
+            )
+        return self.session.scalars(stmt.limit(limit)).all()
+
+
 class SqlRules:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -1772,6 +1822,7 @@ class SqlUnitOfWork:
     lists: ListRepository
     appeals: AppealRepository
     leads: LeadRepository
+    warnings: WarningRepository
     # Read models for reports (hub/store/reports.py), beyond the ports the handlers drive.
     reports: SqlReports
 
@@ -1802,6 +1853,7 @@ class SqlUnitOfWork:
         self.lists = SqlLists(self.session, self._lock_rows)
         self.appeals = SqlAppeals(self.session, self._lock_rows)
         self.leads = SqlLeads(self.session, self._lock_rows)
+        self.warnings = SqlWarnings(self.session, self._lock_rows)
         self.reports = SqlReports(self.session)
         return self
 

@@ -56,6 +56,7 @@ from hub.domain.institutions import (
 from hub.domain.leads import Lead, LeadOutcome, LeadState
 from hub.domain.returns import Claim, Distribution, DistributionMethod, DistributionState, Objection
 from hub.domain.rules import AutoStopRule
+from hub.domain.warnings import Grade, Outcome, Warning, WarningState
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -482,7 +483,9 @@ clocks = Table(
     "clocks",
     metadata,
     Column("clock_id", String(40), primary_key=True),
-    # The case the clock times, or for a lead_triage clock the lead (no foreign key: either).
+    # The case the clock times, or the lead (lead_triage) or warning (warning_*) it times:
+    # their clocks run here too, so they escalate and are listed as every clock is. No
+    # foreign key to `cases`, then.
     Column("case_id", String(40), nullable=False, index=True),
     Column("order_id", String(40), nullable=False),
     Column("kind", String(40), nullable=False),
@@ -628,6 +631,46 @@ lead_accounts = Table(
     Index("ix_lead_accounts_account", "institution_code", "account_number"),
 )
 
+# Warnings (docs/warnings.md). Their clocks are rows of `clocks` whose case_id is the
+# warning id (hub/service/commands/warning.py).
+warnings = Table(
+    "warnings",
+    metadata,
+    Column("warning_id", String(40), primary_key=True),
+    Column("sender", Code, nullable=False),
+    Column("addressee", Code, nullable=False),
+    Column("account_institution", Code, nullable=False),
+    Column("account_number", Account, nullable=False),
+    Column("holder_name", SealedText("warnings.holder_name"), nullable=False),
+    Column("fraud_type", String(64), nullable=False),
+    Column("counterparty_institution", Code, nullable=False),
+    Column("counterparty_account", Account, nullable=False),
+    Column("counterparty_name", SealedText("warnings.counterparty_name"), nullable=False),
+    Column("amount_at_risk_fen", Money, nullable=False),
+    Column("grade", _enum(Grade, "warning_grade"), nullable=False),
+    Column("text", SealedText("warnings.text"), nullable=False),
+    Column("sent_at", UTCDateTime(), nullable=False),
+    Column("message_id", String(128), nullable=False),
+    Column("contact_by", UTCDateTime()),
+    Column("outcome_by", UTCDateTime()),
+    Column("state", _enum(WarningState, "warning_state"), nullable=False),
+    Column("acknowledged_at", UTCDateTime()),
+    Column("acknowledge_note", SealedText("warnings.acknowledge_note"), nullable=False),
+    Column("outcome", _enum(Outcome, "warning_outcome")),
+    Column("outcome_at", UTCDateTime()),
+    Column("loss_prevented_fen", Money, nullable=False),
+    Column("outcome_text", SealedText("warnings.outcome_text"), nullable=False),
+    Column("outcome_message_id", String(128), nullable=False),
+    Column("case_id", String(40), nullable=False),
+    Column("grade_reason", SealedText("warnings.grade_reason"), nullable=False),
+    Column("graded_at", UTCDateTime()),
+    Index("ix_warnings_sent_at_warning_id", "sent_at", "warning_id"),
+    Index("ix_warnings_addressee_sent_at", "addressee", "sent_at"),
+    Index("ix_warnings_sender_sent_at", "sender", "sent_at"),
+    Index("ix_warnings_outcome_at", "outcome_at"),
+    Index("ix_warnings_acknowledged_at", "acknowledged_at"),
+)
+
 # The SLA log: every clock start, step and stop, for people and auditors.
 sla_log = Table(
     "sla_log",
@@ -768,3 +811,4 @@ def map_domain() -> None:
     mapper_registry.map_imperatively(CaseClock, clocks)
     mapper_registry.map_imperatively(Appeal, appeals)
     mapper_registry.map_imperatively(Lead, leads)
+    mapper_registry.map_imperatively(Warning, warnings)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from hub.domain.clocks import (
     TRIGGERS,
+    WARNING_TRIGGERS,
     ClockPolicy,
     Policy,
     PolicyError,
@@ -240,6 +241,10 @@ def _clocks(data: dict[str, Any], name: str, fail: Fail) -> Policy:
             ladder = tuple(parse_step(str(s)) for s in ladder_spec)
         except ValueError as exc:
             raise fail(table, "ladder", str(exc)) from None
+        if (starts in WARNING_TRIGGERS) != all(t in WARNING_TRIGGERS for t in stops):
+            raise fail(table, "stops", "a warning's clock starts and stops on warning events only")
+        if starts in WARNING_TRIGGERS and responsible is not Responsible.ADDRESSEE:
+            raise fail(table, "responsible", "a warning's clock is its addressee's")
         if window.unit == "term" and not starts.startswith("freeze."):
             raise fail(table, "window", "a 'term' window belongs to a freeze's clock")
         if any(s.kind is StepKind.EXPIRE for s in ladder) and not starts.startswith(

@@ -30,29 +30,30 @@ from stophub.v1 import lead_pb2 as stophub_dot_v1_dot_lead__pb2
 from stophub.v1 import order_pb2 as stophub_dot_v1_dot_order__pb2
 from stophub.v1 import returns_pb2 as stophub_dot_v1_dot_returns__pb2
 from stophub.v1 import sla_pb2 as stophub_dot_v1_dot_sla__pb2
+from stophub.v1 import warning_pb2 as stophub_dot_v1_dot_warning__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stophub/v1/delivery.proto\x12\nstophub.v1\x1a\x17stophub/v1/appeal.proto\x1a\x1astophub/v1/blacklist.proto\x1a\x15stophub/v1/case.proto\x1a\x19stophub/v1/envelope.proto\x1a\x15stophub/v1/lead.proto\x1a\x16stophub/v1/order.proto\x1a\x18stophub/v1/returns.proto\x1a\x14stophub/v1/sla.proto\"\xc1\x03\n\x06Notice\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.stophub.v1.NoticeKind\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12 \n\x05order\x18\x03 \x01(\x0b\x32\x11.stophub.v1.Order\x12$\n\x06origin\x18\x04 \x01(\x0b\x32\x14.stophub.v1.Envelope\x12+\n\rauthorization\x18\x05 \x01(\x0b\x32\x14.stophub.v1.Envelope\x12\x0f\n\x07summary\x18\x06 \x01(\t\x12)\n\nclock_step\x18\x07 \x01(\x0b\x32\x15.stophub.v1.ClockStep\x12.\n\x0c\x64istribution\x18\x08 \x01(\x0b\x32\x18.stophub.v1.Distribution\x12*\n\x0clinked_cases\x18\t \x03(\x0b\x32\x14.stophub.v1.CaseLink\x12/\n\nlist_entry\x18\n \x01(\x0b\x32\x1b.stophub.v1.ListEntryRecord\x12\"\n\x06\x61ppeal\x18\x0b \x01(\x0b\x32\x12.stophub.v1.Appeal\x12\x1e\n\x04lead\x18\x14 \x01(\x0b\x32\x10.stophub.v1.Lead\"(\n\rSubscribeBody\x12\x17\n\x0f\x63onnection_name\x18\x01 \x01(\t\"\x1c\n\x07\x41\x63kBody\x12\x11\n\tsequences\x18\x01 \x03(\x03\"A\n\x17StreamDeliveriesRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"\x93\x01\n\x18StreamDeliveriesResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12&\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x14.stophub.v1.Envelope\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12,\n\x0elog_checkpoint\x18\x04 \x01(\x0b\x32\x14.stophub.v1.Envelope\"m\n\tRejection\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12\x0e\n\x06sender\x18\x05 \x01(\t\x12\r\n\x05\x66ield\x18\x06 \x01(\t*\xef\x04\n\nNoticeKind\x12\x1b\n\x17NOTICE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11NOTICE_KIND_ORDER\x10\x01\x12\x1e\n\x1aNOTICE_KIND_ORDER_ANSWERED\x10\x02\x12\x1f\n\x1bNOTICE_KIND_REPORT_RECEIVED\x10\x03\x12\x1f\n\x1bNOTICE_KIND_REPORT_VERIFIED\x10\x04\x12\x1b\n\x17NOTICE_KIND_CASE_CLOSED\x10\x05\x12\x1e\n\x1aNOTICE_KIND_CLOCK_REMINDER\x10\x06\x12\x1c\n\x18NOTICE_KIND_CLOCK_BREACH\x10\x07\x12 \n\x1cNOTICE_KIND_CLOCK_ESCALATION\x10\x08\x12 \n\x1cNOTICE_KIND_RENEWAL_REMINDER\x10\t\x12\x1d\n\x19NOTICE_KIND_ORDER_EXPIRED\x10\n\x12 \n\x1cNOTICE_KIND_TRAIL_ESCALATION\x10\x0b\x12\x1c\n\x18NOTICE_KIND_CASES_LINKED\x10\x0c\x12\x1c\n\x18NOTICE_KIND_DISTRIBUTION\x10\r\x12#\n\x1fNOTICE_KIND_PUBLIC_NOTICE_ENDED\x10\x0e\x12\x17\n\x13NOTICE_KIND_LISTING\x10\x0f\x12\x16\n\x12NOTICE_KIND_APPEAL\x10\x10\x12\x1e\n\x1aNOTICE_KIND_LEAD_SUBMITTED\x10\x18\x12\x1c\n\x18NOTICE_KIND_LEAD_TRIAGED\x10\x19\x12\x1b\n\x17NOTICE_KIND_CASE_GRADED\x10\x1a\x32t\n\x0f\x44\x65liveryService\x12\x61\n\x10StreamDeliveries\x12#.stophub.v1.StreamDeliveriesRequest\x1a$.stophub.v1.StreamDeliveriesResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stophub/v1/delivery.proto\x12\nstophub.v1\x1a\x17stophub/v1/appeal.proto\x1a\x1astophub/v1/blacklist.proto\x1a\x15stophub/v1/case.proto\x1a\x19stophub/v1/envelope.proto\x1a\x15stophub/v1/lead.proto\x1a\x16stophub/v1/order.proto\x1a\x18stophub/v1/returns.proto\x1a\x14stophub/v1/sla.proto\x1a\x18stophub/v1/warning.proto\"\xe7\x03\n\x06Notice\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.stophub.v1.NoticeKind\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12 \n\x05order\x18\x03 \x01(\x0b\x32\x11.stophub.v1.Order\x12$\n\x06origin\x18\x04 \x01(\x0b\x32\x14.stophub.v1.Envelope\x12+\n\rauthorization\x18\x05 \x01(\x0b\x32\x14.stophub.v1.Envelope\x12\x0f\n\x07summary\x18\x06 \x01(\t\x12)\n\nclock_step\x18\x07 \x01(\x0b\x32\x15.stophub.v1.ClockStep\x12.\n\x0c\x64istribution\x18\x08 \x01(\x0b\x32\x18.stophub.v1.Distribution\x12*\n\x0clinked_cases\x18\t \x03(\x0b\x32\x14.stophub.v1.CaseLink\x12/\n\nlist_entry\x18\n \x01(\x0b\x32\x1b.stophub.v1.ListEntryRecord\x12\"\n\x06\x61ppeal\x18\x0b \x01(\x0b\x32\x12.stophub.v1.Appeal\x12\x1e\n\x04lead\x18\x14 \x01(\x0b\x32\x10.stophub.v1.Lead\x12$\n\x07warning\x18\x0c \x01(\x0b\x32\x13.stophub.v1.Warning\"(\n\rSubscribeBody\x12\x17\n\x0f\x63onnection_name\x18\x01 \x01(\t\"\x1c\n\x07\x41\x63kBody\x12\x11\n\tsequences\x18\x01 \x03(\x03\"A\n\x17StreamDeliveriesRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"\x93\x01\n\x18StreamDeliveriesResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12&\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x14.stophub.v1.Envelope\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12,\n\x0elog_checkpoint\x18\x04 \x01(\x0b\x32\x14.stophub.v1.Envelope\"m\n\tRejection\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12\x0e\n\x06sender\x18\x05 \x01(\t\x12\r\n\x05\x66ield\x18\x06 \x01(\t*\x88\x05\n\nNoticeKind\x12\x1b\n\x17NOTICE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11NOTICE_KIND_ORDER\x10\x01\x12\x1e\n\x1aNOTICE_KIND_ORDER_ANSWERED\x10\x02\x12\x1f\n\x1bNOTICE_KIND_REPORT_RECEIVED\x10\x03\x12\x1f\n\x1bNOTICE_KIND_REPORT_VERIFIED\x10\x04\x12\x1b\n\x17NOTICE_KIND_CASE_CLOSED\x10\x05\x12\x1e\n\x1aNOTICE_KIND_CLOCK_REMINDER\x10\x06\x12\x1c\n\x18NOTICE_KIND_CLOCK_BREACH\x10\x07\x12 \n\x1cNOTICE_KIND_CLOCK_ESCALATION\x10\x08\x12 \n\x1cNOTICE_KIND_RENEWAL_REMINDER\x10\t\x12\x1d\n\x19NOTICE_KIND_ORDER_EXPIRED\x10\n\x12 \n\x1cNOTICE_KIND_TRAIL_ESCALATION\x10\x0b\x12\x1c\n\x18NOTICE_KIND_CASES_LINKED\x10\x0c\x12\x1c\n\x18NOTICE_KIND_DISTRIBUTION\x10\r\x12#\n\x1fNOTICE_KIND_PUBLIC_NOTICE_ENDED\x10\x0e\x12\x17\n\x13NOTICE_KIND_LISTING\x10\x0f\x12\x16\n\x12NOTICE_KIND_APPEAL\x10\x10\x12\x1e\n\x1aNOTICE_KIND_LEAD_SUBMITTED\x10\x18\x12\x1c\n\x18NOTICE_KIND_LEAD_TRIAGED\x10\x19\x12\x1b\n\x17NOTICE_KIND_CASE_GRADED\x10\x1a\x12\x17\n\x13NOTICE_KIND_WARNING\x10\x11\x32t\n\x0f\x44\x65liveryService\x12\x61\n\x10StreamDeliveries\x12#.stophub.v1.StreamDeliveriesRequest\x1a$.stophub.v1.StreamDeliveriesResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stophub.v1.delivery_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NOTICEKIND']._serialized_start=1092
-  _globals['_NOTICEKIND']._serialized_end=1715
-  _globals['_NOTICE']._serialized_start=240
-  _globals['_NOTICE']._serialized_end=689
-  _globals['_SUBSCRIBEBODY']._serialized_start=691
-  _globals['_SUBSCRIBEBODY']._serialized_end=731
-  _globals['_ACKBODY']._serialized_start=733
-  _globals['_ACKBODY']._serialized_end=761
-  _globals['_STREAMDELIVERIESREQUEST']._serialized_start=763
-  _globals['_STREAMDELIVERIESREQUEST']._serialized_end=828
-  _globals['_STREAMDELIVERIESRESPONSE']._serialized_start=831
-  _globals['_STREAMDELIVERIESRESPONSE']._serialized_end=978
-  _globals['_REJECTION']._serialized_start=980
-  _globals['_REJECTION']._serialized_end=1089
-  _globals['_DELIVERYSERVICE']._serialized_start=1717
-  _globals['_DELIVERYSERVICE']._serialized_end=1833
+  _globals['_NOTICEKIND']._serialized_start=1156
+  _globals['_NOTICEKIND']._serialized_end=1804
+  _globals['_NOTICE']._serialized_start=266
+  _globals['_NOTICE']._serialized_end=753
+  _globals['_SUBSCRIBEBODY']._serialized_start=755
+  _globals['_SUBSCRIBEBODY']._serialized_end=795
+  _globals['_ACKBODY']._serialized_start=797
+  _globals['_ACKBODY']._serialized_end=825
+  _globals['_STREAMDELIVERIESREQUEST']._serialized_start=827
+  _globals['_STREAMDELIVERIESREQUEST']._serialized_end=892
+  _globals['_STREAMDELIVERIESRESPONSE']._serialized_start=895
+  _globals['_STREAMDELIVERIESRESPONSE']._serialized_end=1042
+  _globals['_REJECTION']._serialized_start=1044
+  _globals['_REJECTION']._serialized_end=1153
+  _globals['_DELIVERYSERVICE']._serialized_start=1806
+  _globals['_DELIVERYSERVICE']._serialized_end=1922
 # @@protoc_insertion_point(module_scope)

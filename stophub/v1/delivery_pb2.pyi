@@ -16,6 +16,7 @@ from stophub.v1 import lead_pb2 as _lead_pb2
 from stophub.v1 import order_pb2 as _order_pb2
 from stophub.v1 import returns_pb2 as _returns_pb2
 from stophub.v1 import sla_pb2 as _sla_pb2
+from stophub.v1 import warning_pb2 as _warning_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -84,8 +85,7 @@ class _NoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeKind
     reason).
     """
     NOTICE_KIND_LEAD_SUBMITTED: _NoticeKind.ValueType  # 24
-    """17-23 are left for warnings (issue 23, WarningService).
-    A member handed the centre a lead (to the centres), or answered the centre's
+    """A member handed the centre a lead (to the centres), or answered the centre's
     question about one (docs/leads.md).
     """
     NOTICE_KIND_LEAD_TRIAGED: _NoticeKind.ValueType  # 25
@@ -94,6 +94,10 @@ class _NoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeKind
     """
     NOTICE_KIND_CASE_GRADED: _NoticeKind.ValueType  # 26
     """The centre changed a case's grade (to the reporting institution)."""
+    NOTICE_KIND_WARNING: _NoticeKind.ValueType  # 17
+    """A warning (docs/warnings.md): sent (to its addressee), acknowledged, its
+    outcome reported (to its sender), or regraded (to both).
+    """
 
 class NoticeKind(_NoticeKind, metaclass=_NoticeKindEnumTypeWrapper):
     """What a notice tells its recipient."""
@@ -149,8 +153,7 @@ NOTICE_KIND_APPEAL: NoticeKind.ValueType  # 16
 reason).
 """
 NOTICE_KIND_LEAD_SUBMITTED: NoticeKind.ValueType  # 24
-"""17-23 are left for warnings (issue 23, WarningService).
-A member handed the centre a lead (to the centres), or answered the centre's
+"""A member handed the centre a lead (to the centres), or answered the centre's
 question about one (docs/leads.md).
 """
 NOTICE_KIND_LEAD_TRIAGED: NoticeKind.ValueType  # 25
@@ -159,6 +162,10 @@ dismissed (to the member that submitted it), or changed its grade.
 """
 NOTICE_KIND_CASE_GRADED: NoticeKind.ValueType  # 26
 """The centre changed a case's grade (to the reporting institution)."""
+NOTICE_KIND_WARNING: NoticeKind.ValueType  # 17
+"""A warning (docs/warnings.md): sent (to its addressee), acknowledged, its
+outcome reported (to its sender), or regraded (to both).
+"""
 Global___NoticeKind: _TypeAlias = NoticeKind  # noqa: Y015
 
 @_typing.final
@@ -182,6 +189,7 @@ class Notice(_message.Message):
     LIST_ENTRY_FIELD_NUMBER: _builtins.int
     APPEAL_FIELD_NUMBER: _builtins.int
     LEAD_FIELD_NUMBER: _builtins.int
+    WARNING_FIELD_NUMBER: _builtins.int
     kind: Global___NoticeKind.ValueType
     case_id: _builtins.str
     summary: _builtins.str
@@ -228,10 +236,13 @@ class Notice(_message.Message):
 
     @_builtins.property
     def lead(self) -> _lead_pb2.Lead:
-        """12-19 are left for warnings (issue 23).
-        For LEAD_SUBMITTED and LEAD_TRIAGED: the lead as the hub records it, with
+        """For LEAD_SUBMITTED and LEAD_TRIAGED: the lead as the hub records it, with
         its links.
         """
+
+    @_builtins.property
+    def warning(self) -> _warning_pb2.Warning:
+        """For WARNING notices: the warning as the hub records it."""
 
     def __init__(
         self,
@@ -248,10 +259,11 @@ class Notice(_message.Message):
         list_entry: _blacklist_pb2.ListEntryRecord | None = ...,
         appeal: _appeal_pb2.Appeal | None = ...,
         lead: _lead_pb2.Lead | None = ...,
+        warning: _warning_pb2.Warning | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "clock_step", b"clock_step", "distribution", b"distribution", "lead", b"lead", "list_entry", b"list_entry", "order", b"order", "origin", b"origin"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "clock_step", b"clock_step", "distribution", b"distribution", "lead", b"lead", "list_entry", b"list_entry", "order", b"order", "origin", b"origin", "warning", b"warning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "case_id", b"case_id", "clock_step", b"clock_step", "distribution", b"distribution", "kind", b"kind", "lead", b"lead", "linked_cases", b"linked_cases", "list_entry", b"list_entry", "order", b"order", "origin", b"origin", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appeal", b"appeal", "authorization", b"authorization", "case_id", b"case_id", "clock_step", b"clock_step", "distribution", b"distribution", "kind", b"kind", "lead", b"lead", "linked_cases", b"linked_cases", "list_entry", b"list_entry", "order", b"order", "origin", b"origin", "summary", b"summary", "warning", b"warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

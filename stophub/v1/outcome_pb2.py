@@ -27,27 +27,27 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stophub.v1 import envelope_pb2 as stophub_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18stophub/v1/outcome.proto\x12\nstophub.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stophub/v1/envelope.proto\"\xcd\x04\n\x0eOutcomeFigures\x12\x0f\n\x07reports\x18\x01 \x01(\x03\x12\x10\n\x08lost_fen\x18\x02 \x01(\x03\x12\x19\n\x11\x66irst_layer_stops\x18\x03 \x01(\x03\x12\x1f\n\x17stopped_first_layer_fen\x18\x04 \x01(\x03\x12\x18\n\x10\x64ownstream_stops\x18\x05 \x01(\x03\x12\x1e\n\x16stopped_downstream_fen\x18\x06 \x01(\x03\x12\x0f\n\x07\x66reezes\x18\x07 \x01(\x03\x12\x12\n\nfrozen_fen\x18\x08 \x01(\x03\x12\x0f\n\x07returns\x18\t \x01(\x03\x12\x14\n\x0creturned_fen\x18\n \x01(\x03\x12\x17\n\x0frecovered_share\x18\x0b \x01(\x01\x12\x1b\n\x13has_recovered_share\x18\x0c \x01(\x08\x12\x13\n\x0b\x66irst_stops\x18\r \x01(\x03\x12\x34\n\x11\x66irst_stop_median\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0e\x66irst_stop_p90\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05leads\x18< \x01(\x03\x12\x19\n\x11leads_opened_case\x18= \x01(\x03\x12\x14\n\x0cleads_listed\x18> \x01(\x03\x12\x14\n\x0cleads_warned\x18? \x01(\x03\x12\x1c\n\x14leads_asked_for_more\x18@ \x01(\x03\x12\x17\n\x0fleads_dismissed\x18\x41 \x01(\x03\x12\x15\n\rleads_pending\x18\x42 \x01(\x03\"\xba\x01\n\nOutcomeRow\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12\x35\n\x11period_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fperiod_end_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x66igures\x18\x04 \x01(\x0b\x32\x1a.stophub.v1.OutcomeFigures\"\xb8\x01\n\x0cOutcomeQuery\x12-\n\tfrom_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07to_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0binstitution\x18\x03 \x01(\t\x12)\n\x06period\x18\x04 \x01(\x0e\x32\x19.stophub.v1.OutcomePeriod\x12\x0c\n\x04zone\x18\x05 \x01(\t\"\xca\x01\n\rOutcomeReport\x12-\n\tfrom_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07to_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06period\x18\x03 \x01(\x0e\x32\x19.stophub.v1.OutcomePeriod\x12\x0c\n\x04zone\x18\x04 \x01(\t\x12$\n\x04rows\x18\x05 \x03(\x0b\x32\x16.stophub.v1.OutcomeRow\"B\n\x18GetOutcomeFiguresRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"C\n\x19GetOutcomeFiguresResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*z\n\rOutcomePeriod\x12\x1e\n\x1aOUTCOME_PERIOD_UNSPECIFIED\x10\x00\x12\x16\n\x12OUTCOME_PERIOD_DAY\x10\x01\x12\x17\n\x13OUTCOME_PERIOD_WEEK\x10\x02\x12\x18\n\x14OUTCOME_PERIOD_MONTH\x10\x03\x32r\n\x0eOutcomeService\x12`\n\x11GetOutcomeFigures\x12$.stophub.v1.GetOutcomeFiguresRequest\x1a%.stophub.v1.GetOutcomeFiguresResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18stophub/v1/outcome.proto\x12\nstophub.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stophub/v1/envelope.proto\"\xa9\x07\n\x0eOutcomeFigures\x12\x0f\n\x07reports\x18\x01 \x01(\x03\x12\x10\n\x08lost_fen\x18\x02 \x01(\x03\x12\x19\n\x11\x66irst_layer_stops\x18\x03 \x01(\x03\x12\x1f\n\x17stopped_first_layer_fen\x18\x04 \x01(\x03\x12\x18\n\x10\x64ownstream_stops\x18\x05 \x01(\x03\x12\x1e\n\x16stopped_downstream_fen\x18\x06 \x01(\x03\x12\x0f\n\x07\x66reezes\x18\x07 \x01(\x03\x12\x12\n\nfrozen_fen\x18\x08 \x01(\x03\x12\x0f\n\x07returns\x18\t \x01(\x03\x12\x14\n\x0creturned_fen\x18\n \x01(\x03\x12\x17\n\x0frecovered_share\x18\x0b \x01(\x01\x12\x1b\n\x13has_recovered_share\x18\x0c \x01(\x08\x12\x13\n\x0b\x66irst_stops\x18\r \x01(\x03\x12\x34\n\x11\x66irst_stop_median\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0e\x66irst_stop_p90\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05leads\x18< \x01(\x03\x12\x19\n\x11leads_opened_case\x18= \x01(\x03\x12\x14\n\x0cleads_listed\x18> \x01(\x03\x12\x14\n\x0cleads_warned\x18? \x01(\x03\x12\x1c\n\x14leads_asked_for_more\x18@ \x01(\x03\x12\x17\n\x0fleads_dismissed\x18\x41 \x01(\x03\x12\x15\n\rleads_pending\x18\x42 \x01(\x03\x12\x15\n\rwarnings_sent\x18\x1e \x01(\x03\x12\x13\n\x0b\x61t_risk_fen\x18\x1f \x01(\x03\x12\x18\n\x10warning_outcomes\x18  \x01(\x03\x12\x1b\n\x13\x63ustomers_dissuaded\x18! \x01(\x03\x12\x1f\n\x17\x63ustomers_not_dissuaded\x18\" \x01(\x03\x12\x1d\n\x15\x63ustomers_not_reached\x18# \x01(\x03\x12\x1e\n\x16\x63ustomers_already_lost\x18$ \x01(\x03\x12\x19\n\x11\x63ustomers_reached\x18% \x01(\x03\x12\x1a\n\x12loss_prevented_fen\x18& \x01(\x03\x12\x1d\n\x15warnings_acknowledged\x18\' \x01(\x03\x12\"\n\x1awarnings_acknowledged_late\x18( \x01(\x03\x12\x1d\n\x15warning_outcomes_late\x18) \x01(\x03\"\xba\x01\n\nOutcomeRow\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12\x35\n\x11period_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fperiod_end_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x66igures\x18\x04 \x01(\x0b\x32\x1a.stophub.v1.OutcomeFigures\"\xb8\x01\n\x0cOutcomeQuery\x12-\n\tfrom_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07to_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0binstitution\x18\x03 \x01(\t\x12)\n\x06period\x18\x04 \x01(\x0e\x32\x19.stophub.v1.OutcomePeriod\x12\x0c\n\x04zone\x18\x05 \x01(\t\"\xca\x01\n\rOutcomeReport\x12-\n\tfrom_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07to_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06period\x18\x03 \x01(\x0e\x32\x19.stophub.v1.OutcomePeriod\x12\x0c\n\x04zone\x18\x04 \x01(\t\x12$\n\x04rows\x18\x05 \x03(\x0b\x32\x16.stophub.v1.OutcomeRow\"B\n\x18GetOutcomeFiguresRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"C\n\x19GetOutcomeFiguresResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*z\n\rOutcomePeriod\x12\x1e\n\x1aOUTCOME_PERIOD_UNSPECIFIED\x10\x00\x12\x16\n\x12OUTCOME_PERIOD_DAY\x10\x01\x12\x17\n\x13OUTCOME_PERIOD_WEEK\x10\x02\x12\x18\n\x14OUTCOME_PERIOD_MONTH\x10\x03\x32r\n\x0eOutcomeService\x12`\n\x11GetOutcomeFigures\x12$.stophub.v1.GetOutcomeFiguresRequest\x1a%.stophub.v1.GetOutcomeFiguresResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stophub.v1.outcome_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOMEPERIOD']._serialized_start=1442
-  _globals['_OUTCOMEPERIOD']._serialized_end=1564
+  _globals['_OUTCOMEPERIOD']._serialized_start=1790
+  _globals['_OUTCOMEPERIOD']._serialized_end=1912
   _globals['_OUTCOMEFIGURES']._serialized_start=133
-  _globals['_OUTCOMEFIGURES']._serialized_end=722
-  _globals['_OUTCOMEROW']._serialized_start=725
-  _globals['_OUTCOMEROW']._serialized_end=911
-  _globals['_OUTCOMEQUERY']._serialized_start=914
-  _globals['_OUTCOMEQUERY']._serialized_end=1098
-  _globals['_OUTCOMEREPORT']._serialized_start=1101
-  _globals['_OUTCOMEREPORT']._serialized_end=1303
-  _globals['_GETOUTCOMEFIGURESREQUEST']._serialized_start=1305
-  _globals['_GETOUTCOMEFIGURESREQUEST']._serialized_end=1371
-  _globals['_GETOUTCOMEFIGURESRESPONSE']._serialized_start=1373
-  _globals['_GETOUTCOMEFIGURESRESPONSE']._serialized_end=1440
-  _globals['_OUTCOMESERVICE']._serialized_start=1566
-  _globals['_OUTCOMESERVICE']._serialized_end=1680
+  _globals['_OUTCOMEFIGURES']._serialized_end=1070
+  _globals['_OUTCOMEROW']._serialized_start=1073
+  _globals['_OUTCOMEROW']._serialized_end=1259
+  _globals['_OUTCOMEQUERY']._serialized_start=1262
+  _globals['_OUTCOMEQUERY']._serialized_end=1446
+  _globals['_OUTCOMEREPORT']._serialized_start=1449
+  _globals['_OUTCOMEREPORT']._serialized_end=1651
+  _globals['_GETOUTCOMEFIGURESREQUEST']._serialized_start=1653
+  _globals['_GETOUTCOMEFIGURESREQUEST']._serialized_end=1719
+  _globals['_GETOUTCOMEFIGURESRESPONSE']._serialized_start=1721
+  _globals['_GETOUTCOMEFIGURESRESPONSE']._serialized_end=1788
+  _globals['_OUTCOMESERVICE']._serialized_start=1914
+  _globals['_OUTCOMESERVICE']._serialized_end=2028
 # @@protoc_insertion_point(module_scope)

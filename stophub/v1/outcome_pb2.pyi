@@ -78,6 +78,18 @@ class OutcomeFigures(_message.Message):
     LEADS_ASKED_FOR_MORE_FIELD_NUMBER: _builtins.int
     LEADS_DISMISSED_FIELD_NUMBER: _builtins.int
     LEADS_PENDING_FIELD_NUMBER: _builtins.int
+    WARNINGS_SENT_FIELD_NUMBER: _builtins.int
+    AT_RISK_FEN_FIELD_NUMBER: _builtins.int
+    WARNING_OUTCOMES_FIELD_NUMBER: _builtins.int
+    CUSTOMERS_DISSUADED_FIELD_NUMBER: _builtins.int
+    CUSTOMERS_NOT_DISSUADED_FIELD_NUMBER: _builtins.int
+    CUSTOMERS_NOT_REACHED_FIELD_NUMBER: _builtins.int
+    CUSTOMERS_ALREADY_LOST_FIELD_NUMBER: _builtins.int
+    CUSTOMERS_REACHED_FIELD_NUMBER: _builtins.int
+    LOSS_PREVENTED_FEN_FIELD_NUMBER: _builtins.int
+    WARNINGS_ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
+    WARNINGS_ACKNOWLEDGED_LATE_FIELD_NUMBER: _builtins.int
+    WARNING_OUTCOMES_LATE_FIELD_NUMBER: _builtins.int
     reports: _builtins.int
     """Reports received: signed CreateReport messages the hub accepted."""
     lost_fen: _builtins.int
@@ -118,6 +130,33 @@ class OutcomeFigures(_message.Message):
     leads_asked_for_more: _builtins.int
     leads_dismissed: _builtins.int
     leads_pending: _builtins.int
+    warnings_sent: _builtins.int
+    """Warnings (docs/warnings.md), each counted for its addressee, dated by its
+    signed record. Warnings sent: SendWarning messages the hub accepted (and
+    warnings other commands raised), by their send time.
+    """
+    at_risk_fen: _builtins.int
+    """The amount at risk of those warnings."""
+    warning_outcomes: _builtins.int
+    """Outcomes reported (ReportWarningOutcome accepted), by the outcome's time."""
+    customers_dissuaded: _builtins.int
+    """Of those outcomes: reached and dissuaded, reached and not dissuaded, not
+    reached, already lost money.
+    """
+    customers_not_dissuaded: _builtins.int
+    customers_not_reached: _builtins.int
+    customers_already_lost: _builtins.int
+    customers_reached: _builtins.int
+    """Customers reached: dissuaded plus not dissuaded."""
+    loss_prevented_fen: _builtins.int
+    """The loss prevented those outcomes report."""
+    warnings_acknowledged: _builtins.int
+    """Warnings acknowledged, and of those how many after the contact clock's
+    deadline, by the acknowledgement's time.
+    """
+    warnings_acknowledged_late: _builtins.int
+    warning_outcomes_late: _builtins.int
+    """Outcomes reported after the outcome clock's deadline."""
     @_builtins.property
     def first_stop_median(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -147,10 +186,22 @@ class OutcomeFigures(_message.Message):
         leads_asked_for_more: _builtins.int = ...,
         leads_dismissed: _builtins.int = ...,
         leads_pending: _builtins.int = ...,
+        warnings_sent: _builtins.int = ...,
+        at_risk_fen: _builtins.int = ...,
+        warning_outcomes: _builtins.int = ...,
+        customers_dissuaded: _builtins.int = ...,
+        customers_not_dissuaded: _builtins.int = ...,
+        customers_not_reached: _builtins.int = ...,
+        customers_already_lost: _builtins.int = ...,
+        customers_reached: _builtins.int = ...,
+        loss_prevented_fen: _builtins.int = ...,
+        warnings_acknowledged: _builtins.int = ...,
+        warnings_acknowledged_late: _builtins.int = ...,
+        warning_outcomes_late: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_stop_median", b"first_stop_median", "first_stop_p90", b"first_stop_p90"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["downstream_stops", b"downstream_stops", "first_layer_stops", b"first_layer_stops", "first_stop_median", b"first_stop_median", "first_stop_p90", b"first_stop_p90", "first_stops", b"first_stops", "freezes", b"freezes", "frozen_fen", b"frozen_fen", "has_recovered_share", b"has_recovered_share", "leads", b"leads", "leads_asked_for_more", b"leads_asked_for_more", "leads_dismissed", b"leads_dismissed", "leads_listed", b"leads_listed", "leads_opened_case", b"leads_opened_case", "leads_pending", b"leads_pending", "leads_warned", b"leads_warned", "lost_fen", b"lost_fen", "recovered_share", b"recovered_share", "reports", b"reports", "returned_fen", b"returned_fen", "returns", b"returns", "stopped_downstream_fen", b"stopped_downstream_fen", "stopped_first_layer_fen", b"stopped_first_layer_fen"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_risk_fen", b"at_risk_fen", "customers_already_lost", b"customers_already_lost", "customers_dissuaded", b"customers_dissuaded", "customers_not_dissuaded", b"customers_not_dissuaded", "customers_not_reached", b"customers_not_reached", "customers_reached", b"customers_reached", "downstream_stops", b"downstream_stops", "first_layer_stops", b"first_layer_stops", "first_stop_median", b"first_stop_median", "first_stop_p90", b"first_stop_p90", "first_stops", b"first_stops", "freezes", b"freezes", "frozen_fen", b"frozen_fen", "has_recovered_share", b"has_recovered_share", "leads", b"leads", "leads_asked_for_more", b"leads_asked_for_more", "leads_dismissed", b"leads_dismissed", "leads_listed", b"leads_listed", "leads_opened_case", b"leads_opened_case", "leads_pending", b"leads_pending", "leads_warned", b"leads_warned", "loss_prevented_fen", b"loss_prevented_fen", "lost_fen", b"lost_fen", "recovered_share", b"recovered_share", "reports", b"reports", "returned_fen", b"returned_fen", "returns", b"returns", "stopped_downstream_fen", b"stopped_downstream_fen", "stopped_first_layer_fen", b"stopped_first_layer_fen", "warning_outcomes", b"warning_outcomes", "warning_outcomes_late", b"warning_outcomes_late", "warnings_acknowledged", b"warnings_acknowledged", "warnings_acknowledged_late", b"warnings_acknowledged_late", "warnings_sent", b"warnings_sent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,6 +49,8 @@ READS = {
     "sla": ["sla"],
     "board": ["board", "--once"],
     "appeal list": ["appeal", "list"],
+    "warning list": ["warning", "list"],
+    "warning show": ["warning", "show", "W20260302-0000ABCD"],
     "list show": ["list", "show"],
     "institution list": ["institution", "list"],
     "institution show": ["institution", "show", "BANKA"],

@@ -70,6 +70,7 @@ from stophub.v1 import (
     returns_pb2,
     sla_pb2,
     trail_pb2,
+    warning_pb2,
 )
 from tests.e2e.conftest import Network, start_network
 from tests.e2e.wire_helpers import MULE, VICTIM, report
@@ -190,6 +191,26 @@ RPCS = {
     ),
     "GetOutcomeFigures": Rpc(
         "/stophub.v1.OutcomeService/GetOutcomeFigures", outcome_pb2.OutcomeQuery, "REG"
+    ),
+    "SendWarning": Rpc(
+        "/stophub.v1.WarningService/SendWarning", warning_pb2.SendWarningBody, "CENTRE"
+    ),
+    "AcknowledgeWarning": Rpc(
+        "/stophub.v1.WarningService/AcknowledgeWarning",
+        warning_pb2.AcknowledgeWarningBody,
+        "BANKB",
+    ),
+    "ReportWarningOutcome": Rpc(
+        "/stophub.v1.WarningService/ReportWarningOutcome",
+        warning_pb2.ReportWarningOutcomeBody,
+        "BANKB",
+    ),
+    "GetWarning": Rpc("/stophub.v1.WarningService/GetWarning", warning_pb2.GetWarningBody, "PAYX"),
+    "ListWarnings": Rpc(
+        "/stophub.v1.WarningService/ListWarnings", warning_pb2.ListWarningsBody, "BANKB"
+    ),
+    "SetWarningGrade": Rpc(
+        "/stophub.v1.WarningService/SetWarningGrade", warning_pb2.SetWarningGradeBody, "CENTRE"
     ),
 }
 BODY_TYPES = [r.body.DESCRIPTOR.full_name for r in RPCS.values()] + [
@@ -414,6 +435,7 @@ class Fuzz:
     verified: list[str] = field(default_factory=list)
     orders: list[str] = field(default_factory=list)
     leads: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def sent(self) -> int:
@@ -597,6 +619,10 @@ class Fuzz:
             lead = lead_pb2.Lead.FromString(env.body)
             self.leads.append(lead.name)
             return lead
+        if rpc.body is warning_pb2.SendWarningBody:
+            warning = warning_pb2.Warning.FromString(env.body)
+            self.warnings.append(warning.warning_id)
+            return warning
         return env
 
     # ---- valid bodies, the starting points of mutation ----------------------------------------
@@ -739,6 +765,43 @@ class Fuzz:
             return audit_pb2.GetConsistencyProofBody(first_size=1 + variant % 3)
         if name == "AcknowledgeBreach":
             return sla_pb2.BreachAcknowledgement(clock_id=f"K-{variant}", note="fz")
+        if name == "SendWarning":
+            body = warning_pb2.SendWarningBody(
+                account=MULE,
+                amount_at_risk_fen=1 + variant,
+                grade=variant % 4,
+                fraud_type=variant % 8,
+                text="fz",
+            )
+            if variant % 2:
+                body.counterparty.CopyFrom(VICTIM)
+            return body
+        if name == "AcknowledgeWarning":
+            return warning_pb2.AcknowledgeWarningBody(
+                warning_id=self.pick(self.warnings, variant), note="fz"
+            )
+        if name == "ReportWarningOutcome":
+            closing = warning_pb2.ReportWarningOutcomeBody(
+                warning_id=self.pick(self.warnings, variant),
+                outcome=variant % 5,
+                loss_prevented_fen=variant,
+                text="fz",
+            )
+            if variant % 5 == 4:
+                closing.report.CopyFrom(report(now, (3_000_000,)))
+            return closing
+        if name == "GetWarning":
+            return warning_pb2.GetWarningBody(warning_id=self.pick(self.warnings, variant))
+        if name == "ListWarnings":
+            return warning_pb2.ListWarningsBody(
+                page_size=2, state=variant % 4, open_only=bool(variant % 2)
+            )
+        if name == "SetWarningGrade":
+            return warning_pb2.SetWarningGradeBody(
+                name=f"warnings/{self.pick(self.warnings, variant)}",
+                grade=variant % 4,
+                reason="fz",
+            )
         if name == "GetOutcomeFigures":
             query = outcome_pb2.OutcomeQuery(period=variant % 4)
             query.from_time.FromDatetime(now - timedelta(days=1 + variant))

@@ -57,6 +57,7 @@ APP_TABLES = {
     "distributions",
     "distribution_claims",
     "distribution_objections",
+    "warnings",
 }
 
 

@@ -32,6 +32,7 @@ from hub.domain.merkle import EMPTY_ROOT
 from hub.domain.returns import Distribution, DistributionState
 from hub.domain.rules import AutoStopRule
 from hub.domain.trail import OPEN_STATES, accounts_of
+from hub.domain.warnings import Warning, WarningState
 from hub.service import auditlog
 from hub.service.ports import (
     AuditEntry,
@@ -52,6 +53,7 @@ from hub.service.ports import (
     NewDelivery,
     PendingDelivery,
     ReportReceivedRow,
+    WarningRow,
 )
 
 if TYPE_CHECKING:
@@ -70,6 +72,7 @@ if TYPE_CHECKING:
         RuleRepository,
         UnitOfWork,
         UnitOfWorkFactory,
+        WarningRepository,
     )
 
 
@@ -105,6 +108,7 @@ class StoreState:
     appeals: dict[str, Appeal] = field(default_factory=dict)
     leads: dict[str, Lead] = field(default_factory=dict)
     lead_accounts: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    warnings: dict[str, Warning] = field(default_factory=dict)
     # The audit log's tree: entry id -> (position, leaf hash), the state, the checkpoints.
     places: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     # The hub's tag on each entry (entry id -> (data key id, tag)), and the refused entries.
@@ -452,6 +456,38 @@ class FakeLeads:
         ]
 
 
+class FakeWarnings:
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+
+    def get(self, warning_id: str, *, lock: bool = False) -> Warning | None:
+        return self._state.warnings.get(warning_id)
+
+    def add(self, warning: Warning) -> None:
+        if warning.warning_id in self._state.warnings:
+            raise Conflict(f"warning {warning.warning_id} exists")
+        self._state.warnings[warning.warning_id] = warning
+
+    def search(
+        self,
+        *,
+        state: WarningState | None,
+        party: str | None,
+        open_only: bool,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> Sequence[Warning]:
+        found = [
+            w
+            for w in self._state.warnings.values()
+            if (state is None or w.state is state)
+            and (not open_only or w.state is not WarningState.CLOSED)
+            and (party is None or party in (w.sender, w.addressee))
+            and (after is None or (w.sent_at, w.warning_id) < after)
+        ]
+        return sorted(found, key=lambda w: (w.sent_at, w.warning_id), reverse=True)[:limit]
+
+
 class FakeRules:
     def __init__(self, state: StoreState) -> None:
         self._state = state
@@ -772,6 +808,30 @@ class FakeReports:
             if start <= c.created_at < end and institution in (None, c.reporting_institution)
         ]
 
+    def warning_steps(
+        self, start: datetime, end: datetime, institution: str | None
+    ) -> list[WarningRow]:
+        return [
+            WarningRow(
+                w.warning_id,
+                w.addressee,
+                w.sent_at,
+                w.amount_at_risk_fen,
+                w.contact_by,
+                w.acknowledged_at,
+                w.outcome.value if w.outcome else "",
+                w.outcome_at,
+                w.outcome_by,
+                w.loss_prevented_fen,
+            )
+            for w in self._state.warnings.values()
+            if institution in (None, w.addressee)
+            and any(
+                at is not None and start <= at < end
+                for at in (w.sent_at, w.acknowledged_at, w.outcome_at)
+            )
+        ]
+
     def money_answers(
         self, start: datetime, end: datetime, institution: str | None
     ) -> list[MoneyAnswerRow]:
@@ -831,6 +891,7 @@ class FakeUnitOfWork:
     lists: ListRepository
     appeals: AppealRepository
     leads: LeadRepository
+    warnings: WarningRepository
 
     def __init__(self, store: FakeStore, *, read_only: bool) -> None:
         self._store = store
@@ -855,6 +916,7 @@ class FakeUnitOfWork:
         self.lists = FakeLists(self._state)
         self.appeals = FakeAppeals(self._state)
         self.leads = FakeLeads(self._state)
+        self.warnings = FakeWarnings(self._state)
         self.reports = FakeReports(self._state)
 
     def __enter__(self) -> Self:

@@ -47,6 +47,7 @@ from stophub.v1 import (
     order_pb2,
     returns_pb2,
     trail_pb2,
+    warning_pb2,
 )
 from tests.unit.fakes import Delivery, FakeNotifier, FakeStore
 
@@ -106,6 +107,17 @@ ANSWER_TYPES: dict[str, type[Message]] = {
         for rpc in ("SubmitLead", "TriageLead", "AddLeadInformation", "SetLeadGrade", "GetLead")
     },
     "ListLeads": lead_pb2.LeadList,
+    **{
+        rpc: warning_pb2.Warning
+        for rpc in (
+            "SendWarning",
+            "AcknowledgeWarning",
+            "ReportWarningOutcome",
+            "GetWarning",
+            "SetWarningGrade",
+        )
+    },
+    "ListWarnings": warning_pb2.WarningList,
 }
 
 

@@ -25,6 +25,7 @@ from hub.service.admin import NewKey
 from hub.service.commands import appeal as ap
 from hub.service.commands import audit as au
 from hub.service.commands import lead as ld
+from hub.service.commands import warning as wa
 from hub.service.commands.blacklist import (
     CHECK_LIST,
     PUBLISH_LIST_ENTRY,
@@ -53,6 +54,7 @@ from hub.service.commands.sla import ACKNOWLEDGE_BREACH, LIST_CLOCKS
 from hub.service.permissions import KINDS, MATRIX, POSSIBLE, Access, Relation, rule_for
 from hub.system.policy import load_policy
 from stophub.v1 import (
+    account_pb2,
     appeal_pb2,
     audit_pb2,
     blacklist_pb2,
@@ -66,6 +68,7 @@ from stophub.v1 import (
     returns_pb2,
     sla_pb2,
     trail_pb2,
+    warning_pb2,
 )
 from tests.unit.test_handlers import (
     MULE_B,
@@ -141,6 +144,7 @@ def test_every_rpc_of_every_service_has_a_row() -> None:
             audit_pb2,
             outcome_pb2,
             lead_pb2,
+            warning_pb2,
         )
         for service in module.DESCRIPTOR.services_by_name.values()
         for m in service.methods
@@ -235,6 +239,20 @@ class Net(World):
             ),
         )
         self.lead = lead.name
+        # The centre warns BANKB of its customer at risk; PAYY warns the centre of its own.
+        self.warning_b = self.warn("AFC", account("BANKB", "BANKB-0000-0042", "Sun Qi"))
+        self.warning_y = self.warn("PAYY", account("PAYY", "PAYY-0000-0042", "Zhou Ba"))
+
+    def warn(self, sender: str, at_risk: account_pb2.AccountRef) -> warning_pb2.Warning:
+        sent = self.send(
+            wa.SEND_WARNING,
+            sender,
+            warning_pb2.SendWarningBody(
+                account=at_risk, amount_at_risk_fen=50_000, text="caller claims to be police"
+            ),
+        )
+        assert isinstance(sent, warning_pb2.Warning)
+        return sent
 
     def any_clock(self) -> str:
         return sorted(self.store.state.clocks)[0]
@@ -277,6 +295,8 @@ class Net(World):
 
 def bodies(net: Net, member: str, case_id: str, order_id: str) -> dict[str, Message]:
     payer = account(member, f"{member}-0000-0077", "Zhao Liu")
+    # The centre is the addressee of PAYY's warning; a keeper that is not BANKB finds none.
+    addressed = (net.warning_y if member == "AFC" else net.warning_b).warning_id
     return {
         "CreateReport": report_body((MULE_B, 100_000), payer=payer, now=net.clock.now()),
         "VerifyReport": verification(case_id),
@@ -346,6 +366,27 @@ def bodies(net: Net, member: str, case_id: str, order_id: str) -> dict[str, Mess
         ),
         "GetLead": lead_pb2.GetLeadBody(name=net.lead),
         "ListLeads": lead_pb2.ListLeadsBody(),
+        # Whose warning it is, is the handler's check (NOT_ADDRESSEE, WARNING_NOT_FOUND, in
+        # tests/e2e/test_warnings.py); the matrix decides by kind alone.
+        "SendWarning": warning_pb2.SendWarningBody(
+            account=account("BANKC", "BANKC-0000-0042", "Wu Jiu"), amount_at_risk_fen=100
+        )
+        if member != "BANKC"
+        else warning_pb2.SendWarningBody(
+            account=account("BANKA", "BANKA-0000-0042", "Wu Jiu"), amount_at_risk_fen=100
+        ),
+        "AcknowledgeWarning": warning_pb2.AcknowledgeWarningBody(warning_id=addressed),
+        "ReportWarningOutcome": warning_pb2.ReportWarningOutcomeBody(
+            warning_id=addressed,
+            outcome=warning_pb2.WARNING_OUTCOME_NOT_REACHED,
+        ),
+        "GetWarning": warning_pb2.GetWarningBody(warning_id=net.warning_y.warning_id),
+        "ListWarnings": warning_pb2.ListWarningsBody(),
+        "SetWarningGrade": warning_pb2.SetWarningGradeBody(
+            name=f"warnings/{net.warning_b.warning_id}",
+            grade=grade_pb2.GRADE_RED,
+            reason="walk",
+        ),
         "ListAuditEntries": audit_pb2.ListAuditEntriesBody(),
         "GetLogCheckpoint": audit_pb2.GetLogCheckpointBody(fresh=True),
         "GetInclusionProof": audit_pb2.GetInclusionProofBody(log_index=0),
@@ -400,6 +441,12 @@ COMMANDS = {
         ld.SET_LEAD_GRADE,
         ld.GET_LEAD,
         ld.LIST_LEADS,
+        wa.SEND_WARNING,
+        wa.ACKNOWLEDGE_WARNING,
+        wa.REPORT_WARNING_OUTCOME,
+        wa.GET_WARNING,
+        wa.LIST_WARNINGS,
+        wa.SET_WARNING_GRADE,
     )
 }
 
@@ -456,6 +503,15 @@ def check_own(net: Net, rpc: str, member: str, answer: Any) -> None:
         body = net.open(answer, COMMANDS[rpc], member)
         assert isinstance(body, lead_pb2.Lead)
         assert body.submitter == member
+    elif rpc in ("GetWarning", "AcknowledgeWarning", "ReportWarningOutcome"):
+        # Only a party gets an answer; any other keeper is told there is none of its own.
+        body = net.open(answer, COMMANDS[rpc], member)
+        assert isinstance(body, warning_pb2.Warning)
+        assert member in (body.sender, body.addressee)
+    elif rpc == "ListWarnings":
+        body = net.open(answer, wa.LIST_WARNINGS, member)
+        assert isinstance(body, warning_pb2.WarningList)
+        assert all(member in (w.sender, w.addressee) for w in body.warnings)
 
 
 @pytest.mark.parametrize("cell", [c for c in CELLS if c.expected != "n/a"], ids=str)
@@ -513,6 +569,8 @@ def test_the_regulator_and_auditors_can_change_nothing() -> None:
         "CheckList",
         "GetAppeal",
         "ListAppeals",
+        "GetWarning",
+        "ListWarnings",
         "ListAuditEntries",
         "GetLogCheckpoint",
         "GetInclusionProof",

@@ -46,6 +46,11 @@ def test_the_default_policy_has_the_clocks_of_the_design() -> None:
         "public_notice",
         "appeal",
         "lead_triage",
+        "warning_contact_red",
+        "warning_contact_yellow",
+        "warning_contact_green",
+        "warning_contact_ungraded",
+        "warning_outcome",
     ]
     assert load_policy(DEFAULT_POLICY) == policy
 
@@ -53,6 +58,23 @@ def test_the_default_policy_has_the_clocks_of_the_design() -> None:
         cp = policy.clock(name)
         assert cp is not None
         return cp.starts, set(cp.stops), cp.window, cp.responsible
+
+    # Issue 23: contact within 10 minutes for red, 30 for yellow; the outcome within 24 hours.
+    contact = {"warning.acknowledged", "warning.outcome"}
+    addressee = Responsible.ADDRESSEE
+    assert row("warning_contact_red") == (
+        "warning.sent.red",
+        contact,
+        Window(10, "minutes"),
+        addressee,
+    )
+    assert row("warning_contact_yellow")[2] == Window(30, "minutes")
+    assert row("warning_outcome") == (
+        "warning.sent",
+        {"warning.outcome"},
+        Window(24, "hours"),
+        addressee,
+    )
 
     # The fund-return rules' 30-day public notice: a waiting period, so it ends, never breaches.
     assert row("public_notice") == (
@@ -507,3 +529,20 @@ def _case(grade: str) -> Case:
     )
     case.record(T0, "report.received", "BANKA", "received", message_id="m1")
     return case
+
+
+def test_a_warning_clock_runs_on_warning_events_only(tmp_path: Path) -> None:
+    mixed = tmp_path / "mixed.toml"
+    mixed.write_text(
+        '[clocks.w]\nstarts = "warning.sent"\nstops = ["case.closed"]\nwindow = "1 hour"\n'
+        'responsible = "addressee"\nladder = ["breach@100%"]\n'
+    )
+    with pytest.raises(PolicyError, match="warning events only"):
+        load_policy(mixed)
+    centre = tmp_path / "centre.toml"
+    centre.write_text(
+        '[clocks.w]\nstarts = "warning.sent.red"\nstops = ["warning.outcome"]\n'
+        'window = "1 hour"\nresponsible = "centre"\nladder = ["breach@100%"]\n'
+    )
+    with pytest.raises(PolicyError, match="addressee"):
+        load_policy(centre)

@@ -8,7 +8,14 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
 from hub.domain.errors import InvalidArgument, PermissionDenied
-from hub.service.outcomes import Figures, OutcomeRow, Period, QueryError, gather
+from hub.service.outcomes import (
+    WARNING_FIGURES,
+    Figures,
+    OutcomeRow,
+    Period,
+    QueryError,
+    gather,
+)
 from hub.service.permissions import Access
 from hub.service.pipeline import Command, Context
 from hub.service.wire import from_ts, ts
@@ -56,6 +63,7 @@ def figures_to_proto(f: Figures) -> outcome_pb2.OutcomeFigures:
         leads_asked_for_more=f.leads_asked_for_more,
         leads_dismissed=f.leads_dismissed,
         leads_pending=f.leads_pending,
+        **{name: getattr(f, name) for name in WARNING_FIGURES},
     )
 
 
