@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from hub.domain.cases import MAX_AMOUNT_FEN
 from hub.domain.errors import FailedPrecondition, InvalidArgument
 
 MAX_TEXT = 4000
@@ -115,6 +116,13 @@ class Warning:
                 "amount_at_risk_fen",
                 f"must be greater than zero (got {amount_at_risk_fen}): give the amount the "
                 "customer is about to pay, or your best estimate",
+            )
+        if amount_at_risk_fen > MAX_AMOUNT_FEN:
+            # As for a report's amounts: beyond any plausible amount is a unit error, and the
+            # outcome figures' int64 sums stay far from overflowing.
+            raise InvalidArgument(
+                "amount_at_risk_fen",
+                f"{amount_at_risk_fen} fen is beyond any plausible amount; amounts are in fen",
             )
         return Warning(
             warning_id,
