@@ -28,6 +28,10 @@ ACTIONS: tuple[str, ...] = (
     "distribution_object",
     "distribution_decide",
     "acknowledge",
+    "warning_send",  # the centre warns the member keeping an account (docs/warnings.md)
+    "warning_acknowledge",
+    "warning_outcome",
+    "warning_grade",
 )
 
 # What needs a second person (a supervisor who is not the maker) unless console.toml says

@@ -20,7 +20,7 @@ from adapters.console.live import Broadcaster, Event
 from adapters.console.models import StoredDelivery
 from adapters.sdk import Delivery, HubClient, HubError, HubSignatureError
 from adapters.sdk.client import Clock
-from stophub.v1 import case_pb2, delivery_pb2
+from stophub.v1 import case_pb2, delivery_pb2, warning_pb2
 
 log = logging.getLogger("stophub.console")
 T = TypeVar("T")
@@ -227,13 +227,19 @@ class HubLink:
 
     def announce(self, delivery: Delivery) -> None:
         notice = delivery.notice
+        url = f"/cases/{notice.case_id}" if notice.case_id else "/inbox"
+        alarm = notice.kind in ALARMS
+        if notice.kind == delivery_pb2.NOTICE_KIND_WARNING and notice.HasField("warning"):
+            url = f"/warnings/{notice.warning.warning_id}"
+            # A new warning is a customer to reach now; its later steps are only shown.
+            alarm = notice.warning.state == warning_pb2.WARNING_STATE_SENT
         self.broadcaster.publish(
             Event(
                 "delivery",
                 notice.summary or delivery_pb2.NoticeKind.Name(notice.kind),
                 case_id=notice.case_id,
-                url=f"/cases/{notice.case_id}" if notice.case_id else "/inbox",
-                alarm=notice.kind in ALARMS,
+                url=url,
+                alarm=alarm,
                 sequence=delivery.sequence,
             )
         )

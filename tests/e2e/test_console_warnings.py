@@ -1,0 +1,148 @@
+"""Warnings at the duty desks over HTTP against a real hub: the centre's console sends a
+warning, the addressed bank's console shows it in its queue (red first), hears it live,
+acknowledges it and reports the outcome; refusals come back as one readable line; a viewer
+and another bank cannot act on it; the centre regrades it."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from adapters.console.models import StoredDelivery
+from stophub.v1 import grade_pb2, warning_pb2
+from tests.console_support import Browserless, ConsoleNetwork, console_network
+
+pytestmark = pytest.mark.xdist_group("console_warnings")
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleNetwork]:
+    with console_network(
+        Path(tmp_path_factory.mktemp("warnings")), ["CENTRE", "BANKA", "BANKB"]
+    ) as n:
+        yield n
+
+
+def signed_in(net: ConsoleNetwork, code: str, who: str = "duty") -> Browserless:
+    b = Browserless(net.consoles[code])
+    assert b.login(who).status_code == 303
+    return b
+
+
+def send(b: Browserless, **over: str) -> str:
+    form = {
+        "institution": "BANKB",
+        "account": "6222020000000009",
+        "holder": "王五",
+        "amount_at_risk": "30,000.00",
+        "grade": "yellow",
+        "fraud_type": "fake_investment",
+        "text": "Customer about to pay a <b>fake</b> investment platform",
+    }
+    form.update(over)
+    answer = b.post("/warnings/new", form)
+    assert answer.status_code == 303, answer.text
+    location = answer.headers["location"]
+    assert location.startswith("/warnings/")
+    return location.removeprefix("/warnings/")
+
+
+def one_line(html: str) -> str:
+    found = re.search(r'<div class="refusal" role="alert">(.*?)</div>', html, re.S)
+    assert found, html
+    return " ".join(re.sub(r"<[^>]+>", " ", found.group(1)).split())
+
+
+def test_a_warning_from_the_centre_to_the_banks_outcome(net: ConsoleNetwork) -> None:
+    centre = signed_in(net, "CENTRE")
+    assert centre.get("/warnings/new").status_code == 200
+    quiet = send(centre, grade="green", account="6222020000000008")
+    red = send(centre, grade="red")
+    bank = signed_in(net, "BANKB")
+    queue = bank.get("/warnings")
+    assert queue.status_code == 200
+    # Red first, then the others; the text is escaped, not markup.
+    assert queue.text.index(f'data-warning="{red}"') < queue.text.index(f'data-warning="{quiet}"')
+    page = bank.get(f"/warnings/{red}")
+    assert "&lt;b&gt;fake&lt;/b&gt;" in page.text and "<b>fake</b>" not in page.text
+    assert 'id="acknowledge"' in page.text
+    # The notice reached the bank's console through its delivery stream.
+    for _ in range(100):
+        with net.consoles["BANKB"].desk.db() as s:
+            kinds = list(s.scalars(select(StoredDelivery.kind)))
+        if "NOTICE_KIND_WARNING" in kinds:
+            break
+        time.sleep(0.1)
+    assert "NOTICE_KIND_WARNING" in kinds
+
+    ack = bank.post(f"/warnings/{red}/acknowledge", {"note": "calling the customer"})
+    assert ack.status_code == 303, ack.text
+    again = bank.post(f"/warnings/{red}/acknowledge", {"note": "twice"})
+    assert again.status_code == 409
+    assert "already acknowledged" in one_line(again.text)
+
+    too_much = bank.post(
+        f"/warnings/{red}/outcome",
+        {"outcome": "reached_dissuaded", "loss_prevented": "30000.01", "text": "stopped"},
+    )
+    assert too_much.status_code == 400
+    line = one_line(too_much.text)
+    assert "cannot be more than the amount at risk" in line and "PREVENTED_ABOVE_AT_RISK" in line
+    assert 'value="30000.01"' in too_much.text
+
+    done = bank.post(
+        f"/warnings/{red}/outcome",
+        {"outcome": "reached_dissuaded", "loss_prevented": "30000", "text": "customer stopped"},
+    )
+    assert done.status_code == 303, done.text
+    closed = bank.get(f"/warnings/{red}?done=outcome")
+    assert 'id="report-outcome"' not in closed.text
+    assert "reached_dissuaded" in closed.text and "30,000.00" in closed.text
+    w: Any = net.run(net.client("CENTRE").get_warning(red))
+    assert w.state == warning_pb2.WARNING_STATE_CLOSED
+    assert w.loss_prevented_fen == 3_000_000
+    assert red not in bank.get("/warnings").text
+
+
+def test_a_viewer_and_another_bank_cannot_act(net: ConsoleNetwork) -> None:
+    centre = signed_in(net, "CENTRE")
+    wid = send(centre)
+    watcher = signed_in(net, "BANKB", "watch")
+    page = watcher.get(f"/warnings/{wid}")
+    assert page.status_code == 200 and 'id="acknowledge"' not in page.text
+    refused = watcher.post(f"/warnings/{wid}/acknowledge", {"note": "x"})
+    assert refused.status_code == 403
+    other = signed_in(net, "BANKA")
+    assert wid not in other.get("/warnings").text
+    assert other.get(f"/warnings/{wid}").status_code == 404
+    # The hub refuses another bank's acknowledgement: nothing changes.
+    answer = other.post(f"/warnings/{wid}/acknowledge", {"note": "not mine"})
+    assert answer.status_code in (404, 409)
+    w: Any = net.run(net.client("CENTRE").get_warning(wid))
+    assert w.state == warning_pb2.WARNING_STATE_SENT
+    # The centre's own console offers no member's answers, and a bank no send form.
+    assert centre.post(f"/warnings/{wid}/acknowledge", {"note": "x"}).status_code == 404
+    assert other.get("/warnings/new").status_code == 404
+
+
+def test_the_centre_regrades_and_a_bad_form_sends_nothing(net: ConsoleNetwork) -> None:
+    centre = signed_in(net, "CENTRE")
+    wid = send(centre, grade="green")
+    bad = centre.post(f"/warnings/{wid}/grade", {"grade": "purple", "reason": ""})
+    assert bad.status_code == 400
+    same = centre.post(f"/warnings/{wid}/grade", {"grade": "green", "reason": "no change"})
+    assert same.status_code == 409 and "already has this grade" in one_line(same.text)
+    up = centre.post(f"/warnings/{wid}/grade", {"grade": "red", "reason": "victim on the phone"})
+    assert up.status_code == 303, up.text
+    w: Any = net.run(net.client("CENTRE").get_warning(wid))
+    assert w.grade == grade_pb2.GRADE_RED and w.grade_reason == "victim on the phone"
+    before = len(net.run(net.client("CENTRE").list_warnings()))
+    bad_send = centre.post("/warnings/new", {"institution": "BANKB", "account": "x", "text": ""})
+    assert bad_send.status_code == 400
+    assert len(net.run(net.client("CENTRE").list_warnings())) == before
