@@ -27,7 +27,7 @@ from adapters.console.hublink import HubLink
 from adapters.console.i18n import LANGUAGES
 from adapters.console.live import Broadcaster, Event
 from adapters.console.models import JournalEntry, Person, Proposal, Session
-from adapters.console.pages import centre, common, member, oversight, warnings
+from adapters.console.pages import centre, common, leads, member, oversight, warnings
 from adapters.console.people import PeopleError, check_password, set_password, sign_in
 from adapters.console.web import (
     COOKIE,
@@ -390,6 +390,7 @@ def routes() -> list[BaseRoute]:
         *member.ROUTES,
         *oversight.ROUTES,
         *warnings.ROUTES,
+        *leads.ROUTES,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 

@@ -32,6 +32,12 @@ ACTIONS: tuple[str, ...] = (
     "warning_acknowledge",
     "warning_outcome",
     "warning_grade",
+    "lead_submit",  # a member hands the centre a lead (docs/leads.md)
+    "lead_answer",
+    "lead_ask",
+    "lead_dismiss",
+    "lead_list_account",
+    "lead_grade",
 )
 
 # What needs a second person (a supervisor who is not the maker) unless console.toml says
@@ -44,6 +50,8 @@ DEFAULT_APPROVAL: frozenset[str] = frozenset(
         "auto_stop_rule",
         "list_publish",
         "list_remove",
+        # Accepting a lead by listing an account publishes a list entry, as list_publish.
+        "lead_list_account",
         "appeal_decide",
         "distribution_start",
         "distribution_decide",
