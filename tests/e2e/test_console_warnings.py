@@ -146,3 +146,61 @@ def test_the_centre_regrades_and_a_bad_form_sends_nothing(net: ConsoleNetwork) -
     bad_send = centre.post("/warnings/new", {"institution": "BANKB", "account": "x", "text": ""})
     assert bad_send.status_code == 400
     assert len(net.run(net.client("CENTRE").list_warnings())) == before
+
+
+def test_already_lost_is_filed_as_a_report_and_opens_a_case(net: ConsoleNetwork) -> None:
+    centre = signed_in(net, "CENTRE")
+    wid = send(centre, account="6222020000000011")
+    bank = signed_in(net, "BANKB")
+    page = bank.get(f"/warnings/{wid}")
+    link = re.search(r'<p id="already-lost">.*?href="([^"]+)"', page.text, re.S)
+    assert link, page.text
+    form = bank.get(link.group(1).replace("&amp;", "&"))
+    assert form.status_code == 200
+    assert f'name="warning" value="{wid}"' in form.text
+    assert 'value="6222020000000011"' in form.text
+    answer = bank.post(
+        "/report",
+        {
+            "warning": wid,
+            "rows": "1",
+            "victim_name": "王五",
+            "victim_id": "110101199001011234",
+            "payer_account": "6222020000000011",
+            "fraud_type": "fake_investment",
+            "reported_at": "2026-03-02T16:50",
+            "description": "Paid before we reached him",
+            "tx0_time": "2026-03-02T08:30:00",
+            "tx0_amount": "12,000.00",
+            "tx0_payee_institution": "BANKA",
+            "tx0_payee_account": "6222020000000055",
+            "tx0_payee_name": "钱七",
+            "tx0_channel": "mobile_banking",
+            "tx0_reference": "REF-LOST",
+        },
+    )
+    assert answer.status_code == 303, answer.text
+    w: Any = net.run(net.client("CENTRE").get_warning(wid))
+    assert w.state == warning_pb2.WARNING_STATE_CLOSED
+    assert w.outcome == warning_pb2.WARNING_OUTCOME_ALREADY_LOST and w.case_id
+    case: Any = net.run(net.client("CENTRE").get_case(w.case_id))
+    assert case.loss_fen == 1_200_000
+    assert w.case_id in bank.get(f"/warnings/{wid}").text
+
+
+def test_a_new_warning_sounds_the_alarm_at_the_addressee(net: ConsoleNetwork) -> None:
+    desk = net.consoles["BANKB"].desk
+    heard = desk.broadcaster.subscribe()
+    try:
+        wid = send(signed_in(net, "CENTRE"))
+        events = []
+        for _ in range(100):
+            while not heard.empty():
+                events.append(heard.get_nowait())
+            if any(e.url == f"/warnings/{wid}" for e in events):
+                break
+            time.sleep(0.1)
+        mine = [e for e in events if e.url == f"/warnings/{wid}"]
+        assert mine and mine[0].kind == "delivery" and mine[0].alarm
+    finally:
+        desk.broadcaster.unsubscribe(heard)

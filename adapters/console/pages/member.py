@@ -241,6 +241,9 @@ def report_typed(form: FormData, more: bool = False) -> dict[str, Any]:
             )
         },
         "description": text_of(form, "description"),
+        "warning": text_of(form, "warning").strip()
+        if WARNING_ID.match(text_of(form, "warning").strip())
+        else "",
         "rows": n,
         "tx": read_rows(form, "tx", TX_FIELDS, n),
     }
@@ -389,6 +392,11 @@ register(
 )
 
 
+# A report filed as the outcome of a warning whose customer had already lost the money
+# (docs/warnings.md ALREADY_LOST): the same form, sent as ReportWarningOutcome.
+WARNING_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
 def report_context(desk: Desk, typed: dict[str, Any]) -> dict[str, Any]:
     return {
         "typed": typed,
@@ -404,7 +412,7 @@ async def report_form(request: Request) -> Response:
     if (wrong := member_only(request)) is not None:
         return wrong
     desk = desk_of(request)
-    typed = report_typed(FormData())
+    typed = report_typed(FormData(request.query_params))
     return render(request, "member/report.html", {**report_context(desk, typed), "errors": {}})
 
 
@@ -423,7 +431,17 @@ async def report_send(request: Request) -> Response:
         payload = check_report(typed, desk, await keepers(desk))
     except FormErrors as err:
         return render(request, "member/report.html", {**context, "errors": err.errors}, status=400)
-    outcome = await actions.take(desk, viewer_of(request), "report", payload)
+    if typed["warning"]:
+        lost = {
+            "warning_id": typed["warning"],
+            "outcome": "already_lost",
+            "loss_prevented_fen": 0,
+            "text": payload["description"],
+            "report": payload,
+        }
+        outcome = await actions.take(desk, viewer_of(request), "warning_outcome", lost)
+    else:
+        outcome = await actions.take(desk, viewer_of(request), "report", payload)
     return after(request, outcome, "member/report.html", context)
 
 

@@ -27,7 +27,7 @@ from adapters.console.pages.centre import (
     typed_of,
 )
 from adapters.console.pages.common import led_to, refusal_status, state_name, ts
-from adapters.console.pages.member import FRAUD_TYPES
+from adapters.console.pages.member import FRAUD_TYPES, report_message
 from adapters.console.web import countdown, desk_of, gettext_for, page, refuse, render, viewer_of
 from adapters.sdk import HubClient, HubError, HubSignatureError
 from stophub.v1 import grade_pb2, warning_pb2
@@ -41,7 +41,7 @@ GRADES = {
 }
 RANK = {grade_pb2.GRADE_RED: 0, grade_pb2.GRADE_YELLOW: 1, grade_pb2.GRADE_GREEN: 2}
 # The outcomes a duty desk reports from this page. ALREADY_LOST must carry the report of the
-# loss (the hub opens a case from it): that is the report form's work, not this one's.
+# loss (the hub opens a case from it): that is the report form's work (/report?warning=ID).
 OUTCOMES = {
     "reached_dissuaded": warning_pb2.WARNING_OUTCOME_REACHED_DISSUADED,
     "reached_not_dissuaded": warning_pb2.WARNING_OUTCOME_REACHED_NOT_DISSUADED,
@@ -157,12 +157,22 @@ def outcome_form(form: Mapping[str, Any], warning_id: str) -> Payload:
 
 
 async def send_outcome(client: HubClient, p: Payload) -> Done:
-    w = await client.report_warning_outcome(
-        p["warning_id"],
-        OUTCOMES[p["outcome"]],
-        loss_prevented_fen=p["loss_prevented_fen"],
-        text=p["text"],
-    )
+    if p["outcome"] == "already_lost":
+        # Filed from the report form (pages/member.py report_send): the loss's report rides
+        # with the outcome and the hub opens the case from it.
+        w = await client.report_warning_outcome(
+            p["warning_id"],
+            warning_pb2.WARNING_OUTCOME_ALREADY_LOST,
+            text=p["text"],
+            report=report_message(p["report"], client.institution),
+        )
+    else:
+        w = await client.report_warning_outcome(
+            p["warning_id"],
+            OUTCOMES[p["outcome"]],
+            loss_prevented_fen=p["loss_prevented_fen"],
+            text=p["text"],
+        )
     return Done(
         f"outcome of warning {w.warning_id}: {p['outcome']}",
         f"/warnings/{w.warning_id}?done=outcome",
