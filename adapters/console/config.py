@@ -28,6 +28,7 @@ ACTIONS: tuple[str, ...] = (
     "distribution_object",
     "distribution_decide",
     "acknowledge",
+    "case_grade",  # the centre regrades a case (docs/grades.md)
     "warning_send",  # the centre warns the member keeping an account (docs/warnings.md)
     "warning_acknowledge",
     "warning_outcome",

@@ -150,3 +150,29 @@ def test_a_viewer_cannot_act_and_another_bank_cannot_read(net: ConsoleNetwork) -
     assert bad.status_code == 400 and "INSTITUTION/NUMBER" in bad.text
     lead: Any = net.run(net.client("CENTRE").get_lead(name))
     assert lead.state == lead_pb2.LEAD_STATE_SUBMITTED
+
+
+def test_the_centre_regrades_a_case_from_its_page(net: ConsoleNetwork) -> None:
+    case_id = a_case(net)
+    centre = signed_in(net, "CENTRE")
+    page = centre.get(f"/cases/{case_id}")
+    assert 'id="regrade"' in page.text
+    bad = centre.post(f"/cases/{case_id}/grade", {"grade": "purple", "reason": "x"})
+    assert bad.status_code == 400
+    done = centre.post(f"/cases/{case_id}/grade", {"grade": "red", "reason": "a ring of mules"})
+    assert done.status_code == 303, done.text
+    case: Any = net.run(net.client("CENTRE").get_case(case_id))
+    assert case.grade == grade_pb2.GRADE_RED
+    assert 'class="tag grade red"' in centre.get(f"/cases/{case_id}").text
+    watcher = signed_in(net, "CENTRE", "watch")
+    assert 'id="regrade"' not in watcher.get(f"/cases/{case_id}").text
+    assert (
+        watcher.post(f"/cases/{case_id}/grade", {"grade": "green", "reason": "x"}).status_code
+        == 403
+    )
+    # A bank's console offers no regrade.
+    bank = signed_in(net, "BANKA")
+    assert (
+        bank.post(f"/cases/{case_id}/grade", {"grade": "green", "reason": "x"}).status_code == 404
+    )
+    assert net.run(net.client("CENTRE").get_case(case_id)).grade == grade_pb2.GRADE_RED

@@ -893,6 +893,68 @@ async def rule_post(request: Request) -> Response:
     return await rule_page(request)
 
 
+# ---- a case's grade (docs/grades.md) ----------------------------------------------------------
+
+CASE_GRADES = {
+    "red": grade_pb2.GRADE_RED,
+    "yellow": grade_pb2.GRADE_YELLOW,
+    "green": grade_pb2.GRADE_GREEN,
+}
+
+
+def case_grade_form(form: Mapping[str, Any], case_id: str) -> Payload:
+    errors: dict[str, str] = {}
+    grade = text_of(form, "grade")
+    if grade not in CASE_GRADES:
+        errors["grade"] = "Choose the grade: red, yellow or green."
+    reason = short_text(form, "reason", errors, required="Say why the grade changes.", limit=500)
+    if errors:
+        raise FormErrors(errors)
+    return {"case_id": case_id, "grade": grade, "reason": reason}
+
+
+async def send_case_grade(client: HubClient, p: Payload) -> Done:
+    case = await client.set_case_grade(p["case_id"], CASE_GRADES[p["grade"]], p["reason"])
+    return Done(f"case {case.case_id} graded {p['grade']}", f"/cases/{case.case_id}", case.case_id)
+
+
+register(
+    Action(
+        "case_grade", CENTRE, lambda p: f"grade case {p['case_id']} {p['grade']}", send_case_grade
+    )
+)
+
+
+@page(act=True)
+async def case_grade(request: Request) -> Response:
+    if (refused := centre_only(request)) is not None:
+        return refused
+    _ = gettext_for(request)
+    case_id = request.path_params["case_id"]
+    if not CASE_ID.match(case_id):
+        return refuse(request, 404, _("There is no such page."))
+    form = await request.form()
+    try:
+        payload = case_grade_form(form, case_id)
+    except FormErrors as err:
+        return render(
+            request, "refused.html", {"message": _(next(iter(err.errors.values())))}, status=400
+        )
+    outcome = await actions.take(desk_of(request), viewer_of(request), "case_grade", payload)
+    if outcome.refusal is not None:
+        r = outcome.refusal
+        line = f"{_(r.explained)} {r.message}" if r.explained else r.message
+        return render(
+            request,
+            "refused.html",
+            {"message": _("The hub refused this.") + f" {line}"},
+            status=refusal_status(r),
+        )
+    went = led_to(outcome)
+    assert went is not None
+    return went
+
+
 # ---- the list -------------------------------------------------------------------------------
 
 
@@ -1583,6 +1645,7 @@ ROUTES: list[BaseRoute] = [
     Route("/queue/claim", claim, methods=["POST"]),
     Route("/queue/release", unclaim, methods=["POST"]),
     Route("/queue/next", next_case, methods=["POST"]),
+    Route("/cases/{case_id}/grade", case_grade, methods=["POST"]),
     Route("/cases/{case_id}/order/{kind}", order_get, methods=["GET"]),
     Route("/cases/{case_id}/order/{kind}", order_post, methods=["POST"]),
     Route("/rule", rule_get, methods=["GET"]),

@@ -30,7 +30,7 @@ from adapters.console.web import (
 from adapters.sdk import HubClient, HubError, HubSignatureError
 from hub.domain.wording import Disclosure
 from hub.render.trail import trail_svg
-from stophub.v1 import account_pb2, blacklist_pb2, case_pb2, order_pb2, sla_pb2
+from stophub.v1 import account_pb2, blacklist_pb2, case_pb2, grade_pb2, order_pb2, sla_pb2
 
 CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 ACCOUNT = re.compile(r"^[A-Za-z0-9]{1,34}$")
@@ -331,6 +331,7 @@ async def case_page(request: Request) -> Response:
         {
             "case": case,
             "state": state_name(case_pb2.CaseState, case.state, "CASE_STATE_"),
+            "grade": state_name(grade_pb2.Grade, case.grade, "GRADE_") if case.grade else "",
             "orders": order_rows(case, clocks, now),
             "clocks": clock_rows(clocks, now),
             "trail": trail,
