@@ -233,6 +233,8 @@ class HubLink:
             url = f"/warnings/{notice.warning.warning_id}"
             # A new warning is a customer to reach now; its later steps are only shown.
             alarm = notice.warning.state == warning_pb2.WARNING_STATE_SENT
+        elif notice.HasField("lead") and notice.lead.name:
+            url = f"/leads/{notice.lead.name}"
         self.broadcaster.publish(
             Event(
                 "delivery",

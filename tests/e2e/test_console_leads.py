@@ -7,6 +7,7 @@ line; a viewer cannot act and another bank cannot read the lead."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -176,3 +177,22 @@ def test_the_centre_regrades_a_case_from_its_page(net: ConsoleNetwork) -> None:
         bank.post(f"/cases/{case_id}/grade", {"grade": "green", "reason": "x"}).status_code == 404
     )
     assert net.run(net.client("CENTRE").get_case(case_id)).grade == grade_pb2.GRADE_RED
+
+
+def test_the_centres_question_reaches_the_member_live(net: ConsoleNetwork) -> None:
+    desk = net.consoles["BANKA"].desk
+    heard = desk.broadcaster.subscribe()
+    try:
+        name = submit(signed_in(net, "BANKA"))
+        asked = signed_in(net, "CENTRE").post(f"/leads/{name}/ask", {"question": "Statements?"})
+        assert asked.status_code == 303
+        events = []
+        for _ in range(100):
+            while not heard.empty():
+                events.append(heard.get_nowait())
+            if any(e.url == f"/leads/{name}" for e in events):
+                break
+            time.sleep(0.1)
+        assert any(e.url == f"/leads/{name}" and e.kind == "delivery" for e in events)
+    finally:
+        desk.broadcaster.unsubscribe(heard)

@@ -103,7 +103,7 @@ def test_a_warning_from_the_centre_to_the_banks_outcome(net: ConsoleNetwork) -> 
     assert done.status_code == 303, done.text
     closed = bank.get(f"/warnings/{red}?done=outcome")
     assert 'id="report-outcome"' not in closed.text
-    assert "reached_dissuaded" in closed.text and "30,000.00" in closed.text
+    assert "reached dissuaded" in closed.text and "30,000.00" in closed.text
     w: Any = net.run(net.client("CENTRE").get_warning(red))
     assert w.state == warning_pb2.WARNING_STATE_CLOSED
     assert w.loss_prevented_fen == 3_000_000
