@@ -38,6 +38,7 @@ ACTIONS: tuple[str, ...] = (
     "lead_ask",
     "lead_dismiss",
     "lead_list_account",
+    "lead_open_case",
     "lead_grade",
 )
 

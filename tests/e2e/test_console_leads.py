@@ -196,3 +196,38 @@ def test_the_centres_question_reaches_the_member_live(net: ConsoleNetwork) -> No
         assert any(e.url == f"/leads/{name}" and e.kind == "delivery" for e in events)
     finally:
         desk.broadcaster.unsubscribe(heard)
+
+
+def test_the_centre_accepts_a_lead_by_opening_a_case(net: ConsoleNetwork) -> None:
+    name = submit(signed_in(net, "BANKA"), grade="red")
+    centre = signed_in(net, "CENTRE")
+    assert 'id="open-case"' in centre.get(f"/leads/{name}").text
+    form = centre.get(f"/leads/{name}/open-case")
+    assert form.status_code == 200 and f'action="/leads/{name}/open-case"' in form.text
+    report = {
+        "rows": "1",
+        "victim_name": "张三",
+        "victim_id": "110101199001011234",
+        "payer_account": "6222020000000001",
+        "fraud_type": "fake_investment",
+        "reported_at": "2026-03-02T16:50",
+        "description": "Found from a lead",
+        "tx0_time": "2026-03-02T08:30:00",
+        "tx0_amount": "8,000.00",
+        "tx0_payee_institution": "BANKB",
+        "tx0_payee_account": "6222020000000077",
+        "tx0_payee_name": "赵六",
+        "tx0_channel": "mobile_banking",
+        "tx0_reference": "REF-FROM-LEAD",
+    }
+    bad = centre.post(f"/leads/{name}/open-case", {**report, "tx0_amount": "nothing"})
+    assert bad.status_code == 400
+    assert net.run(net.client("CENTRE").get_lead(name)).state == lead_pb2.LEAD_STATE_SUBMITTED
+    opened = centre.post(f"/leads/{name}/open-case", report)
+    assert opened.status_code == 303, opened.text
+    lead: Any = net.run(net.client("CENTRE").get_lead(name))
+    assert lead.state == lead_pb2.LEAD_STATE_ACCEPTED and lead.case_id
+    assert opened.headers["location"] == f"/cases/{lead.case_id}"
+    case: Any = net.run(net.client("CENTRE").get_case(lead.case_id))
+    assert case.reporting_institution == "BANKA" and case.loss_fen == 800_000
+    assert case.grade == grade_pb2.GRADE_RED

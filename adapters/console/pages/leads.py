@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -24,6 +25,14 @@ from adapters.console.pages.centre import (
     typed_of,
 )
 from adapters.console.pages.common import CASE_ID, led_to, refusal_status, state_name, ts
+from adapters.console.pages.member import (
+    after,
+    check_report,
+    keepers,
+    report_context,
+    report_message,
+    report_typed,
+)
 from adapters.console.pages.warnings import GRADES, MEMBERS, grade_name
 from adapters.console.web import countdown, desk_of, gettext_for, page, refuse, render, viewer_of
 from adapters.sdk import HubClient, HubError, HubSignatureError
@@ -228,6 +237,20 @@ async def send_list(client: HubClient, p: Payload) -> Done:
     )
 
 
+async def send_open_case(client: HubClient, p: Payload) -> Done:
+    lead = await client.triage_lead(
+        lead_pb2.TriageLeadBody(
+            name=p["name"],
+            open_case=lead_pb2.OpenCaseFromLead(report=report_message(p["report"], p["submitter"])),
+        )
+    )
+    return Done(
+        f"lead {lead.name} accepted: case {lead.case_id} opened",
+        f"/cases/{lead.case_id}",
+        lead.case_id,
+    )
+
+
 def grade_form(form: Mapping[str, Any], name: str) -> Payload:
     errors: dict[str, str] = {}
     grade = text_of(form, "grade")
@@ -266,6 +289,15 @@ register(
         ),
         send_list,
         lambda p: str(p.get("source_case_id", "")),
+    )
+)
+register(
+    Action(
+        "lead_open_case",
+        CENTRE,
+        lambda p: f"accept lead {p['name']}: open a case in {p['submitter']}'s name",
+        send_open_case,
+        lambda p: "",
     )
 )
 register(Action("lead_grade", CENTRE, lambda p: f"grade lead {p['name']} {p['grade']}", send_grade))
@@ -420,6 +452,51 @@ async def lead_grade(request: Request) -> Response:
     return await act(request, "lead_grade", grade_form, "grade")
 
 
+async def open_case_page(request: Request) -> Response:
+    """The counter form, filled in by the centre, sent as the lead's open_case triage: the hub
+    opens the case in the submitting member's name (docs/leads.md)."""
+    if (refused := centre_desk(request)) is not None:
+        return refused
+    desk = desk_of(request)
+    name = request.path_params["name"]
+    _ = gettext_for(request)
+    try:
+        lead = await desk.link.call(lambda c: c.get_lead(name))
+    except (HubError, HubSignatureError) as err:
+        refusal = Refusal.of(err)
+        if refusal.status in ("NOT_FOUND", "INVALID_ARGUMENT"):
+            return refuse(request, 404, _("There is no such lead, or this desk may not see it."))
+        return render(request, "common/hub_refused.html", {"refusal": refusal}, status=502)
+    form = await request.form() if request.method == "POST" else FormData()
+    more = bool(text_of(form, "more"))
+    typed = report_typed(form, more)
+    context = {
+        **report_context(desk, typed),
+        "lead": lead,
+        "form_action": f"/leads/{lead.name}/open-case",
+        "errors": {},
+    }
+    if request.method == "GET" or more:
+        return render(request, "member/report.html", context)
+    try:
+        report = check_report(typed, desk, await keepers(desk))
+    except FormErrors as err:
+        return render(request, "member/report.html", {**context, "errors": err.errors}, status=400)
+    payload = {"name": lead.name, "submitter": lead.submitter, "report": report}
+    outcome = await actions.take(desk, viewer_of(request), "lead_open_case", payload)
+    return after(request, outcome, "member/report.html", context)
+
+
+@page()
+async def open_case_get(request: Request) -> Response:
+    return await open_case_page(request)
+
+
+@page(act=True)
+async def open_case_post(request: Request) -> Response:
+    return await open_case_page(request)
+
+
 ROUTES: list[BaseRoute] = [
     Route("/leads", leads_queue),
     Route("/leads/new", lead_new, methods=["GET"]),
@@ -429,5 +506,7 @@ ROUTES: list[BaseRoute] = [
     Route("/leads/{name}/ask", lead_ask, methods=["POST"]),
     Route("/leads/{name}/dismiss", lead_dismiss, methods=["POST"]),
     Route("/leads/{name}/list", lead_list, methods=["POST"]),
+    Route("/leads/{name}/open-case", open_case_get, methods=["GET"]),
+    Route("/leads/{name}/open-case", open_case_post, methods=["POST"]),
     Route("/leads/{name}/grade", lead_grade, methods=["POST"]),
 ]
