@@ -204,3 +204,14 @@ def test_a_new_warning_sounds_the_alarm_at_the_addressee(net: ConsoleNetwork) ->
         assert mine and mine[0].kind == "delivery" and mine[0].alarm
     finally:
         desk.broadcaster.unsubscribe(heard)
+
+
+def test_the_warnings_pages_in_chinese(net: ConsoleNetwork) -> None:
+    centre = signed_in(net, "CENTRE", "boss")
+    wid = send(centre)
+    assert centre.post("/language", {"language": "zh", "back": "/warnings"}).status_code == 303
+    queue = centre.get("/warnings").text
+    assert "未结预警" in queue and "发送预警" in queue and wid in queue
+    page = centre.get(f"/warnings/{wid}").text
+    assert "调整等级" in page and "涉险金额" in page
+    assert "待研判线索" in centre.get("/leads").text
