@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -80,6 +80,7 @@ from hub.service.ports import (
     StoreUnavailable,
 )
 from hub.store import auditscan
+from hub.store.casewrite import NewCases
 from hub.store.reports import SqlReports
 from hub.store.tables import (
     UTCDateTime,
@@ -183,6 +184,27 @@ def _bump_registry_version(session: Session, _context: Any, _instances: Any) -> 
         if isinstance(obj, _REGISTRY_CLASSES):
             session.execute(BUMP_REGISTRY_VERSION)
             return
+
+
+@event.listens_for(Session, "before_flush")
+def _write_new_cases(session: Session, _context: Any, _instances: Any) -> None:
+    """New cases go in before anything the ORM flushes, which may name them (a clock row)."""
+    new_cases = session.info.get(NEW_CASES)
+    if new_cases is not None:
+        new_cases.write()
+
+
+NEW_CASES = "stophub.new_cases"
+
+
+def _flushing_only(session: Session, *classes: type) -> AbstractContextManager[Any]:
+    """Autoflush before the next statement only if the session holds new or changed objects
+    of `classes` (what the statement reads or names); otherwise the command's changes wait
+    for the one flush at the end of its savepoint instead of being flushed in pieces."""
+    for obj in (*session.new, *session.dirty):
+        if isinstance(obj, classes):
+            return nullcontext()
+    return session.no_autoflush
 
 
 def normalise_url(url: str) -> str:
@@ -462,14 +484,21 @@ class SqlInstitutions:
 
 
 class SqlCases:
-    def __init__(self, session: Session, lock_rows: bool) -> None:
+    def __init__(self, session: Session, lock_rows: bool, new: NewCases | None = None) -> None:
         self.session = session
         self.lock_rows = lock_rows
+        # Cases added here, written with Core statements when first needed (casewrite.py).
+        self.new = new or NewCases(session)
 
     def case_id_of_order(self, order_id: str) -> str | None:
+        self.new.write()
         return self.session.scalar(select(orders.c.case_id).where(orders.c.order_id == order_id))
 
     def get(self, case_id: str, *, lock: bool = False) -> Case | None:
+        added = self.new.pending(case_id)
+        if added is not None:
+            return added  # as the session would: the object added, not a copy
+        self.new.write()
         if lock and self.lock_rows:
             # Serialises every command on one case across replicas (SQLite: the write lock).
             return self.session.scalars(
@@ -482,11 +511,12 @@ class SqlCases:
         case.victim_name_token = tokens.name
         case.victim_id_token = tokens.id_number
         case.victim_index_key = tokens.key_id
-        self.session.add(case)
+        self.new.add(case)
 
     def search(
         self, query: CaseQuery, page_size: int, after: tuple[Any, ...] | None
     ) -> Sequence[tuple[Case, datetime | None]]:
+        self.new.write()
         if not query.by_deadline:
             newest = (
                 select(Case)
@@ -614,6 +644,7 @@ class SqlCases:
         after: tuple[datetime, str] | None,
         reporter: str | None = None,
     ) -> Sequence[Case]:
+        self.new.write()
         stmt = (
             select(Case)
             .order_by(cases.c.created_at.desc(), cases.c.case_id.desc())
@@ -636,6 +667,7 @@ class SqlCases:
     def involving(
         self, accounts: Collection[tuple[str, str]], exclude: str, limit: int
     ) -> Sequence[tuple[str, str, str]]:
+        self.new.write(except_id=exclude)
         found: set[tuple[str, str, str]] = set()
         # No autoflush: what is pending is the asking case's own (excluded anyway; the
         # requests before it in a group commit were flushed when their savepoints ended), and
@@ -925,7 +957,8 @@ class SqlRules:
             .where(auto_stop_rules.c.enabled.is_(True))
             .order_by(auto_stop_rules.c.centre_code)
         )
-        return self.session.scalars(stmt).all()
+        with _flushing_only(self.session, AutoStopRule):
+            return self.session.scalars(stmt).all()
 
 
 class SqlInbound:
@@ -949,20 +982,28 @@ class SqlInbound:
         self, sender: str, message_id: str, record: InboundRecord, received_at: datetime
     ) -> None:
         try:
-            self.session.execute(
-                INSERT_INBOUND,
-                {
-                    "sender": sender,
-                    "message_id": message_id,
-                    "digest": record.digest,
-                    "body_type": record.body_type,
-                    "received_at": received_at,
-                    "response": record.response,
-                },
-            )
+            # No autoflush: the table names nothing else, and the request's own changes are
+            # flushed once, at the end of its savepoint.
+            with self.session.no_autoflush:
+                self._insert(sender, message_id, record, received_at)
         except IntegrityError as exc:
             # A twin request committed this id first (PostgreSQL lets both get this far).
             raise Conflict(f"{sender}/{message_id} was stored concurrently") from exc
+
+    def _insert(
+        self, sender: str, message_id: str, record: InboundRecord, received_at: datetime
+    ) -> None:
+        self.session.execute(
+            INSERT_INBOUND,
+            {
+                "sender": sender,
+                "message_id": message_id,
+                "digest": record.digest,
+                "body_type": record.body_type,
+                "received_at": received_at,
+                "response": record.response,
+            },
+        )
 
 
 class SqlOutbox:
@@ -983,7 +1024,17 @@ class SqlOutbox:
         # (BEGIN IMMEDIATE) and each row of one INSERT takes the next rowid in turn, so the
         # sequences, sorted, are in the rows' order.
         sqlite = self.session.connection().dialect.name == "sqlite"
-        result = self.session.execute(
+        # No autoflush: the outbox names only institutions, so what the command changed so far
+        # waits for the one flush at the end of its savepoint instead of being flushed here,
+        # once per notice (a verification with its auto stop flushed three times). A member
+        # added in this transaction must be written first.
+        with _flushing_only(self.session, Institution):
+            result = self._insert(sqlite, rows, now)
+        sequences = [int(s) for s in result.scalars()]
+        return sorted(sequences) if sqlite else sequences
+
+    def _insert(self, sqlite: bool, rows: Sequence[NewDelivery], now: datetime) -> Any:
+        return self.session.execute(
             INSERT_DELIVERIES_SQLITE if sqlite else INSERT_DELIVERIES,
             [
                 {
@@ -998,8 +1049,6 @@ class SqlOutbox:
                 for r in rows
             ],
         )
-        sequences = [int(s) for s in result.scalars()]
-        return sorted(sequences) if sqlite else sequences
 
     def pending(self, recipient: str, limit: int) -> Sequence[PendingDelivery]:
         rows = self.session.execute(
@@ -1532,7 +1581,8 @@ class SqlClocks:
         )
         if self.lock_rows:
             stmt = stmt.with_for_update()
-        return self.session.scalars(stmt).all()
+        with _flushing_only(self.session, CaseClock):
+            return self.session.scalars(stmt).all()
 
     def due(self, now: datetime, limit: int) -> Sequence[CaseClock]:
         stmt = (
@@ -1682,8 +1732,10 @@ class SqlUnitOfWork:
         if self._gate is not None:
             self._gate.acquire()
         self.session = self._factory()
+        self.new_cases = NewCases(self.session)
+        self.session.info[NEW_CASES] = self.new_cases
         self.institutions = SqlInstitutions(self.session)
-        self.cases = SqlCases(self.session, self._lock_rows)
+        self.cases = SqlCases(self.session, self._lock_rows, self.new_cases)
         self.rules = SqlRules(self.session)
         self.inbound = SqlInbound(self.session)
         self.outbox = SqlOutbox(self.session)
@@ -1723,8 +1775,10 @@ class SqlUnitOfWork:
         """A part of the transaction that rolls back alone when the block raises."""
         nested = self.session.begin_nested()
         self.pending.mark()
+        self.new_cases.mark()
         try:
             yield
+            self.new_cases.write()
             nested.commit()
         except BaseException as exc:
             if is_unavailable(exc):
@@ -1732,6 +1786,7 @@ class SqlUnitOfWork:
             self.pending.rollback_to_mark()
             try:
                 nested.rollback()
+                self.new_cases.rollback_to_mark()
             except DBAPIError as rolling:
                 if is_unavailable(rolling):
                     raise StoreUnavailable(str(rolling)) from exc
@@ -1741,9 +1796,11 @@ class SqlUnitOfWork:
             raise
         else:
             self.pending.release()
+            self.new_cases.release()
 
     def commit(self) -> None:
         try:
+            self.new_cases.write()
             self.pending.flush()
             self.session.commit()
         except IntegrityError as exc:
@@ -1751,4 +1808,5 @@ class SqlUnitOfWork:
 
     def rollback(self) -> None:
         self.pending.discard()
+        self.new_cases.discard()
         self.session.rollback()

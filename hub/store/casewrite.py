@@ -1,0 +1,154 @@
+"""A new case written with Core statements instead of the ORM's unit of work (ADR 23).
+
+Every report writes a case, its transactions and its first events. Through the ORM's flush
+that cost more CPU than anything else a report does (topological sort of the mapped classes,
+per-object state bookkeeping, one statement per table built through the ORM's persistence
+layer): the intake profile of issue 22 put 28% of a report's samples in that flush. Here the
+rows are taken from the objects as they are at the end of the command (the table's columns
+are the attributes: the mapping is classical and names nothing differently) and written with
+one prebuilt INSERT per table; then the objects join the session as persistent and clean, as
+if loaded, so that anything done to them afterwards in the same transaction is the ORM's
+business as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.orm import Session, make_transient, make_transient_to_detached
+
+from hub.domain.cases import Case
+from hub.store.tables import (
+    case_events,
+    cases,
+    fraud_transactions,
+    onward_transfers,
+    orders,
+    transaction_facts,
+)
+
+# Built once: an INSERT built per call costs more than it executes (see sql.py).
+_INSERTS = {
+    t.name: t.insert()
+    for t in (cases, fraud_transactions, case_events, orders, transaction_facts, onward_transfers)
+}
+_KEYS = {
+    t.name: tuple(c.key for c in t.columns)
+    for t in (cases, fraud_transactions, case_events, orders, transaction_facts, onward_transfers)
+}
+
+
+def _rows(table: Table, objects: Iterable[Any]) -> list[dict[str, Any]]:
+    keys = _KEYS[table.name]
+    return [{k: getattr(o, k) for k in keys} for o in objects]
+
+
+def insert_case(conn: Connection, case: Case) -> None:
+    """Write `case` and everything it holds: one INSERT per table that has rows (several
+    rows of one table go as one executemany, which SQLAlchemy sends as multi-row VALUES)."""
+    case_id = case.case_id
+    # What the ORM sets from the relationships when it flushes the children.
+    for transaction in case.transactions:
+        transaction.case_id = case_id
+    for event in case.events:
+        event.case_id = case_id
+    for order in case.orders:
+        order.case_id = case_id
+        for fact in order.facts:
+            fact.order_id = order.order_id
+        for transfer in order.onward:
+            transfer.order_id = order.order_id
+    conn.execute(_INSERTS["cases"], _rows(cases, (case,))[0])
+    parts: list[tuple[Table, list[Any]]] = [
+        (fraud_transactions, case.transactions),
+        (case_events, case.events),
+        (orders, case.orders),
+        (transaction_facts, [f for o in case.orders for f in o.facts]),
+        (onward_transfers, [t for o in case.orders for t in o.onward]),
+    ]
+    for table, objects in parts:
+        if objects:
+            conn.execute(_INSERTS[table.name], _rows(table, objects))
+
+
+def attach(session: Session, case: Case) -> None:
+    """Make the written `case` (and its parts) persistent in `session` with nothing to flush,
+    as a query would have loaded it."""
+    for order in case.orders:
+        _detached(*order.facts, *order.onward, order)
+    _detached(*case.transactions, *case.events, case)
+    session.add(case)
+
+
+def _detached(*objects: object) -> None:
+    for o in objects:
+        make_transient_to_detached(o)
+
+
+def parts_of(case: Case) -> list[object]:
+    """The case and every object it holds, as `attach` put them in the session."""
+    found: list[object] = [case, *case.transactions, *case.events]
+    for order in case.orders:
+        found += [order, *order.facts, *order.onward]
+    return found
+
+
+class NewCases:
+    """The cases a unit of work created, written at the latest moment that is still before
+    anything could depend on them: before any flush of the ORM (a clock row names its case),
+    before the store reads cases, at the end of a savepoint, at the commit."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.queued: list[Case] = []
+        # Written and attached inside the current savepoint: expunged if it rolls back.
+        self.attached: list[Case] = []
+        self._mark: int | None = None
+        self._before: list[Case] = []
+
+    def add(self, case: Case) -> None:
+        self.queued.append(case)
+
+    def write(self, *, except_id: str | None = None) -> None:
+        if not self.queued:
+            return
+        waiting = [c for c in self.queued if c.case_id != except_id]
+        if not waiting:
+            return
+        self.queued = [c for c in self.queued if c.case_id == except_id]
+        conn = self.session.connection()
+        for case in waiting:
+            insert_case(conn, case)
+            attach(self.session, case)
+        if self._mark is not None:
+            self.attached += waiting
+
+    def pending(self, case_id: str) -> Case | None:
+        return next((c for c in self.queued if c.case_id == case_id), None)
+
+    def mark(self) -> None:
+        self._before = list(self.queued)
+        self._mark = len(self.queued)
+        self.attached = []
+
+    def release(self) -> None:
+        self._mark = None
+        self.attached = []
+
+    def rollback_to_mark(self) -> None:
+        """The savepoint rolled back: the rows written inside it are gone. Its own cases
+        leave the queue; those queued before it are queued again, to be written later."""
+        assert self._mark is not None
+        for case in self.attached:
+            for part in parts_of(case):
+                if part in self.session:
+                    self.session.expunge(part)
+                make_transient(part)
+        self.queued = self._before
+        self.release()
+
+    def discard(self) -> None:
+        self.queued.clear()
+        self.attached = []
