@@ -20,9 +20,11 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session, make_transient, make_transient_to_detached
 
 from hub.domain.cases import Case
+from hub.domain.clocks import CaseClock
 from hub.store.tables import (
     case_events,
     cases,
+    clocks,
     fraud_transactions,
     onward_transfers,
     orders,
@@ -30,14 +32,9 @@ from hub.store.tables import (
 )
 
 # Built once: an INSERT built per call costs more than it executes (see sql.py).
-_INSERTS = {
-    t.name: t.insert()
-    for t in (cases, fraud_transactions, case_events, orders, transaction_facts, onward_transfers)
-}
-_KEYS = {
-    t.name: tuple(c.key for c in t.columns)
-    for t in (cases, fraud_transactions, case_events, orders, transaction_facts, onward_transfers)
-}
+_TABLES = (cases, fraud_transactions, case_events, orders, transaction_facts, onward_transfers)
+_INSERTS = {t.name: t.insert() for t in (*_TABLES, clocks)}
+_KEYS = {t.name: tuple(c.key for c in t.columns) for t in (*_TABLES, clocks)}
 
 
 def _rows(table: Table, objects: Iterable[Any]) -> list[dict[str, Any]]:
@@ -73,6 +70,11 @@ def insert_case(conn: Connection, case: Case) -> None:
             conn.execute(_INSERTS[table.name], _rows(table, objects))
 
 
+def insert_clocks(conn: Connection, started: list[CaseClock]) -> None:
+    """Write new clocks (each row is the clock's attributes), in one statement."""
+    conn.execute(_INSERTS["clocks"], _rows(clocks, started))
+
+
 def attach(session: Session, case: Case) -> None:
     """Make the written `case` (and its parts) persistent in `session` with nothing to flush,
     as a query would have loaded it."""
@@ -96,59 +98,80 @@ def parts_of(case: Case) -> list[object]:
 
 
 class NewCases:
-    """The cases a unit of work created, written at the latest moment that is still before
-    anything could depend on them: before any flush of the ORM (a clock row names its case),
-    before the store reads cases, at the end of a savepoint, at the commit."""
+    """The cases and clocks a unit of work created, written at the latest moment that is
+    still before anything could depend on them: before any flush of the ORM (an order or an
+    SLA row names them), before the store reads cases or clocks, at the end of a savepoint,
+    at the commit. A clock goes in after its case (its foreign key)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.queued: list[Case] = []
+        self.clocks: list[CaseClock] = []
         # Written and attached inside the current savepoint: expunged if it rolls back.
         self.attached: list[Case] = []
+        self.attached_clocks: list[CaseClock] = []
         self._mark: int | None = None
-        self._before: list[Case] = []
+        self._before: tuple[list[Case], list[CaseClock]] = ([], [])
 
     def add(self, case: Case) -> None:
         self.queued.append(case)
 
+    def add_clock(self, clock: CaseClock) -> None:
+        self.clocks.append(clock)
+
     def write(self, *, except_id: str | None = None) -> None:
-        if not self.queued:
+        """Write what is queued; `except_id`: a case (and its clocks) that may wait."""
+        if not self.queued and not self.clocks:
             return
         waiting = [c for c in self.queued if c.case_id != except_id]
-        if not waiting:
-            return
+        started = [c for c in self.clocks if c.case_id != except_id]
         self.queued = [c for c in self.queued if c.case_id == except_id]
+        self.clocks = [c for c in self.clocks if c.case_id == except_id]
+        if not waiting and not started:
+            return
         conn = self.session.connection()
         for case in waiting:
             insert_case(conn, case)
             attach(self.session, case)
+        if started:
+            insert_clocks(conn, started)
+            for clock in started:
+                make_transient_to_detached(clock)
+                self.session.add(clock)
         if self._mark is not None:
             self.attached += waiting
+            self.attached_clocks += started
 
     def pending(self, case_id: str) -> Case | None:
         return next((c for c in self.queued if c.case_id == case_id), None)
 
     def mark(self) -> None:
-        self._before = list(self.queued)
+        self._before = (list(self.queued), list(self.clocks))
         self._mark = len(self.queued)
         self.attached = []
+        self.attached_clocks = []
 
     def release(self) -> None:
         self._mark = None
         self.attached = []
+        self.attached_clocks = []
 
     def rollback_to_mark(self) -> None:
-        """The savepoint rolled back: the rows written inside it are gone. Its own cases
-        leave the queue; those queued before it are queued again, to be written later."""
+        """The savepoint rolled back: the rows written inside it are gone. Its own cases and
+        clocks leave the queue; those queued before it are queued again, to be written later."""
         assert self._mark is not None
+        parts: list[object] = [*self.attached_clocks]
         for case in self.attached:
-            for part in parts_of(case):
-                if part in self.session:
-                    self.session.expunge(part)
-                make_transient(part)
-        self.queued = self._before
+            parts += parts_of(case)
+        for part in parts:
+            if part in self.session:
+                self.session.expunge(part)
+            make_transient(part)
+        self.queued, self.clocks = self._before
         self.release()
 
     def discard(self) -> None:
         self.queued.clear()
+        self.clocks.clear()
         self.attached = []
+        self.attached_clocks = []

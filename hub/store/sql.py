@@ -1209,6 +1209,9 @@ class PendingRows:
         self.sla.clear()
 
     def flush(self) -> None:
+        new_cases = self.session.info.get(NEW_CASES)
+        if new_cases is not None:
+            new_cases.write()  # an SLA row names its clock
         for i, (insert, rows) in enumerate(((INSERT_AUDIT, self.audit), (INSERT_SLA, self.sla))):
             if rows:
                 batch = rows[:]
@@ -1566,16 +1569,23 @@ def _audit_record(row: Any) -> AuditRecord:
 
 class SqlClocks:
     def __init__(
-        self, session: Session, lock_rows: bool, pending: PendingRows | None = None
+        self,
+        session: Session,
+        lock_rows: bool,
+        pending: PendingRows | None = None,
+        new: NewCases | None = None,
     ) -> None:
         self.session = session
         self.lock_rows = lock_rows
         self.pending = pending or PendingRows(session)
+        self.new = new or NewCases(session)
 
     def add(self, clock: CaseClock) -> None:
-        self.session.add(clock)
+        # Written with Core with the new cases (casewrite.py): one INSERT for a command's.
+        self.new.add_clock(clock)
 
     def open_for_case(self, case_id: str) -> Sequence[CaseClock]:
+        self.new.write()
         stmt = select(CaseClock).where(
             clocks.c.case_id == case_id, clocks.c.state == ClockState.OPEN
         )
@@ -1585,6 +1595,7 @@ class SqlClocks:
             return self.session.scalars(stmt).all()
 
     def due(self, now: datetime, limit: int) -> Sequence[CaseClock]:
+        self.new.write()
         stmt = (
             select(CaseClock)
             .where(
@@ -1600,6 +1611,7 @@ class SqlClocks:
         return self.session.scalars(stmt).all()
 
     def get(self, clock_id: str, *, lock: bool = False) -> CaseClock | None:
+        self.new.write()
         stmt = select(CaseClock).where(clocks.c.clock_id == clock_id)
         if lock and self.lock_rows:
             stmt = stmt.with_for_update(skip_locked=True)
@@ -1632,6 +1644,7 @@ class SqlClocks:
         offset: int,
         unacknowledged_only: bool = False,
     ) -> Sequence[CaseClock]:
+        self.new.write()
         is_open = case((clocks.c.state == ClockState.OPEN, 0), else_=1)
         stmt = (
             select(CaseClock)
@@ -1653,6 +1666,7 @@ class SqlClocks:
         return self.session.scalars(stmt).all()
 
     def breached_since(self, since: datetime, limit: int) -> Sequence[CaseClock]:
+        self.new.write()
         at = type_coerce(since, UTCDateTime())
         stmt = (
             select(CaseClock)
@@ -1667,6 +1681,7 @@ class SqlClocks:
         return self.session.scalars(stmt).all()
 
     def open_for_cases(self, case_ids: Sequence[str]) -> Sequence[CaseClock]:
+        self.new.write()
         if not case_ids:
             return []
         return self.session.scalars(
@@ -1741,7 +1756,7 @@ class SqlUnitOfWork:
         self.outbox = SqlOutbox(self.session)
         self.pending = PendingRows(self.session)
         self.audit = SqlAudit(self.session, self.pending, self._lock_rows)
-        self.clocks = SqlClocks(self.session, self._lock_rows, self.pending)
+        self.clocks = SqlClocks(self.session, self._lock_rows, self.pending, self.new_cases)
         self.distributions = SqlDistributions(self.session, self._lock_rows)
         self.lists = SqlLists(self.session, self._lock_rows)
         self.appeals = SqlAppeals(self.session, self._lock_rows)
