@@ -80,7 +80,7 @@ from hub.service.ports import (
     StoreUnavailable,
 )
 from hub.store import auditscan
-from hub.store.casewrite import NewCases
+from hub.store.caserows import NewCases, load_case
 from hub.store.reports import SqlReports
 from hub.store.tables import (
     UTCDateTime,
@@ -487,7 +487,7 @@ class SqlCases:
     def __init__(self, session: Session, lock_rows: bool, new: NewCases | None = None) -> None:
         self.session = session
         self.lock_rows = lock_rows
-        # Cases added here, written with Core statements when first needed (casewrite.py).
+        # Cases added here, written with Core statements when first needed (caserows.py).
         self.new = new or NewCases(session)
 
     def case_id_of_order(self, order_id: str) -> str | None:
@@ -499,8 +499,11 @@ class SqlCases:
         if added is not None:
             return added  # as the session would: the object added, not a copy
         self.new.write()
+        # Serialises every command on one case across replicas (SQLite: the write lock).
+        loaded = load_case(self.session, case_id, lock=lock and self.lock_rows)
+        if loaded is not False:
+            return loaded
         if lock and self.lock_rows:
-            # Serialises every command on one case across replicas (SQLite: the write lock).
             return self.session.scalars(
                 select(Case).where(cases.c.case_id == case_id).with_for_update()
             ).one_or_none()
@@ -1581,7 +1584,7 @@ class SqlClocks:
         self.new = new or NewCases(session)
 
     def add(self, clock: CaseClock) -> None:
-        # Written with Core with the new cases (casewrite.py): one INSERT for a command's.
+        # Written with Core with the new cases (caserows.py): one INSERT for a command's.
         self.new.add_clock(clock)
 
     def open_for_case(self, case_id: str) -> Sequence[CaseClock]:

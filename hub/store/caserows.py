@@ -1,4 +1,4 @@
-"""A new case written with Core statements instead of the ORM's unit of work (ADR 23).
+"""A case's rows written and read with Core statements instead of the ORM (ADR 23).
 
 Every report writes a case, its transactions and its first events. Through the ORM's flush
 that cost more CPU than anything else a report does (topological sort of the mapped classes,
@@ -14,12 +14,20 @@ business as before.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import BindParameter, Connection, Table, bindparam, select
 from sqlalchemy.orm import Session, make_transient, make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
-from hub.domain.cases import Case
+from hub.domain.cases import (
+    Case,
+    CaseEvent,
+    FraudTransaction,
+    OnwardTransfer,
+    Order,
+    TransactionFact,
+)
 from hub.domain.clocks import CaseClock
 from hub.store.tables import (
     case_events,
@@ -35,6 +43,30 @@ from hub.store.tables import (
 _TABLES = (cases, fraud_transactions, case_events, orders, transaction_facts, onward_transfers)
 _INSERTS = {t.name: t.insert() for t in (*_TABLES, clocks)}
 _KEYS = {t.name: tuple(c.key for c in t.columns) for t in (*_TABLES, clocks)}
+
+
+_BY_CASE: BindParameter[str] = bindparam("case_id")
+_BY_ORDERS: BindParameter[list[str]] = bindparam("order_ids", expanding=True)
+# The orders of the mapping's relationships (tables.py): the loaded lists come out the same.
+SELECT_CASE = select(cases).where(cases.c.case_id == _BY_CASE)
+SELECT_CASE_LOCKED = SELECT_CASE.with_for_update()
+_SELECT_PARTS = (
+    select(fraud_transactions)
+    .where(fraud_transactions.c.case_id == _BY_CASE)
+    .order_by(fraud_transactions.c.position),
+    select(orders).where(orders.c.case_id == _BY_CASE).order_by(orders.c.order_id),
+    select(case_events).where(case_events.c.case_id == _BY_CASE).order_by(case_events.c.sequence),
+)
+_SELECT_FACTS = (
+    select(transaction_facts)
+    .where(transaction_facts.c.order_id.in_(_BY_ORDERS))
+    .order_by(transaction_facts.c.order_id, transaction_facts.c.position)
+)
+_SELECT_ONWARD = (
+    select(onward_transfers)
+    .where(onward_transfers.c.order_id.in_(_BY_ORDERS))
+    .order_by(onward_transfers.c.order_id, onward_transfers.c.position)
+)
 
 
 def _rows(table: Table, objects: Iterable[Any]) -> list[dict[str, Any]]:
@@ -87,6 +119,36 @@ def attach(session: Session, case: Case) -> None:
 def _detached(*objects: object) -> None:
     for o in objects:
         make_transient_to_detached(o)
+
+
+def load_case(session: Session, case_id: str, *, lock: bool) -> Case | Literal[False] | None:
+    """`case_id`'s case read with Core statements and made persistent in `session`, as the
+    ORM would have loaded it (`lock`: the case row FOR UPDATE first). False when the session
+    already holds the case or any of its parts: then the ORM must answer, from what it holds.
+    """
+    if identity_key(Case, (case_id,)) in session.identity_map:
+        return False
+    conn = session.connection()
+    row = conn.execute(SELECT_CASE_LOCKED if lock else SELECT_CASE, {"case_id": case_id})
+    found = row.mappings().one_or_none()
+    if found is None:
+        return None
+    key = {"case_id": case_id}
+    transactions = [FraudTransaction(**r) for r in conn.execute(_SELECT_PARTS[0], key).mappings()]
+    order_list = [Order(**r) for r in conn.execute(_SELECT_PARTS[1], key).mappings()]
+    events = [CaseEvent(**r) for r in conn.execute(_SELECT_PARTS[2], key).mappings()]
+    if order_list:
+        by_id = {o.order_id: o for o in order_list}
+        ids = {"order_ids": list(by_id)}
+        for r in conn.execute(_SELECT_FACTS, ids).mappings():
+            by_id[r["order_id"]].facts.append(TransactionFact(**r))
+        for r in conn.execute(_SELECT_ONWARD, ids).mappings():
+            by_id[r["order_id"]].onward.append(OnwardTransfer(**r))
+    case = Case(**found, transactions=transactions, orders=order_list, events=events)
+    if any(identity_key(instance=p) in session.identity_map for p in parts_of(case)[1:]):
+        return False  # a part loaded on its own earlier: the session's copy is the truth
+    attach(session, case)
+    return case
 
 
 def parts_of(case: Case) -> list[object]:
