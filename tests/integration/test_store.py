@@ -20,6 +20,7 @@ from hub.domain.cases import (
     FraudTransaction,
     FreezeCommand,
     OnwardTransfer,
+    Order,
     OrderKind,
     OrderState,
     Policy,
@@ -919,3 +920,32 @@ def test_a_clock_of_a_new_case_goes_in_after_its_case(members: SqlStore) -> None
         uow.commit()
     with members(read_only=True) as uow:
         assert [c.clock_id for c in uow.clocks.open_for_case("C-FK")] == ["K-FK"]
+
+
+def test_a_case_whose_part_the_session_holds_comes_from_the_session(members: SqlStore) -> None:
+    with members() as uow:
+        case = opened("C-PART", T)
+        case.verify("BANKA", VerificationOutcome.CONFIRMED, "", now=T, message_id="m-v")
+        case.issue(
+            "C-PART-O001",
+            StopCommand(MULE_B, 1_000_000, [(case.transactions[0].transaction_time, 1_000_000)]),
+            issued_by="CENTRE",
+            now=T,
+            message_id="m-s",
+            institutions=KINDS,
+            policy=POLICY,
+        )
+        uow.cases.add(case)
+        uow.commit()
+    with members() as uow:
+        order = uow.session.get(Order, "C-PART-O001")  # type: ignore[attr-defined]
+        assert order is not None
+        order.note = "changed before the case was read"
+        loaded = uow.cases.get("C-PART", lock=True)
+        assert loaded is not None and loaded.orders[0] is order
+        assert uow.cases.get("C-PART") is loaded  # and the case, once held, is the same
+        uow.commit()
+    with members(read_only=True) as uow:
+        again = uow.cases.get("C-PART")
+        assert again is not None and again.orders[0].note == "changed before the case was read"
+        assert [f.amount_fen for f in again.orders[0].facts] == [1_000_000]
