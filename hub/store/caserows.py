@@ -1,4 +1,4 @@
-"""A case's rows written and read with Core statements instead of the ORM (ADR 23).
+"""A case's rows written and read with Core statements instead of the ORM (ADR 25).
 
 Every report writes a case, its transactions and its first events. Through the ORM's flush
 that cost more CPU than anything else a report does (topological sort of the mapped classes,

@@ -844,7 +844,7 @@ def test_involving_finds_open_cases_by_payee_held_account_and_transfer_target(
         assert list(uow.cases.involving(set(), "", 10)) == []
 
 
-# ---- a new case written with Core statements (hub.store.caserows.py, ADR 23) -------------------
+# ---- a new case written with Core statements (hub.store.caserows.py, ADR 25) -------------------
 
 
 def clock_of(case_id: str, clock_id: str) -> CaseClock:
