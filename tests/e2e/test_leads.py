@@ -438,3 +438,9 @@ async def test_a_lead_accepted_by_warning_a_member(
         "LEAD_CLOSED",
     )
     assert len(await centre.list_warnings()) == 1
+    # At the hub, `stophub warning show` names the lead.
+    shown = CliRunner().invoke(
+        main, ["warning", "show", warned.warning_id, "--db", network.database_url]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert f"from lead   {lead.name}" in shown.output
