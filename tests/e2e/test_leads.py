@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,6 +18,7 @@ from click.testing import CliRunner
 
 from adapters.sdk import HubClient, HubError
 from hub.cli import main
+from hub.system.clock import ManualClock
 from stophub.v1 import (
     account_pb2,
     blacklist_pb2,
@@ -25,7 +28,7 @@ from stophub.v1 import (
     lead_pb2,
     sla_pb2,
 )
-from tests.e2e.conftest import Network
+from tests.e2e.conftest import Network, start_network
 from tests.e2e.wire_helpers import MULE, report
 
 DOC = ("monitoring export.csv", hashlib.sha256(b"export").digest())
@@ -332,6 +335,33 @@ async def test_case_grades_order_the_board(clients: dict[str, HubClient], networ
 async def test_a_lead_accepted_by_warning_a_member(
     clients: dict[str, HubClient], network: Network
 ) -> None:
+    await accept_by_warning(clients, network)
+
+
+@pytest.fixture
+async def pg_network(
+    tmp_path: Path, clock: ManualClock, postgres_url: str
+) -> AsyncIterator[Network]:
+    net = await start_network(tmp_path, clock, database_url=postgres_url)
+    try:
+        yield net
+    finally:
+        await net.server.stop(0.5)
+        net.store.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_lead_accepted_by_warning_a_member_on_postgresql(pg_network: Network) -> None:
+    made = {code: pg_network.client(code) for code in pg_network.keys}
+    try:
+        await accept_by_warning(made, pg_network)
+    finally:
+        for c in made.values():
+            await c.close()
+
+
+async def accept_by_warning(clients: dict[str, HubClient], network: Network) -> None:
+    """TriageLead warn_member end to end: refusals first, then the warning."""
     centre, bank_a, bank_b, wallet = (
         clients["CENTRE"],
         clients["BANKA"],
