@@ -1336,6 +1336,30 @@ class HubClient:
             lead_pb2.TriageLeadBody(name=name, ask_for_more=lead_pb2.AskForMore(question=question))
         )
 
+    async def warn_member_from_lead(
+        self,
+        name: str,
+        account: tuple[str, str, str],
+        amount_at_risk_fen: int,
+        *,
+        note: str = "",
+        fraud_type: int = 0,
+        counterparty: tuple[str, str, str] | None = None,
+    ) -> lead_pb2.Lead:
+        """Accept a lead by warning the member that keeps `account` (institution, number,
+        holder: one the lead names; an empty holder takes the lead's). The warning takes the
+        lead's grade; the answer's `warning_id` names it. `fraud_type` is a
+        `case_pb2.FraudType`."""
+        action = lead_pb2.WarnFromLead(
+            account=_account_ref(account),
+            amount_at_risk_fen=amount_at_risk_fen,
+            note=note,
+            fraud_type=cast(case_pb2.FraudType.ValueType, fraud_type),
+        )
+        if counterparty is not None:
+            action.counterparty.CopyFrom(_account_ref(counterparty))
+        return await self.triage_lead(lead_pb2.TriageLeadBody(name=name, warn_member=action))
+
     async def dismiss_lead(self, name: str, reason: str) -> lead_pb2.Lead:
         return await self.triage_lead(
             lead_pb2.TriageLeadBody(name=name, dismiss=lead_pb2.DismissLead(reason=reason))

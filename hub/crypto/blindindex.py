@@ -16,6 +16,7 @@ import hmac
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from hashlib import sha256
 
 from cryptography.hazmat.primitives import hashes
@@ -73,4 +74,10 @@ def current_index() -> BlindIndex:
     """The index under the configured keyring's oldest data key."""
     ring = fields.keyring()
     oldest = ring.order[0]
-    return BlindIndex(oldest, ring.keys[oldest])
+    return _index(oldest, ring.keys[oldest])
+
+
+@lru_cache(maxsize=8)
+def _index(key_id: str, data_key: bytes) -> BlindIndex:
+    # Every report asks: the key derivation is done once per data key, not per report.
+    return BlindIndex(key_id, data_key)

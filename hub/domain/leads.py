@@ -299,12 +299,14 @@ class Lead:
         case_id: str = "",
         list_entry_id: str = "",
         reason: str = "",
+        warning_id: str = "",
     ) -> None:
         self.check_triageable()
         self.state = LeadState.ACCEPTED
         self.outcome = outcome
         self.decided_by, self.decided_at = by, now
         self.case_id, self.list_entry_id, self.reason = case_id, list_entry_id, reason
+        self.warning_id = warning_id
         self._not_waiting()
 
     def dismiss(self, by: str, reason: str, now: datetime) -> None:

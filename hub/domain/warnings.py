@@ -95,6 +95,8 @@ class Warning:
     case_id: str = ""
     grade_reason: str = ""
     graded_at: datetime | None = None
+    # The lead whose triage raised it (docs/leads.md); "" for a SendWarning.
+    lead_id: str = ""
 
     @staticmethod
     def send(

@@ -88,6 +88,8 @@ def warning_lines(w: warning_pb2.Warning, shown: Disclosure) -> list[str]:
         f"at risk     {yuan(w.amount_at_risk_fen)}"
         + (f", {fraud_name(w.fraud_type)}" if w.fraud_type else ""),
     ]
+    if w.lead_id:
+        lines.append(f"from lead   {w.lead_id}")
     if other.institution_code or other.account_number:
         lines.append(
             f"paying to   {other.institution_code} {shown.account(other.account_number)} "

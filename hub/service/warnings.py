@@ -128,15 +128,21 @@ def _addressee(ctx: Context, sender: str, facts: WarningFacts, centre: str) -> s
 
 
 def raise_warning(
-    ctx: Context, facts: WarningFacts, *, sender: str | None = None, centre: str = ""
+    ctx: Context,
+    facts: WarningFacts,
+    *,
+    sender: str | None = None,
+    centre: str = "",
+    lead_id: str = "",
 ) -> Warning:
     """Record a warning in the command's transaction, start its clocks and deliver it to its
     addressee, with the command's signed envelope as the notice's origin.
 
     SendWarning calls it with its body's facts; another command (a lead's triage: "warn
     another member") calls it with the facts it holds, as the centre (`sender` defaults to the
-    command's sender). Refusals are the same as SendWarning's (docs/warnings.md): the account
-    must be at a bank or payment institution of the registry, the amount at risk above zero."""
+    command's sender), and names the lead in `lead_id`. Refusals are the same as
+    SendWarning's (docs/warnings.md): the account must be at a bank or payment institution of
+    the registry, the amount at risk above zero."""
     sender = sender or ctx.sender.code
     validate_account("account", facts.account, ctx.kinds, need_holder=False)
     other = facts.counterparty
@@ -174,6 +180,7 @@ def raise_warning(
         now=ctx.now,
         message_id=ctx.message_id,
     )
+    warning.lead_id = lead_id
     ctx.accept(ctx.command, warning.warning_id)
     ctx.uow.warnings.add(warning)
     start_clocks(ctx, warning, [warning.grade.trigger, SENT], warning.sent_at)
@@ -314,6 +321,7 @@ def warning_to_proto(w: Warning) -> warning_pb2.Warning:
         acknowledge_time=wire.ts(w.acknowledged_at),
         outcome_time=wire.ts(w.outcome_at),
         grade_time=wire.ts(w.graded_at),
+        lead_id=w.lead_id,
     )
     if w.counterparty_institution or w.counterparty_account:
         pb.counterparty.CopyFrom(

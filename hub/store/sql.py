@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -86,6 +86,7 @@ from hub.service.ports import (
     WarningRepository,
 )
 from hub.store import auditscan
+from hub.store.caserows import NewCases, load_case
 from hub.store.reports import SqlReports
 from hub.store.tables import (
     UTCDateTime,
@@ -192,6 +193,27 @@ def _bump_registry_version(session: Session, _context: Any, _instances: Any) -> 
         if isinstance(obj, _REGISTRY_CLASSES):
             session.execute(BUMP_REGISTRY_VERSION)
             return
+
+
+@event.listens_for(Session, "before_flush")
+def _write_new_cases(session: Session, _context: Any, _instances: Any) -> None:
+    """New cases go in before anything the ORM flushes, which may name them (a clock row)."""
+    new_cases = session.info.get(NEW_CASES)
+    if new_cases is not None:
+        new_cases.write()
+
+
+NEW_CASES = "stophub.new_cases"
+
+
+def _flushing_only(session: Session, *classes: type) -> AbstractContextManager[Any]:
+    """Autoflush before the next statement only if the session holds new or changed objects
+    of `classes` (what the statement reads or names); otherwise the command's changes wait
+    for the one flush at the end of its savepoint instead of being flushed in pieces."""
+    for obj in (*session.new, *session.dirty):
+        if isinstance(obj, classes):
+            return nullcontext()
+    return session.no_autoflush
 
 
 def normalise_url(url: str) -> str:
@@ -471,16 +493,26 @@ class SqlInstitutions:
 
 
 class SqlCases:
-    def __init__(self, session: Session, lock_rows: bool) -> None:
+    def __init__(self, session: Session, lock_rows: bool, new: NewCases | None = None) -> None:
         self.session = session
         self.lock_rows = lock_rows
+        # Cases added here, written with Core statements when first needed (caserows.py).
+        self.new = new or NewCases(session)
 
     def case_id_of_order(self, order_id: str) -> str | None:
+        self.new.write()
         return self.session.scalar(select(orders.c.case_id).where(orders.c.order_id == order_id))
 
     def get(self, case_id: str, *, lock: bool = False) -> Case | None:
+        added = self.new.pending(case_id)
+        if added is not None:
+            return added  # as the session would: the object added, not a copy
+        self.new.write()
+        # Serialises every command on one case across replicas (SQLite: the write lock).
+        loaded = load_case(self.session, case_id, lock=lock and self.lock_rows)
+        if loaded is not False:
+            return loaded
         if lock and self.lock_rows:
-            # Serialises every command on one case across replicas (SQLite: the write lock).
             return self.session.scalars(
                 select(Case).where(cases.c.case_id == case_id).with_for_update()
             ).one_or_none()
@@ -491,11 +523,12 @@ class SqlCases:
         case.victim_name_token = tokens.name
         case.victim_id_token = tokens.id_number
         case.victim_index_key = tokens.key_id
-        self.session.add(case)
+        self.new.add(case)
 
     def search(
         self, query: CaseQuery, page_size: int, after: tuple[Any, ...] | None
     ) -> Sequence[tuple[Case, datetime | None]]:
+        self.new.write()
         if not query.by_deadline:
             newest = (
                 select(Case)
@@ -646,6 +679,7 @@ class SqlCases:
         after: tuple[datetime, str] | None,
         reporter: str | None = None,
     ) -> Sequence[Case]:
+        self.new.write()
         stmt = (
             select(Case)
             .order_by(cases.c.created_at.desc(), cases.c.case_id.desc())
@@ -668,6 +702,7 @@ class SqlCases:
     def involving(
         self, accounts: Collection[tuple[str, str]], exclude: str, limit: int
     ) -> Sequence[tuple[str, str, str]]:
+        self.new.write(except_id=exclude)
         found: set[tuple[str, str, str]] = set()
         # No autoflush: what is pending is the asking case's own (excluded anyway; the
         # requests before it in a group commit were flushed when their savepoints ended), and
@@ -1082,7 +1117,8 @@ class SqlRules:
             .where(auto_stop_rules.c.enabled.is_(True))
             .order_by(auto_stop_rules.c.centre_code)
         )
-        return self.session.scalars(stmt).all()
+        with _flushing_only(self.session, AutoStopRule):
+            return self.session.scalars(stmt).all()
 
 
 class SqlInbound:
@@ -1106,20 +1142,28 @@ class SqlInbound:
         self, sender: str, message_id: str, record: InboundRecord, received_at: datetime
     ) -> None:
         try:
-            self.session.execute(
-                INSERT_INBOUND,
-                {
-                    "sender": sender,
-                    "message_id": message_id,
-                    "digest": record.digest,
-                    "body_type": record.body_type,
-                    "received_at": received_at,
-                    "response": record.response,
-                },
-            )
+            # No autoflush: the table names nothing else, and the request's own changes are
+            # flushed once, at the end of its savepoint.
+            with self.session.no_autoflush:
+                self._insert(sender, message_id, record, received_at)
         except IntegrityError as exc:
             # A twin request committed this id first (PostgreSQL lets both get this far).
             raise Conflict(f"{sender}/{message_id} was stored concurrently") from exc
+
+    def _insert(
+        self, sender: str, message_id: str, record: InboundRecord, received_at: datetime
+    ) -> None:
+        self.session.execute(
+            INSERT_INBOUND,
+            {
+                "sender": sender,
+                "message_id": message_id,
+                "digest": record.digest,
+                "body_type": record.body_type,
+                "received_at": received_at,
+                "response": record.response,
+            },
+        )
 
 
 class SqlOutbox:
@@ -1140,7 +1184,17 @@ class SqlOutbox:
         # (BEGIN IMMEDIATE) and each row of one INSERT takes the next rowid in turn, so the
         # sequences, sorted, are in the rows' order.
         sqlite = self.session.connection().dialect.name == "sqlite"
-        result = self.session.execute(
+        # No autoflush: the outbox names only institutions, so what the command changed so far
+        # waits for the one flush at the end of its savepoint instead of being flushed here,
+        # once per notice (a verification with its auto stop flushed three times). A member
+        # added in this transaction must be written first.
+        with _flushing_only(self.session, Institution):
+            result = self._insert(sqlite, rows, now)
+        sequences = [int(s) for s in result.scalars()]
+        return sorted(sequences) if sqlite else sequences
+
+    def _insert(self, sqlite: bool, rows: Sequence[NewDelivery], now: datetime) -> Any:
+        return self.session.execute(
             INSERT_DELIVERIES_SQLITE if sqlite else INSERT_DELIVERIES,
             [
                 {
@@ -1155,8 +1209,6 @@ class SqlOutbox:
                 for r in rows
             ],
         )
-        sequences = [int(s) for s in result.scalars()]
-        return sorted(sequences) if sqlite else sequences
 
     def pending(self, recipient: str, limit: int) -> Sequence[PendingDelivery]:
         rows = self.session.execute(
@@ -1317,6 +1369,9 @@ class PendingRows:
         self.sla.clear()
 
     def flush(self) -> None:
+        new_cases = self.session.info.get(NEW_CASES)
+        if new_cases is not None:
+            new_cases.write()  # an SLA row names its clock
         for i, (insert, rows) in enumerate(((INSERT_AUDIT, self.audit), (INSERT_SLA, self.sla))):
             if rows:
                 batch = rows[:]
@@ -1674,24 +1729,33 @@ def _audit_record(row: Any) -> AuditRecord:
 
 class SqlClocks:
     def __init__(
-        self, session: Session, lock_rows: bool, pending: PendingRows | None = None
+        self,
+        session: Session,
+        lock_rows: bool,
+        pending: PendingRows | None = None,
+        new: NewCases | None = None,
     ) -> None:
         self.session = session
         self.lock_rows = lock_rows
         self.pending = pending or PendingRows(session)
+        self.new = new or NewCases(session)
 
     def add(self, clock: CaseClock) -> None:
-        self.session.add(clock)
+        # Written with Core with the new cases (caserows.py): one INSERT for a command's.
+        self.new.add_clock(clock)
 
     def open_for_case(self, case_id: str) -> Sequence[CaseClock]:
+        self.new.write()
         stmt = select(CaseClock).where(
             clocks.c.case_id == case_id, clocks.c.state == ClockState.OPEN
         )
         if self.lock_rows:
             stmt = stmt.with_for_update()
-        return self.session.scalars(stmt).all()
+        with _flushing_only(self.session, CaseClock):
+            return self.session.scalars(stmt).all()
 
     def due(self, now: datetime, limit: int) -> Sequence[CaseClock]:
+        self.new.write()
         stmt = (
             select(CaseClock)
             .where(
@@ -1707,6 +1771,7 @@ class SqlClocks:
         return self.session.scalars(stmt).all()
 
     def get(self, clock_id: str, *, lock: bool = False) -> CaseClock | None:
+        self.new.write()
         stmt = select(CaseClock).where(clocks.c.clock_id == clock_id)
         if lock and self.lock_rows:
             stmt = stmt.with_for_update(skip_locked=True)
@@ -1739,6 +1804,7 @@ class SqlClocks:
         offset: int,
         unacknowledged_only: bool = False,
     ) -> Sequence[CaseClock]:
+        self.new.write()
         is_open = case((clocks.c.state == ClockState.OPEN, 0), else_=1)
         stmt = (
             select(CaseClock)
@@ -1760,6 +1826,7 @@ class SqlClocks:
         return self.session.scalars(stmt).all()
 
     def breached_since(self, since: datetime, limit: int) -> Sequence[CaseClock]:
+        self.new.write()
         at = type_coerce(since, UTCDateTime())
         stmt = (
             select(CaseClock)
@@ -1774,6 +1841,7 @@ class SqlClocks:
         return self.session.scalars(stmt).all()
 
     def open_for_cases(self, case_ids: Sequence[str]) -> Sequence[CaseClock]:
+        self.new.write()
         if not case_ids:
             return []
         return self.session.scalars(
@@ -1841,14 +1909,16 @@ class SqlUnitOfWork:
         if self._gate is not None:
             self._gate.acquire()
         self.session = self._factory()
+        self.new_cases = NewCases(self.session)
+        self.session.info[NEW_CASES] = self.new_cases
         self.institutions = SqlInstitutions(self.session)
-        self.cases = SqlCases(self.session, self._lock_rows)
+        self.cases = SqlCases(self.session, self._lock_rows, self.new_cases)
         self.rules = SqlRules(self.session)
         self.inbound = SqlInbound(self.session)
         self.outbox = SqlOutbox(self.session)
         self.pending = PendingRows(self.session)
         self.audit = SqlAudit(self.session, self.pending, self._lock_rows)
-        self.clocks = SqlClocks(self.session, self._lock_rows, self.pending)
+        self.clocks = SqlClocks(self.session, self._lock_rows, self.pending, self.new_cases)
         self.distributions = SqlDistributions(self.session, self._lock_rows)
         self.lists = SqlLists(self.session, self._lock_rows)
         self.appeals = SqlAppeals(self.session, self._lock_rows)
@@ -1884,8 +1954,10 @@ class SqlUnitOfWork:
         """A part of the transaction that rolls back alone when the block raises."""
         nested = self.session.begin_nested()
         self.pending.mark()
+        self.new_cases.mark()
         try:
             yield
+            self.new_cases.write()
             nested.commit()
         except BaseException as exc:
             if is_unavailable(exc):
@@ -1893,6 +1965,7 @@ class SqlUnitOfWork:
             self.pending.rollback_to_mark()
             try:
                 nested.rollback()
+                self.new_cases.rollback_to_mark()
             except DBAPIError as rolling:
                 if is_unavailable(rolling):
                     raise StoreUnavailable(str(rolling)) from exc
@@ -1902,9 +1975,11 @@ class SqlUnitOfWork:
             raise
         else:
             self.pending.release()
+            self.new_cases.release()
 
     def commit(self) -> None:
         try:
+            self.new_cases.write()
             self.pending.flush()
             self.session.commit()
         except IntegrityError as exc:
@@ -1912,4 +1987,5 @@ class SqlUnitOfWork:
 
     def rollback(self) -> None:
         self.pending.discard()
+        self.new_cases.discard()
         self.session.rollback()

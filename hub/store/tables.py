@@ -664,6 +664,7 @@ warnings = Table(
     Column("case_id", String(40), nullable=False),
     Column("grade_reason", SealedText("warnings.grade_reason"), nullable=False),
     Column("graded_at", UTCDateTime()),
+    Column("lead_id", String(40), nullable=False, server_default=""),
     Index("ix_warnings_sent_at_warning_id", "sent_at", "warning_id"),
     Index("ix_warnings_addressee_sent_at", "addressee", "sent_at"),
     Index("ix_warnings_sender_sent_at", "sender", "sent_at"),

@@ -30,17 +30,17 @@ from stophub.v1 import envelope_pb2 as stophub_dot_v1_dot_envelope__pb2
 from stophub.v1 import grade_pb2 as stophub_dot_v1_dot_grade__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15stophub/v1/lead.proto\x12\nstophub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stophub/v1/account.proto\x1a\x1astophub/v1/blacklist.proto\x1a\x15stophub/v1/case.proto\x1a\x19stophub/v1/envelope.proto\x1a\x16stophub/v1/grade.proto\",\n\x0cLeadEvidence\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\x0c\"\xb5\x01\n\x0fLeadTransaction\x12\x34\n\x10transaction_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\namount_fen\x18\x02 \x01(\x03\x12,\n\x0c\x66rom_account\x18\x03 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12*\n\nto_account\x18\x04 \x01(\x0b\x32\x16.stophub.v1.AccountRef\"\xcd\x01\n\x0cLeadExchange\x12,\n\x08\x61sk_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61sked_by\x18\x02 \x01(\t\x12\x10\n\x08question\x18\x03 \x01(\t\x12/\n\x0b\x61nswer_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12*\n\x08\x65vidence\x18\x06 \x03(\x0b\x32\x18.stophub.v1.LeadEvidence\"T\n\x08LeadLink\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tsubmitter\x18\x02 \x01(\t\x12\'\n\x07\x61\x63\x63ount\x18\x03 \x01(\x0b\x32\x16.stophub.v1.AccountRef\"\xc9\x05\n\x04Lead\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tsubmitter\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.stophub.v1.LeadState\x12 \n\x05grade\x18\x04 \x01(\x0e\x32\x11.stophub.v1.Grade\x12*\n\x0fsubmitted_grade\x18\x05 \x01(\x0e\x32\x11.stophub.v1.Grade\x12\x0f\n\x07grounds\x18\x06 \x01(\t\x12(\n\x08\x61\x63\x63ounts\x18\x07 \x03(\x0b\x32\x16.stophub.v1.AccountRef\x12\x31\n\x0ctransactions\x18\x08 \x03(\x0b\x32\x1b.stophub.v1.LeadTransaction\x12*\n\x08\x65vidence\x18\t \x03(\x0b\x32\x18.stophub.v1.LeadEvidence\x12/\n\x0bsubmit_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0etriage_by_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftriage_clock_id\x18\x0c \x01(\t\x12(\n\x07outcome\x18\r \x01(\x0e\x32\x17.stophub.v1.LeadOutcome\x12\x31\n\rdecision_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndecided_by\x18\x0f \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x10 \x01(\t\x12\x15\n\rlist_entry_id\x18\x11 \x01(\t\x12\x0e\n\x06reason\x18\x12 \x01(\t\x12+\n\texchanges\x18\x13 \x03(\x0b\x32\x18.stophub.v1.LeadExchange\x12*\n\x0clinked_leads\x18\x14 \x03(\x0b\x32\x14.stophub.v1.LeadLink\x12\x12\n\nwarning_id\x18\x15 \x01(\t\"\xcc\x01\n\x0eSubmitLeadBody\x12(\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x16.stophub.v1.AccountRef\x12\x31\n\x0ctransactions\x18\x02 \x03(\x0b\x32\x1b.stophub.v1.LeadTransaction\x12 \n\x05grade\x18\x03 \x01(\x0e\x32\x11.stophub.v1.Grade\x12\x0f\n\x07grounds\x18\x04 \x01(\t\x12*\n\x08\x65vidence\x18\x05 \x03(\x0b\x32\x18.stophub.v1.LeadEvidence\"6\n\x10OpenCaseFromLead\x12\"\n\x06report\x18\x01 \x01(\x0b\x32\x12.stophub.v1.Report\"\x88\x01\n\x0fListLeadAccount\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12$\n\x05\x62\x61sis\x18\x02 \x01(\x0e\x32\x15.stophub.v1.ListBasis\x12\x16\n\x0esource_case_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"E\n\x0cWarnFromLead\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x0c\n\x04note\x18\x02 \x01(\t\"\x1e\n\nAskForMore\x12\x10\n\x08question\x18\x01 \x01(\t\"\x1d\n\x0b\x44ismissLead\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x9d\x02\n\x0eTriageLeadBody\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\topen_case\x18\x02 \x01(\x0b\x32\x1c.stophub.v1.OpenCaseFromLeadH\x00\x12\x33\n\x0clist_account\x18\x03 \x01(\x0b\x32\x1b.stophub.v1.ListLeadAccountH\x00\x12/\n\x0bwarn_member\x18\x04 \x01(\x0b\x32\x18.stophub.v1.WarnFromLeadH\x00\x12.\n\x0c\x61sk_for_more\x18\x05 \x01(\x0b\x32\x16.stophub.v1.AskForMoreH\x00\x12*\n\x07\x64ismiss\x18\x06 \x01(\x0b\x32\x17.stophub.v1.DismissLeadH\x00\x42\x08\n\x06\x61\x63tion\"b\n\x16\x41\x64\x64LeadInformationBody\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12*\n\x08\x65vidence\x18\x03 \x03(\x0b\x32\x18.stophub.v1.LeadEvidence\"R\n\x10SetLeadGradeBody\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x05grade\x18\x02 \x01(\x0e\x32\x11.stophub.v1.Grade\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1b\n\x0bGetLeadBody\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x93\x01\n\rListLeadsBody\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.stophub.v1.LeadState\x12\x13\n\x0binstitution\x18\x04 \x01(\t\x12 \n\x05grade\x18\x05 \x01(\x0e\x32\x11.stophub.v1.Grade\"D\n\x08LeadList\x12\x1f\n\x05leads\x18\x01 \x03(\x0b\x32\x10.stophub.v1.Lead\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x11SubmitLeadRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"<\n\x12SubmitLeadResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\";\n\x11TriageLeadRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"<\n\x12TriageLeadResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"C\n\x19\x41\x64\x64LeadInformationRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"D\n\x1a\x41\x64\x64LeadInformationResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"=\n\x13SetLeadGradeRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\">\n\x14SetLeadGradeResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"8\n\x0eGetLeadRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"9\n\x0fGetLeadResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\":\n\x10ListLeadsRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\";\n\x11ListLeadsResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*\x93\x01\n\tLeadState\x12\x1a\n\x16LEAD_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14LEAD_STATE_SUBMITTED\x10\x01\x12\x1d\n\x19LEAD_STATE_MORE_REQUESTED\x10\x02\x12\x17\n\x13LEAD_STATE_ACCEPTED\x10\x03\x12\x18\n\x14LEAD_STATE_DISMISSED\x10\x04*{\n\x0bLeadOutcome\x12\x1c\n\x18LEAD_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18LEAD_OUTCOME_CASE_OPENED\x10\x01\x12\x17\n\x13LEAD_OUTCOME_LISTED\x10\x02\x12\x17\n\x13LEAD_OUTCOME_WARNED\x10\x03\x32\xed\x03\n\x0bLeadService\x12K\n\nSubmitLead\x12\x1d.stophub.v1.SubmitLeadRequest\x1a\x1e.stophub.v1.SubmitLeadResponse\x12K\n\nTriageLead\x12\x1d.stophub.v1.TriageLeadRequest\x1a\x1e.stophub.v1.TriageLeadResponse\x12\x63\n\x12\x41\x64\x64LeadInformation\x12%.stophub.v1.AddLeadInformationRequest\x1a&.stophub.v1.AddLeadInformationResponse\x12Q\n\x0cSetLeadGrade\x12\x1f.stophub.v1.SetLeadGradeRequest\x1a .stophub.v1.SetLeadGradeResponse\x12\x42\n\x07GetLead\x12\x1a.stophub.v1.GetLeadRequest\x1a\x1b.stophub.v1.GetLeadResponse\x12H\n\tListLeads\x12\x1c.stophub.v1.ListLeadsRequest\x1a\x1d.stophub.v1.ListLeadsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15stophub/v1/lead.proto\x12\nstophub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stophub/v1/account.proto\x1a\x1astophub/v1/blacklist.proto\x1a\x15stophub/v1/case.proto\x1a\x19stophub/v1/envelope.proto\x1a\x16stophub/v1/grade.proto\",\n\x0cLeadEvidence\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\x0c\"\xb5\x01\n\x0fLeadTransaction\x12\x34\n\x10transaction_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\namount_fen\x18\x02 \x01(\x03\x12,\n\x0c\x66rom_account\x18\x03 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12*\n\nto_account\x18\x04 \x01(\x0b\x32\x16.stophub.v1.AccountRef\"\xcd\x01\n\x0cLeadExchange\x12,\n\x08\x61sk_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61sked_by\x18\x02 \x01(\t\x12\x10\n\x08question\x18\x03 \x01(\t\x12/\n\x0b\x61nswer_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12*\n\x08\x65vidence\x18\x06 \x03(\x0b\x32\x18.stophub.v1.LeadEvidence\"T\n\x08LeadLink\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tsubmitter\x18\x02 \x01(\t\x12\'\n\x07\x61\x63\x63ount\x18\x03 \x01(\x0b\x32\x16.stophub.v1.AccountRef\"\xc9\x05\n\x04Lead\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tsubmitter\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.stophub.v1.LeadState\x12 \n\x05grade\x18\x04 \x01(\x0e\x32\x11.stophub.v1.Grade\x12*\n\x0fsubmitted_grade\x18\x05 \x01(\x0e\x32\x11.stophub.v1.Grade\x12\x0f\n\x07grounds\x18\x06 \x01(\t\x12(\n\x08\x61\x63\x63ounts\x18\x07 \x03(\x0b\x32\x16.stophub.v1.AccountRef\x12\x31\n\x0ctransactions\x18\x08 \x03(\x0b\x32\x1b.stophub.v1.LeadTransaction\x12*\n\x08\x65vidence\x18\t \x03(\x0b\x32\x18.stophub.v1.LeadEvidence\x12/\n\x0bsubmit_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0etriage_by_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftriage_clock_id\x18\x0c \x01(\t\x12(\n\x07outcome\x18\r \x01(\x0e\x32\x17.stophub.v1.LeadOutcome\x12\x31\n\rdecision_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndecided_by\x18\x0f \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x10 \x01(\t\x12\x15\n\rlist_entry_id\x18\x11 \x01(\t\x12\x0e\n\x06reason\x18\x12 \x01(\t\x12+\n\texchanges\x18\x13 \x03(\x0b\x32\x18.stophub.v1.LeadExchange\x12*\n\x0clinked_leads\x18\x14 \x03(\x0b\x32\x14.stophub.v1.LeadLink\x12\x12\n\nwarning_id\x18\x15 \x01(\t\"\xcc\x01\n\x0eSubmitLeadBody\x12(\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x16.stophub.v1.AccountRef\x12\x31\n\x0ctransactions\x18\x02 \x03(\x0b\x32\x1b.stophub.v1.LeadTransaction\x12 \n\x05grade\x18\x03 \x01(\x0e\x32\x11.stophub.v1.Grade\x12\x0f\n\x07grounds\x18\x04 \x01(\t\x12*\n\x08\x65vidence\x18\x05 \x03(\x0b\x32\x18.stophub.v1.LeadEvidence\"6\n\x10OpenCaseFromLead\x12\"\n\x06report\x18\x01 \x01(\x0b\x32\x12.stophub.v1.Report\"\x88\x01\n\x0fListLeadAccount\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12$\n\x05\x62\x61sis\x18\x02 \x01(\x0e\x32\x15.stophub.v1.ListBasis\x12\x16\n\x0esource_case_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xba\x01\n\x0cWarnFromLead\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x0c\n\x04note\x18\x02 \x01(\t\x12\x1a\n\x12\x61mount_at_risk_fen\x18\x03 \x01(\x03\x12)\n\nfraud_type\x18\x04 \x01(\x0e\x32\x15.stophub.v1.FraudType\x12,\n\x0c\x63ounterparty\x18\x05 \x01(\x0b\x32\x16.stophub.v1.AccountRef\"\x1e\n\nAskForMore\x12\x10\n\x08question\x18\x01 \x01(\t\"\x1d\n\x0b\x44ismissLead\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x9d\x02\n\x0eTriageLeadBody\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\topen_case\x18\x02 \x01(\x0b\x32\x1c.stophub.v1.OpenCaseFromLeadH\x00\x12\x33\n\x0clist_account\x18\x03 \x01(\x0b\x32\x1b.stophub.v1.ListLeadAccountH\x00\x12/\n\x0bwarn_member\x18\x04 \x01(\x0b\x32\x18.stophub.v1.WarnFromLeadH\x00\x12.\n\x0c\x61sk_for_more\x18\x05 \x01(\x0b\x32\x16.stophub.v1.AskForMoreH\x00\x12*\n\x07\x64ismiss\x18\x06 \x01(\x0b\x32\x17.stophub.v1.DismissLeadH\x00\x42\x08\n\x06\x61\x63tion\"b\n\x16\x41\x64\x64LeadInformationBody\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12*\n\x08\x65vidence\x18\x03 \x03(\x0b\x32\x18.stophub.v1.LeadEvidence\"R\n\x10SetLeadGradeBody\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x05grade\x18\x02 \x01(\x0e\x32\x11.stophub.v1.Grade\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1b\n\x0bGetLeadBody\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x93\x01\n\rListLeadsBody\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.stophub.v1.LeadState\x12\x13\n\x0binstitution\x18\x04 \x01(\t\x12 \n\x05grade\x18\x05 \x01(\x0e\x32\x11.stophub.v1.Grade\"D\n\x08LeadList\x12\x1f\n\x05leads\x18\x01 \x03(\x0b\x32\x10.stophub.v1.Lead\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x11SubmitLeadRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"<\n\x12SubmitLeadResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\";\n\x11TriageLeadRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"<\n\x12TriageLeadResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"C\n\x19\x41\x64\x64LeadInformationRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"D\n\x1a\x41\x64\x64LeadInformationResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"=\n\x13SetLeadGradeRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\">\n\x14SetLeadGradeResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"8\n\x0eGetLeadRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"9\n\x0fGetLeadResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\":\n\x10ListLeadsRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\";\n\x11ListLeadsResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*\x93\x01\n\tLeadState\x12\x1a\n\x16LEAD_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14LEAD_STATE_SUBMITTED\x10\x01\x12\x1d\n\x19LEAD_STATE_MORE_REQUESTED\x10\x02\x12\x17\n\x13LEAD_STATE_ACCEPTED\x10\x03\x12\x18\n\x14LEAD_STATE_DISMISSED\x10\x04*{\n\x0bLeadOutcome\x12\x1c\n\x18LEAD_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18LEAD_OUTCOME_CASE_OPENED\x10\x01\x12\x17\n\x13LEAD_OUTCOME_LISTED\x10\x02\x12\x17\n\x13LEAD_OUTCOME_WARNED\x10\x03\x32\xed\x03\n\x0bLeadService\x12K\n\nSubmitLead\x12\x1d.stophub.v1.SubmitLeadRequest\x1a\x1e.stophub.v1.SubmitLeadResponse\x12K\n\nTriageLead\x12\x1d.stophub.v1.TriageLeadRequest\x1a\x1e.stophub.v1.TriageLeadResponse\x12\x63\n\x12\x41\x64\x64LeadInformation\x12%.stophub.v1.AddLeadInformationRequest\x1a&.stophub.v1.AddLeadInformationResponse\x12Q\n\x0cSetLeadGrade\x12\x1f.stophub.v1.SetLeadGradeRequest\x1a .stophub.v1.SetLeadGradeResponse\x12\x42\n\x07GetLead\x12\x1a.stophub.v1.GetLeadRequest\x1a\x1b.stophub.v1.GetLeadResponse\x12H\n\tListLeads\x12\x1c.stophub.v1.ListLeadsRequest\x1a\x1d.stophub.v1.ListLeadsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stophub.v1.lead_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LEADSTATE']._serialized_start=3446
-  _globals['_LEADSTATE']._serialized_end=3593
-  _globals['_LEADOUTCOME']._serialized_start=3595
-  _globals['_LEADOUTCOME']._serialized_end=3718
+  _globals['_LEADSTATE']._serialized_start=3564
+  _globals['_LEADSTATE']._serialized_end=3711
+  _globals['_LEADOUTCOME']._serialized_start=3713
+  _globals['_LEADOUTCOME']._serialized_end=3836
   _globals['_LEADEVIDENCE']._serialized_start=198
   _globals['_LEADEVIDENCE']._serialized_end=242
   _globals['_LEADTRANSACTION']._serialized_start=245
@@ -57,48 +57,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPENCASEFROMLEAD']._serialized_end=1699
   _globals['_LISTLEADACCOUNT']._serialized_start=1702
   _globals['_LISTLEADACCOUNT']._serialized_end=1838
-  _globals['_WARNFROMLEAD']._serialized_start=1840
-  _globals['_WARNFROMLEAD']._serialized_end=1909
-  _globals['_ASKFORMORE']._serialized_start=1911
-  _globals['_ASKFORMORE']._serialized_end=1941
-  _globals['_DISMISSLEAD']._serialized_start=1943
-  _globals['_DISMISSLEAD']._serialized_end=1972
-  _globals['_TRIAGELEADBODY']._serialized_start=1975
-  _globals['_TRIAGELEADBODY']._serialized_end=2260
-  _globals['_ADDLEADINFORMATIONBODY']._serialized_start=2262
-  _globals['_ADDLEADINFORMATIONBODY']._serialized_end=2360
-  _globals['_SETLEADGRADEBODY']._serialized_start=2362
-  _globals['_SETLEADGRADEBODY']._serialized_end=2444
-  _globals['_GETLEADBODY']._serialized_start=2446
-  _globals['_GETLEADBODY']._serialized_end=2473
-  _globals['_LISTLEADSBODY']._serialized_start=2476
-  _globals['_LISTLEADSBODY']._serialized_end=2623
-  _globals['_LEADLIST']._serialized_start=2625
-  _globals['_LEADLIST']._serialized_end=2693
-  _globals['_SUBMITLEADREQUEST']._serialized_start=2695
-  _globals['_SUBMITLEADREQUEST']._serialized_end=2754
-  _globals['_SUBMITLEADRESPONSE']._serialized_start=2756
-  _globals['_SUBMITLEADRESPONSE']._serialized_end=2816
-  _globals['_TRIAGELEADREQUEST']._serialized_start=2818
-  _globals['_TRIAGELEADREQUEST']._serialized_end=2877
-  _globals['_TRIAGELEADRESPONSE']._serialized_start=2879
-  _globals['_TRIAGELEADRESPONSE']._serialized_end=2939
-  _globals['_ADDLEADINFORMATIONREQUEST']._serialized_start=2941
-  _globals['_ADDLEADINFORMATIONREQUEST']._serialized_end=3008
-  _globals['_ADDLEADINFORMATIONRESPONSE']._serialized_start=3010
-  _globals['_ADDLEADINFORMATIONRESPONSE']._serialized_end=3078
-  _globals['_SETLEADGRADEREQUEST']._serialized_start=3080
-  _globals['_SETLEADGRADEREQUEST']._serialized_end=3141
-  _globals['_SETLEADGRADERESPONSE']._serialized_start=3143
-  _globals['_SETLEADGRADERESPONSE']._serialized_end=3205
-  _globals['_GETLEADREQUEST']._serialized_start=3207
-  _globals['_GETLEADREQUEST']._serialized_end=3263
-  _globals['_GETLEADRESPONSE']._serialized_start=3265
-  _globals['_GETLEADRESPONSE']._serialized_end=3322
-  _globals['_LISTLEADSREQUEST']._serialized_start=3324
-  _globals['_LISTLEADSREQUEST']._serialized_end=3382
-  _globals['_LISTLEADSRESPONSE']._serialized_start=3384
-  _globals['_LISTLEADSRESPONSE']._serialized_end=3443
-  _globals['_LEADSERVICE']._serialized_start=3721
-  _globals['_LEADSERVICE']._serialized_end=4214
+  _globals['_WARNFROMLEAD']._serialized_start=1841
+  _globals['_WARNFROMLEAD']._serialized_end=2027
+  _globals['_ASKFORMORE']._serialized_start=2029
+  _globals['_ASKFORMORE']._serialized_end=2059
+  _globals['_DISMISSLEAD']._serialized_start=2061
+  _globals['_DISMISSLEAD']._serialized_end=2090
+  _globals['_TRIAGELEADBODY']._serialized_start=2093
+  _globals['_TRIAGELEADBODY']._serialized_end=2378
+  _globals['_ADDLEADINFORMATIONBODY']._serialized_start=2380
+  _globals['_ADDLEADINFORMATIONBODY']._serialized_end=2478
+  _globals['_SETLEADGRADEBODY']._serialized_start=2480
+  _globals['_SETLEADGRADEBODY']._serialized_end=2562
+  _globals['_GETLEADBODY']._serialized_start=2564
+  _globals['_GETLEADBODY']._serialized_end=2591
+  _globals['_LISTLEADSBODY']._serialized_start=2594
+  _globals['_LISTLEADSBODY']._serialized_end=2741
+  _globals['_LEADLIST']._serialized_start=2743
+  _globals['_LEADLIST']._serialized_end=2811
+  _globals['_SUBMITLEADREQUEST']._serialized_start=2813
+  _globals['_SUBMITLEADREQUEST']._serialized_end=2872
+  _globals['_SUBMITLEADRESPONSE']._serialized_start=2874
+  _globals['_SUBMITLEADRESPONSE']._serialized_end=2934
+  _globals['_TRIAGELEADREQUEST']._serialized_start=2936
+  _globals['_TRIAGELEADREQUEST']._serialized_end=2995
+  _globals['_TRIAGELEADRESPONSE']._serialized_start=2997
+  _globals['_TRIAGELEADRESPONSE']._serialized_end=3057
+  _globals['_ADDLEADINFORMATIONREQUEST']._serialized_start=3059
+  _globals['_ADDLEADINFORMATIONREQUEST']._serialized_end=3126
+  _globals['_ADDLEADINFORMATIONRESPONSE']._serialized_start=3128
+  _globals['_ADDLEADINFORMATIONRESPONSE']._serialized_end=3196
+  _globals['_SETLEADGRADEREQUEST']._serialized_start=3198
+  _globals['_SETLEADGRADEREQUEST']._serialized_end=3259
+  _globals['_SETLEADGRADERESPONSE']._serialized_start=3261
+  _globals['_SETLEADGRADERESPONSE']._serialized_end=3323
+  _globals['_GETLEADREQUEST']._serialized_start=3325
+  _globals['_GETLEADREQUEST']._serialized_end=3381
+  _globals['_GETLEADRESPONSE']._serialized_start=3383
+  _globals['_GETLEADRESPONSE']._serialized_end=3440
+  _globals['_LISTLEADSREQUEST']._serialized_start=3442
+  _globals['_LISTLEADSREQUEST']._serialized_end=3500
+  _globals['_LISTLEADSRESPONSE']._serialized_start=3502
+  _globals['_LISTLEADSRESPONSE']._serialized_end=3561
+  _globals['_LEADSERVICE']._serialized_start=3839
+  _globals['_LEADSERVICE']._serialized_end=4332
 # @@protoc_insertion_point(module_scope)

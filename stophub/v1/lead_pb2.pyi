@@ -71,7 +71,7 @@ class _LeadOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LeadOutco
     LEAD_OUTCOME_LISTED: _LeadOutcome.ValueType  # 2
     """An account of it listed on the blacklist (`list_entry_id`)."""
     LEAD_OUTCOME_WARNED: _LeadOutcome.ValueType  # 3
-    """Another member warned (reserved: refused until warnings exist, docs/leads.md)."""
+    """A member warned about one of its accounts (`warning_id`)."""
 
 class LeadOutcome(_LeadOutcome, metaclass=_LeadOutcomeEnumTypeWrapper):
     """What an accepted lead became."""
@@ -82,7 +82,7 @@ LEAD_OUTCOME_CASE_OPENED: LeadOutcome.ValueType  # 1
 LEAD_OUTCOME_LISTED: LeadOutcome.ValueType  # 2
 """An account of it listed on the blacklist (`list_entry_id`)."""
 LEAD_OUTCOME_WARNED: LeadOutcome.ValueType  # 3
-"""Another member warned (reserved: refused until warnings exist, docs/leads.md)."""
+"""A member warned about one of its accounts (`warning_id`)."""
 Global___LeadOutcome: _TypeAlias = LeadOutcome  # noqa: Y015
 
 @_typing.final
@@ -266,7 +266,7 @@ class Lead(_message.Message):
     reason: _builtins.str
     """Dismissed: why. Listed: the listing's reason."""
     warning_id: _builtins.str
-    """Reserved for a warning sent from the lead (LEAD_OUTCOME_WARNED)."""
+    """Accepted by warning a member (LEAD_OUTCOME_WARNED): the warning."""
     @_builtins.property
     def accounts(self) -> _containers.RepeatedCompositeFieldContainer[_account_pb2.AccountRef]: ...
     @_builtins.property
@@ -434,24 +434,49 @@ Global___ListLeadAccount: _TypeAlias = ListLeadAccount  # noqa: Y015
 
 @_typing.final
 class WarnFromLead(_message.Message):
-    """Accept: warn another member of a customer at risk (reserved; docs/leads.md)."""
+    """Accept: warn the member that keeps one of the lead's accounts that its customer is
+    at risk, as the centre's SendWarning would (docs/leads.md, docs/warnings.md). The
+    warning takes the lead's grade.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    AMOUNT_AT_RISK_FEN_FIELD_NUMBER: _builtins.int
+    FRAUD_TYPE_FIELD_NUMBER: _builtins.int
+    COUNTERPARTY_FIELD_NUMBER: _builtins.int
     note: _builtins.str
+    """The warning's text, for the person who calls the customer: at most 4,000
+    characters.
+    """
+    amount_at_risk_fen: _builtins.int
+    """The amount the customer is about to pay, in fen: greater than zero, at most 10^14."""
+    fraud_type: _case_pb2.FraudType.ValueType
+    """The suspected scheme; unspecified when unknown."""
     @_builtins.property
-    def account(self) -> _account_pb2.AccountRef: ...
+    def account(self) -> _account_pb2.AccountRef:
+        """One of the lead's accounts (Lead.accounts, or either end of a transaction), at a
+        bank or payment institution of the registry; its institution is warned. An empty
+        holder_name takes the lead's.
+        """
+
+    @_builtins.property
+    def counterparty(self) -> _account_pb2.AccountRef:
+        """Optional: the account the customer is about to pay."""
+
     def __init__(
         self,
         *,
         account: _account_pb2.AccountRef | None = ...,
         note: _builtins.str = ...,
+        amount_at_risk_fen: _builtins.int = ...,
+        fraud_type: _case_pb2.FraudType.ValueType = ...,
+        counterparty: _account_pb2.AccountRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "counterparty", b"counterparty"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "note", b"note"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount_at_risk_fen", b"amount_at_risk_fen", "counterparty", b"counterparty", "fraud_type", b"fraud_type", "note", b"note"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,57 +29,57 @@ from stophub.v1 import envelope_pb2 as stophub_dot_v1_dot_envelope__pb2
 from stophub.v1 import grade_pb2 as stophub_dot_v1_dot_grade__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18stophub/v1/warning.proto\x12\nstophub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stophub/v1/account.proto\x1a\x15stophub/v1/case.proto\x1a\x19stophub/v1/envelope.proto\x1a\x16stophub/v1/grade.proto\"\x9c\x06\n\x07Warning\x12\x12\n\nwarning_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x11\n\taddressee\x18\x03 \x01(\t\x12\'\n\x07\x61\x63\x63ount\x18\x04 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12)\n\nfraud_type\x18\x05 \x01(\x0e\x32\x15.stophub.v1.FraudType\x12,\n\x0c\x63ounterparty\x18\x06 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x1a\n\x12\x61mount_at_risk_fen\x18\x07 \x01(\x03\x12 \n\x05grade\x18\x08 \x01(\x0e\x32\x11.stophub.v1.Grade\x12\x0c\n\x04text\x18\t \x01(\t\x12\'\n\x05state\x18\n \x01(\x0e\x32\x18.stophub.v1.WarningState\x12-\n\tsend_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63ontact_by_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0foutcome_by_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x61\x63knowledge_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61\x63knowledge_note\x18\x0f \x01(\t\x12\x30\n\x0coutcome_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07outcome\x18\x11 \x01(\x0e\x32\x1a.stophub.v1.WarningOutcome\x12\x1a\n\x12loss_prevented_fen\x18\x12 \x01(\x03\x12\x14\n\x0coutcome_text\x18\x13 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x14 \x01(\t\x12\x12\n\nmessage_id\x18\x15 \x01(\t\x12\x14\n\x0cgrade_reason\x18\x16 \x01(\t\x12.\n\ngrade_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xef\x01\n\x0fSendWarningBody\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12)\n\nfraud_type\x18\x02 \x01(\x0e\x32\x15.stophub.v1.FraudType\x12,\n\x0c\x63ounterparty\x18\x03 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x1a\n\x12\x61mount_at_risk_fen\x18\x04 \x01(\x03\x12 \n\x05grade\x18\x05 \x01(\x0e\x32\x11.stophub.v1.Grade\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x0e\n\x06\x63\x65ntre\x18\x07 \x01(\t\":\n\x16\x41\x63knowledgeWarningBody\x12\x12\n\nwarning_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"\xa9\x01\n\x18ReportWarningOutcomeBody\x12\x12\n\nwarning_id\x18\x01 \x01(\t\x12+\n\x07outcome\x18\x02 \x01(\x0e\x32\x1a.stophub.v1.WarningOutcome\x12\x1a\n\x12loss_prevented_fen\x18\x03 \x01(\x03\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\"\n\x06report\x18\x05 \x01(\x0b\x32\x12.stophub.v1.Report\"$\n\x0eGetWarningBody\x12\x12\n\nwarning_id\x18\x01 \x01(\t\"\x8f\x01\n\x10ListWarningsBody\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.stophub.v1.WarningState\x12\x18\n\x10institution_code\x18\x04 \x01(\t\x12\x11\n\topen_only\x18\x05 \x01(\x08\"M\n\x0bWarningList\x12%\n\x08warnings\x18\x01 \x03(\x0b\x32\x13.stophub.v1.Warning\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x13SetWarningGradeBody\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x05grade\x18\x02 \x01(\x0e\x32\x11.stophub.v1.Grade\x12\x0e\n\x06reason\x18\x03 \x01(\t\"<\n\x12SendWarningRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"=\n\x13SendWarningResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"C\n\x19\x41\x63knowledgeWarningRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"D\n\x1a\x41\x63knowledgeWarningResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"E\n\x1bReportWarningOutcomeRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"F\n\x1cReportWarningOutcomeResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\";\n\x11GetWarningRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"<\n\x12GetWarningResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"=\n\x13ListWarningsRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\">\n\x14ListWarningsResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"@\n\x16SetWarningGradeRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"A\n\x17SetWarningGradeResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*\x7f\n\x0cWarningState\x12\x1d\n\x19WARNING_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12WARNING_STATE_SENT\x10\x01\x12\x1e\n\x1aWARNING_STATE_ACKNOWLEDGED\x10\x02\x12\x18\n\x14WARNING_STATE_CLOSED\x10\x03*\xc6\x01\n\x0eWarningOutcome\x12\x1f\n\x1bWARNING_OUTCOME_UNSPECIFIED\x10\x00\x12%\n!WARNING_OUTCOME_REACHED_DISSUADED\x10\x01\x12)\n%WARNING_OUTCOME_REACHED_NOT_DISSUADED\x10\x02\x12\x1f\n\x1bWARNING_OUTCOME_NOT_REACHED\x10\x03\x12 \n\x1cWARNING_OUTCOME_ALREADY_LOST\x10\x04\x32\xac\x04\n\x0eWarningService\x12N\n\x0bSendWarning\x12\x1e.stophub.v1.SendWarningRequest\x1a\x1f.stophub.v1.SendWarningResponse\x12\x63\n\x12\x41\x63knowledgeWarning\x12%.stophub.v1.AcknowledgeWarningRequest\x1a&.stophub.v1.AcknowledgeWarningResponse\x12i\n\x14ReportWarningOutcome\x12\'.stophub.v1.ReportWarningOutcomeRequest\x1a(.stophub.v1.ReportWarningOutcomeResponse\x12K\n\nGetWarning\x12\x1d.stophub.v1.GetWarningRequest\x1a\x1e.stophub.v1.GetWarningResponse\x12Q\n\x0cListWarnings\x12\x1f.stophub.v1.ListWarningsRequest\x1a .stophub.v1.ListWarningsResponse\x12Z\n\x0fSetWarningGrade\x12\".stophub.v1.SetWarningGradeRequest\x1a#.stophub.v1.SetWarningGradeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18stophub/v1/warning.proto\x12\nstophub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stophub/v1/account.proto\x1a\x15stophub/v1/case.proto\x1a\x19stophub/v1/envelope.proto\x1a\x16stophub/v1/grade.proto\"\xad\x06\n\x07Warning\x12\x12\n\nwarning_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x11\n\taddressee\x18\x03 \x01(\t\x12\'\n\x07\x61\x63\x63ount\x18\x04 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12)\n\nfraud_type\x18\x05 \x01(\x0e\x32\x15.stophub.v1.FraudType\x12,\n\x0c\x63ounterparty\x18\x06 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x1a\n\x12\x61mount_at_risk_fen\x18\x07 \x01(\x03\x12 \n\x05grade\x18\x08 \x01(\x0e\x32\x11.stophub.v1.Grade\x12\x0c\n\x04text\x18\t \x01(\t\x12\'\n\x05state\x18\n \x01(\x0e\x32\x18.stophub.v1.WarningState\x12-\n\tsend_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63ontact_by_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0foutcome_by_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x61\x63knowledge_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61\x63knowledge_note\x18\x0f \x01(\t\x12\x30\n\x0coutcome_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07outcome\x18\x11 \x01(\x0e\x32\x1a.stophub.v1.WarningOutcome\x12\x1a\n\x12loss_prevented_fen\x18\x12 \x01(\x03\x12\x14\n\x0coutcome_text\x18\x13 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x14 \x01(\t\x12\x12\n\nmessage_id\x18\x15 \x01(\t\x12\x14\n\x0cgrade_reason\x18\x16 \x01(\t\x12.\n\ngrade_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07lead_id\x18\x18 \x01(\t\"\xef\x01\n\x0fSendWarningBody\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12)\n\nfraud_type\x18\x02 \x01(\x0e\x32\x15.stophub.v1.FraudType\x12,\n\x0c\x63ounterparty\x18\x03 \x01(\x0b\x32\x16.stophub.v1.AccountRef\x12\x1a\n\x12\x61mount_at_risk_fen\x18\x04 \x01(\x03\x12 \n\x05grade\x18\x05 \x01(\x0e\x32\x11.stophub.v1.Grade\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x0e\n\x06\x63\x65ntre\x18\x07 \x01(\t\":\n\x16\x41\x63knowledgeWarningBody\x12\x12\n\nwarning_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"\xa9\x01\n\x18ReportWarningOutcomeBody\x12\x12\n\nwarning_id\x18\x01 \x01(\t\x12+\n\x07outcome\x18\x02 \x01(\x0e\x32\x1a.stophub.v1.WarningOutcome\x12\x1a\n\x12loss_prevented_fen\x18\x03 \x01(\x03\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\"\n\x06report\x18\x05 \x01(\x0b\x32\x12.stophub.v1.Report\"$\n\x0eGetWarningBody\x12\x12\n\nwarning_id\x18\x01 \x01(\t\"\x8f\x01\n\x10ListWarningsBody\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.stophub.v1.WarningState\x12\x18\n\x10institution_code\x18\x04 \x01(\t\x12\x11\n\topen_only\x18\x05 \x01(\x08\"M\n\x0bWarningList\x12%\n\x08warnings\x18\x01 \x03(\x0b\x32\x13.stophub.v1.Warning\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x13SetWarningGradeBody\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x05grade\x18\x02 \x01(\x0e\x32\x11.stophub.v1.Grade\x12\x0e\n\x06reason\x18\x03 \x01(\t\"<\n\x12SendWarningRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"=\n\x13SendWarningResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"C\n\x19\x41\x63knowledgeWarningRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"D\n\x1a\x41\x63knowledgeWarningResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"E\n\x1bReportWarningOutcomeRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"F\n\x1cReportWarningOutcomeResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\";\n\x11GetWarningRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"<\n\x12GetWarningResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"=\n\x13ListWarningsRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\">\n\x14ListWarningsResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"@\n\x16SetWarningGradeRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope\"A\n\x17SetWarningGradeResponse\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.stophub.v1.Envelope*\x7f\n\x0cWarningState\x12\x1d\n\x19WARNING_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12WARNING_STATE_SENT\x10\x01\x12\x1e\n\x1aWARNING_STATE_ACKNOWLEDGED\x10\x02\x12\x18\n\x14WARNING_STATE_CLOSED\x10\x03*\xc6\x01\n\x0eWarningOutcome\x12\x1f\n\x1bWARNING_OUTCOME_UNSPECIFIED\x10\x00\x12%\n!WARNING_OUTCOME_REACHED_DISSUADED\x10\x01\x12)\n%WARNING_OUTCOME_REACHED_NOT_DISSUADED\x10\x02\x12\x1f\n\x1bWARNING_OUTCOME_NOT_REACHED\x10\x03\x12 \n\x1cWARNING_OUTCOME_ALREADY_LOST\x10\x04\x32\xac\x04\n\x0eWarningService\x12N\n\x0bSendWarning\x12\x1e.stophub.v1.SendWarningRequest\x1a\x1f.stophub.v1.SendWarningResponse\x12\x63\n\x12\x41\x63knowledgeWarning\x12%.stophub.v1.AcknowledgeWarningRequest\x1a&.stophub.v1.AcknowledgeWarningResponse\x12i\n\x14ReportWarningOutcome\x12\'.stophub.v1.ReportWarningOutcomeRequest\x1a(.stophub.v1.ReportWarningOutcomeResponse\x12K\n\nGetWarning\x12\x1d.stophub.v1.GetWarningRequest\x1a\x1e.stophub.v1.GetWarningResponse\x12Q\n\x0cListWarnings\x12\x1f.stophub.v1.ListWarningsRequest\x1a .stophub.v1.ListWarningsResponse\x12Z\n\x0fSetWarningGrade\x12\".stophub.v1.SetWarningGradeRequest\x1a#.stophub.v1.SetWarningGradeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stophub.v1.warning_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WARNINGSTATE']._serialized_start=2586
-  _globals['_WARNINGSTATE']._serialized_end=2713
-  _globals['_WARNINGOUTCOME']._serialized_start=2716
-  _globals['_WARNINGOUTCOME']._serialized_end=2914
+  _globals['_WARNINGSTATE']._serialized_start=2603
+  _globals['_WARNINGSTATE']._serialized_end=2730
+  _globals['_WARNINGOUTCOME']._serialized_start=2733
+  _globals['_WARNINGOUTCOME']._serialized_end=2931
   _globals['_WARNING']._serialized_start=174
-  _globals['_WARNING']._serialized_end=970
-  _globals['_SENDWARNINGBODY']._serialized_start=973
-  _globals['_SENDWARNINGBODY']._serialized_end=1212
-  _globals['_ACKNOWLEDGEWARNINGBODY']._serialized_start=1214
-  _globals['_ACKNOWLEDGEWARNINGBODY']._serialized_end=1272
-  _globals['_REPORTWARNINGOUTCOMEBODY']._serialized_start=1275
-  _globals['_REPORTWARNINGOUTCOMEBODY']._serialized_end=1444
-  _globals['_GETWARNINGBODY']._serialized_start=1446
-  _globals['_GETWARNINGBODY']._serialized_end=1482
-  _globals['_LISTWARNINGSBODY']._serialized_start=1485
-  _globals['_LISTWARNINGSBODY']._serialized_end=1628
-  _globals['_WARNINGLIST']._serialized_start=1630
-  _globals['_WARNINGLIST']._serialized_end=1707
-  _globals['_SETWARNINGGRADEBODY']._serialized_start=1709
-  _globals['_SETWARNINGGRADEBODY']._serialized_end=1794
-  _globals['_SENDWARNINGREQUEST']._serialized_start=1796
-  _globals['_SENDWARNINGREQUEST']._serialized_end=1856
-  _globals['_SENDWARNINGRESPONSE']._serialized_start=1858
-  _globals['_SENDWARNINGRESPONSE']._serialized_end=1919
-  _globals['_ACKNOWLEDGEWARNINGREQUEST']._serialized_start=1921
-  _globals['_ACKNOWLEDGEWARNINGREQUEST']._serialized_end=1988
-  _globals['_ACKNOWLEDGEWARNINGRESPONSE']._serialized_start=1990
-  _globals['_ACKNOWLEDGEWARNINGRESPONSE']._serialized_end=2058
-  _globals['_REPORTWARNINGOUTCOMEREQUEST']._serialized_start=2060
-  _globals['_REPORTWARNINGOUTCOMEREQUEST']._serialized_end=2129
-  _globals['_REPORTWARNINGOUTCOMERESPONSE']._serialized_start=2131
-  _globals['_REPORTWARNINGOUTCOMERESPONSE']._serialized_end=2201
-  _globals['_GETWARNINGREQUEST']._serialized_start=2203
-  _globals['_GETWARNINGREQUEST']._serialized_end=2262
-  _globals['_GETWARNINGRESPONSE']._serialized_start=2264
-  _globals['_GETWARNINGRESPONSE']._serialized_end=2324
-  _globals['_LISTWARNINGSREQUEST']._serialized_start=2326
-  _globals['_LISTWARNINGSREQUEST']._serialized_end=2387
-  _globals['_LISTWARNINGSRESPONSE']._serialized_start=2389
-  _globals['_LISTWARNINGSRESPONSE']._serialized_end=2451
-  _globals['_SETWARNINGGRADEREQUEST']._serialized_start=2453
-  _globals['_SETWARNINGGRADEREQUEST']._serialized_end=2517
-  _globals['_SETWARNINGGRADERESPONSE']._serialized_start=2519
-  _globals['_SETWARNINGGRADERESPONSE']._serialized_end=2584
-  _globals['_WARNINGSERVICE']._serialized_start=2917
-  _globals['_WARNINGSERVICE']._serialized_end=3473
+  _globals['_WARNING']._serialized_end=987
+  _globals['_SENDWARNINGBODY']._serialized_start=990
+  _globals['_SENDWARNINGBODY']._serialized_end=1229
+  _globals['_ACKNOWLEDGEWARNINGBODY']._serialized_start=1231
+  _globals['_ACKNOWLEDGEWARNINGBODY']._serialized_end=1289
+  _globals['_REPORTWARNINGOUTCOMEBODY']._serialized_start=1292
+  _globals['_REPORTWARNINGOUTCOMEBODY']._serialized_end=1461
+  _globals['_GETWARNINGBODY']._serialized_start=1463
+  _globals['_GETWARNINGBODY']._serialized_end=1499
+  _globals['_LISTWARNINGSBODY']._serialized_start=1502
+  _globals['_LISTWARNINGSBODY']._serialized_end=1645
+  _globals['_WARNINGLIST']._serialized_start=1647
+  _globals['_WARNINGLIST']._serialized_end=1724
+  _globals['_SETWARNINGGRADEBODY']._serialized_start=1726
+  _globals['_SETWARNINGGRADEBODY']._serialized_end=1811
+  _globals['_SENDWARNINGREQUEST']._serialized_start=1813
+  _globals['_SENDWARNINGREQUEST']._serialized_end=1873
+  _globals['_SENDWARNINGRESPONSE']._serialized_start=1875
+  _globals['_SENDWARNINGRESPONSE']._serialized_end=1936
+  _globals['_ACKNOWLEDGEWARNINGREQUEST']._serialized_start=1938
+  _globals['_ACKNOWLEDGEWARNINGREQUEST']._serialized_end=2005
+  _globals['_ACKNOWLEDGEWARNINGRESPONSE']._serialized_start=2007
+  _globals['_ACKNOWLEDGEWARNINGRESPONSE']._serialized_end=2075
+  _globals['_REPORTWARNINGOUTCOMEREQUEST']._serialized_start=2077
+  _globals['_REPORTWARNINGOUTCOMEREQUEST']._serialized_end=2146
+  _globals['_REPORTWARNINGOUTCOMERESPONSE']._serialized_start=2148
+  _globals['_REPORTWARNINGOUTCOMERESPONSE']._serialized_end=2218
+  _globals['_GETWARNINGREQUEST']._serialized_start=2220
+  _globals['_GETWARNINGREQUEST']._serialized_end=2279
+  _globals['_GETWARNINGRESPONSE']._serialized_start=2281
+  _globals['_GETWARNINGRESPONSE']._serialized_end=2341
+  _globals['_LISTWARNINGSREQUEST']._serialized_start=2343
+  _globals['_LISTWARNINGSREQUEST']._serialized_end=2404
+  _globals['_LISTWARNINGSRESPONSE']._serialized_start=2406
+  _globals['_LISTWARNINGSRESPONSE']._serialized_end=2468
+  _globals['_SETWARNINGGRADEREQUEST']._serialized_start=2470
+  _globals['_SETWARNINGGRADEREQUEST']._serialized_end=2534
+  _globals['_SETWARNINGGRADERESPONSE']._serialized_start=2536
+  _globals['_SETWARNINGGRADERESPONSE']._serialized_end=2601
+  _globals['_WARNINGSERVICE']._serialized_start=2934
+  _globals['_WARNINGSERVICE']._serialized_end=3490
 # @@protoc_insertion_point(module_scope)

@@ -116,6 +116,7 @@ class Warning(_message.Message):
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     GRADE_REASON_FIELD_NUMBER: _builtins.int
     GRADE_TIME_FIELD_NUMBER: _builtins.int
+    LEAD_ID_FIELD_NUMBER: _builtins.int
     warning_id: _builtins.str
     sender: _builtins.str
     """The institution that sent it."""
@@ -143,6 +144,10 @@ class Warning(_message.Message):
     """
     grade_reason: _builtins.str
     """The last regrade's reason and time (empty when never regraded)."""
+    lead_id: _builtins.str
+    """The lead whose triage raised it (TriageLead warn_member, docs/leads.md); empty
+    for a SendWarning.
+    """
     @_builtins.property
     def account(self) -> _account_pb2.AccountRef:
         """The customer's account at risk (at a member)."""
@@ -193,10 +198,11 @@ class Warning(_message.Message):
         message_id: _builtins.str = ...,
         grade_reason: _builtins.str = ...,
         grade_time: _timestamp_pb2.Timestamp | None = ...,
+        lead_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "acknowledge_time", b"acknowledge_time", "contact_by_time", b"contact_by_time", "counterparty", b"counterparty", "grade_time", b"grade_time", "outcome_by_time", b"outcome_by_time", "outcome_time", b"outcome_time", "send_time", b"send_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "acknowledge_note", b"acknowledge_note", "acknowledge_time", b"acknowledge_time", "addressee", b"addressee", "amount_at_risk_fen", b"amount_at_risk_fen", "case_id", b"case_id", "contact_by_time", b"contact_by_time", "counterparty", b"counterparty", "fraud_type", b"fraud_type", "grade", b"grade", "grade_reason", b"grade_reason", "grade_time", b"grade_time", "loss_prevented_fen", b"loss_prevented_fen", "message_id", b"message_id", "outcome", b"outcome", "outcome_by_time", b"outcome_by_time", "outcome_text", b"outcome_text", "outcome_time", b"outcome_time", "send_time", b"send_time", "sender", b"sender", "state", b"state", "text", b"text", "warning_id", b"warning_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "acknowledge_note", b"acknowledge_note", "acknowledge_time", b"acknowledge_time", "addressee", b"addressee", "amount_at_risk_fen", b"amount_at_risk_fen", "case_id", b"case_id", "contact_by_time", b"contact_by_time", "counterparty", b"counterparty", "fraud_type", b"fraud_type", "grade", b"grade", "grade_reason", b"grade_reason", "grade_time", b"grade_time", "lead_id", b"lead_id", "loss_prevented_fen", b"loss_prevented_fen", "message_id", b"message_id", "outcome", b"outcome", "outcome_by_time", b"outcome_by_time", "outcome_text", b"outcome_text", "outcome_time", b"outcome_time", "send_time", b"send_time", "sender", b"sender", "state", b"state", "text", b"text", "warning_id", b"warning_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -619,6 +619,12 @@ class Fuzz:
             lead = lead_pb2.Lead.FromString(env.body)
             self.leads.append(lead.name)
             return lead
+        if rpc.body is lead_pb2.TriageLeadBody:
+            triaged = lead_pb2.Lead.FromString(env.body)
+            if triaged.warning_id:
+                # A lead accepted by a warning: the warning joins the pool to acknowledge.
+                self.warnings.append(triaged.warning_id)
+            return triaged
         if rpc.body is warning_pb2.SendWarningBody:
             warning = warning_pb2.Warning.FromString(env.body)
             self.warnings.append(warning.warning_id)
@@ -731,7 +737,7 @@ class Fuzz:
             return body
         if name == "TriageLead":
             triage = lead_pb2.TriageLeadBody(name=self.pick(self.leads, variant))
-            match variant % 4:
+            match variant % 5:
                 case 0:
                     triage.ask_for_more.question = "fz?"
                 case 1:
@@ -742,6 +748,17 @@ class Fuzz:
                             account=MULE, basis=1, source_case_id=self.pick(self.cases, variant)
                         )
                     )
+                case 3:
+                    triage.warn_member.CopyFrom(
+                        lead_pb2.WarnFromLead(
+                            account=MULE,
+                            amount_at_risk_fen=1 + variant,
+                            fraud_type=variant % 8,
+                            note="fz",
+                        )
+                    )
+                    if variant % 2:
+                        triage.warn_member.counterparty.CopyFrom(VICTIM)
                 case _:
                     triage.open_case.report.CopyFrom(report(now, (1_000,)))
             return triage

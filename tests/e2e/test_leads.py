@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,6 +18,7 @@ from click.testing import CliRunner
 
 from adapters.sdk import HubClient, HubError
 from hub.cli import main
+from hub.system.clock import ManualClock
 from stophub.v1 import (
     account_pb2,
     blacklist_pb2,
@@ -25,7 +28,7 @@ from stophub.v1 import (
     lead_pb2,
     sla_pb2,
 )
-from tests.e2e.conftest import Network
+from tests.e2e.conftest import Network, start_network
 from tests.e2e.wire_helpers import MULE, report
 
 DOC = ("monitoring export.csv", hashlib.sha256(b"export").digest())
@@ -134,13 +137,9 @@ async def test_leads_from_submission_to_triage(
             "INVALID_FIELD",
         )
     await refused(
-        centre.triage_lead(
-            lead_pb2.TriageLeadBody(
-                name=red.name, warn_member=lead_pb2.WarnFromLead(account=MULE, note="call")
-            )
-        ),
-        grpc.StatusCode.FAILED_PRECONDITION,
-        "WARNINGS_UNAVAILABLE",
+        bank_b.warn_member_from_lead(red.name, ("BANKB", MULE.account_number, ""), 100),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "KIND_NOT_ALLOWED",
     )
     await refused(
         bank_a.add_lead_information(red.name, "nobody asked"),
@@ -331,3 +330,147 @@ async def test_case_grades_order_the_board(clients: dict[str, HubClient], networ
     assert sla.exit_code == 0, sla.output
     open_clocks = [c["case_id"] for c in json.loads(sla.output)["clocks"]]
     assert open_clocks[0] == red.case_id and open_clocks[-1] == green.case_id
+
+
+async def test_a_lead_accepted_by_warning_a_member(
+    clients: dict[str, HubClient], network: Network
+) -> None:
+    await accept_by_warning(clients, network)
+
+
+@pytest.fixture
+async def pg_network(
+    tmp_path: Path, clock: ManualClock, postgres_url: str
+) -> AsyncIterator[Network]:
+    net = await start_network(tmp_path, clock, database_url=postgres_url)
+    try:
+        yield net
+    finally:
+        await net.server.stop(0.5)
+        net.store.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_lead_accepted_by_warning_a_member_on_postgresql(pg_network: Network) -> None:
+    made = {code: pg_network.client(code) for code in pg_network.keys}
+    try:
+        await accept_by_warning(made, pg_network)
+    finally:
+        for c in made.values():
+            await c.close()
+
+
+async def accept_by_warning(clients: dict[str, HubClient], network: Network) -> None:
+    """TriageLead warn_member end to end: refusals first, then the warning."""
+    centre, bank_a, bank_b, wallet = (
+        clients["CENTRE"],
+        clients["BANKA"],
+        clients["BANKB"],
+        clients["PAYX"],
+    )
+    lead = await bank_a.submit_lead(lead_body(grade_pb2.GRADE_RED, MULE))
+    mule = ("BANKB", MULE.account_number, "")
+
+    # Refused: nothing is warned and the lead stays in the queue, untriaged.
+    await refused(
+        centre.warn_member_from_lead(lead.name, ("PAYX", "88880001", "Zhou"), 100),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "NOT_IN_LEAD",
+    )
+    for amount in (0, -5, 10**14 + 1):
+        error = await refused(
+            centre.warn_member_from_lead(lead.name, mule, amount),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_FIELD",
+        )
+        assert "warn_member.amount_at_risk_fen" in str(error)
+    await refused(
+        centre.warn_member_from_lead(lead.name, mule, 100, note="x" * 4001),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+    )
+    await refused(
+        centre.warn_member_from_lead(lead.name, mule, 100, fraud_type=999),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+    )
+    await refused(
+        centre.triage_lead(
+            lead_pb2.TriageLeadBody(name=lead.name, warn_member=lead_pb2.WarnFromLead(note="?"))
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+    )
+    # A member holding its own certificate cannot warn from the centre's triage.
+    await refused(
+        bank_b.warn_member_from_lead(lead.name, mule, 100),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "KIND_NOT_ALLOWED",
+    )
+    still = await centre.get_lead(lead.name)
+    assert still.state == lead_pb2.LEAD_STATE_SUBMITTED and not still.warning_id
+    assert still.triage_clock_id == lead.triage_clock_id
+    assert await centre.list_warnings() == []
+    [clock] = await centre.list_clocks(case_id=lead.name)
+    assert clock.state == sla_pb2.CLOCK_STATE_OPEN
+
+    # Accepted: BANKB is warned about its customer, in the lead's grade, in the same step.
+    network.clock.advance(timedelta(minutes=3))
+    now = network.clock.now()
+    warned = await centre.warn_member_from_lead(
+        lead.name,
+        mule,
+        2_000_000,
+        note="on the phone with a fake policeman now",
+        fraud_type=case_pb2.FRAUD_TYPE_IMPERSONATING_OFFICIALS,
+    )
+    assert warned.state == lead_pb2.LEAD_STATE_ACCEPTED
+    assert warned.outcome == lead_pb2.LEAD_OUTCOME_WARNED and warned.warning_id
+    assert not warned.case_id and not warned.list_entry_id
+    assert (await bank_a.get_lead(lead.name)).warning_id == warned.warning_id
+
+    [notice] = await notices(bank_b, delivery_pb2.NOTICE_KIND_WARNING, 1)
+    warning = notice.warning
+    assert warning.warning_id == warned.warning_id and warning.lead_id == lead.name
+    assert warning.sender == "CENTRE" and warning.addressee == "BANKB"
+    assert warning.account.account_number == MULE.account_number
+    assert warning.account.holder_name == "Li Si"  # the lead's, the body gave none
+    assert warning.grade == grade_pb2.GRADE_RED
+    assert warning.amount_at_risk_fen == 2_000_000
+    assert warning.text == "on the phone with a fake policeman now"
+    assert warning.message_id == notice.origin.message_id
+    # Red: the contact clock runs 10 minutes from the triage.
+    contact_by = warning.contact_by_time.ToDatetime().replace(tzinfo=now.tzinfo)
+    assert contact_by == now + timedelta(minutes=10)
+    clocks = await bank_b.list_clocks(case_id=warning.warning_id)
+    assert {c.clock for c in clocks} == {"warning_contact_red", "warning_outcome"}
+    assert all(c.state == sla_pb2.CLOCK_STATE_OPEN for c in clocks)
+
+    [told] = await notices(bank_a, delivery_pb2.NOTICE_KIND_LEAD_TRIAGED, 1)
+    assert told.lead.warning_id == warned.warning_id
+    assert f"warning {warned.warning_id} sent to BANKB" in told.summary
+    assert told.origin.message_id == warning.message_id
+    [met] = await centre.list_clocks(case_id=lead.name)
+    assert met.state == sla_pb2.CLOCK_STATE_MET
+
+    # GetWarning names the lead; the addressee reads it, the lead's submitter (not a party to
+    # the warning) and a stranger do not.
+    read = await bank_b.get_warning(warned.warning_id)
+    assert read.lead_id == lead.name
+    assert (await centre.get_warning(warned.warning_id)).lead_id == lead.name
+    for outsider in (bank_a, wallet):
+        await refused(
+            outsider.get_warning(warned.warning_id), grpc.StatusCode.NOT_FOUND, "WARNING_NOT_FOUND"
+        )
+    await refused(
+        centre.warn_member_from_lead(lead.name, mule, 100),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "LEAD_CLOSED",
+    )
+    assert len(await centre.list_warnings()) == 1
+    # At the hub, `stophub warning show` names the lead.
+    shown = CliRunner().invoke(
+        main, ["warning", "show", warned.warning_id, "--db", network.database_url]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert f"from lead   {lead.name}" in shown.output

@@ -50,8 +50,9 @@ from stophub.v1 import (
 
 from .test_hub_on_db import MULE_B, Net, confirm, executed
 
-# Spelt out by hand in the test below. This network sends no warnings: their figures are
-# recomputed in test_outcomes_warnings.py, and here only seen to be 0.
+# Spelt out by hand in the test below. This network sends one warning only, from a lead's
+# triage (L5): the warnings' figures are recomputed in test_outcomes_warnings.py, and here
+# only seen to count that one.
 FIGURES = tuple(name for name in FIGURE_NAMES if name not in WARNING_FIGURES)
 
 MULE_A = account_pb2.AccountRef(
@@ -72,6 +73,7 @@ PAYERS = {
     ),
 }
 DAY = [datetime(2026, 3, d, tzinfo=UTC) for d in (2, 3, 4, 5)]
+L5_AT_RISK_FEN = 700_000
 
 
 def report_of(reporter: str, payee: Any, amount: int, now: datetime) -> Any:
@@ -212,7 +214,8 @@ def build_leads(net: Net) -> dict[str, str]:
     - March 2: BANKA hands over L1 (MULE_B), the centre asks for more; BANKB hands over L2
       (MULE_A), which the centre lists.
     - March 3: BANKA answers about L1 and hands over L3 (MULE_B2), left waiting.
-    - March 4: the centre dismisses L1; BANKB hands over L4, which the centre asks more of.
+    - March 4: the centre dismisses L1; BANKB hands over L4, which the centre asks more of;
+      BANKA hands over L5 (MULE_B2), which the centre accepts by warning BANKB of it.
     Returns the leads' names."""
     net.hub.list_key = ListKey.generate()
     clock = net.clock
@@ -255,6 +258,15 @@ def build_leads(net: Net) -> dict[str, str]:
     names["L4"] = submit("BANKB", MULE_B2)
     clock.advance(timedelta(minutes=5))
     triage(names["L4"], ask_for_more=lead_pb2.AskForMore(question="who?"))
+    clock.advance(timedelta(minutes=5))
+    names["L5"] = submit("BANKA", MULE_B2)
+    clock.advance(timedelta(minutes=5))
+    triage(
+        names["L5"],
+        warn_member=lead_pb2.WarnFromLead(
+            account=MULE_B2, amount_at_risk_fen=L5_AT_RISK_FEN, note="paying a fake broker"
+        ),
+    )
     return names
 
 
@@ -420,7 +432,18 @@ def test_outcome_figures(net: Net, database_url: str) -> None:
 
     # By hand.
     got = run_csv(database_url, "2026-03-02", "2026-03-04", "--period", "day")
-    assert {got[(*row, name)] for (*row, name) in got if name in WARNING_FIGURES} == {"0"}
+    # The one warning, L5's, sent to BANKB on March 4 and not yet acknowledged.
+    sent = {("BANKB", "2026-03-04"), ("BANKB", "whole"), ("ALL", "2026-03-04"), ("ALL", "whole")}
+    expected_warnings = {
+        (*row, name): (
+            {"warnings_sent": "1", "at_risk_fen": str(L5_AT_RISK_FEN)}.get(name, "0")
+            if tuple(row) in sent
+            else "0"
+        )
+        for (*row, name) in got
+        if name in WARNING_FIGURES
+    }
+    assert {k: got[k] for k in expected_warnings} == expected_warnings
     banka = {
         name: got[("BANKA", "whole", name)] for name in FIGURES if not name.startswith("leads")
     }
@@ -459,10 +482,10 @@ def test_outcome_figures(net: Net, database_url: str) -> None:
         for inst in ("BANKA", "BANKB")
     }
     assert leads_of["BANKA"] == {
-        "leads": "2",
+        "leads": "3",
         "leads_opened_case": "0",
         "leads_listed": "0",
-        "leads_warned": "0",
+        "leads_warned": "1",
         "leads_asked_for_more": "0",
         "leads_dismissed": "1",
         "leads_pending": "1",
@@ -471,10 +494,13 @@ def test_outcome_figures(net: Net, database_url: str) -> None:
     assert leads_of["BANKB"]["leads_listed"] == leads_of["BANKB"]["leads_asked_for_more"] == "1"
     assert got[("BANKA", "2026-03-02", "leads")] == "1"
     assert got[("BANKA", "2026-03-03", "leads_pending")] == "1"
+    assert got[("BANKA", "2026-03-04", "leads_warned")] == "1"
 
     # Every figure equals the audit log's.
     expected = from_audit_log(net, DAY[0], DAY[3], split=True)
     assert expected[("BANKA", "2026-03-02")]["stopped_downstream_fen"] == "1000000"
+    # L5's signed triage (warn_member) is what the log counts as a lead warned.
+    assert expected[("BANKA", "2026-03-04")]["leads_warned"] == "1"
     for (inst, when), values in expected.items():
         for name in FIGURES:
             assert got[(inst, when, name)] == values[name], (inst, when, name)

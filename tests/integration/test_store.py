@@ -20,6 +20,7 @@ from hub.domain.cases import (
     FraudTransaction,
     FreezeCommand,
     OnwardTransfer,
+    Order,
     OrderKind,
     OrderState,
     Policy,
@@ -30,6 +31,7 @@ from hub.domain.cases import (
     VerificationOutcome,
     add_months,
 )
+from hub.domain.clocks import CaseClock
 from hub.domain.institutions import (
     ContactRole,
     DutyContact,
@@ -840,3 +842,110 @@ def test_involving_finds_open_cases_by_payee_held_account_and_transfer_target(
         assert list(uow.cases.involving({mule, target}, "C-INV-2", 10)) == [("C-INV-1", *mule)]
         assert len(uow.cases.involving({mule, wallet, target}, "", 2)) == 2
         assert list(uow.cases.involving(set(), "", 10)) == []
+
+
+# ---- a new case written with Core statements (hub.store.caserows.py, ADR 25) -------------------
+
+
+def clock_of(case_id: str, clock_id: str) -> CaseClock:
+    return CaseClock(
+        clock_id=clock_id,
+        case_id=case_id,
+        kind="verify",
+        responsible="CENTRE",
+        started_at=T,
+        deadline_at=T + timedelta(minutes=5),
+        next_step="breach",
+        next_step_at=T + timedelta(minutes=5),
+    )
+
+
+def test_a_new_case_is_the_added_object_in_its_own_transaction(members: SqlStore) -> None:
+    case = opened("C-OWN", T)
+    with members() as uow:
+        uow.cases.add(case)
+        assert uow.cases.get("C-OWN", lock=True) is case
+        # A query writes it first, and then finds the same object.
+        assert [c for c in uow.cases.list(None, 10, None)] == [case]
+        assert uow.cases.get("C-OWN") is case
+        uow.commit()
+    assert count(members, cases) == 1
+
+
+def test_a_new_case_changed_after_it_was_written_keeps_every_change(members: SqlStore) -> None:
+    later = T + timedelta(minutes=1)
+    with members() as uow:
+        case = opened("C-LATE", T)
+        uow.cases.add(case)
+        uow.clocks.add(clock_of("C-LATE", "K-LATE"))
+        uow.cases.list(None, 10, None)  # written here, before the command is done with it
+        case.verify("BANKA", VerificationOutcome.CONFIRMED, "", now=later, message_id="m-v")
+        case.events[0].operator = "op-7"
+        uow.commit()
+    with members(read_only=True) as uow:
+        loaded = uow.cases.get("C-LATE")
+        assert loaded is not None
+        assert loaded.state is CaseState.VERIFIED and loaded.verified_at == later
+        assert [e.kind for e in loaded.events] == ["report.received", "report.verified"]
+        assert loaded.events[0].operator == "op-7"
+        assert [c.clock_id for c in uow.clocks.open_for_case("C-LATE")] == ["K-LATE"]
+
+
+def test_a_rolled_back_savepoint_takes_its_new_case_and_clocks_with_it(
+    members: SqlStore,
+) -> None:
+    with members() as uow:
+        before = opened("C-BEFORE", T)
+        uow.cases.add(before)
+        with pytest.raises(RuntimeError), uow.savepoint():  # type: ignore[attr-defined]
+            uow.cases.add(opened("C-INSIDE", T))
+            uow.clocks.add(clock_of("C-INSIDE", "K-INSIDE"))
+            uow.clocks.add(clock_of("C-BEFORE", "K-BEFORE"))
+            uow.cases.list(None, 10, None)  # both cases and both clocks written inside
+            raise RuntimeError("the command failed")
+        # The case queued before the savepoint is queued again, its rows having gone with it.
+        assert uow.cases.get("C-BEFORE") is before
+        assert uow.cases.get("C-INSIDE") is None
+        uow.commit()
+    with members(read_only=True) as uow:
+        assert [c.case_id for c in uow.cases.list(None, 10, None)] == ["C-BEFORE"]
+        assert uow.clocks.open_for_case("C-INSIDE") == []
+        assert uow.clocks.open_for_case("C-BEFORE") == []
+
+
+def test_a_clock_of_a_new_case_goes_in_after_its_case(members: SqlStore) -> None:
+    with members() as uow:
+        uow.clocks.add(clock_of("C-FK", "K-FK"))  # queued before its case: written after it
+        uow.cases.add(opened("C-FK", T))
+        uow.commit()
+    with members(read_only=True) as uow:
+        assert [c.clock_id for c in uow.clocks.open_for_case("C-FK")] == ["K-FK"]
+
+
+def test_a_case_whose_part_the_session_holds_comes_from_the_session(members: SqlStore) -> None:
+    with members() as uow:
+        case = opened("C-PART", T)
+        case.verify("BANKA", VerificationOutcome.CONFIRMED, "", now=T, message_id="m-v")
+        case.issue(
+            "C-PART-O001",
+            StopCommand(MULE_B, 1_000_000, [(case.transactions[0].transaction_time, 1_000_000)]),
+            issued_by="CENTRE",
+            now=T,
+            message_id="m-s",
+            institutions=KINDS,
+            policy=POLICY,
+        )
+        uow.cases.add(case)
+        uow.commit()
+    with members() as uow:
+        order = uow.session.get(Order, "C-PART-O001")  # type: ignore[attr-defined]
+        assert order is not None
+        order.note = "changed before the case was read"
+        loaded = uow.cases.get("C-PART", lock=True)
+        assert loaded is not None and loaded.orders[0] is order
+        assert uow.cases.get("C-PART") is loaded  # and the case, once held, is the same
+        uow.commit()
+    with members(read_only=True) as uow:
+        again = uow.cases.get("C-PART")
+        assert again is not None and again.orders[0].note == "changed before the case was read"
+        assert [f.amount_fen for f in again.orders[0].facts] == [1_000_000]

@@ -28,13 +28,17 @@ from hub.domain.errors import (
 )
 from hub.domain.institutions import HUB_CODE, ContactRole, DutyContact, InstitutionKind
 from hub.domain.rules import AutoStopRule
+from hub.domain.warnings import Grade as WarningGrade
 from hub.service.admin import NewKey, Registry
 from hub.service.commands.case import CREATE_REPORT, GET_CASE, LIST_CASES, VERIFY_REPORT
 from hub.service.commands.delivery import ACK, Ack, acknowledge_many, open_stream
+from hub.service.commands.lead import GET_LEAD, SUBMIT_LEAD, TRIAGE_LEAD
 from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
+from hub.service.commands.warning import GET_WARNING
 from hub.service.pipeline import Command, Hub
 from hub.service.ports import Conflict
 from hub.system.clock import ManualClock
+from hub.system.policy import load_policy
 from stophub.v1 import (
     account_pb2,
     appeal_pb2,
@@ -43,6 +47,7 @@ from stophub.v1 import (
     case_pb2,
     delivery_pb2,
     envelope_pb2,
+    grade_pb2,
     lead_pb2,
     order_pb2,
     returns_pb2,
@@ -1314,3 +1319,138 @@ def test_each_request_checks_its_signature_once_and_reads_the_registry_once(
     w.hub.handle(CREATE_REPORT, envelope)
     assert checked == [envelope.message_id, envelope.message_id]
     assert w.hub.members.loads == 2
+
+
+# ---- TriageLead warn_member (docs/leads.md, "Accepting by a warning") ------------------------
+
+
+def _lead(w: World) -> lead_pb2.Lead:
+    """BANKA's red lead naming MULE_B and a transfer from its customer to a PAYX account."""
+    body = lead_pb2.SubmitLeadBody(
+        accounts=[MULE_B], grade=grade_pb2.GRADE_RED, grounds="in fast, out faster"
+    )
+    t = body.transactions.add(amount_fen=90_000, from_account=VICTIM, to_account=VICTIM_P)
+    t.transaction_time.FromDatetime(w.clock.now() - timedelta(minutes=5))
+    lead = w.send(SUBMIT_LEAD, "BANKA", body)
+    assert isinstance(lead, lead_pb2.Lead)
+    return lead
+
+
+def _warn(name: str, **fields: Any) -> lead_pb2.TriageLeadBody:
+    return lead_pb2.TriageLeadBody(name=name, warn_member=lead_pb2.WarnFromLead(**fields))
+
+
+def test_a_lead_accepted_by_a_warning_warns_the_member_in_the_same_step(w: World) -> None:
+    w.hub.clock_policy = load_policy()  # the shipped clocks: the warning's must start
+    lead = _lead(w)
+    w.clock.advance(timedelta(minutes=2))
+    # The account a transfer of the lead went to, holder left for the lead to give.
+    target = account("PAYX", VICTIM_P.account_number, "")
+    envelope = w.seal(
+        "AFC", _warn(lead.name, account=target, amount_at_risk_fen=80_000, note="call her")
+    )
+    answer = w.open(w.hub.handle(TRIAGE_LEAD, envelope), TRIAGE_LEAD, "AFC")
+    assert isinstance(answer, lead_pb2.Lead)
+    assert answer.state == lead_pb2.LEAD_STATE_ACCEPTED
+    assert answer.outcome == lead_pb2.LEAD_OUTCOME_WARNED and answer.warning_id
+
+    stored = w.store.state.warnings[answer.warning_id]
+    assert (stored.sender, stored.addressee, stored.lead_id) == ("AFC", "PAYX", lead.name)
+    assert stored.holder_name == "Zhou Jiu" and stored.text == "call her"
+    assert stored.grade is WarningGrade.RED  # the lead's
+    assert stored.message_id == envelope.message_id
+    assert stored.contact_by == w.clock.now() + timedelta(minutes=10)
+    assert {c.kind for c in w.store.state.clocks.values() if c.case_id == stored.warning_id} == {
+        "warning_contact_red",
+        "warning_outcome",
+    }
+    [warned] = [n for n in w.notices("PAYX") if n.kind == delivery_pb2.NOTICE_KIND_WARNING]
+    assert warned.warning.lead_id == lead.name
+    assert warned.origin.SerializeToString() == envelope.SerializeToString()
+    [told] = [n for n in w.notices("BANKA") if n.kind == delivery_pb2.NOTICE_KIND_LEAD_TRIAGED]
+    assert told.lead.warning_id == answer.warning_id and "sent to PAYX" in told.summary
+    read = w.send(GET_WARNING, "PAYX", warning_pb2.GetWarningBody(warning_id=answer.warning_id))
+    assert isinstance(read, warning_pb2.Warning) and read.lead_id == lead.name
+    # The lead's submitter is not a party to the warning.
+    w.refuse(
+        GET_WARNING,
+        w.seal("BANKA", warning_pb2.GetWarningBody(warning_id=answer.warning_id)),
+        NotFound,
+        "WARNING_NOT_FOUND",
+    )
+
+
+@pytest.mark.parametrize(
+    ("sender", "fields", "error", "reason", "field"),
+    [
+        ("AFC", {"amount_at_risk_fen": 5}, InvalidArgument, "INVALID_FIELD", "warn_member.account"),
+        (
+            "AFC",
+            {"account": MULE_C, "amount_at_risk_fen": 5},
+            InvalidArgument,
+            "NOT_IN_LEAD",
+            "warn_member.account",
+        ),
+        (
+            "AFC",
+            {"account": MULE_B},
+            InvalidArgument,
+            "INVALID_FIELD",
+            "warn_member.amount_at_risk_fen",
+        ),
+        (
+            "AFC",
+            {"account": MULE_B, "amount_at_risk_fen": 10**14 + 1},
+            InvalidArgument,
+            "INVALID_FIELD",
+            "warn_member.amount_at_risk_fen",
+        ),
+        (
+            "AFC",
+            {"account": MULE_B, "amount_at_risk_fen": 5, "note": "x" * 4001},
+            InvalidArgument,
+            "INVALID_FIELD",
+            "warn_member.note",
+        ),
+        (
+            "AFC",
+            {"account": MULE_B, "amount_at_risk_fen": 5, "fraud_type": 99},
+            InvalidArgument,
+            "INVALID_FIELD",
+            "warn_member.fraud_type",
+        ),
+        (
+            "AFC",
+            {
+                "account": MULE_B,
+                "amount_at_risk_fen": 5,
+                "counterparty": account("BANKC", "no spaces allowed", ""),
+            },
+            InvalidArgument,
+            "INVALID_FIELD",
+            "warn_member.counterparty.account_number",
+        ),
+        # A member holding its own certificate cannot triage, warn, or accept a lead.
+        (
+            "BANKB",
+            {"account": MULE_B, "amount_at_risk_fen": 5},
+            PermissionDenied,
+            "KIND_NOT_ALLOWED",
+            None,
+        ),
+    ],
+)
+def test_a_refused_warning_from_a_lead_leaves_the_lead_untriaged(
+    w: World,
+    sender: str,
+    fields: dict[str, Any],
+    error: type[DomainError],
+    reason: str,
+    field: str | None,
+) -> None:
+    lead = _lead(w)
+    w.refuse(TRIAGE_LEAD, w.seal(sender, _warn(lead.name, **fields)), error, reason, field)
+    assert not w.store.state.warnings
+    again = w.send(GET_LEAD, "BANKA", lead_pb2.GetLeadBody(name=lead.name))
+    assert isinstance(again, lead_pb2.Lead)
+    assert again.state == lead_pb2.LEAD_STATE_SUBMITTED and not again.warning_id

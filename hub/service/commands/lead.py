@@ -3,8 +3,8 @@ banks and payment institutions, triaged by the centre within the lead_triage clo
 (docs/leads.md).
 
 Accepting a lead does its consequence in the same transaction: a case opened in the member's
-name (as CreateReport would), or an account of the lead listed (as PublishListEntry would).
-Warning another member from a lead is reserved in the proto and refused until warnings exist.
+name (as CreateReport would), an account of the lead listed (as PublishListEntry would), or
+the member that keeps one of its accounts warned (as the centre's SendWarning would).
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from google.protobuf.message import Message
 
 from hub.domain.blacklist import Subject
 from hub.domain.cases import AccountRef, Case
-from hub.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from hub.domain.errors import InvalidArgument, NotFound
 from hub.domain.grades import Grade, grade_of
 from hub.domain.leads import Evidence, Lead, LeadOutcome, LeadState, LeadTransfer, text
 from hub.domain.trail import accounts_of
+from hub.domain.warnings import Grade as WarningGrade
+from hub.domain.warnings import Warning
 from hub.domain.wording import mask
 from hub.service import wire
 from hub.service.casework import link_cases
@@ -31,7 +33,8 @@ from hub.service.paging import MAX_PAGE_SIZE, decode_token, encode_token, page_s
 from hub.service.permissions import Access
 from hub.service.pipeline import Command, Context
 from hub.service.ports import AuditEntry, LeadQuery
-from stophub.v1 import account_pb2, delivery_pb2, lead_pb2
+from hub.service.warnings import WarningFacts, raise_warning
+from stophub.v1 import account_pb2, case_pb2, delivery_pb2, lead_pb2
 
 # Links named on a lead (GetLead, the centre's notice).
 MAX_LINKS = 10
@@ -325,6 +328,62 @@ def _list_account(ctx: Context, lead: Lead, action: lead_pb2.ListLeadAccount) ->
     return str(record_to_proto(row).entry.entry_id)
 
 
+# A lead's grade (hub.domain.grades, docs/grades.md) as a warning's (hub.domain.warnings): the
+# same three colours; an ungraded lead sends an ungraded warning.
+WARNING_GRADE = {
+    Grade.RED: WarningGrade.RED,
+    Grade.YELLOW: WarningGrade.YELLOW,
+    Grade.GREEN: WarningGrade.GREEN,
+    Grade.UNGRADED: WarningGrade.UNGRADED,
+}
+_FRAUD_NUMBERS = frozenset(v.number for v in case_pb2.FraudType.DESCRIPTOR.values)
+
+
+def _warn_member(ctx: Context, lead: Lead, action: lead_pb2.WarnFromLead) -> Warning:
+    """The centre's warning about one of the lead's accounts, raised in the triage's
+    transaction."""
+    if not action.HasField("account"):
+        raise InvalidArgument("warn_member.account", "is required: one of the lead's accounts")
+    wanted = wire.account_from_proto(action.account)
+    named = {(a.institution_code, a.account_number): a for a in lead.every_account()}
+    known = named.get((wanted.institution_code, wanted.account_number))
+    if known is None:
+        raise InvalidArgument(
+            "warn_member.account",
+            f"{mask(wanted.account_number)} at {wanted.institution_code} is not an account of "
+            f"lead {lead.lead_id}",
+            "NOT_IN_LEAD",
+        )
+    if action.fraud_type not in _FRAUD_NUMBERS:
+        raise InvalidArgument("warn_member.fraud_type", f"unknown fraud type {action.fraud_type}")
+    fraud_type = ""
+    if action.fraud_type:
+        fraud_type = case_pb2.FraudType.Name(action.fraud_type).removeprefix("FRAUD_TYPE_").lower()
+    facts = WarningFacts(
+        account=AccountRef(
+            known.institution_code,
+            known.account_number,
+            wanted.holder_name or known.holder_name,
+        ),
+        fraud_type=fraud_type,
+        counterparty=(
+            wire.account_from_proto(action.counterparty)
+            if action.HasField("counterparty")
+            else None
+        ),
+        amount_at_risk_fen=action.amount_at_risk_fen,
+        grade=WARNING_GRADE[grade_of(lead.grade)],
+        text=action.note,
+    )
+    try:
+        return raise_warning(ctx, facts, lead_id=lead.lead_id)
+    except InvalidArgument as e:
+        # SendWarning's refusals, named as this body's fields.
+        field = "note" if e.field == "text" else e.field
+        detail = e.message.removeprefix(f"{e.field}: ")
+        raise InvalidArgument(f"warn_member.{field}", detail, e.reason) from None
+
+
 def triage_lead(ctx: Context, body: lead_pb2.TriageLeadBody) -> Message:
     lead = _load(ctx, body.name, lock=True)
     lead.check_triageable()
@@ -349,10 +408,11 @@ def triage_lead(ctx: Context, body: lead_pb2.TriageLeadBody) -> Message:
         )
         summary = f"lead {lead.lead_id} accepted: listed as {entry_id}"
     elif which == "warn_member":
-        raise FailedPrecondition(
-            "WARNINGS_UNAVAILABLE",
-            "warning another member from a lead needs warnings (WarningService), which this hub "
-            "does not have yet; open a case or list the account instead (docs/leads.md)",
+        warning = _warn_member(ctx, lead, body.warn_member)
+        lead.accept(LeadOutcome.WARNED, by, ctx.now, warning_id=warning.warning_id)
+        summary = (
+            f"lead {lead.lead_id} accepted: warning {warning.warning_id} sent to "
+            f"{warning.addressee} about {mask(warning.account_number)}"
         )
     elif which == "ask_for_more":
         lead.ask(by, body.ask_for_more.question, ctx.now)
