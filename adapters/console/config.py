@@ -39,6 +39,7 @@ ACTIONS: tuple[str, ...] = (
     "lead_dismiss",
     "lead_list_account",
     "lead_open_case",
+    "lead_warn_member",
     "lead_grade",
 )
 

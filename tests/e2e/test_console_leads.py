@@ -231,3 +231,30 @@ def test_the_centre_accepts_a_lead_by_opening_a_case(net: ConsoleNetwork) -> Non
     case: Any = net.run(net.client("CENTRE").get_case(lead.case_id))
     assert case.reporting_institution == "BANKA" and case.loss_fen == 800_000
     assert case.grade == grade_pb2.GRADE_RED
+
+
+def test_the_centre_accepts_a_lead_by_warning_the_member(net: ConsoleNetwork) -> None:
+    name = submit(signed_in(net, "BANKA"), grade="red")
+    centre = signed_in(net, "CENTRE")
+    assert 'id="warn-member"' in centre.get(f"/leads/{name}").text
+    bad = centre.post(
+        f"/leads/{name}/warn", {"account": "BANKB/6222020000000077/", "amount_at_risk": "-1"}
+    )
+    assert bad.status_code == 400
+    assert net.run(net.client("CENTRE").get_lead(name)).state == lead_pb2.LEAD_STATE_SUBMITTED
+    warned = centre.post(
+        f"/leads/{name}/warn",
+        {
+            "account": "BANKB/6222020000000077/",
+            "amount_at_risk": "20000",
+            "fraud_type": "fake_investment",
+            "note": "on the phone with a fake policeman now",
+        },
+    )
+    assert warned.status_code == 303, warned.text
+    lead: Any = net.run(net.client("CENTRE").get_lead(name))
+    assert lead.state == lead_pb2.LEAD_STATE_ACCEPTED and lead.warning_id
+    assert warned.headers["location"] == f"/warnings/{lead.warning_id}"
+    # The warning reaches Bank B's queue, with the lead's grade.
+    queue = signed_in(net, "BANKB").get("/warnings").text
+    assert f'data-warning="{lead.warning_id}" data-grade="red"' in queue

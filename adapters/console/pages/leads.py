@@ -20,12 +20,14 @@ from adapters.console.pages.centre import (
     BASES,
     CENTRE,
     CODE,
+    amount_field,
     short_text,
     text_of,
     typed_of,
 )
 from adapters.console.pages.common import CASE_ID, led_to, refusal_status, state_name, ts
 from adapters.console.pages.member import (
+    FRAUD_TYPES,
     after,
     check_report,
     keepers,
@@ -251,6 +253,44 @@ async def send_open_case(client: HubClient, p: Payload) -> Done:
     )
 
 
+def warn_form(form: Mapping[str, Any], name: str) -> Payload:
+    errors: dict[str, str] = {}
+    institution, _sep, rest = text_of(form, "account").partition("/")
+    number, _sep2, holder = rest.partition("/")
+    if not CODE.match(institution) or not ACCOUNT.match(number):
+        errors["account"] = "Choose one of the lead's accounts."
+    amount = amount_field(form, "amount_at_risk", errors)
+    fraud = text_of(form, "fraud_type")
+    if fraud and fraud not in dict(FRAUD_TYPES):
+        errors["fraud_type"] = "Choose a fraud type from the list."
+    note = short_text(form, "note", errors, limit=MAX_GROUNDS)
+    if errors:
+        raise FormErrors(errors)
+    return {
+        "name": name,
+        "institution": institution,
+        "account": number,
+        "holder": holder,
+        "amount_at_risk_fen": amount,
+        "fraud_type": fraud,
+        "note": note,
+    }
+
+
+async def send_warn(client: HubClient, p: Payload) -> Done:
+    lead = await client.warn_member_from_lead(
+        p["name"],
+        (p["institution"], p["account"], p["holder"]),
+        p["amount_at_risk_fen"],
+        note=p["note"],
+        fraud_type=dict(FRAUD_TYPES).get(p["fraud_type"], 0),
+    )
+    return Done(
+        f"lead {lead.name} accepted: warning {lead.warning_id} sent to {p['institution']}",
+        f"/warnings/{lead.warning_id}",
+    )
+
+
 def grade_form(form: Mapping[str, Any], name: str) -> Payload:
     errors: dict[str, str] = {}
     grade = text_of(form, "grade")
@@ -300,6 +340,15 @@ register(
         lambda p: "",
     )
 )
+register(
+    Action(
+        "lead_warn_member",
+        CENTRE,
+        lambda p: f"accept lead {p['name']}: warn {p['institution']} of account {p['account']}",
+        send_warn,
+        lambda p: "",
+    )
+)
 register(Action("lead_grade", CENTRE, lambda p: f"grade lead {p['name']} {p['grade']}", send_grade))
 
 
@@ -340,6 +389,7 @@ async def lead_page(
             "mine": desk.member and lead.submitter == desk.institution,
             "grades": list(GRADES),
             "bases": list(BASES),
+            "fraud_types": [n for n, _v in FRAUD_TYPES],
             "ts": ts,
         },
         status=status,
@@ -446,6 +496,13 @@ async def lead_list(request: Request) -> Response:
 
 
 @page(act=True)
+async def lead_warn(request: Request) -> Response:
+    if (refused := centre_desk(request)) is not None:
+        return refused
+    return await act(request, "lead_warn_member", warn_form, "warn")
+
+
+@page(act=True)
 async def lead_grade(request: Request) -> Response:
     if (refused := centre_desk(request)) is not None:
         return refused
@@ -506,6 +563,7 @@ ROUTES: list[BaseRoute] = [
     Route("/leads/{name}/ask", lead_ask, methods=["POST"]),
     Route("/leads/{name}/dismiss", lead_dismiss, methods=["POST"]),
     Route("/leads/{name}/list", lead_list, methods=["POST"]),
+    Route("/leads/{name}/warn", lead_warn, methods=["POST"]),
     Route("/leads/{name}/open-case", open_case_get, methods=["GET"]),
     Route("/leads/{name}/open-case", open_case_post, methods=["POST"]),
     Route("/leads/{name}/grade", lead_grade, methods=["POST"]),
