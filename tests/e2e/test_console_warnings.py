@@ -126,9 +126,14 @@ def test_a_viewer_and_another_bank_cannot_act(net: ConsoleNetwork) -> None:
     assert answer.status_code in (404, 409)
     w: Any = net.run(net.client("CENTRE").get_warning(wid))
     assert w.state == warning_pb2.WARNING_STATE_SENT
-    # The centre's own console offers no member's answers, and a bank no send form.
-    assert centre.post(f"/warnings/{wid}/acknowledge", {"note": "x"}).status_code == 404
-    assert other.get("/warnings/new").status_code == 404
+    # The centre is not the addressee: the hub refuses its acknowledgement, in one line.
+    not_mine = centre.post(f"/warnings/{wid}/acknowledge", {"note": "x"})
+    assert not_mine.status_code == 409 and "NOT_ADDRESSEE" in one_line(not_mine.text)
+    assert 'id="acknowledge"' not in centre.get(f"/warnings/{wid}").text
+    # Only the centre regrades.
+    assert other.post(f"/warnings/{wid}/grade", {"grade": "red", "reason": "x"}).status_code == 404
+    w = net.run(net.client("CENTRE").get_warning(wid))
+    assert w.state == warning_pb2.WARNING_STATE_SENT
 
 
 def test_the_centre_regrades_and_a_bad_form_sends_nothing(net: ConsoleNetwork) -> None:
@@ -215,3 +220,24 @@ def test_the_warnings_pages_in_chinese(net: ConsoleNetwork) -> None:
     page = centre.get(f"/warnings/{wid}").text
     assert "调整等级" in page and "涉险金额" in page
     assert "待研判线索" in centre.get("/leads").text
+
+
+def test_a_bank_warns_the_centre_which_answers(net: ConsoleNetwork) -> None:
+    bank = signed_in(net, "BANKA")
+    assert "Your customer is at risk" in bank.get("/warnings/new").text
+    wid = send(bank, institution="BANKA", account="6222020000000021", holder="孙八")
+    assert wid not in bank.get("/warnings").text
+    assert wid in bank.get("/warnings?sent=1").text
+    centre = signed_in(net, "CENTRE")
+    assert f'data-warning="{wid}"' in centre.get("/warnings").text
+    page = centre.get(f"/warnings/{wid}").text
+    assert 'id="acknowledge"' in page and 'id="already-lost"' not in page
+    assert centre.post(f"/warnings/{wid}/acknowledge", {"note": "on it"}).status_code == 303
+    done = centre.post(f"/warnings/{wid}/outcome", {"outcome": "not_reached", "text": "no answer"})
+    assert done.status_code == 303, done.text
+    w: Any = net.run(net.client("CENTRE").get_warning(wid))
+    assert w.state == warning_pb2.WARNING_STATE_CLOSED and w.addressee == "CENTRE"
+    assert w.outcome == warning_pb2.WARNING_OUTCOME_NOT_REACHED
+    # The bank that sent it cannot answer it.
+    refused = bank.post(f"/warnings/{wid}/acknowledge", {"note": "x"})
+    assert refused.status_code == 409

@@ -104,15 +104,18 @@ async def warnings_queue(request: Request) -> Response:
         found = await desk.link.call(lambda c: c.list_warnings(open_only=True, page_size=200))
     except (HubError, HubSignatureError) as err:
         refusal = Refusal.of(err)
+    sent = request.query_params.get("sent") == "1"
     if desk.member:
-        # A member sees the warnings it sent too: its queue is the work addressed to it.
-        found = [w for w in found if w.addressee == desk.institution]
+        # The hub gives a member the warnings it sent and those addressed to it: its queue is
+        # the work addressed to it; what it sent to the centre is a filter away.
+        mine = (lambda w: w.sender == desk.institution) if sent else None
+        found = [w for w in found if (mine(w) if mine else w.addressee == desk.institution)]
     now = desk.clock.now()
     rows = queue_order([row_of(w, now) for w in found if w.state in OPEN], now)
     return render(
         request,
         "common/warnings.html",
-        {"rows": rows, "refusal": refusal, "sent": request.query_params.get("sent", "")},
+        {"rows": rows, "refusal": refusal, "sent": sent},
         status=502 if refusal else 200,
     )
 
@@ -238,10 +241,12 @@ async def send_warning_grade(client: HubClient, p: Payload) -> Done:
     return Done(f"warning {w.warning_id} graded {p['grade']}", f"/warnings/{w.warning_id}")
 
 
+# The addressee answers: the member keeping the account, or the centre a member warned.
+ADDRESSEES = MEMBERS | CENTRE
 register(
     Action(
         "warning_acknowledge",
-        MEMBERS,
+        ADDRESSEES,
         lambda p: f"acknowledge warning {p['warning_id']}",
         send_acknowledge,
     )
@@ -249,12 +254,12 @@ register(
 register(
     Action(
         "warning_outcome",
-        MEMBERS,
+        ADDRESSEES,
         lambda p: f"report outcome {p['outcome']} of warning {p['warning_id']}",
         send_outcome,
     )
 )
-register(Action("warning_send", CENTRE, describe_send, send_warning, lambda p: ""))
+register(Action("warning_send", ADDRESSEES, describe_send, send_warning, lambda p: ""))
 register(
     Action(
         "warning_grade",
@@ -295,7 +300,7 @@ async def warning_page(
             "outcome": state_name(warning_pb2.WarningOutcome, w.outcome, "WARNING_OUTCOME_")
             if w.outcome
             else "",
-            "addressed": w.addressee == desk.institution and desk.member,
+            "addressed": w.addressee == desk.institution and (desk.member or desk.centre),
             "outcomes": list(OUTCOMES),
             "grades": list(GRADES),
             "done": request.query_params.get("done", ""),
@@ -339,23 +344,24 @@ async def act(request: Request, name: str, read: Any, acting: str) -> Response:
     return went
 
 
-def member_desk(request: Request) -> Response | None:
-    if desk_of(request).member:
+def duty_desk(request: Request) -> Response | None:
+    """A warning is sent and answered at the centre's or a member's desk, not oversight's."""
+    desk = desk_of(request)
+    if desk.member or desk.centre:
         return None
-    _ = gettext_for(request)
-    return refuse(request, 404, _("This page is on a bank's or payment institution's console."))
+    return refuse(request, 404, gettext_for(request)("This page is on a duty desk."))
 
 
 @page(act=True)
 async def warning_acknowledge(request: Request) -> Response:
-    if (refused := member_desk(request)) is not None:
+    if (refused := duty_desk(request)) is not None:
         return refused
     return await act(request, "warning_acknowledge", acknowledge_form, "acknowledge")
 
 
 @page(act=True)
 async def warning_outcome(request: Request) -> Response:
-    if (refused := member_desk(request)) is not None:
+    if (refused := duty_desk(request)) is not None:
         return refused
     return await act(request, "warning_outcome", outcome_form, "outcome")
 
@@ -373,7 +379,7 @@ def send_context() -> dict[str, Any]:
 
 @page()
 async def warning_new(request: Request) -> Response:
-    if (refused := centre_only(request)) is not None:
+    if (refused := duty_desk(request)) is not None:
         return refused
     q = request.query_params
     typed = {
@@ -391,7 +397,7 @@ async def warning_new(request: Request) -> Response:
 
 @page(act=True)
 async def warning_send(request: Request) -> Response:
-    if (refused := centre_only(request)) is not None:
+    if (refused := duty_desk(request)) is not None:
         return refused
     return await act(request, "warning_send", send_form, "send")
 
