@@ -165,6 +165,9 @@ def test_the_centre_regrades_a_case_from_its_page(net: ConsoleNetwork) -> None:
     case: Any = net.run(net.client("CENTRE").get_case(case_id))
     assert case.grade == grade_pb2.GRADE_RED
     assert 'class="tag grade red"' in centre.get(f"/cases/{case_id}").text
+    queue = centre.get("/queue").text
+    row = queue[queue.index(f'data-case="{case_id}"') :].split("</tr>")[0]
+    assert 'class="tag grade red"' in row
     watcher = signed_in(net, "CENTRE", "watch")
     assert 'id="regrade"' not in watcher.get(f"/cases/{case_id}").text
     assert (

@@ -230,6 +230,10 @@ class QueueRow:
     def opened(self) -> datetime | None:
         return ts(self.case.create_time)
 
+    @property
+    def grade(self) -> str:
+        return state_name(grade_pb2.Grade, self.case.grade, "GRADE_") if self.case.grade else ""
+
 
 async def open_cases(desk: Desk) -> list[case_pb2.Case]:
     """The most urgent reported and verified cases, by time left: the first page of the hub's
