@@ -24,13 +24,10 @@ Warnings (docs/warnings.md):
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
-import uuid
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +37,7 @@ from sqlalchemy import select
 from hub.cli import main
 from hub.cli.report import report as report_cli
 from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
-from hub.service.commands.order import ANSWER_ORDER, ISSUE_ORDER, SET_AUTO_STOP_RULE
+from hub.service.commands.order import ANSWER_ORDER, SET_AUTO_STOP_RULE
 from hub.service.commands.warning import (
     ACKNOWLEDGE_WARNING,
     REPORT_WARNING_OUTCOME,
@@ -61,50 +58,12 @@ from stophub.v1 import (
 
 from .test_hub_on_db import MULE_B, Net, confirm, executed
 
+# The network's accounts, days and helpers are test_outcomes.py's; only the warnings are new.
+from .test_outcomes import DAY, MULE_A, MULE_B2, ONWARD, PAYERS, issue, report_of, run_csv
+
 # Spelt out by hand in the test below. This network hands over no leads: their figures are
 # recomputed in test_outcomes.py, and here only seen to be 0.
 FIGURES = tuple(name for name in FIGURE_NAMES if name not in LEAD_FIGURES)
-
-MULE_A = account_pb2.AccountRef(
-    institution_code="BANKA", account_number="6222010000000777", holder_name="Sun Qi"
-)
-MULE_B2 = account_pb2.AccountRef(
-    institution_code="BANKB", account_number="6222020000000888", holder_name="Wu Jiu"
-)
-ONWARD = account_pb2.AccountRef(
-    institution_code="PAYX", account_number="PX-0000000099", holder_name="Zhao Liu"
-)
-PAYERS = {
-    "BANKA": account_pb2.AccountRef(
-        institution_code="BANKA", account_number="6222010000000001", holder_name="Zhang San"
-    ),
-    "BANKB": account_pb2.AccountRef(
-        institution_code="BANKB", account_number="6222020000000005", holder_name="Zhou Ba"
-    ),
-}
-DAY = [datetime(2026, 3, d, tzinfo=UTC) for d in (2, 3, 4, 5)]
-
-
-def report_of(reporter: str, payee: Any, amount: int, now: datetime) -> Any:
-    pb = case_pb2.Report(
-        victim=case_pb2.Victim(name="Zhang San", id_number="110101199001011234", phone="138"),
-        fraud_type=case_pb2.FRAUD_TYPE_IMPERSONATING_OFFICIALS,
-        description="asked for a 'safe account' transfer",
-    )
-    t = pb.transactions.add(
-        amount_fen=amount,
-        payer=PAYERS[reporter],
-        payee=payee,
-        channel=case_pb2.PAYMENT_CHANNEL_MOBILE_BANKING,
-        transaction_reference=f"TX-{uuid.uuid4().hex[:8]}",
-    )
-    t.transaction_time.FromDatetime(now - timedelta(minutes=20))
-    return pb
-
-
-def issue(net: Net, case_id: str, **instruction: Any) -> str:
-    body = order_pb2.OrderInstruction(case_id=case_id, **instruction)
-    return str(net.call("CENTRE", ISSUE_ORDER, body, order_pb2.Order).order_id)
 
 
 def build(net: Net) -> dict[str, timedelta]:
@@ -276,27 +235,6 @@ def outcome(warning_id: str, what: int, prevented: int) -> warning_pb2.ReportWar
         outcome=what,  # type: ignore[arg-type]
         loss_prevented_fen=prevented,
     )
-
-
-def run_csv(database_url: str, start: str, end: str, *args: str) -> dict[tuple[str, str, str], str]:
-    """(institution, day of the period's start or "whole", figure) -> value, from the CLI's
-    CSV for --from `start` --to `end` (both days included)."""
-    result = CliRunner().invoke(
-        report_cli,
-        ["outcomes", "--db", database_url, "--format", "csv", "--from", start, "--to", end, *args],
-    )
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    rows = list(csv.DictReader(io.StringIO(result.output)))
-    assert rows and set(rows[0]) == {"institution", "period_start", "period_end", "figure", "value"}
-    whole = (
-        f"{start}T00:00:00+00:00",
-        f"{date.fromisoformat(end) + timedelta(days=1)}T00:00:00+00:00",
-    )
-    out = {}
-    for r in rows:
-        when = "whole" if (r["period_start"], r["period_end"]) == whole else r["period_start"][:10]
-        out[(r["institution"], when, r["figure"])] = r["value"]
-    return out
 
 
 # ---- the independent recomputation ----------------------------------------------------------
