@@ -1018,6 +1018,8 @@ class FakeStore:
         state = copy.copy(self.state)
         state.audit = []
         state.tags = {}  # the hub's tags on audit entries are part of the audit log
+        # A set's order is its hash table's, which a copy made on rollback may not keep.
+        state.lead_accounts = {k: sorted(v) for k, v in state.lead_accounts.items()}  # type: ignore[misc]
         return repr(state)
 
 
