@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 from typing import Any
 
 from hub.domain.errors import InvalidArgument
@@ -29,3 +30,15 @@ def decode_token(token: str) -> Any:
 
 def encode_token(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+
+
+def decode_time_key(token: str) -> tuple[datetime, str] | None:
+    """The (time, id) key a newest-first listing's token continues after; None for the first
+    page."""
+    value = decode_token(token)
+    if value is None:
+        return None
+    try:
+        return (datetime.fromisoformat(value[0]), str(value[1]))
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise InvalidArgument("page_token", "is not a token this hub issued") from exc

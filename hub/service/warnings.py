@@ -25,7 +25,7 @@ from hub.domain.wording import mask, yuan
 from hub.service import wire
 from hub.service.clocks import new_clock_id, write_log
 from hub.service.pipeline import Context
-from stophub.v1 import account_pb2, case_pb2, delivery_pb2, grade_pb2, warning_pb2
+from stophub.v1 import case_pb2, delivery_pb2, grade_pb2, warning_pb2
 
 GRADES_PB = {
     Grade.UNGRADED: grade_pb2.GRADE_UNSPECIFIED,
@@ -283,18 +283,12 @@ def restart_contact_clock(ctx: Context, warning: Warning, old: Grade) -> None:
 # ---- the wire and the notices -----------------------------------------------------------------
 
 
-def _account(institution: str, number: str, holder: str) -> account_pb2.AccountRef:
-    return account_pb2.AccountRef(
-        institution_code=institution, account_number=number, holder_name=holder
-    )
-
-
 def warning_to_proto(w: Warning) -> warning_pb2.Warning:
     pb = warning_pb2.Warning(
         warning_id=w.warning_id,
         sender=w.sender,
         addressee=w.addressee,
-        account=_account(w.account_institution, w.account_number, w.holder_name),
+        account=wire.account_to_proto(w.account_institution, w.account_number, w.holder_name),
         fraud_type=(
             case_pb2.FraudType.Value(f"FRAUD_TYPE_{w.fraud_type.upper()}")
             if w.fraud_type
@@ -325,7 +319,9 @@ def warning_to_proto(w: Warning) -> warning_pb2.Warning:
     )
     if w.counterparty_institution or w.counterparty_account:
         pb.counterparty.CopyFrom(
-            _account(w.counterparty_institution, w.counterparty_account, w.counterparty_name)
+            wire.account_to_proto(
+                w.counterparty_institution, w.counterparty_account, w.counterparty_name
+            )
         )
     return pb
 

@@ -331,15 +331,19 @@ def execution_from_proto(pb: order_pb2.ExecutionResult) -> tuple[str, Execution]
 # ---- encoding -----------------------------------------------------------------------------------
 
 
-def _account(institution: str, number: str, holder: str) -> account_pb2.AccountRef:
+def account_to_proto(institution: str, number: str, holder: str) -> account_pb2.AccountRef:
     return account_pb2.AccountRef(
         institution_code=institution, account_number=number, holder_name=holder
     )
 
 
+def account_ref_to_proto(a: AccountRef) -> account_pb2.AccountRef:
+    return account_to_proto(a.institution_code, a.account_number, a.holder_name)
+
+
 def order_to_proto(order: Order) -> order_pb2.Order:
     instruction = order_pb2.OrderInstruction(case_id=order.case_id, note=order.note)
-    account = _account(order.account_institution, order.account_number, order.holder_name)
+    account = account_to_proto(order.account_institution, order.account_number, order.holder_name)
     match order.kind:
         case OrderKind.STOP:
             instruction.stop.account.CopyFrom(account)
@@ -410,7 +414,7 @@ def order_to_proto(order: Order) -> order_pb2.Order:
         for t in order.onward:
             onward = result.onward_transfers.add(
                 amount_fen=t.amount_fen,
-                to_account=_account(t.to_institution, t.to_account, t.to_holder),
+                to_account=account_to_proto(t.to_institution, t.to_account, t.to_holder),
                 transaction_reference=t.reference,
                 carried_fen=t.carried_fen,
             )
@@ -445,8 +449,8 @@ def case_to_proto(case: Case, *, with_events: bool = True) -> case_pb2.Case:
     for t in case.transactions:
         tx = report.transactions.add(
             amount_fen=t.amount_fen,
-            payer=_account(t.payer_institution, t.payer_account, t.payer_name),
-            payee=_account(t.payee_institution, t.payee_account, t.payee_name),
+            payer=account_to_proto(t.payer_institution, t.payer_account, t.payer_name),
+            payee=account_to_proto(t.payee_institution, t.payee_account, t.payee_name),
             channel=_enum_value(case_pb2.PaymentChannel, t.channel, "PAYMENT_CHANNEL_"),
             transaction_reference=t.reference,
         )
@@ -609,7 +613,7 @@ def trail_node_to_proto(node: Node) -> trail_pb2.TrailNode:
     latest = node.latest_order
     return trail_pb2.TrailNode(
         node_id=node.node_id,
-        account=_account(node.key[0], node.key[1], node.holder),
+        account=account_to_proto(node.key[0], node.key[1], node.holder),
         layer=max(node.layer, 0),
         received_fen=node.received_fen,
         held_fen=node.held_fen,
@@ -637,7 +641,7 @@ def trail_edge_to_proto(edge: Edge) -> trail_pb2.TrailEdge:
 def distribution_to_proto(d: Distribution) -> returns_pb2.Distribution:
     pb = returns_pb2.Distribution(
         distribution_id=d.distribution_id,
-        account=_account(d.account_institution, d.account_number, ""),
+        account=account_to_proto(d.account_institution, d.account_number, ""),
         case_id=d.case_id,
         state=DISTRIBUTION_STATES[d.state],  # type: ignore[arg-type]
         method=DISTRIBUTION_METHODS[d.method],  # type: ignore[arg-type]
@@ -649,7 +653,7 @@ def distribution_to_proto(d: Distribution) -> returns_pb2.Distribution:
     for c in d.claims:
         pb.shares.add(
             case_id=c.case_id,
-            beneficiary=_account(
+            beneficiary=account_to_proto(
                 c.beneficiary_institution, c.beneficiary_account, c.beneficiary_name
             ),
             loss_fen=c.loss_fen,

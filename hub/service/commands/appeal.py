@@ -29,7 +29,7 @@ from hub.service import wire
 from hub.service.casework import bounded, issue_in, load_case
 from hub.service.commands.blacklist import remove_row
 from hub.service.lists import entry_of
-from hub.service.paging import MAX_PAGE_SIZE, decode_token, encode_token, page_size
+from hub.service.paging import MAX_PAGE_SIZE, decode_time_key, encode_token, page_size
 from hub.service.permissions import Access
 from hub.service.pipeline import Command, Context
 from hub.service.ports import ListRow
@@ -278,13 +278,7 @@ def list_appeals(ctx: Context, body: appeal_pb2.ListAppealsBody) -> Message:
     state = _STATE_BY_NUMBER.get(body.state)
     if body.state and state is None:
         raise InvalidArgument("state", f"unknown appeal state {body.state}")
-    token = decode_token(body.page_token)
-    after = None
-    if token is not None:
-        try:
-            after = (datetime.fromisoformat(token[0]), str(token[1]))
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
-            raise InvalidArgument("page_token", "is not a token this hub issued") from exc
+    after = decode_time_key(body.page_token)
     appellant = body.institution_code.strip() or None
     if ctx.access is Access.OWN:
         if appellant is not None and appellant != ctx.sender.code:

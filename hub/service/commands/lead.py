@@ -58,14 +58,6 @@ def new_lead_id(now: datetime) -> str:
     return f"L{now:%Y%m%d}-{secrets.token_hex(4).upper()}"
 
 
-def _account_pb(a: AccountRef) -> account_pb2.AccountRef:
-    return account_pb2.AccountRef(
-        institution_code=a.institution_code,
-        account_number=a.account_number,
-        holder_name=a.holder_name,
-    )
-
-
 def _evidence_pb(evidence: list[Evidence]) -> list[lead_pb2.LeadEvidence]:
     return [lead_pb2.LeadEvidence(name=e.name, sha256=e.sha256) for e in evidence]
 
@@ -78,7 +70,7 @@ def lead_to_proto(lead: Lead) -> lead_pb2.Lead:
         grade=wire.grade_to_proto(lead.grade),  # type: ignore[arg-type]
         submitted_grade=wire.grade_to_proto(lead.submitted_grade),  # type: ignore[arg-type]
         grounds=lead.grounds,
-        accounts=[_account_pb(a) for a in lead.accounts()],
+        accounts=[wire.account_ref_to_proto(a) for a in lead.accounts()],
         evidence=_evidence_pb(lead.evidence()),
         submit_time=wire.ts(lead.submitted_at),
         triage_by_time=wire.ts(lead.triage_by),
@@ -95,8 +87,8 @@ def lead_to_proto(lead: Lead) -> lead_pb2.Lead:
         pb.transactions.add(
             transaction_time=wire.ts(t.at),
             amount_fen=t.amount_fen,
-            from_account=_account_pb(t.source),
-            to_account=_account_pb(t.target),
+            from_account=wire.account_ref_to_proto(t.source),
+            to_account=wire.account_ref_to_proto(t.target),
         )
     for e in lead.exchanges():
         pb.exchanges.add(

@@ -7,15 +7,13 @@ which other commands use too.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from google.protobuf.message import Message
 
 from hub.domain.errors import InvalidArgument, NotFound, PermissionDenied
 from hub.domain.warnings import ACKNOWLEDGED, OUTCOME, Outcome, Warning
 from hub.domain.wording import yuan
 from hub.service.commands.case import create_report
-from hub.service.paging import MAX_PAGE_SIZE, decode_token, encode_token, page_size
+from hub.service.paging import MAX_PAGE_SIZE, decode_time_key, encode_token, page_size
 from hub.service.permissions import Access
 from hub.service.pipeline import Command, Context
 from hub.service.warnings import (
@@ -145,13 +143,7 @@ def list_warnings(ctx: Context, body: warning_pb2.ListWarningsBody) -> Message:
     state = STATES_BY_NUMBER.get(body.state)
     if body.state and state is None:
         raise InvalidArgument("state", f"unknown warning state {body.state}")
-    token = decode_token(body.page_token)
-    after = None
-    if token is not None:
-        try:
-            after = (datetime.fromisoformat(token[0]), str(token[1]))
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
-            raise InvalidArgument("page_token", "is not a token this hub issued") from exc
+    after = decode_time_key(body.page_token)
     party = body.institution_code.strip() or None
     if ctx.access is Access.OWN:
         if party is not None and party != ctx.sender.code:
