@@ -7,6 +7,8 @@ threads that have work to write hand it to whichever of them is writing at the m
 leader, no extra thread); the leader runs every piece of work waiting, each inside its own
 savepoint of one transaction, and commits once. A piece that fails rolls back to its
 savepoint alone (and may record its refusal in the outer transaction); the others commit.
+(The first piece's savepoint is the transaction itself, which saves a lone request two round
+trips: ADR 26.)
 Nothing is answered before the commit that holds it.
 """
 
