@@ -6,6 +6,7 @@ server are built here and nowhere else, and `HubServer.stop` takes them down in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -45,6 +46,7 @@ from hub.service.ports import Clock, Notifier, StoreUnavailable
 from hub.service.sweep import Jobs
 from hub.store.sql import SqlStore, normalise_url
 from hub.store.wakeups import PgWakeups
+from hub.system import memory
 from hub.system.calendar import ChineseWorkingDays, calendar_status
 from hub.system.clock import SystemClock
 from hub.system.policy import load_calendar, load_policy, read_policy
@@ -157,6 +159,7 @@ async def serve(
     health_interval: float = 5.0,
     checkpoint_every: float = CHECKPOINT_EVERY,
     gateways: Sequence[bytes] = (),
+    gc_refreeze: float | None = None,
 ) -> tuple[HubServer, SqlStore]:
     """`hub_key`: the hub's signer, or what names it (a key file's path or a `pkcs11:` URI,
     hub/crypto/signer.py). `data_keys`: the keyring (or its file) that seals personal data;
@@ -168,7 +171,11 @@ async def serve(
 
     `gateways`: the PEM client certificates of the TLCP gateways this hub trusts to forward
     institutions' verified certificates (docs/tlcp-gateway.md); checked before anything
-    starts."""
+    starts.
+
+    `gc_refreeze` (seconds; `stophub serve` gives 600): freeze the process's objects out of
+    the garbage collector's sight now and again after a full collection every so often
+    (hub/system/memory.py, ADR 26). None leaves the collector as Python sets it."""
     _check_gateways(gateways, tls)
     if data_keys is not None:
         if not isinstance(data_keys, fields.Keyring):
@@ -223,6 +230,7 @@ async def serve(
         # Several replicas may share a PostgreSQL database; SQLite has one hub process.
         wakeups_url=None if store.is_sqlite else database_url,
         gateways=gateways,
+        gc_refreeze=gc_refreeze,
     )
     if late_after is not None:
         server.hub.sweeper.late_after = late_after
@@ -249,8 +257,13 @@ class HubServer:
         health_server: grpc.aio.Server | None = None,
         health_port: int | None = None,
         wakeups: PgWakeups | None = None,
+        gc_pauses: memory.GcPauses | None = None,
+        refreezing: asyncio.Task[None] | None = None,
     ) -> None:
         self.scheduler = scheduler
+        # The garbage collector's timing, and its refreezes when `serve` asked for them.
+        self.gc_pauses = gc_pauses
+        self.refreezing = refreezing
         # How this hub wakes and is woken by the other replicas on its database, if any.
         self.wakeups = wakeups
         self.lists = lists
@@ -301,6 +314,13 @@ class HubServer:
         if self.metrics_http is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.metrics_http.stop)
         self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.refreezing is not None:
+            self.refreezing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.refreezing
+            memory.release()
+        if self.gc_pauses is not None:
+            self.gc_pauses.remove()
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
@@ -333,6 +353,7 @@ async def start(
     checkpoint_every: float = CHECKPOINT_EVERY,
     wakeups_url: str | None = None,
     gateways: Sequence[bytes] = (),
+    gc_refreeze: float | None = None,
 ) -> HubServer:
     """Serve `hub` on `address` (host:port, port 0 for any free port): the request pipeline's
     threads, the delivery router, the list watcher, the metrics, the scheduled jobs and the
@@ -354,7 +375,10 @@ async def start(
 
     `wakeups_url` (a PostgreSQL database other replicas share): commits here wake their
     streams and list followers at once, and theirs wake this hub's (ADR 22); the ticks
-    (every `ack_timeout` / 2, for the list too) stay as the safety net."""
+    (every `ack_timeout` / 2, for the list too) stay as the safety net.
+
+    `gc_refreeze`: see `serve`. Every garbage collection's pause is timed either way
+    (`stophub_gc_pause_seconds`)."""
     peers = Peers(_check_gateways(gateways, tls))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub")
     runner = Runner(hub, executor, peers)
@@ -436,6 +460,18 @@ async def start(
     scheduler = None
     if sweep_interval:
         scheduler = start_jobs(hub.jobs, executor, sweep_interval, metrics)
+    gc_pauses = memory.GcPauses(metrics.gc_paused)
+    gc_pauses.install()
+    refreezing = None
+    if gc_refreeze:
+        # Last, once everything the hub keeps for its lifetime exists.
+        frozen = memory.settle()
+        log.info(
+            "garbage collector: %d objects frozen; again after a full collection every %g s",
+            frozen,
+            gc_refreeze,
+        )
+        refreezing = asyncio.create_task(_refreezing(gc_refreeze), name="gc-refreeze")
     log.info("StopHub serving on port %d (%s)", port, "mutual TLS" if tls else "PLAIN TEXT")
     return HubServer(
         hub,
@@ -452,7 +488,18 @@ async def start(
         health_server=health_server,
         health_port=health_port,
         wakeups=wakeups,
+        gc_pauses=gc_pauses,
+        refreezing=refreezing,
     )
+
+
+async def _refreezing(interval: float) -> None:
+    # On the event loop: the full collection holds the whole process either way, as one the
+    # collector starts by itself would.
+    await asyncio.sleep(min(memory.FIRST_REFREEZE, interval))
+    while True:
+        memory.refreeze()
+        await asyncio.sleep(interval)
 
 
 AUDIT_LOG_INTERVAL = 0.5

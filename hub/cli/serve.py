@@ -30,6 +30,7 @@ from hub.crypto.signer import SignerError, load_signer
 from hub.domain.clocks import PolicyError
 from hub.observability.metrics import parse_address
 from hub.store.sql import shown_url
+from hub.system import memory
 from hub.system.policy import load_policy
 
 
@@ -122,6 +123,17 @@ from hub.system.policy import load_policy
     help="A delivery not acknowledged within this is sent again; half of it is the tick that "
     "looks for deliveries nothing woke this hub for.",
 )
+@click.option(
+    "--gc-refreeze",
+    default=memory.DEFAULT_REFREEZE,
+    show_default=True,
+    envvar="STOPHUB_GC_REFREEZE",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Keep long-lived objects out of Python's garbage collector: frozen at the start, and "
+    'again after one full collection this often (ADR 26; docs/operations.md, "Garbage '
+    "collector\"). 0: Python's own collector only. Env: $STOPHUB_GC_REFREEZE.",
+)
 @data_keys_option
 @refusals_as_errors
 def serve(
@@ -139,6 +151,7 @@ def serve(
     drain_seconds: float,
     workers: int,
     ack_timeout: float,
+    gc_refreeze: float,
     data_keys: str | None,
 ) -> None:
     """Serve the hub over gRPC with mutual TLS (health checking and reflection on)."""
@@ -212,6 +225,7 @@ def serve(
             metrics_address=metrics_address,
             health_address=health_address,
             ack_timeout=ack_timeout,
+            gc_refreeze=gc_refreeze or None,
         )
         how = "mutual TLS" if tls else "PLAIN TEXT (--insecure-plaintext)"
         announce(f"StopHub serving on {address.rsplit(':', 1)[0]}:{server.port} over {how}")
