@@ -337,6 +337,20 @@ def is_unavailable(exc: BaseException) -> bool:
     return state.startswith(_UNAVAILABLE_STATES)
 
 
+# Deadlock detected, serialization failure: PostgreSQL aborted the transaction (or its
+# savepoint) because another one holds what it needs; the same work succeeds when run again.
+_RUN_AGAIN_STATES = ("40P01", "40001")
+
+
+def must_run_again(exc: BaseException) -> bool:
+    """Whether the database refused `exc`'s statement only because of a concurrent
+    transaction (another replica's, or another batch of this hub's: ADR 26)."""
+    if isinstance(exc, IntegrityError):
+        return True
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    return isinstance(exc, DBAPIError) and state in _RUN_AGAIN_STATES
+
+
 class SqlStore:
     """Engines and session factories for one database.
 
@@ -1983,8 +1997,8 @@ class SqlUnitOfWork:
                 if is_unavailable(rolling):
                     raise StoreUnavailable(str(rolling)) from exc
                 raise
-            if isinstance(exc, IntegrityError):
-                raise Conflict(str(exc.orig)) from exc
+            if must_run_again(exc):
+                raise Conflict(str(getattr(exc, "orig", exc))) from exc
             raise
         else:
             self.pending.release()
@@ -1995,8 +2009,10 @@ class SqlUnitOfWork:
             self.new_cases.write()
             self.pending.flush()
             self.session.commit()
-        except IntegrityError as exc:
-            raise Conflict(str(exc.orig)) from exc
+        except DBAPIError as exc:
+            if must_run_again(exc):
+                raise Conflict(str(exc.orig)) from exc
+            raise
 
     def rollback(self) -> None:
         self.pending.discard()
