@@ -60,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -68,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.sdk.client import tls_credentials
 from bench.clocks import PG_VARS, postgres_database
@@ -369,6 +371,68 @@ class Phase:
     size: int = 0  # median bytes of a delivery response
     cpu: float = 0.0  # hub CPU seconds per wall second during the phase
     wall: float = 0.0
+    # The hub's garbage collections during the phase (stophub_gc_pause_seconds): how many,
+    # how many held it 25 ms or more, and their total.
+    gc_pauses: int = 0
+    gc_long: int = 0
+    gc_seconds: float = 0.0
+    # The triggering command's time inside the hub (its handler's start to its answer):
+    # how many took more than 25 ms and more than 50 ms, of how many.
+    in_hub: tuple[int, int, int] = (0, 0, 0)
+
+
+def hub_samples(hub: Hub) -> list[Any]:
+    with urllib.request.urlopen(f"http://{hub.metrics}/metrics", timeout=5) as page:
+        text = page.read().decode()
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+VERIFY = "/stophub.v1.CaseService/VerifyReport"
+
+
+def verify_times(hub: Hub) -> dict[str, float]:
+    """The hub's own VerifyReport durations so far (stophub_rpc_duration_seconds, status OK):
+    the count at or under each bucket's bound, by bound."""
+    return {
+        s.labels["le"]: s.value
+        for s in hub_samples(hub)
+        if s.name == "stophub_rpc_duration_seconds_bucket"
+        and s.labels["method"] == VERIFY
+        and s.labels["code"] == "OK"
+    }
+
+
+def gc_figures(hub: Hub) -> tuple[int, int, float]:
+    """The hub's garbage collections so far: count, count of 25 ms or more, seconds."""
+    count = short = 0.0
+    total = 0.0
+    for s in hub_samples(hub):
+        if s.name == "stophub_gc_pause_seconds_count":
+            count += s.value
+        elif s.name == "stophub_gc_pause_seconds_bucket" and s.labels["le"] == "0.025":
+            short += s.value
+        elif s.name == "stophub_gc_pause_seconds_sum":
+            total += s.value
+    return int(count), int(count - short), total
+
+
+def gc_during(phase: Phase, before: tuple[int, int, float], after: tuple[int, int, float]) -> None:
+    phase.gc_pauses = after[0] - before[0]
+    phase.gc_long = after[1] - before[1]
+    phase.gc_seconds = after[2] - before[2]
+
+
+def wait_for_refreeze(hub: Hub, say: Any, kind: str, timeout: float = 90) -> None:
+    """A hub that freezes long-lived objects (`serve --gc-refreeze`, on by default) does it
+    again 30 s after its start, with the streams connected by then: the steady state, which
+    the phases measure."""
+    if "--gc-refreeze" in hub.extra and hub.extra[hub.extra.index("--gc-refreeze") + 1] == "0":
+        return
+    deadline = time.monotonic() + timeout
+    while "objects frozen after a full collection" not in hub.output():
+        assert time.monotonic() < deadline, f"no refreeze in {timeout:.0f} s:\n{hub.output()}"
+        time.sleep(0.5)
+    say(f"{kind}: the hub froze its long-lived objects after the streams connected")
 
 
 def _decode_case(answer: Any) -> case_pb2.Case:
@@ -520,7 +584,7 @@ def run(args: argparse.Namespace, kind: str, say: Any) -> Report:
     ):
         tmp = Path(tmp_name)
         save_private_key(PrivateKey.generate(), tmp / "hub.key")
-        hub = Hub(tmp, "", DEFAULT_POLICY)
+        hub = Hub(tmp, "", DEFAULT_POLICY, args=tuple(args.hub_arg))
         started = time.perf_counter()
         issue_certificates(hub.pki_dir, [*banks, CENTRE, REPORTER])
         say(f"{kind}: {n + 2:,} client certificates in {time.perf_counter() - started:.1f} s")
@@ -551,17 +615,27 @@ def run(args: argparse.Namespace, kind: str, say: Any) -> Report:
                 )
                 try:
                     time.sleep(3)
+                    wait_for_refreeze(hub, say, kind)
                     clients.take()
                     cpu0, t0 = cpu_seconds(pid), time.perf_counter()
                     time.sleep(args.idle_seconds)
                     report.idle_cpu = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - t0)
                     say(f"{kind}: hub idle with {n:,} streams: {report.idle_cpu:.0%} of a core")
                     spy = Profiler(args.py_spy, pid, f"{kind.split()[0].lower()}-orders")
+                    gc0, v0 = gc_figures(hub), verify_times(hub)
                     cpu0, t0 = cpu_seconds(pid), time.perf_counter()
                     answered, took = asyncio.run(_verify_at_rate(hub, case_ids, args.rate, rng))
                     got = wait_for_arrivals(clients, len(case_ids), "NOTICE_KIND_ORDER", 30)
                     spy.stop()
                     ph = report.orders
+                    gc_during(ph, gc0, gc_figures(hub))
+                    v1 = verify_times(hub)
+                    done = {le: v1[le] - v0.get(le, 0) for le in v1}
+                    ph.in_hub = (
+                        int(done["+Inf"] - done["0.025"]),
+                        int(done["+Inf"] - done["0.05"]),
+                        int(done["+Inf"]),
+                    )
                     ph.wall = time.perf_counter() - t0
                     ph.cpu = (cpu_seconds(pid) - cpu0) / ph.wall
                     orders = [r for r in got if r[1] == "NOTICE_KIND_ORDER"]
@@ -588,9 +662,11 @@ def run(args: argparse.Namespace, kind: str, say: Any) -> Report:
                 clients = Clients("hub", hub.target, hub.pki_dir, banks, args.workers)
                 try:
                     time.sleep(3)
+                    wait_for_refreeze(hub, say, kind)
                     clients.take()
                     ph = report.broadcast
                     spy = Profiler(args.py_spy, pid, f"{kind.split()[0].lower()}-broadcast")
+                    gc0 = gc_figures(hub)
                     cpu0, t0 = cpu_seconds(pid), time.perf_counter()
                     for i in range(args.broadcasts):
                         case_id, sent, answered_at = asyncio.run(_broadcast(hub))
@@ -612,6 +688,7 @@ def run(args: argparse.Namespace, kind: str, say: Any) -> Report:
                     spy.stop()
                     ph.wall = time.perf_counter() - t0
                     ph.cpu = (cpu_seconds(pid) - cpu0) / ph.wall
+                    gc_during(ph, gc0, gc_figures(hub))
                 finally:
                     clients.close()
             finally:
@@ -762,6 +839,28 @@ def report_rows(r: Report) -> list[Row]:
     rows.append(
         Row(
             "delivery",
+            f"VerifyReport inside the hub (stophub_rpc_duration_seconds), {db}: over 25 ms / "
+            f"over 50 ms ({a.in_hub[1]}), of {a.in_hub[2]}",
+            a.in_hub[0],
+            "calls",
+            higher_is_better=False,
+        )
+    )
+    for phase in (a, b):
+        rows.append(
+            Row(
+                "delivery",
+                f"hub garbage collections during the {phase.label} phase, {db}: "
+                f"{phase.gc_pauses} in all, {phase.gc_long} of 25 ms or more "
+                f"({args_gc(phase)})",
+                phase.gc_seconds * 1e3,
+                "ms held in all",
+                higher_is_better=False,
+            )
+        )
+    rows.append(
+        Row(
+            "delivery",
             f"hub CPU, idle with {n} streams / orders / broadcasts, {db} "
             f"({a.cpu:.0%} / {b.cpu:.0%} of a core)",
             r.idle_cpu * 100,
@@ -770,6 +869,10 @@ def report_rows(r: Report) -> list[Row]:
         )
     )
     return rows
+
+
+def args_gc(phase: Phase) -> str:
+    return f"{phase.gc_seconds / phase.wall:.2%} of the phase" if phase.wall else "?"
 
 
 def args_rate(phase: Phase) -> str:
@@ -807,6 +910,7 @@ DEFAULTS: dict[str, Any] = {
     "py_spy": None,
     "no_postgres": False,
     "delivery_database": "both",
+    "hub_arg": [],
 }
 
 
@@ -829,6 +933,13 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--py-spy", help="record the hub with .venv/bin/py-spy to PREFIX-<phase>.txt")
     p.add_argument("--no-postgres", action="store_true")
     p.add_argument("--delivery-database", choices=("both", "sqlite", "postgresql"), default="both")
+    p.add_argument(
+        "--hub-arg",
+        action="append",
+        default=[],
+        help="one more `stophub serve` argument (repeat; e.g. --hub-arg=--gc-refreeze "
+        "--hub-arg=0 to measure the collector as Python sets it)",
+    )
     return p.parse_args(argv)
 
 
