@@ -53,9 +53,8 @@ import grpc
 from sqlalchemy import create_engine, func, select
 
 from bench.clocks import PG_VARS, percentile, postgres_database, postgres_version
-from bench.delivery import cpu_seconds
+from bench.delivery import cpu_seconds, keyring_in
 from bench.profiling import record_stacks
-from bench.soak import data_keys
 from bench.table import Row
 from hub.crypto import pki
 from hub.crypto.envelope import seal_message, verify_envelope
@@ -519,7 +518,8 @@ def measure(args: argparse.Namespace) -> list[Config]:
     configs: list[Config] = []
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stophub-intake-")))
-        data_keys(tmp)
+        # The keyring's address leaves the environment with the run (`python -m bench` goes on).
+        stack.enter_context(keyring_in(tmp))
         for label, database in stack.enter_context(databases(args, tmp)):
             with (
                 database() as url,
