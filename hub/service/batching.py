@@ -8,7 +8,8 @@ leader, no extra thread); the leader runs every piece of work waiting, each insi
 savepoint of one transaction, and commits once. A piece that fails rolls back to its
 savepoint alone (and may record its refusal in the outer transaction); the others commit.
 (The first piece's savepoint is the transaction itself, which saves a lone request two round
-trips: ADR 26.)
+trips; and a batch takes no more pieces once its pieces have worked WORK_BUDGET, so that
+none waits long for its neighbours' work before its commit: ADR 26.)
 Nothing is answered before the commit that holds it.
 """
 
@@ -31,6 +32,10 @@ T = TypeVar("T")
 # A batch larger than this waits for the next commit: it bounds how long the first request
 # in a batch waits for the others.
 MAX_BATCH = 64
+# Once the pieces of a batch have worked this long, the rest wait for the next transaction:
+# a piece's commit, and the stop order in it, waits at most about this long for its
+# neighbours' work (ADR 26). Cheap pieces (acknowledgements, resends) still share commits.
+WORK_BUDGET = 0.005
 
 
 @dataclass(eq=False)
@@ -66,10 +71,12 @@ class GroupCommit:
         *,
         retry_delays: Sequence[float] = (),
         max_batch: int = MAX_BATCH,
+        work_budget: float = WORK_BUDGET,
     ) -> None:
         self.uow = uow
         self.retry_delays = tuple(retry_delays)
         self.max_batch = max_batch
+        self.work_budget = work_budget
         self._cv = threading.Condition()
         self._queue: list[_Job[Any]] = []
         self._writing = False
@@ -137,7 +144,7 @@ class GroupCommit:
             for job in jobs:
                 job.result, job.error = None, None
             try:
-                again = self._attempt(jobs)
+                again, ran = self._attempt(jobs)
             except StoreUnavailable as err:
                 # The transaction committed entirely or not at all; if the commit landed
                 # before the connection broke, each resend finds its answer in the inbound log.
@@ -163,7 +170,7 @@ class GroupCommit:
                 self._finish(jobs, err)
                 return []
             self.batches += 1
-            self.pieces += len(jobs)
+            self.pieces += ran
             for job in jobs:
                 if job not in again:
                     job.done = True
@@ -175,11 +182,18 @@ class GroupCommit:
             again += self._commit([job])
         return again
 
-    def _attempt(self, jobs: list[_Job[Any]]) -> list[_Job[Any]]:
+    def _attempt(self, jobs: list[_Job[Any]]) -> tuple[list[_Job[Any]], int]:
+        """Run `jobs` in one transaction; the pieces to run again, and how many ran."""
         again: list[_Job[Any]] = []
+        ran = len(jobs)
         with self.uow() as uow:
             batch = Batch(uow)
-            for job in jobs:
+            started = time.perf_counter()
+            for i, job in enumerate(jobs):
+                if i and time.perf_counter() - started >= self.work_budget:
+                    again += jobs[i:]  # not run: first in the next transaction, in order
+                    ran = i
+                    break
                 try:
                     with uow.savepoint():
                         job.result = job.context.run(job.work, batch)
@@ -199,7 +213,7 @@ class GroupCommit:
                         self._refused(batch, job, err)
             if batch.changed:
                 uow.commit()
-        return again
+        return again, ran
 
     @staticmethod
     def _refused(batch: Batch, job: _Job[Any], err: Exception) -> None:

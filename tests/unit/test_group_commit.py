@@ -56,7 +56,8 @@ def wait_for_queue(group: GroupCommit, length: int) -> None:
 
 def test_pieces_that_arrive_during_a_commit_share_the_next_one() -> None:
     store = FakeStore()
-    group = GroupCommit(store)
+    # No work budget: a descheduled thread on a busy machine must not split the batch here.
+    group = GroupCommit(store, work_budget=float("inf"))
     inside, release = threading.Event(), threading.Event()
 
     def first(batch: Batch) -> str:
@@ -206,3 +207,42 @@ def test_each_piece_runs_in_its_own_requests_context_on_the_leaders_thread() -> 
     # The second batch was written by one thread for both; each saw its own request.
     assert seen["m-1"][0] == "m-1" and seen["refusal"][0] == "m-2"
     assert seen["m-1"][1] == seen["refusal"][1]
+
+
+def test_a_batch_stops_taking_pieces_once_its_work_budget_is_spent() -> None:
+    """A piece's commit waits at most about the budget for its neighbours' work: pieces that
+    each work longer than it commit one by one, in arrival order; cheap ones share."""
+    store = FakeStore()
+    group = GroupCommit(store, work_budget=0.02)
+    inside, release = threading.Event(), threading.Event()
+
+    def first(batch: Batch) -> str:
+        inside.set()
+        assert release.wait(10)
+        return write("m-0")(batch)
+
+    def slow(name: str) -> Callable[[Batch], str]:
+        def work(batch: Batch) -> str:
+            time.sleep(0.03)  # past the budget on its own
+            return write(name)(batch)
+
+        return work
+
+    results: dict[str, Any] = {}
+    threads = [threading.Thread(target=lambda: results.update({"m-0": group.run(first)}))]
+    threads[0].start()
+    assert inside.wait(10)
+    for name in ("m-1", "m-2", "m-3"):
+        work = slow(name)
+        threads.append(
+            threading.Thread(target=lambda n=name, w=work: results.update({n: group.run(w)}))
+        )
+        threads[-1].start()
+        wait_for_queue(group, len(threads) - 1)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert results == {"m-0": "m-0", "m-1": "m-1", "m-2": "m-2", "m-3": "m-3"}
+    assert ids(store) == [("received", f"m-{i}") for i in range(4)]
+    # One commit each: m-1's batch held m-2 and m-3 back rather than make m-1 wait for them.
+    assert (group.batches, group.pieces, store.commits) == (4, 4, 4)
