@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -100,6 +100,32 @@ def text_of(form: FormData | Mapping[str, Any], name: str) -> str:
 def typed_of(form: FormData) -> dict[str, str]:
     """What was typed, to show it again: every text field of the form but the token."""
     return {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"}
+
+
+async def take_form(
+    request: Request,
+    name: str,
+    read: Any,
+    acting: str,
+    target: str,
+    again: Callable[[dict[str, Any], int], Awaitable[Response]],
+) -> Response:
+    """Read the form of action `name` (about `target`; "" for a new one), take it, and go where
+    it leads; when it is refused, `again(context, status)` shows the page once more, the
+    context holding what was typed, the errors or the refusal, and `acting`."""
+    form = await request.form()
+    typed = typed_of(form)
+    try:
+        payload = read(form, target) if target else read(form)
+    except FormErrors as err:
+        return await again({"errors": err.errors, "typed": typed, "acting": acting}, 400)
+    outcome = await actions.take(desk_of(request), viewer_of(request), name, payload)
+    if outcome.refusal is not None:
+        context = {"refusal": outcome.refusal, "typed": typed, "acting": acting}
+        return await again(context, refusal_status(outcome.refusal))
+    went = led_to(outcome)
+    assert went is not None
+    return went
 
 
 def fen_of(text: str) -> int | None:

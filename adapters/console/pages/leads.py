@@ -22,10 +22,10 @@ from adapters.console.pages.centre import (
     CODE,
     amount_field,
     short_text,
+    take_form,
     text_of,
-    typed_of,
 )
-from adapters.console.pages.common import CASE_ID, led_to, refusal_status, state_name, ts
+from adapters.console.pages.common import CASE_ID, state_name, ts
 from adapters.console.pages.member import (
     FRAUD_TYPES,
     after,
@@ -402,38 +402,15 @@ async def lead_get(request: Request) -> Response:
 
 
 async def act(request: Request, name: str, read: Any, acting: str) -> Response:
-    desk = desk_of(request)
-    form = await request.form()
-    typed = typed_of(form)
     target = request.path_params.get("name", "")
-    try:
-        payload = read(form, target) if target else read(form)
-    except FormErrors as err:
-        if not target:
-            return render(
-                request,
-                "member/lead_new.html",
-                {"typed": typed, "errors": err.errors, "refusal": None, "grades": list(GRADES)},
-                status=400,
-            )
-        return await lead_page(
-            request, {"errors": err.errors, "typed": typed, "acting": acting}, 400
-        )
-    outcome = await actions.take(desk, viewer_of(request), name, payload)
-    if outcome.refusal is not None:
-        status = refusal_status(outcome.refusal)
-        if not target:
-            return render(
-                request,
-                "member/lead_new.html",
-                {"typed": typed, "errors": {}, "refusal": outcome.refusal, "grades": list(GRADES)},
-                status=status,
-            )
-        context: dict[str, Any] = {"refusal": outcome.refusal, "typed": typed, "acting": acting}
-        return await lead_page(request, context, status)
-    went = led_to(outcome)
-    assert went is not None
-    return went
+
+    async def again(context: dict[str, Any], status: int) -> Response:
+        if target:
+            return await lead_page(request, context, status)
+        new = {"errors": {}, "refusal": None, **context, "grades": list(GRADES)}
+        return render(request, "member/lead_new.html", new, status=status)
+
+    return await take_form(request, name, read, acting, target, again)
 
 
 def member_desk(request: Request) -> Response | None:

@@ -14,7 +14,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adapters.console import actions
 from adapters.console.actions import Action, Done, FormErrors, Payload, Refusal, register
 from adapters.console.pages.centre import (
     CENTRE,
@@ -23,12 +22,12 @@ from adapters.console.pages.centre import (
     centre_only,
     fen_of,
     short_text,
+    take_form,
     text_of,
-    typed_of,
 )
-from adapters.console.pages.common import led_to, refusal_status, state_name, ts
+from adapters.console.pages.common import state_name, ts
 from adapters.console.pages.member import FRAUD_TYPES, report_message
-from adapters.console.web import countdown, desk_of, gettext_for, page, refuse, render, viewer_of
+from adapters.console.web import countdown, desk_of, gettext_for, page, refuse, render
 from adapters.sdk import HubClient, HubError, HubSignatureError
 from stophub.v1 import grade_pb2, warning_pb2
 
@@ -317,31 +316,16 @@ async def warning_get(request: Request) -> Response:
 
 async def act(request: Request, name: str, read: Any, acting: str) -> Response:
     """Read the form of action `name`, take it, and show the page again when it is refused."""
-    desk = desk_of(request)
-    form = await request.form()
-    typed = typed_of(form)
     target = request.path_params.get("warning_id", "")
-    try:
-        payload = read(form, target) if target else read(form)
-    except FormErrors as err:
-        context: dict[str, Any] = {"errors": err.errors, "typed": typed, "acting": acting}
-        if not target:
-            return render(
-                request, "centre/warning_send.html", {**context, **send_context()}, status=400
-            )
-        return await warning_page(request, context, 400)
-    outcome = await actions.take(desk, viewer_of(request), name, payload)
-    if outcome.refusal is not None:
-        context = {"refusal": outcome.refusal, "typed": typed, "acting": acting}
-        status = refusal_status(outcome.refusal)
-        if not target:
-            return render(
-                request, "centre/warning_send.html", {**context, **send_context()}, status=status
-            )
-        return await warning_page(request, context, status)
-    went = led_to(outcome)
-    assert went is not None
-    return went
+
+    async def again(context: dict[str, Any], status: int) -> Response:
+        if target:
+            return await warning_page(request, context, status)
+        return render(
+            request, "centre/warning_send.html", {**context, **send_context()}, status=status
+        )
+
+    return await take_form(request, name, read, acting, target, again)
 
 
 def duty_desk(request: Request) -> Response | None:
