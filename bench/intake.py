@@ -70,7 +70,10 @@ from tests.e2e.test_restart import Hub, free_port, register_members
 
 METHOD = "/stophub.v1.CaseService/CreateReport"
 SENDER = "BANKA"
-TARGET_SHARE = 0.40  # of the echo's throughput
+# Issue 22: the hub's CPU per report, at most this many times the echo's CPU per request.
+# (Issue 5's throughput target, 40% of the echo's rate, was withdrawn by issue 22: the rate
+# is shown against the echo's, without a target.)
+CPU_TARGET = 10.0
 PROBE_SECONDS = 2.0
 SERVER_OPTIONS = [("grpc.max_receive_message_length", 8 * 1024 * 1024)]
 
@@ -550,7 +553,7 @@ def to_rows(configs: Sequence[Config]) -> list[Row]:
             where += f", {cfg.algorithm}"
         invalid = f" INVALID: {cfg.hub.errors} errors" if cfg.hub.errors or cfg.echo.errors else ""
         base = "grpc.aio echo, mutual TLS, same bytes"
-        share = cfg.hub.rate / cfg.echo.rate if cfg.echo.rate else 0.0
+        hub_cpu, echo_cpu = cfg.cpu_per_request("hub"), cfg.cpu_per_request("echo")
         rows.append(
             Row(
                 "intake",
@@ -560,8 +563,6 @@ def to_rows(configs: Sequence[Config]) -> list[Row]:
                 base,
                 cfg.echo.rate,
                 True,
-                f"≥ {TARGET_SHARE:.0%} of echo",
-                share >= TARGET_SHARE and not invalid,
             )
         )
         rows.append(
@@ -569,11 +570,13 @@ def to_rows(configs: Sequence[Config]) -> list[Row]:
                 "intake",
                 f"server CPU per request (hub at {cfg.hub_cpu / max(cfg.hub.seconds, 1e-9):.0%} "
                 f"of a core), {where}{invalid}",
-                cfg.cpu_per_request("hub") * 1e3,
+                hub_cpu * 1e3,
                 "ms",
                 "grpc.aio echo's CPU per request",
-                cfg.cpu_per_request("echo") * 1e3,
+                echo_cpu * 1e3,
                 False,
+                f"≤ {CPU_TARGET:.0f}× echo",
+                bool(echo_cpu) and hub_cpu <= CPU_TARGET * echo_cpu and not invalid,
             )
         )
         for q in (50, 99):
