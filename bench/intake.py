@@ -19,7 +19,10 @@ Load: CreateReport envelopes signed by BANKA are made before the clock starts (s
 the client's cost, not the hub's), each with its own message id and a create_time inside the
 hub's replay window. C callers (--concurrency, default 1,16,64) in one or more client
 processes (--clients) send them as fast as they are answered for --seconds; the echo gets
-the same serialized requests at the same concurrency, right before the hub's run. A short
+the same serialized requests at the same concurrency, right before the hub's run, in
+--rounds alternated rounds (default 3): echo, hub, echo, hub, ... The CPU figure pools the
+rounds and lists each round's ratio, which on a shared machine moves by half from one run to
+the next; issue 22's target is 10x the echo's CPU per request. A short
 probe at each concurrency (which also warms the hub) sets how many envelopes to sign. Every
 hub answer is checked after the timed window: status OK, a CreateReportResponse whose
 envelope the hub signed (signature verified with the hub's public key) in reply to that very
@@ -430,6 +433,8 @@ class Config:
     echo_cpu: float = 0.0
     hub_cpu: float = 0.0
     algorithm: str = ED25519  # of BANKA's envelopes and of the hub's answers
+    # Each round's hub CPU per report over the echo's CPU per request, in order.
+    round_ratios: list[float] = field(default_factory=list)
 
     def cpu_per_request(self, which: str) -> float:
         run, cpu = (self.hub, self.hub_cpu) if which == "hub" else (self.echo, self.echo_cpu)
@@ -443,8 +448,9 @@ def run_hub(
     args: argparse.Namespace,
     say: Any,
 ) -> list[Config]:
-    """Each concurrency: a probe, the echo over mutual TLS (and the plain-text echo, when
-    given) with the very requests the hub then gets, then the hub."""
+    """Each concurrency: a probe, then `--rounds` rounds of the echo over mutual TLS (and, in
+    the first, the plain-text echo, when given) with the very requests the hub then gets,
+    then the hub."""
     configs = []
     for c in args.concurrency:
         # The probe warms the hub (pools, caches, connections) and says how many to sign.
@@ -460,41 +466,58 @@ def run_hub(
         if probe.errors:
             raise RuntimeError(f"{hut.label}: the probe failed: {probe.problems}")
         count = math.ceil(probe.rate * args.seconds * 1.5) + 4 * c
-        requests = sign_reports(hut.key, count)
-        size = sum(map(len, requests)) // len(requests)
-        assert echo.proc is not None
-        before = cpu_seconds(echo.proc.pid)
-        echo_run = drive(echo, requests, c, args.seconds, args.clients, echo=True)
-        echo_cpu = cpu_seconds(echo.proc.pid) - before
+        # Rounds of echo-then-hub, alternated: a neighbour's burst on a shared machine lands
+        # in one round of one of them, not in the whole of one side of the ratio.
+        echo_runs: list[Run] = []
+        hub_runs: list[Run] = []
         plain_run = None
-        if plain is not None:
-            plain_run = drive(plain, requests, c, args.seconds, args.clients, echo=True)
-            say(f"plain-text echo, {c} in flight: {plain_run.rate:,.0f}/s")
-        spy = None
-        if args.profile:
-            args.profile.mkdir(parents=True, exist_ok=True)
-            slug = hut.label.split()[0].lower()
-            out = args.profile / f"hub-{slug}-c{c}.txt"
-            spy = record_stacks(hut.pid, out, "intake: --profile", args.seconds)
-        before = cpu_seconds(hut.pid)
-        hub_run = drive(
-            hut.server,
-            requests,
-            c,
-            args.seconds,
-            args.clients,
-            echo=False,
-            hub_public_key=hut.hub_public_key,
-        )
-        hub_cpu = cpu_seconds(hut.pid) - before
-        if spy is not None:
-            spy.wait(timeout=60)
-        say(
-            f"{hut.label}, {c} in flight: echo {echo_run.rate:,.0f}/s, hub {hub_run.rate:,.0f}/s "
-            f"({hub_run.rate / echo_run.rate:.1%}), p50 {hub_run.p(50) * 1e3:.1f} ms, p99 "
-            f"{hub_run.p(99) * 1e3:.1f} ms, {hub_run.errors} errors, {size} B per request, "
-            f"hub CPU {hub_cpu / max(hub_run.seconds, 1e-9):.0%} of a core"
-        )
+        echo_cpu = hub_cpu = 0.0
+        round_ratios: list[float] = []
+        size = 0
+        for r in range(args.rounds):
+            requests = sign_reports(hut.key, count)
+            size = sum(map(len, requests)) // len(requests)
+            assert echo.proc is not None
+            before = cpu_seconds(echo.proc.pid)
+            echo_run = drive(echo, requests, c, args.seconds, args.clients, echo=True)
+            echo_used = cpu_seconds(echo.proc.pid) - before
+            if plain is not None and r == 0:
+                plain_run = drive(plain, requests, c, args.seconds, args.clients, echo=True)
+                say(f"plain-text echo, {c} in flight: {plain_run.rate:,.0f}/s")
+            spy = None
+            if args.profile and r == 0:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                slug = hut.label.split()[0].lower()
+                out = args.profile / f"hub-{slug}-c{c}.txt"
+                spy = record_stacks(hut.pid, out, "intake: --profile", args.seconds)
+            before = cpu_seconds(hut.pid)
+            hub_run = drive(
+                hut.server,
+                requests,
+                c,
+                args.seconds,
+                args.clients,
+                echo=False,
+                hub_public_key=hut.hub_public_key,
+            )
+            hub_used = cpu_seconds(hut.pid) - before
+            if spy is not None:
+                spy.wait(timeout=60)
+            ratio = _cpu_ratio(hub_used, hub_run.requests, echo_used, echo_run.requests)
+            round_ratios.append(ratio)
+            say(
+                f"{hut.label}, {c} in flight, round {r + 1}/{args.rounds}: echo "
+                f"{echo_run.rate:,.0f}/s, hub {hub_run.rate:,.0f}/s "
+                f"({hub_run.rate / echo_run.rate:.1%}), p50 {hub_run.p(50) * 1e3:.1f} ms, p99 "
+                f"{hub_run.p(99) * 1e3:.1f} ms, {hub_run.errors} errors, {size} B per request, "
+                f"hub CPU {hub_used / max(hub_run.seconds, 1e-9):.0%} of a core, "
+                f"{ratio:.1f}x the echo's per request"
+            )
+            echo_runs.append(echo_run)
+            hub_runs.append(hub_run)
+            echo_cpu += echo_used
+            hub_cpu += hub_used
+        echo_run, hub_run = _merged(echo_runs), _merged(hub_runs)
         configs.append(
             Config(
                 hut.label,
@@ -507,9 +530,26 @@ def run_hub(
                 echo_cpu,
                 hub_cpu,
                 hut.key.algorithm,
+                round_ratios,
             )
         )
     return configs
+
+
+def _cpu_ratio(hub_cpu: float, reports: int, echo_cpu: float, requests: int) -> float:
+    if not reports or not requests or not echo_cpu:
+        return math.inf
+    return (hub_cpu / reports) / (echo_cpu / requests)
+
+
+def _merged(runs: Sequence[Run]) -> Run:
+    return Run(
+        sum(r.requests for r in runs),
+        sum(r.errors for r in runs),
+        sum(r.seconds for r in runs),
+        [x for r in runs for x in r.latencies],
+        [p for r in runs for p in r.problems],
+    )
 
 
 def measure(args: argparse.Namespace) -> list[Config]:
@@ -554,6 +594,9 @@ def to_rows(configs: Sequence[Config]) -> list[Row]:
         invalid = f" INVALID: {cfg.hub.errors} errors" if cfg.hub.errors or cfg.echo.errors else ""
         base = "grpc.aio echo, mutual TLS, same bytes"
         hub_cpu, echo_cpu = cfg.cpu_per_request("hub"), cfg.cpu_per_request("echo")
+        rounds = ""
+        if len(cfg.round_ratios) > 1:
+            rounds = "; rounds " + ", ".join(f"{x:.1f}×" for x in cfg.round_ratios)
         rows.append(
             Row(
                 "intake",
@@ -569,7 +612,7 @@ def to_rows(configs: Sequence[Config]) -> list[Row]:
             Row(
                 "intake",
                 f"server CPU per request (hub at {cfg.hub_cpu / max(cfg.hub.seconds, 1e-9):.0%} "
-                f"of a core), {where}{invalid}",
+                f"of a core{rounds}), {where}{invalid}",
                 hub_cpu * 1e3,
                 "ms",
                 "grpc.aio echo's CPU per request",
@@ -634,6 +677,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--clients", type=int, default=None, help="client processes sharing the callers (default 2)"
     )
     g.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds of echo then hub per configuration, each --seconds long (default 3)",
+    )
+    g.add_argument(
         "--no-plaintext",
         dest="plaintext",
         action="store_false",
@@ -660,6 +709,7 @@ def _with_defaults(args: argparse.Namespace) -> argparse.Namespace:
         "seconds": 3.0 if quick else 15.0,
         "concurrency": [1, 16, 64],
         "clients": 2,
+        "rounds": 3,
         "plaintext": True,
         "profile": None,
         "no_postgres": False,

@@ -36,3 +36,10 @@ def test_a_run_with_errors_meets_no_target() -> None:
 def test_the_withdrawn_throughput_target_is_not_judged() -> None:
     row = next(r for r in to_rows([_config(0.1, 0.03)]) if r.measure.startswith("reports/s"))
     assert (row.target, row.met) == ("", None)
+
+
+def test_the_cpu_row_names_each_rounds_ratio() -> None:
+    config = _config(0.02, 0.03)
+    config.round_ratios = [6.5, 7.25]
+    row = next(r for r in to_rows([config]) if r.measure.startswith("server CPU"))
+    assert "rounds 6.5×, 7.2×" in row.measure
