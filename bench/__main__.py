@@ -9,6 +9,9 @@ STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set (`--no-postgres` 
   own detailed tables are printed as it finishes, its headline figures go in the table;
 - intake (bench/intake.py): signed reports per second, p50 and p99, against a bare grpc.aio
   echo with the same bytes and concurrency;
+- reportcpu (bench/reportcpu.py): a CreateReport's CPU in process, without gRPC, against the
+  database driver alone sending the same statements: how much of a report is Python above
+  the driver;
 - delivery (bench/delivery.py, when present): its own rows;
 - replicas (bench/replicas.py, PostgreSQL only): from the reporting bank's answer to the stop
   order on the payee bank's stream with the bank on another `serve` process, against the bank
@@ -50,6 +53,7 @@ from bench import (
     intake,
     outcomes,
     replicas,
+    reportcpu,
     sm2,
     warning_delivery,
 )
@@ -58,6 +62,7 @@ from bench.table import Row, render
 NAMES = (
     "clocks",
     "intake",
+    "reportcpu",
     "delivery",
     "replicas",
     "blacklist",
@@ -177,6 +182,7 @@ def delivery_rows(args: argparse.Namespace) -> list[Row]:
 RUNNERS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "clocks": clock_rows,
     "intake": intake.rows,
+    "reportcpu": reportcpu.rows,
     "delivery": delivery_rows,
     "replicas": replicas.rows,
     "blacklist": blacklist.rows,
@@ -195,7 +201,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         "names",
         nargs="*",
         metavar="NAME",
-        help="clocks, intake, delivery, replicas, blacklist, audit, console, failover, "
+        help="clocks, intake, reportcpu, delivery, replicas, blacklist, audit, console, failover, "
         "outcomes, sm2, warnings (all)",
     )
     p.add_argument("--quick", action="store_true", help="a short smoke run of each benchmark")
@@ -207,6 +213,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     g.add_argument("--slice-seconds", type=float)
     g.add_argument("--repeats", type=int)
     intake.add_arguments(p)
+    reportcpu.add_arguments(p)
     blacklist.add_arguments(p)
     audit.add_arguments(p)
     console.add_arguments(p)

@@ -1,0 +1,266 @@
+"""Where a report's CPU goes, in process (issue 22): the hub's whole CreateReport pipeline
+against the database driver alone sending the very statements it sent.
+
+`python -m bench reportcpu` (or `python -m bench.reportcpu`). No gRPC, no server: a hub built
+as `serve` builds it (bootstrap.build_hub, the shipped policy, sealed personal data) on a
+fresh SQLite file and, when STOPHUB_BENCH_DATABASE_URL or STOPHUB_TEST_DATABASE_URL is set, on
+a fresh PostgreSQL database; BANKA's signed CreateReport envelopes (bench/intake.py's, signed
+before the clock starts) go to `Hub.handle` one after another, and the process's CPU time
+(`time.process_time`, every thread) is divided by the reports.
+
+The baseline is the floor under that figure: one report's statements, exactly as the hub
+handed them to the driver (SQL text and processed parameters, caught with SQLAlchemy's
+`before_cursor_execute`), sent again through the bare DB-API connection (sqlite3, psycopg)
+to a second fresh database, in a transaction rolled back each time (the rows would collide
+otherwise; the commit is therefore not in the floor). The difference is the Python above the
+driver: the pipeline, SQLAlchemy, the domain, sealing and signatures. The audit log's
+sequencer (which places the entries later, off the request path) is measured after each
+round and shown on its own row.
+
+`--rounds` rounds (default 3) alternate the two, and the figures pool them, because on a
+shared machine one round can run a fifth slower than the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+from bench.clocks import PG_VARS, postgres_database, postgres_version
+from bench.delivery import keyring_in
+from bench.table import Row
+from hub.bootstrap import build_hub
+from hub.crypto.envelope import seal_message
+from hub.crypto.keys import PrivateKey
+from hub.service.commands.case import CREATE_REPORT
+from hub.store.sql import SqlStore, normalise_url
+from stophub.v1 import envelope_pb2
+from tests.e2e.test_crash import mule_report
+from tests.e2e.test_restart import register_members
+
+SENDER = "BANKA"
+WARM_UP = 50  # reports before the timed ones: caches, pools, compiled statements
+
+# (SQL text, parameters, executemany) as SQLAlchemy handed them to the DB-API cursor.
+DriverCall = tuple[str, Any, bool]
+
+
+@dataclass
+class Figures:
+    database: str
+    reports: int = 0
+    cpu: float = 0.0  # seconds, the hub's pipeline
+    statements: int = 0  # driver calls of one report
+    floor_reports: int = 0
+    floor_cpu: float = 0.0  # seconds, the driver alone
+    sequencer_cpu: float = 0.0  # seconds, placing the rounds' entries in the log
+    rounds: list[tuple[float, float]] = field(default_factory=list)  # (hub, floor) per report
+
+
+def envelopes(key: PrivateKey, count: int) -> list[envelope_pb2.Envelope]:
+    now = datetime.now(UTC)
+    body = mule_report(SENDER, "BANKB", now)
+    return [
+        seal_message(
+            key,
+            sender=SENDER,
+            recipient="HUB",
+            message_id=f"cpu-{uuid.uuid4().hex}",
+            create_time=now,
+            message=body,
+        )
+        for _ in range(count)
+    ]
+
+
+def replay(connection: Any, calls: Sequence[DriverCall], sqlite: bool) -> None:
+    """`calls` through the bare DB-API connection, in a transaction rolled back."""
+    cursor = connection.cursor()
+    if sqlite:
+        cursor.execute("BEGIN IMMEDIATE")  # as the hub's writers begin (hub/store/sql.py)
+    for sql, params, many in calls:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+        if cursor.description is not None:
+            cursor.fetchall()
+    connection.rollback()
+
+
+def cpu_of(work: Callable[[], None], times: int) -> float:
+    started = time.process_time()
+    for _ in range(times):
+        work()
+    return time.process_time() - started
+
+
+def measure_database(
+    label: str, url: str, floor_url: str, reports: int, rounds: int, say: Callable[[str], None]
+) -> Figures:
+    keys = register_members(url)
+    register_members(floor_url)
+    store = SqlStore(url)
+    floor_store = SqlStore(floor_url)
+    figures = Figures(label)
+    try:
+        hub = build_hub(store, PrivateKey.generate())
+        key = keys[SENDER]
+        for envelope in envelopes(key, WARM_UP):
+            hub.handle(CREATE_REPORT, envelope, SENDER)
+        hub.keep_audit_log()
+
+        calls: list[DriverCall] = []
+
+        def caught(_conn: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+            if not sql.startswith("BEGIN"):
+                calls.append((sql, params, many))
+
+        event.listen(store.engine, "before_cursor_execute", caught)
+        hub.handle(CREATE_REPORT, envelopes(key, 1)[0], SENDER)
+        event.remove(store.engine, "before_cursor_execute", caught)
+        figures.statements = len(calls)
+
+        raw = floor_store.engine.raw_connection()
+        try:
+            connection = raw.driver_connection
+            assert connection is not None
+            if floor_store.is_sqlite:
+                connection.isolation_level = None  # BEGIN is sent as the hub sends it
+            for _ in range(WARM_UP):
+                replay(connection, calls, floor_store.is_sqlite)
+            for r in range(rounds):
+                batch = envelopes(key, reports)
+                started = time.process_time()
+                for envelope in batch:
+                    hub.handle(CREATE_REPORT, envelope, SENDER)
+                hub_cpu = time.process_time() - started
+                started = time.process_time()
+                hub.keep_audit_log()
+                figures.sequencer_cpu += time.process_time() - started
+                floor_cpu = cpu_of(
+                    lambda: replay(connection, calls, floor_store.is_sqlite), reports
+                )
+                figures.reports += reports
+                figures.cpu += hub_cpu
+                figures.floor_reports += reports
+                figures.floor_cpu += floor_cpu
+                figures.rounds.append((hub_cpu / reports, floor_cpu / reports))
+                say(
+                    f"{label}, round {r + 1}/{rounds}: the pipeline "
+                    f"{hub_cpu / reports * 1e3:.2f} ms of CPU per report, the driver alone "
+                    f"{floor_cpu / reports * 1e3:.3f} ms ({figures.statements} statements)"
+                )
+        finally:
+            raw.close()
+    finally:
+        store.dispose()
+        floor_store.dispose()
+    return figures
+
+
+@contextmanager
+def databases(no_postgres: bool, directory: Path) -> Iterator[list[tuple[str, str, str]]]:
+    """(label, url, floor url) for each database to run on; PostgreSQL's dropped after."""
+    found = [("SQLite", f"sqlite:///{directory}/hub.db", f"sqlite:///{directory}/floor.db")]
+    base = next((os.environ[v] for v in PG_VARS if os.environ.get(v)), None)
+    with ExitStack() as stack:
+        if base and not no_postgres:
+            label = f"PostgreSQL {postgres_version(base).split()[0]}"
+            url = normalise_url(stack.enter_context(postgres_database(base)))
+            floor = normalise_url(stack.enter_context(postgres_database(base)))
+            found.append((label, url, floor))
+        else:
+            print(
+                f"reportcpu: PostgreSQL skipped: set {' or '.join(PG_VARS)} to include it",
+                flush=True,
+            )
+        yield found
+
+
+def measure(args: argparse.Namespace) -> list[Figures]:
+    def say(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] reportcpu: {message}", flush=True)
+
+    quick = bool(getattr(args, "quick", False))
+    reports = getattr(args, "reports", None) or (200 if quick else 1000)
+    rounds = getattr(args, "rounds", None) or 3
+    out = []
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stophub-cpu-")))
+        stack.enter_context(keyring_in(tmp))
+        for label, url, floor in stack.enter_context(
+            databases(bool(getattr(args, "no_postgres", False)), tmp)
+        ):
+            out.append(measure_database(label, url, floor, reports, rounds, say))
+    return out
+
+
+def to_rows(found: Sequence[Figures]) -> list[Row]:
+    rows = []
+    for f in found:
+        per_round = ", ".join(f"{hub / floor:.0f}×" for hub, floor in f.rounds if floor)
+        rows.append(
+            Row(
+                "reportcpu",
+                f"CreateReport in process, CPU per report, {f.database} (rounds {per_round})",
+                f.cpu / f.reports * 1e3,
+                "ms",
+                f"the driver alone sending its {f.statements} statements, rolled back",
+                f.floor_cpu / f.floor_reports * 1e3,
+                False,
+            )
+        )
+        rows.append(
+            Row(
+                "reportcpu",
+                f"the audit log's sequencer, CPU per report, {f.database}",
+                f.sequencer_cpu / f.reports * 1e3,
+                "ms",
+            )
+        )
+    return rows
+
+
+def rows(args: argparse.Namespace) -> list[Row]:
+    """The benchmark's rows for `python -m bench`."""
+    return to_rows(measure(args))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reportcpu (and --rounds, shared with intake)")
+    g.add_argument(
+        "--reports", type=int, default=None, help="reports per round (default 1,000; 200 quick)"
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    from bench.table import render
+
+    p = argparse.ArgumentParser(
+        prog="python -m bench.reportcpu", description=__doc__.split("\n")[0]
+    )
+    add_arguments(p)
+    p.add_argument("--rounds", type=int, default=None, help="alternated rounds (default 3)")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--no-postgres", action="store_true")
+    result = rows(p.parse_args(argv))
+    print()
+    print(render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
