@@ -75,7 +75,7 @@ from adapters.sdk import HubClient
 from adapters.sdk.client import tls_credentials, tls_options
 from bench.clocks import PG_VARS, percentile, postgres_database, postgres_version
 from bench.profiling import record_stacks
-from bench.table import Row
+from bench.table import Row, standalone
 from hub.crypto import fields, pki
 from hub.crypto.envelope import seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey, save_private_key
@@ -1165,20 +1165,7 @@ def main(argv: Sequence[str]) -> int:
         a = p.parse_args(argv[1:])
         asyncio.run(serve_baseline(a.address, a.tls_dir, a.parts))
         return 0
-    from bench.table import render
-
-    p = argparse.ArgumentParser(
-        prog="python -m bench.blacklist", description=__doc__.split("\n")[0]
-    )
-    add_arguments(p)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--no-postgres", action="store_true")
-    # SIGTERM unwinds like Ctrl-C: the hub, the servers and the run's database are cleaned up.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    result = rows(p.parse_args(argv))
-    print()
-    print(render(result))
-    return 1 if any(r.met is False for r in result if "INVALID" in r.measure) else 0
+    return standalone(argv, "python -m bench.blacklist", __doc__ or "", add_arguments, rows)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ from sqlalchemy import create_engine, func, select
 from bench.clocks import PG_VARS, percentile, postgres_database, postgres_version
 from bench.delivery import cpu_seconds, keyring_in
 from bench.profiling import record_stacks
-from bench.table import Row
+from bench.table import Row, standalone
 from hub.crypto import pki
 from hub.crypto.envelope import seal_message, verify_envelope
 from hub.crypto.keys import PrivateKey, save_private_key
@@ -735,17 +735,7 @@ def main(argv: Sequence[str]) -> int:
         a = p.parse_args(argv[1:])
         asyncio.run(serve_echo(a.address, a.tls_dir))
         return 0
-    from bench.table import render
-
-    p = argparse.ArgumentParser(prog="python -m bench.intake", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--no-postgres", action="store_true")
-    exit_on_sigterm()
-    result = rows(p.parse_args(argv))
-    print()
-    print(render(result))
-    return 0
+    return standalone(argv, "python -m bench.intake", __doc__ or "", add_arguments, rows)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from sqlalchemy import event
 
 from bench.clocks import PG_VARS, postgres_database, postgres_version
 from bench.delivery import keyring_in
-from bench.table import Row
+from bench.table import Row, standalone
 from hub.bootstrap import build_hub
 from hub.crypto.envelope import seal_message
 from hub.crypto.keys import PrivateKey
@@ -246,20 +246,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: Sequence[str]) -> int:
-    from bench.table import render
-
-    p = argparse.ArgumentParser(
-        prog="python -m bench.reportcpu", description=__doc__.split("\n")[0]
-    )
+def _alone_arguments(p: argparse.ArgumentParser) -> None:
     add_arguments(p)
     p.add_argument("--rounds", type=int, default=None, help="alternated rounds (default 3)")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--no-postgres", action="store_true")
-    result = rows(p.parse_args(argv))
-    print()
-    print(render(result))
-    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    return standalone(argv, "python -m bench.reportcpu", __doc__ or "", _alone_arguments, rows)
 
 
 if __name__ == "__main__":

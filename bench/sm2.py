@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from bench import intake
-from bench.table import Row
+from bench.table import Row, standalone
 from hub.crypto import fields, sm2
 from hub.crypto.keys import PrivateKey
 from hub.crypto.signing import ECDSA_P256, ED25519, SM2_SM3, verify_signature
@@ -176,17 +176,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    from bench.table import render
-
-    p = argparse.ArgumentParser(prog="python -m bench.sm2", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--no-postgres", action="store_true")
-    intake.exit_on_sigterm()
-    result = rows(p.parse_args(argv))
-    print()
-    print(render(result))
-    return 0
+    return standalone(argv, "python -m bench.sm2", __doc__ or "", add_arguments, rows)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ machine did in the same minutes does not drift as much. Each benchmark module re
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import argparse
+import signal
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -60,3 +63,25 @@ def render(rows: Iterable[Row]) -> str:
             f"| {target} |"
         )
     return "\n".join(lines)
+
+
+def standalone(
+    argv: Sequence[str],
+    prog: str,
+    doc: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    rows: Callable[[argparse.Namespace], list[Row]],
+) -> int:
+    """`python -m bench.<name>`: one benchmark's options (with --quick and --no-postgres), its
+    rows printed as the table; 1 when a row is INVALID (as `python -m bench`). SIGTERM unwinds
+    like Ctrl-C, so that the servers and the PostgreSQL databases of the run are stopped and
+    dropped by their context managers."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    add_arguments(p)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--no-postgres", action="store_true")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    result = rows(p.parse_args(argv))
+    print()
+    print(render(result))
+    return 1 if any(r.met is False for r in result if "INVALID" in r.measure) else 0
