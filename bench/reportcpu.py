@@ -15,7 +15,9 @@ to a second fresh database, in a transaction rolled back each time (the rows wou
 otherwise; the commit is therefore not in the floor). The difference is the Python above the
 driver: the pipeline, SQLAlchemy, the domain, sealing and signatures. The audit log's
 sequencer (which places the entries later, off the request path) is measured after each
-round and shown on its own row.
+round and shown on its own row. Each round's cases are then confirmed by their reporting
+bank with the centre's standing auto-stop rule on (bench/delivery.py's): the CPU of a
+verification that stops the mule account, the stop path of issue 22.
 
 `--rounds` rounds (default 3) alternate the two, and the figures pool them, because on a
 shared machine one round can run a fifth slower than the next.
@@ -36,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 
 from bench.clocks import PG_VARS, postgres_database, postgres_version
 from bench.delivery import keyring_in
@@ -44,13 +46,16 @@ from bench.table import Row, standalone
 from hub.bootstrap import build_hub
 from hub.crypto.envelope import seal_message
 from hub.crypto.keys import PrivateKey
-from hub.service.commands.case import CREATE_REPORT
+from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
+from hub.service.commands.order import SET_AUTO_STOP_RULE
 from hub.store.sql import SqlStore, normalise_url
-from stophub.v1 import envelope_pb2
+from hub.store.tables import orders
+from stophub.v1 import case_pb2, envelope_pb2, order_pb2
 from tests.e2e.test_crash import mule_report
 from tests.e2e.test_restart import register_members
 
 SENDER = "BANKA"
+CENTRE = "CENTRE"
 WARM_UP = 50  # reports before the timed ones: caches, pools, compiled statements
 
 # (SQL text, parameters, executemany) as SQLAlchemy handed them to the DB-API cursor.
@@ -67,6 +72,9 @@ class Figures:
     floor_cpu: float = 0.0  # seconds, the driver alone
     sequencer_cpu: float = 0.0  # seconds, placing the rounds' entries in the log
     rounds: list[tuple[float, float]] = field(default_factory=list)  # (hub, floor) per report
+    verifications: int = 0  # VerifyReports of the rounds' cases, the centre's auto stop on
+    verify_cpu: float = 0.0
+    verify_statements: int = 0
 
 
 def envelopes(key: PrivateKey, count: int) -> list[envelope_pb2.Envelope]:
@@ -82,6 +90,24 @@ def envelopes(key: PrivateKey, count: int) -> list[envelope_pb2.Envelope]:
             message=body,
         )
         for _ in range(count)
+    ]
+
+
+def signed(key: PrivateKey, sender: str, body: Any) -> envelope_pb2.Envelope:
+    return seal_message(
+        key,
+        sender=sender,
+        recipient="HUB",
+        message_id=f"cpu-{uuid.uuid4().hex}",
+        create_time=datetime.now(UTC),
+        message=body,
+    )
+
+
+def verifications(key: PrivateKey, case_ids: Sequence[str]) -> list[envelope_pb2.Envelope]:
+    confirmed = case_pb2.VERIFICATION_OUTCOME_CONFIRMED
+    return [
+        signed(key, SENDER, case_pb2.Verification(case_id=c, outcome=confirmed)) for c in case_ids
     ]
 
 
@@ -120,6 +146,9 @@ def measure_database(
         key = keys[SENDER]
         for envelope in envelopes(key, WARM_UP):
             hub.handle(CREATE_REPORT, envelope, SENDER)
+        # The centre's standing rule: each confirmed case stops the mule account at once.
+        rule = order_pb2.AutoStopRule(rule_id="BENCH", enabled=True, max_amount_fen=10_000_000)
+        hub.handle(SET_AUTO_STOP_RULE, signed(keys[CENTRE], CENTRE, rule), CENTRE)
         hub.keep_audit_log()
 
         calls: list[DriverCall] = []
@@ -129,9 +158,21 @@ def measure_database(
                 calls.append((sql, params, many))
 
         event.listen(store.engine, "before_cursor_execute", caught)
-        hub.handle(CREATE_REPORT, envelopes(key, 1)[0], SENDER)
+        case_id = _case_id(hub.handle(CREATE_REPORT, envelopes(key, 1)[0], SENDER))
         event.remove(store.engine, "before_cursor_execute", caught)
         figures.statements = len(calls)
+        verify_calls: list[DriverCall] = []
+
+        def caught_verify(
+            _conn: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, many: bool
+        ) -> None:
+            if not sql.startswith("BEGIN"):
+                verify_calls.append((sql, params, many))
+
+        event.listen(store.engine, "before_cursor_execute", caught_verify)
+        hub.handle(VERIFY_REPORT, verifications(key, [case_id])[0], SENDER)
+        event.remove(store.engine, "before_cursor_execute", caught_verify)
+        figures.verify_statements = len(verify_calls)
 
         raw = floor_store.engine.raw_connection()
         try:
@@ -144,9 +185,15 @@ def measure_database(
             for r in range(rounds):
                 batch = envelopes(key, reports)
                 started = time.process_time()
-                for envelope in batch:
-                    hub.handle(CREATE_REPORT, envelope, SENDER)
+                answers = [hub.handle(CREATE_REPORT, envelope, SENDER) for envelope in batch]
                 hub_cpu = time.process_time() - started
+                confirming = verifications(key, [_case_id(a) for a in answers])
+                started = time.process_time()
+                for envelope in confirming:
+                    hub.handle(VERIFY_REPORT, envelope, SENDER)
+                verify_cpu = time.process_time() - started
+                figures.verifications += len(confirming)
+                figures.verify_cpu += verify_cpu
                 started = time.process_time()
                 hub.keep_audit_log()
                 figures.sequencer_cpu += time.process_time() - started
@@ -161,14 +208,27 @@ def measure_database(
                 say(
                     f"{label}, round {r + 1}/{rounds}: the pipeline "
                     f"{hub_cpu / reports * 1e3:.2f} ms of CPU per report, the driver alone "
-                    f"{floor_cpu / reports * 1e3:.3f} ms ({figures.statements} statements)"
+                    f"{floor_cpu / reports * 1e3:.3f} ms ({figures.statements} statements); "
+                    f"a verification with its auto stop {verify_cpu / reports * 1e3:.2f} ms "
+                    f"({figures.verify_statements} statements)"
                 )
         finally:
             raw.close()
+        with store.engine.connect() as conn:
+            stops = conn.execute(select(func.count()).select_from(orders)).scalar_one()
+        if stops < figures.verifications + 1:
+            raise AssertionError(
+                f"{label}: {figures.verifications + 1} verifications made {stops} stop orders; "
+                "the centre's auto stop did not run, so the figure is not what it says"
+            )
     finally:
         store.dispose()
         floor_store.dispose()
     return figures
+
+
+def _case_id(answer: envelope_pb2.Envelope) -> str:
+    return case_pb2.Case.FromString(answer.body).case_id
 
 
 @contextmanager
@@ -226,7 +286,16 @@ def to_rows(found: Sequence[Figures]) -> list[Row]:
         rows.append(
             Row(
                 "reportcpu",
-                f"the audit log's sequencer, CPU per report, {f.database}",
+                f"VerifyReport with the centre's auto stop, in process, CPU per verification "
+                f"({f.verify_statements} statements), {f.database}",
+                f.verify_cpu / f.verifications * 1e3 if f.verifications else 0.0,
+                "ms",
+            )
+        )
+        rows.append(
+            Row(
+                "reportcpu",
+                f"the audit log's sequencer, CPU per report and its verification, {f.database}",
                 f.sequencer_cpu / f.reports * 1e3,
                 "ms",
             )

@@ -16,6 +16,10 @@ def test_a_small_run_measures_the_pipeline_above_the_driver_floor() -> None:
     assert found.reports == found.floor_reports == 8
     assert len(found.rounds) == 2
     assert found.cpu > found.floor_cpu > 0
+    # Each case confirmed, the centre's auto stop on (the bench checks that each made a stop).
+    assert found.verifications == 8
+    assert found.verify_cpu > 0
+    assert found.verify_statements > found.statements
     rows = to_rows([found])
-    assert [r.benchmark for r in rows] == ["reportcpu", "reportcpu"]
+    assert [r.benchmark for r in rows] == ["reportcpu"] * 3
     assert rows[0].baseline.startswith(f"the driver alone sending its {found.statements}")
