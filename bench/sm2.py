@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -53,9 +54,9 @@ def signature_rates(seconds: float) -> dict[str, tuple[float, float]]:
         signature = key.sign(data)
         public = key.public_key
         assert verify_signature(algorithm, public, signature, data)
-        signs = _rate(lambda k=key: k.sign(data), seconds)
+        signs = _rate(functools.partial(key.sign, data), seconds)
         verifies = _rate(
-            lambda a=algorithm, p=public, s=signature: verify_signature(a, p, s, data), seconds
+            functools.partial(verify_signature, algorithm, public, signature, data), seconds
         )
         rates[algorithm] = (signs, verifies)
     return rates
