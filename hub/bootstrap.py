@@ -9,10 +9,11 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 from alembic import command
@@ -50,6 +51,8 @@ from hub.system import memory
 from hub.system.calendar import ChineseWorkingDays, calendar_status
 from hub.system.clock import SystemClock
 from hub.system.policy import load_calendar, load_policy, read_policy
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -491,6 +494,31 @@ async def start(
         gc_pauses=gc_pauses,
         refreezing=refreezing,
     )
+
+
+def run_to_completion(main: Coroutine[Any, Any, T], settle: float = 5.0) -> T:
+    """`asyncio.run(main)`, except that gRPC's own tasks for the calls of a stopped server
+    end before the loop closes (for at most `settle` seconds).
+
+    A grpc.aio server's task for a call (`_schedule_rpc_coro`) ends some loop turns after
+    `server.stop` returns: once the handler's own task has ended. asyncio.run cancels every
+    task left when `main` returns, and gRPC logs such a task cancelled in the turn its
+    handler ended as an exception it did not handle, with a traceback: the last lines of
+    `serve` or the demo after Ctrl-C, now and then, on a busy machine."""
+
+    async def settled() -> T:
+        try:
+            return await main
+        finally:
+            calls = [t for t in asyncio.all_tasks() if not t.done() and _grpc_call_task(t)]
+            if calls:
+                await asyncio.wait(calls, timeout=settle)
+
+    return asyncio.run(settled())
+
+
+def _grpc_call_task(task: asyncio.Task[Any]) -> bool:
+    return getattr(task.get_coro(), "__name__", "") == "_schedule_rpc_coro"
 
 
 async def _refreezing(interval: float) -> None:

@@ -4,13 +4,13 @@ with --console, the network then stays up with a web console per institution
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sys
 from pathlib import Path
 
 import click
 
+from hub import bootstrap
 from hub.cli.demo_console import PortBusy, bind_ports, keep_running
 from hub.cli.demo_story import run_demo
 from hub.render.screen import console, make_console
@@ -39,13 +39,13 @@ def demo(directory: str, consoles: bool, console_port: int) -> None:
     # Logs and CI are not terminals; their 80 columns would fold every timeline row.
     out = console if console.is_terminal else make_console(width=150)
     if not consoles:
-        sys.exit(asyncio.run(run_demo(Path(directory), out)))
+        sys.exit(bootstrap.run_to_completion(run_demo(Path(directory), out)))
     try:
         sockets = bind_ports(console_port)
     except PortBusy as err:
         raise click.ClickException(str(err)) from err
     try:
-        status = asyncio.run(
+        status = bootstrap.run_to_completion(
             run_demo(
                 Path(directory),
                 out,

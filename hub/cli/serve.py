@@ -246,7 +246,7 @@ def serve(
         store.dispose()
 
     try:
-        asyncio.run(run())
+        bootstrap.run_to_completion(run())
     except PolicyError as err:  # the file changed between the check above and the start
         raise click.ClickException(str(err)) from err
 
