@@ -57,7 +57,7 @@ from bench import (
     sm2,
     warning_delivery,
 )
-from bench.table import Row, render
+from bench.table import Row, exit_on_sigterm, render
 
 NAMES = (
     "clocks",
@@ -231,7 +231,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str]) -> int:
     args = parse(argv)
-    intake.exit_on_sigterm()
+    exit_on_sigterm()
     rows: list[Row] = []
     for name in args.names:
         say(f"{name}: starting")

@@ -38,7 +38,6 @@ import itertools
 import math
 import multiprocessing
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -719,12 +718,6 @@ def _with_defaults(args: argparse.Namespace) -> argparse.Namespace:
         if values.get(name) is None:
             values[name] = default
     return argparse.Namespace(**values)
-
-
-def exit_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C: the hub, the echo servers and the PostgreSQL database of
-    the run are stopped and dropped by their context managers instead of being left behind."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def main(argv: Sequence[str]) -> int:

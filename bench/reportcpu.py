@@ -77,22 +77,6 @@ class Figures:
     verify_statements: int = 0
 
 
-def envelopes(key: PrivateKey, count: int) -> list[envelope_pb2.Envelope]:
-    now = datetime.now(UTC)
-    body = mule_report(SENDER, "BANKB", now)
-    return [
-        seal_message(
-            key,
-            sender=SENDER,
-            recipient="HUB",
-            message_id=f"cpu-{uuid.uuid4().hex}",
-            create_time=now,
-            message=body,
-        )
-        for _ in range(count)
-    ]
-
-
 def signed(key: PrivateKey, sender: str, body: Any) -> envelope_pb2.Envelope:
     return seal_message(
         key,
@@ -102,6 +86,26 @@ def signed(key: PrivateKey, sender: str, body: Any) -> envelope_pb2.Envelope:
         create_time=datetime.now(UTC),
         message=body,
     )
+
+
+def envelopes(key: PrivateKey, count: int) -> list[envelope_pb2.Envelope]:
+    body = mule_report(SENDER, "BANKB", datetime.now(UTC))
+    return [signed(key, SENDER, body) for _ in range(count)]
+
+
+def driver_calls(engine: Any, work: Callable[[], Any]) -> tuple[Any, list[DriverCall]]:
+    """What `work` returned, and the statements it handed the DB-API cursor (BEGIN aside)."""
+    calls: list[DriverCall] = []
+
+    def caught(_conn: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+        if not sql.startswith("BEGIN"):
+            calls.append((sql, params, many))
+
+    event.listen(engine, "before_cursor_execute", caught)
+    try:
+        return work(), calls
+    finally:
+        event.remove(engine, "before_cursor_execute", caught)
 
 
 def verifications(key: PrivateKey, case_ids: Sequence[str]) -> list[envelope_pb2.Envelope]:
@@ -151,27 +155,14 @@ def measure_database(
         hub.handle(SET_AUTO_STOP_RULE, signed(keys[CENTRE], CENTRE, rule), CENTRE)
         hub.keep_audit_log()
 
-        calls: list[DriverCall] = []
-
-        def caught(_conn: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
-            if not sql.startswith("BEGIN"):
-                calls.append((sql, params, many))
-
-        event.listen(store.engine, "before_cursor_execute", caught)
-        case_id = _case_id(hub.handle(CREATE_REPORT, envelopes(key, 1)[0], SENDER))
-        event.remove(store.engine, "before_cursor_execute", caught)
+        answer, calls = driver_calls(
+            store.engine, lambda: hub.handle(CREATE_REPORT, envelopes(key, 1)[0], SENDER)
+        )
         figures.statements = len(calls)
-        verify_calls: list[DriverCall] = []
-
-        def caught_verify(
-            _conn: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, many: bool
-        ) -> None:
-            if not sql.startswith("BEGIN"):
-                verify_calls.append((sql, params, many))
-
-        event.listen(store.engine, "before_cursor_execute", caught_verify)
-        hub.handle(VERIFY_REPORT, verifications(key, [case_id])[0], SENDER)
-        event.remove(store.engine, "before_cursor_execute", caught_verify)
+        confirm = verifications(key, [_case_id(answer)])[0]
+        _, verify_calls = driver_calls(
+            store.engine, lambda: hub.handle(VERIFY_REPORT, confirm, SENDER)
+        )
         figures.verify_statements = len(verify_calls)
 
         raw = floor_store.engine.raw_connection()

@@ -73,15 +73,19 @@ def standalone(
     rows: Callable[[argparse.Namespace], list[Row]],
 ) -> int:
     """`python -m bench.<name>`: one benchmark's options (with --quick and --no-postgres), its
-    rows printed as the table; 1 when a row is INVALID (as `python -m bench`). SIGTERM unwinds
-    like Ctrl-C, so that the servers and the PostgreSQL databases of the run are stopped and
-    dropped by their context managers."""
+    rows printed as the table; 1 when a row is INVALID (as `python -m bench`)."""
     p = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     add_arguments(p)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-postgres", action="store_true")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    exit_on_sigterm()
     result = rows(p.parse_args(argv))
     print()
     print(render(result))
     return 1 if any(r.met is False for r in result if "INVALID" in r.measure) else 0
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C: the servers and the PostgreSQL databases of the run are
+    stopped and dropped by their context managers instead of being left behind."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
