@@ -101,6 +101,14 @@ def wait(browser: WebDriver, condition: Callable[[WebDriver], Any], timeout: flo
     return WebDriverWait(browser, timeout, poll_frequency=0.05).until(condition)
 
 
+def click(browser: WebDriver, css: str) -> None:
+    """Click and wait for the next page to load: until a new document replaced the old one
+    (the old one's readyState is already "complete" the moment the click returns)."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, css).click()
+    wait(browser, lambda b: old.id != b.find_element(By.TAG_NAME, "html").id)
+
+
 def text(browser: WebDriver) -> str:
     return str(browser.find_element(By.TAG_NAME, "body").text)
 

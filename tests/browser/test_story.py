@@ -34,7 +34,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
 from stophub.v1 import account_pb2, appeal_pb2, blacklist_pb2, case_pb2, order_pb2
-from tests.browser.browsing import path_of, shot, sign_in, text, url, wait
+from tests.browser.browsing import click, path_of, shot, sign_in, text, url, wait
 from tests.console_support import Console, ConsoleNetwork, console_network
 
 # One worker runs the browser tests: one Chromium serves them all.
@@ -109,13 +109,6 @@ def fill(form: WebElement, values: dict[str, str]) -> None:
         else:
             field.clear()
             field.send_keys(value)
-
-
-def click(browser: WebDriver, css: str) -> None:
-    """Click and wait for the next page to load."""
-    old = browser.find_element(By.TAG_NAME, "html")
-    browser.find_element(By.CSS_SELECTOR, css).click()
-    wait(browser, lambda b: old.id != b.find_element(By.TAG_NAME, "html").id)
 
 
 def link(browser: WebDriver, partial: str) -> None:

@@ -18,7 +18,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from stophub.v1 import warning_pb2
-from tests.browser.browsing import path_of, shot, sign_in, text, url, wait
+from tests.browser.browsing import click, path_of, shot, sign_in, text, url, wait
 from tests.console_support import ConsoleNetwork, console_network
 
 pytestmark = pytest.mark.xdist_group("browser")
@@ -53,9 +53,7 @@ def fill(browser: WebDriver, form_id: str, values: dict[str, str]) -> None:
 
 
 def submit(browser: WebDriver, form_id: str) -> None:
-    button = browser.find_element(By.CSS_SELECTOR, f"#{form_id} button")
-    button.click()
-    wait(browser, lambda b: b.execute_script("return document.readyState") == "complete")
+    click(browser, f"#{form_id} button")
 
 
 def test_a_warning_from_the_centres_form_to_the_members_outcome(
