@@ -292,6 +292,13 @@ class Order:
         return self.kind in HOLD_KINDS
 
 
+@dataclass(frozen=True)
+class Closure:
+    """A case just closed; `lapsed`: its stops and freezes that held ¥0, ended with it."""
+
+    lapsed: list[Order]
+
+
 @dataclass(eq=False)
 class Case:
     case_id: str
@@ -918,15 +925,22 @@ class Case:
         )
         return order
 
-    def close_if_settled(self, now: datetime) -> bool:
-        """Close once every held fen was returned or released and nothing is pending."""
+    def close_if_settled(self, now: datetime) -> Closure | None:
+        """Close once every held fen was returned or released and nothing is pending; None
+        while the case stays open.
+
+        A stop or freeze that found nothing to hold (it answered holding ¥0) is still in
+        force at its bank when the rest of the money is settled: it lapses with the case
+        (`Closure.lapsed`), and its holder must lift it now rather than when its own time runs
+        out, since a closed case has no one left to investigate or renew it.
+        """
         if self.state is not CaseState.VERIFIED:
-            return False
+            return None
         if any(o.state is OrderState.PENDING for o in self.orders):
-            return False
+            return None
         ever_held = any(o.is_hold and o.amount_held_fen > 0 for o in self.orders)
         if not ever_held or self.held_fen > 0:
-            return False
+            return None
         self.state = CaseState.CLOSED
         self.closed_at = now
         self.record(
@@ -935,7 +949,15 @@ class Case:
             HUB_CODE,
             f"closed: {yuan(self.returned_fen)} returned, {yuan(self.released_fen)} released",
         )
-        return True
+        still_holding = [o for o in self.orders if o.is_hold and o.state is OrderState.HOLDING]
+        lapsed = []
+        for o in still_holding:
+            if self.expire(o.order_id, now, "its case closed with nothing held") is not None:
+                # It ends now, and says so: a bank lifts a lapsed hold only once its
+                # expire_time has passed by the bank's own clock (docs/signing.md).
+                o.expires_at = now
+                lapsed.append(o)
+        return Closure(lapsed)
 
     # ---- timeline -----------------------------------------------------------------------
 

@@ -116,7 +116,9 @@ class _CaseStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CaseState.V
     CASE_STATE_REJECTED: _CaseState.ValueType  # 3
     """Verification found no fraud; the case ended."""
     CASE_STATE_CLOSED: _CaseState.ValueType  # 4
-    """All held money was returned or released."""
+    """All held money was returned or released; a stop or freeze that held
+    nothing lapses with it (docs/orders.md, "Lapses").
+    """
 
 class CaseState(_CaseState, metaclass=_CaseStateEnumTypeWrapper):
     """Where a case stands."""
@@ -129,7 +131,9 @@ CASE_STATE_VERIFIED: CaseState.ValueType  # 2
 CASE_STATE_REJECTED: CaseState.ValueType  # 3
 """Verification found no fraud; the case ended."""
 CASE_STATE_CLOSED: CaseState.ValueType  # 4
-"""All held money was returned or released."""
+"""All held money was returned or released; a stop or freeze that held
+nothing lapses with it (docs/orders.md, "Lapses").
+"""
 Global___CaseState: _TypeAlias = CaseState  # noqa: Y015
 
 class _CaseOrder:

@@ -58,7 +58,9 @@ class _NoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeKind
     NOTICE_KIND_RENEWAL_REMINDER: _NoticeKind.ValueType  # 9
     """A freeze's term ends soon: renew it or let it lapse (to the centre)."""
     NOTICE_KIND_ORDER_EXPIRED: _NoticeKind.ValueType  # 10
-    """A stop or freeze lapsed: release the hold (to the holding institution and the centre)."""
+    """A stop or freeze lapsed, at the end of its time or, holding nothing, when its
+    case closed: release the hold (to the holding institution and the centres).
+    """
     NOTICE_KIND_TRAIL_ESCALATION: _NoticeKind.ValueType  # 11
     """Money moved on where the hub cannot follow it by itself: to an institution
     that is not a member, deeper than the standing rule reaches, or with no
@@ -126,7 +128,9 @@ NOTICE_KIND_CLOCK_ESCALATION: NoticeKind.ValueType  # 8
 NOTICE_KIND_RENEWAL_REMINDER: NoticeKind.ValueType  # 9
 """A freeze's term ends soon: renew it or let it lapse (to the centre)."""
 NOTICE_KIND_ORDER_EXPIRED: NoticeKind.ValueType  # 10
-"""A stop or freeze lapsed: release the hold (to the holding institution and the centre)."""
+"""A stop or freeze lapsed, at the end of its time or, holding nothing, when its
+case closed: release the hold (to the holding institution and the centres).
+"""
 NOTICE_KIND_TRAIL_ESCALATION: NoticeKind.ValueType  # 11
 """Money moved on where the hub cannot follow it by itself: to an institution
 that is not a member, deeper than the standing rule reaches, or with no

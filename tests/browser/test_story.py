@@ -436,6 +436,12 @@ def step_5_the_return_is_made_and_answered_and_the_case_closes(
     case = case_of(net, hub, case_id)
     assert case.state == case_pb2.CASE_STATE_CLOSED, [(e.kind, e.summary) for e in case.events]
     assert case.returned_fen == 300_000
+    # PayX's stop found the wallet empty: it lapses with the case, PayX told to lift it.
+    [empty] = orders(case, order_pb2.ORDER_KIND_STOP, "PAYX")
+    assert empty.state == order_pb2.ORDER_STATE_EXPIRED
+    assert (
+        "its case closed with nothing held" in event(case, "order.expired", empty.order_id).summary
+    )
 
     become(browser, centre, "duty")
     go(browser, centre, f"/cases/{case_id}")

@@ -630,6 +630,56 @@ async def test_stops_under_the_standing_rule_pass_rows_b_and_c_and_lapse(
     assert len(agent.security_events) == 1 and "NOT lifted" in agent.security_events[0]
 
 
+async def test_a_stop_that_found_nothing_lapses_when_its_case_closes(
+    network: Network, members: dict[str, Member]
+) -> None:
+    centre, banka, bankb, payx = (members[c] for c in ("CENTRE", "BANKA", "BANKB", "PAYX"))
+    body = report(network.clock.now(), (500_000, 300_000))
+    body.transactions[0].payee.CopyFrom(SECOND_MULE)
+    body.transactions[1].payee.CopyFrom(WALLET)
+    case = await banka.client.create_report(body)
+    case = await banka.client.verify_report(case.case_id)
+
+    def stop_at(where: account_pb2.AccountRef) -> order_pb2.OrderInstruction:
+        instruction = order_pb2.OrderInstruction(case_id=case.case_id)
+        instruction.stop.account.CopyFrom(where)
+        for t in case.report.transactions:
+            if t.payee.account_number == where.account_number:
+                instruction.stop.amount_fen += t.amount_fen
+                fact = instruction.stop.transactions.add(amount_fen=t.amount_fen)
+                fact.transaction_time.CopyFrom(t.transaction_time)
+        return instruction
+
+    held = await centre.client.issue_order(stop_at(SECOND_MULE))
+    empty = await centre.client.issue_order(stop_at(WALLET))
+    await bankb.client.answer_order(answer(held.order_id, EXECUTED, 500_000))
+    await payx.client.answer_order(answer(empty.order_id, PARTIAL, 0, code="AM04"))
+
+    # Bank B's money goes back; with it the case closes, and PAYX's empty stop lapses now,
+    # not 48 hours after its answer.
+    lift = order_pb2.OrderInstruction(case_id=case.case_id)
+    lift.release.target_order_id = held.order_id
+    lift.release.reason = "the victim was repaid by the holder"
+    release = await centre.client.issue_order(lift)
+    await bankb.order(release.order_id)
+    await bankb.client.answer_order(
+        order_pb2.ExecutionResult(
+            order_id=release.order_id, status=EXECUTED, amount_released_fen=500_000
+        )
+    )
+    closed = await centre.client.get_case(case.case_id)
+    assert closed.state == case_pb2.CASE_STATE_CLOSED
+    [lapsed] = [o for o in closed.orders if o.order_id == empty.order_id]
+    assert lapsed.state == order_pb2.ORDER_STATE_EXPIRED
+
+    lapse = await payx.lapse(empty.order_id)
+    assert "its case closed with nothing held" in lapse.notice.summary
+    assert await documented_check(payx.client, lapse.notice) == "lapse"
+    agent = BankAgent(payx.client, SimulatedCoreBank("PAYX", datetime.now))
+    assert await agent.handle(lapse) and agent.security_events == []
+    assert any(f"{empty.order_id}: it lapsed" in line for line in agent.history)
+
+
 async def returns_to(member: Member, centre: Member, case_ids: Sequence[str]) -> list[Delivery]:
     orders = [
         o

@@ -1215,6 +1215,46 @@ def test_the_case_closes_when_every_held_fen_is_returned_or_released() -> None:
     assert [e.kind for e in case.events].count("case.closed") == 1
 
 
+def test_a_hold_that_found_nothing_lapses_when_its_case_closes() -> None:
+    # The money stopped at BANKB; at MULE_C's bank the stop found an empty account. Once
+    # BANKB's money went back to the victim nothing is left to investigate or renew: the
+    # empty stop lapses with the case, its holder told to lift it, not 48 hours later.
+    case = verified_case(tx(3_000_000), tx(1_000_000, payee=MULE_C))
+    stop_b = holding_stop(case)
+    empty = issue(case, stop_cmd(MULE_C, 1_000_000, [(at(-20), 1_000_000)]))
+    answer(case, empty, result(ExecutionStatus.PARTIALLY_EXECUTED, held=0, code="AM04"))
+    assert empty.state is OrderState.HOLDING
+    freeze = issue(case, freeze_cmd(stop_order_id=stop_b.order_id), now=at(20))
+    answer(case, freeze, result(held=3_000_000), now=at(21))
+    assert not case.close_if_settled(at(21))  # the freeze holds ¥30,000
+    assert empty.state is OrderState.HOLDING  # an open case keeps its empty stop
+
+    ret = issue(case, ReturnCommand(freeze.order_id, VICTIM, 3_000_000), now=at(30))
+    answer(case, ret, result(returned=3_000_000), now=at(31))
+    closure = case.close_if_settled(at(31))
+    assert closure is not None and closure.lapsed == [empty]
+    assert case.state is CaseState.CLOSED
+    assert (empty.state, empty.held_fen, empty.expires_at) == (OrderState.EXPIRED, 0, at(31))
+    assert [(e.kind, e.order_id) for e in case.events[-2:]] == [
+        ("case.closed", ""),
+        ("order.expired", empty.order_id),
+    ]
+    assert "its case closed with nothing held" in case.events[-1].summary
+    assert "BANKC must release the hold" in case.events[-1].summary
+    # The settled orders are left as they were.
+    assert (freeze.state, ret.state) == (OrderState.RETURNED, OrderState.COMPLETED)
+
+
+def test_a_case_that_closes_with_no_empty_hold_lapses_nothing() -> None:
+    case = verified_case()
+    stop = holding_stop(case)
+    release = issue(case, ReleaseCommand(stop.order_id, "unrelated"), now=at(10))
+    answer(case, release, result(released=3_000_000), now=at(11))
+    closure = case.close_if_settled(at(11))
+    assert closure is not None and closure.lapsed == []
+    assert case.events[-1].kind == "case.closed"
+
+
 def test_a_pending_order_keeps_the_case_open() -> None:
     case = verified_case(tx(3_000_000), tx(1_000_000, payee=MULE_C))
     stop = holding_stop(case)

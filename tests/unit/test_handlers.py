@@ -17,6 +17,7 @@ from hub.crypto.keys import PrivateKey
 from hub.crypto.listkey import ListKey
 from hub.crypto.signing import ECDSA_P256
 from hub.domain.cases import OrderState
+from hub.domain.clocks import ClockState
 from hub.domain.errors import (
     AlreadyExists,
     DomainError,
@@ -759,6 +760,52 @@ def test_a_case_from_report_to_closure(w: World) -> None:
         FailedPrecondition,
         "CASE_ENDED",
     )
+
+
+def test_a_stop_that_found_nothing_lapses_with_its_case_and_its_clocks_end(w: World) -> None:
+    w.hub.clock_policy = load_policy()  # the shipped clocks: a holding stop starts two
+    case = w.verified((MULE_B, 3_000_000), (MULE_C, 1_000_000))
+    stop_b = w.order(stop_body(case, MULE_B))
+    empty = w.order(stop_body(case, MULE_C))
+    w.clock.advance(timedelta(minutes=2))
+    w.answer("BANKB", execution(stop_b.order_id, held=3_000_000))
+    w.answer(
+        "BANKC",
+        execution(empty.order_id, order_pb2.EXECUTION_STATUS_PARTIALLY_EXECUTED, code="am04"),
+    )
+
+    def open_clocks(order_id: str) -> set[str]:
+        return {
+            c.kind
+            for c in w.store.state.clocks.values()
+            if c.order_id == order_id and c.state is ClockState.OPEN
+        }
+
+    assert open_clocks(empty.order_id) == {"investigate", "stop_validity"}
+    w.clock.advance(timedelta(hours=2))
+    release = w.order(release_body(case.case_id, stop_b.order_id))
+    calls = len(w.notifier.calls)
+    w.answer("BANKB", execution(release.order_id, released=3_000_000))
+
+    closed = w.get_case(case.case_id, "REG")
+    assert closed.state == case_pb2.CASE_STATE_CLOSED
+    [lapsed] = [o for o in closed.orders if o.order_id == empty.order_id]
+    assert lapsed.state == order_pb2.ORDER_STATE_EXPIRED
+    assert [e.kind for e in closed.events[-2:]] == ["case.closed", "order.expired"]
+    # BANKC lifts its stop now, and nothing is left to remind the centre of, nor to lapse.
+    assert open_clocks(empty.order_id) == set()
+    for recipient in ("BANKC", "AFC"):
+        [told] = [
+            n for n in w.notices(recipient) if n.kind == delivery_pb2.NOTICE_KIND_ORDER_EXPIRED
+        ]
+        assert told.order.order_id == empty.order_id
+        assert told.order.state == order_pb2.ORDER_STATE_EXPIRED
+        # It ends now, not 48 hours after BANKC's answer: a bank checks expire_time.
+        assert told.order.expire_time.ToDatetime(tzinfo=UTC) == w.clock.now()
+        assert "case closed with nothing held" in told.summary
+        assert not told.HasField("origin")  # no signer caused it, as a lapse in time
+    assert w.notifier.calls[calls:] == [frozenset({"AFC", "BANKA", "BANKC"})]
+    w.assert_outbox_signed()
 
 
 # ---- the standing auto-stop rule ------------------------------------------------------------
