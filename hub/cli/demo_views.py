@@ -212,7 +212,8 @@ def inspect_commands(directory: Path, database_url: str, case_id: str) -> list[s
     return [
         f"{common} case show {case_id} {db}",
         f"{common} case trail {case_id} --svg trail.svg {db}",
-        f"{common} report sla --case {case_id} --out sla.html {db}",
+        f"{common} report sla --case {case_id} --out sla.html "
+        f"--hub-key {shlex.quote(str(directory / 'keys' / 'hub.pub'))} {db}",
     ]
 
 

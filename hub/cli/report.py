@@ -20,16 +20,18 @@ import click
 
 from hub.cli.common import (
     CASE_ID,
+    HubKeys,
     command_clock,
     db_option,
     file_failure,
+    hub_key_option,
     open_store,
     personal_data_option,
 )
 from hub.render import outcomes as outcome_page
 from hub.render.report import render_html
 from hub.render.wording import display_zone, stamp
-from hub.service import outcomes
+from hub.service import outcomes, trust
 from hub.service.slareport import ReportError, SlaReport, gather
 from hub.store.reports import describe_database
 from hub.store.sql import shown_url
@@ -88,6 +90,13 @@ def report() -> None:
     help="Add this case's timeline (events and clock steps); repeatable.",
 )
 @personal_data_option
+@hub_key_option(
+    required=False,
+    help="A public key of the hub (its .pub file), repeatable: the checkpoint the report cites "
+    "must verify with it or a key it endorsed (`stophub keys endorse-hub`). Without it the "
+    "report checks the checkpoint against the hub's keys as the database's registry lists "
+    "them, which whoever holds the database can change, and says so.",
+)
 def sla(
     database_url: str,
     start_text: str | None,
@@ -95,6 +104,7 @@ def sla(
     out: Path,
     case_ids: tuple[str, ...],
     personal_data: bool,
+    hub_keys: HubKeys,
 ) -> None:
     """The SLA report: a summary per clock; per institution and clock the count, median and
     p90 against the deadline, breaches, reminders and escalations; charts; case timelines;
@@ -108,6 +118,14 @@ def sla(
     try:
         with store(read_only=True) as uow:
             uow.reports.hold_snapshot()
+            trusted = None
+            if hub_keys:
+                trusted = trust.trusted_keys(hub_keys, uow.audit.endorsements())
+                if trusted.findings:
+                    raise ReportError(
+                        f"{trusted.findings[0].detail}; run `stophub audit verify` and make no "
+                        "report from this database until it passes"
+                    )
             data = gather(
                 uow.reports,
                 uow.cases,
@@ -119,6 +137,7 @@ def sla(
                 zone=zone,
                 database=describe_database(database_url),
                 personal_data=personal_data,
+                trusted=trusted,
             )
     except ReportError as err:
         raise click.ClickException(str(err)) from err
@@ -170,6 +189,12 @@ def summary_lines(data: SlaReport, out: Path, sidecar: Path, digest: str) -> lis
         lines.append(
             f"made against the audit log's checkpoint of {cp.tree_size} entries "
             f"(root {cp.root_hash.hex()}), signed by the hub's key {cp.key_id}"
+            + (
+                ", which --hub-key vouches for"
+                if cp.pinned
+                else ", checked only against the database's registry: give --hub-key FILE "
+                "to check it against the hub's own public key"
+            )
         )
     return lines
 

@@ -650,8 +650,16 @@ def _evidence(report: SlaReport) -> str:
             ("Root hash (SHA-256)", cp.root_hash.hex()),
             (
                 "Signed by",
-                f"the hub, key {cp.key_id} ({cp.algorithm}): the signature verifies with that "
-                "key as the hub's registry holds it",
+                f"the hub, key {cp.key_id} ({cp.algorithm}): "
+                + (
+                    "the signature verifies with a key given to this report as the hub's own "
+                    "(--hub-key), or one such a key endorsed"
+                    if cp.pinned
+                    else "the signature verifies with that key as the hub's registry holds "
+                    "it; no key was given to this report as the hub's own (--hub-key), and "
+                    "whoever holds the database can change the registry: check the signed "
+                    "checkpoint below with the hub's public key"
+                ),
             ),
             ("Signature", cp.signature.hex()),
             ("Signed checkpoint (envelope, base64)", base64.b64encode(cp.envelope).decode()),

@@ -37,6 +37,7 @@ from hub.domain.cases import Case, Order, OrderKind
 from hub.domain.institutions import HUB_CODE
 from hub.service.auditverify import checkpoint_problem
 from hub.service.ports import CaseRepository, InstitutionRepository, LogCheckpointRow
+from hub.service.trust import TrustedKeys
 from stophub.v1 import envelope_pb2
 
 REMINDERS = frozenset({"reminder", "renewal_reminder"})
@@ -196,6 +197,10 @@ class Checkpoint:
     signature: bytes
     # The signed envelope itself (docs/audit.md), so anyone can check the signature offline.
     envelope: bytes
+    # Whether the key that verified it was given to the report as the hub's own (`--hub-key`,
+    # or endorsed by such a key), rather than read from the database's registry, which whoever
+    # holds the database can change.
+    pinned: bool = False
 
 
 # ---- figures ------------------------------------------------------------------------------------
@@ -417,14 +422,16 @@ def gather(
     zone: tzinfo = UTC,
     database: str = "",
     personal_data: bool = False,
+    trusted: TrustedKeys | None = None,
 ) -> SlaReport:
     """The clocks started in [start, end) (a missing end of the period from the database's
     clocks: `period`), their SLA log, the timelines of `case_ids`, and the audit log's latest
-    checkpoint, checked with the hub's registered keys. ReportError when that checkpoint does
-    not verify: a report cited as evidence must not rest on one."""
+    checkpoint, checked with `trusted` (the hub's keys given to the report, and those they
+    endorsed) or, without them, the hub's keys as the registry lists them. ReportError when
+    that checkpoint does not verify: a report cited as evidence must not rest on one."""
     span = reader.clock_span()
     start, end = period(start, end, span, zone, generated_at)
-    checkpoint = latest_checkpoint(reader, institutions)
+    checkpoint = latest_checkpoint(reader, institutions, trusted)
     return SlaReport(
         start,
         end,
@@ -441,19 +448,27 @@ def gather(
     )
 
 
-def latest_checkpoint(reader: SlaReader, institutions: InstitutionRepository) -> Checkpoint | None:
-    """The latest signed checkpoint, verified with the hub's keys as the registry holds them."""
+def latest_checkpoint(
+    reader: SlaReader, institutions: InstitutionRepository, trusted: TrustedKeys | None = None
+) -> Checkpoint | None:
+    """The latest signed checkpoint, verified with the `trusted` hub keys, or without them
+    with the hub's keys as the registry holds them."""
     row = reader.latest_checkpoint()
     if row is None:
         return None
-    hub = institutions.get(HUB_CODE)
-    keys = {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
+    if trusted is not None:
+        keys = trusted.keys
+        against = "the hub keys given (--hub-key) and those they endorsed"
+    else:
+        hub = institutions.get(HUB_CODE)
+        keys = {k.key_id: k.public_key for k in hub.keys} if hub is not None else {}
+        against = "the hub's keys in the database's registry"
     problem = checkpoint_problem(row, keys.get)
     if problem:
         raise ReportError(
-            f"the audit log's latest checkpoint (tree of {row.tree_size}) does not verify: "
-            f"{problem}; run `stophub audit verify` and make no report from this database "
-            "until it passes"
+            f"the audit log's latest checkpoint (tree of {row.tree_size}) does not verify with "
+            f"{against}: {problem}; run `stophub audit verify` and make no report from this "
+            "database until it passes"
         )
     envelope = envelope_pb2.Envelope.FromString(row.envelope)
     return Checkpoint(
@@ -464,6 +479,7 @@ def latest_checkpoint(reader: SlaReader, institutions: InstitutionRepository) ->
         envelope.algorithm or "ed25519",
         envelope.signature,
         row.envelope,
+        pinned=trusted is not None,
     )
 
 

@@ -188,6 +188,7 @@ async def test_demo_carries_the_case_to_close(
         assert case.case_id in done.stdout or "wrote sla.html" in done.stdout
     assert (tmp_path / "trail.svg").exists()
     assert case.case_id in (tmp_path / "sla.html").read_text(encoding="utf-8")
+    assert "which --hub-key vouches for" in done.stdout  # the report's, last of the three
 
 
 def test_the_hint_names_the_stophub_that_a_shell_here_runs(

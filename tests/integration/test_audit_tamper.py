@@ -231,7 +231,7 @@ def mallory_signs(log: Log) -> PrivateKey:
     return mallory
 
 
-class _Posing:
+class Posing:
     """Signs with one key while naming another (an endorsement that claims the hub's key)."""
 
     def __init__(self, key: PrivateKey, as_key_id: str) -> None:
@@ -252,7 +252,7 @@ class _Posing:
 def forge_endorsement(log: Log) -> None:
     mallory = mallory_signs(log)
     row = trust.endorse(
-        _Posing(mallory, log.net.hub_key.key_id),
+        Posing(mallory, log.net.hub_key.key_id),
         mallory.algorithm,
         mallory.public_key,
         log.net.clock.now(),

@@ -26,18 +26,25 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from hub.cli import main
 from hub.cli.report import report
 from hub.crypto.envelope import verify_envelope
+from hub.crypto.keys import PrivateKey
+from hub.service import auditlog, trust
+from hub.service.admin import NewKey, Registry
 from hub.service.commands.case import CREATE_REPORT, VERIFY_REPORT
 from hub.service.commands.order import SET_AUTO_STOP_RULE
 from hub.store.tables import audit_checkpoints, clocks, sla_log
 from hub.system.policy import load_policy
 from stophub.v1 import account_pb2, audit_pb2, case_pb2, envelope_pb2, order_pb2
 
+from .test_audit_log import hub_pub
+from .test_audit_tamper import Posing
 from .test_hub_on_db import Net, confirm, rule
+
+T_ENDORSED = datetime(2026, 3, 5, 9, tzinfo=UTC)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -444,6 +451,78 @@ def test_a_checkpoint_that_does_not_verify_stops_the_report(
     assert result.exit_code == 1
     line = result.output.strip()
     assert "\n" not in line and "does not verify" in line and "stophub audit verify" in line
+    assert not out.exists()
+
+
+def _signed_by_row(out: Path) -> str:
+    root = parse(out.read_text(encoding="utf-8"))
+    [row] = [tr for tr in root.iter("tr") if tr.attrib.get("data-item") == "Signed by"]
+    return "".join(row.itertext())
+
+
+def test_with_the_hubs_own_key_the_report_says_what_vouched_for_its_checkpoint(
+    net: Net, tmp_path: Path, database_url: str
+) -> None:
+    build(net)
+    out = tmp_path / "sla.html"
+    given = ["--hub-key", hub_pub(net, tmp_path)]
+    result = CliRunner().invoke(report, ["sla", "--db", database_url, "--out", str(out), *given])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert result.output.strip().splitlines()[-1].endswith("which --hub-key vouches for")
+    assert "given to this report as the hub's own" in _signed_by_row(out)
+
+    # Without the key, the report still rests on the registry's keys, and says so twice.
+    result = CliRunner().invoke(report, ["sla", "--db", database_url, "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "checked only against the database's registry: give --hub-key FILE" in result.output
+    assert "no key was given to this report as the hub's own" in _signed_by_row(out)
+
+
+def test_a_checkpoint_signed_by_a_key_the_database_holder_registered_fails_with_the_hubs_key(
+    net: Net, tmp_path: Path, database_url: str
+) -> None:
+    # Whoever runs the database adds a key of their own to the registry as the hub's and
+    # signs a checkpoint with it (over whatever log they like): the registry vouches for it.
+    build(net)
+    mallory = PrivateKey.generate()
+    Registry(net.store, net.clock).add_key("HUB", NewKey(mallory.algorithm, mallory.public_key))
+    with net.store.engine.begin() as conn:
+        conn.execute(delete(audit_checkpoints))
+    net.clock.advance(timedelta(minutes=1))
+    assert auditlog.checkpoint(net.store, mallory, net.clock, every=None) is not None
+    out = tmp_path / "sla.html"
+    fooled = CliRunner().invoke(report, ["sla", "--db", database_url, "--out", str(out)])
+    assert fooled.exit_code == 0, fooled.output
+    assert f"signed by the hub's key {mallory.key_id}, checked only against" in fooled.output
+    out.unlink()
+
+    given = ["--hub-key", hub_pub(net, tmp_path)]
+    result = CliRunner().invoke(report, ["sla", "--db", database_url, "--out", str(out), *given])
+    assert result.exit_code == 1, result.output
+    line = result.output.strip()
+    assert "\n" not in line and "does not verify with the hub keys given (--hub-key)" in line
+    assert "stophub audit verify" in line
+    assert not out.exists()
+
+
+def test_a_forged_endorsement_in_the_database_stops_a_report_given_the_hubs_key(
+    net: Net, tmp_path: Path, database_url: str
+) -> None:
+    build(net)
+    mallory = PrivateKey.generate()
+    # An endorsement of Mallory's key that names the hub's key as its signer but is signed
+    # by Mallory.
+    row = trust.endorse(
+        Posing(mallory, net.hub_key.key_id), mallory.algorithm, mallory.public_key, T_ENDORSED
+    )
+    with net.store() as uow:
+        uow.audit.add_endorsement(row)
+        uow.commit()
+    out = tmp_path / "sla.html"
+    given = ["--hub-key", hub_pub(net, tmp_path)]
+    result = CliRunner().invoke(report, ["sla", "--db", database_url, "--out", str(out), *given])
+    assert result.exit_code == 1, result.output
+    assert f"the endorsement of hub key {mallory.key_id}" in result.output
     assert not out.exists()
 
 
