@@ -51,9 +51,8 @@ from hub.cli.common import (
     ZoneParam,
     chosen,
     database_url_given,
-    file_failure,
     log,
-    refusal_line,
+    one_line,
     resolve_display_zone,
 )
 from hub.crypto import fields
@@ -103,78 +102,6 @@ def _one_line_usage(err: click.UsageError) -> click.UsageError:
         return err  # the help itself, or already one line
     said = err.format_message().rstrip(".")
     return click.UsageError(f"{said}; see `{err.ctx.command_path} --help`")
-
-
-# ---- failures as one line --------------------------------------------------------------------
-
-
-def one_line(err: BaseException) -> str | None:
-    """What a failure says to the person at the command line, in one line; None for an
-    error that is a bug, which keeps its traceback."""
-    if (line := refusal_line(err)) is not None:
-        return line
-    if isinstance(err, (DBAPIError, StoreUnavailable)):
-        return _database_failure(err)
-    if isinstance(err, CommandError):  # Alembic: a revision it cannot place
-        return (
-            f"{chosen.opened or 'the database'}: {' '.join(str(err).split())}: it was migrated "
-            "by another StopHub version; run the version the hub runs"
-        )
-    if isinstance(err, OSError):
-        return file_failure(err)
-    return None
-
-
-# What to do about a database the driver could not use, by what the driver said.
-_DATABASE_HINTS = (
-    (
-        (
-            "connection refused",
-            "could not translate host",
-            "timeout expired",
-            "no route",
-            "timed out",
-            "server closed the connection",
-            "network is unreachable",
-            "no such file or directory",
-        ),
-        f"check that the database server runs there and that --db (or ${ENV_DATABASE}) names it",
-    ),
-    (
-        ("password authentication failed", "no password supplied", "role "),
-        "check the user and password in --db",
-    ),
-    (("does not exist",), "check the database name in --db"),
-    (
-        ("database is locked",),
-        "another process holds the database's write lock (a running hub, a migration): "
-        "try again when it is done",
-    ),
-    (
-        ("readonly database", "read-only"),
-        "this user may not write the database: run the command as the hub's user",
-    ),
-    (
-        ("unable to open database file",),
-        "check that the file and its directory exist and that this user may read them",
-    ),
-    (
-        ("not a database", "malformed", "disk i/o"),
-        "is --db a StopHub database, and is its disk sound?",
-    ),
-)
-
-
-def _database_failure(err: BaseException) -> str:
-    cause = err.__cause__ if isinstance(err, StoreUnavailable) and err.__cause__ else err
-    said = cause.orig if isinstance(cause, DBAPIError) and cause.orig is not None else cause
-    first = " ".join((str(said).strip().splitlines() or [type(said).__name__])[0].split())
-    first = first.removeprefix("connection failed: ")  # psycopg says it twice
-    hint = next(
-        (h for needles, h in _DATABASE_HINTS if any(n in first.lower() for n in needles)),
-        f"check --db (or ${ENV_DATABASE})",
-    )
-    return f"{chosen.opened or 'the database'}: {first}: {hint}"
 
 
 @click.group(cls=OneLineErrors)

@@ -15,6 +15,7 @@ from hub.cli.common import (
     HubKeys,
     db_option,
     json_option,
+    one_line,
     open_store,
     personal_data_option,
     print_json,
@@ -62,10 +63,7 @@ def checks(fn: F) -> F:
         except (TrustError, ExportError) as err:
             raise CheckNotMade(" ".join(str(err).split())) from err
         except Exception as err:
-            # The main group's one line for a database or file failure (imported here, when
-            # it is needed: hub.cli imports this module).
-            from hub.cli import one_line
-
+            # The main group's one line for a database or file failure.
             line = one_line(err)
             if line is None:
                 raise

@@ -8,7 +8,7 @@ from the recorded times alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -292,6 +292,12 @@ class Order:
         return self.kind in HOLD_KINDS
 
 
+# What a new downstream stop may hold in an account: the victim's money the upstream order's
+# reported transfers can have carried there, less what live stops on that branch claim
+# (hub.domain.trail.branch_allowance).
+BranchAllowance = Callable[["Case", "Order", "AccountRef"], int]
+
+
 @dataclass(frozen=True)
 class Closure:
     """A case just closed; `lapsed`: its stops and freezes that held ¥0, ended with it."""
@@ -478,8 +484,13 @@ class Case:
         policy: Policy,
         note: str = "",
         auto_stop_rule_id: str | None = None,
+        branch_allowance: BranchAllowance | None = None,
     ) -> Order:
-        """Issue an order in the name of centre `issued_by` (its kind is checked by the caller)."""
+        """Issue an order in the name of centre `issued_by` (its kind is checked by the caller).
+
+        A downstream stop (one naming `upstream_order_id`) is checked against the money trail
+        the case's orders describe: `branch_allowance` is hub.domain.trail's, given by the
+        caller because the trail is built from cases (this module cannot import it)."""
         if self.state is CaseState.REPORTED:
             raise FailedPrecondition(
                 "CASE_NOT_VERIFIED",
@@ -500,7 +511,7 @@ class Case:
         }
         match command:
             case StopCommand():
-                order = self._stop(command, base, now, institutions, policy)
+                order = self._stop(command, base, now, institutions, policy, branch_allowance)
             case FreezeCommand():
                 order = self._freeze(command, base, institutions, policy)
             case ReleaseCommand():
@@ -526,12 +537,15 @@ class Case:
         now: datetime,
         institutions: Mapping[str, InstitutionKind],
         policy: Policy,
+        branch_allowance: BranchAllowance | None,
     ) -> Order:
         validate_account("stop.account", cmd.account, institutions)
         validate_amount("stop.amount_fen", cmd.amount_fen)
         layer = 1
         if cmd.upstream_order_id:
-            cmd, layer = self._downstream(cmd)
+            if branch_allowance is None:
+                raise TypeError("a downstream stop needs the trail's branch_allowance")
+            cmd, layer = self._downstream(cmd, branch_allowance)
         if not cmd.transactions:
             raise InvalidArgument(
                 "stop.transactions",
@@ -580,13 +594,13 @@ class Case:
         ]
         return order
 
-    def _downstream(self, cmd: StopCommand) -> tuple[StopCommand, int]:
+    def _downstream(
+        self, cmd: StopCommand, branch_allowance: BranchAllowance
+    ) -> tuple[StopCommand, int]:
         """Check a downstream stop against the trail: the upstream answer reported transfers
         into the account, and the amount is within what of the victim's money they can have
         carried that no live stop on the same branch claims. Fills in the transfers as the
         credits to match when the command names none."""
-        from hub.domain.trail import branch_allowance  # the trail is built from cases
-
         upstream = self.order(cmd.upstream_order_id)
         where = f"{mask(cmd.account.account_number)} at {cmd.account.institution_code}"
         if not upstream.is_hold:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from hub.domain.cases import Case, Order, OrderCommand, OrderState, StopCommand, describe
 from hub.domain.errors import DomainError, InvalidArgument, NotFound
 from hub.domain.institutions import HUB_CODE
+from hub.domain.trail import branch_allowance, follow
 from hub.domain.trail import build as build_trail
-from hub.domain.trail import follow
 from hub.domain.wording import mask, yuan
 from hub.service import wire
 from hub.service.pipeline import Context
@@ -60,6 +60,7 @@ def issue_in(ctx: Context, case: Case, command: OrderCommand, note: str) -> Orde
         institutions=ctx.kinds,
         policy=ctx.hub.policy,
         note=note,
+        branch_allowance=branch_allowance,
     )
     order.origin_envelope = ctx.envelope_bytes
     for other in case.orders:
@@ -197,6 +198,7 @@ def follow_onward(ctx: Context, case: Case, answered: Order) -> None:
                     institutions=ctx.kinds,
                     policy=ctx.hub.policy,
                     auto_stop_rule_id=rule.rule_id,
+                    branch_allowance=branch_allowance,
                 )
             except DomainError as err:
                 escalate(

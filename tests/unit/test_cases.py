@@ -46,6 +46,7 @@ from hub.domain.institutions import (
     KeyState,
 )
 from hub.domain.rules import AutoStopRule
+from hub.domain.trail import branch_allowance
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 POLICY = Policy()
@@ -143,6 +144,7 @@ def issue(
         institutions=KINDS,
         policy=policy,
         auto_stop_rule_id=rule,
+        branch_allowance=branch_allowance,
     )
 
 
