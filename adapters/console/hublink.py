@@ -235,6 +235,13 @@ class HubLink:
             alarm = notice.warning.state == warning_pb2.WARNING_STATE_SENT
         elif notice.HasField("lead") and notice.lead.name:
             url = f"/leads/{notice.lead.name}"
+        elif (
+            notice.kind == delivery_pb2.NOTICE_KIND_ORDER_EXPIRED
+            and notice.order.addressed_to == self.client.institution
+        ):
+            # A stop or freeze of ours lapsed: someone must release the hold in the bank's
+            # own systems now (the centres get the same notice, for their information).
+            url, alarm = "/inbox", True
         self.broadcaster.publish(
             Event(
                 "delivery",

@@ -448,6 +448,14 @@ def step_5_the_return_is_made_and_answered_and_the_case_closes(
     assert "closed" in browser.find_element(By.CSS_SELECTOR, "h1 .state").text.lower()
     screen(browser, "case-closed")
 
+    # At PayX, the duty officer's inbox says what to do about it.
+    payx = net.consoles["PAYX"]
+    become(browser, payx, "duty")
+    go(browser, payx, "/inbox")
+    row = row_of(browser, empty.order_id)
+    assert "Lapsed: release the hold" in row.find_element(By.CSS_SELECTOR, ".lapsed").text
+    screen(browser, "inbox-lapsed")
+
 
 def step_6_a_list_entry_is_published_appealed_decided_and_checked(
     net: ConsoleNetwork, browser: WebDriver, story: dict[str, Any], hub: dict[str, Any]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -210,3 +211,47 @@ def test_a_breach_raises_an_alarm_on_the_open_console(net: ConsoleNetwork) -> No
         stream.close()
     assert heard.data["alarm"] is True
     assert heard.data["url"].startswith("/cases/")
+
+
+def test_a_lapsed_stop_raises_an_alarm_and_the_inbox_says_to_release_the_hold(
+    net: ConsoleNetwork,
+) -> None:
+    bank, centre = net.client("BANKA"), net.client("CENTRE")
+    case = net.run(bank.create_report(report(net.clock.now())))
+    net.run(bank.verify_report(case.case_id))
+    order = net.run(centre.issue_order(stop_of(case.case_id, net)))
+    result = order_pb2.ExecutionResult(
+        order_id=order.order_id,
+        status=order_pb2.EXECUTION_STATUS_EXECUTED,
+        amount_held_fen=1_000_000,
+    )
+    net.run(net.client("BANKB").answer_order(result))
+    streaming(net)
+    browser = Browserless(net.consoles["BANKB"])
+    assert browser.login("duty").status_code == 303
+    stream = EventStream(browser)
+    desk = net.consoles["BANKB"].desk
+    try:
+        # Nobody froze or released it: 48 hours on the stop lapses, and the hold is BANKB's
+        # to release.
+        net.advance(timedelta(hours=49))
+
+        def lapse(h: Heard) -> bool:
+            if h.kind != "delivery" or not h.data.get("sequence"):
+                return False
+            with desk.db() as s:
+                row = s.get(StoredDelivery, h.data["sequence"])
+            return row is not None and row.kind == "NOTICE_KIND_ORDER_EXPIRED"
+
+        heard = stream.next(lapse, timeout=15)
+    finally:
+        stream.close()
+    assert (heard.data["alarm"], heard.data["url"]) == (True, "/inbox")
+    assert "the hold must be released" in heard.data["title"]
+    # 49 hours idle ended the session: the officer signs in again and opens the inbox.
+    assert browser.login("duty").status_code == 303
+    page = browser.get("/inbox")
+    assert page.status_code == 200
+    row = re.search(rf'<tr[^>]*data-order="{order.order_id}".*?</tr>', page.text, re.S)
+    assert row is not None, page.text
+    assert "expired" in row.group(0) and "Lapsed: release the hold" in row.group(0)
