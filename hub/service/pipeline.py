@@ -30,6 +30,7 @@ from hub.domain.errors import AlreadyExists, DomainError
 from hub.domain.institutions import HUB_CODE, Institution, InstitutionKind
 from hub.domain.returns import PUBLIC_NOTICE
 from hub.domain.workdays import WeekdaysOnly, WorkingDays
+from hub.service import wire
 from hub.service.batching import Batch, GroupCommit
 from hub.service.clocks import Tracked, apply_clocks, audit_transitions
 from hub.service.gate import MAX_CLOCK_SKEW, REPLAY_WINDOW, Gate, MemberCache, Members
@@ -50,13 +51,8 @@ from hub.service.ports import (
 )
 from hub.service.sweep import Jobs, Sweeper
 from stophub.v1 import (
-    appeal_pb2,
-    blacklist_pb2,
-    case_pb2,
     delivery_pb2,
     envelope_pb2,
-    order_pb2,
-    returns_pb2,
 )
 
 log = logging.getLogger(__name__)
@@ -362,7 +358,7 @@ class Hub:
     ) -> list[PendingDelivery]:
         """Queue a hub-signed notice to each recipient in the outbox and the audit log, in
         `uow`'s transaction (`members`: its registry, when its commit hands the rows over)."""
-        kind, case_id = _notice_kind(notice), notice.case_id or None
+        kind, case_id = _notice_kind(notice), wire.subject_of(notice)
         order_id = notice.order.order_id or None
         sealed = [self.seal(r, notice, now) for r in recipients]
         rows = [
@@ -511,14 +507,14 @@ class Hub:
                 )
             answer = self.seal(sender.code, result, now, in_reply_to=envelope.message_id)
             answer_bytes = answer.SerializeToString()
-            ctx.accept(command.name, _case_of(result))
+            ctx.accept(command.name, wire.subject_of(result))
             _audit_sent(
                 uow,
                 answer,
                 answer_bytes,
                 f"answer to {sender.code}/{envelope.message_id}",
                 now,
-                case_id=_case_of(result),
+                case_id=wire.subject_of(result),
             )
             uow.inbound.add(
                 sender.code,
@@ -588,13 +584,3 @@ def _run(command: Command[Any], ctx: Context, body: Message) -> Message:
     else:
         ctx.access = authorize(command.name, ctx.sender.code, ctx.sender.kind)
     return command.run(ctx, body)
-
-
-def _case_of(result: Message) -> str | None:
-    if isinstance(
-        result, case_pb2.Case | order_pb2.Order | returns_pb2.Distribution | appeal_pb2.Appeal
-    ):
-        return result.case_id or None
-    if isinstance(result, blacklist_pb2.ListEntryRecord):
-        return result.entry.source_case_id or None
-    return None

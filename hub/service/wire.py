@@ -48,15 +48,46 @@ from hub.domain.rules import AutoStopRule
 from hub.domain.trail import Edge, Node, NodeStatus
 from stophub.v1 import (
     account_pb2,
+    appeal_pb2,
+    blacklist_pb2,
     case_pb2,
     delivery_pb2,
     grade_pb2,
     institution_pb2,
+    lead_pb2,
     order_pb2,
     returns_pb2,
     sla_pb2,
     trail_pb2,
+    warning_pb2,
 )
+
+# ---- what a message is about -------------------------------------------------------------------
+
+
+def subject_of(message: Message) -> str | None:
+    """The case an answer or a notice is about, for its audit entry and its delivery row; for
+    a lead or a warning (and a notice of one) its own id, which stands in the case id as it
+    does for their clocks (docs/leads.md, docs/warnings.md): `audit export --case L...`."""
+    if isinstance(message, delivery_pb2.Notice):
+        return message.case_id or message.lead.name or message.warning.warning_id or None
+    if isinstance(
+        message,
+        case_pb2.Case
+        | order_pb2.Order
+        | returns_pb2.Distribution
+        | appeal_pb2.Appeal
+        | sla_pb2.ClockView,
+    ):
+        return message.case_id or None
+    if isinstance(message, blacklist_pb2.ListEntryRecord):
+        return message.entry.source_case_id or None
+    if isinstance(message, lead_pb2.Lead):
+        return message.name or None
+    if isinstance(message, warning_pb2.Warning):
+        return message.warning_id or None
+    return None
+
 
 # ---- time -------------------------------------------------------------------------------------
 

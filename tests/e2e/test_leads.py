@@ -86,6 +86,14 @@ async def test_leads_from_submission_to_triage(
     assert clock.responsible == "CENTRE" and clock.state == sla_pb2.CLOCK_STATE_OPEN
     [told] = await notices(centre, delivery_pb2.NOTICE_KIND_LEAD_SUBMITTED, 1)
     assert told.lead.name == red.name
+    # In the audit log the request, the hub's answer and its notice are all filed under the
+    # lead's id, as a case's are under the case's.
+    network.server.hub.keep_audit_log()
+    entries = (await clients["REG"].list_audit_entries(page_size=500)).entries
+    filed = {(e.kind, e.detail.split(":")[0]) for e in entries if e.case_id == red.name}
+    assert ("received", "SubmitLead accepted") in {(k, d.split(" (")[0]) for k, d in filed}
+    assert any(k == "sent" and d.startswith("answer to BANKA/") for k, d in filed), filed
+    assert ("sent", "lead_submitted to CENTRE") in filed, filed
 
     # The wallet hands over a lead about the same account: linked, for the centre only.
     green = await wallet.submit_lead(lead_body(grade_pb2.GRADE_GREEN, MULE))

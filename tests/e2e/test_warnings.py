@@ -18,6 +18,7 @@ from hub.cli import main
 from stophub.v1 import (
     case_pb2,
     delivery_pb2,
+    envelope_pb2,
     grade_pb2,
     sla_pb2,
     warning_pb2,
@@ -27,6 +28,10 @@ from tests.e2e.wire_helpers import report
 
 CUSTOMER = ("BANKB", "6222020000000777", "Qian Qi")
 BROKER = ("PAYX", "PAYX-0000-0666", "Fake Broker Ltd")
+
+
+def notice_in(payload: bytes) -> delivery_pb2.Notice:
+    return delivery_pb2.Notice.FromString(envelope_pb2.Envelope.FromString(payload).body)
 
 
 async def notices(client: HubClient, count: int) -> list[delivery_pb2.Notice]:
@@ -137,9 +142,24 @@ async def test_a_warning_from_send_to_dissuaded(
         if e.kind == "received" and e.actor in ("CENTRE", "BANKB")
     }
     assert sent.message_id in received
-    assert (
-        len([e for e in page.entries if e.kind == "received" and e.case_id == sent.warning_id]) >= 3
-    )
+    about = {
+        e.message_id for e in page.entries if e.kind == "received" and e.case_id == sent.warning_id
+    }
+    assert len(about) >= 3
+    # The hub's answers to them, and its notices of the warning, are filed under its id too
+    # (`stophub audit export --case W...` finds them).
+    answers = [e for e in page.entries if e.kind == "sent" and e.detail.startswith("answer to")]
+    mine = [e for e in answers if e.detail.split("/", 1)[1] in about]
+    assert len(mine) == len(about), mine
+    assert {e.case_id for e in mine} == {sent.warning_id}, [(e.detail, e.case_id) for e in mine]
+    told_of = [
+        e
+        for e in page.entries
+        if e.kind == "sent"
+        and e.detail.startswith("warning to ")
+        and notice_in(e.payload).warning.warning_id == sent.warning_id
+    ]
+    assert len(told_of) >= 3 and {e.case_id for e in told_of} == {sent.warning_id}
 
     # The regulator's figures: Bank B was sent one warning, reached and dissuaded its customer.
     now = network.clock.now()
