@@ -102,7 +102,22 @@ class Book {
       onward_transfers: [], // this example's book records no outgoing transfers
     };
   }
+
+  /** Lift the hold placed for an order; the fen it held, or null when this book holds none. */
+  release(orderId) {
+    for (const acct of this.accounts.values()) {
+      const held = acct.holds.get(orderId);
+      if (held !== undefined) {
+        acct.holds.delete(orderId);
+        return held;
+      }
+    }
+    return null;
+  }
 }
+
+// How far ahead of this bank's clock a lapse's expire_time may be and still count as passed.
+const CLOCK_DRIFT_MICROS = 5n * 60n * 1_000_000n;
 
 function sameStop(signed, shown) {
   const view = (i) => {
@@ -228,6 +243,10 @@ class NodeBank {
   }
 
   async handle(seq, notice) {
+    if (notice.kind === 'NOTICE_KIND_ORDER_EXPIRED') {
+      this.lapsed(seq, notice);
+      return true;
+    }
     if (notice.kind !== 'NOTICE_KIND_ORDER') {
       this.say('notice', { sequence: seq, kind: notice.kind, summary: notice.summary });
       return true;
@@ -259,6 +278,28 @@ class NodeBank {
     const result = this.book.stop(order.order_id, order.instruction.stop, this.hub.institution);
     this.say('executed', { sequence: seq, order: order.order_id, status: result.status, held: result.amount_held_fen || '0' });
     return this.answer(order, result);
+  }
+
+  /**
+   * A stop or freeze lapsed (its time ran out, or its case closed while it held nothing):
+   * lift the hold. No signer caused a lapse, so the hub's word is checked as docs/signing.md
+   * ("A lapse") says: addressed here, a stop or freeze, EXPIRED, its expire_time passed by
+   * this bank's own clock. A lapse only ever lifts a hold.
+   */
+  lapsed(seq, notice) {
+    const order = notice.order || {};
+    const why = lapseProblem(order, this.hub.institution, notice.origin);
+    if (why) {
+      this.say('SECURITY', { sequence: seq, order: order.order_id, refused: 'NOT lifted', why });
+      return;
+    }
+    const released = this.book.release(order.order_id);
+    this.say('lifted', {
+      sequence: seq,
+      order: order.order_id,
+      released_fen: released === null ? '0' : released.toString(),
+      summary: notice.summary,
+    });
   }
 
   /** null when the order is the centre's, as signed; otherwise why it must not be executed. */
@@ -342,6 +383,20 @@ class NodeBank {
       return false;
     }
   }
+}
+
+/** null when a lapse notice passes docs/signing.md's checks; otherwise why it does not. */
+function lapseProblem(order, me, origin, nowMicros = BigInt(Date.now()) * 1000n) {
+  if (origin) return 'a lapse has no origin: no signer causes one';
+  if (order.addressed_to !== me) return `the order is addressed to ${order.addressed_to}, not ${me}`;
+  if (order.kind !== 'ORDER_KIND_STOP' && order.kind !== 'ORDER_KIND_FREEZE') {
+    return `only a stop or a freeze lapses, not ${order.kind}`;
+  }
+  if (order.state !== 'ORDER_STATE_EXPIRED') return `the order is ${order.state}, not EXPIRED`;
+  const expires = micros(order.expire_time);
+  if (expires === null) return 'the order has no expire_time';
+  if (expires > nowMicros + CLOCK_DRIFT_MICROS) return 'its expire_time has not passed by this bank\'s clock';
+  return null;
 }
 
 function readPem(path, what) {
@@ -487,4 +542,4 @@ if (require.main === module) {
   );
 }
 
-module.exports = { Book, NodeBank, main, parseTime, micros, sameStop };
+module.exports = { Book, NodeBank, main, parseTime, micros, sameStop, lapseProblem };

@@ -376,3 +376,67 @@ test("an order is executed only if the centre's own signature on it verifies", a
   elsewhere.order.addressed_to = 'BANKB';
   assert.match(await bank.authentic(elsewhere), /addressed to BANKB/);
 });
+
+// ---- lapses ------------------------------------------------------------------------------
+
+test('a lapse lifts the hold only when the order is ours, a stop or freeze, EXPIRED and due', async (t) => {
+  const { NodeBank, lapseProblem } = require('../src/bank');
+  const { conn } = hubConnection(crypto.generateKeyPairSync('ed25519').privateKey);
+  t.after(() => conn.close());
+  const book = new Book([
+    {
+      account_number: '6222',
+      holder_name: 'Li Si',
+      balance_fen: 5_000_000,
+      credits: [{ time: '2026-01-02T03:04:05.123456Z', amount_fen: 5_000_000 }],
+    },
+  ]);
+  const stop = {
+    account: { institution_code: 'NODEBANK', account_number: '6222', holder_name: 'Li Si' },
+    amount_fen: '5000000',
+    transactions: [{ transaction_time: { seconds: '1767323045', nanos: 123456000 }, amount_fen: '5000000' }],
+  };
+  assert.equal(book.stop('O-1', stop, 'NODEBANK').amount_held_fen, '5000000');
+  const now = BigInt(Date.now()) * 1000n;
+  const at = (m) => ({ seconds: String(m / 1_000_000n), nanos: 0 });
+  const lapse = (changes = {}) => ({
+    kind: 'NOTICE_KIND_ORDER_EXPIRED',
+    summary: 'stop O-1 lapsed (48 hours passed); NODEBANK must release the hold',
+    origin: null,
+    order: {
+      order_id: 'O-1',
+      addressed_to: 'NODEBANK',
+      kind: 'ORDER_KIND_STOP',
+      state: 'ORDER_STATE_EXPIRED',
+      expire_time: at(now - 1_000_000n),
+      ...changes,
+    },
+  });
+  const me = 'NODEBANK';
+  assert.equal(lapseProblem(lapse().order, me, null, now), null);
+  const refused = [
+    [lapseProblem(lapse({ addressed_to: 'BANKB' }).order, me, null, now), /addressed to BANKB/],
+    [lapseProblem(lapse({ kind: 'ORDER_KIND_RETURN' }).order, me, null, now), /only a stop or a freeze/],
+    [lapseProblem(lapse({ state: 'ORDER_STATE_HOLDING' }).order, me, null, now), /not EXPIRED/],
+    [lapseProblem(lapse({ expire_time: null }).order, me, null, now), /no expire_time/],
+    // A day ahead of this bank's clock: the hub may not lift a hold before its time.
+    [lapseProblem(lapse({ expire_time: at(now + 86_400_000_000n) }).order, me, null, now), /has not passed/],
+    [lapseProblem(lapse().order, me, { sender: 'CENTRE' }, now), /has no origin/],
+  ];
+  for (const [why, pattern] of refused) assert.match(why, pattern);
+  // Within five minutes of drift it has passed.
+  assert.equal(lapseProblem(lapse({ expire_time: at(now + 60_000_000n) }).order, me, null, now), null);
+
+  const said = [];
+  const bank = new NodeBank({ hub: conn, book, log: (line) => said.push(JSON.parse(line)) });
+  // A lapse not yet due is refused, and the hold stays.
+  assert.equal(await bank.handle('7', lapse({ expire_time: at(now + 86_400_000_000n) })), true);
+  assert.equal(said.at(-1).event, 'SECURITY');
+  assert.equal(book.accounts.get('6222').holds.get('O-1'), 5_000_000n);
+  // The genuine lapse lifts it, once.
+  assert.equal(await bank.handle('8', lapse()), true);
+  assert.deepEqual([said.at(-1).event, said.at(-1).released_fen], ['lifted', '5000000']);
+  assert.equal(book.accounts.get('6222').holds.has('O-1'), false);
+  assert.equal(await bank.handle('9', lapse()), true);
+  assert.deepEqual([said.at(-1).event, said.at(-1).released_fen], ['lifted', '0']);
+});
