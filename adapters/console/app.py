@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import segno
 from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,7 +29,16 @@ from adapters.console.i18n import LANGUAGES
 from adapters.console.live import Broadcaster, Event
 from adapters.console.models import JournalEntry, Person, Proposal, Session
 from adapters.console.pages import centre, common, leads, member, oversight, warnings
-from adapters.console.people import PeopleError, check_password, set_password, sign_in
+from adapters.console.people import (
+    PeopleError,
+    check_password,
+    enrol_totp,
+    is_totp_secret,
+    new_totp_secret,
+    set_password,
+    sign_in,
+    totp_uri,
+)
 from adapters.console.web import (
     COOKIE,
     LANGUAGE_COOKIE,
@@ -254,6 +264,70 @@ async def password(request: Request) -> Response:
     return RedirectResponse("/", status_code=303)
 
 
+def _account(request: Request, secret: str, error: str = "", status: int = 200) -> Response:
+    """The account page; `secret`: the authenticator secret offered for enrolment."""
+    desk = desk_of(request)
+    viewer = viewer_of(request)
+    context: dict[str, object] = {"error": error, "secret": "", "qr": "", "uri": ""}
+    if not viewer.has_totp:
+        with desk.db() as s:
+            person = s.get(Person, viewer.id)
+            assert person is not None
+            uri = totp_uri(person, desk.institution, secret)
+        context.update(
+            secret=secret,
+            uri=uri,
+            # Drawn here, inline: the console fetches nothing from elsewhere.
+            qr=segno.make(uri, error="m").svg_inline(scale=4, dark="#1b1b1b"),
+        )
+    return render(request, "account.html", context, status=status)
+
+
+@page()
+async def account(request: Request) -> Response:
+    return _account(request, new_totp_secret())
+
+
+@page()
+async def two_factor(request: Request) -> Response:
+    """Turn on the second factor: the person's password, and a code from the authenticator
+    app that scanned the secret offered (so the app holds it before sign-in depends on it)."""
+    desk = desk_of(request)
+    viewer = viewer_of(request)
+    _ = gettext_for(request)
+    form = await request.form()
+    secret, code, current = (str(form.get(k, "")) for k in ("secret", "code", "password"))
+    error = ""
+    with desk.db() as s:
+        person = s.get(Person, viewer.id)
+        assert person is not None
+        if person.totp_secret:
+            error = _("Two-factor sign-in is on already; a supervisor can replace it.")
+        else:
+            check = sign_in(
+                s,
+                person.username,
+                current,
+                "",
+                desk.clock.now(),
+                lockout_after=desk.config.lockout_after,
+                lockout_for=desk.config.lockout_for,
+            )
+            if check.result != "ok":
+                error = _("Your current password is not right.")
+            elif not enrol_totp(person, secret, code, desk.clock.now()):
+                error = _(
+                    "That code does not match: scan the code again and type the newest six digits."
+                )
+    if error:
+        # The same secret again, so a wrong code does not mean scanning anew; a forged one is
+        # never offered back.
+        offered = secret if is_totp_secret(secret) else new_totp_secret()
+        return _account(request, offered, error, status=400)
+    actions.journal(desk, viewer.username, "two_factor", "two-factor sign-in turned on", "done")
+    return RedirectResponse("/account?enrolled=1", status_code=303)
+
+
 @page()
 async def proposals(request: Request) -> Response:
     desk = desk_of(request)
@@ -379,6 +453,8 @@ def routes() -> list[BaseRoute]:
         Route("/", home),
         Route("/language", language, methods=["POST"]),
         Route("/password", password, methods=["GET", "POST"]),
+        Route("/account", account),
+        Route("/account/two-factor", two_factor, methods=["POST"]),
         Route("/proposals", proposals),
         Route("/proposals/{id}", proposal),
         Route("/proposals/{id}/decide", decide, methods=["POST"]),

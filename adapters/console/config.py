@@ -80,6 +80,8 @@ class ConsoleConfig:
     idle_timeout: timedelta = timedelta(minutes=15)
     lockout_after: int = 5
     lockout_for: timedelta = timedelta(minutes=15)
+    # Everyone signs in with a second factor: a person without one sets it up first.
+    require_totp: bool = False
     proposal_ttl: timedelta = timedelta(minutes=30)
     approval: frozenset[str] = DEFAULT_APPROVAL
     language: str = "zh"
@@ -166,6 +168,7 @@ def load_config(path: str | Path) -> ConsoleConfig:
             idle_timeout=_minutes(sessions, "idle_minutes", timedelta(minutes=15)),
             lockout_after=int(sessions.get("lockout_after", 5)),
             lockout_for=_minutes(sessions, "lockout_minutes", timedelta(minutes=15)),
+            require_totp=_flag(file, sessions, "require_totp"),
             proposal_ttl=_minutes(data, "proposal_minutes", timedelta(minutes=30)),
             approval=frozenset(approval),
             language=language,
@@ -174,6 +177,13 @@ def load_config(path: str | Path) -> ConsoleConfig:
         )
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{file}: {err}") from err
+
+
+def _flag(file: Path, table: dict[str, Any], name: str) -> bool:
+    value = table.get(name, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{file}: {name} is true or false, not {value!r}")
+    return value
 
 
 def write_config(
@@ -207,6 +217,8 @@ def write_config(
         "idle_minutes = 15",
         "lockout_after = 5",
         "lockout_minutes = 15",
+        "# true: everyone signs in with an authenticator code; set it up at /account",
+        "require_totp = false",
         "",
         "# true: a supervisor who is not the maker must approve it first.",
         "[approval]",

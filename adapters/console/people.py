@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +24,8 @@ _HASHER = PasswordHasher()
 # password and the timing tells nobody which names exist.
 _DECOY = _HASHER.hash(secrets.token_hex(16))
 MIN_PASSWORD = 12
+# pyotp.random_base32()'s secrets: 32 base32 characters (160 bits).
+_TOTP_SECRET = re.compile(r"[A-Z2-7]{32}")
 USERNAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
@@ -156,8 +159,31 @@ def set_password(person: Person, password: str, *, must_change: bool) -> None:
     person.locked_until = None
 
 
-def totp_uri(person: Person, institution: str) -> str:
-    assert person.totp_secret
-    return pyotp.TOTP(person.totp_secret).provisioning_uri(
+def totp_uri(person: Person, institution: str, secret: str | None = None) -> str:
+    """The otpauth:// URI of the person's authenticator secret (or of `secret`, one being
+    enrolled)."""
+    secret = secret or person.totp_secret
+    assert secret
+    return pyotp.TOTP(secret).provisioning_uri(
         name=person.username, issuer_name=f"StopHub {institution}"
     )
+
+
+def new_totp_secret() -> str:
+    return pyotp.random_base32()
+
+
+def is_totp_secret(text: str) -> bool:
+    return bool(_TOTP_SECRET.fullmatch(text))
+
+
+def enrol_totp(person: Person, secret: str, code: str, now: datetime) -> bool:
+    """Turn the second factor on with `secret`, once the person's authenticator shows that
+    it holds it (a current `code`); False, and nothing changed, otherwise. A person who has
+    one already keeps it: a supervisor replaces it (`console user reset NAME --totp`)."""
+    if person.totp_secret or not is_totp_secret(secret):
+        return False
+    if not pyotp.TOTP(secret).verify(code.strip(), for_time=now, valid_window=1):
+        return False
+    person.totp_secret = secret
+    return True

@@ -62,6 +62,7 @@ class Viewer:
     language: str
     csrf: str
     must_change_password: bool
+    has_totp: bool = False
 
     @property
     def can_act(self) -> bool:
@@ -248,6 +249,7 @@ def current_viewer(request: Request, *, touch: bool = True) -> tuple[Viewer | No
                 person.language,
                 row.csrf,
                 person.must_change_password,
+                bool(person.totp_secret),
             ),
             "",
         )
@@ -261,6 +263,10 @@ def end_sessions(desk: Desk, person_id: int) -> None:
 def csrf_ok(form: FormData, expected: str) -> bool:
     given = form.get("csrf")
     return isinstance(given, str) and bool(expected) and hmac.compare_digest(given, expected)
+
+
+# What a person without the second factor may open where the console requires one.
+ACCOUNT_PAGES = frozenset({"/account", "/account/two-factor", "/password", "/logout", "/language"})
 
 
 def page(*, act: bool = False, supervise: bool = False) -> Callable[[Endpoint], Endpoint]:
@@ -294,6 +300,13 @@ def page(*, act: bool = False, supervise: bool = False) -> Callable[[Endpoint], 
                     )
             if viewer.must_change_password and request.url.path != "/password":
                 return RedirectResponse("/password", status_code=303)
+            if (
+                desk_of(request).config.require_totp
+                and not viewer.has_totp
+                and request.url.path not in ACCOUNT_PAGES
+            ):
+                # [sessions] require_totp: nothing else until the second factor is set up.
+                return RedirectResponse("/account", status_code=303)
             if act and not viewer.can_act:
                 return refuse(
                     request, 403, _("You can read this console but not act: your role is viewer.")

@@ -4,7 +4,10 @@ password reset, the language per person, and a console that has lost its hub."""
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from adapters.console.config import load_config
 from adapters.console.models import JournalEntry, Person
 from adapters.console.people import Role, add_person
 from hub.cli import main
@@ -184,6 +188,89 @@ def test_second_factor(net: ConsoleNetwork) -> None:
     b.close()
 
 
+def _offered_secret(page: str) -> str:
+    found = re.search(r'<code id="totp-secret">([A-Z2-7]{32})</code>', page)
+    assert found, page
+    return found.group(1)
+
+
+def test_a_person_turns_on_the_second_factor_at_their_account_page(net: ConsoleNetwork) -> None:
+    desk = net.consoles["CENTRE"].desk
+    with desk.db() as s:
+        add_person(s, "self.enrol", "Self", Role.OFFICER, PASSWORD, net.clock.now(), language="en")
+    b = Browserless(net.consoles["CENTRE"])
+    assert b.login("self.enrol").status_code == 303
+    page = b.get("/account")
+    assert page.status_code == 200 and 'id="two-factor-state"' in page.text
+    assert "<svg" in page.text  # the QR code, drawn inline
+    secret = _offered_secret(page.text)
+    assert f"secret={secret}" in html.unescape(page.text)  # in the otpauth:// link
+
+    def turn_on(code: str, password: str = PASSWORD, offered: str = secret) -> httpx.Response:
+        return b.post(
+            "/account/two-factor", {"secret": offered, "code": code, "password": password}
+        )
+
+    now = net.clock.now()
+    wrong_code = turn_on("000000" if pyotp.TOTP(secret).at(now) != "000000" else "111111")
+    assert wrong_code.status_code == 400 and "does not match" in wrong_code.text
+    assert _offered_secret(wrong_code.text) == secret  # no need to scan again
+    wrong_password = turn_on(pyotp.TOTP(secret).at(now), password="not the password")
+    assert wrong_password.status_code == 400 and "password is not right" in wrong_password.text
+    # A secret of the person's own choosing (not one the console offered) is refused too.
+    forged = turn_on(pyotp.TOTP("A" * 32).at(now), offered="a" * 32)
+    assert forged.status_code == 400 and _offered_secret(forged.text) != "a" * 32
+    with desk.db() as s:
+        person = s.scalar(select(Person).where(Person.username == "self.enrol"))
+        assert person is not None and person.totp_secret is None
+
+    done = turn_on(pyotp.TOTP(secret).at(now))
+    assert done.status_code == 303 and done.headers["location"] == "/account?enrolled=1"
+    assert "Two-factor sign-in is on" in b.get("/account?enrolled=1").text
+    assert [(j.action, j.outcome) for j in _journal(net, "self.enrol")][-1] == (
+        "two_factor",
+        "done",
+    )
+    # Once on, it stays: another enrolment is refused, and sign-in asks for the code.
+    again = turn_on(pyotp.TOTP(secret).at(now))
+    assert again.status_code == 400 and "on already" in again.text
+    b.close()
+    b = Browserless(net.consoles["CENTRE"])
+    assert b.login("self.enrol").status_code == 401
+    assert b.login("self.enrol", totp=pyotp.TOTP(secret).at(net.clock.now())).status_code == 303
+    b.close()
+
+
+def test_a_console_that_requires_the_second_factor_sends_everyone_without_it_to_set_it_up(
+    net: ConsoleNetwork,
+) -> None:
+    desk = net.consoles["CENTRE"].desk
+    with desk.db() as s:
+        add_person(s, "must.enrol", "Must", Role.OFFICER, PASSWORD, net.clock.now(), language="en")
+    before = desk.config
+    desk.config = dataclasses.replace(before, require_totp=True)
+    b = Browserless(net.consoles["CENTRE"])
+    try:
+        assert b.login("must.enrol").status_code == 303
+        for path in ("/", "/queue", "/journal"):
+            answer = b.get(path)
+            assert answer.status_code == 303 and answer.headers["location"] == "/account", path
+        page = b.get("/account")
+        assert "requires a second factor" in page.text
+        secret = _offered_secret(page.text)
+        code = pyotp.TOTP(secret).at(net.clock.now())
+        assert (
+            b.post(
+                "/account/two-factor", {"secret": secret, "code": code, "password": PASSWORD}
+            ).status_code
+            == 303
+        )
+        assert b.get("/journal").status_code == 200
+    finally:
+        desk.config = before
+        b.close()
+
+
 def test_language_is_per_person(browser: Browserless, net: ConsoleNetwork) -> None:
     browser.login("duty")
     assert browser.post("/language", {"language": "zh", "back": "/journal"}).status_code == 303
@@ -267,6 +354,14 @@ def test_console_init_and_bad_configuration(tmp_path: Path, net: ConsoleNetwork)
     bad = runner.invoke(main, ["console", "user", "list", "--config", str(tmp_path / "bad.toml")])
     assert bad.exit_code == 1 and "no such action: fly" in bad.output
     assert "Traceback" not in bad.output
+    # init spells out require_totp = false; true turns it on; anything else is one line.
+    config = tmp_path / "c" / "console.toml"
+    assert "require_totp = false" in config.read_text() and not load_config(config).require_totp
+    config.write_text(config.read_text().replace("require_totp = false", "require_totp = true"))
+    assert load_config(config).require_totp
+    config.write_text(config.read_text().replace("require_totp = true", 'require_totp = "yes"'))
+    loose = runner.invoke(main, ["console", "user", "list", "--config", str(config)])
+    assert loose.exit_code == 1 and "require_totp is true or false, not 'yes'" in loose.output
 
 
 def test_console_serve_as_an_institution_runs_it(tmp_path: Path, net: ConsoleNetwork) -> None:
