@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import segno
 from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -223,6 +224,21 @@ async def language(request: Request) -> Response:
     return RedirectResponse(_safe_next(str(form.get("back", "/"))), status_code=303)
 
 
+def _password_right(desk: Desk, s: DbSession, person: Person, password: str) -> bool:
+    """Whether a signed-in person's password is right, counted as a sign-in attempt (so
+    repeated wrong ones lock the account, as at the sign-in form)."""
+    check = sign_in(
+        s,
+        person.username,
+        password,
+        "",
+        desk.clock.now(),
+        lockout_after=desk.config.lockout_after,
+        lockout_for=desk.config.lockout_for,
+    )
+    return check.result in ("ok", "totp_needed")
+
+
 @page()
 async def password(request: Request) -> Response:
     desk = desk_of(request)
@@ -236,16 +252,7 @@ async def password(request: Request) -> Response:
     with desk.db() as s:
         person = s.get(Person, viewer.id)
         assert person is not None
-        check = sign_in(
-            s,
-            person.username,
-            current,
-            "",
-            desk.clock.now(),
-            lockout_after=desk.config.lockout_after,
-            lockout_for=desk.config.lockout_for,
-        )
-        if check.result not in ("ok", "totp_needed"):
+        if not _password_right(desk, s, person, current):
             error = _("Your current password is not right.")
         elif new != again:
             error = _("The two new passwords differ.")
@@ -304,16 +311,7 @@ async def two_factor(request: Request) -> Response:
         if person.totp_secret:
             error = _("Two-factor sign-in is on already; a supervisor can replace it.")
         else:
-            check = sign_in(
-                s,
-                person.username,
-                current,
-                "",
-                desk.clock.now(),
-                lockout_after=desk.config.lockout_after,
-                lockout_for=desk.config.lockout_for,
-            )
-            if check.result != "ok":
+            if not _password_right(desk, s, person, current):
                 error = _("Your current password is not right.")
             elif not enrol_totp(person, secret, code, desk.clock.now()):
                 error = _(

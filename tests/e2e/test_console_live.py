@@ -10,7 +10,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -140,6 +140,19 @@ def streaming(net: ConsoleNetwork) -> None:
     raise AssertionError("BANKB's console holds no delivery stream")
 
 
+def stored_as(desk: Any, kind: str) -> Callable[[Heard], bool]:
+    """A delivery event whose delivery the console stored as a notice of `kind`."""
+
+    def matches(h: Heard) -> bool:
+        if h.kind != "delivery" or not h.data.get("sequence"):
+            return False
+        with desk.db() as s:
+            row = s.get(StoredDelivery, h.data["sequence"])
+        return row is not None and row.kind == kind
+
+    return matches
+
+
 def test_the_event_stream_refuses_without_a_session(net: ConsoleNetwork) -> None:
     url = net.consoles["BANKB"].url
     assert httpx.get(f"{url}/events").status_code == 401
@@ -199,14 +212,7 @@ def test_a_breach_raises_an_alarm_on_the_open_console(net: ConsoleNetwork) -> No
         # BANKB does not answer the stop: past its deadline, the hub sends a breach notice.
         net.advance(timedelta(hours=3))
 
-        def breach(h: Heard) -> bool:
-            if h.kind != "delivery" or not h.data.get("sequence"):
-                return False
-            with desk.db() as s:
-                row = s.get(StoredDelivery, h.data["sequence"])
-            return row is not None and row.kind == "NOTICE_KIND_CLOCK_BREACH"
-
-        heard = stream.next(breach, timeout=15)
+        heard = stream.next(stored_as(desk, "NOTICE_KIND_CLOCK_BREACH"), timeout=15)
     finally:
         stream.close()
     assert heard.data["alarm"] is True
@@ -236,14 +242,7 @@ def test_a_lapsed_stop_raises_an_alarm_and_the_inbox_says_to_release_the_hold(
         # to release.
         net.advance(timedelta(hours=49))
 
-        def lapse(h: Heard) -> bool:
-            if h.kind != "delivery" or not h.data.get("sequence"):
-                return False
-            with desk.db() as s:
-                row = s.get(StoredDelivery, h.data["sequence"])
-            return row is not None and row.kind == "NOTICE_KIND_ORDER_EXPIRED"
-
-        heard = stream.next(lapse, timeout=15)
+        heard = stream.next(stored_as(desk, "NOTICE_KIND_ORDER_EXPIRED"), timeout=15)
     finally:
         stream.close()
     assert (heard.data["alarm"], heard.data["url"]) == (True, "/inbox")
