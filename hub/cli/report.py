@@ -159,6 +159,13 @@ def sla(
         raise click.ClickException(f"cannot write the report: {file_failure(err)}") from err
     for line in summary_lines(data, out, sidecar, digest):
         click.echo(line)
+    if data.checkpoint is not None and not data.checkpoint.pinned:
+        click.echo(
+            "note: the checkpoint was checked only against the hub keys the database's registry "
+            "lists, which whoever holds the database can change: give --hub-key FILE (the hub's "
+            "public key) to check it against the hub's own",
+            err=True,
+        )
 
 
 def summary_lines(data: SlaReport, out: Path, sidecar: Path, digest: str) -> list[str]:
@@ -189,12 +196,7 @@ def summary_lines(data: SlaReport, out: Path, sidecar: Path, digest: str) -> lis
         lines.append(
             f"made against the audit log's checkpoint of {cp.tree_size} entries "
             f"(root {cp.root_hash.hex()}), signed by the hub's key {cp.key_id}"
-            + (
-                ", which --hub-key vouches for"
-                if cp.pinned
-                else ", checked only against the database's registry: give --hub-key FILE "
-                "to check it against the hub's own public key"
-            )
+            + (", which --hub-key vouches for" if cp.pinned else "")
         )
     return lines
 
