@@ -455,6 +455,9 @@ def step_5_the_return_is_made_and_answered_and_the_case_closes(
     row = row_of(browser, empty.order_id)
     assert "Lapsed: release the hold" in row.find_element(By.CSS_SELECTOR, ".lapsed").text
     screen(browser, "inbox-lapsed")
+    click(browser, f"tr[data-order='{empty.order_id}'] form[action$='/released'] button")
+    row = row_of(browser, empty.order_id)
+    assert "Released by duty" in row.find_element(By.CSS_SELECTOR, ".released").text
 
 
 def step_6_a_list_entry_is_published_appealed_decided_and_checked(

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from adapters.console.models import StoredDelivery
+from adapters.console.models import JournalEntry, StoredDelivery
 from adapters.sdk import Delivery
 from hub.crypto import fields
 from hub.store.tables import deliveries
@@ -254,3 +254,33 @@ def test_a_lapsed_stop_raises_an_alarm_and_the_inbox_says_to_release_the_hold(
     row = re.search(rf'<tr[^>]*data-order="{order.order_id}".*?</tr>', page.text, re.S)
     assert row is not None, page.text
     assert "expired" in row.group(0) and "Lapsed: release the hold" in row.group(0)
+
+    # The officer releases it in the bank's systems and says so: the journal keeps who and
+    # when, and the row says it from then on. A viewer may not; an order still holding is not.
+    released = browser.post(f"/orders/{order.order_id}/released", {"case": case.case_id})
+    assert released.status_code == 303 and released.headers["location"] == "/inbox"
+    row = re.search(
+        rf'<tr[^>]*data-order="{order.order_id}".*?</tr>', browser.get("/inbox").text, re.S
+    )
+    assert row is not None and "Released by duty" in row.group(0)
+    assert "Lapsed: release the hold" not in row.group(0)
+    with desk.db() as s:
+        [said] = s.scalars(select(JournalEntry).where(JournalEntry.action == "hold_released")).all()
+    assert (said.person, said.detail, said.case_id) == ("duty", order.order_id, case.case_id)
+    again = browser.post(f"/orders/{order.order_id}/released", {"case": case.case_id})
+    assert again.status_code == 303  # said once: the journal keeps the first
+    with desk.db() as s:
+        assert (
+            len(s.scalars(select(JournalEntry).where(JournalEntry.action == "hold_released")).all())
+            == 1
+        )
+
+    viewer = Browserless(net.consoles["BANKB"])
+    assert viewer.login("watch").status_code == 303
+    assert (
+        viewer.post(f"/orders/{order.order_id}/released", {"case": case.case_id}).status_code == 403
+    )
+    viewer.close()
+    holding = net.run(centre.issue_order(stop_of(case.case_id, net)))
+    refused = browser.post(f"/orders/{holding.order_id}/released", {"case": case.case_id})
+    assert refused.status_code == 409 and "has not" in refused.text

@@ -17,12 +17,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from adapters.console import actions
 from adapters.console.actions import Action, Done, FormErrors, Payload, Refusal, register
-from adapters.console.models import StoredDelivery
+from adapters.console.models import JournalEntry, StoredDelivery
 from adapters.console.pages.common import (
     CASE_ID,
     led_to,
@@ -567,6 +567,12 @@ class InboxRow:
     received: datetime | None = None
     sequence: int = 0
     notes: list[str] = field(default_factory=list)
+    # A lapsed hold someone here said they released: (who, when), from the journal.
+    released: tuple[str, datetime] | None = None
+
+    @property
+    def lapsed_hold(self) -> bool:
+        return self.state == "expired" and self.kind in ("stop", "freeze")
 
     @property
     def left(self) -> float:
@@ -640,6 +646,7 @@ async def inbox_rows(desk: Desk) -> tuple[list[InboxRow], Refusal | None]:
                 if o.addressed_to == me:
                     orders[o.order_id] = o
     now = desk.clock.now()
+    released = holds_released(desk)
     rows = []
     for order_id, order in orders.items():
         clock = by_order.get(order_id)
@@ -659,6 +666,7 @@ async def inbox_rows(desk: Desk) -> tuple[list[InboxRow], Refusal | None]:
                 countdown=countdown(deadline, start, now),
                 received=stored_row.received_at if stored_row else None,
                 sequence=stored_row.sequence if stored_row else 0,
+                released=released.get(order_id),
             )
         )
     rows.sort(
@@ -669,6 +677,66 @@ async def inbox_rows(desk: Desk) -> tuple[list[InboxRow], Refusal | None]:
         )
     )
     return rows, refusal
+
+
+RELEASED = "hold_released"
+
+
+def holds_released(desk: Desk) -> dict[str, tuple[str, datetime]]:
+    """Lapsed holds someone at this console said they released in the bank's own systems (a
+    lapse is not answered to the hub): order id -> (who, when), the first saying."""
+    with desk.db() as s:
+        rows = s.execute(
+            select(JournalEntry.detail, JournalEntry.person, JournalEntry.time)
+            .where(JournalEntry.action == RELEASED, JournalEntry.outcome == "done")
+            .order_by(JournalEntry.id)
+        ).all()
+    found: dict[str, tuple[str, datetime]] = {}
+    for order_id, person, at in rows:
+        found.setdefault(order_id, (person, at))
+    return found
+
+
+@page(act=True)
+async def hold_released(request: Request) -> Response:
+    """An officer says the hold of a lapsed stop or freeze is released at the bank: kept in the
+    journal, with who and when, once the hub confirms the order is this institution's and
+    lapsed."""
+    if (wrong := member_only(request)) is not None:
+        return wrong
+    desk = desk_of(request)
+    _ = gettext_for(request)
+    order_id = request.path_params["order_id"]
+    form = await request.form()
+    case_id = str(form.get("case", "")).strip()
+    if not ORDER_ID.match(order_id) or not CASE_ID.match(case_id):
+        return refuse(request, 404, _("There is no such order."))
+    try:
+        case = await desk.link.call(lambda c: c.get_case(case_id))
+    except (HubError, HubSignatureError) as err:
+        return hub_refused(request, err)
+    order = next((o for o in case.orders if o.order_id == order_id), None)
+    if order is None or order.addressed_to != desk.institution:
+        return refuse(
+            request, 404, _("There is no order of that id addressed to this institution.")
+        )
+    kind = state_name(order_pb2.OrderKind, order.kind, "ORDER_KIND_")
+    if order.state != order_pb2.ORDER_STATE_EXPIRED or kind not in ("stop", "freeze"):
+        return refuse(
+            request, 409, _("Only a stop or freeze that lapsed is released here; this one has not.")
+        )
+    if order_id not in holds_released(desk):
+        viewer = viewer_of(request)
+        actions.journal(
+            desk,
+            viewer.username,
+            RELEASED,
+            f"released the hold of lapsed {kind} {order_id}",
+            "done",
+            case_id=case_id,
+            detail=order_id,
+        )
+    return RedirectResponse("/inbox", status_code=303)
 
 
 @page()
@@ -1209,6 +1277,7 @@ ROUTES: list[BaseRoute] = [
     Route("/cases/{case_id}/verify", verify_form, methods=["GET"]),
     Route("/cases/{case_id}/verify", verify_send, methods=["POST"]),
     Route("/inbox", inbox),
+    Route("/orders/{order_id}/released", hold_released, methods=["POST"]),
     Route("/orders/{order_id}/answer", answer_form, methods=["GET"]),
     Route("/orders/{order_id}/answer", answer_send, methods=["POST"]),
     Route("/filed-appeals/new", appeal_form, methods=["GET"]),
