@@ -671,6 +671,8 @@ async def test_a_stop_that_found_nothing_lapses_when_its_case_closes(
     assert closed.state == case_pb2.CASE_STATE_CLOSED
     [lapsed] = [o for o in closed.orders if o.order_id == empty.order_id]
     assert lapsed.state == order_pb2.ORDER_STATE_EXPIRED
+    # Stored as ending when the case closed, not 48 hours after PAYX's answer.
+    assert lapsed.expire_time == closed.close_time
 
     lapse = await payx.lapse(empty.order_id)
     assert "its case closed with nothing held" in lapse.notice.summary
