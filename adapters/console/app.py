@@ -277,10 +277,7 @@ def _account(request: Request, secret: str, error: str = "", status: int = 200) 
     viewer = viewer_of(request)
     context: dict[str, object] = {"error": error, "secret": "", "qr": "", "uri": ""}
     if not viewer.has_totp:
-        with desk.db() as s:
-            person = s.get(Person, viewer.id)
-            assert person is not None
-            uri = totp_uri(person, desk.institution, secret)
+        uri = totp_uri(viewer.username, desk.institution, secret)
         context.update(
             secret=secret,
             uri=uri,
@@ -310,13 +307,12 @@ async def two_factor(request: Request) -> Response:
         assert person is not None
         if person.totp_secret:
             error = _("Two-factor sign-in is on already; a supervisor can replace it.")
-        else:
-            if not _password_right(desk, s, person, current):
-                error = _("Your current password is not right.")
-            elif not enrol_totp(person, secret, code, desk.clock.now()):
-                error = _(
-                    "That code does not match: scan the code again and type the newest six digits."
-                )
+        elif not _password_right(desk, s, person, current):
+            error = _("Your current password is not right.")
+        elif not enrol_totp(person, secret, code, desk.clock.now()):
+            error = _(
+                "That code does not match: scan the code again and type the newest six digits."
+            )
     if error:
         # The same secret again, so a wrong code does not mean scanning anew; a forged one is
         # never offered back.

@@ -90,7 +90,7 @@ def add_person(
         display_name=display_name.strip() or name,
         role=role.value,
         password_hash=hash_password(password),
-        totp_secret=pyotp.random_base32() if totp else None,
+        totp_secret=new_totp_secret() if totp else None,
         disabled=False,
         failed_logins=0,
         language=language,
@@ -159,14 +159,9 @@ def set_password(person: Person, password: str, *, must_change: bool) -> None:
     person.locked_until = None
 
 
-def totp_uri(person: Person, institution: str, secret: str | None = None) -> str:
-    """The otpauth:// URI of the person's authenticator secret (or of `secret`, one being
-    enrolled)."""
-    secret = secret or person.totp_secret
-    assert secret
-    return pyotp.TOTP(secret).provisioning_uri(
-        name=person.username, issuer_name=f"StopHub {institution}"
-    )
+def totp_uri(username: str, institution: str, secret: str) -> str:
+    """The otpauth:// URI an authenticator app reads `secret` from."""
+    return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=f"StopHub {institution}")
 
 
 def new_totp_secret() -> str:

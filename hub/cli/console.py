@@ -10,7 +10,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import click
-import pyotp
 import uvicorn
 from sqlalchemy import select, update
 
@@ -18,7 +17,15 @@ from adapters.console.app import create_app
 from adapters.console.config import ConfigError, ConsoleConfig, load_config, write_config
 from adapters.console.db import ConsoleDb, DatabaseError
 from adapters.console.models import Person, Session
-from adapters.console.people import PeopleError, Role, add_person, find, set_password, totp_uri
+from adapters.console.people import (
+    PeopleError,
+    Role,
+    add_person,
+    find,
+    new_totp_secret,
+    set_password,
+    totp_uri,
+)
 from adapters.sdk.identity import IdentityError, load_identity
 from hub.render.wording import set_display_zone
 from hub.system.clock import SystemClock
@@ -204,7 +211,8 @@ def user_add(
                 totp=totp,
             )
             person.must_change_password = not password_stdin
-            uri = totp_uri(person, identity_code) if totp else ""
+            secret = person.totp_secret
+            uri = totp_uri(person.username, identity_code, secret) if secret else ""
             name = person.username
     except PeopleError as err:
         raise click.ClickException(str(err)) from err
@@ -283,12 +291,13 @@ def user_reset(username: str, config_path: str, totp: bool, enable: bool) -> Non
         if person is None:
             raise click.ClickException(f"{username}: no such person (see `console user list`)")
         set_password(person, password, must_change=True)
+        uri = ""
         if totp:
-            person.totp_secret = pyotp.random_base32()
+            person.totp_secret = new_totp_secret()
+            uri = totp_uri(person.username, _institution(config), person.totp_secret)
         if enable:
             person.disabled = False
         s.execute(update(Session).where(Session.person_id == person.id).values(ended=True))
-        uri = totp_uri(person, _institution(config)) if totp else ""
     db.dispose()
     click.echo(f"reset {username}; password (to change at next sign-in): {password}")
     if uri:

@@ -300,9 +300,11 @@ BranchAllowance = Callable[["Case", "Order", "AccountRef"], int]
 
 @dataclass(frozen=True)
 class Closure:
-    """A case just closed; `lapsed`: its stops and freezes that held ¥0, ended with it."""
+    """A case just closed: its `case.closed` step, and its stops and freezes that held ¥0,
+    each with the `order.expired` step that ended it with the case."""
 
-    lapsed: list[Order]
+    closed: CaseEvent
+    lapsed: list[tuple[Order, CaseEvent]]
 
 
 @dataclass(eq=False)
@@ -957,7 +959,7 @@ class Case:
             return None
         self.state = CaseState.CLOSED
         self.closed_at = now
-        self.record(
+        closed = self.record(
             now,
             "case.closed",
             HUB_CODE,
@@ -970,8 +972,8 @@ class Case:
                 # It ends now, and says so: a bank lifts a lapsed hold only once its
                 # expire_time has passed by the bank's own clock (docs/signing.md).
                 o.expires_at = now
-                lapsed.append(o)
-        return Closure(lapsed)
+                lapsed.append((o, self.events[-1]))
+        return Closure(closed, lapsed)
 
     # ---- timeline -----------------------------------------------------------------------
 

@@ -1234,7 +1234,8 @@ def test_a_hold_that_found_nothing_lapses_when_its_case_closes() -> None:
     ret = issue(case, ReturnCommand(freeze.order_id, VICTIM, 3_000_000), now=at(30))
     answer(case, ret, result(returned=3_000_000), now=at(31))
     closure = case.close_if_settled(at(31))
-    assert closure is not None and closure.lapsed == [empty]
+    assert closure is not None and [o for o, _ in closure.lapsed] == [empty]
+    assert closure.closed is case.events[-2] and closure.lapsed[0][1] is case.events[-1]
     assert case.state is CaseState.CLOSED
     assert (empty.state, empty.held_fen, empty.expires_at) == (OrderState.EXPIRED, 0, at(31))
     assert [(e.kind, e.order_id) for e in case.events[-2:]] == [

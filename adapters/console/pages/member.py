@@ -679,18 +679,37 @@ async def inbox_rows(desk: Desk) -> tuple[list[InboxRow], Refusal | None]:
     return rows, refusal
 
 
+async def our_order(request: Request, case_id: str, order_id: str) -> order_pb2.Order | Response:
+    """The order as the hub has it now (read in its case), if addressed to this institution;
+    otherwise the page that says why not."""
+    desk = desk_of(request)
+    try:
+        case = await desk.link.call(lambda c: c.get_case(case_id))
+    except (HubError, HubSignatureError) as err:
+        return hub_refused(request, err)
+    order = next((o for o in case.orders if o.order_id == order_id), None)
+    if order is None or order.addressed_to != desk.institution:
+        _ = gettext_for(request)
+        return refuse(
+            request, 404, _("There is no order of that id addressed to this institution.")
+        )
+    return order
+
+
 RELEASED = "hold_released"
 
 
-def holds_released(desk: Desk) -> dict[str, tuple[str, datetime]]:
+def holds_released(desk: Desk, order_id: str | None = None) -> dict[str, tuple[str, datetime]]:
     """Lapsed holds someone at this console said they released in the bank's own systems (a
-    lapse is not answered to the hub): order id -> (who, when), the first saying."""
+    lapse is not answered to the hub), or only `order_id`: order id -> (who, when), the
+    first saying."""
+    query = select(JournalEntry.detail, JournalEntry.person, JournalEntry.time).where(
+        JournalEntry.action == RELEASED, JournalEntry.outcome == "done"
+    )
+    if order_id is not None:
+        query = query.where(JournalEntry.detail == order_id)
     with desk.db() as s:
-        rows = s.execute(
-            select(JournalEntry.detail, JournalEntry.person, JournalEntry.time)
-            .where(JournalEntry.action == RELEASED, JournalEntry.outcome == "done")
-            .order_by(JournalEntry.id)
-        ).all()
+        rows = s.execute(query.order_by(JournalEntry.id)).all()
     found: dict[str, tuple[str, datetime]] = {}
     for order_id, person, at in rows:
         found.setdefault(order_id, (person, at))
@@ -711,21 +730,15 @@ async def hold_released(request: Request) -> Response:
     case_id = str(form.get("case", "")).strip()
     if not ORDER_ID.match(order_id) or not CASE_ID.match(case_id):
         return refuse(request, 404, _("There is no such order."))
-    try:
-        case = await desk.link.call(lambda c: c.get_case(case_id))
-    except (HubError, HubSignatureError) as err:
-        return hub_refused(request, err)
-    order = next((o for o in case.orders if o.order_id == order_id), None)
-    if order is None or order.addressed_to != desk.institution:
-        return refuse(
-            request, 404, _("There is no order of that id addressed to this institution.")
-        )
+    order = await our_order(request, case_id, order_id)
+    if isinstance(order, Response):
+        return order
     kind = state_name(order_pb2.OrderKind, order.kind, "ORDER_KIND_")
     if order.state != order_pb2.ORDER_STATE_EXPIRED or kind not in ("stop", "freeze"):
         return refuse(
             request, 409, _("Only a stop or freeze that lapsed is released here; this one has not.")
         )
-    if order_id not in holds_released(desk):
+    if not holds_released(desk, order_id):
         viewer = viewer_of(request)
         actions.journal(
             desk,
@@ -1046,15 +1059,9 @@ async def answer_context(
         return None, refuse(
             request, 404, _("This console has no delivery of that order: open it from the inbox.")
         )
-    try:
-        case = await desk.link.call(lambda c: c.get_case(case_id))
-    except (HubError, HubSignatureError) as err:
-        return None, hub_refused(request, err)
-    order = next((o for o in case.orders if o.order_id == order_id), None)
-    if order is None or order.addressed_to != desk.institution:
-        return None, refuse(
-            request, 404, _("There is no order of that id addressed to this institution.")
-        )
+    order = await our_order(request, case_id, order_id)
+    if isinstance(order, Response):
+        return None, order
     try:
         clocks = await desk.link.call(
             lambda c: c.list_clocks(institution=desk.institution, case_id=case_id, open_only=True)

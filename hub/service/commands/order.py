@@ -71,29 +71,24 @@ def answer_order(ctx: Context, body: order_pb2.ExecutionResult) -> Message:
         ),
     )
     if (closure := case.close_if_settled(ctx.now)) is not None:
-        closed = next(e for e in reversed(case.events) if e.kind == "case.closed")
         ctx.deliver_to(
             sorted({case.reporting_institution, *ctx.centres()}),
             delivery_pb2.Notice(
                 kind=delivery_pb2.NOTICE_KIND_CASE_CLOSED,
                 case_id=case.case_id,
-                summary=closed.summary,
+                summary=closure.closed.summary,
             ),
         )
         # A hold that found nothing lapses with its case: its holder lifts it, as after a
         # lapse at the end of its time (docs/orders.md, "Lapses").
-        for lapsed in closure.lapsed:
+        for lapsed, expired in closure.lapsed:
             ctx.deliver_to(
                 sorted({lapsed.addressed_to, *ctx.centres()}),
                 delivery_pb2.Notice(
                     kind=delivery_pb2.NOTICE_KIND_ORDER_EXPIRED,
                     case_id=case.case_id,
                     order=wire.order_to_proto(lapsed),
-                    summary=next(
-                        e.summary
-                        for e in reversed(case.events)
-                        if e.kind == "order.expired" and e.order_id == lapsed.order_id
-                    ),
+                    summary=expired.summary,
                 ),
             )
     ctx.record_events(case, since)
